@@ -1,0 +1,904 @@
+/**
+ * The hierarchical DRF allocator: the pure decision of which framework is offered which agent's
+ * resources. It reads no clock, arms no timer and does no I/O: the caller passes `nowMs` where
+ * time matters and an `Rng` for the agent shuffle, so the master and the simulator share it.
+ *
+ * Semantics follow Mesos's hierarchical allocator:
+ * - offers are coarse-grained: the lowest-share framework of the lowest-share role is offered
+ *   everything it may use on an agent; the sorters are updated after every allocation;
+ * - reservations are offered only to their role and its descendants and count toward the
+ *   reserving role's share whether allocated or not;
+ * - quota is set per top-level role: guarantees are satisfied first (stage 1) and enough
+ *   unreserved resources are held back from other roles to still satisfy them (headroom);
+ *   limits are never exceeded (scalar offers are chopped to fit);
+ * - declines install filters per (framework, role, agent); SUPPRESS and REVIVE per role;
+ * - nothing smaller than the minimum allocatable resources is offered.
+ */
+import { Resources, toMillis, type ResourceEntry, type ScalarQuantities } from "../../sdk/resources.ts";
+import { roleNameError, topLevelRole } from "../../sdk/roles.ts";
+import { shuffleInPlace, type Rng } from "../../sdk/rng.ts";
+import { DrfSorter, RandomSorter, type Sorter } from "./sorter.ts";
+
+/** Stable error codes of the allocator. */
+export type AllocatorErrorCode =
+  | "CORRAL_ERR_UNKNOWN_AGENT"
+  | "CORRAL_ERR_UNKNOWN_FRAMEWORK"
+  | "CORRAL_ERR_DUPLICATE_AGENT"
+  | "CORRAL_ERR_DUPLICATE_FRAMEWORK"
+  | "CORRAL_ERR_NOT_ALLOCATED"
+  | "CORRAL_ERR_BAD_ROLE"
+  | "CORRAL_ERR_BAD_WEIGHT"
+  | "CORRAL_ERR_BAD_QUOTA"
+  | "CORRAL_ERR_BAD_RESOURCES"
+  | "CORRAL_ERR_OVER_ALLOCATED";
+
+/** A refused call. The allocator's state is unchanged when one is thrown. */
+export class AllocatorError extends Error {
+  constructor(
+    readonly code: AllocatorErrorCode,
+    message: string,
+  ) {
+    super(message);
+    this.name = "AllocatorError";
+  }
+}
+
+/** Options of {@link createAllocator}. */
+export interface AllocatorOptions {
+  /** Source of the per-run agent shuffle (and of the random sorter's orders). */
+  rng: Rng;
+  /**
+   * The master's allocation interval. A decline filter lasts at least this long, since a filter
+   * shorter than the interval would expire before the next run could honour it.
+   * @default 1000
+   */
+  allocationIntervalMs?: number;
+  /**
+   * Offers must hold at least one of these scalar quantity sets (decimal units), so that crumbs
+   * are never offered.
+   * @default [{ cpus: 0.01 }, { mem: 32 }]
+   */
+  minAllocatable?: Array<Record<string, number>>;
+  /**
+   * Role and framework order policy: weighted DRF, or a seeded random order for comparisons.
+   * @default "drf"
+   */
+  sorter?: "drf" | "random";
+  /**
+   * Visit agents in a fresh random order every run (as Mesos does), so that no agent is always
+   * offered first. Turn off for step-by-step studies where insertion order is wanted.
+   * @default true
+   */
+  shuffleAgents?: boolean;
+}
+
+/** Resources already in use on an agent when it is added (tasks found on re-registration). */
+export interface AgentUsage {
+  frameworkId: string;
+  role: string;
+  resources: Resources;
+}
+
+/** What the allocator needs to know about an agent. */
+export interface AgentSpec {
+  /** Everything the agent has, reservations included. */
+  total: Resources;
+  /** Free-form attributes (rack, zone); carried for callers, not used in allocation. @default {} */
+  attributes?: Record<string, string>;
+  /** Resources already allocated on it. Frameworks named here must already be added. @default [] */
+  used?: AgentUsage[];
+  /** Whether it may be offered. @default true */
+  active?: boolean;
+}
+
+/** What the allocator needs to know about a framework. */
+export interface FrameworkSpec {
+  /** The roles it subscribes with (at least one). */
+  roles: string[];
+  /** Whether it is connected and may be offered. @default true */
+  active?: boolean;
+  /** Roles it has suppressed offers for. @default [] */
+  suppressedRoles?: string[];
+}
+
+/** Quota of one top-level role, in decimal units by scalar name (`{cpus: 4, mem: 8192}`). */
+export interface QuotaConfig {
+  /** Resources the role is guaranteed to get when it wants them. @default {} */
+  guarantees?: Record<string, number>;
+  /** Resources the role may never exceed (absent names are unlimited). @default {} */
+  limits?: Record<string, number>;
+}
+
+/** One offer decided by an allocation run. */
+export interface OfferPlan {
+  frameworkId: string;
+  /** The role the resources are allocated to. */
+  role: string;
+  agentId: string;
+  resources: Resources;
+}
+
+/** A read-only view of one agent, for the master's `/state` and for checks. */
+export interface AgentView {
+  agentId: string;
+  total: Resources;
+  allocated: Resources;
+  available: Resources;
+  active: boolean;
+  attributes: Readonly<Record<string, string>>;
+  /** Allocated resources by framework id and role. */
+  allocations: ReadonlyMap<string, ReadonlyMap<string, Resources>>;
+}
+
+interface Filter {
+  resources: Resources;
+  expiresAtMs: number;
+}
+
+interface AgentState {
+  readonly id: string;
+  total: Resources;
+  allocated: Resources;
+  available: Resources;
+  active: boolean;
+  attributes: Record<string, string>;
+  readonly allocations: Map<string, Map<string, Resources>>;
+}
+
+interface FrameworkState {
+  readonly id: string;
+  roles: Set<string>;
+  active: boolean;
+  suppressed: Set<string>;
+  /** role -> agent -> the newest decline filter. */
+  readonly filters: Map<string, Map<string, Filter>>;
+}
+
+interface RoleState {
+  readonly frameworks: Set<string>;
+  /** Reservations for exactly this role over all agents (thousandths by name). */
+  readonly reservations: ScalarQuantities;
+  readonly frameworkSorter: Sorter;
+  /** Frameworks holding allocations in this role, with the number of agents they hold them on. */
+  readonly holders: Map<string, number>;
+}
+
+interface Quota {
+  guarantees: ScalarQuantities;
+  limits: ScalarQuantities;
+}
+
+function addQuantities(target: ScalarQuantities, delta: ScalarQuantities, sign: 1 | -1): void {
+  for (const [name, millis] of delta) {
+    const next = (target.get(name) ?? 0) + sign * millis;
+    if (next === 0) target.delete(name);
+    else target.set(name, next);
+  }
+}
+
+/** Reservations of a bag, grouped by reserving role. */
+function reservationsByRole(resources: Resources): Map<string, Resources> {
+  const byRole = new Map<string, ResourceEntry[]>();
+  for (const entry of resources.entries) {
+    if (entry.role === "*") continue;
+    const list = byRole.get(entry.role) ?? [];
+    list.push(entry);
+    byRole.set(entry.role, list);
+  }
+  return new Map([...byRole].map(([role, entries]) => [role, Resources.of(entries)]));
+}
+
+function validRole(role: string): void {
+  const problem = roleNameError(role);
+  if (problem !== null) throw new AllocatorError("CORRAL_ERR_BAD_ROLE", `invalid role '${role}': ${problem}`);
+}
+
+function quantitiesFromRecord(record: Record<string, number> | undefined, what: string): ScalarQuantities {
+  const out: ScalarQuantities = new Map();
+  if (record === undefined) return out;
+  if (typeof record !== "object" || record === null || Array.isArray(record)) {
+    throw new AllocatorError("CORRAL_ERR_BAD_QUOTA", `${what} must be an object of resource name to quantity`);
+  }
+  for (const [name, value] of Object.entries(record)) {
+    if (!/^[A-Za-z0-9_.\-]+$/.test(name)) throw new AllocatorError("CORRAL_ERR_BAD_QUOTA", `${what}: invalid resource name '${name}'`);
+    if (typeof value !== "number" || !Number.isFinite(value) || value < 0) {
+      throw new AllocatorError("CORRAL_ERR_BAD_QUOTA", `${what}.${name} must be a finite number >= 0, got ${String(value)}`);
+    }
+    out.set(name, toMillis(value, `${what}.${name}`));
+  }
+  return out;
+}
+
+/**
+ * The allocator. Create with {@link createAllocator}. Every mutating method either applies fully
+ * or throws an {@link AllocatorError} and changes nothing.
+ */
+export class HierarchicalAllocator {
+  private readonly rng: Rng;
+  private readonly allocationIntervalMs: number;
+  private readonly minAllocatable: ScalarQuantities[];
+  private readonly sorterKind: "drf" | "random";
+  private readonly shuffleAgents: boolean;
+
+  private readonly agents = new Map<string, AgentState>();
+  private readonly frameworks = new Map<string, FrameworkState>();
+  private readonly roles = new Map<string, RoleState>();
+  private readonly roleSorter: Sorter;
+  private readonly weights = new Map<string, number>();
+  private readonly quotas = new Map<string, Quota>();
+
+  /** Cluster totals by scalar name, reservations included (what shares are measured against). */
+  private readonly totals: ScalarQuantities = new Map();
+  private totalsChanged = false;
+  /** Per top-level role: unreserved allocations plus reservations in its subtree. */
+  private readonly consumption = new Map<string, ScalarQuantities>();
+  /** Unallocated unreserved scalars on active agents: the headroom that can be handed out. */
+  private readonly freeUnreserved: ScalarQuantities = new Map();
+  /** Per quota role: guarantee not yet met. Their sum is the headroom that must be kept. */
+  private readonly unsatisfied = new Map<string, ScalarQuantities>();
+  private readonly requiredHeadroom: ScalarQuantities = new Map();
+
+  constructor(options: AllocatorOptions) {
+    this.rng = options.rng;
+    this.allocationIntervalMs = options.allocationIntervalMs ?? 1000;
+    if (!(this.allocationIntervalMs >= 0)) throw new AllocatorError("CORRAL_ERR_BAD_RESOURCES", "allocationIntervalMs must be >= 0");
+    this.minAllocatable = (options.minAllocatable ?? [{ cpus: 0.01 }, { mem: 32 }]).map((set, i) => quantitiesFromRecord(set, `minAllocatable[${i}]`));
+    this.sorterKind = options.sorter ?? "drf";
+    this.shuffleAgents = options.shuffleAgents ?? true;
+    this.roleSorter = this.newSorter(true);
+  }
+
+  // ---- agents ---------------------------------------------------------------------------------
+
+  /** Adds an agent with its total resources and what is already in use on it. */
+  addAgent(agentId: string, spec: AgentSpec): void {
+    if (this.agents.has(agentId)) throw new AllocatorError("CORRAL_ERR_DUPLICATE_AGENT", `agent '${agentId}' is already added`);
+    const used = spec.used ?? [];
+    let usedTotal = Resources.empty();
+    for (const usage of used) {
+      const framework = this.frameworks.get(usage.frameworkId);
+      if (!framework) throw new AllocatorError("CORRAL_ERR_UNKNOWN_FRAMEWORK", `agent '${agentId}' reports usage by unknown framework '${usage.frameworkId}'`);
+      validRole(usage.role);
+      usedTotal = usedTotal.add(usage.resources);
+    }
+    if (!spec.total.contains(usedTotal)) {
+      throw new AllocatorError("CORRAL_ERR_OVER_ALLOCATED", `agent '${agentId}' uses ${usedTotal.toString()}, more than its total ${spec.total.toString()}`);
+    }
+    for (const role of reservationsByRole(spec.total).keys()) validRole(role);
+
+    const agent: AgentState = {
+      id: agentId,
+      total: spec.total,
+      allocated: Resources.empty(),
+      available: spec.total,
+      active: false,
+      attributes: { ...(spec.attributes ?? {}) },
+      allocations: new Map(),
+    };
+    this.agents.set(agentId, agent);
+    this.addTotal(spec.total, 1);
+    for (const usage of used) {
+      // Usage of a framework that does not hold the role yet (it re-subscribes later) still counts.
+      this.trackRole(usage.role);
+      this.assign(agent, usage.frameworkId, usage.role, usage.resources, false);
+    }
+    if (spec.active ?? true) this.activateAgent(agentId);
+  }
+
+  /** Removes an agent; whatever was allocated on it is forgotten (its tasks are gone). */
+  removeAgent(agentId: string): void {
+    const agent = this.agent(agentId);
+    this.deactivateAgent(agentId);
+    for (const [frameworkId, byRole] of [...agent.allocations]) {
+      for (const [role, resources] of [...byRole]) this.release(agent, frameworkId, role, resources);
+    }
+    this.addTotal(agent.total, -1);
+    this.agents.delete(agentId);
+    for (const framework of this.frameworks.values()) for (const byAgent of framework.filters.values()) byAgent.delete(agentId);
+  }
+
+  /** Replaces an agent's total (for example after an operator changed its reservations). */
+  updateAgent(agentId: string, total: Resources): void {
+    const agent = this.agent(agentId);
+    if (!total.contains(agent.allocated)) {
+      throw new AllocatorError("CORRAL_ERR_OVER_ALLOCATED", `agent '${agentId}': new total ${total.toString()} does not cover allocated ${agent.allocated.toString()}`);
+    }
+    for (const role of reservationsByRole(total).keys()) validRole(role);
+    const wasActive = agent.active;
+    if (wasActive) this.deactivateAgent(agentId);
+    this.addTotal(agent.total, -1);
+    agent.total = total;
+    agent.available = total.subtract(agent.allocated);
+    this.addTotal(total, 1);
+    if (wasActive) this.activateAgent(agentId);
+  }
+
+  /** Lets an agent be offered again. */
+  activateAgent(agentId: string): void {
+    const agent = this.agent(agentId);
+    if (agent.active) return;
+    agent.active = true;
+    addQuantities(this.freeUnreserved, agent.available.unreserved().scalarQuantities(), 1);
+  }
+
+  /** Stops offering an agent (it is unreachable or draining); its allocations stay. */
+  deactivateAgent(agentId: string): void {
+    const agent = this.agent(agentId);
+    if (!agent.active) return;
+    agent.active = false;
+    addQuantities(this.freeUnreserved, agent.available.unreserved().scalarQuantities(), -1);
+  }
+
+  // ---- frameworks -----------------------------------------------------------------------------
+
+  /** Adds a framework with its roles. */
+  addFramework(frameworkId: string, spec: FrameworkSpec): void {
+    if (this.frameworks.has(frameworkId)) throw new AllocatorError("CORRAL_ERR_DUPLICATE_FRAMEWORK", `framework '${frameworkId}' is already added`);
+    const roles = this.checkRoles(spec.roles, spec.suppressedRoles);
+    const framework: FrameworkState = {
+      id: frameworkId,
+      roles: new Set(),
+      active: false,
+      suppressed: new Set(spec.suppressedRoles ?? []),
+      filters: new Map(),
+    };
+    this.frameworks.set(frameworkId, framework);
+    for (const role of roles) this.joinRole(framework, role);
+    if (spec.active ?? true) this.activateFramework(frameworkId);
+  }
+
+  /** Changes a framework's roles and suppressed roles (a re-subscription with new info). */
+  updateFramework(frameworkId: string, spec: FrameworkSpec): void {
+    const framework = this.framework(frameworkId);
+    const roles = this.checkRoles(spec.roles, spec.suppressedRoles);
+    for (const role of [...framework.roles]) if (!roles.includes(role)) this.leaveRole(framework, role);
+    for (const role of roles) if (!framework.roles.has(role)) this.joinRole(framework, role);
+    framework.suppressed = new Set(spec.suppressedRoles ?? []);
+    if (spec.active !== undefined) {
+      if (spec.active) this.activateFramework(frameworkId);
+      else this.deactivateFramework(frameworkId);
+    }
+    this.refreshActivity(framework);
+  }
+
+  /** Removes a framework, releasing everything still allocated to it. */
+  removeFramework(frameworkId: string): void {
+    const framework = this.framework(frameworkId);
+    for (const agent of this.agents.values()) {
+      const byRole = agent.allocations.get(frameworkId);
+      if (!byRole) continue;
+      for (const [role, resources] of [...byRole]) this.release(agent, frameworkId, role, resources);
+    }
+    framework.active = false;
+    for (const role of [...framework.roles]) this.leaveRole(framework, role);
+    this.frameworks.delete(frameworkId);
+  }
+
+  /** Lets a framework be offered again (it reconnected). */
+  activateFramework(frameworkId: string): void {
+    const framework = this.framework(frameworkId);
+    framework.active = true;
+    this.refreshActivity(framework);
+  }
+
+  /** Stops offering a framework (it disconnected); its allocations stay. */
+  deactivateFramework(frameworkId: string): void {
+    const framework = this.framework(frameworkId);
+    framework.active = false;
+    this.refreshActivity(framework);
+  }
+
+  /** SUPPRESS: no offers for the given roles (all of the framework's roles when omitted). */
+  suppressRoles(frameworkId: string, roles?: string[]): void {
+    const framework = this.framework(frameworkId);
+    const target = this.rolesOf(framework, roles);
+    for (const role of target) framework.suppressed.add(role);
+    this.refreshActivity(framework);
+  }
+
+  /** REVIVE: offers again for the given roles (all when omitted), with their decline filters cleared. */
+  reviveRoles(frameworkId: string, roles?: string[]): void {
+    const framework = this.framework(frameworkId);
+    const target = this.rolesOf(framework, roles);
+    for (const role of target) {
+      framework.suppressed.delete(role);
+      framework.filters.delete(role);
+    }
+    this.refreshActivity(framework);
+  }
+
+  // ---- roles: weights and quota ---------------------------------------------------------------
+
+  /** Sets a role's weight (> 0). A role with weight 2 gets twice the share of a sibling with 1. */
+  setWeight(role: string, weight: number): void {
+    validRole(role);
+    if (typeof weight !== "number" || !Number.isFinite(weight) || weight <= 0) {
+      throw new AllocatorError("CORRAL_ERR_BAD_WEIGHT", `weight of role '${role}' must be a finite number > 0, got ${String(weight)}`);
+    }
+    this.weights.set(role, weight);
+    this.roleSorter.setWeight(role, weight);
+  }
+
+  /** The configured weights (roles without an entry weigh 1). */
+  getWeights(): ReadonlyMap<string, number> {
+    return new Map(this.weights);
+  }
+
+  /**
+   * Sets (or with `null`, removes) the quota of a top-level role.
+   * @throws AllocatorError when the role is not top-level, a quantity is negative or a guarantee
+   * exceeds its limit
+   */
+  setQuota(role: string, quota: QuotaConfig | null): void {
+    validRole(role);
+    if (role.includes("/")) throw new AllocatorError("CORRAL_ERR_BAD_QUOTA", `quota is set per top-level role; '${role}' is nested`);
+    if (quota === null) {
+      this.quotas.delete(role);
+      this.recomputeUnsatisfied(role);
+      return;
+    }
+    if (typeof quota !== "object" || Array.isArray(quota)) throw new AllocatorError("CORRAL_ERR_BAD_QUOTA", "quota must be an object with guarantees and/or limits");
+    const guarantees = quantitiesFromRecord(quota.guarantees, "guarantees");
+    const limits = quantitiesFromRecord(quota.limits, "limits");
+    for (const [name, millis] of guarantees) {
+      const limit = limits.get(name);
+      if (limit !== undefined && millis > limit) {
+        throw new AllocatorError("CORRAL_ERR_BAD_QUOTA", `guarantees.${name} (${millis / 1000}) exceeds limits.${name} (${limit / 1000})`);
+      }
+    }
+    this.quotas.set(role, { guarantees, limits });
+    this.recomputeUnsatisfied(role);
+  }
+
+  /** The configured quota of every role, in decimal units. */
+  getQuotas(): Map<string, { guarantees: Record<string, number>; limits: Record<string, number> }> {
+    const toRecord = (q: ScalarQuantities) => Object.fromEntries([...q].map(([n, m]) => [n, m / 1000]));
+    return new Map([...this.quotas].map(([role, q]) => [role, { guarantees: toRecord(q.guarantees), limits: toRecord(q.limits) }]));
+  }
+
+  /** What a top-level role consumes toward its quota (unreserved allocations plus reservations). */
+  quotaConsumption(role: string): Record<string, number> {
+    return Object.fromEntries([...(this.consumption.get(role) ?? [])].map(([n, m]) => [n, m / 1000]));
+  }
+
+  // ---- resources back ------------------------------------------------------------------------
+
+  /**
+   * Gives resources back: an offer declined or rescinded, a task ended. With `refuseSeconds > 0`
+   * a filter stops these resources on this agent from being offered again to this framework and
+   * role for `max(refuseSeconds, allocation interval)`.
+   */
+  recoverResources(frameworkId: string, agentId: string, role: string, resources: Resources, filter?: { refuseSeconds: number; nowMs: number }): void {
+    const framework = this.framework(frameworkId);
+    const agent = this.agent(agentId);
+    const held = agent.allocations.get(frameworkId)?.get(role);
+    if (!held || !held.contains(resources)) {
+      throw new AllocatorError(
+        "CORRAL_ERR_NOT_ALLOCATED",
+        `framework '${frameworkId}' holds ${held?.toString() || "nothing"} for role '${role}' on agent '${agentId}', not ${resources.toString()}`,
+      );
+    }
+    if (filter !== undefined && !(Number.isFinite(filter.refuseSeconds) && Number.isFinite(filter.nowMs))) {
+      throw new AllocatorError("CORRAL_ERR_BAD_RESOURCES", "filter needs finite refuseSeconds and nowMs");
+    }
+    this.release(agent, frameworkId, role, resources);
+    if (filter && filter.refuseSeconds > 0 && !resources.isEmpty()) {
+      const durationMs = Math.max(filter.refuseSeconds * 1000, this.allocationIntervalMs);
+      let byAgent = framework.filters.get(role);
+      if (!byAgent) framework.filters.set(role, (byAgent = new Map()));
+      byAgent.set(agentId, { resources, expiresAtMs: filter.nowMs + durationMs });
+    }
+  }
+
+  // ---- the allocation run ---------------------------------------------------------------------
+
+  /**
+   * One allocation run over all agents, or only over `agentIds` (the incremental case: an agent
+   * whose resources were just recovered). Returns the offers to make; the allocator already counts
+   * them as allocated, so the caller must recover them on decline, rescind or expiry.
+   */
+  allocate(nowMs: number, agentIds?: Iterable<string>): OfferPlan[] {
+    this.pushTotals();
+    const candidates: AgentState[] = [];
+    if (agentIds === undefined) {
+      for (const agent of this.agents.values()) if (agent.active) candidates.push(agent);
+    } else {
+      for (const id of agentIds) {
+        const agent = this.agents.get(id);
+        if (agent?.active) candidates.push(agent);
+      }
+    }
+    if (this.shuffleAgents) shuffleInPlace(candidates, this.rng);
+
+    const offers = new Map<string, OfferPlan>();
+    if (this.unsatisfied.size > 0) this.runStage(candidates, offers, nowMs, true);
+    this.runStage(candidates, offers, nowMs, false);
+    return [...offers.values()];
+  }
+
+  /**
+   * Stage 1 (`guaranteesOnly`) offers quota roles what they lack of their guarantees; stage 2
+   * offers everyone the rest, holding back the headroom stage 1 still needs.
+   */
+  private runStage(candidates: AgentState[], offers: Map<string, OfferPlan>, nowMs: number, guaranteesOnly: boolean): void {
+    for (const agent of candidates) {
+      if (!this.isAllocatable(agent.available)) continue;
+      const roleOrder = this.roleSorter.sort();
+      for (const role of roleOrder) {
+        if (guaranteesOnly && !this.unsatisfied.has(topLevelRole(role))) continue;
+        const allocatable = agent.available.allocatableTo(role);
+        if (allocatable.isEmpty()) continue;
+        const toOffer = this.shapeOffer(role, allocatable, guaranteesOnly);
+        if (!this.isAllocatable(toOffer)) continue;
+        const frameworkId = this.pickFramework(role, agent.id, toOffer, nowMs);
+        if (frameworkId === undefined) continue;
+        this.assign(agent, frameworkId, role, toOffer, true);
+        const key = `${frameworkId}\u0000${role}\u0000${agent.id}`;
+        const existing = offers.get(key);
+        if (existing) existing.resources = existing.resources.add(toOffer);
+        else offers.set(key, { frameworkId, role, agentId: agent.id, resources: toOffer });
+        if (!this.isAllocatable(agent.available)) break;
+      }
+    }
+  }
+
+  /** The first framework of `role`, in sorter order, that may be offered `resources` on the agent. */
+  private pickFramework(role: string, agentId: string, resources: Resources, nowMs: number): string | undefined {
+    const state = this.roles.get(role);
+    if (!state) return undefined;
+    let chosen: string | undefined;
+    state.frameworkSorter.visit((frameworkId) => {
+      const framework = this.frameworks.get(frameworkId)!;
+      if (!framework.active || framework.suppressed.has(role) || !framework.roles.has(role)) return true;
+      if (this.isFiltered(framework, role, agentId, resources, nowMs)) return true;
+      chosen = frameworkId;
+      return false;
+    });
+    return chosen;
+  }
+
+  private isFiltered(framework: FrameworkState, role: string, agentId: string, resources: Resources, nowMs: number): boolean {
+    const byAgent = framework.filters.get(role);
+    const filter = byAgent?.get(agentId);
+    if (!filter) return false;
+    if (nowMs >= filter.expiresAtMs) {
+      byAgent!.delete(agentId);
+      return false;
+    }
+    // A filter refuses only what it covers: if more became free since the decline, offer it.
+    return filter.resources.contains(resources);
+  }
+
+  /** Chops unreserved scalars to what quota limits and headroom allow for `role`. */
+  private shapeOffer(role: string, allocatable: Resources, guaranteesOnly: boolean): Resources {
+    const top = topLevelRole(role);
+    const quota = this.quotas.get(top);
+    if (!quota && this.requiredHeadroom.size === 0) return allocatable;
+    const consumed = this.consumption.get(top);
+    const unsatisfied = this.unsatisfied.get(top);
+    let changed = false;
+    const entries = allocatable.entries.map((entry): ResourceEntry => {
+      if (entry.kind !== "scalar" || entry.role !== "*") return entry;
+      let cap = entry.millis;
+      const name = entry.name;
+      const limit = quota?.limits.get(name);
+      if (limit !== undefined) cap = Math.min(cap, Math.max(0, limit - (consumed?.get(name) ?? 0)));
+      const ownNeed = unsatisfied?.get(name) ?? 0;
+      if (guaranteesOnly && quota?.guarantees.has(name)) {
+        cap = Math.min(cap, ownNeed);
+      } else {
+        const required = this.requiredHeadroom.get(name) ?? 0;
+        if (required > 0) {
+          const slack = (this.freeUnreserved.get(name) ?? 0) - required;
+          cap = Math.min(cap, Math.max(0, slack + ownNeed));
+        }
+      }
+      if (cap === entry.millis) return entry;
+      changed = true;
+      return { ...entry, millis: cap };
+    });
+    return changed ? Resources.of(entries) : allocatable;
+  }
+
+  private isAllocatable(resources: Resources): boolean {
+    if (resources.isEmpty()) return false;
+    const quantities = resources.scalarQuantities();
+    return this.minAllocatable.some((minimum) => {
+      for (const [name, millis] of minimum) if ((quantities.get(name) ?? 0) < millis) return false;
+      return true;
+    });
+  }
+
+  // ---- bookkeeping ----------------------------------------------------------------------------
+
+  private assign(agent: AgentState, frameworkId: string, role: string, resources: Resources, countAllocation: boolean): void {
+    let byRole = agent.allocations.get(frameworkId);
+    if (!byRole) agent.allocations.set(frameworkId, (byRole = new Map()));
+    const held = byRole.get(role);
+    byRole.set(role, held ? held.add(resources) : resources);
+    if (!held) {
+      const holders = this.roles.get(role)!.holders;
+      holders.set(frameworkId, (holders.get(frameworkId) ?? 0) + 1);
+    }
+    agent.allocated = agent.allocated.add(resources);
+    agent.available = agent.available.subtract(resources);
+
+    const quantities = resources.scalarQuantities();
+    const unreserved = resources.unreserved().scalarQuantities();
+    const frameworkSorter = this.frameworkSorterOf(role);
+    if (!frameworkSorter.contains(frameworkId)) frameworkSorter.add(frameworkId); // usage found before it joined the role
+    frameworkSorter.allocated(frameworkId, quantities, countAllocation);
+    this.roleSorter.allocated(role, unreserved, countAllocation);
+    this.changeConsumption(topLevelRole(role), unreserved, 1);
+    if (agent.active) addQuantities(this.freeUnreserved, unreserved, -1);
+  }
+
+  private release(agent: AgentState, frameworkId: string, role: string, resources: Resources): void {
+    const byRole = agent.allocations.get(frameworkId)!;
+    const rest = byRole.get(role)!.subtract(resources);
+    if (rest.isEmpty()) {
+      byRole.delete(role);
+      const holders = this.roles.get(role)!.holders;
+      const count = holders.get(frameworkId)! - 1;
+      if (count === 0) holders.delete(frameworkId);
+      else holders.set(frameworkId, count);
+    } else {
+      byRole.set(role, rest);
+    }
+    if (byRole.size === 0) agent.allocations.delete(frameworkId);
+    agent.allocated = agent.allocated.subtract(resources);
+    agent.available = agent.available.add(resources);
+
+    const quantities = resources.scalarQuantities();
+    const unreserved = resources.unreserved().scalarQuantities();
+    this.frameworkSorterOf(role).unallocated(frameworkId, quantities);
+    this.roleSorter.unallocated(role, unreserved);
+    this.changeConsumption(topLevelRole(role), unreserved, -1);
+    if (agent.active) addQuantities(this.freeUnreserved, unreserved, 1);
+    const state = this.roles.get(role)!;
+    if (!state.frameworks.has(frameworkId) && !state.holders.has(frameworkId)) state.frameworkSorter.remove(frameworkId);
+    this.untrackRoleIfUnused(role);
+  }
+
+  /** Adds (or removes) an agent's total to cluster totals and its reservations to their roles. */
+  private addTotal(total: Resources, sign: 1 | -1): void {
+    addQuantities(this.totals, total.scalarQuantities(), sign);
+    this.totalsChanged = true;
+    for (const [role, reserved] of reservationsByRole(total)) {
+      const quantities = reserved.scalarQuantities();
+      this.trackRole(role);
+      const state = this.roles.get(role)!;
+      addQuantities(state.reservations, quantities, sign);
+      if (sign > 0) this.roleSorter.allocated(role, quantities, false);
+      else this.roleSorter.unallocated(role, quantities);
+      this.changeConsumption(topLevelRole(role), quantities, sign);
+      if (sign < 0) this.untrackRoleIfUnused(role);
+    }
+  }
+
+  private pushTotals(): void {
+    if (!this.totalsChanged) return;
+    const totals = new Map(this.totals);
+    this.roleSorter.setTotal(totals);
+    for (const state of this.roles.values()) state.frameworkSorter.setTotal(totals);
+    this.totalsChanged = false;
+  }
+
+  private changeConsumption(top: string, delta: ScalarQuantities, sign: 1 | -1): void {
+    if (delta.size === 0) return;
+    let consumed = this.consumption.get(top);
+    if (!consumed) this.consumption.set(top, (consumed = new Map()));
+    addQuantities(consumed, delta, sign);
+    if (consumed.size === 0) this.consumption.delete(top);
+    if (this.quotas.has(top)) this.recomputeUnsatisfied(top);
+  }
+
+  /** Refreshes one role's unmet guarantee and the total headroom that must be held back. */
+  private recomputeUnsatisfied(top: string): void {
+    const previous = this.unsatisfied.get(top);
+    if (previous) addQuantities(this.requiredHeadroom, previous, -1);
+    this.unsatisfied.delete(top);
+    const quota = this.quotas.get(top);
+    if (!quota) return;
+    const consumed = this.consumption.get(top);
+    const need: ScalarQuantities = new Map();
+    for (const [name, guarantee] of quota.guarantees) {
+      const missing = guarantee - (consumed?.get(name) ?? 0);
+      if (missing > 0) need.set(name, missing);
+    }
+    if (need.size > 0) {
+      this.unsatisfied.set(top, need);
+      addQuantities(this.requiredHeadroom, need, 1);
+    }
+  }
+
+  private newSorter(hierarchical: boolean): Sorter {
+    return this.sorterKind === "random" ? new RandomSorter(this.rng.fork(hierarchical ? "roles" : "frameworks"), { hierarchical }) : new DrfSorter({ hierarchical });
+  }
+
+  private trackRole(role: string): void {
+    if (this.roles.has(role)) return;
+    const frameworkSorter = this.newSorter(false);
+    frameworkSorter.setTotal(new Map(this.totals));
+    this.roles.set(role, { frameworks: new Set(), reservations: new Map(), frameworkSorter, holders: new Map() });
+    this.roleSorter.add(role);
+  }
+
+  /** Forgets a role once nothing refers to it: no framework, reservation or allocation. */
+  private untrackRoleIfUnused(role: string): void {
+    const state = this.roles.get(role);
+    if (!state || state.frameworks.size > 0 || state.reservations.size > 0 || state.holders.size > 0) return;
+    this.roleSorter.remove(role);
+    this.roles.delete(role);
+  }
+
+  private frameworkSorterOf(role: string): Sorter {
+    this.trackRole(role);
+    return this.roles.get(role)!.frameworkSorter;
+  }
+
+  private joinRole(framework: FrameworkState, role: string): void {
+    this.trackRole(role);
+    const state = this.roles.get(role)!;
+    state.frameworks.add(framework.id);
+    state.frameworkSorter.add(framework.id);
+    framework.roles.add(role);
+    this.refreshActivity(framework);
+  }
+
+  private leaveRole(framework: FrameworkState, role: string): void {
+    const state = this.roles.get(role)!;
+    state.frameworks.delete(framework.id);
+    // Keep the framework in the role's sorter while it still holds resources in that role.
+    const holds = state.holders.has(framework.id);
+    if (!holds) state.frameworkSorter.remove(framework.id);
+    else state.frameworkSorter.deactivate(framework.id);
+    framework.roles.delete(role);
+    framework.suppressed.delete(role);
+    framework.filters.delete(role);
+    this.refreshRoleActivity(role);
+    this.untrackRoleIfUnused(role);
+  }
+
+  /** Syncs sorter activity with the framework's flags: who may appear in a visit. */
+  private refreshActivity(framework: FrameworkState): void {
+    for (const role of framework.roles) {
+      const sorter = this.roles.get(role)!.frameworkSorter;
+      if (framework.active && !framework.suppressed.has(role)) sorter.activate(framework.id);
+      else sorter.deactivate(framework.id);
+      this.refreshRoleActivity(role);
+    }
+  }
+
+  /** A role is visited only while some framework in it can be offered. */
+  private refreshRoleActivity(role: string): void {
+    const state = this.roles.get(role);
+    if (!state) return;
+    let any = false;
+    for (const id of state.frameworks) {
+      const framework = this.frameworks.get(id);
+      if (framework?.active && !framework.suppressed.has(role)) {
+        any = true;
+        break;
+      }
+    }
+    if (any) this.roleSorter.activate(role);
+    else this.roleSorter.deactivate(role);
+  }
+
+  private checkRoles(roles: string[], suppressed: string[] | undefined): string[] {
+    if (!Array.isArray(roles) || roles.length === 0) throw new AllocatorError("CORRAL_ERR_BAD_ROLE", "a framework needs at least one role");
+    for (const role of roles) validRole(role);
+    if (new Set(roles).size !== roles.length) throw new AllocatorError("CORRAL_ERR_BAD_ROLE", "a framework's roles must be distinct");
+    for (const role of suppressed ?? []) {
+      if (!roles.includes(role)) throw new AllocatorError("CORRAL_ERR_BAD_ROLE", `suppressed role '${role}' is not one of the framework's roles`);
+    }
+    return [...roles];
+  }
+
+  private rolesOf(framework: FrameworkState, roles: string[] | undefined): string[] {
+    if (roles === undefined || roles.length === 0) return [...framework.roles];
+    for (const role of roles) {
+      if (!framework.roles.has(role)) throw new AllocatorError("CORRAL_ERR_BAD_ROLE", `framework '${framework.id}' is not subscribed to role '${role}'`);
+    }
+    return roles;
+  }
+
+  private agent(agentId: string): AgentState {
+    const agent = this.agents.get(agentId);
+    if (!agent) throw new AllocatorError("CORRAL_ERR_UNKNOWN_AGENT", `unknown agent '${agentId}'`);
+    return agent;
+  }
+
+  private framework(frameworkId: string): FrameworkState {
+    const framework = this.frameworks.get(frameworkId);
+    if (!framework) throw new AllocatorError("CORRAL_ERR_UNKNOWN_FRAMEWORK", `unknown framework '${frameworkId}'`);
+    return framework;
+  }
+
+  // ---- views ----------------------------------------------------------------------------------
+
+  /** One agent's resources and allocations, or `undefined` when unknown. */
+  agentView(agentId: string): AgentView | undefined {
+    const agent = this.agents.get(agentId);
+    if (!agent) return undefined;
+    return {
+      agentId,
+      total: agent.total,
+      allocated: agent.allocated,
+      available: agent.available,
+      active: agent.active,
+      attributes: agent.attributes,
+      allocations: agent.allocations,
+    };
+  }
+
+  /** Ids of all agents, in insertion order. */
+  agentIds(): string[] {
+    return [...this.agents.keys()];
+  }
+
+  /** Ids of all frameworks, in insertion order. */
+  frameworkIds(): string[] {
+    return [...this.frameworks.keys()];
+  }
+
+  /** A framework's weighted dominant share within `role` (0 for unknown pairs). */
+  frameworkShare(frameworkId: string, role: string): number {
+    this.pushTotals();
+    return this.roles.get(role)?.frameworkSorter.share(frameworkId) ?? 0;
+  }
+
+  /** A role's weighted dominant share; for an inner role, that of its whole subtree. */
+  roleShare(role: string): number {
+    this.pushTotals();
+    const sorter = this.roleSorter;
+    return sorter instanceof DrfSorter ? sorter.subtreeShare(role) : sorter.share(role);
+  }
+
+  /** Total resources allocated to a framework over all agents and roles. */
+  frameworkAllocation(frameworkId: string): Resources {
+    let sum = Resources.empty();
+    for (const agent of this.agents.values()) {
+      const byRole = agent.allocations.get(frameworkId);
+      if (byRole) for (const resources of byRole.values()) sum = sum.add(resources);
+    }
+    return sum;
+  }
+
+  /** Roles known to the allocator (with frameworks, reservations or allocations). */
+  knownRoles(): string[] {
+    return [...this.roles.keys()].sort();
+  }
+
+  /** Whether a framework is known and active (connected). */
+  isFrameworkActive(frameworkId: string): boolean {
+    return this.frameworks.get(frameworkId)?.active ?? false;
+  }
+
+  /** Whether a framework has suppressed `role`. */
+  isSuppressed(frameworkId: string, role: string): boolean {
+    return this.frameworks.get(frameworkId)?.suppressed.has(role) ?? false;
+  }
+
+  /**
+   * Checks internal consistency (for tests and the simulator's invariant checks): allocations
+   * add up per agent and never exceed the agent's total. Returns the problems found.
+   */
+  checkInvariants(): string[] {
+    const problems: string[] = [];
+    for (const agent of this.agents.values()) {
+      let sum = Resources.empty();
+      for (const byRole of agent.allocations.values()) for (const resources of byRole.values()) sum = sum.add(resources);
+      if (!sum.equals(agent.allocated)) problems.push(`agent ${agent.id}: allocations sum to ${sum} but allocated is ${agent.allocated}`);
+      if (!agent.total.contains(agent.allocated)) problems.push(`agent ${agent.id}: allocated ${agent.allocated} exceeds total ${agent.total}`);
+      if (!agent.allocated.add(agent.available).equals(agent.total)) problems.push(`agent ${agent.id}: allocated + available != total`);
+    }
+    return problems;
+  }
+}
+
+/** Creates an allocator. See {@link AllocatorOptions} for the defaults. */
+export function createAllocator(options: AllocatorOptions): HierarchicalAllocator {
+  return new HierarchicalAllocator(options);
+}

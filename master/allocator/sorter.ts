@@ -1,0 +1,399 @@
+/**
+ * Sorters decide who is offered resources first. The allocator keeps one sorter over roles (a
+ * hierarchical tree of role paths) and one flat sorter per role over that role's frameworks.
+ *
+ * The order is total: dominant share (lowest first), then allocation count (fewest first), then
+ * name. Allocation counts only ever grow, so two otherwise equal clients take turns.
+ */
+import type { Rng } from "../../sdk/rng.ts";
+import type { ScalarQuantities } from "../../sdk/resources.ts";
+
+/** The policy interface of the allocator: who is next. */
+export interface Sorter {
+  /** Adds a client (inactive until {@link activate}d). Adding a present client is a no-op. */
+  add(client: string): void;
+  /** Removes a client and whatever allocation it still holds. */
+  remove(client: string): void;
+  /** True when `client` has been added and not removed. */
+  contains(client: string): boolean;
+  /** Lets the client appear in {@link sort} and {@link visit}. */
+  activate(client: string): void;
+  /** Hides the client from {@link sort} and {@link visit}; its allocation still counts. */
+  deactivate(client: string): void;
+  /** Sets the weight of a client or (in a hierarchical sorter) of an inner role path. */
+  setWeight(path: string, weight: number): void;
+  /**
+   * Records resources allocated to `client` (scalar quantities in thousandths).
+   * @param countAllocation whether this counts as an allocation for the tie-break. @default true
+   */
+  allocated(client: string, quantities: ScalarQuantities, countAllocation?: boolean): void;
+  /** Records resources given back by `client`. */
+  unallocated(client: string, quantities: ScalarQuantities): void;
+  /** Sets the cluster totals that shares are measured against (including reservations). */
+  setTotal(totals: ScalarQuantities): void;
+  /** Active clients, first to be offered first. */
+  sort(): string[];
+  /** Calls `visitor` with active clients in {@link sort} order until it returns `false`. */
+  visit(visitor: (client: string) => boolean): void;
+  /** The client's current weighted dominant share. */
+  share(client: string): number;
+  /** The client's allocation (thousandths by scalar name); empty for unknown clients. */
+  allocation(client: string): ScalarQuantities;
+  /** How many times the client has been allocated to. */
+  allocationCount(client: string): number;
+}
+
+/** Thrown on misuse of a sorter (unknown client, bad weight). */
+export class SorterError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "SorterError";
+  }
+}
+
+/** Dominant share of `allocation` against `totals`, divided by `weight`. */
+export function dominantShare(allocation: ScalarQuantities, totals: ScalarQuantities, weight: number): number {
+  let share = 0;
+  for (const [name, millis] of allocation) {
+    const total = totals.get(name);
+    if (total !== undefined && total > 0) {
+      const s = millis / total;
+      if (s > share) share = s;
+    }
+  }
+  return share / weight;
+}
+
+function addInto(target: ScalarQuantities, delta: ScalarQuantities, sign: 1 | -1): void {
+  for (const [name, millis] of delta) {
+    const next = (target.get(name) ?? 0) + sign * millis;
+    if (next === 0) target.delete(name);
+    else target.set(name, next);
+  }
+}
+
+interface Node {
+  /** Full path (role path or client name); a client's own leaf under an inner node shares its path. */
+  readonly path: string;
+  readonly parent: Node | null;
+  /** Sorted by (share, count, path). */
+  readonly children: Node[];
+  /** Leaf nodes are clients. Inner nodes hold children and, optionally, the client of the same path. */
+  readonly isLeaf: boolean;
+  active: boolean;
+  allocation: ScalarQuantities;
+  count: number;
+  share: number;
+}
+
+function compareNodes(a: Node, b: Node): number {
+  if (a.share !== b.share) return a.share < b.share ? -1 : 1;
+  if (a.count !== b.count) return a.count - b.count;
+  if (a.path === b.path) return a.isLeaf === b.isLeaf ? 0 : a.isLeaf ? -1 : 1;
+  return a.path < b.path ? -1 : 1;
+}
+
+/** Index of the first child not ordered before `node` (binary search in a sorted array). */
+function lowerBound(children: Node[], node: Node): number {
+  let lo = 0;
+  let hi = children.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (compareNodes(children[mid]!, node) < 0) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/**
+ * Options of {@link DrfSorter}.
+ */
+export interface DrfSorterOptions {
+  /**
+   * Treat client names as `/`-separated role paths and compare siblings by subtree share
+   * (the role sorter); otherwise names are opaque (a framework sorter).
+   * @default false
+   */
+  hierarchical?: boolean;
+}
+
+/**
+ * Weighted Dominant Resource Fairness. Children of every node are kept sorted and repositioned
+ * incrementally when an allocation changes, so choosing the next client does not re-sort;
+ * a change of cluster totals (which moves every share) marks the tree for one full re-sort.
+ */
+export class DrfSorter implements Sorter {
+  private readonly hierarchical: boolean;
+  private readonly root: Node = { path: "", parent: null, children: [], isLeaf: false, active: true, allocation: new Map(), count: 0, share: 0 };
+  /** Leaf nodes of clients, by name. */
+  private readonly clients = new Map<string, Node>();
+  /** Inner nodes, by path (hierarchical only). */
+  private readonly inner = new Map<string, Node>();
+  private readonly weights = new Map<string, number>();
+  private totals: ScalarQuantities = new Map();
+  private dirty = false;
+
+  /** @param options see {@link DrfSorterOptions} */
+  constructor(options: DrfSorterOptions = {}) {
+    this.hierarchical = options.hierarchical ?? false;
+  }
+
+  add(client: string): void {
+    if (this.clients.has(client)) return;
+    const existingInner = this.inner.get(client);
+    const parent = existingInner ?? this.ensureParentOf(client);
+    const leaf: Node = { path: client, parent, children: [], isLeaf: true, active: false, allocation: new Map(), count: 0, share: 0 };
+    this.clients.set(client, leaf);
+    this.insertChild(parent, leaf);
+  }
+
+  remove(client: string): void {
+    const leaf = this.clients.get(client);
+    if (!leaf) return;
+    if (leaf.allocation.size > 0) this.unallocated(client, new Map(leaf.allocation));
+    this.detach(leaf);
+    this.clients.delete(client);
+    this.pruneUpwards(leaf.parent);
+  }
+
+  contains(client: string): boolean {
+    return this.clients.has(client);
+  }
+
+  activate(client: string): void {
+    this.leaf(client).active = true;
+  }
+
+  deactivate(client: string): void {
+    this.leaf(client).active = false;
+  }
+
+  setWeight(path: string, weight: number): void {
+    if (!(Number.isFinite(weight) && weight > 0)) throw new SorterError(`weight of '${path}' must be a positive finite number, got ${weight}`);
+    this.weights.set(path, weight);
+    this.dirty = true;
+  }
+
+  allocated(client: string, quantities: ScalarQuantities, countAllocation = true): void {
+    this.change(this.leaf(client), quantities, 1, countAllocation);
+  }
+
+  unallocated(client: string, quantities: ScalarQuantities): void {
+    this.change(this.leaf(client), quantities, -1, false);
+  }
+
+  setTotal(totals: ScalarQuantities): void {
+    this.totals = new Map(totals);
+    this.dirty = true;
+  }
+
+  sort(): string[] {
+    const out: string[] = [];
+    this.visit((client) => {
+      out.push(client);
+      return true;
+    });
+    return out;
+  }
+
+  visit(visitor: (client: string) => boolean): void {
+    if (this.dirty) this.resortAll();
+    this.visitNode(this.root, visitor);
+  }
+
+  share(client: string): number {
+    if (this.dirty) this.resortAll();
+    return this.clients.get(client)?.share ?? 0;
+  }
+
+  allocation(client: string): ScalarQuantities {
+    return new Map(this.clients.get(client)?.allocation ?? []);
+  }
+
+  allocationCount(client: string): number {
+    return this.clients.get(client)?.count ?? 0;
+  }
+
+  /** The weighted share of an inner role path (its subtree), for `/state` and tests. */
+  subtreeShare(path: string): number {
+    if (this.dirty) this.resortAll();
+    return (this.inner.get(path) ?? this.clients.get(path))?.share ?? 0;
+  }
+
+  private visitNode(node: Node, visitor: (client: string) => boolean): boolean {
+    for (const child of node.children) {
+      if (child.isLeaf) {
+        if (child.active && !visitor(child.path)) return false;
+      } else if (!this.visitNode(child, visitor)) {
+        return false;
+      }
+    }
+    return true;
+  }
+
+  private leaf(client: string): Node {
+    const node = this.clients.get(client);
+    if (!node) throw new SorterError(`unknown client '${client}'`);
+    return node;
+  }
+
+  private weightOf(node: Node): number {
+    return this.weights.get(node.path) ?? 1;
+  }
+
+  private computeShare(node: Node): number {
+    return dominantShare(node.allocation, this.totals, this.weightOf(node));
+  }
+
+  /** Applies an allocation change from a leaf up to the root, keeping sibling order. */
+  private change(leaf: Node, quantities: ScalarQuantities, sign: 1 | -1, countAllocation: boolean): void {
+    if (sign < 0) {
+      for (const [name, millis] of quantities) {
+        if ((leaf.allocation.get(name) ?? 0) < millis) throw new SorterError(`'${leaf.path}' gives back more ${name} than it was allocated`);
+      }
+    }
+    for (let node: Node | null = leaf; node && node !== this.root; node = node.parent) {
+      const parent = node.parent!;
+      const index = this.dirty ? -1 : this.indexIn(parent, node);
+      if (index >= 0) parent.children.splice(index, 1);
+      addInto(node.allocation, quantities, sign);
+      if (countAllocation) node.count++;
+      node.share = this.computeShare(node);
+      if (index >= 0) parent.children.splice(lowerBound(parent.children, node), 0, node);
+    }
+  }
+
+  private indexIn(parent: Node, node: Node): number {
+    const at = lowerBound(parent.children, node);
+    if (parent.children[at] === node) return at;
+    // Should not happen while sorted; fall back to a scan rather than corrupt the order.
+    return parent.children.indexOf(node);
+  }
+
+  private insertChild(parent: Node, child: Node): void {
+    child.share = this.computeShare(child);
+    if (this.dirty) parent.children.push(child);
+    else parent.children.splice(lowerBound(parent.children, child), 0, child);
+  }
+
+  private detach(node: Node): void {
+    const parent = node.parent!;
+    const index = this.dirty ? parent.children.indexOf(node) : this.indexIn(parent, node);
+    if (index >= 0) parent.children.splice(index, 1);
+  }
+
+  /** Finds or creates the inner node under which `client`'s leaf hangs. */
+  private ensureParentOf(client: string): Node {
+    if (!this.hierarchical) return this.root;
+    const cut = client.lastIndexOf("/");
+    return cut < 0 ? this.root : this.ensureInner(client.slice(0, cut));
+  }
+
+  /** Finds or creates the inner node of `path`, moving a client leaf of that path under it. */
+  private ensureInner(path: string): Node {
+    const existing = this.inner.get(path);
+    if (existing) return existing;
+    const leafOfPath = this.clients.get(path);
+    const parent = leafOfPath ? leafOfPath.parent! : this.ensureParentOf(path);
+    const node: Node = { path, parent, children: [], isLeaf: false, active: true, allocation: new Map(), count: 0, share: 0 };
+    this.inner.set(path, node);
+    if (leafOfPath) {
+      // The client of this path becomes the inner node's own ("virtual") leaf.
+      this.detach(leafOfPath);
+      (leafOfPath as { parent: Node | null }).parent = node;
+      addInto(node.allocation, leafOfPath.allocation, 1);
+      node.count = leafOfPath.count;
+      node.children.push(leafOfPath);
+    }
+    this.insertChild(parent, node);
+    return node;
+  }
+
+  /** Removes inner nodes left without children, from `node` up. */
+  private pruneUpwards(node: Node | null): void {
+    while (node && node !== this.root && node.children.length === 0) {
+      const parent = node.parent;
+      this.detach(node);
+      this.inner.delete(node.path);
+      node = parent;
+    }
+  }
+
+  private resortAll(): void {
+    const recompute = (node: Node): void => {
+      for (const child of node.children) {
+        recompute(child);
+        child.share = this.computeShare(child);
+      }
+      node.children.sort(compareNodes);
+    };
+    recompute(this.root);
+    this.dirty = false;
+  }
+}
+
+/**
+ * A seeded random order, for comparison studies: every {@link sort} or {@link visit} is a fresh
+ * permutation of the active clients. Shares are still tracked (for `/state`), with weight ignored
+ * in the order.
+ */
+export class RandomSorter implements Sorter {
+  private readonly drf: DrfSorter;
+
+  /** @param rng the source of every permutation; equal seeds give equal orders */
+  constructor(
+    private readonly rng: Rng,
+    options: DrfSorterOptions = {},
+  ) {
+    this.drf = new DrfSorter(options);
+  }
+
+  add(client: string): void {
+    this.drf.add(client);
+  }
+  remove(client: string): void {
+    this.drf.remove(client);
+  }
+  contains(client: string): boolean {
+    return this.drf.contains(client);
+  }
+  activate(client: string): void {
+    this.drf.activate(client);
+  }
+  deactivate(client: string): void {
+    this.drf.deactivate(client);
+  }
+  setWeight(path: string, weight: number): void {
+    this.drf.setWeight(path, weight);
+  }
+  allocated(client: string, quantities: ScalarQuantities, countAllocation = true): void {
+    this.drf.allocated(client, quantities, countAllocation);
+  }
+  unallocated(client: string, quantities: ScalarQuantities): void {
+    this.drf.unallocated(client, quantities);
+  }
+  setTotal(totals: ScalarQuantities): void {
+    this.drf.setTotal(totals);
+  }
+  sort(): string[] {
+    // Start from a canonical order so the permutation depends only on the seed and the clients.
+    const clients = this.drf.sort().sort();
+    for (let i = clients.length - 1; i > 0; i--) {
+      const j = this.rng.int(i + 1);
+      [clients[i], clients[j]] = [clients[j]!, clients[i]!];
+    }
+    return clients;
+  }
+  visit(visitor: (client: string) => boolean): void {
+    for (const client of this.sort()) if (!visitor(client)) return;
+  }
+  share(client: string): number {
+    return this.drf.share(client);
+  }
+  allocation(client: string): ScalarQuantities {
+    return this.drf.allocation(client);
+  }
+  allocationCount(client: string): number {
+    return this.drf.allocationCount(client);
+  }
+}
