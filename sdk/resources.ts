@@ -279,6 +279,9 @@ export class Resources {
 
   /** Normalised entries: sorted by (name, role), one per (name, role), none empty. */
   readonly entries: readonly ResourceEntry[];
+  /** Lazily computed scalar totals (the value is immutable, so they never go stale). */
+  private quantitiesCache: ReadonlyMap<string, number> | undefined;
+  private unreservedQuantitiesCache: ReadonlyMap<string, number> | undefined;
 
   private constructor(entries: readonly ResourceEntry[]) {
     this.entries = entries;
@@ -465,6 +468,8 @@ export class Resources {
    * or any of its ancestors (a reservation for `eng` serves `eng/web`).
    */
   allocatableTo(role: string): Resources {
+    // The allocator asks this for every (agent, role) it visits; most agents are unreserved.
+    if (this.entries.every((e) => e.role === UNRESERVED_ROLE)) return this;
     return this.filter((e) => e.role === UNRESERVED_ROLE || isSelfOrAncestor(e.role, role));
   }
 
@@ -488,9 +493,54 @@ export class Resources {
 
   /** Scalar totals by name, reservations summed, in thousandths. */
   scalarQuantities(): ScalarQuantities {
-    const out: ScalarQuantities = new Map();
-    for (const e of this.entries) if (e.kind === "scalar") out.set(e.name, (out.get(e.name) ?? 0) + e.millis);
-    return out;
+    return new Map(this.quantities());
+  }
+
+  /** Like {@link scalarQuantities} but shared and read-only: computed once per value. */
+  quantities(): ReadonlyMap<string, number> {
+    if (this.quantitiesCache === undefined) {
+      const out: ScalarQuantities = new Map();
+      for (const e of this.entries) if (e.kind === "scalar") out.set(e.name, (out.get(e.name) ?? 0) + e.millis);
+      this.quantitiesCache = out;
+    }
+    return this.quantitiesCache;
+  }
+
+  /** Scalar totals of the unreserved part, shared and read-only. */
+  unreservedQuantities(): ReadonlyMap<string, number> {
+    if (this.unreservedQuantitiesCache === undefined) {
+      const out: ScalarQuantities = new Map();
+      for (const e of this.entries) if (e.kind === "scalar" && e.role === UNRESERVED_ROLE) out.set(e.name, (out.get(e.name) ?? 0) + e.millis);
+      this.unreservedQuantitiesCache = out;
+    }
+    return this.unreservedQuantitiesCache;
+  }
+
+  /**
+   * The same bag with each scalar's quantity replaced by `millisOf(entry)`, which must not exceed
+   * the entry's own (so the result stays normalised); entries brought to 0 are dropped.
+   */
+  shrinkScalars(millisOf: (entry: ScalarEntry) => number): Resources {
+    let changed = false;
+    const out: ResourceEntry[] = [];
+    for (const e of this.entries) {
+      if (e.kind !== "scalar") {
+        out.push(e);
+        continue;
+      }
+      const millis = millisOf(e);
+      if (!(Number.isSafeInteger(millis) && millis >= 0 && millis <= e.millis)) {
+        throw new ResourceError("CORRAL_ERR_BAD_RESOURCES", `shrinkScalars: ${e.name} must shrink to an integer in [0, ${e.millis}], got ${millis}`);
+      }
+      if (millis === e.millis) {
+        out.push(e);
+        continue;
+      }
+      changed = true;
+      if (millis > 0) out.push({ kind: "scalar", name: e.name, role: e.role, millis });
+    }
+    if (!changed) return this;
+    return out.length === 0 ? Resources.EMPTY : new Resources(out);
   }
 
   /** Scalar totals by name as decimal numbers, e.g. `{cpus: 2, mem: 1024}` (for JSON endpoints). */

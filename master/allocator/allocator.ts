@@ -168,7 +168,7 @@ interface Quota {
   limits: ScalarQuantities;
 }
 
-function addQuantities(target: ScalarQuantities, delta: ScalarQuantities, sign: 1 | -1): void {
+function addQuantities(target: ScalarQuantities, delta: ReadonlyMap<string, number>, sign: 1 | -1): void {
   for (const [name, millis] of delta) {
     const next = (target.get(name) ?? 0) + sign * millis;
     if (next === 0) target.delete(name);
@@ -318,7 +318,7 @@ export class HierarchicalAllocator {
     const agent = this.agent(agentId);
     if (agent.active) return;
     agent.active = true;
-    addQuantities(this.freeUnreserved, agent.available.unreserved().scalarQuantities(), 1);
+    addQuantities(this.freeUnreserved, agent.available.unreservedQuantities(), 1);
   }
 
   /** Stops offering an agent (it is unreachable or draining); its allocations stay. */
@@ -326,7 +326,7 @@ export class HierarchicalAllocator {
     const agent = this.agent(agentId);
     if (!agent.active) return;
     agent.active = false;
-    addQuantities(this.freeUnreserved, agent.available.unreserved().scalarQuantities(), -1);
+    addQuantities(this.freeUnreserved, agent.available.unreservedQuantities(), -1);
   }
 
   // ---- frameworks -----------------------------------------------------------------------------
@@ -523,20 +523,31 @@ export class HierarchicalAllocator {
   private runStage(candidates: AgentState[], offers: Map<string, OfferPlan>, nowMs: number, guaranteesOnly: boolean): void {
     for (const agent of candidates) {
       if (!this.isAllocatable(agent.available)) continue;
-      const roleOrder = this.roleSorter.sort();
-      for (const role of roleOrder) {
-        if (guaranteesOnly && !this.unsatisfied.has(topLevelRole(role))) continue;
-        const allocatable = agent.available.allocatableTo(role);
-        if (allocatable.isEmpty()) continue;
-        const toOffer = this.shapeOffer(role, allocatable, guaranteesOnly);
-        if (!this.isAllocatable(toOffer)) continue;
-        const frameworkId = this.pickFramework(role, agent.id, toOffer, nowMs);
-        if (frameworkId === undefined) continue;
-        this.assign(agent, frameworkId, role, toOffer, true);
+      // Roles are walked in share order. An allocation reorders the sorter, so after one the
+      // walk restarts from the lowest share, skipping roles this agent has already been through.
+      let handled: Set<string> | undefined;
+      for (;;) {
+        let choice: { role: string; frameworkId: string; resources: Resources } | undefined;
+        this.roleSorter.visit((role) => {
+          if (handled?.has(role)) return true;
+          (handled ??= new Set()).add(role);
+          if (guaranteesOnly && !this.unsatisfied.has(topLevelRole(role))) return true;
+          const allocatable = agent.available.allocatableTo(role);
+          if (!this.isAllocatable(allocatable)) return true;
+          const toOffer = this.shapeOffer(role, allocatable, guaranteesOnly);
+          if (!this.isAllocatable(toOffer)) return true;
+          const frameworkId = this.pickFramework(role, agent.id, toOffer, nowMs);
+          if (frameworkId === undefined) return true;
+          choice = { role, frameworkId, resources: toOffer };
+          return false;
+        });
+        if (choice === undefined) break;
+        const { role, frameworkId, resources } = choice;
+        this.assign(agent, frameworkId, role, resources, true);
         const key = `${frameworkId}\u0000${role}\u0000${agent.id}`;
         const existing = offers.get(key);
-        if (existing) existing.resources = existing.resources.add(toOffer);
-        else offers.set(key, { frameworkId, role, agentId: agent.id, resources: toOffer });
+        if (existing) existing.resources = existing.resources.add(resources);
+        else offers.set(key, { frameworkId, role, agentId: agent.id, resources });
         if (!this.isAllocatable(agent.available)) break;
       }
     }
@@ -576,37 +587,41 @@ export class HierarchicalAllocator {
     if (!quota && this.requiredHeadroom.size === 0) return allocatable;
     const consumed = this.consumption.get(top);
     const unsatisfied = this.unsatisfied.get(top);
-    let changed = false;
-    const entries = allocatable.entries.map((entry): ResourceEntry => {
-      if (entry.kind !== "scalar" || entry.role !== "*") return entry;
+    return allocatable.shrinkScalars((entry) => {
+      if (entry.role !== "*") return entry.millis; // reservations are already the role's own
       let cap = entry.millis;
       const name = entry.name;
       const limit = quota?.limits.get(name);
       if (limit !== undefined) cap = Math.min(cap, Math.max(0, limit - (consumed?.get(name) ?? 0)));
       const ownNeed = unsatisfied?.get(name) ?? 0;
-      if (guaranteesOnly && quota?.guarantees.has(name)) {
-        cap = Math.min(cap, ownNeed);
-      } else {
-        const required = this.requiredHeadroom.get(name) ?? 0;
-        if (required > 0) {
-          const slack = (this.freeUnreserved.get(name) ?? 0) - required;
-          cap = Math.min(cap, Math.max(0, slack + ownNeed));
-        }
+      if (guaranteesOnly && quota?.guarantees.has(name)) return Math.min(cap, ownNeed);
+      const required = this.requiredHeadroom.get(name) ?? 0;
+      if (required > 0) {
+        // Keep enough free for every unmet guarantee; what this role itself lacks may be used.
+        const slack = (this.freeUnreserved.get(name) ?? 0) - required;
+        cap = Math.min(cap, Math.max(0, slack + ownNeed));
       }
-      if (cap === entry.millis) return entry;
-      changed = true;
-      return { ...entry, millis: cap };
+      return cap;
     });
-    return changed ? Resources.of(entries) : allocatable;
   }
 
   private isAllocatable(resources: Resources): boolean {
-    if (resources.isEmpty()) return false;
-    const quantities = resources.scalarQuantities();
-    return this.minAllocatable.some((minimum) => {
-      for (const [name, millis] of minimum) if ((quantities.get(name) ?? 0) < millis) return false;
-      return true;
-    });
+    const entries = resources.entries;
+    if (entries.length === 0) return false;
+    // Runs for every (agent, role) of every run: scan the few entries rather than build a map.
+    for (const minimum of this.minAllocatable) {
+      let satisfied = true;
+      for (const [name, millis] of minimum) {
+        let have = 0;
+        for (const e of entries) if (e.kind === "scalar" && e.name === name) have += e.millis;
+        if (have < millis) {
+          satisfied = false;
+          break;
+        }
+      }
+      if (satisfied) return true;
+    }
+    return false;
   }
 
   // ---- bookkeeping ----------------------------------------------------------------------------
@@ -623,8 +638,8 @@ export class HierarchicalAllocator {
     agent.allocated = agent.allocated.add(resources);
     agent.available = agent.available.subtract(resources);
 
-    const quantities = resources.scalarQuantities();
-    const unreserved = resources.unreserved().scalarQuantities();
+    const quantities = resources.quantities();
+    const unreserved = resources.unreservedQuantities();
     const frameworkSorter = this.frameworkSorterOf(role);
     if (!frameworkSorter.contains(frameworkId)) frameworkSorter.add(frameworkId); // usage found before it joined the role
     frameworkSorter.allocated(frameworkId, quantities, countAllocation);
@@ -649,8 +664,8 @@ export class HierarchicalAllocator {
     agent.allocated = agent.allocated.subtract(resources);
     agent.available = agent.available.add(resources);
 
-    const quantities = resources.scalarQuantities();
-    const unreserved = resources.unreserved().scalarQuantities();
+    const quantities = resources.quantities();
+    const unreserved = resources.unreservedQuantities();
     this.frameworkSorterOf(role).unallocated(frameworkId, quantities);
     this.roleSorter.unallocated(role, unreserved);
     this.changeConsumption(topLevelRole(role), unreserved, -1);
@@ -684,7 +699,7 @@ export class HierarchicalAllocator {
     this.totalsChanged = false;
   }
 
-  private changeConsumption(top: string, delta: ScalarQuantities, sign: 1 | -1): void {
+  private changeConsumption(top: string, delta: ReadonlyMap<string, number>, sign: 1 | -1): void {
     if (delta.size === 0) return;
     let consumed = this.consumption.get(top);
     if (!consumed) this.consumption.set(top, (consumed = new Map()));

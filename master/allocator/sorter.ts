@@ -26,9 +26,9 @@ export interface Sorter {
    * Records resources allocated to `client` (scalar quantities in thousandths).
    * @param countAllocation whether this counts as an allocation for the tie-break. @default true
    */
-  allocated(client: string, quantities: ScalarQuantities, countAllocation?: boolean): void;
+  allocated(client: string, quantities: ReadonlyMap<string, number>, countAllocation?: boolean): void;
   /** Records resources given back by `client`. */
-  unallocated(client: string, quantities: ScalarQuantities): void;
+  unallocated(client: string, quantities: ReadonlyMap<string, number>): void;
   /** Sets the cluster totals that shares are measured against (including reservations). */
   setTotal(totals: ScalarQuantities): void;
   /** Active clients, first to be offered first. */
@@ -64,7 +64,7 @@ export function dominantShare(allocation: ScalarQuantities, totals: ScalarQuanti
   return share / weight;
 }
 
-function addInto(target: ScalarQuantities, delta: ScalarQuantities, sign: 1 | -1): void {
+function addInto(target: ScalarQuantities, delta: ReadonlyMap<string, number>, sign: 1 | -1): void {
   for (const [name, millis] of delta) {
     const next = (target.get(name) ?? 0) + sign * millis;
     if (next === 0) target.delete(name);
@@ -76,14 +76,20 @@ interface Node {
   /** Full path (role path or client name); a client's own leaf under an inner node shares its path. */
   readonly path: string;
   readonly parent: Node | null;
-  /** Sorted by (share, count, path). */
-  readonly children: Node[];
+  /** The node's children (inner nodes only), kept as a heap ordered by (share, count, path). */
+  readonly children: ChildHeap;
   /** Leaf nodes are clients. Inner nodes hold children and, optionally, the client of the same path. */
   readonly isLeaf: boolean;
   active: boolean;
   allocation: ScalarQuantities;
   count: number;
   share: number;
+  /** Position in the parent's heap. */
+  heapIndex: number;
+}
+
+function newNode(path: string, parent: Node | null, isLeaf: boolean): Node {
+  return { path, parent, children: new ChildHeap(), isLeaf, active: true, allocation: new Map(), count: 0, share: 0, heapIndex: -1 };
 }
 
 function compareNodes(a: Node, b: Node): number {
@@ -93,16 +99,137 @@ function compareNodes(a: Node, b: Node): number {
   return a.path < b.path ? -1 : 1;
 }
 
-/** Index of the first child not ordered before `node` (binary search in a sorted array). */
-function lowerBound(children: Node[], node: Node): number {
-  let lo = 0;
-  let hi = children.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1;
-    if (compareNodes(children[mid]!, node) < 0) lo = mid + 1;
-    else hi = mid;
+function pushFrontier(items: Node[], frontier: number[], position: number): void {
+  frontier.push(position);
+  let i = frontier.length - 1;
+  while (i > 0) {
+    const p = (i - 1) >>> 1;
+    const parent = frontier[p]!;
+    if (compareNodes(items[position]!, items[parent]!) >= 0) break;
+    frontier[i] = parent;
+    i = p;
   }
-  return lo;
+  frontier[i] = position;
+}
+
+function popFrontier(items: Node[], frontier: number[]): number {
+  const top = frontier[0]!;
+  const last = frontier.pop()!;
+  const n = frontier.length;
+  if (n === 0) return top;
+  let i = 0;
+  for (;;) {
+    const l = 2 * i + 1;
+    if (l >= n) break;
+    const r = l + 1;
+    const smaller = r < n && compareNodes(items[frontier[r]!]!, items[frontier[l]!]!) < 0 ? r : l;
+    if (compareNodes(items[frontier[smaller]!]!, items[last]!) >= 0) break;
+    frontier[i] = frontier[smaller]!;
+    i = smaller;
+  }
+  frontier[i] = last;
+  return top;
+}
+
+/**
+ * Siblings in a binary min-heap. Allocation changes move one node by O(log n) swaps — with
+ * thousands of equally-shared frameworks a sorted array would shift them all on every
+ * allocation — and an in-order walk that stops early costs O(k log k) for the first k nodes.
+ */
+class ChildHeap {
+  readonly items: Node[] = [];
+
+  get size(): number {
+    return this.items.length;
+  }
+
+  push(node: Node): void {
+    node.heapIndex = this.items.length;
+    this.items.push(node);
+    this.siftUp(node.heapIndex);
+  }
+
+  remove(node: Node): void {
+    const index = node.heapIndex;
+    if (this.items[index] !== node) return;
+    const last = this.items.pop()!;
+    if (last !== node) {
+      this.items[index] = last;
+      last.heapIndex = index;
+      this.restore(index);
+    }
+    node.heapIndex = -1;
+  }
+
+  /** Re-establishes heap order after `node`'s key changed. */
+  update(node: Node): void {
+    if (this.items[node.heapIndex] === node) this.restore(node.heapIndex);
+  }
+
+  /** Rebuilds the heap after many keys changed at once. */
+  heapify(): void {
+    for (let i = 0; i < this.items.length; i++) this.items[i]!.heapIndex = i;
+    for (let i = (this.items.length >>> 1) - 1; i >= 0; i--) this.siftDown(i);
+  }
+
+  /** Calls `visitor` in ascending order until it returns false; answers whether it ran to the end. */
+  visitInOrder(visitor: (node: Node) => boolean): boolean {
+    const items = this.items;
+    if (items.length === 0) return true;
+    // Most walks stop at the first node: settle that without building anything.
+    if (!visitor(items[0]!)) return false;
+    // Then a second, small heap of candidate positions: the smallest unvisited node is always a
+    // child of a visited one, so only those become candidates.
+    const frontier: number[] = [];
+    if (items.length > 1) frontier.push(1);
+    if (items.length > 2) pushFrontier(items, frontier, 2);
+    while (frontier.length > 0) {
+      const top = popFrontier(items, frontier);
+      if (!visitor(items[top]!)) return false;
+      const left = 2 * top + 1;
+      if (left < items.length) pushFrontier(items, frontier, left);
+      if (left + 1 < items.length) pushFrontier(items, frontier, left + 1);
+    }
+    return true;
+  }
+
+  private restore(index: number): void {
+    if (index > 0 && compareNodes(this.items[index]!, this.items[(index - 1) >>> 1]!) < 0) this.siftUp(index);
+    else this.siftDown(index);
+  }
+
+  private siftUp(index: number): void {
+    const items = this.items;
+    const node = items[index]!;
+    while (index > 0) {
+      const parentIndex = (index - 1) >>> 1;
+      const parent = items[parentIndex]!;
+      if (compareNodes(node, parent) >= 0) break;
+      items[index] = parent;
+      parent.heapIndex = index;
+      index = parentIndex;
+    }
+    items[index] = node;
+    node.heapIndex = index;
+  }
+
+  private siftDown(index: number): void {
+    const items = this.items;
+    const node = items[index]!;
+    const n = items.length;
+    for (;;) {
+      const l = 2 * index + 1;
+      if (l >= n) break;
+      const r = l + 1;
+      const smaller = r < n && compareNodes(items[r]!, items[l]!) < 0 ? r : l;
+      if (compareNodes(items[smaller]!, node) >= 0) break;
+      items[index] = items[smaller]!;
+      items[index]!.heapIndex = index;
+      index = smaller;
+    }
+    items[index] = node;
+    node.heapIndex = index;
+  }
 }
 
 /**
@@ -124,7 +251,7 @@ export interface DrfSorterOptions {
  */
 export class DrfSorter implements Sorter {
   private readonly hierarchical: boolean;
-  private readonly root: Node = { path: "", parent: null, children: [], isLeaf: false, active: true, allocation: new Map(), count: 0, share: 0 };
+  private readonly root: Node = newNode("", null, false);
   /** Leaf nodes of clients, by name. */
   private readonly clients = new Map<string, Node>();
   /** Inner nodes, by path (hierarchical only). */
@@ -142,7 +269,8 @@ export class DrfSorter implements Sorter {
     if (this.clients.has(client)) return;
     const existingInner = this.inner.get(client);
     const parent = existingInner ?? this.ensureParentOf(client);
-    const leaf: Node = { path: client, parent, children: [], isLeaf: true, active: false, allocation: new Map(), count: 0, share: 0 };
+    const leaf = newNode(client, parent, true);
+    leaf.active = false;
     this.clients.set(client, leaf);
     this.insertChild(parent, leaf);
   }
@@ -174,11 +302,11 @@ export class DrfSorter implements Sorter {
     this.dirty = true;
   }
 
-  allocated(client: string, quantities: ScalarQuantities, countAllocation = true): void {
+  allocated(client: string, quantities: ReadonlyMap<string, number>, countAllocation = true): void {
     this.change(this.leaf(client), quantities, 1, countAllocation);
   }
 
-  unallocated(client: string, quantities: ScalarQuantities): void {
+  unallocated(client: string, quantities: ReadonlyMap<string, number>): void {
     this.change(this.leaf(client), quantities, -1, false);
   }
 
@@ -221,14 +349,7 @@ export class DrfSorter implements Sorter {
   }
 
   private visitNode(node: Node, visitor: (client: string) => boolean): boolean {
-    for (const child of node.children) {
-      if (child.isLeaf) {
-        if (child.active && !visitor(child.path)) return false;
-      } else if (!this.visitNode(child, visitor)) {
-        return false;
-      }
-    }
-    return true;
+    return node.children.visitInOrder((child) => (child.isLeaf ? !child.active || visitor(child.path) : this.visitNode(child, visitor)));
   }
 
   private leaf(client: string): Node {
@@ -246,40 +367,27 @@ export class DrfSorter implements Sorter {
   }
 
   /** Applies an allocation change from a leaf up to the root, keeping sibling order. */
-  private change(leaf: Node, quantities: ScalarQuantities, sign: 1 | -1, countAllocation: boolean): void {
+  private change(leaf: Node, quantities: ReadonlyMap<string, number>, sign: 1 | -1, countAllocation: boolean): void {
     if (sign < 0) {
       for (const [name, millis] of quantities) {
         if ((leaf.allocation.get(name) ?? 0) < millis) throw new SorterError(`'${leaf.path}' gives back more ${name} than it was allocated`);
       }
     }
     for (let node: Node | null = leaf; node && node !== this.root; node = node.parent) {
-      const parent = node.parent!;
-      const index = this.dirty ? -1 : this.indexIn(parent, node);
-      if (index >= 0) parent.children.splice(index, 1);
       addInto(node.allocation, quantities, sign);
       if (countAllocation) node.count++;
       node.share = this.computeShare(node);
-      if (index >= 0) parent.children.splice(lowerBound(parent.children, node), 0, node);
+      if (!this.dirty) node.parent!.children.update(node);
     }
-  }
-
-  private indexIn(parent: Node, node: Node): number {
-    const at = lowerBound(parent.children, node);
-    if (parent.children[at] === node) return at;
-    // Should not happen while sorted; fall back to a scan rather than corrupt the order.
-    return parent.children.indexOf(node);
   }
 
   private insertChild(parent: Node, child: Node): void {
     child.share = this.computeShare(child);
-    if (this.dirty) parent.children.push(child);
-    else parent.children.splice(lowerBound(parent.children, child), 0, child);
+    parent.children.push(child);
   }
 
   private detach(node: Node): void {
-    const parent = node.parent!;
-    const index = this.dirty ? parent.children.indexOf(node) : this.indexIn(parent, node);
-    if (index >= 0) parent.children.splice(index, 1);
+    node.parent!.children.remove(node);
   }
 
   /** Finds or creates the inner node under which `client`'s leaf hangs. */
@@ -295,7 +403,7 @@ export class DrfSorter implements Sorter {
     if (existing) return existing;
     const leafOfPath = this.clients.get(path);
     const parent = leafOfPath ? leafOfPath.parent! : this.ensureParentOf(path);
-    const node: Node = { path, parent, children: [], isLeaf: false, active: true, allocation: new Map(), count: 0, share: 0 };
+    const node = newNode(path, parent, false);
     this.inner.set(path, node);
     if (leafOfPath) {
       // The client of this path becomes the inner node's own ("virtual") leaf.
@@ -304,6 +412,7 @@ export class DrfSorter implements Sorter {
       addInto(node.allocation, leafOfPath.allocation, 1);
       node.count = leafOfPath.count;
       node.children.push(leafOfPath);
+      node.share = this.computeShare(node);
     }
     this.insertChild(parent, node);
     return node;
@@ -311,7 +420,7 @@ export class DrfSorter implements Sorter {
 
   /** Removes inner nodes left without children, from `node` up. */
   private pruneUpwards(node: Node | null): void {
-    while (node && node !== this.root && node.children.length === 0) {
+    while (node && node !== this.root && node.children.size === 0) {
       const parent = node.parent;
       this.detach(node);
       this.inner.delete(node.path);
@@ -321,11 +430,11 @@ export class DrfSorter implements Sorter {
 
   private resortAll(): void {
     const recompute = (node: Node): void => {
-      for (const child of node.children) {
+      for (const child of node.children.items) {
         recompute(child);
         child.share = this.computeShare(child);
       }
-      node.children.sort(compareNodes);
+      node.children.heapify();
     };
     recompute(this.root);
     this.dirty = false;
@@ -366,10 +475,10 @@ export class RandomSorter implements Sorter {
   setWeight(path: string, weight: number): void {
     this.drf.setWeight(path, weight);
   }
-  allocated(client: string, quantities: ScalarQuantities, countAllocation = true): void {
+  allocated(client: string, quantities: ReadonlyMap<string, number>, countAllocation = true): void {
     this.drf.allocated(client, quantities, countAllocation);
   }
-  unallocated(client: string, quantities: ScalarQuantities): void {
+  unallocated(client: string, quantities: ReadonlyMap<string, number>): void {
     this.drf.unallocated(client, quantities);
   }
   setTotal(totals: ScalarQuantities): void {

@@ -1,0 +1,57 @@
+/** Shared helpers of the benchmarks: result rows, percentiles, the table and the JSON file. */
+import { mkdirSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+/** One measured figure, in the shape CI and the team read from `bench/results/<name>.json`. */
+export interface BenchResult {
+  case: string;
+  metric: string;
+  unit: string;
+  value: number;
+  /** The issue's target for this figure, or null when the issue names none. */
+  target: number | null;
+  better: "lower" | "higher";
+}
+
+/** The value at quantile `q` (0..1) of `samples`, nearest-rank. */
+export function percentile(samples: number[], q: number): number {
+  if (samples.length === 0) return Number.NaN;
+  const sorted = [...samples].sort((a, b) => a - b);
+  const rank = Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1));
+  return sorted[rank]!;
+}
+
+/** Milliseconds elapsed since `start` (a `process.hrtime.bigint()` reading). */
+export function elapsedMs(start: bigint): number {
+  return Number(process.hrtime.bigint() - start) / 1e6;
+}
+
+/** Peak resident set size of this process so far, in MiB. */
+export function peakRssMb(): number {
+  return process.resourceUsage().maxRSS / 1024;
+}
+
+function round(value: number): number {
+  return Math.abs(value) >= 100 ? Math.round(value * 10) / 10 : Math.round(value * 1000) / 1000;
+}
+
+/** Prints the results as a table and writes `bench/results/<name>.json`. */
+export function report(name: string, results: BenchResult[]): string {
+  const rows = results.map((r) => {
+    const met = r.target === null ? "" : (r.better === "lower" ? r.value <= r.target : r.value >= r.target) ? "yes" : "NO";
+    return [r.case, r.metric, `${round(r.value)} ${r.unit}`, r.target === null ? "-" : `${r.better === "lower" ? "<=" : ">="} ${r.target} ${r.unit}`, met];
+  });
+  const header = ["case", "metric", "value", "target", "met"];
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i]!.length)));
+  const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join("  ");
+  console.log(line(header));
+  console.log(widths.map((w) => "-".repeat(w)).join("  "));
+  for (const row of rows) console.log(line(row));
+  const here = dirname(fileURLToPath(import.meta.url));
+  const file = join(here, "results", `${name}.json`);
+  mkdirSync(dirname(file), { recursive: true });
+  writeFileSync(file, `${JSON.stringify({ name, results: results.map((r) => ({ ...r, value: round(r.value) })) }, null, 2)}\n`);
+  console.log(`\nwrote ${file}`);
+  return file;
+}

@@ -1,0 +1,17 @@
+/**
+ * `npm run bench -- <name>`: runs one benchmark, prints its table and writes
+ * `bench/results/<name>.json`. Benchmarks are never part of `npm test`.
+ */
+import { report, type BenchResult } from "./lib.ts";
+
+const benchmarks: Record<string, () => Promise<BenchResult[]>> = {
+  allocator: async () => (await import("./allocator.ts")).runAllocatorBench(process.argv.slice(3)),
+};
+
+const name = process.argv[2];
+if (!name || !(name in benchmarks)) {
+  console.error(`usage: npm run bench -- <name> [options]\n  names: ${Object.keys(benchmarks).join(", ")}`);
+  process.exit(2);
+}
+const results = await benchmarks[name]!();
+report(name, results);
