@@ -1,0 +1,340 @@
+/**
+ * The one table of NATS subjects Corral uses.
+ *
+ * Every subject is `corral.<cluster>.<...>`, so several clusters can share one NATS deployment.
+ * The table says, for each subject, who may publish, who may subscribe and which envelope payloads
+ * it carries; {@link permissionsFor} turns it into NATS authorization permissions and the codec uses
+ * it to drop a payload that arrived on the wrong subject. Add a subject here or nowhere.
+ *
+ * @module
+ */
+
+import type { PayloadKind } from "./types.ts";
+
+/** The first token of every Corral subject. */
+export const SUBJECT_ROOT = "corral";
+
+/** The parties on the bus. An operator is a CLI or tool acting for a person. */
+export type Role = "master" | "agent" | "framework" | "operator";
+
+export const ROLES: readonly Role[] = ["master", "agent", "framework", "operator"];
+
+/** The names of the table's entries. */
+export type SubjectName = "masterScheduler" | "frameworkEvents" | "masterAgent" | "agentCmd" | "masterLeader";
+
+/** Which id, if any, a subject is parameterised by. */
+export type SubjectIdKind = "framework" | "agent";
+
+/** One row of the subject table. */
+export interface SubjectSpec {
+  readonly name: SubjectName;
+  /**
+   * The tokens after `corral.<cluster>`; `"{id}"` is where the framework or agent id goes.
+   * Two subjects never share a shape, so {@link parseSubject} is unambiguous.
+   */
+  readonly tokens: readonly string[];
+  /** Present when the subject is per framework or per agent. */
+  readonly idKind?: SubjectIdKind;
+  /** Stable low-cardinality label for metrics and logs, e.g. `"agent.cmd"`. */
+  readonly kind: string;
+  readonly publishers: readonly Role[];
+  readonly subscribers: readonly Role[];
+  /** Envelope payloads a receiver accepts on this subject; anything else is dropped. */
+  readonly payloads: readonly PayloadKind[];
+  /** `"request"` when senders expect a reply on their inbox. */
+  readonly style: "request" | "publish" | "request-or-publish";
+  readonly description: string;
+}
+
+/** The table. Order is documentation order only. */
+export const SUBJECTS: Readonly<Record<SubjectName, SubjectSpec>> = {
+  masterScheduler: {
+    name: "masterScheduler",
+    tokens: ["master", "scheduler"],
+    kind: "master.scheduler",
+    publishers: ["framework"],
+    subscribers: ["master"],
+    payloads: ["schedulerCall"],
+    style: "request",
+    description:
+      "Framework calls to the master. Only the leading master subscribes, so a standby never answers; " +
+      "replies are CallResponse, or SchedulerEvent(subscribed) for SUBSCRIBE.",
+  },
+  frameworkEvents: {
+    name: "frameworkEvents",
+    tokens: ["framework", "{id}", "events"],
+    idKind: "framework",
+    kind: "framework.events",
+    publishers: ["master"],
+    subscribers: ["framework"],
+    payloads: ["schedulerEvent"],
+    style: "publish",
+    description: "Events the master pushes to one framework: offers, rescinds, status updates, heartbeats.",
+  },
+  masterAgent: {
+    name: "masterAgent",
+    tokens: ["master", "agent"],
+    kind: "master.agent",
+    publishers: ["agent"],
+    subscribers: ["master"],
+    payloads: ["agentToMaster"],
+    style: "request-or-publish",
+    description:
+      "Agent messages to the master. REGISTER and REREGISTER are requests answered with " +
+      "MasterToAgent(registered|reregistered); pongs and status updates are plain publishes.",
+  },
+  agentCmd: {
+    name: "agentCmd",
+    tokens: ["agent", "{id}", "cmd"],
+    idKind: "agent",
+    kind: "agent.cmd",
+    publishers: ["master"],
+    subscribers: ["agent"],
+    payloads: ["masterToAgent"],
+    style: "publish",
+    description: "Master commands to one agent: pings, run/kill task, acknowledgements, re-register requests.",
+  },
+  masterLeader: {
+    name: "masterLeader",
+    tokens: ["master", "leader"],
+    kind: "master.leader",
+    publishers: ["master"],
+    subscribers: ["master", "agent", "framework", "operator"],
+    payloads: ["masterInfo"],
+    style: "publish",
+    description:
+      "The leading master announces itself (id, epoch, HTTP endpoint) on election and periodically, so " +
+      "components learn the current epoch and notice a failover.",
+  },
+};
+
+/** Payload kinds that travel as replies on request inboxes rather than on a table subject. */
+export const REPLY_PAYLOADS: readonly PayloadKind[] = ["callResponse", "schedulerEvent", "masterToAgent"];
+
+/** Thrown when a cluster name or id cannot be used as a subject token. */
+export class SubjectTokenError extends RangeError {
+  /** The name of the offending argument, e.g. `"agentId"`. */
+  readonly field: string;
+  constructor(field: string, message: string) {
+    super(`${field}: ${message}`);
+    this.name = "SubjectTokenError";
+    this.field = field;
+  }
+}
+
+/** Longest accepted cluster name or id, in characters; keeps subjects well below NATS limits. */
+export const MAX_TOKEN_LENGTH = 128;
+
+// `.` separates tokens, `*` and `>` are wildcards, whitespace and control characters end or
+// corrupt a subject in the NATS protocol.
+const FORBIDDEN_TOKEN_CHARS = /[.*>\s\u0000-\u001f\u007f]/u;
+
+/**
+ * Returns why `value` cannot be a subject token, or `undefined` if it can.
+ * A token is 1-{@link MAX_TOKEN_LENGTH} characters without `.`, `*`, `>`, whitespace or control
+ * characters.
+ */
+export function tokenProblem(value: unknown): string | undefined {
+  if (typeof value !== "string") return `must be a string, got ${typeof value}`;
+  if (value.length === 0) return "must not be empty";
+  if (value.length > MAX_TOKEN_LENGTH) return `must be at most ${MAX_TOKEN_LENGTH} characters, got ${value.length}`;
+  const bad = FORBIDDEN_TOKEN_CHARS.exec(value);
+  if (bad) return `must not contain ${JSON.stringify(bad[0])} (dots, wildcards, whitespace and control characters are not allowed)`;
+  return undefined;
+}
+
+/** True when `value` can be used as a cluster name or id in a subject. */
+export function isValidToken(value: unknown): value is string {
+  return tokenProblem(value) === undefined;
+}
+
+/** Throws {@link SubjectTokenError} naming `field` unless `value` is a valid token. */
+export function assertToken(value: unknown, field: string): asserts value is string {
+  const problem = tokenProblem(value);
+  if (problem !== undefined) throw new SubjectTokenError(field, problem);
+}
+
+function idFieldName(idKind: SubjectIdKind): string {
+  return idKind === "framework" ? "frameworkId" : "agentId";
+}
+
+/**
+ * Builds the concrete subject `name` for `cluster` (and `id` when the subject is per framework or
+ * per agent). Throws {@link SubjectTokenError} on a bad cluster name or id, or a missing id.
+ */
+export function subjectFor(name: SubjectName, cluster: string, id?: string): string {
+  const spec = SUBJECTS[name];
+  assertToken(cluster, "cluster");
+  const parts = [SUBJECT_ROOT, cluster];
+  for (const token of spec.tokens) {
+    if (token === "{id}") {
+      assertToken(id, idFieldName(spec.idKind!));
+      parts.push(id);
+    } else {
+      parts.push(token);
+    }
+  }
+  return parts.join(".");
+}
+
+/**
+ * The subject `name` for `cluster` with `*` in place of the id (or the exact subject when there is
+ * no id): for monitors and for permissions.
+ */
+export function subjectWildcard(name: SubjectName, cluster: string): string {
+  assertToken(cluster, "cluster");
+  return [SUBJECT_ROOT, cluster, ...SUBJECTS[name].tokens.map((t) => (t === "{id}" ? "*" : t))].join(".");
+}
+
+/** `corral.<cluster>.master.scheduler`: framework calls (request/reply). */
+export function masterSchedulerSubject(cluster: string): string {
+  return subjectFor("masterScheduler", cluster);
+}
+
+/** `corral.<cluster>.framework.<frameworkId>.events`: events for one framework. */
+export function frameworkEventsSubject(cluster: string, frameworkId: string): string {
+  return subjectFor("frameworkEvents", cluster, frameworkId);
+}
+
+/** `corral.<cluster>.master.agent`: agent messages to the master. */
+export function masterAgentSubject(cluster: string): string {
+  return subjectFor("masterAgent", cluster);
+}
+
+/** `corral.<cluster>.agent.<agentId>.cmd`: master commands to one agent. */
+export function agentCmdSubject(cluster: string, agentId: string): string {
+  return subjectFor("agentCmd", cluster, agentId);
+}
+
+/** `corral.<cluster>.master.leader`: the leading master's announcements. */
+export function masterLeaderSubject(cluster: string): string {
+  return subjectFor("masterLeader", cluster);
+}
+
+/** All subjects of one cluster, with the cluster name checked once. */
+export interface ClusterSubjects {
+  readonly cluster: string;
+  masterScheduler(): string;
+  frameworkEvents(frameworkId: string): string;
+  masterAgent(): string;
+  agentCmd(agentId: string): string;
+  masterLeader(): string;
+}
+
+/** Binds the subject builders to `cluster` (validated now, so later calls only check ids). */
+export function clusterSubjects(cluster: string): ClusterSubjects {
+  assertToken(cluster, "cluster");
+  return {
+    cluster,
+    masterScheduler: () => masterSchedulerSubject(cluster),
+    frameworkEvents: (frameworkId) => frameworkEventsSubject(cluster, frameworkId),
+    masterAgent: () => masterAgentSubject(cluster),
+    agentCmd: (agentId) => agentCmdSubject(cluster, agentId),
+    masterLeader: () => masterLeaderSubject(cluster),
+  };
+}
+
+/** What {@link parseSubject} recognised. */
+export interface ParsedSubject {
+  readonly spec: SubjectSpec;
+  readonly cluster: string;
+  /** The framework or agent id, for per-id subjects. */
+  readonly id?: string;
+}
+
+/** Recognises a concrete Corral subject; `undefined` for anything else (including inboxes). */
+export function parseSubject(subject: string): ParsedSubject | undefined {
+  const parts = subject.split(".");
+  if (parts.length < 3 || parts[0] !== SUBJECT_ROOT || !isValidToken(parts[1])) return undefined;
+  const rest = parts.slice(2);
+  for (const spec of Object.values(SUBJECTS)) {
+    if (spec.tokens.length !== rest.length) continue;
+    let id: string | undefined;
+    const matches = spec.tokens.every((token, i) => {
+      const part = rest[i]!;
+      if (token !== "{id}") return token === part;
+      id = part;
+      return isValidToken(part);
+    });
+    if (matches) return id === undefined ? { spec, cluster: parts[1]! } : { spec, cluster: parts[1]!, id };
+  }
+  return undefined;
+}
+
+/**
+ * The metrics label for a subject: the table's `kind` (`"agent.cmd"`), `"reply"` for NATS inboxes,
+ * `"unknown"` otherwise. Bounded by the table, so it is safe as a Prometheus label.
+ */
+export function subjectKind(subject: string): string {
+  const parsed = parseSubject(subject);
+  if (parsed) return parsed.spec.kind;
+  if (subject.startsWith("_INBOX.")) return "reply";
+  return "unknown";
+}
+
+/** NATS subject permissions in the shape of a nats-server `authorization` user entry. */
+export interface NatsPermissions {
+  publish: { allow: string[] };
+  subscribe: { allow: string[] };
+  /**
+   * Lets the user publish once to the reply subject of each request it received, without a
+   * blanket permission on `_INBOX.>`; needed by whoever answers requests.
+   */
+  allow_responses?: boolean;
+}
+
+/** Options of {@link permissionsFor}. */
+export interface PermissionOptions {
+  /**
+   * Restricts a framework's or agent's per-id subjects to its own id. Without it the
+   * permissions cover every framework (or agent) of the cluster.
+   * @default undefined (all ids)
+   */
+  id?: string;
+  /**
+   * Inbox prefix this user's requests use for replies; it may subscribe below it.
+   * @default "_INBOX"
+   */
+  inboxPrefix?: string;
+  /** Extra subjects to allow (JetStream API, KV buckets, ...), appended verbatim. @default none */
+  extra?: { publish?: string[]; subscribe?: string[] };
+}
+
+/**
+ * NATS permissions for `role` in `cluster`, derived from {@link SUBJECTS}: an agent may not publish
+ * framework calls, a framework may not publish to agents, and so on. JetStream users (the master's
+ * store, Marathon's store) additionally need `$JS.API.>` and their KV subjects through `extra`.
+ */
+export function permissionsFor(role: Role, cluster: string, options: PermissionOptions = {}): NatsPermissions {
+  assertToken(cluster, "cluster");
+  const publish = new Set<string>();
+  const subscribe = new Set<string>();
+  let requests = false;
+  let answers = false;
+  for (const spec of Object.values(SUBJECTS)) {
+    const subject = scopedSubject(spec, role, cluster, options.id);
+    if (spec.publishers.includes(role)) {
+      publish.add(subject);
+      if (spec.style !== "publish") requests = true;
+    }
+    if (spec.subscribers.includes(role)) {
+      subscribe.add(subject);
+      if (spec.style !== "publish") answers = true;
+    }
+  }
+  // Requesters receive replies on their inbox; responders publish to others' inboxes.
+  if (requests) subscribe.add(`${options.inboxPrefix ?? "_INBOX"}.>`);
+  for (const s of options.extra?.publish ?? []) publish.add(s);
+  for (const s of options.extra?.subscribe ?? []) subscribe.add(s);
+  const permissions: NatsPermissions = { publish: { allow: [...publish] }, subscribe: { allow: [...subscribe] } };
+  if (answers) permissions.allow_responses = true;
+  return permissions;
+}
+
+/** A spec's subject as `role` sees it: its own id when one was given and the subject is "its". */
+function scopedSubject(spec: SubjectSpec, role: Role, cluster: string, id: string | undefined): string {
+  if (spec.idKind === undefined) return subjectFor(spec.name, cluster);
+  const own = (spec.idKind === "agent" && role === "agent") || (spec.idKind === "framework" && role === "framework");
+  if (own && id !== undefined) return subjectFor(spec.name, cluster, id);
+  return subjectWildcard(spec.name, cluster);
+}

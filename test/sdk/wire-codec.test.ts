@@ -1,0 +1,426 @@
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import {
+  DropCounter,
+  SCHEMA_VERSION,
+  WireError,
+  decodeEnvelope,
+  decodeMessage,
+  encodeEnvelope,
+  encodeMessage,
+  handleSafely,
+  safeDecode,
+  validateMessage,
+  wireRoot,
+  type EnvelopeInput,
+} from "../../sdk/wire/codec.ts";
+import { PAYLOAD_KINDS, type TaskState, TASK_STATES, TASK_STATUS_REASONS, type TaskStatus } from "../../sdk/wire/types.ts";
+import {
+  agentCmdSubject,
+  frameworkEventsSubject,
+  masterAgentSubject,
+  masterLeaderSubject,
+  masterSchedulerSubject,
+} from "../../sdk/wire/subjects.ts";
+import { MemoryLogger, agentInfo, everyPayload, frameworkInfo, offer, taskInfo, taskStatus } from "./fixtures.ts";
+
+const CLUSTER = "test";
+
+/** The subject each payload kind normally travels on (replies use an inbox). */
+function subjectOf(input: EnvelopeInput): string {
+  switch (input.payload) {
+    case "schedulerCall":
+      return masterSchedulerSubject(CLUSTER);
+    case "schedulerEvent":
+      return frameworkEventsSubject(CLUSTER, "fw-1");
+    case "callResponse":
+      return "_INBOX.abc.1";
+    case "agentToMaster":
+      return masterAgentSubject(CLUSTER);
+    case "masterToAgent":
+      return agentCmdSubject(CLUSTER, "agent-1");
+    case "masterInfo":
+      return masterLeaderSubject(CLUSTER);
+  }
+}
+
+/** What decoding should give back for an input: the header defaults filled in. */
+function expected(input: EnvelopeInput): object {
+  return { epoch: 0, callId: "", ...input, schemaVersion: SCHEMA_VERSION };
+}
+
+const EnvelopeType = wireRoot.lookupType("corral.v1.Envelope");
+
+/** Encodes with protobufjs directly, bypassing the codec's checks, to forge bad messages. */
+function forge(value: Record<string, unknown>): Uint8Array {
+  return EnvelopeType.encode(EnvelopeType.fromObject(value)).finish();
+}
+
+describe("codec round trips", () => {
+  for (const [name, input] of Object.entries(everyPayload)) {
+    it(`round-trips ${name}`, () => {
+      const bytes = encodeEnvelope(input);
+      const result = safeDecode(subjectOf(input), bytes);
+      expect(result.ok, result.ok ? "" : result.error.message).toBe(true);
+      if (result.ok) expect(result.envelope).toEqual(expected(input));
+    });
+  }
+
+  it("covers every member of every oneof in the schema", () => {
+    const covered = new Set(Object.keys(everyPayload).map((k) => k.split(".")));
+    const members = (typeName: string) =>
+      wireRoot.lookupType(`corral.v1.${typeName}`).oneofs!["kind"]!.fieldsArray.map((f) => f.name);
+    for (const kind of ["schedulerCall", "schedulerEvent", "agentToMaster", "masterToAgent"]) {
+      const typeName = kind[0]!.toUpperCase() + kind.slice(1);
+      const seen = [...covered].filter((p) => p[0] === kind).map((p) => p[1]);
+      expect(seen.sort()).toEqual(members(typeName).sort());
+    }
+    const payloads = new Set([...covered].map((p) => p[0]));
+    expect([...payloads].sort()).toEqual([...PAYLOAD_KINDS].sort());
+  });
+
+  it("keeps present-but-zero optional fields apart from absent ones", () => {
+    const absent = { ...taskStatus };
+    delete absent.exitCode;
+    delete absent.healthy;
+    const decodedAbsent = decodeMessage("TaskStatus", encodeMessage("TaskStatus", absent));
+    expect("exitCode" in decodedAbsent).toBe(false);
+    expect("healthy" in decodedAbsent).toBe(false);
+    const decodedZero = decodeMessage("TaskStatus", encodeMessage("TaskStatus", { ...taskStatus, exitCode: 0, healthy: false }));
+    expect(decodedZero.exitCode).toBe(0);
+    expect(decodedZero.healthy).toBe(false);
+  });
+
+  it("returns bytes as private Uint8Array copies", () => {
+    const bytes = encodeMessage("TaskStatus", taskStatus);
+    const decoded = decodeMessage("TaskStatus", bytes);
+    expect(decoded.uuid).toBeInstanceOf(Uint8Array);
+    expect(Buffer.isBuffer(decoded.uuid)).toBe(false);
+    bytes.fill(0);
+    expect(decoded.uuid).toEqual(taskStatus.uuid);
+  });
+
+  it("round-trips standalone messages used for storage", () => {
+    expect(decodeMessage("FrameworkInfo", encodeMessage("FrameworkInfo", frameworkInfo))).toEqual(frameworkInfo);
+    expect(decodeMessage("AgentInfo", encodeMessage("AgentInfo", agentInfo))).toEqual(agentInfo);
+    expect(decodeMessage("TaskInfo", encodeMessage("TaskInfo", taskInfo))).toEqual(taskInfo);
+    expect(decodeMessage("Offer", encodeMessage("Offer", offer))).toEqual(offer);
+  });
+
+  it("round-trips arbitrary task statuses (property)", () => {
+    const status = fc.record({
+      taskId: fc.string({ minLength: 1 }),
+      state: fc.constantFrom(...TASK_STATES),
+      message: fc.string(),
+      source: fc.constantFrom("SOURCE_MASTER" as const, "SOURCE_AGENT" as const, "SOURCE_EXECUTOR" as const),
+      reason: fc.constantFrom(...TASK_STATUS_REASONS),
+      agentId: fc.string(),
+      frameworkId: fc.string(),
+      uuid: fc.uint8Array({ maxLength: 16 }),
+      timestamp: fc.double({ noNaN: true, noDefaultInfinity: true }),
+      exitCode: fc.option(fc.integer({ min: -(2 ** 31), max: 2 ** 31 - 1 }), { nil: undefined }),
+      healthy: fc.option(fc.boolean(), { nil: undefined }),
+    });
+    fc.assert(
+      fc.property(status, (s) => {
+        const input: TaskStatus = { ...s };
+        if (input.exitCode === undefined) delete input.exitCode;
+        if (input.healthy === undefined) delete input.healthy;
+        const env: EnvelopeInput = {
+          senderId: "agent-1",
+          payload: "agentToMaster",
+          agentToMaster: { kind: "statusUpdate", statusUpdate: { frameworkId: "fw-1", status: input } },
+        };
+        const decoded = decodeEnvelope(masterAgentSubject(CLUSTER), encodeEnvelope(env));
+        expect(decoded).toEqual(expected(env));
+      }),
+    );
+  });
+});
+
+describe("encoding refuses what decoding would drop", () => {
+  it("names the missing field and the rule", () => {
+    const bad: EnvelopeInput = {
+      senderId: "fw-1",
+      payload: "schedulerCall",
+      schedulerCall: { frameworkId: "fw-1", kind: "accept", accept: { offerIds: [], operations: [] } },
+    };
+    expect(() => encodeEnvelope(bad)).toThrow(WireError);
+    expect(() => encodeEnvelope(bad)).toThrow("schedulerCall.accept.offerIds: must not be empty");
+  });
+
+  it("rejects an UNSPECIFIED task state, an empty sender and a reversed range", () => {
+    const status = { ...taskStatus, state: "TASK_STATE_UNSPECIFIED" as TaskState };
+    expect(validateMessage("TaskStatus", status)).toContain("state: must not be empty");
+    const noSender = { ...everyPayload["masterInfo"]!, senderId: "" };
+    expect(() => encodeEnvelope(noSender)).toThrow("senderId: must not be empty");
+    const reversed = { name: "ports", role: "*", value: "ranges", ranges: { range: [{ begin: 9, end: 3 }] } };
+    expect(validateMessage("Resource", reversed)).toEqual(["ranges.range[0].begin: must be <= end (9 > 3)"]);
+  });
+
+  it("rejects a discriminant that disagrees with the member set, and two members", () => {
+    const liar = { name: "cpus", role: "*", value: "ranges", scalar: 1 };
+    expect(validateMessage("Resource", liar)).toEqual(['value: says "ranges" but scalar is set']);
+    const both = { name: "cpus", role: "*", value: "scalar", scalar: 1, set: { item: [] } };
+    expect(validateMessage("Resource", both)[0]).toMatch(/several members set/);
+  });
+
+  it("rejects calls without a framework id except the first subscribe", () => {
+    const kill: EnvelopeInput = {
+      senderId: "fw-1",
+      payload: "schedulerCall",
+      schedulerCall: { frameworkId: "", kind: "kill", kill: { taskId: "t", agentId: "" } },
+    };
+    expect(() => encodeEnvelope(kill)).toThrow("schedulerCall.frameworkId: must not be empty for kill");
+  });
+
+  it("rejects values JavaScript callers can get wrong at runtime", () => {
+    const problems = validateMessage("TaskStatus", {
+      ...taskStatus,
+      state: "TASK_RUNNNING",
+      timestamp: Number.NaN,
+      uuid: "not bytes",
+    });
+    expect(problems).toEqual(
+      expect.arrayContaining([
+        'state: unknown TaskState value "TASK_RUNNNING"',
+        "uuid: must be a Uint8Array",
+        "timestamp: must be a finite number",
+      ]),
+    );
+    expect(validateMessage("MasterInfo", { id: "m", epoch: -1 })).toEqual(["epoch: must not be negative"]);
+    expect(validateMessage("MasterInfo", { id: "m", epoch: 2 ** 60 })).toEqual(["epoch: must be a (safe) integer"]);
+  });
+
+  it("rejects a CallResponse that fails without an error code", () => {
+    const resp: EnvelopeInput = {
+      senderId: "master-1",
+      payload: "callResponse",
+      callResponse: { ok: false, errorCode: "", message: "nope" },
+    };
+    expect(() => encodeEnvelope(resp)).toThrow("callResponse.errorCode: must not be empty when ok is false");
+  });
+});
+
+describe("safeDecode never throws", () => {
+  const valid = encodeEnvelope(everyPayload["schedulerCall.accept"]!);
+  const subject = masterSchedulerSubject(CLUSTER);
+
+  it("turns random bytes into ok:false or a valid envelope (property)", () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 512 }), fc.constantFrom(subject, "_INBOX.x", "weird"), (bytes, subj) => {
+        const result = safeDecode(subj, bytes);
+        if (result.ok) expect(result.envelope.schemaVersion).toBe(SCHEMA_VERSION);
+        else expect(result.error).toBeInstanceOf(WireError);
+      }),
+      { numRuns: 2_000 },
+    );
+  });
+
+  it("survives every truncation of a valid message", () => {
+    for (let len = 0; len < valid.length; len++) {
+      const result = safeDecode(subject, valid.subarray(0, len));
+      if (!result.ok) expect(result.error).toBeInstanceOf(WireError);
+    }
+    // The empty message decodes to an envelope with nothing set: version 0.
+    const empty = safeDecode(subject, new Uint8Array());
+    expect(empty.ok).toBe(false);
+    if (!empty.ok) expect(empty.error.reason).toBe("schema_version");
+  });
+
+  it("survives random corruption of a valid message (property)", () => {
+    fc.assert(
+      fc.property(fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { minLength: 1, maxLength: 8 }), (edits) => {
+        const bytes = new Uint8Array(valid);
+        for (const [pos, byte] of edits) bytes[pos % bytes.length] = byte;
+        const result = safeDecode(subject, bytes);
+        expect(typeof result.ok).toBe("boolean");
+      }),
+      { numRuns: 2_000 },
+    );
+  });
+
+  it("rejects things that are not byte arrays", () => {
+    for (const junk of [undefined, null, "text", 42, {}, [1, 2, 3]]) {
+      const result = safeDecode(subject, junk as unknown as Uint8Array);
+      expect(result.ok).toBe(false);
+      if (!result.ok) expect(result.error.reason).toBe("decode_error");
+    }
+  });
+
+  it("drops a wrong schema version", () => {
+    for (const version of [0, SCHEMA_VERSION + 1, 2 ** 32 - 1]) {
+      const result = safeDecode(subject, encodeEnvelope({ ...everyPayload["schedulerCall.accept"]!, schemaVersion: version }));
+      expect(result.ok).toBe(false);
+      if (!result.ok) expect(result.error.reason).toBe("schema_version");
+    }
+  });
+
+  it("drops an envelope without payload", () => {
+    const result = safeDecode(subject, forge({ senderId: "x", schemaVersion: SCHEMA_VERSION }));
+    expect(result.ok).toBe(false);
+    if (!result.ok) expect(result.error.reason).toBe("missing_payload");
+  });
+
+  it("drops a payload that does not belong on the subject", () => {
+    const event = encodeEnvelope(everyPayload["schedulerEvent.heartbeat"]!);
+    const onScheduler = safeDecode(subject, event);
+    expect(onScheduler.ok).toBe(false);
+    if (!onScheduler.ok) expect(onScheduler.error.reason).toBe("wrong_payload");
+    const agentCall = encodeEnvelope(everyPayload["agentToMaster.pong"]!);
+    const r = safeDecode(agentCmdSubject(CLUSTER, "agent-1"), agentCall);
+    expect(r.ok).toBe(false);
+    // Replies on an inbox may be events (SUBSCRIBE's answer) but never agent messages.
+    expect(safeDecode("_INBOX.q.1", event).ok).toBe(true);
+    expect(safeDecode("_INBOX.q.1", agentCall).ok).toBe(false);
+    // An explicit expectation overrides the table.
+    expect(safeDecode(subject, event, { expect: ["schedulerEvent"] }).ok).toBe(true);
+  });
+
+  it("drops unknown enum values, unsafe integers and non-finite numbers", () => {
+    const status = { ...taskStatus, uuid: Buffer.from(taskStatus.uuid) };
+    const withState = (state: number) =>
+      forge({
+        senderId: "m",
+        schemaVersion: SCHEMA_VERSION,
+        schedulerEvent: { update: { status: { ...status, state } } },
+      });
+    const unknownEnum = safeDecode(frameworkEventsSubject(CLUSTER, "f"), withState(99));
+    expect(unknownEnum.ok).toBe(false);
+    if (!unknownEnum.ok) {
+      expect(unknownEnum.error.reason).toBe("invalid");
+      expect(unknownEnum.error.problems).toEqual(["schedulerEvent.update.status.state: unknown TaskState value 99"]);
+    }
+    const unspecified = safeDecode(frameworkEventsSubject(CLUSTER, "f"), withState(0));
+    expect(unspecified.ok).toBe(false);
+    if (!unspecified.ok) expect(unspecified.error.problems).toEqual(["schedulerEvent.update.status.state: must not be empty"]);
+
+    const hugeEpoch = forge({
+      senderId: "m",
+      epoch: "1152921504606846976", // protobufjs parses decimal strings for 64-bit fields
+      schemaVersion: SCHEMA_VERSION,
+      masterInfo: { id: "m" },
+    });
+    const huge = safeDecode(masterLeaderSubject(CLUSTER), hugeEpoch);
+    expect(huge.ok).toBe(false);
+    if (!huge.ok) expect(huge.error.problems[0]).toMatch(/^epoch: integer 1152921504606846976 is not exactly representable/);
+
+    const nan = forge({
+      senderId: "m",
+      schemaVersion: SCHEMA_VERSION,
+      schedulerCall: { frameworkId: "f", decline: { offerIds: ["o"], filters: { refuseSeconds: Number.NaN } } },
+    });
+    const nanResult = safeDecode(subject, nan);
+    expect(nanResult.ok).toBe(false);
+    if (!nanResult.ok) expect(nanResult.error.problems).toEqual(["schedulerCall.decline.filters.refuseSeconds: must be a finite number, got NaN"]);
+
+    // Two members of one oneof on the wire: protobuf's rule is that the last one wins.
+    const twoPayloads = forge({
+      senderId: "m",
+      schemaVersion: SCHEMA_VERSION,
+      masterInfo: { id: "m" },
+      callResponse: { ok: true },
+    });
+    const two = safeDecode("elsewhere", twoPayloads);
+    expect(two.ok && two.envelope.payload).toBe("masterInfo");
+  });
+
+  it("decodeEnvelope throws the same WireError", () => {
+    expect(() => decodeEnvelope(subject, new Uint8Array([0xff, 0xff]))).toThrow(WireError);
+  });
+});
+
+describe("DropCounter", () => {
+  it("counts by subject kind and reason and renders Prometheus text", () => {
+    const counter = new DropCounter();
+    counter.record(agentCmdSubject(CLUSTER, "a1"), "decode_error");
+    counter.record(agentCmdSubject(CLUSTER, "a2"), "decode_error");
+    expect(counter.record(masterSchedulerSubject(CLUSTER), "wrong_payload")).toBe(1);
+    counter.record("_INBOX.x.y", "invalid");
+    counter.record("somewhere.else", "invalid");
+    expect(counter.count({ kind: "agent.cmd", reason: "decode_error" })).toBe(2);
+    expect(counter.count({ reason: "invalid" })).toBe(2);
+    expect(counter.count()).toBe(5);
+    expect(counter.snapshot()).toEqual([
+      { kind: "agent.cmd", reason: "decode_error", count: 2 },
+      { kind: "master.scheduler", reason: "wrong_payload", count: 1 },
+      { kind: "reply", reason: "invalid", count: 1 },
+      { kind: "unknown", reason: "invalid", count: 1 },
+    ]);
+    expect(counter.toPrometheus()).toBe(
+      [
+        "# HELP corral_bus_dropped_messages_total Bus messages dropped because they could not be decoded, validated or handled.",
+        "# TYPE corral_bus_dropped_messages_total counter",
+        'corral_bus_dropped_messages_total{kind="agent.cmd",reason="decode_error"} 2',
+        'corral_bus_dropped_messages_total{kind="master.scheduler",reason="wrong_payload"} 1',
+        'corral_bus_dropped_messages_total{kind="reply",reason="invalid"} 1',
+        'corral_bus_dropped_messages_total{kind="unknown",reason="invalid"} 1',
+        "",
+      ].join("\n"),
+    );
+  });
+
+  it("stays bounded whatever the subjects are", () => {
+    const counter = new DropCounter();
+    for (let i = 0; i < 500; i++) counter.record(agentCmdSubject(CLUSTER, `agent-${i}`), "invalid");
+    expect(counter.snapshot()).toHaveLength(1);
+  });
+});
+
+describe("handleSafely", () => {
+  const subject = agentCmdSubject(CLUSTER, "agent-1");
+  const ping = encodeEnvelope(everyPayload["masterToAgent.ping"]!);
+
+  it("hands valid envelopes to the handler, typed by the expected kinds", () => {
+    const seen: number[] = [];
+    const handler = handleSafely(
+      new MemoryLogger(),
+      new DropCounter(),
+      (env) => {
+        if (env.masterToAgent.kind === "ping") seen.push(env.masterToAgent.ping.seq);
+      },
+      { expect: ["masterToAgent"] },
+    );
+    handler({ subject, data: ping });
+    expect(seen).toEqual([0]);
+  });
+
+  it("counts and logs bad messages without calling the handler; logging is sampled", () => {
+    const log = new MemoryLogger();
+    const counter = new DropCounter();
+    let calls = 0;
+    const handler = handleSafely(log, counter, () => {
+      calls++;
+    });
+    for (let i = 0; i < 10; i++) handler({ subject, data: new Uint8Array([0xff, i]) });
+    handler({ subject, data: encodeEnvelope(everyPayload["schedulerEvent.heartbeat"]!) });
+    expect(calls).toBe(0);
+    expect(counter.count({ kind: "agent.cmd", reason: "decode_error" })).toBe(10);
+    expect(counter.count({ kind: "agent.cmd", reason: "wrong_payload" })).toBe(1);
+    // Drops 1, 2, 4 and 8 of the decode errors are logged, plus the first wrong payload.
+    expect(log.at("warn")).toHaveLength(5);
+    expect(log.at("warn")[0]!.obj).toMatchObject({ subject, reason: "decode_error", dropped: 1 });
+  });
+
+  it("catches a throwing and a rejecting handler and counts them", async () => {
+    const log = new MemoryLogger();
+    const counter = new DropCounter();
+    const throwing = handleSafely(log, counter, () => {
+      throw new Error("boom");
+    });
+    expect(() => throwing({ subject, data: ping })).not.toThrow();
+    let rejected!: () => void;
+    const done = new Promise<void>((resolve) => (rejected = resolve));
+    const rejecting = handleSafely(log, counter, async () => {
+      rejected();
+      throw new Error("async boom");
+    });
+    rejecting({ subject, data: ping });
+    await done;
+    // The rejection is observed one microtask tick after the handler's promise settles.
+    await Promise.resolve();
+    await Promise.resolve();
+    expect(counter.count({ reason: "handler_error" })).toBe(2);
+    expect(log.at("error").map((e) => (e.obj as { err: Error }).err.message)).toEqual(["boom", "async boom"]);
+  });
+});
