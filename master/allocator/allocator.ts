@@ -188,8 +188,8 @@ function reservationsByRole(resources: Resources): Map<string, Resources> {
   return new Map([...byRole].map(([role, entries]) => [role, Resources.of(entries)]));
 }
 
-function validRole(role: string): void {
-  const problem = roleNameError(role);
+function validRole(role: string, allowStar = false): void {
+  const problem = roleNameError(role, allowStar);
   if (problem !== null) throw new AllocatorError("CORRAL_ERR_BAD_ROLE", `invalid role '${role}': ${problem}`);
 }
 
@@ -258,7 +258,7 @@ export class HierarchicalAllocator {
     for (const usage of used) {
       const framework = this.frameworks.get(usage.frameworkId);
       if (!framework) throw new AllocatorError("CORRAL_ERR_UNKNOWN_FRAMEWORK", `agent '${agentId}' reports usage by unknown framework '${usage.frameworkId}'`);
-      validRole(usage.role);
+      validRole(usage.role, true);
       usedTotal = usedTotal.add(usage.resources);
     }
     if (!spec.total.contains(usedTotal)) {
@@ -803,7 +803,8 @@ export class HierarchicalAllocator {
 
   private checkRoles(roles: string[], suppressed: string[] | undefined): string[] {
     if (!Array.isArray(roles) || roles.length === 0) throw new AllocatorError("CORRAL_ERR_BAD_ROLE", "a framework needs at least one role");
-    for (const role of roles) validRole(role);
+    // Frameworks may use the default role '*' (they then get only unreserved resources).
+    for (const role of roles) validRole(role, true);
     if (new Set(roles).size !== roles.length) throw new AllocatorError("CORRAL_ERR_BAD_ROLE", "a framework's roles must be distinct");
     for (const role of suppressed ?? []) {
       if (!roles.includes(role)) throw new AllocatorError("CORRAL_ERR_BAD_ROLE", `suppressed role '${role}' is not one of the framework's roles`);

@@ -207,3 +207,13 @@ describe("Resources laws (fast-check)", () => {
     );
   });
 });
+
+describe("wire conversion", async () => {
+  const { resourcesFromWire, resourcesToWire } = await import("../../sdk/wire/resources.ts");
+  it("round-trips through the wire form and validates on the way in", () => {
+    const res = r("cpus:1.5;mem(eng):512;ports:[31000-31005];zones:{a,b}");
+    expect(resourcesFromWire(resourcesToWire(res)).equals(res)).toBe(true);
+    expect(() => resourcesFromWire([{ name: "cpus", role: "*", value: "scalar", scalar: -1 }])).toThrow(ResourceError);
+    expect(() => resourcesFromWire([{ name: "ports", role: "*", value: "ranges", ranges: { range: [{ begin: 5, end: 1 }] } }])).toThrow(/ends before/);
+  });
+});

@@ -308,3 +308,14 @@ describe("bad input leaves the state unchanged", () => {
     expect(allocator.checkInvariants()).toEqual([]);
   });
 });
+
+describe("the default role", () => {
+  it("lets frameworks in '*' take only unreserved resources", () => {
+    const allocator = newAllocator();
+    allocator.addAgent("agent1", { total: r("cpus:1;mem:512;cpus(eng):2") });
+    allocator.addFramework("A", { roles: ["*"] });
+    const offers = allocator.allocate(0);
+    expect(offers.map((o) => [o.role, o.resources.toString()])).toEqual([["*", "cpus:1;mem:512"]]);
+    expect(() => allocator.setWeight("*", 2)).toThrow(AllocatorError);
+  });
+});

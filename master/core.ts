@@ -1,0 +1,1153 @@
+/**
+ * The master's core: a deterministic state machine over the wire contract. It takes one input
+ * (a framework call, an agent message, a tick) and the current time, and returns effects (send
+ * this event, answer that request, persist this record). It never reads the clock, never touches
+ * NATS or the disk; `master/shell.ts` carries its effects out, and the simulator runs it as is.
+ *
+ * It keeps Mesos's semantics: coarse-grained offers from the hierarchical DRF allocator, offers
+ * rescinded when their agent goes, launches validated against the offers, status updates routed
+ * to frameworks (every copy forwarded, each state change applied once), explicit and implicit
+ * reconciliation, framework failover timeouts and agents marked unreachable after missed pings.
+ */
+import { LRUCache } from "lru-cache";
+import { Resources, ResourceError } from "../sdk/resources.ts";
+import type { Rng } from "../sdk/rng.ts";
+import { roleNameError } from "../sdk/roles.ts";
+import { resourcesFromWire, resourcesToWire } from "../sdk/wire/resources.ts";
+import { TERMINAL_TASK_STATES } from "../sdk/wire/types.ts";
+import type {
+  AgentInfo,
+  AgentToMaster,
+  CallResponse,
+  EnvelopePayload,
+  FrameworkInfo,
+  MasterToAgent,
+  Offer,
+  SchedulerCall,
+  SchedulerEvent,
+  TaskInfo,
+  TaskState,
+  TaskStatus,
+  TaskStatusReason,
+} from "../sdk/wire/types.ts";
+import { AllocatorError, createAllocator, type HierarchicalAllocator, type OfferPlan } from "./allocator/index.ts";
+
+/** Tunables of the master. Every duration is in milliseconds. */
+export interface MasterConfig {
+  /** This master's id; prefixes agent, framework and offer ids. */
+  masterId: string;
+  /** Periodic allocation run. @default 1000 */
+  allocationIntervalMs?: number;
+  /** How often agents are pinged. @default 15000 (Mesos) */
+  agentPingIntervalMs?: number;
+  /** Pings an agent may miss before it is marked unreachable. @default 5 (Mesos) */
+  maxMissedPings?: number;
+  /** Heartbeat interval told to frameworks; also the master's heartbeat event period. @default 15000 */
+  frameworkHeartbeatIntervalMs?: number;
+  /** Heartbeat intervals a framework may miss before it counts as disconnected. @default 5 */
+  maxMissedFrameworkHeartbeats?: number;
+  /** Rescind offers not answered within this time; `undefined` keeps offers until answered. @default undefined */
+  offerTimeoutMs?: number;
+  /** Filter installed by a DECLINE or ACCEPT without explicit filters. @default 5 (Mesos) */
+  defaultRefuseSeconds?: number;
+  /** Completed tasks kept per framework for `/state` and reconciliation. @default 1000 */
+  maxCompletedTasksPerFramework?: number;
+  /** Torn-down frameworks kept for `/state`. @default 100 */
+  maxCompletedFrameworks?: number;
+  /** Unreachable agents remembered for reconciliation answers. @default 10000 */
+  maxUnreachableAgents?: number;
+  /** Answers to recent calls, so a redelivered call is answered, not applied twice. @default 10000 */
+  recentCallCacheSize?: number;
+  /** Outstanding offers above which allocation pauses. @default 100000 */
+  maxOutstandingOffers?: number;
+  /** Active tasks per agent; launches beyond it get TASK_ERROR. @default 10000 */
+  maxTasksPerAgent?: number;
+  /** Minimum offer size, passed to the allocator. @default [{cpus: 0.01}, {mem: 32}] */
+  minAllocatable?: Array<Record<string, number>>;
+}
+
+/** One input to the core. */
+export type MasterInput =
+  | { type: "scheduler-call"; call: SchedulerCall; senderId: string; callId: string }
+  | { type: "agent-message"; message: AgentToMaster; senderId: string; callId: string }
+  | { type: "tick" };
+
+/** What the core asks its shell to do. */
+export type MasterEffect =
+  /** Answer the request that carried the input being handled. */
+  | { type: "reply"; payload: EnvelopePayload }
+  | { type: "to-framework"; frameworkId: string; event: SchedulerEvent }
+  | { type: "to-agent"; agentId: string; message: MasterToAgent }
+  | { type: "persist"; record: RegistryRecord }
+  | { type: "unpersist"; kind: RegistryRecord["kind"]; id: string }
+  | { type: "log"; level: "info" | "warn"; msg: string; fields: Record<string, unknown> };
+
+/** What the master keeps durably: what cannot be rebuilt from agents re-registering. */
+export type RegistryRecord =
+  | { kind: "agent"; id: string; info: AgentInfo }
+  | { kind: "framework"; id: string; info: FrameworkInfo }
+  | { kind: "torn-down"; id: string };
+
+/** Stable error codes in call responses. */
+export type MasterErrorCode =
+  | "CORRAL_ERR_NOT_SUBSCRIBED"
+  | "CORRAL_ERR_FRAMEWORK_REMOVED"
+  | "CORRAL_ERR_INVALID_CALL"
+  | "CORRAL_ERR_UNSUPPORTED";
+
+interface AgentRecord {
+  info: AgentInfo;
+  total: Resources;
+  /** False until the agent's first pong: only then is it listening for commands. */
+  listening: boolean;
+  lastHeardMs: number;
+  nextPingMs: number;
+  pingSeq: number;
+  /** Keys (`frameworkId/taskId`) of its active tasks. */
+  tasks: Set<string>;
+  registeredAtMs: number;
+}
+
+interface TaskRecord {
+  frameworkId: string;
+  agentId: string;
+  info: TaskInfo;
+  role: string;
+  resources: Resources;
+  status: TaskStatus;
+}
+
+interface FrameworkRecord {
+  info: FrameworkInfo;
+  /** The driver instance that subscribed last (envelope sender id). */
+  senderId: string;
+  connected: boolean;
+  /** False between SUBSCRIBED and the framework's next call (it may not be listening yet). */
+  ready: boolean;
+  lastCallMs: number;
+  disconnectedAtMs: number | undefined;
+  nextHeartbeatMs: number;
+  registeredAtMs: number;
+  /** Active and unreachable tasks by id. */
+  tasks: Map<string, TaskRecord>;
+  completed: LRUCache<string, TaskRecord>;
+  offers: Set<string>;
+}
+
+interface OfferRecord {
+  id: string;
+  frameworkId: string;
+  agentId: string;
+  role: string;
+  resources: Resources;
+  createdAtMs: number;
+}
+
+const TASK_ID_PATTERN = /^[A-Za-z0-9_.\-]{1,255}$/;
+
+function taskKey(frameworkId: string, taskId: string): string {
+  return `${frameworkId}/${taskId}`;
+}
+
+function isTerminal(state: TaskState): boolean {
+  return TERMINAL_TASK_STATES.has(state);
+}
+
+/** A JSON-friendly view of the master for `/state`. */
+export interface MasterStateView {
+  masterId: string;
+  agents: Array<Record<string, unknown>>;
+  unreachableAgents: Array<{ id: string; hostname: string; sinceMs: number }>;
+  frameworks: Array<Record<string, unknown>>;
+  completedFrameworks: Array<{ id: string; name: string }>;
+  roles: Array<{ role: string; weight: number; share: number; quota?: { guarantees: Record<string, number>; limits: Record<string, number> } }>;
+  offers: number;
+}
+
+/** Counters for `/metrics`. */
+export interface MasterCounters {
+  offersMade: number;
+  offersDeclined: number;
+  offersRescinded: number;
+  tasksLaunched: number;
+  statusUpdates: number;
+  invalidCalls: number;
+  allocationRuns: number;
+  allocationRunMsTotal: number;
+}
+
+/**
+ * The master core. Create with {@link createMasterCore}; feed it with {@link MasterCore.handle}.
+ * Not thread-safe by design: the shell calls it from one place, in arrival order.
+ */
+export class MasterCore {
+  readonly masterId: string;
+  readonly allocator: HierarchicalAllocator;
+  readonly counters: MasterCounters = {
+    offersMade: 0,
+    offersDeclined: 0,
+    offersRescinded: 0,
+    tasksLaunched: 0,
+    statusUpdates: 0,
+    invalidCalls: 0,
+    allocationRuns: 0,
+    allocationRunMsTotal: 0,
+  };
+
+  private readonly allocationIntervalMs: number;
+  private readonly pingIntervalMs: number;
+  private readonly pingTimeoutMs: number;
+  private readonly heartbeatIntervalMs: number;
+  private readonly keepaliveTimeoutMs: number;
+  private readonly offerTimeoutMs: number | undefined;
+  private readonly defaultRefuseSeconds: number;
+  private readonly maxCompletedTasksPerFramework: number;
+  private readonly maxOutstandingOffers: number;
+  private readonly maxTasksPerAgent: number;
+
+  private readonly agents = new Map<string, AgentRecord>();
+  private readonly unreachableAgents: LRUCache<string, { info: AgentInfo; sinceMs: number }>;
+  /** Agents known from the registry after a restart that have not re-registered yet. */
+  private readonly recoveredAgents = new Map<string, AgentInfo>();
+  private readonly frameworks = new Map<string, FrameworkRecord>();
+  private readonly completedFrameworks: LRUCache<string, FrameworkInfo>;
+  private readonly tornDown = new Set<string>();
+  private readonly offers = new Map<string, OfferRecord>();
+  private readonly recentCalls: LRUCache<string, EnvelopePayload>;
+  /** Instance id of a registering agent -> the id it was given, so a retried REGISTER is answered alike. */
+  private readonly registrations: LRUCache<string, string>;
+
+  private agentCounter = 0;
+  private frameworkCounter = 0;
+  private offerCounter = 0;
+  private nextAllocationMs = 0;
+  private allocationWanted: "all" | Set<string> | null = null;
+  private out: MasterEffect[] = [];
+  private now = 0;
+
+  constructor(
+    config: MasterConfig,
+    private readonly rng: Rng,
+    private readonly measureMs: () => number = () => 0,
+  ) {
+    this.masterId = config.masterId;
+    this.allocationIntervalMs = config.allocationIntervalMs ?? 1000;
+    this.pingIntervalMs = config.agentPingIntervalMs ?? 15_000;
+    this.pingTimeoutMs = this.pingIntervalMs * (config.maxMissedPings ?? 5);
+    this.heartbeatIntervalMs = config.frameworkHeartbeatIntervalMs ?? 15_000;
+    this.keepaliveTimeoutMs = this.heartbeatIntervalMs * (config.maxMissedFrameworkHeartbeats ?? 5);
+    this.offerTimeoutMs = config.offerTimeoutMs;
+    this.defaultRefuseSeconds = config.defaultRefuseSeconds ?? 5;
+    this.maxCompletedTasksPerFramework = config.maxCompletedTasksPerFramework ?? 1000;
+    this.maxOutstandingOffers = config.maxOutstandingOffers ?? 100_000;
+    this.maxTasksPerAgent = config.maxTasksPerAgent ?? 10_000;
+    this.unreachableAgents = new LRUCache({ max: config.maxUnreachableAgents ?? 10_000 });
+    this.completedFrameworks = new LRUCache({ max: config.maxCompletedFrameworks ?? 100 });
+    this.recentCalls = new LRUCache({ max: config.recentCallCacheSize ?? 10_000 });
+    this.registrations = new LRUCache({ max: 10_000 });
+    this.allocator = createAllocator({
+      rng: rng.fork("allocator"),
+      allocationIntervalMs: this.allocationIntervalMs,
+      ...(config.minAllocatable ? { minAllocatable: config.minAllocatable } : {}),
+    });
+  }
+
+  /** Handles one input at time `nowMs` and returns the effects to carry out, in order. */
+  handle(input: MasterInput, nowMs: number): MasterEffect[] {
+    this.now = nowMs;
+    this.out = [];
+    switch (input.type) {
+      case "scheduler-call":
+        this.onSchedulerCall(input.call, input.senderId, input.callId);
+        break;
+      case "agent-message":
+        this.onAgentMessage(input.message, input.senderId);
+        break;
+      case "tick":
+        this.onTick();
+        break;
+    }
+    this.runWantedAllocation();
+    const effects = this.out;
+    this.out = [];
+    return effects;
+  }
+
+  /** The earliest time at which a tick has something to do (the shell arms its timer for it). */
+  nextTickMs(): number {
+    return Math.min(this.nextAllocationMs, this.now + Math.min(this.pingIntervalMs, this.heartbeatIntervalMs, 1000));
+  }
+
+  /**
+   * Restores what the registry kept (after a master restart or failover): frameworks wait to
+   * re-subscribe within their failover timeout, agents to re-register; torn-down ids stay refused.
+   */
+  recover(records: RegistryRecord[], nowMs: number): void {
+    this.now = nowMs;
+    for (const record of records) {
+      if (record.kind === "torn-down") this.tornDown.add(record.id);
+    }
+    for (const record of records) {
+      if (record.kind === "agent") this.recoveredAgents.set(record.id, record.info);
+      if (record.kind === "framework" && !this.tornDown.has(record.id)) {
+        const framework = this.newFrameworkRecord(record.info, "");
+        framework.connected = false;
+        framework.disconnectedAtMs = nowMs;
+        this.frameworks.set(record.id, framework);
+        this.allocator.addFramework(record.id, { roles: this.rolesOf(record.info), active: false });
+      }
+    }
+  }
+
+  // ---- framework calls ------------------------------------------------------------------------
+
+  private onSchedulerCall(call: SchedulerCall, senderId: string, callId: string): void {
+    const cacheKey = callId ? `${senderId}/${callId}` : "";
+    const cached = cacheKey ? this.recentCalls.get(cacheKey) : undefined;
+    if (cached) {
+      this.out.push({ type: "reply", payload: cached });
+      return;
+    }
+    const reply = this.applySchedulerCall(call, senderId);
+    if (cacheKey) this.recentCalls.set(cacheKey, reply);
+    this.out.push({ type: "reply", payload: reply });
+  }
+
+  private applySchedulerCall(call: SchedulerCall, senderId: string): EnvelopePayload {
+    if (call.kind === "subscribe") return this.subscribe(call.frameworkId, call.subscribe.frameworkInfo, senderId);
+    if (this.tornDown.has(call.frameworkId)) return this.refuse("CORRAL_ERR_FRAMEWORK_REMOVED", `framework '${call.frameworkId}' has been torn down`);
+    const framework = this.frameworks.get(call.frameworkId);
+    if (!framework || !framework.connected) return this.refuse("CORRAL_ERR_NOT_SUBSCRIBED", `framework '${call.frameworkId}' is not subscribed; SUBSCRIBE first`);
+    this.keepalive(call.frameworkId, framework);
+    switch (call.kind) {
+      case "heartbeat":
+        return this.ok();
+      case "teardown":
+        this.teardown(call.frameworkId, "CORRAL_ERR_FRAMEWORK_REMOVED: torn down by the framework");
+        return this.ok();
+      case "accept":
+        return this.accept(call.frameworkId, framework, call.accept.offerIds, call.accept.operations.flatMap((op) => op.launch.taskInfos), call.accept.filters?.refuseSeconds);
+      case "decline":
+        return this.decline(call.frameworkId, call.decline.offerIds, call.decline.filters?.refuseSeconds);
+      case "revive":
+        return this.guarded(() => {
+          this.allocator.reviveRoles(call.frameworkId, call.revive.roles.length > 0 ? call.revive.roles : undefined);
+          this.wantAllocation("all");
+        });
+      case "suppress":
+        return this.guarded(() => this.allocator.suppressRoles(call.frameworkId, call.suppress.roles.length > 0 ? call.suppress.roles : undefined));
+      case "kill":
+        this.kill(call.frameworkId, framework, call.kill.taskId, call.kill.agentId, call.kill.killGracePeriodSeconds);
+        return this.ok();
+      case "acknowledge":
+        return this.acknowledge(call.frameworkId, call.acknowledge.agentId, call.acknowledge.taskId, call.acknowledge.uuid);
+      case "reconcile":
+        this.reconcile(call.frameworkId, framework, call.reconcile.tasks);
+        return this.ok();
+      case "message":
+        return this.refuse("CORRAL_ERR_UNSUPPORTED", "framework messages need a custom executor, which Corral does not run yet");
+    }
+  }
+
+  private subscribe(requestedId: string, info: FrameworkInfo | undefined, senderId: string): EnvelopePayload {
+    const problem = this.frameworkInfoProblem(info);
+    if (problem) return this.refuse("CORRAL_ERR_INVALID_CALL", problem);
+    const frameworkInfo = info!;
+    const id = requestedId || frameworkInfo.id || "";
+    if (id && this.tornDown.has(id)) return this.refuse("CORRAL_ERR_FRAMEWORK_REMOVED", `framework '${id}' has been torn down and cannot subscribe again`);
+    const existing = id ? this.frameworks.get(id) : undefined;
+    const frameworkId = id || `${this.masterId}-F${++this.frameworkCounter}`;
+    const stored: FrameworkInfo = { ...frameworkInfo, id: frameworkId };
+    if (existing) {
+      this.failover(frameworkId, existing, stored, senderId);
+    } else {
+      const framework = this.newFrameworkRecord(stored, senderId);
+      this.frameworks.set(frameworkId, framework);
+      try {
+        this.allocator.addFramework(frameworkId, { roles: this.rolesOf(stored), active: false });
+      } catch (error) {
+        this.frameworks.delete(frameworkId);
+        return this.refuse("CORRAL_ERR_INVALID_CALL", (error as Error).message);
+      }
+      this.log("info", "framework subscribed", { frameworkId, name: stored.name, roles: stored.roles });
+    }
+    this.out.push({ type: "persist", record: { kind: "framework", id: frameworkId, info: stored } });
+    return {
+      payload: "schedulerEvent",
+      schedulerEvent: { kind: "subscribed", subscribed: { frameworkId, heartbeatIntervalSeconds: this.heartbeatIntervalMs / 1000, masterId: this.masterId } },
+    };
+  }
+
+  private failover(frameworkId: string, framework: FrameworkRecord, info: FrameworkInfo, senderId: string): void {
+    for (const offerId of [...framework.offers]) this.rescindOffer(offerId, true);
+    if (framework.senderId && framework.senderId !== senderId) {
+      this.toFramework(frameworkId, { kind: "error", error: { message: `CORRAL_ERR_FRAMEWORK_FAILED_OVER ${senderId}` } });
+    }
+    framework.info = info;
+    framework.senderId = senderId;
+    framework.connected = true;
+    framework.ready = false;
+    framework.disconnectedAtMs = undefined;
+    framework.lastCallMs = this.now;
+    framework.nextHeartbeatMs = this.now + this.heartbeatIntervalMs;
+    this.allocator.updateFramework(frameworkId, { roles: this.rolesOf(info), active: false });
+    this.log("info", "framework re-subscribed", { frameworkId, senderId });
+  }
+
+  private newFrameworkRecord(info: FrameworkInfo, senderId: string): FrameworkRecord {
+    return {
+      info,
+      senderId,
+      connected: true,
+      ready: false,
+      lastCallMs: this.now,
+      disconnectedAtMs: undefined,
+      nextHeartbeatMs: this.now + this.heartbeatIntervalMs,
+      registeredAtMs: this.now,
+      tasks: new Map(),
+      completed: new LRUCache({ max: this.maxCompletedTasksPerFramework }),
+      offers: new Set(),
+    };
+  }
+
+  private frameworkInfoProblem(info: FrameworkInfo | undefined): string | undefined {
+    if (!info) return "subscribe.frameworkInfo: must be set";
+    if (!info.name) return "subscribe.frameworkInfo.name: must not be empty";
+    for (const [i, role] of info.roles.entries()) {
+      const problem = roleNameError(role, true);
+      if (problem) return `subscribe.frameworkInfo.roles(${i}): ${problem}`;
+    }
+    if (new Set(info.roles).size !== info.roles.length) return "subscribe.frameworkInfo.roles: must be distinct";
+    if (!(Number.isFinite(info.failoverTimeoutSeconds) && info.failoverTimeoutSeconds >= 0)) {
+      return "subscribe.frameworkInfo.failoverTimeoutSeconds: must be a finite number >= 0";
+    }
+    return undefined;
+  }
+
+  private rolesOf(info: FrameworkInfo): string[] {
+    return info.roles.length > 0 ? [...info.roles] : ["*"];
+  }
+
+  /** Any call is a keepalive; the first one after SUBSCRIBED makes the framework offerable. */
+  private keepalive(frameworkId: string, framework: FrameworkRecord): void {
+    framework.lastCallMs = this.now;
+    if (!framework.ready) {
+      framework.ready = true;
+      this.allocator.activateFramework(frameworkId);
+      this.wantAllocation("all");
+    }
+  }
+
+  private accept(frameworkId: string, framework: FrameworkRecord, offerIds: string[], tasks: TaskInfo[], refuseSeconds: number | undefined): EnvelopePayload {
+    const offers = offerIds.map((id) => this.offers.get(id));
+    const invalid = this.invalidOffersReason(frameworkId, offerIds, offers);
+    const valid = offers.filter((o): o is OfferRecord => o !== undefined && o.frameworkId === frameworkId);
+    for (const offer of valid) this.removeOffer(offer);
+    if (invalid) {
+      // Mesos's rule: nothing launches from a bad set of offers, and the good ones come back.
+      for (const offer of valid) this.allocator.recoverResources(frameworkId, offer.agentId, offer.role, offer.resources);
+      const state: TaskState = framework.info.partitionAware ? "TASK_DROPPED" : "TASK_LOST";
+      for (const task of tasks) this.sendMasterUpdate(frameworkId, task.taskId, task.agentId, state, "REASON_INVALID_OFFERS", invalid);
+      this.counters.invalidCalls++;
+      return this.ok();
+    }
+    const agentId = valid[0]!.agentId;
+    const role = valid[0]!.role;
+    let pool = Resources.empty();
+    for (const offer of valid) pool = pool.add(offer.resources);
+    for (const task of tasks) pool = this.launch(frameworkId, framework, agentId, role, pool, task);
+    if (!pool.isEmpty()) {
+      this.allocator.recoverResources(frameworkId, agentId, role, pool, { refuseSeconds: refuseSeconds ?? this.defaultRefuseSeconds, nowMs: this.now });
+    }
+    return this.ok();
+  }
+
+  private invalidOffersReason(frameworkId: string, offerIds: string[], offers: Array<OfferRecord | undefined>): string | undefined {
+    if (offerIds.length === 0) return "accept.offerIds: must not be empty";
+    if (new Set(offerIds).size !== offerIds.length) return "accept.offerIds: must be distinct";
+    for (const [i, offer] of offers.entries()) {
+      if (!offer) return `offer '${offerIds[i]}' is no longer valid (unknown, rescinded or already answered)`;
+      if (offer.frameworkId !== frameworkId) return `offer '${offer.id}' belongs to another framework`;
+    }
+    const first = offers[0]!;
+    if (offers.some((o) => o!.agentId !== first.agentId)) return "accept: all offers must come from one agent";
+    if (offers.some((o) => o!.role !== first.role)) return "accept: all offers must be allocated to one role";
+    if (!this.agents.has(first.agentId)) return `agent '${first.agentId}' is gone`;
+    return undefined;
+  }
+
+  /** Validates one task against the remaining pool; launches it or answers TASK_ERROR. */
+  private launch(frameworkId: string, framework: FrameworkRecord, agentId: string, role: string, pool: Resources, task: TaskInfo): Resources {
+    const error = (message: string) => {
+      this.sendMasterUpdate(frameworkId, task.taskId, agentId, "TASK_ERROR", "REASON_TASK_INVALID", message);
+      this.counters.invalidCalls++;
+      return pool;
+    };
+    if (!TASK_ID_PATTERN.test(task.taskId) || task.taskId === "." || task.taskId === "..") {
+      return error(`taskId '${task.taskId}': use 1-255 letters, digits, '_', '.' or '-'`);
+    }
+    if (framework.tasks.has(task.taskId)) return error(`taskId '${task.taskId}' is already used by an active task of this framework`);
+    if (task.agentId && task.agentId !== agentId) return error(`task.agentId '${task.agentId}' differs from the offers' agent '${agentId}'`);
+    if (!task.command || (!task.command.value && task.command.arguments.length === 0)) return error("task.command: a command value or arguments are required");
+    let resources: Resources;
+    try {
+      resources = resourcesFromWire(task.resources);
+    } catch (e) {
+      return error(`task.resources: ${(e as ResourceError).message}`);
+    }
+    if (resources.isEmpty()) return error("task.resources: must not be empty");
+    const rest = pool.trySubtract(resources);
+    if (rest === null) return error(`task uses ${resources} but only ${pool} is left in the offers`);
+    const agent = this.agents.get(agentId)!;
+    if (agent.tasks.size >= this.maxTasksPerAgent) return error(`agent '${agentId}' already runs maxTasksPerAgent (${this.maxTasksPerAgent}) tasks`);
+
+    const info: TaskInfo = { ...task, agentId };
+    const status: TaskStatus = this.status(frameworkId, task.taskId, agentId, "TASK_STAGING", "REASON_UNSPECIFIED", "");
+    framework.tasks.set(task.taskId, { frameworkId, agentId, info, role, resources, status });
+    agent.tasks.add(taskKey(frameworkId, task.taskId));
+    this.counters.tasksLaunched++;
+    this.toAgent(agentId, { kind: "runTask", runTask: { framework: framework.info, task: info } });
+    return rest;
+  }
+
+  private decline(frameworkId: string, offerIds: string[], refuseSeconds: number | undefined): EnvelopePayload {
+    for (const offerId of offerIds) {
+      const offer = this.offers.get(offerId);
+      // Declining an offer that is gone is harmless (it may have been rescinded meanwhile).
+      if (!offer || offer.frameworkId !== frameworkId) continue;
+      this.removeOffer(offer);
+      this.counters.offersDeclined++;
+      this.allocator.recoverResources(frameworkId, offer.agentId, offer.role, offer.resources, {
+        refuseSeconds: refuseSeconds ?? this.defaultRefuseSeconds,
+        nowMs: this.now,
+      });
+    }
+    return this.ok();
+  }
+
+  private kill(frameworkId: string, framework: FrameworkRecord, taskId: string, agentId: string, graceSeconds: number | undefined): void {
+    const task = framework.tasks.get(taskId);
+    if (!task) {
+      // Mesos answers a kill of a task it does not know with what reconciliation would say.
+      this.reconcileOne(frameworkId, framework, taskId, agentId);
+      return;
+    }
+    this.toAgent(task.agentId, {
+      kind: "killTask",
+      killTask: { frameworkId, taskId, ...(graceSeconds !== undefined ? { killGracePeriodSeconds: graceSeconds } : {}) },
+    });
+  }
+
+  private acknowledge(frameworkId: string, agentId: string, taskId: string, uuid: Uint8Array): EnvelopePayload {
+    if (uuid.length === 0) return this.refuse("CORRAL_ERR_INVALID_CALL", "acknowledge.uuid: must not be empty");
+    if (this.agents.has(agentId)) this.toAgent(agentId, { kind: "statusUpdateAck", statusUpdateAck: { frameworkId, taskId, uuid } });
+    return this.ok();
+  }
+
+  private reconcile(frameworkId: string, framework: FrameworkRecord, tasks: Array<{ taskId: string; agentId: string }>): void {
+    if (tasks.length === 0) {
+      for (const task of framework.tasks.values()) this.sendReconciled(frameworkId, task.status);
+      return;
+    }
+    for (const { taskId, agentId } of tasks) this.reconcileOne(frameworkId, framework, taskId, agentId);
+  }
+
+  private reconcileOne(frameworkId: string, framework: FrameworkRecord, taskId: string, agentId: string): void {
+    const known = framework.tasks.get(taskId) ?? framework.completed.get(taskId);
+    if (known) {
+      this.sendReconciled(frameworkId, known.status);
+      return;
+    }
+    const partitionAware = framework.info.partitionAware;
+    let state: TaskState;
+    let message: string;
+    if (agentId && this.agents.has(agentId)) {
+      state = partitionAware ? "TASK_GONE" : "TASK_LOST";
+      message = "Reconciliation: task is unknown to the agent";
+    } else if (agentId && this.unreachableAgents.has(agentId)) {
+      state = partitionAware ? "TASK_UNREACHABLE" : "TASK_LOST";
+      message = "Reconciliation: agent is unreachable";
+    } else {
+      state = partitionAware ? "TASK_UNKNOWN" : "TASK_LOST";
+      message = "Reconciliation: task is unknown";
+    }
+    this.sendMasterUpdate(frameworkId, taskId, agentId, state, "REASON_RECONCILIATION", message);
+  }
+
+  private sendReconciled(frameworkId: string, status: TaskStatus): void {
+    this.toFramework(frameworkId, {
+      kind: "update",
+      update: { status: { ...status, reason: "REASON_RECONCILIATION", uuid: new Uint8Array(0), source: "SOURCE_MASTER", timestamp: this.now / 1000 } },
+    });
+  }
+
+  private teardown(frameworkId: string, why: string): void {
+    const framework = this.frameworks.get(frameworkId);
+    if (!framework) return;
+    for (const offerId of [...framework.offers]) this.rescindOffer(offerId, false);
+    const agentsWithTasks = new Set<string>();
+    for (const task of framework.tasks.values()) {
+      agentsWithTasks.add(task.agentId);
+      this.agents.get(task.agentId)?.tasks.delete(taskKey(frameworkId, task.info.taskId));
+    }
+    for (const agentId of agentsWithTasks) {
+      if (this.agents.has(agentId)) this.toAgent(agentId, { kind: "shutdownFramework", shutdownFramework: { frameworkId } });
+    }
+    this.allocator.removeFramework(frameworkId);
+    this.frameworks.delete(frameworkId);
+    this.tornDown.add(frameworkId);
+    this.completedFrameworks.set(frameworkId, framework.info);
+    this.out.push({ type: "unpersist", kind: "framework", id: frameworkId });
+    this.out.push({ type: "persist", record: { kind: "torn-down", id: frameworkId } });
+    this.log("info", "framework torn down", { frameworkId, why });
+  }
+
+  // ---- agent messages -------------------------------------------------------------------------
+
+  private onAgentMessage(message: AgentToMaster, senderId: string): void {
+    switch (message.kind) {
+      case "register":
+        this.register(message.register.agentInfo, senderId);
+        break;
+      case "reregister":
+        this.reregister(message.reregister.agentInfo, message.reregister.tasks, message.reregister.frameworks);
+        break;
+      case "pong":
+        this.pong(senderId);
+        break;
+      case "statusUpdate":
+        if (message.statusUpdate.status) this.statusUpdate(senderId, message.statusUpdate.frameworkId, message.statusUpdate.status);
+        break;
+      case "unregisterNotice":
+        if (this.agents.has(senderId)) this.removeAgent(senderId, "REASON_AGENT_REMOVED", "agent shut down");
+        break;
+    }
+  }
+
+  private register(info: AgentInfo | undefined, senderId: string): void {
+    const parsed = this.parseAgentInfo(info);
+    if (typeof parsed === "string") {
+      this.log("warn", "agent registration refused", { senderId, problem: parsed });
+      return;
+    }
+    const previous = this.registrations.get(senderId);
+    const agentId = previous && this.agents.has(previous) ? previous : `${this.masterId}-S${++this.agentCounter}`;
+    if (!this.agents.has(agentId)) {
+      this.admitAgent(agentId, { ...info!, id: agentId }, parsed, []);
+      this.registrations.set(senderId, agentId);
+    }
+    this.out.push({ type: "reply", payload: { payload: "masterToAgent", masterToAgent: { kind: "registered", registered: this.registration(agentId) } } });
+  }
+
+  private reregister(info: AgentInfo | undefined, reported: Array<{ frameworkId: string; task?: TaskInfo; status?: TaskStatus }>, frameworks: FrameworkInfo[]): void {
+    const parsed = this.parseAgentInfo(info);
+    if (typeof parsed === "string" || !info!.id) {
+      this.log("warn", "agent re-registration refused", { problem: typeof parsed === "string" ? parsed : "agentInfo.id: must be set" });
+      return;
+    }
+    const agentId = info!.id;
+    const wasUnreachable = this.unreachableAgents.has(agentId);
+    const known = this.agents.get(agentId);
+    if (known) {
+      // Restarted agent or lost master: start from what it reports now.
+      this.dropAgentForReregistration(agentId, known, reported);
+    }
+    this.unreachableAgents.delete(agentId);
+    this.recoveredAgents.delete(agentId);
+    for (const frameworkInfo of frameworks) this.ensureFrameworkFromAgent(frameworkInfo);
+    const tasks: TaskRecord[] = [];
+    for (const record of reported) {
+      if (!record.task || !record.status) continue;
+      const task = this.adoptReportedTask(agentId, record.frameworkId, record.task, record.status, wasUnreachable);
+      if (task) tasks.push(task);
+    }
+    this.admitAgent(agentId, info!, parsed, tasks);
+    this.out.push({ type: "reply", payload: { payload: "masterToAgent", masterToAgent: { kind: "reregistered", reregistered: this.registration(agentId) } } });
+  }
+
+  /** Takes a task an agent reports back; answers whether it stays (else it is being killed). */
+  private adoptReportedTask(agentId: string, frameworkId: string, info: TaskInfo, status: TaskStatus, wasUnreachable: boolean): TaskRecord | undefined {
+    const framework = this.frameworks.get(frameworkId);
+    if (!framework || this.tornDown.has(frameworkId)) {
+      this.toAgent(agentId, { kind: "killTask", killTask: { frameworkId, taskId: info.taskId } });
+      return undefined;
+    }
+    if (wasUnreachable && !framework.info.partitionAware && !framework.tasks.has(info.taskId)) {
+      // It was reported LOST when the agent went away; a framework that is not partition-aware
+      // has already replaced it, so it must not come back.
+      this.toAgent(agentId, { kind: "killTask", killTask: { frameworkId, taskId: info.taskId } });
+      return undefined;
+    }
+    let resources: Resources;
+    try {
+      resources = resourcesFromWire(info.resources);
+    } catch {
+      return undefined;
+    }
+    const previous = framework.tasks.get(info.taskId);
+    const role = previous?.role ?? this.rolesOf(framework.info)[0]!;
+    const task: TaskRecord = { frameworkId, agentId, info, role, resources, status };
+    framework.tasks.set(info.taskId, task);
+    if (previous && previous.status.state !== status.state) {
+      this.toFramework(frameworkId, { kind: "update", update: { status: { ...status, uuid: new Uint8Array(0), reason: "REASON_AGENT_REREGISTERED" } } });
+    }
+    return task;
+  }
+
+  private dropAgentForReregistration(agentId: string, agent: AgentRecord, reported: Array<{ frameworkId: string; task?: TaskInfo }>): void {
+    const stillThere = new Set(reported.filter((r) => r.task).map((r) => taskKey(r.frameworkId, r.task!.taskId)));
+    for (const key of agent.tasks) {
+      if (stillThere.has(key)) continue;
+      const [frameworkId, taskId] = [key.slice(0, key.indexOf("/")), key.slice(key.indexOf("/") + 1)];
+      const framework = this.frameworks.get(frameworkId);
+      const task = framework?.tasks.get(taskId);
+      if (!framework || !task) continue;
+      const state: TaskState = framework.info.partitionAware ? "TASK_GONE" : "TASK_LOST";
+      this.finishTask(framework, task, this.status(frameworkId, taskId, agentId, state, "REASON_AGENT_RESTARTED", "task was not reported by the re-registering agent"), false);
+    }
+    for (const offer of [...this.offers.values()]) if (offer.agentId === agentId) this.rescindOffer(offer.id, true);
+    this.allocator.removeAgent(agentId);
+    this.agents.delete(agentId);
+  }
+
+  private ensureFrameworkFromAgent(info: FrameworkInfo): void {
+    if (!info.id || this.frameworks.has(info.id) || this.tornDown.has(info.id)) return;
+    // A framework the master has not heard from yet (it restarted): wait for it to re-subscribe.
+    const framework = this.newFrameworkRecord(info, "");
+    framework.connected = false;
+    framework.disconnectedAtMs = this.now;
+    this.frameworks.set(info.id, framework);
+    this.allocator.addFramework(info.id, { roles: this.rolesOf(info), active: false });
+  }
+
+  private admitAgent(agentId: string, info: AgentInfo, total: Resources, tasks: TaskRecord[]): void {
+    const usedByFramework = new Map<string, { frameworkId: string; role: string; resources: Resources }>();
+    for (const task of tasks) {
+      const key = `${task.frameworkId}\u0000${task.role}`;
+      const entry = usedByFramework.get(key) ?? { frameworkId: task.frameworkId, role: task.role, resources: Resources.empty() };
+      entry.resources = entry.resources.add(task.resources);
+      usedByFramework.set(key, entry);
+    }
+    try {
+      this.allocator.addAgent(agentId, { total, attributes: Object.fromEntries(info.attributes.map((a) => [a.name, a.text])), used: [...usedByFramework.values()], active: false });
+    } catch (error) {
+      this.log("warn", "agent refused by the allocator", { agentId, error: (error as Error).message });
+      return;
+    }
+    this.agents.set(agentId, {
+      info,
+      total,
+      listening: false,
+      lastHeardMs: this.now,
+      nextPingMs: this.now + this.pingIntervalMs,
+      pingSeq: 0,
+      tasks: new Set(tasks.map((t) => taskKey(t.frameworkId, t.info.taskId))),
+      registeredAtMs: this.now,
+    });
+    this.out.push({ type: "persist", record: { kind: "agent", id: agentId, info } });
+    this.log("info", "agent admitted", { agentId, hostname: info.hostname, resources: total.toString(), tasks: tasks.length });
+  }
+
+  private parseAgentInfo(info: AgentInfo | undefined): Resources | string {
+    if (!info) return "agentInfo: must be set";
+    if (!info.hostname) return "agentInfo.hostname: must not be empty";
+    try {
+      const total = resourcesFromWire(info.resources);
+      if (total.isEmpty()) return "agentInfo.resources: must not be empty";
+      return total;
+    } catch (error) {
+      return `agentInfo.resources: ${(error as Error).message}`;
+    }
+  }
+
+  private registration(agentId: string) {
+    return { agentId, pingIntervalSeconds: this.pingIntervalMs / 1000, pingTimeoutSeconds: this.pingTimeoutMs / 1000, masterId: this.masterId };
+  }
+
+  private pong(agentId: string): void {
+    const agent = this.agents.get(agentId);
+    if (!agent) {
+      // An agent we do not know (we restarted, or marked it unreachable): have it re-register.
+      this.toAgent(agentId, { kind: "reregisterRequest", reregisterRequest: {} });
+      return;
+    }
+    agent.lastHeardMs = this.now;
+    if (!agent.listening) {
+      agent.listening = true;
+      this.allocator.activateAgent(agentId);
+      this.wantAllocation(agentId);
+    }
+  }
+
+  private statusUpdate(agentId: string, frameworkId: string, status: TaskStatus): void {
+    this.counters.statusUpdates++;
+    const agent = this.agents.get(agentId);
+    if (agent) agent.lastHeardMs = this.now;
+    const framework = this.frameworks.get(frameworkId);
+    if (!framework) {
+      // Nobody will acknowledge for a framework that is gone: do it, so the agent stops retrying.
+      if (status.uuid.length > 0) this.toAgent(agentId, { kind: "statusUpdateAck", statusUpdateAck: { frameworkId, taskId: status.taskId, uuid: status.uuid } });
+      return;
+    }
+    const task = framework.tasks.get(status.taskId);
+    if (task && task.agentId === agentId) {
+      if (isTerminal(status.state)) this.finishTask(framework, task, status, true);
+      else task.status = status;
+    }
+    this.toFramework(frameworkId, { kind: "update", update: { status: { ...status, agentId, frameworkId } } });
+  }
+
+  /** Moves a task to the completed set and gives its resources back. */
+  private finishTask(framework: FrameworkRecord, task: TaskRecord, status: TaskStatus, fromAgent: boolean): void {
+    task.status = status;
+    framework.tasks.delete(task.info.taskId);
+    framework.completed.set(task.info.taskId, task);
+    const agent = this.agents.get(task.agentId);
+    if (agent?.tasks.delete(taskKey(task.frameworkId, task.info.taskId))) {
+      try {
+        this.allocator.recoverResources(task.frameworkId, task.agentId, task.role, task.resources);
+      } catch (error) {
+        if (!(error instanceof AllocatorError)) throw error;
+        this.log("warn", "task resources were not allocated", { taskId: task.info.taskId, error: error.message });
+      }
+    }
+    if (!fromAgent) this.toFramework(task.frameworkId, { kind: "update", update: { status } });
+  }
+
+  // ---- time -----------------------------------------------------------------------------------
+
+  private onTick(): void {
+    this.checkAgents();
+    this.checkFrameworks();
+    this.checkOffers();
+    if (this.now >= this.nextAllocationMs) {
+      this.wantAllocation("all");
+      this.nextAllocationMs = this.now + this.allocationIntervalMs;
+    }
+  }
+
+  private checkAgents(): void {
+    for (const [agentId, agent] of [...this.agents]) {
+      if (this.now - agent.lastHeardMs > this.pingTimeoutMs) {
+        this.markUnreachable(agentId, agent);
+        continue;
+      }
+      if (this.now >= agent.nextPingMs) {
+        agent.pingSeq++;
+        agent.nextPingMs = this.now + this.pingIntervalMs;
+        this.toAgent(agentId, { kind: "ping", ping: { seq: agent.pingSeq } });
+      }
+    }
+  }
+
+  private checkFrameworks(): void {
+    for (const [frameworkId, framework] of [...this.frameworks]) {
+      if (framework.connected && this.now - framework.lastCallMs > this.keepaliveTimeoutMs) {
+        this.disconnect(frameworkId, framework);
+      }
+      if (!framework.connected && framework.disconnectedAtMs !== undefined && this.now - framework.disconnectedAtMs >= framework.info.failoverTimeoutSeconds * 1000) {
+        this.teardown(frameworkId, "failover timeout expired");
+        continue;
+      }
+      if (framework.connected && this.now >= framework.nextHeartbeatMs) {
+        framework.nextHeartbeatMs = this.now + this.heartbeatIntervalMs;
+        this.toFramework(frameworkId, { kind: "heartbeat", heartbeat: {} });
+      }
+    }
+  }
+
+  private disconnect(frameworkId: string, framework: FrameworkRecord): void {
+    framework.connected = false;
+    framework.ready = false;
+    framework.disconnectedAtMs = this.now;
+    for (const offerId of [...framework.offers]) this.rescindOffer(offerId, false);
+    this.allocator.deactivateFramework(frameworkId);
+    this.log("warn", "framework disconnected (missed heartbeats)", { frameworkId, failoverTimeoutSeconds: framework.info.failoverTimeoutSeconds });
+  }
+
+  private checkOffers(): void {
+    if (this.offerTimeoutMs === undefined) return;
+    for (const offer of [...this.offers.values()]) {
+      if (this.now - offer.createdAtMs >= this.offerTimeoutMs) this.rescindOffer(offer.id, true);
+    }
+  }
+
+  private markUnreachable(agentId: string, agent: AgentRecord): void {
+    this.log("warn", "agent unreachable (missed pings)", { agentId, hostname: agent.info.hostname });
+    this.removeAgent(agentId, "REASON_AGENT_REMOVED", "agent is unreachable", true);
+    this.unreachableAgents.set(agentId, { info: agent.info, sinceMs: this.now });
+  }
+
+  /** Takes an agent out: offers rescinded, tasks UNREACHABLE/LOST (or GONE when it left). */
+  private removeAgent(agentId: string, reason: TaskStatusReason, message: string, unreachable = false): void {
+    const agent = this.agents.get(agentId);
+    if (!agent) return;
+    for (const offer of [...this.offers.values()]) if (offer.agentId === agentId) this.rescindOffer(offer.id, true);
+    for (const key of agent.tasks) {
+      const cut = key.indexOf("/");
+      const framework = this.frameworks.get(key.slice(0, cut));
+      const task = framework?.tasks.get(key.slice(cut + 1));
+      if (!framework || !task) continue;
+      const partitionAware = framework.info.partitionAware;
+      if (unreachable && partitionAware) {
+        task.status = this.status(task.frameworkId, task.info.taskId, agentId, "TASK_UNREACHABLE", reason, message);
+        this.toFramework(task.frameworkId, { kind: "update", update: { status: task.status } });
+      } else {
+        const state: TaskState = partitionAware ? "TASK_GONE" : "TASK_LOST";
+        const status = this.status(task.frameworkId, task.info.taskId, agentId, state, reason, message);
+        task.status = status;
+        framework.tasks.delete(task.info.taskId);
+        framework.completed.set(task.info.taskId, task);
+        this.toFramework(task.frameworkId, { kind: "update", update: { status } });
+      }
+    }
+    this.allocator.removeAgent(agentId);
+    this.agents.delete(agentId);
+    for (const [frameworkId, framework] of this.frameworks) {
+      if (framework.connected) this.toFramework(frameworkId, { kind: "failure", failure: { agentId } });
+    }
+    if (!unreachable) this.out.push({ type: "unpersist", kind: "agent", id: agentId });
+  }
+
+  // ---- offers ---------------------------------------------------------------------------------
+
+  private wantAllocation(agentId: string | "all"): void {
+    const wanted = this.allocationWanted;
+    if (agentId === "all" || wanted === "all") {
+      this.allocationWanted = "all";
+      return;
+    }
+    if (wanted === null) this.allocationWanted = new Set([agentId]);
+    else wanted.add(agentId);
+  }
+
+  private runWantedAllocation(): void {
+    const wanted = this.allocationWanted;
+    if (wanted === null) return;
+    this.allocationWanted = null;
+    if (this.offers.size >= this.maxOutstandingOffers) {
+      this.log("warn", "allocation paused: too many outstanding offers", { offers: this.offers.size, maxOutstandingOffers: this.maxOutstandingOffers });
+      return;
+    }
+    const start = this.measureMs();
+    const plans = this.allocator.allocate(this.now, wanted === "all" ? undefined : wanted);
+    this.counters.allocationRuns++;
+    this.counters.allocationRunMsTotal += this.measureMs() - start;
+    this.makeOffers(plans);
+  }
+
+  private makeOffers(plans: OfferPlan[]): void {
+    const byFramework = new Map<string, Offer[]>();
+    for (const plan of plans) {
+      const agent = this.agents.get(plan.agentId)!;
+      const framework = this.frameworks.get(plan.frameworkId)!;
+      const id = `${this.masterId}-O${++this.offerCounter}`;
+      this.offers.set(id, { id, frameworkId: plan.frameworkId, agentId: plan.agentId, role: plan.role, resources: plan.resources, createdAtMs: this.now });
+      framework.offers.add(id);
+      this.counters.offersMade++;
+      const list = byFramework.get(plan.frameworkId) ?? [];
+      list.push({
+        id,
+        frameworkId: plan.frameworkId,
+        agentId: plan.agentId,
+        hostname: agent.info.hostname,
+        role: plan.role,
+        resources: resourcesToWire(plan.resources),
+        attributes: agent.info.attributes,
+      });
+      byFramework.set(plan.frameworkId, list);
+    }
+    for (const [frameworkId, offers] of byFramework) this.toFramework(frameworkId, { kind: "offers", offers: { offers } });
+  }
+
+  private removeOffer(offer: OfferRecord): void {
+    this.offers.delete(offer.id);
+    this.frameworks.get(offer.frameworkId)?.offers.delete(offer.id);
+  }
+
+  /** Takes an offer back; `tell` sends RESCIND (not needed when the framework is gone or disconnected). */
+  private rescindOffer(offerId: string, tell: boolean): void {
+    const offer = this.offers.get(offerId);
+    if (!offer) return;
+    this.removeOffer(offer);
+    this.counters.offersRescinded++;
+    this.allocator.recoverResources(offer.frameworkId, offer.agentId, offer.role, offer.resources);
+    if (tell) this.toFramework(offer.frameworkId, { kind: "rescind", rescind: { offerId } });
+  }
+
+  // ---- helpers --------------------------------------------------------------------------------
+
+  private status(frameworkId: string, taskId: string, agentId: string, state: TaskState, reason: TaskStatusReason, message: string): TaskStatus {
+    return { taskId, state, message, source: "SOURCE_MASTER", reason, agentId, frameworkId, uuid: new Uint8Array(0), timestamp: this.now / 1000 };
+  }
+
+  private sendMasterUpdate(frameworkId: string, taskId: string, agentId: string, state: TaskState, reason: TaskStatusReason, message: string): void {
+    this.toFramework(frameworkId, { kind: "update", update: { status: this.status(frameworkId, taskId, agentId, state, reason, message) } });
+  }
+
+  private toFramework(frameworkId: string, event: SchedulerEvent): void {
+    this.out.push({ type: "to-framework", frameworkId, event });
+  }
+
+  private toAgent(agentId: string, message: MasterToAgent): void {
+    this.out.push({ type: "to-agent", agentId, message });
+  }
+
+  private log(level: "info" | "warn", msg: string, fields: Record<string, unknown>): void {
+    this.out.push({ type: "log", level, msg, fields });
+  }
+
+  private ok(): EnvelopePayload {
+    return { payload: "callResponse", callResponse: { ok: true, errorCode: "", message: "" } };
+  }
+
+  private refuse(code: MasterErrorCode, message: string): EnvelopePayload {
+    this.counters.invalidCalls++;
+    const callResponse: CallResponse = { ok: false, errorCode: code, message };
+    return { payload: "callResponse", callResponse };
+  }
+
+  private guarded(action: () => void): EnvelopePayload {
+    try {
+      action();
+      return this.ok();
+    } catch (error) {
+      if (error instanceof AllocatorError) return this.refuse("CORRAL_ERR_INVALID_CALL", error.message);
+      throw error;
+    }
+  }
+
+  // ---- views ----------------------------------------------------------------------------------
+
+  /** Everything `/state` shows. */
+  state(): MasterStateView {
+    const agents = [...this.agents.entries()].map(([id, agent]) => {
+      const view = this.allocator.agentView(id);
+      let offered = Resources.empty();
+      for (const offer of this.offers.values()) if (offer.agentId === id) offered = offered.add(offer.resources);
+      return {
+        id,
+        hostname: agent.info.hostname,
+        httpEndpoint: agent.info.httpEndpoint,
+        active: view?.active ?? false,
+        attributes: Object.fromEntries(agent.info.attributes.map((a) => [a.name, a.text])),
+        resources: agent.total.scalarSummary(),
+        used: view ? view.allocated.subtract(offered).scalarSummary() : {},
+        offered: offered.scalarSummary(),
+        reserved: agent.total.reserved().scalarSummary(),
+        resourcesText: agent.total.toString(),
+        tasks: agent.tasks.size,
+        registeredAtMs: agent.registeredAtMs,
+      };
+    });
+    const frameworks = [...this.frameworks.entries()].map(([id, framework]) => ({
+      id,
+      name: framework.info.name,
+      roles: this.rolesOf(framework.info),
+      principal: framework.info.principal,
+      connected: framework.connected,
+      active: framework.connected && framework.ready,
+      failoverTimeoutSeconds: framework.info.failoverTimeoutSeconds,
+      partitionAware: framework.info.partitionAware,
+      dominantShares: Object.fromEntries(this.rolesOf(framework.info).map((role) => [role, this.allocator.frameworkShare(id, role)])),
+      used: this.allocator.frameworkAllocation(id).scalarSummary(),
+      offers: [...framework.offers].map((offerId) => {
+        const offer = this.offers.get(offerId)!;
+        return { id: offerId, agentId: offer.agentId, role: offer.role, resources: offer.resources.toString() };
+      }),
+      tasks: [...framework.tasks.values()].map((t) => this.taskView(t)),
+      completedTasks: [...framework.completed.values()].map((t) => this.taskView(t)),
+    }));
+    const weights = this.allocator.getWeights();
+    const quotas = this.allocator.getQuotas();
+    const roles = this.allocator.knownRoles().map((role) => ({
+      role,
+      weight: weights.get(role) ?? 1,
+      share: this.allocator.roleShare(role),
+      ...(quotas.has(role) ? { quota: quotas.get(role)! } : {}),
+    }));
+    for (const [role, quota] of quotas) if (!roles.some((r) => r.role === role)) roles.push({ role, weight: weights.get(role) ?? 1, share: 0, quota });
+    return {
+      masterId: this.masterId,
+      agents,
+      unreachableAgents: [...this.unreachableAgents.entries()].map(([id, u]) => ({ id, hostname: u.info.hostname, sinceMs: u.sinceMs })),
+      frameworks,
+      completedFrameworks: [...this.completedFrameworks.entries()].map(([id, info]) => ({ id, name: info.name })),
+      roles,
+      offers: this.offers.size,
+    };
+  }
+
+  private taskView(task: TaskRecord) {
+    return {
+      id: task.info.taskId,
+      name: task.info.name,
+      agentId: task.agentId,
+      state: task.status.state,
+      reason: task.status.reason,
+      message: task.status.message,
+      role: task.role,
+      resources: task.resources.scalarSummary(),
+      ...(task.status.exitCode !== undefined ? { exitCode: task.status.exitCode } : {}),
+    };
+  }
+
+  /** Task counts by state over active, unreachable and remembered completed tasks. */
+  taskCounts(): Record<string, number> {
+    const counts: Record<string, number> = {};
+    for (const framework of this.frameworks.values()) {
+      for (const task of framework.tasks.values()) counts[task.status.state] = (counts[task.status.state] ?? 0) + 1;
+      for (const task of framework.completed.values()) counts[task.status.state] = (counts[task.status.state] ?? 0) + 1;
+    }
+    return counts;
+  }
+
+  /** Cluster totals and what is allocated, by scalar name. */
+  resourceTotals(): { total: Record<string, number>; used: Record<string, number>; offered: Record<string, number> } {
+    let total = Resources.empty();
+    let allocated = Resources.empty();
+    for (const id of this.agents.keys()) {
+      const view = this.allocator.agentView(id);
+      if (!view) continue;
+      total = total.add(view.total.flatten());
+      allocated = allocated.add(view.allocated.flatten());
+    }
+    let offered = Resources.empty();
+    for (const offer of this.offers.values()) offered = offered.add(offer.resources.flatten());
+    return { total: total.scalarSummary(), used: allocated.subtract(offered).scalarSummary(), offered: offered.scalarSummary() };
+  }
+
+  /** Numbers of agents, frameworks and outstanding offers. */
+  sizes(): { agents: number; unreachableAgents: number; frameworks: number; offers: number } {
+    return { agents: this.agents.size, unreachableAgents: this.unreachableAgents.size, frameworks: this.frameworks.size, offers: this.offers.size };
+  }
+
+  /** Sets role weights (operator API); all or nothing. */
+  setWeights(weights: Array<{ role: string; weight: number }>): void {
+    const before = new Map(this.allocator.getWeights());
+    try {
+      for (const { role, weight } of weights) this.allocator.setWeight(role, weight);
+    } catch (error) {
+      for (const { role } of weights) this.allocator.setWeight(role, before.get(role) ?? 1);
+      throw error;
+    }
+    this.wantAllocation("all");
+  }
+
+  /** Sets quotas (operator API); all or nothing. */
+  setQuotas(quotas: Array<{ role: string; guarantees?: Record<string, number>; limits?: Record<string, number> }>): void {
+    const before = this.allocator.getQuotas();
+    try {
+      for (const q of quotas) this.allocator.setQuota(q.role, { guarantees: q.guarantees ?? {}, limits: q.limits ?? {} });
+    } catch (error) {
+      for (const q of quotas) this.allocator.setQuota(q.role, before.get(q.role) ?? null);
+      throw error;
+    }
+    this.wantAllocation("all");
+  }
+}
+
+/** Creates a master core. `measureMs` times allocation runs for metrics (the shell passes a clock). */
+export function createMasterCore(config: MasterConfig, rng: Rng, measureMs?: () => number): MasterCore {
+  return new MasterCore(config, rng, measureMs);
+}

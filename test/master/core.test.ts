@@ -1,0 +1,268 @@
+import { describe, expect, it } from "vitest";
+import { Resources } from "../../sdk/resources.ts";
+import { SeededRng } from "../../sdk/rng.ts";
+import { resourcesFromWire, resourcesToWire } from "../../sdk/wire/resources.ts";
+import type { FrameworkInfo, Offer, SchedulerCall, SchedulerCallBody, TaskInfo, TaskState, TaskStatus } from "../../sdk/wire/types.ts";
+import { createMasterCore, type MasterCore, type MasterEffect, type MasterConfig } from "../../master/core.ts";
+
+/** Drives a master core by hand: a tiny cluster with a virtual clock. */
+class Bench {
+  readonly core: MasterCore;
+  now = 0;
+  readonly effects: MasterEffect[] = [];
+  private callSeq = 0;
+
+  constructor(config: Partial<MasterConfig> = {}) {
+    this.core = createMasterCore({ masterId: "m1", agentPingIntervalMs: 60_000, maxMissedPings: 3, frameworkHeartbeatIntervalMs: 1000, ...config }, new SeededRng(7));
+  }
+
+  run(effects: MasterEffect[]): MasterEffect[] {
+    this.effects.push(...effects);
+    return effects;
+  }
+
+  tick(toMs: number): MasterEffect[] {
+    this.now = toMs;
+    return this.run(this.core.handle({ type: "tick" }, this.now));
+  }
+
+  addAgent(instance: string, resources = "cpus:4;mem:4096;ports:[31000-31010]", hostname = `${instance}.local`): string {
+    const effects = this.run(
+      this.core.handle(
+        {
+          type: "agent-message",
+          senderId: instance,
+          callId: `${instance}-reg`,
+          message: { kind: "register", register: { version: "test", agentInfo: { id: "", hostname, resources: resourcesToWire(Resources.parse(resources)), attributes: [], httpEndpoint: "" } } },
+        },
+        this.now,
+      ),
+    );
+    const reply = effects.find((e) => e.type === "reply");
+    if (reply?.type !== "reply" || reply.payload.payload !== "masterToAgent" || reply.payload.masterToAgent.kind !== "registered") throw new Error("no registration");
+    const agentId = reply.payload.masterToAgent.registered.agentId;
+    this.pong(agentId);
+    return agentId;
+  }
+
+  pong(agentId: string): MasterEffect[] {
+    return this.run(this.core.handle({ type: "agent-message", senderId: agentId, callId: "", message: { kind: "pong", pong: { seq: 0 } } }, this.now));
+  }
+
+  call(frameworkId: string, body: SchedulerCallBody, senderId = "driver"): MasterEffect[] {
+    return this.run(this.core.handle({ type: "scheduler-call", senderId, callId: `c${++this.callSeq}`, call: { frameworkId, ...body } as SchedulerCall }, this.now));
+  }
+
+  subscribe(name: string, extra: Partial<FrameworkInfo> = {}, senderId = `${name}-driver`): string {
+    const info: FrameworkInfo = { id: "", name, roles: ["web"], principal: "", failoverTimeoutSeconds: 0, checkpoint: false, partitionAware: true, hostname: "", ...extra };
+    const effects = this.call(extra.id ?? "", { kind: "subscribe", subscribe: { frameworkInfo: info } }, senderId);
+    const reply = effects.find((e) => e.type === "reply");
+    if (reply?.type !== "reply" || reply.payload.payload !== "schedulerEvent" || reply.payload.schedulerEvent.kind !== "subscribed") {
+      throw new Error(`subscribe failed: ${JSON.stringify(reply)}`);
+    }
+    const frameworkId = reply.payload.schedulerEvent.subscribed.frameworkId;
+    this.call(frameworkId, { kind: "heartbeat", heartbeat: {} }, senderId); // ready for offers
+    return frameworkId;
+  }
+
+  agentMessage(agentId: string, status: Partial<TaskStatus> & { taskId: string; state: TaskState }, frameworkId: string, uuid = new Uint8Array([1, 2, 3])): MasterEffect[] {
+    const full: TaskStatus = { message: "", source: "SOURCE_AGENT", reason: "REASON_UNSPECIFIED", agentId, frameworkId, uuid, timestamp: this.now / 1000, ...status };
+    return this.run(this.core.handle({ type: "agent-message", senderId: agentId, callId: "", message: { kind: "statusUpdate", statusUpdate: { frameworkId, status: full } } }, this.now));
+  }
+
+  offersFor(frameworkId: string, effects: MasterEffect[] = this.effects): Offer[] {
+    return effects.flatMap((e) => (e.type === "to-framework" && e.frameworkId === frameworkId && e.event.kind === "offers" ? e.event.offers.offers : []));
+  }
+
+  updatesFor(frameworkId: string, effects: MasterEffect[] = this.effects): TaskStatus[] {
+    return effects.flatMap((e) => (e.type === "to-framework" && e.frameworkId === frameworkId && e.event.kind === "update" && e.event.update.status ? [e.event.update.status] : []));
+  }
+
+  replyOf(effects: MasterEffect[]) {
+    const reply = effects.find((e) => e.type === "reply");
+    return reply?.type === "reply" && reply.payload.payload === "callResponse" ? reply.payload.callResponse : undefined;
+  }
+}
+
+function task(taskId: string, resources: string, command = "sleep 1"): TaskInfo {
+  return { taskId, name: taskId, agentId: "", resources: resourcesToWire(Resources.parse(resources)), command: { value: command, arguments: [], shell: true, environment: {}, user: "" }, labels: {} };
+}
+
+describe("master core", () => {
+  it("offers a listening agent to a ready framework and launches a valid task", () => {
+    const bench = new Bench();
+    const frameworkId = bench.subscribe("fw");
+    const agentId = bench.addAgent("a1");
+    const [offer] = bench.offersFor(frameworkId);
+    expect(offer).toBeDefined();
+    expect(resourcesFromWire(offer!.resources).toString()).toBe("cpus:4;mem:4096;ports:[31000-31010]");
+    const effects = bench.call(frameworkId, { kind: "accept", accept: { offerIds: [offer!.id], operations: [{ kind: "launch", launch: { taskInfos: [task("t1", "cpus:1;mem:128")] } }] } });
+    expect(bench.replyOf(effects)?.ok).toBe(true);
+    const run = effects.find((e) => e.type === "to-agent" && e.message.kind === "runTask");
+    expect(run).toMatchObject({ agentId, message: { runTask: { task: { taskId: "t1", agentId } } } });
+    // The rest was declined with the default 5 s filter: no re-offer at the next run...
+    expect(bench.offersFor(frameworkId, bench.tick(1000))).toEqual([]);
+    // ...but after it, the remainder comes back (the framework keeps heartbeating meanwhile).
+    bench.now = 5000;
+    bench.call(frameworkId, { kind: "heartbeat", heartbeat: {} });
+    const later = bench.offersFor(frameworkId, bench.tick(6000));
+    expect(later.map((o) => resourcesFromWire(o.resources).toString())).toEqual(["cpus:3;mem:3968;ports:[31000-31010]"]);
+    // RUNNING then FINISHED are forwarded; FINISHED gives the resources back.
+    expect(bench.updatesFor(frameworkId, bench.agentMessage(agentId, { taskId: "t1", state: "TASK_RUNNING" }, frameworkId)).map((s) => s.state)).toEqual(["TASK_RUNNING"]);
+    bench.agentMessage(agentId, { taskId: "t1", state: "TASK_FINISHED", exitCode: 0 }, frameworkId, new Uint8Array([9]));
+    expect(bench.core.allocator.frameworkAllocation(frameworkId).scalar("cpus")).toBe(3); // only the outstanding offer
+  });
+
+  it("does not offer an agent before its first pong, nor a framework before its first call", () => {
+    const bench = new Bench();
+    const info: FrameworkInfo = { id: "", name: "fw", roles: ["web"], principal: "", failoverTimeoutSeconds: 0, checkpoint: false, partitionAware: true, hostname: "" };
+    const sub = bench.call("", { kind: "subscribe", subscribe: { frameworkInfo: info } });
+    const reply = sub.find((e) => e.type === "reply");
+    const frameworkId = reply?.type === "reply" && reply.payload.payload === "schedulerEvent" && reply.payload.schedulerEvent.kind === "subscribed" ? reply.payload.schedulerEvent.subscribed.frameworkId : "";
+    const reg = bench.core.handle({ type: "agent-message", senderId: "inst", callId: "x", message: { kind: "register", register: { version: "", agentInfo: { id: "", hostname: "h", resources: resourcesToWire(Resources.parse("cpus:1;mem:256")), attributes: [], httpEndpoint: "" } } } }, 0);
+    expect(bench.offersFor(frameworkId, [...sub, ...reg, ...bench.tick(0)])).toEqual([]);
+    const agentReply = reg.find((e) => e.type === "reply");
+    const agentId = agentReply?.type === "reply" && agentReply.payload.payload === "masterToAgent" && agentReply.payload.masterToAgent.kind === "registered" ? agentReply.payload.masterToAgent.registered.agentId : "";
+    expect(bench.offersFor(frameworkId, bench.pong(agentId))).toEqual([]); // framework not ready yet
+    expect(bench.offersFor(frameworkId, bench.call(frameworkId, { kind: "heartbeat", heartbeat: {} }))).toHaveLength(1);
+  });
+
+  it("answers invalid launches with TASK_ERROR and bad offers with TASK_DROPPED", () => {
+    const bench = new Bench();
+    const frameworkId = bench.subscribe("fw");
+    bench.addAgent("a1", "cpus:2;mem:1024");
+    const [offer] = bench.offersFor(frameworkId);
+    const effects = bench.call(frameworkId, {
+      kind: "accept",
+      accept: {
+        offerIds: [offer!.id],
+        operations: [{ kind: "launch", launch: { taskInfos: [task("big", "cpus:3;mem:10"), task("bad/id", "cpus:1"), task("ok", "cpus:1;mem:64"), task("ok", "cpus:0.5")] } }],
+      },
+    });
+    const updates = bench.updatesFor(frameworkId, effects);
+    expect(updates.map((u) => [u.taskId, u.state, u.reason])).toEqual([
+      ["big", "TASK_ERROR", "REASON_TASK_INVALID"],
+      ["bad/id", "TASK_ERROR", "REASON_TASK_INVALID"],
+      ["ok", "TASK_ERROR", "REASON_TASK_INVALID"], // the second "ok": duplicate id
+    ]);
+    expect(updates[0]!.message).toContain("only cpus:2;mem:1024 is left");
+    expect(effects.filter((e) => e.type === "to-agent" && e.message.kind === "runTask")).toHaveLength(1);
+    // The offer is used up: accepting it again drops the task.
+    const again = bench.call(frameworkId, { kind: "accept", accept: { offerIds: [offer!.id], operations: [{ kind: "launch", launch: { taskInfos: [task("late", "cpus:0.1")] } }] } });
+    expect(bench.updatesFor(frameworkId, again).map((u) => [u.state, u.reason])).toEqual([["TASK_DROPPED", "REASON_INVALID_OFFERS"]]);
+  });
+
+  it("answers a redelivered call without applying it twice", () => {
+    const bench = new Bench();
+    const frameworkId = bench.subscribe("fw");
+    bench.addAgent("a1");
+    const [offer] = bench.offersFor(frameworkId);
+    const call = { type: "scheduler-call" as const, senderId: "fw-driver", callId: "same", call: { frameworkId, kind: "accept" as const, accept: { offerIds: [offer!.id], operations: [{ kind: "launch" as const, launch: { taskInfos: [task("t1", "cpus:1")] } }] } } };
+    const first = bench.core.handle(call, 0);
+    const second = bench.core.handle(call, 0);
+    expect(first.filter((e) => e.type === "to-agent")).toHaveLength(1);
+    expect(second).toEqual([{ type: "reply", payload: { payload: "callResponse", callResponse: { ok: true, errorCode: "", message: "" } } }]);
+  });
+
+  it("reconciles as Mesos does, for partition-aware and other frameworks", () => {
+    const bench = new Bench({ agentPingIntervalMs: 1000 });
+    const aware = bench.subscribe("aware", { partitionAware: true });
+    const plain = bench.subscribe("plain", { partitionAware: false, roles: ["other"] });
+    const agentId = bench.addAgent("a1");
+    bench.addAgent("a2"); // one agent per framework: offers are coarse-grained
+    const ask = (frameworkId: string, tasks: Array<{ taskId: string; agentId: string }>) =>
+      bench.updatesFor(frameworkId, bench.call(frameworkId, { kind: "reconcile", reconcile: { tasks } })).map((u) => [u.taskId, u.state, u.reason]);
+    expect(ask(aware, [{ taskId: "x", agentId }])).toEqual([["x", "TASK_GONE", "REASON_RECONCILIATION"]]);
+    expect(ask(aware, [{ taskId: "y", agentId: "nobody" }])).toEqual([["y", "TASK_UNKNOWN", "REASON_RECONCILIATION"]]);
+    expect(ask(plain, [{ taskId: "x", agentId }])).toEqual([["x", "TASK_LOST", "REASON_RECONCILIATION"]]);
+    // A known task: its latest state, explicitly and implicitly.
+    const [offer] = bench.offersFor(aware);
+    bench.call(aware, { kind: "accept", accept: { offerIds: [offer!.id], operations: [{ kind: "launch", launch: { taskInfos: [task("t1", "cpus:1")] } }] } });
+    const taskAgent = offer!.agentId;
+    bench.agentMessage(taskAgent, { taskId: "t1", state: "TASK_RUNNING" }, aware);
+    expect(ask(aware, [{ taskId: "t1", agentId: taskAgent }])).toEqual([["t1", "TASK_RUNNING", "REASON_RECONCILIATION"]]);
+    expect(ask(aware, [])).toEqual([["t1", "TASK_RUNNING", "REASON_RECONCILIATION"]]);
+    // The agent goes silent: UNREACHABLE for the partition-aware framework.
+    bench.tick(2000);
+    bench.call(aware, { kind: "heartbeat", heartbeat: {} });
+    bench.call(plain, { kind: "heartbeat", heartbeat: {} });
+    const afterLoss = bench.tick(3500);
+    expect(bench.updatesFor(aware, afterLoss).map((u) => [u.taskId, u.state])).toEqual([["t1", "TASK_UNREACHABLE"]]);
+    expect(ask(aware, [{ taskId: "zz", agentId }])).toEqual([["zz", "TASK_UNREACHABLE", "REASON_RECONCILIATION"]]);
+    expect(ask(plain, [{ taskId: "zz", agentId }])).toEqual([["zz", "TASK_LOST", "REASON_RECONCILIATION"]]);
+  });
+
+  it("kills an unknown task by answering with reconciliation", () => {
+    const bench = new Bench();
+    const frameworkId = bench.subscribe("fw");
+    const effects = bench.call(frameworkId, { kind: "kill", kill: { taskId: "ghost", agentId: "" } });
+    expect(bench.updatesFor(frameworkId, effects).map((u) => u.state)).toEqual(["TASK_UNKNOWN"]);
+  });
+
+  it("keeps tasks across a failover within the timeout and tears down after it", () => {
+    const bench = new Bench();
+    const frameworkId = bench.subscribe("fw", { failoverTimeoutSeconds: 10 }, "first");
+    const agentId = bench.addAgent("a1");
+    const [offer] = bench.offersFor(frameworkId);
+    bench.call(frameworkId, { kind: "accept", accept: { offerIds: [offer!.id], operations: [{ kind: "launch", launch: { taskInfos: [task("t1", "cpus:1")] } }] } }, "first");
+    // The first driver goes silent; 5 missed heartbeats of 1 s = disconnected after 5 s.
+    bench.tick(6000);
+    expect(bench.core.state().frameworks[0]!.connected).toBe(false);
+    // A new instance re-subscribes with the same id within the failover timeout: the old one is told.
+    const sub = bench.call(frameworkId, { kind: "subscribe", subscribe: { frameworkInfo: { id: frameworkId, name: "fw", roles: ["web"], principal: "", failoverTimeoutSeconds: 10, checkpoint: false, partitionAware: true, hostname: "" } } }, "second");
+    expect(sub.some((e) => e.type === "to-framework" && e.event.kind === "error" && e.event.error.message === "CORRAL_ERR_FRAMEWORK_FAILED_OVER second")).toBe(true);
+    expect(bench.core.state().frameworks[0]!.tasks).toHaveLength(1);
+    // It then goes silent too and does not come back: torn down after the failover timeout.
+    bench.tick(12_000);
+    const teardown = bench.tick(23_000);
+    expect(teardown).toContainEqual({ type: "to-agent", agentId, message: { kind: "shutdownFramework", shutdownFramework: { frameworkId } } });
+    const refused = bench.call(frameworkId, { kind: "subscribe", subscribe: { frameworkInfo: { id: frameworkId, name: "fw", roles: ["web"], principal: "", failoverTimeoutSeconds: 10, checkpoint: false, partitionAware: true, hostname: "" } } }, "third");
+    expect(bench.replyOf(refused)).toMatchObject({ ok: false, errorCode: "CORRAL_ERR_FRAMEWORK_REMOVED" });
+  });
+
+  it("rescinds offers of an agent that goes unreachable and reports LOST to frameworks that are not partition-aware", () => {
+    const bench = new Bench({ agentPingIntervalMs: 1000 });
+    const frameworkId = bench.subscribe("fw", { partitionAware: false });
+    const agentId = bench.addAgent("a1");
+    const [offer] = bench.offersFor(frameworkId);
+    bench.call(frameworkId, { kind: "accept", accept: { offerIds: [offer!.id], operations: [{ kind: "launch", launch: { taskInfos: [task("t1", "cpus:1")] } }], filters: { refuseSeconds: 0 } } });
+    const second = bench.offersFor(frameworkId, bench.tick(1000));
+    expect(second).toHaveLength(1);
+    // Keep the framework alive, let the agent miss 3 pings of 1 s.
+    bench.call(frameworkId, { kind: "heartbeat", heartbeat: {} });
+    bench.now = 3500;
+    bench.call(frameworkId, { kind: "heartbeat", heartbeat: {} });
+    const effects = bench.tick(3500);
+    expect(effects).toContainEqual({ type: "to-framework", frameworkId, event: { kind: "rescind", rescind: { offerId: second[0]!.id } } });
+    expect(bench.updatesFor(frameworkId, effects).map((u) => [u.taskId, u.state])).toEqual([["t1", "TASK_LOST"]]);
+    // When it comes back reporting the task, the task is killed (it was already reported LOST).
+    const rereg = bench.core.handle(
+      {
+        type: "agent-message",
+        senderId: agentId,
+        callId: "",
+        message: {
+          kind: "reregister",
+          reregister: {
+            version: "",
+            agentInfo: { id: agentId, hostname: "a1.local", resources: resourcesToWire(Resources.parse("cpus:4;mem:4096;ports:[31000-31010]")), attributes: [], httpEndpoint: "" },
+            tasks: [{ frameworkId, task: { ...task("t1", "cpus:1"), agentId }, status: { taskId: "t1", state: "TASK_RUNNING", message: "", source: "SOURCE_AGENT", reason: "REASON_UNSPECIFIED", agentId, frameworkId, uuid: new Uint8Array(0), timestamp: 0 } }],
+            frameworks: [],
+          },
+        },
+      },
+      3600,
+    );
+    expect(rereg).toContainEqual({ type: "to-agent", agentId, message: { kind: "killTask", killTask: { frameworkId, taskId: "t1" } } });
+  });
+
+  it("refuses bad subscriptions and calls from unknown frameworks", () => {
+    const bench = new Bench();
+    const bad = bench.call("", { kind: "subscribe", subscribe: { frameworkInfo: { id: "", name: "", roles: ["web"], principal: "", failoverTimeoutSeconds: 0, checkpoint: false, partitionAware: true, hostname: "" } } });
+    expect(bench.replyOf(bad)).toMatchObject({ ok: false, errorCode: "CORRAL_ERR_INVALID_CALL", message: "subscribe.frameworkInfo.name: must not be empty" });
+    const badRole = bench.call("", { kind: "subscribe", subscribe: { frameworkInfo: { id: "", name: "x", roles: [".."], principal: "", failoverTimeoutSeconds: 0, checkpoint: false, partitionAware: true, hostname: "" } } });
+    expect(bench.replyOf(badRole)?.message).toContain("roles(0)");
+    expect(bench.replyOf(bench.call("nope", { kind: "heartbeat", heartbeat: {} }))).toMatchObject({ ok: false, errorCode: "CORRAL_ERR_NOT_SUBSCRIBED" });
+    expect(bench.core.state().frameworks).toEqual([]);
+  });
+});
