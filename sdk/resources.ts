@@ -469,7 +469,14 @@ export class Resources {
    */
   allocatableTo(role: string): Resources {
     // The allocator asks this for every (agent, role) it visits; most agents are unreserved.
-    if (this.entries.every((e) => e.role === UNRESERVED_ROLE)) return this;
+    let allUnreserved = true;
+    for (const e of this.entries) {
+      if (e.role !== UNRESERVED_ROLE) {
+        allUnreserved = false;
+        break;
+      }
+    }
+    if (allUnreserved) return this;
     return this.filter((e) => e.role === UNRESERVED_ROLE || isSelfOrAncestor(e.role, role));
   }
 

@@ -237,6 +237,9 @@ export class HierarchicalAllocator {
   /** Per quota role: guarantee not yet met. Their sum is the headroom that must be kept. */
   private readonly unsatisfied = new Map<string, ScalarQuantities>();
   private readonly requiredHeadroom: ScalarQuantities = new Map();
+  /** Per role, the stamp of the last (agent, stage) walk that went through it. */
+  private readonly roleMarks = new Map<string, number>();
+  private markCounter = 0;
 
   constructor(options: AllocatorOptions) {
     this.rng = options.rng;
@@ -521,28 +524,44 @@ export class HierarchicalAllocator {
    * offers everyone the rest, holding back the headroom stage 1 still needs.
    */
   private runStage(candidates: AgentState[], offers: Map<string, OfferPlan>, nowMs: number, guaranteesOnly: boolean): void {
+    // One visitor per stage (not per agent): the walk reads the agent in hand from `walk`.
+    const walk = { agent: candidates[0]!, mark: 0, role: "", frameworkId: "", resources: Resources.empty(), found: false };
+    const frameworkVisitor = (frameworkId: string): boolean => {
+      const framework = this.frameworks.get(frameworkId)!;
+      const role = walk.role;
+      if (!framework.active || framework.suppressed.has(role) || !framework.roles.has(role)) return true;
+      if (this.isFiltered(framework, role, walk.agent.id, walk.resources, nowMs)) return true;
+      walk.frameworkId = frameworkId;
+      walk.found = true;
+      return false;
+    };
+    const roleVisitor = (role: string): boolean => {
+      // Roles this agent has been through in this stage carry its mark.
+      if (this.roleMarks.get(role) === walk.mark) return true;
+      this.roleMarks.set(role, walk.mark);
+      if (guaranteesOnly && !this.unsatisfied.has(topLevelRole(role))) return true;
+      const allocatable = walk.agent.available.allocatableTo(role);
+      if (!this.isAllocatable(allocatable)) return true;
+      const toOffer = this.shapeOffer(role, allocatable, guaranteesOnly);
+      if (!this.isAllocatable(toOffer)) return true;
+      const state = this.roles.get(role);
+      if (!state) return true;
+      walk.role = role;
+      walk.resources = toOffer;
+      state.frameworkSorter.visit(frameworkVisitor);
+      return !walk.found;
+    };
     for (const agent of candidates) {
       if (!this.isAllocatable(agent.available)) continue;
+      walk.agent = agent;
+      walk.mark = ++this.markCounter;
       // Roles are walked in share order. An allocation reorders the sorter, so after one the
       // walk restarts from the lowest share, skipping roles this agent has already been through.
-      let handled: Set<string> | undefined;
       for (;;) {
-        let choice: { role: string; frameworkId: string; resources: Resources } | undefined;
-        this.roleSorter.visit((role) => {
-          if (handled?.has(role)) return true;
-          (handled ??= new Set()).add(role);
-          if (guaranteesOnly && !this.unsatisfied.has(topLevelRole(role))) return true;
-          const allocatable = agent.available.allocatableTo(role);
-          if (!this.isAllocatable(allocatable)) return true;
-          const toOffer = this.shapeOffer(role, allocatable, guaranteesOnly);
-          if (!this.isAllocatable(toOffer)) return true;
-          const frameworkId = this.pickFramework(role, agent.id, toOffer, nowMs);
-          if (frameworkId === undefined) return true;
-          choice = { role, frameworkId, resources: toOffer };
-          return false;
-        });
-        if (choice === undefined) break;
-        const { role, frameworkId, resources } = choice;
+        walk.found = false;
+        this.roleSorter.visit(roleVisitor);
+        if (!walk.found) break;
+        const { role, frameworkId, resources } = walk;
         this.assign(agent, frameworkId, role, resources, true);
         const key = `${frameworkId}\u0000${role}\u0000${agent.id}`;
         const existing = offers.get(key);
@@ -551,21 +570,6 @@ export class HierarchicalAllocator {
         if (!this.isAllocatable(agent.available)) break;
       }
     }
-  }
-
-  /** The first framework of `role`, in sorter order, that may be offered `resources` on the agent. */
-  private pickFramework(role: string, agentId: string, resources: Resources, nowMs: number): string | undefined {
-    const state = this.roles.get(role);
-    if (!state) return undefined;
-    let chosen: string | undefined;
-    state.frameworkSorter.visit((frameworkId) => {
-      const framework = this.frameworks.get(frameworkId)!;
-      if (!framework.active || framework.suppressed.has(role) || !framework.roles.has(role)) return true;
-      if (this.isFiltered(framework, role, agentId, resources, nowMs)) return true;
-      chosen = frameworkId;
-      return false;
-    });
-    return chosen;
   }
 
   private isFiltered(framework: FrameworkState, role: string, agentId: string, resources: Resources, nowMs: number): boolean {
@@ -745,6 +749,7 @@ export class HierarchicalAllocator {
     if (!state || state.frameworks.size > 0 || state.reservations.size > 0 || state.holders.size > 0) return;
     this.roleSorter.remove(role);
     this.roles.delete(role);
+    this.roleMarks.delete(role);
   }
 
   private frameworkSorterOf(role: string): Sorter {

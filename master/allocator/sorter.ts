@@ -326,7 +326,12 @@ export class DrfSorter implements Sorter {
 
   visit(visitor: (client: string) => boolean): void {
     if (this.dirty) this.resortAll();
-    this.visitNode(this.root, visitor);
+    this.currentVisitor = visitor;
+    try {
+      this.visitNode(this.root);
+    } finally {
+      this.currentVisitor = () => true;
+    }
   }
 
   share(client: string): number {
@@ -348,9 +353,16 @@ export class DrfSorter implements Sorter {
     return (this.inner.get(path) ?? this.clients.get(path))?.share ?? 0;
   }
 
-  private visitNode(node: Node, visitor: (client: string) => boolean): boolean {
-    return node.children.visitInOrder((child) => (child.isLeaf ? !child.active || visitor(child.path) : this.visitNode(child, visitor)));
+  private visitNode(node: Node): boolean {
+    return node.children.visitInOrder(this.visitChild);
   }
+
+  /** The visitor of the walk in progress; walks of one sorter never nest, so one slot is enough. */
+  private currentVisitor: (client: string) => boolean = () => true;
+
+  /** Bound once: a walk allocates no closure per node. */
+  private readonly visitChild = (child: Node): boolean =>
+    child.isLeaf ? !child.active || this.currentVisitor(child.path) : this.visitNode(child);
 
   private leaf(client: string): Node {
     const node = this.clients.get(client);
