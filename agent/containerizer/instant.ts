@@ -1,0 +1,117 @@
+/**
+ * A containerizer whose tasks start instantly and "run" in memory: no process, no sandbox files.
+ * For emulated agents in benchmarks (thousands per process) and for the simulator, where a task
+ * runs for a given (virtual) duration and uses given resources.
+ */
+import { LRUCache } from "lru-cache";
+import { systemClock, systemTimers, type Clock, type TimerHandle, type Timers } from "../../sdk/clock.ts";
+import {
+  ContainerizerError,
+  type ContainerHandle,
+  type ContainerSpec,
+  type ContainerUsage,
+  type Containerizer,
+  type Termination,
+} from "./types.ts";
+
+/** Options of {@link InstantContainerizer}. */
+export interface InstantContainerizerOptions {
+  /** @default systemClock */
+  clock?: Clock;
+  /** Where task durations are scheduled (the simulator passes its virtual timers). @default systemTimers */
+  timers?: Timers;
+  /** How long a task runs before it exits by itself; `undefined` runs until killed. @default () => undefined */
+  durationMs?: (spec: ContainerSpec) => number | undefined;
+  /** Exit code of a task that ends by itself. @default () => 0 */
+  exitCode?: (spec: ContainerSpec) => number;
+  /** Terminations remembered for late `wait`/`kill` calls. @default 10000 */
+  maxRememberedTerminations?: number;
+}
+
+interface Running {
+  handle: ContainerHandle;
+  timer: TimerHandle | undefined;
+  done: Promise<Termination>;
+  finish: (termination: Termination) => void;
+}
+
+/** See the module comment. Cheap enough to run thousands in one process. */
+export class InstantContainerizer implements Containerizer {
+  private readonly clock: Clock;
+  private readonly timers: Timers;
+  private readonly durationMs: (spec: ContainerSpec) => number | undefined;
+  private readonly exitCode: (spec: ContainerSpec) => number;
+  private readonly running = new Map<string, Running>();
+  private readonly ended: LRUCache<string, Termination>;
+  private closed = false;
+
+  /** @param options see {@link InstantContainerizerOptions} */
+  constructor(options: InstantContainerizerOptions = {}) {
+    this.clock = options.clock ?? systemClock;
+    this.timers = options.timers ?? systemTimers;
+    this.durationMs = options.durationMs ?? (() => undefined);
+    this.exitCode = options.exitCode ?? (() => 0);
+    this.ended = new LRUCache({ max: options.maxRememberedTerminations ?? 10_000 });
+  }
+
+  async launch(spec: ContainerSpec): Promise<ContainerHandle> {
+    if (this.closed) throw new ContainerizerError("CORRAL_ERR_CONTAINERIZER_CLOSED", "containerizer is closed", { containerId: spec.containerId });
+    if (this.running.has(spec.containerId) || this.ended.has(spec.containerId)) {
+      throw new ContainerizerError("CORRAL_ERR_CONTAINER_EXISTS", `container ${spec.containerId} exists`, { containerId: spec.containerId });
+    }
+    const handle: ContainerHandle = { containerId: spec.containerId, sandboxDir: spec.sandboxDir, startedAtMs: this.clock.now() };
+    let finish: (termination: Termination) => void = () => {};
+    const done = new Promise<Termination>((resolve) => (finish = resolve));
+    const entry: Running = { handle, timer: undefined, done, finish };
+    this.running.set(spec.containerId, entry);
+    const duration = this.durationMs(spec);
+    if (duration !== undefined) {
+      entry.timer = this.timers.set(duration, () => {
+        const code = this.exitCode(spec);
+        this.end(spec.containerId, { exitCode: code, signal: null, killed: false, message: `Command exited with status ${code}` });
+      });
+    }
+    return handle;
+  }
+
+  async kill(containerId: string): Promise<Termination> {
+    const entry = this.running.get(containerId);
+    if (!entry) return this.recorded(containerId);
+    this.end(containerId, { exitCode: null, signal: "SIGKILL", killed: true, message: "Command terminated with signal SIGKILL" });
+    return entry.done;
+  }
+
+  wait(containerId: string): Promise<Termination> {
+    const entry = this.running.get(containerId);
+    return entry ? entry.done : this.recorded(containerId);
+  }
+
+  async usage(containerId: string): Promise<ContainerUsage> {
+    if (!this.running.has(containerId)) throw new ContainerizerError("CORRAL_ERR_CONTAINER_NOT_FOUND", `no running container ${containerId}`, { containerId });
+    return { containerId, timestampMs: this.clock.now(), cpusUserTimeSecs: 0, cpusSystemTimeSecs: 0, memRssBytes: 0, processes: 0 };
+  }
+
+  containers(): string[] {
+    return [...this.running.keys()];
+  }
+
+  async destroyAll(): Promise<void> {
+    this.closed = true;
+    for (const containerId of [...this.running.keys()]) await this.kill(containerId);
+  }
+
+  private end(containerId: string, termination: Termination): void {
+    const entry = this.running.get(containerId);
+    if (!entry) return;
+    entry.timer?.cancel();
+    this.running.delete(containerId);
+    this.ended.set(containerId, termination);
+    entry.finish(termination);
+  }
+
+  private recorded(containerId: string): Promise<Termination> {
+    const termination = this.ended.get(containerId);
+    if (termination) return Promise.resolve(termination);
+    return Promise.reject(new ContainerizerError("CORRAL_ERR_CONTAINER_NOT_FOUND", `unknown container ${containerId}`, { containerId }));
+  }
+}
