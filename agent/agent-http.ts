@@ -1,0 +1,180 @@
+/**
+ * The agent's HTTP endpoints (fastify): `/health`, `/state`, `/metrics` and `/files/read`, plus
+ * the pure rendering of its Prometheus metrics.
+ *
+ * @module
+ */
+import Fastify, { type FastifyInstance, type FastifyReply } from "fastify";
+import type { ResourceJson } from "../sdk/resources.ts";
+import type { Logger } from "../sdk/transport.ts";
+import type { DropCounter } from "../sdk/wire/codec.ts";
+import { TASK_STATES, type TaskState } from "../sdk/wire/types.ts";
+import { pathIdProblem } from "./agent-logic.ts";
+import { SandboxFileError, readSandboxFile, type SandboxFileErrorCode } from "./sandbox-files.ts";
+import type { StatusUpdateManagerStats } from "./status-updates.ts";
+
+/** Resources in both of Mesos's forms. */
+export interface ResourcesView {
+  /** Mesos text form, e.g. `cpus:2;mem:1024;ports:[31000-31009]`. */
+  text: string;
+  /** Mesos-style JSON objects. */
+  json: ResourceJson[];
+}
+
+/** One task as `/state` shows it. */
+export interface TaskView {
+  frameworkId: string;
+  taskId: string;
+  state: TaskState;
+  /** Absolute sandbox path; null for a task refused before it got one. */
+  sandbox: string | null;
+  resources: ResourcesView;
+  /** The container running the task; null when none was started. */
+  containerId: string | null;
+  /** Message of the latest status. */
+  message: string;
+  /** Exit status, once the task has ended with one. */
+  exitCode: number | null;
+  /**
+   * True once the task's final status update was acknowledged: the agent no longer holds it and
+   * only remembers it (boundedly) for `/state` and to ignore a repeated `run_task`.
+   */
+  completed: boolean;
+}
+
+/** What `GET /state` answers (and `agent.state()` returns). */
+export interface AgentStateView {
+  /** The agent id; null until the first registration. */
+  id: string | null;
+  hostname: string;
+  /** Where this HTTP server listens, e.g. `http://127.0.0.1:5051`; "" before start. */
+  httpUrl: string;
+  /** Total resources; null until start() resolved them. */
+  resources: ResourcesView | null;
+  attributes: Record<string, string>;
+  /** Isolation mechanism of the containerizer, e.g. `"posix"`. */
+  isolation: string;
+  /** Whether the agent is registered with a live master right now. */
+  registered: boolean;
+  /** Id of the master that last registered the agent; null before. */
+  masterId: string | null;
+  /** Highest master epoch seen. */
+  masterEpoch: number;
+  /**
+   * The tasks the agent holds (running, or ended with an update not yet acknowledged), then the
+   * recently completed ones (`completed: true`, oldest first, bounded by `maxCompletedTasks`).
+   */
+  tasks: TaskView[];
+  /** Status updates waiting for acknowledgement, over all tasks. */
+  statusUpdates: number;
+}
+
+/** Inputs of {@link renderAgentMetrics}. */
+export interface AgentMetricsInput {
+  tasks: ReadonlyArray<{ state: TaskState }>;
+  pendingStatusUpdates: number;
+  registered: boolean;
+  statusUpdateStats: StatusUpdateManagerStats;
+  registrationAttempts: number;
+  staleEpochMessages: number;
+  drops: DropCounter;
+}
+
+function metric(lines: string[], name: string, help: string, type: "gauge" | "counter", samples: Array<[string, number]>): void {
+  lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
+  for (const [labels, value] of samples) lines.push(`${name}${labels} ${value}`);
+}
+
+/** The agent's metrics in Prometheus text exposition format. Every task state is always listed. */
+export function renderAgentMetrics(input: AgentMetricsInput): string {
+  const byState = new Map<TaskState, number>();
+  for (const task of input.tasks) byState.set(task.state, (byState.get(task.state) ?? 0) + 1);
+  const lines: string[] = [];
+  metric(lines, "corral_agent_tasks", "Tasks the agent holds, by latest state.", "gauge",
+    TASK_STATES.map((state) => [`{state="${state}"}`, byState.get(state) ?? 0]));
+  metric(lines, "corral_agent_status_updates_pending", "Status updates not yet acknowledged.", "gauge", [["", input.pendingStatusUpdates]]);
+  metric(lines, "corral_agent_registered", "1 while the agent is registered with a master.", "gauge", [["", input.registered ? 1 : 0]]);
+  metric(lines, "corral_agent_status_updates_sent_total", "Status update sends, re-sends included.", "counter", [["", input.statusUpdateStats.sent]]);
+  metric(lines, "corral_agent_status_updates_retried_total", "Status update re-sends after a retry timer.", "counter", [["", input.statusUpdateStats.retried]]);
+  metric(lines, "corral_agent_status_updates_acknowledged_total", "Status updates acknowledged.", "counter", [["", input.statusUpdateStats.acknowledged]]);
+  metric(lines, "corral_agent_registration_attempts_total", "REGISTER/REREGISTER requests sent.", "counter", [["", input.registrationAttempts]]);
+  metric(lines, "corral_agent_stale_epoch_messages_total", "Master commands ignored for a lower epoch.", "counter", [["", input.staleEpochMessages]]);
+  return `${lines.join("\n")}\n${input.drops.toPrometheus()}`;
+}
+
+/** What the routes need from the agent. */
+export interface AgentHttpDeps {
+  state(): AgentStateView;
+  metrics(): string;
+  /** Sandbox path of a task; the ids have been checked with `pathIdProblem`. */
+  sandboxOf(frameworkId: string, taskId: string): string;
+  log: Logger;
+}
+
+/** Error body of every 4xx/5xx answer. */
+export interface HttpErrorBody {
+  code: string;
+  message: string;
+}
+
+const SANDBOX_ERROR_STATUS: Record<SandboxFileErrorCode, number> = {
+  CORRAL_ERR_PATH_OUTSIDE_SANDBOX: 400,
+  CORRAL_ERR_NOT_FOUND: 404,
+  CORRAL_ERR_NOT_A_FILE: 400,
+  CORRAL_ERR_BAD_RANGE: 400,
+};
+
+function fail(reply: FastifyReply, status: number, code: string, message: string): FastifyReply {
+  return reply.code(status).send({ code, message } satisfies HttpErrorBody);
+}
+
+/** A single query parameter: undefined when absent, an error string when repeated or not text. */
+function queryParam(query: unknown, name: string): string | undefined | { error: string } {
+  const value = (query as Record<string, unknown> | undefined)?.[name];
+  if (value === undefined) return undefined;
+  if (typeof value !== "string") return { error: `${name}: must be given once` };
+  return value;
+}
+
+/** An optional integer query parameter; "" counts as absent. */
+function intParam(raw: string | undefined): number | undefined {
+  return raw === undefined || raw === "" ? undefined : Number(raw);
+}
+
+/** Builds the fastify instance (not yet listening). */
+export function createAgentHttp(deps: AgentHttpDeps): FastifyInstance {
+  const app = Fastify({ logger: false });
+
+  app.setErrorHandler((err: { statusCode?: number; message?: string }, _req, reply) => {
+    const status = typeof err.statusCode === "number" && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 500;
+    if (status === 500) deps.log.error({ err }, "http handler failed");
+    return fail(reply, status, status === 500 ? "CORRAL_ERR_INTERNAL" : "CORRAL_ERR_BAD_REQUEST", err.message ?? "error");
+  });
+  app.setNotFoundHandler((req, reply) => fail(reply, 404, "CORRAL_ERR_NOT_FOUND", `no route ${req.method} ${req.url}`));
+
+  app.get("/health", async () => ({ status: "ok" }));
+  app.get("/state", async () => deps.state());
+  app.get("/metrics", async (_req, reply) => reply.type("text/plain; version=0.0.4; charset=utf-8").send(deps.metrics()));
+
+  app.get("/files/read", async (req, reply) => {
+    const params: Record<string, string | undefined> = {};
+    for (const name of ["frameworkId", "taskId", "path", "offset", "length"]) {
+      const value = queryParam(req.query, name);
+      if (typeof value === "object") return fail(reply, 400, "CORRAL_ERR_BAD_REQUEST", value.error);
+      params[name] = value;
+    }
+    for (const name of ["frameworkId", "taskId"] as const) {
+      const problem = pathIdProblem(params[name] ?? "");
+      if (problem !== undefined) return fail(reply, 400, "CORRAL_ERR_BAD_REQUEST", `${name}: ${problem}`);
+    }
+    if (params.path === undefined || params.path === "") return fail(reply, 400, "CORRAL_ERR_BAD_REQUEST", "path: required, e.g. path=stdout");
+    const sandbox = deps.sandboxOf(params.frameworkId!, params.taskId!);
+    try {
+      return await readSandboxFile(sandbox, params.path, { offset: intParam(params.offset), length: intParam(params.length) });
+    } catch (err) {
+      if (err instanceof SandboxFileError) return fail(reply, SANDBOX_ERROR_STATUS[err.code], err.code, err.message);
+      throw err;
+    }
+  });
+  return app;
+}

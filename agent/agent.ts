@@ -1,0 +1,810 @@
+/**
+ * The agent process: the thin shell that connects the bus (docs/protocol.md, "Agents"), the
+ * containerizer, the status-update manager and the HTTP endpoints. Decisions live in
+ * `./agent-logic.ts` and `./status-updates.ts`; this file only carries messages, timers, files and
+ * processes in and out.
+ *
+ * Lifecycle: `start()` resolves the agent's resources, starts HTTP and begins registering (in the
+ * background: the master may come up later). Once registered the agent listens on its command
+ * subject, answers pings, runs and kills tasks, and sends their status updates until acknowledged.
+ * No ping for `ping_timeout_seconds`, or a `reregister_request`, makes it re-register.
+ *
+ * @module
+ */
+import { randomUUID } from "node:crypto";
+import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
+import { hostname as osHostname } from "node:os";
+import { join } from "node:path";
+import pino, { type Logger as PinoLogger } from "pino";
+import type { FastifyInstance } from "fastify";
+import { systemClock, systemTimers, type Clock, type TimerHandle, type Timers } from "../sdk/clock.ts";
+import { Resources } from "../sdk/resources.ts";
+import { SeededRng, type Rng } from "../sdk/rng.ts";
+import { DEFAULT_REQUEST_TIMEOUT_MS, isTransportError, type Subscription, type Transport } from "../sdk/transport.ts";
+import { DropCounter, encodeEnvelope, handleSafely, safeDecode, type EnvelopeOf } from "../sdk/wire/codec.ts";
+import { resourcesToWire } from "../sdk/wire/resources.ts";
+import { agentCmdSubject, assertToken, isValidToken, masterAgentSubject, tokenProblem } from "../sdk/wire/subjects.ts";
+import type {
+  AgentInfo,
+  AgentRegistration,
+  AgentTaskRecord,
+  AgentToMaster,
+  FrameworkInfo,
+  MasterToAgent,
+  TaskInfo,
+  TaskState,
+  TaskStatus,
+} from "../sdk/wire/types.ts";
+import {
+  bytesToHex,
+  invalidTaskStatus,
+  killGraceMs,
+  launchFailureStatus,
+  mergeWithDetected,
+  missingStandardResources,
+  pingTimeoutMs,
+  planLaunch,
+  registrationDelayMs,
+  sandboxPath,
+  terminationStatus,
+  toWireStatus,
+  type StatusDecision,
+} from "./agent-logic.ts";
+import { createAgentHttp, renderAgentMetrics, type AgentStateView, type ResourcesView, type TaskView } from "./agent-http.ts";
+import { PosixContainerizer } from "./containerizer/posix.ts";
+import type { Containerizer, ContainerHandle, Termination } from "./containerizer/types.ts";
+import { detectResources, parseAttributes, probeHost, type Attribute } from "./resources-detect.ts";
+import { createStatusUpdateManager, isTerminalState, type StatusUpdateEffect } from "./status-updates.ts";
+
+export type { AgentStateView, TaskView, ResourcesView } from "./agent-http.ts";
+
+/** The version this agent reports in REGISTER/REREGISTER. */
+export const AGENT_VERSION = "0.1.0";
+
+/** Options of {@link createAgent}. */
+export interface AgentOptions {
+  /** Cluster name; the subjects are `corral.<cluster>.…`. @default "corral" */
+  cluster?: string;
+  /** The bus. The caller connects it before `start()` and closes it after `stop()`. */
+  transport: Transport;
+  /**
+   * Directory for the agent's state: its id (`agent.id`, so a restarted agent re-registers under
+   * the same id) and the task sandboxes (`sandboxes/<frameworkId>/<taskId>`). Created if missing.
+   */
+  workDir: string;
+  /**
+   * Total resources in Mesos text form, e.g. `cpus:4;mem:8192;ports:[31000-32000]`. Any of cpus,
+   * mem, disk and ports left out is detected, as Mesos does.
+   * @default detected: all CPUs, memory less 1 GiB, free disk of workDir less 5 GiB, ports 31000-32000
+   */
+  resources?: string;
+  /** Attributes in Mesos flag form, e.g. `rack:r1;zone:a`. @default "" (none) */
+  attributes?: string;
+  /** Hostname reported to the master and given to tasks as `HOST`. @default os.hostname() */
+  hostname?: string;
+  /** Address the HTTP server binds. @default "127.0.0.1" */
+  httpHost?: string;
+  /** Port of the HTTP server; 0 picks a free one (Mesos agents use 5051). @default 0 */
+  httpPort?: number;
+  /** Runs the tasks. The agent calls its `destroyAll()` on `stop({ killTasks: true })`. @default a PosixContainerizer */
+  containerizer?: Containerizer;
+  /** Isolation name shown in `/state`. @default "posix" */
+  isolation?: string;
+  /** Time source for status timestamps and retry deadlines. @default systemClock */
+  clock?: Clock;
+  /** Schedules retries, backoffs and the master-liveness timeout. @default systemTimers */
+  timers?: Timers;
+  /** Source of status uuids, container ids and backoff jitter. @default a SeededRng with a random seed */
+  rng?: Rng;
+  /** Structured logger. @default pino({ name: "corral-agent" }) */
+  log?: PinoLogger;
+  /**
+   * Re-send backoff of unacknowledged status updates: first re-send after `initialMs`, doubling up
+   * to `maxMs`.
+   * @default { initialMs: 10_000, maxMs: 600_000 }
+   */
+  statusUpdateRetry?: { initialMs?: number; maxMs?: number };
+  /**
+   * Base of the randomised exponential registration backoff: the n-th retry waits a random time in
+   * the upper half of `registrationBackoffMs * 2^(n-1)`, capped at 60 s.
+   * @default 1000
+   */
+  registrationBackoffMs?: number;
+  /** How long one REGISTER/REREGISTER request waits for the master's answer. @default 5000 */
+  registrationTimeoutMs?: number;
+  /** Kill grace period when neither the kill nor the task gives one. @default 3000 */
+  defaultKillGracePeriodMs?: number;
+  /** Most tasks the agent holds at once; a `run_task` beyond it fails with REASON_CONTAINER_LAUNCH_FAILED. @default 10_000 */
+  maxTasks?: number;
+  /** How many completed tasks (final update acknowledged) `/state` keeps listing. @default 1000 */
+  maxCompletedTasks?: number;
+}
+
+/** Options of {@link Agent.stop}. */
+export interface AgentStopOptions {
+  /** Kill every task (`containerizer.destroyAll()`) and wait for their final updates to go out. @default true */
+  killTasks?: boolean;
+  /**
+   * Tell the master the agent leaves for good (`unregister_notice`), so it does not wait for a
+   * ping timeout. Leave it off for a restart: the agent then re-registers under the same id.
+   * @default false
+   */
+  unregister?: boolean;
+}
+
+/** A running agent; see {@link createAgent}. */
+export interface Agent {
+  /** Resolves the resources, starts HTTP and begins registering (without waiting for a master). */
+  start(): Promise<void>;
+  /** Stops listening, optionally kills the tasks, and closes HTTP. Idempotent. */
+  stop(opts?: AgentStopOptions): Promise<void>;
+  /** The id the master assigned (or the one persisted in workDir); undefined before either. */
+  agentId(): string | undefined;
+  /** `http://host:port` of the HTTP server; "" before start. */
+  httpUrl(): string;
+  /** What `GET /state` shows. */
+  state(): AgentStateView;
+}
+
+/** Pseudo-subject under which bad registration replies are counted (labelled "reply"). */
+const REPLY_SUBJECT = "_INBOX.registration";
+const AGENT_ID_FILE = "agent.id";
+
+interface TaskRecord {
+  frameworkId: string;
+  taskId: string;
+  task: TaskInfo;
+  framework: FrameworkInfo | undefined;
+  sandbox: string | null;
+  resources: Resources;
+  containerId: string | null;
+  /** The latest state the agent decided (it may not be acknowledged yet). */
+  state: TaskState;
+  latest: TaskStatus | undefined;
+  killRequested: boolean;
+  killGraceMs: number | undefined;
+  /** Settles once the task's final status has been queued. */
+  done: Promise<void>;
+}
+
+interface StatusInput extends StatusDecision {
+  agentId: string;
+}
+
+/** Creates an agent; nothing happens until {@link Agent.start}. @throws on invalid options */
+export function createAgent(options: AgentOptions): Agent {
+  const cluster = options.cluster ?? "corral";
+  assertToken(cluster, "cluster");
+  if (typeof options.workDir !== "string" || options.workDir === "") throw new RangeError("workDir: required");
+  const transport = options.transport;
+  const workDir = options.workDir;
+  const clock = options.clock ?? systemClock;
+  const timers = options.timers ?? systemTimers;
+  const rng = options.rng ?? new SeededRng(randomUUID());
+  const rootLog = options.log ?? pino({ name: "corral-agent" });
+  const log = rootLog.child({ component: "agent" });
+  const hostname = options.hostname ?? osHostname();
+  if (typeof hostname !== "string" || hostname === "") throw new RangeError("hostname: must not be empty");
+  const httpHost = options.httpHost ?? "127.0.0.1";
+  const httpPort = options.httpPort ?? 0;
+  const givenResources = options.resources === undefined ? Resources.empty() : Resources.parse(options.resources);
+  const attributes: Attribute[] = parseAttributes(options.attributes ?? "");
+  const defaultGraceMs = nonNegative(options.defaultKillGracePeriodMs ?? 3000, "defaultKillGracePeriodMs");
+  const backoffBaseMs = positive(options.registrationBackoffMs ?? 1000, "registrationBackoffMs");
+  const registrationTimeoutMs = positive(options.registrationTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS, "registrationTimeoutMs");
+  const maxTasks = positive(options.maxTasks ?? 10_000, "maxTasks");
+  const maxCompletedTasks = nonNegative(options.maxCompletedTasks ?? 1000, "maxCompletedTasks");
+  const isolation = options.isolation ?? "posix";
+  const containerizer: Containerizer =
+    options.containerizer ??
+    new PosixContainerizer({ clock, timers, hostname, defaultGracePeriodMs: defaultGraceMs, log: rootLog.child({ component: "posix-containerizer" }) });
+  const manager = createStatusUpdateManager({
+    initialRetryMs: options.statusUpdateRetry?.initialMs ?? 10_000,
+    maxRetryMs: options.statusUpdateRetry?.maxMs ?? 600_000,
+  });
+  const drops = new DropCounter();
+  /** Sender id of the first REGISTER, before the master has given us an id. */
+  const instanceId = `agent-${rng.uuid()}`;
+
+  let totalResources: Resources | undefined;
+  let agentId: string | undefined;
+  let http: FastifyInstance | undefined;
+  let httpUrl = "";
+  let starting: Promise<void> | undefined;
+  let stopping: Promise<void> | undefined;
+  let stopped = false;
+
+  let registered = false;
+  let masterId: string | undefined;
+  let highestEpoch = 0;
+  let cmdSub: Subscription | undefined;
+  let subscribedId: string | undefined;
+  let pingTimer: TimerHandle | undefined;
+  let pingTimeout = 0;
+  let registering: Promise<void> | undefined;
+  let wakeBackoff: (() => void) | undefined;
+  let registrationAttempts = 0;
+  let staleEpochMessages = 0;
+
+  const tasks = new Map<string, TaskRecord>();
+  const completed = new Map<string, TaskView>();
+  const retryTimers = new Map<string, TimerHandle>();
+
+  // ----------------------------------------------------------------------------------------------
+  // Publishing
+  // ----------------------------------------------------------------------------------------------
+
+  function publishToMaster(message: AgentToMaster): void {
+    if (agentId === undefined) return;
+    try {
+      transport.publish(masterAgentSubject(cluster), encodeEnvelope({ senderId: agentId, payload: "agentToMaster", agentToMaster: message }));
+    } catch (err) {
+      log.warn({ err, agentId, kind: message.kind }, "cannot publish to the master");
+    }
+  }
+
+  // ----------------------------------------------------------------------------------------------
+  // Status updates
+  // ----------------------------------------------------------------------------------------------
+
+  function randomUuidHex(): string {
+    const bytes = new Uint8Array(16);
+    for (let i = 0; i < bytes.length; i++) bytes[i] = rng.int(256);
+    return bytesToHex(bytes);
+  }
+
+  /** Queues a status change of `record` through the manager and carries out its effects. */
+  function emitStatus(record: TaskRecord, decision: StatusInput): void {
+    const now = clock.now();
+    const update = {
+      taskId: record.taskId,
+      frameworkId: record.frameworkId,
+      agentId: decision.agentId,
+      state: decision.state,
+      uuid: randomUuidHex(),
+      message: decision.message,
+      reason: decision.reason,
+      timestampMs: now,
+      source: "SOURCE_AGENT" as const,
+      ...(decision.exitCode === undefined ? {} : { exitCode: decision.exitCode }),
+    };
+    record.state = decision.state;
+    record.latest = toWireStatus(update, decision.agentId);
+    log.info({ agentId: decision.agentId, frameworkId: record.frameworkId, taskId: record.taskId, state: decision.state, reason: decision.reason }, "task status");
+    try {
+      applyEffects(manager.enqueue(update, now));
+    } catch (err) {
+      log.error({ err, taskId: record.taskId, frameworkId: record.frameworkId }, "status update refused by the manager");
+    }
+  }
+
+  function applyEffects(effects: StatusUpdateEffect[]): void {
+    for (const effect of effects) {
+      switch (effect.type) {
+        case "send": {
+          const id = agentId ?? effect.update.agentId;
+          publishToMaster({ kind: "statusUpdate", statusUpdate: { frameworkId: effect.update.frameworkId, status: toWireStatus(effect.update, id) } });
+          break;
+        }
+        case "arm-timer":
+          armRetry(effect.taskId, effect.atMs);
+          break;
+        case "cancel-timer":
+          retryTimers.get(effect.taskId)?.cancel();
+          retryTimers.delete(effect.taskId);
+          break;
+        case "checkpoint":
+          break; // checkpointing is off: the posix containerizer cannot recover tasks anyway
+        case "stream-closed":
+          forgetTask(effect.taskId);
+          break;
+      }
+    }
+  }
+
+  function armRetry(taskId: string, atMs: number): void {
+    retryTimers.get(taskId)?.cancel();
+    retryTimers.delete(taskId);
+    if (stopped) return;
+    const handle = timers.set(Math.max(0, atMs - clock.now()), () => {
+      if (retryTimers.get(taskId) !== handle) return;
+      retryTimers.delete(taskId);
+      // The timer fired for `atMs`; a clock reading a hair behind it must not lose the retry.
+      guard("status update retry", () => applyEffects(manager.timerFired(taskId, Math.max(clock.now(), atMs))));
+    });
+    retryTimers.set(taskId, handle);
+  }
+
+  /** The task's final update was acknowledged: keep a bounded record for /state and idempotency. */
+  function forgetTask(taskId: string): void {
+    const record = tasks.get(taskId);
+    if (record === undefined) return;
+    tasks.delete(taskId);
+    completed.delete(taskId);
+    completed.set(taskId, { ...taskView(record), completed: true });
+    while (completed.size > maxCompletedTasks) {
+      const oldest = completed.keys().next().value;
+      if (oldest === undefined) break;
+      completed.delete(oldest);
+    }
+  }
+
+  // ----------------------------------------------------------------------------------------------
+  // Tasks
+  // ----------------------------------------------------------------------------------------------
+
+  function runTask(runTask: Extract<MasterToAgent, { kind: "runTask" }>): void {
+    const { framework, task } = runTask.runTask;
+    const id = agentId!;
+    const taskId = task?.taskId ?? "";
+    if (tasks.has(taskId) || completed.has(taskId)) {
+      log.debug({ agentId: id, taskId }, "run_task for a known task ignored");
+      return;
+    }
+    const plan = planLaunch({ framework, task }, { agentId: id, workDir });
+    if (plan.kind === "drop") {
+      drops.record(agentCmdSubject(cluster, id), "invalid");
+      log.warn({ agentId: id, problem: plan.message }, "run_task dropped");
+      return;
+    }
+    let settle!: () => void;
+    const record: TaskRecord = {
+      frameworkId: plan.frameworkId,
+      taskId: plan.taskId,
+      task: task!,
+      framework,
+      sandbox: null,
+      resources: plan.kind === "launch" ? plan.taskResources : Resources.empty(),
+      containerId: null,
+      state: "TASK_STAGING",
+      latest: undefined,
+      killRequested: false,
+      killGraceMs: undefined,
+      done: new Promise<void>((resolve) => (settle = resolve)),
+    };
+    const full = tasks.size >= maxTasks;
+    // A task refused for lack of room is not held, so refusals cannot grow the table either.
+    if (!full) tasks.set(record.taskId, record);
+    if (plan.kind === "reject" || full) {
+      const decision =
+        plan.kind === "reject"
+          ? invalidTaskStatus(plan.message)
+          : launchFailureStatus(`agent holds ${tasks.size} tasks (maxTasks ${maxTasks})`, false);
+      log.warn({ agentId: id, frameworkId: record.frameworkId, taskId: record.taskId, problem: decision.message }, "run_task refused");
+      emitStatus(record, { ...decision, agentId: id });
+      settle();
+      return;
+    }
+    record.sandbox = plan.sandboxDir;
+    record.containerId = `${plan.taskId}-${rng.uuid()}`;
+    emitStatus(record, { state: "TASK_STARTING", reason: "REASON_UNSPECIFIED", message: "", agentId: id });
+    let launched: Promise<ContainerHandle>;
+    try {
+      launched = containerizer.launch({
+        containerId: record.containerId,
+        taskId: plan.taskId,
+        frameworkId: plan.frameworkId,
+        command: plan.command,
+        env: plan.env,
+        sandboxDir: plan.sandboxDir,
+        resources: plan.resources,
+        ...(plan.user === "" ? {} : { user: plan.user }),
+      });
+    } catch (err) {
+      launched = Promise.reject(err);
+    }
+    launched
+      .then(
+        (handle) => onLaunched(record, handle, id),
+        (err: unknown) => emitStatus(record, { ...launchFailureStatus(describe(err), record.killRequested), agentId: id }),
+      )
+      .catch((err: unknown) => log.error({ err, taskId: record.taskId }, "task lifecycle failed"))
+      .finally(settle);
+  }
+
+  async function onLaunched(record: TaskRecord, handle: ContainerHandle, id: string): Promise<void> {
+    emitStatus(record, { state: "TASK_RUNNING", reason: "REASON_UNSPECIFIED", message: "", agentId: id });
+    // A containerizer may refuse a kill that came before the container existed; repeat it now.
+    if (record.killRequested) killContainer(record);
+    let termination: Termination;
+    try {
+      termination = await containerizer.wait(handle.containerId);
+    } catch (err) {
+      emitStatus(record, { state: "TASK_FAILED", reason: "REASON_EXECUTOR_TERMINATED", message: `lost track of the container: ${describe(err)}`, agentId: id });
+      return;
+    }
+    emitStatus(record, { ...terminationStatus(termination), agentId: id });
+  }
+
+  function killContainer(record: TaskRecord): void {
+    if (record.containerId === null) return;
+    containerizer
+      .kill(record.containerId, record.killGraceMs ?? defaultGraceMs)
+      .catch((err: unknown) => log.warn({ err, taskId: record.taskId, containerId: record.containerId }, "kill failed"));
+  }
+
+  function killTask(record: TaskRecord, graceMs: number): void {
+    if (isTerminalState(record.state)) return;
+    record.killRequested = true;
+    record.killGraceMs = record.killGraceMs === undefined ? graceMs : Math.min(record.killGraceMs, graceMs);
+    log.info({ agentId, frameworkId: record.frameworkId, taskId: record.taskId, graceMs }, "killing task");
+    killContainer(record);
+  }
+
+  // ----------------------------------------------------------------------------------------------
+  // Commands from the master
+  // ----------------------------------------------------------------------------------------------
+
+  function onCommand(envelope: EnvelopeOf<"masterToAgent">): void {
+    if (stopped) return;
+    if (envelope.epoch < highestEpoch) {
+      staleEpochMessages += 1;
+      log.debug({ epoch: envelope.epoch, highestEpoch, kind: envelope.masterToAgent.kind }, "command from a deposed master ignored");
+      return;
+    }
+    highestEpoch = envelope.epoch;
+    const cmd: MasterToAgent = envelope.masterToAgent;
+    switch (cmd.kind) {
+      case "ping":
+        armPingTimer();
+        publishToMaster({ kind: "pong", pong: { seq: cmd.ping.seq } });
+        return;
+      case "runTask":
+        runTask(cmd);
+        return;
+      case "killTask": {
+        const record = tasks.get(cmd.killTask.taskId);
+        if (record === undefined || record.frameworkId !== cmd.killTask.frameworkId) {
+          // The master answers kills of tasks it does not know itself; an agent-side miss is only logged.
+          log.info({ agentId, frameworkId: cmd.killTask.frameworkId, taskId: cmd.killTask.taskId }, "kill for an unknown task ignored");
+          return;
+        }
+        killTask(record, killGraceMs(cmd.killTask.killGracePeriodSeconds, record.task.killGracePeriodSeconds, defaultGraceMs));
+        return;
+      }
+      case "shutdownFramework":
+        for (const record of tasks.values()) {
+          if (record.frameworkId === cmd.shutdownFramework.frameworkId) {
+            killTask(record, killGraceMs(undefined, record.task.killGracePeriodSeconds, defaultGraceMs));
+          }
+        }
+        return;
+      case "statusUpdateAck": {
+        const { frameworkId, taskId, uuid } = cmd.statusUpdateAck;
+        const record = tasks.get(taskId);
+        if (record !== undefined && record.frameworkId !== frameworkId) {
+          log.warn({ taskId, frameworkId, owner: record.frameworkId }, "acknowledgement names the wrong framework; ignored");
+          return;
+        }
+        applyEffects(manager.acknowledge(taskId, bytesToHex(uuid), clock.now()));
+        return;
+      }
+      case "reregisterRequest":
+        log.info({ agentId }, "master asks the agent to re-register");
+        lostMaster();
+        return;
+      case "registered":
+      case "reregistered":
+        log.debug({ kind: cmd.kind }, "registration reply on the command subject ignored");
+        return;
+    }
+  }
+
+  // ----------------------------------------------------------------------------------------------
+  // Registration and master liveness
+  // ----------------------------------------------------------------------------------------------
+
+  function armPingTimer(): void {
+    pingTimer?.cancel();
+    if (stopped || !registered) return;
+    const handle = timers.set(pingTimeout, () => {
+      if (pingTimer !== handle || stopped) return;
+      log.warn({ agentId, pingTimeoutMs: pingTimeout }, "no ping from the master; re-registering");
+      lostMaster();
+    });
+    pingTimer = handle;
+  }
+
+  /** The master is gone or asked us to re-register: hold status updates and register again. */
+  function lostMaster(): void {
+    registered = false;
+    pingTimer?.cancel();
+    pingTimer = undefined;
+    applyEffects(manager.pause());
+    ensureRegistering();
+  }
+
+  function ensureRegistering(): void {
+    if (stopped) return;
+    if (registering !== undefined) {
+      wakeBackoff?.(); // retry now rather than at the end of the current backoff
+      return;
+    }
+    registering = registerLoop()
+      .catch((err: unknown) => log.error({ err }, "registration loop failed"))
+      .finally(() => (registering = undefined));
+  }
+
+  async function registerLoop(): Promise<void> {
+    for (let attempt = 0; !stopped; attempt++) {
+      if (await attemptRegistration()) return;
+      if (stopped) return;
+      await backoff(registrationDelayMs(attempt, backoffBaseMs, rng.next()));
+    }
+  }
+
+  function backoff(delayMs: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const handle = timers.set(delayMs, () => done());
+      const done = () => {
+        handle.cancel();
+        wakeBackoff = undefined;
+        resolve();
+      };
+      wakeBackoff = done;
+    });
+  }
+
+  function registrationMessage(): AgentToMaster {
+    const info: AgentInfo = {
+      id: agentId ?? "",
+      hostname,
+      resources: resourcesToWire(totalResources ?? Resources.empty()),
+      attributes: attributes.map((a) => ({ name: a.name, text: a.value })),
+      httpEndpoint: httpUrl,
+    };
+    if (agentId === undefined) return { kind: "register", register: { agentInfo: info, version: AGENT_VERSION } };
+    const reported: AgentTaskRecord[] = [];
+    const frameworks = new Map<string, FrameworkInfo>();
+    for (const record of tasks.values()) {
+      if (record.latest === undefined) continue;
+      reported.push({ frameworkId: record.frameworkId, task: record.task, status: record.latest });
+      if (record.framework !== undefined) frameworks.set(record.frameworkId, record.framework);
+    }
+    return { kind: "reregister", reregister: { agentInfo: info, version: AGENT_VERSION, tasks: reported, frameworks: [...frameworks.values()] } };
+  }
+
+  /** One REGISTER/REREGISTER request; true once registered. Never throws. */
+  async function attemptRegistration(): Promise<boolean> {
+    const message = registrationMessage();
+    registrationAttempts += 1;
+    let replyBytes: Uint8Array;
+    try {
+      const request = encodeEnvelope({ senderId: agentId ?? instanceId, callId: rng.uuid(), payload: "agentToMaster", agentToMaster: message });
+      replyBytes = await transport.request(masterAgentSubject(cluster), request, { timeoutMs: registrationTimeoutMs });
+    } catch (err) {
+      const quiet = isTransportError(err, "CORRAL_ERR_NO_RESPONDERS") || isTransportError(err, "CORRAL_ERR_REQUEST_TIMEOUT");
+      log[quiet ? "info" : "warn"]({ err: quiet ? undefined : err, code: (err as { code?: string }).code, kind: message.kind, attempt: registrationAttempts }, "registration attempt failed");
+      return false;
+    }
+    if (stopped) return true;
+    const decoded = safeDecode(REPLY_SUBJECT, replyBytes, { expect: ["masterToAgent", "callResponse"] });
+    if (!decoded.ok) {
+      drops.record(REPLY_SUBJECT, decoded.error.reason);
+      log.warn({ reason: decoded.error.reason, problems: decoded.error.problems }, "bad registration reply dropped");
+      return false;
+    }
+    const reply = decoded.envelope;
+    if (reply.payload === "callResponse") {
+      log.warn({ errorCode: reply.callResponse.errorCode, message: reply.callResponse.message, kind: message.kind }, "master refused the registration");
+      return false;
+    }
+    const body = reply.masterToAgent;
+    const registration = body.kind === "registered" ? body.registered : body.kind === "reregistered" ? body.reregistered : undefined;
+    if (registration === undefined || !isValidToken(registration.agentId)) {
+      drops.record(REPLY_SUBJECT, "invalid");
+      log.warn({ kind: body.kind }, "registration reply is neither registered nor reregistered with a usable agent id");
+      return false;
+    }
+    if (reply.epoch < highestEpoch) {
+      staleEpochMessages += 1;
+      log.warn({ epoch: reply.epoch, highestEpoch }, "registration answered by a deposed master; retrying");
+      return false;
+    }
+    highestEpoch = reply.epoch;
+    try {
+      await onRegistered(registration);
+      return true;
+    } catch (err) {
+      log.warn({ err }, "cannot complete the registration; retrying");
+      return false;
+    }
+  }
+
+  async function onRegistered(registration: AgentRegistration): Promise<void> {
+    const id = registration.agentId;
+    if (agentId !== undefined && agentId !== id) log.warn({ previous: agentId, agentId: id }, "the master assigned a new agent id");
+    agentId = id;
+    await persistAgentId(id).catch((err: unknown) => log.error({ err, agentId: id }, "cannot persist the agent id; a restart will register anew"));
+    if (stopped) return;
+    if (subscribedId !== id) {
+      cmdSub?.unsubscribe();
+      cmdSub = transport.subscribe(agentCmdSubject(cluster, id), handleSafely<"masterToAgent">(log, drops, onCommand));
+      subscribedId = id;
+    }
+    await transport.flush();
+    if (stopped) return;
+    registered = true;
+    masterId = registration.masterId;
+    pingTimeout = pingTimeoutMs(registration.pingTimeoutSeconds);
+    armPingTimer();
+    log.info({ agentId: id, masterId, epoch: highestEpoch, pingTimeoutMs: pingTimeout }, "registered with the master");
+    // The master offers this agent only after its first pong.
+    publishToMaster({ kind: "pong", pong: { seq: 0 } });
+    applyEffects(manager.resume(clock.now()));
+  }
+
+  // ----------------------------------------------------------------------------------------------
+  // Persistence and resources
+  // ----------------------------------------------------------------------------------------------
+
+  async function persistAgentId(id: string): Promise<void> {
+    const path = join(workDir, AGENT_ID_FILE);
+    const tmp = `${path}.tmp`;
+    await writeFile(tmp, `${id}\n`, "utf8");
+    await rename(tmp, path);
+  }
+
+  async function readAgentId(): Promise<string | undefined> {
+    let text: string;
+    try {
+      text = await readFile(join(workDir, AGENT_ID_FILE), "utf8");
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT") log.warn({ err }, "cannot read the agent id; registering anew");
+      return undefined;
+    }
+    const id = text.trim();
+    if (tokenProblem(id) === undefined) return id;
+    log.warn({ content: id.slice(0, 200) }, "ignoring an unusable persisted agent id; registering anew");
+    return undefined;
+  }
+
+  async function resolveResources(): Promise<Resources> {
+    if (missingStandardResources(givenResources).length === 0) return givenResources;
+    const detected = detectResources(await probeHost(workDir));
+    return mergeWithDetected(givenResources, Resources.parse(detected.text));
+  }
+
+  // ----------------------------------------------------------------------------------------------
+  // Views
+  // ----------------------------------------------------------------------------------------------
+
+  function resourcesView(resources: Resources): ResourcesView {
+    return { text: resources.toString(), json: resources.toJSON() };
+  }
+
+  function taskView(record: TaskRecord): TaskView {
+    return {
+      frameworkId: record.frameworkId,
+      taskId: record.taskId,
+      state: record.state,
+      sandbox: record.sandbox,
+      resources: resourcesView(record.resources),
+      containerId: record.containerId,
+      message: record.latest?.message ?? "",
+      exitCode: record.latest?.exitCode ?? null,
+      completed: false,
+    };
+  }
+
+  function pendingUpdates(): number {
+    return manager.pending().reduce((sum, stream) => sum + stream.pending.length, 0);
+  }
+
+  function state(): AgentStateView {
+    return {
+      id: agentId ?? null,
+      hostname,
+      httpUrl,
+      resources: totalResources === undefined ? null : resourcesView(totalResources),
+      attributes: Object.fromEntries(attributes.map((a) => [a.name, a.value])),
+      isolation,
+      registered,
+      masterId: masterId ?? null,
+      masterEpoch: highestEpoch,
+      tasks: [...[...tasks.values()].map(taskView), ...completed.values()],
+      statusUpdates: pendingUpdates(),
+    };
+  }
+
+  function metrics(): string {
+    return renderAgentMetrics({
+      tasks: [...tasks.values()],
+      pendingStatusUpdates: pendingUpdates(),
+      registered,
+      statusUpdateStats: manager.stats(),
+      registrationAttempts,
+      staleEpochMessages,
+      drops,
+    });
+  }
+
+  function guard(what: string, fn: () => void): void {
+    try {
+      fn();
+    } catch (err) {
+      log.error({ err }, `${what} failed`);
+    }
+  }
+
+  // ----------------------------------------------------------------------------------------------
+  // Lifecycle
+  // ----------------------------------------------------------------------------------------------
+
+  async function doStart(): Promise<void> {
+    await mkdir(workDir, { recursive: true });
+    totalResources = await resolveResources();
+    agentId = await readAgentId();
+    const app = createAgentHttp({
+      state,
+      metrics,
+      sandboxOf: (frameworkId, taskId) => sandboxPath(workDir, frameworkId, taskId),
+      log: rootLog.child({ component: "agent-http" }),
+    });
+    await app.listen({ host: httpHost, port: httpPort });
+    http = app;
+    const address = app.server.address();
+    const port = typeof address === "object" && address !== null ? address.port : httpPort;
+    const advertised = httpHost === "0.0.0.0" || httpHost === "::" ? hostname : httpHost.includes(":") ? `[${httpHost}]` : httpHost;
+    httpUrl = `http://${advertised}:${port}`;
+    if (stopped) return;
+    log.info({ agentId, httpUrl, resources: totalResources.toString(), cluster }, "agent started");
+    ensureRegistering();
+  }
+
+  function unsubscribeCommands(): void {
+    cmdSub?.unsubscribe();
+    cmdSub = undefined;
+    subscribedId = undefined;
+  }
+
+  async function doStop(opts: AgentStopOptions): Promise<void> {
+    stopped = true;
+    await starting?.catch(() => undefined);
+    wakeBackoff?.();
+    pingTimer?.cancel();
+    unsubscribeCommands();
+    if (opts.killTasks ?? true) {
+      await containerizer.destroyAll().catch((err: unknown) => log.error({ err }, "cannot destroy the containers"));
+      // Let the final (KILLED) updates reach the bus once; nobody will acknowledge them now.
+      await Promise.allSettled([...tasks.values()].map((record) => record.done));
+    }
+    if (opts.unregister) publishToMaster({ kind: "unregisterNotice", unregisterNotice: { reason: "agent stopped" } });
+    for (const handle of retryTimers.values()) handle.cancel();
+    retryTimers.clear();
+    await transport.flush().catch((err: unknown) => log.debug({ err }, "flush on stop failed"));
+    unsubscribeCommands(); // again, in case a registration completed while stopping
+    await http?.close().catch((err: unknown) => log.warn({ err }, "cannot close the HTTP server"));
+    registered = false;
+    log.info({ agentId }, "agent stopped");
+  }
+
+  return {
+    start() {
+      if (stopped) return Promise.reject(new Error("agent was stopped; create a new one"));
+      starting ??= doStart();
+      return starting;
+    },
+    stop(opts = {}) {
+      stopping ??= doStop(opts);
+      return stopping;
+    },
+    agentId: () => agentId,
+    httpUrl: () => httpUrl,
+    state,
+  };
+}
+
+function describe(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+function nonNegative(value: number, name: string): number {
+  if (!(Number.isFinite(value) && value >= 0)) throw new RangeError(`${name} must be a finite number >= 0, got ${value}`);
+  return value;
+}
+
+function positive(value: number, name: string): number {
+  if (!(Number.isFinite(value) && value > 0)) throw new RangeError(`${name} must be a finite number > 0, got ${value}`);
+  return value;
+}

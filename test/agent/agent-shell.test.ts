@@ -1,0 +1,448 @@
+/**
+ * The agent shell against a real nats-server: the test plays the master with a plain transport.
+ * Synchronisation is by awaiting messages (and "barriers": a ping whose pong proves the agent has
+ * handled everything published before it), never by sleeping.
+ */
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import pino from "pino";
+import { afterEach, describe, expect, it } from "vitest";
+import { createAgent, type Agent, type AgentOptions } from "../../agent/agent.ts";
+import { connectNats, type NatsTransport } from "../../sdk/nats-transport.ts";
+import { encodeEnvelope } from "../../sdk/wire/codec.ts";
+import type { AgentToMaster } from "../../sdk/wire/types.ts";
+import { useNats } from "../harness/nats.ts";
+import { capturingLogger, FakeMaster, shellTask, type Received } from "./agent-harness.ts";
+
+const nats = useNats({ jetstream: false });
+
+let clusterSeq = 0;
+const cleanups: Array<() => Promise<void>> = [];
+
+afterEach(async () => {
+  while (cleanups.length > 0) await cleanups.pop()!().catch(() => undefined);
+});
+
+async function tempDir(): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), "corral-agent-"));
+  cleanups.push(() => rm(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+interface Setup {
+  cluster: string;
+  master: FakeMaster;
+  workDir: string;
+}
+
+async function setup(): Promise<Setup> {
+  const cluster = `t${process.pid}x${++clusterSeq}`;
+  const master = await FakeMaster.connect(nats.url, cluster);
+  cleanups.push(() => master.close());
+  return { cluster, master, workDir: await tempDir() };
+}
+
+async function startAgent(s: Setup, options: Partial<AgentOptions> = {}): Promise<{ agent: Agent; transport: NatsTransport }> {
+  const transport = await connectNats({ servers: nats.url, name: `agent-${s.cluster}` });
+  const agent = createAgent({
+    cluster: s.cluster,
+    transport,
+    workDir: s.workDir,
+    resources: "cpus:2;mem:1024;disk:2048;ports:[31000-31010]",
+    attributes: "rack:r1;zone:a",
+    hostname: "agent.test",
+    log: pino({ level: "silent" }),
+    registrationBackoffMs: 20,
+    ...options,
+  });
+  cleanups.push(async () => {
+    await agent.stop();
+    await transport.close();
+  });
+  await agent.start();
+  return { agent, transport };
+}
+
+/** A registered agent with a listening, auto-registering master. */
+async function registeredAgent(options: Partial<AgentOptions> = {}, autoAck = true) {
+  const s = await setup();
+  s.master.autoRegister = { agentId: "agent-1" };
+  s.master.autoAck = autoAck;
+  await s.master.listen();
+  const { agent, transport } = await startAgent(s, options);
+  await s.master.waitForPong(0);
+  return { ...s, agent, transport };
+}
+
+let barrierSeq = 1000;
+/** Resolves once the agent has handled every command published before it. */
+async function barrier(master: FakeMaster, agentId = "agent-1"): Promise<Received> {
+  const seq = ++barrierSeq;
+  master.send(agentId, { kind: "ping", ping: { seq } });
+  return master.waitForPong(seq);
+}
+
+async function getJson(url: string): Promise<{ status: number; body: any }> {
+  const res = await fetch(url);
+  return { status: res.status, body: await res.json() };
+}
+
+async function getText(url: string): Promise<string> {
+  const res = await fetch(url);
+  expect(res.status).toBe(200);
+  return res.text();
+}
+
+function kinds(items: Received[]): string[] {
+  return items.map((r) => r.message.kind);
+}
+
+describe("registration", () => {
+  it("registers, persists its id, listens, pongs 0 and answers pings", async () => {
+    const { master, agent, workDir } = await registeredAgent();
+    const register = master.received.items.find((r) => r.message.kind === "register")!;
+    const info = (register.message as Extract<AgentToMaster, { kind: "register" }>).register.agentInfo!;
+    expect(info.id).toBe("");
+    expect(info.hostname).toBe("agent.test");
+    expect(info.httpEndpoint).toBe(agent.httpUrl());
+    expect(info.attributes).toEqual([
+      { name: "rack", text: "r1" },
+      { name: "zone", text: "a" },
+    ]);
+    expect(info.resources.map((r) => r.name).sort()).toEqual(["cpus", "disk", "mem", "ports"]);
+
+    const pong0 = await master.waitForPong(0);
+    expect(pong0.senderId).toBe("agent-1");
+    expect(agent.agentId()).toBe("agent-1");
+    expect((await readFile(join(workDir, "agent.id"), "utf8")).trim()).toBe("agent-1");
+
+    master.send("agent-1", { kind: "ping", ping: { seq: 7 } });
+    const pong7 = await master.waitForPong(7);
+    expect(pong7.senderId).toBe("agent-1");
+  });
+
+  it("serves /health, /state and /metrics", async () => {
+    const { agent } = await registeredAgent();
+    expect(await getJson(`${agent.httpUrl()}/health`)).toEqual({ status: 200, body: { status: "ok" } });
+    const { status, body } = await getJson(`${agent.httpUrl()}/state`);
+    expect(status).toBe(200);
+    expect(body).toMatchObject({
+      id: "agent-1",
+      hostname: "agent.test",
+      attributes: { rack: "r1", zone: "a" },
+      isolation: "posix",
+      registered: true,
+      masterId: "master-1",
+      tasks: [],
+      statusUpdates: 0,
+    });
+    expect(body.resources.text).toBe("cpus:2;disk:2048;mem:1024;ports:[31000-31010]");
+    expect(body.resources.json).toContainEqual({ name: "cpus", type: "SCALAR", scalar: { value: 2 } });
+    const metrics = await getText(`${agent.httpUrl()}/metrics`);
+    expect(metrics).toContain("corral_agent_registered 1");
+    expect(metrics).toContain('corral_agent_tasks{state="TASK_RUNNING"} 0');
+    expect(metrics).toContain("corral_agent_status_updates_pending 0");
+    expect(metrics).toContain("# TYPE corral_bus_dropped_messages_total counter");
+  });
+
+  it("detects the resources the operator leaves out", async () => {
+    const { agent } = await registeredAgent({ resources: "cpus:3" });
+    const text = agent.state().resources!.text;
+    expect(text).toMatch(/^cpus:3;disk:\d+;mem:\d+;ports:\[31000-32000\]$/);
+  });
+
+  it("retries registration until a master appears", async () => {
+    const s = await setup();
+    const { log, records } = capturingLogger();
+    const { agent } = await startAgent(s, { log });
+    // Two failed attempts prove it retried while nobody listened.
+    await records.waitFor((r) => r.msg === "registration attempt failed" && Number(r.attempt) >= 2, "two failed registration attempts");
+    expect(agent.state().registered).toBe(false);
+    s.master.autoRegister = { agentId: "agent-9" };
+    await s.master.listen();
+    await s.master.waitForPong(0);
+    expect(agent.agentId()).toBe("agent-9");
+    expect(agent.state().registered).toBe(true);
+  });
+
+  it("re-registers with its persisted id after a restart, reporting no tasks", async () => {
+    const s = await setup();
+    s.master.autoRegister = { agentId: "agent-1" };
+    s.master.autoAck = true;
+    await s.master.listen();
+    const first = await startAgent(s);
+    await s.master.waitForPong(0);
+    s.master.runTask("agent-1", shellTask("long", "agent-1", "sleep 1000"));
+    await s.master.waitForStatus("long", "TASK_RUNNING");
+    // RUNNING must be acknowledged first: only the head of a stream is ever sent.
+    await barrier(s.master);
+    await first.agent.stop();
+    // Stopping kills the tasks, and the final update goes out (once; nobody acknowledges it).
+    await s.master.waitForStatus("long", "TASK_KILLED");
+
+    const seen = s.master.received.items.length;
+    const second = await startAgent(s);
+    const rereg = await s.master.received.waitFor((r) => r.index >= seen && r.message.kind === "reregister", "REREGISTER");
+    const body = (rereg.message as Extract<AgentToMaster, { kind: "reregister" }>).reregister;
+    expect(body.agentInfo!.id).toBe("agent-1");
+    expect(body.tasks).toEqual([]);
+    expect(rereg.senderId).toBe("agent-1");
+    await s.master.received.waitFor((r) => r.index > rereg.index && r.message.kind === "pong", "pong after REREGISTER");
+    expect(second.agent.agentId()).toBe("agent-1");
+  });
+
+  it("re-registers when no ping arrives within ping_timeout_seconds", async () => {
+    const s = await setup();
+    s.master.autoRegister = { agentId: "agent-1", pingTimeoutSeconds: 0.2 };
+    await s.master.listen();
+    const { agent } = await startAgent(s);
+    const pong = await s.master.waitForPong(0);
+    const rereg = await s.master.received.waitFor((r) => r.index > pong.index && r.message.kind === "reregister", "REREGISTER after ping timeout");
+    expect((rereg.message as Extract<AgentToMaster, { kind: "reregister" }>).reregister.agentInfo!.id).toBe("agent-1");
+    await s.master.received.waitFor((r) => r.index > rereg.index && r.message.kind === "pong", "pong after REREGISTER");
+    expect(agent.state().registered).toBe(true);
+  });
+
+  it("re-registers on reregister_request, reporting its live tasks", async () => {
+    const { master } = await registeredAgent();
+    master.runTask("agent-1", shellTask("live", "agent-1", "sleep 1000"));
+    await master.waitForStatus("live", "TASK_RUNNING");
+    const seen = master.received.items.length;
+    master.send("agent-1", { kind: "reregisterRequest", reregisterRequest: {} });
+    const rereg = await master.received.waitFor((r) => r.index >= seen && r.message.kind === "reregister", "REREGISTER");
+    const body = (rereg.message as Extract<AgentToMaster, { kind: "reregister" }>).reregister;
+    expect(body.tasks).toHaveLength(1);
+    expect(body.tasks[0]).toMatchObject({ frameworkId: "fw-1", task: { taskId: "live" }, status: { state: "TASK_RUNNING" } });
+    expect(body.frameworks.map((f) => f.id)).toEqual(["fw-1"]);
+  });
+
+  it("ignores commands from a master with a lower epoch", async () => {
+    const s = await setup();
+    s.master.autoRegister = { agentId: "agent-1", epoch: 5 };
+    await s.master.listen();
+    const { agent } = await startAgent(s);
+    await s.master.waitForPong(0);
+    s.master.send("agent-1", { kind: "ping", ping: { seq: 111 } }, 3);
+    s.master.send("agent-1", { kind: "ping", ping: { seq: 222 } }, 5);
+    await s.master.waitForPong(222);
+    s.master.send("agent-1", { kind: "ping", ping: { seq: 333 } }, 6);
+    s.master.send("agent-1", { kind: "ping", ping: { seq: 444 } }, 5);
+    s.master.send("agent-1", { kind: "ping", ping: { seq: 555 } }, 6);
+    await s.master.waitForPong(555);
+    const pongs = s.master.received.filter((r) => r.message.kind === "pong").map((r) => (r.message as Extract<AgentToMaster, { kind: "pong" }>).pong.seq);
+    expect(pongs).toEqual([0, 222, 333, 555]);
+    expect(agent.state().masterEpoch).toBe(6);
+    expect(await getText(`${agent.httpUrl()}/metrics`)).toContain("corral_agent_stale_epoch_messages_total 2");
+  });
+});
+
+describe("tasks", () => {
+  it("reports STARTING, RUNNING, FAILED with the exit code, in order", async () => {
+    const { master, agent } = await registeredAgent();
+    master.runTask("agent-1", shellTask("t3", "agent-1", "echo hi; exit 3"));
+    const failed = await master.waitForStatus("t3", "TASK_FAILED");
+    const states = master.statuses("t3").map((s) => s.state);
+    expect([...new Set(states)]).toEqual(["TASK_STARTING", "TASK_RUNNING", "TASK_FAILED"]);
+    expect(failed).toMatchObject({
+      exitCode: 3,
+      reason: "REASON_COMMAND_EXECUTOR_FAILED",
+      source: "SOURCE_AGENT",
+      agentId: "agent-1",
+      frameworkId: "fw-1",
+      message: "Command exited with status 3",
+    });
+    expect(failed.uuid).toHaveLength(16);
+    expect(failed.timestamp).toBeGreaterThan(1_600_000_000);
+    expect(new Set(master.statuses("t3").map((s) => Buffer.from(s.uuid).toString("hex"))).size).toBe(3);
+
+    const read = await getJson(`${agent.httpUrl()}/files/read?frameworkId=fw-1&taskId=t3&path=stdout`);
+    expect(read).toEqual({ status: 200, body: { data: "hi\n", offset: 0, length: 3, totalSize: 3 } });
+    const tail = await getJson(`${agent.httpUrl()}/files/read?frameworkId=fw-1&taskId=t3&path=stdout&offset=1&length=1`);
+    expect(tail.body).toMatchObject({ data: "i", offset: 1, length: 1 });
+
+    // Once the final update is acknowledged the task is only remembered, as completed.
+    await barrier(master);
+    const state = agent.state();
+    expect(state.tasks).toMatchObject([{ taskId: "t3", state: "TASK_FAILED", exitCode: 3, completed: true, sandbox: expect.stringContaining("sandboxes/fw-1/t3") }]);
+    expect(state.statusUpdates).toBe(0);
+  });
+
+  it("finishes a task that exits 0, with its environment, ports and sandbox", async () => {
+    const { master, agent, workDir } = await registeredAgent();
+    master.runTask("agent-1", shellTask("ok", "agent-1", 'echo "$GREETING $PORT0 $PORT1 $MESOS_TASK_ID"; pwd'));
+    const finished = await master.waitForStatus("ok", "TASK_FINISHED");
+    expect(finished.exitCode).toBe(0);
+    const stdout = await readFile(join(workDir, "sandboxes", "fw-1", "ok", "stdout"), "utf8");
+    expect(stdout).toBe(`hi 31000 31001 ok\n${join(workDir, "sandboxes", "fw-1", "ok")}\n`);
+    await barrier(master);
+    expect(agent.state().tasks).toMatchObject([{ taskId: "ok", state: "TASK_FINISHED", completed: true }]);
+  });
+
+  it("re-sends an unacknowledged update until it is acknowledged, then moves on", async () => {
+    const { master, agent } = await registeredAgent({ statusUpdateRetry: { initialMs: 100, maxMs: 200 } }, false);
+    master.runTask("agent-1", shellTask("r", "agent-1", "sleep 1000"));
+    const starting = await master.waitForStatus("r", "TASK_STARTING");
+    const startingHex = Buffer.from(starting.uuid).toString("hex");
+    const copies = (hex: string) => master.statuses("r").filter((s) => Buffer.from(s.uuid).toString("hex") === hex).length;
+    // Re-sent with the same uuid while unacknowledged.
+    await master.received.waitFor(() => copies(startingHex) >= 3, "three copies of STARTING");
+    expect(agent.state().statusUpdates).toBeGreaterThanOrEqual(2); // STARTING and RUNNING queued
+
+    master.ack(starting);
+    const running = await master.waitForStatus("r", "TASK_RUNNING");
+    const runningAt = master.received.items.find((r) => r.message.kind === "statusUpdate" && r.message.statusUpdate.status?.state === "TASK_RUNNING")!.index;
+    // Only the head of a stream is in flight: once RUNNING went out, STARTING never comes again.
+    expect(
+      master.received.filter((r) => r.index > runningAt && r.message.kind === "statusUpdate" && r.message.statusUpdate.status?.state === "TASK_STARTING"),
+    ).toEqual([]);
+
+    master.ack(running);
+    const fence = await barrier(master);
+    expect(agent.state().statusUpdates).toBe(0);
+    master.send("agent-1", { kind: "killTask", killTask: { frameworkId: "fw-1", taskId: "r" } });
+    const killed = await master.waitForStatus("r", "TASK_KILLED");
+    const killedHex = Buffer.from(killed.uuid).toString("hex");
+    // KILLED is itself retried (proving the retry timer is live) while RUNNING no longer is.
+    await master.received.waitFor(() => copies(killedHex) >= 2, "a re-sent KILLED");
+    const runningAfterAck = master.received.filter(
+      (r) => r.index > fence.index && r.message.kind === "statusUpdate" && r.message.statusUpdate.status?.state === "TASK_RUNNING",
+    );
+    expect(runningAfterAck).toEqual([]);
+    master.ack(killed);
+    await barrier(master);
+    expect(agent.state().statusUpdates).toBe(0);
+    expect(agent.state().tasks).toMatchObject([{ taskId: "r", state: "TASK_KILLED", completed: true }]);
+  });
+
+  it("kills a task: TASK_KILLED", async () => {
+    const { master, agent } = await registeredAgent();
+    master.runTask("agent-1", shellTask("k", "agent-1", "sleep 1000"));
+    await master.waitForStatus("k", "TASK_RUNNING");
+    expect(agent.state().tasks).toMatchObject([{ taskId: "k", state: "TASK_RUNNING", completed: false }]);
+    master.send("agent-1", { kind: "killTask", killTask: { frameworkId: "fw-1", taskId: "k" } });
+    const killed = await master.waitForStatus("k", "TASK_KILLED");
+    expect(killed.message).toBe("Command terminated with signal SIGTERM");
+    expect(killed.exitCode).toBeUndefined();
+  });
+
+  it("escalates to SIGKILL after the kill's grace period", async () => {
+    const { master } = await registeredAgent();
+    master.runTask("agent-1", shellTask("stubborn", "agent-1", "trap '' TERM; sleep 1000", { killGracePeriodSeconds: 30 }));
+    await master.waitForStatus("stubborn", "TASK_RUNNING");
+    // The kill's own grace period (0.2 s) wins over the task's (30 s).
+    master.send("agent-1", { kind: "killTask", killTask: { frameworkId: "fw-1", taskId: "stubborn", killGracePeriodSeconds: 0.2 } });
+    const killed = await master.waitForStatus("stubborn", "TASK_KILLED");
+    expect(killed.message).toBe("Command terminated with signal SIGKILL");
+  });
+
+  it("kills every task of a framework on shutdown_framework", async () => {
+    const { master } = await registeredAgent();
+    master.runTask("agent-1", shellTask("a", "agent-1", "sleep 1000"), "fw-2");
+    master.runTask("agent-1", shellTask("b", "agent-1", "sleep 1000"), "fw-2");
+    master.runTask("agent-1", shellTask("c", "agent-1", "sleep 1000"), "fw-3");
+    await Promise.all(["a", "b", "c"].map((t) => master.waitForStatus(t, "TASK_RUNNING")));
+    master.send("agent-1", { kind: "shutdownFramework", shutdownFramework: { frameworkId: "fw-2" } });
+    await Promise.all(["a", "b"].map((t) => master.waitForStatus(t, "TASK_KILLED")));
+    await barrier(master);
+    expect(master.statuses("c").map((s) => s.state)).toEqual(["TASK_STARTING", "TASK_RUNNING"]);
+  });
+
+  it("ignores a run_task for a task it already has", async () => {
+    const { master } = await registeredAgent();
+    const task = shellTask("dup", "agent-1", "exit 0");
+    master.runTask("agent-1", task);
+    master.runTask("agent-1", task);
+    await master.waitForStatus("dup", "TASK_FINISHED");
+    master.runTask("agent-1", task); // also after it finished
+    await barrier(master);
+    expect(master.statuses("dup").map((s) => s.state)).toEqual(["TASK_STARTING", "TASK_RUNNING", "TASK_FINISHED"]);
+  });
+
+  it("refuses tasks beyond maxTasks", async () => {
+    const { master, agent } = await registeredAgent({ maxTasks: 1 });
+    master.runTask("agent-1", shellTask("first", "agent-1", "sleep 1000"));
+    master.runTask("agent-1", shellTask("second", "agent-1", "sleep 1000"));
+    const refused = await master.waitForStatus("second", "TASK_FAILED");
+    expect(refused.message).toMatch(/maxTasks/);
+    await master.waitForStatus("first", "TASK_RUNNING");
+    await barrier(master);
+    expect(agent.state().tasks.map((t) => t.taskId)).toEqual(["first"]);
+  });
+
+  it("reports a launch failure as TASK_FAILED / REASON_CONTAINER_LAUNCH_FAILED", async () => {
+    const { master } = await registeredAgent();
+    const task = shellTask("nolaunch", "agent-1", "/nonexistent/program");
+    task.command = { ...task.command!, shell: false };
+    master.runTask("agent-1", task);
+    const failed = await master.waitForStatus("nolaunch", "TASK_FAILED");
+    expect(failed.reason).toBe("REASON_CONTAINER_LAUNCH_FAILED");
+    expect(failed.message).toContain("/nonexistent/program");
+    expect(master.statuses("nolaunch").map((s) => s.state)).toEqual(["TASK_STARTING", "TASK_FAILED"]);
+  });
+
+  it("refuses invalid tasks with TASK_FAILED / REASON_TASK_INVALID", async () => {
+    const { master, workDir } = await registeredAgent();
+    master.runTask("agent-1", shellTask("../escape", "agent-1", "touch pwned"));
+    master.runTask("agent-1", shellTask("other-agent", "agent-2", "exit 0"));
+    master.runTask("agent-1", shellTask("bad-ports", "agent-1", "exit 0", { resources: [{ name: "ports", role: "*", value: "ranges", ranges: { range: [{ begin: 0, end: 2 }] } }] }));
+    for (const [taskId, rule] of [
+      ["../escape", "taskId"],
+      ["other-agent", "agentId"],
+      ["bad-ports", "ports"],
+    ] as const) {
+      const failed = await master.waitForStatus(taskId, "TASK_FAILED");
+      expect(failed.reason).toBe("REASON_TASK_INVALID");
+      expect(failed.message).toContain(rule);
+    }
+    await expect(readFile(join(workDir, "sandboxes", "pwned"))).rejects.toThrow();
+  });
+});
+
+describe("bad input", () => {
+  it("drops and counts garbage on the command subject and keeps answering", async () => {
+    const { master, agent } = await registeredAgent();
+    master.sendRaw("agent-1", new Uint8Array([1, 2, 3, 255, 0]));
+    master.sendRaw("agent-1", encodeEnvelope({ senderId: "x", payload: "schedulerEvent", schedulerEvent: { kind: "heartbeat", heartbeat: {} } }));
+    master.sendRaw("agent-1", encodeEnvelope({ senderId: "x", schemaVersion: 99, payload: "masterToAgent", masterToAgent: { kind: "ping", ping: { seq: 1 } } }));
+    await barrier(master);
+    const metrics = await getText(`${agent.httpUrl()}/metrics`);
+    expect(metrics).toContain('corral_bus_dropped_messages_total{kind="agent.cmd",reason="decode_error"} 1');
+    expect(metrics).toContain('corral_bus_dropped_messages_total{kind="agent.cmd",reason="wrong_payload"} 1');
+    expect(metrics).toContain('corral_bus_dropped_messages_total{kind="agent.cmd",reason="schema_version"} 1');
+    expect(kinds(master.received.filter((r) => r.message.kind === "pong" && r.message.pong.seq === 1))).toEqual([]);
+  });
+
+  it("ignores kills and acknowledgements for unknown tasks", async () => {
+    const { master, agent } = await registeredAgent();
+    master.send("agent-1", { kind: "killTask", killTask: { frameworkId: "fw-1", taskId: "ghost" } });
+    master.send("agent-1", { kind: "statusUpdateAck", statusUpdateAck: { frameworkId: "fw-1", taskId: "ghost", uuid: new Uint8Array(16) } });
+    await barrier(master);
+    expect(master.statuses("ghost")).toEqual([]);
+    expect(agent.state().registered).toBe(true);
+  });
+
+  it("answers bad /files/read requests with 4xx and a code", async () => {
+    const { master, agent } = await registeredAgent();
+    master.runTask("agent-1", shellTask("f", "agent-1", "echo out"));
+    await master.waitForStatus("f", "TASK_FINISHED");
+    const base = `${agent.httpUrl()}/files/read?frameworkId=fw-1&taskId=f`;
+    const cases: Array<[string, number, string]> = [
+      [`${base}&path=../../agent.id`, 400, "CORRAL_ERR_PATH_OUTSIDE_SANDBOX"],
+      [`${base}&path=/etc/passwd`, 400, "CORRAL_ERR_PATH_OUTSIDE_SANDBOX"],
+      [`${base}&path=nope`, 404, "CORRAL_ERR_NOT_FOUND"],
+      [`${base}`, 400, "CORRAL_ERR_BAD_REQUEST"],
+      [`${base}&path=stdout&offset=abc`, 400, "CORRAL_ERR_BAD_RANGE"],
+      [`${base}&path=stdout&path=stderr`, 400, "CORRAL_ERR_BAD_REQUEST"],
+      [`${agent.httpUrl()}/files/read?frameworkId=..&taskId=f&path=stdout`, 400, "CORRAL_ERR_BAD_REQUEST"],
+      [`${agent.httpUrl()}/files/read?frameworkId=fw-1&taskId=missing&path=stdout`, 404, "CORRAL_ERR_NOT_FOUND"],
+      [`${agent.httpUrl()}/no/such/route`, 404, "CORRAL_ERR_NOT_FOUND"],
+    ];
+    for (const [url, status, code] of cases) {
+      const res = await getJson(url);
+      expect({ url, status: res.status, code: res.body.code }).toEqual({ url, status, code });
+      expect(typeof res.body.message).toBe("string");
+    }
+    expect((await getJson(`${base}&path=stdout`)).body.data).toBe("out\n");
+  });
+});
