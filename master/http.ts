@@ -1,0 +1,255 @@
+/**
+ * The master's HTTP API (fastify): health, `/state`, Prometheus `/metrics`, and the operator
+ * endpoints for role weights and quotas.
+ *
+ * Operator input crosses a trust boundary, so it is checked twice: shapes by fastify's JSON-schema
+ * validation, meaning (role names, one role per entry, guarantee <= limit) here, and finally by the
+ * allocator, whose setters apply all or nothing. A rejected body changes nothing and is answered
+ * with 422 and `{ message, details: [{ path, errors }] }`, paths being JSON pointers into the body.
+ *
+ * @module
+ */
+
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance } from "fastify";
+import type { Logger as PinoLogger } from "pino";
+import { roleNameError } from "../sdk/roles.ts";
+import { AllocatorError } from "./allocator/index.ts";
+import type { MasterCore } from "./core.ts";
+
+/** What the HTTP layer needs from the shell. */
+export interface MasterHttpDeps {
+  core: MasterCore;
+  log: PinoLogger;
+  /** Facts about this master for `/health` and `/state`. */
+  info(): { masterId: string; cluster: string; epoch: number; leader: boolean; startedAtMs: number };
+  /** The `/metrics` body. */
+  metrics(): string;
+  /** Called after an operator change was applied (the shell runs an allocation then). */
+  afterChange(): void;
+  /** Largest request body accepted, in bytes. @default 1048576 */
+  bodyLimitBytes?: number;
+}
+
+/** One entry of a 422 answer. */
+export interface ValidationDetail {
+  /** JSON pointer into the request body, e.g. `/0/weight`; `""` is the whole body. */
+  path: string;
+  errors: string[];
+}
+
+/** A request body that is well-formed JSON but breaks a rule (answered with 422). */
+export class RequestValidationError extends Error {
+  constructor(readonly details: ValidationDetail[]) {
+    super(summarise(details));
+    this.name = "RequestValidationError";
+  }
+}
+
+/** Most entries one PUT may carry. */
+export const MAX_OPERATOR_ENTRIES = 1000;
+/** Most resource names one quota may name. */
+export const MAX_QUOTA_RESOURCES = 64;
+
+const RESOURCE_NAME_PATTERN = "^[A-Za-z0-9_.\\-]{1,64}$";
+
+const quantities = {
+  type: "object",
+  maxProperties: MAX_QUOTA_RESOURCES,
+  propertyNames: { pattern: RESOURCE_NAME_PATTERN },
+  additionalProperties: { type: "number", minimum: 0 },
+} as const;
+
+const WEIGHTS_BODY = {
+  type: "array",
+  maxItems: MAX_OPERATOR_ENTRIES,
+  items: {
+    type: "object",
+    additionalProperties: false,
+    required: ["role", "weight"],
+    properties: { role: { type: "string", minLength: 1, maxLength: 256 }, weight: { type: "number", exclusiveMinimum: 0 } },
+  },
+} as const;
+
+const QUOTA_BODY = {
+  type: "array",
+  maxItems: MAX_OPERATOR_ENTRIES,
+  items: {
+    type: "object",
+    additionalProperties: false,
+    required: ["role"],
+    properties: { role: { type: "string", minLength: 1, maxLength: 256 }, guarantees: quantities, limits: quantities },
+  },
+} as const;
+
+interface WeightEntry {
+  role: string;
+  weight: number;
+}
+
+interface QuotaEntry {
+  role: string;
+  guarantees?: Record<string, number>;
+  limits?: Record<string, number>;
+}
+
+function pointer(...tokens: Array<string | number>): string {
+  return tokens.map((t) => `/${String(t).replace(/~/g, "~0").replace(/\//g, "~1")}`).join("");
+}
+
+function summarise(details: ValidationDetail[]): string {
+  const first = details[0];
+  if (!first) return "invalid request body";
+  const more = details.length > 1 ? ` (and ${details.length - 1} more)` : "";
+  return `invalid request body: ${first.path || "(body)"} ${first.errors.join(", ")}${more}`;
+}
+
+/** Groups problems by path, keeping first-seen order. */
+function collect(problems: Array<[path: string, error: string]>): ValidationDetail[] {
+  const byPath = new Map<string, string[]>();
+  for (const [path, error] of problems) {
+    const list = byPath.get(path) ?? [];
+    if (!list.includes(error)) list.push(error);
+    byPath.set(path, list);
+  }
+  return [...byPath].map(([path, errors]) => ({ path, errors }));
+}
+
+interface SchemaError {
+  instancePath: string;
+  message?: string;
+  keyword: string;
+  params: Record<string, unknown>;
+}
+
+/** Turns ajv's errors into details whose path points at the offending field itself. */
+function schemaDetails(errors: readonly SchemaError[]): ValidationDetail[] {
+  return collect(
+    errors.map((e) => {
+      if (e.keyword === "required" && typeof e.params.missingProperty === "string") return [e.instancePath + pointer(e.params.missingProperty), "is required"];
+      if (e.keyword === "additionalProperties" && typeof e.params.additionalProperty === "string") {
+        return [e.instancePath + pointer(e.params.additionalProperty), "is not allowed"];
+      }
+      if (typeof e.params.propertyName === "string") return [e.instancePath + pointer(e.params.propertyName), `is not a valid resource name (${RESOURCE_NAME_PATTERN})`];
+      return [e.instancePath, e.message ?? e.keyword];
+    }),
+  );
+}
+
+/** Role rules and one entry per role, which a schema cannot say. */
+function roleProblems(entries: Array<{ role: string }>, topLevelOnly: boolean): Array<[string, string]> {
+  const problems: Array<[string, string]> = [];
+  const seen = new Map<string, number>();
+  for (const [i, { role }] of entries.entries()) {
+    const problem = roleNameError(role, false);
+    if (problem) problems.push([pointer(i, "role"), problem]);
+    else if (topLevelOnly && role.includes("/")) problems.push([pointer(i, "role"), `quota is set per top-level role; '${role}' is nested`]);
+    const earlier = seen.get(role);
+    if (earlier !== undefined) problems.push([pointer(i, "role"), `duplicate role '${role}' (also at ${pointer(earlier)})`]);
+    else seen.set(role, i);
+  }
+  return problems;
+}
+
+function quotaProblems(entries: QuotaEntry[]): Array<[string, string]> {
+  const problems = roleProblems(entries, true);
+  for (const [i, entry] of entries.entries()) {
+    for (const [name, guarantee] of Object.entries(entry.guarantees ?? {})) {
+      const limit = entry.limits?.[name];
+      if (limit !== undefined && guarantee > limit) problems.push([pointer(i, "guarantees", name), `must be <= limits.${name} (${limit}), got ${guarantee}`]);
+    }
+  }
+  return problems;
+}
+
+/** Applies `change`, turning the allocator's refusal into a 422 (it has rolled back by then). */
+function applyOrReject(change: () => void): void {
+  try {
+    change();
+  } catch (error) {
+    if (error instanceof AllocatorError) throw new RequestValidationError([{ path: "", errors: [`${error.code}: ${error.message}`] }]);
+    throw error;
+  }
+}
+
+/** The current weights, sorted by role. */
+function weightsView(core: MasterCore): WeightEntry[] {
+  return [...core.allocator.getWeights()].map(([role, weight]) => ({ role, weight })).sort((a, b) => a.role.localeCompare(b.role));
+}
+
+/** The current quotas, sorted by role. */
+function quotaView(core: MasterCore): Array<Required<QuotaEntry>> {
+  return [...core.allocator.getQuotas()].map(([role, q]) => ({ role, guarantees: q.guarantees, limits: q.limits })).sort((a, b) => a.role.localeCompare(b.role));
+}
+
+/** Builds (does not start) the master's fastify server. */
+export function createMasterHttp(deps: MasterHttpDeps): FastifyInstance {
+  const { core } = deps;
+  const app = Fastify({
+    loggerInstance: deps.log as FastifyBaseLogger,
+    // Scrapes and polls every few seconds would drown the log; failures are still logged.
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: deps.bodyLimitBytes ?? 1_048_576,
+    // Strict shapes: no type coercion ("2" is not a weight), unknown fields are errors, every
+    // problem reported at once.
+    ajv: { customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: false, allErrors: true } },
+  });
+
+  // Operator bodies are JSON; a text/plain body is answered 415 rather than validated as a string.
+  app.removeContentTypeParser("text/plain");
+
+  app.setErrorHandler((error: FastifyError | RequestValidationError, request, reply) => {
+    if (error instanceof RequestValidationError) {
+      return reply.status(422).send({ message: error.message, details: error.details });
+    }
+    if (error.validation) {
+      const details = schemaDetails(error.validation as unknown as SchemaError[]);
+      return reply.status(422).send({ message: summarise(details), details });
+    }
+    const status = error.statusCode ?? 500;
+    if (status >= 400 && status < 500) {
+      const message = error.code === "FST_ERR_CTP_INVALID_JSON_BODY" ? `request body is not valid JSON: ${error.message}` : error.message;
+      return reply.status(status).send({ message, ...(error.code ? { code: error.code } : {}) });
+    }
+    request.log.error({ err: error, url: request.url, method: request.method }, "http handler failed");
+    return reply.status(500).send({ message: "internal error" });
+  });
+
+  app.get("/health", async () => ({ status: "ok", masterId: deps.info().masterId }));
+
+  app.get("/state", async () => {
+    const { cluster, epoch, leader, startedAtMs } = deps.info();
+    return { ...core.state(), cluster, epoch, leader, startedAtMs };
+  });
+
+  app.get("/metrics", async (_request, reply) => {
+    return reply.type("text/plain; version=0.0.4; charset=utf-8").send(deps.metrics());
+  });
+
+  app.get("/weights", async () => weightsView(core));
+
+  app.put<{ Body: WeightEntry[] }>("/weights", { schema: { body: WEIGHTS_BODY } }, async (request) => {
+    const entries = request.body;
+    const problems = roleProblems(entries, false);
+    if (problems.length > 0) throw new RequestValidationError(collect(problems));
+    applyOrReject(() => core.setWeights(entries.map(({ role, weight }) => ({ role, weight }))));
+    deps.log.info({ weights: entries }, "role weights updated");
+    deps.afterChange();
+    return weightsView(core);
+  });
+
+  app.get("/quota", async () => quotaView(core));
+
+  app.put<{ Body: QuotaEntry[] }>("/quota", { schema: { body: QUOTA_BODY } }, async (request) => {
+    const entries = request.body;
+    const problems = quotaProblems(entries);
+    if (problems.length > 0) throw new RequestValidationError(collect(problems));
+    applyOrReject(() =>
+      core.setQuotas(entries.map((e) => ({ role: e.role, ...(e.guarantees ? { guarantees: e.guarantees } : {}), ...(e.limits ? { limits: e.limits } : {}) }))),
+    );
+    deps.log.info({ quotas: entries }, "role quotas updated");
+    deps.afterChange();
+    return quotaView(core);
+  });
+
+  return app;
+}

@@ -1,0 +1,179 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { connectNats, type NatsTransport } from "../../sdk/nats-transport.ts";
+import { SeededRng } from "../../sdk/rng.ts";
+import { createMaster, type Master } from "../../master/shell.ts";
+import { MemoryRegistryStore } from "../../master/store.ts";
+import { useNats } from "../harness/nats.ts";
+import { FakeAgent, FakeFramework, memoryLog } from "./fakes.ts";
+
+const nats = useNats();
+const CLUSTER = "http";
+
+let transport: NatsTransport;
+let master: Master;
+let agent: FakeAgent;
+let framework: FakeFramework;
+
+beforeAll(async () => {
+  transport = await connectNats({ servers: nats.url, name: "http-test" });
+  master = createMaster({
+    cluster: CLUSTER,
+    transport,
+    store: new MemoryRegistryStore(),
+    rng: new SeededRng("http"),
+    log: memoryLog("warn").log,
+    // No periodic allocation runs during the test: each one we see is one we caused.
+    config: { allocationIntervalMs: 600_000, agentPingIntervalMs: 100, maxMissedPings: 600 },
+  });
+  await master.start();
+  agent = await FakeAgent.register(transport, CLUSTER, { hostname: "h1.test", resources: "cpus:4;mem:2048;ports:[31000-31009]" });
+  framework = new FakeFramework(transport, CLUSTER);
+  expect(await framework.subscribe(FakeFramework.info({ roles: ["web"] }))).toBeUndefined();
+  await framework.next("offers");
+});
+
+afterAll(async () => {
+  await master?.stop();
+  await transport?.close();
+});
+
+async function get(path: string): Promise<{ status: number; body: unknown; type: string | null }> {
+  const response = await fetch(`${master.httpUrl()}${path}`);
+  const type = response.headers.get("content-type");
+  return { status: response.status, type, body: type?.startsWith("application/json") ? await response.json() : await response.text() };
+}
+
+async function put(path: string, body: string, contentType = "application/json"): Promise<{ status: number; body: any }> {
+  const response = await fetch(`${master.httpUrl()}${path}`, { method: "PUT", headers: { "content-type": contentType }, body });
+  return { status: response.status, body: await response.json() };
+}
+
+describe("master HTTP API", () => {
+  it("serves /health", async () => {
+    expect(await get("/health")).toMatchObject({ status: 200, body: { status: "ok", masterId: master.masterId } });
+  });
+
+  it("serves /state with the core's view and the shell's facts", async () => {
+    const { status, body } = await get("/state");
+    expect(status).toBe(200);
+    const state = body as Record<string, any>;
+    expect(state).toMatchObject({ masterId: master.masterId, cluster: CLUSTER, epoch: 1, leader: true, offers: 1, unreachableAgents: [], completedFrameworks: [] });
+    expect(state.startedAtMs).toBeGreaterThan(0);
+    expect(state.startedAtMs).toBeLessThanOrEqual(Date.now());
+    expect(state.agents).toMatchObject([{ id: agent.agentId, hostname: "h1.test", active: true, attributes: { rack: "r1" }, resources: { cpus: 4, mem: 2048 } }]);
+    expect(state.frameworks).toMatchObject([{ id: framework.frameworkId, name: "fake", roles: ["web"], connected: true, active: true }]);
+    expect(state.frameworks[0].offers).toHaveLength(1);
+    expect(state.roles).toEqual(expect.arrayContaining([expect.objectContaining({ role: "web", weight: 1 })]));
+  });
+
+  it("serves Prometheus text at /metrics", async () => {
+    const { status, body, type } = await get("/metrics");
+    expect(status).toBe(200);
+    expect(type).toContain("text/plain");
+    const text = body as string;
+    for (const family of [
+      "corral_master_resources_total",
+      "corral_master_resources_used",
+      "corral_master_resources_offered",
+      "corral_master_tasks",
+      "corral_master_agents",
+      "corral_master_frameworks",
+      "corral_master_outstanding_offers",
+      "corral_master_offers_total",
+      "corral_master_allocation_runs_total",
+      "corral_master_allocation_run_seconds",
+      "corral_master_invalid_calls_total",
+      "corral_bus_dropped_messages_total",
+    ]) {
+      expect(text).toMatch(new RegExp(`^# HELP ${family} .+$`, "m"));
+      expect(text).toMatch(new RegExp(`^# TYPE ${family} (counter|gauge|summary)$`, "m"));
+    }
+    expect(text).toContain('corral_master_resources_total{resource="cpus"} 4');
+    expect(text).toContain('corral_master_resources_total{resource="mem"} 2048');
+    expect(text).toContain('corral_master_resources_offered{resource="cpus"} 4');
+    expect(text).toContain('corral_master_agents{status="active"} 1');
+    expect(text).toContain('corral_master_agents{status="unreachable"} 0');
+    expect(text).toContain("corral_master_frameworks 1");
+    expect(text).toContain("corral_master_outstanding_offers 1");
+    expect(text).toContain('corral_master_offers_total{event="made"} 1');
+    expect(text).toMatch(/^corral_master_allocation_run_seconds_sum \d/m);
+    expect(text).toMatch(/^corral_master_invalid_calls_total \d+$/m);
+    // Every sample line is well-formed.
+    for (const line of text.split("\n").filter((l) => l && !l.startsWith("#"))) {
+      expect(line).toMatch(/^[a-z_]+(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? -?[0-9.e+-]+$/);
+    }
+  });
+
+  it("refuses a zero weight with 422 naming the field, and changes nothing", async () => {
+    const before = await get("/weights");
+    const { status, body } = await put("/weights", JSON.stringify([{ role: "web", weight: 0 }]));
+    expect(status).toBe(422);
+    expect(body.details).toEqual([{ path: "/0/weight", errors: ["must be > 0"] }]);
+    expect(body.message).toContain("/0/weight");
+    expect(await get("/weights")).toEqual(before);
+  });
+
+  it("applies a weights PUT all or nothing", async () => {
+    const before = await get("/weights");
+    const mixed = await put("/weights", JSON.stringify([{ role: "web", weight: 5 }, { role: "bad role", weight: 2 }, { role: "web", weight: 3 }]));
+    expect(mixed.status).toBe(422);
+    expect(mixed.body.details.map((d: { path: string }) => d.path)).toEqual(["/1/role", "/2/role"]);
+    expect(mixed.body.details[1].errors[0]).toContain("duplicate role 'web'");
+    expect(await get("/weights")).toEqual(before);
+  });
+
+  it("checks shapes strictly: no coercion, no unknown fields, required fields", async () => {
+    const { status, body } = await put("/weights", JSON.stringify([{ role: "web", weight: "2", extra: true }, { weight: 1 }]));
+    expect(status).toBe(422);
+    expect(body.details).toEqual([
+      { path: "/0/extra", errors: ["is not allowed"] },
+      { path: "/0/weight", errors: ["must be number"] },
+      { path: "/1/role", errors: ["is required"] },
+    ]);
+    expect((await put("/weights", JSON.stringify({ role: "web", weight: 2 }))).body.details).toEqual([{ path: "", errors: ["must be array"] }]);
+  });
+
+  it("answers unparseable JSON with 400 and a wrong media type with 415", async () => {
+    const bad = await put("/weights", "[{ role: web");
+    expect(bad.status).toBe(400);
+    expect(bad.body.message).toMatch(/not valid JSON/);
+    expect((await put("/weights", "[]", "text/plain")).status).toBe(415);
+  });
+
+  it("refuses a quota whose guarantee exceeds its limit, and changes nothing", async () => {
+    const before = await get("/quota");
+    const { status, body } = await put("/quota", JSON.stringify([{ role: "web", guarantees: { cpus: 2 }, limits: { cpus: 3 } }, { role: "batch", guarantees: { cpus: 4, mem: 10 }, limits: { cpus: 2 } }]));
+    expect(status).toBe(422);
+    expect(body.details).toEqual([{ path: "/1/guarantees/cpus", errors: ["must be <= limits.cpus (2), got 4"] }]);
+    expect(await get("/quota")).toEqual(before);
+    const negative = await put("/quota", JSON.stringify([{ role: "web/api", guarantees: { cpus: -1 } }]));
+    expect(negative.status).toBe(422);
+    expect(negative.body.details).toEqual([
+      { path: "/0/guarantees/cpus", errors: ["must be >= 0"] },
+    ]);
+    const nested = await put("/quota", JSON.stringify([{ role: "web/api", guarantees: { cpus: 1 } }]));
+    expect(nested.body.details).toEqual([{ path: "/0/role", errors: ["quota is set per top-level role; 'web/api' is nested"] }]);
+  });
+
+  it("applies valid weights and quotas, shows them, and runs an allocation at once", async () => {
+    const runs = master.core.counters.allocationRuns;
+    const weights = await put("/weights", JSON.stringify([{ role: "web", weight: 2.5 }, { role: "batch", weight: 1 }]));
+    expect(weights).toEqual({ status: 200, body: [{ role: "batch", weight: 1 }, { role: "web", weight: 2.5 }] });
+    expect(master.core.counters.allocationRuns).toBe(runs + 1);
+    expect((await get("/weights")).body).toEqual([{ role: "batch", weight: 1 }, { role: "web", weight: 2.5 }]);
+
+    const quota = await put("/quota", JSON.stringify([{ role: "web", guarantees: { cpus: 1, mem: 256 }, limits: { cpus: 3 } }, { role: "batch", limits: { mem: 512 } }]));
+    expect(quota.status).toBe(200);
+    expect(master.core.counters.allocationRuns).toBe(runs + 2);
+    const expected = [
+      { role: "batch", guarantees: {}, limits: { mem: 512 } },
+      { role: "web", guarantees: { cpus: 1, mem: 256 }, limits: { cpus: 3 } },
+    ];
+    expect(quota.body).toEqual(expected);
+    expect((await get("/quota")).body).toEqual(expected);
+
+    const state = (await get("/state")).body as { roles: Array<{ role: string; weight: number; quota?: unknown }> };
+    expect(state.roles.find((r) => r.role === "web")).toMatchObject({ weight: 2.5, quota: { guarantees: { cpus: 1, mem: 256 }, limits: { cpus: 3 } } });
+    expect(state.roles.find((r) => r.role === "batch")).toMatchObject({ weight: 1, quota: { limits: { mem: 512 } } });
+  });
+});

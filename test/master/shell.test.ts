@@ -1,0 +1,329 @@
+import { randomUUID } from "node:crypto";
+import { afterEach, describe, expect, it } from "vitest";
+import { connectNats, type NatsTransport } from "../../sdk/nats-transport.ts";
+import { SeededRng } from "../../sdk/rng.ts";
+import { Resources } from "../../sdk/resources.ts";
+import { isTransportError } from "../../sdk/transport.ts";
+import { decodeEnvelope, encodeEnvelope } from "../../sdk/wire/codec.ts";
+import { resourcesFromWire, resourcesToWire } from "../../sdk/wire/resources.ts";
+import { masterAgentSubject, masterSchedulerSubject } from "../../sdk/wire/subjects.ts";
+import type { TaskInfo } from "../../sdk/wire/types.ts";
+import type { MasterConfig, RegistryRecord } from "../../master/core.ts";
+import { createMaster, registryBucketName, type Master, type MasterOptions } from "../../master/shell.ts";
+import { JetStreamRegistryStore, MemoryRegistryStore, type RegistryKind, type RegistryStore } from "../../master/store.ts";
+import { useNats } from "../harness/nats.ts";
+import { FakeAgent, FakeFramework, eventually, memoryLog } from "./fakes.ts";
+
+const nats = useNats();
+
+/** Fast protocol timers so a test sees pings and heartbeats within milliseconds. */
+const FAST: Partial<MasterConfig> = {
+  agentPingIntervalMs: 100,
+  maxMissedPings: 100,
+  frameworkHeartbeatIntervalMs: 200,
+  maxMissedFrameworkHeartbeats: 100,
+  allocationIntervalMs: 100,
+};
+
+const transports: NatsTransport[] = [];
+const masters: Master[] = [];
+
+afterEach(async () => {
+  await Promise.all(masters.splice(0).map((m) => m.stop()));
+  await Promise.all(transports.splice(0).map((t) => t.close()));
+});
+
+async function bus(name: string): Promise<NatsTransport> {
+  const t = await connectNats({ servers: nats.url, name });
+  transports.push(t);
+  return t;
+}
+
+async function startMaster(options: Partial<MasterOptions> & { cluster: string }): Promise<Master> {
+  const master = createMaster({
+    transport: await bus(`master-${options.cluster}`),
+    log: memoryLog("warn").log,
+    config: FAST,
+    rng: new SeededRng(options.cluster),
+    ...options,
+  });
+  masters.push(master);
+  await master.start();
+  return master;
+}
+
+let clusters = 0;
+function cluster(): string {
+  return `shell${++clusters}x${process.pid}`;
+}
+
+function task(taskId: string, agentId: string, resources = "cpus:0.5;mem:128"): TaskInfo {
+  return {
+    taskId,
+    name: taskId,
+    agentId,
+    resources: resourcesToWire(Resources.parse(resources)),
+    command: { value: "sleep 60", arguments: [], shell: true, environment: {}, user: "" },
+    labels: {},
+  };
+}
+
+async function metricsOf(master: Master): Promise<string> {
+  const response = await fetch(`${master.httpUrl()}/metrics`);
+  expect(response.status).toBe(200);
+  return response.text();
+}
+
+describe("master shell on a real nats-server", () => {
+  it("registers and pings an agent, offers it, launches a task, routes its update and the acknowledgement", async () => {
+    const name = cluster();
+    const master = await startMaster({ cluster: name });
+    const agent = await FakeAgent.register(await bus("agent"), name, { resources: "cpus:2;mem:1024" });
+    expect(agent.agentId.startsWith(master.masterId)).toBe(true);
+    expect(agent.registration).toMatchObject({ masterId: master.masterId, pingIntervalSeconds: 0.1, pingTimeoutSeconds: 10 });
+
+    // The master pings (the fake agent pongs); commands carry the master's id and epoch.
+    const ping = await agent.next("ping");
+    expect(ping.message.ping.seq).toBeGreaterThan(0);
+    expect(ping).toMatchObject({ senderId: master.masterId, epoch: 1 });
+
+    const framework = new FakeFramework(await bus("framework"), name);
+    expect(await framework.subscribe()).toBeUndefined();
+    expect(framework.frameworkId.startsWith(master.masterId)).toBe(true);
+
+    const offers = await framework.next("offers", (e) => e.offers.offers.some((o) => o.agentId === agent.agentId));
+    expect(offers).toMatchObject({ senderId: master.masterId, epoch: 1 });
+    const offer = offers.event.offers.offers.find((o) => o.agentId === agent.agentId)!;
+    expect(resourcesFromWire(offer.resources).toString()).toBe("cpus:2;mem:1024");
+    expect(offer.hostname).toBe("agent-1.test");
+
+    const accepted = await framework.callResponse({
+      kind: "accept",
+      accept: { offerIds: [offer.id], operations: [{ kind: "launch", launch: { taskInfos: [task("web-1", agent.agentId)] } }] },
+    });
+    expect(accepted).toEqual({ ok: true, errorCode: "", message: "" });
+
+    const run = await agent.next("runTask");
+    expect(run.message.runTask.task).toMatchObject({ taskId: "web-1", agentId: agent.agentId });
+    expect(run.message.runTask.framework?.id).toBe(framework.frameworkId);
+
+    agent.sendStatus(framework.frameworkId, { taskId: "web-1", state: "TASK_RUNNING" });
+    const update = await framework.next("update", (e) => e.update.status?.taskId === "web-1");
+    const status = update.event.update.status!;
+    expect(status).toMatchObject({ state: "TASK_RUNNING", agentId: agent.agentId, frameworkId: framework.frameworkId });
+    expect(status.uuid.length).toBe(16);
+
+    const acked = await framework.callResponse({ kind: "acknowledge", acknowledge: { agentId: agent.agentId, taskId: "web-1", uuid: status.uuid } });
+    expect(acked.ok).toBe(true);
+    const ack = await agent.next("statusUpdateAck");
+    expect(ack.message.statusUpdateAck).toEqual({ frameworkId: framework.frameworkId, taskId: "web-1", uuid: status.uuid });
+
+    // Ticks keep coming: the master's own heartbeat events reach the framework.
+    await framework.next("heartbeat");
+
+    const state = (await (await fetch(`${master.httpUrl()}/state`)).json()) as { frameworks: Array<{ id: string; tasks: Array<{ id: string; state: string }> }> };
+    expect(state.frameworks.find((f) => f.id === framework.frameworkId)?.tasks).toMatchObject([{ id: "web-1", state: "TASK_RUNNING" }]);
+  });
+
+  it("answers a redelivered request with the same call id without applying it twice", async () => {
+    const name = cluster();
+    const master = await startMaster({ cluster: name });
+    const transport = await bus("dup");
+    const request = encodeEnvelope({
+      senderId: "driver-dup",
+      callId: "call-1",
+      payload: "schedulerCall",
+      schedulerCall: { frameworkId: "", kind: "subscribe", subscribe: { frameworkInfo: FakeFramework.info() } },
+    });
+    const first = decodeEnvelope("_INBOX.x", await transport.request(masterSchedulerSubject(name), request));
+    const second = decodeEnvelope("_INBOX.x", await transport.request(masterSchedulerSubject(name), request));
+    expect(first.callId).toBe("call-1");
+    expect(first.senderId).toBe(master.masterId);
+    expect(first.epoch).toBe(1);
+    expect(second).toEqual(first);
+    expect(master.core.sizes().frameworks).toBe(1);
+  });
+
+  it("drops garbage and misplaced payloads, counts and logs them, and keeps answering", async () => {
+    const name = cluster();
+    const { log, lines } = memoryLog("warn");
+    const master = await startMaster({ cluster: name, log });
+    const transport = await bus("vandal");
+    const garbage = new Uint8Array([0xff, 0xff, 0xff, 0xff, 0xff]);
+
+    transport.publish(masterSchedulerSubject(name), garbage);
+    // An agent's message on the framework subject, and a framework call on the agent subject.
+    transport.publish(masterSchedulerSubject(name), encodeEnvelope({ senderId: "x", payload: "agentToMaster", agentToMaster: { kind: "pong", pong: { seq: 1 } } }));
+    transport.publish(masterAgentSubject(name), garbage);
+    transport.publish(
+      masterAgentSubject(name),
+      encodeEnvelope({ senderId: "x", payload: "schedulerCall", schedulerCall: { frameworkId: "f", kind: "heartbeat", heartbeat: {} } }),
+    );
+    transport.publish(masterAgentSubject(name), encodeEnvelope({ senderId: "x", schemaVersion: 99, payload: "agentToMaster", agentToMaster: { kind: "pong", pong: { seq: 1 } } }));
+
+    // Requests on the same connection and subjects are handled after the junk (NATS keeps order).
+    const framework = new FakeFramework(transport, name);
+    expect(await framework.subscribe()).toBeUndefined();
+    const agent = await FakeAgent.register(transport, name);
+    expect(agent.agentId).not.toBe("");
+
+    expect(master.drops.count({ kind: "master.scheduler", reason: "decode_error" })).toBe(1);
+    expect(master.drops.count({ kind: "master.scheduler", reason: "wrong_payload" })).toBe(1);
+    expect(master.drops.count({ kind: "master.agent", reason: "decode_error" })).toBe(1);
+    expect(master.drops.count({ kind: "master.agent", reason: "wrong_payload" })).toBe(1);
+    expect(master.drops.count({ kind: "master.agent", reason: "schema_version" })).toBe(1);
+    const text = await metricsOf(master);
+    expect(text).toContain('corral_bus_dropped_messages_total{kind="master.scheduler",reason="decode_error"} 1');
+    expect(text).toContain('corral_bus_dropped_messages_total{kind="master.agent",reason="wrong_payload"} 1');
+    expect(lines.filter((l) => l.msg === "dropped bus message").length).toBe(5);
+    expect(lines.every((l) => l.component === "master")).toBe(true);
+  });
+
+  it("survives an id that cannot be a subject token: the effect is counted, the reply still goes out", async () => {
+    const name = cluster();
+    const master = await startMaster({ cluster: name });
+    const transport = await bus("bad-ids");
+    // A framework picks an id with a dot; a second driver's SUBSCRIBE is a failover, whose
+    // FAILED_OVER error event cannot be published on `framework.bad.id.events`.
+    const first = await new FakeFramework(transport, name).call({ kind: "subscribe", subscribe: { frameworkInfo: FakeFramework.info() } }, "bad.id");
+    expect(first).toMatchObject({ payload: "schedulerEvent", schedulerEvent: { kind: "subscribed", subscribed: { frameworkId: "bad.id" } } });
+    const second = await new FakeFramework(transport, name).call({ kind: "subscribe", subscribe: { frameworkInfo: FakeFramework.info() } }, "bad.id");
+    expect(second).toMatchObject({ payload: "schedulerEvent", schedulerEvent: { kind: "subscribed" } });
+    expect(await metricsOf(master)).toContain('corral_master_effect_errors_total{type="to-framework"} 1');
+    // ...and the master carries on.
+    expect(await new FakeFramework(transport, name).subscribe()).toBeUndefined();
+  });
+
+  it("keeps its registry across a restart: a known framework re-subscribes, a torn-down one is refused", async () => {
+    const name = cluster();
+    const first = await startMaster({ cluster: name });
+    const agent = await FakeAgent.register(await bus("agent"), name);
+    const keep = new FakeFramework(await bus("keep"), name);
+    expect(await keep.subscribe(FakeFramework.info({ name: "keep" }))).toBeUndefined();
+    const gone = new FakeFramework(await bus("gone"), name);
+    expect(await gone.subscribe(FakeFramework.info({ name: "gone" }))).toBeUndefined();
+    expect(await gone.callResponse({ kind: "teardown", teardown: {} })).toMatchObject({ ok: true });
+    await first.stop(); // flushes the registry writes
+
+    // What the bucket holds, read with a store of its own.
+    const reader = await JetStreamRegistryStore.open((await bus("reader")).connection, { bucket: registryBucketName(name) });
+    const stored = (await reader.load()).map((r) => `${r.kind}:${r.id}`).sort();
+    expect(stored).toEqual([`agent:${agent.agentId}`, `framework:${keep.frameworkId}`, `torn-down:${gone.frameworkId}`].sort());
+
+    const second = await startMaster({ cluster: name, rng: new SeededRng(`${name}-second`) });
+    expect(second.masterId).not.toBe(first.masterId);
+    const state = (await (await fetch(`${second.httpUrl()}/state`)).json()) as { frameworks: Array<{ id: string; connected: boolean }>; completedFrameworks: unknown[] };
+    expect(state.frameworks).toMatchObject([{ id: keep.frameworkId, connected: false }]);
+
+    const keepAgain = new FakeFramework(await bus("keep-again"), name);
+    expect(await keepAgain.subscribe(FakeFramework.info({ name: "keep" }), keep.frameworkId)).toBeUndefined();
+    expect(keepAgain.frameworkId).toBe(keep.frameworkId);
+
+    const refused = await new FakeFramework(await bus("gone-again"), name).subscribe(FakeFramework.info({ name: "gone" }), gone.frameworkId);
+    expect(refused).toMatchObject({ ok: false, errorCode: "CORRAL_ERR_FRAMEWORK_REMOVED" });
+
+    // The agent is unknown to the new master until it re-registers: a pong gets it asked to.
+    agent.send({ kind: "pong", pong: { seq: 0 } });
+    const request = await agent.next("reregisterRequest");
+    expect(request.senderId).toBe(second.masterId);
+  });
+
+  it("keeps answering while registry writes fail, and retries them until they land", async () => {
+    const name = cluster();
+    const store = new FlakyStore(2);
+    const master = await startMaster({ cluster: name, store });
+    const framework = new FakeFramework(await bus("framework"), name);
+    expect(await framework.subscribe()).toBeUndefined(); // answered although the write failed
+    const record = await store.firstPut;
+    expect(record).toMatchObject({ kind: "framework", id: framework.frameworkId });
+    expect(store.attempts).toBe(3);
+    const text = await metricsOf(master);
+    expect(text).toContain("corral_master_registry_write_failures_total 2");
+    expect(text).toContain("corral_master_registry_writes_total 1");
+    await master.stop();
+    expect(store.closed).toBe(false); // a store passed in belongs to the caller
+    expect((await store.load()).map((r) => r.id)).toEqual([framework.frameworkId]);
+  });
+
+  it("stops cleanly: unsubscribes, leaves the transport open, and is idempotent", async () => {
+    const name = cluster();
+    const transport = await bus("owner");
+    const master = await startMaster({ cluster: name, transport, store: new MemoryRegistryStore() });
+    const url = master.httpUrl();
+    await Promise.all([master.stop(), master.stop()]);
+    await master.stop();
+    expect(() => master.httpUrl()).toThrow(/not listening/);
+    await expect(fetch(`${url}/health`)).rejects.toThrow();
+    // Nobody answers framework calls any more, yet the caller's transport still works.
+    const error = await transport
+      .request(masterSchedulerSubject(name), encodeEnvelope({ senderId: "d", callId: randomUUID(), payload: "schedulerCall", schedulerCall: { frameworkId: "f", kind: "heartbeat", heartbeat: {} } }), { timeoutMs: 2_000 })
+      .then(() => undefined, (err: unknown) => err);
+    expect(isTransportError(error, "CORRAL_ERR_NO_RESPONDERS")).toBe(true);
+    await expect(master.start()).rejects.toThrow(/cannot start/);
+  });
+
+  it("splits an offers event that would not fit in one message", async () => {
+    const name = cluster();
+    // With a 1-byte limit every multi-offer event is split down to single offers.
+    const master = await startMaster({ cluster: name, store: new MemoryRegistryStore(), maxMessageBytes: 1 });
+    const agentBus = await bus("agents");
+    const agents = [await FakeAgent.register(agentBus, name, { hostname: "a1" }), await FakeAgent.register(agentBus, name, { hostname: "a2" })];
+    await eventually("both agents to be offerable", () => master.core.state().agents.filter((a) => a.active).length === 2);
+    const framework = new FakeFramework(await bus("framework"), name);
+    expect(await framework.subscribe()).toBeUndefined();
+    const first = await framework.next("offers");
+    const second = await framework.next("offers");
+    expect([first, second].map((e) => e.event.offers.offers.length)).toEqual([1, 1]);
+    expect([first, second].map((e) => e.event.offers.offers[0]!.agentId).sort()).toEqual(agents.map((a) => a.agentId).sort());
+    expect(await metricsOf(master)).toContain("corral_master_offer_events_split_total 1");
+  });
+
+  it("marks a silent agent unreachable through its own ticks", async () => {
+    const name = cluster();
+    const master = await startMaster({ cluster: name, store: new MemoryRegistryStore(), config: { ...FAST, maxMissedPings: 3 } });
+    const agent = await FakeAgent.register(await bus("agent"), name);
+    const framework = new FakeFramework(await bus("framework"), name);
+    expect(await framework.subscribe()).toBeUndefined();
+    await framework.next("offers");
+    agent.silence();
+    const rescind = await framework.next("rescind");
+    expect(rescind.event.rescind.offerId).toContain(master.masterId);
+    await framework.next("failure", (e) => e.failure.agentId === agent.agentId);
+    await eventually("the agent to be unreachable", () => master.core.sizes().unreachableAgents === 1);
+  });
+});
+
+/** A store whose first `failures` puts fail; resolves `firstPut` with the first record that lands. */
+class FlakyStore implements RegistryStore {
+  private readonly inner = new MemoryRegistryStore();
+  attempts = 0;
+  closed = false;
+  readonly firstPut: Promise<RegistryRecord>;
+  private landed!: (record: RegistryRecord) => void;
+
+  constructor(private failures: number) {
+    this.firstPut = new Promise((resolve) => (this.landed = resolve));
+  }
+
+  load(): Promise<RegistryRecord[]> {
+    return this.inner.load();
+  }
+
+  async put(record: RegistryRecord): Promise<void> {
+    this.attempts++;
+    if (this.failures > 0) {
+      this.failures--;
+      throw new Error("simulated store outage");
+    }
+    await this.inner.put(record);
+    this.landed(record);
+  }
+
+  delete(kind: RegistryKind, id: string): Promise<void> {
+    return this.inner.delete(kind, id);
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+  }
+}
