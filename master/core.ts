@@ -14,6 +14,7 @@ import { Resources, ResourceError } from "../sdk/resources.ts";
 import type { Rng } from "../sdk/rng.ts";
 import { roleNameError } from "../sdk/roles.ts";
 import { resourcesFromWire, resourcesToWire } from "../sdk/wire/resources.ts";
+import { tokenProblem } from "../sdk/wire/subjects.ts";
 import { TERMINAL_TASK_STATES } from "../sdk/wire/types.ts";
 import type {
   AgentInfo,
@@ -64,6 +65,13 @@ export interface MasterConfig {
   maxTasksPerAgent?: number;
   /** Minimum offer size, passed to the allocator. @default [{cpus: 0.01}, {mem: 32}] */
   minAllocatable?: Array<Record<string, number>>;
+  /**
+   * After a master restart, how long an agent from the registry has to re-register before it is
+   * counted unreachable. @default 600000 (Mesos's agent_reregister_timeout)
+   */
+  agentReregisterTimeoutMs?: number;
+  /** Torn-down framework ids remembered (and refused); the oldest are forgotten first. @default 100000 */
+  maxTornDownFrameworks?: number;
 }
 
 /** One input to the core. */
@@ -204,14 +212,15 @@ export class MasterCore {
   private readonly maxCompletedTasksPerFramework: number;
   private readonly maxOutstandingOffers: number;
   private readonly maxTasksPerAgent: number;
+  private readonly agentReregisterTimeoutMs: number;
 
   private readonly agents = new Map<string, AgentRecord>();
   private readonly unreachableAgents: LRUCache<string, { info: AgentInfo; sinceMs: number }>;
   /** Agents known from the registry after a restart that have not re-registered yet. */
-  private readonly recoveredAgents = new Map<string, AgentInfo>();
+  private readonly recoveredAgents = new Map<string, { info: AgentInfo; sinceMs: number }>();
   private readonly frameworks = new Map<string, FrameworkRecord>();
   private readonly completedFrameworks: LRUCache<string, FrameworkInfo>;
-  private readonly tornDown = new Set<string>();
+  private readonly tornDown: LRUCache<string, true>;
   private readonly offers = new Map<string, OfferRecord>();
   private readonly recentCalls: LRUCache<string, EnvelopePayload>;
   /** Instance id of a registering agent -> the id it was given, so a retried REGISTER is answered alike. */
@@ -245,6 +254,14 @@ export class MasterCore {
     this.completedFrameworks = new LRUCache({ max: config.maxCompletedFrameworks ?? 100 });
     this.recentCalls = new LRUCache({ max: config.recentCallCacheSize ?? 10_000 });
     this.registrations = new LRUCache({ max: 10_000 });
+    this.agentReregisterTimeoutMs = config.agentReregisterTimeoutMs ?? 600_000;
+    // Forgetting a torn-down id also forgets its registry marker, so both stay bounded.
+    this.tornDown = new LRUCache({
+      max: config.maxTornDownFrameworks ?? 100_000,
+      dispose: (_value, id, reason) => {
+        if (reason === "evict") this.out.push({ type: "unpersist", kind: "torn-down", id });
+      },
+    });
     this.allocator = createAllocator({
       rng: rng.fork("allocator"),
       allocationIntervalMs: this.allocationIntervalMs,
@@ -285,10 +302,11 @@ export class MasterCore {
   recover(records: RegistryRecord[], nowMs: number): void {
     this.now = nowMs;
     for (const record of records) {
-      if (record.kind === "torn-down") this.tornDown.add(record.id);
+      if (record.kind === "torn-down") this.tornDown.set(record.id, true);
+      this.advanceCounters(record.id);
     }
     for (const record of records) {
-      if (record.kind === "agent") this.recoveredAgents.set(record.id, record.info);
+      if (record.kind === "agent") this.recoveredAgents.set(record.id, { info: record.info, sinceMs: nowMs });
       if (record.kind === "framework" && !this.tornDown.has(record.id)) {
         const framework = this.newFrameworkRecord(record.info, "");
         framework.connected = false;
@@ -297,6 +315,15 @@ export class MasterCore {
         this.allocator.addFramework(record.id, { roles: this.rolesOf(record.info), active: false });
       }
     }
+  }
+
+  /** Keeps generated ids from colliding with ids this master (same id) handed out before a restart. */
+  private advanceCounters(id: string): void {
+    const match = new RegExp(`^${this.masterId.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}-([FS])(\\d+)$`).exec(id);
+    if (!match) return;
+    const n = Number(match[2]);
+    if (match[1] === "F") this.frameworkCounter = Math.max(this.frameworkCounter, n);
+    else this.agentCounter = Math.max(this.agentCounter, n);
   }
 
   // ---- framework calls ------------------------------------------------------------------------
@@ -354,6 +381,8 @@ export class MasterCore {
     if (problem) return this.refuse("CORRAL_ERR_INVALID_CALL", problem);
     const frameworkInfo = info!;
     const id = requestedId || frameworkInfo.id || "";
+    const idProblem = id ? tokenProblem(id) : undefined;
+    if (idProblem) return this.refuse("CORRAL_ERR_INVALID_CALL", `frameworkId '${id}': ${idProblem}`);
     if (id && this.tornDown.has(id)) return this.refuse("CORRAL_ERR_FRAMEWORK_REMOVED", `framework '${id}' has been torn down and cannot subscribe again`);
     const existing = id ? this.frameworks.get(id) : undefined;
     const frameworkId = id || `${this.masterId}-F${++this.frameworkCounter}`;
@@ -559,6 +588,9 @@ export class MasterCore {
       return;
     }
     const partitionAware = framework.info.partitionAware;
+    // An agent from the registry that has not re-registered yet may still report the task: as
+    // Mesos does, say nothing until it re-registers or times out.
+    if (agentId && this.recoveredAgents.has(agentId)) return;
     let state: TaskState;
     let message: string;
     if (agentId && this.agents.has(agentId)) {
@@ -595,10 +627,11 @@ export class MasterCore {
     }
     this.allocator.removeFramework(frameworkId);
     this.frameworks.delete(frameworkId);
-    this.tornDown.add(frameworkId);
+    this.tornDown.set(frameworkId, true);
     this.completedFrameworks.set(frameworkId, framework.info);
-    this.out.push({ type: "unpersist", kind: "framework", id: frameworkId });
+    // The marker first: a crash between the two writes must not forget that the id is gone.
     this.out.push({ type: "persist", record: { kind: "torn-down", id: frameworkId } });
+    this.out.push({ type: "unpersist", kind: "framework", id: frameworkId });
     this.log("info", "framework torn down", { frameworkId, why });
   }
 
@@ -627,13 +660,17 @@ export class MasterCore {
   private register(info: AgentInfo | undefined, senderId: string): void {
     const parsed = this.parseAgentInfo(info);
     if (typeof parsed === "string") {
-      this.log("warn", "agent registration refused", { senderId, problem: parsed });
+      this.refuseAgent("registration", senderId, parsed);
       return;
     }
     const previous = this.registrations.get(senderId);
     const agentId = previous && this.agents.has(previous) ? previous : `${this.masterId}-S${++this.agentCounter}`;
     if (!this.agents.has(agentId)) {
-      this.admitAgent(agentId, { ...info!, id: agentId }, parsed, []);
+      const refused = this.admitAgent(agentId, { ...info!, id: agentId }, parsed, []);
+      if (refused) {
+        this.refuseAgent("registration", senderId, refused);
+        return;
+      }
       this.registrations.set(senderId, agentId);
     }
     this.out.push({ type: "reply", payload: { payload: "masterToAgent", masterToAgent: { kind: "registered", registered: this.registration(agentId) } } });
@@ -641,8 +678,9 @@ export class MasterCore {
 
   private reregister(info: AgentInfo | undefined, reported: Array<{ frameworkId: string; task?: TaskInfo; status?: TaskStatus }>, frameworks: FrameworkInfo[]): void {
     const parsed = this.parseAgentInfo(info);
-    if (typeof parsed === "string" || !info!.id) {
-      this.log("warn", "agent re-registration refused", { problem: typeof parsed === "string" ? parsed : "agentInfo.id: must be set" });
+    const idProblem = info?.id ? tokenProblem(info.id) : "must be set";
+    if (typeof parsed === "string" || idProblem) {
+      this.refuseAgent("re-registration", info?.id ?? "", typeof parsed === "string" ? parsed : `agentInfo.id: ${idProblem}`);
       return;
     }
     const agentId = info!.id;
@@ -657,11 +695,15 @@ export class MasterCore {
     for (const frameworkInfo of frameworks) this.ensureFrameworkFromAgent(frameworkInfo);
     const tasks: TaskRecord[] = [];
     for (const record of reported) {
-      if (!record.task || !record.status) continue;
+      if (!record.task || !record.status || tokenProblem(record.frameworkId)) continue;
       const task = this.adoptReportedTask(agentId, record.frameworkId, record.task, record.status, wasUnreachable);
       if (task) tasks.push(task);
     }
-    this.admitAgent(agentId, info!, parsed, tasks);
+    const refused = this.admitAgent(agentId, info!, parsed, tasks);
+    if (refused) {
+      this.refuseAgent("re-registration", agentId, refused);
+      return;
+    }
     this.out.push({ type: "reply", payload: { payload: "masterToAgent", masterToAgent: { kind: "reregistered", reregistered: this.registration(agentId) } } });
   }
 
@@ -712,15 +754,26 @@ export class MasterCore {
 
   private ensureFrameworkFromAgent(info: FrameworkInfo): void {
     if (!info.id || this.frameworks.has(info.id) || this.tornDown.has(info.id)) return;
+    const problem = tokenProblem(info.id) ?? this.frameworkInfoProblem(info);
+    if (problem) {
+      this.log("warn", "ignoring a framework reported by an agent", { frameworkId: info.id, problem });
+      return;
+    }
     // A framework the master has not heard from yet (it restarted): wait for it to re-subscribe.
+    this.allocator.addFramework(info.id, { roles: this.rolesOf(info), active: false });
     const framework = this.newFrameworkRecord(info, "");
     framework.connected = false;
     framework.disconnectedAtMs = this.now;
     this.frameworks.set(info.id, framework);
-    this.allocator.addFramework(info.id, { roles: this.rolesOf(info), active: false });
   }
 
-  private admitAgent(agentId: string, info: AgentInfo, total: Resources, tasks: TaskRecord[]): void {
+  private refuseAgent(what: string, agentId: string, problem: string): void {
+    this.log("warn", `agent ${what} refused`, { agentId, problem });
+    this.out.push({ type: "reply", payload: { payload: "callResponse", callResponse: { ok: false, errorCode: "CORRAL_ERR_INVALID_CALL", message: problem } } });
+  }
+
+  /** Admits an agent with its running tasks; answers the reason when the allocator refuses it. */
+  private admitAgent(agentId: string, info: AgentInfo, total: Resources, tasks: TaskRecord[]): string | undefined {
     const usedByFramework = new Map<string, { frameworkId: string; role: string; resources: Resources }>();
     for (const task of tasks) {
       const key = `${task.frameworkId}\u0000${task.role}`;
@@ -731,8 +784,8 @@ export class MasterCore {
     try {
       this.allocator.addAgent(agentId, { total, attributes: Object.fromEntries(info.attributes.map((a) => [a.name, a.text])), used: [...usedByFramework.values()], active: false });
     } catch (error) {
-      this.log("warn", "agent refused by the allocator", { agentId, error: (error as Error).message });
-      return;
+      if (!(error instanceof AllocatorError)) throw error;
+      return error.message;
     }
     this.agents.set(agentId, {
       info,
@@ -746,6 +799,7 @@ export class MasterCore {
     });
     this.out.push({ type: "persist", record: { kind: "agent", id: agentId, info } });
     this.log("info", "agent admitted", { agentId, hostname: info.hostname, resources: total.toString(), tasks: tasks.length });
+    return undefined;
   }
 
   private parseAgentInfo(info: AgentInfo | undefined): Resources | string {
@@ -827,6 +881,13 @@ export class MasterCore {
   }
 
   private checkAgents(): void {
+    for (const [agentId, recovered] of [...this.recoveredAgents]) {
+      if (this.now - recovered.sinceMs < this.agentReregisterTimeoutMs) continue;
+      this.recoveredAgents.delete(agentId);
+      this.unreachableAgents.set(agentId, { info: recovered.info, sinceMs: this.now });
+      this.out.push({ type: "unpersist", kind: "agent", id: agentId });
+      this.log("warn", "agent did not re-register after the master restarted", { agentId });
+    }
     for (const [agentId, agent] of [...this.agents]) {
       if (this.now - agent.lastHeardMs > this.pingTimeoutMs) {
         this.markUnreachable(agentId, agent);

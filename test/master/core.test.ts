@@ -266,3 +266,58 @@ describe("master core", () => {
     expect(bench.core.state().frameworks).toEqual([]);
   });
 });
+
+describe("master core robustness", () => {
+  const agentInfo = (id: string, resources = "cpus:1;mem:256") => ({ id, hostname: "h", resources: resourcesToWire(Resources.parse(resources)), attributes: [], httpEndpoint: "" });
+  const fwInfo = (id: string, roles: string[]): FrameworkInfo => ({ id, name: "x", roles, principal: "", failoverTimeoutSeconds: 60, checkpoint: false, partitionAware: true, hostname: "" });
+
+  it("ignores a bad framework reported by a re-registering agent and keeps ticking", () => {
+    const bench = new Bench();
+    const effects = bench.core.handle({ type: "agent-message", senderId: "m1-S9", callId: "", message: { kind: "reregister", reregister: { version: "", agentInfo: agentInfo("m1-S9"), tasks: [], frameworks: [fwInfo("f1", ["bad role"])] } } }, 0);
+    expect(effects.some((e) => e.type === "reply" && e.payload.payload === "masterToAgent" && e.payload.masterToAgent.kind === "reregistered")).toBe(true);
+    expect(() => bench.tick(1000)).not.toThrow();
+    const frameworkId = bench.subscribe("after");
+    bench.pong("m1-S9");
+    expect(bench.offersFor(frameworkId).length).toBeGreaterThan(0);
+  });
+
+  it("refuses ids that cannot be subjects", () => {
+    const bench = new Bench();
+    const sub = bench.call("bad.id", { kind: "subscribe", subscribe: { frameworkInfo: fwInfo("bad.id", ["web"]) } });
+    expect(bench.replyOf(sub)).toMatchObject({ ok: false, errorCode: "CORRAL_ERR_INVALID_CALL" });
+    const rereg = bench.core.handle({ type: "agent-message", senderId: "x", callId: "", message: { kind: "reregister", reregister: { version: "", agentInfo: agentInfo("a.b"), tasks: [], frameworks: [] } } }, 0);
+    expect(rereg).toContainEqual(expect.objectContaining({ type: "reply", payload: expect.objectContaining({ payload: "callResponse" }) }));
+    expect(bench.core.sizes().agents).toBe(0);
+  });
+
+  it("answers a bad registration with a refusal instead of silence", () => {
+    const bench = new Bench();
+    const effects = bench.core.handle({ type: "agent-message", senderId: "inst", callId: "", message: { kind: "register", register: { version: "", agentInfo: { ...agentInfo(""), hostname: "" } } } }, 0);
+    expect(effects).toContainEqual({ type: "reply", payload: { payload: "callResponse", callResponse: { ok: false, errorCode: "CORRAL_ERR_INVALID_CALL", message: "agentInfo.hostname: must not be empty" } } });
+  });
+
+  it("does not reuse ids handed out before a restart, and expires agents that never come back", () => {
+    const bench = new Bench({ agentReregisterTimeoutMs: 5000 });
+    bench.core.recover([{ kind: "framework", id: "m1-F3", info: fwInfo("m1-F3", ["web"]) }, { kind: "agent", id: "m1-S7", info: agentInfo("m1-S7") }, { kind: "torn-down", id: "m1-F4" }], 0);
+    const fresh = bench.subscribe("new");
+    expect(fresh).toBe("m1-F5");
+    expect(bench.addAgent("inst")).toBe("m1-S8");
+    // Until it re-registers (or times out), reconciliation says nothing about tasks on m1-S7.
+    expect(bench.updatesFor(fresh, bench.call(fresh, { kind: "reconcile", reconcile: { tasks: [{ taskId: "t", agentId: "m1-S7" }] } }))).toEqual([]);
+    bench.call(fresh, { kind: "heartbeat", heartbeat: {} });
+    bench.now = 4000;
+    bench.call(fresh, { kind: "heartbeat", heartbeat: {} });
+    const expired = bench.tick(5000);
+    expect(expired).toContainEqual({ type: "unpersist", kind: "agent", id: "m1-S7" });
+    bench.call(fresh, { kind: "heartbeat", heartbeat: {} });
+    expect(bench.updatesFor(fresh, bench.call(fresh, { kind: "reconcile", reconcile: { tasks: [{ taskId: "t", agentId: "m1-S7" }] } })).map((u) => u.state)).toEqual(["TASK_UNREACHABLE"]);
+  });
+
+  it("persists the torn-down marker before forgetting the framework", () => {
+    const bench = new Bench();
+    const frameworkId = bench.subscribe("short-lived");
+    const effects = bench.call(frameworkId, { kind: "teardown", teardown: {} });
+    const writes = effects.filter((e) => e.type === "persist" || e.type === "unpersist").map((e) => e.type);
+    expect(writes).toEqual(["persist", "unpersist"]);
+  });
+});

@@ -179,17 +179,15 @@ describe("master shell on a real nats-server", () => {
     expect(lines.every((l) => l.component === "master")).toBe(true);
   });
 
-  it("survives an id that cannot be a subject token: the effect is counted, the reply still goes out", async () => {
+  it("refuses a framework id that cannot be a subject token, and carries on", async () => {
     const name = cluster();
     const master = await startMaster({ cluster: name });
     const transport = await bus("bad-ids");
-    // A framework picks an id with a dot; a second driver's SUBSCRIBE is a failover, whose
-    // FAILED_OVER error event cannot be published on `framework.bad.id.events`.
-    const first = await new FakeFramework(transport, name).call({ kind: "subscribe", subscribe: { frameworkInfo: FakeFramework.info() } }, "bad.id");
-    expect(first).toMatchObject({ payload: "schedulerEvent", schedulerEvent: { kind: "subscribed", subscribed: { frameworkId: "bad.id" } } });
-    const second = await new FakeFramework(transport, name).call({ kind: "subscribe", subscribe: { frameworkInfo: FakeFramework.info() } }, "bad.id");
-    expect(second).toMatchObject({ payload: "schedulerEvent", schedulerEvent: { kind: "subscribed" } });
-    expect(await metricsOf(master)).toContain('corral_master_effect_errors_total{type="to-framework"} 1');
+    // An id with a dot could never receive events on `framework.<id>.events`: refused up front.
+    const refused = await new FakeFramework(transport, name).call({ kind: "subscribe", subscribe: { frameworkInfo: FakeFramework.info() } }, "bad.id");
+    expect(refused).toMatchObject({ payload: "callResponse", callResponse: { ok: false, errorCode: "CORRAL_ERR_INVALID_CALL" } });
+    expect((refused as { callResponse: { message: string } }).callResponse.message).toContain("bad.id");
+    expect(await metricsOf(master)).toContain("corral_master_invalid_calls_total 1");
     // ...and the master carries on.
     expect(await new FakeFramework(transport, name).subscribe()).toBeUndefined();
   });
