@@ -3,7 +3,7 @@
 # closing line "N passed, N failed[, N skipped]" that CI reads. Exits non-zero on any failure.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/ensure-nats.sh || exit 1
+bash scripts/ensure-deps.sh || exit 1
 status=0
 echo "== type check"
 npx tsc -p tsconfig.json --noEmit || status=1

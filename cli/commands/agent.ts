@@ -1,0 +1,41 @@
+/** `corral agent`: one agent process on an existing NATS. */
+import { createAgent } from "../../agent/agent.ts";
+import { CLUSTER_FLAGS, connect, makeLogger, resolveCluster, untilSignal } from "../common.ts";
+import { numberFlag, parseFlags, UsageError, type FlagSpec } from "../options.ts";
+
+export const AGENT_FLAGS: Record<string, FlagSpec> = {
+  ...CLUSTER_FLAGS,
+  "log-level": { type: "string", help: "pino log level", default: "info" },
+  "work-dir": { type: "string", help: "where sandboxes, the agent id and checkpoints live (required)" },
+  resources: { type: "string", help: "resources in Mesos text form, e.g. 'cpus:4;mem:8192;ports:[31000-32000]' (default: detected)" },
+  attributes: { type: "string", help: "attributes, e.g. 'rack:r1;zone:a'" },
+  hostname: { type: "string", help: "hostname advertised in offers (default: this host's name)" },
+  host: { type: "string", help: "HTTP listen address", default: "127.0.0.1" },
+  port: { type: "string", help: "HTTP port (/state, /metrics, /files/read)", default: "5051" },
+};
+
+export async function agentCommand(args: string[]): Promise<number> {
+  const { values } = parseFlags(args, AGENT_FLAGS);
+  const workDir = values["work-dir"] as string | undefined;
+  if (!workDir) throw new UsageError("--work-dir is required (or set CORRAL_WORK_DIR)");
+  const { nats, cluster } = resolveCluster(values);
+  const log = makeLogger(values["log-level"] as string);
+  const transport = await connect(nats, "corral-agent", log);
+  const agent = createAgent({
+    cluster,
+    transport,
+    workDir,
+    log,
+    httpHost: values.host as string,
+    httpPort: numberFlag(values, "port") ?? 5051,
+    ...(values.resources ? { resources: values.resources as string } : {}),
+    ...(values.attributes ? { attributes: values.attributes as string } : {}),
+    ...(values.hostname ? { hostname: values.hostname as string } : {}),
+  });
+  await agent.start();
+  log.info({ httpUrl: agent.httpUrl(), nats, cluster }, "agent running");
+  await untilSignal();
+  await agent.stop();
+  await transport.close();
+  return 0;
+}

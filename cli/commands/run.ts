@@ -1,0 +1,120 @@
+/**
+ * `corral run --cpus 0.1 --mem 32 -- <command>`: runs one task through the SDK, like any
+ * framework would, streaming its states to stderr and its stdout/stderr as they grow, and exits
+ * with the task's exit code.
+ */
+import { randomUUID } from "node:crypto";
+import { Resources } from "../../sdk/resources.ts";
+import { createSchedulerDriver, type SchedulerDriver, type TaskStatus } from "../../sdk/scheduler.ts";
+import { TERMINAL_TASK_STATES } from "../../sdk/wire/types.ts";
+import { CLUSTER_FLAGS, connect, makeLogger, resolveCluster, resolveMasterUrl } from "../common.ts";
+import { numberFlag, parseFlags, UsageError, type FlagSpec } from "../options.ts";
+
+export const RUN_FLAGS: Record<string, FlagSpec> = {
+  ...CLUSTER_FLAGS,
+  master: { type: "string", help: "master HTTP URL, to find the agent's files (default: the local cluster's)" },
+  cpus: { type: "string", help: "cpus for the task", default: "0.1" },
+  mem: { type: "string", help: "memory for the task, in MB", default: "32" },
+  disk: { type: "string", help: "disk for the task, in MB" },
+  name: { type: "string", help: "task name", default: "corral-run" },
+  role: { type: "string", help: "role to run in", default: "default" },
+};
+
+/** Exit code of the CLI for a task's final status, as a shell would report it. */
+export function exitCodeOf(status: TaskStatus): number {
+  if (status.state === "TASK_FINISHED") return 0;
+  if (status.exitCode !== undefined && status.exitCode !== 0) return status.exitCode;
+  if (status.state === "TASK_KILLED") return 137;
+  return 1;
+}
+
+/** Follows one sandbox file over the agent's HTTP API, writing what is new to `out`. */
+class FileFollower {
+  private offset = 0;
+  constructor(
+    private readonly url: string,
+    private readonly out: NodeJS.WritableStream,
+  ) {}
+
+  /** Copies everything written so far; answers whether anything was new. */
+  async drain(): Promise<boolean> {
+    let grew = false;
+    for (;;) {
+      const response = await fetch(`${this.url}&offset=${this.offset}&length=65536`).catch(() => undefined);
+      if (!response?.ok) return grew;
+      const chunk = (await response.json()) as { data: string; length?: number };
+      const bytes = chunk.length ?? Buffer.byteLength(chunk.data);
+      if (bytes === 0) return grew;
+      this.out.write(chunk.data);
+      this.offset += bytes;
+      grew = true;
+    }
+  }
+}
+
+export async function runCommand(args: string[]): Promise<number> {
+  const { values, rest } = parseFlags(args, RUN_FLAGS);
+  if (rest.length === 0) throw new UsageError("nothing to run: corral run [flags] -- <command>");
+  const command = rest.join(" ");
+  let resourcesText = `cpus:${numberFlag(values, "cpus") ?? 0.1};mem:${numberFlag(values, "mem") ?? 32}`;
+  const disk = numberFlag(values, "disk");
+  if (disk !== undefined) resourcesText += `;disk:${disk}`;
+  const resources = Resources.parse(resourcesText);
+  const { nats, cluster } = resolveCluster(values);
+  const masterUrl = resolveMasterUrl(values);
+  const log = makeLogger(values["log-level"] as string);
+  const taskId = `run-${randomUUID().slice(0, 8)}`;
+  const transport = await connect(nats, "corral-run", log);
+
+  let launched = false;
+  let followers: FileFollower[] = [];
+  let settle: (status: TaskStatus) => void = () => {};
+  const finished = new Promise<TaskStatus>((resolve) => (settle = resolve));
+
+  const startFollowing = async (agentId: string) => {
+    const state = (await (await fetch(`${masterUrl}/state`)).json()) as { agents: Array<{ id: string; httpEndpoint: string }> };
+    const endpoint = state.agents.find((a) => a.id === agentId)?.httpEndpoint;
+    if (!endpoint) return;
+    const base = `${endpoint}/files/read?frameworkId=${encodeURIComponent(driver.frameworkId()!)}&taskId=${taskId}`;
+    followers = [new FileFollower(`${base}&path=stdout`, process.stdout), new FileFollower(`${base}&path=stderr`, process.stderr)];
+  };
+
+  const driver: SchedulerDriver = createSchedulerDriver({
+    transport,
+    cluster,
+    log,
+    framework: { name: `corral run ${values.name as string}`, roles: [values.role as string] },
+    callbacks: {
+      offers: async (offers) => {
+        for (const offer of offers) {
+          if (launched || !offer.resources.contains(resources)) {
+            await driver.decline([offer.id], { refuseSeconds: 60 });
+            continue;
+          }
+          launched = true;
+          await driver.launch(offer, [{ taskId, name: values.name as string, resources, command }]);
+          await driver.suppress();
+        }
+      },
+      update: async (status) => {
+        if (status.taskId !== taskId) return;
+        process.stderr.write(`corral: ${taskId} ${status.state}${status.message ? `: ${status.message}` : ""}\n`);
+        if (status.state === "TASK_RUNNING" || TERMINAL_TASK_STATES.has(status.state)) {
+          if (followers.length === 0) await startFollowing(status.agentId);
+        }
+        if (TERMINAL_TASK_STATES.has(status.state) || status.state === "TASK_LOST") settle(status);
+      },
+    },
+  });
+
+  await driver.start();
+  process.stderr.write(`corral: waiting for an offer of ${resources} to run ${taskId}\n`);
+  // Output is streamed while the task runs; the interval is the refresh rate of a terminal.
+  const streaming = setInterval(() => void Promise.all(followers.map((f) => f.drain())), 250);
+  const status = await finished;
+  clearInterval(streaming);
+  for (const follower of followers) await follower.drain();
+  await driver.stop({ teardown: true });
+  await transport.close();
+  return exitCodeOf(status);
+}

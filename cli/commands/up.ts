@@ -1,0 +1,137 @@
+/**
+ * `corral up`: a whole local cluster in one command — an embedded nats-server (JetStream on,
+ * loopback only), a master and N agents with their own work dirs, HTTP ports and port ranges —
+ * printed with its URLs and stopped cleanly on Ctrl-C. With `--demo` it also runs an example
+ * framework keeping two small web servers up.
+ */
+import { mkdirSync } from "node:fs";
+import { cpus, totalmem } from "node:os";
+import { join } from "node:path";
+import { createAgent, type Agent } from "../../agent/agent.ts";
+import { createMaster } from "../../master/shell.ts";
+import { runHelloWeb } from "../../frameworks/examples/hello-web.ts";
+import type { NatsTransport } from "../../sdk/nats-transport.ts";
+import type { SchedulerDriver } from "../../sdk/scheduler.ts";
+import { freePort, startNats, type NatsServer } from "../nats-server.ts";
+import { corralHome, removeClusterFile, writeClusterFile } from "../cluster-file.ts";
+import { connect, makeLogger, untilSignal } from "../common.ts";
+import { durationFlag, numberFlag, parseFlags, UsageError, type FlagSpec } from "../options.ts";
+
+export const UP_FLAGS: Record<string, FlagSpec> = {
+  nats: { type: "string", help: "use this NATS instead of starting one" },
+  cluster: { type: "string", help: "cluster name", default: "corral" },
+  agents: { type: "string", help: "number of agents", default: "2" },
+  "work-dir": { type: "string", help: "state of the local cluster (default: $CORRAL_HOME/up)" },
+  "master-port": { type: "string", help: "master HTTP port", default: "5050" },
+  "nats-port": { type: "string", help: "port of the embedded nats-server (default: 4222 if free)" },
+  "allocation-interval": { type: "string", help: "periodic allocation run", default: "1s" },
+  "log-level": { type: "string", help: "level of the log file <work-dir>/corral.log", default: "info" },
+  demo: { type: "boolean", help: "also run the hello-web example framework (two web servers)" },
+};
+
+/** Splits this machine between `count` local agents, each with its own port range. */
+export function localAgentResources(count: number, index: number, host = { cpus: cpus().length, memMb: Math.floor(totalmem() / 1048576) }): string {
+  const cpusEach = Math.max(1, Math.floor(host.cpus / count));
+  const memEach = Math.max(256, Math.floor((host.memMb - 1024) / count));
+  const firstPort = 31000 + index * 500;
+  return `cpus:${cpusEach};mem:${memEach};disk:${4096};ports:[${firstPort}-${firstPort + 499}]`;
+}
+
+async function natsPort(requested: number | undefined): Promise<number> {
+  if (requested !== undefined) return requested;
+  const probe = await import("node:net");
+  const free = await new Promise<boolean>((resolve) => {
+    const server = probe.createServer().once("error", () => resolve(false));
+    server.listen(4222, "127.0.0.1", () => server.close(() => resolve(true)));
+  });
+  return free ? 4222 : freePort();
+}
+
+export async function upCommand(args: string[]): Promise<number> {
+  const { values } = parseFlags(args, UP_FLAGS);
+  const agentCount = numberFlag(values, "agents") ?? 2;
+  if (!Number.isInteger(agentCount) || agentCount < 1 || agentCount > 64) throw new UsageError("--agents must be an integer from 1 to 64");
+  const workDir = (values["work-dir"] as string | undefined) ?? join(corralHome(), "up");
+  mkdirSync(workDir, { recursive: true });
+  const cluster = values.cluster as string;
+  const logFile = join(workDir, "corral.log");
+  const log = makeLogger(values["log-level"] as string, logFile);
+
+  const stops: Array<() => Promise<unknown>> = [];
+  const stopAll = async () => {
+    for (const stop of stops.reverse()) await stop().catch((error) => log.warn({ err: error }, "stop failed"));
+  };
+  try {
+    let nats = values.nats as string | undefined;
+    let server: NatsServer | undefined;
+    if (!nats) {
+      server = await startNats({ storeDir: join(workDir, "nats"), port: await natsPort(numberFlag(values, "nats-port")) });
+      nats = server.url;
+      stops.push(() => server!.stop());
+    }
+    const transports: NatsTransport[] = [];
+    const open = async (name: string) => {
+      const transport = await connect(nats!, name, log);
+      transports.push(transport);
+      stops.push(() => transport.close());
+      return transport;
+    };
+
+    const master = createMaster({
+      cluster,
+      transport: await open("corral-master"),
+      httpPort: numberFlag(values, "master-port") ?? 5050,
+      log: log.child({ component: "master" }),
+      config: { allocationIntervalMs: durationFlag(values, "allocation-interval") ?? 1000 },
+    });
+    await master.start();
+    stops.push(() => master.stop());
+
+    const agents: Agent[] = [];
+    for (let i = 1; i <= agentCount; i++) {
+      // Each local agent advertises its own loopback address (127.0.0.1, 127.0.0.2, ...), so
+      // hostname constraints see distinct hosts and every task's URL is reachable.
+      const agent = createAgent({
+        cluster,
+        transport: await open(`corral-agent-${i}`),
+        workDir: join(workDir, `agent-${i}`),
+        hostname: `127.0.0.${i}`,
+        resources: localAgentResources(agentCount, i - 1),
+        attributes: `name:agent-${i}`,
+        httpPort: 0,
+        log: log.child({ component: "agent", agent: i }),
+      });
+      await agent.start();
+      stops.push(() => agent.stop());
+      agents.push(agent);
+    }
+
+    const file = writeClusterFile({ cluster, nats, masterUrl: master.httpUrl(), agentUrls: agents.map((a) => a.httpUrl()), pid: process.pid, startedAt: new Date().toISOString() });
+    stops.push(async () => removeClusterFile(process.pid));
+    console.log(`Corral is up (cluster "${cluster}").`);
+    console.log(`  NATS      ${nats}${server ? " (embedded)" : ""}`);
+    console.log(`  master    ${master.httpUrl()}  (/state, /metrics)`);
+    agents.forEach((a, i) => console.log(`  agent ${i + 1}   ${a.httpUrl()}`));
+    console.log(`  logs      ${logFile}`);
+    console.log(`  cluster   ${file} (read by corral state / corral run)`);
+    console.log(`\nTry: corral run -- 'echo hello from $HOST'    corral state`);
+
+    let demo: SchedulerDriver | undefined;
+    if (values.demo) {
+      demo = await runHelloWeb({
+        transport: await open("corral-demo"),
+        cluster,
+        onUp: (url, taskId) => console.log(`  demo: ${taskId} serving ${url}`),
+      });
+      stops.push(() => demo!.stop({ teardown: true }));
+      console.log("\nDemo framework hello-web is keeping 2 web servers running:");
+    }
+    console.log("Press Ctrl-C to stop.");
+    await untilSignal();
+    console.log("\nStopping...");
+  } finally {
+    await stopAll();
+    log.flush();
+  }
+  return 0;
+}

@@ -1,0 +1,58 @@
+/**
+ * `corral`: the command line. It only parses flags and calls factories; every behaviour lives in
+ * the components.
+ */
+import { agentCommand, AGENT_FLAGS } from "./commands/agent.ts";
+import { masterCommand, MASTER_FLAGS } from "./commands/master.ts";
+import { runCommand, RUN_FLAGS } from "./commands/run.ts";
+import { stateCommand, STATE_FLAGS } from "./commands/state.ts";
+import { upCommand, UP_FLAGS } from "./commands/up.ts";
+import { flagHelp, UsageError, type FlagSpec } from "./options.ts";
+
+const COMMANDS: Record<string, { run: (args: string[]) => Promise<number>; flags: Record<string, FlagSpec>; summary: string }> = {
+  up: { run: upCommand, flags: UP_FLAGS, summary: "start a local cluster (embedded NATS, a master, agents)" },
+  master: { run: masterCommand, flags: MASTER_FLAGS, summary: "run a master on an existing NATS" },
+  agent: { run: agentCommand, flags: AGENT_FLAGS, summary: "run an agent on an existing NATS" },
+  state: { run: stateCommand, flags: STATE_FLAGS, summary: "show agents, frameworks and tasks" },
+  run: { run: runCommand, flags: RUN_FLAGS, summary: "run one command as a task and stream its output" },
+};
+
+function usage(): string {
+  const lines = Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(8)} ${c.summary}`);
+  return `usage: corral <command> [flags]\n\n${lines.join("\n")}\n\ncorral <command> --help lists its flags; every flag can also be set as CORRAL_<FLAG>.`;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [name, ...args] = argv;
+  if (!name || name === "--help" || name === "-h" || name === "help") {
+    console.log(usage());
+    return name ? 0 : 2;
+  }
+  const command = COMMANDS[name];
+  if (!command) {
+    console.error(`corral: unknown command '${name}'\n\n${usage()}`);
+    return 2;
+  }
+  if (args.includes("--help") || args.includes("-h")) {
+    console.log(`usage: corral ${name} [flags]${name === "run" ? " -- <command>" : ""}\n\n${flagHelp(command.flags)}`);
+    return 0;
+  }
+  try {
+    return await command.run(args);
+  } catch (error) {
+    if (error instanceof UsageError) {
+      console.error(`corral ${name}: ${error.message}`);
+      return 2;
+    }
+    console.error(`corral ${name}: ${(error as Error).message}`);
+    return 1;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (error) => {
+    console.error(error);
+    process.exit(1);
+  },
+);

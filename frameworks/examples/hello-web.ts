@@ -1,0 +1,78 @@
+/**
+ * Example framework: keeps `instances` small web servers running, one per offer, relaunching any
+ * that ends. It shows the whole SDK loop in one page: subscribe, take offers, pick a port from the
+ * offer, launch, follow status updates, decline what is not needed, suppress when satisfied.
+ *
+ * Run it against a cluster: `tsx frameworks/examples/hello-web.ts --nats nats://127.0.0.1:4222`.
+ */
+import { Resources } from "../../sdk/resources.ts";
+import { TERMINAL_TASK_STATES } from "../../sdk/wire/types.ts";
+import { createSchedulerDriver, type OfferView, type SchedulerDriver, type TaskStatus } from "../../sdk/scheduler.ts";
+import type { Transport } from "../../sdk/transport.ts";
+
+/** Options of {@link runHelloWeb}. */
+export interface HelloWebOptions {
+  transport: Transport;
+  /** @default "corral" */
+  cluster?: string;
+  /** How many servers to keep running. @default 2 */
+  instances?: number;
+  /** Per server. @default 0.1 */
+  cpus?: number;
+  /** Per server, in MB. @default 64 */
+  mem?: number;
+  /** Called when a server is up, with the URL it answers on. */
+  onUp?: (url: string, taskId: string) => void;
+  /** Called on every status update, for logs. */
+  onUpdate?: (status: TaskStatus) => void;
+}
+
+/** The command each task runs: Node's own http module, so nothing but node is needed on agents. */
+const SERVER = `exec node -e "require('http').createServer((q,s)=>s.end('hello from '+process.env.CORRAL_TASK_ID+' on '+process.env.HOST+'\\\\n')).listen(+process.env.PORT0)"`;
+
+/** Starts the framework; resolves with its driver once subscribed. Stop it with `driver.stop({ teardown: true })`. */
+export async function runHelloWeb(options: HelloWebOptions): Promise<SchedulerDriver> {
+  const wanted = options.instances ?? 2;
+  const perTask = Resources.parse(`cpus:${options.cpus ?? 0.1};mem:${options.mem ?? 64}`);
+  /** Live (launched, not yet ended) tasks, with the URL they will serve. */
+  const live = new Map<string, string>();
+  let sequence = 0;
+  let suppressed = false;
+
+  const driver: SchedulerDriver = createSchedulerDriver({
+    transport: options.transport,
+    cluster: options.cluster ?? "corral",
+    framework: { name: "hello-web", failoverTimeoutSeconds: 60 },
+    callbacks: {
+      offers: async (offers: OfferView[]) => {
+        for (const offer of offers) {
+          const port = offer.resources.ranges("ports")[0]?.begin;
+          if (live.size >= wanted || port === undefined || !offer.resources.contains(perTask)) {
+            await driver.decline([offer.id], { refuseSeconds: 30 });
+            continue;
+          }
+          const taskId = `hello-web-${++sequence}`;
+          live.set(taskId, `http://${offer.hostname}:${port}`);
+          await driver.launch(offer, [{ taskId, resources: perTask.add(Resources.ranges("ports", [{ begin: port, end: port }])), command: SERVER }], { refuseSeconds: 5 });
+        }
+        if (live.size >= wanted && !suppressed) {
+          suppressed = true;
+          await driver.suppress();
+        }
+      },
+      update: async (status) => {
+        options.onUpdate?.(status);
+        if (status.state === "TASK_RUNNING" && live.has(status.taskId)) options.onUp?.(live.get(status.taskId)!, status.taskId);
+        if (TERMINAL_TASK_STATES.has(status.state) || status.state === "TASK_LOST") {
+          live.delete(status.taskId);
+          if (suppressed) {
+            suppressed = false;
+            await driver.revive();
+          }
+        }
+      },
+    },
+  });
+  await driver.start();
+  return driver;
+}

@@ -1,0 +1,75 @@
+/**
+ * The command line end to end: `corral up` in its own process (embedded nats-server, master, two
+ * agents), then `corral run` and `corral state` finding it through the cluster file, then Ctrl-C.
+ */
+import { describe, expect, it } from "vitest";
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { existsSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { freePort } from "../harness/nats.ts";
+import { EventLog } from "../harness/events.ts";
+
+const CORRAL = join(process.cwd(), "bin/corral");
+
+function lines(child: ChildProcess): EventLog<string> {
+  const log = new EventLog<string>();
+  let buffer = "";
+  child.stdout!.on("data", (chunk: Buffer) => {
+    buffer += chunk.toString();
+    const parts = buffer.split("\n");
+    buffer = parts.pop()!;
+    for (const line of parts) log.push(line);
+  });
+  return log;
+}
+
+describe("corral CLI", () => {
+  it("brings a cluster up, runs a command through it with its output and exit code, and stops cleanly", async () => {
+    const home = await mkdtemp(join(tmpdir(), "corral-home-"));
+    const env = { ...process.env, CORRAL_HOME: home };
+    const up = spawn(CORRAL, ["up", "--agents", "2", "--master-port", "0", "--nats-port", String(await freePort()), "--allocation-interval", "200ms"], { env, stdio: ["ignore", "pipe", "inherit"] });
+    try {
+      const out = lines(up);
+      await out.waitFor((l) => l.includes("Press Ctrl-C"), 30_000, "corral up to be ready");
+      expect(out.items.some((l) => l.startsWith("  agent 2"))).toBe(true);
+      expect(existsSync(join(home, "cluster.json"))).toBe(true);
+
+      const run = spawnSync(CORRAL, ["run", "--cpus", "0.1", "--mem", "32", "--", "echo hello from $CORRAL_TASK_ID; echo oops >&2; exit 3"], { env, encoding: "utf8", timeout: 60_000 });
+      expect(run.stdout).toMatch(/hello from run-[0-9a-f]{8}/);
+      expect(run.stderr).toContain("oops");
+      expect(run.stderr).toContain("TASK_FAILED");
+      expect(run.status).toBe(3);
+
+      const state = spawnSync(CORRAL, ["state", "--json"], { env, encoding: "utf8", timeout: 30_000 });
+      expect(state.status).toBe(0);
+      const parsed = JSON.parse(state.stdout) as { agents: unknown[]; completedFrameworks: Array<{ name: string }> };
+      expect(parsed.agents).toHaveLength(2);
+      expect(parsed.completedFrameworks.some((f) => f.name.startsWith("corral run"))).toBe(true);
+
+      const exited = new Promise<number | null>((resolve) => up.once("exit", (code) => resolve(code)));
+      up.kill("SIGINT");
+      expect(await exited).toBe(0);
+      expect(existsSync(join(home, "cluster.json"))).toBe(false);
+      const none = spawnSync(CORRAL, ["state"], { env, encoding: "utf8" });
+      expect(none.status).toBe(2);
+      expect(none.stderr).toContain("corral up");
+    } finally {
+      if (up.exitCode === null) up.kill("SIGKILL");
+      await rm(home, { recursive: true, force: true });
+    }
+  }, 120_000);
+
+  it("explains bad flags and unknown commands", () => {
+    const bad = spawnSync(CORRAL, ["run", "--cpus", "lots", "--", "true"], { encoding: "utf8", env: { ...process.env, CORRAL_HOME: "/nonexistent", CORRAL_NATS: "nats://127.0.0.1:1" } });
+    expect(bad.status).toBe(2);
+    expect(bad.stderr).toContain("--cpus must be a number");
+    const unknown = spawnSync(CORRAL, ["fly"], { encoding: "utf8" });
+    expect(unknown.status).toBe(2);
+    expect(unknown.stderr).toContain("unknown command 'fly'");
+    const help = spawnSync(CORRAL, ["agent", "--help"], { encoding: "utf8" });
+    expect(help.status).toBe(0);
+    expect(help.stdout).toContain("CORRAL_WORK_DIR");
+  });
+});
