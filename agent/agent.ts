@@ -86,6 +86,12 @@ export interface AgentOptions {
   httpHost?: string;
   /** Port of the HTTP server; 0 picks a free one (Mesos agents use 5051). @default 0 */
   httpPort?: number;
+  /**
+   * Serve HTTP at all. Emulated agents (benchmarks, thousands per process) and the simulator turn
+   * it off; the agent then advertises no endpoint.
+   * @default true
+   */
+  http?: boolean;
   /** Runs the tasks. The agent calls its `destroyAll()` on `stop({ killTasks: true })`. @default a PosixContainerizer */
   containerizer?: Containerizer;
   /** Isolation name shown in `/state`. @default "posix" */
@@ -735,6 +741,12 @@ export function createAgent(options: AgentOptions): Agent {
     await mkdir(workDir, { recursive: true });
     totalResources = await resolveResources();
     agentId = await readAgentId();
+    if (options.http === false) {
+      if (stopped) return;
+      log.info({ agentId, resources: totalResources.toString(), cluster }, "agent started (no HTTP)");
+      ensureRegistering();
+      return;
+    }
     const app = createAgentHttp({
       state,
       metrics,

@@ -196,13 +196,47 @@ const UNSIGNED_TYPES = new Set(["uint32", "uint64", "fixed32", "fixed64"]);
 const FLOAT_TYPES = new Set(["double", "float"]);
 
 /** `"corral.v1.SchedulerCall.Accept"` -> `"SchedulerCall.Accept"`. */
+const shortNames = new WeakMap<protobuf.Type, string>();
 function shortName(type: protobuf.Type): string {
-  const prefix = `.${PROTO_PACKAGE}.`;
-  return type.fullName.startsWith(prefix) ? type.fullName.slice(prefix.length) : type.fullName;
+  let name = shortNames.get(type);
+  if (name === undefined) {
+    const prefix = `.${PROTO_PACKAGE}.`;
+    name = type.fullName.startsWith(prefix) ? type.fullName.slice(prefix.length) : type.fullName;
+    shortNames.set(type, name);
+  }
+  return name;
 }
 
+/**
+ * Paths of problems (`schedulerCall.accept.offerIds[0]`) are only needed when there is a problem.
+ * Every message is therefore checked first with paths switched off (no string is built per field:
+ * this runs for every message on the bus), and only a message that fails is checked again with
+ * paths on, to say where.
+ */
+let pathsOff = false;
+
 function at(path: string, field: string): string {
+  if (pathsOff) return path;
   return path === "" ? field : `${path}.${field}`;
+}
+
+function atIndex(path: string, index: number | string): string {
+  return pathsOff ? path : `${path}[${index}]`;
+}
+
+/** Runs `check` without paths; if it finds problems, runs it again with paths for the messages. */
+function withPathsOnFailure<T>(check: (problems: string[]) => T): { result: T; problems: string[] } {
+  const quick: string[] = [];
+  pathsOff = true;
+  let result: T;
+  try {
+    result = check(quick);
+  } finally {
+    pathsOff = false;
+  }
+  if (quick.length === 0) return { result, problems: quick };
+  const detailed: string[] = [];
+  return { result: check(detailed), problems: detailed };
 }
 
 /** proto3 `optional` scalars are modelled by protobufjs as single-member synthetic oneofs. */
@@ -210,8 +244,14 @@ function isSyntheticOneof(oneof: protobuf.OneOf): boolean {
   return oneof.fieldsArray.length === 1 && oneof.fieldsArray[0]!.options?.["proto3_optional"] === true;
 }
 
+const oneofCache = new WeakMap<protobuf.Type, protobuf.OneOf[]>();
 function realOneofs(type: protobuf.Type): protobuf.OneOf[] {
-  return type.oneofsArray.filter((o) => !isSyntheticOneof(o));
+  let oneofs = oneofCache.get(type);
+  if (oneofs === undefined) {
+    oneofs = type.oneofsArray.filter((o) => !isSyntheticOneof(o));
+    oneofCache.set(type, oneofs);
+  }
+  return oneofs;
 }
 
 function isPresent(value: unknown): boolean {
@@ -261,10 +301,10 @@ function toPlain(type: protobuf.Type, message: protobuf.Message, path: string, p
     const raw = src[name];
     if (field.map) {
       const entries = Object.entries((raw ?? {}) as Record<string, unknown>);
-      out[name] = Object.fromEntries(entries.map(([k, v]) => [k, plainValue(field, v, `${fieldPath}[${k}]`, problems)]));
+      out[name] = Object.fromEntries(entries.map(([k, v]) => [k, plainValue(field, v, atIndex(fieldPath, k), problems)]));
     } else if (field.repeated) {
       const items = (raw ?? []) as unknown[];
-      out[name] = items.map((v, i) => plainValue(field, v, `${fieldPath}[${i}]`, problems));
+      out[name] = items.map((v, i) => plainValue(field, v, atIndex(fieldPath, i), problems));
     } else if (field.partOf !== null || field.resolvedType instanceof protobuf.Type) {
       // Presence matters: only own, non-null properties were on the wire.
       if (Object.prototype.hasOwnProperty.call(src, name) && isPresent(raw)) {
@@ -348,11 +388,11 @@ function checkMessage(type: protobuf.Type, value: Plain, path: string, problems:
     if (field.map) {
       if (!isPresent(v)) continue;
       if (typeof v !== "object" || v === null || Array.isArray(v)) problems.push(`${fieldPath}: must be an object`);
-      else for (const [k, item] of Object.entries(v)) checkValue(field, item, `${fieldPath}[${k}]`, problems);
+      else for (const [k, item] of Object.entries(v)) checkValue(field, item, atIndex(fieldPath, k), problems);
     } else if (field.repeated) {
       if (!isPresent(v)) continue;
       if (!Array.isArray(v)) problems.push(`${fieldPath}: must be an array`);
-      else v.forEach((item, i) => checkValue(field, item, `${fieldPath}[${i}]`, problems));
+      else for (let i = 0; i < v.length; i++) checkValue(field, v[i], atIndex(fieldPath, i), problems);
     } else {
       checkValue(field, v, fieldPath, problems);
     }
@@ -407,8 +447,7 @@ function typeOf(name: string): protobuf.Type {
 }
 
 function encodeWith(type: protobuf.Type, value: Plain): Uint8Array {
-  const problems: string[] = [];
-  checkMessage(type, value, "", problems);
+  const { problems } = withPathsOnFailure((found) => checkMessage(type, value, "", found));
   if (problems.length > 0) throw new WireError("invalid", problems);
   return type.encode(type.fromObject(value)).finish();
 }
@@ -423,15 +462,13 @@ function decodeWith(type: protobuf.Type, bytes: Uint8Array): Plain {
       cause: err,
     });
   }
-  const problems: string[] = [];
-  const plain = toPlain(type, message, "", problems);
+  const { result: plain, problems } = withPathsOnFailure((found) => toPlain(type, message, "", found));
   if (problems.length > 0) throw new WireError("invalid", problems);
   return plain;
 }
 
 function validateAs(type: protobuf.Type, plain: Plain): Plain {
-  const problems: string[] = [];
-  checkMessage(type, plain, "", problems);
+  const { problems } = withPathsOnFailure((found) => checkMessage(type, plain, "", found));
   if (problems.length > 0) throw new WireError("invalid", problems);
   return plain;
 }
