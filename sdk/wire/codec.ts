@@ -263,29 +263,31 @@ function isPresent(value: unknown): boolean {
 // ------------------------------------------------------------------------------------------------
 
 /** Converts one decoded scalar; records a problem and returns undefined when it is unusable. */
-function plainScalar(field: protobuf.Field, raw: unknown, path: string, problems: string[]): unknown {
-  const resolved = field.resolvedType;
-  if (resolved instanceof protobuf.Enum) {
-    const name = resolved.valuesById[raw as number];
-    if (name === undefined) problems.push(`${path}: unknown ${resolved.name} value ${String(raw)}`);
-    return name;
+function plainScalar(plan: FieldPlan, raw: unknown, path: string, problems: string[]): unknown {
+  switch (plan.kind) {
+    case KIND_ENUM: {
+      const name = plan.enumType!.valuesById[raw as number];
+      if (name === undefined) problems.push(`${path}: unknown ${plan.enumType!.name} value ${String(raw)}`);
+      return name;
+    }
+    case KIND_BYTES:
+      return new Uint8Array(raw as Uint8Array); // a private copy, not a view
+    case KIND_FLOAT:
+      if (!Number.isFinite(raw as number)) problems.push(`${path}: must be a finite number, got ${String(raw)}`);
+      return raw;
+    default:
+      if (plan.long) {
+        const n = typeof raw === "number" ? raw : Number(String(raw));
+        if (!Number.isSafeInteger(n)) problems.push(`${path}: integer ${String(raw)} is not exactly representable`);
+        return n;
+      }
+      return raw;
   }
-  if (LONG_TYPES.has(field.type)) {
-    const n = typeof raw === "number" ? raw : Number(String(raw));
-    if (!Number.isSafeInteger(n)) problems.push(`${path}: integer ${String(raw)} is not exactly representable`);
-    return n;
-  }
-  if (field.type === "bytes") return new Uint8Array(raw as Uint8Array); // a private copy, not a view
-  if (FLOAT_TYPES.has(field.type) && !Number.isFinite(raw as number)) {
-    problems.push(`${path}: must be a finite number, got ${String(raw)}`);
-  }
-  return raw;
 }
 
-function plainValue(field: protobuf.Field, raw: unknown, path: string, problems: string[]): unknown {
-  const resolved = field.resolvedType;
-  if (resolved instanceof protobuf.Type) return toPlain(resolved, raw as protobuf.Message, path, problems);
-  return plainScalar(field, raw, path, problems);
+function plainValue(plan: FieldPlan, raw: unknown, path: string, problems: string[]): unknown {
+  if (plan.kind === KIND_MESSAGE) return toPlain(plan.messageType!, raw as protobuf.Message, path, problems);
+  return plainScalar(plan, raw, path, problems);
 }
 
 /**
@@ -293,31 +295,43 @@ function plainValue(field: protobuf.Field, raw: unknown, path: string, problems:
  * filled in, absent message fields left out, oneofs as discriminated unions.
  */
 function toPlain(type: protobuf.Type, message: protobuf.Message, path: string, problems: string[]): Plain {
+  const plan = planOf(type);
   const src = message as unknown as Record<string, unknown>;
   const out: Plain = {};
-  for (const field of type.fieldsArray) {
+  for (const field of plan.fields) {
     const name = field.name;
-    const fieldPath = at(path, name);
     const raw = src[name];
     if (field.map) {
-      const entries = Object.entries((raw ?? {}) as Record<string, unknown>);
-      out[name] = Object.fromEntries(entries.map(([k, v]) => [k, plainValue(field, v, atIndex(fieldPath, k), problems)]));
+      const fieldPath = at(path, name);
+      const converted: Plain = {};
+      if (raw) for (const k of Object.keys(raw)) converted[k] = plainValue(field, (raw as Plain)[k], atIndex(fieldPath, k), problems);
+      out[name] = converted;
     } else if (field.repeated) {
+      const fieldPath = at(path, name);
       const items = (raw ?? []) as unknown[];
-      out[name] = items.map((v, i) => plainValue(field, v, atIndex(fieldPath, i), problems));
-    } else if (field.partOf !== null || field.resolvedType instanceof protobuf.Type) {
+      const converted = new Array<unknown>(items.length);
+      for (let i = 0; i < items.length; i++) converted[i] = plainValue(field, items[i], atIndex(fieldPath, i), problems);
+      out[name] = converted;
+    } else if (field.presence) {
       // Presence matters: only own, non-null properties were on the wire.
       if (Object.prototype.hasOwnProperty.call(src, name) && isPresent(raw)) {
-        out[name] = plainValue(field, raw, fieldPath, problems);
+        out[name] = plainValue(field, raw, at(path, name), problems);
       }
     } else {
-      out[name] = plainScalar(field, raw, fieldPath, problems);
+      out[name] = plainScalar(field, raw, at(path, name), problems);
     }
   }
-  for (const oneof of realOneofs(type)) {
-    const set = oneof.fieldsArray.filter((f) => isPresent(out[f.name])).map((f) => f.name);
-    if (set.length > 1) problems.push(`${at(path, oneof.name)}: several members set (${set.join(", ")})`);
-    if (set.length >= 1) out[oneof.name] = set[0];
+  for (const oneof of plan.oneofs) {
+    let count = 0;
+    let first: string | undefined;
+    for (const member of oneof.members) {
+      if (isPresent(out[member])) {
+        count++;
+        first ??= member;
+      }
+    }
+    if (count > 1) problems.push(`${at(path, oneof.name)}: several members set (${oneof.members.filter((m) => isPresent(out[m])).join(", ")})`);
+    if (count >= 1) out[oneof.name] = first;
   }
   return out;
 }
@@ -338,84 +352,172 @@ function isEmptyValue(field: protobuf.Field, value: unknown): boolean {
   return false;
 }
 
-/** Checks a scalar a sender put in a plain object (types are not guaranteed at runtime). */
-function checkScalar(field: protobuf.Field, value: unknown, path: string, problems: string[]): void {
-  if (!isPresent(value)) return;
+// Every message sent or received is checked, so the checks run from a plan made once per
+// message type (field kinds resolved, oneofs and required fields listed) instead of asking
+// protobufjs's reflection for each field of each message.
+const KIND_MESSAGE = 0;
+const KIND_ENUM = 1;
+const KIND_STRING = 2;
+const KIND_BOOL = 3;
+const KIND_BYTES = 4;
+const KIND_FLOAT = 5;
+const KIND_INT = 6;
+const KIND_UINT = 7;
+
+interface FieldPlan {
+  readonly name: string;
+  readonly field: protobuf.Field;
+  readonly map: boolean;
+  readonly repeated: boolean;
+  readonly kind: number;
+  /** 64-bit integers: decoded as Long or string by protobufjs, converted to safe numbers. */
+  readonly long: boolean;
+  /** A message field or a oneof member: absent on the wire means absent, not the zero value. */
+  readonly presence: boolean;
+  readonly messageType: protobuf.Type | undefined;
+  readonly enumType: protobuf.Enum | undefined;
+}
+
+interface TypePlan {
+  readonly fields: readonly FieldPlan[];
+  readonly oneofs: ReadonlyArray<{ readonly name: string; readonly members: readonly string[] }>;
+  readonly required: ReadonlyArray<{ readonly name: string; readonly members: readonly string[] | undefined; readonly field: protobuf.Field | undefined }>;
+  readonly rule: Rule | undefined;
+}
+
+const plans = new WeakMap<protobuf.Type, TypePlan>();
+
+function fieldKind(field: protobuf.Field): number {
   const resolved = field.resolvedType;
-  if (resolved instanceof protobuf.Enum) {
-    if (typeof value !== "string" || resolved.values[value] === undefined) {
-      problems.push(`${path}: unknown ${resolved.name} value ${JSON.stringify(value)}`);
-    }
-    return;
-  }
+  if (resolved instanceof protobuf.Type) return KIND_MESSAGE;
+  if (resolved instanceof protobuf.Enum) return KIND_ENUM;
   switch (field.type) {
     case "string":
+      return KIND_STRING;
+    case "bool":
+      return KIND_BOOL;
+    case "bytes":
+      return KIND_BYTES;
+    default:
+      if (FLOAT_TYPES.has(field.type)) return KIND_FLOAT;
+      return UNSIGNED_TYPES.has(field.type) ? KIND_UINT : KIND_INT;
+  }
+}
+
+function planOf(type: protobuf.Type): TypePlan {
+  let plan = plans.get(type);
+  if (plan !== undefined) return plan;
+  const name = shortName(type);
+  plan = {
+    fields: type.fieldsArray.map((field) => ({
+      name: field.name,
+      field,
+      map: field.map,
+      repeated: field.repeated,
+      kind: fieldKind(field),
+      long: LONG_TYPES.has(field.type),
+      presence: field.partOf !== null || field.resolvedType instanceof protobuf.Type,
+      messageType: field.resolvedType instanceof protobuf.Type ? field.resolvedType : undefined,
+      enumType: field.resolvedType instanceof protobuf.Enum ? field.resolvedType : undefined,
+    })),
+    oneofs: realOneofs(type).map((oneof) => ({ name: oneof.name, members: oneof.fieldsArray.map((f) => f.name) })),
+    required: (REQUIRED[name] ?? []).map((required) => {
+      const oneof = type.oneofs?.[required];
+      return { name: required, members: oneof ? oneof.fieldsArray.map((f) => f.name) : undefined, field: oneof ? undefined : type.fields[required] };
+    }),
+    rule: CROSS_FIELD_RULES[name],
+  };
+  plans.set(type, plan);
+  return plan;
+}
+
+/** Checks a scalar a sender put in a plain object (types are not guaranteed at runtime). */
+function checkScalar(plan: FieldPlan, value: unknown, path: string, problems: string[]): void {
+  if (value === undefined || value === null) return;
+  switch (plan.kind) {
+    case KIND_ENUM:
+      if (typeof value !== "string" || plan.enumType!.values[value] === undefined) {
+        problems.push(`${path}: unknown ${plan.enumType!.name} value ${JSON.stringify(value)}`);
+      }
+      return;
+    case KIND_STRING:
       if (typeof value !== "string") problems.push(`${path}: must be a string`);
       return;
-    case "bool":
+    case KIND_BOOL:
       if (typeof value !== "boolean") problems.push(`${path}: must be a boolean`);
       return;
-    case "bytes":
+    case KIND_BYTES:
       if (!(value instanceof Uint8Array)) problems.push(`${path}: must be a Uint8Array`);
       return;
     default:
       if (typeof value !== "number" || !Number.isFinite(value)) {
         problems.push(`${path}: must be a finite number`);
-      } else if (!FLOAT_TYPES.has(field.type)) {
+      } else if (plan.kind !== KIND_FLOAT) {
         if (!Number.isSafeInteger(value)) problems.push(`${path}: must be a (safe) integer`);
-        else if (UNSIGNED_TYPES.has(field.type) && value < 0) problems.push(`${path}: must not be negative`);
+        else if (plan.kind === KIND_UINT && value < 0) problems.push(`${path}: must not be negative`);
       }
   }
 }
 
-function checkValue(field: protobuf.Field, value: unknown, path: string, problems: string[]): void {
-  const resolved = field.resolvedType;
-  if (resolved instanceof protobuf.Type) {
-    if (isPresent(value)) {
-      if (typeof value === "object") checkMessage(resolved, value as Plain, path, problems);
-      else problems.push(`${path}: must be a ${resolved.name} object`);
+function checkValue(plan: FieldPlan, value: unknown, path: string, problems: string[]): void {
+  if (plan.kind === KIND_MESSAGE) {
+    if (value !== undefined && value !== null) {
+      if (typeof value === "object") checkPlan(planOf(plan.messageType!), value as Plain, path, problems);
+      else problems.push(`${path}: must be a ${plan.messageType!.name} object`);
     }
     return;
   }
-  checkScalar(field, value, path, problems);
+  checkScalar(plan, value, path, problems);
 }
 
 /** Appends to `problems` every rule `value` breaks as a `type`. */
 function checkMessage(type: protobuf.Type, value: Plain, path: string, problems: string[]): void {
-  for (const field of type.fieldsArray) {
+  checkPlan(planOf(type), value, path, problems);
+}
+
+function checkPlan(plan: TypePlan, value: Plain, path: string, problems: string[]): void {
+  for (const field of plan.fields) {
     const v = value[field.name];
-    const fieldPath = at(path, field.name);
     if (field.map) {
-      if (!isPresent(v)) continue;
-      if (typeof v !== "object" || v === null || Array.isArray(v)) problems.push(`${fieldPath}: must be an object`);
-      else for (const [k, item] of Object.entries(v)) checkValue(field, item, atIndex(fieldPath, k), problems);
+      if (v === undefined || v === null) continue;
+      const fieldPath = at(path, field.name);
+      if (typeof v !== "object" || Array.isArray(v)) problems.push(`${fieldPath}: must be an object`);
+      else for (const k in v) checkValue(field, (v as Plain)[k], atIndex(fieldPath, k), problems);
     } else if (field.repeated) {
-      if (!isPresent(v)) continue;
+      if (v === undefined || v === null) continue;
+      const fieldPath = at(path, field.name);
       if (!Array.isArray(v)) problems.push(`${fieldPath}: must be an array`);
       else for (let i = 0; i < v.length; i++) checkValue(field, v[i], atIndex(fieldPath, i), problems);
-    } else {
-      checkValue(field, v, fieldPath, problems);
+    } else if (v !== undefined && v !== null) {
+      checkValue(field, v, at(path, field.name), problems);
     }
   }
-  for (const oneof of realOneofs(type)) {
-    const set = oneof.fieldsArray.filter((f) => isPresent(value[f.name])).map((f) => f.name);
+  for (const oneof of plan.oneofs) {
+    let count = 0;
+    let first: string | undefined;
+    for (const member of oneof.members) {
+      const m = value[member];
+      if (m !== undefined && m !== null) {
+        count++;
+        first ??= member;
+      }
+    }
     const declared = value[oneof.name];
-    if (set.length > 1) problems.push(`${at(path, oneof.name)}: several members set (${set.join(", ")})`);
-    else if (isPresent(declared) && set[0] !== declared) {
-      problems.push(`${at(path, oneof.name)}: says ${JSON.stringify(declared)} but ${set[0] ?? "no member"} is set`);
+    if (count > 1) {
+      const set = oneof.members.filter((member) => isPresent(value[member]));
+      problems.push(`${at(path, oneof.name)}: several members set (${set.join(", ")})`);
+    } else if (isPresent(declared) && first !== declared) {
+      problems.push(`${at(path, oneof.name)}: says ${JSON.stringify(declared)} but ${first ?? "no member"} is set`);
     }
   }
-  const name = shortName(type);
-  for (const required of REQUIRED[name] ?? []) {
-    const oneof = type.oneofs?.[required];
-    if (oneof) {
-      if (!oneof.fieldsArray.some((f) => isPresent(value[f.name]))) problems.push(`${at(path, required)}: must be set`);
-      continue;
+  for (const required of plan.required) {
+    if (required.members) {
+      if (!required.members.some((member) => isPresent(value[member]))) problems.push(`${at(path, required.name)}: must be set`);
+    } else if (required.field && isEmptyValue(required.field, value[required.name])) {
+      problems.push(`${at(path, required.name)}: must not be empty`);
     }
-    const field = type.fields[required];
-    if (field && isEmptyValue(field, value[required])) problems.push(`${at(path, required)}: must not be empty`);
   }
-  CROSS_FIELD_RULES[name]?.(value, path, problems);
+  plan.rule?.(value, path, problems);
 }
 
 // ------------------------------------------------------------------------------------------------
