@@ -378,7 +378,8 @@ class MasterShell implements Master {
     switch (effect.type) {
       case "reply":
         if (!msg) throw new Error("the core asked to reply, but the input carried no message");
-        this.transport.respond(msg, this.envelope(effect.payload, callId));
+        // A call published without a reply inbox (e.g. an automatic acknowledgement) wants none.
+        if (msg.reply) this.transport.respond(msg, this.envelope(effect.payload, callId));
         return;
       case "to-framework": {
         const subject = frameworkEventsSubject(this.cluster, effect.frameworkId);

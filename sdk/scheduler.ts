@@ -927,6 +927,27 @@ class Driver implements SchedulerDriver {
     return env;
   }
 
+  /**
+   * Automatic acknowledgements are published without a reply inbox: nobody would wait for the
+   * answer (an update whose acknowledgement is lost is simply sent again by the agent), and at
+   * thousands of updates per second the replies cost the master as much as the updates.
+   */
+  private publishAcknowledgement(status: TaskStatus): void {
+    const frameworkId = this.fwId;
+    if (this.stopped || frameworkId === undefined || !status.agentId) return;
+    try {
+      const bytes = encodeEnvelope({
+        senderId: this.instanceId,
+        payload: "schedulerCall",
+        schedulerCall: { frameworkId, kind: "acknowledge", acknowledge: { agentId: status.agentId, taskId: status.taskId, uuid: status.uuid } },
+      });
+      this.counters.callsSent += 1;
+      this.transport.publish(this.subjects.masterScheduler(), bytes);
+    } catch (err) {
+      this.log.warn({ ...this.bindings(), err, taskId: status.taskId }, "acknowledgement not sent; the agent will send the update again");
+    }
+  }
+
   private expectOk(env: EnvelopeOf<"callResponse">): CallResponse {
     const r = env.callResponse;
     if (!r.ok) throw new SchedulerError(r.errorCode, r.message || r.errorCode, { response: r });
@@ -1144,11 +1165,7 @@ class Driver implements SchedulerDriver {
       const pending = this.callbacks.update?.(status, ack);
       // Only a promise is awaited, so the acknowledgement leaves as soon as a plain callback returns.
       if (pending !== undefined) await pending;
-      if (needsAck && this.autoAcknowledge) {
-        this.acknowledge(status).catch((err: unknown) =>
-          this.log.warn({ ...this.bindings(), err, taskId: status.taskId }, "acknowledgement failed; the agent will send the update again"),
-        );
-      }
+      if (needsAck && this.autoAcknowledge) this.publishAcknowledgement(status);
     });
   }
 
