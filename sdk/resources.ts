@@ -408,6 +408,8 @@ export class Resources {
   /** Like {@link subtract}, but answers `null` instead of throwing when `other` is not contained. */
   trySubtract(other: Resources): Resources | null {
     if (other.entries.length === 0) return this;
+    // A whole agent offered at once, or a whole offer given back: the common case in allocation.
+    if (other === this) return Resources.EMPTY;
     const out: ResourceEntry[] = [];
     const a = this.entries;
     const b = other.entries;

@@ -130,6 +130,14 @@ export interface AgentView {
   allocations: ReadonlyMap<string, ReadonlyMap<string, Resources>>;
 }
 
+/** The offers of one allocation run, in the order they were made. */
+interface OfferList {
+  readonly list: OfferPlan[];
+  readonly byKey: Map<string, OfferPlan>;
+  /** Whether offers to the same (framework, role, agent) must be merged. */
+  readonly merge: boolean;
+}
+
 interface Filter {
   resources: Resources;
   expiresAtMs: number;
@@ -513,17 +521,18 @@ export class HierarchicalAllocator {
     }
     if (this.shuffleAgents) shuffleInPlace(candidates, this.rng);
 
-    const offers = new Map<string, OfferPlan>();
-    if (this.unsatisfied.size > 0) this.runStage(candidates, offers, nowMs, true);
+    const twoStages = this.unsatisfied.size > 0;
+    const offers: OfferList = { list: [], byKey: new Map(), merge: twoStages };
+    if (twoStages) this.runStage(candidates, offers, nowMs, true);
     this.runStage(candidates, offers, nowMs, false);
-    return [...offers.values()];
+    return offers.list;
   }
 
   /**
    * Stage 1 (`guaranteesOnly`) offers quota roles what they lack of their guarantees; stage 2
    * offers everyone the rest, holding back the headroom stage 1 still needs.
    */
-  private runStage(candidates: AgentState[], offers: Map<string, OfferPlan>, nowMs: number, guaranteesOnly: boolean): void {
+  private runStage(candidates: AgentState[], offers: OfferList, nowMs: number, guaranteesOnly: boolean): void {
     // One visitor per stage (not per agent): the walk reads the agent in hand from `walk`.
     const walk = { agent: candidates[0]!, mark: 0, role: "", frameworkId: "", resources: Resources.empty(), found: false };
     const frameworkVisitor = (frameworkId: string): boolean => {
@@ -543,7 +552,7 @@ export class HierarchicalAllocator {
       const allocatable = walk.agent.available.allocatableTo(role);
       if (!this.isAllocatable(allocatable)) return true;
       const toOffer = this.shapeOffer(role, allocatable, guaranteesOnly);
-      if (!this.isAllocatable(toOffer)) return true;
+      if (toOffer !== allocatable && !this.isAllocatable(toOffer)) return true;
       const state = this.roles.get(role);
       if (!state) return true;
       walk.role = role;
@@ -563,10 +572,16 @@ export class HierarchicalAllocator {
         if (!walk.found) break;
         const { role, frameworkId, resources } = walk;
         this.assign(agent, frameworkId, role, resources, true);
-        const key = `${frameworkId}\u0000${role}\u0000${agent.id}`;
-        const existing = offers.get(key);
-        if (existing) existing.resources = existing.resources.add(resources);
-        else offers.set(key, { frameworkId, role, agentId: agent.id, resources });
+        if (offers.merge) {
+          // Stage 1 ran: stage 2 may add to an offer it made (Mesos makes them one offer).
+          const key = `${frameworkId}\u0000${role}\u0000${agent.id}`;
+          const existing = offers.byKey.get(key);
+          if (existing) existing.resources = existing.resources.add(resources);
+          else offers.byKey.set(key, offers.list[offers.list.push({ frameworkId, role, agentId: agent.id, resources }) - 1]!);
+        } else {
+          // One stage, and each role at most once per agent: every (framework, role, agent) is new.
+          offers.list.push({ frameworkId, role, agentId: agent.id, resources });
+        }
         if (!this.isAllocatable(agent.available)) break;
       }
     }
