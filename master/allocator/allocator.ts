@@ -247,6 +247,8 @@ export class HierarchicalAllocator {
   private readonly requiredHeadroom: ScalarQuantities = new Map();
   /** Per role, the stamp of the last (agent, stage) walk that went through it. */
   private readonly roleMarks = new Map<string, number>();
+  /** Top-level role of each known role, computed once (asked for on every allocation walk). */
+  private readonly topRoles = new Map<string, string>();
   private markCounter = 0;
 
   constructor(options: AllocatorOptions) {
@@ -548,7 +550,7 @@ export class HierarchicalAllocator {
       // Roles this agent has been through in this stage carry its mark.
       if (this.roleMarks.get(role) === walk.mark) return true;
       this.roleMarks.set(role, walk.mark);
-      if (guaranteesOnly && !this.unsatisfied.has(topLevelRole(role))) return true;
+      if (guaranteesOnly && !this.unsatisfied.has(this.topOf(role))) return true;
       const allocatable = walk.agent.available.allocatableTo(role);
       if (!this.isAllocatable(allocatable)) return true;
       const toOffer = this.shapeOffer(role, allocatable, guaranteesOnly);
@@ -561,6 +563,7 @@ export class HierarchicalAllocator {
       return !walk.found;
     };
     for (const agent of candidates) {
+      if (guaranteesOnly && this.unsatisfied.size === 0) break; // every guarantee is met
       if (!this.isAllocatable(agent.available)) continue;
       walk.agent = agent;
       walk.mark = ++this.markCounter;
@@ -601,7 +604,7 @@ export class HierarchicalAllocator {
 
   /** Chops unreserved scalars to what quota limits and headroom allow for `role`. */
   private shapeOffer(role: string, allocatable: Resources, guaranteesOnly: boolean): Resources {
-    const top = topLevelRole(role);
+    const top = this.topOf(role);
     const quota = this.quotas.get(top);
     if (!quota && this.requiredHeadroom.size === 0) return allocatable;
     const consumed = this.consumption.get(top);
@@ -663,7 +666,7 @@ export class HierarchicalAllocator {
     if (!frameworkSorter.contains(frameworkId)) frameworkSorter.add(frameworkId); // usage found before it joined the role
     frameworkSorter.allocated(frameworkId, quantities, countAllocation);
     this.roleSorter.allocated(role, unreserved, countAllocation);
-    this.changeConsumption(topLevelRole(role), unreserved, 1);
+    this.changeConsumption(this.topOf(role), unreserved, 1);
     if (agent.active) addQuantities(this.freeUnreserved, unreserved, -1);
   }
 
@@ -687,7 +690,7 @@ export class HierarchicalAllocator {
     const unreserved = resources.unreservedQuantities();
     this.frameworkSorterOf(role).unallocated(frameworkId, quantities);
     this.roleSorter.unallocated(role, unreserved);
-    this.changeConsumption(topLevelRole(role), unreserved, -1);
+    this.changeConsumption(this.topOf(role), unreserved, -1);
     if (agent.active) addQuantities(this.freeUnreserved, unreserved, 1);
     const state = this.roles.get(role)!;
     if (!state.frameworks.has(frameworkId) && !state.holders.has(frameworkId)) state.frameworkSorter.remove(frameworkId);
@@ -727,27 +730,54 @@ export class HierarchicalAllocator {
     if (this.quotas.has(top)) this.recomputeUnsatisfied(top);
   }
 
-  /** Refreshes one role's unmet guarantee and the total headroom that must be held back. */
+  /**
+   * Refreshes one role's unmet guarantee and the total headroom that must be held back. Runs on
+   * every allocation to a quota role, so it updates both in place rather than rebuilding them.
+   */
   private recomputeUnsatisfied(top: string): void {
-    const previous = this.unsatisfied.get(top);
-    if (previous) addQuantities(this.requiredHeadroom, previous, -1);
-    this.unsatisfied.delete(top);
     const quota = this.quotas.get(top);
-    if (!quota) return;
+    let need = this.unsatisfied.get(top);
+    if (!quota) {
+      if (need) addQuantities(this.requiredHeadroom, need, -1);
+      this.unsatisfied.delete(top);
+      return;
+    }
     const consumed = this.consumption.get(top);
-    const need: ScalarQuantities = new Map();
     for (const [name, guarantee] of quota.guarantees) {
-      const missing = guarantee - (consumed?.get(name) ?? 0);
-      if (missing > 0) need.set(name, missing);
+      const missing = Math.max(0, guarantee - (consumed?.get(name) ?? 0));
+      const before = need?.get(name) ?? 0;
+      if (missing === before) continue;
+      const required = (this.requiredHeadroom.get(name) ?? 0) + missing - before;
+      if (required === 0) this.requiredHeadroom.delete(name);
+      else this.requiredHeadroom.set(name, required);
+      if (missing > 0) (need ??= new Map()).set(name, missing);
+      else need?.delete(name);
     }
-    if (need.size > 0) {
-      this.unsatisfied.set(top, need);
-      addQuantities(this.requiredHeadroom, need, 1);
+    // Names no longer guaranteed (the quota changed) stop counting.
+    if (need) {
+      for (const [name, missing] of need) {
+        if (quota.guarantees.has(name)) continue;
+        const required = (this.requiredHeadroom.get(name) ?? 0) - missing;
+        if (required === 0) this.requiredHeadroom.delete(name);
+        else this.requiredHeadroom.set(name, required);
+        need.delete(name);
+      }
     }
+    if (need && need.size > 0) this.unsatisfied.set(top, need);
+    else this.unsatisfied.delete(top);
   }
 
   private newSorter(hierarchical: boolean): Sorter {
     return this.sorterKind === "random" ? new RandomSorter(this.rng.fork(hierarchical ? "roles" : "frameworks"), { hierarchical }) : new DrfSorter({ hierarchical });
+  }
+
+  private topOf(role: string): string {
+    let top = this.topRoles.get(role);
+    if (top === undefined) {
+      top = topLevelRole(role);
+      this.topRoles.set(role, top);
+    }
+    return top;
   }
 
   private trackRole(role: string): void {
@@ -765,6 +795,7 @@ export class HierarchicalAllocator {
     this.roleSorter.remove(role);
     this.roles.delete(role);
     this.roleMarks.delete(role);
+    this.topRoles.delete(role);
   }
 
   private frameworkSorterOf(role: string): Sorter {
@@ -930,6 +961,45 @@ export class HierarchicalAllocator {
       if (!agent.total.contains(agent.allocated)) problems.push(`agent ${agent.id}: allocated ${agent.allocated} exceeds total ${agent.total}`);
       if (!agent.allocated.add(agent.available).equals(agent.total)) problems.push(`agent ${agent.id}: allocated + available != total`);
     }
+    problems.push(...this.checkQuotaBookkeeping());
+    return problems;
+  }
+
+  /** Recomputes the incrementally kept quota figures from scratch and reports any difference. */
+  private checkQuotaBookkeeping(): string[] {
+    const problems: string[] = [];
+    const same = (what: string, kept: ReadonlyMap<string, number> | undefined, fresh: ScalarQuantities) => {
+      const a = [...(kept ?? [])].filter(([, v]) => v !== 0).sort();
+      const b = [...fresh].filter(([, v]) => v !== 0).sort();
+      if (JSON.stringify(a) !== JSON.stringify(b)) problems.push(`${what}: kept ${JSON.stringify(a)} but recomputed ${JSON.stringify(b)}`);
+    };
+    const consumption = new Map<string, ScalarQuantities>();
+    const free: ScalarQuantities = new Map();
+    const addTo = (top: string, q: ReadonlyMap<string, number>) => {
+      let m = consumption.get(top);
+      if (!m) consumption.set(top, (m = new Map()));
+      addQuantities(m, q, 1);
+    };
+    for (const agent of this.agents.values()) {
+      for (const [role, reserved] of reservationsByRole(agent.total)) addTo(topLevelRole(role), reserved.quantities());
+      for (const byRole of agent.allocations.values()) {
+        for (const [role, resources] of byRole) addTo(topLevelRole(role), resources.unreservedQuantities());
+      }
+      if (agent.active) addQuantities(free, agent.available.unreservedQuantities(), 1);
+    }
+    for (const top of new Set([...consumption.keys(), ...this.consumption.keys()])) same(`consumption of ${top}`, this.consumption.get(top), consumption.get(top) ?? new Map());
+    same("free unreserved", this.freeUnreserved, free);
+    const required: ScalarQuantities = new Map();
+    for (const [top, quota] of this.quotas) {
+      const need: ScalarQuantities = new Map();
+      for (const [name, guarantee] of quota.guarantees) {
+        const missing = guarantee - (consumption.get(top)?.get(name) ?? 0);
+        if (missing > 0) need.set(name, missing);
+      }
+      same(`unmet guarantee of ${top}`, this.unsatisfied.get(top), need);
+      addQuantities(required, need, 1);
+    }
+    same("required headroom", this.requiredHeadroom, required);
     return problems;
   }
 }
