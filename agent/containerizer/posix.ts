@@ -11,9 +11,9 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { constants as fsConstants } from "node:fs";
-import { chown, mkdir, open, readFile, readdir, type FileHandle } from "node:fs/promises";
+import { mkdir, open, readFile, readdir, type FileHandle } from "node:fs/promises";
 import { hostname as osHostname } from "node:os";
-import { isAbsolute, join } from "node:path";
+import { join } from "node:path";
 import type { BaseLogger } from "pino";
 import { systemClock, systemTimers, type Clock, type TimerHandle, type Timers } from "../../sdk/clock.ts";
 import {
@@ -24,6 +24,24 @@ import {
   type Containerizer,
   type Termination,
 } from "./types.ts";
+import {
+  CLOCK_TICKS_PER_SECOND,
+  DEFAULT_PATH,
+  chownSandbox,
+  commandText,
+  describe,
+  exitMessage,
+  launchFailed,
+  nonNegative,
+  notFound,
+  readProcStat,
+  resolveUser,
+  sendSignal,
+  taskEnvironment,
+  validateSpec,
+  type ProcStat,
+  type UserIdentity,
+} from "./common.ts";
 
 /** The subset of a pino logger this module uses; a pino logger (or child) fits as is. */
 export type PosixContainerizerLog = Pick<BaseLogger, "debug" | "info" | "warn" | "error">;
@@ -50,11 +68,8 @@ export interface PosixContainerizerOptions {
   log?: PosixContainerizerLog;
 }
 
-const DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /** How long a container's end waits for the rest of its group to die after SIGKILL. */
 const GROUP_EXIT_TIMEOUT_MS = 5000;
-/** USER_HZ: the unit of utime/stime in /proc/<pid>/stat on every Linux ABI Node runs on. */
-const CLOCK_TICKS_PER_SECOND = 100;
 
 interface Live {
   spec: ContainerSpec;
@@ -223,26 +238,7 @@ export class PosixContainerizer implements Containerizer {
 
   /** The task's environment: base, then the task's own, then Corral's (which the task cannot override). */
   private environment(spec: ContainerSpec): Record<string, string> {
-    const { resources } = spec;
-    const corral: Record<string, string> = {
-      MESOS_SANDBOX: spec.sandboxDir,
-      MESOS_DIRECTORY: spec.sandboxDir,
-      CORRAL_SANDBOX: spec.sandboxDir,
-      CORRAL_TASK_ID: spec.taskId,
-      MESOS_TASK_ID: spec.taskId,
-      CORRAL_FRAMEWORK_ID: spec.frameworkId,
-      MESOS_FRAMEWORK_ID: spec.frameworkId,
-      CORRAL_CONTAINER_ID: spec.containerId,
-      HOST: this.hostname,
-      PORTS: resources.ports.join(","),
-      CORRAL_CPUS: String(resources.cpus),
-      CORRAL_MEM_MB: String(resources.memMb),
-      CORRAL_DISK_MB: String(resources.diskMb),
-    };
-    resources.ports.forEach((port, index) => (corral[`PORT${index}`] = String(port)));
-    // Marathon's single-port convenience.
-    if (resources.ports.length > 0) corral.PORT = String(resources.ports[0]);
-    return { ...this.baseEnv, ...spec.env, ...corral };
+    return taskEnvironment(spec, this.hostname, this.baseEnv);
   }
 
   private async onExit(live: Live, code: number | null, signal: NodeJS.Signals | null): Promise<void> {
@@ -259,7 +255,7 @@ export class PosixContainerizer implements Containerizer {
       exitCode: signal === null ? code : null,
       signal,
       killed,
-      message: signal === null ? `Command exited with status ${code}` : `Command terminated with signal ${signal}`,
+      message: exitMessage(code, signal),
     };
     this.live.delete(live.spec.containerId);
     this.remember(live.spec.containerId, termination);
@@ -336,7 +332,7 @@ export class PosixContainerizer implements Containerizer {
   }
 
   private signal(live: Live, signal: NodeJS.Signals): void {
-    const failure = signalGroup(live.pid!, signal);
+    const failure = sendSignal(-live.pid!, signal);
     if (failure) this.log?.error({ containerId: live.spec.containerId, pgid: live.pid, signal, code: failure }, "cannot signal container");
   }
 
@@ -367,53 +363,6 @@ export class PosixContainerizer implements Containerizer {
   }
 }
 
-interface UserIdentity {
-  uid: number;
-  gid: number;
-}
-
-/** Resolves a user name or uid through /etc/passwd; undefined when no switch is needed. */
-async function resolveUser(user: string | undefined): Promise<UserIdentity | undefined> {
-  if (user === undefined || user === "") return undefined;
-  const passwd = await readFile("/etc/passwd", "utf8").catch(() => "");
-  const numeric = /^\d+$/.test(user) ? Number(user) : undefined;
-  for (const line of passwd.split("\n")) {
-    const [name, , uid, gid] = line.split(":");
-    if (name === undefined || uid === undefined || gid === undefined) continue;
-    if (name === user || (numeric !== undefined && Number(uid) === numeric)) {
-      return sameAsAgent(Number(uid)) ? undefined : { uid: Number(uid), gid: Number(gid) };
-    }
-  }
-  if (numeric !== undefined) return sameAsAgent(numeric) ? undefined : { uid: numeric, gid: numeric };
-  throw new Error(`unknown user "${user}" (not in /etc/passwd)`);
-}
-
-function sameAsAgent(uid: number): boolean {
-  return process.getuid?.() === uid;
-}
-
-/** The task's user must be able to write its sandbox; the agent (root) created it. */
-async function chownSandbox(sandboxDir: string, identity: UserIdentity): Promise<void> {
-  for (const path of [sandboxDir, join(sandboxDir, "stdout"), join(sandboxDir, "stderr")]) {
-    await chown(path, identity.uid, identity.gid);
-  }
-}
-
-/**
- * Sends `signal` to a whole process group. Never throws: a group that is already gone is the
- * normal case, and any other failure (EPERM) is returned for the caller to log, since there is no
- * better recourse than the escalation and the reaping loop that follow.
- */
-function signalGroup(pgid: number, signal: NodeJS.Signals): string | undefined {
-  try {
-    process.kill(-pgid, signal);
-  } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code ?? String(error);
-    if (code !== "ESRCH") return code;
-  }
-  return undefined;
-}
-
 /**
  * Whether any process of the group is still running. Zombies do not count: orphaned members are
  * reaped by init, on its schedule, and hold no resources but a pid.
@@ -429,13 +378,6 @@ async function groupHasLiveMembers(pgid: number): Promise<boolean> {
   return members === undefined || members.some((member) => member.state !== "Z");
 }
 
-interface ProcStat {
-  pid: number;
-  state: string;
-  /** Fields after the command name, starting with the state (field 3 of proc(5)). */
-  fields: string[];
-}
-
 /** Processes of a group from /proc, zombies included; undefined when /proc is unavailable. */
 async function groupMembers(pgid: number): Promise<ProcStat[] | undefined> {
   const entries = await readdir("/proc").catch(() => undefined);
@@ -443,11 +385,8 @@ async function groupMembers(pgid: number): Promise<ProcStat[] | undefined> {
   const members: ProcStat[] = [];
   for (const entry of entries) {
     if (!/^\d+$/.test(entry)) continue;
-    const stat = await readFile(`/proc/${entry}/stat`, "utf8").catch(() => undefined);
-    if (stat === undefined) continue;
-    // The command name is parenthesised and may itself contain spaces and ')'.
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    if (Number(fields[2]) === pgid) members.push({ pid: Number(entry), state: fields[0] ?? "", fields });
+    const stat = await readProcStat(Number(entry));
+    if (stat !== undefined && Number(stat.fields[2]) === pgid) members.push(stat);
   }
   return members;
 }
@@ -465,43 +404,4 @@ async function groupUsage(pgid: number): Promise<Omit<ContainerUsage, "container
     if (rssKb !== undefined) totals.memRssBytes += Number(rssKb) * 1024;
   }
   return totals;
-}
-
-function validateSpec(spec: ContainerSpec): void {
-  const problems: string[] = [];
-  if (typeof spec.containerId !== "string" || spec.containerId === "") problems.push("containerId must be a non-empty string");
-  if (typeof spec.sandboxDir !== "string" || !isAbsolute(spec.sandboxDir)) problems.push("sandboxDir must be an absolute path");
-  if (typeof spec.command?.value !== "string" || spec.command.value === "") problems.push("command.value must be a non-empty string");
-  if (!Array.isArray(spec.resources?.ports) || !spec.resources.ports.every((p) => Number.isInteger(p) && p > 0 && p < 65536)) {
-    problems.push("resources.ports must be integers in 1..65535");
-  }
-  if (problems.length > 0) {
-    throw new ContainerizerError("CORRAL_ERR_CONTAINER_LAUNCH_FAILED", `invalid container spec for ${spec.containerId}: ${problems.join("; ")}`, {
-      containerId: spec.containerId,
-    });
-  }
-}
-
-function commandText(spec: ContainerSpec): string {
-  return spec.command.shell ? `/bin/sh -c ${JSON.stringify(spec.command.value)}` : JSON.stringify(spec.command.value);
-}
-
-function launchFailed(spec: ContainerSpec, message: string, cause: unknown): ContainerizerError {
-  return new ContainerizerError("CORRAL_ERR_CONTAINER_LAUNCH_FAILED", `container ${spec.containerId}: ${message}`, {
-    containerId: spec.containerId,
-    cause,
-  });
-}
-
-function notFound(containerId: string): ContainerizerError {
-  return new ContainerizerError("CORRAL_ERR_CONTAINER_NOT_FOUND", `unknown container ${containerId}`, { containerId });
-}
-
-function describe(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
-
-function nonNegative(value: number, name: string): number {
-  if (!(Number.isFinite(value) && value >= 0)) throw new RangeError(`${name} must be a finite number >= 0, got ${value}`);
-  return value;
 }

@@ -1,0 +1,173 @@
+/**
+ * Helpers shared by the containerizers (posix and Linux), so both build the same task environment,
+ * resolve users the same way, validate specs with the same words and end containers with the same
+ * messages. Nothing here holds state.
+ *
+ * @module
+ */
+import { chown, readFile } from "node:fs/promises";
+import { isAbsolute, join } from "node:path";
+import { constants as osConstants } from "node:os";
+import { ContainerizerError, type ContainerSpec } from "./types.ts";
+
+/** The PATH a task gets when the agent has none to pass on. */
+export const DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/** USER_HZ: the unit of utime/stime in /proc/<pid>/stat and cpuacct.stat on every Linux ABI Node runs on. */
+export const CLOCK_TICKS_PER_SECOND = 100;
+
+/**
+ * The task's environment: `baseEnv`, then the task's own `env`, then Corral's variables (which the
+ * task cannot override, so a task can always trust `MESOS_SANDBOX`, `PORT0` and friends).
+ *
+ * @param hostname value of `HOST`: the agent's host name, which is what a task advertises to others
+ *   (not the container's own UTS host name).
+ */
+export function taskEnvironment(spec: ContainerSpec, hostname: string, baseEnv: Record<string, string>): Record<string, string> {
+  const { resources } = spec;
+  const corral: Record<string, string> = {
+    MESOS_SANDBOX: spec.sandboxDir,
+    MESOS_DIRECTORY: spec.sandboxDir,
+    CORRAL_SANDBOX: spec.sandboxDir,
+    CORRAL_TASK_ID: spec.taskId,
+    MESOS_TASK_ID: spec.taskId,
+    CORRAL_FRAMEWORK_ID: spec.frameworkId,
+    MESOS_FRAMEWORK_ID: spec.frameworkId,
+    CORRAL_CONTAINER_ID: spec.containerId,
+    HOST: hostname,
+    PORTS: resources.ports.join(","),
+    CORRAL_CPUS: String(resources.cpus),
+    CORRAL_MEM_MB: String(resources.memMb),
+    CORRAL_DISK_MB: String(resources.diskMb),
+  };
+  resources.ports.forEach((port, index) => (corral[`PORT${index}`] = String(port)));
+  // Marathon's single-port convenience.
+  if (resources.ports.length > 0) corral.PORT = String(resources.ports[0]);
+  return { ...baseEnv, ...spec.env, ...corral };
+}
+
+/** A user as found in /etc/passwd (or a bare uid that is not listed there). */
+export interface UserIdentity {
+  uid: number;
+  gid: number;
+  /** The login name, when /etc/passwd lists the user. */
+  name?: string;
+}
+
+/** Resolves a user name or numeric uid through /etc/passwd; a bare uid not listed uses gid = uid. */
+export async function lookupUser(user: string): Promise<UserIdentity> {
+  const passwd = await readFile("/etc/passwd", "utf8").catch(() => "");
+  const numeric = /^\d+$/.test(user) ? Number(user) : undefined;
+  for (const line of passwd.split("\n")) {
+    const [name, , uid, gid] = line.split(":");
+    if (name === undefined || uid === undefined || gid === undefined) continue;
+    if (name === user || (numeric !== undefined && Number(uid) === numeric)) return { uid: Number(uid), gid: Number(gid), name };
+  }
+  if (numeric !== undefined) return { uid: numeric, gid: numeric };
+  throw new Error(`unknown user "${user}" (not in /etc/passwd)`);
+}
+
+/** Like {@link lookupUser}, but undefined when there is no user or it is the agent's own (no switch needed). */
+export async function resolveUser(user: string | undefined): Promise<UserIdentity | undefined> {
+  if (user === undefined || user === "") return undefined;
+  const identity = await lookupUser(user);
+  return process.getuid?.() === identity.uid ? undefined : identity;
+}
+
+/** The task's user must be able to write its sandbox and output files; the agent (root) created them. */
+export async function chownSandbox(sandboxDir: string, identity: UserIdentity): Promise<void> {
+  for (const path of [sandboxDir, join(sandboxDir, "stdout"), join(sandboxDir, "stderr")]) {
+    await chown(path, identity.uid, identity.gid);
+  }
+}
+
+/** Rejects a spec that cannot be launched, naming every problem; throws `CORRAL_ERR_CONTAINER_LAUNCH_FAILED`. */
+export function validateSpec(spec: ContainerSpec): void {
+  const problems: string[] = [];
+  if (typeof spec.containerId !== "string" || spec.containerId === "") problems.push("containerId must be a non-empty string");
+  if (typeof spec.sandboxDir !== "string" || !isAbsolute(spec.sandboxDir)) problems.push("sandboxDir must be an absolute path");
+  if (typeof spec.command?.value !== "string" || spec.command.value === "") problems.push("command.value must be a non-empty string");
+  if (!Array.isArray(spec.resources?.ports) || !spec.resources.ports.every((p) => Number.isInteger(p) && p > 0 && p < 65536)) {
+    problems.push("resources.ports must be integers in 1..65535");
+  }
+  if (problems.length > 0) {
+    throw new ContainerizerError("CORRAL_ERR_CONTAINER_LAUNCH_FAILED", `invalid container spec for ${spec.containerId}: ${problems.join("; ")}`, {
+      containerId: spec.containerId,
+    });
+  }
+}
+
+/** The command as a human reads it in an error message. */
+export function commandText(spec: ContainerSpec): string {
+  return spec.command.shell ? `/bin/sh -c ${JSON.stringify(spec.command.value)}` : JSON.stringify(spec.command.value);
+}
+
+/** Mesos's words for how a command ended. */
+export function exitMessage(exitCode: number | null, signal: string | null): string {
+  return signal === null ? `Command exited with status ${exitCode}` : `Command terminated with signal ${signal}`;
+}
+
+/**
+ * Turns a shell-style exit status (128 + n for "killed by signal n", as sh, tini and bwrap report
+ * it) back into a signal. Ambiguous by nature: a program that exits 137 on its own reads as SIGKILL.
+ */
+export function decodeShellStatus(status: number): { exitCode: number | null; signal: NodeJS.Signals | null } {
+  if (status > 128 && status < 128 + 65) {
+    const signo = status - 128;
+    const name = (Object.entries(osConstants.signals) as [NodeJS.Signals, number][]).find(([, n]) => n === signo)?.[0];
+    if (name !== undefined) return { exitCode: null, signal: name };
+  }
+  return { exitCode: status, signal: null };
+}
+
+export function launchFailed(spec: ContainerSpec, message: string, cause?: unknown): ContainerizerError {
+  return new ContainerizerError("CORRAL_ERR_CONTAINER_LAUNCH_FAILED", `container ${spec.containerId}: ${message}`, {
+    containerId: spec.containerId,
+    cause,
+  });
+}
+
+export function notFound(containerId: string): ContainerizerError {
+  return new ContainerizerError("CORRAL_ERR_CONTAINER_NOT_FOUND", `unknown container ${containerId}`, { containerId });
+}
+
+export function describe(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+export function nonNegative(value: number, name: string): number {
+  if (!(Number.isFinite(value) && value >= 0)) throw new RangeError(`${name} must be a finite number >= 0, got ${value}`);
+  return value;
+}
+
+/** One line of /proc/<pid>/stat, split after the command name. */
+export interface ProcStat {
+  pid: number;
+  /** Process state letter (`R`, `S`, `Z`, ...). */
+  state: string;
+  /** Fields after the command name, starting with the state (field 3 of proc(5)). */
+  fields: string[];
+}
+
+/** Reads /proc/<pid>/stat; undefined when the process is gone. */
+export async function readProcStat(pid: number): Promise<ProcStat | undefined> {
+  const stat = await readFile(`/proc/${pid}/stat`, "utf8").catch(() => undefined);
+  if (stat === undefined) return undefined;
+  // The command name is parenthesised and may itself contain spaces and ')'.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return { pid, state: fields[0] ?? "", fields };
+}
+
+/**
+ * Sends a signal to one process or (negative pid) a group. Never throws: a process that is already
+ * gone is the normal case, and any other failure (EPERM) is returned for the caller to log.
+ */
+export function sendSignal(pid: number, signal: NodeJS.Signals): string | undefined {
+  try {
+    process.kill(pid, signal);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code ?? String(error);
+    if (code !== "ESRCH") return code;
+  }
+  return undefined;
+}

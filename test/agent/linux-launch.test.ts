@@ -1,0 +1,148 @@
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import { decodeShellStatus } from "../../agent/containerizer/common.ts";
+import { containerCgroupName, handlesSigterm } from "../../agent/containerizer/linux.ts";
+import { buildLaunchArgs, containerHostname, splitEnvironment, workloadArgv, type LaunchPlan } from "../../agent/containerizer/linux-launch.ts";
+import type { ContainerSpec } from "../../agent/containerizer/types.ts";
+
+const TOOLS = {
+  bwrap: "/usr/bin/bwrap",
+  unshare: "/usr/bin/unshare",
+  setpriv: "/usr/bin/setpriv",
+  tini: "/usr/bin/tini",
+  mount: "/usr/bin/mount",
+  mkdir: "/usr/bin/mkdir",
+  hostname: "/usr/bin/hostname",
+  env: "/usr/bin/env",
+};
+
+const SPEC: ContainerSpec = {
+  containerId: "c1",
+  taskId: "web.1",
+  frameworkId: "fw",
+  command: { shell: true, value: "echo hi" },
+  env: {},
+  sandboxDir: "/var/lib/corral/runs/c1",
+  resources: { cpus: 1, memMb: 64, diskMb: 10, ports: [] },
+};
+
+function plan(overrides: Partial<LaunchPlan> = {}): LaunchPlan {
+  return {
+    launcher: "bwrap",
+    tools: TOOLS,
+    privilege: "root",
+    agentIsRoot: true,
+    identity: { uid: 65534, gid: 65534, name: "nobody" },
+    hostname: "web-1",
+    tmpfsBytes: 1024,
+    tmpfsDirs: ["/tmp", "/dev/shm"],
+    ulimits: ["-n", "1024"],
+    enterPaths: ["/sys/fs/cgroup/memory/corral/c1/cgroup.procs"],
+    metaDir: "/var/lib/corral/runs/c1/.corral",
+    workloadOnlyEnv: {},
+    ...overrides,
+  };
+}
+
+/** Positions of the programs the chain execs, in order. */
+function order(args: string[], programs: string[]): number[] {
+  return programs.map((program) => args.indexOf(program));
+}
+
+describe("launch argv (pure)", () => {
+  it("root + bwrap: enter cgroups, then namespaces, then drop to the user, then tini, then the workload", () => {
+    const args = buildLaunchArgs(plan(), SPEC);
+    const positions = order(args, ["corral-enter", "/sys/fs/cgroup/memory/corral/c1/cgroup.procs", "/usr/bin/bwrap", "/usr/bin/setpriv", "/usr/bin/tini", "echo hi"]);
+    expect(positions.every((p) => p >= 0)).toBe(true);
+    expect([...positions].sort((a, b) => a - b)).toEqual(positions);
+    const setpriv = args.slice(args.indexOf("/usr/bin/setpriv"), args.indexOf("/usr/bin/tini"));
+    expect(setpriv.join(" ")).toBe(
+      "/usr/bin/setpriv --reuid 65534 --regid 65534 --init-groups --no-new-privs --bounding-set -all --inh-caps -all --ambient-caps -all --pdeathsig keep --",
+    );
+    const bwrap = args.slice(args.indexOf("/usr/bin/bwrap"), args.indexOf("/usr/bin/setpriv")).join(" ");
+    expect(bwrap).toContain("--unshare-pid --unshare-uts --unshare-ipc");
+    expect(bwrap).toContain("--hostname web-1");
+    expect(bwrap).toContain("--ro-bind / /");
+    expect(bwrap).toContain("--size 1024 --tmpfs /tmp --size 1024 --tmpfs /dev/shm");
+    expect(bwrap).toContain(`--bind ${SPEC.sandboxDir} ${SPEC.sandboxDir} --ro-bind ${SPEC.sandboxDir}/.corral ${SPEC.sandboxDir}/.corral --chdir ${SPEC.sandboxDir}`);
+    expect(bwrap).not.toContain("--unshare-user");
+    expect(args.slice(args.indexOf("/usr/bin/tini"))).toEqual(["/usr/bin/tini", "-s", "-g", "--", "/bin/sh", "-c", "echo hi"]);
+  });
+
+  it("userns as root: drop to the user first, then an unprivileged bwrap maps it", () => {
+    const args = buildLaunchArgs(plan({ privilege: "userns" }), SPEC);
+    expect(args.indexOf("/usr/bin/setpriv")).toBeLessThan(args.indexOf("/usr/bin/bwrap"));
+    const bwrap = args.slice(args.indexOf("/usr/bin/bwrap")).join(" ");
+    expect(bwrap).toContain("--unshare-user --uid 65534 --gid 65534 --disable-userns");
+    expect(bwrap).toContain("--cap-drop ALL");
+  });
+
+  it("unshare path: the setup shell mounts, then setpriv; with userns the caps kept for setup are dropped", () => {
+    const root = buildLaunchArgs(plan({ launcher: "unshare" }), SPEC);
+    expect(root).not.toContain("/usr/bin/bwrap");
+    expect(root.slice(root.indexOf("/usr/bin/unshare"), root.indexOf("corral-setup")).join(" ")).toContain("--pid --fork --kill-child --mount --uts --ipc");
+    const afterSetup = root.slice(root.indexOf("corral-setup"));
+    expect(afterSetup.slice(1, 7)).toEqual(["/usr/bin/mount", "/usr/bin/mkdir", "/usr/bin/hostname", SPEC.sandboxDir, "web-1", "1024"]);
+    const userns = buildLaunchArgs(plan({ launcher: "unshare", privilege: "userns" }), SPEC);
+    const setprivs = userns.flatMap((arg, index) => (arg === "/usr/bin/setpriv" ? [index] : []));
+    expect(setprivs).toHaveLength(2);
+    expect(setprivs[0]).toBeLessThan(userns.indexOf("/usr/bin/unshare"));
+    expect(setprivs[1]).toBeGreaterThan(userns.indexOf("corral-setup"));
+    expect(userns.join(" ")).toContain("--user --map-user=65534 --map-group=65534 --keep-caps");
+  });
+
+  it("without tini, a shell init is pid 1; argv commands keep their arguments", () => {
+    const spec: ContainerSpec = { ...SPEC, command: { shell: false, value: "python3", arguments: ["python3", "-m", "http.server"] } };
+    const args = buildLaunchArgs(plan({ tools: { ...TOOLS, tini: undefined } }), spec);
+    expect(args).not.toContain("/usr/bin/tini");
+    expect(args.slice(args.indexOf("corral-init"))).toEqual(["corral-init", "python3", "-m", "http.server"]);
+    expect(workloadArgv({ ...SPEC, command: { shell: false, value: "true" } })).toEqual(["true"]);
+  });
+
+  it("variables that steer privileged programs reach only the workload, after the privilege drop", () => {
+    const { privileged, workloadOnly } = splitEnvironment(
+      { LD_PRELOAD: "/sandbox/evil.so", BASH_ENV: "/x", PATH: "/opt/bin", "BASH_FUNC_ulimit%%": "() { :; }", SECRET: "s3cret", LANG: "C.UTF-8" },
+    );
+    expect(privileged).toEqual({ SECRET: "s3cret", LANG: "C.UTF-8", PATH: "/opt/bin" });
+    expect(Object.keys(workloadOnly).sort()).toEqual(["BASH_ENV", "BASH_FUNC_ulimit%%", "LD_PRELOAD"]);
+    const args = buildLaunchArgs(plan({ workloadOnlyEnv: workloadOnly }), SPEC);
+    const env = args.indexOf("/usr/bin/env");
+    expect(env).toBeGreaterThan(args.indexOf("/usr/bin/setpriv"));
+    expect(args.slice(env, env + 3)).toEqual(["/usr/bin/env", "--", "LD_PRELOAD=/sandbox/evil.so"]);
+    // Secrets stay out of argv, which every user can read in /proc.
+    expect(args.join(" ")).not.toContain("s3cret");
+  });
+
+  it("host names are DNS labels derived from the task id", () => {
+    expect(containerHostname("web.instance-3f2a")).toBe("web-instance-3f2a");
+    expect(containerHostname("/Prod/API_v2")).toBe("prod-api-v2");
+    expect(containerHostname("___")).toBe("corral-task");
+    fc.assert(
+      fc.property(fc.string(), (taskId) => {
+        expect(containerHostname(taskId)).toMatch(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/);
+      }),
+    );
+  });
+
+  it("cgroup names are the container id when safe, a sanitised id plus a hash otherwise", () => {
+    expect(containerCgroupName("corral", "web.1-abc")).toBe("corral/web.1-abc");
+    const odd = containerCgroupName("corral", "../etc/x y");
+    expect(odd).toMatch(/^corral\/\.\._etc_x_y-[0-9a-f]{16}$/);
+    expect(containerCgroupName("corral", "..")).not.toBe("corral/..");
+    expect(containerCgroupName("corral", "a/b")).not.toBe(containerCgroupName("corral", "a_b"));
+  });
+
+  it("exit statuses above 128 decode to signals", () => {
+    expect(decodeShellStatus(0)).toEqual({ exitCode: 0, signal: null });
+    expect(decodeShellStatus(3)).toEqual({ exitCode: 3, signal: null });
+    expect(decodeShellStatus(137)).toEqual({ exitCode: null, signal: "SIGKILL" });
+    expect(decodeShellStatus(143)).toEqual({ exitCode: null, signal: "SIGTERM" });
+    expect(decodeShellStatus(255)).toEqual({ exitCode: 255, signal: null });
+  });
+
+  it("reads a SIGTERM handler from a /proc status mask", () => {
+    expect(handlesSigterm("SigCgt:\t0000000000004002\n")).toBe(true);
+    expect(handlesSigterm("SigCgt:\t0000000000010002\n")).toBe(false);
+    expect(handlesSigterm("")).toBe(false);
+  });
+});
