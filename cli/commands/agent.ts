@@ -1,6 +1,7 @@
 /** `corral agent`: one agent process on an existing NATS. */
 import { createAgent } from "../../agent/agent.ts";
 import { CLUSTER_FLAGS, connect, makeLogger, resolveCluster, untilSignal } from "../common.ts";
+import { containerizerFromFlags, ISOLATION_FLAGS } from "../containerizer.ts";
 import { numberFlag, parseFlags, UsageError, type FlagSpec } from "../options.ts";
 
 export const AGENT_FLAGS: Record<string, FlagSpec> = {
@@ -12,6 +13,7 @@ export const AGENT_FLAGS: Record<string, FlagSpec> = {
   hostname: { type: "string", help: "hostname advertised in offers (default: this host's name)" },
   host: { type: "string", help: "HTTP listen address", default: "127.0.0.1" },
   port: { type: "string", help: "HTTP port (/state, /metrics, /files/read)", default: "5051" },
+  ...ISOLATION_FLAGS,
 };
 
 export async function agentCommand(args: string[]): Promise<number> {
@@ -20,8 +22,11 @@ export async function agentCommand(args: string[]): Promise<number> {
   if (!workDir) throw new UsageError("--work-dir is required (or set CORRAL_WORK_DIR)");
   const { nats, cluster } = resolveCluster(values);
   const log = makeLogger(values["log-level"] as string);
+  const { containerizer, isolation } = await containerizerFromFlags(values, log, values.hostname as string | undefined);
   const transport = await connect(nats, "corral-agent", log);
   const agent = createAgent({
+    containerizer,
+    isolation,
     cluster,
     transport,
     workDir,

@@ -15,6 +15,7 @@ import type { SchedulerDriver } from "../../sdk/scheduler.ts";
 import { freePort, startNats, type NatsServer } from "../nats-server.ts";
 import { corralHome, removeClusterFile, writeClusterFile } from "../cluster-file.ts";
 import { connect, makeLogger, untilSignal } from "../common.ts";
+import { containerizerFromFlags, ISOLATION_FLAGS } from "../containerizer.ts";
 import { durationFlag, numberFlag, parseFlags, UsageError, type FlagSpec } from "../options.ts";
 
 export const UP_FLAGS: Record<string, FlagSpec> = {
@@ -27,6 +28,7 @@ export const UP_FLAGS: Record<string, FlagSpec> = {
   "allocation-interval": { type: "string", help: "periodic allocation run", default: "1s" },
   "log-level": { type: "string", help: "level of the log file <work-dir>/corral.log", default: "info" },
   demo: { type: "boolean", help: "also run the hello-web example framework (two web servers)" },
+  ...ISOLATION_FLAGS,
 };
 
 /** Splits this machine between `count` local agents, each with its own port range. */
@@ -91,7 +93,11 @@ export async function upCommand(args: string[]): Promise<number> {
     for (let i = 1; i <= agentCount; i++) {
       // Each local agent advertises its own loopback address (127.0.0.1, 127.0.0.2, ...), so
       // hostname constraints see distinct hosts and every task's URL is reachable.
+      const agentLog = log.child({ component: "agent", agent: i });
+      const { containerizer, isolation } = await containerizerFromFlags(values, agentLog, `127.0.0.${i}`);
       const agent = createAgent({
+        containerizer,
+        isolation,
         cluster,
         transport: await open(`corral-agent-${i}`),
         workDir: join(workDir, `agent-${i}`),
@@ -99,7 +105,7 @@ export async function upCommand(args: string[]): Promise<number> {
         resources: localAgentResources(agentCount, i - 1),
         attributes: `name:agent-${i}`,
         httpPort: 0,
-        log: log.child({ component: "agent", agent: i }),
+        log: agentLog,
       });
       await agent.start();
       stops.push(() => agent.stop());
@@ -111,7 +117,7 @@ export async function upCommand(args: string[]): Promise<number> {
     console.log(`Corral is up (cluster "${cluster}").`);
     console.log(`  NATS      ${nats}${server ? " (embedded)" : ""}`);
     console.log(`  master    ${master.httpUrl()}  (/state, /metrics)`);
-    agents.forEach((a, i) => console.log(`  agent ${i + 1}   ${a.httpUrl()}`));
+    agents.forEach((a, i) => console.log(`  agent ${i + 1}   ${a.httpUrl()}  (isolation: ${a.state().isolation})`));
     console.log(`  logs      ${logFile}`);
     console.log(`  cluster   ${file} (read by corral state / corral run)`);
     console.log(`\nTry: corral run -- 'echo hello from $HOST'    corral state`);

@@ -19,7 +19,7 @@ export interface HelloWebOptions {
   instances?: number;
   /** Per server. @default 0.1 */
   cpus?: number;
-  /** Per server, in MB. @default 64 */
+  /** Per server, in MB (Node needs about 50 MB). @default 128 */
   mem?: number;
   /** Called when a server is up, with the URL it answers on. */
   onUp?: (url: string, taskId: string) => void;
@@ -33,7 +33,7 @@ const SERVER = `exec node -e "require('http').createServer((q,s)=>s.end('hello f
 /** Starts the framework; resolves with its driver once subscribed. Stop it with `driver.stop({ teardown: true })`. */
 export async function runHelloWeb(options: HelloWebOptions): Promise<SchedulerDriver> {
   const wanted = options.instances ?? 2;
-  const perTask = Resources.parse(`cpus:${options.cpus ?? 0.1};mem:${options.mem ?? 64}`);
+  const perTask = Resources.parse(`cpus:${options.cpus ?? 0.1};mem:${options.mem ?? 128}`);
   /** Live (launched, not yet ended) tasks, with the URL they will serve. */
   const live = new Map<string, string>();
   let sequence = 0;

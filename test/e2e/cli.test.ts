@@ -36,8 +36,10 @@ describe("corral CLI", () => {
       expect(out.items.some((l) => l.startsWith("  agent 2"))).toBe(true);
       expect(existsSync(join(home, "cluster.json"))).toBe(true);
 
-      const run = spawnSync(CORRAL, ["run", "--cpus", "0.1", "--mem", "32", "--", "echo hello from $CORRAL_TASK_ID; echo oops >&2; exit 3"], { env, encoding: "utf8", timeout: 60_000 });
-      expect(run.stdout).toMatch(/hello from run-[0-9a-f]{8}/);
+      const run = spawnSync(CORRAL, ["run", "--cpus", "0.1", "--mem", "32", "--", "echo hello from $CORRAL_TASK_ID on $HOST; echo uid $(id -u); echo oops >&2; exit 3"], { env, encoding: "utf8", timeout: 60_000 });
+      expect(run.stdout).toMatch(/hello from run-[0-9a-f]{8} on 127\.0\.0\.[12]/);
+      // As root, `corral up` isolates tasks and runs them as nobody.
+      if (process.getuid?.() === 0) expect(run.stdout).toContain("uid 65534");
       expect(run.stderr).toContain("oops");
       expect(run.stderr).toContain("TASK_FAILED");
       expect(run.status).toBe(3);
