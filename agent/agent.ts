@@ -9,6 +9,11 @@
  * subject, answers pings, runs and kills tasks, and sends their status updates until acknowledged.
  * No ping for `ping_timeout_seconds`, or a `reregister_request`, makes it re-register.
  *
+ * Recovery (with {@link AgentOptions.checkpoint}): tasks and their unacknowledged status updates are
+ * checkpointed in `<workDir>/checkpoint` (`./checkpoint.ts`); a restarted agent, even after SIGKILL,
+ * loads them before registering, lets the containerizer re-attach to containers still running, and
+ * re-registers reporting them.
+ *
  * @module
  */
 import { randomUUID } from "node:crypto";
@@ -51,10 +56,12 @@ import {
   type StatusDecision,
 } from "./agent-logic.ts";
 import { createAgentHttp, renderAgentMetrics, type AgentStateView, type ResourcesView, type TaskView } from "./agent-http.ts";
+import { CheckpointStore, CHECKPOINT_VERSION, type TaskCheckpoint } from "./checkpoint.ts";
+import { readProcStat } from "./containerizer/common.ts";
 import { PosixContainerizer } from "./containerizer/posix.ts";
-import type { Containerizer, ContainerHandle, Termination } from "./containerizer/types.ts";
+import type { CheckpointedContainer, Containerizer, ContainerHandle, ContainerResources, RecoveredContainer, Termination } from "./containerizer/types.ts";
 import { detectResources, parseAttributes, probeHost, type Attribute } from "./resources-detect.ts";
-import { createStatusUpdateManager, isTerminalState, type StatusUpdateEffect } from "./status-updates.ts";
+import { createStatusUpdateManager, isTerminalState, type StatusUpdate, type StatusUpdateEffect } from "./status-updates.ts";
 
 export type { AgentStateView, TaskView, ResourcesView } from "./agent-http.ts";
 
@@ -69,7 +76,8 @@ export interface AgentOptions {
   transport: Transport;
   /**
    * Directory for the agent's state: its id (`agent.id`, so a restarted agent re-registers under
-   * the same id) and the task sandboxes (`sandboxes/<frameworkId>/<taskId>`). Created if missing.
+   * the same id), the task sandboxes (`sandboxes/<frameworkId>/<taskId>`) and the checkpoints
+   * (`checkpoint/`, see {@link AgentOptions.checkpoint}). Created if missing.
    */
   workDir: string;
   /**
@@ -120,10 +128,45 @@ export interface AgentOptions {
   registrationTimeoutMs?: number;
   /** Kill grace period when neither the kill nor the task gives one. @default 3000 */
   defaultKillGracePeriodMs?: number;
+  /**
+   * Where the agent keeps its id across restarts. When given, the agent neither reads nor writes
+   * `<workDir>/agent.id` and does not create workDir: the simulator passes a
+   * {@link MemoryAgentIdStore} so a run never touches the disk (give all of cpus, mem, disk and
+   * ports in `resources` too, or the agent probes the host).
+   * @default undefined (the file `<workDir>/agent.id`)
+   */
+  agentIdStore?: AgentIdStore;
   /** Most tasks the agent holds at once; a `run_task` beyond it fails with REASON_CONTAINER_LAUNCH_FAILED. @default 10_000 */
   maxTasks?: number;
   /** How many completed tasks (final update acknowledged) `/state` keeps listing. @default 1000 */
   maxCompletedTasks?: number;
+  /**
+   * Checkpoint tasks and their status updates in `<workDir>/checkpoint` (see `./checkpoint.ts`), and
+   * recover them on start: containers still running are re-attached (tasks of frameworks without
+   * `checkpoint: true` are killed, as Mesos does), ended ones report their exit status, and
+   * unacknowledged updates are sent again. Needs a containerizer with `recover` (the Linux one).
+   * @default true when the containerizer has `recover` and no `agentIdStore` is given
+   */
+  checkpoint?: boolean;
+}
+
+/** Keeps an agent's id across restarts (see {@link AgentOptions.agentIdStore}). */
+export interface AgentIdStore {
+  /** The id saved last, or undefined. */
+  load(): Promise<string | undefined>;
+  save(id: string): Promise<void>;
+}
+
+/** An {@link AgentIdStore} in memory: share one between an agent and its restarted successor. */
+export class MemoryAgentIdStore implements AgentIdStore {
+  /** @param id an id to start with. @default undefined */
+  constructor(public id?: string) {}
+  async load(): Promise<string | undefined> {
+    return this.id;
+  }
+  async save(id: string): Promise<void> {
+    this.id = id;
+  }
 }
 
 /** Options of {@link Agent.stop}. */
@@ -171,6 +214,12 @@ interface TaskRecord {
   killGraceMs: number | undefined;
   /** Settles once the task's final status has been queued. */
   done: Promise<void>;
+  /** What a restarted agent needs to find the container again (see `./checkpoint.ts`). */
+  containerResources?: ContainerResources;
+  pid?: number;
+  pidStartTicks?: number;
+  cgroup?: string;
+  latestUpdate?: StatusUpdate;
 }
 
 interface StatusInput extends StatusDecision {
@@ -204,7 +253,10 @@ export function createAgent(options: AgentOptions): Agent {
   const containerizer: Containerizer =
     options.containerizer ??
     new PosixContainerizer({ clock, timers, hostname, defaultGracePeriodMs: defaultGraceMs, log: rootLog.child({ component: "posix-containerizer" }) });
+  const checkpointing = options.checkpoint ?? (typeof containerizer.recover === "function" && options.agentIdStore === undefined);
+  const checkpoints = checkpointing ? new CheckpointStore(join(workDir, "checkpoint")) : undefined;
   const manager = createStatusUpdateManager({
+    checkpoint: checkpointing,
     initialRetryMs: options.statusUpdateRetry?.initialMs ?? 10_000,
     maxRetryMs: options.statusUpdateRetry?.maxMs ?? 600_000,
   });
@@ -276,6 +328,8 @@ export function createAgent(options: AgentOptions): Agent {
     };
     record.state = decision.state;
     record.latest = toWireStatus(update, decision.agentId);
+    record.latestUpdate = update;
+    checkpointTask(record);
     log.info({ agentId: decision.agentId, frameworkId: record.frameworkId, taskId: record.taskId, state: decision.state, reason: decision.reason }, "task status");
     try {
       applyEffects(manager.enqueue(update, now));
@@ -299,8 +353,14 @@ export function createAgent(options: AgentOptions): Agent {
           retryTimers.get(effect.taskId)?.cancel();
           retryTimers.delete(effect.taskId);
           break;
-        case "checkpoint":
-          break; // checkpointing is off: the posix containerizer cannot recover tasks anyway
+        case "checkpoint": {
+          // Streams of frameworks that do not checkpoint are not kept: their tasks die with the agent.
+          const framework = tasks.get(effect.taskId)?.framework;
+          if (effect.stream === null || framework === undefined || framework.checkpoint) {
+            guard("status update checkpoint", () => checkpoints?.writeStream(effect.taskId, effect.stream));
+          }
+          break;
+        }
         case "stream-closed":
           forgetTask(effect.taskId);
           break;
@@ -325,6 +385,7 @@ export function createAgent(options: AgentOptions): Agent {
   function forgetTask(taskId: string): void {
     const record = tasks.get(taskId);
     if (record === undefined) return;
+    guard("checkpoint removal", () => checkpoints?.removeTask(taskId));
     tasks.delete(taskId);
     completed.delete(taskId);
     completed.set(taskId, { ...taskView(record), completed: true });
@@ -382,6 +443,7 @@ export function createAgent(options: AgentOptions): Agent {
       return;
     }
     record.sandbox = plan.sandboxDir;
+    record.containerResources = plan.resources;
     record.containerId = `${plan.taskId}-${rng.uuid()}`;
     emitStatus(record, { state: "TASK_STARTING", reason: "REASON_UNSPECIFIED", message: "", agentId: id });
     let launched: Promise<ContainerHandle>;
@@ -409,6 +471,13 @@ export function createAgent(options: AgentOptions): Agent {
   }
 
   async function onLaunched(record: TaskRecord, handle: ContainerHandle, id: string): Promise<void> {
+    if (checkpoints !== undefined && handle.pid !== undefined) {
+      // Checkpointed with the RUNNING update just below, before anyone hears of it.
+      record.pid = handle.pid;
+      const startTicks = Number((await readProcStat(handle.pid))?.fields[19]);
+      if (Number.isSafeInteger(startTicks) && startTicks > 0) record.pidStartTicks = startTicks;
+      if (handle.cgroup !== undefined) record.cgroup = handle.cgroup;
+    }
     emitStatus(record, { state: "TASK_RUNNING", reason: "REASON_UNSPECIFIED", message: "", agentId: id });
     // A containerizer may refuse a kill that came before the container existed; repeat it now.
     if (record.killRequested) killContainer(record);
@@ -435,6 +504,151 @@ export function createAgent(options: AgentOptions): Agent {
     record.killGraceMs = record.killGraceMs === undefined ? graceMs : Math.min(record.killGraceMs, graceMs);
     log.info({ agentId, frameworkId: record.frameworkId, taskId: record.taskId, graceMs }, "killing task");
     killContainer(record);
+  }
+
+  // ----------------------------------------------------------------------------------------------
+  // Checkpoints and recovery (see ./checkpoint.ts)
+  // ----------------------------------------------------------------------------------------------
+
+  /** Writes the task's checkpoint (synchronously: before the update that caused it is published). */
+  function checkpointTask(record: TaskRecord): void {
+    if (checkpoints === undefined || tasks.get(record.taskId) !== record) return;
+    const checkpoint: TaskCheckpoint = {
+      version: CHECKPOINT_VERSION,
+      frameworkId: record.frameworkId,
+      taskId: record.taskId,
+      framework: record.framework,
+      task: record.task,
+      sandbox: record.sandbox,
+      containerId: record.containerId,
+      ...(record.containerResources === undefined ? {} : { containerResources: record.containerResources }),
+      ...(record.pid === undefined ? {} : { pid: record.pid }),
+      ...(record.pidStartTicks === undefined ? {} : { pidStartTicks: record.pidStartTicks }),
+      ...(record.cgroup === undefined ? {} : { cgroup: record.cgroup }),
+      ...(record.latestUpdate === undefined ? {} : { latest: record.latestUpdate }),
+    };
+    guard("task checkpoint", () => checkpoints.writeTask(checkpoint));
+  }
+
+  /**
+   * Start-up after a restart (or crash): rebuilds the tasks from the checkpoints, restores their
+   * unacknowledged updates (held until registered), lets the containerizer re-attach or account for
+   * their containers, kills those of frameworks that do not checkpoint, and queues the final status
+   * of containers that ended while the agent was down after the restored updates.
+   */
+  async function recoverTasks(): Promise<void> {
+    const store = checkpoints!;
+    const loaded = await store.load();
+    for (const problem of loaded.problems) log.warn({ problem }, "unusable checkpoint skipped");
+    applyEffects(manager.pause()); // nothing goes out before the master has us back
+    const toRecover: TaskRecord[] = [];
+    const recovered: TaskRecord[] = [];
+    /** Settle the `done` of the tasks being recovered once recovery has decided their fate. */
+    const settles = new Map<string, () => void>();
+    for (const saved of loaded.tasks) {
+      if (tasks.has(saved.taskId)) continue;
+      const owner = saved.latest?.agentId ?? agentId;
+      let resources = Resources.empty();
+      if (owner !== undefined) {
+        const plan = planLaunch({ framework: saved.framework, task: saved.task }, { agentId: owner, workDir });
+        if (plan.kind === "launch") resources = plan.taskResources;
+      }
+      let settle!: () => void;
+      const record: TaskRecord = {
+        frameworkId: saved.frameworkId,
+        taskId: saved.taskId,
+        task: saved.task,
+        framework: saved.framework,
+        sandbox: saved.sandbox,
+        resources,
+        containerId: saved.containerId,
+        state: saved.latest?.state ?? "TASK_STAGING",
+        latest: saved.latest === undefined ? undefined : toWireStatus(saved.latest, saved.latest.agentId),
+        latestUpdate: saved.latest,
+        killRequested: false,
+        killGraceMs: undefined,
+        done: new Promise<void>((resolve) => (settle = resolve)),
+        ...(saved.containerResources === undefined ? {} : { containerResources: saved.containerResources }),
+        ...(saved.pid === undefined ? {} : { pid: saved.pid }),
+        ...(saved.pidStartTicks === undefined ? {} : { pidStartTicks: saved.pidStartTicks }),
+        ...(saved.cgroup === undefined ? {} : { cgroup: saved.cgroup }),
+      };
+      settles.set(saved.taskId, settle);
+      tasks.set(saved.taskId, record);
+      recovered.push(record);
+      if (record.containerId !== null && record.sandbox !== null && !isTerminalState(record.state)) toRecover.push(record);
+      else settle();
+    }
+    for (const stream of loaded.streams) {
+      try {
+        applyEffects(manager.restore([stream], clock.now()));
+      } catch (err) {
+        log.warn({ err, taskId: stream.taskId }, "checkpointed status-update stream refused");
+      }
+    }
+    // The latest status may be missing from its stream (a crash between the two writes, or a framework
+    // that does not checkpoint streams): queue it again. The manager ignores a uuid it already holds.
+    for (const record of recovered) {
+      const latest = record.latestUpdate;
+      if (latest !== undefined) guard("recovered status", () => applyEffects(manager.enqueue(latest, clock.now())));
+    }
+    const checkpointed: CheckpointedContainer[] = toRecover.map((record) => ({
+      containerId: record.containerId!,
+      sandboxDir: record.sandbox!,
+      taskId: record.taskId,
+      frameworkId: record.frameworkId,
+      ...(record.pid === undefined ? {} : { pid: record.pid }),
+      ...(record.pidStartTicks === undefined ? {} : { pidStartTicks: record.pidStartTicks }),
+      ...(record.cgroup === undefined ? {} : { cgroup: record.cgroup }),
+      ...(record.containerResources === undefined ? {} : { resources: record.containerResources }),
+    }));
+    let found: RecoveredContainer[] = [];
+    if (containerizer.recover !== undefined) {
+      try {
+        found = await containerizer.recover(checkpointed, { orphanSandboxRoot: workDir });
+      } catch (err) {
+        log.error({ err }, "containerizer recovery failed; the checkpointed containers are reported lost");
+      }
+    }
+    const byId = new Map(found.map((result) => [result.containerId, result]));
+    for (const record of toRecover) {
+      const id = record.latestUpdate?.agentId ?? agentId!;
+      const settle = settles.get(record.taskId)!;
+      const result = byId.get(record.containerId!);
+      if (result?.running) {
+        log.info({ frameworkId: record.frameworkId, taskId: record.taskId, containerId: record.containerId }, "task recovered");
+        if (record.framework?.checkpoint !== true) {
+          log.info({ frameworkId: record.frameworkId, taskId: record.taskId }, "killing a recovered task of a framework that does not checkpoint");
+          killTask(record, 0);
+        }
+        void watchRecovered(record, id).finally(settle);
+        continue;
+      }
+      const termination = result?.termination;
+      if (termination === undefined || (termination.exitCode === null && termination.signal === null && !termination.killed)) {
+        emitStatus(record, {
+          state: "TASK_LOST",
+          reason: "REASON_EXECUTOR_TERMINATED",
+          message: termination?.message ?? "container could not be recovered after the agent restarted",
+          agentId: id,
+        });
+      } else {
+        emitStatus(record, { ...terminationStatus(termination), agentId: id });
+      }
+      settle();
+    }
+    if (loaded.tasks.length > 0) log.info({ tasks: loaded.tasks.length, containers: toRecover.length, reattached: found.filter((r) => r.running).length }, "recovered from checkpoints");
+  }
+
+  async function watchRecovered(record: TaskRecord, id: string): Promise<void> {
+    let termination: Termination;
+    try {
+      termination = await containerizer.wait(record.containerId!);
+    } catch (err) {
+      emitStatus(record, { state: "TASK_FAILED", reason: "REASON_EXECUTOR_TERMINATED", message: `lost track of the container: ${describe(err)}`, agentId: id });
+      return;
+    }
+    emitStatus(record, { ...terminationStatus(termination), agentId: id });
   }
 
   // ----------------------------------------------------------------------------------------------
@@ -645,6 +859,7 @@ export function createAgent(options: AgentOptions): Agent {
   // ----------------------------------------------------------------------------------------------
 
   async function persistAgentId(id: string): Promise<void> {
+    if (options.agentIdStore !== undefined) return options.agentIdStore.save(id);
     const path = join(workDir, AGENT_ID_FILE);
     const tmp = `${path}.tmp`;
     await writeFile(tmp, `${id}\n`, "utf8");
@@ -654,7 +869,13 @@ export function createAgent(options: AgentOptions): Agent {
   async function readAgentId(): Promise<string | undefined> {
     let text: string;
     try {
-      text = await readFile(join(workDir, AGENT_ID_FILE), "utf8");
+      if (options.agentIdStore !== undefined) {
+        const stored = await options.agentIdStore.load();
+        if (stored === undefined) return undefined;
+        text = stored;
+      } else {
+        text = await readFile(join(workDir, AGENT_ID_FILE), "utf8");
+      }
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== "ENOENT") log.warn({ err }, "cannot read the agent id; registering anew");
       return undefined;
@@ -738,9 +959,10 @@ export function createAgent(options: AgentOptions): Agent {
   // ----------------------------------------------------------------------------------------------
 
   async function doStart(): Promise<void> {
-    await mkdir(workDir, { recursive: true });
+    if (options.agentIdStore === undefined) await mkdir(workDir, { recursive: true });
     totalResources = await resolveResources();
     agentId = await readAgentId();
+    if (checkpoints !== undefined) await recoverTasks();
     if (options.http === false) {
       if (stopped) return;
       log.info({ agentId, resources: totalResources.toString(), cluster }, "agent started (no HTTP)");

@@ -9,7 +9,7 @@
  * rlimits (the posix containerizer). {@link LinuxContainerizer.isolation} says which one is in force
  * and the factory logs a warning once when it is not cgroups.
  *
- * Designed for re-attachment after an agent restart (not implemented yet): containers are launched
+ * Designed for re-attachment after an agent restart (see {@link LinuxContainerizer.recover}): containers are launched
  * detached (own session, output to files), a supervisor outside the container writes the exit status to
  * `<sandbox>/.corral/exit_status`, `<sandbox>/.corral/container.json` records what a later agent needs
  * (supervisor pid and start time, cgroup name, isolation), and cgroups are named from the container id.
@@ -19,9 +19,9 @@
 import { execFile, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import { constants as fsConstants } from "node:fs";
-import { access, lstat, mkdir, open, readFile, readdir, rm, writeFile, type FileHandle } from "node:fs/promises";
+import { access, lstat, mkdir, open, readFile, readdir, readlink, rm, stat as fsStat, writeFile, type FileHandle } from "node:fs/promises";
 import { hostname as osHostname } from "node:os";
-import { delimiter, isAbsolute, join } from "node:path";
+import { delimiter, dirname, isAbsolute, join } from "node:path";
 import type { BaseLogger } from "pino";
 import { systemClock, systemTimers, type Clock, type TimerHandle, type Timers } from "../../sdk/clock.ts";
 import { cgroupsForLayout, type Cgroups, type CgroupStats } from "./cgroups.ts";
@@ -49,10 +49,13 @@ import { buildLaunchArgs, containerHostname, splitEnvironment, type LaunchPlan, 
 import { PosixContainerizer } from "./posix.ts";
 import {
   ContainerizerError,
+  type CheckpointedContainer,
   type ContainerHandle,
   type ContainerSpec,
   type ContainerUsage,
   type Containerizer,
+  type RecoveredContainer,
+  type RecoverOptions,
   type Termination,
 } from "./types.ts";
 
@@ -163,6 +166,10 @@ const DESTROY_SUPERVISOR_AFTER_MS = 2000;
 /** How long a SIGTERM waits for the container's init to appear (it may still be setting up). */
 const FIND_INIT_TIMEOUT_MS = 2000;
 const PROBE_TIMEOUT_MS = 5000;
+/** How often an adopted (recovered) container's supervisor is checked for liveness. */
+const RECOVERED_POLL_MS = 250;
+/** An empty orphan cgroup younger than this may be a launch in progress of another agent; it is kept. */
+const EMPTY_ORPHAN_MIN_AGE_MS = 60_000;
 
 interface Live {
   spec: ContainerSpec;
@@ -347,7 +354,7 @@ export class LinuxContainerizer implements Containerizer {
     this.log?.info({ containerId: id, taskId: spec.taskId, frameworkId: spec.frameworkId, pid: live.pid, cgroup: live.cgroup }, "container launched");
     this.startMonitors(live);
     if (live.pendingKillGraceMs !== undefined) this.startKill(live, live.pendingKillGraceMs);
-    return { containerId: id, pid: live.pid, sandboxDir: spec.sandboxDir, startedAtMs: live.startedAtMs };
+    return { containerId: id, pid: live.pid, sandboxDir: spec.sandboxDir, startedAtMs: live.startedAtMs, ...(live.cgroup === undefined ? {} : { cgroup: live.cgroup }) };
   }
 
   private register(spec: ContainerSpec): Live {
@@ -820,6 +827,151 @@ export class LinuxContainerizer implements Containerizer {
   }
 
   // ----------------------------------------------------------------------------------------------
+  // recovery after an agent restart
+  // ----------------------------------------------------------------------------------------------
+
+  /**
+   * After an agent restart: for each checkpointed container, adopts it when its supervisor still runs
+   * (same pid and start time: a reused pid is not mistaken for it), else reports how it ended from
+   * the supervisor's `exit_status` (a termination with both `exitCode` and `signal` null when there
+   * is none: the container is lost). What the agent did not checkpoint is read from the sandbox's
+   * `.corral/container.json`. Leftover cgroups of ended containers are emptied and removed, and so
+   * are orphan cgroups under `cgroupsRoot` (see {@link RecoverOptions.orphanSandboxRoot}).
+   *
+   * An adopted container is not this process's child: its end is noticed by polling the supervisor
+   * every `recoveredPollMs` (250 ms); kills work as for any container (its init, then its cgroup).
+   * In `"posix"` isolation nothing can be re-attached (as with Mesos's posix launcher): a running
+   * one is killed (its process group) and every container is reported as lost or by its exit status.
+   */
+  async recover(checkpointed: ReadonlyArray<CheckpointedContainer>, options: RecoverOptions = {}): Promise<RecoveredContainer[]> {
+    const results: RecoveredContainer[] = [];
+    const named = new Set<string>();
+    for (const entry of checkpointed) {
+      try {
+        results.push(await this.recoverOne(entry, named));
+      } catch (error) {
+        this.log?.error({ containerId: entry.containerId, err: error }, "cannot recover the container; reporting it lost");
+        results.push({ containerId: entry.containerId, running: false, termination: lostTermination(`cannot recover the container: ${describe(error)}`) });
+      }
+    }
+    if (this.host.cgroups && options.orphanSandboxRoot !== undefined) {
+      await this.destroyOrphans(named, options.orphanSandboxRoot).catch((error: unknown) => this.log?.error({ err: error }, "cannot clean up orphan cgroups"));
+    }
+    return results;
+  }
+
+  private async recoverOne(entry: CheckpointedContainer, named: Set<string>): Promise<RecoveredContainer> {
+    const id = entry.containerId;
+    const known = this.live.get(id);
+    if (known) return { containerId: id, running: true };
+    const ended = this.ended.get(id);
+    if (ended) return { containerId: id, running: false, termination: ended };
+    const metaDir = join(entry.sandboxDir, ".corral");
+    const meta = await readContainerMeta(metaDir);
+    const pid = entry.pid ?? meta.supervisorPid;
+    const startTicks = entry.pidStartTicks ?? meta.supervisorStartTicks;
+    const cgroup = this.host.cgroups ? (entry.cgroup ?? meta.cgroup ?? containerCgroupName(this.cgroupsRoot, id)) : undefined;
+    if (cgroup !== undefined) named.add(cgroup);
+    const alive = pid !== undefined && startTicks !== undefined && (await sameProcess(pid, startTicks));
+
+    if (alive && !this.posix && (meta.isolation === undefined || meta.isolation === this.isolation)) {
+      const spec: ContainerSpec = {
+        containerId: id,
+        taskId: entry.taskId ?? meta.taskId ?? id,
+        frameworkId: entry.frameworkId ?? meta.frameworkId ?? "",
+        command: { shell: true, value: "" },
+        env: {},
+        sandboxDir: entry.sandboxDir,
+        resources: entry.resources ?? meta.resources ?? { cpus: 0, memMb: 0, diskMb: 0, ports: [] },
+      };
+      const live = this.register(spec);
+      live.pid = pid;
+      live.cgroup = cgroup;
+      if (meta.startedAtMs !== undefined) live.startedAtMs = meta.startedAtMs;
+      this.startMonitors(live);
+      this.watchAdopted(live, startTicks);
+      this.log?.info({ containerId: id, taskId: spec.taskId, pid, cgroup }, "container re-attached");
+      return { containerId: id, running: true };
+    }
+
+    if (alive) {
+      // Cannot be re-attached here: destroy it, as Mesos does with what it cannot recover.
+      this.log?.warn({ containerId: id, pid, isolation: this.isolation, was: meta.isolation }, "cannot re-attach to the running container; killing it");
+      sendSignal(-pid!, "SIGKILL");
+      sendSignal(pid!, "SIGKILL");
+    }
+    if (cgroup !== undefined) {
+      await this.host.cgroups!.killAll(cgroup).catch((error: unknown) => this.log?.warn({ containerId: id, cgroup, err: error }, "cannot empty a leftover cgroup"));
+      await this.host.cgroups!.remove(cgroup).catch((error: unknown) => this.log?.warn({ containerId: id, cgroup, err: error }, "cannot remove a leftover cgroup"));
+    }
+    const status = alive ? undefined : await readExitStatus(metaDir);
+    let termination: Termination;
+    if (status !== undefined) {
+      const ending = decodeShellStatus(status);
+      termination = { exitCode: ending.exitCode, signal: ending.signal, killed: false, message: exitMessage(ending.exitCode, ending.signal) };
+    } else {
+      termination = lostTermination(alive ? "Container could not be re-attached after the agent restarted and was destroyed" : "Container ended while the agent was down and left no exit status");
+    }
+    this.remember(id, termination);
+    this.log?.info({ containerId: id, ...termination }, "checkpointed container ended while the agent was down");
+    return { containerId: id, running: false, termination };
+  }
+
+  /** Polls an adopted supervisor (not our child, so no exit event) until it is gone. */
+  private watchAdopted(live: Live, startTicks: number): void {
+    const poll = () => {
+      if (this.live.get(live.spec.containerId) !== live || live.exited) return;
+      void sameProcess(live.pid!, startTicks).then((still) => {
+        if (still) this.timers.set(RECOVERED_POLL_MS, poll);
+        else void this.onSupervisorExit(live, null, null);
+      });
+    };
+    this.timers.set(RECOVERED_POLL_MS, poll);
+  }
+
+  /**
+   * Destroys orphan cgroups: those under `cgroupsRoot` that no checkpoint names and no live container
+   * uses, when their processes run in a sandbox below `sandboxRoot` (read from their environment or
+   * working directory), or when they are empty and older than a minute (a launch may be filling a
+   * fresh one).
+   */
+  private async destroyOrphans(named: ReadonlySet<string>, sandboxRoot: string): Promise<void> {
+    const cgroups = this.host.cgroups!;
+    const inUse = new Set([...named, ...[...this.live.values()].map((live) => live.cgroup)]);
+    const parents = new Set(cgroups.enterPaths(`${this.cgroupsRoot}/x`).map((path) => dirname(dirname(path))));
+    const children = new Map<string, string>();
+    for (const parent of parents) {
+      for (const dirent of await readdir(parent, { withFileTypes: true }).catch(() => [])) {
+        if (dirent.isDirectory() && !dirent.name.startsWith(".")) children.set(dirent.name, join(parent, dirent.name));
+      }
+    }
+    const prefix = sandboxRoot.endsWith("/") ? sandboxRoot : `${sandboxRoot}/`;
+    for (const [child, path] of children) {
+      const name = `${this.cgroupsRoot}/${child}`;
+      if (inUse.has(name)) continue;
+      const pids = await cgroups.procs(name).catch(() => [] as number[]);
+      let orphan: boolean;
+      if (pids.length === 0) {
+        const changed = await fsStat(path).then((st) => st.ctimeMs, () => Date.now());
+        orphan = Date.now() - changed > EMPTY_ORPHAN_MIN_AGE_MS;
+      } else {
+        orphan = false;
+        for (const pid of pids) {
+          const sandbox = await processSandbox(pid);
+          if (sandbox !== undefined && sandbox.startsWith(prefix)) {
+            orphan = true;
+            break;
+          }
+        }
+      }
+      if (!orphan) continue;
+      this.log?.warn({ cgroup: name, processes: pids.length }, "destroying an orphan container cgroup");
+      await cgroups.killAll(name).catch((error: unknown) => this.log?.warn({ cgroup: name, err: error }, "cannot empty an orphan cgroup"));
+      await cgroups.remove(name).catch((error: unknown) => this.log?.warn({ cgroup: name, err: error }, "cannot remove an orphan cgroup"));
+    }
+  }
+
+  // ----------------------------------------------------------------------------------------------
   // posix isolation
   // ----------------------------------------------------------------------------------------------
 
@@ -908,6 +1060,67 @@ async function prepareSandbox(spec: ContainerSpec): Promise<string> {
 async function readExitStatus(metaDir: string): Promise<number | undefined> {
   const text = (await readFile(join(metaDir, "exit_status"), "utf8").catch(() => "")).trim();
   return /^\d+$/.test(text) ? Number(text) : undefined;
+}
+
+/** A container that ended without an exit status anyone can read (the agent reports it lost). */
+function lostTermination(message: string): Termination {
+  return { exitCode: null, signal: null, killed: false, message };
+}
+
+/** What `container.json` (see `writeMetadata`) says, with every field checked; {} when unreadable. */
+interface ContainerMeta {
+  taskId?: string;
+  frameworkId?: string;
+  isolation?: string;
+  supervisorPid?: number;
+  supervisorStartTicks?: number;
+  cgroup?: string;
+  startedAtMs?: number;
+  resources?: ContainerSpec["resources"];
+}
+
+async function readContainerMeta(metaDir: string): Promise<ContainerMeta> {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(await readFile(join(metaDir, "container.json"), "utf8"));
+  } catch {
+    return {};
+  }
+  if (typeof raw !== "object" || raw === null) return {};
+  const r = raw as Record<string, unknown>;
+  const str = (v: unknown) => (typeof v === "string" ? v : undefined);
+  const int = (v: unknown) => (typeof v === "number" && Number.isSafeInteger(v) && v > 0 ? v : undefined);
+  const res = r.resources as Record<string, unknown> | undefined;
+  const resources =
+    typeof res === "object" && res !== null && typeof res.cpus === "number" && typeof res.memMb === "number" && typeof res.diskMb === "number" && Array.isArray(res.ports)
+      ? { cpus: res.cpus, memMb: res.memMb, diskMb: res.diskMb, ports: res.ports.filter((p): p is number => typeof p === "number") }
+      : undefined;
+  const meta: ContainerMeta = {};
+  if (str(r.taskId) !== undefined) meta.taskId = str(r.taskId);
+  if (str(r.frameworkId) !== undefined) meta.frameworkId = str(r.frameworkId);
+  if (str(r.isolation) !== undefined) meta.isolation = str(r.isolation);
+  if (int(r.supervisorPid) !== undefined) meta.supervisorPid = int(r.supervisorPid);
+  if (int(r.supervisorStartTicks) !== undefined) meta.supervisorStartTicks = int(r.supervisorStartTicks);
+  if (str(r.cgroup) !== undefined) meta.cgroup = str(r.cgroup);
+  if (typeof r.startedAtMs === "number" && Number.isFinite(r.startedAtMs)) meta.startedAtMs = r.startedAtMs;
+  if (resources !== undefined) meta.resources = resources;
+  return meta;
+}
+
+/** Whether `pid` is still the process that started at `startTicks` (and not a zombie). */
+export async function sameProcess(pid: number, startTicks: number): Promise<boolean> {
+  const stat = await readProcStat(pid);
+  if (stat === undefined || stat.state === "Z" || stat.state === "X") return false;
+  return Number(stat.fields[19]) === startTicks;
+}
+
+/** The sandbox a container process runs in: its `CORRAL_SANDBOX` variable, else its working directory. */
+async function processSandbox(pid: number): Promise<string | undefined> {
+  const environ = await readFile(`/proc/${pid}/environ`, "utf8").catch(() => "");
+  const variable = environ.split("\0").find((entry) => entry.startsWith("CORRAL_SANDBOX="));
+  if (variable !== undefined) return `${variable.slice("CORRAL_SANDBOX=".length).replace(/\/+$/, "")}/`;
+  const cwd = await readlink(`/proc/${pid}/cwd`).catch(() => undefined);
+  return cwd === undefined ? undefined : `${cwd}/`;
 }
 
 /** A missing program must fail the launch with its name (as the posix containerizer does), not a later exit 127. */

@@ -68,6 +68,8 @@ export interface ContainerHandle {
   sandboxDir: string;
   /** When the container was started, from the containerizer's clock. */
   startedAtMs: number;
+  /** The container's cgroup name (relative to each hierarchy's root), when it has cgroups. */
+  cgroup?: string;
 }
 
 /**
@@ -108,6 +110,20 @@ export interface ContainerUsage {
   processes: number;
 }
 
+/** What the agent checkpointed about one container, handed to {@link Containerizer.recover}. */
+export interface CheckpointedContainer {
+  containerId: string;
+  /** The supervisor's (or init's) pid, as the launch handle reported it. */
+  pid?: number;
+  /** Field 22 of `/proc/<pid>/stat` when the agent checkpointed: tells a reused pid apart. */
+  pidStartTicks?: number;
+  sandboxDir: string;
+  cgroup?: string;
+  taskId?: string;
+  frameworkId?: string;
+  resources?: ContainerResources;
+}
+
 /** What recovery found for one container the agent had checkpointed. */
 export interface RecoveredContainer {
   containerId: string;
@@ -115,6 +131,17 @@ export interface RecoveredContainer {
   running: boolean;
   /** When not running: how it ended, as far as can be known. */
   termination?: Termination;
+}
+
+/** Options of {@link Containerizer.recover}. */
+export interface RecoverOptions {
+  /**
+   * Destroy orphan containers (cgroups under the containerizer's root that no checkpoint names)
+   * whose processes run in a sandbox below this directory; empty orphan cgroups are removed too.
+   * Orphans of other sandbox roots are left alone: another agent on the host may own them.
+   * @default undefined (no orphan is touched)
+   */
+  orphanSandboxRoot?: string;
 }
 
 /** Stable error codes of containerizers. */
@@ -181,7 +208,7 @@ export interface Containerizer {
    * report the others as ended. Optional because a plain child-process containerizer cannot reattach
    * (its children die or are orphaned with the agent).
    */
-  recover?(checkpointed: ReadonlyArray<{ containerId: string; pid?: number; sandboxDir: string }>): Promise<RecoveredContainer[]>;
+  recover?(checkpointed: ReadonlyArray<CheckpointedContainer>, options?: RecoverOptions): Promise<RecoveredContainer[]>;
 
   /**
    * Kills every running container immediately (no grace period) and waits for all of them to end;

@@ -32,8 +32,11 @@ export interface TestCluster {
   readonly master: Master;
   readonly agents: Agent[];
   connect(name?: string): Promise<NatsTransport>;
-  /** Starts an agent as a `corral agent` child process; kill it with `child.kill("SIGKILL")`. */
-  spawnAgent(resources: string, hostname: string): Promise<ChildProcess>;
+  /**
+   * Starts an agent as a `corral agent` child process; kill it with `child.kill("SIGKILL")`. Give
+   * `workDir` to restart an agent on the same work dir (the caller then removes it).
+   */
+  spawnAgent(resources: string, hostname: string, opts?: { workDir?: string }): Promise<ChildProcess>;
   stop(): Promise<void>;
 }
 
@@ -82,9 +85,9 @@ export async function startCluster(options: TestClusterOptions): Promise<TestClu
     master,
     agents,
     connect,
-    async spawnAgent(resources, hostname) {
-      const workDir = await mkdtemp(join(tmpdir(), "corral-agent-proc-"));
-      workDirs.push(workDir);
+    async spawnAgent(resources, hostname, opts = {}) {
+      const workDir = opts.workDir ?? (await mkdtemp(join(tmpdir(), "corral-agent-proc-")));
+      if (opts.workDir === undefined) workDirs.push(workDir);
       const child = spawn(
         join(process.cwd(), "bin/corral"), // one process: bin/corral execs node itself
         ["agent", "--nats", options.natsUrl, "--cluster", cluster, "--work-dir", workDir, "--resources", resources, "--hostname", hostname, "--port", "0", "--log-level", "warn"],

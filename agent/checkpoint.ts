@@ -1,0 +1,191 @@
+/**
+ * The agent's checkpoints: what a restarted agent (even after SIGKILL) needs to recover its tasks,
+ * kept in `<workDir>/checkpoint/`:
+ *
+ * - `tasks/<task>.json` — one {@link TaskCheckpoint} per task the agent holds: its framework (with the
+ *   `checkpoint` flag), TaskInfo, container id, sandbox, the container's pid and its start time (from
+ *   `/proc/<pid>/stat`, so a reused pid is not mistaken for it), cgroup, and the latest status.
+ *   Written for every task, also of frameworks that do not checkpoint: a restarted agent must find
+ *   their containers to kill them, as Mesos does.
+ * - `streams/<task>.json` — the task's status-update stream (unacknowledged updates in order, recent
+ *   acknowledged uuids), as the status-update manager's `checkpoint` effects give it; only for
+ *   frameworks with `checkpoint: true`.
+ *
+ * Every write is atomic (a temporary file renamed over the old one) and synchronous, so a checkpoint
+ * is on disk before the update it covers is published, and a crash leaves either the old or the new
+ * file, never a torn one. Files are not fsynced: they survive a crash of the agent process, not of
+ * the host. Loading skips (and reports) files that do not parse, so one bad file cannot stop an
+ * agent from starting.
+ *
+ * @module
+ */
+import { mkdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { readdir, readFile } from "node:fs/promises";
+import { join } from "node:path";
+import type { FrameworkInfo, TaskInfo } from "../sdk/wire/types.ts";
+import type { ContainerResources } from "./containerizer/types.ts";
+import { isTaskState, type StatusUpdate, type StatusUpdateStreamSnapshot } from "./status-updates.ts";
+
+/** Version of the files' format; files of another version are skipped. */
+export const CHECKPOINT_VERSION = 1;
+
+/** What the agent checkpoints about one task and its container. */
+export interface TaskCheckpoint {
+  version: typeof CHECKPOINT_VERSION;
+  frameworkId: string;
+  taskId: string;
+  /** The framework as the master sent it with `run_task`; `checkpoint` decides recovery. */
+  framework: FrameworkInfo | undefined;
+  task: TaskInfo;
+  sandbox: string | null;
+  containerId: string | null;
+  /** The container's resources as given to the containerizer. */
+  containerResources?: ContainerResources;
+  /** The supervisor's pid, once launched. */
+  pid?: number;
+  /** Field 22 (starttime) of `/proc/<pid>/stat` at launch. */
+  pidStartTicks?: number;
+  cgroup?: string;
+  /** The latest status the agent decided (acknowledged or not). */
+  latest?: StatusUpdate;
+}
+
+/** What {@link CheckpointStore.load} found. */
+export interface LoadedCheckpoints {
+  tasks: TaskCheckpoint[];
+  streams: StatusUpdateStreamSnapshot[];
+  /** Files skipped, with why. */
+  problems: string[];
+}
+
+/** Reads and writes the checkpoints under one directory (`<workDir>/checkpoint`). */
+export class CheckpointStore {
+  private readonly tasksDir: string;
+  private readonly streamsDir: string;
+  private created = false;
+
+  constructor(readonly dir: string) {
+    this.tasksDir = join(dir, "tasks");
+    this.streamsDir = join(dir, "streams");
+  }
+
+  /** Writes (replaces) a task's checkpoint. @throws on I/O errors */
+  writeTask(checkpoint: TaskCheckpoint): void {
+    this.write(join(this.tasksDir, fileName(checkpoint.taskId)), checkpoint);
+  }
+
+  /** Forgets a task (its final update was acknowledged): both its files go. */
+  removeTask(taskId: string): void {
+    rmSync(join(this.tasksDir, fileName(taskId)), { force: true });
+    rmSync(join(this.streamsDir, fileName(taskId)), { force: true });
+  }
+
+  /** Writes a task's stream, or deletes it (`null`). @throws on I/O errors */
+  writeStream(taskId: string, stream: StatusUpdateStreamSnapshot | null): void {
+    const path = join(this.streamsDir, fileName(taskId));
+    if (stream === null) rmSync(path, { force: true });
+    else this.write(path, stream);
+  }
+
+  /** Everything checkpointed; a missing directory is an empty checkpoint. */
+  async load(): Promise<LoadedCheckpoints> {
+    const problems: string[] = [];
+    const tasks: TaskCheckpoint[] = [];
+    for (const [file, value] of await readAll(this.tasksDir, problems)) {
+      const problem = taskProblem(value);
+      if (problem === undefined) tasks.push(value as TaskCheckpoint);
+      else problems.push(`${file}: ${problem}`);
+    }
+    const streams: StatusUpdateStreamSnapshot[] = [];
+    for (const [file, value] of await readAll(this.streamsDir, problems)) {
+      const problem = streamProblem(value);
+      if (problem === undefined) streams.push(value as StatusUpdateStreamSnapshot);
+      else problems.push(`${file}: ${problem}`);
+    }
+    return { tasks, streams, problems };
+  }
+
+  private write(path: string, value: unknown): void {
+    if (!this.created) {
+      mkdirSync(this.tasksDir, { recursive: true });
+      mkdirSync(this.streamsDir, { recursive: true });
+      this.created = true;
+    }
+    const tmp = `${path}.tmp`;
+    writeFileSync(tmp, `${JSON.stringify(value)}\n`, { mode: 0o600 });
+    renameSync(tmp, path);
+  }
+}
+
+/** A file name for a task id: prefixed, so that ids like `..` stay plain names; `/` and `%` are escaped. */
+export function fileName(taskId: string): string {
+  return `t-${encodeURIComponent(taskId)}.json`;
+}
+
+async function readAll(dir: string, problems: string[]): Promise<Array<[string, unknown]>> {
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "ENOENT") problems.push(`${dir}: ${(err as Error).message}`);
+    return [];
+  }
+  const out: Array<[string, unknown]> = [];
+  for (const name of names.sort()) {
+    if (!name.endsWith(".json")) continue; // leftover temporary files of an interrupted write
+    const path = join(dir, name);
+    try {
+      out.push([path, JSON.parse(await readFile(path, "utf8"))]);
+    } catch (err) {
+      problems.push(`${path}: ${(err as Error).message}`);
+    }
+  }
+  return out;
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+function nonEmpty(value: unknown): value is string {
+  return typeof value === "string" && value !== "";
+}
+
+function updateProblem(value: unknown): string | undefined {
+  if (!isObject(value)) return "status update is not an object";
+  if (!nonEmpty(value.taskId) || !nonEmpty(value.frameworkId) || !nonEmpty(value.agentId) || !nonEmpty(value.uuid)) return "status update lacks ids";
+  if (!isTaskState(value.state)) return "status update has no valid state";
+  if (typeof value.timestampMs !== "number") return "status update has no timestamp";
+  return undefined;
+}
+
+function taskProblem(value: unknown): string | undefined {
+  if (!isObject(value)) return "not an object";
+  if (value.version !== CHECKPOINT_VERSION) return `version ${String(value.version)} is not ${CHECKPOINT_VERSION}`;
+  if (!nonEmpty(value.frameworkId) || !nonEmpty(value.taskId)) return "frameworkId/taskId missing";
+  if (!isObject(value.task) || value.task.taskId !== value.taskId) return "task missing or for another task id";
+  if (value.framework !== undefined && !isObject(value.framework)) return "framework is not an object";
+  if (value.containerId !== null && !nonEmpty(value.containerId)) return "containerId is neither null nor a string";
+  if (value.sandbox !== null && !nonEmpty(value.sandbox)) return "sandbox is neither null nor a string";
+  for (const key of ["pid", "pidStartTicks"] as const) {
+    if (value[key] !== undefined && !(Number.isSafeInteger(value[key]) && (value[key] as number) > 0)) return `${key} is not a positive integer`;
+  }
+  if (value.cgroup !== undefined && !nonEmpty(value.cgroup)) return "cgroup is not a string";
+  if (value.latest !== undefined) {
+    const problem = updateProblem(value.latest);
+    if (problem !== undefined) return `latest: ${problem}`;
+  }
+  return undefined;
+}
+
+function streamProblem(value: unknown): string | undefined {
+  if (!isObject(value)) return "not an object";
+  if (!nonEmpty(value.taskId) || !nonEmpty(value.frameworkId)) return "taskId/frameworkId missing";
+  if (!Array.isArray(value.pending) || !Array.isArray(value.acknowledged)) return "pending/acknowledged are not arrays";
+  for (const update of value.pending) {
+    const problem = updateProblem(update);
+    if (problem !== undefined) return `pending: ${problem}`;
+  }
+  if (!value.acknowledged.every(nonEmpty)) return "acknowledged holds a non-string";
+  return undefined;
+}

@@ -1,0 +1,166 @@
+/**
+ * `LinuxContainerizer.recover` and the agent's checkpoint store, on real processes and cgroups: a
+ * second containerizer instance stands in for a restarted agent. The Linux cases need root; they are
+ * skipped visibly otherwise.
+ */
+import { mkdir, mkdtemp, chmod, readdir, rm, rmdir, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { CheckpointStore, CHECKPOINT_VERSION, fileName, type TaskCheckpoint } from "../../agent/checkpoint.ts";
+import { readProcStat } from "../../agent/containerizer/common.ts";
+import { readCgroupLayout } from "../../agent/containerizer/cgroups-layout.ts";
+import { LinuxContainerizer, sameProcess } from "../../agent/containerizer/linux.ts";
+import type { ContainerSpec } from "../../agent/containerizer/types.ts";
+
+const isRoot = process.getuid?.() === 0;
+const NEEDS_ROOT = "needs root: namespaces and cgroups";
+if (!isRoot) console.warn(`[recovery-linux.test] SKIPPING Linux recovery tests: ${NEEDS_ROOT}`);
+
+const CGROUPS_ROOT = `corral-rtest-${process.pid}`;
+const CONTROLLERS = ["memory", "cpu", "cpuacct", "pids", "freezer"];
+let root: string;
+let counter = 0;
+const created: LinuxContainerizer[] = [];
+
+async function containerizer(): Promise<LinuxContainerizer> {
+  const c = await LinuxContainerizer.create({ cgroupsRoot: CGROUPS_ROOT, defaultGracePeriodMs: 200 });
+  created.push(c);
+  return c;
+}
+
+function spec(value: string, sandboxRoot = root): ContainerSpec {
+  counter += 1;
+  const containerId = `r${counter}-${process.pid}`;
+  return {
+    containerId,
+    taskId: `task-${counter}`,
+    frameworkId: "fw-1",
+    command: { shell: true, value },
+    env: {},
+    sandboxDir: join(sandboxRoot, "runs", containerId),
+    resources: { cpus: 0.5, memMb: 64, diskMb: 64, ports: [] },
+  };
+}
+
+async function startTicks(pid: number): Promise<number> {
+  return Number((await readProcStat(pid))!.fields[19]);
+}
+
+async function cgroupExists(name: string): Promise<boolean> {
+  const layout = await readCgroupLayout();
+  const mount = layout.controllers.get("pids")?.mountPath ?? layout.controllers.get("memory")?.mountPath;
+  return readdir(join(mount!, name)).then(() => true, () => false);
+}
+
+beforeAll(async () => {
+  root = await mkdtemp(join(tmpdir(), "corral-recover-"));
+  await chmod(root, 0o755);
+});
+
+afterAll(async () => {
+  await Promise.all(created.map((c) => c.destroyAll()));
+  if (isRoot) {
+    const layout = await readCgroupLayout();
+    const mounts = new Set(CONTROLLERS.map((c) => layout.controllers.get(c)?.mountPath).filter((m) => m !== undefined));
+    for (const mount of mounts) await rmdir(join(mount, CGROUPS_ROOT)).catch(() => undefined);
+  }
+  await rm(root, { recursive: true, force: true });
+});
+
+describe("LinuxContainerizer.recover", () => {
+  it.skipIf(!isRoot)("adopts a running container (same pid and start time); kills still work through its cgroup", async () => {
+    const before = await containerizer();
+    const s = spec("sleep 30");
+    const handle = await before.launch(s);
+    expect(handle.cgroup).toBe(`${CGROUPS_ROOT}/${s.containerId}`);
+    const after = await containerizer();
+    const [found] = await after.recover([{ containerId: s.containerId, sandboxDir: s.sandboxDir, pid: handle.pid!, pidStartTicks: await startTicks(handle.pid!), cgroup: handle.cgroup! }]);
+    expect(found).toEqual({ containerId: s.containerId, running: true });
+    expect(after.containers()).toEqual([s.containerId]);
+    const termination = await after.kill(s.containerId, 100);
+    expect(termination.killed).toBe(true);
+    expect(await after.wait(s.containerId)).toEqual(termination);
+    expect(await cgroupExists(handle.cgroup!)).toBe(false);
+  });
+
+  it.skipIf(!isRoot)("reads container.json when the agent checkpointed less, and notices an adopted container's own end", async () => {
+    const before = await containerizer();
+    const s = spec("sleep 1; exit 5");
+    await before.launch(s);
+    const after = await containerizer();
+    const [found] = await after.recover([{ containerId: s.containerId, sandboxDir: s.sandboxDir }]);
+    expect(found!.running).toBe(true);
+    const termination = await after.wait(s.containerId);
+    expect(termination).toMatchObject({ exitCode: 5, signal: null, killed: false });
+  });
+
+  it.skipIf(!isRoot)("reports a container that ended meanwhile by its exit_status, and one without as lost", async () => {
+    const before = await containerizer();
+    const s = spec("exit 7");
+    const handle = await before.launch(s);
+    await before.wait(s.containerId);
+    const lostSandbox = join(root, "runs", "gone");
+    await mkdir(join(lostSandbox, ".corral"), { recursive: true });
+    const after = await containerizer();
+    const found = await after.recover([
+      { containerId: s.containerId, sandboxDir: s.sandboxDir, pid: handle.pid!, pidStartTicks: 1 },
+      // A reused pid (this very process, with another start time) must not be adopted, nor killed.
+      { containerId: "gone-1", sandboxDir: lostSandbox, pid: process.pid, pidStartTicks: 1 },
+    ]);
+    expect(found[0]).toMatchObject({ running: false, termination: { exitCode: 7, signal: null, killed: false } });
+    expect(found[1]).toMatchObject({ running: false, termination: { exitCode: null, signal: null, killed: false } });
+    expect(await after.wait("gone-1")).toMatchObject({ exitCode: null, signal: null });
+    expect(await sameProcess(process.pid, await startTicks(process.pid))).toBe(true);
+  });
+
+  it.skipIf(!isRoot)("destroys orphan cgroups of its own sandbox root only", async () => {
+    const mine = join(root, "mine");
+    const theirs = join(root, "theirs");
+    const owner = await containerizer();
+    const orphan = spec("sleep 30", mine);
+    const foreign = spec("sleep 30", theirs);
+    const orphanHandle = await owner.launch(orphan);
+    await owner.launch(foreign);
+    const after = await containerizer();
+    expect(await after.recover([], { orphanSandboxRoot: mine })).toEqual([]);
+    expect(await owner.wait(orphan.containerId)).toMatchObject({ killed: false, signal: "SIGKILL" });
+    expect(await cgroupExists(orphanHandle.cgroup!)).toBe(false);
+    expect(owner.containers()).toEqual([foreign.containerId]);
+    await owner.kill(foreign.containerId, 0);
+  });
+});
+
+describe("CheckpointStore", () => {
+  it("writes atomically, loads what it wrote, and skips (reporting) unusable files", async () => {
+    const dir = join(root, "ckpt");
+    const store = new CheckpointStore(dir);
+    const latest = { taskId: "../x", frameworkId: "fw", agentId: "a1", state: "TASK_RUNNING" as const, uuid: "ab", timestampMs: 1 };
+    const task: TaskCheckpoint = {
+      version: CHECKPOINT_VERSION,
+      frameworkId: "fw",
+      taskId: "../x",
+      framework: { id: "fw", name: "f", user: "", role: "*", checkpoint: true, failoverTimeoutSeconds: 0, partitionAware: false } as unknown as TaskCheckpoint["framework"],
+      task: { taskId: "../x" } as TaskCheckpoint["task"],
+      sandbox: "/s",
+      containerId: "c",
+      pid: 12,
+      pidStartTicks: 34,
+      latest,
+    };
+    store.writeTask(task);
+    store.writeStream("../x", { taskId: "../x", frameworkId: "fw", pending: [latest], acknowledged: ["aa"] });
+    expect(fileName("../x")).toBe("t-..%2Fx.json");
+    await writeFile(join(dir, "tasks", "t-bad.json"), "{ torn");
+    await writeFile(join(dir, "tasks", "t-partial.json.tmp"), "{ torn");
+    const loaded = await store.load();
+    expect(loaded.tasks).toEqual([task]);
+    expect(loaded.streams).toEqual([{ taskId: "../x", frameworkId: "fw", pending: [latest], acknowledged: ["aa"] }]);
+    expect(loaded.problems).toHaveLength(1);
+    store.writeStream("../x", null);
+    expect((await store.load()).streams).toEqual([]);
+    store.removeTask("../x");
+    expect((await store.load()).tasks).toEqual([]);
+    expect(await new CheckpointStore(join(root, "none")).load()).toEqual({ tasks: [], streams: [], problems: [] });
+  });
+});
