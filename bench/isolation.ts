@@ -1,0 +1,161 @@
+/**
+ * The isolation benchmark (issue 4): one real agent process with full isolation (the Linux
+ * containerizer: cgroups, namespaces, unprivileged user), a real master and an SDK framework.
+ * Measures accept-to-RUNNING latency over 200 tasks launched one at a time; then 1,000 sleeping
+ * isolated tasks on the one agent: time until all are RUNNING and until all are torn down; and
+ * the agent's memory. Needs root (cgroups); elsewhere it measures the degraded isolation it gets.
+ *
+ * Options: `--quick` (50 sequential tasks, 100 sleeping tasks).
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { pino } from "pino";
+import { createMaster } from "../master/shell.ts";
+import { startNats } from "../cli/nats-server.ts";
+import { connectNats } from "../sdk/nats-transport.ts";
+import { Resources } from "../sdk/resources.ts";
+import { createSchedulerDriver, type OfferView, type SchedulerDriver, type TaskStatus } from "../sdk/scheduler.ts";
+import { elapsedMs, percentile, type BenchResult } from "./lib.ts";
+
+const ROOT = join(fileURLToPath(import.meta.url), "../..");
+const CLUSTER = "isobench";
+const TASK = Resources.parse("cpus:0.05;mem:32");
+const TERMINAL = new Set(["TASK_FINISHED", "TASK_FAILED", "TASK_KILLED", "TASK_ERROR", "TASK_LOST", "TASK_DROPPED", "TASK_GONE"]);
+
+/** Resolves `predicate`'s first truthy answer among arriving items. */
+class Waiter<T> {
+  private readonly waiting: Array<{ test: (item: T) => boolean; resolve: () => void }> = [];
+  push(item: T): void {
+    for (const w of [...this.waiting]) {
+      if (w.test(item)) {
+        this.waiting.splice(this.waiting.indexOf(w), 1);
+        w.resolve();
+      }
+    }
+  }
+  until(test: (item: T) => boolean, timeoutMs: number, what: string): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), timeoutMs);
+      this.waiting.push({ test, resolve: () => (clearTimeout(timer), resolve()) });
+    });
+  }
+}
+
+function agentMemoryMb(pid: number): { rssMb: number; peakMb: number } {
+  const status = readFileSync(`/proc/${pid}/status`, "utf8");
+  const kb = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(status)?.[1] ?? Number.NaN);
+  return { rssMb: kb("VmRSS") / 1024, peakMb: kb("VmHWM") / 1024 };
+}
+
+export async function runIsolationBench(args: string[]): Promise<BenchResult[]> {
+  const quick = args.includes("--quick");
+  const sequentialCount = quick ? 50 : 200;
+  const sleepingCount = quick ? 100 : 1_000;
+  const nats = await startNats();
+  const workDir = await mkdtemp(join(tmpdir(), "corral-isobench-"));
+  const quiet = pino({ level: "error" });
+  const transport = await connectNats({ servers: nats.url, name: "isobench" });
+  const master = createMaster({ cluster: CLUSTER, transport, http: false, log: quiet, config: { allocationIntervalMs: 20 } });
+  await master.start();
+  let agent: ChildProcess | undefined;
+  let driver: SchedulerDriver | undefined;
+  try {
+    agent = spawn(
+      process.execPath,
+      ["--import", `file://${ROOT}/node_modules/tsx/dist/loader.mjs`, join(ROOT, "cli/corral.ts"), "agent", "--nats", nats.url, "--cluster", CLUSTER, "--work-dir", workDir, "--port", "0", "--log-level", "error", "--isolation", "auto", "--resources", "cpus:64;mem:65536;disk:100000;ports:[31000-32000]"],
+      { stdio: ["ignore", "ignore", "inherit"] },
+    );
+    const offers: OfferView[] = [];
+    const offerArrived = new Waiter<OfferView>();
+    const updates = new Waiter<TaskStatus>();
+    const sentAt = new Map<string, bigint>();
+    const latencies: number[] = [];
+    let running = 0;
+    let ended = 0;
+    driver = createSchedulerDriver({
+      transport: await connectNats({ servers: nats.url, name: "isobench-fw" }),
+      cluster: CLUSTER,
+      framework: { name: "isolation-bench" },
+      maxPendingCallbacks: 100_000,
+      callbacks: {
+        offers: (list) => {
+          for (const offer of list) {
+            offers.push(offer);
+            offerArrived.push(offer);
+          }
+        },
+        update: (status) => {
+          if (status.state === "TASK_RUNNING") {
+            running++;
+            const start = sentAt.get(status.taskId);
+            if (start !== undefined) latencies.push(elapsedMs(start));
+          }
+          if (TERMINAL.has(status.state)) ended++;
+          updates.push(status);
+        },
+      },
+    });
+    await driver.start();
+    const nextOffer = async () => {
+      if (offers.length === 0) await offerArrived.until(() => true, 30_000, "an offer");
+      return offers.shift()!;
+    };
+
+    // 1. Latency: one task at a time, accept to RUNNING.
+    for (let i = 0; i < sequentialCount; i++) {
+      const offer = await nextOffer();
+      const taskId = `lat-${i}`;
+      const isRunning = updates.until((s) => s.taskId === taskId && (s.state === "TASK_RUNNING" || TERMINAL.has(s.state)), 30_000, `${taskId} RUNNING`);
+      sentAt.set(taskId, process.hrtime.bigint());
+      await driver.accept([offer.id], [{ taskId, resources: TASK, command: "exec sleep 3600" }], { refuseSeconds: 0 });
+      await isRunning;
+      await driver.kill(taskId);
+    }
+    await updates.until(() => ended >= sequentialCount, 60_000, "the latency tasks to end");
+
+    // 2. Many sleeping tasks on the one agent: launch them all, then tear them all down.
+    running = 0;
+    ended = 0;
+    let launched = 0;
+    const launchStart = process.hrtime.bigint();
+    while (launched < sleepingCount) {
+      const offer = await nextOffer();
+      const fit = Math.min(sleepingCount - launched, Math.floor(offer.resources.scalarMillis("cpus") / TASK.scalarMillis("cpus")), Math.floor(offer.resources.scalarMillis("mem") / TASK.scalarMillis("mem")));
+      const tasks = Array.from({ length: fit }, (_, k) => ({ taskId: `sleep-${launched + k}`, resources: TASK, command: "exec sleep 3600" }));
+      launched += fit;
+      await driver.accept([offer.id], tasks, { refuseSeconds: 0 });
+    }
+    await updates.until(() => running >= sleepingCount, 300_000, `${sleepingCount} tasks RUNNING`);
+    const launchAllMs = elapsedMs(launchStart);
+    const memory = agentMemoryMb(agent.pid!);
+    const teardownStart = process.hrtime.bigint();
+    for (let i = 0; i < sleepingCount; i++) void driver.kill(`sleep-${i}`, undefined, 0);
+    await updates.until(() => ended >= sleepingCount, 300_000, `${sleepingCount} tasks torn down`);
+    const teardownMs = elapsedMs(teardownStart);
+
+    const latencyCase = `${sequentialCount} tasks one at a time, one agent`;
+    const bulkCase = `${sleepingCount} sleeping tasks, one agent`;
+    return [
+      { case: latencyCase, metric: "accept to RUNNING p50", unit: "ms", value: percentile(latencies, 0.5), target: 40, better: "lower" },
+      { case: latencyCase, metric: "accept to RUNNING p99", unit: "ms", value: percentile(latencies, 0.99), target: 100, better: "lower" },
+      { case: bulkCase, metric: "time to all RUNNING", unit: "s", value: launchAllMs / 1000, target: sleepingCount === 1000 ? 20 : null, better: "lower" },
+      { case: bulkCase, metric: "time to all torn down", unit: "s", value: teardownMs / 1000, target: sleepingCount === 1000 ? 10 : null, better: "lower" },
+      { case: bulkCase, metric: "agent RSS with all running", unit: "MiB", value: memory.rssMb, target: null, better: "lower" },
+    ];
+  } finally {
+    await driver?.stop({ teardown: true }).catch(() => undefined);
+    if (agent && agent.exitCode === null) {
+      const exited = new Promise((resolve) => agent!.once("exit", resolve));
+      agent.kill("SIGTERM");
+      await exited;
+    }
+    await master.stop();
+    await transport.close();
+    await nats.stop();
+    await rm(workDir, { recursive: true, force: true });
+  }
+}
