@@ -7,6 +7,7 @@ import { masterCommand, MASTER_FLAGS } from "./commands/master.ts";
 import { runCommand, RUN_FLAGS } from "./commands/run.ts";
 import { stateCommand, STATE_FLAGS } from "./commands/state.ts";
 import { upCommand, UP_FLAGS } from "./commands/up.ts";
+import { simCommand, SIM_USAGE } from "../sim/cli.ts";
 import { flagHelp, UsageError, type FlagSpec } from "./options.ts";
 
 const COMMANDS: Record<string, { run: (args: string[]) => Promise<number>; flags: Record<string, FlagSpec>; summary: string }> = {
@@ -15,6 +16,7 @@ const COMMANDS: Record<string, { run: (args: string[]) => Promise<number>; flags
   agent: { run: agentCommand, flags: AGENT_FLAGS, summary: "run an agent on an existing NATS" },
   state: { run: stateCommand, flags: STATE_FLAGS, summary: "show agents, frameworks and tasks" },
   run: { run: runCommand, flags: RUN_FLAGS, summary: "run one command as a task and stream its output" },
+  sim: { run: simCommand, flags: {}, summary: "simulate a scenario (sim run) or check invariants under faults (sim check)" },
 };
 
 function usage(): string {
@@ -32,6 +34,10 @@ export async function main(argv: string[]): Promise<number> {
   if (!command) {
     console.error(`corral: unknown command '${name}'\n\n${usage()}`);
     return 2;
+  }
+  if (name === "sim" && (args.length === 0 || args.includes("--help") || args.includes("-h"))) {
+    console.log(SIM_USAGE);
+    return args.length === 0 ? 2 : 0;
   }
   if (args.includes("--help") || args.includes("-h")) {
     console.log(`usage: corral ${name} [flags]${name === "run" ? " -- <command>" : ""}\n\n${flagHelp(command.flags)}`);

@@ -1,0 +1,189 @@
+/**
+ * The simulator's discrete-event engine: a heap of events ordered by (virtual time, sequence
+ * number), a virtual {@link Clock} and {@link Timers} backed by that heap, and a run loop.
+ *
+ * Determinism: ties at one virtual time are broken by the order in which events were scheduled
+ * (the sequence number), and after every event the loop lets all promise continuations it caused
+ * settle (one macrotask turn, `setImmediate`) before the next event fires. The real shells are
+ * async (`await transport.request(...)`), so without that a continuation would run "later" at a
+ * virtual time that had already moved on. Nothing in a simulation may do real I/O or use real
+ * timers: the only macrotask between two events is the engine's own.
+ *
+ * @module
+ */
+
+import type { Clock, TimerHandle, Timers } from "../sdk/clock.ts";
+
+/** One scheduled callback. */
+interface SimEvent {
+  timeMs: number;
+  seq: number;
+  fn: () => void;
+  cancelled: boolean;
+  /** Whether promise continuations must settle after it (false only for known-synchronous callbacks). */
+  settle: boolean;
+}
+
+/** Options of {@link SimEngine}. */
+export interface SimEngineOptions {
+  /**
+   * Virtual time at the start, in ms since the Unix epoch (status timestamps look plausible).
+   * @default 1_767_225_600_000 (2026-01-01T00:00:00Z)
+   */
+  startMs?: number;
+}
+
+/** Options of {@link SimEngine.run}. */
+export interface RunOptions {
+  /** Stop before the first event later than this virtual time (absolute ms); the clock ends here. @default Infinity */
+  untilMs?: number;
+  /** Stop after this many events. @default Infinity */
+  maxEvents?: number;
+  /** Called after every event (after continuations settled); throwing stops the run. @default none */
+  afterEvent?: () => void;
+}
+
+/** What one {@link SimEngine.run} did. */
+export interface RunStats {
+  events: number;
+  wallMs: number;
+  /** Events per wall-clock second. */
+  eventsPerSecond: number;
+  /** Virtual time at the end of the run. */
+  endMs: number;
+}
+
+/** The default start of virtual time: 2026-01-01T00:00:00Z. */
+export const DEFAULT_SIM_START_MS = 1_767_225_600_000;
+
+const settleTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+/** See the module comment. One engine per simulation; not reentrant. */
+export class SimEngine {
+  private heap: SimEvent[] = [];
+  private seq = 0;
+  private current: number;
+  private running = false;
+  private processed = 0;
+
+  /** The virtual clock; pass it to every shell of the simulated world. */
+  readonly clock: Clock;
+  /** Virtual timers on the event heap; pass them to every shell of the simulated world. */
+  readonly timers: Timers;
+
+  constructor(options: SimEngineOptions = {}) {
+    this.current = options.startMs ?? DEFAULT_SIM_START_MS;
+    this.clock = { now: () => this.current };
+    this.timers = { set: (delayMs, callback) => this.after(delayMs, callback) };
+  }
+
+  /** Current virtual time (ms since the epoch). */
+  now(): number {
+    return this.current;
+  }
+
+  /** Events fired so far, over all runs. */
+  eventsProcessed(): number {
+    return this.processed;
+  }
+
+  /** Events still waiting (including cancelled ones not yet popped). */
+  pending(): number {
+    return this.heap.length;
+  }
+
+  /** Schedules `fn` at absolute virtual time `timeMs` (never before now). */
+  at(timeMs: number, fn: () => void, opts: { settle?: boolean } = {}): TimerHandle {
+    const event: SimEvent = { timeMs: Math.max(timeMs, this.current), seq: this.seq++, fn, cancelled: false, settle: opts.settle ?? true };
+    this.push(event);
+    return {
+      cancel: () => {
+        event.cancelled = true;
+      },
+    };
+  }
+
+  /** Schedules `fn` `delayMs` from now; a negative or NaN delay counts as 0. */
+  after(delayMs: number, fn: () => void, opts: { settle?: boolean } = {}): TimerHandle {
+    const delay = delayMs > 0 ? delayMs : 0;
+    return this.at(this.current + delay, fn, opts);
+  }
+
+  /**
+   * Pops and fires events in (time, sequence) order until the heap is empty, the next event is
+   * later than `untilMs`, or `maxEvents` fired. A callback that throws is reported as a thrown
+   * error of `run` (a shell never throws out of a timer: it guards its own callbacks).
+   */
+  async run(options: RunOptions = {}): Promise<RunStats> {
+    if (this.running) throw new Error("SimEngine.run: already running");
+    this.running = true;
+    const untilMs = options.untilMs ?? Infinity;
+    const maxEvents = options.maxEvents ?? Infinity;
+    const afterEvent = options.afterEvent;
+    const started = process.hrtime.bigint();
+    let events = 0;
+    try {
+      // Let whatever the caller started (e.g. `shell.start()`) settle before time moves.
+      await settleTurn();
+      while (events < maxEvents) {
+        const next = this.heap[0];
+        if (next === undefined || next.timeMs > untilMs) break;
+        this.pop();
+        if (next.cancelled) continue;
+        this.current = next.timeMs;
+        events++;
+        next.fn();
+        if (next.settle) await settleTurn();
+        if (afterEvent) afterEvent();
+      }
+      if (untilMs !== Infinity && untilMs > this.current && events < maxEvents) this.current = untilMs;
+    } finally {
+      this.running = false;
+      this.processed += events;
+    }
+    const wallMs = Number(process.hrtime.bigint() - started) / 1e6;
+    return { events, wallMs, eventsPerSecond: wallMs > 0 ? (events / wallMs) * 1000 : 0, endMs: this.current };
+  }
+
+  // ---- binary heap on (timeMs, seq) ----------------------------------------------------------
+
+  private push(event: SimEvent): void {
+    const heap = this.heap;
+    let i = heap.length;
+    heap.push(event);
+    while (i > 0) {
+      const parent = (i - 1) >> 1;
+      const p = heap[parent]!;
+      if (p.timeMs < event.timeMs || (p.timeMs === event.timeMs && p.seq < event.seq)) break;
+      heap[i] = p;
+      i = parent;
+    }
+    heap[i] = event;
+  }
+
+  private pop(): void {
+    const heap = this.heap;
+    const last = heap.pop()!;
+    const n = heap.length;
+    if (n === 0) return;
+    let i = 0;
+    for (;;) {
+      const left = 2 * i + 1;
+      if (left >= n) break;
+      const right = left + 1;
+      let child = left;
+      let c = heap[left]!;
+      if (right < n) {
+        const r = heap[right]!;
+        if (r.timeMs < c.timeMs || (r.timeMs === c.timeMs && r.seq < c.seq)) {
+          child = right;
+          c = r;
+        }
+      }
+      if (last.timeMs < c.timeMs || (last.timeMs === c.timeMs && last.seq < c.seq)) break;
+      heap[i] = c;
+      i = child;
+    }
+    heap[i] = last;
+  }
+}

@@ -1,0 +1,382 @@
+/**
+ * Simulation scenarios: the JSON a capacity planner writes, its types, and its validation. A
+ * scenario is checked completely before anything runs; every problem names the field (a JSON
+ * path such as `frameworks[1].tasks.cpus`) and the rule it breaks.
+ *
+ * @module
+ */
+
+import { Resources } from "../sdk/resources.ts";
+import { roleNameError } from "../sdk/roles.ts";
+import type { LatencySpec } from "./network.ts";
+
+/** A duration in seconds: a constant, or a distribution sampled per task. */
+export type DurationSpec =
+  | number
+  | { dist: "exp"; meanSeconds: number }
+  | { dist: "uniform"; minSeconds: number; maxSeconds: number };
+
+/** A class of identical agents. */
+export interface AgentClassSpec {
+  /** Agents of this class at the start. */
+  count: number;
+  /** Mesos text, e.g. `cpus:8;mem:32768`. Missing disk/ports get `disk:10240`/`ports:[31000-32000]`. */
+  resources: string;
+  /** Mesos attribute text, e.g. `rack:r1`. @default "" */
+  attributes?: string;
+  /** Mean time between failures of one agent (exponential). @default none (never fails) */
+  mtbfSeconds?: number;
+  /** Mean time to repair after a failure (exponential). @default 300 */
+  mttrSeconds?: number;
+}
+
+/** The task demand of a framework. */
+export interface TaskWorkloadSpec {
+  /** Tasks submitted in all. */
+  count: number;
+  cpus: number;
+  mem: number;
+  durationSeconds: DurationSpec;
+  /** Poisson arrivals from the framework's start, or all at once `at` seconds after the start. */
+  arrival: { poisson: { ratePerSecond: number } } | { at: number };
+  /** Times a task that failed or was lost is submitted again. @default 3 */
+  maxRetries?: number;
+}
+
+/** Kinds of synthetic frameworks. */
+export type FrameworkKind = "tasks" | "greedy" | "decliner";
+
+export interface FrameworkSpec {
+  /** Unique among the scenario's frameworks. */
+  name: string;
+  /**
+   * `tasks`: packs as many queued tasks as fit in each offer, declines the rest;
+   * `greedy`: one queued task per offer, using the whole offer; `decliner`: declines everything.
+   */
+  kind: FrameworkKind;
+  /** @default "default" */
+  role?: string;
+  /** The decline filter. @default 5 */
+  refuseSeconds?: number;
+  /** @default 0 */
+  startSeconds?: number;
+  /** Tear down at this time. @default never */
+  stopSeconds?: number;
+  /** Required for `tasks` and `greedy`; not allowed for `decliner`. */
+  tasks?: TaskWorkloadSpec;
+}
+
+/** A timed change of the world. `class` names an agent class. */
+export type ScenarioEvent =
+  | { atSeconds: number; type: "add-agents"; class: string; count: number }
+  /** Graceful removal: the agents unregister and their tasks are killed. */
+  | { atSeconds: number; type: "remove-agents"; class: string; count: number }
+  /** Crash: the agents go silent (tasks die with them) and come back after `downSeconds`, if given. */
+  | { atSeconds: number; type: "fail-agents"; class: string; count: number; downSeconds?: number }
+  /** Cuts `count` running agents of the class off from everyone for `durationSeconds`. */
+  | { atSeconds: number; type: "partition-agents"; class: string; count: number; durationSeconds: number }
+  | { atSeconds: number; type: "stop-framework"; name: string };
+
+export interface ClusterSpec {
+  /** Agent classes by name (names are used in agent hostnames). */
+  agentClasses: Record<string, AgentClassSpec>;
+  /** @default {} (every role weighs 1) */
+  roleWeights?: Record<string, number>;
+  /** @default {} */
+  quota?: Record<string, { guarantees?: Record<string, number>; limits?: Record<string, number> }>;
+  /** @default 1000 */
+  allocationIntervalMs?: number;
+  /** @default undefined (offers are kept until answered) */
+  offerTimeoutMs?: number;
+}
+
+export interface NetworkSpec {
+  /** @default { dist: "uniform", minMs: 0.2, maxMs: 1 } */
+  latency?: LatencySpec;
+  /** @default 0 */
+  lossRate?: number;
+  /** @default 0 */
+  duplicateRate?: number;
+}
+
+/** A whole scenario. */
+export interface Scenario {
+  /** @default "scenario" */
+  name?: string;
+  /** Seeds every random choice of the run. */
+  seed: number;
+  /** Simulated duration. */
+  endSeconds: number;
+  /** Interval of utilization/share samples. @default endSeconds / 100, at least 1 */
+  sampleIntervalSeconds?: number;
+  cluster: ClusterSpec;
+  /** @default {} */
+  network?: NetworkSpec;
+  frameworks: FrameworkSpec[];
+  /** @default [] */
+  events?: ScenarioEvent[];
+}
+
+/** Raised by {@link validateScenario}; `problems` lists every `field: rule`. */
+export class ScenarioError extends Error {
+  readonly code = "CORRAL_ERR_INVALID_SCENARIO";
+  constructor(readonly problems: string[]) {
+    super(`invalid scenario:\n  ${problems.join("\n  ")}`);
+    this.name = "ScenarioError";
+  }
+}
+
+type Obj = Record<string, unknown>;
+
+class Checker {
+  readonly problems: string[] = [];
+  fail(field: string, rule: string): void {
+    this.problems.push(`${field}: ${rule}`);
+  }
+  obj(value: unknown, field: string): Obj | undefined {
+    if (typeof value === "object" && value !== null && !Array.isArray(value)) return value as Obj;
+    this.fail(field, "must be an object");
+    return undefined;
+  }
+  num(o: Obj, key: string, field: string, rule: { min?: number; gt?: number; int?: boolean; optional?: boolean; max?: number }): void {
+    const v = o[key];
+    if (v === undefined) {
+      if (!rule.optional) this.fail(`${field}.${key}`, "is required");
+      return;
+    }
+    if (typeof v !== "number" || !Number.isFinite(v)) return this.fail(`${field}.${key}`, "must be a finite number");
+    if (rule.int && !Number.isInteger(v)) return this.fail(`${field}.${key}`, "must be an integer");
+    if (rule.gt !== undefined && !(v > rule.gt)) return this.fail(`${field}.${key}`, `must be > ${rule.gt}`);
+    if (rule.min !== undefined && v < rule.min) return this.fail(`${field}.${key}`, `must be >= ${rule.min}`);
+    if (rule.max !== undefined && v > rule.max) return this.fail(`${field}.${key}`, `must be <= ${rule.max}`);
+  }
+  str(o: Obj, key: string, field: string, optional = false): string | undefined {
+    const v = o[key];
+    if (v === undefined) {
+      if (!optional) this.fail(`${field}.${key}`, "is required");
+      return undefined;
+    }
+    if (typeof v !== "string" || v === "") {
+      this.fail(`${field}.${key}`, "must be a non-empty string");
+      return undefined;
+    }
+    return v;
+  }
+  unknownKeys(o: Obj, allowed: string[], field: string): void {
+    for (const key of Object.keys(o)) if (!allowed.includes(key)) this.fail(`${field}.${key}`, `is not a known field (known: ${allowed.join(", ")})`);
+  }
+}
+
+const CLASS_NAME = /^[a-z0-9][a-z0-9-]{0,62}$/;
+const FRAMEWORK_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
+
+/**
+ * Checks `input` (parsed JSON) and returns it typed. @throws {ScenarioError} listing every problem.
+ */
+export function validateScenario(input: unknown): Scenario {
+  const c = new Checker();
+  const root = c.obj(input, "scenario");
+  if (!root) throw new ScenarioError(c.problems);
+  c.unknownKeys(root, ["name", "seed", "endSeconds", "sampleIntervalSeconds", "cluster", "network", "frameworks", "events"], "scenario");
+  if (root.name !== undefined) c.str(root, "name", "scenario", true);
+  c.num(root, "seed", "scenario", { int: true, min: 0 });
+  c.num(root, "endSeconds", "scenario", { gt: 0, max: 365 * 86_400 });
+  c.num(root, "sampleIntervalSeconds", "scenario", { gt: 0, optional: true });
+
+  const classes = new Set<string>();
+  const cluster = root.cluster === undefined ? (c.fail("scenario.cluster", "is required"), undefined) : c.obj(root.cluster, "scenario.cluster");
+  if (cluster) checkCluster(c, cluster, classes);
+
+  if (root.network !== undefined) {
+    const net = c.obj(root.network, "scenario.network");
+    if (net) {
+      c.unknownKeys(net, ["latency", "lossRate", "duplicateRate"], "scenario.network");
+      c.num(net, "lossRate", "scenario.network", { min: 0, max: 1, optional: true });
+      c.num(net, "duplicateRate", "scenario.network", { min: 0, max: 1, optional: true });
+      if (net.latency !== undefined) checkLatency(c, net.latency, "scenario.network.latency");
+    }
+  }
+
+  const names = new Set<string>();
+  if (!Array.isArray(root.frameworks)) c.fail("scenario.frameworks", "must be an array");
+  else {
+    if (root.frameworks.length === 0) c.fail("scenario.frameworks", "must not be empty");
+    root.frameworks.forEach((f, i) => checkFramework(c, f, `scenario.frameworks[${i}]`, names));
+  }
+
+  if (root.events !== undefined) {
+    if (!Array.isArray(root.events)) c.fail("scenario.events", "must be an array");
+    else root.events.forEach((e, i) => checkEvent(c, e, `scenario.events[${i}]`, classes, names));
+  }
+  if (c.problems.length > 0) throw new ScenarioError(c.problems);
+  return input as Scenario;
+}
+
+function checkCluster(c: Checker, cluster: Obj, classes: Set<string>): void {
+  const field = "scenario.cluster";
+  c.unknownKeys(cluster, ["agentClasses", "roleWeights", "quota", "allocationIntervalMs", "offerTimeoutMs"], field);
+  c.num(cluster, "allocationIntervalMs", field, { gt: 0, optional: true });
+  c.num(cluster, "offerTimeoutMs", field, { gt: 0, optional: true });
+  const agentClasses = cluster.agentClasses === undefined ? (c.fail(`${field}.agentClasses`, "is required"), undefined) : c.obj(cluster.agentClasses, `${field}.agentClasses`);
+  if (agentClasses) {
+    if (Object.keys(agentClasses).length === 0) c.fail(`${field}.agentClasses`, "must name at least one class");
+    for (const [name, spec] of Object.entries(agentClasses)) {
+      const f = `${field}.agentClasses.${name}`;
+      if (!CLASS_NAME.test(name)) c.fail(f, "class names must be lower-case letters, digits and '-' (1-63 characters)");
+      classes.add(name);
+      const o = c.obj(spec, f);
+      if (!o) continue;
+      c.unknownKeys(o, ["count", "resources", "attributes", "mtbfSeconds", "mttrSeconds"], f);
+      c.num(o, "count", f, { int: true, min: 0, max: 1_000_000 });
+      c.num(o, "mtbfSeconds", f, { gt: 0, optional: true });
+      c.num(o, "mttrSeconds", f, { gt: 0, optional: true });
+      const text = c.str(o, "resources", f);
+      if (text !== undefined) {
+        try {
+          const r = Resources.parse(text);
+          if (!(r.scalar("cpus") > 0) || !(r.scalar("mem") > 0)) c.fail(`${f}.resources`, "must give cpus and mem > 0");
+        } catch (err) {
+          c.fail(`${f}.resources`, `is not valid Mesos resource text (${err instanceof Error ? err.message : String(err)})`);
+        }
+      }
+      if (o.attributes !== undefined && typeof o.attributes !== "string") c.fail(`${f}.attributes`, "must be a string such as \"rack:r1;zone:a\"");
+    }
+  }
+  if (cluster.roleWeights !== undefined) {
+    const w = c.obj(cluster.roleWeights, `${field}.roleWeights`);
+    if (w) {
+      for (const [role, weight] of Object.entries(w)) {
+        const problem = roleNameError(role);
+        if (problem) c.fail(`${field}.roleWeights.${role}`, problem);
+        if (typeof weight !== "number" || !(weight > 0) || !Number.isFinite(weight)) c.fail(`${field}.roleWeights.${role}`, "must be a finite number > 0");
+      }
+    }
+  }
+  if (cluster.quota !== undefined) {
+    const q = c.obj(cluster.quota, `${field}.quota`);
+    if (q) {
+      for (const [role, spec] of Object.entries(q)) {
+        const f = `${field}.quota.${role}`;
+        const problem = roleNameError(role);
+        if (problem) c.fail(f, problem);
+        const o = c.obj(spec, f);
+        if (!o) continue;
+        c.unknownKeys(o, ["guarantees", "limits"], f);
+        for (const part of ["guarantees", "limits"]) {
+          if (o[part] === undefined) continue;
+          const m = c.obj(o[part], `${f}.${part}`);
+          if (m) for (const key of Object.keys(m)) c.num(m, key, `${f}.${part}`, { min: 0 });
+        }
+      }
+    }
+  }
+}
+
+function checkLatency(c: Checker, value: unknown, field: string): void {
+  const o = c.obj(value, field);
+  if (!o) return;
+  switch (o.dist) {
+    case "fixed":
+      c.num(o, "ms", field, { min: 0 });
+      return;
+    case "uniform":
+      c.num(o, "minMs", field, { min: 0 });
+      c.num(o, "maxMs", field, { min: 0 });
+      if (typeof o.minMs === "number" && typeof o.maxMs === "number" && o.maxMs < o.minMs) c.fail(`${field}.maxMs`, "must be >= minMs");
+      return;
+    case "exp":
+      c.num(o, "minMs", field, { min: 0 });
+      c.num(o, "meanMs", field, { min: 0 });
+      if (typeof o.minMs === "number" && typeof o.meanMs === "number" && o.meanMs < o.minMs) c.fail(`${field}.meanMs`, "must be >= minMs");
+      return;
+    default:
+      c.fail(`${field}.dist`, 'must be "fixed", "uniform" or "exp"');
+  }
+}
+
+function checkDuration(c: Checker, parent: Obj, key: string, field: string): void {
+  const v = parent[key];
+  const f = `${field}.${key}`;
+  if (v === undefined) return c.fail(f, "is required");
+  if (typeof v === "number") {
+    if (!Number.isFinite(v) || v < 0) c.fail(f, "must be a finite number >= 0");
+    return;
+  }
+  const o = c.obj(v, f);
+  if (!o) return;
+  if (o.dist === "exp") c.num(o, "meanSeconds", f, { gt: 0 });
+  else if (o.dist === "uniform") {
+    c.num(o, "minSeconds", f, { min: 0 });
+    c.num(o, "maxSeconds", f, { min: 0 });
+    if (typeof o.minSeconds === "number" && typeof o.maxSeconds === "number" && o.maxSeconds < o.minSeconds) c.fail(`${f}.maxSeconds`, "must be >= minSeconds");
+  } else c.fail(`${f}.dist`, 'must be "exp" or "uniform" (or give a number of seconds)');
+}
+
+function checkFramework(c: Checker, value: unknown, field: string, names: Set<string>): void {
+  const f = c.obj(value, field);
+  if (!f) return;
+  c.unknownKeys(f, ["name", "kind", "role", "refuseSeconds", "startSeconds", "stopSeconds", "tasks"], field);
+  const name = c.str(f, "name", field);
+  if (name !== undefined) {
+    if (!FRAMEWORK_NAME.test(name)) c.fail(`${field}.name`, "must be letters, digits, '_', '.' or '-' (1-63 characters)");
+    if (names.has(name)) c.fail(`${field}.name`, `must be unique (${JSON.stringify(name)} is used twice)`);
+    names.add(name);
+  }
+  if (f.kind !== "tasks" && f.kind !== "greedy" && f.kind !== "decliner") c.fail(`${field}.kind`, 'must be "tasks", "greedy" or "decliner"');
+  if (f.role !== undefined) {
+    const role = c.str(f, "role", field, true);
+    const problem = role === undefined ? undefined : roleNameError(role);
+    if (problem) c.fail(`${field}.role`, problem);
+  }
+  c.num(f, "refuseSeconds", field, { min: 0, optional: true });
+  c.num(f, "startSeconds", field, { min: 0, optional: true });
+  c.num(f, "stopSeconds", field, { min: 0, optional: true });
+  if (typeof f.startSeconds === "number" && typeof f.stopSeconds === "number" && f.stopSeconds <= f.startSeconds) c.fail(`${field}.stopSeconds`, "must be > startSeconds");
+  if (f.kind === "decliner") {
+    if (f.tasks !== undefined) c.fail(`${field}.tasks`, "is not allowed for a decliner");
+    return;
+  }
+  if (f.tasks === undefined) {
+    if (f.kind === "tasks" || f.kind === "greedy") c.fail(`${field}.tasks`, `is required for kind ${String(f.kind)}`);
+    return;
+  }
+  const tf = `${field}.tasks`;
+  const t = c.obj(f.tasks, tf);
+  if (!t) return;
+  c.unknownKeys(t, ["count", "cpus", "mem", "durationSeconds", "arrival", "maxRetries"], tf);
+  c.num(t, "count", tf, { int: true, min: 0, max: 100_000_000 });
+  c.num(t, "cpus", tf, { gt: 0 });
+  c.num(t, "mem", tf, { gt: 0 });
+  c.num(t, "maxRetries", tf, { int: true, min: 0, optional: true });
+  checkDuration(c, t, "durationSeconds", tf);
+  const a = t.arrival === undefined ? (c.fail(`${tf}.arrival`, "is required"), undefined) : c.obj(t.arrival, `${tf}.arrival`);
+  if (a) {
+    if (a.poisson !== undefined) {
+      const p = c.obj(a.poisson, `${tf}.arrival.poisson`);
+      if (p) c.num(p, "ratePerSecond", `${tf}.arrival.poisson`, { gt: 0 });
+    } else if (a.at !== undefined) c.num(a, "at", `${tf}.arrival`, { min: 0 });
+    else c.fail(`${tf}.arrival`, 'must be { "poisson": { "ratePerSecond": r } } or { "at": seconds }');
+  }
+}
+
+const EVENT_TYPES = ["add-agents", "remove-agents", "fail-agents", "partition-agents", "stop-framework"];
+
+function checkEvent(c: Checker, value: unknown, field: string, classes: Set<string>, names: Set<string>): void {
+  const e = c.obj(value, field);
+  if (!e) return;
+  c.num(e, "atSeconds", field, { min: 0 });
+  if (typeof e.type !== "string" || !EVENT_TYPES.includes(e.type)) return c.fail(`${field}.type`, `must be one of ${EVENT_TYPES.join(", ")}`);
+  if (e.type === "stop-framework") {
+    c.unknownKeys(e, ["atSeconds", "type", "name"], field);
+    const name = c.str(e, "name", field);
+    if (name !== undefined && !names.has(name)) c.fail(`${field}.name`, `must name a framework of the scenario, got ${JSON.stringify(name)}`);
+    return;
+  }
+  const extra = e.type === "fail-agents" ? ["downSeconds"] : e.type === "partition-agents" ? ["durationSeconds"] : [];
+  c.unknownKeys(e, ["atSeconds", "type", "class", "count", ...extra], field);
+  const cls = c.str(e, "class", field);
+  if (cls !== undefined && !classes.has(cls)) c.fail(`${field}.class`, `must name an agent class of scenario.cluster.agentClasses, got ${JSON.stringify(cls)}`);
+  c.num(e, "count", field, { int: true, gt: 0 });
+  if (e.type === "fail-agents") c.num(e, "downSeconds", field, { gt: 0, optional: true });
+  if (e.type === "partition-agents") c.num(e, "durationSeconds", field, { gt: 0 });
+}

@@ -1,0 +1,118 @@
+import { createHash } from "node:crypto";
+import { describe, expect, it } from "vitest";
+import { runScenario } from "../../sim/report.ts";
+import { ScenarioError, validateScenario, type Scenario } from "../../sim/scenario.ts";
+
+function small(): Scenario {
+  return {
+    name: "two-by-two",
+    seed: 11,
+    endSeconds: 120,
+    sampleIntervalSeconds: 5,
+    cluster: { agentClasses: { std: { count: 2, resources: "cpus:4;mem:4096" } }, allocationIntervalMs: 1000 },
+    frameworks: [
+      { name: "small", kind: "tasks", role: "a", refuseSeconds: 2, tasks: { count: 4, cpus: 1, mem: 512, durationSeconds: 10, arrival: { at: 0 } } },
+      { name: "large", kind: "tasks", role: "b", refuseSeconds: 2, tasks: { count: 4, cpus: 2, mem: 1024, durationSeconds: 20, arrival: { at: 0 } } },
+    ],
+  };
+}
+
+function randomised(seed: number): Scenario {
+  return {
+    seed,
+    endSeconds: 300,
+    cluster: { agentClasses: { std: { count: 3, resources: "cpus:4;mem:8192", mtbfSeconds: 400, mttrSeconds: 30 } } },
+    network: { latency: { dist: "exp", minMs: 0.2, meanMs: 3 }, lossRate: 0.005 },
+    frameworks: [
+      { name: "jobs", kind: "tasks", tasks: { count: 60, cpus: 1, mem: 1024, durationSeconds: { dist: "exp", meanSeconds: 20 }, arrival: { poisson: { ratePerSecond: 0.3 } } } },
+      { name: "hog", kind: "greedy", role: "other", tasks: { count: 5, cpus: 1, mem: 1, durationSeconds: { dist: "uniform", minSeconds: 5, maxSeconds: 40 }, arrival: { at: 30 } } },
+      { name: "nope", kind: "decliner" },
+    ],
+  };
+}
+
+async function logHash(scenario: Scenario): Promise<{ hash: string; lines: number }> {
+  const hash = createHash("sha256");
+  let lines = 0;
+  await runScenario(scenario, {
+    eventLog: (e) => {
+      hash.update(`${JSON.stringify(e)}\n`);
+      lines++;
+    },
+  });
+  return { hash: hash.digest("hex"), lines };
+}
+
+describe("runScenario", () => {
+  it("runs a small known workload on the real shells: every task launched and completed, plausible waits", async () => {
+    const events: Array<{ type: string; state?: unknown }> = [];
+    const r = await runScenario(small(), { eventLog: (e) => void events.push(e) });
+    expect(r.tasks).toMatchObject({ submitted: 8, launched: 8, completed: 8, failed: 0, queuedAtEnd: 0 });
+    expect(r.waitSeconds.count).toBe(8);
+    // 12 cpus of demand on 8: some tasks wait for a 10 s or 20 s task to end, none much longer.
+    expect(r.waitSeconds.p50).toBeLessThan(5);
+    expect(r.waitSeconds.max).toBeGreaterThanOrEqual(9);
+    expect(r.waitSeconds.max).toBeLessThan(35);
+    expect(r.offers.made).toBeGreaterThan(0);
+    expect(r.utilization.samples.length).toBe(24);
+    expect(Math.max(...r.utilization.samples.map((s) => s.utilization.cpus ?? 0))).toBeGreaterThanOrEqual(0.75);
+    expect(r.utilization.samples.at(-1)!.utilization.cpus).toBe(0);
+    expect(Object.keys(r.roles).sort()).toEqual(["a", "b"]);
+    expect(events.filter((e) => e.type === "launch")).toHaveLength(8);
+    expect(events.filter((e) => e.type === "status" && e.state === "TASK_FINISHED")).toHaveLength(8);
+    expect(events.some((e) => e.type === "offer")).toBe(true);
+  });
+
+  it("gives byte-identical event logs for one seed, and different ones for another seed", async () => {
+    const one = await logHash(randomised(5));
+    const again = await logHash(randomised(5));
+    const other = await logHash(randomised(6));
+    expect(one.lines).toBeGreaterThan(100);
+    expect(again).toEqual(one);
+    expect(other.hash).not.toBe(one.hash);
+  });
+
+  it("rejects a bad scenario before running, naming each field and rule", async () => {
+    const bad = {
+      seed: -1,
+      endSeconds: 10,
+      cluster: { agentClasses: { std: { count: 1, resources: "cpus:oops" } } },
+      frameworks: [
+        { name: "x", kind: "tasks", tasks: { count: 1, cpus: 0, mem: 1, durationSeconds: { dist: "normal" }, arrival: {} } },
+        { name: "x", kind: "decliner", tasks: {} },
+      ],
+      events: [{ atSeconds: 1, type: "fail-agents", class: "gpu", count: 1 }],
+      extra: true,
+    };
+    let error: unknown;
+    try {
+      await runScenario(bad);
+    } catch (err) {
+      error = err;
+    }
+    expect(error).toBeInstanceOf(ScenarioError);
+    const problems = (error as ScenarioError).problems;
+    expect(problems).toEqual(
+      expect.arrayContaining([
+        "scenario.extra: is not a known field (known: name, seed, endSeconds, sampleIntervalSeconds, cluster, network, frameworks, events)",
+        "scenario.seed: must be >= 0",
+        "scenario.frameworks[0].tasks.cpus: must be > 0",
+        'scenario.frameworks[0].tasks.durationSeconds.dist: must be "exp" or "uniform" (or give a number of seconds)',
+        'scenario.frameworks[1].name: must be unique ("x" is used twice)',
+        "scenario.frameworks[1].tasks: is not allowed for a decliner",
+        'scenario.events[0].class: must name an agent class of scenario.cluster.agentClasses, got "gpu"',
+      ]),
+    );
+    expect(problems.some((p) => p.startsWith("scenario.cluster.agentClasses.std.resources: is not valid Mesos resource text"))).toBe(true);
+    expect(problems.some((p) => p.startsWith("scenario.frameworks[0].tasks.arrival: must be"))).toBe(true);
+    expect((error as Error).message).toContain("scenario.frameworks[0].tasks.cpus: must be > 0");
+  });
+
+  it("validates the shipped examples", async () => {
+    const { readFileSync } = await import("node:fs");
+    for (const file of ["small-batch.json", "failures.json"]) {
+      const text = readFileSync(new URL(`../../sim/examples/${file}`, import.meta.url), "utf8");
+      expect(() => validateScenario(JSON.parse(text))).not.toThrow();
+    }
+  });
+});
