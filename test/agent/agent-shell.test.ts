@@ -13,6 +13,7 @@ import { connectNats, type NatsTransport } from "../../sdk/nats-transport.ts";
 import { encodeEnvelope } from "../../sdk/wire/codec.ts";
 import type { AgentToMaster } from "../../sdk/wire/types.ts";
 import { useNats } from "../harness/nats.ts";
+import { eventually } from "../harness/events.ts";
 import { capturingLogger, FakeMaster, shellTask, type Received } from "./agent-harness.ts";
 
 const nats = useNats({ jetstream: false });
@@ -327,9 +328,14 @@ describe("tasks", () => {
   });
 
   it("escalates to SIGKILL after the kill's grace period", async () => {
-    const { master } = await registeredAgent();
-    master.runTask("agent-1", shellTask("stubborn", "agent-1", "trap '' TERM; sleep 1000", { killGracePeriodSeconds: 30 }));
+    const { master, agent } = await registeredAgent();
+    master.runTask("agent-1", shellTask("stubborn", "agent-1", "trap '' TERM; echo trapped; sleep 1000", { killGracePeriodSeconds: 30 }));
     await master.waitForStatus("stubborn", "TASK_RUNNING");
+    // RUNNING means the shell started, not that it ignores SIGTERM yet: wait until it says so.
+    await eventually(async () => {
+      const sandbox = agent.state().tasks.find((t) => t.taskId === "stubborn")?.sandbox;
+      return sandbox ? (await readFile(join(sandbox, "stdout"), "utf8").catch(() => "")).includes("trapped") : false;
+    }, 10_000, "the task to ignore SIGTERM");
     // The kill's own grace period (0.2 s) wins over the task's (30 s).
     master.send("agent-1", { kind: "killTask", killTask: { frameworkId: "fw-1", taskId: "stubborn", killGracePeriodSeconds: 0.2 } });
     const killed = await master.waitForStatus("stubborn", "TASK_KILLED");
