@@ -106,9 +106,60 @@ export function renderAgentMetrics(input: AgentMetricsInput): string {
 export interface AgentHttpDeps {
   state(): AgentStateView;
   metrics(): string;
+  /** Resource usage of every running container, for `/monitor/statistics` and `/metrics`. */
+  statistics(): Promise<ContainerStatistics[]>;
   /** Sandbox path of a task; the ids have been checked with `pathIdProblem`. */
   sandboxOf(frameworkId: string, taskId: string): string;
   log: Logger;
+}
+
+/** One container's usage in `/monitor/statistics`, with Mesos's field names. */
+export interface ContainerStatistics {
+  framework_id: string;
+  executor_id: string;
+  container_id: string;
+  statistics: Record<string, number>;
+}
+
+/** Mesos's names for the figures a containerizer reports (`ContainerUsage` and its Linux extension). */
+const MESOS_STATISTIC_NAMES: Record<string, string> = {
+  cpusUserTimeSecs: "cpus_user_time_secs",
+  cpusSystemTimeSecs: "cpus_system_time_secs",
+  cpusLimit: "cpus_limit",
+  cpusNrPeriods: "cpus_nr_periods",
+  cpusNrThrottled: "cpus_nr_throttled",
+  cpusThrottledTimeSecs: "cpus_throttled_time_secs",
+  memRssBytes: "mem_rss_bytes",
+  memTotalBytes: "mem_total_bytes",
+  memPeakBytes: "mem_max_bytes",
+  memLimitBytes: "mem_limit_bytes",
+  processes: "processes",
+};
+
+/** Converts a containerizer's usage sample to Mesos's statistics object (seconds since the epoch in `timestamp`). */
+export function mesosStatistics(usage: Record<string, unknown>): Record<string, number> {
+  const out: Record<string, number> = {};
+  if (typeof usage.timestampMs === "number") out.timestamp = usage.timestampMs / 1000;
+  for (const [field, name] of Object.entries(MESOS_STATISTIC_NAMES)) {
+    const value = usage[field];
+    if (typeof value === "number" && Number.isFinite(value)) out[name] = value;
+  }
+  return out;
+}
+
+/** Prometheus series of container usage, one per (statistic, task). */
+export function renderContainerMetrics(containers: readonly ContainerStatistics[]): string {
+  const lines: string[] = [];
+  const names = [...new Set(containers.flatMap((c) => Object.keys(c.statistics).filter((k) => k !== "timestamp")))].sort();
+  for (const name of names) {
+    const metric = `corral_agent_container_${name}`;
+    lines.push(`# HELP ${metric} Container usage: ${name.replace(/_/g, " ")}.`, `# TYPE ${metric} gauge`);
+    for (const c of containers) {
+      const value = c.statistics[name];
+      if (value !== undefined) lines.push(`${metric}{framework_id="${c.framework_id}",task_id="${c.executor_id}"} ${value}`);
+    }
+  }
+  return lines.length > 0 ? `${lines.join("\n")}\n` : "";
 }
 
 /** Error body of every 4xx/5xx answer. */
@@ -154,7 +205,10 @@ export function createAgentHttp(deps: AgentHttpDeps): FastifyInstance {
 
   app.get("/health", async () => ({ status: "ok" }));
   app.get("/state", async () => deps.state());
-  app.get("/metrics", async (_req, reply) => reply.type("text/plain; version=0.0.4; charset=utf-8").send(deps.metrics()));
+  app.get("/metrics", async (_req, reply) =>
+    reply.type("text/plain; version=0.0.4; charset=utf-8").send(deps.metrics() + renderContainerMetrics(await deps.statistics())),
+  );
+  app.get("/monitor/statistics", async () => deps.statistics());
 
   app.get("/files/read", async (req, reply) => {
     const params: Record<string, string | undefined> = {};

@@ -55,7 +55,7 @@ import {
   toWireStatus,
   type StatusDecision,
 } from "./agent-logic.ts";
-import { createAgentHttp, renderAgentMetrics, type AgentStateView, type ResourcesView, type TaskView } from "./agent-http.ts";
+import { createAgentHttp, mesosStatistics, renderAgentMetrics, type AgentStateView, type ContainerStatistics, type ResourcesView, type TaskView } from "./agent-http.ts";
 import { CheckpointStore, CHECKPOINT_VERSION, type TaskCheckpoint } from "./checkpoint.ts";
 import { readProcStat } from "./containerizer/common.ts";
 import { PosixContainerizer } from "./containerizer/posix.ts";
@@ -946,6 +946,18 @@ export function createAgent(options: AgentOptions): Agent {
     });
   }
 
+  /** Usage of every running container; a container that ends meanwhile is left out. */
+  async function statistics(): Promise<ContainerStatistics[]> {
+    const running = [...tasks.values()].filter((t) => t.containerId !== null && !isTerminalState(t.state));
+    const samples = await Promise.all(
+      running.map(async (t) => {
+        const usage = await containerizer.usage(t.containerId!).catch(() => undefined);
+        return usage ? { framework_id: t.frameworkId, executor_id: t.taskId, container_id: t.containerId!, statistics: mesosStatistics(usage as unknown as Record<string, unknown>) } : undefined;
+      }),
+    );
+    return samples.filter((s): s is ContainerStatistics => s !== undefined);
+  }
+
   function guard(what: string, fn: () => void): void {
     try {
       fn();
@@ -972,6 +984,7 @@ export function createAgent(options: AgentOptions): Agent {
     const app = createAgentHttp({
       state,
       metrics,
+      statistics,
       sandboxOf: (frameworkId, taskId) => sandboxPath(workDir, frameworkId, taskId),
       log: rootLog.child({ component: "agent-http" }),
     });

@@ -452,3 +452,25 @@ describe("bad input", () => {
     expect((await getJson(`${base}&path=stdout`)).body.data).toBe("out\n");
   });
 });
+
+describe("container statistics", () => {
+  it("serves each running container's usage on /monitor/statistics and in /metrics", async () => {
+    const { master, agent } = await registeredAgent();
+    master.runTask("agent-1", shellTask("busy", "agent-1", "sleep 1000"));
+    await master.waitForStatus("busy", "TASK_RUNNING");
+    const stats = await eventually(async () => {
+      const body = (await (await fetch(`${agent.httpUrl()}/monitor/statistics`)).json()) as Array<{ executor_id: string; framework_id: string; statistics: Record<string, number> }>;
+      return body.find((c) => c.executor_id === "busy" && c.statistics.mem_rss_bytes! > 0);
+    }, 10_000, "usage of the running task");
+    expect(stats.framework_id).toBe("fw-1");
+    expect(stats.statistics.processes).toBeGreaterThanOrEqual(1);
+    expect(stats.statistics.cpus_user_time_secs).toBeGreaterThanOrEqual(0);
+    expect(stats.statistics.timestamp).toBeGreaterThan(1_600_000_000);
+    const metrics = await (await fetch(`${agent.httpUrl()}/metrics`)).text();
+    expect(metrics).toMatch(/^corral_agent_container_mem_rss_bytes\{framework_id="fw-1",task_id="busy"\} \d+$/m);
+    master.send("agent-1", { kind: "killTask", killTask: { frameworkId: "fw-1", taskId: "busy", killGracePeriodSeconds: 0 } });
+    await master.waitForStatus("busy", "TASK_KILLED");
+    const after = (await (await fetch(`${agent.httpUrl()}/monitor/statistics`)).json()) as unknown[];
+    expect(after).toEqual([]);
+  });
+});
