@@ -14,51 +14,12 @@
  * @module
  */
 
-/** Mesos task states, by their protobuf names. */
-export type TaskState =
-  | "TASK_STAGING"
-  | "TASK_STARTING"
-  | "TASK_RUNNING"
-  | "TASK_KILLING"
-  | "TASK_FINISHED"
-  | "TASK_FAILED"
-  | "TASK_KILLED"
-  | "TASK_ERROR"
-  | "TASK_LOST"
-  | "TASK_DROPPED"
-  | "TASK_UNREACHABLE"
-  | "TASK_GONE"
-  | "TASK_GONE_BY_OPERATOR"
-  | "TASK_UNKNOWN";
+import { TASK_STATES, TERMINAL_TASK_STATES, type TaskState } from "../sdk/wire/types.ts";
 
-/** Every {@link TaskState}, for validation and exhaustive tests. */
-export const TASK_STATES: readonly TaskState[] = [
-  "TASK_STAGING",
-  "TASK_STARTING",
-  "TASK_RUNNING",
-  "TASK_KILLING",
-  "TASK_FINISHED",
-  "TASK_FAILED",
-  "TASK_KILLED",
-  "TASK_ERROR",
-  "TASK_LOST",
-  "TASK_DROPPED",
-  "TASK_UNREACHABLE",
-  "TASK_GONE",
-  "TASK_GONE_BY_OPERATOR",
-  "TASK_UNKNOWN",
-];
+/** Mesos task states, by their protobuf names (the wire contract's list). */
+export { TASK_STATES, type TaskState };
 
-const TERMINAL_STATES: ReadonlySet<TaskState> = new Set<TaskState>([
-  "TASK_FINISHED",
-  "TASK_FAILED",
-  "TASK_KILLED",
-  "TASK_ERROR",
-  "TASK_LOST",
-  "TASK_DROPPED",
-  "TASK_GONE",
-  "TASK_GONE_BY_OPERATOR",
-]);
+const TERMINAL_STATES = TERMINAL_TASK_STATES;
 
 /**
  * True for states a task never leaves (as Mesos's `isTerminalState`). UNREACHABLE and UNKNOWN are

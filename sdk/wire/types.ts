@@ -97,12 +97,17 @@ export const TASK_STATES = [
 ] as const;
 export type TaskState = (typeof TASK_STATES)[number];
 
-/** States after which a task never runs again (LOST, UNREACHABLE and UNKNOWN are not terminal). */
+/**
+ * Terminal states, as Mesos counts them: the task's resources are given back and its update
+ * stream ends. TASK_LOST is among them (a framework that is not partition-aware is told LOST
+ * and replaces the task); UNREACHABLE and UNKNOWN are not, since the task may still be running.
+ */
 export const TERMINAL_TASK_STATES: ReadonlySet<TaskState> = new Set<TaskState>([
   "TASK_FINISHED",
   "TASK_FAILED",
   "TASK_KILLED",
   "TASK_ERROR",
+  "TASK_LOST",
   "TASK_DROPPED",
   "TASK_GONE",
   "TASK_GONE_BY_OPERATOR",
