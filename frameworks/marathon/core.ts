@@ -1,0 +1,1233 @@
+/**
+ * Marathon's scheduling core: a deterministic state machine with no I/O (DESIGN.md §1).
+ *
+ * It holds the app definitions (with their versions), the instances of every app, the launch
+ * queue (instances wanted minus instances active), launch delays and deployments. Every input
+ * (an API write, offers, a status update, a health verdict, a timer tick) takes the current time
+ * and returns {@link MarathonEffect}s for the shell to carry out: launches, declines, kills,
+ * SUPPRESS/REVIVE, writes to the store and events for `/v2/events`.
+ *
+ * A deployment changes one app (`/v2/apps`) or several (`/v2/groups`, in steps that follow the
+ * apps' dependencies). An app belongs to at most one deployment: a write to an app held by a
+ * running deployment is refused ({@link ConflictError}) unless forced, which cancels the running
+ * one. Deployments are re-evaluated after every input, so they resume from persisted state alone.
+ *
+ * @module
+ */
+
+import type { Rng } from "../../sdk/rng.ts";
+import { Resources, type ResourceEntry } from "../../sdk/resources.ts";
+import { UNRESERVED_ROLE } from "../../sdk/roles.ts";
+import type { NormalizedApp } from "./app-spec.ts";
+import { isSelfOrAncestorId } from "./path-id.ts";
+import { activeDelay, canLaunch, launchAllowedAtMs, queueDelayInfo, recordFailure, type LaunchDelay, type QueueDelayInfo } from "./backoff.ts";
+import { checkConstraints, DEFAULT_MAX_INSTANCES_PER_OFFER, type Placement } from "./constraints.ts";
+import { selectInstancesToKill, type KillCandidate } from "./kill-order.ts";
+import { pickPorts } from "./ports.ts";
+import { computeRestartPlan, isRolloutComplete, rolloutStep, type RestartPlan, type RolloutState } from "./upgrade.ts";
+
+// ------------------------------------------------------------------------------------------------
+// Configuration
+// ------------------------------------------------------------------------------------------------
+
+/** Tunables of the core. */
+export interface MarathonCoreConfig {
+  /** Instances launched on one offer per pass (Marathon's `--max_instances_per_offer`). @default 5 */
+  maxInstancesPerOffer: number;
+  /** Refusal for offers declined while nothing waits to launch (Marathon's decline duration). @default 120 */
+  idleDeclineRefuseSeconds: number;
+  /** Refusal for offers that did not fit while something waits. @default 5 */
+  unfitDeclineRefuseSeconds: number;
+  /** A task still staging (not RUNNING) after this long is killed and replaced. @default 300000 */
+  taskLaunchTimeoutMs: number;
+  /** Versions kept per app for `/v2/apps/{id}/versions`. @default 50 */
+  maxVersionsPerApp: number;
+  /** Unused-offer records kept per app for `/v2/queue`. @default 10 */
+  maxUnusedOffersPerApp: number;
+  /** Apps at most. @default 10000 */
+  maxApps: number;
+  /** Instances at most (all apps). @default 100000 */
+  maxInstances: number;
+}
+
+export const DEFAULT_CORE_CONFIG: MarathonCoreConfig = {
+  maxInstancesPerOffer: DEFAULT_MAX_INSTANCES_PER_OFFER,
+  idleDeclineRefuseSeconds: 120,
+  unfitDeclineRefuseSeconds: 5,
+  taskLaunchTimeoutMs: 300_000,
+  maxVersionsPerApp: 50,
+  maxUnusedOffersPerApp: 10,
+  maxApps: 10_000,
+  maxInstances: 100_000,
+};
+
+// ------------------------------------------------------------------------------------------------
+// State
+// ------------------------------------------------------------------------------------------------
+
+export interface VersionInfo {
+  lastScalingAt: string;
+  lastConfigChangeAt: string;
+}
+
+/** One stored version of an app. */
+export interface AppVersion {
+  app: NormalizedApp;
+  version: string;
+  versionInfo: VersionInfo;
+}
+
+/** An app with its current version and its history (oldest first, current last). Persisted. */
+export interface AppRecord extends AppVersion {
+  versions: AppVersion[];
+}
+
+/** What Marathon thinks an instance is doing. */
+export type InstanceState = "staging" | "starting" | "running" | "killing" | "unreachable";
+
+/**
+ * One instance (one task). Persisted before its launch, so that after a restart Marathon knows
+ * every task it may have started.
+ */
+export interface Instance {
+  /** Also the task id: `<app path with '_'>.<uuid>`, as Marathon. */
+  id: string;
+  appId: string;
+  /** The app version it was launched with. */
+  version: string;
+  /** The config version (lastConfigChangeAt) it was launched with; differs from the app's = old. */
+  configVersion: string;
+  agentId: string;
+  hostname: string;
+  attributes: Record<string, string>;
+  hostPorts: number[];
+  state: InstanceState;
+  /** Desired state: keep running; stop for good; or stop and let the queue replace it. */
+  goal: "running" | "stopped" | "replace";
+  /** Health verdict; undefined while unknown or when the app has no health checks. */
+  healthy?: boolean;
+  stagedAtMs: number;
+  startedAtMs?: number;
+  /** Last Mesos state seen. */
+  mesosState: string;
+  /** When the instance became unreachable (cleared when it is seen again). */
+  unreachableSinceMs?: number;
+}
+
+export type DeploymentKind = "start" | "scale" | "restart" | "stop";
+
+/** One app's part of a deployment. */
+export interface DeploymentPart {
+  appId: string;
+  kind: DeploymentKind;
+  /** The app before the deployment (undefined when the deployment created it), for rollback. */
+  original?: AppRecord;
+  /** Restarts: the fixed numbers of the rollout. */
+  plan?: RestartPlan;
+  /** Restarts: old instances told to stop so far. */
+  oldKillsIssued: number;
+  /** Restarts: new instances allowed so far. */
+  newAllowed: number;
+  /** The app reached its target; it stays locked until the whole deployment ends. */
+  done: boolean;
+}
+
+/** A running deployment of one or more apps. Persisted; resumed after a restart. */
+export interface Deployment {
+  id: string;
+  /** The version it deploys (ISO time). */
+  version: string;
+  /** App ids per step; a step starts once every app of the previous one is done. */
+  steps: string[][];
+  /** Index into `steps`. */
+  currentStep: number;
+  parts: DeploymentPart[];
+  startedAtMs: number;
+}
+
+/** One change of a deployment: an app to create or update, or an app id to remove. */
+export type AppChange = { app: NormalizedApp; restart?: boolean } | { remove: string };
+
+function changeId(change: AppChange): string {
+  return "remove" in change ? change.remove : change.app.id;
+}
+
+const ACTION_NAMES: Record<DeploymentKind, string> = {
+  start: "StartApplication",
+  scale: "ScaleApplication",
+  restart: "RestartApplication",
+  stop: "StopApplication",
+};
+
+/** Offer as the core needs it. */
+export interface CoreOffer {
+  id: string;
+  agentId: string;
+  hostname: string;
+  /** The role the offer was allocated to. */
+  role: string;
+  resources: Resources;
+  attributes: Readonly<Record<string, string>>;
+}
+
+/** A task to launch, fully resolved. */
+export interface LaunchTask {
+  taskId: string;
+  name: string;
+  agentId: string;
+  resources: Resources;
+  command: string | { value: string; arguments: string[]; shell: false };
+  env: Record<string, string>;
+  user?: string;
+  killGracePeriodSeconds?: number;
+  labels: Record<string, string>;
+}
+
+/** A Marathon event (`/v2/events`), with its `eventType` and `timestamp`. */
+export interface MarathonEvent {
+  eventType: string;
+  timestamp: string;
+  [field: string]: unknown;
+}
+
+export type MarathonEffect =
+  | { type: "launch"; offerId: string; agentId: string; tasks: LaunchTask[] }
+  | { type: "decline"; offerIds: string[]; refuseSeconds: number }
+  | { type: "kill"; taskId: string; agentId: string; gracePeriodSeconds?: number }
+  | { type: "suppress" }
+  | { type: "revive" }
+  | { type: "putApp"; record: AppRecord }
+  | { type: "deleteApp"; appId: string }
+  | { type: "putDeployment"; deployment: Deployment }
+  | { type: "deleteDeployment"; id: string }
+  | { type: "putInstance"; instance: Instance }
+  | { type: "deleteInstance"; id: string }
+  | { type: "event"; event: MarathonEvent };
+
+/** A write refused because deployments hold the app; answer 409 with their ids. */
+export class ConflictError extends Error {
+  constructor(readonly deploymentIds: string[]) {
+    super(`App is locked by one or more deployments. Override with the option '?force=true'. Deployments: ${deploymentIds.join(", ")}`);
+    this.name = "ConflictError";
+  }
+}
+
+/** A request about something that does not exist; answer 404. */
+export class NotFoundError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "NotFoundError";
+  }
+}
+
+/** A request breaking a limit or a rule the validators do not see; answer 422. */
+export class RefusedError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "RefusedError";
+  }
+}
+
+/** Why an offer was not used for an app (Marathon's reject reasons). */
+export type RejectReason =
+  | "UnfulfilledRole"
+  | "UnfulfilledConstraint"
+  | "InsufficientCpus"
+  | "InsufficientMemory"
+  | "InsufficientDisk"
+  | "InsufficientGpus"
+  | "InsufficientPorts";
+
+interface QueueStats {
+  since: number;
+  processed: number;
+  unused: number;
+  lastUsedAtMs?: number;
+  lastUnusedAtMs?: number;
+  reasons: Map<RejectReason, number>;
+  lastUnused: Array<{ offerId: string; agentId: string; hostname: string; timestampMs: number; reason: RejectReason; detail: string }>;
+}
+
+/** `lastTaskFailure` of `/v2/apps/{id}`. */
+export interface TaskFailure {
+  appId: string;
+  taskId: string;
+  host: string;
+  slaveId: string;
+  state: string;
+  message: string;
+  timestamp: string;
+  version: string;
+}
+
+/** Result of a write: what `/v2` answers with. */
+export interface WriteResult {
+  deploymentId: string;
+  version: string;
+}
+
+/** TaskStatus fields the core reads. */
+export interface CoreStatus {
+  taskId: string;
+  state: string;
+  agentId: string;
+  message?: string;
+  reason?: string;
+  healthy?: boolean;
+  timestampMs?: number;
+}
+
+const TERMINAL = new Set(["TASK_FINISHED", "TASK_FAILED", "TASK_KILLED", "TASK_ERROR", "TASK_LOST", "TASK_DROPPED", "TASK_GONE", "TASK_GONE_BY_OPERATOR", "TASK_UNKNOWN"]);
+
+/** Health checks Marathon itself runs (the others are run by agents and reported in status updates). */
+export const MARATHON_HEALTH_PROTOCOLS = new Set(["HTTP", "HTTPS", "TCP"]);
+
+/** The task-id prefix of an app: its path without the leading `/`, `/` written `_`. */
+export function appIdToTaskPrefix(appId: string): string {
+  return appId.replace(/^\//, "").replaceAll("/", "_");
+}
+
+/** ISO time of epoch ms. */
+export function iso(ms: number): string {
+  return new Date(ms).toISOString();
+}
+
+// ------------------------------------------------------------------------------------------------
+// The core
+// ------------------------------------------------------------------------------------------------
+
+export class MarathonCore {
+  readonly config: MarathonCoreConfig;
+  private readonly apps = new Map<string, AppRecord>();
+  private readonly instances = new Map<string, Instance>();
+  /** Instance ids by app id, so per-app questions do not scan every instance. */
+  private readonly byApp = new Map<string, Set<string>>();
+  private readonly deployments = new Map<string, Deployment>();
+  private readonly delays = new Map<string, LaunchDelay>();
+  private readonly queueStats = new Map<string, QueueStats>();
+  /** The latest unexpected end of a task per app (`lastTaskFailure`), bounded by the apps. */
+  private readonly lastFailures = new Map<string, TaskFailure>();
+  /** Whether we told the master to stop sending offers. */
+  private suppressed = false;
+  private lastVersionMs = 0;
+  /** Counters for `/metrics`. */
+  readonly counters = { launched: 0, killed: 0, failed: 0, offersProcessed: 0, offersDeclined: 0, deploymentsSucceeded: 0, deploymentsFailed: 0 };
+
+  constructor(
+    private readonly rng: Rng,
+    config: Partial<MarathonCoreConfig> = {},
+  ) {
+    this.config = { ...DEFAULT_CORE_CONFIG, ...config };
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Recovery
+  // ---------------------------------------------------------------------------------------------
+
+  /** Loads persisted state (before any other input). Returns the effects to resume. */
+  recover(state: { apps: AppRecord[]; deployments: Deployment[]; instances: Instance[] }, nowMs: number): MarathonEffect[] {
+    for (const record of state.apps) this.apps.set(record.app.id, record);
+    for (const instance of state.instances) {
+      if (this.apps.has(instance.appId)) this.addInstance(instance);
+    }
+    for (const deployment of state.deployments) {
+      // A removal that finished before the crash is done; a deployment with nothing left is over.
+      for (const part of deployment.parts) if (!this.apps.has(part.appId)) part.done = true;
+      if (deployment.parts.some((p) => !p.done)) this.deployments.set(deployment.id, deployment);
+    }
+    for (const record of state.apps) this.lastVersionMs = Math.max(this.lastVersionMs, Date.parse(record.version) || 0);
+    // Unknown whether offers are suppressed at the master: start revived.
+    this.suppressed = true;
+    const effects: MarathonEffect[] = [];
+    // Instances of deleted apps were dropped above; orphans of those are killed by reconciliation.
+    for (const instance of state.instances) if (!this.apps.has(instance.appId)) effects.push({ type: "deleteInstance", id: instance.id });
+    this.evaluate(nowMs, effects);
+    return effects;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Reads
+  // ---------------------------------------------------------------------------------------------
+
+  app(appId: string): AppRecord | undefined {
+    return this.apps.get(appId);
+  }
+
+  appList(): AppRecord[] {
+    return [...this.apps.values()].sort((a, b) => cmp(a.app.id, b.app.id));
+  }
+
+  instancesOf(appId: string): Instance[] {
+    return [...(this.byApp.get(appId) ?? [])].map((id) => this.instances.get(id)!).sort((a, b) => a.stagedAtMs - b.stagedAtMs || cmp(a.id, b.id));
+  }
+
+  allInstances(): Instance[] {
+    return [...this.instances.values()].sort((a, b) => cmp(a.appId, b.appId) || a.stagedAtMs - b.stagedAtMs || cmp(a.id, b.id));
+  }
+
+  instance(id: string): Instance | undefined {
+    return this.instances.get(id);
+  }
+
+  deploymentList(): Deployment[] {
+    return [...this.deployments.values()].sort((a, b) => a.startedAtMs - b.startedAtMs || cmp(a.id, b.id));
+  }
+
+  /** The deployment holding the app, if any. */
+  deploymentOf(appId: string): Deployment | undefined {
+    return this.partOf(appId)?.deployment;
+  }
+
+  deployment(id: string): Deployment | undefined {
+    return this.deployments.get(id);
+  }
+
+  isSuppressed(): boolean {
+    return this.suppressed;
+  }
+
+  /** The health verdict used by deployments: healthy when checked, running when not. */
+  isReady(instance: Instance): boolean {
+    const record = this.apps.get(instance.appId);
+    if (instance.state !== "running" || instance.goal !== "running") return false;
+    if (!record || record.app.healthChecks.length === 0) return true;
+    return instance.healthy === true;
+  }
+
+  /** Task counts as `/v2/apps` shows them. */
+  taskCounts(appId: string): { tasksStaged: number; tasksRunning: number; tasksHealthy: number; tasksUnhealthy: number } {
+    const list = this.instancesOf(appId);
+    const record = this.apps.get(appId);
+    const checked = record !== undefined && record.app.healthChecks.length > 0;
+    return {
+      tasksStaged: list.filter((i) => i.state === "staging" || i.state === "starting").length,
+      tasksRunning: list.filter((i) => i.state === "running" || i.state === "killing").length,
+      tasksHealthy: checked ? list.filter((i) => i.healthy === true).length : 0,
+      tasksUnhealthy: checked ? list.filter((i) => i.healthy === false).length : 0,
+    };
+  }
+
+  /** Instances the app still wants launched now (its launch-queue count). */
+  queueCount(appId: string): number {
+    const record = this.apps.get(appId);
+    if (!record) return 0;
+    const found = this.partOf(appId);
+    if (found && !found.part.done) {
+      if (found.part.kind === "stop" || found.step > found.deployment.currentStep) return 0;
+      if (found.part.kind === "restart") {
+        const active = this.instancesOf(appId).filter((i) => i.goal !== "stopped" && i.configVersion === record.versionInfo.lastConfigChangeAt).length;
+        return Math.max(0, found.part.newAllowed - active);
+      }
+    }
+    const active = this.instancesOf(appId).filter((i) => i.goal !== "stopped").length;
+    return Math.max(0, record.app.instances - active);
+  }
+
+  /** The `GET /v2/queue` entries (apps with instances waiting to launch). */
+  queue(nowMs: number): Array<{ record: AppRecord; count: number; delay: QueueDelayInfo; since: number; stats: QueueStats }> {
+    const out = [];
+    for (const record of this.appList()) {
+      const count = this.queueCount(record.app.id);
+      if (count === 0) continue;
+      const stats = this.statsOf(record.app.id, nowMs);
+      out.push({ record, count, delay: queueDelayInfo(this.delays.get(record.app.id), record.versionInfo.lastConfigChangeAt, nowMs), since: stats.since, stats });
+    }
+    return out;
+  }
+
+  /** The latest unexpected end of one of the app's tasks. */
+  lastTaskFailure(appId: string): TaskFailure | undefined {
+    return this.lastFailures.get(appId);
+  }
+
+  /** The app's current launch delay, if any. */
+  delayOf(appId: string, nowMs: number): LaunchDelay | undefined {
+    const record = this.apps.get(appId);
+    return record ? activeDelay(this.delays.get(appId), record.versionInfo.lastConfigChangeAt, nowMs) : undefined;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // API writes
+  // ---------------------------------------------------------------------------------------------
+
+  /**
+   * Creates or replaces an app (`POST /v2/apps`, `PUT /v2/apps/{id}`). A change of anything but
+   * `instances` is a new config version and restarts the app; a change of `instances` alone scales.
+   * @throws ConflictError when a deployment holds the app and `force` is not set
+   */
+  putApp(app: NormalizedApp, options: { force?: boolean; restart?: boolean }, nowMs: number): { result: WriteResult; effects: MarathonEffect[] } {
+    return this.deploy([{ app, ...(options.restart ? { restart: true } : {}) }], options, nowMs);
+  }
+
+  /** Deletes an app (`DELETE /v2/apps/{id}`): kills its instances, then forgets it. */
+  deleteApp(appId: string, options: { force?: boolean }, nowMs: number): { result: WriteResult; effects: MarathonEffect[] } {
+    return this.deploy([{ remove: appId }], options, nowMs);
+  }
+
+  /**
+   * Applies several app changes as one deployment (`/v2/groups` writes, rollbacks): removals
+   * first, then the apps in dependency order, one step per layer (an app waits for the apps it
+   * depends on, directly or through a group id, to be deployed).
+   * @throws ConflictError when a deployment holds one of the apps and `force` is not set
+   * @throws NotFoundError when a removed app does not exist
+   */
+  deploy(changes: readonly AppChange[], options: { force?: boolean }, nowMs: number): { result: WriteResult; effects: MarathonEffect[] } {
+    const effects: MarathonEffect[] = [];
+    const ids = changes.map(changeId);
+    if (new Set(ids).size !== ids.length) throw new RefusedError("an app may appear only once in a deployment");
+    for (const c of changes) if ("remove" in c && !this.apps.has(c.remove)) throw new NotFoundError(`App '${c.remove}' does not exist`);
+    const added = changes.filter((c) => "app" in c && !this.apps.has(c.app.id)).length;
+    if (this.apps.size + added > this.config.maxApps) throw new RefusedError(`at most ${this.config.maxApps} apps (maxApps)`);
+    this.checkLock(ids, options.force ?? false, nowMs, effects);
+    const version = this.nextVersion(nowMs);
+    const parts: DeploymentPart[] = [];
+    for (const change of changes) {
+      if ("remove" in change) {
+        parts.push({ appId: change.remove, kind: "stop", original: this.apps.get(change.remove)!, oldKillsIssued: 0, newAllowed: 0, done: false });
+        continue;
+      }
+      const { app } = change;
+      const existing = this.apps.get(app.id);
+      const configChanged = existing === undefined || change.restart === true || !sameConfig(existing.app, app);
+      const versionInfo: VersionInfo = configChanged
+        ? { lastScalingAt: version, lastConfigChangeAt: version }
+        : { lastScalingAt: version, lastConfigChangeAt: existing.versionInfo.lastConfigChangeAt };
+      const current: AppVersion = { app, version, versionInfo };
+      const record: AppRecord = { ...current, versions: [...(existing?.versions ?? []), current].slice(-this.config.maxVersionsPerApp) };
+      this.apps.set(app.id, record);
+      if (configChanged) this.delays.delete(app.id); // a new config starts without backoff
+      effects.push({ type: "putApp", record });
+      parts.push(this.newPart(record, existing));
+    }
+    const deployment: Deployment = { id: this.rng.uuid(), version, steps: this.orderSteps(parts), currentStep: 0, parts, startedAtMs: nowMs };
+    this.deployments.set(deployment.id, deployment);
+    effects.push({ type: "putDeployment", deployment: structuredClone(deployment) }, this.deploymentInfoEvent(deployment, nowMs));
+    if (parts.length === 0) this.advance(deployment, nowMs, effects); // nothing to do: done at once
+    this.evaluate(nowMs, effects);
+    return { result: { deploymentId: deployment.id, version }, effects };
+  }
+
+  /**
+   * Kills instances (`POST /v2/tasks/delete`, `DELETE /v2/apps/{id}/tasks[/{taskId}]`). With
+   * `scale`, the app's `instances` shrink by the number killed (a new version and a deployment);
+   * without, the killed instances are replaced. `wipe` forgets them at once.
+   */
+  killInstances(ids: readonly string[], options: { scale?: boolean; wipe?: boolean; force?: boolean }, nowMs: number): { result?: WriteResult; killed: Instance[]; effects: MarathonEffect[] } {
+    const effects: MarathonEffect[] = [];
+    const found = ids.map((id) => this.instances.get(id)).filter((i): i is Instance => i !== undefined);
+    if (options.scale) {
+      const byApp = new Map<string, Instance[]>();
+      for (const i of found) byApp.set(i.appId, [...(byApp.get(i.appId) ?? []), i]);
+      if (byApp.size === 0) return { killed: [], effects };
+      this.checkLock([...byApp.keys()], options.force ?? false, nowMs, effects);
+      for (const list of byApp.values()) for (const i of list) this.stopInstance(i, "stopped", effects, nowMs);
+      const changes = [...byApp].map(([appId, list]) => {
+        const record = this.apps.get(appId)!;
+        return { app: { ...record.app, instances: Math.max(0, record.app.instances - list.length) } };
+      });
+      const put = this.deploy(changes, { force: true }, nowMs);
+      return { result: put.result, killed: found, effects: [...effects, ...put.effects] };
+    }
+    for (const i of found) {
+      this.stopInstance(i, "replace", effects, nowMs);
+      if (options.wipe) this.expunge(i, effects, nowMs);
+    }
+    this.evaluate(nowMs, effects);
+    return { killed: found, effects };
+  }
+
+  /** `DELETE /v2/queue/{id}/delay`: launch again without waiting. */
+  resetDelay(appId: string, nowMs: number): MarathonEffect[] {
+    if (!this.apps.has(appId)) throw new NotFoundError(`App '${appId}' does not exist`);
+    this.delays.delete(appId);
+    const effects: MarathonEffect[] = [];
+    this.evaluate(nowMs, effects);
+    return effects;
+  }
+
+  /**
+   * `DELETE /v2/deployments/{id}`: without `force`, rolls back (a new deployment restoring the
+   * apps as they were before: created ones are removed, removed ones come back); with `force`,
+   * just stops the deployment where it is.
+   */
+  cancelDeployment(id: string, options: { force?: boolean }, nowMs: number): { result?: WriteResult; effects: MarathonEffect[] } {
+    const deployment = this.deployments.get(id);
+    if (!deployment) throw new NotFoundError(`DeploymentPlan ${id} does not exist`);
+    const effects: MarathonEffect[] = [];
+    this.endDeployment(deployment, "failed", nowMs, effects, "canceled");
+    if (options.force) {
+      this.evaluate(nowMs, effects);
+      return { effects };
+    }
+    const changes: AppChange[] = [];
+    for (const part of deployment.parts) {
+      if (part.original === undefined) {
+        if (this.apps.has(part.appId)) changes.push({ remove: part.appId });
+        continue;
+      }
+      // A removal already finished: the app comes back with its history.
+      if (!this.apps.has(part.appId)) this.apps.set(part.appId, part.original);
+      changes.push({ app: part.original.app });
+    }
+    if (changes.length === 0) {
+      this.evaluate(nowMs, effects);
+      return { effects };
+    }
+    const restored = this.deploy(changes, { force: true }, nowMs);
+    return { result: restored.result, effects: [...effects, ...restored.effects] };
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Mesos inputs
+  // ---------------------------------------------------------------------------------------------
+
+  /** New offers: launches what waits (in app-id order), declines the rest. */
+  offers(offers: readonly CoreOffer[], nowMs: number): MarathonEffect[] {
+    const effects: MarathonEffect[] = [];
+    const unused: string[] = [];
+    let anyWaiting = false;
+    for (const offer of offers) {
+      this.counters.offersProcessed++;
+      const tasks = this.matchOffer(offer, nowMs);
+      if (tasks.waiting) anyWaiting = true;
+      if (tasks.tasks.length > 0) {
+        // Persisted before the launch: a restarted Marathon must know every task it may have started.
+        for (const task of tasks.tasks) {
+          const instance = this.instances.get(task.taskId)!;
+          effects.push({ type: "putInstance", instance: { ...instance } }, instanceChanged(instance, "Created", nowMs));
+        }
+        effects.push({ type: "launch", offerId: offer.id, agentId: offer.agentId, tasks: tasks.tasks });
+      }
+      else unused.push(offer.id);
+    }
+    if (unused.length > 0) {
+      this.counters.offersDeclined += unused.length;
+      effects.push({ type: "decline", offerIds: unused, refuseSeconds: anyWaiting ? this.config.unfitDeclineRefuseSeconds : this.config.idleDeclineRefuseSeconds });
+    }
+    this.evaluate(nowMs, effects);
+    return effects;
+  }
+
+  /** A launch could not be sent (offer gone, master refused): forget the instances, relaunch later. */
+  launchFailed(taskIds: readonly string[], nowMs: number): MarathonEffect[] {
+    const effects: MarathonEffect[] = [];
+    for (const id of taskIds) {
+      const instance = this.instances.get(id);
+      if (instance) this.remove(instance, effects);
+    }
+    this.evaluate(nowMs, effects);
+    return effects;
+  }
+
+  /** A task status update (also reconciliation answers). */
+  statusUpdate(status: CoreStatus, nowMs: number): MarathonEffect[] {
+    const effects: MarathonEffect[] = [];
+    const instance = this.instances.get(status.taskId);
+    if (!instance) {
+      // A task we do not know (launched before a crash and never persisted, or of a deleted app).
+      if (!TERMINAL.has(status.state) && status.agentId) effects.push({ type: "kill", taskId: status.taskId, agentId: status.agentId });
+      return effects;
+    }
+    const record = this.apps.get(instance.appId);
+    if (status.agentId && !instance.agentId) instance.agentId = status.agentId;
+    instance.mesosState = status.state;
+    const before = { state: instance.state, healthy: instance.healthy };
+    if (TERMINAL.has(status.state)) {
+      effects.push(this.statusEvent(instance, status, nowMs));
+      if (instance.goal === "running" && record) {
+        this.counters.failed++;
+        this.lastFailures.set(instance.appId, { appId: instance.appId, taskId: instance.id, host: instance.hostname, slaveId: instance.agentId, state: status.state, message: status.message ?? "", timestamp: iso(nowMs), version: instance.version });
+        this.delays.set(instance.appId, recordFailure(this.delays.get(instance.appId), record.app, record.versionInfo.lastConfigChangeAt, nowMs));
+      }
+      this.remove(instance, effects);
+      effects.push(instanceChanged(instance, status.state === "TASK_FINISHED" ? "Finished" : "Failed", nowMs));
+      this.evaluate(nowMs, effects);
+      return effects;
+    }
+    switch (status.state) {
+      case "TASK_STAGING":
+        break;
+      case "TASK_STARTING":
+        if (instance.state === "staging") instance.state = "starting";
+        break;
+      case "TASK_RUNNING":
+        delete instance.unreachableSinceMs;
+        if (instance.state !== "killing") instance.state = "running";
+        instance.startedAtMs ??= status.timestampMs ?? nowMs;
+        break;
+      case "TASK_UNREACHABLE":
+        if (instance.state !== "killing") instance.state = "unreachable";
+        instance.unreachableSinceMs ??= nowMs;
+        this.expungeUnreachable(instance, nowMs, effects);
+        if (!this.instances.has(instance.id)) {
+          this.evaluate(nowMs, effects);
+          return effects;
+        }
+        break;
+      case "TASK_KILLING":
+        instance.state = "killing";
+        break;
+    }
+    if (status.healthy !== undefined && record && record.app.healthChecks.some((c) => !MARATHON_HEALTH_PROTOCOLS.has(c.protocol))) {
+      instance.healthy = status.healthy;
+    }
+    if (before.state !== instance.state || before.healthy !== instance.healthy) {
+      effects.push(this.statusEvent(instance, status, nowMs));
+      effects.push({ type: "putInstance", instance: { ...instance } });
+      if (before.state !== instance.state) effects.push(instanceChanged(instance, conditionOf(instance), nowMs));
+      if (before.healthy !== instance.healthy && instance.healthy !== undefined) effects.push(healthChanged(instance, nowMs));
+    }
+    this.evaluate(nowMs, effects);
+    return effects;
+  }
+
+  /**
+   * A verdict of a health check Marathon runs. `kill` (too many consecutive failures) kills the
+   * instance so that it is replaced.
+   */
+  health(instanceId: string, healthy: boolean, kill: boolean, nowMs: number): MarathonEffect[] {
+    const effects: MarathonEffect[] = [];
+    const instance = this.instances.get(instanceId);
+    if (!instance || instance.goal !== "running") return effects;
+    if (instance.healthy !== healthy) {
+      instance.healthy = healthy;
+      effects.push(healthChanged(instance, nowMs));
+    }
+    if (kill) {
+      effects.push({ type: "event", event: { eventType: "unhealthy_instance_kill_event", timestamp: iso(nowMs), appId: instance.appId, taskId: instance.id, instanceId: instance.id, version: instance.version, reason: "health check failed", host: instance.hostname, slaveId: instance.agentId } });
+      this.stopInstance(instance, "replace", effects, nowMs);
+    }
+    this.evaluate(nowMs, effects);
+    return effects;
+  }
+
+  /**
+   * The driver (re-)subscribed: the master's idea of our suppression is unknown, so say it again.
+   */
+  subscribed(nowMs: number): MarathonEffect[] {
+    const effects: MarathonEffect[] = [];
+    this.evaluate(nowMs, effects);
+    const waiting = this.waitingForOffers(nowMs);
+    if (!effects.some((e) => e.type === "suppress" || e.type === "revive")) effects.push(waiting ? { type: "revive" } : { type: "suppress" });
+    this.suppressed = !waiting;
+    return effects;
+  }
+
+  /** Periodic: launch timeouts, delays running out, unreachable instances, deployment progress. */
+  tick(nowMs: number): MarathonEffect[] {
+    const effects: MarathonEffect[] = [];
+    for (const instance of [...this.instances.values()]) if (instance.state === "unreachable") this.expungeUnreachable(instance, nowMs, effects);
+    for (const instance of this.instances.values()) {
+      if ((instance.state === "staging" || instance.state === "starting") && instance.goal === "running" && nowMs - instance.stagedAtMs > this.config.taskLaunchTimeoutMs) {
+        this.stopInstance(instance, "replace", effects, nowMs);
+      }
+    }
+    this.evaluate(nowMs, effects);
+    return effects;
+  }
+
+  /** When the next tick is useful (a launch delay running out), epoch ms; undefined: no need. */
+  nextWakeMs(nowMs: number): number | undefined {
+    let next: number | undefined;
+    for (const record of this.apps.values()) {
+      if (this.queueCount(record.app.id) === 0) continue;
+      const at = launchAllowedAtMs(this.delays.get(record.app.id), record.versionInfo.lastConfigChangeAt, nowMs);
+      if (at > nowMs && (next === undefined || at < next)) next = at;
+    }
+    return next;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Internals: deployments
+  // ---------------------------------------------------------------------------------------------
+
+  private checkLock(appIds: readonly string[], force: boolean, nowMs: number, effects: MarathonEffect[]): void {
+    const wanted = new Set(appIds);
+    const holding = [...this.deployments.values()].filter((d) => d.parts.some((p) => wanted.has(p.appId)));
+    if (holding.length === 0) return;
+    if (!force) throw new ConflictError(holding.map((d) => d.id));
+    for (const d of holding) this.endDeployment(d, "failed", nowMs, effects, "superseded by a forced deployment");
+  }
+
+  private newPart(record: AppRecord, existing: AppRecord | undefined): DeploymentPart {
+    const active = this.instancesOf(record.app.id).filter((i) => i.goal !== "stopped");
+    const stale = active.filter((i) => i.configVersion !== record.versionInfo.lastConfigChangeAt);
+    const kind: DeploymentKind = existing === undefined ? "start" : stale.length > 0 ? "restart" : "scale";
+    const part: DeploymentPart = { appId: record.app.id, kind, ...(existing ? { original: existing } : {}), oldKillsIssued: 0, newAllowed: 0, done: false };
+    if (kind === "restart") {
+      const healthy = stale.filter((i) => this.isReady(i)).length;
+      part.plan = computeRestartPlan(record.app.instances, record.app.upgradeStrategy, stale.length, healthy);
+      // New instances already running (a forced re-deployment of the same config) count as started.
+      part.newAllowed = Math.min(record.app.instances, active.length - stale.length);
+    }
+    return part;
+  }
+
+  /** Removals first; then layers of apps, each after the apps (or groups) it depends on. */
+  private orderSteps(parts: readonly DeploymentPart[]): string[][] {
+    const steps: string[][] = [];
+    const stops = parts.filter((p) => p.kind === "stop").map((p) => p.appId);
+    if (stops.length > 0) steps.push(stops);
+    let left = parts.filter((p) => p.kind !== "stop").map((p) => this.apps.get(p.appId)!.app);
+    while (left.length > 0) {
+      const waiting = (a: NormalizedApp) => left.some((b) => b !== a && a.dependencies.some((d) => isSelfOrAncestorId(d, b.id)));
+      let layer = left.filter((a) => !waiting(a));
+      if (layer.length === 0) layer = left; // a cycle (validation refuses them): no order to keep
+      steps.push(layer.map((a) => a.id).sort(cmp));
+      left = left.filter((a) => !layer.includes(a));
+    }
+    return steps;
+  }
+
+  private partOf(appId: string): { deployment: Deployment; part: DeploymentPart; step: number } | undefined {
+    for (const deployment of this.deployments.values()) {
+      const part = deployment.parts.find((p) => p.appId === appId);
+      if (part) return { deployment, part, step: deployment.steps.findIndex((s) => s.includes(appId)) };
+    }
+    return undefined;
+  }
+
+  private endDeployment(deployment: Deployment, outcome: "success" | "failed", nowMs: number, effects: MarathonEffect[], reason?: string): void {
+    this.deployments.delete(deployment.id);
+    effects.push({ type: "deleteDeployment", id: deployment.id });
+    const plan = this.deploymentPlanJson(deployment);
+    if (outcome === "success") {
+      this.counters.deploymentsSucceeded++;
+      effects.push({ type: "event", event: { eventType: "deployment_success", timestamp: iso(nowMs), id: deployment.id, plan } });
+    } else {
+      this.counters.deploymentsFailed++;
+      effects.push({ type: "event", event: { eventType: "deployment_failed", timestamp: iso(nowMs), id: deployment.id, plan, ...(reason ? { reason } : {}) } });
+    }
+  }
+
+  /** Moves to the next step when every part of the current one is done; ends the deployment after the last. */
+  private advance(deployment: Deployment, nowMs: number, effects: MarathonEffect[]): boolean {
+    let moved = false;
+    while (deployment.currentStep < deployment.steps.length) {
+      const step = deployment.steps[deployment.currentStep]!;
+      if (!step.every((id) => deployment.parts.find((p) => p.appId === id)?.done ?? true)) break;
+      effects.push({ type: "event", event: { eventType: "deployment_step_success", timestamp: iso(nowMs), plan: this.deploymentPlanJson(deployment), currentStep: this.stepJson(deployment, step) } });
+      deployment.currentStep++;
+      moved = true;
+    }
+    if (deployment.currentStep >= deployment.steps.length) this.endDeployment(deployment, "success", nowMs, effects);
+    else if (moved) effects.push({ type: "putDeployment", deployment: structuredClone(deployment) });
+    return moved;
+  }
+
+  private deploymentInfoEvent(deployment: Deployment, nowMs: number): MarathonEffect {
+    const plan = this.deploymentPlanJson(deployment);
+    return { type: "event", event: { eventType: "deployment_info", timestamp: iso(nowMs), plan, currentStep: plan.steps[deployment.currentStep] ?? { actions: [] } } };
+  }
+
+  private stepJson(deployment: Deployment, step: readonly string[]): { actions: Array<{ action: string; app: string }> } {
+    return { actions: step.map((appId) => ({ action: ACTION_NAMES[deployment.parts.find((p) => p.appId === appId)?.kind ?? "scale"], app: appId })) };
+  }
+
+  /** The deployment as `GET /v2/deployments` shows it. */
+  deploymentJson(deployment: Deployment): Record<string, unknown> {
+    const steps = deployment.steps.map((s) => this.stepJson(deployment, s));
+    const current = steps[Math.min(deployment.currentStep, steps.length - 1)] ?? { actions: [] };
+    return {
+      id: deployment.id,
+      version: deployment.version,
+      affectedApps: deployment.parts.map((p) => p.appId).sort(cmp),
+      affectedPods: [],
+      steps,
+      currentActions: current.actions.map((a) => ({ ...a, readinessCheckResults: [] })),
+      currentStep: Math.min(deployment.currentStep + 1, steps.length),
+      totalSteps: steps.length,
+    };
+  }
+
+  private deploymentPlanJson(deployment: Deployment): { id: string; version: string; steps: Array<{ actions: Array<{ action: string; app: string }> }>; original: unknown; target: unknown } {
+    return {
+      id: deployment.id,
+      version: deployment.version,
+      steps: deployment.steps.map((s) => this.stepJson(deployment, s)),
+      original: { apps: deployment.parts.flatMap((p) => (p.original ? [p.original.app] : [])) },
+      target: { apps: deployment.parts.flatMap((p) => (p.kind === "stop" ? [] : [this.apps.get(p.appId)?.app ?? []].flat())) },
+    };
+  }
+
+  /**
+   * Converges every app toward its goal and moves deployments on; also SUPPRESS/REVIVE. Called
+   * at the end of every input, so the whole machine is a function of the state, not of history.
+   */
+  private evaluate(nowMs: number, effects: MarathonEffect[]): void {
+    // A finished step starts the next one, whose apps converge in another pass.
+    for (let pass = 0; pass < 64; pass++) {
+      let moved = false;
+      for (const record of [...this.apps.values()]) if (this.converge(record, nowMs, effects)) moved = true;
+      if (!moved) break;
+    }
+    const waiting = this.waitingForOffers(nowMs);
+    if (waiting && this.suppressed) {
+      this.suppressed = false;
+      effects.push({ type: "revive" });
+    } else if (!waiting && !this.suppressed) {
+      this.suppressed = true;
+      effects.push({ type: "suppress" });
+    }
+  }
+
+  /** True when some app has instances to launch now (not held back by a delay). */
+  private waitingForOffers(nowMs: number): boolean {
+    return [...this.apps.values()].some((r) => this.queueCount(r.app.id) > 0 && canLaunch(this.delays.get(r.app.id), r.versionInfo.lastConfigChangeAt, nowMs));
+  }
+
+  /** Converges one app; true when its deployment moved to another step. */
+  private converge(record: AppRecord, nowMs: number, effects: MarathonEffect[]): boolean {
+    const appId = record.app.id;
+    const found = this.partOf(appId);
+    const part = found && !found.part.done ? found.part : undefined;
+    if (found && part && found.step > found.deployment.currentStep) return false; // waits for its step
+    const list = this.instancesOf(appId);
+    if (found && part?.kind === "stop") {
+      for (const i of list) if (i.goal !== "stopped") this.stopInstance(i, "stopped", effects, nowMs);
+      if (list.length > 0) return false;
+      this.apps.delete(appId);
+      this.delays.delete(appId);
+      this.queueStats.delete(appId);
+      this.lastFailures.delete(appId);
+      effects.push({ type: "deleteApp", appId });
+      effects.push({ type: "event", event: { eventType: "app_terminated_event", timestamp: iso(nowMs), appId } });
+      part.done = true;
+      return this.advance(found.deployment, nowMs, effects);
+    }
+    if (found && part?.kind === "restart" && part.plan) {
+      if (!this.convergeRestart(record, found.deployment, part, part.plan, list, nowMs, effects)) return false;
+      part.done = true;
+      return this.advance(found.deployment, nowMs, effects);
+    }
+    const active = list.filter((i) => i.goal !== "stopped");
+    const surplus = active.length - record.app.instances;
+    if (surplus > 0) {
+      const chosen = selectInstancesToKill(active.map(candidate), surplus, { killSelection: record.app.killSelection, constraints: record.app.constraints });
+      for (const c of chosen) this.stopInstance(this.instances.get(c.id)!, "stopped", effects, nowMs);
+    }
+    if (found && part) {
+      const ready = list.filter((i) => this.isReady(i)).length;
+      const done = list.length === record.app.instances && list.every((i) => i.goal !== "stopped") && ready >= record.app.instances;
+      if (done) {
+        part.done = true;
+        return this.advance(found.deployment, nowMs, effects);
+      }
+    }
+    return false;
+  }
+
+  /** Carries a rolling restart on; true when it is complete. */
+  private convergeRestart(record: AppRecord, deployment: Deployment, part: DeploymentPart, plan: RestartPlan, list: Instance[], nowMs: number, effects: MarathonEffect[]): boolean {
+    const config = record.versionInfo.lastConfigChangeAt;
+    const old = list.filter((i) => i.configVersion !== config && i.goal !== "stopped");
+    const fresh = list.filter((i) => i.configVersion === config && i.goal !== "stopped");
+    const state: RolloutState = {
+      oldRunning: old.length,
+      oldHealthy: old.filter((i) => this.isReady(i)).length,
+      oldStopping: list.filter((i) => i.configVersion !== config && i.goal === "stopped").length,
+      oldKillsIssued: part.oldKillsIssued,
+      newStarted: part.newAllowed,
+      newHealthy: fresh.filter((i) => this.isReady(i)).length,
+    };
+    if (isRolloutComplete(plan, state) && list.every((i) => i.goal !== "stopped")) return true;
+    const step = rolloutStep(plan, state);
+    if (step.killOld > 0) {
+      const chosen = selectInstancesToKill(old.map(candidate), step.killOld, { killSelection: record.app.killSelection });
+      for (const c of chosen) this.stopInstance(this.instances.get(c.id)!, "stopped", effects, nowMs);
+      part.oldKillsIssued += chosen.length;
+    }
+    if (step.startNew > 0) part.newAllowed += step.startNew;
+    if (step.killOld > 0 || step.startNew > 0) effects.push({ type: "putDeployment", deployment: structuredClone(deployment) });
+    return false;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Internals: instances
+  // ---------------------------------------------------------------------------------------------
+
+  private stopInstance(instance: Instance, goal: "stopped" | "replace", effects: MarathonEffect[], nowMs: number): void {
+    if (instance.goal === "stopped") return;
+    const first = instance.goal === "running";
+    instance.goal = goal;
+    if (first || instance.state !== "killing") {
+      instance.state = "killing";
+      this.counters.killed++;
+      const record = this.apps.get(instance.appId);
+      const grace = record?.app.taskKillGracePeriodSeconds;
+      effects.push({ type: "kill", taskId: instance.id, agentId: instance.agentId, ...(grace !== undefined ? { gracePeriodSeconds: grace } : {}) });
+      effects.push({ type: "putInstance", instance: { ...instance } });
+      effects.push(instanceChanged(instance, "Killing", nowMs));
+    }
+  }
+
+  /**
+   * An instance unreachable for `inactiveAfterSeconds` is given up: Marathon kills it (in case its
+   * agent comes back) and forgets it, so the queue launches a replacement. Corral merges Marathon's
+   * two thresholds (inactive, then expunged) into the first; `"disabled"` keeps waiting for it.
+   */
+  private expungeUnreachable(instance: Instance, nowMs: number, effects: MarathonEffect[]): void {
+    const strategy = this.apps.get(instance.appId)?.app.unreachableStrategy;
+    if (strategy === undefined || strategy === "disabled" || instance.unreachableSinceMs === undefined) return;
+    if (nowMs - instance.unreachableSinceMs < strategy.inactiveAfterSeconds * 1000) return;
+    effects.push({ type: "kill", taskId: instance.id, agentId: instance.agentId });
+    this.expunge(instance, effects, nowMs);
+  }
+
+  private addInstance(instance: Instance): void {
+    this.instances.set(instance.id, instance);
+    let ids = this.byApp.get(instance.appId);
+    if (!ids) this.byApp.set(instance.appId, (ids = new Set()));
+    ids.add(instance.id);
+  }
+
+  private expunge(instance: Instance, effects: MarathonEffect[], nowMs: number): void {
+    this.remove(instance, effects);
+    effects.push(instanceChanged(instance, "Killed", nowMs));
+  }
+
+  private remove(instance: Instance, effects: MarathonEffect[]): void {
+    this.instances.delete(instance.id);
+    const ids = this.byApp.get(instance.appId);
+    ids?.delete(instance.id);
+    if (ids?.size === 0) this.byApp.delete(instance.appId);
+    effects.push({ type: "deleteInstance", id: instance.id });
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Internals: offers
+  // ---------------------------------------------------------------------------------------------
+
+  private statsOf(appId: string, nowMs: number): QueueStats {
+    let stats = this.queueStats.get(appId);
+    if (!stats) {
+      stats = { since: nowMs, processed: 0, unused: 0, reasons: new Map(), lastUnused: [] };
+      this.queueStats.set(appId, stats);
+    }
+    return stats;
+  }
+
+  private matchOffer(offer: CoreOffer, nowMs: number): { tasks: LaunchTask[]; waiting: boolean } {
+    let remaining = offer.resources;
+    const tasks: LaunchTask[] = [];
+    let waiting = false;
+    const placement: Placement = { hostname: offer.hostname, attributes: offer.attributes };
+    for (const record of this.appList()) {
+      const app = record.app;
+      let wanted = this.queueCount(app.id);
+      if (wanted === 0) {
+        this.queueStats.delete(app.id);
+        continue;
+      }
+      if (!canLaunch(this.delays.get(app.id), record.versionInfo.lastConfigChangeAt, nowMs)) continue;
+      if (this.instances.size >= this.config.maxInstances) break;
+      waiting = true;
+      const stats = this.statsOf(app.id, nowMs);
+      stats.processed++;
+      let placedHere = 0;
+      let rejected: { reason: RejectReason; detail: string } | undefined;
+      while (wanted > 0 && tasks.length < this.config.maxInstancesPerOffer) {
+        const placed = this.instancesOf(app.id).filter((i) => i.goal !== "stopped").map((i) => ({ hostname: i.hostname, attributes: i.attributes }));
+        const decision = checkConstraints(app.constraints, placement, placed);
+        if (!decision.allowed) {
+          rejected = { reason: "UnfulfilledConstraint", detail: decision.reason };
+          break;
+        }
+        const fit = fitApp(app, remaining, this.rng);
+        if (!fit.ok) {
+          rejected = { reason: fit.reason, detail: fit.detail };
+          break;
+        }
+        remaining = remaining.subtract(fit.resources);
+        const task = this.launchInstance(record, offer, fit.resources, fit.hostPorts, nowMs);
+        tasks.push(task);
+        wanted--;
+        placedHere++;
+      }
+      if (placedHere > 0) stats.lastUsedAtMs = nowMs;
+      if (placedHere === 0 && rejected) {
+        stats.unused++;
+        stats.lastUnusedAtMs = nowMs;
+        stats.reasons.set(rejected.reason, (stats.reasons.get(rejected.reason) ?? 0) + 1);
+        stats.lastUnused.push({ offerId: offer.id, agentId: offer.agentId, hostname: offer.hostname, timestampMs: nowMs, ...rejected });
+        if (stats.lastUnused.length > this.config.maxUnusedOffersPerApp) stats.lastUnused.shift();
+      }
+      if (tasks.length >= this.config.maxInstancesPerOffer) break;
+    }
+    return { tasks, waiting };
+  }
+
+  private launchInstance(record: AppRecord, offer: CoreOffer, resources: Resources, hostPorts: number[], nowMs: number): LaunchTask {
+    const app = record.app;
+    const id = `${appIdToTaskPrefix(app.id)}.${this.rng.uuid()}`;
+    const instance: Instance = {
+      id,
+      appId: app.id,
+      version: record.version,
+      configVersion: record.versionInfo.lastConfigChangeAt,
+      agentId: offer.agentId,
+      hostname: offer.hostname,
+      attributes: { ...offer.attributes },
+      hostPorts,
+      state: "staging",
+      goal: "running",
+      stagedAtMs: nowMs,
+      mesosState: "TASK_STAGING",
+    };
+    this.addInstance(instance);
+    this.counters.launched++;
+    const env: Record<string, string> = {
+      ...app.env,
+      MARATHON_APP_ID: app.id,
+      MARATHON_APP_VERSION: record.version,
+      MESOS_TASK_ID: id,
+      HOST: offer.hostname,
+      ...portEnv(hostPorts),
+    };
+    for (const [k, v] of Object.entries(app.labels)) if (/^[A-Za-z_][A-Za-z0-9_]*$/.test(k)) env[`MARATHON_APP_LABEL_${k.toUpperCase()}`] = v;
+    return {
+      taskId: id,
+      name: appIdToTaskPrefix(app.id),
+      agentId: offer.agentId,
+      resources,
+      command: app.cmd !== undefined ? app.cmd : { value: app.args![0]!, arguments: app.args!.slice(1), shell: false },
+      env,
+      ...(app.user !== undefined ? { user: app.user } : {}),
+      ...(app.taskKillGracePeriodSeconds !== undefined ? { killGracePeriodSeconds: app.taskKillGracePeriodSeconds } : {}),
+      labels: { ...app.labels },
+    };
+  }
+
+  private statusEvent(instance: Instance, status: CoreStatus, nowMs: number): MarathonEffect {
+    return {
+      type: "event",
+      event: {
+        eventType: "status_update_event",
+        timestamp: iso(nowMs),
+        slaveId: instance.agentId,
+        taskId: instance.id,
+        instanceId: instance.id,
+        taskStatus: status.state,
+        message: status.message ?? "",
+        appId: instance.appId,
+        host: instance.hostname,
+        ipAddresses: [],
+        ports: instance.hostPorts,
+        version: instance.version,
+      },
+    };
+  }
+
+  private nextVersion(nowMs: number): string {
+    // Versions are times; two writes in one millisecond still get distinct, ordered versions.
+    const ms = Math.max(nowMs, this.lastVersionMs + 1);
+    this.lastVersionMs = ms;
+    return iso(ms);
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Helpers
+// ------------------------------------------------------------------------------------------------
+
+function cmp(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/** Equal configs, `instances` aside. */
+export function sameConfig(a: NormalizedApp, b: NormalizedApp): boolean {
+  return stableJson({ ...a, instances: 0 }) === stableJson({ ...b, instances: 0 });
+}
+
+function stableJson(value: unknown): string {
+  return JSON.stringify(value, (_key, v: unknown) =>
+    v !== null && typeof v === "object" && !Array.isArray(v) ? Object.fromEntries(Object.entries(v as Record<string, unknown>).sort(([x], [y]) => cmp(x, y))) : v,
+  );
+}
+
+function candidate(i: Instance): KillCandidate {
+  return {
+    id: i.id,
+    state: i.state === "running" || i.state === "killing" ? "running" : i.state === "unreachable" ? "unreachable" : i.state === "starting" ? "starting" : "staging",
+    ...(i.healthy !== undefined ? { healthy: i.healthy } : {}),
+    sinceMs: i.startedAtMs ?? i.stagedAtMs,
+    placement: { hostname: i.hostname, attributes: i.attributes },
+  };
+}
+
+function conditionOf(i: Instance): string {
+  switch (i.state) {
+    case "staging":
+      return "Staging";
+    case "starting":
+      return "Starting";
+    case "running":
+      return "Running";
+    case "killing":
+      return "Killing";
+    case "unreachable":
+      return "Unreachable";
+  }
+}
+
+function instanceChanged(i: Instance, condition: string, nowMs: number): MarathonEffect {
+  return {
+    type: "event",
+    event: { eventType: "instance_changed_event", timestamp: iso(nowMs), instanceId: i.id, condition, runSpecId: i.appId, agentId: i.agentId, host: i.hostname, runSpecVersion: i.version, goal: i.goal === "running" ? "Running" : i.goal === "stopped" ? "Stopped" : "Decommissioned" },
+  };
+}
+
+function healthChanged(i: Instance, nowMs: number): MarathonEffect {
+  return { type: "event", event: { eventType: "health_status_changed_event", timestamp: iso(nowMs), appId: i.appId, instanceId: i.id, taskId: i.id, version: i.version, alive: i.healthy === true } };
+}
+
+/** `$PORT0`, `$PORT1`, ... and `$PORT`, `$PORTS`, as Marathon sets them. */
+export function portEnv(hostPorts: readonly number[]): Record<string, string> {
+  const env: Record<string, string> = {};
+  hostPorts.forEach((p, i) => (env[`PORT${i}`] = String(p)));
+  if (hostPorts.length > 0) {
+    env.PORT = String(hostPorts[0]);
+    env.PORTS = hostPorts.join(",");
+  }
+  return env;
+}
+
+type Fit = { ok: true; resources: Resources; hostPorts: number[] } | { ok: false; reason: RejectReason; detail: string };
+
+/** Roles an app may use resources of: its acceptedResourceRoles, else unreserved and its own role. */
+export function acceptedRoles(app: NormalizedApp): string[] {
+  return app.acceptedResourceRoles ?? [...new Set([UNRESERVED_ROLE, app.role])];
+}
+
+const SCALARS: Array<[keyof NormalizedApp & ("cpus" | "mem" | "disk" | "gpus"), RejectReason]> = [
+  ["cpus", "InsufficientCpus"],
+  ["mem", "InsufficientMemory"],
+  ["disk", "InsufficientDisk"],
+  ["gpus", "InsufficientGpus"],
+];
+
+/**
+ * Carves one instance out of `offer`: each scalar from a single usable role (reserved first),
+ * then ports. Answers the resources to launch with, or the first shortfall.
+ */
+export function fitApp(app: NormalizedApp, offer: Resources, rng?: Rng): Fit {
+  const roles = acceptedRoles(app);
+  const usable = offer.filter((e) => roles.includes(e.role));
+  if (usable.isEmpty() && !offer.isEmpty()) return { ok: false, reason: "UnfulfilledRole", detail: `no resources of the accepted roles ${roles.join(",")}` };
+  const parts: ResourceEntry[] = [];
+  for (const [name, reason] of SCALARS) {
+    const amount = app[name];
+    if (!(amount > 0)) continue;
+    const millis = Math.round(amount * 1000);
+    const candidates = usable.entries
+      .filter((e): e is Extract<ResourceEntry, { kind: "scalar" }> => e.kind === "scalar" && e.name === name && e.millis >= millis)
+      .sort((a, b) => Number(a.role === UNRESERVED_ROLE) - Number(b.role === UNRESERVED_ROLE));
+    const pick = candidates[0];
+    if (!pick) return { ok: false, reason, detail: `needs ${name} ${amount}, offer has ${usable.scalar(name)}` };
+    parts.push({ kind: "scalar", name, role: pick.role, millis });
+  }
+  const ports = pickPorts(app, usable, { acceptedRoles: roles, ...(rng ? { rng } : {}) });
+  if (!ports.ok) return { ok: false, reason: "InsufficientPorts", detail: ports.reason };
+  const resources = Resources.of(parts).add(ports.resources);
+  return { ok: true, resources, hostPorts: ports.hostPorts };
+}

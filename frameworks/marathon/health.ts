@@ -1,0 +1,141 @@
+/**
+ * Health checks Marathon runs itself (`HTTP`, `HTTPS`, `TCP`), with Marathon's semantics:
+ * a check runs every `intervalSeconds` and fails after `timeoutSeconds`; failures during
+ * `gracePeriodSeconds` after the task started do not count unless it was healthy once; after
+ * `maxConsecutiveFailures` failures in a row (0: never) the instance is killed and replaced.
+ * An instance is healthy when all its checks last passed. `COMMAND` and `MESOS_*` checks run on
+ * the agent and arrive in status updates instead.
+ *
+ * @module
+ */
+
+import { connect } from "node:net";
+import type { Clock } from "../../sdk/clock.ts";
+import type { HealthCheck } from "./app-spec.ts";
+import { MARATHON_HEALTH_PROTOCOLS, type Instance, type MarathonCore } from "./core.ts";
+
+/** Options of the health checker. */
+export interface HealthCheckerOptions {
+  /** The host to check an instance on. @default the instance's agent hostname */
+  host?: (instance: Instance) => string;
+  /** Checks running at once, at most. @default 256 */
+  maxConcurrentChecks?: number;
+}
+
+interface CheckState {
+  lastStartedMs: number;
+  inFlight: boolean;
+  failures: number;
+  passed?: boolean;
+  everHealthy: boolean;
+}
+
+export class HealthChecker {
+  /** Per instance, per check index. */
+  private readonly states = new Map<string, CheckState[]>();
+  private running = 0;
+  private stopped = false;
+
+  constructor(
+    private readonly core: MarathonCore,
+    private readonly options: HealthCheckerOptions,
+    private readonly clock: Clock,
+    private readonly report: (instanceId: string, healthy: boolean, kill: boolean) => void,
+  ) {}
+
+  stop(): void {
+    this.stopped = true;
+  }
+
+  /** Starts the checks that are due. */
+  poll(nowMs: number): void {
+    if (this.stopped) return;
+    const seen = new Set<string>();
+    for (const instance of this.core.allInstances()) {
+      const record = this.core.app(instance.appId);
+      if (!record || instance.state !== "running" || instance.goal !== "running") continue;
+      const checks = record.app.healthChecks;
+      if (!checks.some((c) => MARATHON_HEALTH_PROTOCOLS.has(c.protocol))) continue;
+      seen.add(instance.id);
+      let states = this.states.get(instance.id);
+      if (!states) {
+        states = checks.map(() => ({ lastStartedMs: -Infinity, inFlight: false, failures: 0, everHealthy: false }));
+        this.states.set(instance.id, states);
+      }
+      checks.forEach((check, i) => {
+        const state = states[i]!;
+        if (!MARATHON_HEALTH_PROTOCOLS.has(check.protocol) || state.inFlight) return;
+        if (nowMs - state.lastStartedMs < check.intervalSeconds * 1000) return;
+        if (this.running >= (this.options.maxConcurrentChecks ?? 256)) return;
+        state.lastStartedMs = nowMs;
+        state.inFlight = true;
+        this.running++;
+        void this.probe(instance, check)
+          .then((ok) => this.result(instance, checks, states, i, ok))
+          .finally(() => {
+            state.inFlight = false;
+            this.running--;
+          });
+      });
+    }
+    for (const id of this.states.keys()) if (!seen.has(id)) this.states.delete(id);
+  }
+
+  private result(instance: Instance, checks: readonly HealthCheck[], states: CheckState[], index: number, ok: boolean): void {
+    if (this.stopped || this.states.get(instance.id) !== states) return;
+    const check = checks[index]!;
+    const state = states[index]!;
+    const nowMs = this.clock.now();
+    if (ok) {
+      state.failures = 0;
+      state.passed = true;
+      state.everHealthy = true;
+    } else {
+      const inGrace = !state.everHealthy && nowMs - (instance.startedAtMs ?? instance.stagedAtMs) < check.gracePeriodSeconds * 1000;
+      if (inGrace) return;
+      state.failures++;
+      state.passed = false;
+    }
+    const marathonRun = states.filter((_, i) => MARATHON_HEALTH_PROTOCOLS.has(checks[i]!.protocol));
+    if (marathonRun.some((s) => s.passed === undefined) && ok) return; // wait for every check's first answer
+    const healthy = marathonRun.every((s) => s.passed === true);
+    const kill = !ok && check.maxConsecutiveFailures > 0 && state.failures >= check.maxConsecutiveFailures;
+    if (kill) this.states.delete(instance.id);
+    this.report(instance.id, healthy, kill);
+  }
+
+  private probe(instance: Instance, check: HealthCheck): Promise<boolean> {
+    const port = check.port ?? instance.hostPorts[check.portIndex ?? 0];
+    if (port === undefined) return Promise.resolve(false);
+    const host = this.options.host?.(instance) ?? instance.hostname;
+    const timeoutMs = check.timeoutSeconds * 1000;
+    if (check.protocol === "TCP") return tcpProbe(host, port, timeoutMs);
+    const scheme = check.protocol === "HTTPS" ? "https" : "http";
+    return httpProbe(`${scheme}://${host}:${port}${check.path ?? "/"}`, timeoutMs, check.ignoreHttp1xx);
+  }
+}
+
+async function httpProbe(url: string, timeoutMs: number, ignore1xx: boolean): Promise<boolean> {
+  try {
+    const response = await fetch(url, { signal: AbortSignal.timeout(timeoutMs), redirect: "manual" });
+    await response.body?.cancel().catch(() => undefined);
+    // Marathon: 2xx and 3xx are healthy; 1xx only counts when not ignored.
+    if (response.status < 200) return ignore1xx;
+    return response.status < 400;
+  } catch {
+    return false;
+  }
+}
+
+function tcpProbe(host: string, port: number, timeoutMs: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect({ host, port });
+    const done = (ok: boolean) => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.setTimeout(timeoutMs, () => done(false));
+    socket.once("connect", () => done(true));
+    socket.once("error", () => done(false));
+  });
+}

@@ -1,0 +1,540 @@
+/**
+ * Marathon's REST API (v2), on fastify. Bodies are parsed here (unparseable JSON: 400), checked by
+ * `app-spec.ts` (422 with Marathon's `{message, details}`), and only then handed to the core, so a
+ * rejected request changes and persists nothing. Writes answer `{deploymentId, version}` with a
+ * `Marathon-Deployment-Id` header; a write to an app held by a deployment answers 409 with the
+ * deployment ids unless `force=true`.
+ *
+ * @module
+ */
+
+import type { ServerResponse } from "node:http";
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
+import type { Clock } from "../../sdk/clock.ts";
+import type { Logger } from "../../sdk/transport.ts";
+import { isRollbackRequest, validateApp, validateAppUpdate, type NormalizedApp } from "./app-spec.ts";
+import { ConflictError, iso, NotFoundError, RefusedError, type AppRecord, type Instance, type MarathonCore, type MarathonEffect, type MarathonEvent, type WriteResult } from "./core.ts";
+import { validateGroup, type NormalizedGroup } from "./group-spec.ts";
+import { formatPathId, isSelfOrAncestorId, pathSegments, resolvePathId } from "./path-id.ts";
+import { isJsonObject, parseJsonBody, type ValidationFailure } from "./validation.ts";
+
+/** What the HTTP layer needs from the shell. */
+export interface MarathonHttpDeps {
+  core: MarathonCore;
+  clock: Clock;
+  /** Runs a core input and applies its effects (serialised with every other input). */
+  input<T extends MarathonEffect[] | { effects: MarathonEffect[] }>(fn: () => T): Promise<T>;
+  info(): { frameworkId: string | undefined; url: string; frameworkName: string; role: string; cluster: string; startedAtMs: number };
+  /** Whether this instance leads, and the leader's URL (undefined while unknown). */
+  leadership(): { leading: boolean; leaderUrl: string | undefined };
+  onEvent(listener: (event: MarathonEvent) => void): () => void;
+  emit(event: MarathonEvent): void;
+  metrics(): string;
+  log: Logger;
+  /** Largest request body, bytes. @default 1048576 */
+  bodyLimitBytes?: number;
+  /** SSE clients at most. @default 256 */
+  maxEventStreams?: number;
+}
+
+const DEPLOYMENT_HEADER = "Marathon-Deployment-Id";
+
+/** The version `/v2/info` reports: the Marathon API line it follows. */
+export const MARATHON_VERSION = "1.11.0-corral";
+
+/** An error answered with a status and Marathon's body. */
+class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    readonly body: Record<string, unknown>,
+  ) {
+    super(String(body.message ?? status));
+  }
+}
+
+function flag(value: unknown, dflt: boolean): boolean {
+  if (value === undefined || value === "") return value === "" ? true : dflt;
+  return String(value).toLowerCase() === "true";
+}
+
+function query(req: FastifyRequest): Record<string, string | undefined> {
+  const q = req.query as Record<string, unknown>;
+  const out: Record<string, string | undefined> = {};
+  for (const [k, v] of Object.entries(q ?? {})) out[k] = Array.isArray(v) ? String(v[0]) : v === undefined ? undefined : String(v);
+  return out;
+}
+
+function embeds(req: FastifyRequest): Set<string> {
+  const q = (req.query as Record<string, unknown>)?.embed;
+  const list = Array.isArray(q) ? q.map(String) : q === undefined ? [] : [String(q)];
+  return new Set(list.flatMap((e) => e.split(",")));
+}
+
+/** Parses a body into JSON, or throws the 400/422 answer. */
+function jsonBody(req: FastifyRequest): unknown {
+  const text = typeof req.body === "string" ? req.body : "";
+  const parsed = parseJsonBody(text);
+  if (!parsed.ok) throw new HttpError(parsed.status, parsed.body as unknown as Record<string, unknown>);
+  return parsed.value;
+}
+
+function fail(failure: ValidationFailure): never {
+  throw new HttpError(failure.status, failure.body as unknown as Record<string, unknown>);
+}
+
+function appIdFrom(raw: string): string {
+  const resolved = resolvePathId(`/${raw}`, { checkReserved: false });
+  if (!resolved.ok) throw new HttpError(404, { message: `App '/${raw}' does not exist` });
+  return resolved.id;
+}
+
+/** Splits `/v2/apps/<rest>` into the app id and the sub-resource. */
+function appRoute(rest: string): { appId: string; sub?: "restart" | "tasks" | "versions"; arg?: string } {
+  const segments = rest.split("/").filter((s) => s !== "");
+  const n = segments.length;
+  if (n >= 2 && segments[n - 1] === "restart") return { appId: appIdFrom(segments.slice(0, -1).join("/")), sub: "restart" };
+  if (n >= 2 && (segments[n - 1] === "tasks" || segments[n - 1] === "versions")) {
+    return { appId: appIdFrom(segments.slice(0, -1).join("/")), sub: segments[n - 1] as "tasks" | "versions" };
+  }
+  if (n >= 3 && (segments[n - 2] === "tasks" || segments[n - 2] === "versions")) {
+    return { appId: appIdFrom(segments.slice(0, -2).join("/")), sub: segments[n - 2] as "tasks" | "versions", arg: decodeURIComponent(segments[n - 1]!) };
+  }
+  return { appId: appIdFrom(segments.join("/")) };
+}
+
+function unknownFieldsWarning(reply: FastifyReply, fields: readonly string[]): void {
+  if (fields.length > 0) reply.header("Warning", `299 marathon "Unknown fields in the request, ignored: ${fields.join(", ").replace(/["\r\n]/g, "")}"`);
+}
+
+export function createMarathonHttp(deps: MarathonHttpDeps): FastifyInstance {
+  const { core } = deps;
+  const app = Fastify({ logger: false, bodyLimit: deps.bodyLimitBytes ?? 1_048_576 });
+  // Bodies are kept as text: parseJsonBody tells unparseable JSON (400) from bad shapes (422).
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser("*", { parseAs: "string" }, (_req, body, done) => done(null, body));
+
+  app.setErrorHandler((err: unknown, _req, reply) => {
+    if (err instanceof HttpError) return reply.code(err.status).send(err.body);
+    if (err instanceof ConflictError) {
+      return reply.code(409).send({ message: err.message, deployments: err.deploymentIds.map((id) => ({ id })) });
+    }
+    if (err instanceof NotFoundError) return reply.code(404).send({ message: err.message });
+    if (err instanceof RefusedError) return reply.code(422).send({ message: err.message });
+    const e = err as { statusCode?: number; message?: string };
+    if (typeof e.statusCode === "number" && e.statusCode >= 400 && e.statusCode < 500) return reply.code(e.statusCode).send({ message: e.message ?? "bad request" });
+    deps.log.error({ err }, "marathon http: unexpected error");
+    return reply.code(500).send({ message: "internal error" });
+  });
+  app.setNotFoundHandler((req, reply) => reply.code(404).send({ message: `Unknown resource ${req.method} ${req.url.split("?")[0]}` }));
+
+  // A standby serves nothing itself: it forwards /v2 requests to the leader, as Marathon does.
+  app.addHook("preHandler", async (req, reply) => {
+    const path = req.url.split("?")[0]!;
+    if (!path.startsWith("/v2/") || path === "/v2/leader") return;
+    const { leading, leaderUrl } = deps.leadership();
+    if (leading) return;
+    if (leaderUrl === undefined || leaderUrl === deps.info().url) return reply.code(503).send({ message: "No leader elected yet; try again shortly" });
+    if (path === "/v2/events") return reply.redirect(`${leaderUrl}${req.url}`, 307);
+    const contentType = req.headers["content-type"];
+    let response: Response;
+    try {
+      response = await fetch(`${leaderUrl}${req.url}`, {
+        method: req.method,
+        redirect: "manual",
+        signal: AbortSignal.timeout(10_000),
+        ...(contentType ? { headers: { "content-type": contentType } } : {}),
+        ...(typeof req.body === "string" && req.method !== "GET" && req.method !== "HEAD" ? { body: req.body } : {}),
+      });
+    } catch (err) {
+      return reply.code(503).send({ message: `the leader at ${leaderUrl} did not answer: ${(err as Error).message}` });
+    }
+    for (const name of ["content-type", "location", DEPLOYMENT_HEADER, "warning"]) {
+      const value = response.headers.get(name);
+      if (value !== null) reply.header(name, value);
+    }
+    return reply.code(response.status).send(await response.text());
+  });
+
+  const now = () => deps.clock.now();
+  const requireApp = (appId: string): AppRecord => {
+    const record = core.app(appId);
+    if (!record) throw new HttpError(404, { message: `App '${appId}' does not exist` });
+    return record;
+  };
+  const writeAnswer = (reply: FastifyReply, result: WriteResult, code = 200) =>
+    reply.code(code).header(DEPLOYMENT_HEADER, result.deploymentId).send({ deploymentId: result.deploymentId, version: result.version });
+  const apiPost = (req: FastifyRequest, appDefinition: NormalizedApp) =>
+    deps.emit({ eventType: "api_post_event", timestamp: iso(now()), clientIp: req.ip, uri: req.url.split("?")[0]!, appDefinition });
+
+  // ---- apps ---------------------------------------------------------------------------------
+
+  app.post("/v2/apps", async (req, reply) => {
+    const body = jsonBody(req);
+    const result = validateApp(body, { defaultRole: "*" });
+    if (!result.ok) fail(result);
+    if (core.app(result.app.id)) throw new HttpError(409, { message: `An app with id [${result.app.id}] already exists.` });
+    const q = query(req);
+    const { result: write } = await deps.input(() => core.putApp(result.app, { force: flag(q.force, false) }, now()));
+    apiPost(req, result.app);
+    unknownFieldsWarning(reply, result.unknownFields);
+    const record = requireApp(result.app.id);
+    return reply
+      .code(201)
+      .header("Location", `${deps.info().url}/v2/apps${result.app.id}`)
+      .header(DEPLOYMENT_HEADER, write.deploymentId)
+      .send({ ...appJson(core, record, new Set()), tasksStaged: 0, tasksRunning: 0, tasksHealthy: 0, tasksUnhealthy: 0, deployments: [{ id: write.deploymentId }] });
+  });
+
+  app.get("/v2/apps", async (req) => {
+    const q = query(req);
+    const embed = embeds(req);
+    const label = q.label !== undefined ? parseLabelSelector(q.label) : undefined;
+    const apps = core.appList().filter((r) => {
+      if (q.id !== undefined && !r.app.id.toLowerCase().includes(q.id.toLowerCase())) return false;
+      if (q.cmd !== undefined && !(r.app.cmd ?? "").includes(q.cmd)) return false;
+      if (label && !label(r.app.labels)) return false;
+      return true;
+    });
+    return { apps: apps.map((r) => appJson(core, r, embed, "apps.")) };
+  });
+
+  app.get("/v2/apps/*", async (req) => {
+    const route = appRoute((req.params as { "*": string })["*"]);
+    const record = requireApp(route.appId);
+    if (route.sub === "tasks") {
+      if (route.arg !== undefined) {
+        const instance = core.instance(route.arg);
+        if (!instance || instance.appId !== route.appId) throw new HttpError(404, { message: `Task '${route.arg}' does not exist` });
+        return { task: taskJson(core, instance) };
+      }
+      return { tasks: core.instancesOf(route.appId).map((i) => taskJson(core, i)) };
+    }
+    if (route.sub === "versions") {
+      if (route.arg !== undefined) {
+        const found = record.versions.find((v) => v.version === route.arg);
+        if (!found) throw new HttpError(404, { message: `App '${route.appId}' does not exist in version ${route.arg}` });
+        return { ...found.app, version: found.version, versionInfo: found.versionInfo };
+      }
+      return { versions: record.versions.map((v) => v.version).reverse() };
+    }
+    if (route.sub === "restart") throw new HttpError(405, { message: "Use POST to restart an app" });
+    return { app: appJson(core, record, new Set(["tasks", "deployments", "lastTaskFailure", ...embeds(req)]), "app.") };
+  });
+
+  const putOrPatch = (partialDefault: boolean) => async (req: FastifyRequest, reply: FastifyReply) => {
+    const route = appRoute((req.params as { "*": string })["*"]);
+    if (route.sub !== undefined) throw new HttpError(405, { message: `${req.method} is not supported here` });
+    const q = query(req);
+    const force = flag(q.force, false);
+    const body = jsonBody(req);
+    const existing = core.app(route.appId);
+    if (existing && isRollbackRequest(body)) {
+      const found = existing.versions.find((v) => v.version === body.version);
+      if (!found) throw new HttpError(404, { message: `App '${route.appId}' does not exist in version ${body.version}` });
+      const { result } = await deps.input(() => core.putApp(found.app, { force }, now()));
+      return writeAnswer(reply, result);
+    }
+    const partial = req.method === "PATCH" || flag(q.partialUpdate, partialDefault);
+    const validated = existing && partial ? validateAppUpdate(existing.app, body, { defaultRole: "*" }) : validateApp(body, { pathId: route.appId, defaultRole: "*" });
+    if (!validated.ok) fail(validated);
+    if (validated.app.id !== route.appId) throw new HttpError(422, { message: "Object is not valid", details: [{ path: "/id", errors: ["the id in the body does not match the URL"] }] });
+    const { result } = await deps.input(() => core.putApp(validated.app, { force }, now()));
+    apiPost(req, validated.app);
+    unknownFieldsWarning(reply, validated.unknownFields);
+    return writeAnswer(reply, result, existing ? 200 : 201);
+  };
+  app.put("/v2/apps/*", putOrPatch(true));
+  app.patch("/v2/apps/*", putOrPatch(true));
+
+  app.post("/v2/apps/*", async (req, reply) => {
+    const route = appRoute((req.params as { "*": string })["*"]);
+    if (route.sub !== "restart") throw new HttpError(405, { message: "POST is only supported on /v2/apps and /v2/apps/{id}/restart" });
+    const record = requireApp(route.appId);
+    const { result } = await deps.input(() => core.putApp(record.app, { force: flag(query(req).force, false), restart: true }, now()));
+    return writeAnswer(reply, result);
+  });
+
+  app.delete("/v2/apps/*", async (req, reply) => {
+    const route = appRoute((req.params as { "*": string })["*"]);
+    const q = query(req);
+    requireApp(route.appId);
+    if (route.sub === undefined) {
+      const { result } = await deps.input(() => core.deleteApp(route.appId, { force: flag(q.force, true) }, now()));
+      return writeAnswer(reply, result);
+    }
+    if (route.sub !== "tasks") throw new HttpError(405, { message: `DELETE is not supported on ${route.sub}` });
+    let targets = core.instancesOf(route.appId);
+    if (route.arg !== undefined) {
+      targets = targets.filter((i) => i.id === route.arg);
+      if (targets.length === 0) throw new HttpError(404, { message: `Task '${route.arg}' does not exist` });
+    }
+    if (q.host !== undefined) targets = targets.filter((i) => i.hostname === q.host);
+    const snapshot = targets.map((i) => taskJson(core, i));
+    const out = await deps.input(() => core.killInstances(targets.map((i) => i.id), { scale: flag(q.scale, false), wipe: flag(q.wipe, false), force: flag(q.force, false) }, now()));
+    if (out.result) return writeAnswer(reply, out.result);
+    return route.arg !== undefined ? { task: snapshot[0] } : { tasks: snapshot };
+  });
+
+  // ---- tasks --------------------------------------------------------------------------------
+
+  app.get("/v2/tasks", async (req) => {
+    const q = query(req);
+    const wanted = q.status?.toLowerCase();
+    const byStatus = (i: Instance) =>
+      wanted === undefined ||
+      (wanted === "running" && i.state === "running") ||
+      (wanted === "staging" && (i.state === "staging" || i.state === "starting")) ||
+      (wanted === "killing" && i.state === "killing") ||
+      (wanted === "unreachable" && i.state === "unreachable");
+    return { tasks: core.allInstances().filter(byStatus).map((i) => taskJson(core, i)) };
+  });
+
+  app.post("/v2/tasks/delete", async (req, reply) => {
+    const body = jsonBody(req);
+    if (!isJsonObject(body) || !Array.isArray(body.ids) || !body.ids.every((id) => typeof id === "string")) {
+      throw new HttpError(422, { message: "Invalid JSON", details: [{ path: "/ids", errors: ["error.expected.jsarray of strings"] }] });
+    }
+    const q = query(req);
+    const ids = body.ids as string[];
+    const out = await deps.input(() => core.killInstances(ids, { scale: flag(q.scale, false), wipe: flag(q.wipe, false), force: flag(q.force, false) }, now()));
+    if (out.result) return writeAnswer(reply, out.result);
+    return { tasks: out.killed.map((i) => taskJson(core, i)) };
+  });
+
+  // ---- deployments and queue -----------------------------------------------------------------
+
+  app.get("/v2/deployments", async () => core.deploymentList().map((d) => core.deploymentJson(d)));
+
+  app.delete("/v2/deployments/:id", async (req, reply) => {
+    const { id } = req.params as { id: string };
+    const force = flag(query(req).force, false);
+    if (!core.deployment(id)) throw new HttpError(404, { message: `DeploymentPlan ${id} does not exist` });
+    const out = await deps.input(() => core.cancelDeployment(id, { force }, now()));
+    if (force || !out.result) return reply.code(202).send();
+    return writeAnswer(reply, out.result);
+  });
+
+  app.get("/v2/queue", async () => {
+    const t = now();
+    return {
+      queue: core.queue(t).map((q) => ({
+        app: appJson(core, q.record, new Set()),
+        count: q.count,
+        delay: q.delay,
+        since: iso(q.since),
+        role: q.record.app.role,
+        processedOffersSummary: {
+          processedOffersCount: q.stats.processed,
+          unusedOffersCount: q.stats.unused,
+          ...(q.stats.lastUnusedAtMs !== undefined ? { lastUnusedOfferAt: iso(q.stats.lastUnusedAtMs) } : {}),
+          ...(q.stats.lastUsedAtMs !== undefined ? { lastUsedOfferAt: iso(q.stats.lastUsedAtMs) } : {}),
+          rejectSummaryLastOffers: [...q.stats.reasons].map(([reason, declined]) => ({ reason, declined, processed: q.stats.processed })),
+        },
+        lastUnusedOffers: q.stats.lastUnused.map((u) => ({
+          offer: { id: u.offerId, agentId: u.agentId, hostname: u.hostname },
+          timestamp: iso(u.timestampMs),
+          reason: [u.reason],
+          detail: u.detail,
+        })),
+      })),
+    };
+  });
+
+  app.delete("/v2/queue/*", async (req, reply) => {
+    const rest = (req.params as { "*": string })["*"];
+    if (!rest.endsWith("/delay")) throw new HttpError(404, { message: "Unknown resource" });
+    const appId = appIdFrom(rest.slice(0, -"/delay".length));
+    await deps.input(() => core.resetDelay(appId, now()));
+    return reply.code(204).send();
+  });
+
+  // ---- groups (implied by app ids) ----------------------------------------------------------
+
+  const groupIdFrom = (rest: string): string => {
+    if (rest.split("/").filter((x) => x !== "").length === 0) return "/";
+    const resolved = resolvePathId(`/${rest}`, { checkReserved: false });
+    if (!resolved.ok) throw new HttpError(404, { message: `Group '/${rest}' does not exist` });
+    return resolved.id;
+  };
+  const appsUnder = (groupId: string) => core.appList().filter((r) => isSelfOrAncestorId(groupId, r.app.id) && r.app.id !== groupId);
+  const flatten = (group: NormalizedGroup): NormalizedApp[] => [...group.apps, ...group.groups.flatMap(flatten)];
+
+  app.get("/v2/groups", async () => groupJson(core, "/"));
+  app.get("/v2/groups/*", async (req) => {
+    const id = groupIdFrom((req.params as { "*": string })["*"]);
+    if (id !== "/" && appsUnder(id).length === 0) throw new HttpError(404, { message: `Group '${id}' does not exist` });
+    return groupJson(core, id);
+  });
+
+  app.post("/v2/groups", async (req, reply) => {
+    const body = jsonBody(req);
+    const validated = validateGroup(body, { defaultRole: "*" });
+    if (!validated.ok) fail(validated);
+    const group = validated.group;
+    if (group.id !== "/" && appsUnder(group.id).length > 0) throw new HttpError(409, { message: `Group ${group.id} is already created. Use PUT to change this group.` });
+    const apps = flatten(group);
+    const existing = apps.filter((a) => core.app(a.id)).map((a) => a.id);
+    if (existing.length > 0) throw new HttpError(409, { message: `An app with id [${existing[0]}] already exists.` });
+    const { result } = await deps.input(() => core.deploy(apps.map((a) => ({ app: a })), { force: flag(query(req).force, false) }, now()));
+    unknownFieldsWarning(reply, validated.unknownFields);
+    return reply.code(201).header("Location", `${deps.info().url}/v2/groups${group.id}`).header(DEPLOYMENT_HEADER, result.deploymentId).send(result);
+  });
+
+  app.put("/v2/groups/*", async (req, reply) => {
+    const id = groupIdFrom((req.params as { "*": string })["*"]);
+    const body = jsonBody(req);
+    const force = flag(query(req).force, false);
+    if (isJsonObject(body) && typeof body.scaleBy === "number" && body.apps === undefined && body.groups === undefined) {
+      const factor = body.scaleBy;
+      if (!(factor >= 0) || !Number.isFinite(factor)) throw new HttpError(422, { message: "Object is not valid", details: [{ path: "/scaleBy", errors: ["must be a finite number >= 0"] }] });
+      const under = appsUnder(id);
+      if (under.length === 0) throw new HttpError(404, { message: `Group '${id}' does not exist` });
+      const { result } = await deps.input(() => core.deploy(under.map((r) => ({ app: { ...r.app, instances: Math.ceil(r.app.instances * factor) } })), { force }, now()));
+      return writeAnswer(reply, result);
+    }
+    if (isJsonObject(body) && typeof body.version === "string") throw new HttpError(422, { message: "Rolling a group back to a version is not supported; use DELETE /v2/deployments/{id} or PUT each app with its version" });
+    const validated = validateGroup(body, { pathId: id, defaultRole: "*" });
+    if (!validated.ok) fail(validated);
+    const apps = flatten(validated.group);
+    const replacesChildren = isJsonObject(body) && (body.apps !== undefined || body.groups !== undefined);
+    const kept = new Set(apps.map((a) => a.id));
+    const removals = replacesChildren ? appsUnder(validated.group.id).filter((r) => !kept.has(r.app.id)).map((r) => ({ remove: r.app.id })) : [];
+    const { result } = await deps.input(() => core.deploy([...removals, ...apps.map((a) => ({ app: a }))], { force }, now()));
+    unknownFieldsWarning(reply, validated.unknownFields);
+    return writeAnswer(reply, result);
+  });
+
+  app.delete("/v2/groups/*", async (req, reply) => {
+    const id = groupIdFrom((req.params as { "*": string })["*"]);
+    const under = appsUnder(id);
+    if (under.length === 0) throw new HttpError(404, { message: `Group '${id}' does not exist` });
+    const { result } = await deps.input(() => core.deploy(under.map((r) => ({ remove: r.app.id })), { force: flag(query(req).force, false) }, now()));
+    return writeAnswer(reply, result);
+  });
+
+  // ---- info, events, metrics -----------------------------------------------------------------
+
+  app.get("/v2/info", async () => {
+    const info = deps.info();
+    const host = info.url.replace(/^https?:\/\//, "");
+    return {
+      name: "marathon",
+      version: MARATHON_VERSION,
+      buildref: "corral",
+      elected: deps.leadership().leading,
+      leader: deps.leadership().leaderUrl?.replace(/^https?:\/\//, "") ?? null,
+      frameworkId: info.frameworkId ?? null,
+      marathon_config: { framework_name: info.frameworkName, mesos_role: info.role, master: `nats (cluster ${info.cluster})`, failover_timeout: 604800, task_launch_timeout: core.config.taskLaunchTimeoutMs, max_instances_per_offer: core.config.maxInstancesPerOffer, decline_offer_duration: core.config.idleDeclineRefuseSeconds * 1000 },
+      http_config: { http_port: Number(host.split(":").pop()) },
+      event_subscriber: { type: "http_callback" },
+    };
+  });
+  app.get("/v2/leader", async (_req, reply) => {
+    const url = deps.leadership().leaderUrl;
+    if (url === undefined) return reply.code(404).send({ message: "There is no leader" });
+    return { leader: url.replace(/^https?:\/\//, "") };
+  });
+  app.get("/ping", async (_req, reply) => reply.type("text/plain").send("pong"));
+  app.get("/metrics", async (_req, reply) => reply.type("text/plain; version=0.0.4").send(deps.metrics()));
+
+  const streams = new Set<ServerResponse>();
+  // Event streams never end on their own: end them so that close() does not wait for clients.
+  app.addHook("preClose", (done) => {
+    for (const raw of streams) raw.end();
+    done();
+  });
+  app.get("/v2/events", (req, reply) => {
+    if (streams.size >= (deps.maxEventStreams ?? 256)) {
+      void reply.code(503).send({ message: "too many event streams" });
+      return;
+    }
+    const q = req.query as Record<string, unknown>;
+    const filter = q.event_type === undefined ? undefined : new Set((Array.isArray(q.event_type) ? q.event_type : [q.event_type]).map(String));
+    reply.hijack();
+    const raw = reply.raw;
+    streams.add(raw);
+    raw.writeHead(200, { "Content-Type": "text/event-stream", "Cache-Control": "no-cache", Connection: "keep-alive" });
+    raw.write(`event: event_stream_attached\ndata: ${JSON.stringify({ remoteAddress: req.ip, eventType: "event_stream_attached", timestamp: iso(now()) })}\n\n`);
+    const unsubscribe = deps.onEvent((event) => {
+      if (filter && !filter.has(event.eventType)) return;
+      raw.write(`event: ${event.eventType}\ndata: ${JSON.stringify(event)}\n\n`);
+    });
+    raw.on("close", () => {
+      streams.delete(raw);
+      unsubscribe();
+    });
+  });
+
+  return app;
+}
+
+// ------------------------------------------------------------------------------------------------
+// JSON shapes
+// ------------------------------------------------------------------------------------------------
+
+/** `k`, `k==v`, `k!=v`, comma-separated (all must hold). */
+function parseLabelSelector(text: string): (labels: Record<string, string>) => boolean {
+  const terms = text.split(",").map((t) => t.trim()).filter((t) => t !== "");
+  return (labels) =>
+    terms.every((term) => {
+      const ne = term.indexOf("!=");
+      const eq = term.indexOf("==");
+      if (ne > 0) return labels[term.slice(0, ne).trim()] !== term.slice(ne + 2).trim();
+      if (eq > 0) return labels[term.slice(0, eq).trim()] === term.slice(eq + 2).trim();
+      return Object.hasOwn(labels, term);
+    });
+}
+
+/** A group as `/v2/groups` shows it: the apps under `id`, grouped by their path. */
+export function groupJson(core: MarathonCore, id: string): Record<string, unknown> {
+  const under = core.appList().filter((r) => isSelfOrAncestorId(id, r.app.id) && r.app.id !== id);
+  const depth = pathSegments(id).length;
+  const direct = under.filter((r) => pathSegments(r.app.id).length === depth + 1);
+  const children = [...new Set(under.filter((r) => pathSegments(r.app.id).length > depth + 1).map((r) => formatPathId(pathSegments(r.app.id).slice(0, depth + 1))))].sort();
+  const versions = under.map((r) => r.version).sort();
+  return {
+    id,
+    apps: direct.map((r) => appJson(core, r, new Set())),
+    groups: children.map((child) => groupJson(core, child)),
+    pods: [],
+    dependencies: [],
+    ...(versions.length > 0 ? { version: versions[versions.length - 1] } : {}),
+  };
+}
+
+/** An app as `/v2/apps` shows it; `embed` names what to add (tasks, deployments...). */
+export function appJson(core: MarathonCore, record: AppRecord, embed: Set<string>, prefix = ""): Record<string, unknown> {
+  const has = (what: string) => embed.has(what) || embed.has(`${prefix}${what}`);
+  const deployment = core.deploymentOf(record.app.id);
+  const out: Record<string, unknown> = {
+    ...record.app,
+    version: record.version,
+    versionInfo: record.versionInfo,
+    ...core.taskCounts(record.app.id),
+    deployments: deployment ? [{ id: deployment.id }] : [],
+  };
+  if (has("tasks")) out.tasks = core.instancesOf(record.app.id).map((i) => taskJson(core, i));
+  const failure = has("lastTaskFailure") ? core.lastTaskFailure(record.app.id) : undefined;
+  if (failure) out.lastTaskFailure = failure;
+  return out;
+}
+
+/** A task as `/v2/tasks` shows it. */
+export function taskJson(core: MarathonCore, i: Instance): Record<string, unknown> {
+  const record = core.app(i.appId);
+  const checked = record !== undefined && record.app.healthChecks.length > 0;
+  return {
+    id: i.id,
+    appId: i.appId,
+    host: i.hostname,
+    slaveId: i.agentId,
+    ports: i.hostPorts,
+    servicePorts: [],
+    ipAddresses: [],
+    stagedAt: iso(i.stagedAtMs),
+    ...(i.startedAtMs !== undefined ? { startedAt: iso(i.startedAtMs) } : {}),
+    version: i.version,
+    state: i.mesosState,
+    ...(checked ? { healthCheckResults: i.healthy === undefined ? [] : [{ alive: i.healthy, taskId: i.id, instanceId: i.id }] } : {}),
+  };
+}

@@ -1,0 +1,474 @@
+/**
+ * Marathon's shell: the only I/O of the Marathon framework. It feeds offers, status updates,
+ * HTTP requests, health-check results and timer ticks into the pure {@link MarathonCore}, one at
+ * a time, and carries the core's effects out: writes to the store (awaited, and before any launch
+ * that depends on them), launches, declines, kills and SUPPRESS/REVIVE through the SDK's
+ * scheduler driver, and events to `/v2/events` listeners.
+ *
+ * On start it reloads its state, re-subscribes with the stored framework id (a failover, so the
+ * master keeps its tasks), reconciles every task (explicitly those it knows, implicitly the rest:
+ * a task it does not know is killed) and resumes its deployments.
+ *
+ * @module
+ */
+
+import type { FastifyInstance } from "fastify";
+import { systemClock, systemTimers, type Clock, type TimerHandle, type Timers } from "../../sdk/clock.ts";
+import { SeededRng, type Rng } from "../../sdk/rng.ts";
+import { createSchedulerDriver, DEFAULT_CLUSTER, DEFAULT_FRAMEWORK_ROLE, type OfferView, type SchedulerDriver, type TaskStatus } from "../../sdk/scheduler.ts";
+import { silentLogger, type Logger, type Transport } from "../../sdk/transport.ts";
+import type { NatsTransport } from "../../sdk/nats-transport.ts";
+import { MarathonCore, type MarathonCoreConfig, type MarathonEffect, type MarathonEvent } from "./core.ts";
+import { createMarathonHttp } from "./http.ts";
+import { HealthChecker, type HealthCheckerOptions } from "./health.ts";
+import { LeaderElection, type LeaseStore } from "./leader.ts";
+import { JetStreamMarathonStore, marathonBucket, type MarathonStore } from "./store.ts";
+
+/** Options of {@link createMarathon}. */
+export interface MarathonOptions {
+  /** The bus. A NATS transport also gives the JetStream store when no `store` is given. */
+  transport: Transport;
+  /** Cluster name (the `<cluster>` of every subject). @default "corral" */
+  cluster?: string;
+  /** @default "127.0.0.1" */
+  httpHost?: string;
+  /** 0 picks a free port (read `httpUrl()`). @default 8080 */
+  httpPort?: number;
+  /** @default a JetStream KV bucket `corral_<cluster>_marathon` on the transport's connection */
+  store?: MarathonStore;
+  /** @default systemClock */
+  clock?: Clock;
+  /** @default systemTimers */
+  timers?: Timers;
+  /** Ids (task, deployment), random ports. @default a generator seeded from crypto.randomUUID() */
+  rng?: Rng;
+  /** A pino logger works. @default silentLogger */
+  log?: Logger;
+  /** @default "marathon" */
+  frameworkName?: string;
+  /**
+   * The framework's role. The SDK refuses `*` (it names no role); apps still get unreserved
+   * resources, which every role is offered.
+   * @default "default"
+   */
+  role?: string;
+  /** How long the master keeps Marathon's tasks while it is away. @default 604800 (one week) */
+  failoverTimeoutSeconds?: number;
+  /** How often the core's timers (launch timeout, delays, health checks) are looked at. @default 1000 */
+  tickIntervalMs?: number;
+  /** Core tunables. @default DEFAULT_CORE_CONFIG */
+  core?: Partial<MarathonCoreConfig>;
+  /** Health checks Marathon runs (HTTP/TCP). @default {} */
+  healthChecks?: HealthCheckerOptions;
+  /** Master request timeout of the driver, ms. @default 5000 */
+  requestTimeoutMs?: number;
+  /**
+   * Run several Marathons: one leads (elected through a lease in the store), the others proxy
+   * HTTP requests to it and take over when it stops renewing the lease for `leaseMs`.
+   * @default undefined (a single Marathon, which leads at once)
+   */
+  leaderElection?: { leaseMs?: number };
+}
+
+/** A running Marathon. */
+export interface Marathon {
+  start(): Promise<void>;
+  /** Stops (without tearing the framework down: its tasks keep running for a successor). */
+  stop(): Promise<void>;
+  /** The HTTP base URL once started, e.g. `http://127.0.0.1:8080`. */
+  httpUrl(): string;
+  frameworkId(): string | undefined;
+  /** True while this instance leads (and acts); standbys only proxy HTTP. */
+  isLeader(): boolean;
+  /** The core (read only: tests and metrics). */
+  readonly core: MarathonCore;
+  /** Listens to Marathon events (as on `/v2/events`); returns the unsubscribe function. */
+  onEvent(listener: (event: MarathonEvent) => void): () => void;
+}
+
+export const MARATHON_DEFAULTS = {
+  httpHost: "127.0.0.1",
+  httpPort: 8080,
+  frameworkName: "marathon",
+  failoverTimeoutSeconds: 604_800,
+  tickIntervalMs: 1000,
+} as const;
+
+export function createMarathon(options: MarathonOptions): Marathon {
+  return new MarathonShell(options);
+}
+
+function hasConnection(transport: Transport): transport is NatsTransport {
+  return "connection" in transport && (transport as NatsTransport).connection !== undefined;
+}
+
+/** Serialises async work: inputs reach the core, and effects leave it, in order. */
+class SerialQueue {
+  private tail: Promise<unknown> = Promise.resolve();
+  run<T>(work: () => Promise<T>): Promise<T> {
+    const next = this.tail.then(work, work);
+    this.tail = next.catch(() => undefined);
+    return next;
+  }
+}
+
+class MarathonShell implements Marathon {
+  readonly core: MarathonCore;
+  private readonly cluster: string;
+  private readonly clock: Clock;
+  private readonly timers: Timers;
+  private readonly rng: Rng;
+  private readonly log: Logger;
+  private readonly queue = new SerialQueue();
+  private readonly offers = new Map<string, OfferView>();
+  private readonly listeners = new Set<(event: MarathonEvent) => void>();
+  private driver: SchedulerDriver | undefined;
+  private store: MarathonStore | undefined;
+  private http: FastifyInstance | undefined;
+  private health: HealthChecker | undefined;
+  private url = "";
+  private fwId: string | undefined;
+  private ticker: TimerHandle | undefined;
+  private stopped = false;
+  private leading = false;
+  private election: LeaderElection | undefined;
+  private readonly instanceId: string;
+  private startedAtMs = 0;
+  /** Counters for `/metrics`. */
+  readonly stats = { effectErrors: 0, launchFailures: 0 };
+
+  constructor(private readonly options: MarathonOptions) {
+    this.cluster = options.cluster ?? DEFAULT_CLUSTER;
+    this.clock = options.clock ?? systemClock;
+    this.timers = options.timers ?? systemTimers;
+    this.rng = options.rng ?? new SeededRng(crypto.randomUUID());
+    this.log = options.log ?? silentLogger;
+    this.core = new MarathonCore(this.rng.fork("marathon-core"), options.core);
+    this.instanceId = this.rng.fork("instance").uuid();
+  }
+
+  httpUrl(): string {
+    return this.url;
+  }
+
+  frameworkId(): string | undefined {
+    return this.fwId;
+  }
+
+  onEvent(listener: (event: MarathonEvent) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  async start(): Promise<void> {
+    this.startedAtMs = this.clock.now();
+    this.store = await this.openStore();
+    if (!this.options.leaderElection) {
+      await this.loadState();
+      await this.startHttp();
+      await this.startDriver();
+      return;
+    }
+    // Several Marathons: serve HTTP (standbys proxy to the leader) and campaign.
+    await this.startHttp();
+    const lease = this.store as Partial<LeaseStore>;
+    if (typeof lease.leaseRead !== "function") throw new Error("createMarathon: leaderElection needs a store with a lease (JetStream or memory)");
+    this.election = new LeaderElection({
+      store: lease as LeaseStore,
+      self: { id: this.instanceId, url: this.url },
+      clock: this.clock,
+      timers: this.timers,
+      log: this.log,
+      ...(this.options.leaderElection.leaseMs !== undefined ? { leaseMs: this.options.leaderElection.leaseMs } : {}),
+      onElected: () => void this.lead(),
+      onDeposed: () => void this.abdicate(),
+    });
+    await this.election.start();
+  }
+
+  /** Elected: load the state and take the framework over. */
+  private async lead(): Promise<void> {
+    if (this.stopped) return;
+    try {
+      await this.loadState();
+      await this.startDriver();
+    } catch (err) {
+      this.log.error({ err }, "marathon: could not take over as leader");
+      await this.abdicate();
+    }
+  }
+
+  /** Deposed (another Marathon leads): stop acting at once; this instance is done. */
+  private async abdicate(): Promise<void> {
+    this.leading = false;
+    await this.stop();
+  }
+
+  private async loadState(): Promise<void> {
+    const state = await this.store!.load();
+    this.fwId = state.frameworkId;
+    await this.input(() => this.core.recover(state, this.clock.now()));
+    this.health = new HealthChecker(this.core, this.options.healthChecks ?? {}, this.clock, (id, healthy, kill) =>
+      void this.input(() => this.core.health(id, healthy, kill, this.clock.now())),
+    );
+    this.leading = true;
+  }
+
+  private async startHttp(): Promise<void> {
+    this.http = createMarathonHttp({
+      core: this.core,
+      clock: this.clock,
+      input: (fn) => this.input(fn),
+      info: () => ({ frameworkId: this.fwId, url: this.url, frameworkName: this.options.frameworkName ?? MARATHON_DEFAULTS.frameworkName, role: this.role(), cluster: this.cluster, startedAtMs: this.startedAtMs }),
+      leadership: () => ({ leading: this.leading && !this.stopped, leaderUrl: this.options.leaderElection ? this.election?.leader()?.url : this.url }),
+      onEvent: (l) => this.onEvent(l),
+      emit: (e) => this.emit(e),
+      metrics: () => this.metrics(),
+      log: this.log,
+    });
+    await this.http.listen({ host: this.options.httpHost ?? MARATHON_DEFAULTS.httpHost, port: this.options.httpPort ?? MARATHON_DEFAULTS.httpPort });
+    const address = this.http.server.address();
+    if (address === null || typeof address === "string") throw new Error(`unexpected HTTP address ${String(address)}`);
+    this.url = `http://${address.family === "IPv6" ? `[${address.address}]` : address.address}:${address.port}`;
+  }
+
+  private async startDriver(): Promise<void> {
+    if (this.stopped) return;
+    this.driver = createSchedulerDriver({
+      transport: this.options.transport,
+      cluster: this.cluster,
+      framework: {
+        name: this.options.frameworkName ?? MARATHON_DEFAULTS.frameworkName,
+        roles: [this.role()],
+        failoverTimeoutSeconds: this.options.failoverTimeoutSeconds ?? MARATHON_DEFAULTS.failoverTimeoutSeconds,
+        checkpoint: true,
+        ...(this.fwId ? { id: this.fwId } : {}),
+      },
+      clock: this.clock,
+      timers: this.timers,
+      rng: this.rng.fork("driver"),
+      log: this.log,
+      ...(this.options.requestTimeoutMs ? { requestTimeoutMs: this.options.requestTimeoutMs } : {}),
+      callbacks: {
+        subscribed: (info) => this.subscribed(info.frameworkId),
+        offers: (offers) => this.onOffers(offers),
+        rescind: (offerId) => void this.offers.delete(offerId),
+        update: (status) => this.onUpdate(status),
+        error: (message) => this.log.error({ message }, "marathon: the master refused this instance"),
+        disconnected: () => this.offers.clear(),
+      },
+    });
+    await this.driver.start();
+    this.scheduleTick();
+    this.log.info({ url: this.url, frameworkId: this.fwId }, "marathon started");
+  }
+
+  /** True while this instance leads (always, without leader election, once started). */
+  isLeader(): boolean {
+    return this.leading && !this.stopped;
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.ticker?.cancel();
+    this.health?.stop();
+    await this.driver?.stop().catch(() => undefined);
+    // Released after the driver stopped, so the successor's failover finds us gone.
+    await this.election?.stop().catch(() => undefined);
+    await this.http?.close().catch(() => undefined);
+    await this.queue.run(async () => undefined);
+    await this.store?.close().catch(() => undefined);
+  }
+
+  private role(): string {
+    return this.options.role ?? DEFAULT_FRAMEWORK_ROLE;
+  }
+
+  private async openStore(): Promise<MarathonStore> {
+    if (this.options.store) return this.options.store;
+    if (!hasConnection(this.options.transport)) throw new Error("createMarathon: without a NATS transport a `store` must be given");
+    return JetStreamMarathonStore.open(this.options.transport.connection, { bucket: marathonBucket(this.cluster), log: this.log });
+  }
+
+  /** Runs one core input and carries its effects out, in order, after the previous input's. */
+  input<T extends MarathonEffect[] | { effects: MarathonEffect[] }>(fn: () => T): Promise<T> {
+    return this.queue.run(async () => {
+      const result = fn();
+      const effects = Array.isArray(result) ? result : result.effects;
+      await this.apply(effects);
+      return result;
+    });
+  }
+
+  private async apply(effects: MarathonEffect[]): Promise<void> {
+    // Instances whose write failed in this batch must not be launched: after a restart Marathon
+    // would not know them.
+    const unsaved = new Set<string>();
+    for (const effect of effects) {
+      try {
+        if (effect.type === "launch" && effect.tasks.some((t) => unsaved.has(t.taskId))) {
+          await this.abandonLaunch(effect, new Error("the instances could not be persisted"));
+          continue;
+        }
+        await this.applyOne(effect);
+      } catch (err) {
+        this.stats.effectErrors++;
+        if (effect.type === "putInstance") unsaved.add(effect.instance.id);
+        this.log.warn({ err, effect: effect.type }, "marathon: effect failed");
+      }
+    }
+  }
+
+  private async abandonLaunch(effect: Extract<MarathonEffect, { type: "launch" }>, err: unknown): Promise<void> {
+    this.stats.launchFailures++;
+    const taskIds = effect.tasks.map((t) => t.taskId);
+    this.log.warn({ err, offerId: effect.offerId, taskIds }, "marathon: launch failed; the instances go back to the queue");
+    void this.driver?.decline([effect.offerId], { refuseSeconds: this.core.config.unfitDeclineRefuseSeconds }).catch(() => undefined);
+    // Not through input(): we are inside the queue already.
+    await this.apply(this.core.launchFailed(taskIds, this.clock.now()));
+  }
+
+  private async applyOne(effect: MarathonEffect): Promise<void> {
+    const store = this.store!;
+    switch (effect.type) {
+      case "putApp":
+        return store.put("app", effect.record.app.id, effect.record);
+      case "deleteApp":
+        return store.delete("app", effect.appId);
+      case "putDeployment":
+        return store.put("deployment", effect.deployment.id, effect.deployment);
+      case "deleteDeployment":
+        return store.delete("deployment", effect.id);
+      case "putInstance":
+        return store.put("instance", effect.instance.id, effect.instance);
+      case "deleteInstance":
+        return store.delete("instance", effect.id);
+      case "event":
+        return this.emit(effect.event);
+      case "suppress":
+        void this.driver?.suppress().catch((err: unknown) => this.log.warn({ err }, "suppress failed"));
+        return;
+      case "revive":
+        void this.driver?.revive().catch((err: unknown) => this.log.warn({ err }, "revive failed"));
+        return;
+      case "decline":
+        for (const id of effect.offerIds) this.offers.delete(id);
+        void this.driver?.decline(effect.offerIds, { refuseSeconds: effect.refuseSeconds }).catch(() => undefined);
+        return;
+      case "kill":
+        void this.driver?.kill(effect.taskId, effect.agentId || undefined, effect.gracePeriodSeconds).catch((err: unknown) => this.log.warn({ err, taskId: effect.taskId }, "kill failed"));
+        return;
+      case "launch":
+        return this.launch(effect);
+    }
+  }
+
+  private async launch(effect: Extract<MarathonEffect, { type: "launch" }>): Promise<void> {
+    this.offers.delete(effect.offerId);
+    const driver = this.driver;
+    try {
+      if (!driver) throw new Error("no driver");
+      await driver.accept([effect.offerId], effect.tasks, { refuseSeconds: this.core.config.unfitDeclineRefuseSeconds });
+    } catch (err) {
+      await this.abandonLaunch(effect, err);
+    }
+  }
+
+  private emit(event: MarathonEvent): void {
+    for (const listener of this.listeners) {
+      try {
+        listener(event);
+      } catch (err) {
+        this.log.warn({ err }, "event listener failed");
+      }
+    }
+  }
+
+  private async subscribed(frameworkId: string): Promise<void> {
+    if (this.fwId !== frameworkId) {
+      this.fwId = frameworkId;
+      await this.store!.setFrameworkId(frameworkId);
+    }
+    // Learn the truth about every task: ours explicitly (unknown ones come back GONE/UNKNOWN and
+    // are replaced), all of the master's implicitly (those we do not know are killed).
+    const known = this.core.allInstances().map((i) => ({ taskId: i.id, agentId: i.agentId }));
+    const driver = this.driver;
+    if (!driver) return;
+    // Sent after the callback returns: the driver's own calls wait for the subscription to settle.
+    this.timers.set(0, () => {
+      if (known.length > 0) void driver.reconcile(known).catch((err: unknown) => this.log.warn({ err }, "reconcile failed"));
+      void driver.reconcile().catch((err: unknown) => this.log.warn({ err }, "implicit reconcile failed"));
+      void this.input(() => this.core.subscribed(this.clock.now()));
+    });
+  }
+
+  private async onOffers(offers: OfferView[]): Promise<void> {
+    for (const o of offers) this.offers.set(o.id, o);
+    await this.input(() => this.core.offers(offers.map((o) => ({ id: o.id, agentId: o.agentId, hostname: o.hostname, role: o.role, resources: o.resources, attributes: o.attributes })), this.clock.now()));
+  }
+
+  private async onUpdate(status: TaskStatus): Promise<void> {
+    await this.input(() =>
+      this.core.statusUpdate(
+        {
+          taskId: status.taskId,
+          state: status.state,
+          agentId: status.agentId,
+          message: status.message,
+          reason: status.reason,
+          ...(status.healthy !== undefined ? { healthy: status.healthy } : {}),
+          ...(status.timestamp ? { timestampMs: Math.round(status.timestamp * 1000) } : {}),
+        },
+        this.clock.now(),
+      ),
+    );
+  }
+
+  private scheduleTick(): void {
+    if (this.stopped) return;
+    const interval = this.options.tickIntervalMs ?? MARATHON_DEFAULTS.tickIntervalMs;
+    const now = this.clock.now();
+    const wake = this.core.nextWakeMs(now);
+    const delay = wake === undefined ? interval : Math.max(10, Math.min(interval, wake - now + 5));
+    this.ticker = this.timers.set(delay, () => {
+      void this.input(() => this.core.tick(this.clock.now()))
+        .then(() => this.health?.poll(this.clock.now()))
+        .catch((err: unknown) => this.log.warn({ err }, "tick failed"))
+        .finally(() => this.scheduleTick());
+    });
+  }
+
+  private metrics(): string {
+    const c = this.core.counters;
+    const apps = this.core.appList();
+    const instances = this.core.allInstances();
+    const lines = [
+      "# HELP marathon_apps Apps defined.",
+      "# TYPE marathon_apps gauge",
+      `marathon_apps ${apps.length}`,
+      "# HELP marathon_instances Instances known, by state.",
+      "# TYPE marathon_instances gauge",
+      ...["staging", "starting", "running", "killing", "unreachable"].map((s) => `marathon_instances{state="${s}"} ${instances.filter((i) => i.state === s).length}`),
+      "# HELP marathon_deployments Running deployments.",
+      "# TYPE marathon_deployments gauge",
+      `marathon_deployments ${this.core.deploymentList().length}`,
+      "# HELP marathon_launch_queue_instances Instances waiting to launch.",
+      "# TYPE marathon_launch_queue_instances gauge",
+      `marathon_launch_queue_instances ${apps.reduce((n, r) => n + this.core.queueCount(r.app.id), 0)}`,
+    ];
+    const counters: Array<[string, string, number]> = [
+      ["marathon_tasks_launched_total", "Tasks launched.", c.launched],
+      ["marathon_tasks_killed_total", "Kills issued.", c.killed],
+      ["marathon_tasks_failed_total", "Tasks that ended unexpectedly.", c.failed],
+      ["marathon_offers_processed_total", "Offers processed.", c.offersProcessed],
+      ["marathon_offers_declined_total", "Offers declined.", c.offersDeclined],
+      ["marathon_deployments_succeeded_total", "Deployments that reached their goal.", c.deploymentsSucceeded],
+      ["marathon_deployments_failed_total", "Deployments canceled or superseded.", c.deploymentsFailed],
+      ["marathon_launch_failures_total", "Launches the master refused or that timed out.", this.stats.launchFailures],
+      ["marathon_effect_errors_total", "Effects that failed (store writes, calls).", this.stats.effectErrors],
+    ];
+    for (const [name, help, value] of counters) lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} counter`, `${name} ${value}`);
+    return lines.join("\n") + "\n";
+  }
+}

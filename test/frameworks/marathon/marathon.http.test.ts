@@ -1,0 +1,171 @@
+/**
+ * Marathon's REST API against bad and random input, on a real nats-server and master (no agents
+ * needed): every invalid spec answers Marathon's 422 at the right path and persists nothing, and
+ * no generated body makes the server answer 5xx.
+ */
+import fc from "fast-check";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { useNats } from "../../harness/nats.ts";
+import { startCluster, type TestCluster } from "../../harness/cluster.ts";
+import { JetStreamMarathonStore, marathonBucket } from "../../../frameworks/marathon/store.ts";
+import { MarathonApiError, MarathonClient } from "../../../frameworks/marathon/client.ts";
+import { eventually } from "../../harness/events.ts";
+import { invalidSpecs } from "./invalid-specs.ts";
+import { startMarathon, type TestMarathon } from "./marathon-harness.ts";
+
+const nats = useNats();
+let cluster: TestCluster;
+let m: TestMarathon;
+let store: JetStreamMarathonStore;
+
+beforeAll(async () => {
+  cluster = await startCluster({ natsUrl: nats.url, agents: [] });
+  m = await startMarathon(cluster);
+  const transport = await cluster.connect("inspector");
+  store = await JetStreamMarathonStore.open(transport.connection, { bucket: marathonBucket(cluster.cluster) });
+});
+afterAll(async () => {
+  await m?.stop();
+  await cluster?.stop();
+});
+
+describe("POST /v2/apps with invalid specs", () => {
+  it("covers at least 20 cases", () => {
+    expect(invalidSpecs.length).toBeGreaterThanOrEqual(20);
+  });
+
+  it.each(invalidSpecs)("%s: 422 at the exact path, nothing persisted", async (_name, body, path, message, fragment) => {
+    const answer = await m.api("POST", "/v2/apps", body);
+    expect(answer.status).toBe(422);
+    expect(answer.body.message).toBe(message);
+    const errors: string[] = answer.body.details.find((d: { path: string }) => d.path === path)?.errors ?? [];
+    expect(errors.join(" | "), JSON.stringify(answer.body.details)).toContain(fragment);
+    expect((await m.api("GET", "/v2/apps")).body.apps).toEqual([]);
+    expect(await store.size()).toBe(1); // the framework id only
+  });
+
+  it("answers 400 for unparseable JSON and 404/405 for unknown routes", async () => {
+    const bad = await m.api("POST", "/v2/apps", "{not json");
+    expect(bad.status).toBe(400);
+    expect(bad.body.message).toBe("Invalid JSON");
+    expect((await m.api("GET", "/v2/apps/nope")).status).toBe(404);
+    expect((await m.api("DELETE", "/v2/apps/nope")).status).toBe(404);
+    expect((await m.api("GET", "/v2/nothing")).status).toBe(404);
+    expect((await m.api("DELETE", "/v2/deployments/nope")).status).toBe(404);
+  });
+
+  it("warns about unknown fields, refuses a duplicate id, and keeps versions", async () => {
+    const created = await m.api("POST", "/v2/apps", { id: "/g/idle", cmd: "sleep 1", instances: 0, bogus: 1, other: true });
+    expect(created.status).toBe(201);
+    expect(created.headers.get("warning")).toContain("bogus");
+    expect(created.headers.get("warning")).toContain("other");
+    const again = await m.api("POST", "/v2/apps", { id: "/g/idle", cmd: "sleep 1", instances: 0 });
+    expect(again.status).toBe(409);
+    const updated = await m.api("PUT", "/v2/apps/g/idle", { cmd: "sleep 2" });
+    expect(updated.status).toBe(200);
+    const versions = (await m.api("GET", "/v2/apps/g/idle/versions")).body.versions as string[];
+    expect(versions).toHaveLength(2);
+    expect(versions[0]).toBe(updated.body.version);
+    const old = await m.api("GET", `/v2/apps/g/idle/versions/${versions[1]}`);
+    expect(old.body.cmd).toBe("sleep 1");
+    // Rollback to a version: PUT {version}.
+    const rolled = await m.api("PUT", "/v2/apps/g/idle", { version: versions[1] });
+    expect(rolled.status).toBe(200);
+    expect((await m.api("GET", "/v2/apps/g/idle")).body.app.cmd).toBe("sleep 1");
+    expect((await m.api("DELETE", "/v2/apps/g/idle")).status).toBe(200);
+  });
+});
+
+describe("deployments without agents (they never finish on their own)", () => {
+  it("rolls a new app back (removing it), cancels with force (202), and reports 409 with the blocking ids", async () => {
+    const created = await m.api("POST", "/v2/apps", { id: "stuck", cmd: "sleep 1", instances: 1 });
+    const id = created.headers.get("marathon-deployment-id");
+    const listed = (await m.api("GET", "/v2/deployments")).body as Array<Record<string, unknown>>;
+    expect(listed).toEqual([expect.objectContaining({ id, affectedApps: ["/stuck"], currentStep: 1, totalSteps: 1 })]);
+    const locked = await m.api("PATCH", "/v2/apps/stuck", { instances: 2 });
+    expect(locked.status).toBe(409);
+    expect(locked.body.deployments).toEqual([{ id }]);
+    const rollback = await m.api("DELETE", `/v2/deployments/${id}`);
+    expect(rollback.status).toBe(200);
+    expect(rollback.headers.get("marathon-deployment-id")).toBe(rollback.body.deploymentId);
+    expect((await m.api("GET", "/v2/apps/stuck")).status).toBe(404);
+
+    const again = await m.api("POST", "/v2/apps", { id: "stuck", cmd: "sleep 1", instances: 1 });
+    const cancel = await m.api("DELETE", `/v2/deployments/${again.headers.get("marathon-deployment-id")}?force=true`);
+    expect(cancel.status).toBe(202);
+    expect((await m.api("GET", "/v2/deployments")).body).toEqual([]);
+    expect((await m.api("GET", "/v2/apps/stuck")).body.app.instances).toBe(1);
+    const queue = (await m.api("GET", "/v2/queue")).body.queue as Array<{ app: { id: string }; count: number }>;
+    expect(queue.map((q) => [q.app.id, q.count])).toEqual([["/stuck", 1]]);
+    // DELETE /v2/apps defaults force to true.
+    expect((await m.api("PUT", "/v2/apps/stuck", { instances: 2 })).status).toBe(200);
+    expect((await m.api("DELETE", "/v2/apps/stuck")).status).toBe(200);
+    expect((await m.api("GET", "/v2/apps/stuck")).status).toBe(404);
+    expect((await m.api("GET", "/v2/deployments")).body).toEqual([]);
+  });
+});
+
+describe("MarathonClient", () => {
+  it("deploys, updates, lists, shows, scales, restarts and removes; errors carry status and details", async () => {
+    const client = new MarathonClient(m.url);
+    const created = await client.deploy({ id: "cli-app", cmd: "sleep 1", instances: 0 });
+    expect(created.created).toBe(true);
+    expect(created.deploymentId).not.toBe("");
+    await eventually(async () => (await client.deployments()).length === 0, 5_000, "the empty deployment to end");
+    const updated = await client.deploy({ id: "/cli-app", cmd: "sleep 2", instances: 0 });
+    expect(updated.created).toBe(false);
+    expect((await client.show("cli-app")).cmd).toBe("sleep 2");
+    expect((await client.list({ cmd: "sleep 2" })).map((a) => a.id)).toEqual(["/cli-app"]);
+    await eventually(async () => (await client.deployments()).length === 0, 5_000, "the update to end");
+    expect((await client.scale("cli-app", 0)).deploymentId).toBeDefined();
+    await eventually(async () => (await client.deployments()).length === 0, 5_000, "the scale to end");
+    expect((await client.restart("/cli-app")).version).toBeDefined();
+    expect(await client.tasks("cli-app")).toEqual([]);
+    expect(await client.queue()).toEqual([]);
+    await client.remove("cli-app");
+    await expect(client.show("cli-app")).rejects.toMatchObject({ name: "MarathonApiError", status: 404 });
+    const invalid = await client.deploy({ id: "bad", cmd: "x", instances: -1 }).catch((err: unknown) => err as MarathonApiError);
+    expect(invalid).toBeInstanceOf(MarathonApiError);
+    expect((invalid as MarathonApiError).status).toBe(422);
+    expect((invalid as MarathonApiError).detailLines().join("\n")).toContain("/instances");
+    await expect(new MarathonClient("http://127.0.0.1:1").list()).rejects.toMatchObject({ status: 0 });
+  });
+});
+
+describe("generated request bodies", () => {
+  const bodies = fc.oneof(
+    fc.json(),
+    fc.string(),
+    fc.record(
+      {
+        id: fc.oneof(fc.constantFrom("fc", "/fc/x", "", "..", "/"), fc.string()),
+        cmd: fc.oneof(fc.string(), fc.integer()),
+        instances: fc.oneof(fc.integer({ min: -3, max: 0 }), fc.double(), fc.string()),
+        cpus: fc.oneof(fc.double(), fc.constant(0.01)),
+        mem: fc.oneof(fc.double(), fc.constant(16)),
+        constraints: fc.array(fc.array(fc.oneof(fc.string(), fc.constantFrom("hostname", "UNIQUE", "MAX_PER", "LIKE")), { maxLength: 4 }), { maxLength: 3 }),
+        portDefinitions: fc.array(fc.record({ port: fc.integer({ min: -5, max: 70_000 }), name: fc.string() }, { requiredKeys: [] }), { maxLength: 3 }),
+        healthChecks: fc.array(fc.dictionary(fc.constantFrom("protocol", "portIndex", "path", "intervalSeconds"), fc.jsonValue()), { maxLength: 2 }),
+        env: fc.dictionary(fc.string(), fc.jsonValue()),
+      },
+      { requiredKeys: [] },
+    ).map((o) => JSON.stringify(o)),
+  );
+  const routes: Array<[string, string]> = [
+    ["POST", "/v2/apps"],
+    ["PUT", "/v2/apps/fc"],
+    ["PATCH", "/v2/apps/fc"],
+    ["POST", "/v2/tasks/delete"],
+    ["PUT", "/v2/apps/fc?partialUpdate=false"],
+  ];
+
+  it("never answer 5xx", async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.constantFrom(...routes), bodies, async ([method, path], body) => {
+        const answer = await m.api(method, path, body);
+        expect(answer.status, `${method} ${path} ${body} -> ${JSON.stringify(answer.body)}`).toBeLessThan(500);
+      }),
+      { numRuns: 150 },
+    );
+  });
+});
