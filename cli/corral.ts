@@ -3,6 +3,7 @@
  * the components.
  */
 import { agentCommand, AGENT_FLAGS } from "./commands/agent.ts";
+import { appCommand, APP_FLAGS, APP_USAGE } from "./commands/app.ts";
 import { masterCommand, MASTER_FLAGS } from "./commands/master.ts";
 import { runCommand, RUN_FLAGS } from "./commands/run.ts";
 import { stateCommand, STATE_FLAGS } from "./commands/state.ts";
@@ -16,6 +17,7 @@ const COMMANDS: Record<string, { run: (args: string[]) => Promise<number>; flags
   agent: { run: agentCommand, flags: AGENT_FLAGS, summary: "run an agent on an existing NATS" },
   state: { run: stateCommand, flags: STATE_FLAGS, summary: "show agents, frameworks and tasks" },
   run: { run: runCommand, flags: RUN_FLAGS, summary: "run one command as a task and stream its output" },
+  app: { run: appCommand, flags: APP_FLAGS, summary: "deploy and manage Marathon apps (deploy, list, show, scale, restart, rm)" },
   sim: { run: simCommand, flags: {}, summary: "simulate a scenario (sim run) or check invariants under faults (sim check)" },
 };
 
@@ -34,6 +36,10 @@ export async function main(argv: string[]): Promise<number> {
   if (!command) {
     console.error(`corral: unknown command '${name}'\n\n${usage()}`);
     return 2;
+  }
+  if (name === "app" && (args.length === 0 || args[0] === "--help" || args[0] === "-h")) {
+    console.log(`${APP_USAGE}\n\n${flagHelp(APP_FLAGS)}`);
+    return args.length === 0 ? 2 : 0;
   }
   if (name === "sim" && (args.length === 0 || args.includes("--help") || args.includes("-h"))) {
     console.log(SIM_USAGE);

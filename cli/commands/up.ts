@@ -1,17 +1,18 @@
 /**
  * `corral up`: a whole local cluster in one command — an embedded nats-server (JetStream on,
- * loopback only), a master and N agents with their own work dirs, HTTP ports and port ranges —
- * printed with its URLs and stopped cleanly on Ctrl-C. With `--demo` it also runs an example
- * framework keeping two small web servers up.
+ * loopback only), a master, N agents with their own work dirs, HTTP ports and port ranges, and
+ * Marathon — printed with its URLs and stopped cleanly on Ctrl-C. With `--demo` it also deploys
+ * the example app `examples/apps/hello.json` through Marathon and prints where it answers.
  */
-import { mkdirSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { join } from "node:path";
 import { createAgent, type Agent } from "../../agent/agent.ts";
 import { createMaster } from "../../master/shell.ts";
-import { runHelloWeb } from "../../frameworks/examples/hello-web.ts";
+import { fileURLToPath } from "node:url";
+import { MarathonClient } from "../../frameworks/marathon/client.ts";
+import { createMarathon } from "../../frameworks/marathon/marathon.ts";
 import type { NatsTransport } from "../../sdk/nats-transport.ts";
-import type { SchedulerDriver } from "../../sdk/scheduler.ts";
 import { freePort, startNats, type NatsServer } from "../nats-server.ts";
 import { corralHome, removeClusterFile, writeClusterFile } from "../cluster-file.ts";
 import { connect, makeLogger, untilSignal } from "../common.ts";
@@ -24,10 +25,11 @@ export const UP_FLAGS: Record<string, FlagSpec> = {
   agents: { type: "string", help: "number of agents", default: "2" },
   "work-dir": { type: "string", help: "state of the local cluster (default: $CORRAL_HOME/up)" },
   "master-port": { type: "string", help: "master HTTP port", default: "5050" },
+  "marathon-port": { type: "string", help: "Marathon's HTTP port (its v2 REST API)", default: "8080" },
   "nats-port": { type: "string", help: "port of the embedded nats-server (default: 4222 if free)" },
   "allocation-interval": { type: "string", help: "periodic allocation run", default: "1s" },
   "log-level": { type: "string", help: "level of the log file <work-dir>/corral.log", default: "info" },
-  demo: { type: "boolean", help: "also run the hello-web example framework (two web servers)" },
+  demo: { type: "boolean", help: "also deploy examples/apps/hello.json (two web servers with a health check) through Marathon" },
   ...ISOLATION_FLAGS,
 };
 
@@ -37,6 +39,21 @@ export function localAgentResources(count: number, index: number, host = { cpus:
   const memEach = Math.max(256, Math.floor((host.memMb - 1024) / count));
   const firstPort = 31000 + index * 500;
   return `cpus:${cpusEach};mem:${memEach};disk:${4096};ports:[${firstPort}-${firstPort + 499}]`;
+}
+
+/** Deploys the example app through Marathon and prints its URLs once its instances are healthy. */
+async function deployDemo(client: MarathonClient): Promise<void> {
+  const path = fileURLToPath(new URL("../../examples/apps/hello.json", import.meta.url));
+  const app = JSON.parse(readFileSync(path, "utf8")) as Record<string, unknown> & { id: string; instances: number };
+  const { deploymentId } = await client.deploy(app, { force: true });
+  console.log(`\nDeploying ${app.id} (examples/apps/hello.json) through Marathon...`);
+  const deadline = Date.now() + 120_000;
+  // Watching the deployment through Marathon's API: the interval is the refresh rate.
+  while ((await client.deploymentRunning(deploymentId)) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 500));
+  for (const task of await client.tasks(app.id)) {
+    const port = (task.ports as number[] | undefined)?.[0];
+    console.log(`  ${app.id}: ${String(task.id)} serving http://${String(task.host)}:${port ?? "?"}`);
+  }
 }
 
 async function natsPort(requested: number | undefined): Promise<number> {
@@ -112,26 +129,35 @@ export async function upCommand(args: string[]): Promise<number> {
       agents.push(agent);
     }
 
-    const file = writeClusterFile({ cluster, nats, masterUrl: master.httpUrl(), agentUrls: agents.map((a) => a.httpUrl()), pid: process.pid, startedAt: new Date().toISOString() });
+    const marathon = createMarathon({
+      transport: await open("corral-marathon"),
+      cluster,
+      httpPort: numberFlag(values, "marathon-port") ?? 8080,
+      log: log.child({ component: "marathon" }),
+    });
+    await marathon.start();
+    stops.push(() => marathon.stop());
+
+    const file = writeClusterFile({
+      cluster,
+      nats,
+      masterUrl: master.httpUrl(),
+      agentUrls: agents.map((a) => a.httpUrl()),
+      marathonUrl: marathon.httpUrl(),
+      pid: process.pid,
+      startedAt: new Date().toISOString(),
+    });
     stops.push(async () => removeClusterFile(process.pid));
     console.log(`Corral is up (cluster "${cluster}").`);
     console.log(`  NATS      ${nats}${server ? " (embedded)" : ""}`);
     console.log(`  master    ${master.httpUrl()}  (/state, /metrics)`);
     agents.forEach((a, i) => console.log(`  agent ${i + 1}   ${a.httpUrl()}  (isolation: ${a.state().isolation})`));
+    console.log(`  marathon  ${marathon.httpUrl()}  (/v2/apps, /v2/deployments, /v2/events)`);
     console.log(`  logs      ${logFile}`);
     console.log(`  cluster   ${file} (read by corral state / corral run)`);
-    console.log(`\nTry: corral run -- 'echo hello from $HOST'    corral state`);
+    console.log(`\nTry: corral run -- 'echo hello from $HOST'    corral app deploy examples/apps/shop-group.json    corral state`);
 
-    let demo: SchedulerDriver | undefined;
-    if (values.demo) {
-      demo = await runHelloWeb({
-        transport: await open("corral-demo"),
-        cluster,
-        onUp: (url, taskId) => console.log(`  demo: ${taskId} serving ${url}`),
-      });
-      stops.push(() => demo!.stop({ teardown: true }));
-      console.log("\nDemo framework hello-web is keeping 2 web servers running:");
-    }
+    if (values.demo) await deployDemo(new MarathonClient(marathon.httpUrl()));
     console.log("Press Ctrl-C to stop.");
     await untilSignal();
     console.log("\nStopping...");

@@ -112,6 +112,17 @@ export class MarathonClient {
     return this.request("GET", "/v2/deployments");
   }
 
+  /** Creates or replaces a group (its apps and subgroups), as `PUT /v2/groups/{id}`. */
+  async deployGroup(group: Json, options: WriteOptions = {}): Promise<DeploymentRef> {
+    if (typeof group.id !== "string" || group.id === "") throw new MarathonApiError(422, undefined, "the group definition needs an id");
+    return this.request<DeploymentRef>("PUT", `/v2/groups${encodePath(group.id)}${options.force ? "?force=true" : ""}`, group);
+  }
+
+  /** Whether a deployment is still running (it disappears from `/v2/deployments` when done). */
+  async deploymentRunning(deploymentId: string): Promise<boolean> {
+    return (await this.deployments()).some((d) => d.id === deploymentId);
+  }
+
   async queue(): Promise<Json[]> {
     return (await this.request<{ queue: Json[] }>("GET", "/v2/queue")).queue;
   }

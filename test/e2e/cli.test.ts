@@ -5,7 +5,7 @@
 import { describe, expect, it } from "vitest";
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { freePort } from "../harness/nats.ts";
@@ -29,7 +29,7 @@ describe("corral CLI", () => {
   it("brings a cluster up, runs a command through it with its output and exit code, and stops cleanly", async () => {
     const home = await mkdtemp(join(tmpdir(), "corral-home-"));
     const env = { ...process.env, CORRAL_HOME: home };
-    const up = spawn(CORRAL, ["up", "--agents", "2", "--master-port", "0", "--nats-port", String(await freePort()), "--allocation-interval", "200ms"], { env, stdio: ["ignore", "pipe", "inherit"] });
+    const up = spawn(CORRAL, ["up", "--agents", "2", "--master-port", "0", "--marathon-port", "0", "--nats-port", String(await freePort()), "--allocation-interval", "200ms"], { env, stdio: ["ignore", "pipe", "inherit"] });
     try {
       const out = lines(up);
       await out.waitFor((l) => l.includes("Press Ctrl-C"), 30_000, "corral up to be ready");
@@ -49,6 +49,18 @@ describe("corral CLI", () => {
       const parsed = JSON.parse(state.stdout) as { agents: unknown[]; completedFrameworks: Array<{ name: string }> };
       expect(parsed.agents).toHaveLength(2);
       expect(parsed.completedFrameworks.some((f) => f.name.startsWith("corral run"))).toBe(true);
+
+      // Marathon through the CLI: deploy the example app, see it listed, and a bad spec refused.
+      const deploy = spawnSync(CORRAL, ["app", "deploy", join(process.cwd(), "examples/apps/hello.json")], { env, encoding: "utf8", timeout: 120_000 });
+      expect(deploy.stdout).toContain("deployed");
+      expect(deploy.status).toBe(0);
+      const list = spawnSync(CORRAL, ["app", "list"], { env, encoding: "utf8", timeout: 30_000 });
+      expect(list.stdout).toMatch(/^\/hello\s+2\/2 running\s+2 healthy/m);
+      const badFile = join(home, "bad.json");
+      await writeFile(badFile, JSON.stringify({ id: "/bad", cmd: "x", args: ["y"], instances: -1 }));
+      const bad = spawnSync(CORRAL, ["app", "deploy", badFile], { env, encoding: "utf8", timeout: 30_000 });
+      expect(bad.status).toBe(2);
+      expect(bad.stderr).toContain("/instances: got -1, expected 0 or more");
 
       const exited = new Promise<number | null>((resolve) => up.once("exit", (code) => resolve(code)));
       up.kill("SIGINT");
