@@ -118,7 +118,8 @@ describe("a framework on a real cluster", () => {
 describe("failures", () => {
   it("reports the tasks of a SIGKILLed agent process as UNREACHABLE within the ping timeout", async () => {
     cluster = await startCluster({ natsUrl: nats.url, agents: [] });
-    const child = await cluster.spawnAgent("cpus:1;mem:256", "doomed");
+    // A plain process group is enough here (and leaves no container cgroup behind the dead agent).
+    const child = await cluster.spawnAgent("cpus:1;mem:256", "doomed", { isolation: "none" });
     await eventually(() => cluster!.master.core.sizes().agents === 1, 20_000, "the agent process to register");
     const fw = recordingFramework(await cluster.connect(), cluster.cluster, { name: "watcher" });
     await fw.driver.start();

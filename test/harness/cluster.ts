@@ -36,7 +36,8 @@ export interface TestCluster {
    * Starts an agent as a `corral agent` child process; kill it with `child.kill("SIGKILL")`. Give
    * `workDir` to restart an agent on the same work dir (the caller then removes it).
    */
-  spawnAgent(resources: string, hostname: string, opts?: { workDir?: string }): Promise<ChildProcess>;
+  /** `isolation` is `corral agent --isolation` (default: the agent's own default, "auto"). */
+  spawnAgent(resources: string, hostname: string, opts?: { workDir?: string; isolation?: string }): Promise<ChildProcess>;
   stop(): Promise<void>;
 }
 
@@ -90,7 +91,10 @@ export async function startCluster(options: TestClusterOptions): Promise<TestClu
       if (opts.workDir === undefined) workDirs.push(workDir);
       const child = spawn(
         join(process.cwd(), "bin/corral"), // one process: bin/corral execs node itself
-        ["agent", "--nats", options.natsUrl, "--cluster", cluster, "--work-dir", workDir, "--resources", resources, "--hostname", hostname, "--port", "0", "--log-level", "warn"],
+        [
+          ...["agent", "--nats", options.natsUrl, "--cluster", cluster, "--work-dir", workDir, "--resources", resources, "--hostname", hostname, "--port", "0", "--log-level", "warn"],
+          ...(opts.isolation ? ["--isolation", opts.isolation] : []),
+        ],
         { stdio: ["ignore", "ignore", "inherit"] },
       );
       children.push(child);
