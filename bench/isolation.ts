@@ -8,48 +8,21 @@
  * Options: `--quick` (50 sequential tasks, 100 sleeping tasks).
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { readFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { pino } from "pino";
 import { createMaster } from "../master/shell.ts";
 import { startNats } from "../cli/nats-server.ts";
 import { connectNats } from "../sdk/nats-transport.ts";
 import { Resources } from "../sdk/resources.ts";
 import { createSchedulerDriver, type OfferView, type SchedulerDriver, type TaskStatus } from "../sdk/scheduler.ts";
-import { elapsedMs, percentile, type BenchResult } from "./lib.ts";
+import { EventLog } from "../test/harness/events.ts";
+import { elapsedMs, percentile, processMemoryMb, PROJECT_ROOT, TSX_LOADER, type BenchResult } from "./lib.ts";
 
-const ROOT = join(fileURLToPath(import.meta.url), "../..");
 const CLUSTER = "isobench";
 const TASK = Resources.parse("cpus:0.05;mem:32");
 const TERMINAL = new Set(["TASK_FINISHED", "TASK_FAILED", "TASK_KILLED", "TASK_ERROR", "TASK_LOST", "TASK_DROPPED", "TASK_GONE"]);
-
-/** Resolves `predicate`'s first truthy answer among arriving items. */
-class Waiter<T> {
-  private readonly waiting: Array<{ test: (item: T) => boolean; resolve: () => void }> = [];
-  push(item: T): void {
-    for (const w of [...this.waiting]) {
-      if (w.test(item)) {
-        this.waiting.splice(this.waiting.indexOf(w), 1);
-        w.resolve();
-      }
-    }
-  }
-  until(test: (item: T) => boolean, timeoutMs: number, what: string): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), timeoutMs);
-      this.waiting.push({ test, resolve: () => (clearTimeout(timer), resolve()) });
-    });
-  }
-}
-
-function agentMemoryMb(pid: number): { rssMb: number; peakMb: number } {
-  const status = readFileSync(`/proc/${pid}/status`, "utf8");
-  const kb = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(status)?.[1] ?? Number.NaN);
-  return { rssMb: kb("VmRSS") / 1024, peakMb: kb("VmHWM") / 1024 };
-}
 
 export async function runIsolationBench(args: string[]): Promise<BenchResult[]> {
   const quick = args.includes("--quick");
@@ -66,12 +39,12 @@ export async function runIsolationBench(args: string[]): Promise<BenchResult[]> 
   try {
     agent = spawn(
       process.execPath,
-      ["--import", `file://${ROOT}/node_modules/tsx/dist/loader.mjs`, join(ROOT, "cli/corral.ts"), "agent", "--nats", nats.url, "--cluster", CLUSTER, "--work-dir", workDir, "--port", "0", "--log-level", "error", "--isolation", "auto", "--resources", "cpus:64;mem:65536;disk:100000;ports:[31000-32000]"],
+      ["--import", TSX_LOADER, join(PROJECT_ROOT, "cli/corral.ts"), "agent", "--nats", nats.url, "--cluster", CLUSTER, "--work-dir", workDir, "--port", "0", "--log-level", "error", "--isolation", "auto", "--resources", "cpus:64;mem:65536;disk:100000;ports:[31000-32000]"],
       { stdio: ["ignore", "ignore", "inherit"] },
     );
     const offers: OfferView[] = [];
-    const offerArrived = new Waiter<OfferView>();
-    const updates = new Waiter<TaskStatus>();
+    const offerArrived = new EventLog<OfferView>();
+    const updates = new EventLog<TaskStatus>();
     const sentAt = new Map<string, bigint>();
     const latencies: number[] = [];
     let running = 0;
@@ -101,7 +74,7 @@ export async function runIsolationBench(args: string[]): Promise<BenchResult[]> 
     });
     await driver.start();
     const nextOffer = async () => {
-      if (offers.length === 0) await offerArrived.until(() => true, 30_000, "an offer");
+      if (offers.length === 0) await offerArrived.waitFor(() => offers.length > 0, 30_000, "an offer");
       return offers.shift()!;
     };
 
@@ -109,13 +82,13 @@ export async function runIsolationBench(args: string[]): Promise<BenchResult[]> 
     for (let i = 0; i < sequentialCount; i++) {
       const offer = await nextOffer();
       const taskId = `lat-${i}`;
-      const isRunning = updates.until((s) => s.taskId === taskId && (s.state === "TASK_RUNNING" || TERMINAL.has(s.state)), 30_000, `${taskId} RUNNING`);
+      const isRunning = updates.waitFor((s) => s.taskId === taskId && (s.state === "TASK_RUNNING" || TERMINAL.has(s.state)), 30_000, `${taskId} RUNNING`);
       sentAt.set(taskId, process.hrtime.bigint());
       await driver.accept([offer.id], [{ taskId, resources: TASK, command: "exec sleep 3600" }], { refuseSeconds: 0 });
       await isRunning;
       await driver.kill(taskId);
     }
-    await updates.until(() => ended >= sequentialCount, 60_000, "the latency tasks to end");
+    await updates.waitFor(() => ended >= sequentialCount, 60_000, "the latency tasks to end");
 
     // 2. Many sleeping tasks on the one agent: launch them all, then tear them all down.
     running = 0;
@@ -129,12 +102,12 @@ export async function runIsolationBench(args: string[]): Promise<BenchResult[]> 
       launched += fit;
       await driver.accept([offer.id], tasks, { refuseSeconds: 0 });
     }
-    await updates.until(() => running >= sleepingCount, 300_000, `${sleepingCount} tasks RUNNING`);
+    await updates.waitFor(() => running >= sleepingCount, 300_000, `${sleepingCount} tasks RUNNING`);
     const launchAllMs = elapsedMs(launchStart);
-    const memory = agentMemoryMb(agent.pid!);
+    const memory = processMemoryMb(agent.pid!);
     const teardownStart = process.hrtime.bigint();
     for (let i = 0; i < sleepingCount; i++) void driver.kill(`sleep-${i}`, undefined, 0);
-    await updates.until(() => ended >= sleepingCount, 300_000, `${sleepingCount} tasks torn down`);
+    await updates.waitFor(() => ended >= sleepingCount, 300_000, `${sleepingCount} tasks torn down`);
     const teardownMs = elapsedMs(teardownStart);
 
     const latencyCase = `${sequentialCount} tasks one at a time, one agent`;

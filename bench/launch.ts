@@ -7,7 +7,6 @@
  * Options: `--quick` (100 agents, 10,000 tasks), `--agents N --tasks M` (one custom case).
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { readFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -19,27 +18,18 @@ import { startNats } from "../cli/nats-server.ts";
 import { connectNats, type NatsTransport } from "../sdk/nats-transport.ts";
 import { Resources } from "../sdk/resources.ts";
 import { createSchedulerDriver, type SchedulerDriver } from "../sdk/scheduler.ts";
-import { elapsedMs, type BenchResult } from "./lib.ts";
+import { elapsedMs, processMemoryMb, PROJECT_ROOT, TSX_LOADER, type BenchResult } from "./lib.ts";
 
 const CLUSTER = "bench";
 const AGENT_RESOURCES = "cpus:16;mem:65536;disk:100000;ports:[31000-32000]";
 const TASK_RESOURCES = Resources.parse("cpus:0.1;mem:32");
 const AGENTS_PER_CONNECTION = 100;
-const ROOT = join(fileURLToPath(import.meta.url), "../..");
-const TSX_LOADER = `file://${ROOT}/node_modules/tsx/dist/loader.mjs`;
 /** `BENCH_PROFILE_DIR=/tmp/p npm run bench -- launch` writes a CPU profile of every child there. */
 const PROFILE_FLAGS = process.env.BENCH_PROFILE_DIR ? ["--cpu-prof", "--cpu-prof-dir", process.env.BENCH_PROFILE_DIR] : [];
 
 interface Case {
   agents: number;
   tasks: number;
-}
-
-/** Resident memory of a process, in MiB: now and at its peak. */
-function rssOf(pid: number): { rssMb: number; peakMb: number } {
-  const status = readFileSync(`/proc/${pid}/status`, "utf8");
-  const kb = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(status)?.[1] ?? Number.NaN);
-  return { rssMb: kb("VmRSS") / 1024, peakMb: kb("VmHWM") / 1024 };
 }
 
 /** Starts a child and resolves once it prints `line`. */
@@ -74,7 +64,7 @@ async function runCase(c: Case): Promise<{ tasksPerSecond: number; launchMs: num
   const transports: NatsTransport[] = [];
   try {
     // The master is ready once it answers registrations, which the agents' process waits for.
-    const masterChild = spawn(process.execPath, [...PROFILE_FLAGS, "--import", TSX_LOADER, join(ROOT, "cli/corral.ts"), "master", "--nats", nats.url, "--cluster", CLUSTER, "--port", "0", "--log-level", "error"], { stdio: "inherit" });
+    const masterChild = spawn(process.execPath, [...PROFILE_FLAGS, "--import", TSX_LOADER, join(PROJECT_ROOT, "cli/corral.ts"), "master", "--nats", nats.url, "--cluster", CLUSTER, "--port", "0", "--log-level", "error"], { stdio: "inherit" });
     children.push(masterChild);
     const agents = await startChild([fileURLToPath(import.meta.url), "--agents-child", nats.url, String(c.agents)], "AGENTS READY", 300_000);
     children.push(agents);
@@ -117,7 +107,7 @@ async function runCase(c: Case): Promise<{ tasksPerSecond: number; launchMs: num
     });
     await driver.start();
     const launchMs = await done;
-    const masterMemory = rssOf(masterChild.pid!);
+    const masterMemory = processMemoryMb(masterChild.pid!);
     await driver.stop();
     return { tasksPerSecond: c.tasks / (launchMs / 1000), launchMs, master: masterMemory };
   } finally {

@@ -1,5 +1,5 @@
 /** Shared helpers of the benchmarks: result rows, percentiles, the table and the JSON file. */
-import { mkdirSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -25,6 +25,19 @@ export function percentile(samples: number[], q: number): number {
 /** Milliseconds elapsed since `start` (a `process.hrtime.bigint()` reading). */
 export function elapsedMs(start: bigint): number {
   return Number(process.hrtime.bigint() - start) / 1e6;
+}
+
+/** The project's root directory. */
+export const PROJECT_ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
+
+/** `--import` value that makes a child `node` run TypeScript with the project's tsx. */
+export const TSX_LOADER = `file://${PROJECT_ROOT}/node_modules/tsx/dist/loader.mjs`;
+
+/** Resident memory of another process, in MiB: now and at its peak (from /proc). */
+export function processMemoryMb(pid: number): { rssMb: number; peakMb: number } {
+  const status = readFileSync(`/proc/${pid}/status`, "utf8");
+  const kb = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(status)?.[1] ?? Number.NaN);
+  return { rssMb: kb("VmRSS") / 1024, peakMb: kb("VmHWM") / 1024 };
 }
 
 /** Peak resident set size of this process so far, in MiB. */

@@ -5,6 +5,7 @@
  * be awaited the same way.
  */
 import { Writable } from "node:stream";
+import { EventLog } from "../harness/events.ts";
 import pino, { type Logger } from "pino";
 import { connectNats, type NatsTransport } from "../../sdk/nats-transport.ts";
 import type { IncomingMessage, Subscription } from "../../sdk/transport.ts";
@@ -12,43 +13,29 @@ import { encodeEnvelope, safeDecode } from "../../sdk/wire/codec.ts";
 import { agentCmdSubject, masterAgentSubject } from "../../sdk/wire/subjects.ts";
 import type { AgentRegistration, AgentToMaster, MasterToAgent, TaskInfo, TaskStatus } from "../../sdk/wire/types.ts";
 
-/** Collects items and lets a test await one that matches, with a deadline. */
+/**
+ * The shared {@link EventLog}, with these tests' argument order: what is awaited before the
+ * deadline.
+ */
 export class Collector<T> {
-  readonly items: T[] = [];
-  private waiters: Array<{ predicate: (item: T) => boolean; resolve: (item: T) => void }> = [];
+  private readonly log = new EventLog<T>();
+
+  get items(): readonly T[] {
+    return this.log.items;
+  }
 
   push(item: T): void {
-    this.items.push(item);
-    this.waiters = this.waiters.filter((w) => {
-      if (!w.predicate(item)) return true;
-      w.resolve(item);
-      return false;
-    });
+    this.log.push(item);
   }
 
   /** Resolves with the first item (already collected or future) matching `predicate`. */
   waitFor(predicate: (item: T) => boolean, what: string, timeoutMs = 10_000): Promise<T> {
-    const found = this.items.find(predicate);
-    if (found !== undefined) return Promise.resolve(found);
-    return new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.waiters = this.waiters.filter((w) => w !== waiter);
-        reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}; saw ${this.items.length} items`));
-      }, timeoutMs);
-      const waiter = {
-        predicate,
-        resolve: (item: T) => {
-          clearTimeout(timer);
-          resolve(item);
-        },
-      };
-      this.waiters.push(waiter);
-    });
+    return this.log.waitFor(predicate, timeoutMs, what);
   }
 
   /** Items matching `predicate` so far. */
   filter(predicate: (item: T) => boolean): T[] {
-    return this.items.filter(predicate);
+    return this.log.filter(predicate);
   }
 }
 
