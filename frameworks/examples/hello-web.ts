@@ -5,6 +5,9 @@
  *
  * Run it against a cluster: `tsx frameworks/examples/hello-web.ts --nats nats://127.0.0.1:4222`.
  */
+import { parseArgs } from "node:util";
+import { pathToFileURL } from "node:url";
+import { connectNats } from "../../sdk/nats-transport.ts";
 import { Resources } from "../../sdk/resources.ts";
 import { TERMINAL_TASK_STATES } from "../../sdk/wire/types.ts";
 import { createSchedulerDriver, type OfferView, type SchedulerDriver, type TaskStatus } from "../../sdk/scheduler.ts";
@@ -75,4 +78,33 @@ export async function runHelloWeb(options: HelloWebOptions): Promise<SchedulerDr
   });
   await driver.start();
   return driver;
+}
+
+/** `tsx frameworks/examples/hello-web.ts [--nats URL] [--cluster NAME] [--instances N]`; Ctrl-C tears it down. */
+async function main(argv: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      nats: { type: "string", default: "nats://127.0.0.1:4222" },
+      cluster: { type: "string", default: "corral" },
+      instances: { type: "string", default: "2" },
+    },
+  });
+  const transport = await connectNats({ servers: values.nats!, name: "hello-web" });
+  const driver = await runHelloWeb({
+    transport,
+    cluster: values.cluster!,
+    instances: Number(values.instances),
+    onUp: (url, taskId) => console.log(`${taskId} serving ${url}`),
+  });
+  await new Promise((resolve) => process.once("SIGINT", resolve));
+  await driver.stop({ teardown: true });
+  await transport.close();
+}
+
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  main(process.argv.slice(2)).catch((err: unknown) => {
+    console.error(err instanceof Error ? err.message : err);
+    process.exitCode = 2;
+  });
 }
