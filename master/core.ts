@@ -113,6 +113,8 @@ interface AgentRecord {
   pingSeq: number;
   /** Keys (`frameworkId/taskId`) of its active tasks. */
   tasks: Set<string>;
+  /** Ids of its outstanding offers (so that rescinding them or showing them needs no scan). */
+  offers: Set<string>;
   registeredAtMs: number;
 }
 
@@ -155,6 +157,12 @@ const TASK_ID_PATTERN = /^[A-Za-z0-9_.\-]{1,255}$/;
 
 function taskKey(frameworkId: string, taskId: string): string {
   return `${frameworkId}/${taskId}`;
+}
+
+/** The two halves of a {@link taskKey} (framework ids never contain `/`; task ids may not either). */
+function splitTaskKey(key: string): { frameworkId: string; taskId: string } {
+  const cut = key.indexOf("/");
+  return { frameworkId: key.slice(0, cut), taskId: key.slice(cut + 1) };
 }
 
 function isTerminal(state: TaskState): boolean {
@@ -740,14 +748,14 @@ export class MasterCore {
     const stillThere = new Set(reported.filter((r) => r.task).map((r) => taskKey(r.frameworkId, r.task!.taskId)));
     for (const key of agent.tasks) {
       if (stillThere.has(key)) continue;
-      const [frameworkId, taskId] = [key.slice(0, key.indexOf("/")), key.slice(key.indexOf("/") + 1)];
+      const { frameworkId, taskId } = splitTaskKey(key);
       const framework = this.frameworks.get(frameworkId);
       const task = framework?.tasks.get(taskId);
       if (!framework || !task) continue;
       const state: TaskState = framework.info.partitionAware ? "TASK_GONE" : "TASK_LOST";
       this.finishTask(framework, task, this.status(frameworkId, taskId, agentId, state, "REASON_AGENT_RESTARTED", "task was not reported by the re-registering agent"), false);
     }
-    for (const offer of [...this.offers.values()]) if (offer.agentId === agentId) this.rescindOffer(offer.id, true);
+    for (const offerId of [...agent.offers]) this.rescindOffer(offerId, true);
     this.allocator.removeAgent(agentId);
     this.agents.delete(agentId);
   }
@@ -795,6 +803,7 @@ export class MasterCore {
       nextPingMs: this.now + this.pingIntervalMs,
       pingSeq: 0,
       tasks: new Set(tasks.map((t) => taskKey(t.frameworkId, t.info.taskId))),
+      offers: new Set(),
       registeredAtMs: this.now,
     });
     this.out.push({ type: "persist", record: { kind: "agent", id: agentId, info } });
@@ -943,11 +952,11 @@ export class MasterCore {
   private removeAgent(agentId: string, reason: TaskStatusReason, message: string, unreachable = false): void {
     const agent = this.agents.get(agentId);
     if (!agent) return;
-    for (const offer of [...this.offers.values()]) if (offer.agentId === agentId) this.rescindOffer(offer.id, true);
+    for (const offerId of [...agent.offers]) this.rescindOffer(offerId, true);
     for (const key of agent.tasks) {
-      const cut = key.indexOf("/");
-      const framework = this.frameworks.get(key.slice(0, cut));
-      const task = framework?.tasks.get(key.slice(cut + 1));
+      const { frameworkId, taskId } = splitTaskKey(key);
+      const framework = this.frameworks.get(frameworkId);
+      const task = framework?.tasks.get(taskId);
       if (!framework || !task) continue;
       const partitionAware = framework.info.partitionAware;
       if (unreachable && partitionAware) {
@@ -1005,6 +1014,7 @@ export class MasterCore {
       const id = `${this.masterId}-O${++this.offerCounter}`;
       this.offers.set(id, { id, frameworkId: plan.frameworkId, agentId: plan.agentId, role: plan.role, resources: plan.resources, createdAtMs: this.now });
       framework.offers.add(id);
+      agent.offers.add(id);
       this.counters.offersMade++;
       const list = byFramework.get(plan.frameworkId) ?? [];
       list.push({
@@ -1024,6 +1034,7 @@ export class MasterCore {
   private removeOffer(offer: OfferRecord): void {
     this.offers.delete(offer.id);
     this.frameworks.get(offer.frameworkId)?.offers.delete(offer.id);
+    this.agents.get(offer.agentId)?.offers.delete(offer.id);
   }
 
   /** Takes an offer back; `tell` sends RESCIND (not needed when the framework is gone or disconnected). */
@@ -1085,7 +1096,7 @@ export class MasterCore {
     const agents = [...this.agents.entries()].map(([id, agent]) => {
       const view = this.allocator.agentView(id);
       let offered = Resources.empty();
-      for (const offer of this.offers.values()) if (offer.agentId === id) offered = offered.add(offer.resources);
+      for (const offerId of agent.offers) offered = offered.add(this.offers.get(offerId)!.resources);
       return {
         id,
         hostname: agent.info.hostname,
