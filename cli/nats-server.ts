@@ -80,18 +80,33 @@ export function findNatsServer(): string {
   throw new Error("nats-server not found on PATH, /usr/sbin or /usr/local/bin; run scripts/ensure-nats.sh (Debian: apt-get install nats-server)");
 }
 
-/** A port the kernel considers free right now (it may be taken again before we bind it; callers retry). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
+/**
+ * Binds `port` on loopback and releases it at once: the port it got (the kernel's choice for 0),
+ * or undefined when that port is taken.
+ */
+function probePort(port: number): Promise<number | undefined> {
+  return new Promise((resolve) => {
     const server = createServer();
     server.unref();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
+    server.once("error", () => resolve(undefined));
+    server.listen(port, "127.0.0.1", () => {
       const address = server.address();
-      const port = typeof address === "object" && address ? address.port : 0;
-      server.close(() => (port > 0 ? resolve(port) : reject(new Error("could not determine a free port"))));
+      const bound = typeof address === "object" && address ? address.port : undefined;
+      server.close(() => resolve(bound));
     });
   });
+}
+
+/** A port the kernel considers free right now (it may be taken again before we bind it; callers retry). */
+export async function freePort(): Promise<number> {
+  const port = await probePort(0);
+  if (port === undefined) throw new Error("could not determine a free port");
+  return port;
+}
+
+/** `preferred` when it is free right now, else any free port. */
+export async function preferredOrFreePort(preferred: number): Promise<number> {
+  return (await probePort(preferred)) ?? freePort();
 }
 
 // Children still alive when the test worker exits are killed, so no server outlives its tests.

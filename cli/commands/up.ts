@@ -13,7 +13,7 @@ import { fileURLToPath } from "node:url";
 import { MarathonClient } from "../../frameworks/marathon/client.ts";
 import { createMarathon } from "../../frameworks/marathon/marathon.ts";
 import type { NatsTransport } from "../../sdk/nats-transport.ts";
-import { freePort, startNats, type NatsServer } from "../nats-server.ts";
+import { preferredOrFreePort, startNats, type NatsServer } from "../nats-server.ts";
 import { corralHome, removeClusterFile, writeClusterFile } from "../cluster-file.ts";
 import { connect, makeLogger, untilSignal } from "../common.ts";
 import { containerizerFromFlags, ISOLATION_FLAGS } from "../containerizer.ts";
@@ -56,16 +56,6 @@ async function deployDemo(client: MarathonClient): Promise<void> {
   }
 }
 
-async function natsPort(requested: number | undefined): Promise<number> {
-  if (requested !== undefined) return requested;
-  const probe = await import("node:net");
-  const free = await new Promise<boolean>((resolve) => {
-    const server = probe.createServer().once("error", () => resolve(false));
-    server.listen(4222, "127.0.0.1", () => server.close(() => resolve(true)));
-  });
-  return free ? 4222 : freePort();
-}
-
 export async function upCommand(args: string[]): Promise<number> {
   const { values } = parseFlags(args, UP_FLAGS);
   const agentCount = numberFlag(values, "agents") ?? 2;
@@ -84,7 +74,7 @@ export async function upCommand(args: string[]): Promise<number> {
     let nats = values.nats as string | undefined;
     let server: NatsServer | undefined;
     if (!nats) {
-      server = await startNats({ storeDir: join(workDir, "nats"), port: await natsPort(numberFlag(values, "nats-port")) });
+      server = await startNats({ storeDir: join(workDir, "nats"), port: numberFlag(values, "nats-port") ?? (await preferredOrFreePort(4222)) });
       nats = server.url;
       stops.push(() => server!.stop());
     }
