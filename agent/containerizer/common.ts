@@ -8,7 +8,7 @@
 import { chown, readFile } from "node:fs/promises";
 import { isAbsolute, join } from "node:path";
 import { constants as osConstants } from "node:os";
-import { ContainerizerError, type ContainerSpec } from "./types.ts";
+import { ContainerizerError, type ContainerSpec, type Termination } from "./types.ts";
 
 /** The PATH a task gets when the agent has none to pass on. */
 export const DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -170,4 +170,78 @@ export function sendSignal(pid: number, signal: NodeJS.Signals): string | undefi
     if (code !== "ESRCH") return code;
   }
   return undefined;
+}
+
+/** What {@link ContainerRecords} needs to know of a live container. */
+export interface LiveContainer {
+  readonly spec: ContainerSpec;
+  /** Set once the container's process exists. */
+  pid: number | undefined;
+  /** Resolves with the termination once the container has ended. */
+  readonly done: Promise<Termination>;
+}
+
+/**
+ * The bookkeeping every process-backed containerizer needs: live containers, a bounded record of
+ * ended ones (so a late `wait` or `kill` still gets the termination), launches in progress (so
+ * `destroyAll` cannot miss one), and whether the containerizer has been closed.
+ */
+export class ContainerRecords<L extends LiveContainer> {
+  readonly live = new Map<string, L>();
+  readonly ended = new Map<string, Termination>();
+  private readonly launching = new Set<Promise<unknown>>();
+  private closed = false;
+
+  /** @param maxRemembered ended containers remembered; the oldest are forgotten first */
+  constructor(private readonly maxRemembered: number) {}
+
+  /** Refuses a launch when closed, for a bad spec, or for an id in use (live or remembered). */
+  admit(spec: ContainerSpec): void {
+    const id = spec.containerId;
+    if (this.closed) {
+      throw new ContainerizerError("CORRAL_ERR_CONTAINERIZER_CLOSED", `containerizer is shut down; not launching container ${id}`, { containerId: id });
+    }
+    validateSpec(spec);
+    if (this.live.has(id) || this.ended.has(id)) {
+      throw new ContainerizerError("CORRAL_ERR_CONTAINER_EXISTS", `container ${id} already exists`, { containerId: id });
+    }
+  }
+
+  /** Tracks a launch in progress until it settles; returns it. */
+  track<T>(started: Promise<T>): Promise<T> {
+    this.launching.add(started);
+    const forget = () => this.launching.delete(started);
+    started.then(forget, forget);
+    return started;
+  }
+
+  /** Records how a container ended. */
+  remember(containerId: string, termination: Termination): void {
+    this.ended.set(containerId, termination);
+    while (this.ended.size > this.maxRemembered) {
+      const oldest = this.ended.keys().next().value;
+      if (oldest === undefined) break;
+      this.ended.delete(oldest);
+    }
+  }
+
+  /** How the container ended, once it has; rejects for an unknown (or forgotten) id. */
+  wait(containerId: string): Promise<Termination> {
+    const ended = this.ended.get(containerId);
+    if (ended) return Promise.resolve(ended);
+    const live = this.live.get(containerId);
+    return live ? live.done : Promise.reject(notFound(containerId));
+  }
+
+  /** Ids of the containers whose process exists. */
+  running(): string[] {
+    return [...this.live.values()].filter((live) => live.pid !== undefined).map((live) => live.spec.containerId);
+  }
+
+  /** Refuses launches from now on, waits for those in progress, and returns what is live. */
+  async close(): Promise<L[]> {
+    this.closed = true;
+    await Promise.allSettled([...this.launching]);
+    return [...this.live.values()];
+  }
 }

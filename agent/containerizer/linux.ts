@@ -44,6 +44,7 @@ import {
   validateSpec,
   type ProcStat,
   type UserIdentity,
+  ContainerRecords,
 } from "./common.ts";
 import { buildLaunchArgs, containerHostname, splitEnvironment, type LaunchPlan, type LaunchTools, type Launcher } from "./linux-launch.ts";
 import { PosixContainerizer } from "./posix.ts";
@@ -252,10 +253,7 @@ export class LinuxContainerizer implements Containerizer {
   /** Set in `"posix"` isolation: that containerizer does the work, on commands wrapped in prlimit. */
   private readonly posix: PosixContainerizer | undefined;
 
-  private readonly live = new Map<string, Live>();
-  private readonly ended = new Map<string, Termination>();
-  private readonly launching = new Set<Promise<unknown>>();
-  private closed = false;
+  private readonly records: ContainerRecords<Live>;
 
   /**
    * Probes the host (cgroup layout and writability, tools, namespaces) and returns a containerizer
@@ -283,6 +281,7 @@ export class LinuxContainerizer implements Containerizer {
     this.hostname = options.hostname ?? osHostname();
     this.baseEnv = { ...(options.baseEnv ?? { PATH: process.env.PATH ?? DEFAULT_PATH }) };
     this.maxRememberedTerminations = nonNegative(options.maxRememberedTerminations ?? 1000, "maxRememberedTerminations");
+    this.records = new ContainerRecords(this.maxRememberedTerminations);
     this.log = options.log;
     this.defaultUser = options.defaultUser ?? "nobody";
     this.allowedUsers = new Set(options.allowedUsers ?? []);
@@ -318,27 +317,18 @@ export class LinuxContainerizer implements Containerizer {
   launch(spec: ContainerSpec): Promise<ContainerHandle> {
     const started = this.posix ? this.launchPosix(spec) : this.launchInner(spec);
     // destroyAll must not miss a container that is being started while it runs.
-    this.launching.add(started);
-    const forget = () => this.launching.delete(started);
-    started.then(forget, forget);
-    return started;
+    return this.records.track(started);
   }
 
   private async launchInner(spec: ContainerSpec): Promise<ContainerHandle> {
     const id = spec.containerId;
-    if (this.closed) {
-      throw new ContainerizerError("CORRAL_ERR_CONTAINERIZER_CLOSED", `containerizer is shut down; not launching container ${id}`, { containerId: id });
-    }
-    validateSpec(spec);
-    if (this.live.has(id) || this.ended.has(id)) {
-      throw new ContainerizerError("CORRAL_ERR_CONTAINER_EXISTS", `container ${id} already exists`, { containerId: id });
-    }
+    this.records.admit(spec);
     const live = this.register(spec);
     try {
       await this.startContainer(spec, live);
     } catch (cause) {
       const error = cause instanceof ContainerizerError ? cause : launchFailed(spec, describe(cause), cause);
-      this.live.delete(id);
+      this.records.live.delete(id);
       if (live.cgroup !== undefined) await this.removeCgroup(live);
       // A kill or wait issued during the launch holds `done`; it must not hang. The id is not
       // remembered, so the agent may retry the launch under the same id.
@@ -380,7 +370,7 @@ export class LinuxContainerizer implements Containerizer {
       done,
       resolve,
     };
-    this.live.set(spec.containerId, live);
+    this.records.live.set(spec.containerId, live);
     return live;
   }
 
@@ -520,7 +510,7 @@ export class LinuxContainerizer implements Containerizer {
   // ----------------------------------------------------------------------------------------------
 
   private async onSupervisorExit(live: Live, code: number | null, signal: NodeJS.Signals | null): Promise<void> {
-    if (!this.live.has(live.spec.containerId) || live.pid === undefined) return;
+    if (!this.records.live.has(live.spec.containerId) || live.pid === undefined) return;
     live.exited = true;
     live.markExited();
     // Decided now: a kill arriving while the container is torn down did not end the task.
@@ -558,8 +548,8 @@ export class LinuxContainerizer implements Containerizer {
       ...(limitation ? { reason: limitation.reason } : {}),
       message: limitation ? limitation.message : exitMessage(ending.exitCode, ending.signal),
     };
-    this.live.delete(id);
-    this.remember(id, termination);
+    this.records.live.delete(id);
+    this.records.remember(id, termination);
     this.log?.info({ containerId: id, taskId: live.spec.taskId, ...termination }, "container ended");
     live.resolve(termination);
   }
@@ -569,15 +559,6 @@ export class LinuxContainerizer implements Containerizer {
     await this.host.cgroups
       .remove(live.cgroup)
       .catch((error: unknown) => this.log?.error({ containerId: live.spec.containerId, cgroup: live.cgroup, err: error }, "cannot remove the container's cgroup"));
-  }
-
-  private remember(containerId: string, termination: Termination): void {
-    this.ended.set(containerId, termination);
-    while (this.ended.size > this.maxRememberedTerminations) {
-      const oldest = this.ended.keys().next().value;
-      if (oldest === undefined) break;
-      this.ended.delete(oldest);
-    }
   }
 
   // ----------------------------------------------------------------------------------------------
@@ -639,9 +620,9 @@ export class LinuxContainerizer implements Containerizer {
   async kill(containerId: string, gracePeriodMs?: number): Promise<Termination> {
     if (this.posix) return this.posix.kill(containerId, gracePeriodMs);
     const grace = nonNegative(gracePeriodMs ?? this.defaultGracePeriodMs, "gracePeriodMs");
-    const ended = this.ended.get(containerId);
+    const ended = this.records.ended.get(containerId);
     if (ended) return ended;
-    const live = this.live.get(containerId);
+    const live = this.records.live.get(containerId);
     if (!live) throw notFound(containerId);
     if (live.pid === undefined) {
       live.killRequested = true;
@@ -654,7 +635,7 @@ export class LinuxContainerizer implements Containerizer {
 
   /** SIGTERM to the init now and destruction at the deadline; a later kill can only bring the deadline forward. */
   private startKill(live: Live, graceMs: number): void {
-    if (live.pid === undefined || live.exited || this.live.get(live.spec.containerId) !== live) return;
+    if (live.pid === undefined || live.exited || this.records.live.get(live.spec.containerId) !== live) return;
     const deadline = this.clock.now() + graceMs;
     const first = live.killDeadlineMs === undefined;
     live.killRequested = true;
@@ -669,7 +650,7 @@ export class LinuxContainerizer implements Containerizer {
     }
     if (first) void this.terminate(live);
     live.escalation = this.timers.set(graceMs, () => {
-      if (this.live.get(live.spec.containerId) !== live || live.exited) return;
+      if (this.records.live.get(live.spec.containerId) !== live || live.exited) return;
       this.log?.warn({ containerId: live.spec.containerId, taskId: live.spec.taskId }, "grace period over; killing every process of the container");
       void this.destroy(live);
     });
@@ -776,10 +757,7 @@ export class LinuxContainerizer implements Containerizer {
 
   wait(containerId: string): Promise<Termination> {
     if (this.posix) return this.posix.wait(containerId);
-    const ended = this.ended.get(containerId);
-    if (ended) return Promise.resolve(ended);
-    const live = this.live.get(containerId);
-    return live ? live.done : Promise.reject(notFound(containerId));
+    return this.records.wait(containerId);
   }
 
   /** Samples usage: from the container's cgroups, or (without them) from its processes in /proc. */
@@ -788,7 +766,7 @@ export class LinuxContainerizer implements Containerizer {
       const usage = await this.posix.usage(containerId);
       return { ...usage, cpusLimit: 0, cpusNrPeriods: 0, cpusNrThrottled: 0, cpusThrottledTimeSecs: 0, memTotalBytes: usage.memRssBytes, memPeakBytes: undefined, memLimitBytes: 0 };
     }
-    const live = this.live.get(containerId);
+    const live = this.records.live.get(containerId);
     if (!live || live.pid === undefined || live.exited) throw notFound(containerId);
     const { resources } = live.spec;
     const base = { containerId, timestampMs: this.clock.now(), cpusLimit: resources.cpus, memLimitBytes: resources.memMb * MIB };
@@ -814,14 +792,13 @@ export class LinuxContainerizer implements Containerizer {
 
   containers(): string[] {
     if (this.posix) return this.posix.containers();
-    return [...this.live.values()].filter((live) => live.pid !== undefined).map((live) => live.spec.containerId);
+    return this.records.running();
   }
 
   async destroyAll(): Promise<void> {
-    this.closed = true;
-    await Promise.allSettled([...this.launching]);
+    const all = await this.records.close();
     if (this.posix) return this.posix.destroyAll();
-    const all = [...this.live.values()];
+
     for (const live of all) this.startKill(live, 0);
     await Promise.all(all.map((live) => live.done));
   }
@@ -862,9 +839,9 @@ export class LinuxContainerizer implements Containerizer {
 
   private async recoverOne(entry: CheckpointedContainer, named: Set<string>): Promise<RecoveredContainer> {
     const id = entry.containerId;
-    const known = this.live.get(id);
+    const known = this.records.live.get(id);
     if (known) return { containerId: id, running: true };
-    const ended = this.ended.get(id);
+    const ended = this.records.ended.get(id);
     if (ended) return { containerId: id, running: false, termination: ended };
     const metaDir = join(entry.sandboxDir, ".corral");
     const meta = await readContainerMeta(metaDir);
@@ -912,7 +889,7 @@ export class LinuxContainerizer implements Containerizer {
     } else {
       termination = lostTermination(alive ? "Container could not be re-attached after the agent restarted and was destroyed" : "Container ended while the agent was down and left no exit status");
     }
-    this.remember(id, termination);
+    this.records.remember(id, termination);
     this.log?.info({ containerId: id, ...termination }, "checkpointed container ended while the agent was down");
     return { containerId: id, running: false, termination };
   }
@@ -920,7 +897,7 @@ export class LinuxContainerizer implements Containerizer {
   /** Polls an adopted supervisor (not our child, so no exit event) until it is gone. */
   private watchAdopted(live: Live, startTicks: number): void {
     const poll = () => {
-      if (this.live.get(live.spec.containerId) !== live || live.exited) return;
+      if (this.records.live.get(live.spec.containerId) !== live || live.exited) return;
       void sameProcess(live.pid!, startTicks).then((still) => {
         if (still) this.timers.set(RECOVERED_POLL_MS, poll);
         else void this.onSupervisorExit(live, null, null);
@@ -937,7 +914,7 @@ export class LinuxContainerizer implements Containerizer {
    */
   private async destroyOrphans(named: ReadonlySet<string>, sandboxRoot: string): Promise<void> {
     const cgroups = this.host.cgroups!;
-    const inUse = new Set([...named, ...[...this.live.values()].map((live) => live.cgroup)]);
+    const inUse = new Set([...named, ...[...this.records.live.values()].map((live) => live.cgroup)]);
     const parents = new Set(cgroups.enterPaths(`${this.cgroupsRoot}/x`).map((path) => dirname(dirname(path))));
     const children = new Map<string, string>();
     for (const parent of parents) {

@@ -38,9 +38,9 @@ import {
   resolveUser,
   sendSignal,
   taskEnvironment,
-  validateSpec,
   type ProcStat,
   type UserIdentity,
+  ContainerRecords,
 } from "./common.ts";
 
 /** The subset of a pino logger this module uses; a pino logger (or child) fits as is. */
@@ -107,11 +107,8 @@ export class PosixContainerizer implements Containerizer {
   private readonly maxRememberedTerminations: number;
   private readonly log: PosixContainerizerLog | undefined;
 
-  private readonly live = new Map<string, Live>();
+  private readonly records: ContainerRecords<Live>;
   /** Ended containers, oldest first, bounded by `maxRememberedTerminations`. */
-  private readonly ended = new Map<string, Termination>();
-  private readonly launching = new Set<Promise<unknown>>();
-  private closed = false;
 
   constructor(options: PosixContainerizerOptions = {}) {
     this.clock = options.clock ?? systemClock;
@@ -120,27 +117,19 @@ export class PosixContainerizer implements Containerizer {
     this.hostname = options.hostname ?? osHostname();
     this.baseEnv = { ...(options.baseEnv ?? { PATH: process.env.PATH ?? DEFAULT_PATH }) };
     this.maxRememberedTerminations = nonNegative(options.maxRememberedTerminations ?? 1000, "maxRememberedTerminations");
+    this.records = new ContainerRecords(this.maxRememberedTerminations);
     this.log = options.log;
   }
 
   launch(spec: ContainerSpec): Promise<ContainerHandle> {
     const started = this.launchInner(spec);
-    // destroyAll must not miss a process that is being spawned while it runs.
-    this.launching.add(started);
-    const forget = () => this.launching.delete(started);
-    started.then(forget, forget);
-    return started;
+    // destroyAll must not miss a container that is being started while it runs.
+    return this.records.track(started);
   }
 
   private async launchInner(spec: ContainerSpec): Promise<ContainerHandle> {
     const id = spec.containerId;
-    if (this.closed) {
-      throw new ContainerizerError("CORRAL_ERR_CONTAINERIZER_CLOSED", `containerizer is shut down; not launching container ${id}`, { containerId: id });
-    }
-    validateSpec(spec);
-    if (this.live.has(id) || this.ended.has(id)) {
-      throw new ContainerizerError("CORRAL_ERR_CONTAINER_EXISTS", `container ${id} already exists`, { containerId: id });
-    }
+    this.records.admit(spec);
     const live = this.register(spec);
     try {
       await this.spawnTask(spec, live);
@@ -149,7 +138,7 @@ export class PosixContainerizer implements Containerizer {
         cause instanceof ContainerizerError
           ? cause
           : new ContainerizerError("CORRAL_ERR_CONTAINER_LAUNCH_FAILED", `container ${id}: ${describe(cause)}`, { containerId: id, cause });
-      this.live.delete(id);
+      this.records.live.delete(id);
       // A kill or wait issued during the launch holds `done`; it must not hang. The id is not
       // remembered, so the agent may retry the launch under the same id.
       live.resolve({
@@ -181,7 +170,7 @@ export class PosixContainerizer implements Containerizer {
       done,
       resolve,
     };
-    this.live.set(spec.containerId, live);
+    this.records.live.set(spec.containerId, live);
     return live;
   }
 
@@ -242,7 +231,7 @@ export class PosixContainerizer implements Containerizer {
   }
 
   private async onExit(live: Live, code: number | null, signal: NodeJS.Signals | null): Promise<void> {
-    if (!this.live.has(live.spec.containerId) || live.pid === undefined) return;
+    if (!this.records.live.has(live.spec.containerId) || live.pid === undefined) return;
     live.exited = true;
     // Decided now: a kill arriving while the group is reaped did not end the task.
     const killed = live.killRequested;
@@ -257,8 +246,8 @@ export class PosixContainerizer implements Containerizer {
       killed,
       message: exitMessage(code, signal),
     };
-    this.live.delete(live.spec.containerId);
-    this.remember(live.spec.containerId, termination);
+    this.records.live.delete(live.spec.containerId);
+    this.records.remember(live.spec.containerId, termination);
     this.log?.info({ containerId: live.spec.containerId, taskId: live.spec.taskId, ...termination }, "container ended");
     live.resolve(termination);
   }
@@ -282,20 +271,11 @@ export class PosixContainerizer implements Containerizer {
     }
   }
 
-  private remember(containerId: string, termination: Termination): void {
-    this.ended.set(containerId, termination);
-    while (this.ended.size > this.maxRememberedTerminations) {
-      const oldest = this.ended.keys().next().value;
-      if (oldest === undefined) break;
-      this.ended.delete(oldest);
-    }
-  }
-
   async kill(containerId: string, gracePeriodMs?: number): Promise<Termination> {
     const grace = nonNegative(gracePeriodMs ?? this.defaultGracePeriodMs, "gracePeriodMs");
-    const ended = this.ended.get(containerId);
+    const ended = this.records.ended.get(containerId);
     if (ended) return ended;
-    const live = this.live.get(containerId);
+    const live = this.records.live.get(containerId);
     if (!live) throw notFound(containerId);
     if (live.pid === undefined) {
       live.killRequested = true;
@@ -309,7 +289,7 @@ export class PosixContainerizer implements Containerizer {
   /** SIGTERM now and SIGKILL at the deadline; a later kill can only bring the deadline forward. */
   private startKill(live: Live, graceMs: number): void {
     const pid = live.pid;
-    if (pid === undefined || live.exited || this.live.get(live.spec.containerId) !== live) return;
+    if (pid === undefined || live.exited || this.records.live.get(live.spec.containerId) !== live) return;
     const now = this.clock.now();
     const deadline = now + graceMs;
     const first = live.killDeadlineMs === undefined;
@@ -325,7 +305,7 @@ export class PosixContainerizer implements Containerizer {
     }
     if (first) this.signal(live, "SIGTERM");
     live.escalation = this.timers.set(graceMs, () => {
-      if (this.live.get(live.spec.containerId) !== live) return;
+      if (this.records.live.get(live.spec.containerId) !== live) return;
       this.log?.warn({ containerId: live.spec.containerId, taskId: live.spec.taskId }, "grace period over; sending SIGKILL");
       this.signal(live, "SIGKILL");
     });
@@ -337,27 +317,23 @@ export class PosixContainerizer implements Containerizer {
   }
 
   wait(containerId: string): Promise<Termination> {
-    const ended = this.ended.get(containerId);
-    if (ended) return Promise.resolve(ended);
-    const live = this.live.get(containerId);
-    return live ? live.done : Promise.reject(notFound(containerId));
+    return this.records.wait(containerId);
   }
 
   async usage(containerId: string): Promise<ContainerUsage> {
-    const live = this.live.get(containerId);
+    const live = this.records.live.get(containerId);
     if (!live || live.pid === undefined) throw notFound(containerId);
     const totals = await groupUsage(live.pid);
     return { containerId, timestampMs: this.clock.now(), ...totals };
   }
 
   containers(): string[] {
-    return [...this.live.values()].filter((live) => live.pid !== undefined).map((live) => live.spec.containerId);
+    return this.records.running();
   }
 
   async destroyAll(): Promise<void> {
-    this.closed = true;
-    await Promise.allSettled([...this.launching]);
-    const all = [...this.live.values()];
+    const all = await this.records.close();
+
     for (const live of all) this.startKill(live, 0);
     await Promise.all(all.map((live) => live.done));
   }
