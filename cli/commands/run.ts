@@ -102,7 +102,7 @@ export async function runCommand(args: string[]): Promise<number> {
         if (status.state === "TASK_RUNNING" || TERMINAL_TASK_STATES.has(status.state)) {
           if (followers.length === 0) await startFollowing(status.agentId);
         }
-        if (TERMINAL_TASK_STATES.has(status.state) || status.state === "TASK_LOST") settle(status);
+        if (TERMINAL_TASK_STATES.has(status.state)) settle(status);
       },
     },
   });

@@ -66,7 +66,7 @@ export async function runHelloWeb(options: HelloWebOptions): Promise<SchedulerDr
       update: async (status) => {
         options.onUpdate?.(status);
         if (status.state === "TASK_RUNNING" && live.has(status.taskId)) options.onUp?.(live.get(status.taskId)!, status.taskId);
-        if (TERMINAL_TASK_STATES.has(status.state) || status.state === "TASK_LOST") {
+        if (TERMINAL_TASK_STATES.has(status.state)) {
           live.delete(status.taskId);
           if (suppressed) {
             suppressed = false;

@@ -18,6 +18,7 @@
 import type { Rng } from "../../sdk/rng.ts";
 import { Resources, type ResourceEntry } from "../../sdk/resources.ts";
 import { UNRESERVED_ROLE } from "../../sdk/roles.ts";
+import { TERMINAL_TASK_STATES } from "../../sdk/wire/types.ts";
 import type { NormalizedApp } from "./app-spec.ts";
 import { isSelfOrAncestorId } from "./path-id.ts";
 import { activeDelay, canLaunch, launchAllowedAtMs, queueDelayInfo, recordFailure, type LaunchDelay, type QueueDelayInfo } from "./backoff.ts";
@@ -277,7 +278,8 @@ export interface CoreStatus {
   timestampMs?: number;
 }
 
-const TERMINAL = new Set(["TASK_FINISHED", "TASK_FAILED", "TASK_KILLED", "TASK_ERROR", "TASK_LOST", "TASK_DROPPED", "TASK_GONE", "TASK_GONE_BY_OPERATOR", "TASK_UNKNOWN"]);
+/** States after which an instance is gone for Marathon: Mesos's terminal states, and UNKNOWN (the master has never heard of it). */
+const TERMINAL: ReadonlySet<string> = new Set<string>([...TERMINAL_TASK_STATES, "TASK_UNKNOWN"]);
 
 /** Health checks Marathon itself runs (the others are run by agents and reported in status updates). */
 export const MARATHON_HEALTH_PROTOCOLS = new Set(["HTTP", "HTTPS", "TCP"]);
