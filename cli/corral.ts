@@ -4,6 +4,7 @@
  */
 import { agentCommand, AGENT_FLAGS } from "./commands/agent.ts";
 import { appCommand, APP_FLAGS, APP_USAGE } from "./commands/app.ts";
+import { jobCommand, JOB_FLAGS, JOB_USAGE } from "./commands/job.ts";
 import { masterCommand, MASTER_FLAGS } from "./commands/master.ts";
 import { runCommand, RUN_FLAGS } from "./commands/run.ts";
 import { stateCommand, STATE_FLAGS } from "./commands/state.ts";
@@ -18,7 +19,8 @@ const COMMANDS: Record<string, { run: (args: string[]) => Promise<number>; flags
   state: { run: stateCommand, flags: STATE_FLAGS, summary: "show agents, frameworks and tasks" },
   run: { run: runCommand, flags: RUN_FLAGS, summary: "run one command as a task and stream its output" },
   app: { run: appCommand, flags: APP_FLAGS, summary: "deploy and manage Marathon apps (deploy, list, show, scale, restart, rm)" },
-  sim: { run: simCommand, flags: {}, summary: "simulate a scenario (sim run) or check invariants under faults (sim check)" },
+  job: { run: jobCommand, flags: JOB_FLAGS, summary: "run batch jobs from a job file (job run job.json)" },
+  sim: { run: simCommand, flags: {}, summary: "simulate a scenario (sim run), check invariants under faults (sim check), size a cluster (sim plan)" },
 };
 
 function usage(): string {
@@ -37,8 +39,10 @@ export async function main(argv: string[]): Promise<number> {
     console.error(`corral: unknown command '${name}'\n\n${usage()}`);
     return 2;
   }
-  if (name === "app" && (args.length === 0 || args[0] === "--help" || args[0] === "-h")) {
-    console.log(`${APP_USAGE}\n\n${flagHelp(APP_FLAGS)}`);
+  const subcommandUsage: Record<string, [string, Record<string, FlagSpec>]> = { app: [APP_USAGE, APP_FLAGS], job: [JOB_USAGE, JOB_FLAGS] };
+  const withSubcommands = subcommandUsage[name];
+  if (withSubcommands && (args.length === 0 || args[0] === "--help" || args[0] === "-h")) {
+    console.log(`${withSubcommands[0]}\n\n${flagHelp(withSubcommands[1])}`);
     return args.length === 0 ? 2 : 0;
   }
   if (name === "sim" && (args.length === 0 || args.includes("--help") || args.includes("-h"))) {

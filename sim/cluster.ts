@@ -23,13 +23,18 @@ import { createSchedulerDriver, type OfferView, type SchedulerDriver, type TaskS
 import { SimEngine } from "./engine.ts";
 import { SimNetwork, type SimTransport } from "./network.ts";
 import type { AgentClassSpec, DurationSpec, FrameworkSpec, Scenario, ScenarioEvent } from "./scenario.ts";
+import { BatchSimFramework } from "./workloads/batch.ts";
 
 class StopRun extends Error {}
 
 /** Node name of the master on the simulated network. */
 export const MASTER_NODE = "master";
-const ENV_DURATION = "CORRAL_SIM_DURATION_MS";
-const ENV_EXIT = "CORRAL_SIM_EXIT_CODE";
+/** Task environment the instant containerizer reads: run time in ms (absent: until killed). */
+export const SIM_DURATION_ENV = "CORRAL_SIM_DURATION_MS";
+/** Task environment the instant containerizer reads: exit code when the run time is over. */
+export const SIM_EXIT_CODE_ENV = "CORRAL_SIM_EXIT_CODE";
+const ENV_DURATION = SIM_DURATION_ENV;
+const ENV_EXIT = SIM_EXIT_CODE_ENV;
 
 /** Counters the simulated frameworks keep. */
 export interface SimStats {
@@ -106,7 +111,7 @@ export class SimCluster {
     agentRestarts: 0,
   };
   readonly agents: SimAgentSlot[] = [];
-  readonly frameworks = new Map<string, SimFramework>();
+  readonly frameworks = new Map<string, SimFramework | BatchSimFramework>();
   readonly startMs: number;
 
   private readonly rng: SeededRng;
@@ -171,7 +176,8 @@ export class SimCluster {
     await masterStarted;
     for (const [cls, spec] of Object.entries(c.agentClasses)) for (let i = 0; i < spec.count; i++) this.addAgent(cls, spec);
     for (const f of s.frameworks) {
-      const fw = new SimFramework(this, f, this.rng.fork(`framework:${f.name}`));
+      const rng = this.rng.fork(`framework:${f.name}`);
+      const fw = f.kind === "batch" ? new BatchSimFramework(this, f, rng) : new SimFramework(this, f, rng);
       this.frameworks.set(f.name, fw);
       this.engine.after((f.startSeconds ?? 0) * 1000, () => fw.start());
       if (f.stopSeconds !== undefined) this.engine.after(f.stopSeconds * 1000, () => void fw.stop());

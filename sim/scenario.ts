@@ -9,6 +9,8 @@
 import { Resources } from "../sdk/resources.ts";
 import { roleNameError } from "../sdk/roles.ts";
 import type { LatencySpec } from "./network.ts";
+// Batch frameworks (synthetic jobs, trace replay) are specified and checked in sim/workloads.
+import { checkBatchFramework, hasTraceMachines, type BatchJobsSpec, type TraceSpec } from "./workloads/spec.ts";
 
 /** A duration in seconds: a constant, or a distribution sampled per task. */
 export type DurationSpec =
@@ -44,7 +46,7 @@ export interface TaskWorkloadSpec {
 }
 
 /** Kinds of synthetic frameworks. */
-export type FrameworkKind = "tasks" | "greedy" | "decliner";
+export type FrameworkKind = "tasks" | "greedy" | "decliner" | "batch";
 
 export interface FrameworkSpec {
   /** Unique among the scenario's frameworks. */
@@ -64,6 +66,10 @@ export interface FrameworkSpec {
   stopSeconds?: number;
   /** Required for `tasks` and `greedy`; not allowed for `decliner`. */
   tasks?: TaskWorkloadSpec;
+  /** kind `batch` (the frameworks/batch framework): a synthetic job workload. One of `jobs` and `trace`. */
+  jobs?: BatchJobsSpec;
+  /** kind `batch`: a Google 2011 or Alibaba 2018 trace to replay. One of `jobs` and `trace`. */
+  trace?: TraceSpec;
 }
 
 /** A timed change of the world. `class` names an agent class. */
@@ -185,7 +191,7 @@ export function validateScenario(input: unknown): Scenario {
 
   const classes = new Set<string>();
   const cluster = root.cluster === undefined ? (c.fail("scenario.cluster", "is required"), undefined) : c.obj(root.cluster, "scenario.cluster");
-  if (cluster) checkCluster(c, cluster, classes);
+  if (cluster) checkCluster(c, cluster, classes, hasTraceMachines(root.frameworks));
 
   if (root.network !== undefined) {
     const net = c.obj(root.network, "scenario.network");
@@ -212,14 +218,15 @@ export function validateScenario(input: unknown): Scenario {
   return input as Scenario;
 }
 
-function checkCluster(c: Checker, cluster: Obj, classes: Set<string>): void {
+function checkCluster(c: Checker, cluster: Obj, classes: Set<string>, traceMachines = false): void {
   const field = "scenario.cluster";
   c.unknownKeys(cluster, ["agentClasses", "roleWeights", "quota", "allocationIntervalMs", "offerTimeoutMs"], field);
   c.num(cluster, "allocationIntervalMs", field, { gt: 0, optional: true });
   c.num(cluster, "offerTimeoutMs", field, { gt: 0, optional: true });
   const agentClasses = cluster.agentClasses === undefined ? (c.fail(`${field}.agentClasses`, "is required"), undefined) : c.obj(cluster.agentClasses, `${field}.agentClasses`);
   if (agentClasses) {
-    if (Object.keys(agentClasses).length === 0) c.fail(`${field}.agentClasses`, "must name at least one class");
+    // A replayed trace may bring all the machines.
+    if (Object.keys(agentClasses).length === 0 && !traceMachines) c.fail(`${field}.agentClasses`, "must name at least one class");
     for (const [name, spec] of Object.entries(agentClasses)) {
       const f = `${field}.agentClasses.${name}`;
       if (!CLASS_NAME.test(name)) c.fail(f, "class names must be lower-case letters, digits and '-' (1-63 characters)");
@@ -315,14 +322,14 @@ function checkDuration(c: Checker, parent: Obj, key: string, field: string): voi
 function checkFramework(c: Checker, value: unknown, field: string, names: Set<string>): void {
   const f = c.obj(value, field);
   if (!f) return;
-  c.unknownKeys(f, ["name", "kind", "role", "refuseSeconds", "startSeconds", "stopSeconds", "tasks"], field);
+  c.unknownKeys(f, ["name", "kind", "role", "refuseSeconds", "startSeconds", "stopSeconds", "tasks", "jobs", "trace"], field);
   const name = c.str(f, "name", field);
   if (name !== undefined) {
     if (!FRAMEWORK_NAME.test(name)) c.fail(`${field}.name`, "must be letters, digits, '_', '.' or '-' (1-63 characters)");
     if (names.has(name)) c.fail(`${field}.name`, `must be unique (${JSON.stringify(name)} is used twice)`);
     names.add(name);
   }
-  if (f.kind !== "tasks" && f.kind !== "greedy" && f.kind !== "decliner") c.fail(`${field}.kind`, 'must be "tasks", "greedy" or "decliner"');
+  if (f.kind !== "tasks" && f.kind !== "greedy" && f.kind !== "decliner" && f.kind !== "batch") c.fail(`${field}.kind`, 'must be "tasks", "greedy", "decliner" or "batch"');
   if (f.role !== undefined) {
     const role = c.str(f, "role", field, true);
     const problem = role === undefined ? undefined : roleNameError(role);
@@ -332,6 +339,9 @@ function checkFramework(c: Checker, value: unknown, field: string, names: Set<st
   c.num(f, "startSeconds", field, { min: 0, optional: true });
   c.num(f, "stopSeconds", field, { min: 0, optional: true });
   if (typeof f.startSeconds === "number" && typeof f.stopSeconds === "number" && f.stopSeconds <= f.startSeconds) c.fail(`${field}.stopSeconds`, "must be > startSeconds");
+  // ---- kind "batch": jobs or trace (sim/workloads/spec.ts) ----
+  checkBatchFramework(f, field, (path, rule) => c.fail(path, rule));
+  if (f.kind === "batch") return;
   if (f.kind === "decliner") {
     if (f.tasks !== undefined) c.fail(`${field}.tasks`, "is not allowed for a decliner");
     return;

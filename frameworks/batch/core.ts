@@ -1,0 +1,876 @@
+/**
+ * The batch framework's core: a deterministic state machine with no I/O (DESIGN.md §1).
+ *
+ * A job is a list of tasks, each with its resources and either a command (a real cluster) or a
+ * duration (the simulator; see the shell's `taskCommand`). Every input (a job submitted, offers,
+ * a status update, the outcome of an ACCEPT, a timer) reads the time from the injected
+ * {@link Clock} and returns {@link BatchEffect}s for the shell to carry out: launches, declines,
+ * kills, SUPPRESS/REVIVE, reconciliation, a wake-up time and progress events.
+ *
+ * Scheduling: pending tasks wait in one FIFO queue (job submission order, then task index;
+ * retries join at the back). Each offer takes, first-fit, as many queued tasks as fit (looking at
+ * no more than `maxScanPerOffer` of them); its remainder, or the whole offer when nothing fits, is
+ * declined with `refuseSeconds`. With nothing queued the core SUPPRESSes; when work arrives it
+ * REVIVEs (at once when suppressed, otherwise at most once per `reviveIntervalMs`, since new work
+ * after declines only needs the declined agents back).
+ *
+ * A task that ends other than FINISHED (failed, killed, lost with its agent...) is queued again
+ * until it has failed `maxRetries + 1` times. A job ends `completed` when every task finished,
+ * `failed` once no task is left to run and one of them failed (or as soon as one fails, with
+ * `failFast`), `timed-out` when `timeoutMs` passes first, or `cancelled`; whatever of it still
+ * runs is killed. Each launch has its own task id, `<job>.<index>.<attempt>`, so a late update of
+ * an earlier attempt can never be mistaken for the current one.
+ *
+ * @module
+ */
+
+import type { Clock } from "../../sdk/clock.ts";
+import { Resources, ResourceError } from "../../sdk/resources.ts";
+import { TERMINAL_TASK_STATES, type TaskState } from "../../sdk/wire/types.ts";
+import { TimeHeap } from "./heap.ts";
+
+// ------------------------------------------------------------------------------------------------
+// Configuration
+// ------------------------------------------------------------------------------------------------
+
+/** Tunables of {@link BatchCore}. */
+export interface BatchConfig {
+  /** Filter for declined offers and for what an accepted offer leaves unused. @default 5 */
+  refuseSeconds: number;
+  /** Least time between two REVIVEs for new work while offers are filtered (not suppressed). @default 1000 */
+  reviveIntervalMs: number;
+  /** Jobs not yet ended, at most. @default 10000 */
+  maxLiveJobs: number;
+  /** Tasks in one job, at most. @default 100000 */
+  maxTasksPerJob: number;
+  /** Tasks of all live jobs together, at most. @default 1000000 */
+  maxLiveTasks: number;
+  /** Queued tasks looked at per offer before the rest of the offer is declined. @default 1000 */
+  maxScanPerOffer: number;
+  /** Ended jobs remembered for summaries (the oldest are forgotten first). @default 10000 */
+  maxEndedJobs: number;
+}
+
+export const DEFAULT_BATCH_CONFIG: BatchConfig = {
+  refuseSeconds: 5,
+  reviveIntervalMs: 1000,
+  maxLiveJobs: 10_000,
+  maxTasksPerJob: 100_000,
+  maxLiveTasks: 1_000_000,
+  maxScanPerOffer: 1000,
+  maxEndedJobs: 10_000,
+};
+
+/** Default of {@link BatchJobSpec.maxRetries}. */
+export const DEFAULT_MAX_RETRIES = 3;
+
+/** Job ids: letters, digits, `_` and `-` (no dots: they separate the parts of a task id). */
+export const JOB_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$/;
+
+// ------------------------------------------------------------------------------------------------
+// Inputs
+// ------------------------------------------------------------------------------------------------
+
+/** One task of a job. Tasks may share one spec object. */
+export interface BatchTaskSpec {
+  /** What one attempt consumes: a value, or Mesos text such as `"cpus:0.5;mem:128"`. */
+  resources: Resources | string;
+  /** Shell command line (`/bin/sh -c`). One of `command` and `durationMs` is required. */
+  command?: string;
+  /** How long the task runs, for tasks without a command (the shell turns it into one). */
+  durationMs?: number;
+  /** Environment variables. @default {} */
+  env?: Readonly<Record<string, string>>;
+  /** Queue the task only this long after the job was submitted (trace replay). @default 0 */
+  startAfterMs?: number;
+  /** Overrides the job's {@link BatchJobSpec.maxRetries} for this task. @default the job's */
+  maxRetries?: number;
+}
+
+/** A job: tasks and how to treat their failures. */
+export interface BatchJobSpec {
+  /** Unique among the framework's jobs; see {@link JOB_ID_PATTERN}. */
+  id: string;
+  tasks: readonly BatchTaskSpec[];
+  /** Times a task that ended other than FINISHED is run again. @default 3 */
+  maxRetries?: number;
+  /** The job is stopped (`timed-out`) this long after submission. @default none */
+  timeoutMs?: number;
+  /** End the job (`failed`) as soon as one task has used up its retries. @default false */
+  failFast?: boolean;
+}
+
+/** An offer as the core needs it. */
+export interface BatchOffer {
+  id: string;
+  agentId: string;
+  hostname: string;
+  resources: Resources;
+}
+
+/** The fields of a TaskStatus the core reads. */
+export interface BatchStatus {
+  taskId: string;
+  state: TaskState | string;
+  agentId: string;
+  message?: string;
+  reason?: string;
+  exitCode?: number;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Outputs
+// ------------------------------------------------------------------------------------------------
+
+/** One task to launch, resolved. */
+export interface BatchLaunch {
+  /** `<job>.<index>.<attempt>`. */
+  taskId: string;
+  jobId: string;
+  index: number;
+  /** 0 for the task's first launch, then 1, 2... */
+  attempt: number;
+  /** Attempts of this task that failed before this one. */
+  failures: number;
+  agentId: string;
+  hostname: string;
+  resources: Resources;
+  spec: Readonly<BatchTaskSpec>;
+}
+
+export type JobState = "waiting" | "running" | "completed" | "failed" | "timed-out" | "cancelled";
+export type JobOutcome = "completed" | "failed" | "timed-out" | "cancelled";
+
+/** A job as reported to users. Times are the clock's milliseconds. */
+export interface BatchJobSummary {
+  id: string;
+  state: JobState;
+  tasks: number;
+  /** Tasks that finished. */
+  finished: number;
+  /** Tasks that used up their retries. */
+  failed: number;
+  /** Tasks stopped when the job ended early (queued, or killed while running). */
+  dropped: number;
+  /** Launches of all tasks (first attempts and retries). */
+  launches: number;
+  /** Failed attempts that were queued again. */
+  retries: number;
+  submittedAtMs: number;
+  endedAtMs?: number;
+  /** From submission to the end (or to now, while live). */
+  elapsedMs: number;
+  /** Per task that ran: from when it was first queued to its first TASK_RUNNING. */
+  waitMs: { count: number; p50: number; max: number; mean: number };
+  /** The last failure of a task, if any: what a user wants to see first. */
+  lastFailure?: { taskId: string; state: string; message: string; exitCode?: number };
+}
+
+/** Progress, for logs, CLIs and the simulator's statistics. `atMs` is the clock's time. */
+export type BatchEvent =
+  | { type: "job-submitted"; atMs: number; jobId: string; tasks: number }
+  /** Tasks queued for the first time (at submission, or when a delayed task is released). */
+  | { type: "tasks-queued"; atMs: number; jobId: string; count: number }
+  | { type: "task-launched"; atMs: number; jobId: string; taskId: string; index: number; attempt: number; agentId: string; hostname: string }
+  /** The ACCEPT was refused or lost: the task is queued again (not counted as a failure). */
+  | { type: "task-launch-failed"; atMs: number; jobId: string; taskId: string; index: number; attempt: number; error: string }
+  /** `waitMs` is set on the task's first TASK_RUNNING. */
+  | { type: "task-running"; atMs: number; jobId: string; taskId: string; index: number; attempt: number; agentId: string; hostname: string; waitMs?: number }
+  | { type: "task-finished"; atMs: number; jobId: string; taskId: string; index: number; attempt: number; agentId: string }
+  | {
+      type: "task-failed";
+      atMs: number;
+      jobId: string;
+      taskId: string;
+      index: number;
+      attempt: number;
+      agentId: string;
+      state: string;
+      message: string;
+      exitCode?: number;
+      /** Queued again (true) or given up on (false). */
+      retrying: boolean;
+    }
+  | { type: "job-ended"; atMs: number; jobId: string; outcome: JobOutcome; summary: BatchJobSummary }
+  | { type: "offers-suppressed"; atMs: number }
+  | { type: "offers-revived"; atMs: number };
+
+export type BatchEffect =
+  /** ACCEPT `offerId` launching `tasks`; the unused remainder is declined for `refuseSeconds`. */
+  | { type: "launch"; offerId: string; agentId: string; tasks: BatchLaunch[]; refuseSeconds: number }
+  | { type: "decline"; offerIds: string[]; refuseSeconds: number }
+  | { type: "suppress" }
+  | { type: "revive" }
+  | { type: "kill"; taskId: string; agentId: string }
+  | { type: "reconcile"; tasks: Array<{ taskId: string; agentId: string }> }
+  /** Call {@link BatchCore.tick} at `atMs` (replaces any earlier wake-up request). */
+  | { type: "wake"; atMs: number }
+  | { type: "event"; event: BatchEvent };
+
+/** Stable codes of {@link BatchError}. */
+export type BatchErrorCode = "CORRAL_ERR_INVALID_JOB" | "CORRAL_ERR_DUPLICATE_JOB" | "CORRAL_ERR_TOO_MANY_JOBS" | "CORRAL_ERR_TOO_MANY_TASKS" | "CORRAL_ERR_UNKNOWN_JOB";
+
+/** A job refused by {@link BatchCore.submit}; the message names the field and the rule. */
+export class BatchError extends Error {
+  constructor(
+    readonly code: BatchErrorCode,
+    message: string,
+  ) {
+    super(message);
+    this.name = "BatchError";
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// State
+// ------------------------------------------------------------------------------------------------
+
+type TaskPhase = "held" | "pending" | "launching" | "active" | "finished" | "failed" | "dropped";
+
+interface TaskRec {
+  readonly job: JobRec;
+  readonly index: number;
+  readonly spec: Readonly<BatchTaskSpec>;
+  readonly resources: Resources;
+  readonly maxRetries: number;
+  phase: TaskPhase;
+  launches: number;
+  failures: number;
+  /** When it was first queued: where its wait starts. */
+  queuedAtMs?: number;
+  firstRunningAtMs?: number;
+  /** The launch not ended yet, if any (a task has at most one at a time). */
+  live?: LaunchRec;
+}
+
+interface LaunchRec {
+  readonly taskId: string;
+  readonly task: TaskRec;
+  readonly attempt: number;
+  readonly agentId: string;
+  readonly hostname: string;
+  /** `launching`: ACCEPT sent, not answered, no update yet. */
+  state: "launching" | "launched" | "running";
+  killSent: boolean;
+}
+
+interface JobRec {
+  readonly id: string;
+  readonly tasks: TaskRec[];
+  readonly failFast: boolean;
+  readonly submittedAtMs: number;
+  state: JobState;
+  endedAtMs?: number;
+  finished: number;
+  failed: number;
+  dropped: number;
+  /** Tasks neither finished, failed nor dropped. */
+  open: number;
+  launches: number;
+  retries: number;
+  lastFailure?: BatchJobSummary["lastFailure"];
+}
+
+type Timer = { kind: "deadline"; job: JobRec } | { kind: "release"; task: TaskRec };
+
+const LIVE_STATES: ReadonlySet<JobState> = new Set<JobState>(["waiting", "running"]);
+
+/** Updates that end an attempt: Mesos's terminal states, and UNKNOWN (the master never heard of it). */
+const ENDS_ATTEMPT: ReadonlySet<string> = new Set<string>([...TERMINAL_TASK_STATES, "TASK_UNKNOWN"]);
+
+/** Cache of parsed resource texts (trace and workload jobs share a few texts among many tasks). */
+const MAX_PARSED_TEXTS = 1024;
+
+// ------------------------------------------------------------------------------------------------
+// The core
+// ------------------------------------------------------------------------------------------------
+
+/** Options of {@link BatchCore}. */
+export interface BatchCoreOptions {
+  /** Where time comes from (the system clock, or the simulator's virtual clock). */
+  clock: Clock;
+  /** @default {@link DEFAULT_BATCH_CONFIG} */
+  config?: Partial<BatchConfig>;
+}
+
+export class BatchCore {
+  readonly config: BatchConfig;
+  /** Counters over the framework's life. */
+  readonly counters = {
+    jobsSubmitted: 0,
+    jobsCompleted: 0,
+    jobsFailed: 0,
+    jobsTimedOut: 0,
+    jobsCancelled: 0,
+    tasksLaunched: 0,
+    tasksFinished: 0,
+    attemptsFailed: 0,
+    retries: 0,
+    offersDeclined: 0,
+    offersUsed: 0,
+  };
+
+  private readonly clock: Clock;
+  private readonly jobs = new Map<string, JobRec>();
+  /** Ended jobs, oldest first, for forgetting beyond `maxEndedJobs`. */
+  private readonly ended: string[] = [];
+  private endedHead = 0;
+  private liveJobs = 0;
+  private liveTasks = 0;
+  /** Launches whose task has not ended yet, by task id. */
+  private readonly launches = new Map<string, LaunchRec>();
+  private queue: Array<TaskRec | null> = [];
+  private head = 0;
+  private holes = 0;
+  private pending = 0;
+  private readonly timers = new TimeHeap<Timer>();
+  private readonly parsed = new Map<string, Resources>();
+
+  private connected = false;
+  private suppressed = false;
+  /** Offers were declined (so filtered at the master) since the last REVIVE. */
+  private filtered = false;
+  private lastReviveMs = -Infinity;
+  private reviveDueMs: number | undefined;
+  /** Tasks were queued during the current input. */
+  private newWork = false;
+  private requestedWakeMs: number | undefined;
+
+  constructor(options: BatchCoreOptions) {
+    this.clock = options.clock;
+    this.config = { ...DEFAULT_BATCH_CONFIG, ...options.config };
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Reads
+  // ---------------------------------------------------------------------------------------------
+
+  /** Tasks queued for an offer. */
+  pendingTasks(): number {
+    return this.pending;
+  }
+
+  /** Queued tasks first queued before `ms` (a retry keeps its first time). Scans the queue. */
+  pendingQueuedBefore(ms: number): number {
+    let n = 0;
+    for (let i = this.head; i < this.queue.length; i++) {
+      const task = this.queue[i];
+      if (task && task.phase === "pending" && (task.queuedAtMs ?? ms) < ms) n++;
+    }
+    return n;
+  }
+
+  /** Jobs submitted and not ended. */
+  liveJobCount(): number {
+    return this.liveJobs;
+  }
+
+  /** Whether SUPPRESS was the last of SUPPRESS/REVIVE sent. */
+  isSuppressed(): boolean {
+    return this.suppressed;
+  }
+
+  job(id: string): BatchJobSummary | undefined {
+    const job = this.jobs.get(id);
+    return job ? this.summarize(job) : undefined;
+  }
+
+  /** Every remembered job, in submission order. */
+  jobList(): BatchJobSummary[] {
+    return [...this.jobs.values()].map((job) => this.summarize(job));
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Inputs
+  // ---------------------------------------------------------------------------------------------
+
+  /**
+   * Adds a job. Its tasks are queued at once (or after their `startAfterMs`).
+   * @throws {BatchError} naming the field and the rule; nothing is changed then.
+   */
+  submit(spec: BatchJobSpec): BatchEffect[] {
+    const now = this.clock.now();
+    const { id, tasks, maxRetries, timeoutMs, failFast } = this.validateJob(spec);
+    const job: JobRec = {
+      id,
+      tasks: [],
+      failFast,
+      submittedAtMs: now,
+      state: "waiting",
+      finished: 0,
+      failed: 0,
+      dropped: 0,
+      open: tasks.length,
+      launches: 0,
+      retries: 0,
+    };
+    tasks.forEach((t, index) => job.tasks.push({ job, index, spec: t.spec, resources: t.resources, maxRetries: t.spec.maxRetries ?? maxRetries, phase: "held", launches: 0, failures: 0 }));
+    this.jobs.set(id, job);
+    this.liveJobs++;
+    this.liveTasks += tasks.length;
+    this.counters.jobsSubmitted++;
+    const fx: BatchEffect[] = [{ type: "event", event: { type: "job-submitted", atMs: now, jobId: id, tasks: tasks.length } }];
+    if (timeoutMs !== undefined) this.timers.push(now + timeoutMs, { kind: "deadline", job });
+    let queued = 0;
+    for (const task of job.tasks) {
+      const delay = task.spec.startAfterMs ?? 0;
+      if (delay > 0) this.timers.push(now + delay, { kind: "release", task });
+      else {
+        this.enqueue(task, now);
+        queued++;
+      }
+    }
+    if (queued > 0) fx.push({ type: "event", event: { type: "tasks-queued", atMs: now, jobId: id, count: queued } });
+    if (job.open === 0) this.endJob(job, "completed", fx);
+    return this.finish(fx);
+  }
+
+  /** The driver (re)subscribed. After a reconnection, asks for the state of every launched task. */
+  subscribed(reconnected: boolean): BatchEffect[] {
+    this.connected = true;
+    // A new subscription starts unsuppressed and unfiltered at the master.
+    this.suppressed = false;
+    this.filtered = false;
+    const fx: BatchEffect[] = [];
+    if (reconnected && this.launches.size > 0) {
+      fx.push({ type: "reconcile", tasks: [...this.launches.values()].map((l) => ({ taskId: l.taskId, agentId: l.agentId })) });
+    }
+    return this.finish(fx);
+  }
+
+  /** Contact with the master was lost; the driver re-subscribes by itself. */
+  disconnected(): BatchEffect[] {
+    this.connected = false;
+    return [];
+  }
+
+  /** Packs queued tasks into the offers; declines what is left. */
+  offers(offers: readonly BatchOffer[]): BatchEffect[] {
+    const now = this.clock.now();
+    const fx: BatchEffect[] = [];
+    const declined: string[] = [];
+    const refuseSeconds = this.config.refuseSeconds;
+    for (const offer of offers) {
+      const chosen = this.pick(offer.resources);
+      if (chosen.length === 0) {
+        declined.push(offer.id);
+        continue;
+      }
+      const launches = chosen.map((task) => this.launch(task, offer));
+      fx.push({ type: "launch", offerId: offer.id, agentId: offer.agentId, tasks: launches, refuseSeconds });
+      this.counters.offersUsed++;
+    }
+    // An accepted offer's remainder is declined with the same filter.
+    if (offers.length > 0) this.filtered = true;
+    if (declined.length > 0) {
+      this.counters.offersDeclined += declined.length;
+      fx.push({ type: "decline", offerIds: declined, refuseSeconds });
+    }
+    return this.finish(fx);
+  }
+
+  /** How the ACCEPT carrying `taskIds` went: on failure the tasks are queued again, in front. */
+  launchResult(taskIds: readonly string[], ok: boolean, error = ""): BatchEffect[] {
+    const now = this.clock.now();
+    const fx: BatchEffect[] = [];
+    const requeue: TaskRec[] = [];
+    for (const taskId of taskIds) {
+      const launch = this.launches.get(taskId);
+      if (!launch || launch.state !== "launching") continue; // updates already told us more
+      const task = launch.task;
+      if (ok) {
+        this.markLaunched(launch, now, fx);
+        continue;
+      }
+      this.forget(launch);
+      fx.push({ type: "event", event: { type: "task-launch-failed", atMs: now, jobId: task.job.id, taskId, index: task.index, attempt: launch.attempt, error } });
+      if (task.phase === "launching") requeue.push(task);
+    }
+    if (requeue.length > 0) {
+      for (const task of requeue) task.phase = "pending";
+      this.pending += requeue.length;
+      this.queue.splice(this.head, 0, ...requeue);
+      this.newWork = true;
+    }
+    return this.finish(fx);
+  }
+
+  /** A status update. Idempotent: repeated and stale updates change nothing. */
+  update(status: BatchStatus): BatchEffect[] {
+    const now = this.clock.now();
+    const fx: BatchEffect[] = [];
+    const launch = this.launches.get(status.taskId);
+    const ends = ENDS_ATTEMPT.has(status.state);
+    if (!launch) {
+      // Not a task we are waiting for (an old attempt, a leftover of an earlier run): stop it.
+      if (!ends && status.state !== "TASK_KILLING") fx.push({ type: "kill", taskId: status.taskId, agentId: status.agentId });
+      return this.finish(fx);
+    }
+    const task = launch.task;
+    const job = task.job;
+    const live = LIVE_STATES.has(job.state);
+    if (launch.state === "launching") this.markLaunched(launch, now, fx);
+    if (!ends) {
+      if (status.state === "TASK_RUNNING" && launch.state !== "running") {
+        launch.state = "running";
+        const first = task.firstRunningAtMs === undefined;
+        if (first) task.firstRunningAtMs = now;
+        const waitMs = first && task.queuedAtMs !== undefined ? now - task.queuedAtMs : undefined;
+        fx.push({
+          type: "event",
+          event: { type: "task-running", atMs: now, jobId: job.id, taskId: launch.taskId, index: task.index, attempt: launch.attempt, agentId: launch.agentId, hostname: launch.hostname, ...(waitMs !== undefined ? { waitMs } : {}) },
+        });
+        if (!live) this.kill(launch, fx, true);
+      }
+      return this.finish(fx);
+    }
+    this.forget(launch);
+    if (!live || task.phase !== "active") return this.finish(fx);
+    if (status.state === "TASK_FINISHED") {
+      task.phase = "finished";
+      job.finished++;
+      job.open--;
+      this.liveTasks--;
+      this.counters.tasksFinished++;
+      fx.push({ type: "event", event: { type: "task-finished", atMs: now, jobId: job.id, taskId: launch.taskId, index: task.index, attempt: launch.attempt, agentId: launch.agentId } });
+      this.maybeEndJob(job, fx);
+      return this.finish(fx);
+    }
+    this.onAttemptFailed(launch, status, now, fx);
+    return this.finish(fx);
+  }
+
+  /** Timers that are due: job timeouts, delayed tasks, a postponed REVIVE. */
+  tick(): BatchEffect[] {
+    const now = this.clock.now();
+    const fx: BatchEffect[] = [];
+    if (this.requestedWakeMs !== undefined && this.requestedWakeMs <= now) this.requestedWakeMs = undefined;
+    const released = new Map<JobRec, number>();
+    while ((this.timers.peekTime() ?? Infinity) <= now) {
+      const timer = this.timers.pop()!;
+      if (timer.kind === "deadline") {
+        if (LIVE_STATES.has(timer.job.state)) this.endJob(timer.job, "timed-out", fx);
+        continue;
+      }
+      const task = timer.task;
+      if (task.phase !== "held" || !LIVE_STATES.has(task.job.state)) continue;
+      this.enqueue(task, now);
+      released.set(task.job, (released.get(task.job) ?? 0) + 1);
+    }
+    for (const [job, count] of released) fx.push({ type: "event", event: { type: "tasks-queued", atMs: now, jobId: job.id, count } });
+    if (this.reviveDueMs !== undefined && this.reviveDueMs <= now) {
+      this.reviveDueMs = undefined;
+      if (this.pending > 0 && this.filtered && !this.suppressed) this.revive(now, fx);
+    }
+    return this.finish(fx);
+  }
+
+  /** Stops a job (`cancelled`): queued tasks are dropped, running ones killed. */
+  cancel(jobId: string): BatchEffect[] {
+    const job = this.jobs.get(jobId);
+    if (!job) throw new BatchError("CORRAL_ERR_UNKNOWN_JOB", `jobId: no job ${JSON.stringify(jobId)}`);
+    const fx: BatchEffect[] = [];
+    if (LIVE_STATES.has(job.state)) this.endJob(job, "cancelled", fx);
+    return this.finish(fx);
+  }
+
+  /** Cancels every live job. */
+  cancelAll(): BatchEffect[] {
+    const fx: BatchEffect[] = [];
+    for (const job of this.jobs.values()) if (LIVE_STATES.has(job.state)) this.endJob(job, "cancelled", fx);
+    return this.finish(fx);
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Internals
+  // ---------------------------------------------------------------------------------------------
+
+  private validateJob(spec: BatchJobSpec): { id: string; tasks: Array<{ spec: Readonly<BatchTaskSpec>; resources: Resources }>; maxRetries: number; timeoutMs: number | undefined; failFast: boolean } {
+    const invalid = (field: string, rule: string) => new BatchError("CORRAL_ERR_INVALID_JOB", `${field}: ${rule}`);
+    if (typeof spec !== "object" || spec === null) throw invalid("job", "must be an object");
+    const id = spec.id;
+    if (typeof id !== "string" || !JOB_ID_PATTERN.test(id)) throw invalid("id", `must be 1-128 letters, digits, '_' or '-' starting with a letter or digit, got ${JSON.stringify(id)}`);
+    if (this.jobs.has(id)) throw new BatchError("CORRAL_ERR_DUPLICATE_JOB", `id: job ${JSON.stringify(id)} was already submitted`);
+    const maxRetries = spec.maxRetries ?? DEFAULT_MAX_RETRIES;
+    if (!Number.isInteger(maxRetries) || maxRetries < 0) throw invalid("maxRetries", `must be an integer >= 0, got ${maxRetries}`);
+    const timeoutMs = spec.timeoutMs;
+    if (timeoutMs !== undefined && !(Number.isFinite(timeoutMs) && timeoutMs > 0)) throw invalid("timeoutMs", `must be a finite number > 0, got ${timeoutMs}`);
+    if (spec.failFast !== undefined && typeof spec.failFast !== "boolean") throw invalid("failFast", "must be true or false");
+    if (!Array.isArray(spec.tasks)) throw invalid("tasks", "must be an array");
+    if (spec.tasks.length > this.config.maxTasksPerJob) {
+      throw new BatchError("CORRAL_ERR_TOO_MANY_TASKS", `tasks: ${spec.tasks.length} tasks, more than maxTasksPerJob (${this.config.maxTasksPerJob})`);
+    }
+    if (this.liveJobs >= this.config.maxLiveJobs) throw new BatchError("CORRAL_ERR_TOO_MANY_JOBS", `job ${id}: ${this.liveJobs} jobs are running, the most maxLiveJobs allows`);
+    if (this.liveTasks + spec.tasks.length > this.config.maxLiveTasks) {
+      throw new BatchError("CORRAL_ERR_TOO_MANY_TASKS", `tasks: ${spec.tasks.length} more tasks would exceed maxLiveTasks (${this.config.maxLiveTasks}; ${this.liveTasks} live)`);
+    }
+    const seen = new Map<BatchTaskSpec, Resources>();
+    const tasks = spec.tasks.map((t, i) => {
+      const known = seen.get(t);
+      if (known) return { spec: t, resources: known };
+      const resources = this.validateTask(t, `tasks[${i}]`, invalid);
+      seen.set(t, resources);
+      return { spec: t, resources };
+    });
+    return { id, tasks, maxRetries, timeoutMs, failFast: spec.failFast ?? false };
+  }
+
+  private validateTask(t: BatchTaskSpec, field: string, invalid: (field: string, rule: string) => BatchError): Resources {
+    if (typeof t !== "object" || t === null) throw invalid(field, "must be an object");
+    const resources = this.resourcesOf(t.resources, `${field}.resources`, invalid);
+    if (t.command !== undefined && (typeof t.command !== "string" || t.command.trim() === "")) throw invalid(`${field}.command`, "must be a non-empty string");
+    if (t.durationMs !== undefined && !(Number.isFinite(t.durationMs) && t.durationMs >= 0)) throw invalid(`${field}.durationMs`, `must be a finite number >= 0, got ${t.durationMs}`);
+    if (t.command === undefined && t.durationMs === undefined) throw invalid(field, "needs a command or a durationMs");
+    if (t.startAfterMs !== undefined && !(Number.isFinite(t.startAfterMs) && t.startAfterMs >= 0)) throw invalid(`${field}.startAfterMs`, `must be a finite number >= 0, got ${t.startAfterMs}`);
+    if (t.maxRetries !== undefined && !(Number.isInteger(t.maxRetries) && t.maxRetries >= 0)) throw invalid(`${field}.maxRetries`, `must be an integer >= 0, got ${t.maxRetries}`);
+    if (t.env !== undefined && (typeof t.env !== "object" || t.env === null || Object.values(t.env).some((v) => typeof v !== "string"))) {
+      throw invalid(`${field}.env`, "must map names to strings");
+    }
+    return resources;
+  }
+
+  private resourcesOf(value: Resources | string, field: string, invalid: (field: string, rule: string) => BatchError): Resources {
+    let resources: Resources;
+    if (value instanceof Resources) resources = value;
+    else if (typeof value === "string") {
+      const cached = this.parsed.get(value);
+      if (cached) return cached;
+      try {
+        resources = Resources.parse(value);
+      } catch (err) {
+        if (err instanceof ResourceError) throw invalid(field, `is not valid Mesos resource text (${err.message})`);
+        throw err;
+      }
+      if (this.parsed.size >= MAX_PARSED_TEXTS) this.parsed.clear();
+      this.parsed.set(value, resources);
+    } else throw invalid(field, 'must be Mesos resource text such as "cpus:0.5;mem:128"');
+    if (resources.isEmpty()) throw invalid(field, "must not be empty");
+    return resources;
+  }
+
+  private enqueue(task: TaskRec, now: number): void {
+    task.phase = "pending";
+    task.queuedAtMs ??= now;
+    this.queue.push(task);
+    this.pending++;
+    this.newWork = true;
+  }
+
+  /** First-fit: takes queued tasks (up to `maxScanPerOffer` looked at) while they fit `offered`. */
+  private pick(offered: Resources): TaskRec[] {
+    const chosen: TaskRec[] = [];
+    if (this.pending === 0) return chosen;
+    let remaining = offered;
+    let scanned = 0;
+    for (let i = this.head; i < this.queue.length && scanned < this.config.maxScanPerOffer; i++) {
+      const task = this.queue[i];
+      if (task === null || task === undefined) continue;
+      if (task.phase !== "pending") {
+        this.removeAt(i);
+        continue;
+      }
+      scanned++;
+      const left = remaining.trySubtract(task.resources);
+      if (left === null) continue;
+      remaining = left;
+      chosen.push(task);
+      this.removeAt(i);
+      this.pending--;
+    }
+    this.compact();
+    return chosen;
+  }
+
+  /** Empties slot `i`; `holes` counts the empty slots at or after `head`. */
+  private removeAt(i: number): void {
+    this.queue[i] = null;
+    this.holes++;
+    while (this.head < this.queue.length && this.queue[this.head] === null) {
+      this.head++;
+      this.holes--;
+    }
+  }
+
+  private compact(): void {
+    if (this.head === this.queue.length) {
+      this.queue = [];
+      this.head = 0;
+      this.holes = 0;
+      return;
+    }
+    const dead = this.head + this.holes;
+    if (dead > 1024 && dead * 2 > this.queue.length) {
+      this.queue = this.queue.slice(this.head).filter((t) => t !== null);
+      this.head = 0;
+      this.holes = 0;
+    }
+  }
+
+  private launch(task: TaskRec, offer: BatchOffer): BatchLaunch {
+    const attempt = task.launches++;
+    const job = task.job;
+    const taskId = `${job.id}.${task.index}.${attempt}`;
+    task.phase = "launching";
+    job.launches++;
+    if (job.state === "waiting") job.state = "running";
+    const rec: LaunchRec = { taskId, task, attempt, agentId: offer.agentId, hostname: offer.hostname, state: "launching", killSent: false };
+    this.launches.set(taskId, rec);
+    task.live = rec;
+    return { taskId, jobId: job.id, index: task.index, attempt, failures: task.failures, agentId: offer.agentId, hostname: offer.hostname, resources: task.resources, spec: task.spec };
+  }
+
+  private markLaunched(launch: LaunchRec, now: number, fx: BatchEffect[]): void {
+    launch.state = "launched";
+    const task = launch.task;
+    this.counters.tasksLaunched++;
+    if (task.phase === "launching") task.phase = "active";
+    fx.push({
+      type: "event",
+      event: { type: "task-launched", atMs: now, jobId: task.job.id, taskId: launch.taskId, index: task.index, attempt: launch.attempt, agentId: launch.agentId, hostname: launch.hostname },
+    });
+    // The job ended while the ACCEPT was on its way.
+    if (!LIVE_STATES.has(task.job.state)) this.kill(launch, fx);
+  }
+
+  private onAttemptFailed(launch: LaunchRec, status: BatchStatus, now: number, fx: BatchEffect[]): void {
+    const task = launch.task;
+    const job = task.job;
+    task.failures++;
+    this.counters.attemptsFailed++;
+    const retrying = task.failures <= task.maxRetries;
+    const message = status.message ?? "";
+    job.lastFailure = { taskId: launch.taskId, state: status.state, message, ...(status.exitCode !== undefined ? { exitCode: status.exitCode } : {}) };
+    fx.push({
+      type: "event",
+      event: {
+        type: "task-failed",
+        atMs: now,
+        jobId: job.id,
+        taskId: launch.taskId,
+        index: task.index,
+        attempt: launch.attempt,
+        agentId: launch.agentId,
+        state: status.state,
+        message,
+        ...(status.exitCode !== undefined ? { exitCode: status.exitCode } : {}),
+        retrying,
+      },
+    });
+    if (retrying) {
+      job.retries++;
+      this.counters.retries++;
+      this.enqueue(task, now);
+      return;
+    }
+    task.phase = "failed";
+    job.failed++;
+    job.open--;
+    this.liveTasks--;
+    if (job.failFast) this.endJob(job, "failed", fx);
+    else this.maybeEndJob(job, fx);
+  }
+
+  /** Ends the job once nothing of it is left to run. */
+  private maybeEndJob(job: JobRec, fx: BatchEffect[]): void {
+    if (job.open > 0 || !LIVE_STATES.has(job.state)) return;
+    this.endJob(job, job.failed > 0 ? "failed" : "completed", fx);
+  }
+
+  private endJob(job: JobRec, outcome: JobOutcome, fx: BatchEffect[]): void {
+    const now = this.clock.now();
+    job.state = outcome;
+    job.endedAtMs = now;
+    for (const task of job.tasks) {
+      if (task.phase === "pending") this.pending--;
+      if (task.phase === "held" || task.phase === "pending" || task.phase === "launching" || task.phase === "active") {
+        task.phase = "dropped";
+        job.dropped++;
+        job.open--;
+        this.liveTasks--;
+      }
+    }
+    // Kill what still runs (a launch still being accepted is killed once it is).
+    for (const task of job.tasks) if (task.live && task.live.state !== "launching") this.kill(task.live, fx);
+    this.liveJobs--;
+    const counter = { completed: "jobsCompleted", failed: "jobsFailed", "timed-out": "jobsTimedOut", cancelled: "jobsCancelled" } as const;
+    this.counters[counter[outcome]]++;
+    fx.push({ type: "event", event: { type: "job-ended", atMs: now, jobId: job.id, outcome, summary: this.summarize(job) } });
+    this.ended.push(job.id);
+    while (this.ended.length - this.endedHead > this.config.maxEndedJobs) this.jobs.delete(this.ended[this.endedHead++]!);
+    if (this.endedHead > 1024 && this.endedHead * 2 > this.ended.length) {
+      this.ended.splice(0, this.endedHead);
+      this.endedHead = 0;
+    }
+  }
+
+  private forget(launch: LaunchRec): void {
+    this.launches.delete(launch.taskId);
+    if (launch.task.live === launch) launch.task.live = undefined;
+  }
+
+  private kill(launch: LaunchRec, fx: BatchEffect[], again = false): void {
+    if (launch.killSent && !again) return;
+    launch.killSent = true;
+    fx.push({ type: "kill", taskId: launch.taskId, agentId: launch.agentId });
+  }
+
+  private revive(now: number, fx: BatchEffect[]): void {
+    this.suppressed = false;
+    this.filtered = false;
+    this.lastReviveMs = now;
+    this.reviveDueMs = undefined;
+    fx.push({ type: "revive" }, { type: "event", event: { type: "offers-revived", atMs: now } });
+  }
+
+  /** SUPPRESS/REVIVE for the queue as it now is, and the next wake-up. */
+  private finish(fx: BatchEffect[]): BatchEffect[] {
+    const now = this.clock.now();
+    if (this.connected) {
+      if (this.pending > 0) {
+        if (this.suppressed) this.revive(now, fx);
+        else if (this.newWork && this.filtered) {
+          if (now - this.lastReviveMs >= this.config.reviveIntervalMs) this.revive(now, fx);
+          else this.reviveDueMs ??= this.lastReviveMs + this.config.reviveIntervalMs;
+        }
+      } else if (!this.suppressed) {
+        this.suppressed = true;
+        this.reviveDueMs = undefined;
+        fx.push({ type: "suppress" }, { type: "event", event: { type: "offers-suppressed", atMs: now } });
+      }
+    }
+    this.newWork = false;
+    const next = Math.min(this.timers.peekTime() ?? Infinity, this.reviveDueMs ?? Infinity);
+    if (next !== Infinity && next !== this.requestedWakeMs) {
+      this.requestedWakeMs = next;
+      fx.push({ type: "wake", atMs: next });
+    }
+    return fx;
+  }
+
+  private summarize(job: JobRec): BatchJobSummary {
+    const waits: number[] = [];
+    for (const task of job.tasks) if (task.firstRunningAtMs !== undefined && task.queuedAtMs !== undefined) waits.push(task.firstRunningAtMs - task.queuedAtMs);
+    waits.sort((a, b) => a - b);
+    const end = job.endedAtMs ?? this.clock.now();
+    return {
+      id: job.id,
+      state: job.state,
+      tasks: job.tasks.length,
+      finished: job.finished,
+      failed: job.failed,
+      dropped: job.dropped,
+      launches: job.launches,
+      retries: job.retries,
+      submittedAtMs: job.submittedAtMs,
+      ...(job.endedAtMs !== undefined ? { endedAtMs: job.endedAtMs } : {}),
+      elapsedMs: end - job.submittedAtMs,
+      waitMs: {
+        count: waits.length,
+        p50: waits.length ? waits[Math.ceil(waits.length / 2) - 1]! : 0,
+        max: waits.length ? waits[waits.length - 1]! : 0,
+        mean: waits.length ? waits.reduce((a, b) => a + b, 0) / waits.length : 0,
+      },
+      ...(job.lastFailure ? { lastFailure: job.lastFailure } : {}),
+    };
+  }
+}

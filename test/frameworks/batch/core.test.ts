@@ -1,0 +1,301 @@
+import { describe, expect, it } from "vitest";
+import { ManualClock } from "../../../sdk/clock.ts";
+import { Resources } from "../../../sdk/resources.ts";
+import { BatchCore, BatchError, type BatchEffect, type BatchEvent, type BatchJobSpec, type BatchOffer } from "../../../frameworks/batch/core.ts";
+import { JobFileError, parseJobFile } from "../../../frameworks/batch/job-file.ts";
+
+function offer(id: string, agentId: string, text: string): BatchOffer {
+  return { id, agentId, hostname: `${agentId}.example`, resources: Resources.parse(text) };
+}
+
+function job(id: string, count: number, extra: Partial<BatchJobSpec> = {}, resources = "cpus:1;mem:128"): BatchJobSpec {
+  return { id, tasks: new Array(count).fill({ resources, command: "true" }), ...extra };
+}
+
+const kinds = (fx: BatchEffect[]) => fx.filter((e) => e.type !== "event").map((e) => e.type);
+const events = (fx: BatchEffect[]) => fx.flatMap((e) => (e.type === "event" ? [e.event] : []));
+const launches = (fx: BatchEffect[]) => fx.flatMap((e) => (e.type === "launch" ? e.tasks.map((t) => t.taskId) : []));
+function eventOf<T extends BatchEvent["type"]>(fx: BatchEffect[], type: T): Extract<BatchEvent, { type: T }> | undefined {
+  return events(fx).find((e) => e.type === type) as Extract<BatchEvent, { type: T }> | undefined;
+}
+
+function setup(config = {}) {
+  const clock = new ManualClock(1_000_000);
+  const core = new BatchCore({ clock, config });
+  core.subscribed(false);
+  /** Launches the tasks of `fx` successfully and reports them RUNNING. */
+  const run = (fx: BatchEffect[]) => {
+    const ids = launches(fx);
+    const out = core.launchResult(ids, true);
+    for (const id of ids) out.push(...core.update({ taskId: id, state: "TASK_RUNNING", agentId: "a1" }));
+    return out;
+  };
+  const end = (taskId: string, state: string, extra: { exitCode?: number; message?: string } = {}) => core.update({ taskId, state, agentId: "a1", ...extra });
+  return { clock, core, run, end };
+}
+
+describe("BatchCore", () => {
+  it("packs as many queued tasks as fit into each offer and declines the rest with the refuse filter", () => {
+    const { core } = setup({ refuseSeconds: 7 });
+    core.submit(job("j", 5));
+    const fx = core.offers([offer("o1", "a1", "cpus:2.5;mem:1024"), offer("o2", "a2", "cpus:0.5;mem:1024"), offer("o3", "a3", "cpus:4;mem:200")]);
+    const accepts = fx.filter((e) => e.type === "launch");
+    expect(accepts).toEqual([
+      expect.objectContaining({ type: "launch", offerId: "o1", agentId: "a1", refuseSeconds: 7, tasks: [expect.objectContaining({ taskId: "j.0.0" }), expect.objectContaining({ taskId: "j.1.0" })] }),
+      expect.objectContaining({ offerId: "o3", tasks: [expect.objectContaining({ taskId: "j.2.0", hostname: "a3.example" })] }),
+    ]);
+    expect(fx).toContainEqual({ type: "decline", offerIds: ["o2"], refuseSeconds: 7 });
+    expect(core.pendingTasks()).toBe(2);
+    expect(core.pendingQueuedBefore(1_000_001)).toBe(2);
+    expect(core.pendingQueuedBefore(1_000_000)).toBe(0);
+    expect(kinds(fx)).not.toContain("suppress");
+  });
+
+  it("takes smaller tasks past one that does not fit (first fit), keeping queue order otherwise", () => {
+    const { core } = setup();
+    core.submit({ id: "big", tasks: [{ resources: "cpus:8;mem:128", command: "x" }] });
+    core.submit(job("small", 2));
+    const fx = core.offers([offer("o1", "a1", "cpus:2;mem:1024")]);
+    expect(launches(fx)).toEqual(["small.0.0", "small.1.0"]);
+    expect(launches(core.offers([offer("o2", "a2", "cpus:8;mem:1024")]))).toEqual(["big.0.0"]);
+  });
+
+  it("suppresses when nothing is queued and revives at once when work arrives", () => {
+    const clock = new ManualClock(0);
+    const core = new BatchCore({ clock });
+    expect(kinds(core.subscribed(false))).toEqual(["suppress"]);
+    expect(core.isSuppressed()).toBe(true);
+    // An offer already on its way is declined; no second SUPPRESS.
+    expect(kinds(core.offers([offer("o1", "a1", "cpus:4;mem:1024")]))).toEqual(["decline"]);
+    expect(kinds(core.submit(job("j", 2)))).toEqual(["revive"]);
+    const fx = core.offers([offer("o2", "a1", "cpus:4;mem:1024")]);
+    expect(kinds(fx)).toEqual(["launch", "suppress"]);
+    core.launchResult(launches(fx), true);
+    // A failure queues work again: REVIVE, although the last one was just now (we were suppressed).
+    expect(kinds(core.update({ taskId: "j.0.0", state: "TASK_FAILED", agentId: "a1" }))).toEqual(["revive"]);
+  });
+
+  it("revives for new work while offers are filtered at most once per reviveIntervalMs, waking up for the postponed one", () => {
+    const { clock, core } = setup({ reviveIntervalMs: 1000 });
+    expect(kinds(core.submit(job("a", 3, {}, "cpus:2;mem:128")))).toEqual(["revive"]); // was suppressed: at once
+    core.offers([offer("o1", "a1", "cpus:2;mem:1024")]); // launches one; the remainder is filtered
+    clock.advance(200);
+    const soon = core.submit(job("b", 1));
+    expect(kinds(soon)).toEqual(["wake"]);
+    expect(soon).toContainEqual({ type: "wake", atMs: 1_001_000 });
+    clock.set(1_001_000);
+    expect(kinds(core.tick())).toEqual(["revive"]);
+    // Work arriving later than the interval revives at once.
+    core.offers([offer("o2", "a2", "cpus:0.5;mem:64")]);
+    clock.advance(1000);
+    expect(kinds(core.submit(job("c", 1)))).toEqual(["revive"]);
+  });
+
+  it("retries a failed task up to maxRetries times with a new task id per attempt, then fails the job", () => {
+    const { core, run, end } = setup();
+    core.submit(job("flaky", 2, { maxRetries: 1 }));
+    run(core.offers([offer("o1", "a1", "cpus:4;mem:1024")]));
+    const first = end("flaky.0.0", "TASK_FAILED", { exitCode: 3, message: "Command exited with status 3" });
+    expect(eventOf(first, "task-failed")).toMatchObject({ taskId: "flaky.0.0", index: 0, attempt: 0, exitCode: 3, retrying: true });
+    expect(core.pendingTasks()).toBe(1);
+    end("flaky.1.0", "TASK_FINISHED");
+    const retry = core.offers([offer("o2", "a2", "cpus:4;mem:1024")]);
+    expect(retry.find((e) => e.type === "launch")).toMatchObject({ tasks: [{ taskId: "flaky.0.1", attempt: 1, failures: 1 }] });
+    run(retry);
+    const last = end("flaky.0.1", "TASK_LOST", { message: "agent gone" });
+    expect(eventOf(last, "task-failed")).toMatchObject({ retrying: false, state: "TASK_LOST" });
+    const ended = eventOf(last, "job-ended")!;
+    expect(ended.outcome).toBe("failed");
+    expect(ended.summary).toMatchObject({ tasks: 2, finished: 1, failed: 1, launches: 3, retries: 1, lastFailure: { taskId: "flaky.0.1", state: "TASK_LOST", message: "agent gone" } });
+    expect(core.counters).toMatchObject({ jobsFailed: 1, attemptsFailed: 2, retries: 1, tasksFinished: 1 });
+  });
+
+  it("completes a job when every task finished, with the wait from submission to RUNNING per task", () => {
+    const { clock, core, end } = setup();
+    core.submit(job("j", 2));
+    clock.advance(1500);
+    const fx = core.offers([offer("o1", "a1", "cpus:1;mem:1024")]);
+    core.launchResult(launches(fx), true);
+    clock.advance(500);
+    expect(eventOf(core.update({ taskId: "j.0.0", state: "TASK_RUNNING", agentId: "a1" }), "task-running")).toMatchObject({ waitMs: 2000, hostname: "a1.example" });
+    end("j.0.0", "TASK_FINISHED");
+    clock.advance(1000);
+    const second = core.offers([offer("o2", "a1", "cpus:1;mem:1024")]);
+    core.launchResult(launches(second), true);
+    core.update({ taskId: "j.1.0", state: "TASK_RUNNING", agentId: "a1" });
+    // A duplicate RUNNING changes nothing.
+    expect(core.update({ taskId: "j.1.0", state: "TASK_RUNNING", agentId: "a1" })).toEqual([]);
+    const done = end("j.1.0", "TASK_FINISHED");
+    const ended = eventOf(done, "job-ended")!;
+    expect(ended.outcome).toBe("completed");
+    expect(ended.summary).toMatchObject({ state: "completed", finished: 2, failed: 0, waitMs: { count: 2, p50: 2000, max: 3000, mean: 2500 }, elapsedMs: 3000 });
+    expect(kinds(second)).toEqual(["launch", "suppress"]);
+    // The same terminal update again (the agent re-sends until acknowledged) is ignored.
+    expect(end("j.1.0", "TASK_FINISHED")).toEqual([]);
+  });
+
+  it("times a job out: asks to be woken at the deadline, drops queued tasks and kills running ones", () => {
+    const { clock, core, run, end } = setup();
+    const fx = core.submit(job("slow", 3, { timeoutMs: 10_000 }));
+    expect(fx).toContainEqual({ type: "wake", atMs: 1_010_000 });
+    run(core.offers([offer("o1", "a1", "cpus:2;mem:1024")]));
+    clock.advance(9_999);
+    expect(core.tick()).toEqual([]);
+    clock.advance(1);
+    const timedOut = core.tick();
+    expect(timedOut.filter((e) => e.type === "kill")).toEqual([
+      { type: "kill", taskId: "slow.0.0", agentId: "a1" },
+      { type: "kill", taskId: "slow.1.0", agentId: "a1" },
+    ]);
+    const ended = eventOf(timedOut, "job-ended")!;
+    expect(ended).toMatchObject({ outcome: "timed-out", summary: { state: "timed-out", dropped: 3, finished: 0 } });
+    expect(core.pendingTasks()).toBe(0);
+    expect(kinds(timedOut)).toContain("suppress");
+    // The kills' answers do not count as failures, nor queue anything again.
+    expect(events(end("slow.0.0", "TASK_KILLED")).map((e) => e.type)).toEqual([]);
+    expect(core.job("slow")).toMatchObject({ failed: 0, retries: 0 });
+    expect(core.counters.jobsTimedOut).toBe(1);
+  });
+
+  it("kills a launch that was still being accepted when its job ended, once the ACCEPT succeeds", () => {
+    const { clock, core } = setup();
+    core.submit(job("j", 1, { timeoutMs: 1000 }));
+    const fx = core.offers([offer("o1", "a1", "cpus:2;mem:1024")]);
+    clock.advance(1000);
+    expect(kinds(core.tick()).filter((k) => k === "kill")).toEqual([]);
+    expect(core.launchResult(launches(fx), true)).toContainEqual({ type: "kill", taskId: "j.0.0", agentId: "a1" });
+  });
+
+  it("ends a failFast job at the first task out of retries", () => {
+    const { core, run, end } = setup();
+    core.submit(job("ff", 3, { maxRetries: 0, failFast: true }));
+    run(core.offers([offer("o1", "a1", "cpus:3;mem:1024")]));
+    const fx = end("ff.1.0", "TASK_FAILED");
+    expect(eventOf(fx, "job-ended")).toMatchObject({ outcome: "failed", summary: { failed: 1, dropped: 2 } });
+    expect(fx.filter((e) => e.type === "kill").map((e) => (e as { taskId: string }).taskId)).toEqual(["ff.0.0", "ff.2.0"]);
+  });
+
+  it("queues the tasks of a refused ACCEPT again, in front, without counting a failure", () => {
+    const { core } = setup();
+    core.submit(job("a", 1));
+    core.submit(job("b", 1));
+    const fx = core.offers([offer("o1", "a1", "cpus:1;mem:1024")]);
+    expect(launches(fx)).toEqual(["a.0.0"]);
+    const refused = core.launchResult(["a.0.0"], false, "CORRAL_ERR_OFFER_RESCINDED");
+    expect(eventOf(refused, "task-launch-failed")).toMatchObject({ taskId: "a.0.0", error: "CORRAL_ERR_OFFER_RESCINDED" });
+    expect(launches(core.offers([offer("o2", "a1", "cpus:1;mem:1024")]))).toEqual(["a.0.1"]);
+    expect(core.job("a")).toMatchObject({ retries: 0, failed: 0 });
+  });
+
+  it("queues delayed tasks when their startAfterMs has passed", () => {
+    const { clock, core } = setup();
+    const fx = core.submit({ id: "t", tasks: [{ resources: "cpus:1;mem:1", durationMs: 5, startAfterMs: 0 }, { resources: "cpus:1;mem:1", durationMs: 5, startAfterMs: 3000 }] });
+    expect(eventOf(fx, "tasks-queued")).toMatchObject({ count: 1 });
+    expect(fx).toContainEqual({ type: "wake", atMs: 1_003_000 });
+    expect(core.pendingTasks()).toBe(1);
+    clock.advance(3000);
+    const released = core.tick();
+    expect(eventOf(released, "tasks-queued")).toMatchObject({ jobId: "t", count: 1, atMs: 1_003_000 });
+    expect(core.pendingTasks()).toBe(2);
+  });
+
+  it("kills a running task it does not know (an earlier attempt, an earlier run) and ignores stale terminal updates", () => {
+    const { core } = setup();
+    expect(core.update({ taskId: "old.0.0", state: "TASK_RUNNING", agentId: "a9" })).toEqual([{ type: "kill", taskId: "old.0.0", agentId: "a9" }]);
+    expect(core.update({ taskId: "old.0.0", state: "TASK_FINISHED", agentId: "a9" })).toEqual([]);
+  });
+
+  it("asks for the state of launched tasks after re-subscribing", () => {
+    const { core, run } = setup();
+    core.submit(job("j", 2));
+    run(core.offers([offer("o1", "a1", "cpus:2;mem:1024")]));
+    core.disconnected();
+    const fx = core.subscribed(true);
+    expect(fx).toContainEqual({ type: "reconcile", tasks: [{ taskId: "j.0.0", agentId: "a1" }, { taskId: "j.1.0", agentId: "a1" }] });
+    // Nothing queued: a new subscription starts unsuppressed, so it suppresses again.
+    expect(kinds(fx)).toContain("suppress");
+  });
+
+  it("refuses bad jobs naming the field and the rule, and enforces its bounds", () => {
+    const { core } = setup({ maxTasksPerJob: 3, maxLiveJobs: 1 });
+    const refused = (spec: unknown) => {
+      try {
+        core.submit(spec as BatchJobSpec);
+      } catch (err) {
+        expect(err).toBeInstanceOf(BatchError);
+        return (err as BatchError).message;
+      }
+      return "accepted";
+    };
+    expect(refused({ id: "a.b", tasks: [] })).toMatch(/^id: must be/);
+    expect(refused({ id: "x", tasks: [{ resources: "cpus:lots", command: "x" }] })).toMatch(/^tasks\[0\]\.resources: is not valid Mesos resource text/);
+    expect(refused({ id: "x", tasks: [{ resources: "cpus:1" }] })).toBe("tasks[0]: needs a command or a durationMs");
+    expect(refused({ id: "x", tasks: [], maxRetries: -1 })).toBe("maxRetries: must be an integer >= 0, got -1");
+    expect(refused(job("x", 4))).toBe("tasks: 4 tasks, more than maxTasksPerJob (3)");
+    expect(refused(job("x", 1))).toBe("accepted");
+    expect(refused(job("x", 1))).toBe('id: job "x" was already submitted');
+    expect(refused(job("y", 1))).toMatch(/the most maxLiveJobs allows/);
+  });
+
+  it("completes a job of zero tasks at once", () => {
+    const { core } = setup();
+    expect(eventOf(core.submit({ id: "empty", tasks: [] }), "job-ended")).toMatchObject({ outcome: "completed" });
+    expect(core.liveJobCount()).toBe(0);
+  });
+
+  it("cancels jobs: queued tasks dropped, running ones killed", () => {
+    const { core, run } = setup();
+    core.submit(job("j", 2));
+    run(core.offers([offer("o1", "a1", "cpus:1;mem:1024")]));
+    const fx = core.cancelAll();
+    expect(fx).toContainEqual({ type: "kill", taskId: "j.0.0", agentId: "a1" });
+    expect(eventOf(fx, "job-ended")).toMatchObject({ outcome: "cancelled", summary: { dropped: 2 } });
+  });
+});
+
+describe("parseJobFile", () => {
+  it("turns a job file into job specs with the defaults", () => {
+    const [hello, nap] = parseJobFile({
+      jobs: [
+        { id: "hello", tasks: 2, resources: "cpus:0.1;mem:32", command: "echo hi", env: { A: "1" }, timeoutSeconds: 30 },
+        { id: "nap", tasks: 1, resources: "cpus:0.1;mem:32", durationSeconds: 1.5, maxRetries: 0, failFast: true },
+      ],
+    });
+    expect(hello).toMatchObject({ id: "hello", maxRetries: 3, timeoutMs: 30_000, failFast: false });
+    expect(hello!.tasks).toHaveLength(2);
+    expect(hello!.tasks[0]).toMatchObject({ command: "echo hi", env: { A: "1" } });
+    expect(nap).toMatchObject({ id: "nap", maxRetries: 0, failFast: true, tasks: [{ durationMs: 1500 }] });
+  });
+
+  it("lists every problem with its field and rule", () => {
+    let problems: string[] = [];
+    try {
+      parseJobFile({
+        jobs: [
+          { id: "a", tasks: 0, resources: "cpus:x", command: "x", durationSeconds: 1, extra: 1 },
+          { id: "a", tasks: 1, resources: "cpus:1", env: { X: 1 }, maxRetries: 1.5, timeoutSeconds: 0 },
+          "nope",
+        ],
+        other: true,
+      });
+    } catch (err) {
+      expect(err).toBeInstanceOf(JobFileError);
+      problems = (err as JobFileError).problems;
+    }
+    expect(problems).toEqual(
+      expect.arrayContaining([
+        "other: is not a known field (known: jobs)",
+        "jobs[0].extra: is not a known field (known: id, tasks, resources, command, durationSeconds, env, maxRetries, timeoutSeconds, failFast)",
+        "jobs[0].tasks: must be an integer >= 1",
+        "jobs[0].durationSeconds: give exactly one of command and durationSeconds",
+        'jobs[1].id: must be unique ("a" is used twice)',
+        "jobs[1].command: give exactly one of command and durationSeconds",
+        "jobs[1].env.X: must be a string",
+        "jobs[1].maxRetries: must be an integer >= 0",
+        "jobs[1].timeoutSeconds: must be a number > 0",
+        "jobs[2]: must be an object",
+      ]),
+    );
+    expect(problems.some((p) => p.startsWith("jobs[0].resources: is not valid Mesos resource text"))).toBe(true);
+  });
+});
