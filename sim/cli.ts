@@ -2,7 +2,8 @@
  * `corral sim ...`: the simulator's command line (wired into `cli/corral.ts` by the lead).
  *
  * ```
- * corral sim run scenario.json [--events out.jsonl] [--json out.json] [--log-level info]
+ * corral sim run scenario.json [--events out.jsonl] [--json out.json] [--html report.html] [--sample-interval S] [--max-samples N] [--log-level info]
+ * corral sim plan scenario.json --targets targets.json [--seeds 5] [--json plan.json] [--table plan.txt]
  * corral sim check [--seeds 1..20] [--agents 6] [--seconds 600]
  * ```
  *
@@ -11,14 +12,21 @@
 
 import { closeSync, openSync, readFileSync, writeFileSync, writeSync } from "node:fs";
 import { runCheck, parseSeeds } from "./check.ts";
+import { formatPlan, planScenario, planToJson, PlanSpecError } from "./plan.ts";
 import { formatSummary, runScenario } from "./report.ts";
+import { loadUplotAssets, renderHtmlReport } from "./report-html.ts";
 import { ScenarioError } from "./scenario.ts";
 import type { SimLogEvent } from "./cluster.ts";
 
 /** Usage text of `corral sim`. */
 export const SIM_USAGE = `usage:
-  corral sim run <scenario.json> [--events out.jsonl] [--json out.json] [--log-level <pino level>]
-      runs a scenario on the real master, agents and SDK frameworks over virtual time and prints a summary
+  corral sim run <scenario.json> [--events out.jsonl] [--json out.json] [--html report.html]
+                 [--sample-interval <seconds>] [--max-samples <n>] [--log-level <pino level>]
+      runs a scenario on the real master, agents and SDK frameworks over virtual time and prints a summary;
+      --html writes a self-contained report (charts and tables; opens offline)
+  corral sim plan <scenario.json> --targets <targets.json> [--seeds <n>] [--json plan.json] [--table plan.txt]
+      searches the smallest number of agents per class meeting every target (wait percentile, all placed,
+      cpu ceiling, surviving the loss of agents or a rack) over n seeds per point (default 5)
   corral sim check [--seeds 1..N] [--agents N] [--seconds S]
       seeded fault injection (agent crashes and restarts, message loss and delay, partitions), checking the
       allocator's invariants and "no resource in two outstanding offers" after every event`;
@@ -64,6 +72,7 @@ export async function simCommand(argv: string[]): Promise<number> {
   try {
     if (sub === "run") return await runSub(args);
     if (sub === "check") return await checkSub(args);
+    if (sub === "plan") return await planSub(args);
   } catch (err) {
     console.error(`corral sim ${sub}: ${err instanceof Error ? err.message : String(err)}`);
     return 2;
@@ -75,22 +84,31 @@ export async function simCommand(argv: string[]): Promise<number> {
 async function runSub(args: string[]): Promise<number> {
   const eventsPath = takeFlag(args, "--events");
   const jsonPath = takeFlag(args, "--json");
+  const htmlPath = takeFlag(args, "--html");
+  const interval = numberFlag(takeFlag(args, "--sample-interval"), "--sample-interval", { gt: 0 });
+  const maxSamples = numberFlag(takeFlag(args, "--max-samples"), "--max-samples", { int: true, min: 1 });
   const logLevel = takeFlag(args, "--log-level");
   const file = args.shift();
   if (file === undefined || args.length > 0) throw new Error(`expected one scenario file${args.length ? `, got extra ${args.join(" ")}` : ""}\n\n${SIM_USAGE}`);
-  let input: unknown;
-  try {
-    input = JSON.parse(readFileSync(file, "utf8"));
-  } catch (err) {
-    throw new Error(`cannot read ${file}: ${err instanceof Error ? err.message : String(err)}`);
-  }
+  const input = readJson(file);
+  // Read the charting library before the run, so a missing install fails fast.
+  const assets = htmlPath === undefined ? undefined : loadUplotAssets();
   const sink = eventsPath === undefined ? undefined : new JsonlFile(eventsPath);
   try {
-    const result = await runScenario(input, { ...(sink ? { eventLog: sink.write } : {}), ...(logLevel ? { logLevel } : {}) });
+    const result = await runScenario(input, {
+      ...(sink ? { eventLog: sink.write } : {}),
+      ...(logLevel ? { logLevel } : {}),
+      ...(interval !== undefined ? { sampleIntervalSeconds: interval } : {}),
+      ...(maxSamples !== undefined ? { maxSamples } : {}),
+    });
     console.log(formatSummary(result));
     if (jsonPath !== undefined) {
       writeFileSync(jsonPath, `${JSON.stringify(result, null, 2)}\n`);
       console.log(`wrote ${jsonPath}`);
+    }
+    if (htmlPath !== undefined) {
+      writeFileSync(htmlPath, renderHtmlReport(result, assets!));
+      console.log(`wrote ${htmlPath}`);
     }
     if (eventsPath !== undefined) console.log(`wrote ${eventsPath}`);
     return 0;
@@ -102,6 +120,69 @@ async function runSub(args: string[]): Promise<number> {
     throw err;
   } finally {
     sink?.close();
+  }
+}
+
+function readJson(file: string): unknown {
+  try {
+    return JSON.parse(readFileSync(file, "utf8"));
+  } catch (err) {
+    throw new Error(`cannot read ${file}: ${err instanceof Error ? err.message : String(err)}`);
+  }
+}
+
+function numberFlag(value: string | undefined, name: string, rule: { gt?: number; min?: number; int?: boolean; max?: number }): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  const want = rule.int ? "an integer" : "a number";
+  const bounds = [rule.gt !== undefined ? `> ${rule.gt}` : "", rule.min !== undefined ? `>= ${rule.min}` : "", rule.max !== undefined ? `<= ${rule.max}` : ""].filter(Boolean).join(" and ");
+  const bad = !Number.isFinite(n) || (rule.int && !Number.isInteger(n)) || (rule.gt !== undefined && !(n > rule.gt)) || (rule.min !== undefined && n < rule.min) || (rule.max !== undefined && n > rule.max);
+  if (bad) throw new Error(`${name}: must be ${want}${bounds ? ` ${bounds}` : ""}, got ${JSON.stringify(value)}`);
+  return n;
+}
+
+async function planSub(args: string[]): Promise<number> {
+  const targetsPath = takeFlag(args, "--targets");
+  const seeds = numberFlag(takeFlag(args, "--seeds"), "--seeds", { int: true, min: 1, max: 100 });
+  const jsonPath = takeFlag(args, "--json");
+  const tablePath = takeFlag(args, "--table");
+  const logLevel = takeFlag(args, "--log-level");
+  const file = args.shift();
+  if (file === undefined || args.length > 0) throw new Error(`expected one scenario file${args.length ? `, got extra ${args.join(" ")}` : ""}\n\n${SIM_USAGE}`);
+  if (targetsPath === undefined) throw new Error(`--targets: is required (a targets file, see sim/README.md)\n\n${SIM_USAGE}`);
+  const scenario = readJson(file);
+  const targets = readJson(targetsPath);
+  try {
+    const plan = await planScenario(scenario, targets, {
+      ...(seeds !== undefined ? { seeds } : {}),
+      ...(logLevel ? { logLevel } : {}),
+      onPoint: (p) => {
+        const missed = p.checks.filter((c) => !c.pass).map((c) => `${c.target} ${c.variant}: ${c.observed === Infinity ? "never" : c.observed} > ${c.limit}`);
+        const counts = Object.entries(p.counts).map(([k, v]) => `${k}=${v}`).join(" ");
+        console.log(`  ${counts}: ${p.pass ? "pass" : `fail (${missed.join("; ")})`}`);
+      },
+    });
+    const table = formatPlan(plan);
+    console.log(table);
+    if (jsonPath !== undefined) {
+      writeFileSync(jsonPath, planToJson(plan));
+      console.log(`wrote ${jsonPath}`);
+    }
+    if (tablePath !== undefined) {
+      writeFileSync(tablePath, `${table}\n`);
+      console.log(`wrote ${tablePath}`);
+    }
+    return plan.recommendation ? 0 : 1;
+  } catch (err) {
+    if (err instanceof ScenarioError) {
+      console.error(`corral sim plan: ${file}: ${err.message}`);
+      return 2;
+    }
+    if (err instanceof PlanSpecError) {
+      console.error(`corral sim plan: ${targetsPath}: ${err.message}`);
+      return 2;
+    }
+    throw err;
   }
 }
 

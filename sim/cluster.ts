@@ -396,6 +396,13 @@ export class SimFramework {
     return this.queue.length - this.head;
   }
 
+  /** Tasks waiting for an offer that were first submitted before `ms` (virtual ms since the epoch; a report reads it). */
+  queuedSubmittedBefore(ms: number): number {
+    let n = 0;
+    for (let i = this.head; i < this.queue.length; i++) if (this.queue[i]!.submittedMs < ms) n++;
+    return n;
+  }
+
   /** Subscribes and starts submitting its workload. */
   start(): void {
     const cluster = this.cluster;

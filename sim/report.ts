@@ -1,15 +1,21 @@
 /**
  * Running a scenario and reporting on it: {@link runScenario} validates a scenario, builds the
- * {@link SimCluster}, samples utilization and role shares on virtual time, and returns a
- * JSON-friendly {@link SimResult}; {@link formatSummary} renders it for a terminal.
+ * {@link SimCluster}, samples the cluster on virtual time, follows the event stream for
+ * per-framework outcomes and failures, and returns a JSON-friendly {@link SimResult};
+ * {@link formatSummary} renders it for a terminal (and `./report-html.ts` as a page).
+ *
+ * Observing never changes the run: the sampler is a synchronous engine event that only reads
+ * (`settle: false`, so no extra macrotask turn), and the event-stream recorder only reads the
+ * lines the cluster emits anyway. The event log of one seed is the same whatever the sampling.
  *
  * @module
  */
 
 import { SimCluster, type SimLogEvent } from "./cluster.ts";
+import { Resources } from "../sdk/resources.ts";
 import { validateScenario, type Scenario } from "./scenario.ts";
 
-/** One sample of the cluster, taken every `sampleIntervalSeconds` of virtual time. */
+/** One sample of the cluster, taken every sampling interval of virtual time. */
 export interface SimSample {
   /** Virtual seconds since the start. */
   t: number;
@@ -19,20 +25,92 @@ export interface SimSample {
   offered: Record<string, number>;
   /** Dominant share of each role (allocated, offers included, over the cluster total). */
   shares: Record<string, number>;
+  /** Cluster totals (cpus, mem, disk) at the sample: what the fractions are of. */
+  capacity: Record<string, number>;
   agents: number;
+  /** Tasks waiting in the frameworks' queues (pending). */
   queuedTasks: number;
+  /** Cumulative master offer counters at the sample. */
+  offers: { made: number; declined: number; rescinded: number };
+  /** Cumulative task launches at the sample. */
+  launched: number;
+  /** Waits (submission → RUNNING, seconds) of the tasks that started running since the previous sample. */
+  waits: { count: number; p50: number; p90: number; p99: number };
+  /**
+   * Stranded resources (absolute): free cpus on agents whose free mem is below the smallest task's
+   * mem, and free mem on agents whose free cpus are below the smallest task's cpus (see
+   * {@link SimResult.stranded}).
+   */
+  stranded: { cpus: number; mem: number };
 }
 
 /** Per-role fairness over the samples. */
 export interface RoleFairness {
   weight: number;
+  /** `weight / sum of the weights of the scenario's roles`: the role's weighted fair part. */
+  fairPart: number;
   meanDominantShare: number;
+  maxDominantShare: number;
   /**
    * Mean absolute difference between the role's dominant share and its weighted fair part of
    * what was allocated in that sample (`weight / sum of weights * sum of shares`); 0 is perfectly
    * weighted-fair (a role with less demand than its part legitimately shows a deviation).
    */
   meanAbsDeviationFromFair: number;
+  /** The largest such difference over the samples. */
+  maxAbsDeviationFromFair: number;
+}
+
+/** What became of one framework's workload. */
+export interface FrameworkOutcome {
+  kind: string;
+  role: string;
+  /** Tasks of the workload (`tasks.count`); 0 for a decliner. */
+  count: number;
+  launched: number;
+  finished: number;
+  /** Attempts that ended other than FINISHED (lost, killed, failed). */
+  failed: number;
+  /** Tasks given up on (retries exhausted, or the framework stopped). */
+  abandoned: number;
+  queuedAtEnd: number;
+  /** It was stopped (its `stopSeconds` or a stop-framework event) before the end. */
+  stopped: boolean;
+  /**
+   * A `tasks` or `greedy` workload seen as one job: `completed` (every task finished), `failed`
+   * (a task was given up on), `timed-out` (work left when the run or the framework ended); null
+   * for a decliner and for a `batch` framework, whose own jobs are in `jobs`.
+   */
+  job: "completed" | "failed" | "timed-out" | null;
+  /** A `batch` framework's jobs by outcome (jobs still live at the end are in none of them). */
+  jobs?: { submitted: number; completed: number; failed: number; timedOut: number; cancelled: number };
+}
+
+/** Work that did not get placed, with why. */
+export interface UnschedulableEntry {
+  framework: string;
+  role: string;
+  /** Tasks still queued at the end. */
+  queuedAtEnd: number;
+  /** Tasks given up on. */
+  abandoned: number;
+  reasons: string[];
+}
+
+/** One failure of agents (crash, partition, removal) and how the workload recovered. */
+export interface FailureRecord {
+  kind: "crash" | "partition" | "removal";
+  atSeconds: number;
+  agents: string[];
+  /** When the agents were back (restart, partition healed); null: not back by the end. */
+  backAtSeconds: number | null;
+  downSeconds: number | null;
+  /** Task attempts on those agents that ended other than FINISHED during the failure. */
+  tasksLost: number;
+  /** Lost tasks not launched again by the end (retries exhausted, or still queued). */
+  tasksNotRelaunched: number;
+  /** From the failure until every lost task was launched again (0 when none was lost); null when some never were. */
+  recoverySeconds: number | null;
 }
 
 /** The result of a run. */
@@ -40,13 +118,59 @@ export interface SimResult {
   scenario: string;
   seed: number;
   endSeconds: number;
-  tasks: { submitted: number; launched: number; completed: number; failed: number; retried: number; abandoned: number; queuedAtEnd: number };
-  /** Wait from submission to TASK_RUNNING, seconds. */
-  waitSeconds: { count: number; p50: number; p90: number; p99: number; max: number; mean: number };
+  /** How the time series were sampled. */
+  sampling: { intervalSeconds: number; maxSamples: number; count: number };
+  /**
+   * `queuedPastGrace`: tasks queued at the end that were first submitted more than
+   * `placementGraceSeconds` before it (= `queuedAtEnd` with no grace; a batch framework's queued
+   * tasks all count).
+   */
+  tasks: { submitted: number; launched: number; completed: number; failed: number; retried: number; abandoned: number; queuedAtEnd: number; queuedPastGrace: number };
+  /**
+   * Jobs: every job of the `batch` frameworks, plus each `tasks`/`greedy` framework's workload
+   * counted as one job (see {@link FrameworkOutcome.job}). `total` counts submitted ones; those
+   * still live at the end are in no outcome.
+   */
+  jobs: { total: number; completed: number; failed: number; timedOut: number; cancelled: number };
+  /**
+   * Wait from submission to TASK_RUNNING, seconds, of the tasks that ran; `cdf` is [seconds,
+   * fraction of those tasks] at every percent. `withNeverRun` are the percentiles over every
+   * submitted task, those that never ran counting as an endless wait (null when the percentile
+   * falls on one): "p99 under N s" in that sense means 99% of the submitted tasks started within N s.
+   */
+  waitSeconds: {
+    count: number;
+    p50: number;
+    p90: number;
+    p99: number;
+    max: number;
+    mean: number;
+    cdf: Array<[number, number]>;
+    neverRan: number;
+    withNeverRun: { p50: number | null; p90: number | null; p99: number | null };
+  };
   offers: { made: number; declined: number; rescinded: number };
   launchesPerSecond: { mean: number; max: number };
-  utilization: { mean: Record<string, number>; samples: SimSample[] };
+  utilization: { mean: Record<string, number>; max: Record<string, number>; samples: SimSample[] };
   roles: Record<string, RoleFairness>;
+  frameworks: Record<string, FrameworkOutcome>;
+  unschedulable: UnschedulableEntry[];
+  /**
+   * Stranded resources: free (unallocated) cpus on active agents whose free mem is below
+   * `thresholds.mem`, and free mem on agents whose free cpus are below `thresholds.cpus`, where
+   * the thresholds are the smallest cpus and mem any `tasks` or `batch` workload asks for (Mesos' minimum
+   * allocatable cpus 0.01 / mem 32 when none does). Outstanding offers count as allocated.
+   */
+  stranded: {
+    thresholds: { cpus: number; mem: number };
+    mean: { cpus: number; mem: number };
+    max: { cpus: number; mem: number };
+    /** Mean over the samples of stranded / cluster total. */
+    meanFraction: { cpus: number; mem: number };
+  };
+  /** Agent failures in order (at most {@link MAX_FAILURE_RECORDS}; `recovery` covers all). */
+  failures: FailureRecord[];
+  recovery: { failures: number; meanRecoverySeconds: number | null; maxRecoverySeconds: number | null; unrecovered: number };
   agents: { failures: number; restarts: number; atEnd: number };
   network: { published: number; delivered: number; lost: number; duplicated: number; cut: number };
   engine: { events: number; wallMs: number; eventsPerSecond: number };
@@ -60,39 +184,122 @@ export interface RunScenarioOptions {
   logLevel?: string;
   /** Called after every engine event with the cluster (invariant checks); throwing aborts the run. @default none */
   afterEvent?: (cluster: SimCluster) => void;
+  /**
+   * Sampling interval of the time series, virtual seconds; overrides the scenario's
+   * `sampleIntervalSeconds`. @default the scenario's, else min(60, max(1, endSeconds / 100))
+   */
+  sampleIntervalSeconds?: number;
+  /** At most this many samples: a longer interval is used when the run would need more. @default 2000 */
+  maxSamples?: number;
+  /** Tasks queued at the end count in `tasks.queuedPastGrace` only when submitted longer ago than this. @default 0 */
+  placementGraceSeconds?: number;
+}
+
+/** Default of {@link RunScenarioOptions.maxSamples}. */
+export const DEFAULT_MAX_SAMPLES = 2000;
+/** Failure records kept in {@link SimResult.failures} (the aggregates count every failure). */
+export const MAX_FAILURE_RECORDS = 1000;
+/** Lost-task attribution: statuses up to this long after the agents are back still count for the failure. */
+const FAILURE_GRACE_MS = 60_000;
+/** Mesos' default minimum allocatable resources, the stranding thresholds without task sizes. */
+const MIN_ALLOCATABLE = { cpus: 0.01, mem: 32 };
+
+/** The sampling interval (seconds) a run uses, after the default and the cap. */
+export function samplingIntervalSeconds(scenario: Scenario, options: Pick<RunScenarioOptions, "sampleIntervalSeconds" | "maxSamples"> = {}): number {
+  const maxSamples = options.maxSamples ?? DEFAULT_MAX_SAMPLES;
+  const wanted = options.sampleIntervalSeconds ?? scenario.sampleIntervalSeconds ?? Math.min(60, Math.max(1, scenario.endSeconds / 100));
+  return Math.max(wanted, scenario.endSeconds / maxSamples);
 }
 
 /** Validates `input` (throws {@link ScenarioError} before anything runs), runs it and reports. */
 export async function runScenario(input: unknown, options: RunScenarioOptions = {}): Promise<SimResult> {
   const scenario = validateScenario(input);
+  if (options.sampleIntervalSeconds !== undefined && !(options.sampleIntervalSeconds > 0 && Number.isFinite(options.sampleIntervalSeconds))) {
+    throw new RangeError("sampleIntervalSeconds: must be a finite number > 0");
+  }
+  if (options.maxSamples !== undefined && !(Number.isInteger(options.maxSamples) && options.maxSamples >= 1)) {
+    throw new RangeError("maxSamples: must be an integer >= 1");
+  }
+  if (options.placementGraceSeconds !== undefined && !(options.placementGraceSeconds >= 0 && Number.isFinite(options.placementGraceSeconds))) {
+    throw new RangeError("placementGraceSeconds: must be a finite number >= 0");
+  }
   let cluster: SimCluster | undefined = undefined;
+  const recorder = new RunRecorder(scenario, () => cluster!);
+  const userLog = options.eventLog;
   const after = options.afterEvent;
   cluster = new SimCluster(scenario, {
-    ...(options.eventLog ? { eventLog: options.eventLog } : {}),
+    eventLog: (event) => {
+      recorder.observe(event);
+      userLog?.(event);
+    },
     ...(options.logLevel ? { logLevel: options.logLevel } : {}),
     ...(after ? { afterEvent: () => after(cluster!) } : {}),
   });
-  const samples: SimSample[] = [];
-  const intervalMs = (scenario.sampleIntervalSeconds ?? Math.max(1, scenario.endSeconds / 100)) * 1000;
-  const sample = (): void => {
-    samples.push(takeSample(cluster!));
-    cluster!.engine.after(intervalMs, sample, { settle: false });
+  const sampler = new Sampler(cluster, strandingThresholds(scenario));
+  const intervalS = samplingIntervalSeconds(scenario, options);
+  const intervalMs = intervalS * 1000;
+  const endMs = scenario.endSeconds * 1000;
+  let n = 0;
+  // Each sample time is computed from its index (no drift); the sampler reads and never settles.
+  const arm = (): void => {
+    const atMs = (n + 1) * intervalMs;
+    if (atMs > endMs + 1e-6) return;
+    cluster!.engine.at(cluster!.startMs + atMs, sample, { settle: false });
   };
-  cluster.engine.after(intervalMs, sample, { settle: false });
+  const sample = (): void => {
+    n++;
+    sampler.take();
+    arm();
+  };
+  arm();
   const run = await cluster.run();
-  const result = buildResult(scenario, cluster, samples, run);
+  const result = buildResult(scenario, cluster, sampler, recorder, run, {
+    intervalSeconds: intervalS,
+    maxSamples: options.maxSamples ?? DEFAULT_MAX_SAMPLES,
+    graceMs: (options.placementGraceSeconds ?? 0) * 1000,
+  });
   await cluster.shutdown();
   return result;
 }
 
-/** Reads one sample off the cluster (synchronous; no effect on the run). */
-export function takeSample(cluster: SimCluster): SimSample {
+// ---- sampling ------------------------------------------------------------------------------------
+
+/** Reads samples off the cluster (synchronous; no effect on the run). */
+class Sampler {
+  readonly samples: SimSample[] = [];
+  private waitsSeen = 0;
+
+  constructor(
+    private readonly cluster: SimCluster,
+    private readonly thresholds: { cpus: number; mem: number },
+  ) {}
+
+  take(): void {
+    const cluster = this.cluster;
+    const base = takeSample(cluster);
+    const counters = cluster.master.core.counters;
+    const fresh = cluster.stats.waitsMs.slice(this.waitsSeen).map((ms) => ms / 1000).sort((a, b) => a - b);
+    this.waitsSeen = cluster.stats.waitsMs.length;
+    this.samples.push({
+      ...base,
+      offers: { made: counters.offersMade, declined: counters.offersDeclined, rescinded: counters.offersRescinded },
+      launched: cluster.stats.launched,
+      waits: { count: fresh.length, p50: r4(pct(fresh, 0.5)), p90: r4(pct(fresh, 0.9)), p99: r4(pct(fresh, 0.99)) },
+      stranded: strandedNow(cluster, this.thresholds),
+    });
+  }
+}
+
+/** Reads the utilization, share and queue part of a sample off the cluster (synchronous; no effect on the run). */
+export function takeSample(cluster: SimCluster): Pick<SimSample, "t" | "utilization" | "offered" | "shares" | "capacity" | "agents" | "queuedTasks"> {
   const core = cluster.master.core;
   const totals = core.resourceTotals();
   const utilization: Record<string, number> = {};
   const offered: Record<string, number> = {};
+  const capacity: Record<string, number> = {};
   for (const [name, total] of Object.entries(totals.total)) {
     if (!(total > 0)) continue;
+    if (name === "cpus" || name === "mem" || name === "disk") capacity[name] = total;
     utilization[name] = (totals.used[name] ?? 0) / total;
     offered[name] = (totals.offered[name] ?? 0) / total;
   }
@@ -116,8 +323,270 @@ export function takeSample(cluster: SimCluster): SimSample {
     }
     shares[role] = share;
   }
-  return { t: cluster.elapsedMs() / 1000, utilization, offered, shares, agents: core.sizes().agents, queuedTasks };
+  return { t: cluster.elapsedMs() / 1000, utilization, offered, shares, capacity, agents: core.sizes().agents, queuedTasks };
 }
+
+/** The smallest cpus and mem a `tasks` workload of the scenario asks for (see {@link SimResult.stranded}). */
+export function strandingThresholds(scenario: Scenario): { cpus: number; mem: number } {
+  let cpus = Infinity;
+  let mem = Infinity;
+  for (const f of scenario.frameworks) {
+    // A greedy framework takes whole offers and a decliner none: neither sets a useful size.
+    if (f.kind === "greedy" || f.kind === "decliner") continue;
+    const t = (f as { tasks?: { cpus?: unknown; mem?: unknown } }).tasks ?? (f as { jobs?: { cpus?: unknown; mem?: unknown } }).jobs;
+    cpus = Math.min(cpus, smallestAmount(t?.cpus));
+    mem = Math.min(mem, smallestAmount(t?.mem));
+  }
+  return { cpus: Number.isFinite(cpus) ? cpus : MIN_ALLOCATABLE.cpus, mem: Number.isFinite(mem) ? mem : MIN_ALLOCATABLE.mem };
+}
+
+/** The smallest value a number or an amount distribution (`uniform` min, `empirical` values) can take; Infinity if none. */
+function smallestAmount(v: unknown): number {
+  if (typeof v === "number") return v > 0 ? v : Infinity;
+  if (typeof v !== "object" || v === null) return Infinity;
+  const d = v as { min?: unknown; values?: unknown };
+  if (typeof d.min === "number" && d.min > 0) return d.min;
+  if (Array.isArray(d.values)) return Math.min(Infinity, ...d.values.filter((x): x is number => typeof x === "number" && x > 0));
+  return Infinity;
+}
+
+function strandedNow(cluster: SimCluster, thresholds: { cpus: number; mem: number }): { cpus: number; mem: number } {
+  const allocator = cluster.master.core.allocator;
+  let cpus = 0;
+  let mem = 0;
+  for (const id of allocator.agentIds()) {
+    const view = allocator.agentView(id);
+    if (!view?.active) continue;
+    const freeCpus = view.available.scalar("cpus");
+    const freeMem = view.available.scalar("mem");
+    if (freeMem < thresholds.mem && freeCpus >= thresholds.cpus) cpus += freeCpus;
+    if (freeCpus < thresholds.cpus && freeMem >= thresholds.mem) mem += freeMem;
+  }
+  return { cpus: r4(cpus), mem: r4(mem) };
+}
+
+// ---- the event stream --------------------------------------------------------------------------
+
+interface Episode {
+  record: FailureRecord;
+  nodes: Set<string>;
+  /** Statuses until then are attributed to this failure. */
+  windowEndMs: number;
+  /** `fw\0baseTaskId` of lost tasks not launched again yet. */
+  pending: Set<string>;
+  lastRelaunchMs: number;
+}
+
+interface FrameworkCounts {
+  launched: number;
+  finished: number;
+  failed: number;
+  abandoned: number;
+  stopped: boolean;
+}
+
+/** States the synthetic frameworks do not count as an ended attempt (every other one is). */
+const NOT_ENDED = new Set(["TASK_STAGING", "TASK_STARTING", "TASK_RUNNING", "TASK_KILLING"]);
+/** `tasks`/`greedy` retries are `<id>.r<attempt>`; `batch` attempts are `<job>.<index>.<attempt>`. */
+const RETRY_SUFFIX = /\.r(\d+)$/;
+const BATCH_ATTEMPT = /\.(\d+)$/;
+
+/**
+ * Follows the event-log lines: per-framework outcomes (each task attempt counted once, however
+ * often its status is delivered) and failure episodes (lost tasks, time until they ran again).
+ */
+class RunRecorder {
+  readonly counts = new Map<string, FrameworkCounts>();
+  /** Failures not settled yet (agents still down, lost tasks not launched again, or in the grace window). */
+  private open: Episode[] = [];
+  private readonly records: FailureRecord[] = [];
+  private total = 0;
+  private readonly recovered = { count: 0, sum: 0, max: 0 };
+  private unrecovered = 0;
+  /** Attempts accepted and not ended, `fw\0taskId`. */
+  private readonly live = new Set<string>();
+  /** Agent id (the master's) -> its latest failure. */
+  private readonly byAgentId = new Map<string, Episode>();
+  /** `fw\0baseTaskId` of a lost task -> the failure waiting for it to be launched again. */
+  private readonly pendingOwner = new Map<string, Episode>();
+  private readonly maxRetries = new Map<string, number>();
+  private readonly batch = new Set<string>();
+
+  constructor(
+    scenario: Scenario,
+    private readonly cluster: () => SimCluster,
+  ) {
+    for (const f of scenario.frameworks) {
+      this.counts.set(f.name, { launched: 0, finished: 0, failed: 0, abandoned: 0, stopped: false });
+      this.maxRetries.set(f.name, (f as { tasks?: { maxRetries?: number } }).tasks?.maxRetries ?? 3);
+      if (f.kind === "batch") this.batch.add(f.name);
+    }
+  }
+
+  /** `fw\0<task id without its attempt>`: one key for every attempt of a task. */
+  private taskKey(fw: string, task: string): string {
+    return `${fw}\0${task.replace(this.batch.has(fw) ? BATCH_ATTEMPT : RETRY_SUFFIX, "")}`;
+  }
+
+  observe(e: SimLogEvent): void {
+    switch (e.type) {
+      case "accept":
+        for (const id of (e.tasks as string[] | undefined) ?? []) this.live.add(`${String(e.fw)}\0${id}`);
+        return;
+      case "launch":
+        return this.onLaunch(e);
+      case "status":
+        return this.onStatus(e);
+      case "batch-task-failed":
+        // A batch framework says itself whether a failed attempt is retried.
+        if (e.retrying === false) this.onAbandoned(String(e.fw), String(e.task));
+        return;
+      case "framework-stopped": {
+        const c = this.counts.get(String(e.fw));
+        if (c) c.stopped = true;
+        return;
+      }
+      case "agent-failed":
+        return this.openEpisode("crash", e.t, [String(e.agent)]);
+      case "agent-removed":
+        return this.openEpisode("removal", e.t, [String(e.agent)]);
+      case "partition":
+        return this.openEpisode("partition", e.t, (e.agents as string[] | undefined) ?? []);
+      case "agent-restarted":
+        return this.back(e.t, [String(e.agent)]);
+      case "partition-healed":
+        return this.back(e.t, (e.agents as string[] | undefined) ?? []);
+    }
+  }
+
+  private onLaunch(e: SimLogEvent): void {
+    const fw = String(e.fw);
+    const c = this.counts.get(fw);
+    if (c) c.launched++;
+    const key = this.taskKey(fw, String(e.task));
+    const episode = this.pendingOwner.get(key);
+    if (!episode) return;
+    this.pendingOwner.delete(key);
+    episode.pending.delete(key);
+    episode.lastRelaunchMs = e.t;
+  }
+
+  private onStatus(e: SimLogEvent): void {
+    const state = String(e.state);
+    if (NOT_ENDED.has(state)) return;
+    const fw = String(e.fw);
+    const task = String(e.task);
+    // A duplicate delivery of an ended attempt is not a second ending.
+    if (!this.live.delete(`${fw}\0${task}`)) return;
+    const c = this.counts.get(fw);
+    if (state === "TASK_FINISHED") {
+      if (c) c.finished++;
+      return;
+    }
+    // The synthetic frameworks' rule: a task is retried unless its retries are exhausted or the
+    // framework stopped (a batch framework reports it: `batch-task-failed`).
+    const attempt = Number(RETRY_SUFFIX.exec(task)?.[1] ?? 0);
+    const abandoned = !this.batch.has(fw) && (attempt >= (this.maxRetries.get(fw) ?? 3) || (c?.stopped ?? false));
+    if (c) {
+      c.failed++;
+      if (abandoned) c.abandoned++;
+    }
+    const episode = this.byAgentId.get(String(e.agent));
+    if (!episode || e.t > episode.windowEndMs) return;
+    episode.record.tasksLost++;
+    if (abandoned) {
+      episode.record.tasksNotRelaunched++;
+      return;
+    }
+    const key = this.taskKey(fw, task);
+    episode.pending.add(key);
+    this.pendingOwner.set(key, episode);
+  }
+
+  private onAbandoned(fw: string, task: string): void {
+    const c = this.counts.get(fw);
+    if (c) c.abandoned++;
+    const key = this.taskKey(fw, task);
+    const episode = this.pendingOwner.get(key);
+    if (!episode) return;
+    this.pendingOwner.delete(key);
+    episode.pending.delete(key);
+    episode.record.tasksNotRelaunched++;
+  }
+
+  private openEpisode(kind: FailureRecord["kind"], tMs: number, nodes: string[]): void {
+    this.settle(tMs);
+    const episode: Episode = {
+      record: { kind, atSeconds: r4(tMs / 1000), agents: nodes, backAtSeconds: null, downSeconds: null, tasksLost: 0, tasksNotRelaunched: 0, recoverySeconds: null },
+      nodes: new Set(nodes),
+      windowEndMs: Infinity,
+      pending: new Set(),
+      lastRelaunchMs: tMs,
+    };
+    this.total++;
+    this.open.push(episode);
+    const cluster = this.cluster();
+    for (const node of nodes) {
+      const id = cluster.agents.find((a) => a.node === node)?.idStore.id;
+      if (id !== undefined) this.byAgentId.set(id, episode);
+    }
+  }
+
+  private back(tMs: number, nodes: string[]): void {
+    for (let i = this.open.length - 1; i >= 0; i--) {
+      const episode = this.open[i]!;
+      if (episode.record.backAtSeconds !== null || !nodes.some((n) => episode.nodes.has(n))) continue;
+      episode.record.backAtSeconds = r4(tMs / 1000);
+      episode.record.downSeconds = r4((tMs - episode.record.atSeconds * 1000) / 1000);
+      episode.windowEndMs = tMs + FAILURE_GRACE_MS;
+      return;
+    }
+  }
+
+  /**
+   * Settles the failures that can no longer change (past their window, nothing pending) — or all
+   * of them at the end (`nowMs` Infinity) — into the records (bounded) and the aggregates.
+   */
+  private settle(nowMs: number): void {
+    const keep: Episode[] = [];
+    for (const episode of this.open) {
+      const done = nowMs === Infinity || (episode.windowEndMs < nowMs && episode.pending.size === 0);
+      if (!done) {
+        keep.push(episode);
+        continue;
+      }
+      const r = episode.record;
+      r.tasksNotRelaunched += episode.pending.size;
+      r.recoverySeconds = r.tasksNotRelaunched > 0 ? null : r.tasksLost === 0 ? 0 : r4(episode.lastRelaunchMs / 1000 - r.atSeconds);
+      for (const key of episode.pending) this.pendingOwner.delete(key);
+      if (r.recoverySeconds === null) this.unrecovered++;
+      else {
+        this.recovered.count++;
+        this.recovered.sum += r.recoverySeconds;
+        this.recovered.max = Math.max(this.recovered.max, r.recoverySeconds);
+      }
+      if (this.records.length < MAX_FAILURE_RECORDS) this.records.push(r);
+    }
+    this.open = keep;
+  }
+
+  /** Settles every failure and returns the kept records (in time order) and the aggregates. */
+  finish(): { failures: FailureRecord[]; recovery: SimResult["recovery"] } {
+    this.settle(Infinity);
+    const { count: n, sum, max } = this.recovered;
+    return {
+      failures: [...this.records].sort((a, b) => a.atSeconds - b.atSeconds),
+      recovery: {
+        failures: this.total,
+        meanRecoverySeconds: n ? r4(sum / n) : null,
+        maxRecoverySeconds: n ? r4(max) : null,
+        unrecovered: this.unrecovered,
+      },
+    };
+  }
+}
+
+// ---- the result --------------------------------------------------------------------------------
 
 /** Nearest-rank percentile of sorted values. */
 function pct(sorted: number[], q: number): number {
@@ -125,44 +594,72 @@ function pct(sorted: number[], q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))]!;
 }
 
+/** Nearest-rank percentile over `sorted` plus `missing` values above all of them (null when it falls on one). */
+function pctWithMissing(sorted: number[], missing: number, q: number): number | null {
+  const n = sorted.length + missing;
+  if (n === 0) return 0;
+  const rank = Math.min(n, Math.max(1, Math.ceil(q * n)));
+  return rank > sorted.length ? null : r4(sorted[rank - 1]!);
+}
+
 function r4(n: number): number {
   return Math.round(n * 10_000) / 10_000;
 }
 
-function buildResult(scenario: Scenario, cluster: SimCluster, samples: SimSample[], run: { events: number; wallMs: number; eventsPerSecond: number }): SimResult {
+function buildResult(
+  scenario: Scenario,
+  cluster: SimCluster,
+  sampler: Sampler,
+  recorder: RunRecorder,
+  run: { events: number; wallMs: number; eventsPerSecond: number },
+  sampling: { intervalSeconds: number; maxSamples: number; graceMs: number },
+): SimResult {
+  const samples = sampler.samples;
   const stats = cluster.stats;
   const waits = stats.waitsMs.map((ms) => ms / 1000).sort((a, b) => a - b);
   const meanUtil: Record<string, number> = {};
-  for (const s of samples) for (const [k, v] of Object.entries(s.utilization)) meanUtil[k] = (meanUtil[k] ?? 0) + v / samples.length;
-  for (const k of Object.keys(meanUtil)) meanUtil[k] = r4(meanUtil[k]!);
-
-  const weights = scenario.cluster.roleWeights ?? {};
-  const roles: Record<string, RoleFairness> = {};
-  const roleNames = [...new Set(scenario.frameworks.map((f) => f.role ?? "default"))].sort();
-  const weightSum = roleNames.reduce((sum, role) => sum + (weights[role] ?? 1), 0);
-  for (const role of roleNames) {
-    const weight = weights[role] ?? 1;
-    let shareSum = 0;
-    let devSum = 0;
-    for (const s of samples) {
-      const share = s.shares[role] ?? 0;
-      const total = Object.values(s.shares).reduce((a, b) => a + b, 0);
-      shareSum += share;
-      devSum += Math.abs(share - (weight / weightSum) * total);
+  const maxUtil: Record<string, number> = {};
+  for (const s of samples) {
+    for (const [k, v] of Object.entries(s.utilization)) {
+      meanUtil[k] = (meanUtil[k] ?? 0) + v / samples.length;
+      maxUtil[k] = Math.max(maxUtil[k] ?? 0, v);
     }
-    const n = Math.max(1, samples.length);
-    roles[role] = { weight, meanDominantShare: r4(shareSum / n), meanAbsDeviationFromFair: r4(devSum / n) };
   }
+  const neverRan = Math.max(0, stats.submitted - waits.length);
   const seconds = Math.max(1, Math.ceil(scenario.endSeconds));
   let maxLaunches = 0;
   for (const v of stats.launchesPerSecond) if (v !== undefined && v > maxLaunches) maxLaunches = v;
   let queuedAtEnd = 0;
-  for (const fw of cluster.frameworks.values()) queuedAtEnd += fw.queued();
+  let queuedPastGrace = 0;
+  const graceStartMs = cluster.engine.now() - sampling.graceMs;
+  for (const fw of cluster.frameworks.values()) {
+    queuedAtEnd += fw.queued();
+    const aged = (fw as { queuedSubmittedBefore?: (ms: number) => number }).queuedSubmittedBefore;
+    queuedPastGrace += aged ? aged.call(fw, graceStartMs) : fw.queued();
+  }
   const counters = cluster.master.core.counters;
+  const frameworks = frameworkOutcomes(scenario, cluster, recorder);
+  const jobs = { total: 0, completed: 0, failed: 0, timedOut: 0, cancelled: 0 };
+  for (const f of Object.values(frameworks)) {
+    if (f.jobs) {
+      jobs.total += f.jobs.submitted;
+      jobs.completed += f.jobs.completed;
+      jobs.failed += f.jobs.failed;
+      jobs.timedOut += f.jobs.timedOut;
+      jobs.cancelled += f.jobs.cancelled;
+    }
+    if (f.job === null) continue;
+    jobs.total++;
+    if (f.job === "completed") jobs.completed++;
+    else if (f.job === "failed") jobs.failed++;
+    else jobs.timedOut++;
+  }
+  const { failures, recovery } = recorder.finish();
   return {
     scenario: scenario.name ?? "scenario",
     seed: scenario.seed,
     endSeconds: scenario.endSeconds,
+    sampling: { intervalSeconds: r4(sampling.intervalSeconds), maxSamples: sampling.maxSamples, count: samples.length },
     tasks: {
       submitted: stats.submitted,
       launched: stats.launched,
@@ -171,7 +668,9 @@ function buildResult(scenario: Scenario, cluster: SimCluster, samples: SimSample
       retried: stats.retried,
       abandoned: stats.abandoned,
       queuedAtEnd,
+      queuedPastGrace,
     },
+    jobs,
     waitSeconds: {
       count: waits.length,
       p50: r4(pct(waits, 0.5)),
@@ -179,15 +678,132 @@ function buildResult(scenario: Scenario, cluster: SimCluster, samples: SimSample
       p99: r4(pct(waits, 0.99)),
       max: r4(waits.length ? waits[waits.length - 1]! : 0),
       mean: r4(waits.length ? waits.reduce((a, b) => a + b, 0) / waits.length : 0),
+      cdf: waits.length === 0 ? [] : Array.from({ length: 101 }, (_, i): [number, number] => [r4(i === 0 ? waits[0]! : pct(waits, i / 100)), i / 100]),
+      neverRan,
+      withNeverRun: { p50: pctWithMissing(waits, neverRan, 0.5), p90: pctWithMissing(waits, neverRan, 0.9), p99: pctWithMissing(waits, neverRan, 0.99) },
     },
     offers: { made: counters.offersMade, declined: counters.offersDeclined, rescinded: counters.offersRescinded },
     launchesPerSecond: { mean: r4(stats.launched / seconds), max: maxLaunches },
-    utilization: { mean: meanUtil, samples: samples.map((s) => ({ ...s, utilization: roundAll(s.utilization), offered: roundAll(s.offered), shares: roundAll(s.shares) })) },
-    roles,
+    utilization: {
+      mean: roundAll(meanUtil),
+      max: roundAll(maxUtil),
+      samples: samples.map((s) => ({ ...s, utilization: roundAll(s.utilization), offered: roundAll(s.offered), shares: roundAll(s.shares) })),
+    },
+    roles: roleFairness(scenario, samples),
+    frameworks,
+    unschedulable: unschedulable(scenario, frameworks),
+    stranded: strandedSummary(scenario, samples),
+    failures,
+    recovery,
     agents: { failures: stats.agentFailures, restarts: stats.agentRestarts, atEnd: cluster.master.core.sizes().agents },
     network: { ...cluster.network.stats },
     engine: { events: run.events, wallMs: Math.round(run.wallMs), eventsPerSecond: Math.round(run.eventsPerSecond) },
   };
+}
+
+function roleFairness(scenario: Scenario, samples: SimSample[]): Record<string, RoleFairness> {
+  const weights = scenario.cluster.roleWeights ?? {};
+  const roles: Record<string, RoleFairness> = {};
+  const roleNames = [...new Set(scenario.frameworks.map((f) => f.role ?? "default"))].sort();
+  const weightSum = roleNames.reduce((sum, role) => sum + (weights[role] ?? 1), 0);
+  for (const role of roleNames) {
+    const weight = weights[role] ?? 1;
+    let shareSum = 0;
+    let shareMax = 0;
+    let devSum = 0;
+    let devMax = 0;
+    for (const s of samples) {
+      const share = s.shares[role] ?? 0;
+      const total = Object.values(s.shares).reduce((a, b) => a + b, 0);
+      const dev = Math.abs(share - (weight / weightSum) * total);
+      shareSum += share;
+      shareMax = Math.max(shareMax, share);
+      devSum += dev;
+      devMax = Math.max(devMax, dev);
+    }
+    const n = Math.max(1, samples.length);
+    roles[role] = {
+      weight,
+      fairPart: r4(weight / weightSum),
+      meanDominantShare: r4(shareSum / n),
+      maxDominantShare: r4(shareMax),
+      meanAbsDeviationFromFair: r4(devSum / n),
+      maxAbsDeviationFromFair: r4(devMax),
+    };
+  }
+  return roles;
+}
+
+function frameworkOutcomes(scenario: Scenario, cluster: SimCluster, recorder: RunRecorder): Record<string, FrameworkOutcome> {
+  const out: Record<string, FrameworkOutcome> = {};
+  for (const f of scenario.frameworks) {
+    const c = recorder.counts.get(f.name)!;
+    const count = (f as { tasks?: { count?: number } }).tasks?.count ?? 0;
+    const queuedAtEnd = cluster.frameworks.get(f.name)?.queued() ?? 0;
+    const oneJob = f.kind === "tasks" || f.kind === "greedy";
+    const job = !oneJob ? null : c.finished >= count ? "completed" : c.abandoned > 0 ? "failed" : "timed-out";
+    // A batch framework keeps its own job outcomes.
+    const jobStats = (cluster.frameworks.get(f.name) as { jobStats?: FrameworkOutcome["jobs"] } | undefined)?.jobStats;
+    out[f.name] = {
+      kind: f.kind,
+      role: f.role ?? "default",
+      count,
+      launched: c.launched,
+      finished: c.finished,
+      failed: c.failed,
+      abandoned: c.abandoned,
+      queuedAtEnd,
+      stopped: c.stopped,
+      job,
+      ...(jobStats ? { jobs: { ...jobStats } } : {}),
+    };
+  }
+  return out;
+}
+
+function unschedulable(scenario: Scenario, frameworks: Record<string, FrameworkOutcome>): UnschedulableEntry[] {
+  const classes = Object.values(scenario.cluster.agentClasses).map((a) => Resources.parse(a.resources));
+  const maxCpus = Math.max(0, ...classes.map((r) => r.scalar("cpus")));
+  const maxMem = Math.max(0, ...classes.map((r) => r.scalar("mem")));
+  const out: UnschedulableEntry[] = [];
+  for (const f of scenario.frameworks) {
+    const o = frameworks[f.name]!;
+    if (o.queuedAtEnd === 0 && o.abandoned === 0) continue;
+    const reasons: string[] = [];
+    const t = (f as { tasks?: { cpus?: number; mem?: number; maxRetries?: number } }).tasks;
+    if (f.kind === "tasks" && t?.cpus !== undefined && t.mem !== undefined) {
+      if (classes.length > 0 && (t.cpus > maxCpus || t.mem > maxMem)) reasons.push(`no agent class is large enough: a task needs cpus ${t.cpus}, mem ${t.mem}; the largest agents have cpus ${maxCpus}, mem ${maxMem}`);
+      const limits = scenario.cluster.quota?.[o.role]?.limits;
+      for (const [name, need] of [["cpus", t.cpus], ["mem", t.mem]] as const) {
+        const limit = limits?.[name];
+        if (limit !== undefined && need > limit) reasons.push(`role ${o.role}'s quota limit ${name} ${limit} is below one task (${need})`);
+      }
+    }
+    if (o.queuedAtEnd > 0) {
+      const when = o.stopped ? "when the framework stopped" : "at the end of the run";
+      reasons.push(`${o.queuedAtEnd} tasks still queued ${when} (not enough free capacity in time)`);
+    }
+    if (o.abandoned > 0) reasons.push(`${o.abandoned} tasks given up on after their retries${f.kind === "batch" ? "" : ` (${(t?.maxRetries ?? 3) + 1} attempts)`} or killed when the framework stopped`);
+    out.push({ framework: f.name, role: o.role, queuedAtEnd: o.queuedAtEnd, abandoned: o.abandoned, reasons });
+  }
+  return out;
+}
+
+function strandedSummary(scenario: Scenario, samples: SimSample[]): SimResult["stranded"] {
+  const mean = { cpus: 0, mem: 0 };
+  const max = { cpus: 0, mem: 0 };
+  const meanFraction = { cpus: 0, mem: 0 };
+  const n = Math.max(1, samples.length);
+  for (const s of samples) {
+    for (const k of ["cpus", "mem"] as const) {
+      mean[k] += s.stranded[k] / n;
+      max[k] = Math.max(max[k], s.stranded[k]);
+      const total = s.capacity[k] ?? 0;
+      if (total > 0) meanFraction[k] += s.stranded[k] / total / n;
+    }
+  }
+  const round = (v: { cpus: number; mem: number }) => ({ cpus: r4(v.cpus), mem: r4(v.mem) });
+  return { thresholds: strandingThresholds(scenario), mean: round(mean), max: round(max), meanFraction: round(meanFraction) };
 }
 
 function roundAll(m: Record<string, number>): Record<string, number> {
@@ -205,14 +821,18 @@ export function formatSummary(r: SimResult): string {
   const lines = [
     `scenario ${r.scenario} (seed ${r.seed}, ${r.endSeconds} s simulated)`,
     `  tasks      submitted ${r.tasks.submitted}, launched ${r.tasks.launched}, completed ${r.tasks.completed}, failed ${r.tasks.failed} (retried ${r.tasks.retried}, abandoned ${r.tasks.abandoned}), queued at end ${r.tasks.queuedAtEnd}`,
+    `  jobs       ${r.jobs.total}: ${r.jobs.completed} completed, ${r.jobs.failed} failed, ${r.jobs.timedOut} timed out`,
     `  wait       p50 ${r.waitSeconds.p50} s, p90 ${r.waitSeconds.p90} s, p99 ${r.waitSeconds.p99} s, max ${r.waitSeconds.max} s (${r.waitSeconds.count} tasks)`,
     `  offers     made ${r.offers.made}, declined ${r.offers.declined}, rescinded ${r.offers.rescinded}`,
     `  launches   ${r.launchesPerSecond.mean}/s mean, ${r.launchesPerSecond.max}/s peak`,
-    `  use        ${util || "-"} (mean of ${r.utilization.samples.length} samples)`,
+    `  use        ${util || "-"} (mean of ${r.utilization.samples.length} samples, every ${r.sampling.intervalSeconds} s)`,
+    `  stranded   cpus ${r.stranded.mean.cpus} mean / ${r.stranded.max.cpus} max, mem ${r.stranded.mean.mem} mean / ${r.stranded.max.mem} max (thresholds cpus ${r.stranded.thresholds.cpus}, mem ${r.stranded.thresholds.mem})`,
     ...Object.entries(r.roles).map(
       ([role, f]) => `  role ${role.padEnd(12)} weight ${f.weight}, mean dominant share ${f.meanDominantShare}, mean |deviation from fair| ${f.meanAbsDeviationFromFair}`,
     ),
-    `  agents     ${r.agents.atEnd} at end, ${r.agents.failures} failures, ${r.agents.restarts} restarts`,
+    ...r.unschedulable.map((u) => `  unplaced   ${u.framework}: ${u.reasons.join("; ")}`),
+    `  agents     ${r.agents.atEnd} at end, ${r.agents.failures} failures, ${r.agents.restarts} restarts` +
+      (r.recovery.failures > 0 ? `; recovery mean ${r.recovery.meanRecoverySeconds ?? "-"} s, max ${r.recovery.maxRecoverySeconds ?? "-"} s, ${r.recovery.unrecovered} unrecovered` : ""),
     `  network    ${r.network.published} published, ${r.network.delivered} delivered, ${r.network.lost} lost, ${r.network.cut} cut`,
     `  engine     ${r.engine.events} events in ${r.engine.wallMs} ms (${r.engine.eventsPerSecond} events/s)`,
   ];

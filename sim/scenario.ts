@@ -113,7 +113,7 @@ export interface Scenario {
   seed: number;
   /** Simulated duration. */
   endSeconds: number;
-  /** Interval of utilization/share samples. @default endSeconds / 100, at least 1 */
+  /** Interval of the report's samples (`--sample-interval` wins; at most 2000 samples by default, see sim/report.ts). @default min(60, max(1, endSeconds / 100)) */
   sampleIntervalSeconds?: number;
   cluster: ClusterSpec;
   /** @default {} */

@@ -1,0 +1,265 @@
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, describe, expect, it, vi } from "vitest";
+import { simCommand } from "../../sim/cli.ts";
+import {
+  failureEvents,
+  formatPlan,
+  percentileOf,
+  planScenario,
+  PlanSpecError,
+  searchPlan,
+  validatePlanSpec,
+  type Evaluate,
+  type PlanPoint,
+  type RunMetrics,
+} from "../../sim/plan.ts";
+import { validateScenario, type Scenario } from "../../sim/scenario.ts";
+
+const dir = mkdtempSync(join(tmpdir(), "corral-sim-plan-"));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+/** A monotone fake world: the wait shrinks with capacity; a seed in `slowSeeds` sees twice the wait. */
+function fakeWorld(opts: { cpusPerAgent?: Record<string, number>; demand?: number; slowSeeds?: number[] } = {}) {
+  const calls: PlanPoint[] = [];
+  const perAgent = opts.cpusPerAgent ?? { std: 4 };
+  const demand = opts.demand ?? 40;
+  const evaluate: Evaluate = async (point) => {
+    calls.push(point);
+    let cpus = 0;
+    for (const [cls, n] of Object.entries(point.counts)) cpus += n * (perAgent[cls] ?? 0);
+    if (point.variant.id === "lose-agents") cpus -= point.variant.agents * Math.max(...Object.values(perAgent));
+    const slow = opts.slowSeeds?.includes(point.seed) ? 2 : 1;
+    const wait = cpus <= 0 ? Infinity : (demand / cpus) * 10 * slow;
+    const metrics: RunMetrics = {
+      waitP50Seconds: wait / 4,
+      waitP90Seconds: wait / 2,
+      waitP99Seconds: wait,
+      unplacedTasks: cpus >= demand / 4 ? 0 : Math.ceil(demand / 4 - cpus),
+      cpuUtilizationPercent: cpus <= 0 ? 100 : Math.min(100, (demand / cpus) * 50),
+    };
+    return metrics;
+  };
+  return { evaluate, calls };
+}
+
+const seeds5 = [1, 2, 3, 4, 5];
+
+describe("searchPlan (a synthetic monotone evaluator)", () => {
+  it("finds the smallest passing count of one class by doubling then bisection, over every seed", async () => {
+    const world = fakeWorld();
+    // wait p99 = 400 / (4 n): <= 10 s from n = 10 on.
+    const plan = await searchPlan({ classes: [{ name: "std", min: 1, start: 2, cpus: 4, mem: 8192 }], targets: { maxWaitP99Seconds: 10 }, seeds: seeds5, evaluate: world.evaluate });
+    expect(plan.method).toBe("bisection");
+    expect(plan.recommendation?.counts).toEqual({ std: 10 });
+    expect(plan.recommendation).toMatchObject({ agents: 10, cpus: 40, mem: 81_920, pass: true });
+    // 2, 4, 8, 16 fail or pass, then bisection between 9 and 16.
+    const order = plan.evaluated.map((p) => p.counts.std);
+    expect(order.slice(0, 4)).toEqual([2, 4, 8, 16]);
+    expect(new Set(order).size).toBe(order.length);
+    expect(plan.evaluated.find((p) => p.counts.std === 9)?.pass).toBe(false);
+    // Every point ran with every seed, once.
+    expect(plan.runs).toBe(order.length * 5);
+    expect(world.calls).toHaveLength(plan.runs);
+    for (const n of order) expect(world.calls.filter((c) => c.counts.std === n).map((c) => c.seed)).toEqual(seeds5);
+  });
+
+  it("judges each metric by its percentile over seeds: one slow seed in five moves the 90th percentile, not the median", async () => {
+    const slow = fakeWorld({ slowSeeds: [3] });
+    const p90 = await searchPlan({ classes: [{ name: "std", min: 1, start: 1 }], targets: { maxWaitP99Seconds: 10 }, seeds: seeds5, evaluate: slow.evaluate });
+    expect(p90.recommendation?.counts.std).toBe(20);
+    const p50 = await searchPlan({ classes: [{ name: "std", min: 1, start: 1 }], targets: { maxWaitP99Seconds: 10 }, seeds: seeds5, percentile: 50, evaluate: fakeWorld({ slowSeeds: [3] }).evaluate });
+    expect(p50.recommendation?.counts.std).toBe(10);
+    expect(percentileOf([5, 1, 4, 2, 3], 90)).toBe(5);
+    expect(percentileOf([5, 1, 4, 2, 3], 50)).toBe(3);
+    expect(percentileOf([1, Infinity], 90)).toBe(Infinity);
+  });
+
+  it("reports the margin on every target, in every variant, and checks survival in its own runs", async () => {
+    const world = fakeWorld();
+    const plan = await searchPlan({
+      classes: [{ name: "std", min: 1, start: 4 }],
+      targets: { maxWaitP99Seconds: 10, allPlaced: true, maxCpuUtilizationPercent: 60, survive: { agents: 2 } },
+      seeds: [7, 8],
+      failAtSeconds: 100,
+      evaluate: world.evaluate,
+    });
+    // Losing 2 of n agents: 400 / (4 (n - 2)) <= 10 needs n = 12.
+    const rec = plan.recommendation!;
+    expect(rec.counts).toEqual({ std: 12 });
+    expect(rec.checks).toEqual([
+      { variant: "base", target: "wait p99 (s)", limit: 10, observed: 400 / 48, margin: 10 - 400 / 48, pass: true },
+      { variant: "base", target: "unplaced tasks", limit: 0, observed: 0, margin: 0, pass: true },
+      { variant: "base", target: "cpu utilization (%)", limit: 60, observed: (40 / 48) * 50, margin: 60 - (40 / 48) * 50, pass: true },
+      { variant: "lose 2 agents", target: "wait p99 (s)", limit: 10, observed: 10, margin: 0, pass: true },
+      { variant: "lose 2 agents", target: "unplaced tasks", limit: 0, observed: 0, margin: 0, pass: true },
+    ]);
+    expect(world.calls.filter((c) => c.variant.id === "lose-agents").every((c) => c.variant.id === "lose-agents" && c.variant.atSeconds === 100)).toBe(true);
+    expect(plan.runs).toBe(plan.evaluated.length * 2 * 2);
+    const text = formatPlan({ ...plan, scenario: "fake", targets: {}, searched: [{ class: "std", min: 1, max: null, cpus: 4, mem: 0 }], fixed: {} });
+    expect(text).toContain("recommendation: std=12");
+    expect(text).toMatch(/wait p99 \(s\)\s+lose 2 agents\s+10\s+10\s+0\s+yes/);
+  });
+
+  it("with several classes, a coordinate search ends on a point where no class can lose one agent", async () => {
+    const sizes = { big: 16, small: 4 };
+    const world = fakeWorld({ cpusPerAgent: sizes, demand: 100 });
+    // wait = 1000 / cpus <= 10 -> at least 100 cpus.
+    const plan = await searchPlan({
+      classes: [
+        { name: "big", min: 0, start: 2, cpus: 16 },
+        { name: "small", min: 0, start: 2, cpus: 4 },
+      ],
+      targets: { maxWaitP99Seconds: 10 },
+      seeds: [1],
+      evaluate: world.evaluate,
+    });
+    expect(plan.method).toBe("coordinate-bisection");
+    const rec = plan.recommendation!;
+    expect(rec.pass).toBe(true);
+    const cpus = rec.counts.big! * 16 + rec.counts.small! * 4;
+    expect(cpus).toBeGreaterThanOrEqual(100);
+    for (const cls of ["big", "small"] as const) {
+      if (rec.counts[cls] === 0) continue;
+      expect(cpus - sizes[cls]).toBeLessThan(100);
+    }
+    expect(rec.cpus).toBe(cpus);
+  });
+
+  it("says so when nothing within the bounds passes, and stops at maxPoints", async () => {
+    const none = await searchPlan({ classes: [{ name: "std", min: 1, start: 1 }], targets: { maxWaitP99Seconds: 10 }, seeds: [1], maxAgentsPerClass: 6, evaluate: fakeWorld().evaluate });
+    expect(none.recommendation).toBeNull();
+    expect(none.reason).toBe("no point up to std=6 meets every target");
+    expect(none.evaluated.map((p) => p.counts.std)).toEqual([1, 2, 4, 6]);
+    const capped = await searchPlan({ classes: [{ name: "std", min: 1, start: 1 }], targets: { maxWaitP99Seconds: 10 }, seeds: [1], maxPoints: 2, evaluate: fakeWorld().evaluate });
+    expect(capped.truncated).toBe(true);
+    expect(capped.evaluated).toHaveLength(2);
+    expect(capped.recommendation).toBeNull();
+  });
+});
+
+const tiny: Scenario = {
+  name: "tiny",
+  seed: 1,
+  endSeconds: 100,
+  cluster: {
+    agentClasses: {
+      small: { count: 1, resources: "cpus:2;mem:4096", attributes: "rack:r1" },
+      big: { count: 1, resources: "cpus:8;mem:16384", attributes: "rack:r2" },
+    },
+  },
+  frameworks: [{ name: "batch", kind: "tasks", refuseSeconds: 1, tasks: { count: 10, cpus: 1, mem: 512, durationSeconds: 100, arrival: { at: 1 } } }],
+};
+
+describe("targets and failures", () => {
+  it("rejects a bad targets file naming each field and rule, before anything runs", () => {
+    const scenario = validateScenario(tiny);
+    let error: unknown;
+    try {
+      validatePlanSpec(
+        {
+          targets: { maxWaitP99Seconds: -1, placementGraceSeconds: -5, maxCpuUtilizationPercent: 120, allPlaced: "yes", survive: { agents: 0, racks: 3, atSeconds: 100 }, p42: 1 },
+          search: { classes: { gpu: {}, small: { min: 5, max: 2 } } },
+          seeds: 0,
+          percentile: 0,
+        },
+        scenario,
+      );
+    } catch (err) {
+      error = err;
+    }
+    expect(error).toBeInstanceOf(PlanSpecError);
+    expect((error as PlanSpecError).problems).toEqual(
+      expect.arrayContaining([
+        "plan.seeds: must be >= 1",
+        "plan.percentile: must be > 0",
+        "plan.targets.p42: is not a known field (known: maxWaitP50Seconds, maxWaitP90Seconds, maxWaitP99Seconds, allPlaced, maxCpuUtilizationPercent, survive, placementGraceSeconds)",
+        "plan.targets.placementGraceSeconds: must be >= 0",
+        "plan.targets.maxWaitP99Seconds: must be >= 0",
+        "plan.targets.maxCpuUtilizationPercent: must be <= 100",
+        "plan.targets.allPlaced: must be true or false",
+        "plan.targets.survive.agents: must be >= 1",
+        "plan.targets.survive.atSeconds: must be < scenario.endSeconds (100)",
+        "plan.targets.survive.racks: is only used with rack: true",
+        "plan.search.classes.gpu: must name an agent class of scenario.cluster.agentClasses (small, big)",
+        "plan.search.classes.small.max: must be >= min",
+      ]),
+    );
+    expect(() => validatePlanSpec({ targets: {} }, scenario)).toThrow(/plan.targets: must set at least one of/);
+    expect(() => validatePlanSpec({ targets: { maxWaitP99Seconds: 5, placementGraceSeconds: 10 } }, scenario)).toThrow("plan.targets.placementGraceSeconds: is only used with allPlaced: true");
+    expect(() => validatePlanSpec({ targets: { maxCpuUtilizationPercent: 50, survive: { agents: 1 } } }, scenario)).toThrow(/plan.targets.survive: needs a wait or placement target/);
+    const norack = validateScenario({ ...tiny, cluster: { agentClasses: { small: { count: 1, resources: "cpus:2;mem:4096" } } } });
+    expect(() => validatePlanSpec({ targets: { allPlaced: true, survive: { rack: true } } }, norack)).toThrow(/plan.targets.survive.rack: no agent class has a rack attribute/);
+  });
+
+  it("turns survival variants into permanent agent failures: the largest agents, or the rack with the most cpus", () => {
+    const s = validateScenario(tiny);
+    expect(failureEvents(s, { small: 3, big: 1 }, { id: "lose-agents", agents: 2, atSeconds: 20 }, undefined)).toEqual([
+      { atSeconds: 20, type: "fail-agents", class: "big", count: 1 },
+      { atSeconds: 20, type: "fail-agents", class: "small", count: 1 },
+    ]);
+    // r1 holds 5 x 2 = 10 cpus, r2 1 x 8: r1 goes.
+    expect(failureEvents(s, { small: 5, big: 1 }, { id: "lose-rack", atSeconds: 20 }, { rack: true })).toEqual([{ atSeconds: 20, type: "fail-agents", class: "small", count: 5 }]);
+    expect(failureEvents(s, { small: 3, big: 1 }, { id: "lose-rack", atSeconds: 20 }, { rack: true })).toEqual([{ atSeconds: 20, type: "fail-agents", class: "big", count: 1 }]);
+    // Spread over 4 racks: one rack holds ceil(n / 4) of each class.
+    expect(failureEvents(s, { small: 5, big: 2 }, { id: "lose-rack", atSeconds: 20 }, { rack: true, racks: 4 })).toEqual([
+      { atSeconds: 20, type: "fail-agents", class: "small", count: 2 },
+      { atSeconds: 20, type: "fail-agents", class: "big", count: 1 },
+    ]);
+    expect(failureEvents(s, { small: 1, big: 1 }, { id: "base" }, undefined)).toEqual([]);
+  });
+});
+
+describe("planning through the real simulator", () => {
+  it("corral sim plan searches one class, keeps the others, and writes the JSON and the table", async () => {
+    // Ten 1-cpu tasks arrive together; the big agent (8 cpus, not searched) and one small one (2) hold them all.
+    const file = join(dir, "tiny.json");
+    const targets = join(dir, "targets.json");
+    writeFileSync(file, JSON.stringify(tiny));
+    writeFileSync(targets, JSON.stringify({ targets: { maxWaitP99Seconds: 5, allPlaced: true }, search: { classes: { small: { min: 1, max: 2 } } } }));
+    const out: string[] = [];
+    const log = vi.spyOn(console, "log").mockImplementation((...a: unknown[]) => void out.push(a.join(" ")));
+    const err = vi.spyOn(console, "error").mockImplementation((...a: unknown[]) => void out.push(a.join(" ")));
+    const code = await simCommand(["plan", file, "--targets", targets, "--seeds", "2", "--json", join(dir, "plan.json"), "--table", join(dir, "plan.txt")]);
+    const bad = await simCommand(["plan", file, "--targets", targets, "--seeds", "0"]);
+    const badTargets = join(dir, "bad-targets.json");
+    writeFileSync(badTargets, JSON.stringify({ targets: { maxWaitP99Seconds: "soon" } }));
+    const invalid = await simCommand(["plan", file, "--targets", badTargets]);
+    const missing = await simCommand(["plan", file]);
+    log.mockRestore();
+    err.mockRestore();
+    expect(code).toBe(0);
+    expect([bad, invalid, missing]).toEqual([2, 2, 2]);
+    const plan = JSON.parse(readFileSync(join(dir, "plan.json"), "utf8"));
+    expect(plan.seeds).toEqual([1, 2]);
+    expect(plan.fixed).toEqual({ big: 1 });
+    expect(plan.recommendation.counts).toEqual({ small: 1, big: 1 });
+    expect(plan.recommendation.checks.every((c: { pass: boolean }) => c.pass)).toBe(true);
+    expect(readFileSync(join(dir, "plan.txt"), "utf8")).toContain("recommendation: big=1 small=1");
+    const text = out.join("\n");
+    expect(text).toContain("--seeds: must be an integer >= 1 and <= 100");
+    expect(text).toContain(`corral sim plan: ${badTargets}: invalid targets:\n  plan.targets.maxWaitP99Seconds: must be a finite number`);
+    expect(text).toContain("--targets: is required");
+  });
+
+  it("finds the smallest count, and one more agent to survive losing one", async () => {
+    // Ten 100 s tasks arrive together at 1 s on 2-cpu agents: the p99 wait (a task that never ran
+    // counts as endless) stays under 5 s only when all ten start at once, n = 5.
+    const only = { ...tiny, cluster: { agentClasses: { small: tiny.cluster.agentClasses.small! } } };
+    const plain = await planScenario(only, { targets: { maxWaitP99Seconds: 5, allPlaced: true }, seeds: 2, search: { classes: { small: { min: 3, max: 6 } } } });
+    expect(plain.recommendation?.counts).toEqual({ small: 5 });
+    expect(plain.evaluated.map((p) => p.counts.small)).toEqual([6, 4, 5]);
+    expect(plain.evaluated.find((p) => p.counts.small === 4)?.pass).toBe(false);
+    const wait = plain.recommendation!.checks.find((c) => c.target === "wait p99 (s)")!;
+    expect(wait.observed).toBeLessThan(5);
+    expect(wait.margin).toBeCloseTo(5 - wait.observed, 10);
+    // An agent lost for good at 5 s takes two tasks; once the master gives up on it (75 s without
+    // pings) they are queued again, and run before the end (100 s) only on a spare agent.
+    const survive = await planScenario(only, { targets: { allPlaced: true, maxWaitP99Seconds: 5, survive: { agents: 1, atSeconds: 5 } }, seeds: 1, search: { classes: { small: { min: 5, max: 6 } } } });
+    expect(survive.recommendation?.counts).toEqual({ small: 6 });
+    const five = survive.evaluated.find((p) => p.counts.small === 5)!;
+    expect(five.checks.filter((c) => !c.pass)).toEqual([expect.objectContaining({ variant: "lose 1 agent", target: "unplaced tasks", observed: 2, margin: -2 })]);
+    expect(survive.runs).toBe(4);
+  });
+});
