@@ -1015,6 +1015,9 @@ export function createAgent(options: AgentOptions): Agent {
       await containerizer.destroyAll().catch((err: unknown) => log.error({ err }, "cannot destroy the containers"));
       // Let the final (KILLED) updates reach the bus once; nobody will acknowledge them now.
       await Promise.allSettled([...tasks.values()].map((record) => record.done));
+    } else {
+      // The containers live on for the next agent; only the containerizer's own helpers stop.
+      await containerizer.close?.().catch((err: unknown) => log.warn({ err }, "cannot close the containerizer"));
     }
     if (opts.unregister) publishToMaster({ kind: "unregisterNotice", unregisterNotice: { reason: "agent stopped" } });
     for (const handle of retryTimers.values()) handle.cancel();

@@ -5,16 +5,18 @@
  * isolated tasks on the one agent: time until all are RUNNING and until all are torn down; and
  * the agent's memory. Needs root (cgroups); elsewhere it measures the degraded isolation it gets.
  *
- * Options: `--quick` (50 sequential tasks, 100 sleeping tasks).
+ * Options: `--quick` (50 sequential tasks, 100 sleeping tasks); `--sequential N` and `--sleeping N`
+ * set the two counts directly. `BENCH_AGENT_LOG=<file>` keeps the agent's log (level info) there.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, open, rm, type FileHandle } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pino } from "pino";
 import { createMaster } from "../master/shell.ts";
 import { startNats } from "../cli/nats-server.ts";
 import { connectNats } from "../sdk/nats-transport.ts";
+import type { Transport } from "../sdk/transport.ts";
 import { Resources } from "../sdk/resources.ts";
 import { createSchedulerDriver, type OfferView, type SchedulerDriver, type TaskStatus } from "../sdk/scheduler.ts";
 import { EventLog } from "../test/harness/events.ts";
@@ -26,22 +28,30 @@ const TERMINAL = new Set(["TASK_FINISHED", "TASK_FAILED", "TASK_KILLED", "TASK_E
 
 export async function runIsolationBench(args: string[]): Promise<BenchResult[]> {
   const quick = args.includes("--quick");
-  const sequentialCount = quick ? 50 : 200;
-  const sleepingCount = quick ? 100 : 1_000;
+  const sequentialCount = countOption(args, "--sequential") ?? (quick ? 50 : 200);
+  const sleepingCount = countOption(args, "--sleeping") ?? (quick ? 100 : 1_000);
+  const agentLogPath = process.env.BENCH_AGENT_LOG;
   const nats = await startNats();
   const workDir = await mkdtemp(join(tmpdir(), "corral-isobench-"));
   const quiet = pino({ level: "error" });
+  let stopping = false;
   const transport = await connectNats({ servers: nats.url, name: "isobench" });
   const master = createMaster({ cluster: CLUSTER, transport, http: false, log: quiet, config: { allocationIntervalMs: 20 } });
   await master.start();
   let agent: ChildProcess | undefined;
+  let agentLog: FileHandle | undefined;
   let driver: SchedulerDriver | undefined;
+  let frameworkTransport: Transport | undefined;
   try {
+    agentLog = agentLogPath === undefined ? undefined : await open(agentLogPath, "w");
     agent = spawn(
       process.execPath,
-      ["--import", TSX_LOADER, join(PROJECT_ROOT, "cli/corral.ts"), "agent", "--nats", nats.url, "--cluster", CLUSTER, "--work-dir", workDir, "--port", "0", "--log-level", "error", "--isolation", "auto", "--resources", "cpus:64;mem:65536;disk:100000;ports:[31000-32000]"],
-      { stdio: ["ignore", "ignore", "inherit"] },
+      ["--import", TSX_LOADER, join(PROJECT_ROOT, "cli/corral.ts"), "agent", "--nats", nats.url, "--cluster", CLUSTER, "--work-dir", workDir, "--port", "0", "--log-level", agentLog ? "info" : "error", "--isolation", "auto", "--resources", "cpus:64;mem:65536;disk:100000;ports:[31000-32000]"],
+      { stdio: ["ignore", agentLog ? agentLog.fd : "ignore", agentLog ? agentLog.fd : "inherit"] },
     );
+    agent.once("exit", (code, signal) => {
+      if (!stopping) console.error(`the agent exited during the benchmark (code ${code}, signal ${signal})`);
+    });
     const offers: OfferView[] = [];
     const offerArrived = new EventLog<OfferView>();
     const updates = new EventLog<TaskStatus>();
@@ -49,8 +59,9 @@ export async function runIsolationBench(args: string[]): Promise<BenchResult[]> 
     const latencies: number[] = [];
     let running = 0;
     let ended = 0;
+    frameworkTransport = await connectNats({ servers: nats.url, name: "isobench-fw" });
     driver = createSchedulerDriver({
-      transport: await connectNats({ servers: nats.url, name: "isobench-fw" }),
+      transport: frameworkTransport,
       cluster: CLUSTER,
       framework: { name: "isolation-bench" },
       maxPendingCallbacks: 100_000,
@@ -120,7 +131,10 @@ export async function runIsolationBench(args: string[]): Promise<BenchResult[]> 
       { case: bulkCase, metric: "agent RSS with all running", unit: "MiB", value: memory.rssMb, target: null, better: "lower" },
     ];
   } finally {
+    stopping = true;
     await driver?.stop({ teardown: true }).catch(() => undefined);
+    // Left open, its reconnect timer would keep the process alive once nats-server is gone.
+    await frameworkTransport?.close();
     if (agent && agent.exitCode === null) {
       const exited = new Promise((resolve) => agent!.once("exit", resolve));
       agent.kill("SIGTERM");
@@ -129,6 +143,16 @@ export async function runIsolationBench(args: string[]): Promise<BenchResult[]> 
     await master.stop();
     await transport.close();
     await nats.stop();
+    await agentLog?.close();
     await rm(workDir, { recursive: true, force: true });
   }
+}
+
+/** `--name N` as a positive integer, or undefined when absent. */
+function countOption(args: string[], name: string): number | undefined {
+  const index = args.indexOf(name);
+  if (index < 0) return undefined;
+  const value = Number(args[index + 1]);
+  if (!Number.isSafeInteger(value) || value <= 0) throw new Error(`${name}: must be a positive integer, got ${args[index + 1]}`);
+  return value;
 }

@@ -203,8 +203,12 @@ async function removeWithRetries(fs: CgroupFs, path: string, timeoutMs: number):
   }
 }
 
-/** Polls `isEmpty` until true, re-running `kill` each round (a fork may slip past one round). */
+/**
+ * Polls `isEmpty` until true, re-running `kill` each round (a fork may slip past one round). An
+ * empty cgroup (the usual case once a container's supervisor has ended) costs one read, no freeze.
+ */
 async function killUntilEmpty(kill: () => Promise<void>, isEmpty: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
+  if (await isEmpty()) return;
   const deadline = Date.now() + timeoutMs;
   for (let delayMs = 1; ; delayMs = Math.min(delayMs * 2, 50)) {
     await kill();

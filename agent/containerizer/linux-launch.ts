@@ -1,19 +1,25 @@
 /**
  * How the Linux containerizer turns a container spec into one process tree, as pure functions of the
- * spec and the chosen tools (so the argv can be unit-tested and reasoned about without running it).
+ * spec and the chosen tools (so the argv and scripts can be unit-tested and reasoned about without
+ * running them).
  *
  * The tree, outermost first:
  *
- * 1. **supervisor** (`/bin/sh`, root, its own session, *not* in the container's cgroups): runs 2 and
- *    writes its exit status to `<sandbox>/.corral/exit_status`. It outlives an agent restart (output
- *    goes to files, not pipes), so a later agent can re-attach and still learn how the container ended.
+ * 1. **supervisor** (`/bin/sh` running the script {@link supervisorScript} writes into
+ *    `<sandbox>/.corral/supervisor.sh`; root, its own session, *not* in the container's cgroups): sends
+ *    its output to the sandbox's `stdout`/`stderr` files, runs 2, writes its exit status to
+ *    `<sandbox>/.corral/exit_status` and tells the agent on descriptor 3. It outlives an agent restart,
+ *    so a later agent can re-attach and still learn how the container ended. The agent does not fork it
+ *    itself: the launch helper (`./launch-helper.ts`) does, so that starting a container never blocks
+ *    the agent's event loop.
  * 2. **enter** (`/bin/sh`): sets the rlimits, writes its own `$$` into every `cgroup.procs` file, then
  *    `exec`s 3. Entering itself before it execs closes the race a parent has when it moves a child after
  *    spawning it (measured: 16-27% of launches escaped that way, 0/200 with self-entry).
  * 3. **namespaces**: `bwrap` (pid, mount, uts, ipc and cgroup namespaces; a read-only view of `/`; a new
  *    /proc; a minimal /dev; size-capped tmpfs on /tmp, /dev/shm, /var/tmp; the sandbox bound read-write
- *    and its `.corral` bound read-only) or, without bubblewrap, `unshare` plus a small setup shell doing
- *    the same mounts.
+ *    and its `.corral` bound read-only), which writes the host pid of the namespace's pid 1 to
+ *    `.corral/bwrap-info.json`; or, without bubblewrap, `unshare` plus a small setup shell doing the same
+ *    mounts.
  * 4. **privilege drop**: `setpriv` to the task's user with no new privileges and empty bounding,
  *    inheritable and ambient capability sets; `--pdeathsig keep` because a uid change clears the
  *    parent-death signal that ties the container to step 3's process.
@@ -24,6 +30,7 @@
  *
  * @module
  */
+import { join } from "node:path";
 import type { ContainerSpec } from "./types.ts";
 import type { UserIdentity } from "./common.ts";
 
@@ -32,18 +39,20 @@ export interface LaunchTools {
   bwrap?: string | undefined;
   unshare?: string | undefined;
   setpriv?: string | undefined;
+  setsid?: string | undefined;
   tini?: string | undefined;
   mount?: string | undefined;
   mkdir?: string | undefined;
   hostname?: string | undefined;
   env?: string | undefined;
   prlimit?: string | undefined;
+  bash?: string | undefined;
 }
 
 /** Which namespace tool builds the container. */
 export type Launcher = "bwrap" | "unshare";
 
-/** Everything {@link buildLaunchArgs} needs besides the spec. */
+/** Everything {@link containerCommand} and {@link supervisorScript} need besides the spec. */
 export interface LaunchPlan {
   launcher: Launcher;
   tools: LaunchTools;
@@ -72,15 +81,51 @@ export interface LaunchPlan {
   workloadOnlyEnv: Record<string, string>;
 }
 
+/** Where bwrap reports the namespace's pid 1 (`{"child-pid": <host pid>, ...}`), in the metadata directory. */
+export const BWRAP_INFO_FILE = "bwrap-info.json";
+/** The supervisor's script, in the metadata directory. */
+export const SUPERVISOR_FILE = "supervisor.sh";
+/** The supervisor's record of the container's exit status, in the metadata directory. */
+export const EXIT_STATUS_FILE = "exit_status";
+
+/** Quotes one word for a POSIX shell: single quotes, each embedded quote closed, escaped and reopened. */
+export function shellQuote(word: string): string {
+  return `'${word.replace(/'/g, `'\\''`)}'`;
+}
+
+/** Names a POSIX shell can `export`; any other variable reaches the workload only (see {@link splitEnvironment}). */
+const SHELL_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
 /**
- * The supervisor: runs the rest, then records the exit status. `$?` of a child killed by signal n is
- * 128 + n, which is also what tini and bwrap report, so one number covers every case.
+ * The supervisor's script. Run as `/bin/sh <script> <n>` with descriptor 3 open on the launch helper's
+ * report pipe, where it writes `exit <n> <status>` once the container has ended and its status is on
+ * disk. `$?` of a child killed by signal n is 128 + n, which is also what tini and bwrap report, so one
+ * number covers every case. Exit status 125 marks a setup failure (as env(1) and container runtimes use
+ * it). The environment is `privileged` (see {@link splitEnvironment}), exported by the script itself:
+ * values never appear in a command line, which every user can read.
  */
-export const SUPERVISOR_SCRIPT = `meta=$1; shift
-"$@"
-status=$?
-printf '%s\\n' "$status" > "$meta/exit_status"
-exit "$status"`;
+export function supervisorScript(plan: LaunchPlan, spec: ContainerSpec, privileged: Record<string, string>): string {
+  const sandbox = spec.sandboxDir;
+  const exports = Object.entries(privileged).map(([name, value]) => {
+    if (!SHELL_NAME.test(name)) throw new Error(`variable ${JSON.stringify(name)} cannot be exported by a shell; splitEnvironment keeps it for the workload`);
+    return `export ${name}=${shellQuote(value)}`;
+  });
+  // bwrap writes the namespace's pid 1 to descriptor 4 (and keeps it out of the container).
+  const info = plan.launcher === "bwrap" ? ` 4>${shellQuote(join(plan.metaDir, BWRAP_INFO_FILE))}` : "";
+  return [
+    `# The supervisor of container ${spec.containerId.replace(/[^\x20-\x7e]/g, "?")}, written by the Corral agent.`,
+    "n=$1",
+    `exec </dev/null >>${shellQuote(join(sandbox, "stdout"))} 2>>${shellQuote(join(sandbox, "stderr"))} || exit 125`,
+    `cd ${shellQuote(sandbox)} || exit 125`,
+    ...exports,
+    `${containerCommand(plan, spec).map(shellQuote).join(" ")}${info} 3>&-`,
+    "status=$?",
+    `printf '%s\\n' "$status" > ${shellQuote(join(plan.metaDir, EXIT_STATUS_FILE))}`,
+    `printf 'exit %s %s\\n' "$n" "$status" >&3 2>/dev/null`,
+    'exit "$status"',
+    "",
+  ].join("\n");
+}
 
 /**
  * The enter step: rlimits first (they are inherited by everything after), then the cgroups, then exec.
@@ -147,13 +192,15 @@ const UNSAFE_FOR_PRIVILEGED =
 
 /**
  * Splits the task's environment into what the privileged steps may carry (everything else: secrets
- * stay out of command lines, which every user can read) and what only the workload gets.
+ * stay out of command lines, which every user can read) and what only the workload gets: the variables
+ * that steer programs, and names a shell cannot export (they are rare; being handed over by env(1),
+ * their values are visible in that step's command line).
  */
 export function splitEnvironment(env: Record<string, string>): { privileged: Record<string, string>; workloadOnly: Record<string, string> } {
   const privileged: Record<string, string> = {};
   const workloadOnly: Record<string, string> = {};
   for (const [name, value] of Object.entries(env)) {
-    if (UNSAFE_FOR_PRIVILEGED.test(name)) workloadOnly[name] = value;
+    if (UNSAFE_FOR_PRIVILEGED.test(name) || !SHELL_NAME.test(name)) workloadOnly[name] = value;
     else privileged[name] = value;
   }
   return { privileged, workloadOnly };
@@ -200,6 +247,8 @@ function bwrapArgs(plan: LaunchPlan, spec: ContainerSpec): string[] {
     ...userns,
     "--die-with-parent",
     "--as-pid-1",
+    "--info-fd",
+    "4",
     "--unshare-pid",
     "--unshare-uts",
     "--unshare-ipc",
@@ -260,10 +309,10 @@ function unshareArgs(plan: LaunchPlan, spec: ContainerSpec): string[] {
 }
 
 /**
- * The argv of `/bin/sh` (the supervisor) that runs the whole tree for `spec`. Steps 3-5 differ by
- * launcher and privilege; steps 1, 2 and 6 are always the same.
+ * The command the supervisor runs: the enter step and everything after it, as an argv. Steps 3-5
+ * differ by launcher and privilege; steps 2 and 6 are always the same.
  */
-export function buildLaunchArgs(plan: LaunchPlan, spec: ContainerSpec): string[] {
+export function containerCommand(plan: LaunchPlan, spec: ContainerSpec): string[] {
   const { tools } = plan;
   if (tools.setpriv === undefined) throw new Error("setpriv (util-linux) is required");
   const namespaces: string[] = [];
@@ -283,20 +332,5 @@ export function buildLaunchArgs(plan: LaunchPlan, spec: ContainerSpec): string[]
       namespaces.push(...dropPrivileges(tools.setpriv, undefined));
     }
   }
-  return [
-    "-c",
-    SUPERVISOR_SCRIPT,
-    "corral-supervisor",
-    plan.metaDir,
-    "/bin/sh",
-    "-c",
-    ENTER_SCRIPT,
-    "corral-enter",
-    ...plan.ulimits,
-    "--",
-    ...plan.enterPaths,
-    "--",
-    ...namespaces,
-    ...initAndWorkload(plan, spec),
-  ];
+  return ["/bin/sh", "-c", ENTER_SCRIPT, "corral-enter", ...plan.ulimits, "--", ...plan.enterPaths, "--", ...namespaces, ...initAndWorkload(plan, spec)];
 }

@@ -16,10 +16,10 @@
  *
  * @module
  */
-import { execFile, spawn } from "node:child_process";
+import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
 import { constants as fsConstants } from "node:fs";
-import { access, lstat, mkdir, open, readFile, readdir, readlink, rm, stat as fsStat, writeFile, type FileHandle } from "node:fs/promises";
+import { access, lstat, mkdir, readFile, readdir, readlink, rm, stat as fsStat, writeFile } from "node:fs/promises";
 import { hostname as osHostname } from "node:os";
 import { delimiter, dirname, isAbsolute, join } from "node:path";
 import type { BaseLogger } from "pino";
@@ -46,7 +46,18 @@ import {
   type UserIdentity,
   ContainerRecords,
 } from "./common.ts";
-import { buildLaunchArgs, containerHostname, splitEnvironment, type LaunchPlan, type LaunchTools, type Launcher } from "./linux-launch.ts";
+import { LaunchHelper } from "./launch-helper.ts";
+import {
+  BWRAP_INFO_FILE,
+  EXIT_STATUS_FILE,
+  SUPERVISOR_FILE,
+  containerHostname,
+  splitEnvironment,
+  supervisorScript,
+  type LaunchPlan,
+  type LaunchTools,
+  type Launcher,
+} from "./linux-launch.ts";
 import { PosixContainerizer } from "./posix.ts";
 import {
   ContainerizerError,
@@ -162,6 +173,8 @@ export interface LinuxContainerUsage extends ContainerUsage {
 const MIB = 1024 * 1024;
 /** For this long, destroying a container kills its namespace's init only (see `destroy`). */
 const DESTROY_INIT_ONLY_MS = 500;
+/** After the reported init was killed, this long passes before every process of the cgroup is killed. */
+const DESTROY_AFTER_REPORTED_INIT_MS = 10_000;
 /** After this long destroying, the supervisor's own process group is killed too (last resort). */
 const DESTROY_SUPERVISOR_AFTER_MS = 2000;
 /** How long a SIGTERM waits for the container's init to appear (it may still be setting up). */
@@ -169,6 +182,11 @@ const FIND_INIT_TIMEOUT_MS = 2000;
 const PROBE_TIMEOUT_MS = 5000;
 /** How often an adopted (recovered) container's supervisor is checked for liveness. */
 const RECOVERED_POLL_MS = 250;
+/**
+ * How often the supervisors this agent started are checked for liveness. Their exit report is what
+ * normally tells of their end; this catches one killed before it could report (the last-resort kill).
+ */
+const SUPERVISOR_SWEEP_MS = 2000;
 /** An empty orphan cgroup younger than this may be a launch in progress of another agent; it is kept. */
 const EMPTY_ORPHAN_MIN_AGE_MS = 60_000;
 
@@ -176,8 +194,14 @@ interface Live {
   spec: ContainerSpec;
   /** The cgroup name (relative), when cgroups are in use. */
   cgroup: string | undefined;
-  /** The supervisor's pid (our child). */
+  /** The supervisor's pid. */
   pid: number | undefined;
+  /** The launch helper's number for it; undefined for an adopted container. */
+  launch: number | undefined;
+  /** The status the supervisor reported before its pid was known. */
+  earlyExitStatus: number | undefined;
+  /** The host pid of the namespace's pid 1, once read from bwrap's report. */
+  initPid: number | undefined;
   startedAtMs: number;
   killRequested: boolean;
   exited: boolean;
@@ -254,6 +278,11 @@ export class LinuxContainerizer implements Containerizer {
   private readonly posix: PosixContainerizer | undefined;
 
   private readonly records: ContainerRecords<Live>;
+  /** Starts supervisors (see `./launch-helper.ts`); undefined in `"posix"` isolation. */
+  private readonly helper: LaunchHelper | undefined;
+  /** Containers by their launch-helper number, until their end is known. */
+  private readonly byLaunch = new Map<number, Live>();
+  private sweep: TimerHandle | undefined;
 
   /**
    * Probes the host (cgroup layout and writability, tools, namespaces) and returns a containerizer
@@ -308,6 +337,14 @@ export class LinuxContainerizer implements Containerizer {
             ...(this.log ? { log: this.log } : {}),
           })
         : undefined;
+    this.helper =
+      host.isolation === "posix"
+        ? undefined
+        : new LaunchHelper(
+            host.tools.bash !== undefined
+              ? { shell: host.tools.bash, shellArgs: ["--norc", "--noprofile"], onExit: (launch, status) => this.onReportedExit(launch, status), log: this.log }
+              : { setsid: host.tools.setsid, onExit: (launch, status) => this.onReportedExit(launch, status), log: this.log },
+          );
   }
 
   // ----------------------------------------------------------------------------------------------
@@ -356,6 +393,9 @@ export class LinuxContainerizer implements Containerizer {
       spec,
       cgroup: undefined,
       pid: undefined,
+      launch: undefined,
+      earlyExitStatus: undefined,
+      initPid: undefined,
       startedAtMs: this.clock.now(),
       killRequested: false,
       exited: false,
@@ -441,38 +481,29 @@ export class LinuxContainerizer implements Containerizer {
       workloadOnlyEnv: workloadOnly,
     };
 
-    let stdout: FileHandle | undefined;
-    let stderr: FileHandle | undefined;
     try {
-      const flags = fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_APPEND;
-      stdout = await open(join(spec.sandboxDir, "stdout"), flags, 0o644);
-      stderr = await open(join(spec.sandboxDir, "stderr"), flags, 0o644);
+      // The task's user owns its sandbox and output files; the supervisor appends to them.
+      await writeFile(join(spec.sandboxDir, "stdout"), "", { flag: "a", mode: 0o644 });
+      await writeFile(join(spec.sandboxDir, "stderr"), "", { flag: "a", mode: 0o644 });
       if (this.host.agentIsRoot) await chownSandbox(spec.sandboxDir, identity);
-      // Detached: its own session, so it outlives the agent and no terminal signal reaches it.
-      const child = spawn("/bin/sh", buildLaunchArgs(plan, spec), {
-        cwd: spec.sandboxDir,
-        env: privileged,
-        stdio: ["ignore", stdout.fd, stderr.fd],
-        detached: true,
-      });
-      child.once("exit", (code, signal) => void this.onSupervisorExit(live, code, signal));
-      await new Promise<void>((resolve, reject) => {
-        child.once("spawn", resolve);
-        child.once("error", reject);
-      });
-      // Before any further await: a quick task may end while the descriptors are being closed.
-      live.pid = child.pid;
-      child.on("error", (error) => this.log?.warn({ containerId: spec.containerId, err: error }, "supervisor process error"));
+      // Root-only: it holds the task's environment.
+      const script = join(metaDir, SUPERVISOR_FILE);
+      await writeFile(script, supervisorScript(plan, spec, privileged), { mode: 0o600 });
+      const started = this.helper!.launch(script);
+      live.launch = started.launch;
+      this.byLaunch.set(started.launch, live);
+      live.pid = await started.pid;
     } catch (error) {
+      if (live.launch !== undefined) this.byLaunch.delete(live.launch);
       if (error instanceof ContainerizerError) throw error;
       throw launchFailed(spec, `cannot start ${commandText(spec)} in sandbox ${spec.sandboxDir}: ${describe(error)}`, error);
-    } finally {
-      await stdout?.close().catch(() => undefined);
-      await stderr?.close().catch(() => undefined);
     }
+    this.armSweep();
     await this.writeMetadata(live, metaDir).catch((error: unknown) =>
       this.log?.warn({ containerId: spec.containerId, err: error }, "cannot write the container's metadata"),
     );
+    // The supervisor may have ended (and said so) before its pid was known.
+    if (live.earlyExitStatus !== undefined) void this.onSupervisorExit(live, live.earlyExitStatus, null);
   }
 
   private ulimits(spec: ContainerSpec): string[] {
@@ -509,8 +540,31 @@ export class LinuxContainerizer implements Containerizer {
   // end of a container
   // ----------------------------------------------------------------------------------------------
 
+  /** A supervisor's report (`exit <n> <status>`) through the launch helper. */
+  private onReportedExit(launch: number, status: number): void {
+    const live = this.byLaunch.get(launch);
+    if (live === undefined) return;
+    if (live.pid === undefined) live.earlyExitStatus = status;
+    else void this.onSupervisorExit(live, status, null);
+  }
+
+  /** While supervisors started here live, checks every {@link SUPERVISOR_SWEEP_MS} that they still exist. */
+  private armSweep(): void {
+    if (this.sweep !== undefined) return;
+    this.sweep = this.timers.set(SUPERVISOR_SWEEP_MS, () => {
+      this.sweep = undefined;
+      for (const live of [...this.byLaunch.values()]) {
+        if (live.pid === undefined || live.exited) continue;
+        // kill(pid, 0) answers ESRCH once the helper has reaped it: it ended without a word.
+        if (!processExists(live.pid)) void this.onSupervisorExit(live, null, null);
+      }
+      if (this.byLaunch.size > 0) this.armSweep();
+    });
+  }
+
   private async onSupervisorExit(live: Live, code: number | null, signal: NodeJS.Signals | null): Promise<void> {
-    if (!this.records.live.has(live.spec.containerId) || live.pid === undefined) return;
+    if (!this.records.live.has(live.spec.containerId) || live.pid === undefined || live.exited) return;
+    if (live.launch !== undefined) this.byLaunch.delete(live.launch);
     live.exited = true;
     live.markExited();
     // Decided now: a kill arriving while the container is torn down did not end the task.
@@ -546,7 +600,11 @@ export class LinuxContainerizer implements Containerizer {
       signal: ending.signal,
       killed,
       ...(limitation ? { reason: limitation.reason } : {}),
-      message: limitation ? limitation.message : exitMessage(ending.exitCode, ending.signal),
+      message: limitation
+        ? limitation.message
+        : ending.exitCode === null && ending.signal === null
+          ? "The container's supervisor ended without recording an exit status (it was killed)"
+          : exitMessage(ending.exitCode, ending.signal),
     };
     this.records.live.delete(id);
     this.records.remember(id, termination);
@@ -716,11 +774,19 @@ export class LinuxContainerizer implements Containerizer {
    */
   private destroy(live: Live): Promise<void> {
     live.destroying ??= (async () => {
+      // Where bwrap reported the namespace's pid 1, one signal does it. The kernel then tears the
+      // namespaces down, which takes seconds when a thousand go at once; escalating early would only
+      // flood the agent with cgroup work, so the next rounds wait for that first.
+      const reported = await this.reportedInit(live);
+      if (reported !== undefined && !live.exited) {
+        sendSignal(reported, "SIGKILL");
+        await Promise.race([live.onExited, this.delay(DESTROY_AFTER_REPORTED_INIT_MS)]);
+      }
       const started = Date.now();
       let initKilled = false;
       for (let delayMs = 5; !live.exited; delayMs = Math.min(delayMs * 2, 100)) {
         const elapsedMs = Date.now() - started;
-        const initOnly = elapsedMs < DESTROY_INIT_ONLY_MS;
+        const initOnly = reported === undefined && elapsedMs < DESTROY_INIT_ONLY_MS;
         const init = initOnly ? await this.findInit(live, false) : undefined;
         if (init !== undefined) {
           sendSignal(init, "SIGKILL");
@@ -740,6 +806,19 @@ export class LinuxContainerizer implements Containerizer {
       }
     })();
     return live.destroying;
+  }
+
+
+  /**
+   * The namespace's pid 1 as bwrap reported it (read once; nothing to search in /proc). Only while the
+   * supervisor has not reported the end: until then the init's pid cannot have been handed to another process.
+   */
+  private async reportedInit(live: Live): Promise<number | undefined> {
+    if (live.initPid !== undefined || this.launcher.tool !== "bwrap") return live.initPid;
+    const text = await readFile(join(live.spec.sandboxDir, ".corral", BWRAP_INFO_FILE), "utf8").catch(() => "");
+    const pid = /"child-pid"\s*:\s*(\d+)/.exec(text)?.[1];
+    if (pid !== undefined) live.initPid = Number(pid);
+    return live.exited ? undefined : live.initPid;
   }
 
   /** SIGKILLs every descendant of the supervisor (not itself: it must live to record the exit status). */
@@ -801,6 +880,17 @@ export class LinuxContainerizer implements Containerizer {
 
     for (const live of all) this.startKill(live, 0);
     await Promise.all(all.map((live) => live.done));
+    await this.close();
+  }
+
+  /**
+   * Stops this containerizer's own helper process without touching any container (they keep running
+   * for a later agent to re-attach). Launches are refused afterwards.
+   */
+  async close(): Promise<void> {
+    this.sweep?.cancel();
+    this.sweep = undefined;
+    await this.helper?.close();
   }
 
   // ----------------------------------------------------------------------------------------------
@@ -1026,7 +1116,7 @@ async function prepareSandbox(spec: ContainerSpec): Promise<string> {
       const stat = await lstat(metaDir);
       if (!stat.isDirectory() || stat.uid !== (process.getuid?.() ?? stat.uid)) throw new Error(`${metaDir} exists and is not the agent's directory`);
     });
-    await rm(join(metaDir, "exit_status"), { force: true });
+    await rm(join(metaDir, EXIT_STATUS_FILE), { force: true });
   } catch (error) {
     throw launchFailed(spec, `cannot prepare ${metaDir}: ${describe(error)}`, error);
   }
@@ -1035,7 +1125,7 @@ async function prepareSandbox(spec: ContainerSpec): Promise<string> {
 
 /** The supervisor's record of the exit status; undefined when it never wrote one (killed, or still running). */
 async function readExitStatus(metaDir: string): Promise<number | undefined> {
-  const text = (await readFile(join(metaDir, "exit_status"), "utf8").catch(() => "")).trim();
+  const text = (await readFile(join(metaDir, EXIT_STATUS_FILE), "utf8").catch(() => "")).trim();
   return /^\d+$/.test(text) ? Number(text) : undefined;
 }
 
@@ -1120,6 +1210,16 @@ async function existingDirs(dirs: string[]): Promise<string[]> {
   return found;
 }
 
+/** Whether a process with this pid exists (a zombie counts until it is reaped). */
+function processExists(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code !== "ESRCH";
+  }
+}
+
 /** Whether a process (from its /proc status) has a SIGTERM handler, as the shell init's trap installs. */
 export function handlesSigterm(status: string): boolean {
   const term = 1n << 14n; // SIGTERM is 15; bit n-1 of the mask
@@ -1202,6 +1302,8 @@ const TOOL_NAMES: Record<keyof LaunchTools, string[]> = {
   bwrap: ["bwrap"],
   unshare: ["unshare"],
   setpriv: ["setpriv"],
+  setsid: ["setsid"],
+  bash: ["bash"],
   tini: ["tini", "tini-static"],
   mount: ["mount"],
   mkdir: ["mkdir"],
@@ -1293,6 +1395,7 @@ async function probeHost(options: LinuxContainerizerOptions): Promise<HostEnviro
   if (wanted === "auto") {
     if (!agentIsRoot) reasons.push("the agent is not root");
     else if (tools.setpriv === undefined) reasons.push("setpriv (util-linux) is not installed");
+    else if (tools.setsid === undefined && tools.bash === undefined) reasons.push("neither bash nor setsid (util-linux) is installed");
     else {
       const launcher = await workingLauncher(tools, "root", true, undefined);
       if (launcher === undefined) reasons.push("neither bwrap nor unshare can create namespaces");
@@ -1308,7 +1411,7 @@ async function probeHost(options: LinuxContainerizerOptions): Promise<HostEnviro
   }
   if (wanted !== "posix") {
     const probeUser = agentIsRoot ? await lookupUser(options.defaultUser ?? "nobody").catch(() => undefined) : undefined;
-    const launcher = await workingLauncher(tools, "userns", agentIsRoot, probeUser);
+    const launcher = tools.setsid === undefined && tools.bash === undefined ? undefined : await workingLauncher(tools, "userns", agentIsRoot, probeUser);
     if (launcher !== undefined) return { ...base, isolation: "userns", degradedBecause: reasons.join("; "), cgroups: undefined, launcher };
     reasons.push("user namespaces are not available");
   }

@@ -216,4 +216,11 @@ export interface Containerizer {
    * is left, and further launches are refused with `CORRAL_ERR_CONTAINERIZER_CLOSED`.
    */
   destroyAll(): Promise<void>;
+
+  /**
+   * Releases what the containerizer itself holds (helper processes) and leaves every container
+   * running, for a later agent to re-attach; used when the agent stops without killing its tasks.
+   * Launches are refused afterwards. Optional: containerizers that hold nothing need not have it.
+   */
+  close?(): Promise<void>;
 }

@@ -186,6 +186,20 @@ describe(`LinuxContainerizer with real isolation${isRoot ? "" : ` (skipped: ${NE
     expect(env.CORRAL_TEST_AGENT_SECRET).toBeUndefined();
   });
 
+  it.skipIf(!isRoot)("hands over environment values exactly (quotes, dollars, newlines) and notices a supervisor killed without a word", async () => {
+    const weird = "it's \"$HOME\" `id`\nsecond line\\";
+    const s = spec('printf %s "$WEIRD"', { env: { WEIRD: weird } });
+    expect((await run(containerizer, s)).stdout).toBe(weird);
+
+    // The supervisor reports the end itself; killed, it cannot, and the liveness sweep notices.
+    const sleeper = spec("exec sleep 300");
+    const handle = await containerizer.launch(sleeper);
+    process.kill(handle.pid!, "SIGKILL");
+    const termination = await containerizer.wait(sleeper.containerId);
+    expect(termination).toMatchObject({ exitCode: null, signal: null, killed: false, message: expect.stringContaining("without recording an exit status") });
+    for (const dir of await cgroupDirs(sleeper.containerId)) expect(await exists(dir)).toBe(false);
+  });
+
   it.skipIf(!isRoot)("reports exit statuses, runs argv commands, records the status in the sandbox for re-attachment", async () => {
     const failing = spec("echo out; echo err >&2; exit 3");
     const { termination, stdout, stderr } = await run(containerizer, failing);

@@ -2,7 +2,7 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { decodeShellStatus } from "../../agent/containerizer/common.ts";
 import { containerCgroupName, handlesSigterm } from "../../agent/containerizer/linux.ts";
-import { buildLaunchArgs, containerHostname, splitEnvironment, workloadArgv, type LaunchPlan } from "../../agent/containerizer/linux-launch.ts";
+import { containerCommand, containerHostname, splitEnvironment, workloadArgv, type LaunchPlan } from "../../agent/containerizer/linux-launch.ts";
 import type { ContainerSpec } from "../../agent/containerizer/types.ts";
 
 const TOOLS = {
@@ -51,7 +51,7 @@ function order(args: string[], programs: string[]): number[] {
 
 describe("launch argv (pure)", () => {
   it("root + bwrap: enter cgroups, then namespaces, then drop to the user, then tini, then the workload", () => {
-    const args = buildLaunchArgs(plan(), SPEC);
+    const args = containerCommand(plan(), SPEC);
     const positions = order(args, ["corral-enter", "/sys/fs/cgroup/memory/corral/c1/cgroup.procs", "/usr/bin/bwrap", "/usr/bin/setpriv", "/usr/bin/tini", "echo hi"]);
     expect(positions.every((p) => p >= 0)).toBe(true);
     expect([...positions].sort((a, b) => a - b)).toEqual(positions);
@@ -70,7 +70,7 @@ describe("launch argv (pure)", () => {
   });
 
   it("userns as root: drop to the user first, then an unprivileged bwrap maps it", () => {
-    const args = buildLaunchArgs(plan({ privilege: "userns" }), SPEC);
+    const args = containerCommand(plan({ privilege: "userns" }), SPEC);
     expect(args.indexOf("/usr/bin/setpriv")).toBeLessThan(args.indexOf("/usr/bin/bwrap"));
     const bwrap = args.slice(args.indexOf("/usr/bin/bwrap")).join(" ");
     expect(bwrap).toContain("--unshare-user --uid 65534 --gid 65534 --disable-userns");
@@ -78,12 +78,12 @@ describe("launch argv (pure)", () => {
   });
 
   it("unshare path: the setup shell mounts, then setpriv; with userns the caps kept for setup are dropped", () => {
-    const root = buildLaunchArgs(plan({ launcher: "unshare" }), SPEC);
+    const root = containerCommand(plan({ launcher: "unshare" }), SPEC);
     expect(root).not.toContain("/usr/bin/bwrap");
     expect(root.slice(root.indexOf("/usr/bin/unshare"), root.indexOf("corral-setup")).join(" ")).toContain("--pid --fork --kill-child --mount --uts --ipc");
     const afterSetup = root.slice(root.indexOf("corral-setup"));
     expect(afterSetup.slice(1, 7)).toEqual(["/usr/bin/mount", "/usr/bin/mkdir", "/usr/bin/hostname", SPEC.sandboxDir, "web-1", "1024"]);
-    const userns = buildLaunchArgs(plan({ launcher: "unshare", privilege: "userns" }), SPEC);
+    const userns = containerCommand(plan({ launcher: "unshare", privilege: "userns" }), SPEC);
     const setprivs = userns.flatMap((arg, index) => (arg === "/usr/bin/setpriv" ? [index] : []));
     expect(setprivs).toHaveLength(2);
     expect(setprivs[0]).toBeLessThan(userns.indexOf("/usr/bin/unshare"));
@@ -93,7 +93,7 @@ describe("launch argv (pure)", () => {
 
   it("without tini, a shell init is pid 1; argv commands keep their arguments", () => {
     const spec: ContainerSpec = { ...SPEC, command: { shell: false, value: "python3", arguments: ["python3", "-m", "http.server"] } };
-    const args = buildLaunchArgs(plan({ tools: { ...TOOLS, tini: undefined } }), spec);
+    const args = containerCommand(plan({ tools: { ...TOOLS, tini: undefined } }), spec);
     expect(args).not.toContain("/usr/bin/tini");
     expect(args.slice(args.indexOf("corral-init"))).toEqual(["corral-init", "python3", "-m", "http.server"]);
     expect(workloadArgv({ ...SPEC, command: { shell: false, value: "true" } })).toEqual(["true"]);
@@ -105,7 +105,7 @@ describe("launch argv (pure)", () => {
     );
     expect(privileged).toEqual({ SECRET: "s3cret", LANG: "C.UTF-8", PATH: "/opt/bin" });
     expect(Object.keys(workloadOnly).sort()).toEqual(["BASH_ENV", "BASH_FUNC_ulimit%%", "LD_PRELOAD"]);
-    const args = buildLaunchArgs(plan({ workloadOnlyEnv: workloadOnly }), SPEC);
+    const args = containerCommand(plan({ workloadOnlyEnv: workloadOnly }), SPEC);
     const env = args.indexOf("/usr/bin/env");
     expect(env).toBeGreaterThan(args.indexOf("/usr/bin/setpriv"));
     expect(args.slice(env, env + 3)).toEqual(["/usr/bin/env", "--", "LD_PRELOAD=/sandbox/evil.so"]);
