@@ -76,9 +76,7 @@ export async function resolveUser(user: string | undefined): Promise<UserIdentit
 
 /** The task's user must be able to write its sandbox and output files; the agent (root) created them. */
 export async function chownSandbox(sandboxDir: string, identity: UserIdentity): Promise<void> {
-  for (const path of [sandboxDir, join(sandboxDir, "stdout"), join(sandboxDir, "stderr")]) {
-    await chown(path, identity.uid, identity.gid);
-  }
+  await Promise.all([sandboxDir, join(sandboxDir, "stdout"), join(sandboxDir, "stderr")].map((path) => chown(path, identity.uid, identity.gid)));
 }
 
 /** Rejects a spec that cannot be launched, naming every problem; throws `CORRAL_ERR_CONTAINER_LAUNCH_FAILED`. */

@@ -283,6 +283,8 @@ export class LinuxContainerizer implements Containerizer {
   /** Containers by their launch-helper number, until their end is known. */
   private readonly byLaunch = new Map<number, Live>();
   private sweep: TimerHandle | undefined;
+  /** Which of /tmp, /dev/shm and /var/tmp exist (they get private tmpfs); looked up once. */
+  private tmpfsDirs: Promise<string[]> | undefined;
 
   /**
    * Probes the host (cgroup layout and writability, tools, namespaces) and returns a containerizer
@@ -440,30 +442,22 @@ export class LinuxContainerizer implements Containerizer {
 
   /** Prepares the sandbox and cgroups and starts the supervisor; resolves once it exists, with `live.pid` set. */
   private async startContainer(spec: ContainerSpec, live: Live): Promise<void> {
-    const identity = await this.taskIdentity(spec).catch((error: unknown) => {
-      throw launchFailed(spec, describe(error), error);
-    });
     const env = taskEnvironment(spec, this.hostname, this.baseEnv);
-    if (!spec.command.shell) await checkProgram(spec, env.PATH ?? DEFAULT_PATH);
-    const metaDir = await prepareSandbox(spec);
-
     const cgroups = this.host.cgroups;
-    if (cgroups) {
-      const name = containerCgroupName(this.cgroupsRoot, spec.containerId);
-      live.cgroup = name;
-      try {
-        await cgroups.create(name);
-        await cgroups.setLimits(name, {
-          memoryBytes: Math.max(1, Math.round(spec.resources.memMb * MIB)),
-          cpus: spec.resources.cpus,
-          cpuQuota: this.cpuQuota,
-          cfsPeriodUs: this.cfsPeriodUs,
-          pidsMax: this.pidsMax,
-        });
-      } catch (error) {
-        throw launchFailed(spec, `cannot set up cgroup ${name}: ${describe(error)}`, error);
-      }
-    }
+    if (cgroups) live.cgroup = containerCgroupName(this.cgroupsRoot, spec.containerId);
+    // The steps before the supervisor do not depend on each other: run together, they do not queue
+    // one behind the other in the thread pool. All settle before a failure is thrown, so the caller's
+    // clean-up never races a cgroup still being created.
+    this.tmpfsDirs ??= existingDirs(["/tmp", "/dev/shm", "/var/tmp"]);
+    const [identity, metaDir, tmpfsDirs] = await settleAll([
+      this.taskIdentity(spec).catch((error: unknown) => {
+        throw launchFailed(spec, describe(error), error);
+      }),
+      prepareSandbox(spec),
+      this.tmpfsDirs,
+      spec.command.shell ? undefined : checkProgram(spec, env.PATH ?? DEFAULT_PATH),
+      cgroups && live.cgroup !== undefined ? this.setUpCgroup(cgroups, live.cgroup, spec) : undefined,
+    ] as const);
 
     const { privileged, workloadOnly } = splitEnvironment(env);
     const plan: LaunchPlan = {
@@ -474,7 +468,7 @@ export class LinuxContainerizer implements Containerizer {
       identity,
       hostname: containerHostname(spec.taskId),
       tmpfsBytes: Math.max(1, Math.round((this.tmpfsSizeMb ?? spec.resources.memMb) * MIB)),
-      tmpfsDirs: await existingDirs(["/tmp", "/dev/shm", "/var/tmp"]),
+      tmpfsDirs,
       ulimits: this.ulimits(spec),
       enterPaths: cgroups && live.cgroup !== undefined ? cgroups.enterPaths(live.cgroup) : [],
       metaDir,
@@ -482,13 +476,16 @@ export class LinuxContainerizer implements Containerizer {
     };
 
     try {
-      // The task's user owns its sandbox and output files; the supervisor appends to them.
-      await writeFile(join(spec.sandboxDir, "stdout"), "", { flag: "a", mode: 0o644 });
-      await writeFile(join(spec.sandboxDir, "stderr"), "", { flag: "a", mode: 0o644 });
-      if (this.host.agentIsRoot) await chownSandbox(spec.sandboxDir, identity);
-      // Root-only: it holds the task's environment.
+      // The task's user owns its sandbox and output files; the supervisor appends to them. The
+      // script is root-only: it holds the task's environment.
       const script = join(metaDir, SUPERVISOR_FILE);
-      await writeFile(script, supervisorScript(plan, spec, privileged), { mode: 0o600 });
+      await Promise.all([
+        Promise.all([
+          writeFile(join(spec.sandboxDir, "stdout"), "", { flag: "a", mode: 0o644 }),
+          writeFile(join(spec.sandboxDir, "stderr"), "", { flag: "a", mode: 0o644 }),
+        ]).then(() => (this.host.agentIsRoot ? chownSandbox(spec.sandboxDir, identity) : undefined)),
+        writeFile(script, supervisorScript(plan, spec, privileged), { mode: 0o600 }),
+      ]);
       const started = this.helper!.launch(script);
       live.launch = started.launch;
       this.byLaunch.set(started.launch, live);
@@ -504,6 +501,21 @@ export class LinuxContainerizer implements Containerizer {
     );
     // The supervisor may have ended (and said so) before its pid was known.
     if (live.earlyExitStatus !== undefined) void this.onSupervisorExit(live, live.earlyExitStatus, null);
+  }
+
+  private async setUpCgroup(cgroups: Cgroups, name: string, spec: ContainerSpec): Promise<void> {
+    try {
+      await cgroups.create(name);
+      await cgroups.setLimits(name, {
+        memoryBytes: Math.max(1, Math.round(spec.resources.memMb * MIB)),
+        cpus: spec.resources.cpus,
+        cpuQuota: this.cpuQuota,
+        cfsPeriodUs: this.cfsPeriodUs,
+        pidsMax: this.pidsMax,
+      });
+    } catch (error) {
+      throw launchFailed(spec, `cannot set up cgroup ${name}: ${describe(error)}`, error);
+    }
   }
 
   private ulimits(spec: ContainerSpec): string[] {
@@ -1200,6 +1212,14 @@ async function checkProgram(spec: ContainerSpec, path: string): Promise<void> {
   // A relative program may be fetched into the sandbox by the task itself; only fail what cannot appear.
   if (program.includes("/") && !isAbsolute(program)) return;
   throw launchFailed(spec, `cannot start ${commandText(spec)}: program not found (searched ${program.includes("/") ? program : `PATH=${path}`})`);
+}
+
+/** Like Promise.all, but rejects (with the first failure) only once every promise has settled. */
+async function settleAll<T extends readonly unknown[]>(promises: T): Promise<{ -readonly [K in keyof T]: Awaited<T[K]> }> {
+  const results = await Promise.allSettled(promises);
+  const failed = results.find((result) => result.status === "rejected");
+  if (failed) throw failed.reason;
+  return results.map((result) => (result as PromiseFulfilledResult<unknown>).value) as { -readonly [K in keyof T]: Awaited<T[K]> };
 }
 
 async function existingDirs(dirs: string[]): Promise<string[]> {
