@@ -28,7 +28,7 @@ import { SeededRng, type Rng } from "../sdk/rng.ts";
 import { DEFAULT_REQUEST_TIMEOUT_MS, isTransportError, type Subscription, type Transport } from "../sdk/transport.ts";
 import { DropCounter, encodeEnvelope, handleSafely, safeDecode, type EnvelopeOf } from "../sdk/wire/codec.ts";
 import { resourcesToWire } from "../sdk/wire/resources.ts";
-import { agentCmdSubject, assertToken, isValidToken, masterAgentSubject, tokenProblem } from "../sdk/wire/subjects.ts";
+import { agentCmdSubject, assertToken, isValidToken, masterAgentSubject, masterLeaderSubject, tokenProblem } from "../sdk/wire/subjects.ts";
 import type {
   AgentInfo,
   AgentRegistration,
@@ -276,6 +276,7 @@ export function createAgent(options: AgentOptions): Agent {
   let masterId: string | undefined;
   let highestEpoch = 0;
   let cmdSub: Subscription | undefined;
+  let leaderSub: Subscription | undefined;
   let subscribedId: string | undefined;
   let pingTimer: TimerHandle | undefined;
   let pingTimeout = 0;
@@ -710,6 +711,20 @@ export function createAgent(options: AgentOptions): Agent {
     }
   }
 
+  /**
+   * A newly elected master announces itself on the leader subject. A newer epoch is a new leader,
+   * which knows this agent only once it re-registers (with its id and tasks): do so at once.
+   */
+  function onLeaderAnnouncement(envelope: EnvelopeOf<"masterInfo">): void {
+    if (stopped || envelope.epoch <= highestEpoch) return;
+    if (!registered) {
+      ensureRegistering(); // already at it: retry now rather than at the end of the backoff
+      return;
+    }
+    log.info({ agentId, epoch: envelope.epoch, masterId: envelope.masterInfo.id }, "a new master leads; re-registering");
+    lostMaster();
+  }
+
   // ----------------------------------------------------------------------------------------------
   // Registration and master liveness
   // ----------------------------------------------------------------------------------------------
@@ -842,6 +857,7 @@ export function createAgent(options: AgentOptions): Agent {
       cmdSub = transport.subscribe(agentCmdSubject(cluster, id), handleSafely<"masterToAgent">(log, drops, onCommand));
       subscribedId = id;
     }
+    leaderSub ??= transport.subscribe(masterLeaderSubject(cluster), handleSafely<"masterInfo">(log, drops, onLeaderAnnouncement, { expect: ["masterInfo"] }));
     await transport.flush();
     if (stopped) return;
     registered = true;
@@ -1002,6 +1018,8 @@ export function createAgent(options: AgentOptions): Agent {
   function unsubscribeCommands(): void {
     cmdSub?.unsubscribe();
     cmdSub = undefined;
+    leaderSub?.unsubscribe();
+    leaderSub = undefined;
     subscribedId = undefined;
   }
 

@@ -72,6 +72,19 @@ export interface MasterConfig {
   agentReregisterTimeoutMs?: number;
   /** Torn-down framework ids remembered (and refused); the oldest are forgotten first. @default 100000 */
   maxTornDownFrameworks?: number;
+  /**
+   * After a restart or failover, offers wait until every agent from the registry has re-registered
+   * (so nothing a re-registering agent still runs can be offered), or this long at most.
+   * @default 10000
+   */
+  recoveryOfferHoldMs?: number;
+  /** Agents that left (unregistered) remembered, and kept in the registry, for reconciliation answers. @default 10000 */
+  maxGoneAgents?: number;
+  /**
+   * How long unreachable and gone agents are remembered (in memory and in the registry) before
+   * they are forgotten. @default 1209600000 (14 days, Mesos's registry_max_agent_age)
+   */
+  removedAgentRetentionMs?: number;
 }
 
 /** One input to the core. */
@@ -90,11 +103,17 @@ export type MasterEffect =
   | { type: "unpersist"; kind: RegistryRecord["kind"]; id: string }
   | { type: "log"; level: "info" | "warn"; msg: string; fields: Record<string, unknown> };
 
-/** What the master keeps durably: what cannot be rebuilt from agents re-registering. */
+/**
+ * What the master keeps durably: what cannot be rebuilt from agents re-registering. Unreachable
+ * and gone agents are kept for a bounded time (count and age), so that a new leader still knows
+ * which tasks were reported lost and answers reconciliation as the old one would have.
+ */
 export type RegistryRecord =
   | { kind: "agent"; id: string; info: AgentInfo }
   | { kind: "framework"; id: string; info: FrameworkInfo }
-  | { kind: "torn-down"; id: string };
+  | { kind: "torn-down"; id: string }
+  | { kind: "unreachable-agent"; id: string; info: AgentInfo; sinceMs: number }
+  | { kind: "gone-agent"; id: string; info: AgentInfo; sinceMs: number };
 
 /** Stable error codes in call responses. */
 export type MasterErrorCode =
@@ -174,6 +193,9 @@ export interface MasterStateView {
   masterId: string;
   agents: Array<Record<string, unknown>>;
   unreachableAgents: Array<{ id: string; hostname: string; sinceMs: number }>;
+  goneAgents: Array<{ id: string; hostname: string; sinceMs: number }>;
+  /** After a restart or failover: agents of the registry not re-registered yet, whether offers wait for them, how long they did. */
+  recovery: { agentsPending: number; offersHeld: boolean; lastOfferHoldMs?: number };
   frameworks: Array<Record<string, unknown>>;
   completedFrameworks: Array<{ id: string; name: string }>;
   roles: Array<{ role: string; weight: number; share: number; quota?: { guarantees: Record<string, number>; limits: Record<string, number> } }>;
@@ -221,9 +243,18 @@ export class MasterCore {
   private readonly maxOutstandingOffers: number;
   private readonly maxTasksPerAgent: number;
   private readonly agentReregisterTimeoutMs: number;
+  private readonly recoveryOfferHoldMs: number;
+  private readonly removedAgentRetentionMs: number;
 
   private readonly agents = new Map<string, AgentRecord>();
   private readonly unreachableAgents: LRUCache<string, { info: AgentInfo; sinceMs: number }>;
+  private readonly goneAgents: LRUCache<string, { info: AgentInfo; sinceMs: number }>;
+  /** Offers wait until this time while agents of the registry have not re-registered (0: no hold). */
+  private offerHoldUntilMs = 0;
+  private recoveredAtMs = 0;
+  /** How long offers were held after the last recovery (undefined: not yet over, or none). */
+  private lastOfferHoldMs: number | undefined;
+  private nextPruneMs = 0;
   /** Agents known from the registry after a restart that have not re-registered yet. */
   private readonly recoveredAgents = new Map<string, { info: AgentInfo; sinceMs: number }>();
   private readonly frameworks = new Map<string, FrameworkRecord>();
@@ -258,7 +289,21 @@ export class MasterCore {
     this.maxCompletedTasksPerFramework = config.maxCompletedTasksPerFramework ?? 1000;
     this.maxOutstandingOffers = config.maxOutstandingOffers ?? 100_000;
     this.maxTasksPerAgent = config.maxTasksPerAgent ?? 10_000;
-    this.unreachableAgents = new LRUCache({ max: config.maxUnreachableAgents ?? 10_000 });
+    // Forgetting an unreachable or gone agent also forgets its registry record, so both stay bounded.
+    this.unreachableAgents = new LRUCache({
+      max: config.maxUnreachableAgents ?? 10_000,
+      dispose: (_value, id, reason) => {
+        if (reason === "evict") this.out.push({ type: "unpersist", kind: "unreachable-agent", id });
+      },
+    });
+    this.goneAgents = new LRUCache({
+      max: config.maxGoneAgents ?? 10_000,
+      dispose: (_value, id, reason) => {
+        if (reason === "evict") this.out.push({ type: "unpersist", kind: "gone-agent", id });
+      },
+    });
+    this.recoveryOfferHoldMs = config.recoveryOfferHoldMs ?? 10_000;
+    this.removedAgentRetentionMs = config.removedAgentRetentionMs ?? 14 * 24 * 3_600_000;
     this.completedFrameworks = new LRUCache({ max: config.maxCompletedFrameworks ?? 100 });
     this.recentCalls = new LRUCache({ max: config.recentCallCacheSize ?? 10_000 });
     this.registrations = new LRUCache({ max: 10_000 });
@@ -300,29 +345,83 @@ export class MasterCore {
 
   /** The earliest time at which a tick has something to do (the shell arms its timer for it). */
   nextTickMs(): number {
-    return Math.min(this.nextAllocationMs, this.now + Math.min(this.pingIntervalMs, this.heartbeatIntervalMs, 1000));
+    const hold = this.holdingOffers() ? this.offerHoldUntilMs : Infinity;
+    return Math.min(this.nextAllocationMs, hold, this.now + Math.min(this.pingIntervalMs, this.heartbeatIntervalMs, 1000));
   }
 
   /**
-   * Restores what the registry kept (after a master restart or failover): frameworks wait to
-   * re-subscribe within their failover timeout, agents to re-register; torn-down ids stay refused.
+   * Restores what the registry kept (after a master restart or failover) and returns the effects
+   * that announce the new master: frameworks wait to re-subscribe within their failover timeout
+   * (the whole timeout, counted from now) and are sent a heartbeat event, which tells a driver
+   * that has seen an older epoch to re-subscribe; agents are asked to re-register, and offers
+   * wait for them (at most `recoveryOfferHoldMs`); torn-down ids stay refused; unreachable and
+   * gone agents are remembered as such.
    */
-  recover(records: RegistryRecord[], nowMs: number): void {
+  recover(records: RegistryRecord[], nowMs: number): MasterEffect[] {
     this.now = nowMs;
+    this.out = [];
+    this.recoveredAtMs = nowMs;
+    this.nextPruneMs = nowMs;
+    const removed = new Set<string>();
     for (const record of records) {
       if (record.kind === "torn-down") this.tornDown.set(record.id, true);
+      if (record.kind === "unreachable-agent" || record.kind === "gone-agent") removed.add(record.id);
       this.advanceCounters(record.id);
     }
     for (const record of records) {
-      if (record.kind === "agent") this.recoveredAgents.set(record.id, { info: record.info, sinceMs: nowMs });
-      if (record.kind === "framework" && !this.tornDown.has(record.id)) {
-        const framework = this.newFrameworkRecord(record.info, "");
-        framework.connected = false;
-        framework.disconnectedAtMs = nowMs;
-        this.frameworks.set(record.id, framework);
-        this.allocator.addFramework(record.id, { roles: this.rolesOf(record.info), active: false });
+      switch (record.kind) {
+        case "agent":
+          // Both records exist only when a crash came between two writes: the removal is the later fact.
+          if (!removed.has(record.id)) this.recoveredAgents.set(record.id, { info: record.info, sinceMs: nowMs });
+          break;
+        case "unreachable-agent":
+          this.unreachableAgents.set(record.id, { info: record.info, sinceMs: record.sinceMs });
+          break;
+        case "gone-agent":
+          this.goneAgents.set(record.id, { info: record.info, sinceMs: record.sinceMs });
+          break;
+        case "framework":
+          if (!this.tornDown.has(record.id)) {
+            const framework = this.newFrameworkRecord(record.info, "");
+            framework.connected = false;
+            framework.disconnectedAtMs = nowMs;
+            this.frameworks.set(record.id, framework);
+            this.allocator.addFramework(record.id, { roles: this.rolesOf(record.info), active: false });
+          }
+          break;
+        case "torn-down":
+          break;
       }
     }
+    if (this.recoveredAgents.size > 0) this.offerHoldUntilMs = nowMs + this.recoveryOfferHoldMs;
+    for (const agentId of this.recoveredAgents.keys()) this.toAgent(agentId, { kind: "reregisterRequest", reregisterRequest: {} });
+    for (const frameworkId of this.frameworks.keys()) this.toFramework(frameworkId, { kind: "heartbeat", heartbeat: {} });
+    this.log("info", "registry recovered", {
+      agents: this.recoveredAgents.size,
+      frameworks: this.frameworks.size,
+      unreachableAgents: this.unreachableAgents.size,
+      goneAgents: this.goneAgents.size,
+      offersHeldMs: this.holdingOffers() ? this.recoveryOfferHoldMs : 0,
+    });
+    const effects = this.out;
+    this.out = [];
+    return effects;
+  }
+
+  /** True while offers wait for agents of the registry to re-register. */
+  private holdingOffers(): boolean {
+    return this.offerHoldUntilMs > 0;
+  }
+
+  /** Ends the hold once every recovered agent is back, or its time is up. */
+  private checkOfferHold(): void {
+    if (!this.holdingOffers()) return;
+    if (this.recoveredAgents.size > 0 && this.now < this.offerHoldUntilMs) return;
+    this.offerHoldUntilMs = 0;
+    this.lastOfferHoldMs = this.now - this.recoveredAtMs;
+    if (this.recoveredAgents.size === 0) this.log("info", "every agent re-registered; offers resume", { waitedMs: this.now - this.recoveredAtMs });
+    else this.log("warn", "offers resume before every agent re-registered", { waitedMs: this.now - this.recoveredAtMs, agentsPending: this.recoveredAgents.size });
+    this.wantAllocation("all");
   }
 
   /** Keeps generated ids from colliding with ids this master (same id) handed out before a restart. */
@@ -607,6 +706,9 @@ export class MasterCore {
     } else if (agentId && this.unreachableAgents.has(agentId)) {
       state = partitionAware ? "TASK_UNREACHABLE" : "TASK_LOST";
       message = "Reconciliation: agent is unreachable";
+    } else if (agentId && this.goneAgents.has(agentId)) {
+      state = partitionAware ? "TASK_GONE" : "TASK_LOST";
+      message = "Reconciliation: agent is gone";
     } else {
       state = partitionAware ? "TASK_UNKNOWN" : "TASK_LOST";
       message = "Reconciliation: task is unknown";
@@ -693,12 +795,17 @@ export class MasterCore {
     }
     const agentId = info!.id;
     const wasUnreachable = this.unreachableAgents.has(agentId);
+    const wasGone = this.goneAgents.has(agentId);
+    // An agent of the registry coming back as it was stored needs no write (1,000 of them after a failover).
+    const stored = this.recoveredAgents.get(agentId);
+    const unchanged = stored !== undefined && JSON.stringify(stored.info) === JSON.stringify(info);
     const known = this.agents.get(agentId);
     if (known) {
       // Restarted agent or lost master: start from what it reports now.
       this.dropAgentForReregistration(agentId, known, reported);
     }
     this.unreachableAgents.delete(agentId);
+    this.goneAgents.delete(agentId);
     this.recoveredAgents.delete(agentId);
     for (const frameworkInfo of frameworks) this.ensureFrameworkFromAgent(frameworkInfo);
     const tasks: TaskRecord[] = [];
@@ -707,11 +814,15 @@ export class MasterCore {
       const task = this.adoptReportedTask(agentId, record.frameworkId, record.task, record.status, wasUnreachable);
       if (task) tasks.push(task);
     }
-    const refused = this.admitAgent(agentId, info!, parsed, tasks);
+    const refused = this.admitAgent(agentId, info!, parsed, tasks, !unchanged);
     if (refused) {
       this.refuseAgent("re-registration", agentId, refused);
       return;
     }
+    // After the agent record: a crash between the two writes leaves the agent admitted.
+    if (wasUnreachable) this.out.push({ type: "unpersist", kind: "unreachable-agent", id: agentId });
+    if (wasGone) this.out.push({ type: "unpersist", kind: "gone-agent", id: agentId });
+    this.checkOfferHold();
     this.out.push({ type: "reply", payload: { payload: "masterToAgent", masterToAgent: { kind: "reregistered", reregistered: this.registration(agentId) } } });
   }
 
@@ -781,7 +892,7 @@ export class MasterCore {
   }
 
   /** Admits an agent with its running tasks; answers the reason when the allocator refuses it. */
-  private admitAgent(agentId: string, info: AgentInfo, total: Resources, tasks: TaskRecord[]): string | undefined {
+  private admitAgent(agentId: string, info: AgentInfo, total: Resources, tasks: TaskRecord[], persist = true): string | undefined {
     const usedByFramework = new Map<string, { frameworkId: string; role: string; resources: Resources }>();
     for (const task of tasks) {
       const key = `${task.frameworkId}\u0000${task.role}`;
@@ -806,7 +917,7 @@ export class MasterCore {
       offers: new Set(),
       registeredAtMs: this.now,
     });
-    this.out.push({ type: "persist", record: { kind: "agent", id: agentId, info } });
+    if (persist) this.out.push({ type: "persist", record: { kind: "agent", id: agentId, info } });
     this.log("info", "agent admitted", { agentId, hostname: info.hostname, resources: total.toString(), tasks: tasks.length });
     return undefined;
   }
@@ -880,6 +991,8 @@ export class MasterCore {
   // ---- time -----------------------------------------------------------------------------------
 
   private onTick(): void {
+    this.checkOfferHold();
+    this.pruneRemovedAgents();
     this.checkAgents();
     this.checkFrameworks();
     this.checkOffers();
@@ -894,6 +1007,7 @@ export class MasterCore {
       if (this.now - recovered.sinceMs < this.agentReregisterTimeoutMs) continue;
       this.recoveredAgents.delete(agentId);
       this.unreachableAgents.set(agentId, { info: recovered.info, sinceMs: this.now });
+      this.out.push({ type: "persist", record: { kind: "unreachable-agent", id: agentId, info: recovered.info, sinceMs: this.now } });
       this.out.push({ type: "unpersist", kind: "agent", id: agentId });
       this.log("warn", "agent did not re-register after the master restarted", { agentId });
     }
@@ -946,6 +1060,25 @@ export class MasterCore {
     this.log("warn", "agent unreachable (missed pings)", { agentId, hostname: agent.info.hostname });
     this.removeAgent(agentId, "REASON_AGENT_REMOVED", "agent is unreachable", true);
     this.unreachableAgents.set(agentId, { info: agent.info, sinceMs: this.now });
+    // The marker first: a crash between the two writes must not forget that the agent was lost.
+    this.out.push({ type: "persist", record: { kind: "unreachable-agent", id: agentId, info: agent.info, sinceMs: this.now } });
+    this.out.push({ type: "unpersist", kind: "agent", id: agentId });
+  }
+
+  /** Forgets unreachable and gone agents older than `removedAgentRetentionMs` (checked once a minute). */
+  private pruneRemovedAgents(): void {
+    if (this.now < this.nextPruneMs) return;
+    this.nextPruneMs = this.now + 60_000;
+    for (const [cache, kind] of [
+      [this.unreachableAgents, "unreachable-agent"],
+      [this.goneAgents, "gone-agent"],
+    ] as const) {
+      for (const [agentId, entry] of [...cache.entries()]) {
+        if (this.now - entry.sinceMs < this.removedAgentRetentionMs) continue;
+        cache.delete(agentId);
+        this.out.push({ type: "unpersist", kind, id: agentId });
+      }
+    }
   }
 
   /** Takes an agent out: offers rescinded, tasks UNREACHABLE/LOST (or GONE when it left). */
@@ -976,7 +1109,11 @@ export class MasterCore {
     for (const [frameworkId, framework] of this.frameworks) {
       if (framework.connected) this.toFramework(frameworkId, { kind: "failure", failure: { agentId } });
     }
-    if (!unreachable) this.out.push({ type: "unpersist", kind: "agent", id: agentId });
+    if (!unreachable) {
+      this.goneAgents.set(agentId, { info: agent.info, sinceMs: this.now });
+      this.out.push({ type: "persist", record: { kind: "gone-agent", id: agentId, info: agent.info, sinceMs: this.now } });
+      this.out.push({ type: "unpersist", kind: "agent", id: agentId });
+    }
   }
 
   // ---- offers ---------------------------------------------------------------------------------
@@ -995,6 +1132,8 @@ export class MasterCore {
     const wanted = this.allocationWanted;
     if (wanted === null) return;
     this.allocationWanted = null;
+    // Re-registering agents report what they run; until they have, nothing is offered (the hold's end wants a full run).
+    if (this.holdingOffers()) return;
     if (this.offers.size >= this.maxOutstandingOffers) {
       this.log("warn", "allocation paused: too many outstanding offers", { offers: this.offers.size, maxOutstandingOffers: this.maxOutstandingOffers });
       return;
@@ -1143,6 +1282,8 @@ export class MasterCore {
       masterId: this.masterId,
       agents,
       unreachableAgents: [...this.unreachableAgents.entries()].map(([id, u]) => ({ id, hostname: u.info.hostname, sinceMs: u.sinceMs })),
+      goneAgents: [...this.goneAgents.entries()].map(([id, g]) => ({ id, hostname: g.info.hostname, sinceMs: g.sinceMs })),
+      recovery: this.recoveryStatus(),
       frameworks,
       completedFrameworks: [...this.completedFrameworks.entries()].map(([id, info]) => ({ id, name: info.name })),
       roles,
@@ -1189,9 +1330,17 @@ export class MasterCore {
     return { total: total.scalarSummary(), used: allocated.subtract(offered).scalarSummary(), offered: offered.scalarSummary() };
   }
 
+  /**
+   * After a restart or failover: agents of the registry not re-registered yet, whether offers
+   * wait for them, and how long they waited after the last recovery (once over).
+   */
+  recoveryStatus(): { agentsPending: number; offersHeld: boolean; lastOfferHoldMs?: number } {
+    return { agentsPending: this.recoveredAgents.size, offersHeld: this.holdingOffers(), ...(this.lastOfferHoldMs !== undefined ? { lastOfferHoldMs: this.lastOfferHoldMs } : {}) };
+  }
+
   /** Numbers of agents, frameworks and outstanding offers. */
-  sizes(): { agents: number; unreachableAgents: number; frameworks: number; offers: number } {
-    return { agents: this.agents.size, unreachableAgents: this.unreachableAgents.size, frameworks: this.frameworks.size, offers: this.offers.size };
+  sizes(): { agents: number; unreachableAgents: number; goneAgents: number; frameworks: number; offers: number } {
+    return { agents: this.agents.size, unreachableAgents: this.unreachableAgents.size, goneAgents: this.goneAgents.size, frameworks: this.frameworks.size, offers: this.offers.size };
   }
 
   /** Sets role weights (operator API); all or nothing. */

@@ -2,6 +2,11 @@
  * The master's HTTP API (fastify): health, `/state`, Prometheus `/metrics`, and the operator
  * endpoints for role weights and quotas.
  *
+ * Every master of an HA set serves it. A standby answers `/health`, `/state` (its empty state) and
+ * `/metrics` itself, with a pointer to the leader (`leaderInfo`: id, URL, term), and answers the
+ * operator endpoints with `307 Temporary Redirect` to the same path on the leader, as a Mesos
+ * standby does; with no leader known yet it answers `503` (`CORRAL_ERR_NO_LEADER`).
+ *
  * Operator input crosses a trust boundary, so it is checked twice: shapes by fastify's JSON-schema
  * validation, meaning (role names, one role per entry, guarantee <= limit) here, and finally by the
  * allocator, whose setters apply all or nothing. A rejected body changes nothing and is answered
@@ -16,12 +21,20 @@ import { roleNameError } from "../sdk/roles.ts";
 import { AllocatorError } from "./allocator/index.ts";
 import type { MasterCore } from "./core.ts";
 
+/** The leader as a master knows it: its id, HTTP base URL and term. */
+export interface LeaderPointer {
+  id: string;
+  url: string;
+  term?: number;
+}
+
 /** What the HTTP layer needs from the shell. */
 export interface MasterHttpDeps {
-  core: MasterCore;
+  /** The core whose state is served (the current term's; a standby's is empty). */
+  core(): MasterCore;
   log: PinoLogger;
-  /** Facts about this master for `/health` and `/state`. */
-  info(): { masterId: string; cluster: string; epoch: number; leader: boolean; startedAtMs: number };
+  /** Facts about this master for `/health` and `/state`; `leaderInfo` is undefined while no leader is known. */
+  info(): { masterId: string; cluster: string; epoch: number; leader: boolean; startedAtMs: number; leaderInfo: LeaderPointer | undefined };
   /** The `/metrics` body. */
   metrics(): string;
   /** Called after an operator change was applied (the shell runs an allocation then). */
@@ -181,9 +194,12 @@ function quotaView(core: MasterCore): Array<Required<QuotaEntry>> {
   return [...core.allocator.getQuotas()].map(([role, q]) => ({ role, guarantees: q.guarantees, limits: q.limits })).sort((a, b) => a.role.localeCompare(b.role));
 }
 
+/** Operator endpoints a standby redirects to the leader (by method and path, without the query). */
+const LEADER_ONLY = new Set(["GET /weights", "PUT /weights", "GET /quota", "PUT /quota"]);
+
 /** Builds (does not start) the master's fastify server. */
 export function createMasterHttp(deps: MasterHttpDeps): FastifyInstance {
-  const { core } = deps;
+  const core = () => deps.core();
   const app = Fastify({
     loggerInstance: deps.log as FastifyBaseLogger,
     // Scrapes and polls every few seconds would drown the log; failures are still logged.
@@ -214,41 +230,58 @@ export function createMasterHttp(deps: MasterHttpDeps): FastifyInstance {
     return reply.status(500).send({ message: "internal error" });
   });
 
-  app.get("/health", async () => ({ status: "ok", masterId: deps.info().masterId }));
+  // Before the body is read: a standby does not validate what the leader will.
+  app.addHook("onRequest", async (request, reply) => {
+    const path = request.url.split("?")[0];
+    if (!LEADER_ONLY.has(`${request.method} ${path}`)) return;
+    const { leader, leaderInfo } = deps.info();
+    if (leader) return;
+    if (!leaderInfo?.url) {
+      return reply.status(503).header("retry-after", "1").send({ message: "this master is a standby and no leading master is known yet; retry shortly", code: "CORRAL_ERR_NO_LEADER" });
+    }
+    return reply.redirect(`${leaderInfo.url.replace(/\/+$/, "")}${request.url}`, 307);
+  });
+
+  // Cheap enough to poll: says whether this master leads, whom to ask otherwise, and whether a
+  // new leader still waits for the registry's agents before it offers.
+  app.get("/health", async () => {
+    const { masterId, leader, epoch, leaderInfo } = deps.info();
+    return { status: "ok", masterId, leader, epoch, leaderInfo: leaderInfo ?? null, recovery: core().recoveryStatus() };
+  });
 
   app.get("/state", async () => {
-    const { cluster, epoch, leader, startedAtMs } = deps.info();
-    return { ...core.state(), cluster, epoch, leader, startedAtMs };
+    const { cluster, epoch, leader, startedAtMs, leaderInfo } = deps.info();
+    return { ...core().state(), cluster, epoch, leader, leaderInfo: leaderInfo ?? null, startedAtMs };
   });
 
   app.get("/metrics", async (_request, reply) => {
     return reply.type("text/plain; version=0.0.4; charset=utf-8").send(deps.metrics());
   });
 
-  app.get("/weights", async () => weightsView(core));
+  app.get("/weights", async () => weightsView(core()));
 
   app.put<{ Body: WeightEntry[] }>("/weights", { schema: { body: WEIGHTS_BODY } }, async (request) => {
     const entries = request.body;
     const problems = roleProblems(entries, false);
     if (problems.length > 0) throw new RequestValidationError(collect(problems));
-    applyOrReject(() => core.setWeights(entries.map(({ role, weight }) => ({ role, weight }))));
+    applyOrReject(() => core().setWeights(entries.map(({ role, weight }) => ({ role, weight }))));
     deps.log.info({ weights: entries }, "role weights updated");
     deps.afterChange();
-    return weightsView(core);
+    return weightsView(core());
   });
 
-  app.get("/quota", async () => quotaView(core));
+  app.get("/quota", async () => quotaView(core()));
 
   app.put<{ Body: QuotaEntry[] }>("/quota", { schema: { body: QUOTA_BODY } }, async (request) => {
     const entries = request.body;
     const problems = quotaProblems(entries);
     if (problems.length > 0) throw new RequestValidationError(collect(problems));
     applyOrReject(() =>
-      core.setQuotas(entries.map((e) => ({ role: e.role, ...(e.guarantees ? { guarantees: e.guarantees } : {}), ...(e.limits ? { limits: e.limits } : {}) }))),
+      core().setQuotas(entries.map((e) => ({ role: e.role, ...(e.guarantees ? { guarantees: e.guarantees } : {}), ...(e.limits ? { limits: e.limits } : {}) }))),
     );
     deps.log.info({ quotas: entries }, "role quotas updated");
     deps.afterChange();
-    return quotaView(core);
+    return quotaView(core());
   });
 
   return app;

@@ -23,6 +23,8 @@ export interface ShellCounters {
   storePendingKeys: number;
   /** Offers events split because they did not fit in one message. */
   offerEventsSplit: number;
+  /** Bus inputs dropped because `maxQueuedInputs` were already waiting. */
+  inputsShed: number;
 }
 
 /** Escapes a label value per the exposition format. */
@@ -65,7 +67,7 @@ function byResource(values: Record<string, number>): Array<[Record<string, strin
 }
 
 /** Renders every master metric. */
-export function renderMasterMetrics(core: MasterCore, drops: DropCounter, shell: ShellCounters, info: { epoch: number }): string {
+export function renderMasterMetrics(core: MasterCore, drops: DropCounter, shell: ShellCounters, info: { epoch: number; leader: boolean; terms: number }): string {
   const out = new Exposition();
   const totals = core.resourceTotals();
   const sizes = core.sizes();
@@ -86,7 +88,12 @@ export function renderMasterMetrics(core: MasterCore, drops: DropCounter, shell:
   out.family("corral_master_agents", "gauge", "Agents by status.", [
     [{ status: "active" }, sizes.agents],
     [{ status: "unreachable" }, sizes.unreachableAgents],
+    [{ status: "gone" }, sizes.goneAgents],
   ]);
+  const recovery = core.recoveryStatus();
+  out.family("corral_master_recovery_agents_pending", "gauge", "Agents of the registry that have not re-registered since this master recovered it.", [[undefined, recovery.agentsPending]]);
+  out.family("corral_master_recovery_offers_held", "gauge", "1 while offers wait for the registry's agents to re-register (after a restart or failover).", [[undefined, recovery.offersHeld ? 1 : 0]]);
+  out.family("corral_master_recovery_offer_hold_seconds", "gauge", "How long offers waited for the registry's agents after the last recovery (0 until it is over).", [[undefined, (recovery.lastOfferHoldMs ?? 0) / 1000]]);
   out.family("corral_master_frameworks", "gauge", "Registered (not torn-down) frameworks.", [[undefined, sizes.frameworks]]);
   out.family("corral_master_outstanding_offers", "gauge", "Offers made and not yet answered or rescinded.", [[undefined, sizes.offers]]);
   out.family("corral_master_offers_total", "counter", "Offer events since start.", [
@@ -102,7 +109,9 @@ export function renderMasterMetrics(core: MasterCore, drops: DropCounter, shell:
     [undefined, counters.allocationRuns, "_count"],
   ]);
   out.family("corral_master_invalid_calls_total", "counter", "Framework calls and launches refused as invalid since start.", [[undefined, counters.invalidCalls]]);
-  out.family("corral_master_epoch", "gauge", "The leader epoch this master serves.", [[undefined, info.epoch]]);
+  out.family("corral_master_epoch", "gauge", "The leader epoch this master serves (or served last).", [[undefined, info.epoch]]);
+  out.family("corral_master_elected", "gauge", "1 while this master leads (holds the lease and serves the bus), else 0.", [[undefined, info.leader ? 1 : 0]]);
+  out.family("corral_master_terms_total", "counter", "Terms this master has won since start.", [[undefined, info.terms]]);
   out.family(
     "corral_master_effect_errors_total",
     "counter",
@@ -115,6 +124,7 @@ export function renderMasterMetrics(core: MasterCore, drops: DropCounter, shell:
   out.family("corral_master_registry_writes_total", "counter", "Registry writes applied to the store.", [[undefined, shell.storeWrites]]);
   out.family("corral_master_registry_write_failures_total", "counter", "Failed registry write attempts (each is retried).", [[undefined, shell.storeWriteFailures]]);
   out.family("corral_master_registry_pending_keys", "gauge", "Registry keys with a write not yet applied.", [[undefined, shell.storePendingKeys]]);
+  out.family("corral_master_inputs_shed_total", "counter", "Bus inputs dropped because too many were waiting to be handled (the senders retry).", [[undefined, shell.inputsShed]]);
   out.family("corral_master_offer_events_split_total", "counter", "Offers events split into several messages to fit the bus's message size.", [[undefined, shell.offerEventsSplit]]);
   out.raw(drops.toPrometheus());
   return out.toString();

@@ -9,18 +9,30 @@
  * logged and counted, the rest still go out), and registry writes run in the background, ordered
  * per key and retried, so a store failure never blocks the bus or leaves the core half-applied.
  *
+ * With `election`, several masters share a cluster: they campaign for a lease in the registry
+ * bucket (`sdk/leader-lease.ts`). Only the leader subscribes to the bus subjects, so agents and
+ * frameworks reach it without knowing which master it is; its term (the lease revision) is the
+ * epoch on everything it sends. On winning, a master loads the registry into a fresh core, asks the
+ * registry's agents to re-register and its frameworks (by a heartbeat event carrying the new epoch)
+ * to re-subscribe, and holds offers until the agents are back. On losing the lease (or failing to
+ * renew it in time) it unsubscribes at once, drops its pending registry writes and serves HTTP as a
+ * standby: `/state` and `/health` point to the leader, operator writes are redirected to it.
+ *
  * @module
  */
 
 import { randomUUID } from "node:crypto";
+import { hostname as osHostname } from "node:os";
 import { pino, type Logger as PinoLogger } from "pino";
 import type { FastifyInstance } from "fastify";
 import { systemClock, systemTimers, type Clock, type TimerHandle, type Timers } from "../sdk/clock.ts";
+import type { NatsConnection } from "@nats-io/transport-node";
 import type { NatsTransport } from "../sdk/nats-transport.ts";
+import { LeaseElection, type LeaderInfo, type LeaseStore, type LeaseTimings } from "../sdk/leader-lease.ts";
 import { SeededRng, type Rng } from "../sdk/rng.ts";
 import type { IncomingMessage, Subscription, Transport } from "../sdk/transport.ts";
 import { DropCounter, encodeEnvelope, handleSafely, type EnvelopePayload } from "../sdk/wire/codec.ts";
-import { SubjectTokenError, agentCmdSubject, assertToken, frameworkEventsSubject, masterAgentSubject, masterSchedulerSubject } from "../sdk/wire/subjects.ts";
+import { SubjectTokenError, agentCmdSubject, assertToken, frameworkEventsSubject, masterAgentSubject, masterLeaderSubject, masterSchedulerSubject } from "../sdk/wire/subjects.ts";
 import type { SchedulerEvent } from "../sdk/wire/types.ts";
 import { createMasterCore, type MasterConfig, type MasterCore, type MasterEffect, type MasterInput, type RegistryRecord } from "./core.ts";
 import { createMasterHttp } from "./http.ts";
@@ -67,10 +79,27 @@ export interface MasterOptions {
   /** Longest time between two ticks, whatever the core's next deadline. @default 250 */
   tickIntervalMs?: number;
   /**
-   * Leader epoch stamped on every message this master sends. A seam for leader election (a later
-   * issue), which will own and raise it. @default 1
+   * Leader epoch stamped on every message this master sends when it leads alone (no
+   * {@link election}); with an election the epoch is the term won, and this must not be given.
+   * @default 1
    */
   epoch?: number;
+  /**
+   * Run as one of several masters of the cluster: campaign for the leader lease and serve the bus
+   * only while holding it (see {@link MasterElectionOptions}). `true` takes every default.
+   * @default false (this master leads alone, from start to stop)
+   */
+  election?: MasterElectionOptions | boolean;
+  /**
+   * Longest run of bus inputs handled before the master yields to the event loop, so that its
+   * timers (lease renewals above all) keep their time under a flood such as a thousand agents
+   * re-registering after a failover; inputs arriving meanwhile wait, in order. 0 handles every
+   * input as it arrives.
+   * @default 20 with the system timers; 0 with injected timers (so the simulator stays deterministic)
+   */
+  inputSliceMs?: number;
+  /** Bus inputs waiting their turn beyond which new ones are dropped and counted (senders retry). @default 100000 */
+  maxQueuedInputs?: number;
   /** How long stop() waits for queued registry writes before giving up on them. @default 5000 */
   storeDrainTimeoutMs?: number;
   /**
@@ -80,24 +109,67 @@ export interface MasterOptions {
   maxMessageBytes?: number;
 }
 
+/** Options of a master's leader election ({@link MasterOptions.election}). */
+export interface MasterElectionOptions {
+  /**
+   * The lease's clock; see `sdk/leader-lease.ts` for the arithmetic.
+   * @default { leaseMs: 1500, renewIntervalMs: 250, stepDownMarginMs: 250, pollIntervalMs: 100 }
+   */
+  timings?: Partial<LeaseTimings>;
+  /**
+   * Where the lease lives. A busy leader's renewals must not queue behind bus traffic on one
+   * connection (a thousand agents re-registering after a failover take a second to handle), so
+   * production gives the lease a NATS connection of its own: {@link openMasterLeaseStore}, as
+   * `corral master --ha` does. @default the key `leader` of the registry bucket, on the
+   * transport's connection (needs the default JetStream store)
+   */
+  store?: LeaseStore;
+  /** The URL standbys point clients to (written in the lease record). @default {@link Master.httpUrl} */
+  advertisedUrl?: string;
+}
+
+/** Options of {@link Master.stop}. */
+export interface MasterStopOptions {
+  /**
+   * Drain registry writes and release the lease, so a standby takes over at once. `false` stops
+   * as a crash would (no drain, the lease left to lapse): for tests of failover.
+   * @default true
+   */
+  handover?: boolean;
+}
+
 /** A master built by {@link createMaster}. */
 export interface Master {
-  /** Loads the registry, recovers the core, subscribes to the bus, serves HTTP, starts ticking. */
+  /**
+   * Serves HTTP and, leading alone, loads the registry, recovers the core, subscribes to the bus
+   * and starts ticking. With an election it campaigns; it resolves after the first attempt (and,
+   * when that won, once the master serves).
+   */
   start(): Promise<void>;
-  /** Unsubscribes, stops ticking, closes HTTP, flushes registry writes (bounded) and closes an owned store. Idempotent. */
-  stop(): Promise<void>;
+  /** Unsubscribes, stops ticking, closes HTTP, flushes registry writes (bounded), releases the lease and closes an owned store. Idempotent. */
+  stop(options?: MasterStopOptions): Promise<void>;
   /** Base URL of the HTTP API, e.g. `http://127.0.0.1:40123`. Throws before start() or without HTTP. */
   httpUrl(): string;
+  /** The core of the current term (a standby's is empty; a new term gets a new core). */
   readonly core: MasterCore;
   readonly masterId: string;
   readonly cluster: string;
-  /** The leader epoch this master serves. */
+  /** The leader epoch this master serves (leading), or served last. */
   epoch(): number;
+  /** Whether this master leads (and holds its lease) now. */
+  isLeader(): boolean;
+  /** The leader as this master knows it (itself when leading); undefined while none is known. */
+  leader(): LeaderInfo | undefined;
+  /** Terms this master has won since start. */
+  terms(): number;
   /** Dropped bus messages by subject kind and reason. */
   readonly drops: DropCounter;
   /** The Prometheus exposition served at `/metrics`. */
   metrics(): string;
 }
+
+/** The version masters announce on the leader subject. */
+export const MASTER_VERSION = "0.1.0";
 
 /** Defaults of {@link MasterOptions}. */
 export const MASTER_DEFAULTS = {
@@ -108,11 +180,18 @@ export const MASTER_DEFAULTS = {
   epoch: 1,
   storeDrainTimeoutMs: 5_000,
   maxMessageBytes: 1_048_576,
+  inputSliceMs: 20,
+  maxQueuedInputs: 100_000,
 } as const;
 
 /** The default registry bucket of a cluster. */
 export function registryBucketName(cluster: string): string {
   return `corral_${cluster}_registry`;
+}
+
+/** The masters' leader lease of `cluster` (the key `leader` of its registry bucket) on `connection`. */
+export async function openMasterLeaseStore(connection: NatsConnection, cluster: string): Promise<LeaseStore> {
+  return (await JetStreamRegistryStore.open(connection, { bucket: registryBucketName(cluster) })).leaseStore();
 }
 
 /** Creates a master; nothing happens until {@link Master.start}. */
@@ -131,7 +210,6 @@ function hasConnection(transport: Transport): transport is NatsTransport {
 type Lifecycle = "new" | "starting" | "running" | "stopping" | "stopped";
 
 class MasterShell implements Master {
-  readonly core: MasterCore;
   readonly masterId: string;
   readonly cluster: string;
   readonly drops = new DropCounter();
@@ -139,9 +217,11 @@ class MasterShell implements Master {
   private readonly transport: Transport;
   private readonly clock: Clock;
   private readonly timers: Timers;
+  private readonly rng: Rng;
   private readonly log: PinoLogger;
   private readonly tickIntervalMs: number;
-  private readonly currentEpoch: number;
+  private readonly electionOptions: MasterElectionOptions | undefined;
+  private currentEpoch: number;
   private readonly counters: ShellCounters = {
     effectErrors: {},
     tickErrors: 0,
@@ -149,8 +229,25 @@ class MasterShell implements Master {
     storeWrites: 0,
     storePendingKeys: 0,
     offerEventsSplit: 0,
+    inputsShed: 0,
   };
 
+  private currentCore: MasterCore;
+  private readonly inputSliceMs: number;
+  private readonly maxQueuedInputs: number;
+  /** Bus messages waiting for the next slice (not even decoded yet), in arrival order. */
+  private inbox: Array<{ handle: (msg: IncomingMessage) => void; msg: IncomingMessage }> = [];
+  /** Index of the next inbox entry to handle (a head index keeps taking one O(1)). */
+  private inboxHead = 0;
+  private sliceStartedAt: number | undefined;
+  private pumpTimer: TimerHandle | undefined;
+  /** The constructor's core has not served a term yet (it may hold settings made before start). */
+  private coreUnused = true;
+  private leading = false;
+  private termsWon = 0;
+  private election: LeaseElection | undefined;
+  /** Elections and step-downs are carried out one at a time, in order. */
+  private transitions: Promise<void> = Promise.resolve();
   private lifecycle: Lifecycle = "new";
   private starting: Promise<void> | undefined;
   private stopping: Promise<void> | undefined;
@@ -171,20 +268,53 @@ class MasterShell implements Master {
     this.transport = options.transport;
     this.clock = options.clock ?? systemClock;
     this.timers = options.timers ?? systemTimers;
-    const rng = options.rng ?? new SeededRng(randomUUID());
-    this.masterId = options.masterId ?? options.config?.masterId ?? `m-${hex8(rng)}`;
+    this.rng = options.rng ?? new SeededRng(randomUUID());
+    this.masterId = options.masterId ?? options.config?.masterId ?? `m-${hex8(this.rng)}`;
     assertToken(this.masterId, "masterId");
     this.tickIntervalMs = options.tickIntervalMs ?? MASTER_DEFAULTS.tickIntervalMs;
     if (!(this.tickIntervalMs > 0)) throw new RangeError(`tickIntervalMs: must be > 0, got ${this.tickIntervalMs}`);
-    this.currentEpoch = options.epoch ?? MASTER_DEFAULTS.epoch;
+    this.electionOptions = options.election === true ? {} : options.election || undefined;
+    if (this.electionOptions && options.epoch !== undefined) throw new RangeError("epoch: must not be given with election (the epoch is the term won)");
+    this.currentEpoch = this.electionOptions ? 0 : (options.epoch ?? MASTER_DEFAULTS.epoch);
     if (!Number.isSafeInteger(this.currentEpoch) || this.currentEpoch < 0) throw new RangeError(`epoch: must be a safe integer >= 0, got ${this.currentEpoch}`);
     this.maxMessageBytes = options.maxMessageBytes ?? MASTER_DEFAULTS.maxMessageBytes;
+    this.inputSliceMs = options.inputSliceMs ?? (options.timers === undefined ? MASTER_DEFAULTS.inputSliceMs : 0);
+    this.maxQueuedInputs = options.maxQueuedInputs ?? MASTER_DEFAULTS.maxQueuedInputs;
+    if (!(this.inputSliceMs >= 0)) throw new RangeError(`inputSliceMs: must be >= 0, got ${this.inputSliceMs}`);
+    if (!(this.maxQueuedInputs >= 1)) throw new RangeError(`maxQueuedInputs: must be >= 1, got ${this.maxQueuedInputs}`);
     this.log = (options.log ?? pino()).child({ component: "master", masterId: this.masterId });
-    this.core = createMasterCore({ ...options.config, masterId: this.masterId }, rng.fork("master-core"), () => performance.now());
+    this.currentCore = this.newCore("master-core");
+  }
+
+  get core(): MasterCore {
+    return this.currentCore;
+  }
+
+  private newCore(fork: string): MasterCore {
+    return createMasterCore({ ...this.options.config, masterId: this.masterId }, this.rng.fork(fork), () => performance.now());
   }
 
   epoch(): number {
     return this.currentEpoch;
+  }
+
+  terms(): number {
+    return this.termsWon;
+  }
+
+  isLeader(): boolean {
+    return this.serving(this.clock.now());
+  }
+
+  leader(): LeaderInfo | undefined {
+    if (!this.election) return this.lifecycle === "running" ? { id: this.masterId, url: this.url ?? "", term: this.currentEpoch } : undefined;
+    return this.election.leader();
+  }
+
+  /** Leading, and (with an election) still within the lease: the fence of every bus action. */
+  private serving(nowMs: number): boolean {
+    if (!this.leading || (this.lifecycle !== "running" && this.lifecycle !== "starting")) return false;
+    return this.election === undefined || this.election.holds(nowMs);
   }
 
   httpUrl(): string {
@@ -196,7 +326,7 @@ class MasterShell implements Master {
     this.counters.storeWriteFailures = this.writer?.failures ?? 0;
     this.counters.storeWrites = this.writer?.applied ?? 0;
     this.counters.storePendingKeys = this.writer?.pendingKeys ?? 0;
-    return renderMasterMetrics(this.core, this.drops, this.counters, { epoch: this.currentEpoch });
+    return renderMasterMetrics(this.currentCore, this.drops, this.counters, { epoch: this.currentEpoch, leader: this.isLeader(), terms: this.termsWon });
   }
 
   // ---- lifecycle ------------------------------------------------------------------------------
@@ -209,7 +339,7 @@ class MasterShell implements Master {
         this.lifecycle = "running";
       },
       async (err) => {
-        await this.release();
+        await this.release(true);
         this.lifecycle = "stopped";
         throw err;
       },
@@ -219,36 +349,119 @@ class MasterShell implements Master {
 
   private async doStart(): Promise<void> {
     this.store = await this.openStore();
-    const records = this.usableRecords(await this.store.load());
-    const now = this.clock.now();
-    // Recovery comes before subscribing, so no call is handled by a master that forgot its registry.
-    this.core.recover(records, now);
-    this.startedAtMs = now;
-    this.writer = new RegistryWriter({ store: this.store, timers: this.timers, log: this.log });
+    this.startedAtMs = this.clock.now();
     if (this.options.maxMessageBytes === undefined && hasConnection(this.transport)) {
       this.maxMessageBytes = this.transport.connection.info?.max_payload ?? this.maxMessageBytes;
     }
+    if (this.options.http ?? true) await this.startHttp();
+    if (!this.electionOptions) {
+      await this.lead(this.currentEpoch);
+      return;
+    }
+    this.election = new LeaseElection({
+      store: this.openLeaseStore(this.electionOptions),
+      self: { id: this.masterId, url: this.electionOptions.advertisedUrl ?? this.url ?? "" },
+      clock: this.clock,
+      timers: this.timers,
+      log: this.log,
+      label: "master",
+      ...(this.electionOptions.timings ? { timings: this.electionOptions.timings } : {}),
+      onElected: (term, takeover) => this.enqueueTransition(() => this.lead(term, takeover)),
+      onDeposed: (reason) => this.stepDown(reason),
+    });
+    await this.election.start();
+    // A lease won on the first attempt: start() resolves once this master serves.
+    await this.transitions;
+    if (!this.leading) this.log.info({ cluster: this.cluster, leader: this.election.leader()?.id, http: this.url }, "master started as a standby");
+  }
+
+  private enqueueTransition(step: () => Promise<void>): void {
+    this.transitions = this.transitions.then(step).catch(async (err: unknown) => {
+      this.log.error({ err }, "taking over as the leader failed (e.g. the registry could not be read); resigning");
+      this.stepDown("failed");
+      // Give the lease back at once rather than hold it without serving until it lapses.
+      await this.election?.resign();
+    });
+  }
+
+  /**
+   * Starts serving a term: a fresh core recovers the registry, the bus subjects are subscribed,
+   * and the registry's agents and frameworks are told of the new epoch. Every await may lose the
+   * lease; the term is then abandoned.
+   */
+  private async lead(term: number, takeover?: { from: LeaderInfo | undefined; unchangedForMs: number }): Promise<void> {
+    const electedAtMs = this.clock.now();
+    const stillOurs = () =>
+      (this.lifecycle === "running" || this.lifecycle === "starting") && (this.election === undefined || (this.election.holds() && this.election.term() === term));
+    if (!stillOurs()) return;
+    const records = this.usableRecords(await this.store!.load());
+    const loadMs = this.clock.now() - electedAtMs;
+    if (!stillOurs()) return;
+    const core = this.coreUnused ? this.currentCore : this.newCore(`master-core-${term}`);
+    this.coreUnused = false;
+    const now = this.clock.now();
+    // Recovery comes before subscribing, so no call is handled by a master that forgot its registry.
+    const announcements = core.recover(records, now);
+    this.currentCore = core;
+    this.currentEpoch = term;
+    this.leading = true;
+    this.termsWon++;
+    this.writer = new RegistryWriter({ store: this.store!, timers: this.timers, log: this.log });
+    const onSchedulerCall = handleSafely<"schedulerCall">(this.log, this.drops, (envelope, msg) =>
+      this.dispatch({ type: "scheduler-call", call: envelope.schedulerCall, senderId: envelope.senderId, callId: envelope.callId }, msg),
+    );
+    const onAgentMessage = handleSafely<"agentToMaster">(this.log, this.drops, (envelope, msg) =>
+      this.dispatch({ type: "agent-message", message: envelope.agentToMaster, senderId: envelope.senderId, callId: envelope.callId }, msg),
+    );
     this.subscriptions.push(
-      this.transport.subscribe(
-        masterSchedulerSubject(this.cluster),
-        handleSafely<"schedulerCall">(this.log, this.drops, (envelope, msg) =>
-          this.dispatch({ type: "scheduler-call", call: envelope.schedulerCall, senderId: envelope.senderId, callId: envelope.callId }, msg),
-        ),
-      ),
-      this.transport.subscribe(
-        masterAgentSubject(this.cluster),
-        handleSafely<"agentToMaster">(this.log, this.drops, (envelope, msg) =>
-          this.dispatch({ type: "agent-message", message: envelope.agentToMaster, senderId: envelope.senderId, callId: envelope.callId }, msg),
-        ),
-      ),
+      this.transport.subscribe(masterSchedulerSubject(this.cluster), (msg) => this.receive(onSchedulerCall, msg)),
+      this.transport.subscribe(masterAgentSubject(this.cluster), (msg) => this.receive(onAgentMessage, msg)),
     );
     await this.transport.flush();
-    if (this.options.http ?? true) await this.startHttp();
+    if (!this.leading || this.currentEpoch !== term || !this.serving(this.clock.now())) return;
+    this.execute(announcements, undefined, "");
+    this.announce();
     this.arm(this.clock.now());
     this.log.info(
-      { cluster: this.cluster, epoch: this.currentEpoch, recovered: records.length, http: this.url },
-      "master started",
+      {
+        cluster: this.cluster,
+        epoch: term,
+        recovered: records.length,
+        http: this.url,
+        registryLoadMs: loadMs,
+        serveAfterElectionMs: this.clock.now() - electedAtMs,
+        ...(takeover ? { previousLeader: takeover.from?.id, previousRecordUnchangedForMs: takeover.unchangedForMs } : {}),
+      },
+      this.election ? "master leads: serving the bus" : "master started",
     );
+  }
+
+  /** Publishes this master's MasterInfo on the leader subject (operators and tools may listen). */
+  private announce(): void {
+    if (!this.election) return;
+    try {
+      const masterInfo = { id: this.masterId, epoch: this.currentEpoch, hostname: osHostname(), httpEndpoint: this.election.leader()?.url ?? this.url ?? "", version: MASTER_VERSION };
+      this.transport.publish(masterLeaderSubject(this.cluster), encodeEnvelope({ senderId: this.masterId, epoch: this.currentEpoch, payload: "masterInfo", masterInfo }));
+    } catch (err) {
+      this.log.warn({ err }, "cannot announce the new leader");
+    }
+  }
+
+  /** Stops serving at once: no subject, no tick, no registry write of the old term. */
+  private stepDown(reason: string): void {
+    if (!this.leading) return;
+    this.leading = false;
+    for (const sub of this.subscriptions.splice(0)) sub.unsubscribe();
+    this.dropInbox();
+    this.timer?.cancel();
+    this.timer = undefined;
+    this.timerDueMs = Infinity;
+    const pending = this.writer?.pendingKeys ?? 0;
+    // A deposed master must not write the registry: the new leader owns it.
+    this.writer?.stop();
+    this.writer = undefined;
+    this.currentCore = this.newCore(`master-core-standby-${this.termsWon}`);
+    this.log.warn({ reason, epoch: this.currentEpoch, droppedRegistryWrites: pending }, "master stepped down: no longer serving the bus");
   }
 
   private async openStore(): Promise<RegistryStore> {
@@ -259,6 +472,12 @@ class MasterShell implements Master {
     const store = await JetStreamRegistryStore.open(this.transport.connection, { bucket: registryBucketName(this.cluster), log: this.log });
     this.ownsStore = true;
     return store;
+  }
+
+  private openLeaseStore(options: MasterElectionOptions): LeaseStore {
+    if (options.store) return options.store;
+    if (this.store instanceof JetStreamRegistryStore) return this.store.leaseStore();
+    throw new Error("createMaster: election needs a lease store: give election.store, or use the default JetStream registry");
   }
 
   /** Drops records the core could not recover (another version, a hand edit) instead of failing half-way. */
@@ -272,9 +491,20 @@ class MasterShell implements Master {
 
   private async startHttp(): Promise<void> {
     const app = createMasterHttp({
-      core: this.core,
+      core: () => this.currentCore,
       log: this.log,
-      info: () => ({ masterId: this.masterId, cluster: this.cluster, epoch: this.currentEpoch, leader: true, startedAtMs: this.startedAtMs }),
+      info: () => {
+        const leader = this.isLeader();
+        const pointer = this.leader();
+        return {
+          masterId: this.masterId,
+          cluster: this.cluster,
+          epoch: leader ? this.currentEpoch : (pointer?.term ?? this.currentEpoch),
+          leader,
+          leaderInfo: pointer && pointer.url !== "" ? { id: pointer.id, url: pointer.url, ...(pointer.term !== undefined ? { term: pointer.term } : {}) } : undefined,
+          startedAtMs: this.startedAtMs,
+        };
+      },
       metrics: () => this.metrics(),
       afterChange: () => this.tick(),
     });
@@ -286,46 +516,127 @@ class MasterShell implements Master {
     this.url = `http://${host}:${address.port}`;
   }
 
-  stop(): Promise<void> {
+  stop(options: MasterStopOptions = {}): Promise<void> {
     if (this.stopping) return this.stopping;
     this.stopping = (async () => {
       if (this.starting) await this.starting.catch(() => undefined);
       if (this.lifecycle === "stopped") return;
       this.lifecycle = "stopping";
-      await this.release();
+      await this.release(options.handover ?? true);
       this.lifecycle = "stopped";
-      this.log.info({}, "master stopped");
+      this.log.info({ handover: options.handover ?? true }, "master stopped");
     })();
     return this.stopping;
   }
 
   /** Undoes whatever start() got to; every step runs even if an earlier one fails. */
-  private async release(): Promise<void> {
+  private async release(handover: boolean): Promise<void> {
+    this.leading = false;
     for (const sub of this.subscriptions.splice(0)) sub.unsubscribe();
+    this.dropInbox();
     this.timer?.cancel();
     this.timer = undefined;
     this.timerDueMs = Infinity;
+    if (this.writer) {
+      if (handover) {
+        const drained = await this.writer.drain(this.options.storeDrainTimeoutMs ?? MASTER_DEFAULTS.storeDrainTimeoutMs);
+        if (!drained) this.log.warn({ pendingKeys: this.writer.pendingKeys }, "registry writes still pending at stop; they are lost");
+      }
+      this.writer.stop();
+    }
+    // Released after the last write, so the successor loads everything this master wrote.
+    if (this.election) await this.election.stop({ release: handover });
     if (this.http) {
       await this.http.close().catch((err: unknown) => this.log.error({ err }, "closing the HTTP server failed"));
       this.http = undefined;
       this.url = undefined;
-    }
-    if (this.writer) {
-      const drained = await this.writer.drain(this.options.storeDrainTimeoutMs ?? MASTER_DEFAULTS.storeDrainTimeoutMs);
-      if (!drained) this.log.warn({ pendingKeys: this.writer.pendingKeys }, "registry writes still pending at stop; they are lost");
-      this.writer.stop();
     }
     if (this.store && this.ownsStore) await this.store.close().catch((err: unknown) => this.log.error({ err }, "closing the registry store failed"));
   }
 
   // ---- inputs ---------------------------------------------------------------------------------
 
+  /**
+   * A bus message: decoded and handled at once while the current run of work is shorter than
+   * `inputSliceMs`, else queued (in order, undecoded: decoding is work too) for the next slice,
+   * after the event loop has come round.
+   */
+  private receive(handle: (msg: IncomingMessage) => void, msg: IncomingMessage): void {
+    if (!this.leading) return;
+    if (this.inputSliceMs <= 0 || (this.queuedInputs() === 0 && this.withinSlice())) {
+      handle(msg);
+      return;
+    }
+    if (this.queuedInputs() >= this.maxQueuedInputs) {
+      const shed = ++this.counters.inputsShed;
+      if ((shed & (shed - 1)) === 0) this.log.warn({ shed, maxQueuedInputs: this.maxQueuedInputs }, "master overloaded: bus input dropped (the sender retries)");
+      return;
+    }
+    this.inbox.push({ handle, msg });
+    this.schedulePump();
+  }
+
+  /** Whether the current run of work may go on; the first input of a run starts it. */
+  private withinSlice(): boolean {
+    const now = performance.now();
+    if (this.sliceStartedAt === undefined) {
+      this.sliceStartedAt = now;
+      // The run ends when the event loop comes round again.
+      this.timers.set(0, () => (this.sliceStartedAt = undefined));
+      return true;
+    }
+    return now - this.sliceStartedAt < this.inputSliceMs;
+  }
+
+  private schedulePump(): void {
+    if (this.pumpTimer !== undefined) return;
+    this.pumpTimer = this.timers.set(0, () => {
+      this.pumpTimer = undefined;
+      this.pump();
+    });
+  }
+
+  /** Handles queued inputs for one slice, then yields again if some are left. */
+  private pump(): void {
+    const started = performance.now();
+    while (this.inboxHead < this.inbox.length && performance.now() - started < this.inputSliceMs) {
+      const next = this.inbox[this.inboxHead]!;
+      this.inbox[this.inboxHead++] = undefined!;
+      next.handle(next.msg);
+    }
+    if (this.inboxHead >= this.inbox.length) {
+      this.inbox = [];
+      this.inboxHead = 0;
+    } else {
+      if (this.inboxHead > 4096 && this.inboxHead * 2 > this.inbox.length) {
+        this.inbox = this.inbox.slice(this.inboxHead);
+        this.inboxHead = 0;
+      }
+      this.schedulePump();
+    }
+  }
+
+  private queuedInputs(): number {
+    return this.inbox.length - this.inboxHead;
+  }
+
+  private dropInbox(): void {
+    this.inbox = [];
+    this.inboxHead = 0;
+    this.pumpTimer?.cancel();
+    this.pumpTimer = undefined;
+  }
+
   /** Hands one input to the core and carries out its effects; a throw here is a counted drop. */
   private dispatch(input: MasterInput, msg: IncomingMessage | undefined): void {
-    if (this.lifecycle !== "running" && this.lifecycle !== "starting") return;
     const now = this.clock.now();
+    if (!this.serving(now)) {
+      // The lease ran out before the timer said so: step down now rather than act on it.
+      if (this.leading && this.election) this.election.poke();
+      return;
+    }
     try {
-      this.execute(this.core.handle(input, now), msg, input.type === "tick" ? "" : input.callId);
+      this.execute(this.currentCore.handle(input, now), msg, input.type === "tick" ? "" : input.callId);
     } finally {
       this.arm(now);
     }
@@ -344,8 +655,8 @@ class MasterShell implements Master {
 
   /** Keeps one timer armed for the core's next deadline, at most tickIntervalMs away. */
   private arm(now: number): void {
-    if (this.lifecycle !== "running" && this.lifecycle !== "starting") return;
-    const due = Math.min(this.core.nextTickMs(), now + this.tickIntervalMs);
+    if (!this.leading || (this.lifecycle !== "running" && this.lifecycle !== "starting")) return;
+    const due = Math.min(this.currentCore.nextTickMs(), now + this.tickIntervalMs);
     if (this.timer !== undefined && this.timerDueMs <= due) return;
     this.timer?.cancel();
     this.timerDueMs = due;

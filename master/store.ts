@@ -13,6 +13,7 @@
 import type { NatsConnection } from "@nats-io/transport-node";
 import { Kvm, type KV } from "@nats-io/kv";
 import type { TimerHandle, Timers } from "../sdk/clock.ts";
+import { KvLeaseStore } from "../sdk/leader-lease.ts";
 import { roleNameError } from "../sdk/roles.ts";
 import type { Logger } from "../sdk/transport.ts";
 import { validateMessage } from "../sdk/wire/codec.ts";
@@ -21,7 +22,10 @@ import type { RegistryRecord } from "./core.ts";
 /** The kinds of registry records. */
 export type RegistryKind = RegistryRecord["kind"];
 
-export const REGISTRY_KINDS: readonly RegistryKind[] = ["agent", "framework", "torn-down"];
+export const REGISTRY_KINDS: readonly RegistryKind[] = ["agent", "framework", "torn-down", "unreachable-agent", "gone-agent"];
+
+/** The key of the masters' leader lease in the registry bucket (see `sdk/leader-lease.ts`); not a record. */
+export const LEADER_LEASE_KEY = "leader";
 
 /** Durable storage of the master's registry. Implementations need not serialise calls themselves. */
 export interface RegistryStore {
@@ -72,7 +76,7 @@ export function unescapeKeyToken(token: string): string | undefined {
   }
 }
 
-/** The key of a record: `agent.<id>`, `framework.<id>` or `torn-down.<id>` (id escaped). */
+/** The key of a record: `<kind>.<id>`, e.g. `agent.<id>` or `torn-down.<id>` (id escaped). */
 export function registryKey(kind: RegistryKind, id: string): string {
   return `${kind}.${escapeKeyToken(id)}`;
 }
@@ -101,6 +105,12 @@ export function registryRecordProblem(value: unknown): string | undefined {
     case "agent": {
       const problems = validateMessage("AgentInfo", record.info);
       return problems.length > 0 ? `info: ${problems.join("; ")}` : undefined;
+    }
+    case "unreachable-agent":
+    case "gone-agent": {
+      const problems = validateMessage("AgentInfo", record.info);
+      if (problems.length > 0) return `info: ${problems.join("; ")}`;
+      return typeof record.sinceMs === "number" && Number.isFinite(record.sinceMs) ? undefined : "sinceMs: must be a finite number";
     }
     case "framework": {
       const problems = validateMessage("FrameworkInfo", record.info);
@@ -182,13 +192,13 @@ export interface JetStreamRegistryStoreOptions {
   replicas?: number;
   /** Where corrupt records met by {@link RegistryStore.load} are reported. @default silent */
   log?: Logger;
-  /** Parallel reads during {@link RegistryStore.load}. @default 64 */
-  loadConcurrency?: number;
 }
 
 /**
- * The registry in a JetStream key-value bucket (created when missing). Keys are
- * `agent.<id>`, `framework.<id>` and `torn-down.<id>`; values are the records as JSON.
+ * The registry in a JetStream key-value bucket (created when missing). Keys are `<kind>.<id>`
+ * (see {@link REGISTRY_KINDS}); values are the records as JSON. The bucket also holds the masters'
+ * leader lease under {@link LEADER_LEASE_KEY} ({@link JetStreamRegistryStore.leaseStore}), so the
+ * leader epoch (a revision of this bucket) lives and dies with the registry it guards.
  */
 export class JetStreamRegistryStore implements RegistryStore {
   private closed = false;
@@ -197,7 +207,6 @@ export class JetStreamRegistryStore implements RegistryStore {
     private readonly kv: KV,
     readonly bucket: string,
     private readonly log: Logger | undefined,
-    private readonly loadConcurrency: number,
   ) {}
 
   /** Opens (creating if needed) the bucket on `connection`. */
@@ -206,31 +215,37 @@ export class JetStreamRegistryStore implements RegistryStore {
       throw new Error(`bucket: '${options.bucket}' is not a valid KV bucket name (letters, digits, '_' and '-' only)`);
     }
     const kv = await new Kvm(connection).create(options.bucket, { history: 1, replicas: options.replicas ?? 1 });
-    return new JetStreamRegistryStore(kv, options.bucket, options.log, options.loadConcurrency ?? 64);
+    return new JetStreamRegistryStore(kv, options.bucket, options.log);
   }
 
+  /** The leader lease kept in this bucket. */
+  leaseStore(options: { timeoutMs?: number } = {}): KvLeaseStore {
+    return new KvLeaseStore(this.kv, { key: LEADER_LEASE_KEY, ...options });
+  }
+
+  /**
+   * Reads every record in one pass over the bucket's stream (one consumer, not one request per
+   * key: a new leader loads thousands of records in tens of milliseconds).
+   */
   async load(): Promise<RegistryRecord[]> {
     this.assertOpen();
-    const keys: string[] = [];
-    for await (const key of await this.kv.keys()) keys.push(key);
-    keys.sort();
+    const latest = new Map<string, { revision: number; operation: string; text: () => string }>();
+    for await (const entry of await this.kv.history()) {
+      if (entry.key === LEADER_LEASE_KEY) continue;
+      const seen = latest.get(entry.key);
+      if (!seen || seen.revision < entry.revision) latest.set(entry.key, { revision: entry.revision, operation: entry.operation, text: () => entry.string() });
+    }
     const records: RegistryRecord[] = [];
-    for (let i = 0; i < keys.length; i += this.loadConcurrency) {
-      const batch = await Promise.all(keys.slice(i, i + this.loadConcurrency).map((key) => this.read(key)));
-      for (const record of batch) if (record) records.push(record);
+    for (const key of [...latest.keys()].sort()) {
+      const entry = latest.get(key)!;
+      if (entry.operation !== "PUT") continue;
+      try {
+        records.push(decodeRecord(key, entry.text()));
+      } catch (err) {
+        this.log?.warn({ bucket: this.bucket, key, problem: (err as Error).message }, "skipping corrupt registry record");
+      }
     }
     return records;
-  }
-
-  private async read(key: string): Promise<RegistryRecord | undefined> {
-    const entry = await this.kv.get(key);
-    if (!entry || entry.operation !== "PUT") return undefined;
-    try {
-      return decodeRecord(key, entry.string());
-    } catch (err) {
-      this.log?.warn({ bucket: this.bucket, key, problem: (err as Error).message }, "skipping corrupt registry record");
-      return undefined;
-    }
   }
 
   async put(record: RegistryRecord): Promise<void> {

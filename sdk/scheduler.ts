@@ -21,7 +21,8 @@
  *
  * What the driver does for you: subscribing (and listening before the master may publish),
  * heartbeat calls, watching the master's heartbeats and re-subscribing with the same framework id
- * when they stop, ignoring a deposed master (lower epoch), acknowledging status updates, stopping
+ * when they stop, ignoring a deposed master (lower epoch), re-subscribing at once when a new one
+ * leads (a higher epoch), acknowledging status updates, stopping
  * when another instance of the framework takes over, and dropping (and counting) malformed
  * messages. Callbacks run one at a time, in arrival order; a callback that returns a promise is
  * awaited before the next one runs.
@@ -756,9 +757,9 @@ class Driver implements SchedulerDriver {
   // ---------------------------------------------------------------------------------------------
 
   /** Subscribes until it works, a refusal that retrying cannot fix, or `stop()`. */
-  private async subscribeLoop(reconnected: boolean): Promise<SubscribedInfo> {
+  private async subscribeLoop(reconnected: boolean, immediate = false): Promise<SubscribedInfo> {
     for (let attempt = 0; ; attempt++) {
-      if (reconnected || attempt > 0) await this.backoff(attempt);
+      if ((reconnected && !immediate) || attempt > 0) await this.backoff(attempt);
       if (this.stopped) throw stoppedError();
       try {
         return await this.subscribeOnce(reconnected);
@@ -879,7 +880,7 @@ class Driver implements SchedulerDriver {
   }
 
   /** Contact lost: tell the framework and re-subscribe with the same id. */
-  private lostMaster(reason: string, session: number): void {
+  private lostMaster(reason: string, session: number, immediate = false): void {
     if (session !== this.session || this.current !== "subscribed") return;
     this.current = "disconnected";
     this.session += 1;
@@ -888,7 +889,7 @@ class Driver implements SchedulerDriver {
     this.offers.clear(); // the master rescinds them when we come back
     this.log.warn({ ...this.bindings(), reason }, "lost contact with the master; re-subscribing");
     this.enqueue("disconnected", () => this.callbacks.disconnected?.(reason));
-    this.subscribeLoop(true).catch((err: unknown) => {
+    this.subscribeLoop(true, immediate).catch((err: unknown) => {
       if (!isSchedulerError(err, "CORRAL_ERR_DRIVER_STOPPED")) this.fatal(err instanceof Error ? err.message : String(err));
     });
   }
@@ -1094,10 +1095,24 @@ class Driver implements SchedulerDriver {
       this.log.debug({ ...this.bindings(), epoch: env.epoch, highestEpoch: this.counters.highestEpoch }, "ignored an event from a deposed master");
       return;
     }
+    const newLeader = this.counters.highestEpoch > 0 && env.epoch > this.counters.highestEpoch;
     this.counters.highestEpoch = env.epoch;
     this.counters.eventsReceived += 1;
     this.lastEventAt = this.clock.now();
+    if (newLeader) this.onNewLeader(env.epoch);
     this.dispatch(env.schedulerEvent);
+  }
+
+  /** A newer epoch is a new leading master, which knows the framework only once it re-subscribes: do so now. */
+  private onNewLeader(epoch: number): void {
+    if (this.current === "subscribed") {
+      this.lostMaster(`a new master leads (epoch ${epoch})`, this.session, true);
+      return;
+    }
+    // Already re-subscribing: stop waiting out the backoff, a master is there.
+    const wait = this.backoffWait;
+    wait?.timer.cancel();
+    wait?.wake();
   }
 
   private dispatch(event: SchedulerEvent): void {

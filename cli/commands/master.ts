@@ -1,7 +1,12 @@
-/** `corral master`: one master process on an existing NATS. */
-import { createMaster } from "../../master/shell.ts";
+/**
+ * `corral master`: one master process on an existing NATS. With `--ha`, one of several masters of
+ * the cluster: they elect a leader through a lease in the registry's KV bucket; standbys serve
+ * `/state` and `/health` pointing to it and redirect operator writes to it.
+ */
+import { createMaster, openMasterLeaseStore, type MasterElectionOptions } from "../../master/shell.ts";
+import { resolveLeaseTimings } from "../../sdk/leader-lease.ts";
 import { CLUSTER_FLAGS, connect, makeLogger, resolveCluster, untilSignal } from "../common.ts";
-import { durationFlag, numberFlag, parseFlags, type FlagSpec } from "../options.ts";
+import { durationFlag, numberFlag, parseFlags, UsageError, type FlagSpec } from "../options.ts";
 
 export const MASTER_FLAGS: Record<string, FlagSpec> = {
   ...CLUSTER_FLAGS,
@@ -12,7 +17,27 @@ export const MASTER_FLAGS: Record<string, FlagSpec> = {
   "agent-ping-interval": { type: "string", help: "how often agents are pinged", default: "15s" },
   "max-missed-pings": { type: "string", help: "pings an agent may miss before it is unreachable", default: "5" },
   "offer-timeout": { type: "string", help: "rescind offers not answered within this time (default: never)" },
+  "recovery-offer-hold": { type: "string", help: "after a restart or failover, hold offers until the registry's agents re-register, at most this long", default: "10s" },
+  ha: { type: "boolean", help: "run as one of several masters: elect a leader through the registry's KV lease; only the leader serves the bus" },
+  lease: { type: "string", help: "--ha: a leader whose lease is unrenewed this long is replaced", default: "1500ms" },
+  "lease-renew-interval": { type: "string", help: "--ha: how often the leader renews its lease (it steps down this long before the lease ends)", default: "250ms" },
+  "advertise-url": { type: "string", help: "--ha: the URL standbys send clients to (default: this master's http://<host>:<port>)" },
 };
+
+/** The election options of `--ha` flags; bad timings are a usage error naming the flag's rule. */
+export function electionFromFlags(values: Record<string, string | boolean | undefined>): MasterElectionOptions | undefined {
+  if (values.ha !== true) return undefined;
+  const leaseMs = durationFlag(values, "lease") ?? 1500;
+  const renewIntervalMs = durationFlag(values, "lease-renew-interval") ?? 250;
+  const timings = { leaseMs, renewIntervalMs, stepDownMarginMs: renewIntervalMs, pollIntervalMs: Math.max(10, Math.min(100, Math.floor(renewIntervalMs / 2))) };
+  try {
+    resolveLeaseTimings(timings);
+  } catch (err) {
+    throw new UsageError(`--lease ${leaseMs}ms must exceed twice --lease-renew-interval ${renewIntervalMs}ms (${(err as Error).message})`);
+  }
+  const advertisedUrl = values["advertise-url"] as string | undefined;
+  return { timings, ...(advertisedUrl ? { advertisedUrl } : {}) };
+}
 
 export async function masterCommand(args: string[]): Promise<number> {
   const { values } = parseFlags(args, MASTER_FLAGS);
@@ -20,23 +45,30 @@ export async function masterCommand(args: string[]): Promise<number> {
   const log = makeLogger(values["log-level"] as string);
   const transport = await connect(nats, "corral-master", log);
   const offerTimeoutMs = durationFlag(values, "offer-timeout");
+  const election = electionFromFlags(values);
+  // The lease gets a connection of its own, so renewals never queue behind the bus traffic.
+  const leaseTransport = election ? await connect(nats, "corral-master-lease", log) : undefined;
+  if (election && leaseTransport) election.store = await openMasterLeaseStore(leaseTransport.connection, cluster);
   const master = createMaster({
     cluster,
     transport,
     httpHost: values.host as string,
     httpPort: numberFlag(values, "port") ?? 5050,
     log,
+    ...(election ? { election } : {}),
     config: {
       allocationIntervalMs: durationFlag(values, "allocation-interval") ?? 1000,
       agentPingIntervalMs: durationFlag(values, "agent-ping-interval") ?? 15_000,
       maxMissedPings: numberFlag(values, "max-missed-pings") ?? 5,
+      recoveryOfferHoldMs: durationFlag(values, "recovery-offer-hold") ?? 10_000,
       ...(offerTimeoutMs !== undefined ? { offerTimeoutMs } : {}),
     },
   });
   await master.start();
-  log.info({ httpUrl: master.httpUrl(), nats, cluster }, "master running");
+  log.info({ httpUrl: master.httpUrl(), nats, cluster, ha: election !== undefined, leader: master.isLeader() }, "master running");
   await untilSignal();
   await master.stop();
   await transport.close();
+  await leaseTransport?.close();
   return 0;
 }

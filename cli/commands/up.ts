@@ -1,6 +1,6 @@
 /**
  * `corral up`: a whole local cluster in one command — an embedded nats-server (JetStream on,
- * loopback only), a master, N agents with their own work dirs, HTTP ports and port ranges, and
+ * loopback only), a master (or, with `--masters N`, an HA set of N that elect a leader), N agents with their own work dirs, HTTP ports and port ranges, and
  * Marathon — printed with its URLs and stopped cleanly on Ctrl-C. With `--demo` it also deploys
  * the example app `examples/apps/hello.json` through Marathon and prints where it answers.
  */
@@ -8,7 +8,7 @@ import { mkdirSync, readFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { join } from "node:path";
 import { createAgent, type Agent } from "../../agent/agent.ts";
-import { createMaster } from "../../master/shell.ts";
+import { createMaster, openMasterLeaseStore, type Master } from "../../master/shell.ts";
 import { fileURLToPath } from "node:url";
 import { MarathonClient } from "../../frameworks/marathon/client.ts";
 import { createMarathon } from "../../frameworks/marathon/marathon.ts";
@@ -23,8 +23,9 @@ export const UP_FLAGS: Record<string, FlagSpec> = {
   nats: { type: "string", help: "use this NATS instead of starting one" },
   cluster: { type: "string", help: "cluster name", default: "corral" },
   agents: { type: "string", help: "number of agents", default: "2" },
+  masters: { type: "string", help: "number of masters; more than one runs an HA set (one leads, the others stand by)", default: "1" },
   "work-dir": { type: "string", help: "state of the local cluster (default: $CORRAL_HOME/up)" },
-  "master-port": { type: "string", help: "master HTTP port", default: "5050" },
+  "master-port": { type: "string", help: "master HTTP port (with --masters N, N consecutive ports)", default: "5050" },
   "marathon-port": { type: "string", help: "Marathon's HTTP port (its v2 REST API)", default: "8080" },
   "nats-port": { type: "string", help: "port of the embedded nats-server (default: 4222 if free)" },
   "allocation-interval": { type: "string", help: "periodic allocation run", default: "1s" },
@@ -60,6 +61,8 @@ export async function upCommand(args: string[]): Promise<number> {
   const { values } = parseFlags(args, UP_FLAGS);
   const agentCount = numberFlag(values, "agents") ?? 2;
   if (!Number.isInteger(agentCount) || agentCount < 1 || agentCount > 64) throw new UsageError("--agents must be an integer from 1 to 64");
+  const masterCount = numberFlag(values, "masters") ?? 1;
+  if (!Number.isInteger(masterCount) || masterCount < 1 || masterCount > 9) throw new UsageError("--masters must be an integer from 1 to 9");
   const workDir = (values["work-dir"] as string | undefined) ?? join(corralHome(), "up");
   mkdirSync(workDir, { recursive: true });
   const cluster = values.cluster as string;
@@ -86,15 +89,23 @@ export async function upCommand(args: string[]): Promise<number> {
       return transport;
     };
 
-    const master = createMaster({
-      cluster,
-      transport: await open("corral-master"),
-      httpPort: numberFlag(values, "master-port") ?? 5050,
-      log: log.child({ component: "master" }),
-      config: { allocationIntervalMs: durationFlag(values, "allocation-interval") ?? 1000 },
-    });
-    await master.start();
-    stops.push(() => master.stop());
+    // Several masters elect a leader (the first one started wins a free lease); each its own connection.
+    const masters: Master[] = [];
+    const masterPort = numberFlag(values, "master-port") ?? 5050;
+    for (let i = 0; i < masterCount; i++) {
+      const m = createMaster({
+        cluster,
+        transport: await open(masterCount > 1 ? `corral-master-${i + 1}` : "corral-master"),
+        httpPort: masterPort === 0 ? 0 : masterPort + i,
+        log: log.child({ component: "master" }),
+        ...(masterCount > 1 ? { election: { store: await openMasterLeaseStore((await open(`corral-master-${i + 1}-lease`)).connection, cluster) } } : {}),
+        config: { allocationIntervalMs: durationFlag(values, "allocation-interval") ?? 1000 },
+      });
+      await m.start();
+      stops.push(() => m.stop());
+      masters.push(m);
+    }
+    const master = masters.find((m) => m.isLeader()) ?? masters[0]!;
 
     const agents: Agent[] = [];
     for (let i = 1; i <= agentCount; i++) {
@@ -140,7 +151,8 @@ export async function upCommand(args: string[]): Promise<number> {
     stops.push(async () => removeClusterFile(process.pid));
     console.log(`Corral is up (cluster "${cluster}").`);
     console.log(`  NATS      ${nats}${server ? " (embedded)" : ""}`);
-    console.log(`  master    ${master.httpUrl()}  (/state, /metrics)`);
+    if (masterCount === 1) console.log(`  master    ${master.httpUrl()}  (/state, /metrics)`);
+    else masters.forEach((m, i) => console.log(`  master ${i + 1}  ${m.httpUrl()}  (${m.isLeader() ? "leader" : "standby: /state points to the leader, writes redirect"})`));
     agents.forEach((a, i) => console.log(`  agent ${i + 1}   ${a.httpUrl()}  (isolation: ${a.state().isolation})`));
     console.log(`  marathon  ${marathon.httpUrl()}  (/v2/apps, /v2/deployments, /v2/events)`);
     console.log(`  logs      ${logFile}`);

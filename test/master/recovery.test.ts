@@ -1,0 +1,200 @@
+/**
+ * What a new leader (or a restarted master) does with the registry: the core on virtual time, fed
+ * the records an old leader persisted. No bus, no store: effects are checked as values.
+ */
+import { describe, expect, it } from "vitest";
+import { Resources } from "../../sdk/resources.ts";
+import { SeededRng } from "../../sdk/rng.ts";
+import { resourcesToWire } from "../../sdk/wire/resources.ts";
+import type { AgentInfo, FrameworkInfo, TaskInfo, TaskStatus } from "../../sdk/wire/types.ts";
+import { createMasterCore, type MasterConfig, type MasterCore, type MasterEffect, type RegistryRecord } from "../../master/core.ts";
+
+const agentInfo = (id: string, resources = "cpus:4;mem:4096"): AgentInfo => ({ id, hostname: `${id}.local`, resources: resourcesToWire(Resources.parse(resources)), attributes: [], httpEndpoint: "" });
+const fwInfo = (id: string, partitionAware = true): FrameworkInfo => ({ id, name: id, roles: ["web"], principal: "", failoverTimeoutSeconds: 60, checkpoint: true, partitionAware, hostname: "" });
+const taskInfo = (taskId: string, agentId: string): TaskInfo => ({
+  taskId,
+  name: taskId,
+  agentId,
+  resources: resourcesToWire(Resources.parse("cpus:1;mem:1024")),
+  command: { value: "sleep 100", arguments: [], shell: true, environment: {}, user: "" },
+  labels: {},
+});
+const running = (taskId: string, agentId: string, frameworkId: string): TaskStatus => ({
+  taskId,
+  state: "TASK_RUNNING",
+  message: "",
+  source: "SOURCE_AGENT",
+  reason: "REASON_UNSPECIFIED",
+  agentId,
+  frameworkId,
+  uuid: new Uint8Array(0),
+  timestamp: 0,
+});
+
+/** A new master's core, the driving helpers, and everything it emitted. */
+class NewLeader {
+  readonly core: MasterCore;
+  readonly effects: MasterEffect[] = [];
+  now = 100_000;
+  private seq = 0;
+
+  constructor(config: Partial<MasterConfig> = {}) {
+    this.core = createMasterCore({ masterId: "m2", agentPingIntervalMs: 1000, frameworkHeartbeatIntervalMs: 1000, allocationIntervalMs: 1000, ...config }, new SeededRng(3));
+  }
+
+  recover(records: RegistryRecord[]): MasterEffect[] {
+    const effects = this.core.recover(records, this.now);
+    this.effects.push(...effects);
+    return effects;
+  }
+
+  private run(effects: MasterEffect[]): MasterEffect[] {
+    this.effects.push(...effects);
+    return effects;
+  }
+
+  tick(atMs: number): MasterEffect[] {
+    this.now = atMs;
+    return this.run(this.core.handle({ type: "tick" }, atMs));
+  }
+
+  reregister(agentId: string, tasks: Array<{ frameworkId: string; taskId: string }> = [], frameworks: FrameworkInfo[] = []): MasterEffect[] {
+    const reported = tasks.map((t) => ({ frameworkId: t.frameworkId, task: taskInfo(t.taskId, agentId), status: running(t.taskId, agentId, t.frameworkId) }));
+    const effects = this.run(
+      this.core.handle(
+        { type: "agent-message", senderId: agentId, callId: `r${++this.seq}`, message: { kind: "reregister", reregister: { version: "", agentInfo: agentInfo(agentId), tasks: reported, frameworks } } },
+        this.now,
+      ),
+    );
+    this.run(this.core.handle({ type: "agent-message", senderId: agentId, callId: "", message: { kind: "pong", pong: { seq: 0 } } }, this.now));
+    return effects;
+  }
+
+  resubscribe(frameworkId: string, partitionAware = true): void {
+    this.run(this.core.handle({ type: "scheduler-call", senderId: `${frameworkId}-driver`, callId: `s${++this.seq}`, call: { frameworkId, kind: "subscribe", subscribe: { frameworkInfo: fwInfo(frameworkId, partitionAware) } } }, this.now));
+    this.run(this.core.handle({ type: "scheduler-call", senderId: `${frameworkId}-driver`, callId: `h${++this.seq}`, call: { frameworkId, kind: "heartbeat", heartbeat: {} } }, this.now));
+  }
+
+  reconcile(frameworkId: string, taskId: string, agentId: string): TaskStatus[] {
+    const effects = this.run(
+      this.core.handle({ type: "scheduler-call", senderId: `${frameworkId}-driver`, callId: `c${++this.seq}`, call: { frameworkId, kind: "reconcile", reconcile: { tasks: [{ taskId, agentId }] } } }, this.now),
+    );
+    return effects.flatMap((e) => (e.type === "to-framework" && e.event.kind === "update" ? [e.event.update.status!] : []));
+  }
+
+  offers(): string[] {
+    return this.effects.flatMap((e) => (e.type === "to-framework" && e.event.kind === "offers" ? e.event.offers.offers.map((o) => o.agentId) : []));
+  }
+}
+
+const REGISTRY: RegistryRecord[] = [
+  { kind: "agent", id: "m1-S1", info: agentInfo("m1-S1") },
+  { kind: "agent", id: "m1-S2", info: agentInfo("m1-S2") },
+  { kind: "framework", id: "m1-F1", info: fwInfo("m1-F1") },
+];
+
+describe("a new leader recovering the registry", () => {
+  it("asks every agent of the registry to re-register and tells every framework of its epoch", () => {
+    const leader = new NewLeader();
+    const effects = leader.recover(REGISTRY);
+    expect(effects).toContainEqual({ type: "to-agent", agentId: "m1-S1", message: { kind: "reregisterRequest", reregisterRequest: {} } });
+    expect(effects).toContainEqual({ type: "to-agent", agentId: "m1-S2", message: { kind: "reregisterRequest", reregisterRequest: {} } });
+    expect(effects).toContainEqual({ type: "to-framework", frameworkId: "m1-F1", event: { kind: "heartbeat", heartbeat: {} } });
+    expect(leader.core.state().recovery).toEqual({ agentsPending: 2, offersHeld: true });
+  });
+
+  it("makes no offer until every agent is back with its tasks, so nothing in use is offered", () => {
+    const leader = new NewLeader();
+    leader.recover(REGISTRY);
+    leader.resubscribe("m1-F1");
+    leader.reregister("m1-S1", [{ frameworkId: "m1-F1", taskId: "t1" }]);
+    leader.tick(leader.now + 1500);
+    expect(leader.offers()).toEqual([]);
+    // The last agent re-registers with a task using all of its cpus: offers resume at once, and
+    // neither agent's running tasks are offered.
+    leader.reregister("m1-S2", [1, 2, 3, 4].map((n) => ({ frameworkId: "m1-F1", taskId: `u${n}` })));
+    expect(leader.core.state().recovery).toEqual({ agentsPending: 0, offersHeld: false, lastOfferHoldMs: 1500 });
+    expect(leader.offers()).toEqual(["m1-S1"]);
+    // Agents that came back as the registry has them cost no registry write.
+    expect(leader.effects.filter((e) => (e.type === "persist" && e.record.kind !== "framework") || e.type === "unpersist")).toEqual([]);
+    const fw = leader.core.state().frameworks[0]!;
+    expect((fw.tasks as unknown[]).length).toBe(5);
+    expect(leader.core.state().agents.find((a) => a.id === "m1-S1")!.offered).toEqual({ cpus: 3, mem: 3072 });
+  });
+
+  it("stops holding offers after recoveryOfferHoldMs when an agent does not come back", () => {
+    const leader = new NewLeader({ recoveryOfferHoldMs: 5000 });
+    leader.recover(REGISTRY);
+    leader.resubscribe("m1-F1");
+    leader.reregister("m1-S1");
+    expect(leader.core.nextTickMs()).toBeLessThanOrEqual(leader.now + 5000);
+    leader.tick(leader.now + 4000);
+    expect(leader.offers()).toEqual([]);
+    const effects = leader.tick(leader.now + 1000);
+    expect(leader.offers()).toEqual(["m1-S1"]);
+    expect(effects).toContainEqual(expect.objectContaining({ type: "log", level: "warn", msg: "offers resume before every agent re-registered" }));
+    // m1-S2 is still waited for (agentReregisterTimeoutMs), and reconciliation stays silent about it.
+    expect(leader.reconcile("m1-F1", "t9", "m1-S2")).toEqual([]);
+  });
+
+  it("keeps an unreachable agent's lost tasks dead when it comes back after a failover", () => {
+    // The old leader marked m1-S3 unreachable and told a framework that is not partition-aware its task was LOST.
+    const leader = new NewLeader();
+    leader.recover([{ kind: "unreachable-agent", id: "m1-S3", info: agentInfo("m1-S3"), sinceMs: 90_000 }, { kind: "framework", id: "m1-F2", info: fwInfo("m1-F2", false) }]);
+    expect(leader.core.state().recovery.offersHeld).toBe(false);
+    expect(leader.core.state().unreachableAgents).toEqual([{ id: "m1-S3", hostname: "m1-S3.local", sinceMs: 90_000 }]);
+    leader.resubscribe("m1-F2", false);
+    expect(leader.reconcile("m1-F2", "lost", "m1-S3").map((s) => s.state)).toEqual(["TASK_LOST"]);
+    const effects = leader.reregister("m1-S3", [{ frameworkId: "m1-F2", taskId: "lost" }]);
+    expect(effects).toContainEqual({ type: "to-agent", agentId: "m1-S3", message: { kind: "killTask", killTask: { frameworkId: "m1-F2", taskId: "lost" } } });
+    expect(effects).toContainEqual({ type: "unpersist", kind: "unreachable-agent", id: "m1-S3" });
+    expect(effects.findIndex((e) => e.type === "persist" && e.record.kind === "agent")).toBeLessThan(effects.findIndex((e) => e.type === "unpersist"));
+  });
+
+  it("prefers the removal when a crash left both an agent and its unreachable record", () => {
+    const leader = new NewLeader();
+    leader.recover([{ kind: "agent", id: "m1-S4", info: agentInfo("m1-S4") }, { kind: "unreachable-agent", id: "m1-S4", info: agentInfo("m1-S4"), sinceMs: 1 }]);
+    expect(leader.core.state().recovery.agentsPending).toBe(0);
+    expect(leader.core.sizes().unreachableAgents).toBe(1);
+  });
+
+  it("answers reconciliation for a gone agent's task with GONE, and forgets removed agents after the retention", () => {
+    const leader = new NewLeader({ removedAgentRetentionMs: 60_000 });
+    leader.recover([
+      { kind: "gone-agent", id: "m1-S5", info: agentInfo("m1-S5"), sinceMs: 95_000 },
+      { kind: "unreachable-agent", id: "m1-S6", info: agentInfo("m1-S6"), sinceMs: 99_000 },
+      { kind: "framework", id: "m1-F1", info: fwInfo("m1-F1") },
+    ]);
+    leader.resubscribe("m1-F1");
+    expect(leader.reconcile("m1-F1", "t", "m1-S5").map((s) => [s.state, s.message])).toEqual([["TASK_GONE", "Reconciliation: agent is gone"]]);
+    const pruned = leader.tick(156_000);
+    expect(pruned).toContainEqual({ type: "unpersist", kind: "gone-agent", id: "m1-S5" });
+    expect(pruned).not.toContainEqual({ type: "unpersist", kind: "unreachable-agent", id: "m1-S6" });
+    expect(leader.tick(220_000)).toContainEqual({ type: "unpersist", kind: "unreachable-agent", id: "m1-S6" });
+    expect(leader.core.sizes()).toMatchObject({ goneAgents: 0, unreachableAgents: 0 });
+  });
+});
+
+describe("what a leader persists about removed agents", () => {
+  it("records an agent that missed its pings as unreachable (marker first), and one that left as gone", () => {
+    const core = createMasterCore({ masterId: "m1", agentPingIntervalMs: 1000, maxMissedPings: 2 }, new SeededRng(5));
+    const register = (instance: string) => {
+      const effects = core.handle({ type: "agent-message", senderId: instance, callId: instance, message: { kind: "register", register: { version: "", agentInfo: agentInfo("") } } }, 0);
+      const reply = effects.find((e) => e.type === "reply");
+      if (reply?.type !== "reply" || reply.payload.payload !== "masterToAgent" || reply.payload.masterToAgent.kind !== "registered") throw new Error("no registration");
+      return reply.payload.masterToAgent.registered.agentId;
+    };
+    const silent = register("a");
+    const leaving = register("b");
+    const left = core.handle({ type: "agent-message", senderId: leaving, callId: "", message: { kind: "unregisterNotice", unregisterNotice: { reason: "shutting down" } } }, 500);
+    expect(left.filter((e) => e.type === "persist" || e.type === "unpersist")).toEqual([
+      { type: "persist", record: { kind: "gone-agent", id: leaving, info: expect.objectContaining({ id: leaving }), sinceMs: 500 } },
+      { type: "unpersist", kind: "agent", id: leaving },
+    ]);
+    const lost = core.handle({ type: "tick" }, 2500);
+    expect(lost.filter((e) => e.type === "persist" || e.type === "unpersist")).toEqual([
+      { type: "persist", record: { kind: "unreachable-agent", id: silent, info: expect.objectContaining({ id: silent }), sinceMs: 2500 } },
+      { type: "unpersist", kind: "agent", id: silent },
+    ]);
+  });
+});
