@@ -283,9 +283,9 @@ export function hexToBytes(hex: string): Uint8Array {
 }
 
 /**
- * A status-update manager update in wire form. `agentId` is the agent's current id (the master may
- * have assigned a new one since the update was queued). The source is always SOURCE_AGENT: there
- * is no in-container executor yet.
+ * A status-update manager update in wire form, with `healthy` when a health check produced it.
+ * `agentId` is the agent's current id (the master may have assigned a new one since the update was
+ * queued). The source is always SOURCE_AGENT: there is no in-container executor yet.
  */
 export function toWireStatus(update: StatusUpdate, agentId: string): TaskStatus {
   const status: TaskStatus = {
@@ -300,5 +300,6 @@ export function toWireStatus(update: StatusUpdate, agentId: string): TaskStatus 
     timestamp: update.timestampMs / 1000,
   };
   if (update.exitCode !== undefined) status.exitCode = update.exitCode;
+  if (typeof update.healthy === "boolean") status.healthy = update.healthy;
   return status;
 }

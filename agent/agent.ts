@@ -55,6 +55,7 @@ import {
   toWireStatus,
   type StatusDecision,
 } from "./agent-logic.ts";
+import { commandCheckRun, healthCheckTiming, HealthCheckRunner, type HealthVerdict } from "./health-checks.ts";
 import { createAgentHttp, mesosStatistics, renderAgentMetrics, type AgentStateView, type ContainerStatistics, type ResourcesView, type TaskView } from "./agent-http.ts";
 import { CheckpointStore, CHECKPOINT_VERSION, type TaskCheckpoint } from "./checkpoint.ts";
 import { readProcStat } from "./containerizer/common.ts";
@@ -224,6 +225,8 @@ interface TaskRecord {
 
 interface StatusInput extends StatusDecision {
   agentId: string;
+  /** A health check's verdict (TASK_RUNNING updates only). */
+  healthy?: boolean;
 }
 
 /** Creates an agent; nothing happens until {@link Agent.start}. @throws on invalid options */
@@ -287,6 +290,7 @@ export function createAgent(options: AgentOptions): Agent {
 
   const tasks = new Map<string, TaskRecord>();
   const completed = new Map<string, TaskView>();
+  const healthChecks = new HealthCheckRunner({ clock, timers, report: onHealthVerdict });
   const retryTimers = new Map<string, TimerHandle>();
 
   // ----------------------------------------------------------------------------------------------
@@ -326,7 +330,9 @@ export function createAgent(options: AgentOptions): Agent {
       timestampMs: now,
       source: "SOURCE_AGENT" as const,
       ...(decision.exitCode === undefined ? {} : { exitCode: decision.exitCode }),
+      ...(decision.healthy === undefined ? {} : { healthy: decision.healthy }),
     };
+    if (decision.state !== "TASK_RUNNING") healthChecks.stop(record.taskId);
     record.state = decision.state;
     record.latest = toWireStatus(update, decision.agentId);
     record.latestUpdate = update;
@@ -337,6 +343,21 @@ export function createAgent(options: AgentOptions): Agent {
     } catch (err) {
       log.error({ err, taskId: record.taskId, frameworkId: record.frameworkId }, "status update refused by the manager");
     }
+  }
+
+  /** Starts the task's agent-run health check, if it has one (see ./health-checks.ts). */
+  function startHealthCheck(record: TaskRecord, startedAtMs: number): void {
+    const check = record.task.healthCheck;
+    const run = check && commandCheckRun(record, hostname, timers);
+    if (check && run) healthChecks.start(record.taskId, healthCheckTiming(check), startedAtMs, run);
+  }
+
+  /** A health verdict becomes a TASK_RUNNING update with `healthy` set, as Mesos's executors send. */
+  function onHealthVerdict(taskId: string, verdict: HealthVerdict): void {
+    const record = tasks.get(taskId);
+    const id = record?.latest?.agentId ?? agentId;
+    if (record === undefined || id === undefined || record.state !== "TASK_RUNNING" || record.killRequested) return;
+    emitStatus(record, { state: "TASK_RUNNING", reason: "REASON_TASK_HEALTH_CHECK_STATUS_UPDATED", message: verdict.message, agentId: id, healthy: verdict.healthy });
   }
 
   function applyEffects(effects: StatusUpdateEffect[]): void {
@@ -480,6 +501,7 @@ export function createAgent(options: AgentOptions): Agent {
       if (handle.cgroup !== undefined) record.cgroup = handle.cgroup;
     }
     emitStatus(record, { state: "TASK_RUNNING", reason: "REASON_UNSPECIFIED", message: "", agentId: id });
+    startHealthCheck(record, handle.startedAtMs);
     // A containerizer may refuse a kill that came before the container existed; repeat it now.
     if (record.killRequested) killContainer(record);
     let termination: Termination;
@@ -501,6 +523,7 @@ export function createAgent(options: AgentOptions): Agent {
 
   function killTask(record: TaskRecord, graceMs: number): void {
     if (isTerminalState(record.state)) return;
+    healthChecks.stop(record.taskId); // a dying task is not reported unhealthy
     record.killRequested = true;
     record.killGraceMs = record.killGraceMs === undefined ? graceMs : Math.min(record.killGraceMs, graceMs);
     log.info({ agentId, frameworkId: record.frameworkId, taskId: record.taskId, graceMs }, "killing task");
@@ -642,6 +665,7 @@ export function createAgent(options: AgentOptions): Agent {
   }
 
   async function watchRecovered(record: TaskRecord, id: string): Promise<void> {
+    if (!record.killRequested) startHealthCheck(record, clock.now());
     let termination: Termination;
     try {
       termination = await containerizer.wait(record.containerId!);
@@ -1025,6 +1049,7 @@ export function createAgent(options: AgentOptions): Agent {
 
   async function doStop(opts: AgentStopOptions): Promise<void> {
     stopped = true;
+    healthChecks.stopAll();
     await starting?.catch(() => undefined);
     wakeBackoff?.();
     pingTimer?.cancel();

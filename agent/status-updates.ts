@@ -52,6 +52,8 @@ export interface StatusUpdate {
   /** When the agent produced the update. */
   timestampMs: number;
   source?: StatusUpdateSource;
+  /** A health check's verdict; only on TASK_RUNNING updates a check produced. */
+  healthy?: boolean;
 }
 
 /** What the shell must do after a call into the manager, in order. */

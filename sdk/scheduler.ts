@@ -46,6 +46,7 @@ import type {
   EnvelopeOf,
   Filters,
   FrameworkInfo,
+  HealthCheck,
   Offer,
   PayloadKind,
   SchedulerCallBody,
@@ -302,6 +303,25 @@ export interface TaskSpec {
   killGracePeriodSeconds?: number;
   /** Free-form labels. @default {} */
   labels?: Readonly<Record<string, string>>;
+  /**
+   * A command health check the agent runs; the task's updates then carry `healthy`.
+   * @default none
+   */
+  healthCheck?: HealthCheckSpec;
+}
+
+/** A command health check of a {@link TaskSpec}; see `HealthCheck` in corral.proto. */
+export interface HealthCheckSpec {
+  /** Shell command line; exit status 0 is healthy. */
+  command: string;
+  /** Seconds from the task's start to the first check. @default 15 */
+  delaySeconds?: number;
+  /** Seconds from the end of one check to the next. @default 10 */
+  intervalSeconds?: number;
+  /** Seconds after which a check counts as failed. @default 20 */
+  timeoutSeconds?: number;
+  /** Seconds after the start in which failures do not count until a check passed. @default 10 */
+  gracePeriodSeconds?: number;
 }
 
 /** A task to reconcile; `agentId` speeds the answer up when known. */
@@ -510,7 +530,20 @@ export function taskInfoFromSpec(spec: TaskSpec, defaultAgentId?: string, where 
     labels: { ...(spec.labels ?? {}) },
   };
   if (grace !== undefined) info.killGracePeriodSeconds = grace;
+  if (spec.healthCheck !== undefined) info.healthCheck = healthCheckInfo(spec.healthCheck, `${where}.healthCheck`);
   return info;
+}
+
+function healthCheckInfo(check: HealthCheckSpec, where: string): HealthCheck {
+  if (typeof check.command !== "string" || check.command.length === 0) throw invalidCall(`${where}.command: must not be empty`);
+  const out: HealthCheck = { kind: "command", command: { value: check.command, arguments: [], shell: true, environment: {}, user: "" } };
+  for (const field of ["delaySeconds", "intervalSeconds", "timeoutSeconds", "gracePeriodSeconds"] as const) {
+    const seconds = check[field];
+    if (seconds === undefined) continue;
+    if (!(Number.isFinite(seconds) && seconds >= 0)) throw invalidCall(`${where}.${field}: must be a finite number >= 0, got ${seconds}`);
+    out[field] = seconds;
+  }
+  return out;
 }
 
 function checkFilters(filters: Filters | undefined): void {

@@ -125,6 +125,7 @@ export const REQUIRED: Readonly<Record<string, readonly string[]>> = {
   Attribute: ["name"],
   CommandInfo: ["value"],
   TaskInfo: ["taskId", "name", "agentId", "command"],
+  HealthCheck: ["kind"],
   TaskStatus: ["taskId", "state", "source"],
   Offer: ["id", "frameworkId", "agentId", "hostname", "role"],
   FrameworkInfo: ["name"],
@@ -181,6 +182,12 @@ const CROSS_FIELD_RULES: Readonly<Record<string, Rule>> = {
   "AgentToMaster.Reregister": (v, path, problems) => {
     const info = v.agentInfo as Plain | undefined;
     if (info && !info.id) problems.push(`${at(path, "agentInfo.id")}: must not be empty when re-registering`);
+  },
+  HealthCheck: (v, path, problems) => {
+    for (const field of ["delaySeconds", "intervalSeconds", "timeoutSeconds", "gracePeriodSeconds"]) {
+      const seconds = v[field];
+      if (typeof seconds === "number" && !(seconds >= 0)) problems.push(`${at(path, field)}: must be >= 0, got ${seconds}`);
+    }
   },
   CallResponse: (v, path, problems) => {
     if (v.ok === false && !v.errorCode) problems.push(`${at(path, "errorCode")}: must not be empty when ok is false`);

@@ -67,6 +67,21 @@ export interface CommandInfo {
   user: string;
 }
 
+/**
+ * A health check the agent runs on a task (see `HealthCheck` in corral.proto). Absent durations
+ * take Mesos's defaults.
+ */
+export type HealthCheck = {
+  /** Seconds from the task's start to the first check. @default 15 */
+  delaySeconds?: number;
+  /** Seconds from the end of one check to the next. @default 10 */
+  intervalSeconds?: number;
+  /** Seconds after which a check counts as failed. @default 20 */
+  timeoutSeconds?: number;
+  /** Seconds after the start in which failures do not count until a check passed. @default 10 */
+  gracePeriodSeconds?: number;
+} & { kind: "command"; command: CommandInfo };
+
 export interface TaskInfo {
   taskId: string;
   name: string;
@@ -76,6 +91,8 @@ export interface TaskInfo {
   /** Absent = the agent's default grace period. */
   killGracePeriodSeconds?: number;
   labels: Record<string, string>;
+  /** Absent = no agent-run health check. */
+  healthCheck?: HealthCheck;
 }
 
 /** All task states, in proto order (the UNSPECIFIED zero is never valid on the wire). */

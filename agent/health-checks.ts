@@ -1,0 +1,356 @@
+/**
+ * Health checks the agent runs on its tasks (`TaskInfo.health_check`), with Mesos's semantics:
+ *
+ * - the first check runs `delaySeconds` after the task started, each further one
+ *   `intervalSeconds` after the previous one ended; a check still running after `timeoutSeconds`
+ *   is killed and fails;
+ * - failures within `gracePeriodSeconds` of the start do not count while the task has never
+ *   passed a check;
+ * - the agent reports the first pass, the first pass after failures and every counted failure
+ *   (with the count), so that the framework can count consecutive failures itself. Killing an
+ *   unhealthy task is the framework's decision (Marathon's `maxConsecutiveFailures`).
+ *
+ * {@link HealthCheckSchedule} is the decision logic, a pure state machine over injected time;
+ * {@link HealthCheckRunner} arms timers and runs checks through a function it is given;
+ * {@link runCommandCheck} runs one COMMAND check as a process.
+ *
+ * How a COMMAND check runs: `/bin/sh -c <command>` in the task's sandbox, with the environment the
+ * containerizer gave the task (plus the check's own `environment`), as the user owning the sandbox
+ * (the containerizers hand it to the task's user), in a process group of its own so that a timeout
+ * kills everything it started. It does not enter the task's namespaces or cgroups: Corral's
+ * containers share the host's network, so `curl localhost:$PORT0` and friends see what the task
+ * serves, and the sandbox is the same directory inside and outside the container.
+ *
+ * @module
+ */
+import { spawn } from "node:child_process";
+import { stat } from "node:fs/promises";
+import type { Clock, TimerHandle, Timers } from "../sdk/clock.ts";
+import type { Resources } from "../sdk/resources.ts";
+import type { HealthCheck, TaskInfo } from "../sdk/wire/types.ts";
+import { containerResourcesOf } from "./agent-logic.ts";
+import { DEFAULT_PATH, taskEnvironment } from "./containerizer/common.ts";
+import type { ContainerResources } from "./containerizer/types.ts";
+
+// ------------------------------------------------------------------------------------------------
+// Timing
+// ------------------------------------------------------------------------------------------------
+
+/** Mesos's defaults for durations a {@link HealthCheck} leaves out, in seconds. */
+export const HEALTH_CHECK_DEFAULTS = { delaySeconds: 15, intervalSeconds: 10, timeoutSeconds: 20, gracePeriodSeconds: 10 } as const;
+
+/** Shortest time between two checks of one task, so `intervalSeconds: 0` cannot spin. @default 100 */
+export const MIN_CHECK_INTERVAL_MS = 100;
+
+/** Shortest check timeout. @default 100 */
+export const MIN_CHECK_TIMEOUT_MS = 100;
+
+/** A check's durations in ms, defaults filled in and floors applied. */
+export interface HealthCheckTiming {
+  delayMs: number;
+  intervalMs: number;
+  timeoutMs: number;
+  gracePeriodMs: number;
+}
+
+function ms(seconds: number | undefined, dflt: number): number {
+  const value = seconds !== undefined && Number.isFinite(seconds) && seconds >= 0 ? seconds : dflt;
+  return Math.round(value * 1000);
+}
+
+/** The timing of a wire health check. */
+export function healthCheckTiming(check: HealthCheck): HealthCheckTiming {
+  const d = HEALTH_CHECK_DEFAULTS;
+  return {
+    delayMs: ms(check.delaySeconds, d.delaySeconds),
+    intervalMs: Math.max(MIN_CHECK_INTERVAL_MS, ms(check.intervalSeconds, d.intervalSeconds)),
+    timeoutMs: Math.max(MIN_CHECK_TIMEOUT_MS, ms(check.timeoutSeconds, d.timeoutSeconds)),
+    gracePeriodMs: ms(check.gracePeriodSeconds, d.gracePeriodSeconds),
+  };
+}
+
+// ------------------------------------------------------------------------------------------------
+// The decision logic
+// ------------------------------------------------------------------------------------------------
+
+/** What to tell the framework after a check. */
+export interface HealthVerdict {
+  healthy: boolean;
+  /** Failures in a row, this one included (0 when healthy). */
+  consecutiveFailures: number;
+  /** For the status update's message. */
+  message: string;
+}
+
+/** One task's checks: when the next is due and what each result means. Pure; time comes in. */
+export class HealthCheckSchedule {
+  private nextAtMs: number;
+  private running = false;
+  private failures = 0;
+  private everHealthy = false;
+
+  constructor(
+    readonly timing: HealthCheckTiming,
+    /** When the task started running. */
+    readonly startedAtMs: number,
+  ) {
+    this.nextAtMs = startedAtMs + timing.delayMs;
+  }
+
+  /** When the next check is due; undefined while one runs. */
+  dueAtMs(): number | undefined {
+    return this.running ? undefined : this.nextAtMs;
+  }
+
+  /** A check starts. */
+  begin(): void {
+    this.running = true;
+  }
+
+  /** A check ended at `nowMs`; returns what to report, if anything. */
+  end(passed: boolean, nowMs: number, detail: string): HealthVerdict | undefined {
+    this.running = false;
+    this.nextAtMs = nowMs + this.timing.intervalMs;
+    if (passed) {
+      const report = !this.everHealthy || this.failures > 0;
+      this.everHealthy = true;
+      this.failures = 0;
+      return report ? { healthy: true, consecutiveFailures: 0, message: "Health check passed" } : undefined;
+    }
+    if (!this.everHealthy && nowMs - this.startedAtMs < this.timing.gracePeriodMs) return undefined;
+    this.failures++;
+    return { healthy: false, consecutiveFailures: this.failures, message: `Health check failed ${this.failures} time(s) in a row: ${detail}` };
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// The runner
+// ------------------------------------------------------------------------------------------------
+
+/** How one check went. */
+export interface CheckOutcome {
+  passed: boolean;
+  /** Why, in words ("exited with status 1"). */
+  detail: string;
+}
+
+/** Runs one check of a task, within `timeoutMs`; never rejects. */
+export type CheckRun = (timeoutMs: number) => Promise<CheckOutcome>;
+
+/** Options of {@link HealthCheckRunner}. */
+export interface HealthCheckRunnerOptions {
+  clock: Clock;
+  timers: Timers;
+  /** Receives each verdict worth reporting. */
+  report: (taskId: string, verdict: HealthVerdict) => void;
+  /** Checks running at once, at most; due checks beyond wait for a free slot. @default 64 */
+  maxConcurrentChecks?: number;
+}
+
+interface Checked {
+  schedule: HealthCheckSchedule;
+  run: CheckRun;
+  timer: TimerHandle | undefined;
+}
+
+/** Runs every task's checks on time; see the module comment. */
+export class HealthCheckRunner {
+  private readonly checked = new Map<string, Checked>();
+  /** Due checks waiting for a slot, in order. */
+  private readonly waiting = new Set<string>();
+  private running = 0;
+  private readonly maxConcurrent: number;
+
+  constructor(private readonly options: HealthCheckRunnerOptions) {
+    this.maxConcurrent = Math.max(1, options.maxConcurrentChecks ?? 64);
+  }
+
+  /** Starts checking a task that started running at `startedAtMs` (replaces earlier checks of it). */
+  start(taskId: string, timing: HealthCheckTiming, startedAtMs: number, run: CheckRun): void {
+    this.stop(taskId);
+    const entry: Checked = { schedule: new HealthCheckSchedule(timing, startedAtMs), run, timer: undefined };
+    this.checked.set(taskId, entry);
+    this.arm(taskId, entry);
+  }
+
+  /** Stops checking a task (killed, ended). A check in flight finishes unreported. */
+  stop(taskId: string): void {
+    const entry = this.checked.get(taskId);
+    entry?.timer?.cancel();
+    this.checked.delete(taskId);
+    this.waiting.delete(taskId);
+  }
+
+  stopAll(): void {
+    for (const taskId of [...this.checked.keys()]) this.stop(taskId);
+  }
+
+  /** Tasks being checked. */
+  size(): number {
+    return this.checked.size;
+  }
+
+  private arm(taskId: string, entry: Checked): void {
+    const due = entry.schedule.dueAtMs();
+    if (due === undefined) return;
+    entry.timer = this.options.timers.set(Math.max(0, due - this.options.clock.now()), () => {
+      if (this.checked.get(taskId) !== entry) return;
+      entry.timer = undefined;
+      this.waiting.add(taskId);
+      this.drain();
+    });
+  }
+
+  private drain(): void {
+    for (const taskId of this.waiting) {
+      if (this.running >= this.maxConcurrent) return;
+      this.waiting.delete(taskId);
+      const entry = this.checked.get(taskId);
+      if (entry) this.runOne(taskId, entry);
+    }
+  }
+
+  private runOne(taskId: string, entry: Checked): void {
+    entry.schedule.begin();
+    this.running++;
+    const timeoutMs = entry.schedule.timing.timeoutMs;
+    void entry
+      .run(timeoutMs)
+      .catch((err: unknown): CheckOutcome => ({ passed: false, detail: err instanceof Error ? err.message : String(err) }))
+      .then((outcome) => {
+        this.running--;
+        if (this.checked.get(taskId) === entry) {
+          const verdict = entry.schedule.end(outcome.passed, this.options.clock.now(), outcome.detail);
+          if (verdict) this.options.report(taskId, verdict);
+          this.arm(taskId, entry);
+        }
+        this.drain();
+      });
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// COMMAND checks
+// ------------------------------------------------------------------------------------------------
+
+/** Where and how a COMMAND check runs. */
+export interface CommandCheckTarget {
+  command: string;
+  env: Record<string, string>;
+  cwd: string;
+  /** Switch to this user (only when the agent runs as root). */
+  uid?: number;
+  gid?: number;
+}
+
+/** The parts of an agent's task record a check needs. */
+export interface CheckedTask {
+  taskId: string;
+  frameworkId: string;
+  task: TaskInfo;
+  sandbox: string | null;
+  containerId: string | null;
+  /** What the container was launched with; derived from `resources` when unknown. */
+  containerResources?: ContainerResources;
+  resources: Resources;
+}
+
+/**
+ * Where a task's COMMAND check runs: its sandbox, its environment (as the containerizer built it,
+ * with `hostname` as `HOST`), the user owning its sandbox. Undefined when the task has no COMMAND
+ * check or no sandbox.
+ */
+export async function commandCheckTarget(record: CheckedTask, hostname: string): Promise<CommandCheckTarget | undefined> {
+  const check = record.task.healthCheck;
+  if (check?.kind !== "command" || record.sandbox === null) return undefined;
+  const resources = record.containerResources ?? containerResourcesOf(record.resources);
+  const spec = {
+    containerId: record.containerId ?? record.taskId,
+    taskId: record.taskId,
+    frameworkId: record.frameworkId,
+    command: { shell: true, value: check.command.value },
+    env: { ...(record.task.command?.environment ?? {}) },
+    sandboxDir: record.sandbox,
+    resources,
+  };
+  const env = { ...taskEnvironment(spec, hostname, { PATH: process.env.PATH ?? DEFAULT_PATH }), ...check.command.environment };
+  const target: CommandCheckTarget = { command: check.command.value, env, cwd: record.sandbox };
+  if (process.getuid?.() === 0) {
+    const owner = await stat(record.sandbox);
+    if (owner.uid !== 0) {
+      target.uid = owner.uid;
+      target.gid = owner.gid;
+    }
+  }
+  return target;
+}
+
+/**
+ * The check of a task with a COMMAND health check, or undefined when it has none (or no sandbox).
+ * Where it runs is worked out at the first check (and again after a failure to work it out).
+ */
+export function commandCheckRun(record: CheckedTask, hostname: string, timers: Timers): CheckRun | undefined {
+  if (record.task.healthCheck?.kind !== "command" || record.sandbox === null) return undefined;
+  let target: Promise<CommandCheckTarget | undefined> | undefined;
+  return async (timeoutMs) => {
+    target ??= commandCheckTarget(record, hostname);
+    let resolved: CommandCheckTarget | undefined;
+    try {
+      resolved = await target;
+    } catch (err) {
+      target = undefined;
+      return { passed: false, detail: `cannot prepare the check: ${err instanceof Error ? err.message : String(err)}` };
+    }
+    if (!resolved) return { passed: false, detail: "the task has no sandbox" };
+    return runCommandCheck(resolved, timeoutMs, timers);
+  };
+}
+
+/** Runs one COMMAND check: passes when the command exits with status 0 within `timeoutMs`. */
+export function runCommandCheck(target: CommandCheckTarget, timeoutMs: number, timers: Timers): Promise<CheckOutcome> {
+  return new Promise((resolve) => {
+    let settled = false;
+    const finish = (outcome: CheckOutcome) => {
+      if (settled) return;
+      settled = true;
+      timer.cancel();
+      resolve(outcome);
+    };
+    let child: ReturnType<typeof spawn>;
+    try {
+      child = spawn("/bin/sh", ["-c", target.command], {
+        cwd: target.cwd,
+        env: target.env,
+        detached: true, // its own process group: a timeout kills all it started
+        stdio: "ignore",
+        ...(target.uid !== undefined ? { uid: target.uid, gid: target.gid ?? target.uid } : {}),
+      });
+    } catch (err) {
+      resolve({ passed: false, detail: `cannot run the command: ${err instanceof Error ? err.message : String(err)}` });
+      return;
+    }
+    const timer = timers.set(timeoutMs, () => {
+      if (child.pid !== undefined) {
+        try {
+          process.kill(-child.pid, "SIGKILL");
+        } catch {
+          // already gone
+        }
+      }
+      finish({ passed: false, detail: `timed out after ${timeoutMs / 1000} s` });
+    });
+    child.once("error", (err) => finish({ passed: false, detail: `cannot run the command: ${err.message}` }));
+    child.once("exit", (code, signal) => {
+      // Whatever the command left behind in its group goes with it.
+      if (child.pid !== undefined) {
+        try {
+          process.kill(-child.pid, "SIGKILL");
+        } catch {
+          // nothing left
+        }
+      }
+      if (code === 0) finish({ passed: true, detail: "exited with status 0" });
+      else finish({ passed: false, detail: code !== null ? `exited with status ${code}` : `killed by ${signal}` });
+    });
+  });
+}
