@@ -8,8 +8,9 @@ const benchmarks: Record<string, () => Promise<BenchResult[]>> = {
   allocator: async () => (await import("./allocator.ts")).runAllocatorBench(process.argv.slice(3)),
   launch: async () => (await import("./launch.ts")).runLaunchBench(process.argv.slice(3)),
   isolation: async () => (await import("./isolation.ts")).runIsolationBench(process.argv.slice(3)),
-  failover: async () => (await import("./failover.ts")).runFailoverBench(process.argv.slice(3)),
   sim: async () => (await import("./sim.ts")).runSimBench(process.argv.slice(3)),
+  failover: async () => (await import("./failover.ts")).runFailoverBench(process.argv.slice(3)),
+  marathon: async () => (await import("./marathon.ts")).runMarathonBench(process.argv.slice(3)),
 };
 
 const name = process.argv[2];

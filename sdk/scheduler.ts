@@ -214,7 +214,12 @@ export interface OfferView {
 
 /** Handed to the `update` callback when the update must be acknowledged by hand. */
 export interface Acknowledger {
-  /** Acknowledges the update; calling it again returns the first call's promise. */
+  /**
+   * Acknowledges the update: publishes the acknowledgement without waiting for the master's
+   * answer (at thousands of updates per second the answers would cost as much as the updates;
+   * an acknowledgement that is lost makes the agent send the update again). Calling it again
+   * returns the first call's promise.
+   */
   acknowledge(): Promise<void>;
 }
 
@@ -1207,7 +1212,8 @@ class Driver implements SchedulerDriver {
     let ack: Acknowledger | undefined;
     if (needsAck && !this.autoAcknowledge) {
       let sent: Promise<void> | undefined;
-      ack = { acknowledge: () => (sent ??= this.acknowledge(status).then(() => undefined)) };
+      // Published like automatic acknowledgements, without waiting for the master's answer.
+      ack = { acknowledge: () => (sent ??= Promise.resolve(this.publishAcknowledgement(status))) };
     }
     this.enqueue("update", async () => {
       const pending = this.callbacks.update?.(status, ack);

@@ -16,11 +16,12 @@
  */
 
 import type { Rng } from "../../sdk/rng.ts";
+import type { HealthCheckSpec } from "../../sdk/scheduler.ts";
 import { Resources, type ResourceEntry } from "../../sdk/resources.ts";
 import { UNRESERVED_ROLE } from "../../sdk/roles.ts";
 import { TERMINAL_TASK_STATES } from "../../sdk/wire/types.ts";
-import type { NormalizedApp } from "./app-spec.ts";
-import { isSelfOrAncestorId } from "./path-id.ts";
+import type { NormalizedApp, ReadinessCheck } from "./app-spec.ts";
+import { formatPathId, isSelfOrAncestorId, parentId, pathSegments } from "./path-id.ts";
 import { activeDelay, canLaunch, launchAllowedAtMs, queueDelayInfo, recordFailure, type LaunchDelay, type QueueDelayInfo } from "./backoff.ts";
 import { checkConstraints, DEFAULT_MAX_INSTANCES_PER_OFFER, type Placement } from "./constraints.ts";
 import { selectInstancesToKill, type KillCandidate } from "./kill-order.ts";
@@ -49,6 +50,8 @@ export interface MarathonCoreConfig {
   maxApps: number;
   /** Instances at most (all apps). @default 100000 */
   maxInstances: number;
+  /** Groups created through `/v2/groups` at most. @default 10000 */
+  maxGroups: number;
 }
 
 export const DEFAULT_CORE_CONFIG: MarathonCoreConfig = {
@@ -60,6 +63,7 @@ export const DEFAULT_CORE_CONFIG: MarathonCoreConfig = {
   maxUnusedOffersPerApp: 10,
   maxApps: 10_000,
   maxInstances: 100_000,
+  maxGroups: 10_000,
 };
 
 // ------------------------------------------------------------------------------------------------
@@ -146,6 +150,27 @@ export interface Deployment {
   startedAtMs: number;
 }
 
+/**
+ * A group that exists in its own right, created through `/v2/groups`: it outlives its apps (an
+ * empty group stays) and keeps its dependencies. Groups that only hold apps exist through their
+ * ids and need no record. Persisted.
+ */
+export interface GroupRecord {
+  id: string;
+  /** Absolute ids of apps or groups that every app below waits for in deployments. */
+  dependencies: string[];
+  /** The version of the write that last set it. */
+  version: string;
+}
+
+/** Group records to set or forget along with a deployment. */
+export interface GroupChanges {
+  /** Groups to create or replace (after the removals). @default [] */
+  put?: ReadonlyArray<{ id: string; dependencies: readonly string[] }>;
+  /** Groups to forget, each with every group record below it. @default [] */
+  remove?: readonly string[];
+}
+
 /** One change of a deployment: an app to create or update, or an app id to remove. */
 export type AppChange = { app: NormalizedApp; restart?: boolean } | { remove: string };
 
@@ -182,6 +207,8 @@ export interface LaunchTask {
   user?: string;
   killGracePeriodSeconds?: number;
   labels: Record<string, string>;
+  /** The app's COMMAND health check, run by the agent. */
+  healthCheck?: HealthCheckSpec;
 }
 
 /** A Marathon event (`/v2/events`), with its `eventType` and `timestamp`. */
@@ -203,6 +230,10 @@ export type MarathonEffect =
   | { type: "deleteDeployment"; id: string }
   | { type: "putInstance"; instance: Instance }
   | { type: "deleteInstance"; id: string }
+  | { type: "putGroup"; group: GroupRecord }
+  | { type: "deleteGroup"; id: string }
+  | { type: "putDelay"; appId: string; delay: LaunchDelay }
+  | { type: "deleteDelay"; appId: string }
   | { type: "event"; event: MarathonEvent };
 
 /** A write refused because deployments hold the app; answer 409 with their ids. */
@@ -261,6 +292,31 @@ export interface TaskFailure {
   version: string;
 }
 
+/** The last answer of an instance's readiness check, as `readinessCheckResults` shows it. */
+export interface ReadinessResult {
+  /** The check's name. */
+  name: string;
+  taskId: string;
+  ready: boolean;
+  /** The last HTTP answer, kept only with the check's `preserveLastResponse`. */
+  lastResponse?: { status: number; contentType: string; body: string };
+}
+
+/** What a readiness probe found (the shell's HTTP request). */
+export interface ReadinessProbe {
+  ready: boolean;
+  /** The HTTP answer, when there was one. */
+  response?: { status: number; contentType: string; body: string };
+}
+
+/** An instance whose readiness the shell should probe, with the check and the port to use. */
+export interface ReadinessTarget {
+  instance: Instance;
+  check: ReadinessCheck;
+  /** The host port named by the check's `portName`; undefined when the instance has none. */
+  port: number | undefined;
+}
+
 /** Result of a write: what `/v2` answers with. */
 export interface WriteResult {
   deploymentId: string;
@@ -291,8 +347,12 @@ export function appIdToTaskPrefix(appId: string): string {
 
 /** ISO time of epoch ms. */
 export function iso(ms: number): string {
-  return new Date(ms).toISOString();
+  // One input stamps thousands of events with the same time: format it once.
+  if (ms !== lastIso.ms) lastIso = { ms, text: new Date(ms).toISOString() };
+  return lastIso.text;
 }
+
+let lastIso = { ms: Number.NaN, text: "" };
 
 // ------------------------------------------------------------------------------------------------
 // The core
@@ -304,13 +364,23 @@ export class MarathonCore {
   private readonly instances = new Map<string, Instance>();
   /** Instance ids by app id, so per-app questions do not scan every instance. */
   private readonly byApp = new Map<string, Set<string>>();
-  private readonly deployments = new Map<string, Deployment>();
+  private readonly deployments = new DeploymentMap();
   private readonly delays = new Map<string, LaunchDelay>();
+  private readonly groups = new Map<string, GroupRecord>();
   private readonly queueStats = new Map<string, QueueStats>();
+  /** Readiness of instances launched by running deployments, by instance id (bounded by the instances). */
+  private readonly readiness = new Map<string, ReadinessResult>();
+  /**
+   * Agent-run (COMMAND) health verdicts per instance: consecutive failures, and the timestamp of
+   * the latest update counted, so a re-delivered update is not counted twice. Bounded by the instances.
+   */
+  private readonly agentHealth = new Map<string, { failures: number; lastMs: number }>();
   /** The latest unexpected end of a task per app (`lastTaskFailure`), bounded by the apps. */
   private readonly lastFailures = new Map<string, TaskFailure>();
   /** Whether we told the master to stop sending offers. */
   private suppressed = false;
+  /** Set while {@link statusUpdates} applies its updates: the apps converge once, after the last. */
+  private deferEvaluate = false;
   private lastVersionMs = 0;
   /** Counters for `/metrics`. */
   readonly counters = { launched: 0, killed: 0, failed: 0, offersProcessed: 0, offersDeclined: 0, deploymentsSucceeded: 0, deploymentsFailed: 0 };
@@ -327,8 +397,16 @@ export class MarathonCore {
   // ---------------------------------------------------------------------------------------------
 
   /** Loads persisted state (before any other input). Returns the effects to resume. */
-  recover(state: { apps: AppRecord[]; deployments: Deployment[]; instances: Instance[] }, nowMs: number): MarathonEffect[] {
+  recover(state: { apps: AppRecord[]; deployments: Deployment[]; instances: Instance[]; delays?: Array<{ appId: string; delay: LaunchDelay }>; groups?: GroupRecord[] }, nowMs: number): MarathonEffect[] {
     for (const record of state.apps) this.apps.set(record.app.id, record);
+    for (const group of state.groups ?? []) this.groups.set(group.id, group);
+    // A delay of an app that is gone, or of an older config, is dropped (and forgotten in the store).
+    const staleDelays: string[] = [];
+    for (const { appId, delay } of state.delays ?? []) {
+      const record = this.apps.get(appId);
+      if (record && delay.configVersion === record.versionInfo.lastConfigChangeAt) this.delays.set(appId, delay);
+      else staleDelays.push(appId);
+    }
     for (const instance of state.instances) {
       if (this.apps.has(instance.appId)) this.addInstance(instance);
     }
@@ -340,7 +418,7 @@ export class MarathonCore {
     for (const record of state.apps) this.lastVersionMs = Math.max(this.lastVersionMs, Date.parse(record.version) || 0);
     // Unknown whether offers are suppressed at the master: start revived.
     this.suppressed = true;
-    const effects: MarathonEffect[] = [];
+    const effects: MarathonEffect[] = staleDelays.map((appId) => ({ type: "deleteDelay", appId }));
     // Instances of deleted apps were dropped above; orphans of those are killed by reconciliation.
     for (const instance of state.instances) if (!this.apps.has(instance.appId)) effects.push({ type: "deleteInstance", id: instance.id });
     this.evaluate(nowMs, effects);
@@ -355,12 +433,56 @@ export class MarathonCore {
     return this.apps.get(appId);
   }
 
+  /** The record of a group created through `/v2/groups`, if any. */
+  groupRecord(id: string): GroupRecord | undefined {
+    return this.groups.get(id);
+  }
+
+  /**
+   * True when the group exists: the root always; a group with a record; a group above a group
+   * with a record; a group above an app.
+   */
+  groupExists(id: string): boolean {
+    if (id === "/") return true;
+    for (const g of this.groups.keys()) if (isSelfOrAncestorId(id, g)) return true;
+    for (const appId of this.apps.keys()) if (appId !== id && isSelfOrAncestorId(id, appId)) return true;
+    return false;
+  }
+
+  /** The groups directly below `id` (with records, or implied by deeper groups and apps), sorted. */
+  childGroups(id: string): string[] {
+    const depth = pathSegments(id).length;
+    const out = new Set<string>();
+    const add = (below: string, isApp: boolean) => {
+      const segments = pathSegments(below);
+      if (!isSelfOrAncestorId(id, below) || segments.length <= depth + (isApp ? 1 : 0)) return;
+      out.add(formatPathId(segments.slice(0, depth + 1)));
+    };
+    for (const g of this.groups.keys()) add(g, false);
+    for (const appId of this.apps.keys()) add(appId, true);
+    return [...out].sort(cmp);
+  }
+
   appList(): AppRecord[] {
     return [...this.apps.values()].sort((a, b) => cmp(a.app.id, b.app.id));
   }
 
   instancesOf(appId: string): Instance[] {
-    return [...(this.byApp.get(appId) ?? [])].map((id) => this.instances.get(id)!).sort((a, b) => a.stagedAtMs - b.stagedAtMs || cmp(a.id, b.id));
+    return this.unorderedInstancesOf(appId).sort((a, b) => a.stagedAtMs - b.stagedAtMs || cmp(a.id, b.id));
+  }
+
+  /** The app's instances in the order they were added: for counting, where order does not matter (no sort). */
+  private unorderedInstancesOf(appId: string): Instance[] {
+    const out: Instance[] = [];
+    for (const id of this.byApp.get(appId) ?? []) out.push(this.instances.get(id)!);
+    return out;
+  }
+
+  /** How many of the app's instances satisfy `test` (no list, no sort). */
+  private countInstances(appId: string, test: (i: Instance) => boolean): number {
+    let n = 0;
+    for (const id of this.byApp.get(appId) ?? []) if (test(this.instances.get(id)!)) n++;
+    return n;
   }
 
   allInstances(): Instance[] {
@@ -388,25 +510,77 @@ export class MarathonCore {
     return this.suppressed;
   }
 
-  /** The health verdict used by deployments: healthy when checked, running when not. */
+  /**
+   * The verdict used by deployments: running, healthy when the app has health checks, and ready
+   * when a running deployment launched it and the app has a readiness check.
+   */
   isReady(instance: Instance): boolean {
     const record = this.apps.get(instance.appId);
     if (instance.state !== "running" || instance.goal !== "running") return false;
-    if (!record || record.app.healthChecks.length === 0) return true;
-    return instance.healthy === true;
+    if (!record) return true;
+    if (record.app.healthChecks.length > 0 && instance.healthy !== true) return false;
+    return !this.needsReadiness(instance, record) || this.readiness.get(instance.id)?.ready === true;
+  }
+
+  /**
+   * Marathon checks readiness only for the instances a deployment launches (of the app's current
+   * config, staged after the deployment began), and only while the deployment still waits for
+   * the app: a replacement launched outside a deployment, or an old instance, needs none.
+   */
+  private needsReadiness(instance: Instance, record: AppRecord): boolean {
+    if (record.app.readinessChecks.length === 0 || instance.configVersion !== record.versionInfo.lastConfigChangeAt) return false;
+    const found = this.partOf(instance.appId);
+    if (!found || found.part.done || found.part.kind === "stop") return false;
+    return instance.stagedAtMs >= found.deployment.startedAtMs;
+  }
+
+  /**
+   * The instances whose readiness the shell should probe now: launched by a running deployment,
+   * running, healthy (when the app has health checks) and not yet found ready.
+   */
+  readinessTargets(): ReadinessTarget[] {
+    const out: ReadinessTarget[] = [];
+    for (const deployment of this.deployments.values()) {
+      for (const part of deployment.parts) {
+        const record = this.apps.get(part.appId);
+        const check = record?.app.readinessChecks[0];
+        if (!record || !check || part.done || part.kind === "stop") continue;
+        const portIndex = record.app.portDefinitions.findIndex((p) => p.name === check.portName);
+        for (const instance of this.instancesOf(part.appId)) {
+          if (instance.state !== "running" || instance.goal !== "running" || !this.needsReadiness(instance, record)) continue;
+          if (record.app.healthChecks.length > 0 && instance.healthy !== true) continue;
+          if (this.readiness.get(instance.id)?.ready === true) continue;
+          out.push({ instance, check, port: portIndex >= 0 ? instance.hostPorts[portIndex] : undefined });
+        }
+      }
+    }
+    return out;
+  }
+
+  /** Readiness results of the app's instances that a running deployment waits for. */
+  readinessResults(appId: string): ReadinessResult[] {
+    const record = this.apps.get(appId);
+    if (!record || record.app.readinessChecks.length === 0) return [];
+    return this.instancesOf(appId).flatMap((i) => {
+      const result = this.readiness.get(i.id);
+      return result && this.needsReadiness(i, record) ? [result] : [];
+    });
   }
 
   /** Task counts as `/v2/apps` shows them. */
   taskCounts(appId: string): { tasksStaged: number; tasksRunning: number; tasksHealthy: number; tasksUnhealthy: number } {
-    const list = this.instancesOf(appId);
     const record = this.apps.get(appId);
     const checked = record !== undefined && record.app.healthChecks.length > 0;
-    return {
-      tasksStaged: list.filter((i) => i.state === "staging" || i.state === "starting").length,
-      tasksRunning: list.filter((i) => i.state === "running" || i.state === "killing").length,
-      tasksHealthy: checked ? list.filter((i) => i.healthy === true).length : 0,
-      tasksUnhealthy: checked ? list.filter((i) => i.healthy === false).length : 0,
-    };
+    // One pass, no list: `GET /v2/apps` asks this of every app.
+    const counts = { tasksStaged: 0, tasksRunning: 0, tasksHealthy: 0, tasksUnhealthy: 0 };
+    for (const id of this.byApp.get(appId) ?? []) {
+      const i = this.instances.get(id)!;
+      if (i.state === "staging" || i.state === "starting") counts.tasksStaged++;
+      else if (i.state === "running" || i.state === "killing") counts.tasksRunning++;
+      if (checked && i.healthy === true) counts.tasksHealthy++;
+      else if (checked && i.healthy === false) counts.tasksUnhealthy++;
+    }
+    return counts;
   }
 
   /** Instances the app still wants launched now (its launch-queue count). */
@@ -417,11 +591,11 @@ export class MarathonCore {
     if (found && !found.part.done) {
       if (found.part.kind === "stop" || found.step > found.deployment.currentStep) return 0;
       if (found.part.kind === "restart") {
-        const active = this.instancesOf(appId).filter((i) => i.goal !== "stopped" && i.configVersion === record.versionInfo.lastConfigChangeAt).length;
+        const active = this.countInstances(appId, (i) => i.goal !== "stopped" && i.configVersion === record.versionInfo.lastConfigChangeAt);
         return Math.max(0, found.part.newAllowed - active);
       }
     }
-    const active = this.instancesOf(appId).filter((i) => i.goal !== "stopped").length;
+    const active = this.countInstances(appId, (i) => i.goal !== "stopped");
     return Math.max(0, record.app.instances - active);
   }
 
@@ -469,19 +643,24 @@ export class MarathonCore {
   /**
    * Applies several app changes as one deployment (`/v2/groups` writes, rollbacks): removals
    * first, then the apps in dependency order, one step per layer (an app waits for the apps it
-   * depends on, directly or through a group id, to be deployed).
+   * depends on, directly or through a group id, or through the dependencies of the groups it is
+   * in). `groups` are the group records the write sets or forgets, applied with it.
    * @throws ConflictError when a deployment holds one of the apps and `force` is not set
    * @throws NotFoundError when a removed app does not exist
+   * @throws RefusedError beyond `maxApps` or `maxGroups`
    */
-  deploy(changes: readonly AppChange[], options: { force?: boolean }, nowMs: number): { result: WriteResult; effects: MarathonEffect[] } {
+  deploy(changes: readonly AppChange[], options: { force?: boolean }, nowMs: number, groups: GroupChanges = {}): { result: WriteResult; effects: MarathonEffect[] } {
     const effects: MarathonEffect[] = [];
     const ids = changes.map(changeId);
     if (new Set(ids).size !== ids.length) throw new RefusedError("an app may appear only once in a deployment");
     for (const c of changes) if ("remove" in c && !this.apps.has(c.remove)) throw new NotFoundError(`App '${c.remove}' does not exist`);
     const added = changes.filter((c) => "app" in c && !this.apps.has(c.app.id)).length;
     if (this.apps.size + added > this.config.maxApps) throw new RefusedError(`at most ${this.config.maxApps} apps (maxApps)`);
+    const newGroups = new Set((groups.put ?? []).map((g) => g.id).filter((id) => !this.groups.has(id))).size;
+    if (this.groups.size + newGroups > this.config.maxGroups) throw new RefusedError(`at most ${this.config.maxGroups} groups (maxGroups)`);
     this.checkLock(ids, options.force ?? false, nowMs, effects);
     const version = this.nextVersion(nowMs);
+    this.applyGroupChanges(groups, version, effects);
     const parts: DeploymentPart[] = [];
     for (const change of changes) {
       if ("remove" in change) {
@@ -497,7 +676,7 @@ export class MarathonCore {
       const current: AppVersion = { app, version, versionInfo };
       const record: AppRecord = { ...current, versions: [...(existing?.versions ?? []), current].slice(-this.config.maxVersionsPerApp) };
       this.apps.set(app.id, record);
-      if (configChanged) this.delays.delete(app.id); // a new config starts without backoff
+      if (configChanged) this.clearDelay(app.id, effects); // a new config starts without backoff
       effects.push({ type: "putApp", record });
       parts.push(this.newPart(record, existing));
     }
@@ -541,8 +720,8 @@ export class MarathonCore {
   /** `DELETE /v2/queue/{id}/delay`: launch again without waiting. */
   resetDelay(appId: string, nowMs: number): MarathonEffect[] {
     if (!this.apps.has(appId)) throw new NotFoundError(`App '${appId}' does not exist`);
-    this.delays.delete(appId);
     const effects: MarathonEffect[] = [];
+    this.clearDelay(appId, effects);
     this.evaluate(nowMs, effects);
     return effects;
   }
@@ -588,9 +767,21 @@ export class MarathonCore {
     const effects: MarathonEffect[] = [];
     const unused: string[] = [];
     let anyWaiting = false;
+    // The apps that wait (in id order) and their queue counts, computed once for all the offers
+    // of this batch: thousands of apps with nothing to launch then cost nothing per offer.
+    const pass: MatchPass = { apps: [], wanted: new Map() };
+    for (const record of this.appList()) {
+      const wanted = this.queueCount(record.app.id);
+      if (wanted === 0) {
+        this.queueStats.delete(record.app.id);
+        continue;
+      }
+      pass.apps.push(record);
+      pass.wanted.set(record.app.id, wanted);
+    }
     for (const offer of offers) {
       this.counters.offersProcessed++;
-      const tasks = this.matchOffer(offer, nowMs);
+      const tasks = this.matchOffer(offer, nowMs, pass);
       if (tasks.waiting) anyWaiting = true;
       if (tasks.tasks.length > 0) {
         // Persisted before the launch: a restarted Marathon must know every task it may have started.
@@ -621,6 +812,22 @@ export class MarathonCore {
     return effects;
   }
 
+  /**
+   * Several task status updates as one input: each is applied in turn and the apps converge once,
+   * after the last, rather than after each (which costs a pass over every instance of every app).
+   */
+  statusUpdates(statuses: readonly CoreStatus[], nowMs: number): MarathonEffect[] {
+    const effects: MarathonEffect[] = [];
+    this.deferEvaluate = true;
+    try {
+      for (const status of statuses) for (const effect of this.statusUpdate(status, nowMs)) effects.push(effect);
+    } finally {
+      this.deferEvaluate = false;
+    }
+    this.evaluate(nowMs, effects);
+    return effects;
+  }
+
   /** A task status update (also reconciliation answers). */
   statusUpdate(status: CoreStatus, nowMs: number): MarathonEffect[] {
     const effects: MarathonEffect[] = [];
@@ -639,7 +846,9 @@ export class MarathonCore {
       if (instance.goal === "running" && record) {
         this.counters.failed++;
         this.lastFailures.set(instance.appId, { appId: instance.appId, taskId: instance.id, host: instance.hostname, slaveId: instance.agentId, state: status.state, message: status.message ?? "", timestamp: iso(nowMs), version: instance.version });
-        this.delays.set(instance.appId, recordFailure(this.delays.get(instance.appId), record.app, record.versionInfo.lastConfigChangeAt, nowMs));
+        const delay = recordFailure(this.delays.get(instance.appId), record.app, record.versionInfo.lastConfigChangeAt, nowMs);
+        this.delays.set(instance.appId, delay);
+        effects.push({ type: "putDelay", appId: instance.appId, delay });
       }
       this.remove(instance, effects);
       effects.push(instanceChanged(instance, status.state === "TASK_FINISHED" ? "Finished" : "Failed", nowMs));
@@ -670,17 +879,41 @@ export class MarathonCore {
         instance.state = "killing";
         break;
     }
-    if (status.healthy !== undefined && record && record.app.healthChecks.some((c) => !MARATHON_HEALTH_PROTOCOLS.has(c.protocol))) {
-      instance.healthy = status.healthy;
-    }
+    const agentCheck = record?.app.healthChecks.find((c) => !MARATHON_HEALTH_PROTOCOLS.has(c.protocol));
+    if (status.healthy !== undefined && agentCheck) instance.healthy = status.healthy;
     if (before.state !== instance.state || before.healthy !== instance.healthy) {
       effects.push(this.statusEvent(instance, status, nowMs));
-      effects.push({ type: "putInstance", instance: { ...instance } });
+      // Staging to starting is not persisted (a store write per launch less): a restarted
+      // Marathon treats both alike, and reconciliation tells it where each task really is.
+      const durable = !(before.state === "staging" && instance.state === "starting" && before.healthy === instance.healthy);
+      if (durable) effects.push({ type: "putInstance", instance: { ...instance } });
       if (before.state !== instance.state) effects.push(instanceChanged(instance, conditionOf(instance), nowMs));
       if (before.healthy !== instance.healthy && instance.healthy !== undefined) effects.push(healthChanged(instance, nowMs));
     }
+    if (status.healthy !== undefined && agentCheck && status.reason === "REASON_TASK_HEALTH_CHECK_STATUS_UPDATED") {
+      this.countAgentVerdict(instance, status.healthy, status.timestampMs ?? nowMs, agentCheck.maxConsecutiveFailures, nowMs, effects);
+    }
     this.evaluate(nowMs, effects);
     return effects;
+  }
+
+  /**
+   * The agent reports every counted failure of its check (and the first pass after failures):
+   * Marathon counts them as it counts its own checks' and kills the instance, to be replaced,
+   * after `maxConsecutiveFailures` in a row (0: never). An update older than the last one counted
+   * is a re-delivery (or a reconciliation answer) and counts nothing.
+   */
+  private countAgentVerdict(instance: Instance, healthy: boolean, atMs: number, maxFailures: number, nowMs: number, effects: MarathonEffect[]): void {
+    const seen = this.agentHealth.get(instance.id);
+    if (seen && atMs <= seen.lastMs) return;
+    const failures = healthy ? 0 : (seen?.failures ?? 0) + 1;
+    this.agentHealth.set(instance.id, { failures, lastMs: atMs });
+    if (!healthy && maxFailures > 0 && failures >= maxFailures && instance.goal === "running") this.killUnhealthy(instance, nowMs, effects);
+  }
+
+  private killUnhealthy(instance: Instance, nowMs: number, effects: MarathonEffect[]): void {
+    effects.push({ type: "event", event: { eventType: "unhealthy_instance_kill_event", timestamp: iso(nowMs), appId: instance.appId, taskId: instance.id, instanceId: instance.id, version: instance.version, reason: "health check failed", host: instance.hostname, slaveId: instance.agentId } });
+    this.stopInstance(instance, "replace", effects, nowMs);
   }
 
   /**
@@ -695,11 +928,29 @@ export class MarathonCore {
       instance.healthy = healthy;
       effects.push(healthChanged(instance, nowMs));
     }
-    if (kill) {
-      effects.push({ type: "event", event: { eventType: "unhealthy_instance_kill_event", timestamp: iso(nowMs), appId: instance.appId, taskId: instance.id, instanceId: instance.id, version: instance.version, reason: "health check failed", host: instance.hostname, slaveId: instance.agentId } });
-      this.stopInstance(instance, "replace", effects, nowMs);
-    }
+    if (kill) this.killUnhealthy(instance, nowMs, effects);
     this.evaluate(nowMs, effects);
+    return effects;
+  }
+
+  /**
+   * What a readiness probe of an instance found. Once ready, an instance stays ready (Marathon
+   * stops checking it); a deployment waiting for it moves on.
+   */
+  readinessResult(instanceId: string, probe: ReadinessProbe, nowMs: number): MarathonEffect[] {
+    const effects: MarathonEffect[] = [];
+    const instance = this.instances.get(instanceId);
+    const record = instance && this.apps.get(instance.appId);
+    const check = record?.app.readinessChecks[0];
+    if (!instance || !record || !check || !this.needsReadiness(instance, record)) return effects;
+    if (this.readiness.get(instanceId)?.ready === true) return effects;
+    this.readiness.set(instanceId, {
+      name: check.name,
+      taskId: instanceId,
+      ready: probe.ready,
+      ...(check.preserveLastResponse && probe.response ? { lastResponse: probe.response } : {}),
+    });
+    if (probe.ready) this.evaluate(nowMs, effects);
     return effects;
   }
 
@@ -765,14 +1016,43 @@ export class MarathonCore {
     return part;
   }
 
+  private applyGroupChanges(groups: GroupChanges, version: string, effects: MarathonEffect[]): void {
+    for (const removed of groups.remove ?? []) {
+      for (const id of [...this.groups.keys()]) {
+        if (!isSelfOrAncestorId(removed, id)) continue;
+        this.groups.delete(id);
+        effects.push({ type: "deleteGroup", id });
+      }
+    }
+    for (const g of groups.put ?? []) {
+      const record: GroupRecord = { id: g.id, dependencies: [...g.dependencies], version };
+      this.groups.set(g.id, record);
+      effects.push({ type: "putGroup", group: record });
+    }
+  }
+
+  /**
+   * What an app waits for in a deployment: its own dependencies and, as in Marathon, those of the
+   * groups it is in (a group's dependency on a group that holds the app itself is no wait).
+   */
+  private dependenciesOf(app: NormalizedApp): string[] {
+    const out = [...app.dependencies];
+    for (let id = parentId(app.id); ; id = parentId(id)) {
+      for (const d of this.groups.get(id)?.dependencies ?? []) if (!isSelfOrAncestorId(d, app.id)) out.push(d);
+      if (id === "/") break;
+    }
+    return out;
+  }
+
   /** Removals first; then layers of apps, each after the apps (or groups) it depends on. */
   private orderSteps(parts: readonly DeploymentPart[]): string[][] {
     const steps: string[][] = [];
     const stops = parts.filter((p) => p.kind === "stop").map((p) => p.appId);
     if (stops.length > 0) steps.push(stops);
     let left = parts.filter((p) => p.kind !== "stop").map((p) => this.apps.get(p.appId)!.app);
+    const deps = new Map(left.map((a) => [a, this.dependenciesOf(a)]));
     while (left.length > 0) {
-      const waiting = (a: NormalizedApp) => left.some((b) => b !== a && a.dependencies.some((d) => isSelfOrAncestorId(d, b.id)));
+      const waiting = (a: NormalizedApp) => left.some((b) => b !== a && deps.get(a)!.some((d) => isSelfOrAncestorId(d, b.id)));
       let layer = left.filter((a) => !waiting(a));
       if (layer.length === 0) layer = left; // a cycle (validation refuses them): no order to keep
       steps.push(layer.map((a) => a.id).sort(cmp));
@@ -781,16 +1061,14 @@ export class MarathonCore {
     return steps;
   }
 
-  private partOf(appId: string): { deployment: Deployment; part: DeploymentPart; step: number } | undefined {
-    for (const deployment of this.deployments.values()) {
-      const part = deployment.parts.find((p) => p.appId === appId);
-      if (part) return { deployment, part, step: deployment.steps.findIndex((s) => s.includes(appId)) };
-    }
-    return undefined;
+  private partOf(appId: string): DeploymentHold | undefined {
+    return this.deployments.holding(appId);
   }
 
   private endDeployment(deployment: Deployment, outcome: "success" | "failed", nowMs: number, effects: MarathonEffect[], reason?: string): void {
     this.deployments.delete(deployment.id);
+    // Readiness matters only while a deployment waits for it.
+    for (const part of deployment.parts) for (const id of this.byApp.get(part.appId) ?? []) this.readiness.delete(id);
     effects.push({ type: "deleteDeployment", id: deployment.id });
     const plan = this.deploymentPlanJson(deployment);
     if (outcome === "success") {
@@ -836,7 +1114,7 @@ export class MarathonCore {
       affectedApps: deployment.parts.map((p) => p.appId).sort(cmp),
       affectedPods: [],
       steps,
-      currentActions: current.actions.map((a) => ({ ...a, readinessCheckResults: [] })),
+      currentActions: current.actions.map((a) => ({ ...a, readinessCheckResults: this.readinessResults(a.app) })),
       currentStep: Math.min(deployment.currentStep + 1, steps.length),
       totalSteps: steps.length,
     };
@@ -857,6 +1135,7 @@ export class MarathonCore {
    * at the end of every input, so the whole machine is a function of the state, not of history.
    */
   private evaluate(nowMs: number, effects: MarathonEffect[]): void {
+    if (this.deferEvaluate) return;
     // A finished step starts the next one, whose apps converge in another pass.
     for (let pass = 0; pass < 64; pass++) {
       let moved = false;
@@ -884,12 +1163,15 @@ export class MarathonCore {
     const found = this.partOf(appId);
     const part = found && !found.part.done ? found.part : undefined;
     if (found && part && found.step > found.deployment.currentStep) return false; // waits for its step
-    const list = this.instancesOf(appId);
+    // The usual case, an app at rest without surplus: nothing to do (every input asks every app).
+    if (!part && this.countInstances(appId, (i) => i.goal !== "stopped") <= record.app.instances) return false;
+    // Stops and restarts act on instances in order; starts and scales only count them (no list).
+    const list = part?.kind === "stop" || part?.kind === "restart" ? this.instancesOf(appId) : [];
     if (found && part?.kind === "stop") {
       for (const i of list) if (i.goal !== "stopped") this.stopInstance(i, "stopped", effects, nowMs);
       if (list.length > 0) return false;
       this.apps.delete(appId);
-      this.delays.delete(appId);
+      this.clearDelay(appId, effects);
       this.queueStats.delete(appId);
       this.lastFailures.delete(appId);
       effects.push({ type: "deleteApp", appId });
@@ -902,15 +1184,16 @@ export class MarathonCore {
       part.done = true;
       return this.advance(found.deployment, nowMs, effects);
     }
-    const active = list.filter((i) => i.goal !== "stopped");
-    const surplus = active.length - record.app.instances;
+    const surplus = this.countInstances(appId, (i) => i.goal !== "stopped") - record.app.instances;
     if (surplus > 0) {
+      const active = this.unorderedInstancesOf(appId).filter((i) => i.goal !== "stopped");
       const chosen = selectInstancesToKill(active.map(candidate), surplus, { killSelection: record.app.killSelection, constraints: record.app.constraints });
       for (const c of chosen) this.stopInstance(this.instances.get(c.id)!, "stopped", effects, nowMs);
     }
     if (found && part) {
-      const ready = list.filter((i) => this.isReady(i)).length;
-      const done = list.length === record.app.instances && list.every((i) => i.goal !== "stopped") && ready >= record.app.instances;
+      // Exactly `instances` instances, all ready (a ready instance is not stopped).
+      const count = this.byApp.get(appId)?.size ?? 0;
+      const done = count === record.app.instances && this.countInstances(appId, (i) => this.isReady(i)) === count;
       if (done) {
         part.done = true;
         return this.advance(found.deployment, nowMs, effects);
@@ -976,6 +1259,11 @@ export class MarathonCore {
     this.expunge(instance, effects, nowMs);
   }
 
+  /** Forgets the app's launch delay, here and in the store. */
+  private clearDelay(appId: string, effects: MarathonEffect[]): void {
+    if (this.delays.delete(appId)) effects.push({ type: "deleteDelay", appId });
+  }
+
   private addInstance(instance: Instance): void {
     this.instances.set(instance.id, instance);
     let ids = this.byApp.get(instance.appId);
@@ -990,6 +1278,8 @@ export class MarathonCore {
 
   private remove(instance: Instance, effects: MarathonEffect[]): void {
     this.instances.delete(instance.id);
+    this.readiness.delete(instance.id);
+    this.agentHealth.delete(instance.id);
     const ids = this.byApp.get(instance.appId);
     ids?.delete(instance.id);
     if (ids?.size === 0) this.byApp.delete(instance.appId);
@@ -1009,14 +1299,16 @@ export class MarathonCore {
     return stats;
   }
 
-  private matchOffer(offer: CoreOffer, nowMs: number): { tasks: LaunchTask[]; waiting: boolean } {
+  private matchOffer(offer: CoreOffer, nowMs: number, pass: MatchPass): { tasks: LaunchTask[]; waiting: boolean } {
     let remaining = offer.resources;
     const tasks: LaunchTask[] = [];
     let waiting = false;
     const placement: Placement = { hostname: offer.hostname, attributes: offer.attributes };
-    for (const record of this.appList()) {
+    for (const record of pass.apps) {
       const app = record.app;
-      let wanted = this.queueCount(app.id);
+      // Each launch lowers the queue count by one, so the pass keeps it instead of recounting.
+      let wanted = pass.wanted.get(app.id) ?? this.queueCount(app.id);
+      pass.wanted.set(app.id, wanted);
       if (wanted === 0) {
         this.queueStats.delete(app.id);
         continue;
@@ -1029,7 +1321,7 @@ export class MarathonCore {
       let placedHere = 0;
       let rejected: { reason: RejectReason; detail: string } | undefined;
       while (wanted > 0 && tasks.length < this.config.maxInstancesPerOffer) {
-        const placed = this.instancesOf(app.id).filter((i) => i.goal !== "stopped").map((i) => ({ hostname: i.hostname, attributes: i.attributes }));
+        const placed = app.constraints.length === 0 ? [] : this.unorderedInstancesOf(app.id).filter((i) => i.goal !== "stopped").map((i) => ({ hostname: i.hostname, attributes: i.attributes }));
         const decision = checkConstraints(app.constraints, placement, placed);
         if (!decision.allowed) {
           rejected = { reason: "UnfulfilledConstraint", detail: decision.reason };
@@ -1046,6 +1338,7 @@ export class MarathonCore {
         wanted--;
         placedHere++;
       }
+      pass.wanted.set(app.id, wanted);
       if (placedHere > 0) stats.lastUsedAtMs = nowMs;
       if (placedHere === 0 && rejected) {
         stats.unused++;
@@ -1087,6 +1380,8 @@ export class MarathonCore {
       ...portEnv(hostPorts),
     };
     for (const [k, v] of Object.entries(app.labels)) if (/^[A-Za-z_][A-Za-z0-9_]*$/.test(k)) env[`MARATHON_APP_LABEL_${k.toUpperCase()}`] = v;
+    // A task carries one agent-run check, as in Mesos: the app's first COMMAND check.
+    const commandCheck = app.healthChecks.find((c) => c.protocol === "COMMAND" && c.command !== undefined);
     return {
       taskId: id,
       name: appIdToTaskPrefix(app.id),
@@ -1097,6 +1392,17 @@ export class MarathonCore {
       ...(app.user !== undefined ? { user: app.user } : {}),
       ...(app.taskKillGracePeriodSeconds !== undefined ? { killGracePeriodSeconds: app.taskKillGracePeriodSeconds } : {}),
       labels: { ...app.labels },
+      ...(commandCheck
+        ? {
+            healthCheck: {
+              command: commandCheck.command!.value,
+              delaySeconds: commandCheck.delaySeconds,
+              intervalSeconds: commandCheck.intervalSeconds,
+              timeoutSeconds: commandCheck.timeoutSeconds,
+              gracePeriodSeconds: commandCheck.gracePeriodSeconds,
+            },
+          }
+        : {}),
     };
   }
 
@@ -1131,6 +1437,49 @@ export class MarathonCore {
 // ------------------------------------------------------------------------------------------------
 // Helpers
 // ------------------------------------------------------------------------------------------------
+
+/** The deployment holding an app, the app's part of it and the index of the step it is in. */
+interface DeploymentHold {
+  deployment: Deployment;
+  part: DeploymentPart;
+  step: number;
+}
+
+/**
+ * Deployments by id that also index, by app id, the deployment holding each app: every input
+ * asks this of every app, which a scan of all deployments would make cost apps × deployments.
+ * Assumes what the core keeps true: an app is in at most one deployment, whose parts and steps
+ * do not change once it is stored.
+ */
+class DeploymentMap extends Map<string, Deployment> {
+  private readonly byApp = new Map<string, DeploymentHold>();
+
+  override set(id: string, deployment: Deployment): this {
+    this.delete(id);
+    super.set(id, deployment);
+    const stepOf = new Map<string, number>();
+    deployment.steps.forEach((step, i) => step.forEach((appId) => stepOf.has(appId) || stepOf.set(appId, i)));
+    for (const part of deployment.parts) this.byApp.set(part.appId, { deployment, part, step: stepOf.get(part.appId) ?? -1 });
+    return this;
+  }
+
+  override delete(id: string): boolean {
+    const deployment = super.get(id);
+    if (deployment === undefined) return false;
+    for (const part of deployment.parts) if (this.byApp.get(part.appId)?.deployment === deployment) this.byApp.delete(part.appId);
+    return super.delete(id);
+  }
+
+  override clear(): void {
+    this.byApp.clear();
+    super.clear();
+  }
+
+  /** The deployment holding `appId`, if any. */
+  holding(appId: string): DeploymentHold | undefined {
+    return this.byApp.get(appId);
+  }
+}
 
 function cmp(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
@@ -1192,6 +1541,14 @@ export function portEnv(hostPorts: readonly number[]): Record<string, string> {
     env.PORTS = hostPorts.join(",");
   }
   return env;
+}
+
+/** What one `offers` input computes once for all its offers. */
+interface MatchPass {
+  /** The apps with instances to launch, in id order. */
+  apps: AppRecord[];
+  /** Queue counts by app id, lowered as instances are placed. */
+  wanted: Map<string, number>;
 }
 
 type Fit = { ok: true; resources: Resources; hostPorts: number[] } | { ok: false; reason: RejectReason; detail: string };

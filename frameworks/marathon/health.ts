@@ -116,14 +116,44 @@ export class HealthChecker {
 }
 
 async function httpProbe(url: string, timeoutMs: number, ignore1xx: boolean): Promise<boolean> {
+  const response = await httpGet(url, timeoutMs, 0);
+  if (!response) return false;
+  // Marathon: 2xx and 3xx are healthy; 1xx only counts when not ignored.
+  if (response.status < 200) return ignore1xx;
+  return response.status < 400;
+}
+
+/** An HTTP answer as probes keep it. */
+export interface HttpAnswer {
+  status: number;
+  /** The Content-Type header ("" when absent). */
+  contentType: string;
+  /** The body as text, cut after `maxBodyBytes`. */
+  body: string;
+}
+
+/**
+ * GETs `url` (redirects are answers, not followed) within `timeoutMs`, reading at most
+ * `maxBodyBytes` of the body; undefined when no answer came (refused, timed out, bad URL).
+ */
+export async function httpGet(url: string, timeoutMs: number, maxBodyBytes: number): Promise<HttpAnswer | undefined> {
+  const signal = AbortSignal.timeout(timeoutMs);
   try {
-    const response = await fetch(url, { signal: AbortSignal.timeout(timeoutMs), redirect: "manual" });
-    await response.body?.cancel().catch(() => undefined);
-    // Marathon: 2xx and 3xx are healthy; 1xx only counts when not ignored.
-    if (response.status < 200) return ignore1xx;
-    return response.status < 400;
+    const response = await fetch(url, { signal, redirect: "manual" });
+    const chunks: Uint8Array[] = [];
+    let size = 0;
+    const reader = response.body?.getReader();
+    while (reader && size < maxBodyBytes) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      chunks.push(value);
+      size += value.byteLength;
+    }
+    await reader?.cancel().catch(() => undefined);
+    const bytes = Buffer.concat(chunks).subarray(0, maxBodyBytes);
+    return { status: response.status, contentType: response.headers.get("content-type") ?? "", body: bytes.toString("utf8") };
   } catch {
-    return false;
+    return undefined;
   }
 }
 

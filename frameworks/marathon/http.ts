@@ -15,7 +15,8 @@ import type { Logger } from "../../sdk/transport.ts";
 import { isRollbackRequest, validateApp, validateAppUpdate, type NormalizedApp } from "./app-spec.ts";
 import { ConflictError, iso, NotFoundError, RefusedError, type AppRecord, type Instance, type MarathonCore, type MarathonEffect, type MarathonEvent, type WriteResult } from "./core.ts";
 import { validateGroup, type NormalizedGroup } from "./group-spec.ts";
-import { formatPathId, isSelfOrAncestorId, pathSegments, resolvePathId } from "./path-id.ts";
+import { marathonOpenApi } from "./openapi.ts";
+import { isSelfOrAncestorId, pathSegments, resolvePathId } from "./path-id.ts";
 import { isJsonObject, parseJsonBody, type ValidationFailure } from "./validation.ts";
 
 /** What the HTTP layer needs from the shell. */
@@ -106,9 +107,22 @@ function unknownFieldsWarning(reply: FastifyReply, fields: readonly string[]): v
   if (fields.length > 0) reply.header("Warning", `299 marathon "Unknown fields in the request, ignored: ${fields.join(", ").replace(/["\r\n]/g, "")}"`);
 }
 
+/** Routes registered on each server, as `"<METHOD> <url>"` (recorded by an onRoute hook). */
+const routesOf = new WeakMap<FastifyInstance, string[]>();
+
+/** The routes fastify registered on a server made by {@link createMarathonHttp}, as `"<METHOD> <url>"`. */
+export function registeredRoutes(app: FastifyInstance): string[] {
+  return [...(routesOf.get(app) ?? [])];
+}
+
 export function createMarathonHttp(deps: MarathonHttpDeps): FastifyInstance {
   const { core } = deps;
   const app = Fastify({ logger: false, bodyLimit: deps.bodyLimitBytes ?? 1_048_576 });
+  const routes: string[] = [];
+  routesOf.set(app, routes);
+  app.addHook("onRoute", (route) => {
+    for (const method of [route.method].flat()) routes.push(`${method} ${route.url}`);
+  });
   // Bodies are kept as text: parseJsonBody tells unparseable JSON (400) from bad shapes (422).
   app.removeAllContentTypeParsers();
   app.addContentTypeParser("*", { parseAs: "string" }, (_req, body, done) => done(null, body));
@@ -185,7 +199,8 @@ export function createMarathonHttp(deps: MarathonHttpDeps): FastifyInstance {
       .send({ ...appJson(core, record, new Set()), tasksStaged: 0, tasksRunning: 0, tasksHealthy: 0, tasksUnhealthy: 0, deployments: [{ id: write.deploymentId }] });
   });
 
-  app.get("/v2/apps", async (req) => {
+  const answerBuffer = new ReusableBuffer();
+  app.get("/v2/apps", async (req, reply) => {
     const q = query(req);
     const embed = embeds(req);
     const label = q.label !== undefined ? parseLabelSelector(q.label) : undefined;
@@ -195,7 +210,12 @@ export function createMarathonHttp(deps: MarathonHttpDeps): FastifyInstance {
       if (label && !label(r.app.labels)) return false;
       return true;
     });
-    return { apps: apps.map((r) => appJson(core, r, embed, "apps.")) };
+    const body = appsJsonBytes(core, apps, embed, "apps.", (size) => {
+      const lent = answerBuffer.lend(size);
+      reply.raw.once("finish", lent.giveBack); // written out: the buffer may serve the next answer
+      return lent.buffer;
+    });
+    return reply.type("application/json; charset=utf-8").send(body);
   });
 
   app.get("/v2/apps/*", async (req) => {
@@ -218,7 +238,7 @@ export function createMarathonHttp(deps: MarathonHttpDeps): FastifyInstance {
       return { versions: record.versions.map((v) => v.version).reverse() };
     }
     if (route.sub === "restart") throw new HttpError(405, { message: "Use POST to restart an app" });
-    return { app: appJson(core, record, new Set(["tasks", "deployments", "lastTaskFailure", ...embeds(req)]), "app.") };
+    return { app: appJson(core, record, new Set(["tasks", "deployments", "lastTaskFailure", "readiness", ...embeds(req)]), "app.") };
   });
 
   const putOrPatch = (partialDefault: boolean) => async (req: FastifyRequest, reply: FastifyReply) => {
@@ -348,7 +368,7 @@ export function createMarathonHttp(deps: MarathonHttpDeps): FastifyInstance {
     return reply.code(204).send();
   });
 
-  // ---- groups (implied by app ids) ----------------------------------------------------------
+  // ---- groups (created through /v2/groups, or implied by app ids) ----------------------------
 
   const groupIdFrom = (rest: string): string => {
     if (rest.split("/").filter((x) => x !== "").length === 0) return "/";
@@ -358,11 +378,16 @@ export function createMarathonHttp(deps: MarathonHttpDeps): FastifyInstance {
   };
   const appsUnder = (groupId: string) => core.appList().filter((r) => isSelfOrAncestorId(groupId, r.app.id) && r.app.id !== groupId);
   const flatten = (group: NormalizedGroup): NormalizedApp[] => [...group.apps, ...group.groups.flatMap(flatten)];
+  /** Every group of a body, the body's own included, as records to keep. */
+  const groupsOf = (group: NormalizedGroup): Array<{ id: string; dependencies: string[] }> => [{ id: group.id, dependencies: group.dependencies }, ...group.groups.flatMap(groupsOf)];
+  const requireGroup = (id: string) => {
+    if (!core.groupExists(id)) throw new HttpError(404, { message: `Group '${id}' does not exist` });
+  };
 
   app.get("/v2/groups", async () => groupJson(core, "/"));
   app.get("/v2/groups/*", async (req) => {
     const id = groupIdFrom((req.params as { "*": string })["*"]);
-    if (id !== "/" && appsUnder(id).length === 0) throw new HttpError(404, { message: `Group '${id}' does not exist` });
+    requireGroup(id);
     return groupJson(core, id);
   });
 
@@ -371,11 +396,11 @@ export function createMarathonHttp(deps: MarathonHttpDeps): FastifyInstance {
     const validated = validateGroup(body, { defaultRole: "*" });
     if (!validated.ok) fail(validated);
     const group = validated.group;
-    if (group.id !== "/" && appsUnder(group.id).length > 0) throw new HttpError(409, { message: `Group ${group.id} is already created. Use PUT to change this group.` });
+    if (group.id !== "/" && core.groupExists(group.id)) throw new HttpError(409, { message: `Group ${group.id} is already created. Use PUT to change this group.` });
     const apps = flatten(group);
     const existing = apps.filter((a) => core.app(a.id)).map((a) => a.id);
     if (existing.length > 0) throw new HttpError(409, { message: `An app with id [${existing[0]}] already exists.` });
-    const { result } = await deps.input(() => core.deploy(apps.map((a) => ({ app: a })), { force: flag(query(req).force, false) }, now()));
+    const { result } = await deps.input(() => core.deploy(apps.map((a) => ({ app: a })), { force: flag(query(req).force, false) }, now(), { put: groupsOf(group) }));
     unknownFieldsWarning(reply, validated.unknownFields);
     return reply.code(201).header("Location", `${deps.info().url}/v2/groups${group.id}`).header(DEPLOYMENT_HEADER, result.deploymentId).send(result);
   });
@@ -387,28 +412,34 @@ export function createMarathonHttp(deps: MarathonHttpDeps): FastifyInstance {
     if (isJsonObject(body) && typeof body.scaleBy === "number" && body.apps === undefined && body.groups === undefined) {
       const factor = body.scaleBy;
       if (!(factor >= 0) || !Number.isFinite(factor)) throw new HttpError(422, { message: "Object is not valid", details: [{ path: "/scaleBy", errors: ["must be a finite number >= 0"] }] });
+      requireGroup(id);
       const under = appsUnder(id);
-      if (under.length === 0) throw new HttpError(404, { message: `Group '${id}' does not exist` });
       const { result } = await deps.input(() => core.deploy(under.map((r) => ({ app: { ...r.app, instances: Math.ceil(r.app.instances * factor) } })), { force }, now()));
       return writeAnswer(reply, result);
     }
     if (isJsonObject(body) && typeof body.version === "string") throw new HttpError(422, { message: "Rolling a group back to a version is not supported; use DELETE /v2/deployments/{id} or PUT each app with its version" });
     const validated = validateGroup(body, { pathId: id, defaultRole: "*" });
     if (!validated.ok) fail(validated);
-    const apps = flatten(validated.group);
+    const group = validated.group;
+    const apps = flatten(group);
     const replacesChildren = isJsonObject(body) && (body.apps !== undefined || body.groups !== undefined);
     const kept = new Set(apps.map((a) => a.id));
-    const removals = replacesChildren ? appsUnder(validated.group.id).filter((r) => !kept.has(r.app.id)).map((r) => ({ remove: r.app.id })) : [];
-    const { result } = await deps.input(() => core.deploy([...removals, ...apps.map((a) => ({ app: a }))], { force }, now()));
+    const removals = replacesChildren ? appsUnder(group.id).filter((r) => !kept.has(r.app.id)).map((r) => ({ remove: r.app.id })) : [];
+    // The group itself keeps its dependencies unless the body gives them; its subgroups are
+    // replaced along with its apps.
+    const dependencies = isJsonObject(body) && body.dependencies !== undefined ? group.dependencies : (core.groupRecord(group.id)?.dependencies ?? []);
+    const [, ...nested] = groupsOf(group);
+    const groups = replacesChildren ? { remove: [group.id], put: [{ id: group.id, dependencies }, ...nested] } : { put: [{ id: group.id, dependencies }] };
+    const { result } = await deps.input(() => core.deploy([...removals, ...apps.map((a) => ({ app: a }))], { force }, now(), groups));
     unknownFieldsWarning(reply, validated.unknownFields);
     return writeAnswer(reply, result);
   });
 
   app.delete("/v2/groups/*", async (req, reply) => {
     const id = groupIdFrom((req.params as { "*": string })["*"]);
+    requireGroup(id);
     const under = appsUnder(id);
-    if (under.length === 0) throw new HttpError(404, { message: `Group '${id}' does not exist` });
-    const { result } = await deps.input(() => core.deploy(under.map((r) => ({ remove: r.app.id })), { force: flag(query(req).force, false) }, now()));
+    const { result } = await deps.input(() => core.deploy(under.map((r) => ({ remove: r.app.id })), { force: flag(query(req).force, false) }, now(), { remove: [id] }));
     return writeAnswer(reply, result);
   });
 
@@ -435,6 +466,7 @@ export function createMarathonHttp(deps: MarathonHttpDeps): FastifyInstance {
     return { leader: url.replace(/^https?:\/\//, "") };
   });
   app.get("/ping", async (_req, reply) => reply.type("text/plain").send("pong"));
+  app.get("/openapi.json", async () => marathonOpenApi(MARATHON_VERSION));
   app.get("/metrics", async (_req, reply) => reply.type("text/plain; version=0.0.4").send(deps.metrics()));
 
   const streams = new Set<ServerResponse>();
@@ -485,35 +517,116 @@ function parseLabelSelector(text: string): (labels: Record<string, string>) => b
     });
 }
 
-/** A group as `/v2/groups` shows it: the apps under `id`, grouped by their path. */
+/** A group as `/v2/groups` shows it: its apps and its groups (with records or implied by ids). */
 export function groupJson(core: MarathonCore, id: string): Record<string, unknown> {
-  const under = core.appList().filter((r) => isSelfOrAncestorId(id, r.app.id) && r.app.id !== id);
   const depth = pathSegments(id).length;
-  const direct = under.filter((r) => pathSegments(r.app.id).length === depth + 1);
-  const children = [...new Set(under.filter((r) => pathSegments(r.app.id).length > depth + 1).map((r) => formatPathId(pathSegments(r.app.id).slice(0, depth + 1))))].sort();
-  const versions = under.map((r) => r.version).sort();
+  const direct = core.appList().filter((r) => isSelfOrAncestorId(id, r.app.id) && pathSegments(r.app.id).length === depth + 1);
+  const groups = core.childGroups(id).map((child) => groupJson(core, child));
+  const record = core.groupRecord(id);
+  const versions = [...direct.map((r) => r.version), ...groups.flatMap((g) => (typeof g.version === "string" ? [g.version] : [])), ...(record ? [record.version] : [])].sort();
   return {
     id,
     apps: direct.map((r) => appJson(core, r, new Set())),
-    groups: children.map((child) => groupJson(core, child)),
+    groups,
     pods: [],
-    dependencies: [],
+    dependencies: record?.dependencies ?? [],
     ...(versions.length > 0 ? { version: versions[versions.length - 1] } : {}),
   };
 }
 
 /** An app as `/v2/apps` shows it; `embed` names what to add (tasks, deployments...). */
 export function appJson(core: MarathonCore, record: AppRecord, embed: Set<string>, prefix = ""): Record<string, unknown> {
+  return { ...record.app, version: record.version, versionInfo: record.versionInfo, ...appStatusJson(core, record, embed, prefix) };
+}
+
+/**
+ * One buffer lent to one answer at a time, and given back once the answer is written out. A
+ * fresh megabyte-sized buffer per `GET /v2/apps` costs the process several times the work of
+ * filling it (the memory is mapped, zeroed by the system and unmapped again each time); one
+ * kept buffer does not. Its size is bounded by the largest answer (so by `maxApps`).
+ */
+class ReusableBuffer {
+  private spare: Buffer | undefined;
+
+  /** `size` bytes, and the function to call once nothing reads them any more (not calling it just loses the reuse). */
+  lend(size: number): { buffer: Buffer; giveBack: () => void } {
+    let whole = this.spare;
+    if (whole !== undefined && whole.length >= size) this.spare = undefined;
+    else whole = Buffer.allocUnsafe(Math.ceil(size * 1.25)); // room to grow before the next allocation
+    const lent = whole;
+    return {
+      buffer: lent.subarray(0, size),
+      giveBack: () => {
+        if (this.spare === undefined || this.spare.length < lent.length) this.spare = lent;
+      },
+    };
+  }
+}
+
+const APPS_OPEN = Buffer.from('{"apps":[');
+const APPS_CLOSE = Buffer.from("]}");
+
+/** UTF-8 JSON of an app's definition (`{...app, version, versionInfo}` without its closing brace), by record. */
+const definitionBytes = new WeakMap<AppRecord, Buffer>();
+
+/**
+ * `{"apps": [...]}` of {@link appJson}s as UTF-8 JSON, for thousands of apps: each definition is
+ * serialized once per record (the core replaces an app's record on every write and never changes
+ * one), only the rest of each app per call, and the answer is built as bytes (a megabyte-long
+ * string costs more to measure and encode than to copy) in a buffer from `allocate`.
+ */
+export function appsJsonBytes(core: MarathonCore, records: readonly AppRecord[], embed: Set<string>, prefix = "", allocate: (size: number) => Buffer = Buffer.allocUnsafe): Buffer {
+  const definitions = records.map((record) => {
+    let definition = definitionBytes.get(record);
+    if (definition === undefined) {
+      definition = Buffer.from(JSON.stringify({ ...record.app, version: record.version, versionInfo: record.versionInfo }).slice(0, -1));
+      definitionBytes.set(record, definition);
+    }
+    return definition;
+  });
+  const rests = records.map((record) => appStatusText(core, record, embed, prefix));
+  let size = APPS_OPEN.length + APPS_CLOSE.length + Math.max(0, records.length - 1);
+  for (let i = 0; i < records.length; i++) size += definitions[i]!.length + Buffer.byteLength(rests[i]!);
+  const out = allocate(size);
+  out.set(APPS_OPEN, 0);
+  let at = APPS_OPEN.length;
+  for (let i = 0; i < records.length; i++) {
+    if (i > 0) out[at++] = 0x2c; // ","
+    out.set(definitions[i]!, at); // set, not copy(): a plain memcpy
+    at += definitions[i]!.length;
+    at += out.write(rests[i]!, at);
+  }
+  out.set(APPS_CLOSE, at);
+  return out;
+}
+
+/** What follows an app's definition in its JSON: `,<the fields of appStatusJson>}`. */
+function appStatusText(core: MarathonCore, record: AppRecord, embed: Set<string>, prefix: string): string {
+  if (embed.size === 0) {
+    // Nothing embedded (the usual listing): written directly, as appStatusJson would have it.
+    const c = core.taskCounts(record.app.id);
+    const deployment = core.deploymentOf(record.app.id);
+    const deployments = deployment ? `{"id":${JSON.stringify(deployment.id)}}` : "";
+    return `,"tasksStaged":${c.tasksStaged},"tasksRunning":${c.tasksRunning},"tasksHealthy":${c.tasksHealthy},"tasksUnhealthy":${c.tasksUnhealthy},"deployments":[${deployments}]}`;
+  }
+  const status = JSON.stringify(appStatusJson(core, record, embed, prefix));
+  return status === "{}" ? "}" : `,${status.slice(1)}`;
+}
+
+/**
+ * What {@link appJson} adds to the definition: task counts, deployments and the embedded parts.
+ * (appStatusText writes the same without embedded parts directly: keep the two in step; a test
+ * compares `GET /v2/apps` with appJson.)
+ */
+function appStatusJson(core: MarathonCore, record: AppRecord, embed: Set<string>, prefix: string): Record<string, unknown> {
   const has = (what: string) => embed.has(what) || embed.has(`${prefix}${what}`);
   const deployment = core.deploymentOf(record.app.id);
   const out: Record<string, unknown> = {
-    ...record.app,
-    version: record.version,
-    versionInfo: record.versionInfo,
     ...core.taskCounts(record.app.id),
     deployments: deployment ? [{ id: deployment.id }] : [],
   };
   if (has("tasks")) out.tasks = core.instancesOf(record.app.id).map((i) => taskJson(core, i));
+  if (has("readiness")) out.readinessCheckResults = core.readinessResults(record.app.id);
   const failure = has("lastTaskFailure") ? core.lastTaskFailure(record.app.id) : undefined;
   if (failure) out.lastTaskFailure = failure;
   return out;

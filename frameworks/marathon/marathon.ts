@@ -15,12 +15,13 @@
 import type { FastifyInstance } from "fastify";
 import { systemClock, systemTimers, type Clock, type TimerHandle, type Timers } from "../../sdk/clock.ts";
 import { SeededRng, type Rng } from "../../sdk/rng.ts";
-import { createSchedulerDriver, DEFAULT_CLUSTER, DEFAULT_FRAMEWORK_ROLE, type OfferView, type SchedulerDriver, type TaskStatus } from "../../sdk/scheduler.ts";
+import { createSchedulerDriver, DEFAULT_CLUSTER, DEFAULT_FRAMEWORK_ROLE, type Acknowledger, type OfferView, type SchedulerDriver, type TaskStatus } from "../../sdk/scheduler.ts";
 import { silentLogger, type Logger, type Transport } from "../../sdk/transport.ts";
 import type { NatsTransport } from "../../sdk/nats-transport.ts";
-import { MarathonCore, type MarathonCoreConfig, type MarathonEffect, type MarathonEvent } from "./core.ts";
+import { MarathonCore, type CoreStatus, type MarathonCoreConfig, type MarathonEffect, type MarathonEvent } from "./core.ts";
 import { createMarathonHttp } from "./http.ts";
 import { HealthChecker, type HealthCheckerOptions } from "./health.ts";
+import { ReadinessChecker } from "./readiness.ts";
 import { LeaderElection, type LeaseStore } from "./leader.ts";
 import { JetStreamMarathonStore, marathonBucket, type MarathonStore } from "./store.ts";
 
@@ -58,7 +59,11 @@ export interface MarathonOptions {
   tickIntervalMs?: number;
   /** Core tunables. @default DEFAULT_CORE_CONFIG */
   core?: Partial<MarathonCoreConfig>;
-  /** Health checks Marathon runs (HTTP/TCP). @default {} */
+  /**
+   * Health checks Marathon runs (HTTP/TCP). `host` and `maxConcurrentChecks` apply to readiness
+   * checks too.
+   * @default {}
+   */
   healthChecks?: HealthCheckerOptions;
   /** Master request timeout of the driver, ms. @default 5000 */
   requestTimeoutMs?: number;
@@ -98,6 +103,58 @@ export function createMarathon(options: MarathonOptions): Marathon {
   return new MarathonShell(options);
 }
 
+/** Status updates received and not yet applied at most; more are dropped (and sent again by the agents). */
+const MAX_PENDING_STATUS_UPDATES = 200_000;
+
+/** The fields of a status update the core reads. */
+function coreStatus(status: TaskStatus): CoreStatus {
+  return {
+    taskId: status.taskId,
+    state: status.state,
+    agentId: status.agentId,
+    message: status.message,
+    reason: status.reason,
+    ...(status.healthy !== undefined ? { healthy: status.healthy } : {}),
+    ...(status.timestamp ? { timestampMs: Math.round(status.timestamp * 1000) } : {}),
+  };
+}
+
+/** A launch the master did not take (or whose instances were not persisted). */
+interface LaunchFailure {
+  effect: Extract<MarathonEffect, { type: "launch" }>;
+  err: unknown;
+}
+
+/**
+ * The store record an effect writes (`<kind>.<id>`), or undefined for effects that write none.
+ * Writes to one record are applied in order; writes to different records may overlap.
+ */
+function storeKeyOf(effect: MarathonEffect): string | undefined {
+  switch (effect.type) {
+    case "putApp":
+      return `app.${effect.record.app.id}`;
+    case "deleteApp":
+      return `app.${effect.appId}`;
+    case "putDeployment":
+      return `deployment.${effect.deployment.id}`;
+    case "deleteDeployment":
+      return `deployment.${effect.id}`;
+    case "putInstance":
+      return `instance.${effect.instance.id}`;
+    case "deleteInstance":
+      return `instance.${effect.id}`;
+    case "putDelay":
+    case "deleteDelay":
+      return `delay.${effect.appId}`;
+    case "putGroup":
+      return `group.${effect.group.id}`;
+    case "deleteGroup":
+      return `group.${effect.id}`;
+    default:
+      return undefined;
+  }
+}
+
 function hasConnection(transport: Transport): transport is NatsTransport {
   return "connection" in transport && (transport as NatsTransport).connection !== undefined;
 }
@@ -126,6 +183,7 @@ class MarathonShell implements Marathon {
   private store: MarathonStore | undefined;
   private http: FastifyInstance | undefined;
   private health: HealthChecker | undefined;
+  private readiness: ReadinessChecker | undefined;
   private url = "";
   private fwId: string | undefined;
   private ticker: TimerHandle | undefined;
@@ -135,7 +193,11 @@ class MarathonShell implements Marathon {
   private readonly instanceId: string;
   private startedAtMs = 0;
   /** Counters for `/metrics`. */
-  readonly stats = { effectErrors: 0, launchFailures: 0 };
+  readonly stats = { effectErrors: 0, launchFailures: 0, updatesDropped: 0 };
+  /** Status updates waiting for the input that takes them (see onUpdate). */
+  private updateBatch: Array<{ status: CoreStatus; ack: Acknowledger | undefined }> | undefined;
+  /** Status updates received and not yet applied. */
+  private updatesPending = 0;
 
   constructor(private readonly options: MarathonOptions) {
     this.cluster = options.cluster ?? DEFAULT_CLUSTER;
@@ -211,6 +273,9 @@ class MarathonShell implements Marathon {
     this.health = new HealthChecker(this.core, this.options.healthChecks ?? {}, this.clock, (id, healthy, kill) =>
       void this.input(() => this.core.health(id, healthy, kill, this.clock.now())),
     );
+    this.readiness = new ReadinessChecker(this.core, this.options.healthChecks ?? {}, (id, probe) =>
+      void this.input(() => this.core.readinessResult(id, probe, this.clock.now())),
+    );
     this.leading = true;
   }
 
@@ -249,11 +314,13 @@ class MarathonShell implements Marathon {
       rng: this.rng.fork("driver"),
       log: this.log,
       ...(this.options.requestTimeoutMs ? { requestTimeoutMs: this.options.requestTimeoutMs } : {}),
+      // Updates are acknowledged once their batch is applied (see onUpdate).
+      autoAcknowledge: false,
       callbacks: {
         subscribed: (info) => this.subscribed(info.frameworkId),
         offers: (offers) => this.onOffers(offers),
         rescind: (offerId) => void this.offers.delete(offerId),
-        update: (status) => this.onUpdate(status),
+        update: (status, ack) => this.onUpdate(status, ack),
         error: (message) => this.log.error({ message }, "marathon: the master refused this instance"),
         disconnected: () => this.offers.clear(),
       },
@@ -273,6 +340,7 @@ class MarathonShell implements Marathon {
     this.stopped = true;
     this.ticker?.cancel();
     this.health?.stop();
+    this.readiness?.stop();
     await this.driver?.stop().catch(() => undefined);
     // Released after the driver stopped, so the successor's failover finds us gone.
     await this.election?.stop().catch(() => undefined);
@@ -301,23 +369,48 @@ class MarathonShell implements Marathon {
     });
   }
 
+  /**
+   * Carries effects out in order without waiting for each in turn (a store round trip per
+   * instance would bound the launch rate): store writes leave at once, those to one key one after
+   * the other; a launch waits for the writes of its own instances only (an instance whose write
+   * failed must not be launched: after a restart Marathon would not know it); the input is done
+   * once every write and launch is. Failed launches are then abandoned one by one.
+   */
   private async apply(effects: MarathonEffect[]): Promise<void> {
-    // Instances whose write failed in this batch must not be launched: after a restart Marathon
-    // would not know them.
-    const unsaved = new Set<string>();
+    const writes = new Map<string, Promise<boolean>>(); // by store key: did its last write succeed?
+    const launches: Array<Promise<LaunchFailure | undefined>> = [];
     for (const effect of effects) {
-      try {
-        if (effect.type === "launch" && effect.tasks.some((t) => unsaved.has(t.taskId))) {
-          await this.abandonLaunch(effect, new Error("the instances could not be persisted"));
-          continue;
-        }
-        await this.applyOne(effect);
-      } catch (err) {
-        this.stats.effectErrors++;
-        if (effect.type === "putInstance") unsaved.add(effect.instance.id);
-        this.log.warn({ err, effect: effect.type }, "marathon: effect failed");
+      if (effect.type === "launch") {
+        const saved = Promise.all(effect.tasks.map((t) => writes.get(`instance.${t.taskId}`) ?? true));
+        launches.push(saved.then((ok) => (ok.every(Boolean) ? this.sendLaunch(effect) : { effect, err: new Error("the instances could not be persisted") })));
+        continue;
       }
+      const key = storeKeyOf(effect);
+      if (key === undefined) {
+        try {
+          await this.applyOne(effect);
+        } catch (err) {
+          this.stats.effectErrors++;
+          this.log.warn({ err, effect: effect.type }, "marathon: effect failed");
+        }
+        continue;
+      }
+      const previous = writes.get(key);
+      const write = previous === undefined ? this.applyOne(effect) : previous.then(() => this.applyOne(effect));
+      writes.set(
+        key,
+        write.then(
+          () => true,
+          (err: unknown) => {
+            this.stats.effectErrors++;
+            this.log.warn({ err, effect: effect.type }, "marathon: effect failed");
+            return false;
+          },
+        ),
+      );
     }
+    await Promise.all(writes.values());
+    for (const failed of await Promise.all(launches)) if (failed) await this.abandonLaunch(failed.effect, failed.err);
   }
 
   private async abandonLaunch(effect: Extract<MarathonEffect, { type: "launch" }>, err: unknown): Promise<void> {
@@ -344,6 +437,14 @@ class MarathonShell implements Marathon {
         return store.put("instance", effect.instance.id, effect.instance);
       case "deleteInstance":
         return store.delete("instance", effect.id);
+      case "putGroup":
+        return store.put("group", effect.group.id, effect.group);
+      case "deleteGroup":
+        return store.delete("group", effect.id);
+      case "putDelay":
+        return store.put("delay", effect.appId, { appId: effect.appId, delay: effect.delay });
+      case "deleteDelay":
+        return store.delete("delay", effect.appId);
       case "event":
         return this.emit(effect.event);
       case "suppress":
@@ -365,13 +466,22 @@ class MarathonShell implements Marathon {
   }
 
   private async launch(effect: Extract<MarathonEffect, { type: "launch" }>): Promise<void> {
+    const failed = await this.sendLaunch(effect);
+    if (failed) await this.abandonLaunch(failed.effect, failed.err);
+  }
+
+  /** Sends the launch; answers how it failed, if it did. */
+  private async sendLaunch(effect: Extract<MarathonEffect, { type: "launch" }>): Promise<LaunchFailure | undefined> {
     this.offers.delete(effect.offerId);
     const driver = this.driver;
     try {
       if (!driver) throw new Error("no driver");
-      await driver.accept([effect.offerId], effect.tasks, { refuseSeconds: this.core.config.unfitDeclineRefuseSeconds });
+      // As Marathon: what the launch leaves of the offer comes back in the next allocation
+      // cycle (no filter), so an agent keeps taking maxInstancesPerOffer per cycle.
+      await driver.accept([effect.offerId], effect.tasks, { refuseSeconds: 0 });
+      return undefined;
     } catch (err) {
-      await this.abandonLaunch(effect, err);
+      return { effect, err };
     }
   }
 
@@ -403,26 +513,48 @@ class MarathonShell implements Marathon {
     });
   }
 
-  private async onOffers(offers: OfferView[]): Promise<void> {
+  /**
+   * Queued as an input without holding the driver up until the launches are written and sent:
+   * status updates keep arriving (and batching) meanwhile. The input queue keeps the order.
+   */
+  private onOffers(offers: OfferView[]): void {
     for (const o of offers) this.offers.set(o.id, o);
-    await this.input(() => this.core.offers(offers.map((o) => ({ id: o.id, agentId: o.agentId, hostname: o.hostname, role: o.role, resources: o.resources, attributes: o.attributes })), this.clock.now()));
+    void this.input(() => this.core.offers(offers.map((o) => ({ id: o.id, agentId: o.agentId, hostname: o.hostname, role: o.role, resources: o.resources, attributes: o.attributes })), this.clock.now())).catch(
+      (err: unknown) => this.log.warn({ err }, "marathon: offers not processed"),
+    );
   }
 
-  private async onUpdate(status: TaskStatus): Promise<void> {
-    await this.input(() =>
-      this.core.statusUpdate(
-        {
-          taskId: status.taskId,
-          state: status.state,
-          agentId: status.agentId,
-          message: status.message,
-          reason: status.reason,
-          ...(status.healthy !== undefined ? { healthy: status.healthy } : {}),
-          ...(status.timestamp ? { timestampMs: Math.round(status.timestamp * 1000) } : {}),
+  /**
+   * Status updates are applied in batches: every update that arrives while earlier inputs are
+   * being applied joins one input, so the core converges once per batch rather than once per
+   * update. Each is acknowledged once its batch is applied (persisted); one that is dropped or
+   * fails is not, and the agent sends it again.
+   */
+  private onUpdate(status: TaskStatus, ack: Acknowledger | undefined): void {
+    if (this.updatesPending >= MAX_PENDING_STATUS_UPDATES) {
+      this.stats.updatesDropped++;
+      this.log.warn({ taskId: status.taskId, pending: this.updatesPending }, "marathon: too many status updates pending; the agent will send this one again");
+      return;
+    }
+    this.updatesPending++;
+    const entry = { status: coreStatus(status), ack };
+    if (this.updateBatch) {
+      this.updateBatch.push(entry);
+      return;
+    }
+    const batch = [entry];
+    this.updateBatch = batch;
+    void this.input(() => {
+      if (this.updateBatch === batch) this.updateBatch = undefined;
+      return this.core.statusUpdates(batch.map((e) => e.status), this.clock.now());
+    })
+      .then(
+        () => {
+          for (const e of batch) void e.ack?.acknowledge().catch((err: unknown) => this.log.debug({ err, taskId: e.status.taskId }, "acknowledgement failed"));
         },
-        this.clock.now(),
-      ),
-    );
+        (err: unknown) => this.log.warn({ err }, "marathon: status updates not applied; the agents will send them again"),
+      )
+      .finally(() => (this.updatesPending -= batch.length));
   }
 
   private scheduleTick(): void {
@@ -433,7 +565,10 @@ class MarathonShell implements Marathon {
     const delay = wake === undefined ? interval : Math.max(10, Math.min(interval, wake - now + 5));
     this.ticker = this.timers.set(delay, () => {
       void this.input(() => this.core.tick(this.clock.now()))
-        .then(() => this.health?.poll(this.clock.now()))
+        .then(() => {
+          this.health?.poll(this.clock.now());
+          this.readiness?.poll(this.clock.now());
+        })
         .catch((err: unknown) => this.log.warn({ err }, "tick failed"))
         .finally(() => this.scheduleTick());
     });
@@ -467,6 +602,7 @@ class MarathonShell implements Marathon {
       ["marathon_deployments_failed_total", "Deployments canceled or superseded.", c.deploymentsFailed],
       ["marathon_launch_failures_total", "Launches the master refused or that timed out.", this.stats.launchFailures],
       ["marathon_effect_errors_total", "Effects that failed (store writes, calls).", this.stats.effectErrors],
+      ["marathon_status_updates_dropped_total", "Status updates dropped unacknowledged because too many were pending.", this.stats.updatesDropped],
     ];
     for (const [name, help, value] of counters) lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} counter`, `${name} ${value}`);
     return lines.join("\n") + "\n";

@@ -1,12 +1,14 @@
 /**
  * Where Marathon keeps what it must not forget: app definitions with their versions, running
  * deployments, the instances it launched (written before the launch, so a restarted Marathon
- * knows every task it may have started) and its framework id. Production uses a JetStream
+ * knows every task it may have started), the apps' launch delays (so a restart does not lift a
+ * backoff), the groups created through `/v2/groups` (so empty ones survive, with their
+ * dependencies) and its framework id. Production uses a JetStream
  * key-value bucket (`corral_<cluster>_marathon`); tests and the simulator may use
  * {@link MemoryMarathonStore}.
  *
- * Keys: `app.<id>`, `deployment.<id>`, `instance.<id>` (ids escaped as in the master's store) and
- * `framework-id`. Values are JSON. A record that does not read back is skipped and logged.
+ * Keys: `app.<id>`, `deployment.<id>`, `instance.<id>`, `delay.<app id>`, `group.<id>` (ids escaped
+ * as in the master's store) and `framework-id`. Values are JSON. A record that does not read back is skipped and logged.
  *
  * @module
  */
@@ -15,7 +17,8 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { Kvm, type KV } from "@nats-io/kv";
 import { escapeKeyToken, unescapeKeyToken } from "../../master/store.ts";
 import type { Logger } from "../../sdk/transport.ts";
-import type { AppRecord, Deployment, Instance } from "./core.ts";
+import type { LaunchDelay } from "./backoff.ts";
+import type { AppRecord, Deployment, GroupRecord, Instance } from "./core.ts";
 import type { LeaseStore } from "./leader.ts";
 
 /** Everything a Marathon reloads on start. */
@@ -24,9 +27,19 @@ export interface MarathonState {
   apps: AppRecord[];
   deployments: Deployment[];
   instances: Instance[];
+  /** Launch delays by app (the backoff of crashing apps). */
+  delays: StoredDelay[];
+  /** Groups created through `/v2/groups`. */
+  groups: GroupRecord[];
 }
 
-export type MarathonRecordKind = "app" | "deployment" | "instance";
+/** A launch delay as stored under `delay.<app id>`. */
+export interface StoredDelay {
+  appId: string;
+  delay: LaunchDelay;
+}
+
+export type MarathonRecordKind = "app" | "deployment" | "instance" | "delay" | "group";
 
 /** Durable storage of Marathon's state. */
 export interface MarathonStore {
@@ -54,9 +67,14 @@ function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
 }
 
+function isLaunchDelay(v: unknown): v is LaunchDelay {
+  if (!isObject(v) || typeof v.configVersion !== "string") return false;
+  return [v.sinceMs, v.delayMs, v.maxDelayMs, v.failures].every((n) => typeof n === "number" && Number.isFinite(n) && n >= 0);
+}
+
 /** Sorts decoded records into a state; malformed ones are reported through `skip`. */
 function collect(entries: Array<[string, string]>, skip: (key: string, problem: string) => void): MarathonState {
-  const state: MarathonState = { apps: [], deployments: [], instances: [] };
+  const state: MarathonState = { apps: [], deployments: [], instances: [], delays: [], groups: [] };
   for (const [k, text] of entries) {
     if (k === FRAMEWORK_ID_KEY) {
       state.frameworkId = text;
@@ -80,6 +98,10 @@ function collect(entries: Array<[string, string]>, skip: (key: string, problem: 
     if (kind === "app" && isObject(value.app) && typeof value.version === "string" && Array.isArray(value.versions)) state.apps.push(value as unknown as AppRecord);
     else if (kind === "deployment" && typeof value.id === "string" && Array.isArray(value.parts) && Array.isArray(value.steps)) state.deployments.push(value as unknown as Deployment);
     else if (kind === "instance" && typeof value.id === "string" && typeof value.appId === "string") state.instances.push(value as unknown as Instance);
+    else if (kind === "delay" && typeof value.appId === "string" && isLaunchDelay(value.delay)) state.delays.push({ appId: value.appId, delay: value.delay });
+    else if (kind === "group" && typeof value.id === "string" && Array.isArray(value.dependencies) && value.dependencies.every((d) => typeof d === "string") && typeof value.version === "string") {
+      state.groups.push({ id: value.id, dependencies: value.dependencies as string[], version: value.version });
+    }
     else skip(k, "unexpected record");
   }
   return state;
