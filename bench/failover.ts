@@ -27,7 +27,7 @@ import { freePort, startNats } from "../cli/nats-server.ts";
 import { connectNats, type NatsTransport } from "../sdk/nats-transport.ts";
 import { Resources } from "../sdk/resources.ts";
 import { createSchedulerDriver, type OfferView, type SchedulerDriver } from "../sdk/scheduler.ts";
-import { elapsedMs, PROJECT_ROOT, TSX_LOADER, type BenchResult } from "./lib.ts";
+import { elapsedMs, PROJECT_ROOT, TSX_LOADER, PROFILE_FLAGS, startChild, stopChild, type BenchResult } from "./lib.ts";
 
 /** The launch benchmark's agents process registers its agents in this cluster. */
 const CLUSTER = "bench";
@@ -35,7 +35,6 @@ const FRAMEWORKS = 10;
 const AGENT_PROCESSES = 4;
 const TASK = Resources.parse("cpus:0.1;mem:32");
 /** States after which a task is not running: ended, or unreachable or unknown to the master. */
-const PROFILE_FLAGS = process.env.BENCH_PROFILE_DIR ? ["--cpu-prof", "--cpu-prof-dir", process.env.BENCH_PROFILE_DIR] : [];
 const TERMINAL = new Set(["TASK_FINISHED", "TASK_FAILED", "TASK_KILLED", "TASK_ERROR", "TASK_LOST", "TASK_DROPPED", "TASK_GONE", "TASK_UNREACHABLE", "TASK_UNKNOWN"]);
 
 interface Case {
@@ -105,31 +104,7 @@ async function startMaster(natsUrl: string, leaseMs: number | undefined): Promis
   return { child, url: `http://127.0.0.1:${port}` };
 }
 
-async function stopChild(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
-  child.kill("SIGTERM");
-  const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
-  await exited;
-  clearTimeout(timer);
-}
 
-/** Starts a child and resolves once it prints `line`. */
-function startChild(args: string[], readyLine: string, timeoutMs: number): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [...PROFILE_FLAGS, "--import", TSX_LOADER, ...args], { stdio: ["ignore", "pipe", "inherit"] });
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${args.join(" ")} not ready within ${timeoutMs} ms`)), timeoutMs);
-    let buffer = "";
-    child.stdout!.on("data", (chunk: Buffer) => {
-      buffer += chunk.toString();
-      if (buffer.includes(readyLine)) {
-        clearTimeout(timer);
-        resolve(child);
-      }
-    });
-    child.once("exit", (code) => reject(new Error(`${args.join(" ")} exited with ${code}`)));
-  });
-}
 
 /**
  * One framework of the benchmark: keeps its share of tasks running (a task that ends before the
@@ -241,7 +216,7 @@ async function runCase(c: Case): Promise<Outcome> {
     const started = await Promise.all(
       Array.from({ length: processes }, (_, i) => {
         const count = Math.floor(c.agents / processes) + (i < c.agents % processes ? 1 : 0);
-        return startChild([agentsScript, "--agents-child", nats.url, String(count)], "AGENTS READY", 600_000);
+        return startChild([agentsScript, "--agents-child", nats.url, String(count)], "AGENTS READY", 600_000, PROFILE_FLAGS).then((started) => started.child);
       }),
     );
     children.push(...started);

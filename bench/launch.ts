@@ -18,45 +18,20 @@ import { startNats } from "../cli/nats-server.ts";
 import { connectNats, type NatsTransport } from "../sdk/nats-transport.ts";
 import { Resources } from "../sdk/resources.ts";
 import { createSchedulerDriver, type SchedulerDriver } from "../sdk/scheduler.ts";
-import { elapsedMs, processMemoryMb, PROJECT_ROOT, TSX_LOADER, type BenchResult } from "./lib.ts";
+import { elapsedMs, processMemoryMb, PROJECT_ROOT, TSX_LOADER, PROFILE_FLAGS, startChild, stopChild, type BenchResult } from "./lib.ts";
 
 const CLUSTER = "bench";
 const AGENT_RESOURCES = "cpus:16;mem:65536;disk:100000;ports:[31000-32000]";
 const TASK_RESOURCES = Resources.parse("cpus:0.1;mem:32");
 const AGENTS_PER_CONNECTION = 100;
 /** `BENCH_PROFILE_DIR=/tmp/p npm run bench -- launch` writes a CPU profile of every child there. */
-const PROFILE_FLAGS = process.env.BENCH_PROFILE_DIR ? ["--cpu-prof", "--cpu-prof-dir", process.env.BENCH_PROFILE_DIR] : [];
 
 interface Case {
   agents: number;
   tasks: number;
 }
 
-/** Starts a child and resolves once it prints `line`. */
-function startChild(args: string[], readyLine: string, timeoutMs: number): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [...PROFILE_FLAGS, "--import", TSX_LOADER, ...args], { stdio: ["ignore", "pipe", "inherit"] });
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${args.join(" ")} not ready within ${timeoutMs} ms`)), timeoutMs);
-    let buffer = "";
-    child.stdout!.on("data", (chunk: Buffer) => {
-      buffer += chunk.toString();
-      if (buffer.includes(readyLine)) {
-        clearTimeout(timer);
-        resolve(child);
-      }
-    });
-    child.once("exit", (code) => reject(new Error(`${args.join(" ")} exited with ${code}`)));
-  });
-}
 
-async function stopChild(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
-  child.kill("SIGTERM");
-  const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
-  await exited;
-  clearTimeout(timer);
-}
 
 async function runCase(c: Case): Promise<{ tasksPerSecond: number; launchMs: number; master: { rssMb: number; peakMb: number } }> {
   const nats = await startNats();
@@ -66,7 +41,7 @@ async function runCase(c: Case): Promise<{ tasksPerSecond: number; launchMs: num
     // The master is ready once it answers registrations, which the agents' process waits for.
     const masterChild = spawn(process.execPath, [...PROFILE_FLAGS, "--import", TSX_LOADER, join(PROJECT_ROOT, "cli/corral.ts"), "master", "--nats", nats.url, "--cluster", CLUSTER, "--port", "0", "--log-level", "error"], { stdio: "inherit" });
     children.push(masterChild);
-    const agents = await startChild([fileURLToPath(import.meta.url), "--agents-child", nats.url, String(c.agents)], "AGENTS READY", 300_000);
+    const agents = (await startChild([fileURLToPath(import.meta.url), "--agents-child", nats.url, String(c.agents)], "AGENTS READY", 300_000, PROFILE_FLAGS)).child;
     children.push(agents);
 
     const transport = await connectNats({ servers: nats.url, name: "bench-framework" });

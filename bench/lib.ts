@@ -1,4 +1,5 @@
 /** Shared helpers of the benchmarks: result rows, percentiles, the table and the JSON file. */
+import { spawn, type ChildProcess } from "node:child_process";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -67,4 +68,41 @@ export function report(name: string, results: BenchResult[]): string {
   writeFileSync(file, `${JSON.stringify({ name, results: results.map((r) => ({ ...r, value: round(r.value) })) }, null, 2)}\n`);
   console.log(`\nwrote ${file}`);
   return file;
+}
+
+/** Node flags that write a CPU profile of a child into `BENCH_PROFILE_DIR`, when it is set. */
+export const PROFILE_FLAGS = process.env.BENCH_PROFILE_DIR ? ["--cpu-prof", "--cpu-prof-dir", process.env.BENCH_PROFILE_DIR] : [];
+
+/**
+ * Spawns a TypeScript child under node (tsx's loader, `nodeFlags` first) and resolves with it and its
+ * first stdout line containing `readyLine`; rejects when it exits or stays silent for `timeoutMs`.
+ */
+export function startChild(args: string[], readyLine: string, timeoutMs: number, nodeFlags: string[] = []): Promise<{ child: ChildProcess; line: string }> {
+  const child = spawn(process.execPath, [...nodeFlags, "--import", TSX_LOADER, ...args], { stdio: ["ignore", "pipe", "inherit"] });
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${args.join(" ")} not ready within ${timeoutMs} ms`)), timeoutMs);
+    let buffer = "";
+    child.stdout!.on("data", (chunk: Buffer) => {
+      buffer += chunk.toString();
+      const line = buffer.split("\n").find((l) => l.includes(readyLine));
+      if (line !== undefined) {
+        clearTimeout(timer);
+        resolve({ child, line });
+      }
+    });
+    child.once("exit", (code) => {
+      clearTimeout(timer);
+      reject(new Error(`${args.join(" ")} exited with ${code}`));
+    });
+  });
+}
+
+/** SIGTERM, then SIGKILL if the child has not exited after `killAfterMs`; resolves once it has. */
+export async function stopChild(child: ChildProcess, killAfterMs = 10_000): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  child.kill("SIGTERM");
+  const timer = setTimeout(() => child.kill("SIGKILL"), killAfterMs);
+  await exited;
+  clearTimeout(timer);
 }

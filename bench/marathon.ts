@@ -42,12 +42,11 @@ import { pino } from "pino";
 import { startNats } from "../cli/nats-server.ts";
 import { createMarathon } from "../frameworks/marathon/marathon.ts";
 import { connectNats } from "../sdk/nats-transport.ts";
-import { elapsedMs, percentile, processMemoryMb, PROJECT_ROOT, TSX_LOADER, type BenchResult } from "./lib.ts";
+import { elapsedMs, percentile, processMemoryMb, PROJECT_ROOT, TSX_LOADER, PROFILE_FLAGS, startChild, stopChild, type BenchResult } from "./lib.ts";
 
 /** The cluster name the launch benchmark's agents process registers with. */
 const CLUSTER = "bench";
 const LAUNCH_BENCH = join(PROJECT_ROOT, "bench/launch.ts");
-const PROFILE_FLAGS = process.env.BENCH_PROFILE_DIR ? ["--cpu-prof", "--cpu-prof-dir", process.env.BENCH_PROFILE_DIR] : [];
 const GET_WARMUP = 20;
 const GET_SAMPLES = 200;
 const CREATE_CONCURRENCY = 8;
@@ -70,42 +69,14 @@ interface Cluster {
   stop(): Promise<void>;
 }
 
-/** Spawns a node child and resolves with it and its first stdout line containing `readyLine`. */
-function startChild(args: string[], readyLine: string, timeoutMs: number, nodeFlags: string[] = []): Promise<{ child: ChildProcess; line: string }> {
-  const child = spawn(process.execPath, [...nodeFlags, "--import", TSX_LOADER, ...args], { stdio: ["ignore", "pipe", "inherit"] });
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${args.join(" ")} not ready within ${timeoutMs} ms`)), timeoutMs);
-    let buffer = "";
-    child.stdout!.on("data", (chunk: Buffer) => {
-      buffer += chunk.toString();
-      const line = buffer.split("\n").find((l) => l.includes(readyLine));
-      if (line !== undefined) {
-        clearTimeout(timer);
-        resolve({ child, line });
-      }
-    });
-    child.once("exit", (code) => {
-      clearTimeout(timer);
-      reject(new Error(`${args.join(" ")} exited with ${code}`));
-    });
-  });
-}
 
-async function stopChild(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
-  child.kill("SIGTERM");
-  const timer = setTimeout(() => child.kill("SIGKILL"), 20_000);
-  await exited;
-  clearTimeout(timer);
-}
 
 async function startCluster(agents: number): Promise<Cluster> {
   const nats = await startNats();
   const children: ChildProcess[] = [];
   const stop = async () => {
     // Marathon first (it writes its CPU profile on SIGTERM), then the rest.
-    for (const child of [...children].reverse()) await stopChild(child);
+    for (const child of [...children].reverse()) await stopChild(child, 20_000);
     await nats.stop();
   };
   try {
