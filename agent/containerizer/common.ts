@@ -177,6 +177,10 @@ export interface LiveContainer {
   pid: number | undefined;
   /** Resolves with the termination once the container has ended. */
   readonly done: Promise<Termination>;
+  /** A kill was asked for. */
+  killRequested: boolean;
+  /** The shortest grace period asked for before the process existed; applied once it does. */
+  pendingKillGraceMs: number | undefined;
 }
 
 /**
@@ -229,6 +233,25 @@ export class ContainerRecords<L extends LiveContainer> {
     if (ended) return Promise.resolve(ended);
     const live = this.live.get(containerId);
     return live ? live.done : Promise.reject(notFound(containerId));
+  }
+
+  /**
+   * The part of `kill` every containerizer shares: an ended container answers with its termination,
+   * an unknown one is refused, one still starting keeps the shortest grace period for when its
+   * process exists, and a running one is handed to `startKill`.
+   */
+  kill(containerId: string, graceMs: number, startKill: (live: L, graceMs: number) => void): Promise<Termination> {
+    const ended = this.ended.get(containerId);
+    if (ended) return Promise.resolve(ended);
+    const live = this.live.get(containerId);
+    if (!live) return Promise.reject(notFound(containerId));
+    if (live.pid === undefined) {
+      live.killRequested = true;
+      live.pendingKillGraceMs = Math.min(graceMs, live.pendingKillGraceMs ?? Infinity);
+    } else {
+      startKill(live, graceMs);
+    }
+    return live.done;
   }
 
   /** Ids of the containers whose process exists. */

@@ -273,17 +273,7 @@ export class PosixContainerizer implements Containerizer {
 
   async kill(containerId: string, gracePeriodMs?: number): Promise<Termination> {
     const grace = nonNegative(gracePeriodMs ?? this.defaultGracePeriodMs, "gracePeriodMs");
-    const ended = this.records.ended.get(containerId);
-    if (ended) return ended;
-    const live = this.records.live.get(containerId);
-    if (!live) throw notFound(containerId);
-    if (live.pid === undefined) {
-      live.killRequested = true;
-      live.pendingKillGraceMs = Math.min(grace, live.pendingKillGraceMs ?? Infinity);
-    } else {
-      this.startKill(live, grace);
-    }
-    return live.done;
+    return this.records.kill(containerId, grace, (live, graceMs) => this.startKill(live, graceMs));
   }
 
   /** SIGTERM now and SIGKILL at the deadline; a later kill can only bring the deadline forward. */
