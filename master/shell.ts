@@ -447,15 +447,20 @@ class MasterShell implements Master {
     }
   }
 
-  /** Stops serving at once: no subject, no tick, no registry write of the old term. */
-  private stepDown(reason: string): void {
-    if (!this.leading) return;
+  /** Leaves the bus subjects and drops queued input and the allocation tick. */
+  private stopServing(): void {
     this.leading = false;
     for (const sub of this.subscriptions.splice(0)) sub.unsubscribe();
     this.dropInbox();
     this.timer?.cancel();
     this.timer = undefined;
     this.timerDueMs = Infinity;
+  }
+
+  /** Stops serving at once: no subject, no tick, no registry write of the old term. */
+  private stepDown(reason: string): void {
+    if (!this.leading) return;
+    this.stopServing();
     const pending = this.writer?.pendingKeys ?? 0;
     // A deposed master must not write the registry: the new leader owns it.
     this.writer?.stop();
@@ -531,12 +536,7 @@ class MasterShell implements Master {
 
   /** Undoes whatever start() got to; every step runs even if an earlier one fails. */
   private async release(handover: boolean): Promise<void> {
-    this.leading = false;
-    for (const sub of this.subscriptions.splice(0)) sub.unsubscribe();
-    this.dropInbox();
-    this.timer?.cancel();
-    this.timer = undefined;
-    this.timerDueMs = Infinity;
+    this.stopServing();
     if (this.writer) {
       if (handover) {
         const drained = await this.writer.drain(this.options.storeDrainTimeoutMs ?? MASTER_DEFAULTS.storeDrainTimeoutMs);
