@@ -42,6 +42,7 @@ import { pino } from "pino";
 import { startNats } from "../cli/nats-server.ts";
 import { createMarathon } from "../frameworks/marathon/marathon.ts";
 import { connectNats } from "../sdk/nats-transport.ts";
+import { CLOCK_TICKS_PER_SECOND } from "../agent/containerizer/common.ts";
 import { elapsedMs, percentile, processMemoryMb, PROJECT_ROOT, TSX_LOADER, PROFILE_FLAGS, startChild, stopChild, type BenchResult } from "./lib.ts";
 
 /** The cluster name the launch benchmark's agents process registers with. */
@@ -54,8 +55,6 @@ const CREATE_CONCURRENCY = 8;
 const IDLE_SAMPLE_MS = 3_000;
 const PROGRESS_INTERVAL_MS = 10_000;
 const WARM_UP_INSTANCES = 10;
-/** `getconf CLK_TCK` on Linux, the unit of /proc/<pid>/stat times. */
-const CLOCK_TICKS_PER_SECOND = 100;
 
 interface MarathonEventJson {
   eventType: string;
