@@ -13,6 +13,7 @@
  */
 
 import type { Clock, TimerHandle, Timers } from "../sdk/clock.ts";
+import { TimedHeap } from "../sdk/time-heap.ts";
 
 /** One scheduled callback. */
 interface SimEvent {
@@ -60,7 +61,7 @@ const settleTurn = (): Promise<void> => new Promise((resolve) => setImmediate(re
 
 /** See the module comment. One engine per simulation; not reentrant. */
 export class SimEngine {
-  private heap: SimEvent[] = [];
+  private readonly heap = new TimedHeap<SimEvent>();
   private seq = 0;
   private current: number;
   private running = false;
@@ -89,13 +90,13 @@ export class SimEngine {
 
   /** Events still waiting (including cancelled ones not yet popped). */
   pending(): number {
-    return this.heap.length;
+    return this.heap.size;
   }
 
   /** Schedules `fn` at absolute virtual time `timeMs` (never before now). */
   at(timeMs: number, fn: () => void, opts: { settle?: boolean } = {}): TimerHandle {
     const event: SimEvent = { timeMs: Math.max(timeMs, this.current), seq: this.seq++, fn, cancelled: false, settle: opts.settle ?? true };
-    this.push(event);
+    this.heap.push(event);
     return {
       cancel: () => {
         event.cancelled = true;
@@ -126,9 +127,9 @@ export class SimEngine {
       // Let whatever the caller started (e.g. `shell.start()`) settle before time moves.
       await settleTurn();
       while (events < maxEvents) {
-        const next = this.heap[0];
+        const next = this.heap.peek();
         if (next === undefined || next.timeMs > untilMs) break;
-        this.pop();
+        this.heap.pop();
         if (next.cancelled) continue;
         this.current = next.timeMs;
         events++;
@@ -143,47 +144,5 @@ export class SimEngine {
     }
     const wallMs = Number(process.hrtime.bigint() - started) / 1e6;
     return { events, wallMs, eventsPerSecond: wallMs > 0 ? (events / wallMs) * 1000 : 0, endMs: this.current };
-  }
-
-  // ---- binary heap on (timeMs, seq) ----------------------------------------------------------
-
-  private push(event: SimEvent): void {
-    const heap = this.heap;
-    let i = heap.length;
-    heap.push(event);
-    while (i > 0) {
-      const parent = (i - 1) >> 1;
-      const p = heap[parent]!;
-      if (p.timeMs < event.timeMs || (p.timeMs === event.timeMs && p.seq < event.seq)) break;
-      heap[i] = p;
-      i = parent;
-    }
-    heap[i] = event;
-  }
-
-  private pop(): void {
-    const heap = this.heap;
-    const last = heap.pop()!;
-    const n = heap.length;
-    if (n === 0) return;
-    let i = 0;
-    for (;;) {
-      const left = 2 * i + 1;
-      if (left >= n) break;
-      const right = left + 1;
-      let child = left;
-      let c = heap[left]!;
-      if (right < n) {
-        const r = heap[right]!;
-        if (r.timeMs < c.timeMs || (r.timeMs === c.timeMs && r.seq < c.seq)) {
-          child = right;
-          c = r;
-        }
-      }
-      if (last.timeMs < c.timeMs || (last.timeMs === c.timeMs && last.seq < c.seq)) break;
-      heap[i] = c;
-      i = child;
-    }
-    heap[i] = last;
   }
 }

@@ -27,7 +27,7 @@
 import type { Clock } from "../../sdk/clock.ts";
 import { Resources, ResourceError } from "../../sdk/resources.ts";
 import { TERMINAL_TASK_STATES, type TaskState } from "../../sdk/wire/types.ts";
-import { TimeHeap } from "./heap.ts";
+import { TimedHeap, type Timed } from "../../sdk/time-heap.ts";
 
 // ------------------------------------------------------------------------------------------------
 // Configuration
@@ -271,7 +271,7 @@ interface JobRec {
   lastFailure?: BatchJobSummary["lastFailure"];
 }
 
-type Timer = { kind: "deadline"; job: JobRec } | { kind: "release"; task: TaskRec };
+type Timer = Timed & ({ kind: "deadline"; job: JobRec } | { kind: "release"; task: TaskRec });
 
 const LIVE_STATES: ReadonlySet<JobState> = new Set<JobState>(["waiting", "running"]);
 
@@ -323,7 +323,8 @@ export class BatchCore {
   private head = 0;
   private holes = 0;
   private pending = 0;
-  private readonly timers = new TimeHeap<Timer>();
+  private readonly timers = new TimedHeap<Timer>();
+  private timerSeq = 0;
   private readonly parsed = new Map<string, Resources>();
 
   private connected = false;
@@ -410,11 +411,11 @@ export class BatchCore {
     this.liveTasks += tasks.length;
     this.counters.jobsSubmitted++;
     const fx: BatchEffect[] = [{ type: "event", event: { type: "job-submitted", atMs: now, jobId: id, tasks: tasks.length } }];
-    if (timeoutMs !== undefined) this.timers.push(now + timeoutMs, { kind: "deadline", job });
+    if (timeoutMs !== undefined) this.timers.push({ timeMs: now + timeoutMs, seq: this.timerSeq++, kind: "deadline", job });
     let queued = 0;
     for (const task of job.tasks) {
       const delay = task.spec.startAfterMs ?? 0;
-      if (delay > 0) this.timers.push(now + delay, { kind: "release", task });
+      if (delay > 0) this.timers.push({ timeMs: now + delay, seq: this.timerSeq++, kind: "release", task });
       else {
         this.enqueue(task, now);
         queued++;
@@ -546,7 +547,7 @@ export class BatchCore {
     const fx: BatchEffect[] = [];
     if (this.requestedWakeMs !== undefined && this.requestedWakeMs <= now) this.requestedWakeMs = undefined;
     const released = new Map<JobRec, number>();
-    while ((this.timers.peekTime() ?? Infinity) <= now) {
+    while ((this.timers.peek()?.timeMs ?? Infinity) <= now) {
       const timer = this.timers.pop()!;
       if (timer.kind === "deadline") {
         if (LIVE_STATES.has(timer.job.state)) this.endJob(timer.job, "timed-out", fx);
@@ -839,7 +840,7 @@ export class BatchCore {
       }
     }
     this.newWork = false;
-    const next = Math.min(this.timers.peekTime() ?? Infinity, this.reviveDueMs ?? Infinity);
+    const next = Math.min(this.timers.peek()?.timeMs ?? Infinity, this.reviveDueMs ?? Infinity);
     if (next !== Infinity && next !== this.requestedWakeMs) {
       this.requestedWakeMs = next;
       fx.push({ type: "wake", atMs: next });
