@@ -375,6 +375,8 @@ export class MarathonCore {
    * the latest update counted, so a re-delivered update is not counted twice. Bounded by the instances.
    */
   private readonly agentHealth = new Map<string, { failures: number; lastMs: number }>();
+  /** The answers of the checks Marathon runs, per instance and check index (bounded by the instances). */
+  private readonly probeHealth = new Map<string, { failures: number; passed: boolean | undefined; everHealthy: boolean }[]>();
   /** The latest unexpected end of a task per app (`lastTaskFailure`), bounded by the apps. */
   private readonly lastFailures = new Map<string, TaskFailure>();
   /** Whether we told the master to stop sending offers. */
@@ -486,7 +488,12 @@ export class MarathonCore {
   }
 
   allInstances(): Instance[] {
-    return [...this.instances.values()].sort((a, b) => cmp(a.appId, b.appId) || a.stagedAtMs - b.stagedAtMs || cmp(a.id, b.id));
+    return [...this.unorderedInstances()].sort((a, b) => cmp(a.appId, b.appId) || a.stagedAtMs - b.stagedAtMs || cmp(a.id, b.id));
+  }
+
+  /** Every instance, in no particular order: for the periodic work (checks, metrics) that needs none (no sort). */
+  unorderedInstances(): IterableIterator<Instance> {
+    return this.instances.values();
   }
 
   instance(id: string): Instance | undefined {
@@ -917,18 +924,42 @@ export class MarathonCore {
   }
 
   /**
-   * A verdict of a health check Marathon runs. `kill` (too many consecutive failures) kills the
-   * instance so that it is replaced.
+   * One answer of a health check Marathon runs (HTTP, HTTPS, TCP; `checkIndex` into the app's
+   * `healthChecks`), with Marathon's semantics: a failure within `gracePeriodSeconds` of the task's
+   * start does not count until the instance was healthy once; the instance is healthy once every
+   * such check last passed, and is killed (to be replaced) after `maxConsecutiveFailures` failures
+   * in a row (0: never).
    */
-  health(instanceId: string, healthy: boolean, kill: boolean, nowMs: number): MarathonEffect[] {
+  health(instanceId: string, checkIndex: number, ok: boolean, nowMs: number): MarathonEffect[] {
     const effects: MarathonEffect[] = [];
     const instance = this.instances.get(instanceId);
-    if (!instance || instance.goal !== "running") return effects;
+    const checks = instance && this.apps.get(instance.appId)?.app.healthChecks;
+    const check = checks?.[checkIndex];
+    if (!instance || instance.goal !== "running" || !checks || !check || !MARATHON_HEALTH_PROTOCOLS.has(check.protocol)) return effects;
+    let states = this.probeHealth.get(instanceId);
+    if (!states || states.length !== checks.length) {
+      states = checks.map(() => ({ failures: 0, passed: undefined, everHealthy: false }));
+      this.probeHealth.set(instanceId, states);
+    }
+    const state = states[checkIndex]!;
+    if (ok) {
+      state.failures = 0;
+      state.passed = true;
+      state.everHealthy = true;
+    } else {
+      const inGrace = !state.everHealthy && nowMs - (instance.startedAtMs ?? instance.stagedAtMs) < check.gracePeriodSeconds * 1000;
+      if (inGrace) return effects;
+      state.failures++;
+      state.passed = false;
+    }
+    const marathonRun = states.filter((_, i) => MARATHON_HEALTH_PROTOCOLS.has(checks[i]!.protocol));
+    if (ok && marathonRun.some((s) => s.passed === undefined)) return effects; // every check's first answer first
+    const healthy = marathonRun.every((s) => s.passed === true);
     if (instance.healthy !== healthy) {
       instance.healthy = healthy;
       effects.push(healthChanged(instance, nowMs));
     }
-    if (kill) this.killUnhealthy(instance, nowMs, effects);
+    if (!ok && check.maxConsecutiveFailures > 0 && state.failures >= check.maxConsecutiveFailures) this.killUnhealthy(instance, nowMs, effects);
     this.evaluate(nowMs, effects);
     return effects;
   }
@@ -1280,6 +1311,7 @@ export class MarathonCore {
     this.instances.delete(instance.id);
     this.readiness.delete(instance.id);
     this.agentHealth.delete(instance.id);
+    this.probeHealth.delete(instance.id);
     const ids = this.byApp.get(instance.appId);
     ids?.delete(instance.id);
     if (ids?.size === 0) this.byApp.delete(instance.appId);

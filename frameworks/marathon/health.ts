@@ -1,16 +1,13 @@
 /**
- * Health checks Marathon runs itself (`HTTP`, `HTTPS`, `TCP`), with Marathon's semantics:
- * a check runs every `intervalSeconds` and fails after `timeoutSeconds`; failures during
- * `gracePeriodSeconds` after the task started do not count unless it was healthy once; after
- * `maxConsecutiveFailures` failures in a row (0: never) the instance is killed and replaced.
- * An instance is healthy when all its checks last passed. `COMMAND` and `MESOS_*` checks run on
- * the agent and arrive in status updates instead.
+ * Runs the health checks Marathon runs itself (`HTTP`, `HTTPS`, `TCP`): each every
+ * `intervalSeconds`, failing after `timeoutSeconds`, and hands every answer to the core
+ * ({@link MarathonCore.health}), which decides what it means (grace period, consecutive failures,
+ * healthy, kill). `COMMAND` and `MESOS_*` checks run on the agent and arrive in status updates instead.
  *
  * @module
  */
 
 import { connect } from "node:net";
-import type { Clock } from "../../sdk/clock.ts";
 import type { HealthCheck } from "./app-spec.ts";
 import { MARATHON_HEALTH_PROTOCOLS, type Instance, type MarathonCore } from "./core.ts";
 
@@ -25,9 +22,6 @@ export interface HealthCheckerOptions {
 interface CheckState {
   lastStartedMs: number;
   inFlight: boolean;
-  failures: number;
-  passed?: boolean;
-  everHealthy: boolean;
 }
 
 export class HealthChecker {
@@ -39,8 +33,7 @@ export class HealthChecker {
   constructor(
     private readonly core: MarathonCore,
     private readonly options: HealthCheckerOptions,
-    private readonly clock: Clock,
-    private readonly report: (instanceId: string, healthy: boolean, kill: boolean) => void,
+    private readonly report: (instanceId: string, checkIndex: number, ok: boolean) => void,
   ) {}
 
   stop(): void {
@@ -51,7 +44,7 @@ export class HealthChecker {
   poll(nowMs: number): void {
     if (this.stopped) return;
     const seen = new Set<string>();
-    for (const instance of this.core.allInstances()) {
+    for (const instance of this.core.unorderedInstances()) {
       const record = this.core.app(instance.appId);
       if (!record || instance.state !== "running" || instance.goal !== "running") continue;
       const checks = record.app.healthChecks;
@@ -59,7 +52,7 @@ export class HealthChecker {
       seen.add(instance.id);
       let states = this.states.get(instance.id);
       if (!states) {
-        states = checks.map(() => ({ lastStartedMs: -Infinity, inFlight: false, failures: 0, everHealthy: false }));
+        states = checks.map(() => ({ lastStartedMs: -Infinity, inFlight: false }));
         this.states.set(instance.id, states);
       }
       checks.forEach((check, i) => {
@@ -70,8 +63,11 @@ export class HealthChecker {
         state.lastStartedMs = nowMs;
         state.inFlight = true;
         this.running++;
+        const current = states;
         void this.probe(instance, check)
-          .then((ok) => this.result(instance, checks, states, i, ok))
+          .then((ok) => {
+            if (!this.stopped && this.states.get(instance.id) === current) this.report(instance.id, i, ok);
+          })
           .finally(() => {
             state.inFlight = false;
             this.running--;
@@ -79,29 +75,6 @@ export class HealthChecker {
       });
     }
     for (const id of this.states.keys()) if (!seen.has(id)) this.states.delete(id);
-  }
-
-  private result(instance: Instance, checks: readonly HealthCheck[], states: CheckState[], index: number, ok: boolean): void {
-    if (this.stopped || this.states.get(instance.id) !== states) return;
-    const check = checks[index]!;
-    const state = states[index]!;
-    const nowMs = this.clock.now();
-    if (ok) {
-      state.failures = 0;
-      state.passed = true;
-      state.everHealthy = true;
-    } else {
-      const inGrace = !state.everHealthy && nowMs - (instance.startedAtMs ?? instance.stagedAtMs) < check.gracePeriodSeconds * 1000;
-      if (inGrace) return;
-      state.failures++;
-      state.passed = false;
-    }
-    const marathonRun = states.filter((_, i) => MARATHON_HEALTH_PROTOCOLS.has(checks[i]!.protocol));
-    if (marathonRun.some((s) => s.passed === undefined) && ok) return; // wait for every check's first answer
-    const healthy = marathonRun.every((s) => s.passed === true);
-    const kill = !ok && check.maxConsecutiveFailures > 0 && state.failures >= check.maxConsecutiveFailures;
-    if (kill) this.states.delete(instance.id);
-    this.report(instance.id, healthy, kill);
   }
 
   private probe(instance: Instance, check: HealthCheck): Promise<boolean> {

@@ -270,8 +270,8 @@ class MarathonShell implements Marathon {
     const state = await this.store!.load();
     this.fwId = state.frameworkId;
     await this.input(() => this.core.recover(state, this.clock.now()));
-    this.health = new HealthChecker(this.core, this.options.healthChecks ?? {}, this.clock, (id, healthy, kill) =>
-      void this.input(() => this.core.health(id, healthy, kill, this.clock.now())),
+    this.health = new HealthChecker(this.core, this.options.healthChecks ?? {}, (id, checkIndex, ok) =>
+      void this.input(() => this.core.health(id, checkIndex, ok, this.clock.now())),
     );
     this.readiness = new ReadinessChecker(this.core, this.options.healthChecks ?? {}, (id, probe) =>
       void this.input(() => this.core.readinessResult(id, probe, this.clock.now())),
@@ -502,7 +502,7 @@ class MarathonShell implements Marathon {
     }
     // Learn the truth about every task: ours explicitly (unknown ones come back GONE/UNKNOWN and
     // are replaced), all of the master's implicitly (those we do not know are killed).
-    const known = this.core.allInstances().map((i) => ({ taskId: i.id, agentId: i.agentId }));
+    const known = [...this.core.unorderedInstances()].map((i) => ({ taskId: i.id, agentId: i.agentId }));
     const driver = this.driver;
     if (!driver) return;
     // Sent after the callback returns: the driver's own calls wait for the subscription to settle.
@@ -577,7 +577,7 @@ class MarathonShell implements Marathon {
   private metrics(): string {
     const c = this.core.counters;
     const apps = this.core.appList();
-    const instances = this.core.allInstances();
+    const instances = [...this.core.unorderedInstances()];
     const lines = [
       "# HELP marathon_apps Apps defined.",
       "# TYPE marathon_apps gauge",

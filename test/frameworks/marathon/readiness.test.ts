@@ -106,7 +106,7 @@ describe("readiness checks in the core", () => {
     const [task] = launches(w.offers());
     w.run(task!.taskId);
     expect(w.core.readinessTargets()).toEqual([]);
-    w.core.health(task!.taskId, true, false, w.now());
+    w.core.health(task!.taskId, 0, true, w.now());
     expect(w.core.readinessTargets()).toHaveLength(1);
     expect(w.core.isReady(w.core.instance(task!.taskId)!)).toBe(false);
     w.ready(task!.taskId, true);
@@ -117,7 +117,7 @@ describe("readiness checks in the core", () => {
     w.advance(60_000);
     const [replacement] = launches(w.offers());
     w.run(replacement!.taskId);
-    w.core.health(replacement!.taskId, true, false, w.now());
+    w.core.health(replacement!.taskId, 0, true, w.now());
     expect(w.core.readinessTargets()).toEqual([]);
     expect(w.core.isReady(w.core.instance(replacement!.taskId) as Instance)).toBe(true);
   });
@@ -175,5 +175,47 @@ describe("launch delays in the store", () => {
     const out = core.recover({ apps: [record], deployments: [], instances: [], delays: [{ appId: "/a", delay: stale }, { appId: "/gone", delay: stale }] }, w.now());
     expect(core.delayOf("/a", w.now())).toBeUndefined();
     expect(out.filter((e) => e.type === "deleteDelay")).toEqual([{ type: "deleteDelay", appId: "/a" }, { type: "deleteDelay", appId: "/gone" }]);
+  });
+});
+
+describe("health answers of the checks Marathon runs (pure core)", () => {
+  const healthEvents = (effects: MarathonEffect[]) => effects.filter((e) => e.type === "event" && e.event.eventType === "health_status_changed_event").length;
+
+  it("ignores failures in the grace period, waits for every check's first answer, and kills after maxConsecutiveFailures", () => {
+    const w = world();
+    const checks = [
+      { protocol: "TCP", portIndex: 0, gracePeriodSeconds: 10, maxConsecutiveFailures: 2 },
+      { protocol: "HTTP", portIndex: 0, path: "/health", gracePeriodSeconds: 10, maxConsecutiveFailures: 2 },
+    ];
+    w.put(app({ id: "checked", instances: 1, portDefinitions: [{ port: 0 }], healthChecks: checks }));
+    const [task] = launches(w.offers());
+    w.run(task!.taskId);
+    const instance = () => w.core.instance(task!.taskId)!;
+
+    // In the grace period a failure counts for nothing.
+    expect(w.core.health(task!.taskId, 0, false, w.now())).toEqual([]);
+    expect(instance().healthy).toBeUndefined();
+    // One check passed, the other has not answered: not healthy yet.
+    w.core.health(task!.taskId, 0, true, w.now());
+    expect(instance().healthy).toBeUndefined();
+    expect(healthEvents(w.core.health(task!.taskId, 1, true, w.now()))).toBe(1);
+    expect(instance().healthy).toBe(true);
+
+    // Once healthy, the grace period no longer shields failures: two in a row kill it.
+    const first = w.core.health(task!.taskId, 1, false, w.now());
+    expect(instance().healthy).toBe(false);
+    expect(kills(first)).toEqual([]);
+    expect(kills(w.core.health(task!.taskId, 1, false, w.now()))).toEqual([task!.taskId]);
+  });
+
+  it("counts failures after the grace period even without a pass, and ignores unknown instances and checks", () => {
+    const w = world();
+    w.put(app({ id: "late", instances: 1, portDefinitions: [{ port: 0 }], healthChecks: [{ protocol: "TCP", portIndex: 0, gracePeriodSeconds: 5, maxConsecutiveFailures: 1 }] }));
+    const [task] = launches(w.offers());
+    w.run(task!.taskId);
+    expect(w.core.health("no-such-task", 0, false, w.now())).toEqual([]);
+    expect(w.core.health(task!.taskId, 3, false, w.now())).toEqual([]);
+    w.advance(6_000);
+    expect(kills(w.core.health(task!.taskId, 0, false, w.now()))).toEqual([task!.taskId]);
   });
 });
