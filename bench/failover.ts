@@ -28,6 +28,7 @@ import { connectNats, type NatsTransport } from "../sdk/nats-transport.ts";
 import { Resources } from "../sdk/resources.ts";
 import { createSchedulerDriver, type OfferView, type SchedulerDriver } from "../sdk/scheduler.ts";
 import { elapsedMs, PROJECT_ROOT, TSX_LOADER, PROFILE_FLAGS, startChild, stopChild, type BenchResult } from "./lib.ts";
+import { TERMINAL_TASK_STATES } from "../sdk/wire/types.ts";
 
 /** The launch benchmark's agents process registers its agents in this cluster. */
 const CLUSTER = "bench";
@@ -35,7 +36,8 @@ const FRAMEWORKS = 10;
 const AGENT_PROCESSES = 4;
 const TASK = Resources.parse("cpus:0.1;mem:32");
 /** States after which a task is not running: ended, or unreachable or unknown to the master. */
-const TERMINAL = new Set(["TASK_FINISHED", "TASK_FAILED", "TASK_KILLED", "TASK_ERROR", "TASK_LOST", "TASK_DROPPED", "TASK_GONE", "TASK_UNREACHABLE", "TASK_UNKNOWN"]);
+/** Terminal states, and the two that mean the task is out of reach: either counts as a task lost here. */
+const TERMINAL: ReadonlySet<string> = new Set([...TERMINAL_TASK_STATES, "TASK_UNREACHABLE", "TASK_UNKNOWN"]);
 
 interface Case {
   agents: number;

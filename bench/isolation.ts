@@ -21,10 +21,11 @@ import { Resources } from "../sdk/resources.ts";
 import { createSchedulerDriver, type OfferView, type SchedulerDriver, type TaskStatus } from "../sdk/scheduler.ts";
 import { EventLog } from "../test/harness/events.ts";
 import { elapsedMs, percentile, processMemoryMb, PROJECT_ROOT, TSX_LOADER, type BenchResult } from "./lib.ts";
+import { TERMINAL_TASK_STATES } from "../sdk/wire/types.ts";
 
 const CLUSTER = "isobench";
 const TASK = Resources.parse("cpus:0.05;mem:32");
-const TERMINAL = new Set(["TASK_FINISHED", "TASK_FAILED", "TASK_KILLED", "TASK_ERROR", "TASK_LOST", "TASK_DROPPED", "TASK_GONE"]);
+const TERMINAL: ReadonlySet<string> = TERMINAL_TASK_STATES;
 
 export async function runIsolationBench(args: string[]): Promise<BenchResult[]> {
   const quick = args.includes("--quick");

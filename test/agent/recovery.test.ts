@@ -14,6 +14,7 @@ import type { TaskStatus } from "../../sdk/scheduler.ts";
 import { eventually } from "../harness/events.ts";
 import { recordingFramework, startCluster, type RecordingFramework, type TestCluster } from "../harness/cluster.ts";
 import { useNats } from "../harness/nats.ts";
+import { TERMINAL_TASK_STATES } from "../../sdk/wire/types.ts";
 
 const nats = useNats();
 const isRoot = process.getuid?.() === 0;
@@ -51,7 +52,7 @@ async function stopGracefully(child: ChildProcess): Promise<void> {
   await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, 10_000))]);
 }
 
-const TERMINAL = new Set(["TASK_FINISHED", "TASK_FAILED", "TASK_KILLED", "TASK_ERROR", "TASK_LOST", "TASK_DROPPED", "TASK_GONE"]);
+const TERMINAL: ReadonlySet<string> = TERMINAL_TASK_STATES;
 const sameUuid = (a: TaskStatus, b: TaskStatus) => Buffer.from(a.uuid).equals(Buffer.from(b.uuid));
 
 /** Updates of `fw` that arrived after the first `mark` ones. */

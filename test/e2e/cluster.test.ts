@@ -9,6 +9,7 @@ import { agentCmdSubject, frameworkEventsSubject, masterAgentSubject, masterSche
 import { useNats } from "../harness/nats.ts";
 import { eventually } from "../harness/events.ts";
 import { recordingFramework, startCluster, type TestCluster } from "../harness/cluster.ts";
+import { TERMINAL_TASK_STATES } from "../../sdk/wire/types.ts";
 
 const nats = useNats();
 let cluster: TestCluster | undefined;
@@ -17,7 +18,7 @@ afterEach(async () => {
   cluster = undefined;
 });
 
-const TERMINAL = new Set(["TASK_FINISHED", "TASK_FAILED", "TASK_KILLED", "TASK_ERROR", "TASK_LOST", "TASK_DROPPED", "TASK_GONE"]);
+const TERMINAL: ReadonlySet<string> = TERMINAL_TASK_STATES;
 
 describe("a framework on a real cluster", () => {
   it("gets offers from two agents and runs tasks to FINISHED and FAILED with the exit code", async () => {

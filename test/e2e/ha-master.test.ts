@@ -23,10 +23,11 @@ import { agentCmdSubject, frameworkEventsSubject } from "../../sdk/wire/subjects
 import { recordingFramework, type RecordingFramework } from "../harness/cluster.ts";
 import { EventLog, eventually } from "../harness/events.ts";
 import { freePort, useNats } from "../harness/nats.ts";
+import { TERMINAL_TASK_STATES } from "../../sdk/wire/types.ts";
 
 const nats = useNats();
 const QUIET = pino({ level: "error" });
-const TERMINAL = new Set(["TASK_FINISHED", "TASK_FAILED", "TASK_KILLED", "TASK_ERROR", "TASK_LOST", "TASK_DROPPED", "TASK_GONE"]);
+const TERMINAL: ReadonlySet<string> = TERMINAL_TASK_STATES;
 
 let clusterSeq = 0;
 const cleanups: Array<() => Promise<unknown>> = [];
