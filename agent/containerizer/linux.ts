@@ -180,13 +180,12 @@ const DESTROY_SUPERVISOR_AFTER_MS = 2000;
 /** How long a SIGTERM waits for the container's init to appear (it may still be setting up). */
 const FIND_INIT_TIMEOUT_MS = 2000;
 const PROBE_TIMEOUT_MS = 5000;
-/** How often an adopted (recovered) container's supervisor is checked for liveness. */
-const RECOVERED_POLL_MS = 250;
 /**
- * How often the supervisors this agent started are checked for liveness. Their exit report is what
- * normally tells of their end; this catches one killed before it could report (the last-resort kill).
+ * How often supervisors are checked for liveness. For those this agent started, their exit report
+ * is what normally tells of their end and this catches one killed before it could report (the
+ * last-resort kill); for adopted ones (after an agent restart) it is the only way to learn of it.
  */
-const SUPERVISOR_SWEEP_MS = 2000;
+const SUPERVISOR_SWEEP_MS = 1000;
 /** An empty orphan cgroup younger than this may be a launch in progress of another agent; it is kept. */
 const EMPTY_ORPHAN_MIN_AGE_MS = 60_000;
 
@@ -198,6 +197,8 @@ interface Live {
   pid: number | undefined;
   /** The launch helper's number for it; undefined for an adopted container. */
   launch: number | undefined;
+  /** An adopted container's supervisor start time (/proc stat field 22), which tells a reused pid apart. */
+  adoptedStartTicks: number | undefined;
   /** The status the supervisor reported before its pid was known. */
   earlyExitStatus: number | undefined;
   /** The host pid of the namespace's pid 1, once read from bwrap's report. */
@@ -282,6 +283,8 @@ export class LinuxContainerizer implements Containerizer {
   private readonly helper: LaunchHelper | undefined;
   /** Containers by their launch-helper number, until their end is known. */
   private readonly byLaunch = new Map<number, Live>();
+  /** Adopted containers, until their end is known. */
+  private readonly adopted = new Set<Live>();
   private sweep: TimerHandle | undefined;
   /** Which of /tmp, /dev/shm and /var/tmp exist (they get private tmpfs); looked up once. */
   private tmpfsDirs: Promise<string[]> | undefined;
@@ -396,6 +399,7 @@ export class LinuxContainerizer implements Containerizer {
       cgroup: undefined,
       pid: undefined,
       launch: undefined,
+      adoptedStartTicks: undefined,
       earlyExitStatus: undefined,
       initPid: undefined,
       startedAtMs: this.clock.now(),
@@ -560,23 +564,29 @@ export class LinuxContainerizer implements Containerizer {
     else void this.onSupervisorExit(live, status, null);
   }
 
-  /** While supervisors started here live, checks every {@link SUPERVISOR_SWEEP_MS} that they still exist. */
+  /** While supervisors live, checks every {@link SUPERVISOR_SWEEP_MS} that they still exist. */
   private armSweep(): void {
     if (this.sweep !== undefined) return;
     this.sweep = this.timers.set(SUPERVISOR_SWEEP_MS, () => {
       this.sweep = undefined;
-      for (const live of [...this.byLaunch.values()]) {
-        if (live.pid === undefined || live.exited) continue;
+      for (const live of this.byLaunch.values()) {
         // kill(pid, 0) answers ESRCH once the helper has reaped it: it ended without a word.
-        if (!processExists(live.pid)) void this.onSupervisorExit(live, null, null);
+        if (live.pid !== undefined && !live.exited && !processExists(live.pid)) void this.onSupervisorExit(live, null, null);
       }
-      if (this.byLaunch.size > 0) this.armSweep();
+      for (const live of this.adopted) {
+        // Not our helper's child: another process may have its pid by now, hence the start time.
+        void sameProcess(live.pid!, live.adoptedStartTicks!).then((still) => {
+          if (!still) void this.onSupervisorExit(live, null, null);
+        });
+      }
+      if (this.byLaunch.size > 0 || this.adopted.size > 0) this.armSweep();
     });
   }
 
   private async onSupervisorExit(live: Live, code: number | null, signal: NodeJS.Signals | null): Promise<void> {
     if (!this.records.live.has(live.spec.containerId) || live.pid === undefined || live.exited) return;
     if (live.launch !== undefined) this.byLaunch.delete(live.launch);
+    this.adopted.delete(live);
     live.exited = true;
     live.markExited();
     // Decided now: a kill arriving while the container is torn down did not end the task.
@@ -908,7 +918,7 @@ export class LinuxContainerizer implements Containerizer {
    * are orphan cgroups under `cgroupsRoot` (see {@link RecoverOptions.orphanSandboxRoot}).
    *
    * An adopted container is not this process's child: its end is noticed by polling the supervisor
-   * every `recoveredPollMs` (250 ms); kills work as for any container (its init, then its cgroup).
+   * every second (with the other supervisors); kills work as for any container (its init, then its cgroup).
    * In `"posix"` isolation nothing can be re-attached (as with Mesos's posix launcher): a running
    * one is killed (its process group) and every container is reported as lost or by its exit status.
    */
@@ -958,7 +968,9 @@ export class LinuxContainerizer implements Containerizer {
       live.cgroup = cgroup;
       if (meta.startedAtMs !== undefined) live.startedAtMs = meta.startedAtMs;
       this.startMonitors(live);
-      this.watchAdopted(live, startTicks);
+      live.adoptedStartTicks = startTicks;
+      this.adopted.add(live);
+      this.armSweep();
       this.log?.info({ containerId: id, taskId: spec.taskId, pid, cgroup }, "container re-attached");
       return { containerId: id, running: true };
     }
@@ -984,18 +996,6 @@ export class LinuxContainerizer implements Containerizer {
     this.records.remember(id, termination);
     this.log?.info({ containerId: id, ...termination }, "checkpointed container ended while the agent was down");
     return { containerId: id, running: false, termination };
-  }
-
-  /** Polls an adopted supervisor (not our child, so no exit event) until it is gone. */
-  private watchAdopted(live: Live, startTicks: number): void {
-    const poll = () => {
-      if (this.records.live.get(live.spec.containerId) !== live || live.exited) return;
-      void sameProcess(live.pid!, startTicks).then((still) => {
-        if (still) this.timers.set(RECOVERED_POLL_MS, poll);
-        else void this.onSupervisorExit(live, null, null);
-      });
-    };
-    this.timers.set(RECOVERED_POLL_MS, poll);
   }
 
   /**
