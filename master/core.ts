@@ -73,11 +73,20 @@ export interface MasterConfig {
   /** Torn-down framework ids remembered (and refused); the oldest are forgotten first. @default 100000 */
   maxTornDownFrameworks?: number;
   /**
-   * After a restart or failover, offers wait until every agent from the registry has re-registered
-   * (so nothing a re-registering agent still runs can be offered), or this long at most.
+   * After a restart or failover, the longest time offers wait for the registry's agents to
+   * re-register (see `recoveryAgentFraction`). An agent's own resources are never offered before it
+   * has re-registered with what it runs, hold or no hold.
    * @default 10000
    */
   recoveryOfferHoldMs?: number;
+  /**
+   * After a restart or failover, offers wait (at most `recoveryOfferHoldMs`) until this fraction of
+   * the registry's agents has re-registered, so that the first allocations see most of what runs.
+   * Mesos's allocator does the same, and only when some role has a quota (whose headroom cannot be
+   * computed from a partial view); without quota it offers each agent as soon as it is back.
+   * @default 0.8 when a recovered role has a quota, otherwise 0 (no hold)
+   */
+  recoveryAgentFraction?: number;
   /** Agents that left (unregistered) remembered, and kept in the registry, for reconciliation answers. @default 10000 */
   maxGoneAgents?: number;
   /**
@@ -113,7 +122,11 @@ export type RegistryRecord =
   | { kind: "framework"; id: string; info: FrameworkInfo }
   | { kind: "torn-down"; id: string }
   | { kind: "unreachable-agent"; id: string; info: AgentInfo; sinceMs: number }
-  | { kind: "gone-agent"; id: string; info: AgentInfo; sinceMs: number };
+  | { kind: "gone-agent"; id: string; info: AgentInfo; sinceMs: number }
+  /** An operator-set role weight (id: the role), so a new leader divides resources as the old one did. */
+  | { kind: "weight"; id: string; weight: number }
+  /** An operator-set role quota (id: the role). */
+  | { kind: "quota"; id: string; guarantees: Record<string, number>; limits: Record<string, number> };
 
 /** Stable error codes in call responses. */
 export type MasterErrorCode =
@@ -244,6 +257,7 @@ export class MasterCore {
   private readonly maxTasksPerAgent: number;
   private readonly agentReregisterTimeoutMs: number;
   private readonly recoveryOfferHoldMs: number;
+  private readonly recoveryAgentFraction: number | undefined;
   private readonly removedAgentRetentionMs: number;
 
   private readonly agents = new Map<string, AgentRecord>();
@@ -251,6 +265,8 @@ export class MasterCore {
   private readonly goneAgents: LRUCache<string, { info: AgentInfo; sinceMs: number }>;
   /** Offers wait until this time while agents of the registry have not re-registered (0: no hold). */
   private offerHoldUntilMs = 0;
+  /** The hold ends once no more than this many of the registry's agents are still to re-register. */
+  private offerHoldPendingAgents = 0;
   private recoveredAtMs = 0;
   /** How long offers were held after the last recovery (undefined: not yet over, or none). */
   private lastOfferHoldMs: number | undefined;
@@ -303,6 +319,10 @@ export class MasterCore {
       },
     });
     this.recoveryOfferHoldMs = config.recoveryOfferHoldMs ?? 10_000;
+    if (config.recoveryAgentFraction !== undefined && !(config.recoveryAgentFraction >= 0 && config.recoveryAgentFraction <= 1)) {
+      throw new Error(`recoveryAgentFraction: must be a number from 0 to 1, got ${config.recoveryAgentFraction}`);
+    }
+    this.recoveryAgentFraction = config.recoveryAgentFraction;
     this.removedAgentRetentionMs = config.removedAgentRetentionMs ?? 14 * 24 * 3_600_000;
     this.completedFrameworks = new LRUCache({ max: config.maxCompletedFrameworks ?? 100 });
     this.recentCalls = new LRUCache({ max: config.recentCallCacheSize ?? 10_000 });
@@ -389,11 +409,22 @@ export class MasterCore {
             this.allocator.addFramework(record.id, { roles: this.rolesOf(record.info), active: false });
           }
           break;
+        case "weight":
+          this.recoverRoleSetting(record, () => this.allocator.setWeight(record.id, record.weight));
+          break;
+        case "quota":
+          this.recoverRoleSetting(record, () => this.allocator.setQuota(record.id, { guarantees: record.guarantees, limits: record.limits }));
+          break;
         case "torn-down":
           break;
       }
     }
-    if (this.recoveredAgents.size > 0) this.offerHoldUntilMs = nowMs + this.recoveryOfferHoldMs;
+    const fraction = this.recoveryAgentFraction ?? (this.allocator.getQuotas().size > 0 ? 0.8 : 0);
+    const agentsToWaitFor = Math.ceil(this.recoveredAgents.size * fraction - 1e-9);
+    if (agentsToWaitFor > 0) {
+      this.offerHoldUntilMs = nowMs + this.recoveryOfferHoldMs;
+      this.offerHoldPendingAgents = this.recoveredAgents.size - agentsToWaitFor;
+    }
     for (const agentId of this.recoveredAgents.keys()) this.toAgent(agentId, { kind: "reregisterRequest", reregisterRequest: {} });
     for (const frameworkId of this.frameworks.keys()) this.toFramework(frameworkId, { kind: "heartbeat", heartbeat: {} });
     this.log("info", "registry recovered", {
@@ -413,14 +444,25 @@ export class MasterCore {
     return this.offerHoldUntilMs > 0;
   }
 
-  /** Ends the hold once every recovered agent is back, or its time is up. */
+  /** A weight or quota from the registry; one the allocator refuses is logged and skipped. */
+  private recoverRoleSetting(record: RegistryRecord, apply: () => void): void {
+    try {
+      apply();
+    } catch (err) {
+      this.log("warn", "registry record ignored: the allocator refuses it", { kind: record.kind, role: record.id, error: err instanceof Error ? err.message : String(err) });
+    }
+  }
+
+  /** Ends the hold once enough recovered agents are back (see `recoveryAgentFraction`), or its time is up. */
   private checkOfferHold(): void {
     if (!this.holdingOffers()) return;
-    if (this.recoveredAgents.size > 0 && this.now < this.offerHoldUntilMs) return;
+    if (this.recoveredAgents.size > this.offerHoldPendingAgents && this.now < this.offerHoldUntilMs) return;
     this.offerHoldUntilMs = 0;
     this.lastOfferHoldMs = this.now - this.recoveredAtMs;
-    if (this.recoveredAgents.size === 0) this.log("info", "every agent re-registered; offers resume", { waitedMs: this.now - this.recoveredAtMs });
-    else this.log("warn", "offers resume before every agent re-registered", { waitedMs: this.now - this.recoveredAtMs, agentsPending: this.recoveredAgents.size });
+    const fields = { waitedMs: this.now - this.recoveredAtMs, agentsPending: this.recoveredAgents.size };
+    if (this.recoveredAgents.size === 0) this.log("info", "every agent re-registered; offers resume", fields);
+    else if (this.recoveredAgents.size <= this.offerHoldPendingAgents) this.log("info", "enough agents re-registered; offers resume", fields);
+    else this.log("warn", "offers resume before enough agents re-registered", fields);
     this.wantAllocation("all");
   }
 
@@ -1343,8 +1385,11 @@ export class MasterCore {
     return { agents: this.agents.size, unreachableAgents: this.unreachableAgents.size, goneAgents: this.goneAgents.size, frameworks: this.frameworks.size, offers: this.offers.size };
   }
 
-  /** Sets role weights (operator API); all or nothing. */
-  setWeights(weights: Array<{ role: string; weight: number }>): void {
+  /**
+   * Sets role weights (operator API); all or nothing. Returns the registry writes that keep them
+   * across a restart or failover (the shell carries them out).
+   */
+  setWeights(weights: Array<{ role: string; weight: number }>): MasterEffect[] {
     const before = new Map(this.allocator.getWeights());
     try {
       for (const { role, weight } of weights) this.allocator.setWeight(role, weight);
@@ -1353,19 +1398,32 @@ export class MasterCore {
       throw error;
     }
     this.wantAllocation("all");
+    return weights.map(({ role, weight }) => ({ type: "persist", record: { kind: "weight", id: role, weight } }));
   }
 
-  /** Sets quotas (operator API); all or nothing. */
-  setQuotas(quotas: Array<{ role: string; guarantees?: Record<string, number>; limits?: Record<string, number> }>): void {
+  /**
+   * Sets quotas (operator API); all or nothing. Returns the registry writes that keep them across a
+   * restart or failover; a quota with neither guarantees nor limits is removed from the registry.
+   */
+  setQuotas(quotas: Array<{ role: string; guarantees?: Record<string, number>; limits?: Record<string, number> }>): MasterEffect[] {
     const before = this.allocator.getQuotas();
     try {
-      for (const q of quotas) this.allocator.setQuota(q.role, { guarantees: q.guarantees ?? {}, limits: q.limits ?? {} });
+      // Neither guarantees nor limits: no quota at all (as Mesos's UPDATE_QUOTA with an empty config).
+      for (const q of quotas) this.allocator.setQuota(q.role, isEmptyQuota(q) ? null : { guarantees: q.guarantees ?? {}, limits: q.limits ?? {} });
     } catch (error) {
       for (const q of quotas) this.allocator.setQuota(q.role, before.get(q.role) ?? null);
       throw error;
     }
     this.wantAllocation("all");
+    return quotas.map((q): MasterEffect =>
+      isEmptyQuota(q) ? { type: "unpersist", kind: "quota", id: q.role } : { type: "persist", record: { kind: "quota", id: q.role, guarantees: q.guarantees ?? {}, limits: q.limits ?? {} } },
+    );
   }
+}
+
+/** A quota entry with neither guarantees nor limits. */
+function isEmptyQuota(q: { guarantees?: Record<string, number>; limits?: Record<string, number> }): boolean {
+  return Object.keys(q.guarantees ?? {}).length === 0 && Object.keys(q.limits ?? {}).length === 0;
 }
 
 /** Creates a master core. `measureMs` times allocation runs for metrics (the shell passes a clock). */

@@ -19,7 +19,7 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type
 import type { Logger as PinoLogger } from "pino";
 import { roleNameError } from "../sdk/roles.ts";
 import { AllocatorError } from "./allocator/index.ts";
-import type { MasterCore } from "./core.ts";
+import type { MasterCore, MasterEffect } from "./core.ts";
 
 /** The leader as a master knows it: its id, HTTP base URL and term. */
 export interface LeaderPointer {
@@ -37,8 +37,11 @@ export interface MasterHttpDeps {
   info(): { masterId: string; cluster: string; epoch: number; leader: boolean; startedAtMs: number; leaderInfo: LeaderPointer | undefined };
   /** The `/metrics` body. */
   metrics(): string;
-  /** Called after an operator change was applied (the shell runs an allocation then). */
-  afterChange(): void;
+  /**
+   * Called after an operator change was applied, with the registry writes that keep it (the shell
+   * carries them out and runs an allocation).
+   */
+  afterChange(effects: MasterEffect[]): void;
   /** Largest request body accepted, in bytes. @default 1048576 */
   bodyLimitBytes?: number;
 }
@@ -175,9 +178,9 @@ function quotaProblems(entries: QuotaEntry[]): Array<[string, string]> {
 }
 
 /** Applies `change`, turning the allocator's refusal into a 422 (it has rolled back by then). */
-function applyOrReject(change: () => void): void {
+function applyOrReject(change: () => MasterEffect[]): MasterEffect[] {
   try {
-    change();
+    return change();
   } catch (error) {
     if (error instanceof AllocatorError) throw new RequestValidationError([{ path: "", errors: [`${error.code}: ${error.message}`] }]);
     throw error;
@@ -264,9 +267,9 @@ export function createMasterHttp(deps: MasterHttpDeps): FastifyInstance {
     const entries = request.body;
     const problems = roleProblems(entries, false);
     if (problems.length > 0) throw new RequestValidationError(collect(problems));
-    applyOrReject(() => core().setWeights(entries.map(({ role, weight }) => ({ role, weight }))));
+    const effects = applyOrReject(() => core().setWeights(entries.map(({ role, weight }) => ({ role, weight }))));
     deps.log.info({ weights: entries }, "role weights updated");
-    deps.afterChange();
+    deps.afterChange(effects);
     return weightsView(core());
   });
 
@@ -276,11 +279,11 @@ export function createMasterHttp(deps: MasterHttpDeps): FastifyInstance {
     const entries = request.body;
     const problems = quotaProblems(entries);
     if (problems.length > 0) throw new RequestValidationError(collect(problems));
-    applyOrReject(() =>
+    const effects = applyOrReject(() =>
       core().setQuotas(entries.map((e) => ({ role: e.role, ...(e.guarantees ? { guarantees: e.guarantees } : {}), ...(e.limits ? { limits: e.limits } : {}) }))),
     );
     deps.log.info({ quotas: entries }, "role quotas updated");
-    deps.afterChange();
+    deps.afterChange(effects);
     return quotaView(core());
   });
 

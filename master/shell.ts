@@ -511,7 +511,10 @@ class MasterShell implements Master {
         };
       },
       metrics: () => this.metrics(),
-      afterChange: () => this.tick(),
+      afterChange: (effects) => {
+        this.execute(effects, undefined, "");
+        this.tick();
+      },
     });
     this.http = app;
     await app.listen({ host: this.options.httpHost ?? MASTER_DEFAULTS.httpHost, port: this.options.httpPort ?? MASTER_DEFAULTS.httpPort });

@@ -22,7 +22,7 @@ import type { RegistryRecord } from "./core.ts";
 /** The kinds of registry records. */
 export type RegistryKind = RegistryRecord["kind"];
 
-export const REGISTRY_KINDS: readonly RegistryKind[] = ["agent", "framework", "torn-down", "unreachable-agent", "gone-agent"];
+export const REGISTRY_KINDS: readonly RegistryKind[] = ["agent", "framework", "torn-down", "unreachable-agent", "gone-agent", "weight", "quota"];
 
 /** The key of the masters' leader lease in the registry bucket (see `sdk/leader-lease.ts`); not a record. */
 export const LEADER_LEASE_KEY = "leader";
@@ -122,6 +122,18 @@ export function registryRecordProblem(value: unknown): string | undefined {
       }
       if (new Set(roles).size !== roles.length) return "info.roles: must be distinct";
       return undefined;
+    }
+    case "weight":
+      return typeof record.weight === "number" && Number.isFinite(record.weight) && record.weight > 0 ? (roleNameError(record.id, false) ?? undefined) : "weight: must be a finite number > 0";
+    case "quota": {
+      for (const field of ["guarantees", "limits"] as const) {
+        const quantities = record[field];
+        if (typeof quantities !== "object" || quantities === null || Array.isArray(quantities)) return `${field}: must be an object of resource quantities`;
+        for (const [name, value] of Object.entries(quantities)) {
+          if (typeof value !== "number" || !Number.isFinite(value) || value < 0) return `${field}.${name}: must be a finite number >= 0`;
+        }
+      }
+      return roleNameError(record.id, false) ?? undefined;
     }
     default:
       return `kind: must be one of ${REGISTRY_KINDS.join(", ")}`;

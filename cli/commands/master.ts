@@ -17,7 +17,11 @@ export const MASTER_FLAGS: Record<string, FlagSpec> = {
   "agent-ping-interval": { type: "string", help: "how often agents are pinged", default: "15s" },
   "max-missed-pings": { type: "string", help: "pings an agent may miss before it is unreachable", default: "5" },
   "offer-timeout": { type: "string", help: "rescind offers not answered within this time (default: never)" },
-  "recovery-offer-hold": { type: "string", help: "after a restart or failover, hold offers until the registry's agents re-register, at most this long", default: "10s" },
+  "recovery-offer-hold": { type: "string", help: "after a restart or failover, hold offers at most this long for the registry's agents to re-register", default: "10s" },
+  "recovery-agent-fraction": {
+    type: "string",
+    help: "after a restart or failover, hold offers until this fraction (0..1) of the registry's agents is back (default: 0.8 when a role has a quota, else 0, as Mesos; an agent is never offered before it is back)",
+  },
   ha: { type: "boolean", help: "run as one of several masters: elect a leader through the registry's KV lease; only the leader serves the bus" },
   lease: { type: "string", help: "--ha: a leader whose lease is unrenewed this long is replaced", default: "1500ms" },
   "lease-renew-interval": { type: "string", help: "--ha: how often the leader renews its lease (it steps down this long before the lease ends)", default: "250ms" },
@@ -45,6 +49,8 @@ export async function masterCommand(args: string[]): Promise<number> {
   const log = makeLogger(values["log-level"] as string);
   const transport = await connect(nats, "corral-master", log);
   const offerTimeoutMs = durationFlag(values, "offer-timeout");
+  const recoveryAgentFraction = numberFlag(values, "recovery-agent-fraction");
+  if (recoveryAgentFraction !== undefined && !(recoveryAgentFraction >= 0 && recoveryAgentFraction <= 1)) throw new UsageError("--recovery-agent-fraction must be a number from 0 to 1");
   const election = electionFromFlags(values);
   // The lease gets a connection of its own, so renewals never queue behind the bus traffic.
   const leaseTransport = election ? await connect(nats, "corral-master-lease", log) : undefined;
@@ -61,6 +67,7 @@ export async function masterCommand(args: string[]): Promise<number> {
       agentPingIntervalMs: durationFlag(values, "agent-ping-interval") ?? 15_000,
       maxMissedPings: numberFlag(values, "max-missed-pings") ?? 5,
       recoveryOfferHoldMs: durationFlag(values, "recovery-offer-hold") ?? 10_000,
+      ...(recoveryAgentFraction !== undefined ? { recoveryAgentFraction } : {}),
       ...(offerTimeoutMs !== undefined ? { offerTimeoutMs } : {}),
     },
   });

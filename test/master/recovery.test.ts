@@ -100,12 +100,34 @@ describe("a new leader recovering the registry", () => {
     expect(effects).toContainEqual({ type: "to-agent", agentId: "m1-S1", message: { kind: "reregisterRequest", reregisterRequest: {} } });
     expect(effects).toContainEqual({ type: "to-agent", agentId: "m1-S2", message: { kind: "reregisterRequest", reregisterRequest: {} } });
     expect(effects).toContainEqual({ type: "to-framework", frameworkId: "m1-F1", event: { kind: "heartbeat", heartbeat: {} } });
-    expect(leader.core.state().recovery).toEqual({ agentsPending: 2, offersHeld: true });
+    expect(leader.core.state().recovery).toEqual({ agentsPending: 2, offersHeld: false });
   });
 
-  it("makes no offer until every agent is back with its tasks, so nothing in use is offered", () => {
+  it("offers each agent as soon as it is back with its tasks, never one still to re-register (no quota: no hold, as Mesos)", () => {
     const leader = new NewLeader();
     leader.recover(REGISTRY);
+    expect(leader.core.state().recovery).toEqual({ agentsPending: 2, offersHeld: false });
+    leader.resubscribe("m1-F1");
+    leader.tick(leader.now + 1000);
+    expect(leader.offers()).toEqual([]);
+    leader.reregister("m1-S1", [{ frameworkId: "m1-F1", taskId: "t1" }]);
+    leader.tick(leader.now + 1000);
+    // m1-S1's free part is offered; m1-S2, whose tasks are not known yet, is not.
+    expect(leader.offers()).toEqual(["m1-S1"]);
+    expect(leader.core.state().agents.find((a) => a.id === "m1-S1")!.offered).toEqual({ cpus: 3, mem: 3072 });
+    leader.reregister("m1-S2", [1, 2, 3, 4].map((n) => ({ frameworkId: "m1-F1", taskId: `u${n}` })));
+    leader.tick(leader.now + 1000);
+    // m1-S2 came back with all of its cpus in use: nothing of it is offered.
+    expect(leader.offers()).toEqual(["m1-S1"]);
+    expect((leader.core.state().frameworks[0]!.tasks as unknown[]).length).toBe(5);
+    // Agents that came back as the registry has them cost no registry write.
+    expect(leader.effects.filter((e) => (e.type === "persist" && e.record.kind !== "framework") || e.type === "unpersist")).toEqual([]);
+  });
+
+  it("with recoveryAgentFraction 1, makes no offer until every agent is back with its tasks", () => {
+    const leader = new NewLeader({ recoveryAgentFraction: 1 });
+    leader.recover(REGISTRY);
+    expect(leader.core.state().recovery).toEqual({ agentsPending: 2, offersHeld: true });
     leader.resubscribe("m1-F1");
     leader.reregister("m1-S1", [{ frameworkId: "m1-F1", taskId: "t1" }]);
     leader.tick(leader.now + 1500);
@@ -115,26 +137,41 @@ describe("a new leader recovering the registry", () => {
     leader.reregister("m1-S2", [1, 2, 3, 4].map((n) => ({ frameworkId: "m1-F1", taskId: `u${n}` })));
     expect(leader.core.state().recovery).toEqual({ agentsPending: 0, offersHeld: false, lastOfferHoldMs: 1500 });
     expect(leader.offers()).toEqual(["m1-S1"]);
-    // Agents that came back as the registry has them cost no registry write.
-    expect(leader.effects.filter((e) => (e.type === "persist" && e.record.kind !== "framework") || e.type === "unpersist")).toEqual([]);
-    const fw = leader.core.state().frameworks[0]!;
-    expect((fw.tasks as unknown[]).length).toBe(5);
     expect(leader.core.state().agents.find((a) => a.id === "m1-S1")!.offered).toEqual({ cpus: 3, mem: 3072 });
   });
 
-  it("stops holding offers after recoveryOfferHoldMs when an agent does not come back", () => {
-    const leader = new NewLeader({ recoveryOfferHoldMs: 5000 });
-    leader.recover(REGISTRY);
+  it("holds offers until 80% of the agents are back when a role has a quota (Mesos's recovery factor)", () => {
+    const agents = Array.from({ length: 10 }, (_, i) => `m1-S${i + 1}`);
+    const records: RegistryRecord[] = [
+      ...agents.map((id): RegistryRecord => ({ kind: "agent", id, info: agentInfo(id) })),
+      { kind: "framework", id: "m1-F1", info: fwInfo("m1-F1") },
+      { kind: "quota", id: "web", guarantees: { cpus: 2 }, limits: {} },
+    ];
+    const leader = new NewLeader();
+    leader.recover(records);
+    expect(leader.core.allocator.getQuotas().get("web")).toEqual({ guarantees: { cpus: 2 }, limits: {} });
     leader.resubscribe("m1-F1");
-    leader.reregister("m1-S1");
-    expect(leader.core.nextTickMs()).toBeLessThanOrEqual(leader.now + 5000);
-    leader.tick(leader.now + 4000);
+    for (const id of agents.slice(0, 7)) leader.reregister(id);
+    leader.tick(leader.now + 1000);
+    expect(leader.core.state().recovery).toMatchObject({ agentsPending: 3, offersHeld: true });
     expect(leader.offers()).toEqual([]);
-    const effects = leader.tick(leader.now + 1000);
-    expect(leader.offers()).toEqual(["m1-S1"]);
-    expect(effects).toContainEqual(expect.objectContaining({ type: "log", level: "warn", msg: "offers resume before every agent re-registered" }));
-    // m1-S2 is still waited for (agentReregisterTimeoutMs), and reconciliation stays silent about it.
-    expect(leader.reconcile("m1-F1", "t9", "m1-S2")).toEqual([]);
+    leader.reregister(agents[7]!);
+    expect(leader.core.state().recovery).toMatchObject({ agentsPending: 2, offersHeld: false });
+    leader.tick(leader.now + 1000);
+    // Offers cover the eight agents that are back, and none of the two still missing.
+    expect(new Set(leader.offers())).toEqual(new Set(agents.slice(0, 8)));
+  });
+
+  it("restores operator-set weights and quotas from the registry, and persists new ones", () => {
+    const leader = new NewLeader();
+    leader.recover([...REGISTRY, { kind: "weight", id: "web", weight: 3 }, { kind: "quota", id: "batch", guarantees: { cpus: 1 }, limits: { cpus: 4 } }]);
+    expect(leader.core.allocator.getWeights().get("web")).toBe(3);
+    expect(leader.core.allocator.getQuotas().get("batch")).toEqual({ guarantees: { cpus: 1 }, limits: { cpus: 4 } });
+    expect(leader.core.setWeights([{ role: "batch", weight: 2 }])).toEqual([{ type: "persist", record: { kind: "weight", id: "batch", weight: 2 } }]);
+    expect(leader.core.setQuotas([{ role: "web", guarantees: { mem: 512 } }, { role: "batch" }])).toEqual([
+      { type: "persist", record: { kind: "quota", id: "web", guarantees: { mem: 512 }, limits: {} } },
+      { type: "unpersist", kind: "quota", id: "batch" },
+    ]);
   });
 
   it("keeps an unreachable agent's lost tasks dead when it comes back after a failover", () => {

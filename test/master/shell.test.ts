@@ -226,6 +226,22 @@ describe("master shell on a real nats-server", () => {
     expect(request.senderId).toBe(second.masterId);
   });
 
+  it("keeps operator-set weights and quotas across a restart (they are in the registry)", async () => {
+    const name = cluster();
+    const first = await startMaster({ cluster: name });
+    const put = (path: string, body: unknown) => fetch(`${first.httpUrl()}${path}`, { method: "PUT", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+    expect((await put("/weights", [{ role: "web", weight: 3 }])).status).toBe(200);
+    expect((await put("/quota", [{ role: "batch", guarantees: { cpus: 2 }, limits: { cpus: 8 } }, { role: "gone", guarantees: { cpus: 1 } }])).status).toBe(200);
+    // An empty quota removes the role's quota, here and in the registry.
+    expect((await put("/quota", [{ role: "gone" }])).status).toBe(200);
+    await first.stop(); // flushes the registry writes
+
+    const second = await startMaster({ cluster: name, rng: new SeededRng(`${name}-second`) });
+    expect(await (await fetch(`${second.httpUrl()}/weights`)).json()).toContainEqual({ role: "web", weight: 3 });
+    const quotas = (await (await fetch(`${second.httpUrl()}/quota`)).json()) as Array<{ role: string }>;
+    expect(quotas).toEqual([{ role: "batch", guarantees: { cpus: 2 }, limits: { cpus: 8 } }]);
+  });
+
   it("keeps answering while registry writes fail, and retries them until they land", async () => {
     const name = cluster();
     const store = new FlakyStore(2);
