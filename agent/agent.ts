@@ -820,7 +820,9 @@ export function createAgent(options: AgentOptions): Agent {
       reported.push({ frameworkId: record.frameworkId, task: record.task, status: record.latest });
       if (record.framework !== undefined) frameworks.set(record.frameworkId, record.framework);
     }
-    return { kind: "reregister", reregister: { agentInfo: info, version: AGENT_VERSION, tasks: reported, frameworks: [...frameworks.values()] } };
+    // Subscribed under this id already (a new leader, not a restart): commands reach us at once.
+    const listening = cmdSub !== undefined && subscribedId === agentId;
+    return { kind: "reregister", reregister: { agentInfo: info, version: AGENT_VERSION, tasks: reported, frameworks: [...frameworks.values()], listening } };
   }
 
   /** One REGISTER/REREGISTER request; true once registered. Never throws. */

@@ -795,7 +795,7 @@ export class MasterCore {
         this.register(message.register.agentInfo, senderId);
         break;
       case "reregister":
-        this.reregister(message.reregister.agentInfo, message.reregister.tasks, message.reregister.frameworks);
+        this.reregister(message.reregister.agentInfo, message.reregister.tasks, message.reregister.frameworks, message.reregister.listening === true);
         break;
       case "pong":
         this.pong(senderId);
@@ -828,7 +828,11 @@ export class MasterCore {
     this.out.push({ type: "reply", payload: { payload: "masterToAgent", masterToAgent: { kind: "registered", registered: this.registration(agentId) } } });
   }
 
-  private reregister(info: AgentInfo | undefined, reported: Array<{ frameworkId: string; task?: TaskInfo; status?: TaskStatus }>, frameworks: FrameworkInfo[]): void {
+  /**
+   * An agent coming back (after its restart, a lost master or a failover). One that says it is
+   * `listening` already on its command subject is offered at once; any other after its first pong.
+   */
+  private reregister(info: AgentInfo | undefined, reported: Array<{ frameworkId: string; task?: TaskInfo; status?: TaskStatus }>, frameworks: FrameworkInfo[], listening: boolean): void {
     const parsed = this.parseAgentInfo(info);
     const idProblem = info?.id ? tokenProblem(info.id) : "must be set";
     if (typeof parsed === "string" || idProblem) {
@@ -864,6 +868,7 @@ export class MasterCore {
     // After the agent record: a crash between the two writes leaves the agent admitted.
     if (wasUnreachable) this.out.push({ type: "unpersist", kind: "unreachable-agent", id: agentId });
     if (wasGone) this.out.push({ type: "unpersist", kind: "gone-agent", id: agentId });
+    if (listening) this.markListening(agentId, this.agents.get(agentId)!);
     this.checkOfferHold();
     this.out.push({ type: "reply", payload: { payload: "masterToAgent", masterToAgent: { kind: "reregistered", reregistered: this.registration(agentId) } } });
   }
@@ -988,11 +993,15 @@ export class MasterCore {
       return;
     }
     agent.lastHeardMs = this.now;
-    if (!agent.listening) {
-      agent.listening = true;
-      this.allocator.activateAgent(agentId);
-      this.wantAllocation(agentId);
-    }
+    this.markListening(agentId, agent);
+  }
+
+  /** The agent receives commands now: its resources may be offered. */
+  private markListening(agentId: string, agent: AgentRecord): void {
+    if (agent.listening) return;
+    agent.listening = true;
+    this.allocator.activateAgent(agentId);
+    this.wantAllocation(agentId);
   }
 
   private statusUpdate(agentId: string, frameworkId: string, status: TaskStatus): void {

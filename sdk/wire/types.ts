@@ -296,6 +296,8 @@ export type AgentToMaster =
         version: string;
         tasks: AgentTaskRecord[];
         frameworks: FrameworkInfo[];
+        /** Already listening on its command subject under this id: no pong needed before offers. */
+        listening?: boolean;
       };
     }
   | { kind: "pong"; pong: { seq: number } }

@@ -188,6 +188,8 @@ describe("registration", () => {
     const body = (rereg.message as Extract<AgentToMaster, { kind: "reregister" }>).reregister;
     expect(body.agentInfo!.id).toBe("agent-1");
     expect(body.tasks).toEqual([]);
+    // A restarted agent is not subscribed to its commands before the master answers.
+    expect(body.listening).toBe(false);
     expect(rereg.senderId).toBe("agent-1");
     await s.master.received.waitFor((r) => r.index > rereg.index && r.message.kind === "pong", "pong after REREGISTER");
     expect(second.agent.agentId()).toBe("agent-1");
@@ -216,6 +218,8 @@ describe("registration", () => {
     expect(body.tasks).toHaveLength(1);
     expect(body.tasks[0]).toMatchObject({ frameworkId: "fw-1", task: { taskId: "live" }, status: { state: "TASK_RUNNING" } });
     expect(body.frameworks.map((f) => f.id)).toEqual(["fw-1"]);
+    // Still subscribed under its id: the master may offer it without waiting for a pong.
+    expect(body.listening).toBe(true);
   });
 
   it("ignores commands from a master with a lower epoch", async () => {

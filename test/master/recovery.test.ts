@@ -48,7 +48,7 @@ class NewLeader {
     return effects;
   }
 
-  private run(effects: MasterEffect[]): MasterEffect[] {
+  run(effects: MasterEffect[]): MasterEffect[] {
     this.effects.push(...effects);
     return effects;
   }
@@ -58,15 +58,12 @@ class NewLeader {
     return this.run(this.core.handle({ type: "tick" }, atMs));
   }
 
-  reregister(agentId: string, tasks: Array<{ frameworkId: string; taskId: string }> = [], frameworks: FrameworkInfo[] = []): MasterEffect[] {
+  /** An agent re-registers; unless it says it is `listening` already, it then sends its first pong. */
+  reregister(agentId: string, tasks: Array<{ frameworkId: string; taskId: string }> = [], frameworks: FrameworkInfo[] = [], options: { listening?: boolean; pong?: boolean } = {}): MasterEffect[] {
     const reported = tasks.map((t) => ({ frameworkId: t.frameworkId, task: taskInfo(t.taskId, agentId), status: running(t.taskId, agentId, t.frameworkId) }));
-    const effects = this.run(
-      this.core.handle(
-        { type: "agent-message", senderId: agentId, callId: `r${++this.seq}`, message: { kind: "reregister", reregister: { version: "", agentInfo: agentInfo(agentId), tasks: reported, frameworks } } },
-        this.now,
-      ),
-    );
-    this.run(this.core.handle({ type: "agent-message", senderId: agentId, callId: "", message: { kind: "pong", pong: { seq: 0 } } }, this.now));
+    const reregister = { version: "", agentInfo: agentInfo(agentId), tasks: reported, frameworks, ...(options.listening !== undefined ? { listening: options.listening } : {}) };
+    const effects = this.run(this.core.handle({ type: "agent-message", senderId: agentId, callId: `r${++this.seq}`, message: { kind: "reregister", reregister } }, this.now));
+    if (options.pong ?? true) this.run(this.core.handle({ type: "agent-message", senderId: agentId, callId: "", message: { kind: "pong", pong: { seq: 0 } } }, this.now));
     return effects;
   }
 
@@ -122,6 +119,19 @@ describe("a new leader recovering the registry", () => {
     expect((leader.core.state().frameworks[0]!.tasks as unknown[]).length).toBe(5);
     // Agents that came back as the registry has them cost no registry write.
     expect(leader.effects.filter((e) => (e.type === "persist" && e.record.kind !== "framework") || e.type === "unpersist")).toEqual([]);
+  });
+
+  it("offers an agent that re-registers as `listening` at once, and one that does not only after its first pong", () => {
+    const leader = new NewLeader();
+    leader.recover(REGISTRY);
+    leader.resubscribe("m1-F1");
+    leader.reregister("m1-S1", [], [], { listening: true, pong: false });
+    expect(leader.offers()).toEqual(["m1-S1"]);
+    leader.reregister("m1-S2", [], [], { listening: false, pong: false });
+    leader.tick(leader.now + 1000);
+    expect(leader.offers()).toEqual(["m1-S1"]);
+    leader.run(leader.core.handle({ type: "agent-message", senderId: "m1-S2", callId: "", message: { kind: "pong", pong: { seq: 0 } } }, leader.now));
+    expect(leader.offers()).toEqual(["m1-S1", "m1-S2"]);
   });
 
   it("with recoveryAgentFraction 1, makes no offer until every agent is back with its tasks", () => {

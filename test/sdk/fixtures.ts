@@ -227,6 +227,7 @@ export const everyPayload: Record<string, EnvelopeInput> = {
         version: "0.1.0",
         tasks: [{ frameworkId: "fw-1", task: taskInfo, status: { ...taskStatus, state: "TASK_RUNNING" } }],
         frameworks: [frameworkInfo],
+        listening: true,
       },
     },
   },
