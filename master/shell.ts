@@ -235,10 +235,15 @@ class MasterShell implements Master {
   private currentCore: MasterCore;
   private readonly inputSliceMs: number;
   private readonly maxQueuedInputs: number;
-  /** Bus messages waiting for the next slice (not even decoded yet), in arrival order. */
-  private inbox: Array<{ handle: (msg: IncomingMessage) => void; msg: IncomingMessage }> = [];
-  /** Index of the next inbox entry to handle (a head index keeps taking one O(1)). */
-  private inboxHead = 0;
+  /**
+   * Bus messages waiting for the next slice (not even decoded yet), one FIFO lane for frameworks'
+   * calls and one for agents' messages, taken in turn: after a failover, a thousand queued agent
+   * re-registrations must not keep the frameworks' re-subscriptions waiting (nor the reverse
+   * under a flood of declines). Order only matters within a sender, and each sender uses one lane.
+   */
+  private readonly lanes = { scheduler: new InputLane(), agent: new InputLane() };
+  /** The lane the pump takes from next when both have work. */
+  private nextLane: "scheduler" | "agent" = "scheduler";
   private sliceStartedAt: number | undefined;
   private pumpTimer: TimerHandle | undefined;
   /** The constructor's core has not served a term yet (it may hold settings made before start). */
@@ -414,8 +419,8 @@ class MasterShell implements Master {
       this.dispatch({ type: "agent-message", message: envelope.agentToMaster, senderId: envelope.senderId, callId: envelope.callId }, msg),
     );
     this.subscriptions.push(
-      this.transport.subscribe(masterSchedulerSubject(this.cluster), (msg) => this.receive(onSchedulerCall, msg)),
-      this.transport.subscribe(masterAgentSubject(this.cluster), (msg) => this.receive(onAgentMessage, msg)),
+      this.transport.subscribe(masterSchedulerSubject(this.cluster), (msg) => this.receive(this.lanes.scheduler, onSchedulerCall, msg)),
+      this.transport.subscribe(masterAgentSubject(this.cluster), (msg) => this.receive(this.lanes.agent, onAgentMessage, msg)),
     );
     await this.transport.flush();
     if (!this.leading || this.currentEpoch !== term || !this.serving(this.clock.now())) return;
@@ -561,12 +566,12 @@ class MasterShell implements Master {
 
   /**
    * A bus message: decoded and handled at once while the current run of work is shorter than
-   * `inputSliceMs`, else queued (in order, undecoded: decoding is work too) for the next slice,
-   * after the event loop has come round.
+   * `inputSliceMs`, else queued in its lane (in order, undecoded: decoding is work too) for the
+   * next slice, after the event loop has come round.
    */
-  private receive(handle: (msg: IncomingMessage) => void, msg: IncomingMessage): void {
+  private receive(lane: InputLane, handle: (msg: IncomingMessage) => void, msg: IncomingMessage): void {
     if (!this.leading) return;
-    if (this.inputSliceMs <= 0 || (this.queuedInputs() === 0 && this.withinSlice())) {
+    if (this.inputSliceMs <= 0 || (lane.size() === 0 && this.withinSlice())) {
       handle(msg);
       return;
     }
@@ -575,7 +580,7 @@ class MasterShell implements Master {
       if ((shed & (shed - 1)) === 0) this.log.warn({ shed, maxQueuedInputs: this.maxQueuedInputs }, "master overloaded: bus input dropped (the sender retries)");
       return;
     }
-    this.inbox.push({ handle, msg });
+    lane.push(handle, msg);
     this.schedulePump();
   }
 
@@ -599,33 +604,24 @@ class MasterShell implements Master {
     });
   }
 
-  /** Handles queued inputs for one slice, then yields again if some are left. */
+  /** Handles queued inputs for one slice, taking from the lanes in turn, then yields again if some are left. */
   private pump(): void {
     const started = performance.now();
-    while (this.inboxHead < this.inbox.length && performance.now() - started < this.inputSliceMs) {
-      const next = this.inbox[this.inboxHead]!;
-      this.inbox[this.inboxHead++] = undefined!;
-      next.handle(next.msg);
+    while (this.queuedInputs() > 0 && performance.now() - started < this.inputSliceMs) {
+      const lane = this.lanes[this.nextLane].size() > 0 ? this.nextLane : this.nextLane === "scheduler" ? "agent" : "scheduler";
+      this.nextLane = lane === "scheduler" ? "agent" : "scheduler";
+      this.lanes[lane].handleNext();
     }
-    if (this.inboxHead >= this.inbox.length) {
-      this.inbox = [];
-      this.inboxHead = 0;
-    } else {
-      if (this.inboxHead > 4096 && this.inboxHead * 2 > this.inbox.length) {
-        this.inbox = this.inbox.slice(this.inboxHead);
-        this.inboxHead = 0;
-      }
-      this.schedulePump();
-    }
+    if (this.queuedInputs() > 0) this.schedulePump();
   }
 
   private queuedInputs(): number {
-    return this.inbox.length - this.inboxHead;
+    return this.lanes.scheduler.size() + this.lanes.agent.size();
   }
 
   private dropInbox(): void {
-    this.inbox = [];
-    this.inboxHead = 0;
+    this.lanes.scheduler.clear();
+    this.lanes.agent.clear();
     this.pumpTimer?.cancel();
     this.pumpTimer = undefined;
   }
@@ -735,5 +731,36 @@ class MasterShell implements Master {
       ...this.encodeEvent({ kind: "offers", offers: { offers: offers.slice(0, half) } }),
       ...this.encodeEvent({ kind: "offers", offers: { offers: offers.slice(half) } }),
     ];
+  }
+}
+
+/** A FIFO of bus messages waiting to be handled; taking one is O(1) (a head index, compacted now and then). */
+class InputLane {
+  private items: Array<{ handle: (msg: IncomingMessage) => void; msg: IncomingMessage } | undefined> = [];
+  private head = 0;
+
+  size(): number {
+    return this.items.length - this.head;
+  }
+
+  push(handle: (msg: IncomingMessage) => void, msg: IncomingMessage): void {
+    this.items.push({ handle, msg });
+  }
+
+  /** Handles the oldest message. Only called when the lane is not empty. */
+  handleNext(): void {
+    const next = this.items[this.head]!;
+    this.items[this.head++] = undefined;
+    if (this.head >= this.items.length) this.clear();
+    else if (this.head > 4096 && this.head * 2 > this.items.length) {
+      this.items = this.items.slice(this.head);
+      this.head = 0;
+    }
+    next.handle(next.msg);
+  }
+
+  clear(): void {
+    this.items = [];
+    this.head = 0;
   }
 }

@@ -1,12 +1,13 @@
 /**
  * The master's input queue on a real nats-server: bus messages beyond a slice wait their turn in
- * order, and beyond `maxQueuedInputs` they are shed and counted while the master keeps serving.
+ * order, frameworks' calls and agents' messages in turn, and beyond `maxQueuedInputs` they are
+ * shed and counted while the master keeps serving.
  */
 import { randomUUID } from "node:crypto";
 import { afterEach, describe, expect, it } from "vitest";
 import { connectNats, type NatsTransport } from "../../sdk/nats-transport.ts";
 import { encodeEnvelope } from "../../sdk/wire/codec.ts";
-import { masterSchedulerSubject } from "../../sdk/wire/subjects.ts";
+import { agentCmdSubject, masterAgentSubject, masterSchedulerSubject } from "../../sdk/wire/subjects.ts";
 import { createMaster, type Master } from "../../master/shell.ts";
 import { MemoryRegistryStore } from "../../master/store.ts";
 import { useNats } from "../harness/nats.ts";
@@ -46,6 +47,32 @@ describe("the master's input queue", () => {
     expect(answers).toHaveLength(300);
     expect(master.isLeader()).toBe(true);
     expect(await (await fetch(`${master.httpUrl()}/metrics`)).text()).toContain("corral_master_inputs_shed_total 0");
+  });
+
+  it("does not keep a framework's call waiting behind a backlog of agent messages", async () => {
+    const cluster = `inbox${process.pid}c`;
+    await startMaster(cluster, 0.01, 100_000);
+    const framework = new FakeFramework(await bus("framework"), cluster);
+    expect(await framework.subscribe()).toBeUndefined();
+    // One connection sees both the master's commands to agents and its answer to our call, in the
+    // order the master sent them.
+    const client = await bus("client");
+    let commandsBeforeAnswer = -1;
+    let commands = 0;
+    client.subscribe(agentCmdSubject(cluster, "ghost-0").replace("ghost-0", "*"), () => commands++);
+    await client.flush();
+    // A backlog of pongs from agents the master does not know: it asks each to re-register.
+    const backlog = 3000;
+    const flood = await bus("flood");
+    for (let i = 0; i < backlog; i++) {
+      flood.publish(masterAgentSubject(cluster), encodeEnvelope({ senderId: `ghost-${i}`, callId: "", payload: "agentToMaster", agentToMaster: { kind: "pong", pong: { seq: 0 } } }));
+    }
+    await flood.flush();
+    await client.request(masterSchedulerSubject(cluster), heartbeat(framework.frameworkId), { timeoutMs: 30_000 });
+    commandsBeforeAnswer = commands;
+    await eventually(() => commands === backlog, 30_000, "every agent message to be handled");
+    // Answered while most of the agents' backlog was still queued, not after all of it.
+    expect(commandsBeforeAnswer).toBeLessThan(backlog / 2);
   });
 
   it("sheds and counts inputs beyond maxQueuedInputs, and keeps serving", async () => {
