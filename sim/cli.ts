@@ -11,6 +11,7 @@
  */
 
 import { closeSync, openSync, readFileSync, writeFileSync, writeSync } from "node:fs";
+import { dirname } from "node:path";
 import { runCheck, parseSeeds } from "./check.ts";
 import { formatPlan, planScenario, planToJson, PlanSpecError } from "./plan.ts";
 import { formatSummary, runScenario } from "./report.ts";
@@ -100,6 +101,8 @@ async function runSub(args: string[]): Promise<number> {
       ...(logLevel ? { logLevel } : {}),
       ...(interval !== undefined ? { sampleIntervalSeconds: interval } : {}),
       ...(maxSamples !== undefined ? { maxSamples } : {}),
+      // Trace files named in the scenario are found next to it, wherever corral runs.
+      baseDir: dirname(file),
     });
     console.log(formatSummary(result));
     if (jsonPath !== undefined) {
@@ -156,6 +159,7 @@ async function planSub(args: string[]): Promise<number> {
     const plan = await planScenario(scenario, targets, {
       ...(seeds !== undefined ? { seeds } : {}),
       ...(logLevel ? { logLevel } : {}),
+      baseDir: dirname(file),
       onPoint: (p) => {
         const missed = p.checks.filter((c) => !c.pass).map((c) => `${c.target} ${c.variant}: ${c.observed === Infinity ? "never" : c.observed} > ${c.limit}`);
         const counts = Object.entries(p.counts).map(([k, v]) => `${k}=${v}`).join(" ");

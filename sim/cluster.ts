@@ -91,6 +91,11 @@ export interface SimClusterOptions {
   logLevel?: string;
   /** Called after every engine event (fault checks). @default none */
   afterEvent?: () => void;
+  /**
+   * Folder that relative trace file names of the scenario are read from (the scenario file's
+   * folder, when it came from a file). @default the current directory
+   */
+  baseDir?: string;
 }
 
 /** See the module comment. Build with a validated scenario, then {@link SimCluster.run}. */
@@ -150,6 +155,11 @@ export class SimCluster {
         ...(c.offerTimeoutMs !== undefined ? { offerTimeoutMs: c.offerTimeoutMs } : {}),
       },
     });
+  }
+
+  /** Where relative trace file names are read from; see {@link SimClusterOptions.baseDir}. */
+  get baseDir(): string | undefined {
+    return this.options.baseDir;
   }
 
   /** Virtual ms since the start. */

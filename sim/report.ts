@@ -193,6 +193,8 @@ export interface RunScenarioOptions {
   maxSamples?: number;
   /** Tasks queued at the end count in `tasks.queuedPastGrace` only when submitted longer ago than this. @default 0 */
   placementGraceSeconds?: number;
+  /** Folder that relative trace file names are read from (the CLI gives the scenario file's). @default the current directory */
+  baseDir?: string;
 }
 
 /** Default of {@link RunScenarioOptions.maxSamples}. */
@@ -213,7 +215,7 @@ export function samplingIntervalSeconds(scenario: Scenario, options: Pick<RunSce
 
 /** Validates `input` (throws {@link ScenarioError} before anything runs), runs it and reports. */
 export async function runScenario(input: unknown, options: RunScenarioOptions = {}): Promise<SimResult> {
-  const scenario = validateScenario(input);
+  const scenario = validateScenario(input, options.baseDir !== undefined ? { baseDir: options.baseDir } : {});
   if (options.sampleIntervalSeconds !== undefined && !(options.sampleIntervalSeconds > 0 && Number.isFinite(options.sampleIntervalSeconds))) {
     throw new RangeError("sampleIntervalSeconds: must be a finite number > 0");
   }
@@ -234,6 +236,7 @@ export async function runScenario(input: unknown, options: RunScenarioOptions = 
     },
     ...(options.logLevel ? { logLevel: options.logLevel } : {}),
     ...(after ? { afterEvent: () => after(cluster!) } : {}),
+    ...(options.baseDir !== undefined ? { baseDir: options.baseDir } : {}),
   });
   const sampler = new Sampler(cluster, strandingThresholds(scenario));
   const intervalS = samplingIntervalSeconds(scenario, options);

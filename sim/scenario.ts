@@ -176,10 +176,16 @@ class Checker {
 const CLASS_NAME = /^[a-z0-9][a-z0-9-]{0,62}$/;
 const FRAMEWORK_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
 
+/** Options of {@link validateScenario}. */
+export interface ValidateScenarioOptions {
+  /** Folder relative trace file names are read from (the scenario file's). @default the current directory */
+  baseDir?: string;
+}
+
 /**
  * Checks `input` (parsed JSON) and returns it typed. @throws {ScenarioError} listing every problem.
  */
-export function validateScenario(input: unknown): Scenario {
+export function validateScenario(input: unknown, options: ValidateScenarioOptions = {}): Scenario {
   const c = new Checker();
   const root = c.obj(input, "scenario");
   if (!root) throw new ScenarioError(c.problems);
@@ -207,7 +213,7 @@ export function validateScenario(input: unknown): Scenario {
   if (!Array.isArray(root.frameworks)) c.fail("scenario.frameworks", "must be an array");
   else {
     if (root.frameworks.length === 0) c.fail("scenario.frameworks", "must not be empty");
-    root.frameworks.forEach((f, i) => checkFramework(c, f, `scenario.frameworks[${i}]`, names));
+    root.frameworks.forEach((f, i) => checkFramework(c, f, `scenario.frameworks[${i}]`, names, options.baseDir));
   }
 
   if (root.events !== undefined) {
@@ -319,7 +325,7 @@ function checkDuration(c: Checker, parent: Obj, key: string, field: string): voi
   } else c.fail(`${f}.dist`, 'must be "exp" or "uniform" (or give a number of seconds)');
 }
 
-function checkFramework(c: Checker, value: unknown, field: string, names: Set<string>): void {
+function checkFramework(c: Checker, value: unknown, field: string, names: Set<string>, baseDir?: string): void {
   const f = c.obj(value, field);
   if (!f) return;
   c.unknownKeys(f, ["name", "kind", "role", "refuseSeconds", "startSeconds", "stopSeconds", "tasks", "jobs", "trace"], field);
@@ -340,7 +346,7 @@ function checkFramework(c: Checker, value: unknown, field: string, names: Set<st
   c.num(f, "stopSeconds", field, { min: 0, optional: true });
   if (typeof f.startSeconds === "number" && typeof f.stopSeconds === "number" && f.stopSeconds <= f.startSeconds) c.fail(`${field}.stopSeconds`, "must be > startSeconds");
   // ---- kind "batch": jobs or trace (sim/workloads/spec.ts) ----
-  checkBatchFramework(f, field, (path, rule) => c.fail(path, rule));
+  checkBatchFramework(f, field, (path, rule) => c.fail(path, rule), baseDir);
   if (f.kind === "batch") return;
   if (f.kind === "decliner") {
     if (f.tasks !== undefined) c.fail(`${field}.tasks`, "is not allowed for a decliner");

@@ -146,7 +146,8 @@ export class BatchSimFramework {
     const index = scenario.frameworks.indexOf(this.spec);
     const field = `scenario.frameworks[${index < 0 ? this.spec.name : index}].trace`;
     try {
-      return loadTrace(spec, { untilMs: (scenario.endSeconds - (this.spec.startSeconds ?? 0)) * 1000, field });
+      const baseDir = this.cluster.baseDir;
+      return loadTrace(spec, { untilMs: (scenario.endSeconds - (this.spec.startSeconds ?? 0)) * 1000, field, ...(baseDir !== undefined ? { baseDir } : {}) });
     } catch (err) {
       if (err instanceof TraceError) throw new ScenarioError(err.problems);
       throw err;
