@@ -29,8 +29,9 @@ export const SIM_USAGE = `usage:
       searches the smallest number of agents per class meeting every target (wait percentile, all placed,
       cpu ceiling, surviving the loss of agents or a rack) over n seeds per point (default 5)
   corral sim check [--seeds 1..N] [--agents N] [--seconds S]
-      seeded fault injection (agent crashes and restarts, message loss and delay, partitions), checking the
-      allocator's invariants and "no resource in two outstanding offers" after every event`;
+      seeded fault injection (agent crashes and restarts, message loss and delay, partitions, master failover),
+      checking after every event the allocator's invariants, no resource in two outstanding offers, every
+      task's resources counted once, and every acknowledged status update delivered to its framework`;
 
 /** A JSONL sink that writes synchronously in 64 KiB batches (no macrotasks during the run). */
 export class JsonlFile {
@@ -206,7 +207,7 @@ async function checkSub(args: string[]): Promise<number> {
     }
     failures++;
     console.log(`seed ${seed}: FAILED at t=${outcome.atMs} ms: ${outcome.problem}`);
-    console.log(`  reproduce: corral sim check --seeds ${seed} --agents ${agents} --seconds ${seconds}`);
+    console.log(`  reproduce: ${outcome.reproduce}`);
   }
   console.log(failures === 0 ? `all ${seeds.length} seeds passed` : `${failures} of ${seeds.length} seeds failed`);
   return failures === 0 ? 0 : 1;

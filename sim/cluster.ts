@@ -15,11 +15,13 @@
 import { pino, type Logger as PinoLogger } from "pino";
 import { InstantContainerizer } from "../agent/containerizer/instant.ts";
 import { MemoryAgentIdStore, createAgent, type Agent } from "../agent/agent.ts";
-import { createMaster, type Master } from "../master/shell.ts";
-import { MemoryRegistryStore } from "../master/store.ts";
+import type { Master } from "../master/shell.ts";
 import { Resources } from "../sdk/resources.ts";
 import { SeededRng, type Rng } from "../sdk/rng.ts";
 import { SimEngine } from "./engine.ts";
+import type { TaskStatus } from "../sdk/scheduler.ts";
+import { StatusDeliveryAudit } from "./audit.ts";
+import { applyOperatorSettings, SimMasters } from "./masters.ts";
 import { SimNetwork, type SimTransport } from "./network.ts";
 import type { AgentClassSpec, Scenario, ScenarioEvent } from "./scenario.ts";
 import { BatchSimFramework } from "./workloads/batch.ts";
@@ -29,8 +31,7 @@ export { SimFramework, sampleDurationMs } from "./workloads/tasks.ts";
 
 class StopRun extends Error {}
 
-/** Node name of the master on the simulated network. */
-export const MASTER_NODE = "master";
+export { MASTER_NODE } from "./masters.ts";
 /** Task environment the instant containerizer reads: run time in ms (absent: until killed). */
 export const SIM_DURATION_ENV = "CORRAL_SIM_DURATION_MS";
 /** Task environment the instant containerizer reads: exit code when the run time is over. */
@@ -83,6 +84,11 @@ export interface SimClusterOptions {
   /** Called after every engine event (fault checks). @default none */
   afterEvent?: () => void;
   /**
+   * Keep the {@link StatusDeliveryAudit} (`SimCluster.audit`): what each framework was given and
+   * what each agent's acknowledgements retired (fault checks). @default false
+   */
+  auditStatusUpdates?: boolean;
+  /**
    * Folder that relative trace file names of the scenario are read from (the scenario file's
    * folder, when it came from a file). @default the current directory
    */
@@ -93,7 +99,10 @@ export interface SimClusterOptions {
 export class SimCluster {
   readonly engine: SimEngine;
   readonly network: SimNetwork;
-  readonly master: Master;
+  /** With {@link SimClusterOptions.auditStatusUpdates}: delivered and acknowledged status updates. */
+  readonly audit: StatusDeliveryAudit | undefined;
+  /** The masters: one, or several electing a leader (see `./masters.ts`). */
+  readonly masters: SimMasters;
   readonly stats: SimStats = {
     submitted: 0,
     launched: 0,
@@ -131,21 +140,26 @@ export class SimCluster {
       ...(net.lossRate !== undefined ? { lossRate: net.lossRate } : {}),
       ...(net.duplicateRate !== undefined ? { duplicateRate: net.duplicateRate } : {}),
     });
-    const c = scenario.cluster;
-    this.master = createMaster({
-      transport: this.network.endpoint(MASTER_NODE),
-      masterId: "m-sim",
-      http: false,
-      store: new MemoryRegistryStore(),
-      clock: this.engine.clock,
-      timers: this.engine.timers,
-      rng: this.rng.fork("master"),
+    this.audit = options.auditStatusUpdates ? new StatusDeliveryAudit() : undefined;
+    this.masters = new SimMasters({
+      scenario,
+      engine: this.engine,
+      network: this.network,
       log: this.log,
-      config: {
-        ...(c.allocationIntervalMs !== undefined ? { allocationIntervalMs: c.allocationIntervalMs } : {}),
-        ...(c.offerTimeoutMs !== undefined ? { offerTimeoutMs: c.offerTimeoutMs } : {}),
-      },
+      rng: this.rng.fork("master"),
+      elapsedMs: () => this.elapsedMs(),
+      emit: (type, fields) => this.emit(type, fields),
     });
+  }
+
+  /** The master that leads, or led last (see {@link SimMasters}). */
+  get master(): Master {
+    return this.masters.master;
+  }
+
+  /** The master leading now; undefined between a master's crash and a standby's takeover. */
+  leader(): Master | undefined {
+    return this.masters.leader();
   }
 
   /** Where relative trace file names are read from; see {@link SimClusterOptions.baseDir}. */
@@ -167,11 +181,9 @@ export class SimCluster {
   async run(): Promise<{ events: number; wallMs: number; eventsPerSecond: number }> {
     const s = this.scenario;
     const c = s.cluster;
-    const weights = Object.entries(c.roleWeights ?? {}).map(([role, weight]) => ({ role, weight }));
-    if (weights.length > 0) this.master.core.setWeights(weights);
-    const quotas = Object.entries(c.quota ?? {}).map(([role, q]) => ({ role, ...q }));
-    if (quotas.length > 0) this.master.core.setQuotas(quotas);
-    const masterStarted = this.master.start();
+    // Electing masters get them whenever one starts serving a term.
+    if (!this.masters.electing) applyOperatorSettings(s, this.master.core);
+    const masterStarted = this.masters.start();
     // The master's start awaits its store; let it finish before anything else talks to it.
     await this.engine.run({ untilMs: this.engine.now() });
     await masterStarted;
@@ -201,7 +213,7 @@ export class SimCluster {
     const stopping = (async () => {
       for (const fw of this.frameworks.values()) await fw.stop(false);
       for (const slot of this.agents) if (slot.agent) await slot.agent.stop({ killTasks: false }).catch(() => undefined);
-      await this.master.stop();
+      await this.masters.stop();
       done = true;
     })();
     await this.engine.run({ untilMs: this.engine.now() + graceMs, afterEvent: () => {
@@ -222,6 +234,7 @@ export class SimCluster {
       elapsedMs: () => this.elapsedMs(),
       emit: (type, fields) => this.emit(type, fields),
       taskCommand: (task) => ({ command: "sim", env: { [ENV_DURATION]: String(task.durationMs) } }),
+      ...(this.audit ? { onUpdateDelivered: (frameworkId: string, status: TaskStatus) => this.audit!.deliveredTo(frameworkId, status) } : {}),
     };
   }
 
@@ -278,6 +291,7 @@ export class SimCluster {
       timers: this.engine.timers,
       rng,
       log: this.log,
+      ...(this.audit ? { onStatusUpdateAcknowledged: (ack: { frameworkId: string; taskId: string; uuid: string }) => this.audit!.retired({ agent: slot.node, ...ack }) } : {}),
     });
     slot.agent = agent;
     slot.transport = transport;
@@ -360,7 +374,7 @@ export class SimCluster {
         return;
       case "partition-agents": {
         const cut = this.liveAgents(event.class).slice(0, event.count).map((a) => a.node);
-        const others = [MASTER_NODE, ...[...this.frameworks.values()].map((f) => f.node)];
+        const others = [...this.masters.nodes(), ...[...this.frameworks.values()].map((f) => f.node)];
         this.network.partition([others, cut]);
         this.emit("partition", { agents: cut, durationMs: event.durationSeconds * 1000 });
         this.engine.after(event.durationSeconds * 1000, () => {
@@ -371,6 +385,9 @@ export class SimCluster {
       }
       case "stop-framework":
         void this.frameworks.get(event.name)?.stop();
+        return;
+      case "master-failover":
+        this.masters.crashLeader(event.downSeconds === undefined ? undefined : event.downSeconds * 1000);
         return;
     }
   }

@@ -103,7 +103,10 @@ export class BatchSimFramework {
       rng: this.driverRng,
       taskCommand: (launch) => this.taskCommand(launch),
       onEvent: (event) => this.record(event),
-      onUpdate: (status) => cluster.emit("status", { fw: this.spec.name, task: status.taskId, state: status.state, agent: status.agentId }),
+      onUpdate: (status) => {
+        cluster.audit?.deliveredTo(this.batch?.driver.frameworkId() ?? "", status);
+        cluster.emit("status", { fw: this.spec.name, task: status.taskId, state: status.state, agent: status.agentId });
+      },
     });
     this.batch.start().catch(() => undefined);
     cluster.emit("framework-started", { fw: this.spec.name, role: this.role });
@@ -137,6 +140,11 @@ export class BatchSimFramework {
     this.stopped = true;
     if (emit) this.cluster.emit("framework-stopped", { fw: this.spec.name });
     await this.batch?.stop({ teardown: true });
+  }
+
+  /** Whether the framework was stopped (torn down: its tasks killed, its updates no longer awaited). */
+  isStopped(): boolean {
+    return this.stopped;
   }
 
   // ---- workload ----------------------------------------------------------------------------------

@@ -43,6 +43,8 @@ export interface TaskFrameworkHost {
   emit(type: string, fields: Record<string, unknown>): void;
   /** The command and environment a launched task runs (the simulator: an instant container told its duration; a real agent: `sleep`). */
   taskCommand(task: PendingTask): Pick<TaskSpec, "command" | "env">;
+  /** Sees every status update as the framework's callback is given it, first thing (audits). @default none */
+  onUpdateDelivered?(frameworkId: string, status: TaskStatus): void;
 }
 
 /**
@@ -241,6 +243,7 @@ export class SimFramework {
 
   private onUpdate(status: TaskStatus): void {
     const host = this.host;
+    host.onUpdateDelivered?.(this.driver?.frameworkId() ?? "", status);
     host.emit("status", { fw: this.spec.name, task: status.taskId, state: status.state, agent: status.agentId });
     const task = this.inFlight.get(status.taskId);
     if (!task) return;
