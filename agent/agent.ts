@@ -149,6 +149,13 @@ export interface AgentOptions {
    * @default true when the containerizer has `recover` and no `agentIdStore` is given
    */
   checkpoint?: boolean;
+  /**
+   * Called when an acknowledgement retires a status update (the head of its task's stream, by
+   * uuid in hex), after the agent handled it; duplicates and stale acknowledgements, which change
+   * nothing, are not reported. For audits such as the simulator's "every acknowledged update
+   * reached its framework". @default none
+   */
+  onStatusUpdateAcknowledged?: (ack: { frameworkId: string; taskId: string; uuid: string }) => void;
 }
 
 /** Keeps an agent's id across restarts (see {@link AgentOptions.agentIdStore}). */
@@ -721,7 +728,12 @@ export function createAgent(options: AgentOptions): Agent {
           log.warn({ taskId, frameworkId, owner: record.frameworkId }, "acknowledgement names the wrong framework; ignored");
           return;
         }
-        applyEffects(manager.acknowledge(taskId, bytesToHex(uuid), clock.now()));
+        const retiredBefore = manager.stats().acknowledged;
+        const uuidHex = bytesToHex(uuid);
+        applyEffects(manager.acknowledge(taskId, uuidHex, clock.now()));
+        if (options.onStatusUpdateAcknowledged && manager.stats().acknowledged > retiredBefore) {
+          guard("acknowledgement listener", () => options.onStatusUpdateAcknowledged!({ frameworkId, taskId, uuid: uuidHex }));
+        }
         return;
       }
       case "reregisterRequest":

@@ -853,6 +853,7 @@ export class MasterCore {
     this.unreachableAgents.delete(agentId);
     this.goneAgents.delete(agentId);
     this.recoveredAgents.delete(agentId);
+    if (wasUnreachable) this.endUnreportedTasks(agentId, reported);
     for (const frameworkInfo of frameworks) this.ensureFrameworkFromAgent(frameworkInfo);
     const tasks: TaskRecord[] = [];
     for (const record of reported) {
@@ -900,6 +901,22 @@ export class MasterCore {
       this.toFramework(frameworkId, { kind: "update", update: { status: { ...status, uuid: new Uint8Array(0), reason: "REASON_AGENT_REREGISTERED" } } });
     }
     return task;
+  }
+
+  /**
+   * An unreachable agent is back without some of the tasks it had (it restarted while cut off):
+   * those are gone. Without this they would stay UNREACHABLE in their framework for good, on an
+   * agent that no longer counts them.
+   */
+  private endUnreportedTasks(agentId: string, reported: Array<{ frameworkId: string; task?: TaskInfo }>): void {
+    const stillThere = new Set(reported.filter((r) => r.task).map((r) => taskKey(r.frameworkId, r.task!.taskId)));
+    for (const [frameworkId, framework] of this.frameworks) {
+      for (const task of [...framework.tasks.values()]) {
+        if (task.agentId !== agentId || stillThere.has(taskKey(frameworkId, task.info.taskId))) continue;
+        const state: TaskState = framework.info.partitionAware ? "TASK_GONE" : "TASK_LOST";
+        this.finishTask(framework, task, this.status(frameworkId, task.info.taskId, agentId, state, "REASON_AGENT_RESTARTED", "task was not reported by the re-registering agent"), false);
+      }
+    }
   }
 
   private dropAgentForReregistration(agentId: string, agent: AgentRecord, reported: Array<{ frameworkId: string; task?: TaskInfo }>): void {

@@ -103,6 +103,14 @@ export interface MasterOptions {
   /** How long stop() waits for queued registry writes before giving up on them. @default 5000 */
   storeDrainTimeoutMs?: number;
   /**
+   * Called when this master starts serving a term: the term's core has recovered the registry and
+   * nothing from the bus has been handled yet. An embedding applies here what the registry does not
+   * keep (the simulator: the scenario's role weights and quotas, for every new leader). A throw is
+   * logged; the term goes on.
+   * @default none
+   */
+  onServing?: (term: number, core: MasterCore) => void;
+  /**
    * Largest message the bus accepts; bigger offers events are split in several. @default the NATS
    * server's max_payload, else 1048576
    */
@@ -411,6 +419,11 @@ class MasterShell implements Master {
     this.currentEpoch = term;
     this.leading = true;
     this.termsWon++;
+    try {
+      this.options.onServing?.(term, core);
+    } catch (err) {
+      this.log.error({ err, epoch: term }, "onServing failed");
+    }
     this.writer = new RegistryWriter({ store: this.store!, timers: this.timers, log: this.log });
     const onSchedulerCall = handleSafely<"schedulerCall">(this.log, this.drops, (envelope, msg) =>
       this.dispatch({ type: "scheduler-call", call: envelope.schedulerCall, senderId: envelope.senderId, callId: envelope.callId }, msg),

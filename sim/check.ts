@@ -1,18 +1,26 @@
 /**
  * Seeded fault injection (`corral sim check --seeds 1..N`): each seed draws a random small world
  * and random faults (agent crashes and restarts, message loss, duplication and delay,
- * partitions), runs it on the real shells, and checks after EVERY engine event that
+ * partitions, master failovers), runs it on the real shells, and checks after EVERY engine event
+ * that
  *
  * - the allocator's own invariants hold (`allocator.checkInvariants()`), and
  * - no resource is in two outstanding offers: per agent, what is offered is contained in what
- *   is allocated (offers count as allocated), so the same resources were not offered twice.
+ *   is allocated (offers count as allocated), so the same resources were not offered twice;
+ * - a task's resources are counted exactly once ({@link accountingProblems});
+ * - every acknowledged status update reached its framework (`./audit.ts`).
  *
- * A failure names the seed, the virtual time and the problem; the same seed reproduces it.
+ * The master checks look at the leading master only: between a leader's crash and a standby's
+ * takeover nobody allocates, and the crashed master's state is what it was.
+ *
+ * A failure names the seed, the virtual time, the problem and the command that reproduces it.
  *
  * @module
  */
 
+import { Resources } from "../sdk/resources.ts";
 import { SeededRng } from "../sdk/rng.ts";
+import { TERMINAL_TASK_STATES } from "../sdk/wire/types.ts";
 import type { SimCluster } from "./cluster.ts";
 import { runScenario } from "./report.ts";
 import type { Scenario, ScenarioEvent } from "./scenario.ts";
@@ -20,7 +28,7 @@ import type { Scenario, ScenarioEvent } from "./scenario.ts";
 /** What one seed's check found. */
 export type CheckOutcome =
   | { ok: true; seed: number; events: number; launched: number; faults: number }
-  | { ok: false; seed: number; atMs: number; problem: string };
+  | { ok: false; seed: number; atMs: number; problem: string; reproduce: string };
 
 /** Options of {@link runCheck}. */
 export interface CheckOptions {
@@ -57,8 +65,9 @@ export function faultScenario(seed: number, options: CheckOptions = {}): Scenari
     const atSeconds = Math.floor(rng.next() * seconds * 0.8);
     const cls = rng.next() < 0.5 ? "a" : "b";
     const count = 1 + rng.int(Math.max(1, Math.min(2, half)));
-    const kind = rng.int(3);
-    if (kind === 0) events.push({ atSeconds, type: "fail-agents", class: cls, count, downSeconds: 5 + rng.int(120) });
+    const kind = rng.int(4);
+    if (kind === 3) events.push({ atSeconds, type: "master-failover", ...(rng.next() < 0.5 ? { downSeconds: 5 + rng.int(60) } : {}) });
+    else if (kind === 0) events.push({ atSeconds, type: "fail-agents", class: cls, count, downSeconds: 5 + rng.int(120) });
     else if (kind === 1) events.push({ atSeconds, type: "partition-agents", class: cls, count, durationSeconds: 5 + rng.int(120) });
     else events.push({ atSeconds, type: "add-agents", class: cls, count: 1 });
   }
@@ -73,6 +82,8 @@ export function faultScenario(seed: number, options: CheckOptions = {}): Scenari
         b: { count: Math.max(1, agents - half), resources: "cpus:2;mem:4096" },
       },
       roleWeights: { r1: 1 + rng.int(3), r2: 1 },
+      // A standby or two, so a failover always has someone to take over.
+      masters: 2 + rng.int(2),
       allocationIntervalMs: 200 + rng.int(1000),
       ...(rng.next() < 0.5 ? { offerTimeoutMs: 2000 + rng.int(20_000) } : {}),
     },
@@ -105,8 +116,16 @@ export function faultScenario(seed: number, options: CheckOptions = {}): Scenari
 
 /** The invariant problems of the cluster right now (empty when all hold). */
 export function invariantProblems(cluster: SimCluster): string[] {
-  const core = cluster.master.core;
-  const problems = core.allocator.checkInvariants();
+  const problems = [...agentProblems(cluster), ...deliveryProblems(cluster)];
+  const core = cluster.leader()?.core;
+  if (!core) return problems;
+  problems.push(...core.allocator.checkInvariants(), ...offerProblems(core), ...accountingProblems(core));
+  return problems;
+}
+
+/** "No resource in two outstanding offers" on a master's core (see the module comment). */
+export function offerProblems(core: Core): string[] {
+  const problems: string[] = [];
   const sizes = core.sizes();
   if (sizes.offers === 0) return problems;
   let state;
@@ -135,23 +154,127 @@ export function invariantProblems(cluster: SimCluster): string[] {
   return problems;
 }
 
+type Core = SimCluster["master"]["core"];
+const TERMINAL: ReadonlySet<string> = TERMINAL_TASK_STATES;
+const EPSILON = 1e-6;
+
+/**
+ * "A task's resources are counted exactly once", on the leading master. For every registered
+ * agent: what the allocator has allocated on it, minus its outstanding offers, equals the sum of
+ * the resources of the master's active tasks on it (no task counted twice or left out, nothing
+ * allocated that no task or offer holds), and the agent's task list names exactly those tasks.
+ * Every task the master knows is active on one agent by construction (one `agentId`); the
+ * agents' side of "exactly once" is in {@link agentProblems}. Nothing is legitimately in flight
+ * here: the master updates tasks, offers and the allocator in one step.
+ */
+export function accountingProblems(core: Core): string[] {
+  const problems: string[] = [];
+  const state = core.state();
+  const onAgent = new Map<string, { count: number; sum: Record<string, number> }>();
+  for (const fw of state.frameworks) {
+    for (const task of fw.tasks as Array<{ id: string; agentId: string; resources: Record<string, number> }>) {
+      const entry = onAgent.get(task.agentId) ?? { count: 0, sum: {} };
+      entry.count++;
+      for (const [name, value] of Object.entries(task.resources)) entry.sum[name] = (entry.sum[name] ?? 0) + value;
+      onAgent.set(task.agentId, entry);
+    }
+  }
+  for (const agent of state.agents) {
+    const id = String(agent.id);
+    const tasks = onAgent.get(id) ?? { count: 0, sum: {} };
+    const used = agent.used as Record<string, number>;
+    for (const name of new Set([...Object.keys(used), ...Object.keys(tasks.sum)])) {
+      const allocated = used[name] ?? 0;
+      const counted = tasks.sum[name] ?? 0;
+      if (Math.abs(allocated - counted) > EPSILON) problems.push(`agent ${id}: ${allocated} ${name} allocated outside offers, but its active tasks hold ${counted}`);
+    }
+    if (agent.tasks !== tasks.count) problems.push(`agent ${id}: lists ${String(agent.tasks)} active tasks, the frameworks ${tasks.count}`);
+  }
+  return problems;
+}
+
+/** cpus and mem of Mesos resource text, parsed once per distinct text. */
+const scalarsOfText = new Map<string, { cpus: number; mem: number }>();
+function scalarsOf(text: string): { cpus: number; mem: number } {
+  let scalars = scalarsOfText.get(text);
+  if (!scalars) {
+    const r = Resources.parse(text);
+    scalars = { cpus: r.scalar("cpus"), mem: r.scalar("mem") };
+    if (scalarsOfText.size < 10_000) scalarsOfText.set(text, scalars);
+  }
+  return scalars;
+}
+
+/**
+ * The agents' side, on every running agent: no agent runs more than it has (the cpus and mem of
+ * its tasks not yet ended stay within its total), and no task is running on two agents at once
+ * (task ids are never reused by the simulated frameworks: a retry is a new id). Ended tasks that
+ * wait for their last update to be acknowledged hold nothing and are left out.
+ */
+export function agentProblems(cluster: SimCluster): string[] {
+  const problems: string[] = [];
+  const runningOn = new Map<string, string>();
+  for (const slot of cluster.agents) {
+    if (!slot.up || !slot.agent) continue;
+    const view = slot.agent.state();
+    if (!view.resources) continue;
+    const total = scalarsOf(view.resources.text);
+    let cpus = 0;
+    let mem = 0;
+    for (const task of view.tasks) {
+      if (task.completed || TERMINAL.has(task.state)) continue;
+      const r = scalarsOf(task.resources.text);
+      cpus += r.cpus;
+      mem += r.mem;
+      const key = `${task.frameworkId}/${task.taskId}`;
+      const other = runningOn.get(key);
+      if (other !== undefined) problems.push(`task ${key} runs on two agents: ${other} and ${slot.node}`);
+      runningOn.set(key, slot.node);
+    }
+    if (cpus > total.cpus + EPSILON || mem > total.mem + EPSILON) problems.push(`agent ${slot.node} is over-allocated: its tasks hold cpus ${cpus}, mem ${mem} of cpus ${total.cpus}, mem ${total.mem}`);
+  }
+  return problems;
+}
+
+/**
+ * "Every acknowledged status update reached its framework": each update an agent's status-update
+ * manager retired on an acknowledgement since the last check was given to that framework's update
+ * callback before. Frameworks the scenario tore down are excused (the master acknowledges for a
+ * framework that is gone). In flight is only the other order — given, not yet acknowledged — which
+ * the invariant allows.
+ */
+export function deliveryProblems(cluster: SimCluster): string[] {
+  if (!cluster.audit) return [];
+  return cluster.audit.problems((frameworkId) => {
+    for (const fw of cluster.frameworks.values()) if (fw.driver?.frameworkId() === frameworkId) return fw.isStopped();
+    return false;
+  });
+}
+
+/** The command that reruns one seed of a check with the same options. */
+export function reproduceCommand(seed: number, options: CheckOptions = {}): string {
+  return `corral sim check --seeds ${seed} --agents ${options.agents ?? 6} --seconds ${options.seconds ?? 600}`;
+}
+
 /** Runs one seed with invariants checked after every event. */
 export async function runCheck(seed: number, options: CheckOptions = {}): Promise<CheckOutcome> {
   const scenario = faultScenario(seed, options);
   let atMs = 0;
   try {
     const result = await runScenario(scenario, {
+      auditStatusUpdates: true,
       afterEvent: (cluster) => {
         const problems = invariantProblems(cluster);
         if (problems.length > 0) {
           atMs = cluster.elapsedMs();
-          throw new InvariantViolation(problems.join("; "));
+          throw new InvariantViolation(`seed ${seed}: ${problems.join("; ")} (reproduce: ${reproduceCommand(seed, options)})`);
         }
       },
     });
     return { ok: true, seed, events: result.engine.events, launched: result.tasks.launched, faults: (scenario.events ?? []).length + result.agents.failures };
   } catch (err) {
-    if (err instanceof InvariantViolation) return { ok: false, seed, atMs: Math.round(atMs), problem: err.message };
-    return { ok: false, seed, atMs: Math.round(atMs), problem: `the run threw: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}` };
+    const reproduce = reproduceCommand(seed, options);
+    if (err instanceof InvariantViolation) return { ok: false, seed, atMs: Math.round(atMs), problem: err.message, reproduce };
+    return { ok: false, seed, atMs: Math.round(atMs), problem: `seed ${seed}: the run threw: ${err instanceof Error ? (err.stack ?? err.message) : String(err)} (reproduce: ${reproduce})`, reproduce };
   }
 }

@@ -11,6 +11,7 @@
  */
 
 import { closeSync, openSync, readFileSync, writeFileSync, writeSync } from "node:fs";
+import { dirname } from "node:path";
 import { runCheck, parseSeeds } from "./check.ts";
 import { formatPlan, planScenario, planToJson, PlanSpecError } from "./plan.ts";
 import { formatSummary, runScenario } from "./report.ts";
@@ -28,8 +29,9 @@ export const SIM_USAGE = `usage:
       searches the smallest number of agents per class meeting every target (wait percentile, all placed,
       cpu ceiling, surviving the loss of agents or a rack) over n seeds per point (default 5)
   corral sim check [--seeds 1..N] [--agents N] [--seconds S]
-      seeded fault injection (agent crashes and restarts, message loss and delay, partitions), checking the
-      allocator's invariants and "no resource in two outstanding offers" after every event`;
+      seeded fault injection (agent crashes and restarts, message loss and delay, partitions, master failover),
+      checking after every event the allocator's invariants, no resource in two outstanding offers, every
+      task's resources counted once, and every acknowledged status update delivered to its framework`;
 
 /** A JSONL sink that writes synchronously in 64 KiB batches (no macrotasks during the run). */
 export class JsonlFile {
@@ -100,6 +102,8 @@ async function runSub(args: string[]): Promise<number> {
       ...(logLevel ? { logLevel } : {}),
       ...(interval !== undefined ? { sampleIntervalSeconds: interval } : {}),
       ...(maxSamples !== undefined ? { maxSamples } : {}),
+      // Trace files named in the scenario are found next to it, wherever corral runs.
+      baseDir: dirname(file),
     });
     console.log(formatSummary(result));
     if (jsonPath !== undefined) {
@@ -156,6 +160,7 @@ async function planSub(args: string[]): Promise<number> {
     const plan = await planScenario(scenario, targets, {
       ...(seeds !== undefined ? { seeds } : {}),
       ...(logLevel ? { logLevel } : {}),
+      baseDir: dirname(file),
       onPoint: (p) => {
         const missed = p.checks.filter((c) => !c.pass).map((c) => `${c.target} ${c.variant}: ${c.observed === Infinity ? "never" : c.observed} > ${c.limit}`);
         const counts = Object.entries(p.counts).map(([k, v]) => `${k}=${v}`).join(" ");
@@ -202,7 +207,7 @@ async function checkSub(args: string[]): Promise<number> {
     }
     failures++;
     console.log(`seed ${seed}: FAILED at t=${outcome.atMs} ms: ${outcome.problem}`);
-    console.log(`  reproduce: corral sim check --seeds ${seed} --agents ${agents} --seconds ${seconds}`);
+    console.log(`  reproduce: ${outcome.reproduce}`);
   }
   console.log(failures === 0 ? `all ${seeds.length} seeds passed` : `${failures} of ${seeds.length} seeds failed`);
   return failures === 0 ? 0 : 1;

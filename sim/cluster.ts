@@ -5,7 +5,7 @@
  * one {@link SimEngine} and {@link SimNetwork}. Every component is its own network node, so a
  * partition or a crash can cut one agent off.
  *
- * The synthetic frameworks (`tasks`, `greedy`, `decliner`) record what a capacity planner wants
+ * The synthetic frameworks (`tasks`, `greedy`, `decliner`; `./workloads/tasks.ts`) record what a capacity planner wants
  * to know (launches, completions, failures, wait from submission to RUNNING) in {@link SimStats},
  * and every offer, accept, decline, launch and status change in the optional event log.
  *
@@ -15,20 +15,23 @@
 import { pino, type Logger as PinoLogger } from "pino";
 import { InstantContainerizer } from "../agent/containerizer/instant.ts";
 import { MemoryAgentIdStore, createAgent, type Agent } from "../agent/agent.ts";
-import { createMaster, type Master } from "../master/shell.ts";
-import { MemoryRegistryStore } from "../master/store.ts";
+import type { Master } from "../master/shell.ts";
 import { Resources } from "../sdk/resources.ts";
 import { SeededRng, type Rng } from "../sdk/rng.ts";
-import { createSchedulerDriver, type OfferView, type SchedulerDriver, type TaskSpec, type TaskStatus } from "../sdk/scheduler.ts";
 import { SimEngine } from "./engine.ts";
+import type { TaskStatus } from "../sdk/scheduler.ts";
+import { StatusDeliveryAudit } from "./audit.ts";
+import { applyOperatorSettings, SimMasters } from "./masters.ts";
 import { SimNetwork, type SimTransport } from "./network.ts";
-import type { AgentClassSpec, DurationSpec, FrameworkSpec, Scenario, ScenarioEvent } from "./scenario.ts";
+import type { AgentClassSpec, Scenario, ScenarioEvent } from "./scenario.ts";
 import { BatchSimFramework } from "./workloads/batch.ts";
+import { SimFramework, exponential, type TaskFrameworkHost } from "./workloads/tasks.ts";
+
+export { SimFramework, sampleDurationMs } from "./workloads/tasks.ts";
 
 class StopRun extends Error {}
 
-/** Node name of the master on the simulated network. */
-export const MASTER_NODE = "master";
+export { MASTER_NODE } from "./masters.ts";
 /** Task environment the instant containerizer reads: run time in ms (absent: until killed). */
 export const SIM_DURATION_ENV = "CORRAL_SIM_DURATION_MS";
 /** Task environment the instant containerizer reads: exit code when the run time is over. */
@@ -57,17 +60,6 @@ export interface SimStats {
 /** One line of the JSONL event log. `t` is virtual ms since the start of the run. */
 export type SimLogEvent = { t: number; type: string } & Record<string, unknown>;
 
-interface PendingTask {
-  id: string;
-  cpus: number;
-  mem: number;
-  durationMs: number;
-  submittedMs: number;
-  attempt: number;
-  /** RUNNING was seen (for any attempt): its wait, from the first submission, is recorded once. */
-  ran: boolean;
-}
-
 interface SimAgentSlot {
   node: string;
   cls: string;
@@ -91,13 +83,26 @@ export interface SimClusterOptions {
   logLevel?: string;
   /** Called after every engine event (fault checks). @default none */
   afterEvent?: () => void;
+  /**
+   * Keep the {@link StatusDeliveryAudit} (`SimCluster.audit`): what each framework was given and
+   * what each agent's acknowledgements retired (fault checks). @default false
+   */
+  auditStatusUpdates?: boolean;
+  /**
+   * Folder that relative trace file names of the scenario are read from (the scenario file's
+   * folder, when it came from a file). @default the current directory
+   */
+  baseDir?: string;
 }
 
 /** See the module comment. Build with a validated scenario, then {@link SimCluster.run}. */
 export class SimCluster {
   readonly engine: SimEngine;
   readonly network: SimNetwork;
-  readonly master: Master;
+  /** With {@link SimClusterOptions.auditStatusUpdates}: delivered and acknowledged status updates. */
+  readonly audit: StatusDeliveryAudit | undefined;
+  /** The masters: one, or several electing a leader (see `./masters.ts`). */
+  readonly masters: SimMasters;
   readonly stats: SimStats = {
     submitted: 0,
     launched: 0,
@@ -135,21 +140,31 @@ export class SimCluster {
       ...(net.lossRate !== undefined ? { lossRate: net.lossRate } : {}),
       ...(net.duplicateRate !== undefined ? { duplicateRate: net.duplicateRate } : {}),
     });
-    const c = scenario.cluster;
-    this.master = createMaster({
-      transport: this.network.endpoint(MASTER_NODE),
-      masterId: "m-sim",
-      http: false,
-      store: new MemoryRegistryStore(),
-      clock: this.engine.clock,
-      timers: this.engine.timers,
-      rng: this.rng.fork("master"),
+    this.audit = options.auditStatusUpdates ? new StatusDeliveryAudit() : undefined;
+    this.masters = new SimMasters({
+      scenario,
+      engine: this.engine,
+      network: this.network,
       log: this.log,
-      config: {
-        ...(c.allocationIntervalMs !== undefined ? { allocationIntervalMs: c.allocationIntervalMs } : {}),
-        ...(c.offerTimeoutMs !== undefined ? { offerTimeoutMs: c.offerTimeoutMs } : {}),
-      },
+      rng: this.rng.fork("master"),
+      elapsedMs: () => this.elapsedMs(),
+      emit: (type, fields) => this.emit(type, fields),
     });
+  }
+
+  /** The master that leads, or led last (see {@link SimMasters}). */
+  get master(): Master {
+    return this.masters.master;
+  }
+
+  /** The master leading now; undefined between a master's crash and a standby's takeover. */
+  leader(): Master | undefined {
+    return this.masters.leader();
+  }
+
+  /** Where relative trace file names are read from; see {@link SimClusterOptions.baseDir}. */
+  get baseDir(): string | undefined {
+    return this.options.baseDir;
   }
 
   /** Virtual ms since the start. */
@@ -166,18 +181,16 @@ export class SimCluster {
   async run(): Promise<{ events: number; wallMs: number; eventsPerSecond: number }> {
     const s = this.scenario;
     const c = s.cluster;
-    const weights = Object.entries(c.roleWeights ?? {}).map(([role, weight]) => ({ role, weight }));
-    if (weights.length > 0) this.master.core.setWeights(weights);
-    const quotas = Object.entries(c.quota ?? {}).map(([role, q]) => ({ role, ...q }));
-    if (quotas.length > 0) this.master.core.setQuotas(quotas);
-    const masterStarted = this.master.start();
+    // Electing masters get them whenever one starts serving a term.
+    if (!this.masters.electing) applyOperatorSettings(s, this.master.core);
+    const masterStarted = this.masters.start();
     // The master's start awaits its store; let it finish before anything else talks to it.
     await this.engine.run({ untilMs: this.engine.now() });
     await masterStarted;
     for (const [cls, spec] of Object.entries(c.agentClasses)) for (let i = 0; i < spec.count; i++) this.addAgent(cls, spec);
     for (const f of s.frameworks) {
       const rng = this.rng.fork(`framework:${f.name}`);
-      const fw = f.kind === "batch" ? new BatchSimFramework(this, f, rng) : new SimFramework(this, f, rng);
+      const fw = f.kind === "batch" ? new BatchSimFramework(this, f, rng) : new SimFramework(this.frameworkHost(), f, rng);
       this.frameworks.set(f.name, fw);
       this.engine.after((f.startSeconds ?? 0) * 1000, () => fw.start());
       if (f.stopSeconds !== undefined) this.engine.after(f.stopSeconds * 1000, () => void fw.stop());
@@ -200,7 +213,7 @@ export class SimCluster {
     const stopping = (async () => {
       for (const fw of this.frameworks.values()) await fw.stop(false);
       for (const slot of this.agents) if (slot.agent) await slot.agent.stop({ killTasks: false }).catch(() => undefined);
-      await this.master.stop();
+      await this.masters.stop();
       done = true;
     })();
     await this.engine.run({ untilMs: this.engine.now() + graceMs, afterEvent: () => {
@@ -209,6 +222,20 @@ export class SimCluster {
       if (!(err instanceof StopRun)) throw err;
     });
     if (done) await stopping;
+  }
+
+  /** What the synthetic frameworks run on here: virtual time, the simulated network, this cluster's records. */
+  private frameworkHost(): TaskFrameworkHost {
+    return {
+      clock: this.engine.clock,
+      timers: this.engine.timers,
+      connect: (node) => this.network.endpoint(node),
+      stats: this.stats,
+      elapsedMs: () => this.elapsedMs(),
+      emit: (type, fields) => this.emit(type, fields),
+      taskCommand: (task) => ({ command: "sim", env: { [ENV_DURATION]: String(task.durationMs) } }),
+      ...(this.audit ? { onUpdateDelivered: (frameworkId: string, status: TaskStatus) => this.audit!.deliveredTo(frameworkId, status) } : {}),
+    };
   }
 
   // ---- agents ------------------------------------------------------------------------------------
@@ -264,6 +291,7 @@ export class SimCluster {
       timers: this.engine.timers,
       rng,
       log: this.log,
+      ...(this.audit ? { onStatusUpdateAcknowledged: (ack: { frameworkId: string; taskId: string; uuid: string }) => this.audit!.retired({ agent: slot.node, ...ack }) } : {}),
     });
     slot.agent = agent;
     slot.transport = transport;
@@ -346,7 +374,7 @@ export class SimCluster {
         return;
       case "partition-agents": {
         const cut = this.liveAgents(event.class).slice(0, event.count).map((a) => a.node);
-        const others = [MASTER_NODE, ...[...this.frameworks.values()].map((f) => f.node)];
+        const others = [...this.masters.nodes(), ...[...this.frameworks.values()].map((f) => f.node)];
         this.network.partition([others, cut]);
         this.emit("partition", { agents: cut, durationMs: event.durationSeconds * 1000 });
         this.engine.after(event.durationSeconds * 1000, () => {
@@ -358,225 +386,9 @@ export class SimCluster {
       case "stop-framework":
         void this.frameworks.get(event.name)?.stop();
         return;
-    }
-  }
-}
-
-/**
- * A synthetic framework on the real SDK driver. `tasks` packs queued tasks into each offer,
- * `greedy` runs one queued task per offer on the whole offer, `decliner` declines everything.
- */
-export class SimFramework {
-  readonly node: string;
-  readonly role: string;
-  readonly refuseSeconds: number;
-  driver: SchedulerDriver | undefined;
-  private queue: PendingTask[] = [];
-  private head = 0;
-  private readonly inFlight = new Map<string, PendingTask>();
-  private declinedSinceRevive = false;
-  private lastReviveMs = -Infinity;
-  private stopped = false;
-  private submittedCount = 0;
-  private readonly maxRetries: number;
-
-  constructor(
-    private readonly cluster: SimCluster,
-    readonly spec: FrameworkSpec,
-    private readonly rng: Rng,
-  ) {
-    this.node = `fw-${spec.name}`;
-    this.role = spec.role ?? "default";
-    this.refuseSeconds = spec.refuseSeconds ?? 5;
-    this.maxRetries = spec.tasks?.maxRetries ?? 3;
-  }
-
-  /** Tasks waiting for an offer. */
-  queued(): number {
-    return this.queue.length - this.head;
-  }
-
-  /** Tasks waiting for an offer that were first submitted before `ms` (virtual ms since the epoch; a report reads it). */
-  queuedSubmittedBefore(ms: number): number {
-    let n = 0;
-    for (let i = this.head; i < this.queue.length; i++) if (this.queue[i]!.submittedMs < ms) n++;
-    return n;
-  }
-
-  /** Subscribes and starts submitting its workload. */
-  start(): void {
-    const cluster = this.cluster;
-    this.driver = createSchedulerDriver({
-      transport: cluster.network.endpoint(this.node),
-      framework: { name: this.spec.name, roles: [this.role], hostname: this.node, failoverTimeoutSeconds: 3600 },
-      clock: cluster.engine.clock,
-      timers: cluster.engine.timers,
-      rng: this.rng.fork("driver"),
-      callbacks: {
-        offers: (offers) => this.onOffers(offers),
-        rescind: (offerId) => cluster.emit("rescind", { fw: this.spec.name, offer: offerId }),
-        update: (status) => this.onUpdate(status),
-      },
-    });
-    this.driver.start().catch(() => undefined);
-    cluster.emit("framework-started", { fw: this.spec.name, role: this.role });
-    this.scheduleArrivals();
-  }
-
-  /** Tears the framework down (its tasks are killed). */
-  async stop(emit = true): Promise<void> {
-    if (this.stopped) return;
-    this.stopped = true;
-    if (emit) this.cluster.emit("framework-stopped", { fw: this.spec.name });
-    await this.driver?.stop({ teardown: true }).catch(() => undefined);
-  }
-
-  private scheduleArrivals(): void {
-    const t = this.spec.tasks;
-    if (!t || t.count === 0) return;
-    const engine = this.cluster.engine;
-    if ("at" in t.arrival) {
-      engine.after(t.arrival.at * 1000, () => {
-        for (let i = 0; i < t.count; i++) this.submit();
-      });
-      return;
-    }
-    const meanGapMs = 1000 / t.arrival.poisson.ratePerSecond;
-    // One arrival timer at a time: the heap never holds the whole workload.
-    const next = (): void => {
-      if (this.stopped || this.submittedCount >= t.count) return;
-      this.submit();
-      engine.after(exponential(this.rng, meanGapMs), next);
-    };
-    engine.after(exponential(this.rng, meanGapMs), next);
-  }
-
-  private submit(): void {
-    const t = this.spec.tasks!;
-    const n = this.submittedCount++;
-    this.cluster.stats.submitted++;
-    this.enqueue({
-      id: `${this.spec.name}-${n}`,
-      cpus: t.cpus,
-      mem: t.mem,
-      durationMs: sampleDurationMs(t.durationSeconds, this.rng),
-      submittedMs: this.cluster.engine.now(),
-      attempt: 0,
-      ran: false,
-    });
-  }
-
-  private enqueue(task: PendingTask): void {
-    if (this.stopped) return;
-    this.queue.push(task);
-    // New work after declines: revive (clearing our decline filters), but at most once per
-    // min(refuseSeconds, 5 s), or a steady trickle of arrivals would have every agent re-offered
-    // each time.
-    const now = this.cluster.engine.now();
-    const reviveGapMs = Math.min(this.refuseSeconds, 5) * 1000;
-    if (this.declinedSinceRevive && now - this.lastReviveMs >= reviveGapMs && this.driver?.state() === "subscribed") {
-      this.declinedSinceRevive = false;
-      this.lastReviveMs = now;
-      this.driver.revive().catch(() => undefined);
-    }
-  }
-
-  private take(fits: (task: PendingTask) => boolean): PendingTask | undefined {
-    const task = this.queue[this.head];
-    if (task === undefined || !fits(task)) return undefined;
-    this.queue[this.head] = undefined as unknown as PendingTask;
-    this.head++;
-    if (this.head > 1024 && this.head * 2 > this.queue.length) {
-      this.queue = this.queue.slice(this.head);
-      this.head = 0;
-    }
-    return task;
-  }
-
-  private async onOffers(offers: OfferView[]): Promise<void> {
-    const cluster = this.cluster;
-    const driver = this.driver!;
-    const filters = { refuseSeconds: this.refuseSeconds };
-    const calls: Promise<unknown>[] = [];
-    for (const offer of offers) {
-      let cpus = offer.resources.scalar("cpus");
-      let mem = offer.resources.scalar("mem");
-      cluster.emit("offer", { fw: this.spec.name, offer: offer.id, agent: offer.agentId, cpus, mem });
-      const chosen: PendingTask[] = [];
-      if (this.spec.kind === "tasks" && !this.stopped) {
-        for (;;) {
-          const task = this.take((t) => t.cpus <= cpus + 1e-9 && t.mem <= mem + 1e-9);
-          if (!task) break;
-          cpus -= task.cpus;
-          mem -= task.mem;
-          chosen.push(task);
-        }
-      } else if (this.spec.kind === "greedy" && !this.stopped && cpus > 0 && mem > 0) {
-        const task = this.take(() => true);
-        if (task) chosen.push({ ...task, cpus, mem });
-      }
-      if (chosen.length === 0) {
-        this.declinedSinceRevive = true;
-        cluster.emit("decline", { fw: this.spec.name, offer: offer.id });
-        calls.push(driver.decline([offer.id], filters).catch(() => undefined));
-        continue;
-      }
-      const specs: TaskSpec[] = chosen.map((task) => ({
-        taskId: task.attempt === 0 ? task.id : `${task.id}.r${task.attempt}`,
-        resources: `cpus:${round3(task.cpus)};mem:${round3(task.mem)}`,
-        command: "sim",
-        env: { [ENV_DURATION]: String(task.durationMs) },
-      }));
-      cluster.emit("accept", { fw: this.spec.name, offer: offer.id, agent: offer.agentId, tasks: specs.map((s) => s.taskId) });
-      for (let i = 0; i < chosen.length; i++) this.inFlight.set(specs[i]!.taskId, chosen[i]!);
-      calls.push(
-        driver.accept([offer.id], specs, filters).then(
-          () => {
-            for (const spec of specs) {
-              cluster.stats.launched++;
-              const second = Math.floor(cluster.elapsedMs() / 1000);
-              cluster.stats.launchesPerSecond[second] = (cluster.stats.launchesPerSecond[second] ?? 0) + 1;
-              cluster.emit("launch", { fw: this.spec.name, task: spec.taskId, agent: offer.agentId });
-            }
-          },
-          (err: unknown) => {
-            // The offer was gone (rescinded, agent lost): queue the tasks again, in front.
-            cluster.emit("accept-failed", { fw: this.spec.name, offer: offer.id, error: (err as { code?: string }).code ?? String(err) });
-            for (const spec of specs) this.inFlight.delete(spec.taskId);
-            this.queue.splice(this.head, 0, ...chosen);
-          },
-        ),
-      );
-    }
-    await Promise.all(calls);
-  }
-
-  private onUpdate(status: TaskStatus): void {
-    const cluster = this.cluster;
-    cluster.emit("status", { fw: this.spec.name, task: status.taskId, state: status.state, agent: status.agentId });
-    const task = this.inFlight.get(status.taskId);
-    if (!task) return;
-    switch (status.state) {
-      case "TASK_STAGING":
-      case "TASK_STARTING":
-      case "TASK_KILLING":
+      case "master-failover":
+        this.masters.crashLeader(event.downSeconds === undefined ? undefined : event.downSeconds * 1000);
         return;
-      case "TASK_RUNNING":
-        if (!task.ran) cluster.stats.waitsMs.push(cluster.engine.now() - task.submittedMs);
-        task.ran = true;
-        return;
-      case "TASK_FINISHED":
-        this.inFlight.delete(status.taskId);
-        cluster.stats.completed++;
-        return;
-      default: {
-        this.inFlight.delete(status.taskId);
-        cluster.stats.failed++;
-        if (task.attempt < this.maxRetries && !this.stopped) {
-          cluster.stats.retried++;
-          this.enqueue({ ...task, attempt: task.attempt + 1 });
-        } else cluster.stats.abandoned++;
-      }
     }
   }
 }
@@ -589,19 +401,4 @@ export function withStandardResources(text: string): string {
   if (!names.has("disk")) out += ";disk:10240";
   if (!names.has("ports")) out += ";ports:[31000-32000]";
   return out;
-}
-
-function exponential(rng: Rng, mean: number): number {
-  return -Math.log(1 - rng.next()) * mean;
-}
-
-/** Samples a task duration in ms. */
-export function sampleDurationMs(spec: DurationSpec, rng: Rng): number {
-  if (typeof spec === "number") return spec * 1000;
-  if (spec.dist === "exp") return exponential(rng, spec.meanSeconds * 1000);
-  return (spec.minSeconds + rng.next() * (spec.maxSeconds - spec.minSeconds)) * 1000;
-}
-
-function round3(n: number): number {
-  return Math.floor(n * 1000) / 1000;
 }

@@ -553,7 +553,7 @@ export function metricsOf(r: SimResult): RunMetrics {
 }
 
 /** The real "run one point": the scenario with the counts, the seed and the variant's failures, on the simulator. */
-export function scenarioEvaluator(scenario: Scenario, spec: PlanSpec, options: { logLevel?: string } = {}): Evaluate {
+export function scenarioEvaluator(scenario: Scenario, spec: PlanSpec, options: { logLevel?: string; baseDir?: string } = {}): Evaluate {
   return async ({ counts, seed, variant }) => {
     const s = structuredClone(scenario);
     s.seed = seed;
@@ -562,6 +562,7 @@ export function scenarioEvaluator(scenario: Scenario, spec: PlanSpec, options: {
     if (extra.length > 0) s.events = [...(s.events ?? []), ...extra];
     const result = await runScenario(s, {
       ...(options.logLevel ? { logLevel: options.logLevel } : {}),
+      ...(options.baseDir !== undefined ? { baseDir: options.baseDir } : {}),
       ...(spec.targets.placementGraceSeconds !== undefined ? { placementGraceSeconds: spec.targets.placementGraceSeconds } : {}),
     });
     return metricsOf(result);
@@ -586,6 +587,8 @@ export interface PlanScenarioOptions {
   onPoint?: (point: EvaluatedPoint, index: number) => void;
   /** Pino level of the simulated shells. @default "silent" */
   logLevel?: string;
+  /** Folder that relative trace file names are read from (the CLI gives the scenario file's). @default the current directory */
+  baseDir?: string;
 }
 
 /**
@@ -593,7 +596,7 @@ export interface PlanScenarioOptions {
  * @throws {ScenarioError} / {@link PlanSpecError}
  */
 export async function planScenario(scenarioInput: unknown, specInput: unknown, options: PlanScenarioOptions = {}): Promise<PlanReport> {
-  const scenario = validateScenario(scenarioInput);
+  const scenario = validateScenario(scenarioInput, options.baseDir !== undefined ? { baseDir: options.baseDir } : {});
   const spec = validatePlanSpec(specInput, scenario);
   const seedCount = options.seeds ?? spec.seeds ?? 5;
   if (!Number.isInteger(seedCount) || seedCount < 1 || seedCount > 100) throw new PlanSpecError([`seeds: must be an integer 1..100, got ${seedCount}`]);
@@ -619,7 +622,9 @@ export async function planScenario(scenarioInput: unknown, specInput: unknown, o
     seeds,
     percentile: spec.percentile ?? 90,
     failAtSeconds: Math.floor(scenario.endSeconds / 3),
-    evaluate: options.evaluate ?? scenarioEvaluator(scenario, spec, options.logLevel ? { logLevel: options.logLevel } : {}),
+    evaluate:
+      options.evaluate ??
+      scenarioEvaluator(scenario, spec, { ...(options.logLevel ? { logLevel: options.logLevel } : {}), ...(options.baseDir !== undefined ? { baseDir: options.baseDir } : {}) }),
     ...(spec.search?.maxAgentsPerClass !== undefined ? { maxAgentsPerClass: spec.search.maxAgentsPerClass } : {}),
     ...(spec.search?.maxRounds !== undefined ? { maxRounds: spec.search.maxRounds } : {}),
     ...(spec.search?.maxPoints !== undefined ? { maxPoints: spec.search.maxPoints } : {}),

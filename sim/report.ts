@@ -12,6 +12,7 @@
  */
 
 import { SimCluster, type SimLogEvent } from "./cluster.ts";
+import type { MasterFailoverRecord } from "./masters.ts";
 import { Resources } from "../sdk/resources.ts";
 import { validateScenario, type Scenario } from "./scenario.ts";
 
@@ -172,6 +173,11 @@ export interface SimResult {
   failures: FailureRecord[];
   recovery: { failures: number; meanRecoverySeconds: number | null; maxRecoverySeconds: number | null; unrecovered: number };
   agents: { failures: number; restarts: number; atEnd: number };
+  /**
+   * The masters: how many, and each `master-failover` with its election and recovery times (crash →
+   * new leader serving; crash → its first offer), aggregated (null when none recovered).
+   */
+  masters: { count: number; failovers: MasterFailoverRecord[]; meanRecoverySeconds: number | null; maxRecoverySeconds: number | null; unrecovered: number };
   network: { published: number; delivered: number; lost: number; duplicated: number; cut: number };
   engine: { events: number; wallMs: number; eventsPerSecond: number };
 }
@@ -193,6 +199,10 @@ export interface RunScenarioOptions {
   maxSamples?: number;
   /** Tasks queued at the end count in `tasks.queuedPastGrace` only when submitted longer ago than this. @default 0 */
   placementGraceSeconds?: number;
+  /** Folder that relative trace file names are read from (the CLI gives the scenario file's). @default the current directory */
+  baseDir?: string;
+  /** Keep the cluster's status-update audit (`SimCluster.audit`) for invariant checks. @default false */
+  auditStatusUpdates?: boolean;
 }
 
 /** Default of {@link RunScenarioOptions.maxSamples}. */
@@ -213,7 +223,7 @@ export function samplingIntervalSeconds(scenario: Scenario, options: Pick<RunSce
 
 /** Validates `input` (throws {@link ScenarioError} before anything runs), runs it and reports. */
 export async function runScenario(input: unknown, options: RunScenarioOptions = {}): Promise<SimResult> {
-  const scenario = validateScenario(input);
+  const scenario = validateScenario(input, options.baseDir !== undefined ? { baseDir: options.baseDir } : {});
   if (options.sampleIntervalSeconds !== undefined && !(options.sampleIntervalSeconds > 0 && Number.isFinite(options.sampleIntervalSeconds))) {
     throw new RangeError("sampleIntervalSeconds: must be a finite number > 0");
   }
@@ -234,6 +244,8 @@ export async function runScenario(input: unknown, options: RunScenarioOptions = 
     },
     ...(options.logLevel ? { logLevel: options.logLevel } : {}),
     ...(after ? { afterEvent: () => after(cluster!) } : {}),
+    ...(options.baseDir !== undefined ? { baseDir: options.baseDir } : {}),
+    ...(options.auditStatusUpdates ? { auditStatusUpdates: true } : {}),
   });
   const sampler = new Sampler(cluster, strandingThresholds(scenario));
   const intervalS = samplingIntervalSeconds(scenario, options);
@@ -277,12 +289,12 @@ class Sampler {
   take(): void {
     const cluster = this.cluster;
     const base = takeSample(cluster);
-    const counters = cluster.master.core.counters;
+    const offers = cluster.masters.offerCounters();
     const fresh = cluster.stats.waitsMs.slice(this.waitsSeen).map((ms) => ms / 1000).sort((a, b) => a - b);
     this.waitsSeen = cluster.stats.waitsMs.length;
     this.samples.push({
       ...base,
-      offers: { made: counters.offersMade, declined: counters.offersDeclined, rescinded: counters.offersRescinded },
+      offers,
       launched: cluster.stats.launched,
       waits: { count: fresh.length, p50: r4(pct(fresh, 0.5)), p90: r4(pct(fresh, 0.9)), p99: r4(pct(fresh, 0.99)) },
       stranded: strandedNow(cluster, this.thresholds),
@@ -637,7 +649,6 @@ function buildResult(
     const aged = (fw as { queuedSubmittedBefore?: (ms: number) => number }).queuedSubmittedBefore;
     queuedPastGrace += aged ? aged.call(fw, graceStartMs) : fw.queued();
   }
-  const counters = cluster.master.core.counters;
   const frameworks = frameworkOutcomes(scenario, cluster, recorder);
   const jobs = { total: 0, completed: 0, failed: 0, timedOut: 0, cancelled: 0 };
   for (const f of Object.values(frameworks)) {
@@ -682,7 +693,8 @@ function buildResult(
       neverRan,
       withNeverRun: { p50: pctWithMissing(waits, neverRan, 0.5), p90: pctWithMissing(waits, neverRan, 0.9), p99: pctWithMissing(waits, neverRan, 0.99) },
     },
-    offers: { made: counters.offersMade, declined: counters.offersDeclined, rescinded: counters.offersRescinded },
+    offers: cluster.masters.offerCounters(),
+    masters: mastersSummary(cluster),
     launchesPerSecond: { mean: r4(stats.launched / seconds), max: maxLaunches },
     utilization: {
       mean: roundAll(meanUtil),
@@ -698,6 +710,18 @@ function buildResult(
     agents: { failures: stats.agentFailures, restarts: stats.agentRestarts, atEnd: cluster.master.core.sizes().agents },
     network: { ...cluster.network.stats },
     engine: { events: run.events, wallMs: Math.round(run.wallMs), eventsPerSecond: Math.round(run.eventsPerSecond) },
+  };
+}
+
+function mastersSummary(cluster: SimCluster): SimResult["masters"] {
+  const failovers = cluster.masters.failovers.map((f) => ({ ...f }));
+  const recovered = failovers.flatMap((f) => (f.recoverySeconds === null ? [] : [f.recoverySeconds]));
+  return {
+    count: cluster.masters.nodes().length,
+    failovers,
+    meanRecoverySeconds: recovered.length ? r4(recovered.reduce((a, b) => a + b, 0) / recovered.length) : null,
+    maxRecoverySeconds: recovered.length ? r4(Math.max(...recovered)) : null,
+    unrecovered: failovers.length - recovered.length,
   };
 }
 
@@ -833,6 +857,13 @@ export function formatSummary(r: SimResult): string {
     ...r.unschedulable.map((u) => `  unplaced   ${u.framework}: ${u.reasons.join("; ")}`),
     `  agents     ${r.agents.atEnd} at end, ${r.agents.failures} failures, ${r.agents.restarts} restarts` +
       (r.recovery.failures > 0 ? `; recovery mean ${r.recovery.meanRecoverySeconds ?? "-"} s, max ${r.recovery.maxRecoverySeconds ?? "-"} s, ${r.recovery.unrecovered} unrecovered` : ""),
+    ...(r.masters.failovers.length > 0
+      ? [
+          `  masters    ${r.masters.count}, ${r.masters.failovers.length} failovers: ` +
+            r.masters.failovers.map((f) => `at ${f.atSeconds} s new leader after ${f.electionSeconds ?? "-"} s, first offer after ${f.recoverySeconds ?? "-"} s`).join("; ") +
+            `; recovery mean ${r.masters.meanRecoverySeconds ?? "-"} s, max ${r.masters.maxRecoverySeconds ?? "-"} s, ${r.masters.unrecovered} unrecovered`,
+        ]
+      : []),
     `  network    ${r.network.published} published, ${r.network.delivered} delivered, ${r.network.lost} lost, ${r.network.cut} cut`,
     `  engine     ${r.engine.events} events in ${r.engine.wallMs} ms (${r.engine.eventsPerSecond} events/s)`,
   ];

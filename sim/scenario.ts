@@ -81,7 +81,13 @@ export type ScenarioEvent =
   | { atSeconds: number; type: "fail-agents"; class: string; count: number; downSeconds?: number }
   /** Cuts `count` running agents of the class off from everyone for `durationSeconds`. */
   | { atSeconds: number; type: "partition-agents"; class: string; count: number; durationSeconds: number }
-  | { atSeconds: number; type: "stop-framework"; name: string };
+  | { atSeconds: number; type: "stop-framework"; name: string }
+  /**
+   * Crashes the leading master: its node goes silent and its lease is left to lapse, so a standby
+   * (see {@link ClusterSpec.masters}) takes over, and agents and frameworks follow it. The crashed
+   * master comes back as a standby after `downSeconds`, if given.
+   */
+  | { atSeconds: number; type: "master-failover"; downSeconds?: number };
 
 export interface ClusterSpec {
   /** Agent classes by name (names are used in agent hostnames). */
@@ -94,6 +100,12 @@ export interface ClusterSpec {
   allocationIntervalMs?: number;
   /** @default undefined (offers are kept until answered) */
   offerTimeoutMs?: number;
+  /**
+   * Masters of the cluster. With more than one, or with a `master-failover` event, they elect a
+   * leader through a lease (in memory, on virtual time) as `corral master --ha` does, sharing one
+   * registry; the others are standbys. @default 1
+   */
+  masters?: number;
 }
 
 export interface NetworkSpec {
@@ -176,10 +188,16 @@ class Checker {
 const CLASS_NAME = /^[a-z0-9][a-z0-9-]{0,62}$/;
 const FRAMEWORK_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
 
+/** Options of {@link validateScenario}. */
+export interface ValidateScenarioOptions {
+  /** Folder relative trace file names are read from (the scenario file's). @default the current directory */
+  baseDir?: string;
+}
+
 /**
  * Checks `input` (parsed JSON) and returns it typed. @throws {ScenarioError} listing every problem.
  */
-export function validateScenario(input: unknown): Scenario {
+export function validateScenario(input: unknown, options: ValidateScenarioOptions = {}): Scenario {
   const c = new Checker();
   const root = c.obj(input, "scenario");
   if (!root) throw new ScenarioError(c.problems);
@@ -207,12 +225,18 @@ export function validateScenario(input: unknown): Scenario {
   if (!Array.isArray(root.frameworks)) c.fail("scenario.frameworks", "must be an array");
   else {
     if (root.frameworks.length === 0) c.fail("scenario.frameworks", "must not be empty");
-    root.frameworks.forEach((f, i) => checkFramework(c, f, `scenario.frameworks[${i}]`, names));
+    root.frameworks.forEach((f, i) => checkFramework(c, f, `scenario.frameworks[${i}]`, names, options.baseDir));
   }
 
   if (root.events !== undefined) {
     if (!Array.isArray(root.events)) c.fail("scenario.events", "must be an array");
-    else root.events.forEach((e, i) => checkEvent(c, e, `scenario.events[${i}]`, classes, names));
+    else {
+      const masters = typeof cluster?.masters === "number" ? cluster.masters : 1;
+      root.events.forEach((e, i) => {
+        if (isMasterFailover(e)) checkMasterFailover(c, e, `scenario.events[${i}]`, masters);
+        else checkEvent(c, e, `scenario.events[${i}]`, classes, names);
+      });
+    }
   }
   if (c.problems.length > 0) throw new ScenarioError(c.problems);
   return input as Scenario;
@@ -220,7 +244,8 @@ export function validateScenario(input: unknown): Scenario {
 
 function checkCluster(c: Checker, cluster: Obj, classes: Set<string>, traceMachines = false): void {
   const field = "scenario.cluster";
-  c.unknownKeys(cluster, ["agentClasses", "roleWeights", "quota", "allocationIntervalMs", "offerTimeoutMs"], field);
+  c.unknownKeys(cluster, ["agentClasses", "roleWeights", "quota", "allocationIntervalMs", "offerTimeoutMs", "masters"], field);
+  c.num(cluster, "masters", field, { int: true, min: 1, max: MAX_SIM_MASTERS, optional: true });
   c.num(cluster, "allocationIntervalMs", field, { gt: 0, optional: true });
   c.num(cluster, "offerTimeoutMs", field, { gt: 0, optional: true });
   const agentClasses = cluster.agentClasses === undefined ? (c.fail(`${field}.agentClasses`, "is required"), undefined) : c.obj(cluster.agentClasses, `${field}.agentClasses`);
@@ -319,7 +344,7 @@ function checkDuration(c: Checker, parent: Obj, key: string, field: string): voi
   } else c.fail(`${f}.dist`, 'must be "exp" or "uniform" (or give a number of seconds)');
 }
 
-function checkFramework(c: Checker, value: unknown, field: string, names: Set<string>): void {
+function checkFramework(c: Checker, value: unknown, field: string, names: Set<string>, baseDir?: string): void {
   const f = c.obj(value, field);
   if (!f) return;
   c.unknownKeys(f, ["name", "kind", "role", "refuseSeconds", "startSeconds", "stopSeconds", "tasks", "jobs", "trace"], field);
@@ -340,7 +365,7 @@ function checkFramework(c: Checker, value: unknown, field: string, names: Set<st
   c.num(f, "stopSeconds", field, { min: 0, optional: true });
   if (typeof f.startSeconds === "number" && typeof f.stopSeconds === "number" && f.stopSeconds <= f.startSeconds) c.fail(`${field}.stopSeconds`, "must be > startSeconds");
   // ---- kind "batch": jobs or trace (sim/workloads/spec.ts) ----
-  checkBatchFramework(f, field, (path, rule) => c.fail(path, rule));
+  checkBatchFramework(f, field, (path, rule) => c.fail(path, rule), baseDir);
   if (f.kind === "batch") return;
   if (f.kind === "decliner") {
     if (f.tasks !== undefined) c.fail(`${field}.tasks`, "is not allowed for a decliner");
@@ -369,7 +394,27 @@ function checkFramework(c: Checker, value: unknown, field: string, names: Set<st
   }
 }
 
-const EVENT_TYPES = ["add-agents", "remove-agents", "fail-agents", "partition-agents", "stop-framework"];
+const EVENT_TYPES = ["add-agents", "remove-agents", "fail-agents", "partition-agents", "stop-framework", "master-failover"];
+/** Most masters a scenario may run. */
+export const MAX_SIM_MASTERS = 9;
+
+function isMasterFailover(value: unknown): value is Obj {
+  return typeof value === "object" && value !== null && (value as Obj).type === "master-failover";
+}
+
+function checkMasterFailover(c: Checker, e: Obj, field: string, masters: number): void {
+  c.unknownKeys(e, ["atSeconds", "type", "downSeconds"], field);
+  c.num(e, "atSeconds", field, { min: 0 });
+  c.num(e, "downSeconds", field, { gt: 0, optional: true });
+  if (masters < 2 && e.downSeconds === undefined) {
+    c.fail(`${field}.downSeconds`, "is required with a single master (scenario.cluster.masters is 1): without a standby or a restart the cluster has no master for the rest of the run");
+  }
+}
+
+/** Whether the scenario runs its masters with leader election (several, or one that fails over). */
+export function electsMasters(scenario: Scenario): boolean {
+  return (scenario.cluster.masters ?? 1) > 1 || (scenario.events ?? []).some((e) => e.type === "master-failover");
+}
 
 function checkEvent(c: Checker, value: unknown, field: string, classes: Set<string>, names: Set<string>): void {
   const e = c.obj(value, field);

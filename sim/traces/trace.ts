@@ -6,6 +6,7 @@
  * @module
  */
 
+import { resolve } from "node:path";
 import { Resources } from "../../sdk/resources.ts";
 import { DEFAULT_TRACE_MAX_MACHINES, DEFAULT_TRACE_MAX_TASKS, DEFAULT_TRACE_ORIGIN_SECONDS, type TraceSpec } from "../workloads/spec.ts";
 import { TraceError } from "./csv.ts";
@@ -70,6 +71,12 @@ export interface LoadTraceOptions {
   untilMs?: number;
   /** Prefix of problems, e.g. `scenario.frameworks[0].trace`. @default "trace" */
   field?: string;
+  /**
+   * Folder that relative file names of the spec are read from: the scenario file's folder, so a
+   * scenario and its trace can be moved together. Absolute names are read as they are.
+   * @default the current directory
+   */
+  baseDir?: string;
 }
 
 /** What the format readers get. */
@@ -85,7 +92,8 @@ export interface TraceReadContext {
 }
 
 /** Reads the files of `spec` (synchronously, before a run). @throws {TraceError} listing the problems. */
-export function loadTrace(spec: TraceSpec, options: LoadTraceOptions = {}): LoadedTrace {
+export function loadTrace(given: TraceSpec, options: LoadTraceOptions = {}): LoadedTrace {
+  const spec = options.baseDir === undefined ? given : traceFilesUnder(given, options.baseDir);
   const shapeResources = Resources.parse(spec.machineShape);
   const disk = shapeResources.scalar("disk");
   const skipped: Record<string, number> = {};
@@ -109,6 +117,21 @@ export function loadTrace(spec: TraceSpec, options: LoadTraceOptions = {}): Load
   const attempts = read.jobs.reduce((n, j) => n + j.tasks.reduce((m, t) => m + t.attempts.length, 0), 0);
   const machines = new Set(read.machines.filter((m) => m.type === "add").map((m) => m.machineId)).size;
   return { format: spec.format, jobs: read.jobs, machines: read.machines, stats: { rows: read.rows, jobs: read.jobs.length, tasks, attempts, machines, skipped } };
+}
+
+/** `spec` with its file names resolved against `baseDir` (absolute ones unchanged). */
+export function traceFilesUnder(spec: TraceSpec, baseDir: string): TraceSpec {
+  const under = (file: string): string => resolve(baseDir, file);
+  const out: TraceSpec = { ...spec };
+  for (const key of ["taskEvents", "batchTask"] as const) {
+    const files = spec[key];
+    if (files !== undefined) out[key] = Array.isArray(files) ? files.map(under) : under(files);
+  }
+  for (const key of ["machineEvents", "machineMeta"] as const) {
+    const file = spec[key];
+    if (file !== undefined) out[key] = under(file);
+  }
+  return out;
 }
 
 /** Numeric ids in numeric order, others as strings. */

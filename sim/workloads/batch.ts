@@ -103,7 +103,10 @@ export class BatchSimFramework {
       rng: this.driverRng,
       taskCommand: (launch) => this.taskCommand(launch),
       onEvent: (event) => this.record(event),
-      onUpdate: (status) => cluster.emit("status", { fw: this.spec.name, task: status.taskId, state: status.state, agent: status.agentId }),
+      onUpdate: (status) => {
+        cluster.audit?.deliveredTo(this.batch?.driver.frameworkId() ?? "", status);
+        cluster.emit("status", { fw: this.spec.name, task: status.taskId, state: status.state, agent: status.agentId });
+      },
     });
     this.batch.start().catch(() => undefined);
     cluster.emit("framework-started", { fw: this.spec.name, role: this.role });
@@ -139,6 +142,11 @@ export class BatchSimFramework {
     await this.batch?.stop({ teardown: true });
   }
 
+  /** Whether the framework was stopped (torn down: its tasks killed, its updates no longer awaited). */
+  isStopped(): boolean {
+    return this.stopped;
+  }
+
   // ---- workload ----------------------------------------------------------------------------------
 
   private load(spec: TraceSpec): LoadedTrace {
@@ -146,7 +154,8 @@ export class BatchSimFramework {
     const index = scenario.frameworks.indexOf(this.spec);
     const field = `scenario.frameworks[${index < 0 ? this.spec.name : index}].trace`;
     try {
-      return loadTrace(spec, { untilMs: (scenario.endSeconds - (this.spec.startSeconds ?? 0)) * 1000, field });
+      const baseDir = this.cluster.baseDir;
+      return loadTrace(spec, { untilMs: (scenario.endSeconds - (this.spec.startSeconds ?? 0)) * 1000, field, ...(baseDir !== undefined ? { baseDir } : {}) });
     } catch (err) {
       if (err instanceof TraceError) throw new ScenarioError(err.problems);
       throw err;

@@ -7,6 +7,7 @@
  */
 
 import { existsSync, statSync } from "node:fs";
+import { resolve } from "node:path";
 import { Resources } from "../../sdk/resources.ts";
 
 /** An amount drawn per job: a constant, uniform in [min, max], or resampled from observed values. */
@@ -56,7 +57,11 @@ export interface BatchJobsSpec {
 /** Trace formats the simulator replays. */
 export type TraceFormat = "google-2011" | "alibaba-2018";
 
-/** A trace to replay (see sim/README.md, "Trace replay"). Relative paths are resolved from the current directory. */
+/**
+ * A trace to replay (see sim/README.md, "Trace replay"). Relative paths are resolved from the
+ * scenario file's folder when the scenario was read from a file (`baseDir` of the run), else from
+ * the current directory.
+ */
 export interface TraceSpec {
   format: TraceFormat;
   /** google-2011: `task_events` part files (`.csv` or `.csv.gz`), in time order. */
@@ -235,18 +240,20 @@ const FILES: Record<TraceFormat, { required: string; optional: string; other: st
   "alibaba-2018": { required: "batchTask", optional: "machineMeta", other: ["taskEvents", "machineEvents"] },
 };
 
-function checkFile(value: unknown, field: string, fail: Fail, many: boolean): void {
+function checkFile(value: unknown, field: string, fail: Fail, many: boolean, baseDir: string | undefined): void {
   const list = many && Array.isArray(value) ? value : [value];
   if (many && Array.isArray(value) && value.length === 0) return fail(field, "must name at least one file");
   list.forEach((path, i) => {
     const f = many && Array.isArray(value) ? `${field}[${i}]` : field;
     if (typeof path !== "string" || path === "") return fail(f, `must be a file path${many ? " (or an array of them)" : ""}`);
     if (!/\.csv(\.gz)?$/.test(path)) return fail(f, `must be a .csv or .csv.gz file, got ${JSON.stringify(path)}`);
-    if (!existsSync(path) || !statSync(path).isFile()) fail(f, `no such file: ${path} (relative paths are read from the current directory)`);
+    const where = baseDir === undefined ? path : resolve(baseDir, path);
+    const from = baseDir === undefined ? "the current directory" : "the scenario file's folder";
+    if (!existsSync(where) || !statSync(where).isFile()) fail(f, `no such file: ${path} (relative paths are read from ${from})`);
   });
 }
 
-function checkTrace(value: unknown, field: string, fail: Fail): void {
+function checkTrace(value: unknown, field: string, fail: Fail, baseDir: string | undefined): void {
   if (!isObj(value)) return fail(field, "must be an object");
   unknownKeys(value, TRACE_KEYS, field, fail);
   const format = value.format;
@@ -254,8 +261,8 @@ function checkTrace(value: unknown, field: string, fail: Fail): void {
   else {
     const files = FILES[format];
     if (value[files.required] === undefined) fail(`${field}.${files.required}`, `is required for format ${format}`);
-    else checkFile(value[files.required], `${field}.${files.required}`, fail, true);
-    if (value[files.optional] !== undefined) checkFile(value[files.optional], `${field}.${files.optional}`, fail, false);
+    else checkFile(value[files.required], `${field}.${files.required}`, fail, true, baseDir);
+    if (value[files.optional] !== undefined) checkFile(value[files.optional], `${field}.${files.optional}`, fail, false, baseDir);
     for (const other of files.other) if (value[other] !== undefined) fail(`${field}.${other}`, `is not a file of format ${format}`);
   }
   if (typeof value.machineShape !== "string") fail(`${field}.machineShape`, 'is required: Mesos text of the largest machine, e.g. "cpus:32;mem:65536"');
@@ -275,9 +282,10 @@ function checkTrace(value: unknown, field: string, fail: Fail): void {
 
 /**
  * The batch part of a framework's validation: for `kind: "batch"`, exactly one of `jobs` and
- * `trace` (and no `tasks`); for other kinds, neither.
+ * `trace` (and no `tasks`); for other kinds, neither. Trace files are looked for under `baseDir`
+ * (the scenario file's folder) when given, else in the current directory.
  */
-export function checkBatchFramework(f: Obj, field: string, fail: Fail): void {
+export function checkBatchFramework(f: Obj, field: string, fail: Fail, baseDir?: string): void {
   if (f.kind !== "batch") {
     for (const key of ["jobs", "trace"]) if (f[key] !== undefined) fail(`${field}.${key}`, 'is only allowed for kind "batch"');
     return;
@@ -288,7 +296,7 @@ export function checkBatchFramework(f: Obj, field: string, fail: Fail): void {
     return;
   }
   if (f.jobs !== undefined) checkJobs(f.jobs, `${field}.jobs`, fail);
-  else checkTrace(f.trace, `${field}.trace`, fail);
+  else checkTrace(f.trace, `${field}.trace`, fail, baseDir);
 }
 
 /** Whether some framework replays a trace's machines (then the scenario may define no agent class). */

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { SimCluster } from "../../sim/cluster.ts";
+import { formatSummary, runScenario } from "../../sim/report.ts";
 import { validateScenario } from "../../sim/scenario.ts";
 
 describe("SimCluster", () => {
@@ -44,5 +45,63 @@ describe("SimCluster", () => {
     expect(cluster.network.stats.cut).toBeGreaterThan(0);
     expect(cluster.network.reachable("agent-std-2", "master")).toBe(true);
     expect(cluster.master.core.sizes().agents).toBe(3);
+  });
+});
+
+describe("SimCluster with several masters", () => {
+  it("fails over: a standby takes the lapsed lease, agents and the framework follow it, and running tasks survive", async () => {
+    const events: Array<Record<string, unknown>> = [];
+    const result = await runScenario(
+      {
+        seed: 3,
+        endSeconds: 120,
+        cluster: { agentClasses: { std: { count: 2, resources: "cpus:2;mem:2048" } }, masters: 2, roleWeights: { web: 3 } },
+        frameworks: [{ name: "f", kind: "tasks", role: "web", refuseSeconds: 1, tasks: { count: 4, cpus: 1, mem: 256, durationSeconds: 50, arrival: { at: 0 } } }],
+        events: [{ atSeconds: 20, type: "master-failover", downSeconds: 30 }],
+      },
+      { eventLog: (e) => void events.push(e) },
+    );
+    const masterLines = events.filter((e) => String(e.type).startsWith("master-")).map((e) => [e.type, e.master]);
+    expect(masterLines).toEqual([
+      ["master-elected", "master-0"],
+      ["master-failed", "master-0"],
+      ["master-elected", "master-1"],
+      ["master-restarted", "master-0"],
+    ]);
+    const [failover] = result.masters.failovers;
+    expect(result.masters.count).toBe(2);
+    expect(failover).toMatchObject({ atSeconds: 20, crashed: "master-0", leader: "master-1" });
+    // The standby waits for the lease (1.5 s after the last renewal, renewed every 0.25 s).
+    expect(failover!.electionSeconds).toBeGreaterThanOrEqual(1.25);
+    expect(failover!.electionSeconds).toBeLessThanOrEqual(1.6 + 0.1);
+    expect(failover!.recoverySeconds).toBeGreaterThanOrEqual(failover!.electionSeconds!);
+    expect(failover!.recoverySeconds).toBeLessThan(10);
+    // Tasks launched under the first leader ran on through the failover and were counted once.
+    expect(result.tasks).toMatchObject({ submitted: 4, launched: 4, completed: 4, failed: 0 });
+    expect(result.agents.atEnd).toBe(2);
+    expect(formatSummary(result)).toMatch(/masters {4}2, 1 failovers: at 20 s new leader after [\d.]+ s, first offer after [\d.]+ s/);
+  });
+
+  it("applies the scenario's role weights to every new leader (the registry does not keep them)", async () => {
+    let cluster: SimCluster | undefined;
+    const weights: number[] = [];
+    await runScenario(
+      {
+        seed: 1,
+        endSeconds: 40,
+        cluster: { agentClasses: { std: { count: 1, resources: "cpus:1;mem:512" } }, masters: 3, roleWeights: { web: 3 } },
+        frameworks: [{ name: "d", kind: "decliner", role: "web" }],
+        events: [{ atSeconds: 10, type: "master-failover" }, { atSeconds: 20, type: "master-failover" }],
+      },
+      {
+        afterEvent: (c) => {
+          cluster = c;
+          const leader = c.leader();
+          if (leader && c.elapsedMs() > 30_000 && weights.length === 0) weights.push(leader.core.state().roles.find((r) => r.role === "web")?.weight ?? 1);
+        },
+      },
+    );
+    expect(weights).toEqual([3]);
+    expect(cluster!.masters.failovers.map((f) => f.leader)).toEqual(["master-1", "master-2"]);
   });
 });

@@ -108,6 +108,30 @@ describe("runScenario", () => {
     expect((error as Error).message).toContain("scenario.frameworks[0].tasks.cpus: must be > 0");
   });
 
+  it("checks master failovers against the number of masters, naming the field and the rule", () => {
+    const base = { seed: 1, endSeconds: 60, cluster: { agentClasses: { std: { count: 1, resources: "cpus:1;mem:512" } } }, frameworks: [{ name: "d", kind: "decliner" }] };
+    const problems = (input: unknown): string[] => {
+      try {
+        validateScenario(input);
+        return [];
+      } catch (err) {
+        return (err as ScenarioError).problems;
+      }
+    };
+    expect(problems({ ...base, events: [{ atSeconds: 5, type: "master-failover" }] })).toEqual([
+      "scenario.events[0].downSeconds: is required with a single master (scenario.cluster.masters is 1): without a standby or a restart the cluster has no master for the rest of the run",
+    ]);
+    expect(problems({ ...base, events: [{ atSeconds: 5, type: "master-failover", downSeconds: 10 }] })).toEqual([]);
+    expect(problems({ ...base, cluster: { ...base.cluster, masters: 2 }, events: [{ atSeconds: 5, type: "master-failover" }] })).toEqual([]);
+    expect(problems({ ...base, cluster: { ...base.cluster, masters: 0 }, events: [{ atSeconds: -1, type: "master-failover", downSeconds: 0, class: "std" }] })).toEqual([
+      "scenario.cluster.masters: must be >= 1",
+      "scenario.events[0].class: is not a known field (known: atSeconds, type, downSeconds)",
+      "scenario.events[0].atSeconds: must be >= 0",
+      "scenario.events[0].downSeconds: must be > 0",
+    ]);
+    expect(problems({ ...base, cluster: { ...base.cluster, masters: 10 } })).toEqual(["scenario.cluster.masters: must be <= 9"]);
+  });
+
   it("validates the shipped examples", async () => {
     const { readFileSync } = await import("node:fs");
     for (const file of ["small-batch.json", "failures.json"]) {

@@ -1,8 +1,10 @@
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { gunzipSync } from "node:zlib";
-import { afterAll, describe, expect, it } from "vitest";
+import { dirname, join } from "node:path";
+import { gunzipSync, gzipSync } from "node:zlib";
+import { afterAll, describe, expect, it, vi } from "vitest";
+import { simCommand } from "../../sim/cli.ts";
+import { runScenario } from "../../sim/report.ts";
 import { SimCluster, type SimLogEvent } from "../../sim/cluster.ts";
 import { validateScenario } from "../../sim/scenario.ts";
 import { splitCsvLine, TraceError } from "../../sim/traces/csv.ts";
@@ -39,9 +41,9 @@ function problemsOf(spec: TraceSpec): string[] {
 
 /** Runs a shipped sample scenario, probing the number of registered agents at the given seconds. */
 async function replay(file: string, probeSeconds: number[]) {
-  const scenario = validateScenario(JSON.parse(readFileSync(join(SAMPLES_DIR, file), "utf8")));
+  const scenario = validateScenario(JSON.parse(readFileSync(join(SAMPLES_DIR, file), "utf8")), { baseDir: SAMPLES_DIR });
   const events: SimLogEvent[] = [];
-  const cluster = new SimCluster(scenario, { eventLog: (e) => void events.push(e) });
+  const cluster = new SimCluster(scenario, { eventLog: (e) => void events.push(e), baseDir: SAMPLES_DIR });
   const agents: Record<number, number> = {};
   for (const s of probeSeconds) cluster.engine.after(s * 1000, () => void (agents[s] = cluster.master.core.sizes().agents), { settle: false });
   await cluster.run();
@@ -63,7 +65,7 @@ describe("trace samples", () => {
 
   it("validate as scenarios", () => {
     for (const file of ["google-2011.json", "alibaba-2018.json"]) {
-      expect(() => validateScenario(JSON.parse(readFileSync(join(SAMPLES_DIR, file), "utf8")))).not.toThrow();
+      expect(() => validateScenario(JSON.parse(readFileSync(join(SAMPLES_DIR, file), "utf8")), { baseDir: SAMPLES_DIR })).not.toThrow();
     }
   });
 });
@@ -250,4 +252,53 @@ describe("trace replay", () => {
     expect(r.ended("j_4")).toBeUndefined();
     expect(r.launch("j_4.0.0")!.t).toBeGreaterThanOrEqual(150_000);
   }, 60_000);
+});
+
+describe("trace file names in a scenario", () => {
+  it("are read from the scenario file's folder, not the current directory", async () => {
+    // A scenario and its trace moved together to a folder of their own: only the scenario's
+    // folder can resolve "trace/…" (the tests run from the repository's root).
+    const folder = mkdtempSync(join(scratch, "moved-"));
+    for (const [path, text] of Object.entries(sampleFiles())) {
+      if (!path.startsWith("google-2011/")) continue;
+      const file = join(folder, "trace", path.slice("google-2011/".length));
+      mkdirSync(dirname(file), { recursive: true });
+      writeFileSync(file, path.endsWith(".gz") ? gzipSync(text) : text);
+    }
+    const scenario = {
+      seed: 1,
+      endSeconds: 60,
+      cluster: { agentClasses: {} },
+      frameworks: [
+        {
+          name: "google",
+          kind: "batch",
+          trace: {
+            format: "google-2011",
+            taskEvents: ["trace/task_events/part-00000-of-00001.csv.gz"],
+            machineEvents: "trace/machine_events/part-00000-of-00001.csv",
+            machineShape: "cpus:16;mem:32768",
+          },
+        },
+      ],
+    };
+    const file = join(folder, "scenario.json");
+    writeFileSync(file, JSON.stringify(scenario));
+    const out = join(folder, "result.json");
+    const log = vi.spyOn(console, "log").mockImplementation(() => undefined);
+    const code = await simCommand(["run", file, "--json", out]);
+    log.mockRestore();
+    expect(code).toBe(0);
+    const result = JSON.parse(readFileSync(out, "utf8")) as { tasks: { submitted: number }; agents: { atEnd: number } };
+    expect(result.tasks.submitted).toBeGreaterThan(0);
+    expect(result.agents.atEnd).toBe(3);
+
+    // Built from an object (no file), the same names are read from the current directory.
+    await expect(runScenario(scenario)).rejects.toThrow(/no such file: trace\/task_events\/part-00000-of-00001\.csv\.gz \(relative paths are read from the current directory\)/);
+  });
+
+  it("keep absolute names as they are", () => {
+    const absolute = { ...GOOGLE, taskEvents: join(process.cwd(), GOOGLE.taskEvents as string), machineEvents: join(process.cwd(), GOOGLE.machineEvents!) };
+    expect(loadTrace(absolute, { baseDir: scratch }).stats).toEqual(loadTrace(GOOGLE).stats);
+  });
 });
