@@ -57,9 +57,10 @@ describe("the master's input queue", () => {
     // One connection sees both the master's commands to agents and its answer to our call, in the
     // order the master sent them.
     const client = await bus("client");
-    let commandsBeforeAnswer = -1;
     let commands = 0;
-    client.subscribe(agentCmdSubject(cluster, "ghost-0").replace("ghost-0", "*"), () => commands++);
+    client.subscribe(agentCmdSubject(cluster, "ghost-0").replace("ghost-0", "*"), () => {
+      commands++;
+    });
     await client.flush();
     // A backlog of pongs from agents the master does not know: it asks each to re-register.
     const backlog = 3000;
@@ -69,7 +70,7 @@ describe("the master's input queue", () => {
     }
     await flood.flush();
     await client.request(masterSchedulerSubject(cluster), heartbeat(framework.frameworkId), { timeoutMs: 30_000 });
-    commandsBeforeAnswer = commands;
+    const commandsBeforeAnswer = commands;
     await eventually(() => commands === backlog, 30_000, "every agent message to be handled");
     // Answered while most of the agents' backlog was still queued, not after all of it.
     expect(commandsBeforeAnswer).toBeLessThan(backlog / 2);
