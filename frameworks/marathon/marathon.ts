@@ -31,6 +31,12 @@ export interface MarathonOptions {
   transport: Transport;
   /** Cluster name (the `<cluster>` of every subject). @default "corral" */
   cluster?: string;
+  /**
+   * Serve the v2 REST API. Without it (the simulator), requests go through {@link Marathon.input}
+   * with the same validation and core calls the routes use; `httpUrl()` is then "".
+   * @default true
+   */
+  http?: boolean;
   /** @default "127.0.0.1" */
   httpHost?: string;
   /** 0 picks a free port (read `httpUrl()`). @default 8080 */
@@ -78,8 +84,12 @@ export interface MarathonOptions {
 /** A running Marathon. */
 export interface Marathon {
   start(): Promise<void>;
-  /** Stops (without tearing the framework down: its tasks keep running for a successor). */
-  stop(): Promise<void>;
+  /**
+   * Stops. By default the framework is not torn down: its tasks keep running for a successor.
+   * With `teardown` the master kills every task and forgets the framework (Marathon leaves the
+   * cluster for good; the simulator's stop-framework).
+   */
+  stop(options?: { teardown?: boolean }): Promise<void>;
   /** The HTTP base URL once started, e.g. `http://127.0.0.1:8080`. */
   httpUrl(): string;
   frameworkId(): string | undefined;
@@ -89,6 +99,11 @@ export interface Marathon {
   readonly core: MarathonCore;
   /** Listens to Marathon events (as on `/v2/events`); returns the unsubscribe function. */
   onEvent(listener: (event: MarathonEvent) => void): () => void;
+  /**
+   * Runs one core input (what the HTTP routes call, e.g. `core.putApp`) and carries its effects
+   * out, serialised with every other input. For callers without HTTP (the simulator).
+   */
+  input<T extends MarathonEffect[] | { effects: MarathonEffect[] }>(fn: () => T): Promise<T>;
 }
 
 export const MARATHON_DEFAULTS = {
@@ -280,6 +295,7 @@ class MarathonShell implements Marathon {
   }
 
   private async startHttp(): Promise<void> {
+    if (this.options.http === false) return;
     this.http = createMarathonHttp({
       core: this.core,
       clock: this.clock,
@@ -335,13 +351,13 @@ class MarathonShell implements Marathon {
     return this.leading && !this.stopped;
   }
 
-  async stop(): Promise<void> {
+  async stop(options: { teardown?: boolean } = {}): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
     this.ticker?.cancel();
     this.health?.stop();
     this.readiness?.stop();
-    await this.driver?.stop().catch(() => undefined);
+    await this.driver?.stop(options.teardown ? { teardown: true } : undefined).catch(() => undefined);
     // Released after the driver stopped, so the successor's failover finds us gone.
     await this.election?.stop().catch(() => undefined);
     await this.http?.close().catch(() => undefined);
