@@ -1,5 +1,7 @@
 import { createHash } from "node:crypto";
+import vm from "node:vm";
 import { describe, expect, it } from "vitest";
+import { loadUplotAssets, renderHtmlReport } from "../../sim/report-html.ts";
 import { runScenario, type SimResult } from "../../sim/report.ts";
 import type { SimLogEvent } from "../../sim/cluster.ts";
 import { ScenarioError, validateScenario, type Scenario } from "../../sim/scenario.ts";
@@ -149,8 +151,12 @@ describe("marathon frameworks in the simulator", () => {
     ],
   };
 
+  // One run serves the tests that only read it (CPU is scarce).
+  let rollingRun: Promise<{ result: SimResult; events: SimLogEvent[] }> | undefined;
+  const runRolling = () => (rollingRun ??= run(rolling));
+
   it("runs the real Marathon: deploys, a rolling update within the upgrade strategy, scale and delete, each timed", async () => {
-    const { result, events } = await run(rolling);
+    const { result, events } = await runRolling();
     const web = result.marathon.apps.find((a) => a.appId === "/web")!;
     expect(web.actions.map((a) => [a.type, a.outcome])).toEqual([
       ["deploy", "reached"],
@@ -194,7 +200,7 @@ describe("marathon frameworks in the simulator", () => {
   });
 
   it("reports an app it could not place with the reasons of Marathon's launch queue", async () => {
-    const { result } = await run(rolling);
+    const { result } = await runRolling();
     const huge = result.marathon.apps.find((a) => a.appId === "/huge")!;
     expect(huge.running).toBe(0);
     expect(huge.queue?.count).toBe(1);
@@ -208,12 +214,40 @@ describe("marathon frameworks in the simulator", () => {
   });
 
   it("gives byte-identical event logs for one seed with a marathon workload, and different ones for another seed", async () => {
-    const a = await run(rolling);
+    const a = await runRolling();
     const b = await run(rolling);
     const c = await run({ ...rolling, seed: 12 });
     expect(a.events.some((e) => e.type === "marathon-deployment")).toBe(true);
     expect(hash(a.events)).toBe(hash(b.events));
     expect(hash(c.events)).not.toBe(hash(a.events));
+  });
+
+  it("shows the apps in the HTML report: instances over time, each action's time, the unplaced apps with reasons", async () => {
+    const { result } = await runRolling();
+    const page = renderHtmlReport(result, loadUplotAssets());
+    expect(page).toContain("<h2>Marathon apps</h2>");
+    expect(page).toContain("<h3>Unschedulable apps</h3>");
+    expect(page).toMatch(/<td>marathon<\/td><td>\/huge<\/td><td>0 \/ 1<\/td><td>no agent class is large enough/);
+    expect(page).toMatch(/update at 60 s: reached in [\d.]+ s/);
+    const json = /<script type="application\/json" id="corral-data">([\s\S]*?)<\/script>/.exec(page)![1]!;
+    const scripts = [...page.matchAll(/<script>\n([\s\S]*?)\n<\/script>/g)].map((m) => m[1]!);
+    const charts: Array<{ id: string; data: unknown[][]; labels: string[] }> = [];
+    vm.runInNewContext(scripts[1]!, {
+      document: { getElementById: (id: string) => (id === "corral-data" ? { textContent: json } : page.includes(`id="${id}"`) ? { id, clientWidth: 900 } : null) },
+      window: { addEventListener: () => undefined },
+      setTimeout,
+      clearTimeout,
+      uPlot: function (opts: { series: Array<{ label: string }> }, d: unknown[][], el: { id: string }) {
+        charts.push({ id: el.id, data: d, labels: opts.series.map((x) => x.label) });
+      },
+    });
+    const chart = charts.find((c) => c.id === "c-marathon")!;
+    expect(chart.labels).toEqual(["simulated seconds", "marathon/web", "marathon/web wanted", "marathon/huge", "marathon/huge wanted", "marathon/api", "marathon/api wanted"]);
+    for (const column of chart.data) expect(column).toHaveLength(result.utilization.samples.length);
+    // /api exists from 150 s to its deletion: no value before it was deployed.
+    const t = chart.data[0] as number[];
+    expect((chart.data[5] as Array<number | null>)[t.indexOf(100)]).toBeNull();
+    expect((chart.data[5] as Array<number | null>)[t.indexOf(180)]).toBe(2);
   });
 
   it("fails a rack: exactly its agents crash, Marathon replaces the lost instances on the other rack", async () => {
