@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import vm from "node:vm";
 import { describe, expect, it } from "vitest";
+import { metricsOf, planScenario, validatePlanSpec } from "../../sim/plan.ts";
 import { loadUplotAssets, renderHtmlReport } from "../../sim/report-html.ts";
 import { runScenario, type SimResult } from "../../sim/report.ts";
 import type { SimLogEvent } from "../../sim/cluster.ts";
@@ -305,5 +306,48 @@ describe("marathon frameworks in the simulator", () => {
     expect(result.frameworks.late).toMatchObject({ stopped: true });
     expect(result.marathon.apps.find((a) => a.appId === "/l")).toMatchObject({ running: 0 });
     expect(result.marathon.unplaced.map((u) => u.framework)).not.toContain("late");
+  });
+});
+
+describe("capacity planning for Marathon apps", () => {
+  const spread: Scenario = {
+    name: "spread",
+    seed: 2,
+    endSeconds: 60,
+    cluster: { agentClasses: { std: { count: 1, resources: "cpus:2;mem:4096" } } },
+    frameworks: [
+      { name: "m", kind: "marathon", marathon: { apps: [{ id: "/svc", cmd: "x", cpus: 0.5, mem: 256, instances: 3, constraints: [["hostname", "UNIQUE"]] }] } },
+    ],
+  };
+
+  it("finds the smallest cluster on which every app is placed (one instance per host: three hosts)", async () => {
+    const plan = await planScenario(spread, { targets: { allMarathonAppsPlaced: true }, seeds: 1, search: { classes: { std: { min: 1, max: 4 } } } });
+    expect(plan.recommendation?.counts).toEqual({ std: 3 });
+    const two = plan.evaluated.find((p) => p.counts.std === 2)!;
+    expect(two.checks).toEqual([expect.objectContaining({ target: "unplaced marathon instances", observed: 1, pass: false })]);
+  });
+
+  it("judges apps changed within the placement grace leniently, and refuses the target without a marathon framework", () => {
+    const result = {
+      endSeconds: 100,
+      marathon: {
+        apps: [
+          { framework: "m", appId: "/old", actions: [{ atSeconds: 10 }] },
+          { framework: "m", appId: "/new", actions: [{ atSeconds: 95 }] },
+        ],
+        unplaced: [
+          { framework: "m", appId: "/old", instances: 3, running: 1, reasons: [] },
+          { framework: "m", appId: "/new", instances: 4, running: 0, reasons: [] },
+        ],
+      },
+      waitSeconds: { withNeverRun: { p50: 0, p90: 0, p99: 0 } },
+      tasks: { queuedPastGrace: 0, abandoned: 0 },
+      utilization: { mean: { cpus: 0.5 } },
+    } as unknown as SimResult;
+    expect(metricsOf(result).unplacedMarathonInstances).toBe(6);
+    expect(metricsOf(result, 10).unplacedMarathonInstances).toBe(2);
+    const tasksOnly = validateScenario({ ...spread, frameworks: [{ name: "d", kind: "decliner" }] });
+    expect(() => validatePlanSpec({ targets: { allMarathonAppsPlaced: true } }, tasksOnly)).toThrow(/plan\.targets\.allMarathonAppsPlaced: the scenario has no framework of kind "marathon"/);
+    expect(() => validatePlanSpec({ targets: { allMarathonAppsPlaced: true, placementGraceSeconds: 30 } }, validateScenario(spread))).not.toThrow();
   });
 });
