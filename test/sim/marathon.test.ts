@@ -1,4 +1,5 @@
 import { createHash } from "node:crypto";
+import { readFileSync } from "node:fs";
 import vm from "node:vm";
 import { describe, expect, it } from "vitest";
 import { metricsOf, planScenario, validatePlanSpec } from "../../sim/plan.ts";
@@ -95,6 +96,12 @@ describe("marathon scenarios: validation", () => {
     // Only the marathon kind takes a marathon field; a marathon framework takes no tasks.
     expect(problemsOf({ ...withMarathon({}), frameworks: [{ name: "t", kind: "decliner", marathon: {} }] })).toEqual([expect.stringMatching(/^scenario\.frameworks\[0\]\.marathon: is only allowed for kind "marathon"/)]);
     expect(problemsOf({ ...withMarathon({}), frameworks: [{ name: "m", kind: "marathon" }] })).toEqual([expect.stringMatching(/^scenario\.frameworks\[0\]\.marathon: is required/)]);
+  });
+
+  it("accepts the shipped example and its targets", () => {
+    const scenario = validateScenario(JSON.parse(readFileSync("sim/examples/marathon-racks.json", "utf8")));
+    expect(scenario.frameworks[0]!.kind).toBe("marathon");
+    expect(() => validatePlanSpec(JSON.parse(readFileSync("sim/examples/marathon-racks.targets.json", "utf8")), scenario)).not.toThrow();
   });
 
   it("checks fail-rack events against the racks of the agent classes", () => {
