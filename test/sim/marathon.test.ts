@@ -258,6 +258,37 @@ describe("marathon frameworks in the simulator", () => {
     expect((chart.data[5] as Array<number | null>)[t.indexOf(180)]).toBe(2);
   });
 
+  it("refuses a write to an app that is still deploying (409) unless forced, as the API does", async () => {
+    const scenario: Scenario = {
+      seed: 3,
+      endSeconds: 60,
+      cluster: { agentClasses: { a: { count: 1, resources: "cpus:2;mem:4096" } } },
+      frameworks: [
+        {
+          name: "m",
+          kind: "marathon",
+          marathon: {
+            apps: [{ id: "/big", cmd: "x", cpus: 1, mem: 256, instances: 4 }],
+            actions: [
+              { atSeconds: 10, type: "scale", appId: "/big", instances: 3 },
+              { atSeconds: 20, type: "scale", appId: "/big", instances: 2, force: true },
+            ],
+          },
+        },
+      ],
+    };
+    const { result, events } = await run(scenario);
+    const big = result.marathon.apps[0]!;
+    expect(big.actions.map((a) => [a.type, a.outcome])).toEqual([
+      ["deploy", "superseded"],
+      ["scale", "refused"],
+      ["scale", "reached"],
+    ]);
+    expect(big.actions[1]!.error).toMatch(/^409: App is locked by one or more deployments/);
+    expect(events.filter((e) => e.type === "marathon-action-refused")).toHaveLength(1);
+    expect(big).toMatchObject({ instances: 2, running: 2 });
+  });
+
   it("fails a rack: exactly its agents crash, Marathon replaces the lost instances on the other rack", async () => {
     const scenario: Scenario = {
       seed: 4,
