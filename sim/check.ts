@@ -9,6 +9,8 @@
  *   is allocated (offers count as allocated), so the same resources were not offered twice;
  * - a task's resources are counted exactly once ({@link accountingProblems});
  * - every acknowledged status update reached its framework (`./audit.ts`).
+ * - after the faults stop, every Marathon app reaches its instance count within a bound
+ *   ({@link MarathonConvergenceCheck}).
  *
  * The master checks look at the leading master only: between a leader's crash and a standby's
  * takeover nobody allocates, and the crashed master's state is what it was.
@@ -20,10 +22,11 @@
 
 import { Resources } from "../sdk/resources.ts";
 import { SeededRng } from "../sdk/rng.ts";
-import { TERMINAL_TASK_STATES } from "../sdk/wire/types.ts";
-import type { SimCluster } from "./cluster.ts";
+import { TERMINAL_TASK_STATES, type TaskState } from "../sdk/wire/types.ts";
+import type { SimCluster, SimLogEvent } from "./cluster.ts";
 import { runScenario } from "./report.ts";
-import type { Scenario, ScenarioEvent } from "./scenario.ts";
+import type { FrameworkSpec, Scenario, ScenarioEvent } from "./scenario.ts";
+import { MarathonSimFramework } from "./workloads/marathon.ts";
 
 /** What one seed's check found. */
 export type CheckOutcome =
@@ -109,9 +112,141 @@ export function faultScenario(seed: number, options: CheckOptions = {}): Scenari
         tasks: { count: 30, cpus: 1, mem: 512, durationSeconds: 30, arrival: { at: 0 } },
       },
       { name: "d", kind: "decliner", role: "r1", refuseSeconds: 1 },
+      CHECK_MARATHON,
     ],
     events,
   };
+}
+
+/**
+ * The small Marathon workload of every fault scenario (no random draw: adding it left the other
+ * frameworks' draws as they were): a plain app and one spread one instance per host.
+ */
+const CHECK_MARATHON: FrameworkSpec = {
+  name: "mara",
+  kind: "marathon",
+  role: "svc",
+  marathon: {
+    apps: [
+      { id: "/web", cmd: "serve", cpus: 0.25, mem: 128, instances: 3 },
+      { id: "/spread", cmd: "serve", cpus: 0.1, mem: 64, instances: 2, constraints: [["hostname", "UNIQUE"]] },
+    ],
+  },
+};
+
+/**
+ * How long after the last fault ends (every crashed agent back, every partition healed) a
+ * Marathon app may take to have all its instances running again, beyond Marathon's own clocks.
+ * What it covers: the agent re-registering (1 s backoff, 5 s request timeout per lost attempt),
+ * the status updates of the lost tasks reaching Marathon (the agents retry after 10 s, then 20 s),
+ * Marathon's filter on offers it declined as unfit (5 s), a few allocation intervals (at most
+ * 1.2 s in these worlds), with room for two lost messages in a row on the lossy network.
+ * Marathon's own clocks are added per app, read from its core when the check runs: the launch
+ * backoff after task failures (up to `maxLaunchDelaySeconds`, 300 s by default) and, for an
+ * instance stuck staging (its launch lost on the way to an agent), the launch timeout after which
+ * Marathon replaces it (`taskLaunchTimeoutMs`, 300 s).
+ */
+export const MARATHON_CONVERGENCE_SLACK_MS = 90_000;
+
+/**
+ * Checks that every Marathon app reaches its instance count within a bound after the faults stop
+ * (see {@link MARATHON_CONVERGENCE_SLACK_MS}). Feed it every event-log line ({@link observe}) and
+ * ask it after every engine event ({@link problems}). A quiet period starts when the last
+ * transient fault ends (a crashed agent back, a partition healed; an agent removed or crashed for
+ * good ends its fault at once: what is left is lost capacity), or when a Marathon framework
+ * starts or acts. Marathon may learn of a loss after the fault ended (the master notices a silent
+ * agent late, a status update is retried): the bound then also counts from the latest task end
+ * Marathon was told of, so each loss gets the same slack from the moment it is known.
+ */
+export class MarathonConvergenceCheck {
+  private readonly down = new Set<string>();
+  private readonly cut = new Set<string>();
+  /** Virtual ms since the start when the current quiet period began. */
+  private quietSinceMs = 0;
+  /** Per framework, when it was last told of a task that ended (virtual ms since the start). */
+  private readonly lastEndMs = new Map<string, number>();
+  /** Since when some app has been short in the current quiet period. */
+  private shortSinceMs: number | null = null;
+  /** The latest time the apps went from short to complete while no fault lasted (virtual ms since the start). */
+  lastRecovery: { shortFromMs: number; completeAtMs: number } | null = null;
+
+  observe(e: SimLogEvent): void {
+    const faulty = this.faulty();
+    switch (e.type) {
+      case "status":
+        if (TERMINAL_TASK_STATES.has(e.state as TaskState)) this.lastEndMs.set(String(e.fw), e.t);
+        return;
+      case "agent-failed":
+        if (e.downMs !== null) this.down.add(String(e.agent));
+        else this.quietSinceMs = Math.max(this.quietSinceMs, e.t);
+        break;
+      case "agent-restarted":
+        this.down.delete(String(e.agent));
+        break;
+      case "agent-removed":
+        this.down.delete(String(e.agent));
+        this.quietSinceMs = Math.max(this.quietSinceMs, e.t);
+        break;
+      case "partition":
+        for (const a of (e.agents as string[] | undefined) ?? []) this.cut.add(a);
+        break;
+      case "partition-healed":
+        for (const a of (e.agents as string[] | undefined) ?? []) this.cut.delete(a);
+        break;
+      case "framework-started":
+      case "marathon-action":
+        this.quietSinceMs = Math.max(this.quietSinceMs, e.t);
+        return;
+      default:
+        return;
+    }
+    if (faulty && !this.faulty()) this.quietSinceMs = e.t;
+  }
+
+  /** Apps past their bound right now (none while a fault lasts). */
+  problems(cluster: SimCluster): string[] {
+    if (this.faulty()) {
+      this.shortSinceMs = null;
+      return [];
+    }
+    const nowMs = cluster.elapsedMs();
+    const problems: string[] = [];
+    let short = 0;
+    for (const fw of cluster.frameworks.values()) {
+      if (!(fw instanceof MarathonSimFramework) || !fw.marathon?.isLeader()) continue;
+      const core = fw.marathon.core;
+      for (const record of core.appList()) {
+        const running = core.taskCounts(record.app.id).tasksRunning;
+        if (running >= record.app.instances) continue;
+        short++;
+        // Marathon's own clocks, in virtual ms since the start.
+        const delay = core.delayOf(record.app.id, cluster.engine.now());
+        const backoffEndsMs = delay ? delay.sinceMs + delay.delayMs - cluster.startMs : 0;
+        let launchTimeoutMs = 0;
+        for (const i of core.instancesOf(record.app.id)) {
+          if (i.state === "staging" || i.state === "starting") launchTimeoutMs = Math.max(launchTimeoutMs, i.stagedAtMs + core.config.taskLaunchTimeoutMs - cluster.startMs);
+        }
+        const fromMs = Math.max(this.quietSinceMs, this.lastEndMs.get(fw.spec.name) ?? 0);
+        const deadlineMs = Math.max(fromMs, backoffEndsMs, launchTimeoutMs) + MARATHON_CONVERGENCE_SLACK_MS;
+        if (nowMs > deadlineMs) {
+          problems.push(
+            `marathon app ${fw.spec.name}${record.app.id}: ${running} of ${record.app.instances} instances running ${Math.round((nowMs - fromMs) / 1000)} s after the faults ended ` +
+              `(bound: ${MARATHON_CONVERGENCE_SLACK_MS / 1000} s after the later of that, the launch backoff and the launch timeout of staging instances)`,
+          );
+        }
+      }
+    }
+    if (short > 0) this.shortSinceMs ??= nowMs;
+    else if (this.shortSinceMs !== null) {
+      this.lastRecovery = { shortFromMs: this.shortSinceMs, completeAtMs: nowMs };
+      this.shortSinceMs = null;
+    }
+    return problems;
+  }
+
+  private faulty(): boolean {
+    return this.down.size > 0 || this.cut.size > 0;
+  }
 }
 
 /** The invariant problems of the cluster right now (empty when all hold). */
@@ -260,11 +395,13 @@ export function reproduceCommand(seed: number, options: CheckOptions = {}): stri
 export async function runCheck(seed: number, options: CheckOptions = {}): Promise<CheckOutcome> {
   const scenario = faultScenario(seed, options);
   let atMs = 0;
+  const convergence = new MarathonConvergenceCheck();
   try {
     const result = await runScenario(scenario, {
       auditStatusUpdates: true,
+      eventLog: (e) => convergence.observe(e),
       afterEvent: (cluster) => {
-        const problems = invariantProblems(cluster);
+        const problems = [...invariantProblems(cluster), ...convergence.problems(cluster)];
         if (problems.length > 0) {
           atMs = cluster.elapsedMs();
           throw new InvariantViolation(`seed ${seed}: ${problems.join("; ")} (reproduce: ${reproduceCommand(seed, options)})`);

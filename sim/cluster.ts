@@ -23,8 +23,9 @@ import type { TaskStatus } from "../sdk/scheduler.ts";
 import { StatusDeliveryAudit } from "./audit.ts";
 import { applyOperatorSettings, SimMasters } from "./masters.ts";
 import { SimNetwork, type SimTransport } from "./network.ts";
-import type { AgentClassSpec, Scenario, ScenarioEvent } from "./scenario.ts";
+import { rackOf, type AgentClassSpec, type Scenario, type ScenarioEvent } from "./scenario.ts";
 import { BatchSimFramework } from "./workloads/batch.ts";
+import { MarathonSimFramework } from "./workloads/marathon.ts";
 import { SimFramework, exponential, type TaskFrameworkHost } from "./workloads/tasks.ts";
 
 export { SimFramework, sampleDurationMs } from "./workloads/tasks.ts";
@@ -36,6 +37,12 @@ export { MASTER_NODE } from "./masters.ts";
 export const SIM_DURATION_ENV = "CORRAL_SIM_DURATION_MS";
 /** Task environment the instant containerizer reads: exit code when the run time is over. */
 export const SIM_EXIT_CODE_ENV = "CORRAL_SIM_EXIT_CODE";
+/**
+ * Task environment the simulated agents read: the task runs for an exponential time with this
+ * mean (ms), drawn when it launches, then exits with `SIM_EXIT_CODE_ENV` (a task failure model
+ * for long-running tasks; `SIM_DURATION_ENV` wins when both are given).
+ */
+export const SIM_MTTF_ENV = "CORRAL_SIM_MTTF_MS";
 const ENV_DURATION = SIM_DURATION_ENV;
 const ENV_EXIT = SIM_EXIT_CODE_ENV;
 
@@ -116,18 +123,24 @@ export class SimCluster {
     agentRestarts: 0,
   };
   readonly agents: SimAgentSlot[] = [];
-  readonly frameworks = new Map<string, SimFramework | BatchSimFramework>();
+  readonly frameworks = new Map<string, SimFramework | BatchSimFramework | MarathonSimFramework>();
   readonly startMs: number;
 
   private readonly rng: SeededRng;
   private readonly log: PinoLogger;
   private readonly classCounters = new Map<string, number>();
+  /**
+   * Run times of tasks with `SIM_MTTF_ENV`, drawn at launch. Seeded on its own (not forked from
+   * the cluster's generator) so that scenarios without it draw exactly what they drew before.
+   */
+  private readonly taskLifetimes: SeededRng;
 
   constructor(
     readonly scenario: Scenario,
     private readonly options: SimClusterOptions = {},
   ) {
     this.rng = new SeededRng(scenario.seed);
+    this.taskLifetimes = new SeededRng(`${scenario.seed}:task-lifetimes`);
     this.engine = new SimEngine();
     this.startMs = this.engine.now();
     const clock = this.engine.clock;
@@ -190,7 +203,7 @@ export class SimCluster {
     for (const [cls, spec] of Object.entries(c.agentClasses)) for (let i = 0; i < spec.count; i++) this.addAgent(cls, spec);
     for (const f of s.frameworks) {
       const rng = this.rng.fork(`framework:${f.name}`);
-      const fw = f.kind === "batch" ? new BatchSimFramework(this, f, rng) : new SimFramework(this.frameworkHost(), f, rng);
+      const fw = f.kind === "batch" ? new BatchSimFramework(this, f, rng) : f.kind === "marathon" ? new MarathonSimFramework(this, f, rng) : new SimFramework(this.frameworkHost(), f, rng);
       this.frameworks.set(f.name, fw);
       this.engine.after((f.startSeconds ?? 0) * 1000, () => fw.start());
       if (f.stopSeconds !== undefined) this.engine.after(f.stopSeconds * 1000, () => void fw.stop());
@@ -273,7 +286,9 @@ export class SimCluster {
       timers: this.engine.timers,
       durationMs: (spec) => {
         const ms = Number(spec.env[ENV_DURATION]);
-        return Number.isFinite(ms) ? ms : undefined;
+        if (Number.isFinite(ms)) return ms;
+        const mttfMs = Number(spec.env[SIM_MTTF_ENV]);
+        return mttfMs > 0 ? exponential(this.taskLifetimes, mttfMs) : undefined;
       },
       exitCode: (spec) => Number(spec.env[ENV_EXIT] ?? 0) || 0,
     });
@@ -353,6 +368,13 @@ export class SimCluster {
     })();
   }
 
+  /** Crashes every running agent whose class has the attribute `rack:<rack>` (a `fail-rack` event). */
+  failRack(rack: string, downSeconds: number | undefined): void {
+    const hit = this.agents.filter((a) => a.up && rackOf(a.spec.attributes) === rack);
+    this.emit("rack-failed", { rack, agents: hit.map((a) => a.node), downMs: downSeconds === undefined ? null : downSeconds * 1000 });
+    for (const slot of hit) this.crashAgent(slot, downSeconds === undefined ? undefined : downSeconds * 1000);
+  }
+
   /** Running agents of a class, newest first (the order timed events pick them in). */
   liveAgents(cls: string): SimAgentSlot[] {
     return this.agents.filter((a) => a.cls === cls && a.up).reverse();
@@ -383,6 +405,9 @@ export class SimCluster {
         });
         return;
       }
+      case "fail-rack":
+        this.failRack(event.rack, event.downSeconds);
+        return;
       case "stop-framework":
         void this.frameworks.get(event.name)?.stop();
         return;

@@ -43,8 +43,15 @@ export interface PlanTargets {
    */
   allPlaced?: boolean;
   /**
+   * Every app of the scenario's `marathon` frameworks has all its instances running at the end
+   * (Marathon never gives up on an instance: what is short waits in its launch queue). @default false
+   */
+  allMarathonAppsPlaced?: boolean;
+  /**
    * With `allPlaced`: tasks submitted this close to the end may still be queued (with arrivals
-   * up to the end, a task arriving in the last second is not a capacity problem). @default 0
+   * up to the end, a task arriving in the last second is not a capacity problem). With
+   * `allMarathonAppsPlaced`: apps changed by an action this close to the end are not judged.
+   * @default 0
    */
   placementGraceSeconds?: number;
   /** Mean cpu utilization over the run (tasks' use of the cluster's cpus) at most this, 0..100. @default none */
@@ -109,7 +116,7 @@ export class PlanSpecError extends Error {
   }
 }
 
-const TARGET_KEYS = ["maxWaitP50Seconds", "maxWaitP90Seconds", "maxWaitP99Seconds", "allPlaced", "maxCpuUtilizationPercent", "survive"];
+const TARGET_KEYS = ["maxWaitP50Seconds", "maxWaitP90Seconds", "maxWaitP99Seconds", "allPlaced", "allMarathonAppsPlaced", "maxCpuUtilizationPercent", "survive"];
 const TARGET_FIELDS = [...TARGET_KEYS, "placementGraceSeconds"];
 
 /**
@@ -149,7 +156,9 @@ export function validatePlanSpec(input: unknown, scenario: Scenario): PlanSpec {
     num(t, "maxCpuUtilizationPercent", "plan.targets", { gt: 0, max: 100 });
     if (t.allPlaced !== undefined && typeof t.allPlaced !== "boolean") fail("plan.targets.allPlaced", "must be true or false");
     num(t, "placementGraceSeconds", "plan.targets", { min: 0 });
-    if (t.placementGraceSeconds !== undefined && t.allPlaced !== true) fail("plan.targets.placementGraceSeconds", "is only used with allPlaced: true");
+    if (t.allMarathonAppsPlaced !== undefined && typeof t.allMarathonAppsPlaced !== "boolean") fail("plan.targets.allMarathonAppsPlaced", "must be true or false");
+    if (t.allMarathonAppsPlaced === true && !scenario.frameworks.some((f) => f.kind === "marathon")) fail("plan.targets.allMarathonAppsPlaced", 'the scenario has no framework of kind "marathon"');
+    if (t.placementGraceSeconds !== undefined && t.allPlaced !== true && t.allMarathonAppsPlaced !== true) fail("plan.targets.placementGraceSeconds", "is only used with allPlaced: true or allMarathonAppsPlaced: true");
     if (t.survive !== undefined) checkSurvive(t.survive, scenario, t, fail, num, unknown, isObj);
   }
 
@@ -207,7 +216,7 @@ function checkSurvive(
   if (value.rack === true && value.racks === undefined && rackOfClasses(scenario).size === 0) {
     fail(`${f}.rack`, "no agent class has a rack attribute (rack:<name>); set the classes' attributes or give racks: N");
   }
-  const service = ["maxWaitP50Seconds", "maxWaitP90Seconds", "maxWaitP99Seconds", "allPlaced"];
+  const service = ["maxWaitP50Seconds", "maxWaitP90Seconds", "maxWaitP99Seconds", "allPlaced", "allMarathonAppsPlaced"];
   if (!service.some((k) => targets[k] !== undefined && targets[k] !== false)) fail(f, `needs a wait or placement target to check after the loss (${service.join(", ")})`);
 }
 
@@ -224,6 +233,8 @@ export interface RunMetrics {
   waitP99Seconds: number;
   /** Tasks given up on plus tasks queued at the end (submitted before the placement grace). */
   unplacedTasks: number;
+  /** Instances the Marathon apps were short of at the end (apps changed within the placement grace not counted). */
+  unplacedMarathonInstances: number;
   /** Mean cpu utilization, 0..100. */
   cpuUtilizationPercent: number;
 }
@@ -345,6 +356,7 @@ function checksFor(targets: PlanTargets, variant: PlanVariant): Array<{ target: 
   if (targets.maxWaitP90Seconds !== undefined) out.push({ target: "wait p90 (s)", limit: targets.maxWaitP90Seconds, metric: "waitP90Seconds" });
   if (targets.maxWaitP99Seconds !== undefined) out.push({ target: "wait p99 (s)", limit: targets.maxWaitP99Seconds, metric: "waitP99Seconds" });
   if (targets.allPlaced === true) out.push({ target: "unplaced tasks", limit: 0, metric: "unplacedTasks" });
+  if (targets.allMarathonAppsPlaced === true) out.push({ target: "unplaced marathon instances", limit: 0, metric: "unplacedMarathonInstances" });
   if (variant.id === "base" && targets.maxCpuUtilizationPercent !== undefined) out.push({ target: "cpu utilization (%)", limit: targets.maxCpuUtilizationPercent, metric: "cpuUtilizationPercent" });
   return out;
 }
@@ -540,14 +552,26 @@ export function failureEvents(scenario: Scenario, counts: Record<string, number>
   return events;
 }
 
-/** A run's figures for the targets (waits over every submitted task; never ran = Infinity). */
-export function metricsOf(r: SimResult): RunMetrics {
+/**
+ * A run's figures for the targets (waits over every submitted task; never ran = Infinity).
+ * @param placementGraceSeconds Marathon apps with an action this close to the end are not counted as unplaced. @default 0
+ */
+export function metricsOf(r: SimResult, placementGraceSeconds = 0): RunMetrics {
+  const judgedFrom = r.endSeconds - placementGraceSeconds;
+  let unplacedMarathonInstances = 0;
+  for (const app of r.marathon.unplaced) {
+    const report = r.marathon.apps.find((a) => a.framework === app.framework && a.appId === app.appId);
+    const lastActionAt = Math.max(-Infinity, ...(report?.actions ?? []).map((a) => a.atSeconds));
+    if (placementGraceSeconds > 0 && lastActionAt > judgedFrom) continue;
+    unplacedMarathonInstances += app.instances - app.running;
+  }
   const inf = (v: number | null): number => (v === null ? Infinity : v);
   return {
     waitP50Seconds: inf(r.waitSeconds.withNeverRun.p50),
     waitP90Seconds: inf(r.waitSeconds.withNeverRun.p90),
     waitP99Seconds: inf(r.waitSeconds.withNeverRun.p99),
     unplacedTasks: r.tasks.queuedPastGrace + r.tasks.abandoned,
+    unplacedMarathonInstances,
     cpuUtilizationPercent: Math.round((r.utilization.mean.cpus ?? 0) * 100 * 100) / 100,
   };
 }
@@ -565,7 +589,7 @@ export function scenarioEvaluator(scenario: Scenario, spec: PlanSpec, options: {
       ...(options.baseDir !== undefined ? { baseDir: options.baseDir } : {}),
       ...(spec.targets.placementGraceSeconds !== undefined ? { placementGraceSeconds: spec.targets.placementGraceSeconds } : {}),
     });
-    return metricsOf(result);
+    return metricsOf(result, spec.targets.placementGraceSeconds ?? 0);
   };
 }
 

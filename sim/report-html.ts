@@ -61,6 +61,8 @@ export interface ReportSeries {
   stranded: { cpus: number[]; mem: number[] };
   cdf: { seconds: number[]; fraction: number[] };
   markers: Array<{ t: number; label: string; kind: "failure" | "back" }>;
+  /** Per Marathon app (`<framework><app id>`): instances running and wanted at each sample time (null before the app existed). */
+  marathon: Record<string, { running: Array<number | null>; wanted: Array<number | null> }>;
 }
 
 /** Turns a result into the chart series (pure). */
@@ -108,7 +110,18 @@ export function reportSeries(r: SimResult): ReportSeries {
     stranded: { cpus: samples.map((s) => s.stranded.cpus), mem: samples.map((s) => s.stranded.mem) },
     cdf: { seconds: r.waitSeconds.cdf.map(([s]) => s), fraction: r.waitSeconds.cdf.map(([, f]) => f) },
     markers,
+    marathon: marathonSeries(r, t),
   };
+}
+
+/** Each Marathon app's samples on the report's sample times. */
+function marathonSeries(r: SimResult, t: number[]): ReportSeries["marathon"] {
+  const out: ReportSeries["marathon"] = {};
+  for (const app of r.marathon.apps) {
+    const at = new Map(app.samples.map(([time, running, wanted]) => [time, [running, wanted] as const]));
+    out[`${app.framework}${app.appId}`] = { running: t.map((time) => at.get(time)?.[0] ?? null), wanted: t.map((time) => at.get(time)?.[1] ?? null) };
+  }
+  return out;
 }
 
 /**
@@ -147,6 +160,7 @@ export function renderHtmlReport(result: SimResult, assets: UplotAssets): string
     frameworksTable(result),
     "<h2>Unschedulable work</h2>",
     unschedulableTable(result),
+    ...marathonSection(result),
     "<h2>Failures and recovery</h2>",
     `<p class="note">${esc(
       `Red lines on the charts mark failures, green ones the agents coming back. Recovery: from the failure until every task lost in it was launched again. ${result.recovery.failures} failures; mean recovery ${fmt(result.recovery.meanRecoverySeconds)} s, max ${fmt(result.recovery.maxRecoverySeconds)} s; ${result.recovery.unrecovered} not recovered by the end.`,
@@ -213,6 +227,29 @@ function unschedulableTable(r: SimResult): string {
     r.unschedulable.map((u) => [u.framework, u.role, u.queuedAtEnd, u.abandoned, u.reasons.join("; ")]),
     "Every submitted task was placed.",
   );
+}
+
+/** Marathon apps: instances over time, each action's time to its instance count, and the apps left short with Marathon's reasons. */
+function marathonSection(r: SimResult): string[] {
+  if (r.marathon.apps.length === 0) return [];
+  const action = (a: SimResult["marathon"]["apps"][number]["actions"][number]) =>
+    `${a.type} at ${a.atSeconds} s: ${a.outcome === "reached" ? `reached in ${a.reachedAfterSeconds} s` : a.outcome}${a.error ? ` (${a.error})` : ""}`;
+  return [
+    "<h2>Marathon apps</h2>",
+    '<p class="note">Instances running per app (solid) and the instances its definition asks for (dashed). Time to reach: from the action until Marathon reported its deployment successful (every instance of the new definition running, the old ones gone).</p><div class="chart" id="c-marathon"></div>',
+    table(
+      ["framework", "app", "instances", "running at end", "actions"],
+      r.marathon.apps.map((a) => [a.framework, a.appId, a.deleted ? "deleted" : a.instances, a.running, a.actions.map(action).join("; ")]),
+      "No apps.",
+    ),
+    "<h3>Unschedulable apps</h3>",
+    '<p class="note">Apps short of their instances at the end, with the reasons Marathon\'s launch queue (<code>GET /v2/queue</code>) gives: offers declined per reason, launch backoff, the latest offers\' details.</p>',
+    table(
+      ["framework", "app", "running / instances", "reasons"],
+      r.marathon.unplaced.map((u) => [u.framework, u.appId, `${u.running} / ${u.instances}`, u.reasons.join("; ")]),
+      "Every Marathon app reached its instance count.",
+    ),
+  ];
 }
 
 function failuresTable(r: SimResult): string {
@@ -378,6 +415,16 @@ const PAGE_SCRIPT = String.raw`(function () {
   plot("c-stranded", "Stranded resources", "simulated seconds", T,
     [{ label: "stranded cpus", values: S.stranded.cpus }, { label: "stranded mem (MB)", values: S.stranded.mem, scale: "mem", digits: 0 }],
     [Y("cpus"), { scale: "mem", label: "mem (MB)", side: 1 }], true);
+
+  if (document.getElementById("c-marathon")) {
+    var appLines = [];
+    Object.keys(S.marathon).forEach(function (app, i) {
+      var c = COLORS[i % COLORS.length];
+      appLines.push({ label: app, values: S.marathon[app].running, color: c, digits: 0 });
+      appLines.push({ label: app + " wanted", values: S.marathon[app].wanted, color: c, dash: [6, 4], digits: 0 });
+    });
+    plot("c-marathon", "Marathon instances running per app", "simulated seconds", T, appLines, [Y("instances")], true);
+  }
 
   var resizing = 0;
   window.addEventListener("resize", function () {

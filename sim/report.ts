@@ -15,6 +15,7 @@ import { SimCluster, type SimLogEvent } from "./cluster.ts";
 import type { MasterFailoverRecord } from "./masters.ts";
 import { Resources } from "../sdk/resources.ts";
 import { validateScenario, type Scenario } from "./scenario.ts";
+import { MarathonSimFramework, type MarathonAppReport, type UnplacedMarathonApp } from "./workloads/marathon.ts";
 
 /** One sample of the cluster, taken every sampling interval of virtual time. */
 export interface SimSample {
@@ -180,6 +181,12 @@ export interface SimResult {
   masters: { count: number; failovers: MasterFailoverRecord[]; meanRecoverySeconds: number | null; maxRecoverySeconds: number | null; unrecovered: number };
   network: { published: number; delivered: number; lost: number; duplicated: number; cut: number };
   engine: { events: number; wallMs: number; eventsPerSecond: number };
+  /**
+   * The apps of the `marathon` frameworks: per app its instances over time, what became of each
+   * action (time until its deployment succeeded), and the apps short of their instances at the
+   * end with the reasons Marathon's launch queue gives (empty lists without such frameworks).
+   */
+  marathon: { apps: MarathonAppReport[]; unplaced: UnplacedMarathonApp[] };
 }
 
 /** Options of {@link runScenario}. */
@@ -289,6 +296,7 @@ class Sampler {
   take(): void {
     const cluster = this.cluster;
     const base = takeSample(cluster);
+    for (const fw of cluster.frameworks.values()) if (fw instanceof MarathonSimFramework) fw.sample(base.t);
     const offers = cluster.masters.offerCounters();
     const fresh = cluster.stats.waitsMs.slice(this.waitsSeen).map((ms) => ms / 1000).sort((a, b) => a - b);
     this.waitsSeen = cluster.stats.waitsMs.length;
@@ -402,6 +410,8 @@ const NOT_ENDED = new Set(["TASK_STAGING", "TASK_STARTING", "TASK_RUNNING", "TAS
 /** `tasks`/`greedy` retries are `<id>.r<attempt>`; `batch` attempts are `<job>.<index>.<attempt>`. */
 const RETRY_SUFFIX = /\.r(\d+)$/;
 const BATCH_ATTEMPT = /\.(\d+)$/;
+/** Marathon task ids are `<app path with '_'>.<uuid>`: a replacement has a new uuid, so a lost instance counts as launched again when its app launches one. */
+const MARATHON_INSTANCE = /\.[^.]+$/;
 
 /**
  * Follows the event-log lines: per-framework outcomes (each task attempt counted once, however
@@ -423,6 +433,7 @@ class RunRecorder {
   private readonly pendingOwner = new Map<string, Episode>();
   private readonly maxRetries = new Map<string, number>();
   private readonly batch = new Set<string>();
+  private readonly marathon = new Set<string>();
 
   constructor(
     scenario: Scenario,
@@ -432,12 +443,13 @@ class RunRecorder {
       this.counts.set(f.name, { launched: 0, finished: 0, failed: 0, abandoned: 0, stopped: false });
       this.maxRetries.set(f.name, (f as { tasks?: { maxRetries?: number } }).tasks?.maxRetries ?? 3);
       if (f.kind === "batch") this.batch.add(f.name);
+      if (f.kind === "marathon") this.marathon.add(f.name);
     }
   }
 
   /** `fw\0<task id without its attempt>`: one key for every attempt of a task. */
   private taskKey(fw: string, task: string): string {
-    return `${fw}\0${task.replace(this.batch.has(fw) ? BATCH_ATTEMPT : RETRY_SUFFIX, "")}`;
+    return `${fw}\0${task.replace(this.batch.has(fw) ? BATCH_ATTEMPT : this.marathon.has(fw) ? MARATHON_INSTANCE : RETRY_SUFFIX, "")}`;
   }
 
   observe(e: SimLogEvent): void {
@@ -498,7 +510,7 @@ class RunRecorder {
     // The synthetic frameworks' rule: a task is retried unless its retries are exhausted or the
     // framework stopped (a batch framework reports it: `batch-task-failed`).
     const attempt = Number(RETRY_SUFFIX.exec(task)?.[1] ?? 0);
-    const abandoned = !this.batch.has(fw) && (attempt >= (this.maxRetries.get(fw) ?? 3) || (c?.stopped ?? false));
+    const abandoned = !this.batch.has(fw) && !this.marathon.has(fw) && (attempt >= (this.maxRetries.get(fw) ?? 3) || (c?.stopped ?? false));
     if (c) {
       c.failed++;
       if (abandoned) c.abandoned++;
@@ -666,6 +678,14 @@ function buildResult(
     else jobs.timedOut++;
   }
   const { failures, recovery } = recorder.finish();
+  const marathonApps: MarathonAppReport[] = [];
+  const unplacedApps: UnplacedMarathonApp[] = [];
+  for (const fw of cluster.frameworks.values()) {
+    if (!(fw instanceof MarathonSimFramework)) continue;
+    const apps = fw.report();
+    marathonApps.push(...apps);
+    unplacedApps.push(...fw.unplaced(apps));
+  }
   return {
     scenario: scenario.name ?? "scenario",
     seed: scenario.seed,
@@ -703,13 +723,14 @@ function buildResult(
     },
     roles: roleFairness(scenario, samples),
     frameworks,
-    unschedulable: unschedulable(scenario, frameworks),
+    unschedulable: unschedulable(scenario, frameworks, unplacedApps),
     stranded: strandedSummary(scenario, samples),
     failures,
     recovery,
     agents: { failures: stats.agentFailures, restarts: stats.agentRestarts, atEnd: cluster.master.core.sizes().agents },
     network: { ...cluster.network.stats },
     engine: { events: run.events, wallMs: Math.round(run.wallMs), eventsPerSecond: Math.round(run.eventsPerSecond) },
+    marathon: { apps: marathonApps, unplaced: unplacedApps },
   };
 }
 
@@ -785,13 +806,21 @@ function frameworkOutcomes(scenario: Scenario, cluster: SimCluster, recorder: Ru
   return out;
 }
 
-function unschedulable(scenario: Scenario, frameworks: Record<string, FrameworkOutcome>): UnschedulableEntry[] {
+function unschedulable(scenario: Scenario, frameworks: Record<string, FrameworkOutcome>, unplacedApps: UnplacedMarathonApp[]): UnschedulableEntry[] {
   const classes = Object.values(scenario.cluster.agentClasses).map((a) => Resources.parse(a.resources));
   const maxCpus = Math.max(0, ...classes.map((r) => r.scalar("cpus")));
   const maxMem = Math.max(0, ...classes.map((r) => r.scalar("mem")));
   const out: UnschedulableEntry[] = [];
   for (const f of scenario.frameworks) {
     const o = frameworks[f.name]!;
+    if (f.kind === "marathon") {
+      // Marathon never gives up on an instance: what is short is in its launch queue, with its reasons.
+      const apps = unplacedApps.filter((a) => a.framework === f.name);
+      if (apps.length === 0) continue;
+      const reasons = apps.map((a) => `${a.appId}: ${a.running} of ${a.instances} instances running; ${a.reasons.join("; ")}`);
+      out.push({ framework: f.name, role: o.role, queuedAtEnd: o.queuedAtEnd, abandoned: 0, reasons });
+      continue;
+    }
     if (o.queuedAtEnd === 0 && o.abandoned === 0) continue;
     const reasons: string[] = [];
     const t = (f as { tasks?: { cpus?: number; mem?: number; maxRetries?: number } }).tasks;
@@ -836,6 +865,12 @@ function roundAll(m: Record<string, number>): Record<string, number> {
   return out;
 }
 
+/** One Marathon action for the summary: `scale@120s 6.3 s`, `update@60s superseded`. */
+function actionText(a: MarathonAppReport["actions"][number]): string {
+  const what = `${a.type}@${a.atSeconds}s`;
+  return a.outcome === "reached" ? `${what} ${a.reachedAfterSeconds} s` : `${what} ${a.outcome}`;
+}
+
 /** A terminal summary of a result. */
 export function formatSummary(r: SimResult): string {
   const util = Object.entries(r.utilization.mean)
@@ -854,6 +889,7 @@ export function formatSummary(r: SimResult): string {
     ...Object.entries(r.roles).map(
       ([role, f]) => `  role ${role.padEnd(12)} weight ${f.weight}, mean dominant share ${f.meanDominantShare}, mean |deviation from fair| ${f.meanAbsDeviationFromFair}`,
     ),
+    ...r.marathon.apps.map((a) => `  app        ${a.framework}${a.appId}: ${a.deleted ? "deleted" : `${a.running}/${a.instances} running`}; ${a.actions.map(actionText).join(", ")}`),
     ...r.unschedulable.map((u) => `  unplaced   ${u.framework}: ${u.reasons.join("; ")}`),
     `  agents     ${r.agents.atEnd} at end, ${r.agents.failures} failures, ${r.agents.restarts} restarts` +
       (r.recovery.failures > 0 ? `; recovery mean ${r.recovery.meanRecoverySeconds ?? "-"} s, max ${r.recovery.maxRecoverySeconds ?? "-"} s, ${r.recovery.unrecovered} unrecovered` : ""),

@@ -11,6 +11,8 @@ import { roleNameError } from "../sdk/roles.ts";
 import type { LatencySpec } from "./network.ts";
 // Batch frameworks (synthetic jobs, trace replay) are specified and checked in sim/workloads.
 import { checkBatchFramework, hasTraceMachines, type BatchJobsSpec, type TraceSpec } from "./workloads/spec.ts";
+// Marathon frameworks (app specs and timed actions) are specified and checked in sim/workloads.
+import { checkMarathonFramework, type MarathonWorkloadSpec } from "./workloads/marathon-spec.ts";
 
 /** A duration in seconds: a constant, or a distribution sampled per task. */
 export type DurationSpec =
@@ -46,7 +48,7 @@ export interface TaskWorkloadSpec {
 }
 
 /** Kinds of synthetic frameworks. */
-export type FrameworkKind = "tasks" | "greedy" | "decliner" | "batch";
+export type FrameworkKind = "tasks" | "greedy" | "decliner" | "batch" | "marathon";
 
 export interface FrameworkSpec {
   /** Unique among the scenario's frameworks. */
@@ -70,6 +72,8 @@ export interface FrameworkSpec {
   jobs?: BatchJobsSpec;
   /** kind `batch`: a Google 2011 or Alibaba 2018 trace to replay. One of `jobs` and `trace`. */
   trace?: TraceSpec;
+  /** kind `marathon` (the frameworks/marathon framework): its apps and the timed changes to them. */
+  marathon?: MarathonWorkloadSpec;
 }
 
 /** A timed change of the world. `class` names an agent class. */
@@ -81,6 +85,11 @@ export type ScenarioEvent =
   | { atSeconds: number; type: "fail-agents"; class: string; count: number; downSeconds?: number }
   /** Cuts `count` running agents of the class off from everyone for `durationSeconds`. */
   | { atSeconds: number; type: "partition-agents"; class: string; count: number; durationSeconds: number }
+  /**
+   * Crashes every running agent whose class has the attribute `rack:<rack>`; they come back after
+   * `downSeconds`, if given.
+   */
+  | { atSeconds: number; type: "fail-rack"; rack: string; downSeconds?: number }
   | { atSeconds: number; type: "stop-framework"; name: string }
   /**
    * Crashes the leading master: its node goes silent and its lease is left to lapse, so a standby
@@ -210,6 +219,13 @@ export function validateScenario(input: unknown, options: ValidateScenarioOption
   const classes = new Set<string>();
   const cluster = root.cluster === undefined ? (c.fail("scenario.cluster", "is required"), undefined) : c.obj(root.cluster, "scenario.cluster");
   if (cluster) checkCluster(c, cluster, classes, hasTraceMachines(root.frameworks));
+  const racks = new Set<string>();
+  if (cluster && typeof cluster.agentClasses === "object" && cluster.agentClasses !== null) {
+    for (const spec of Object.values(cluster.agentClasses as Obj)) {
+      const rack = rackOf((spec as { attributes?: unknown } | null)?.attributes);
+      if (rack !== undefined) racks.add(rack);
+    }
+  }
 
   if (root.network !== undefined) {
     const net = c.obj(root.network, "scenario.network");
@@ -234,7 +250,7 @@ export function validateScenario(input: unknown, options: ValidateScenarioOption
       const masters = typeof cluster?.masters === "number" ? cluster.masters : 1;
       root.events.forEach((e, i) => {
         if (isMasterFailover(e)) checkMasterFailover(c, e, `scenario.events[${i}]`, masters);
-        else checkEvent(c, e, `scenario.events[${i}]`, classes, names);
+        else checkEvent(c, e, `scenario.events[${i}]`, classes, names, racks);
       });
     }
   }
@@ -347,14 +363,14 @@ function checkDuration(c: Checker, parent: Obj, key: string, field: string): voi
 function checkFramework(c: Checker, value: unknown, field: string, names: Set<string>, baseDir?: string): void {
   const f = c.obj(value, field);
   if (!f) return;
-  c.unknownKeys(f, ["name", "kind", "role", "refuseSeconds", "startSeconds", "stopSeconds", "tasks", "jobs", "trace"], field);
+  c.unknownKeys(f, ["name", "kind", "role", "refuseSeconds", "startSeconds", "stopSeconds", "tasks", "jobs", "trace", "marathon"], field);
   const name = c.str(f, "name", field);
   if (name !== undefined) {
     if (!FRAMEWORK_NAME.test(name)) c.fail(`${field}.name`, "must be letters, digits, '_', '.' or '-' (1-63 characters)");
     if (names.has(name)) c.fail(`${field}.name`, `must be unique (${JSON.stringify(name)} is used twice)`);
     names.add(name);
   }
-  if (f.kind !== "tasks" && f.kind !== "greedy" && f.kind !== "decliner" && f.kind !== "batch") c.fail(`${field}.kind`, 'must be "tasks", "greedy", "decliner" or "batch"');
+  if (f.kind !== "tasks" && f.kind !== "greedy" && f.kind !== "decliner" && f.kind !== "batch" && f.kind !== "marathon") c.fail(`${field}.kind`, 'must be "tasks", "greedy", "decliner", "batch" or "marathon"');
   if (f.role !== undefined) {
     const role = c.str(f, "role", field, true);
     const problem = role === undefined ? undefined : roleNameError(role);
@@ -367,6 +383,9 @@ function checkFramework(c: Checker, value: unknown, field: string, names: Set<st
   // ---- kind "batch": jobs or trace (sim/workloads/spec.ts) ----
   checkBatchFramework(f, field, (path, rule) => c.fail(path, rule), baseDir);
   if (f.kind === "batch") return;
+  // ---- kind "marathon": app specs and timed actions (sim/workloads/marathon-spec.ts) ----
+  checkMarathonFramework(f, field, (path, rule) => c.fail(path, rule));
+  if (f.kind === "marathon") return;
   if (f.kind === "decliner") {
     if (f.tasks !== undefined) c.fail(`${field}.tasks`, "is not allowed for a decliner");
     return;
@@ -394,7 +413,7 @@ function checkFramework(c: Checker, value: unknown, field: string, names: Set<st
   }
 }
 
-const EVENT_TYPES = ["add-agents", "remove-agents", "fail-agents", "partition-agents", "stop-framework", "master-failover"];
+const EVENT_TYPES = ["add-agents", "remove-agents", "fail-agents", "partition-agents", "fail-rack", "stop-framework", "master-failover"];
 /** Most masters a scenario may run. */
 export const MAX_SIM_MASTERS = 9;
 
@@ -416,7 +435,20 @@ export function electsMasters(scenario: Scenario): boolean {
   return (scenario.cluster.masters ?? 1) > 1 || (scenario.events ?? []).some((e) => e.type === "master-failover");
 }
 
-function checkEvent(c: Checker, value: unknown, field: string, classes: Set<string>, names: Set<string>): void {
+/** The rack of Mesos attribute text (`rack:r1;zone:a` → `r1`), or undefined when it names none. */
+export function rackOf(attributes: unknown): string | undefined {
+  if (typeof attributes !== "string") return undefined;
+  for (const part of attributes.split(";")) {
+    const colon = part.indexOf(":");
+    if (colon > 0 && part.slice(0, colon).trim() === "rack") {
+      const rack = part.slice(colon + 1).trim();
+      if (rack !== "") return rack;
+    }
+  }
+  return undefined;
+}
+
+function checkEvent(c: Checker, value: unknown, field: string, classes: Set<string>, names: Set<string>, racks: Set<string>): void {
   const e = c.obj(value, field);
   if (!e) return;
   c.num(e, "atSeconds", field, { min: 0 });
@@ -425,6 +457,14 @@ function checkEvent(c: Checker, value: unknown, field: string, classes: Set<stri
     c.unknownKeys(e, ["atSeconds", "type", "name"], field);
     const name = c.str(e, "name", field);
     if (name !== undefined && !names.has(name)) c.fail(`${field}.name`, `must name a framework of the scenario, got ${JSON.stringify(name)}`);
+    return;
+  }
+  if (e.type === "fail-rack") {
+    c.unknownKeys(e, ["atSeconds", "type", "rack", "downSeconds"], field);
+    const rack = c.str(e, "rack", field);
+    const known = [...racks].sort().join(", ") || "none: give agent classes attributes such as \"rack:r1\"";
+    if (rack !== undefined && !racks.has(rack)) c.fail(`${field}.rack`, `must name a rack of an agent class (attribute rack:<name>; known: ${known}), got ${JSON.stringify(rack)}`);
+    c.num(e, "downSeconds", field, { gt: 0, optional: true });
     return;
   }
   const extra = e.type === "fail-agents" ? ["downSeconds"] : e.type === "partition-agents" ? ["durationSeconds"] : [];

@@ -31,6 +31,12 @@ export interface MarathonOptions {
   transport: Transport;
   /** Cluster name (the `<cluster>` of every subject). @default "corral" */
   cluster?: string;
+  /**
+   * Serve the v2 REST API. Without it (the simulator), requests go through {@link Marathon.input}
+   * with the same validation and core calls the routes use; `httpUrl()` is then "".
+   * @default true
+   */
+  http?: boolean;
   /** @default "127.0.0.1" */
   httpHost?: string;
   /** 0 picks a free port (read `httpUrl()`). @default 8080 */
@@ -68,6 +74,11 @@ export interface MarathonOptions {
   /** Master request timeout of the driver, ms. @default 5000 */
   requestTimeoutMs?: number;
   /**
+   * Sees every status update as the driver hands it to Marathon, before it is applied (an
+   * observation hook for embedders, e.g. the simulator's delivery audit). @default none
+   */
+  onStatusUpdate?: (frameworkId: string, status: TaskStatus) => void;
+  /**
    * Run several Marathons: one leads (elected through a lease in the store), the others proxy
    * HTTP requests to it and take over when it stops renewing the lease for `leaseMs`.
    * @default undefined (a single Marathon, which leads at once)
@@ -78,8 +89,12 @@ export interface MarathonOptions {
 /** A running Marathon. */
 export interface Marathon {
   start(): Promise<void>;
-  /** Stops (without tearing the framework down: its tasks keep running for a successor). */
-  stop(): Promise<void>;
+  /**
+   * Stops. By default the framework is not torn down: its tasks keep running for a successor.
+   * With `teardown` the master kills every task and forgets the framework (Marathon leaves the
+   * cluster for good; the simulator's stop-framework).
+   */
+  stop(options?: { teardown?: boolean }): Promise<void>;
   /** The HTTP base URL once started, e.g. `http://127.0.0.1:8080`. */
   httpUrl(): string;
   frameworkId(): string | undefined;
@@ -89,6 +104,11 @@ export interface Marathon {
   readonly core: MarathonCore;
   /** Listens to Marathon events (as on `/v2/events`); returns the unsubscribe function. */
   onEvent(listener: (event: MarathonEvent) => void): () => void;
+  /**
+   * Runs one core input (what the HTTP routes call, e.g. `core.putApp`) and carries its effects
+   * out, serialised with every other input. For callers without HTTP (the simulator).
+   */
+  input<T extends MarathonEffect[] | { effects: MarathonEffect[] }>(fn: () => T): Promise<T>;
 }
 
 export const MARATHON_DEFAULTS = {
@@ -280,6 +300,7 @@ class MarathonShell implements Marathon {
   }
 
   private async startHttp(): Promise<void> {
+    if (this.options.http === false) return;
     this.http = createMarathonHttp({
       core: this.core,
       clock: this.clock,
@@ -320,7 +341,10 @@ class MarathonShell implements Marathon {
         subscribed: (info) => this.subscribed(info.frameworkId),
         offers: (offers) => this.onOffers(offers),
         rescind: (offerId) => void this.offers.delete(offerId),
-        update: (status, ack) => this.onUpdate(status, ack),
+        update: (status, ack) => {
+          this.options.onStatusUpdate?.(this.driver?.frameworkId() ?? this.fwId ?? "", status);
+          this.onUpdate(status, ack);
+        },
         error: (message) => this.log.error({ message }, "marathon: the master refused this instance"),
         disconnected: () => this.offers.clear(),
       },
@@ -335,13 +359,13 @@ class MarathonShell implements Marathon {
     return this.leading && !this.stopped;
   }
 
-  async stop(): Promise<void> {
+  async stop(options: { teardown?: boolean } = {}): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
     this.ticker?.cancel();
     this.health?.stop();
     this.readiness?.stop();
-    await this.driver?.stop().catch(() => undefined);
+    await this.driver?.stop(options.teardown ? { teardown: true } : undefined).catch(() => undefined);
     // Released after the driver stopped, so the successor's failover finds us gone.
     await this.election?.stop().catch(() => undefined);
     await this.http?.close().catch(() => undefined);

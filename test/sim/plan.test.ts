@@ -37,6 +37,7 @@ function fakeWorld(opts: { cpusPerAgent?: Record<string, number>; demand?: numbe
       waitP90Seconds: wait / 2,
       waitP99Seconds: wait,
       unplacedTasks: cpus >= demand / 4 ? 0 : Math.ceil(demand / 4 - cpus),
+      unplacedMarathonInstances: 0,
       cpuUtilizationPercent: cpus <= 0 ? 100 : Math.min(100, (demand / cpus) * 50),
     };
     return metrics;
@@ -174,7 +175,7 @@ describe("targets and failures", () => {
       expect.arrayContaining([
         "plan.seeds: must be >= 1",
         "plan.percentile: must be > 0",
-        "plan.targets.p42: is not a known field (known: maxWaitP50Seconds, maxWaitP90Seconds, maxWaitP99Seconds, allPlaced, maxCpuUtilizationPercent, survive, placementGraceSeconds)",
+        "plan.targets.p42: is not a known field (known: maxWaitP50Seconds, maxWaitP90Seconds, maxWaitP99Seconds, allPlaced, allMarathonAppsPlaced, maxCpuUtilizationPercent, survive, placementGraceSeconds)",
         "plan.targets.placementGraceSeconds: must be >= 0",
         "plan.targets.maxWaitP99Seconds: must be >= 0",
         "plan.targets.maxCpuUtilizationPercent: must be <= 100",
