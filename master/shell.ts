@@ -76,6 +76,12 @@ export interface MasterOptions {
    * closed by stop
    */
   store?: RegistryStore;
+  /**
+   * Replicas of the registry bucket when the master creates it (JetStream; 3 on a three-node NATS
+   * cluster, so the registry survives the loss of a server). An existing bucket keeps its own.
+   * @default 1
+   */
+  storeReplicas?: number;
   /** Longest time between two ticks, whatever the core's next deadline. @default 250 */
   tickIntervalMs?: number;
   /**
@@ -198,8 +204,8 @@ export function registryBucketName(cluster: string): string {
 }
 
 /** The masters' leader lease of `cluster` (the key `leader` of its registry bucket) on `connection`. */
-export async function openMasterLeaseStore(connection: NatsConnection, cluster: string): Promise<LeaseStore> {
-  return (await JetStreamRegistryStore.open(connection, { bucket: registryBucketName(cluster) })).leaseStore();
+export async function openMasterLeaseStore(connection: NatsConnection, cluster: string, replicas?: number): Promise<LeaseStore> {
+  return (await JetStreamRegistryStore.open(connection, { bucket: registryBucketName(cluster), ...(replicas !== undefined ? { replicas } : {}) })).leaseStore();
 }
 
 /** Creates a master; nothing happens until {@link Master.start}. */
@@ -492,7 +498,8 @@ class MasterShell implements Master {
     if (!hasConnection(this.transport)) {
       throw new Error("createMaster: without a NATS transport (JetStream) a `store` must be given, e.g. a MemoryRegistryStore");
     }
-    const store = await JetStreamRegistryStore.open(this.transport.connection, { bucket: registryBucketName(this.cluster), log: this.log });
+    const replicas = this.options.storeReplicas;
+    const store = await JetStreamRegistryStore.open(this.transport.connection, { bucket: registryBucketName(this.cluster), log: this.log, ...(replicas !== undefined ? { replicas } : {}) });
     this.ownsStore = true;
     return store;
   }

@@ -22,6 +22,7 @@ export const MASTER_FLAGS: Record<string, FlagSpec> = {
     type: "string",
     help: "after a restart or failover, hold offers until this fraction (0..1) of the registry's agents is back (default: 0.8 when a role has a quota, else 0, as Mesos; an agent is never offered before it is back)",
   },
+  "kv-replicas": { type: "string", help: "replicas of the registry's JetStream bucket when this master creates it (3 on a three-node NATS cluster)", default: "1" },
   ha: { type: "boolean", help: "run as one of several masters: elect a leader through the registry's KV lease; only the leader serves the bus" },
   lease: { type: "string", help: "--ha: a leader whose lease is unrenewed this long is replaced", default: "1500ms" },
   "lease-renew-interval": { type: "string", help: "--ha: how often the leader renews its lease (it steps down this long before the lease ends)", default: "250ms" },
@@ -54,13 +55,16 @@ export async function masterCommand(args: string[]): Promise<number> {
   const election = electionFromFlags(values);
   // The lease gets a connection of its own, so renewals never queue behind the bus traffic.
   const leaseTransport = election ? await connect(nats, "corral-master-lease", log) : undefined;
-  if (election && leaseTransport) election.store = await openMasterLeaseStore(leaseTransport.connection, cluster);
+  const storeReplicas = numberFlag(values, "kv-replicas") ?? 1;
+  if (!Number.isInteger(storeReplicas) || storeReplicas < 1 || storeReplicas > 5) throw new UsageError("--kv-replicas must be an integer from 1 to 5 (JetStream's limit)");
+  if (election && leaseTransport) election.store = await openMasterLeaseStore(leaseTransport.connection, cluster, storeReplicas);
   const master = createMaster({
     cluster,
     transport,
     httpHost: values.host as string,
     httpPort: numberFlag(values, "port") ?? 5050,
     log,
+    storeReplicas,
     ...(election ? { election } : {}),
     config: {
       allocationIntervalMs: durationFlag(values, "allocation-interval") ?? 1000,

@@ -71,6 +71,11 @@ export interface MarathonOptions {
    * @default {}
    */
   healthChecks?: HealthCheckerOptions;
+  /**
+   * Replicas of Marathon's state bucket when Marathon creates it (JetStream; 3 on a three-node NATS
+   * cluster). An existing bucket keeps its own. @default 1
+   */
+  storeReplicas?: number;
   /** Master request timeout of the driver, ms. @default 5000 */
   requestTimeoutMs?: number;
   /**
@@ -380,7 +385,8 @@ class MarathonShell implements Marathon {
   private async openStore(): Promise<MarathonStore> {
     if (this.options.store) return this.options.store;
     if (!hasConnection(this.options.transport)) throw new Error("createMarathon: without a NATS transport a `store` must be given");
-    return JetStreamMarathonStore.open(this.options.transport.connection, { bucket: marathonBucket(this.cluster), log: this.log });
+    const replicas = this.options.storeReplicas;
+    return JetStreamMarathonStore.open(this.options.transport.connection, { bucket: marathonBucket(this.cluster), log: this.log, ...(replicas !== undefined ? { replicas } : {}) });
   }
 
   /** Runs one core input and carries its effects out, in order, after the previous input's. */
