@@ -166,6 +166,7 @@ export function renderHtmlReport(result: SimResult, assets: UplotAssets): string
       `Red lines on the charts mark failures, green ones the agents coming back. Recovery: from the failure until every task lost in it was launched again. ${result.recovery.failures} failures; mean recovery ${fmt(result.recovery.meanRecoverySeconds)} s, max ${fmt(result.recovery.maxRecoverySeconds)} s; ${result.recovery.unrecovered} not recovered by the end.`,
     )}</p>`,
     failuresTable(result),
+    ...mastersSection(result),
     `<script type="application/json" id="corral-data">${jsonForScript(data)}</script>`,
     `<script>\n${scriptSafe(assets.js)}\n</script>`,
     `<script>\n${PAGE_SCRIPT}\n</script>`,
@@ -258,6 +259,22 @@ function failuresTable(r: SimResult): string {
     r.failures.map((f) => [f.atSeconds, f.kind, f.agents.join(", "), f.backAtSeconds, f.downSeconds, f.tasksLost, f.tasksNotRelaunched, f.recoverySeconds]),
     "No failures.",
   );
+}
+
+/** Master failovers (only when the scenario crashed a master). */
+function mastersSection(r: SimResult): string[] {
+  if (r.masters.failovers.length === 0) return [];
+  return [
+    "<h2>Master failovers</h2>",
+    `<p class="note">${esc(
+      `${r.masters.count} masters. Election: from the leader's crash until a standby serves the bus. Recovery: until the new leader's first offer. Mean recovery ${fmt(r.masters.meanRecoverySeconds)} s, max ${fmt(r.masters.maxRecoverySeconds)} s; ${r.masters.unrecovered} not recovered by the end.`,
+    )}</p>`,
+    table(
+      ["at (s)", "crashed", "new leader", "epoch", "election (s)", "recovery (s)"],
+      r.masters.failovers.map((f) => [f.atSeconds, f.crashed, f.leader, f.epoch, f.electionSeconds, f.recoverySeconds]),
+      "No failovers.",
+    ),
+  ];
 }
 
 // ---- escaping ------------------------------------------------------------------------------------

@@ -220,6 +220,18 @@ function embeddedData(page: string): { result: SimResult; series: Record<string,
 }
 
 describe("the HTML report", () => {
+  it("lists master failovers with their election and recovery times, and leaves the section out without any", async () => {
+    const base = busy(5);
+    const r = await runScenario({ ...base, cluster: { ...base.cluster, masters: 2 }, events: [{ atSeconds: 60, type: "master-failover" }] });
+    expect(r.masters.failovers).toHaveLength(1);
+    const failover = r.masters.failovers[0]!;
+    expect(failover.recoverySeconds).not.toBeNull();
+    const page = renderHtmlReport(r, loadUplotAssets());
+    expect(page).toContain("<h2>Master failovers</h2>");
+    expect(page).toContain(`<td>${failover.crashed}</td><td>${failover.leader}</td>`);
+    expect(renderHtmlReport(await runScenario(busy(5)), loadUplotAssets())).not.toContain("Master failovers");
+  });
+
   it("is one page with uPlot and the data inlined, no external URL, and a script that draws every chart", async () => {
     const assets = loadUplotAssets();
     const r = await runScenario({ ...busy(3), name: 'tricky </script><img src="http://example.com/x.png"> name' });
