@@ -21,14 +21,23 @@
 import type { Clock, TimerHandle, Timers } from "../sdk/clock.ts";
 import { TimedHeap } from "../sdk/time-heap.ts";
 
-/** One scheduled callback. */
-interface SimEvent {
-  timeMs: number;
-  seq: number;
-  fn: () => void;
-  cancelled: boolean;
-  /** Whether promise continuations must settle after it (false only for known-synchronous callbacks). */
-  settle: boolean;
+/**
+ * One scheduled callback; it is also the {@link TimerHandle} handed back, so scheduling one
+ * allocates one object (every simulated message is an event).
+ */
+class SimEvent implements TimerHandle {
+  cancelled = false;
+  constructor(
+    readonly timeMs: number,
+    readonly seq: number,
+    readonly fn: () => void,
+    /** Whether promise continuations must settle after it (false only for known-synchronous callbacks). */
+    readonly settle: boolean,
+  ) {}
+
+  cancel(): void {
+    this.cancelled = true;
+  }
 }
 
 /** Options of {@link SimEngine}. */
@@ -108,13 +117,9 @@ export class SimEngine {
 
   /** Schedules `fn` at absolute virtual time `timeMs` (never before now). */
   at(timeMs: number, fn: () => void, opts: { settle?: boolean } = {}): TimerHandle {
-    const event: SimEvent = { timeMs: Math.max(timeMs, this.current), seq: this.seq++, fn, cancelled: false, settle: opts.settle ?? true };
+    const event = new SimEvent(Math.max(timeMs, this.current), this.seq++, fn, opts.settle ?? true);
     this.heap.push(event);
-    return {
-      cancel: () => {
-        event.cancelled = true;
-      },
-    };
+    return event;
   }
 
   /** Schedules `fn` `delayMs` from now; a negative or NaN delay counts as 0. */
