@@ -1,19 +1,29 @@
 /**
  * The simulator benchmark: (1) the raw discrete-event engine (synchronous events, no shells) in
  * events per second, and with the per-event settle turn the shells need; (2) a realistic run of
- * the real master, allocator, agents and SDK frameworks on virtual time, reporting wall time,
- * events per second and peak RSS.
+ * the real master, allocator, agents and the real batch framework (`frameworks/batch`, the sim's
+ * `batch` kind) on virtual time, reporting wall time, events per second and peak RSS.
  *
- * Options: `--agents N` (default 1000), `--tasks N` (default 10000), `--raw-events N` (default
- * 2000000), `--full` (the issue's target: 10,000 agents and 1,000,000 tasks over 7 simulated days,
- * in <= 60 s and <= 4 GB).
+ * Options: `--agents N` (default 1000), `--tasks N` (default 10000), `--days D` (simulated days,
+ * arrivals spread over them; default: as long as the arrivals take plus three mean task
+ * durations), `--raw-events N` (default 2000000), `--full` (the issue's case: 10,000 agents and
+ * 1,000,000 batch tasks over 7 simulated days, in <= 60 s and <= 4 GB; the issue's 500 Marathon
+ * apps join once the simulator has a `marathon` workload kind, see {@link marathonFrameworks}).
  */
 import { SimEngine } from "../sim/engine.ts";
 import { runScenario } from "../sim/report.ts";
 import type { Scenario } from "../sim/scenario.ts";
 import { peakRssMb, type BenchResult } from "./lib.ts";
 
-function flag(args: string[], name: string, fallback: number): number {
+/** The issue's full case. */
+export const FULL_CASE = { agents: 10_000, tasks: 1_000_000, days: 7, marathonApps: 500 } as const;
+
+/** Tasks per batch job: the workload is jobs of this many alike tasks. */
+const TASKS_PER_JOB = 10;
+
+function flag(args: string[], name: string, fallback: number): number;
+function flag(args: string[], name: string, fallback: undefined): number | undefined;
+function flag(args: string[], name: string, fallback: number | undefined): number | undefined {
   const i = args.indexOf(name);
   if (i < 0) return fallback;
   const value = Number(args[i + 1]);
@@ -34,38 +44,67 @@ async function rawEngine(count: number, settle: boolean): Promise<number> {
 }
 
 /**
- * A batch workload sized to keep the cluster about 70% busy: agents of 16 cpus / 64 GiB, tasks of
- * 1 cpu / 2 GiB lasting 10 minutes on average (exponential), Poisson arrivals; the run lasts
- * until the last arrival plus three mean durations (or 7 days for `--full`).
+ * A batch workload sized to keep the cluster about 70% busy: agents of 16 cpus / 64 GiB; jobs of
+ * {@link TASKS_PER_JOB} tasks of 1 cpu / 2 GiB each, Poisson job arrivals, exponential task
+ * durations. Without `days`, tasks last 10 minutes on average and the run lasts until the last
+ * arrival plus three mean durations; with `days`, arrivals are spread over the first 90% of the
+ * run and the mean duration is what keeps 70% of the cpus busy at that rate.
  */
-export function benchScenario(agents: number, tasks: number, endSeconds?: number): Scenario {
-  const meanSeconds = 600;
-  const ratePerSecond = (0.7 * agents * 16) / meanSeconds;
-  const arrivalsSeconds = tasks / ratePerSecond;
+export function benchScenario(agents: number, tasks: number, days?: number): Scenario {
+  const busyCpus = 0.7 * agents * 16;
+  const jobs = Math.max(1, Math.round(tasks / TASKS_PER_JOB));
+  let meanSeconds = 600;
+  let arrivalsSeconds = tasks / (busyCpus / meanSeconds);
+  let endSeconds = Math.ceil(arrivalsSeconds + 3 * meanSeconds);
+  if (days !== undefined) {
+    endSeconds = Math.ceil(days * 86_400);
+    arrivalsSeconds = 0.9 * endSeconds;
+    meanSeconds = busyCpus / (tasks / arrivalsSeconds);
+  }
   return {
     name: `bench-${agents}x${tasks}`,
     seed: 42,
-    endSeconds: Math.ceil(endSeconds ?? arrivalsSeconds + 3 * meanSeconds),
+    endSeconds,
     sampleIntervalSeconds: 60,
     cluster: { agentClasses: { std: { count: agents, resources: "cpus:16;mem:65536" } }, allocationIntervalMs: 1000 },
     frameworks: [
       {
         name: "batch",
-        kind: "tasks",
+        kind: "batch",
         // A long decline filter, as busy Mesos frameworks use: idle agents are not re-offered
         // every 5 s (freed resources are offered at once anyway).
         refuseSeconds: 60,
-        tasks: { count: tasks, cpus: 1, mem: 2048, durationSeconds: { dist: "exp", meanSeconds }, arrival: { poisson: { ratePerSecond } } },
+        jobs: {
+          count: jobs,
+          arrival: { poisson: { ratePerSecond: jobs / arrivalsSeconds } },
+          tasksPerJob: TASKS_PER_JOB,
+          cpus: 1,
+          mem: 2048,
+          durationSeconds: { dist: "exp", meanSeconds },
+          maxRetries: 3,
+        },
       },
+      ...marathonFrameworks(0),
     ],
   };
+}
+
+/**
+ * The issue's Marathon apps. Empty until the simulator has a `marathon` workload kind (being
+ * added separately); then this returns a framework running `apps` apps, and {@link runSimBench}
+ * passes {@link FULL_CASE}.marathonApps for `--full`.
+ */
+export function marathonFrameworks(apps: number): Scenario["frameworks"] {
+  void apps;
+  return [];
 }
 
 /** Runs the benchmark; see the module comment for the options. */
 export async function runSimBench(args: string[]): Promise<BenchResult[]> {
   const full = args.includes("--full");
-  const agents = full ? 10_000 : flag(args, "--agents", 1000);
-  const tasks = full ? 1_000_000 : flag(args, "--tasks", 10_000);
+  const agents = full ? FULL_CASE.agents : flag(args, "--agents", 1000);
+  const tasks = full ? FULL_CASE.tasks : flag(args, "--tasks", 10_000);
+  const days = full ? FULL_CASE.days : flag(args, "--days", undefined);
   const rawCount = flag(args, "--raw-events", 2_000_000);
   const results: BenchResult[] = [];
 
@@ -74,11 +113,11 @@ export async function runSimBench(args: string[]): Promise<BenchResult[]> {
   const settled = await rawEngine(Math.min(rawCount, 200_000), true);
   results.push({ case: "engine + settle turn", metric: "events/s", unit: "events/s", value: settled, target: null, better: "higher" });
 
-  const scenario = benchScenario(agents, tasks, full ? 7 * 86_400 : undefined);
+  const scenario = benchScenario(agents, tasks, days);
   const started = process.hrtime.bigint();
   const result = await runScenario(scenario);
   const wallS = Number(process.hrtime.bigint() - started) / 1e9;
-  const label = `${agents} agents x ${tasks} tasks, ${(scenario.endSeconds / 3600).toFixed(1)} h simulated`;
+  const label = `${agents} agents x ${tasks} batch tasks, ${(scenario.endSeconds / 3600).toFixed(1)} h simulated`;
   results.push(
     { case: label, metric: "wall time", unit: "s", value: wallS, target: full ? 60 : null, better: "lower" },
     { case: label, metric: "peak RSS", unit: "MiB", value: peakRssMb(), target: full ? 4096 : null, better: "lower" },

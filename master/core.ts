@@ -14,6 +14,7 @@ import { Resources, ResourceError } from "../sdk/resources.ts";
 import type { Rng } from "../sdk/rng.ts";
 import { roleNameError } from "../sdk/roles.ts";
 import { resourcesFromWire, resourcesToWire } from "../sdk/wire/resources.ts";
+import { TimedHeap } from "../sdk/time-heap.ts";
 import { tokenProblem } from "../sdk/wire/subjects.ts";
 import { TERMINAL_TASK_STATES } from "../sdk/wire/types.ts";
 import type {
@@ -150,6 +151,19 @@ interface AgentRecord {
   registeredAtMs: number;
 }
 
+/**
+ * When an agent next needs looking at: its next ping, or the moment its silence would exceed the
+ * ping timeout. Entries are not updated when the agent is heard from (that would cost a heap
+ * operation per message); a due entry re-reads the record and files the next one.
+ */
+interface AgentCheck {
+  timeMs: number;
+  seq: number;
+  agentId: string;
+  /** The record this entry was filed for; a removed or re-admitted agent's old entries are dropped. */
+  record: AgentRecord;
+}
+
 interface TaskRecord {
   frameworkId: string;
   agentId: string;
@@ -277,6 +291,9 @@ export class MasterCore {
   private readonly completedFrameworks: LRUCache<string, FrameworkInfo>;
   private readonly tornDown: LRUCache<string, true>;
   private readonly offers = new Map<string, OfferRecord>();
+  /** Agents' next checks, earliest first: a tick visits the agents that are due, not all of them. */
+  private readonly agentChecks = new TimedHeap<AgentCheck>();
+  private agentCheckSeq = 0;
   private readonly recentCalls: LRUCache<string, EnvelopePayload>;
   /** Instance id of a registering agent -> the id it was given, so a retried REGISTER is answered alike. */
   private readonly registrations: LRUCache<string, string>;
@@ -970,7 +987,7 @@ export class MasterCore {
       if (!(error instanceof AllocatorError)) throw error;
       return error.message;
     }
-    this.agents.set(agentId, {
+    const record: AgentRecord = {
       info,
       total,
       listening: false,
@@ -980,7 +997,9 @@ export class MasterCore {
       tasks: new Set(tasks.map((t) => taskKey(t.frameworkId, t.info.taskId))),
       offers: new Set(),
       registeredAtMs: this.now,
-    });
+    };
+    this.agents.set(agentId, record);
+    this.fileAgentCheck(agentId, record);
     if (persist) this.out.push({ type: "persist", record: { kind: "agent", id: agentId, info } });
     this.log("info", "agent admitted", { agentId, hostname: info.hostname, resources: total.toString(), tasks: tasks.length });
     return undefined;
@@ -1079,17 +1098,38 @@ export class MasterCore {
       this.out.push({ type: "unpersist", kind: "agent", id: agentId });
       this.log("warn", "agent did not re-register after the master restarted", { agentId });
     }
-    for (const [agentId, agent] of [...this.agents]) {
+    // Only agents whose next ping or ping timeout has come are visited: with thousands of agents
+    // a scan of all of them on every tick cost more than the pings themselves.
+    const notYet: AgentCheck[] = [];
+    for (let check = this.agentChecks.peek(); check !== undefined && check.timeMs <= this.now; check = this.agentChecks.peek()) {
+      this.agentChecks.pop();
+      const agent = this.agents.get(check.agentId);
+      if (agent !== check.record) continue;
       if (this.now - agent.lastHeardMs > this.pingTimeoutMs) {
-        this.markUnreachable(agentId, agent);
+        this.markUnreachable(check.agentId, agent);
         continue;
       }
       if (this.now >= agent.nextPingMs) {
         agent.pingSeq++;
         agent.nextPingMs = this.now + this.pingIntervalMs;
-        this.toAgent(agentId, { kind: "ping", ping: { seq: agent.pingSeq } });
+        this.toAgent(check.agentId, { kind: "ping", ping: { seq: agent.pingSeq } });
       }
+      const next = { timeMs: this.nextAgentCheckMs(agent), seq: this.agentCheckSeq++, agentId: check.agentId, record: agent };
+      // Silent for exactly the timeout is not yet past it: such an agent is looked at again on
+      // the next tick, as a scan of every agent on every tick would.
+      if (next.timeMs <= this.now) notYet.push(next);
+      else this.agentChecks.push(next);
     }
+    for (const check of notYet) this.agentChecks.push(check);
+  }
+
+  /** When an agent next needs a look: its next ping, or when its silence would reach the ping timeout. */
+  private nextAgentCheckMs(record: AgentRecord): number {
+    return Math.min(record.nextPingMs, record.lastHeardMs + this.pingTimeoutMs);
+  }
+
+  private fileAgentCheck(agentId: string, record: AgentRecord): void {
+    this.agentChecks.push({ timeMs: this.nextAgentCheckMs(record), seq: this.agentCheckSeq++, agentId, record });
   }
 
   private checkFrameworks(): void {

@@ -4,10 +4,16 @@
  *
  * Determinism: ties at one virtual time are broken by the order in which events were scheduled
  * (the sequence number), and after every event the loop lets all promise continuations it caused
- * settle (one macrotask turn, `setImmediate`) before the next event fires. The real shells are
- * async (`await transport.request(...)`), so without that a continuation would run "later" at a
- * virtual time that had already moved on. Nothing in a simulation may do real I/O or use real
- * timers: the only macrotask between two events is the engine's own.
+ * settle before the next event fires. The real shells are async (`await transport.request(...)`),
+ * so without that a continuation would run "later" at a virtual time that had already moved on.
+ * Nothing in a simulation may do real I/O, use real timers or `process.nextTick`: the engine's
+ * own turns are the only ones between two events.
+ *
+ * How the settle works: the loop runs inside a microtask (it resumed from an `await`), and Node
+ * runs `process.nextTick` callbacks only once the microtask queue is empty — including every
+ * continuation queued while it drains. So the loop waits on a next-tick callback: it resumes
+ * exactly when the event's promise chains, however deep, are done, without a trip through the
+ * event loop (a `setImmediate` turn costs a poll of the OS and was most of an event's cost).
  *
  * @module
  */
@@ -15,14 +21,23 @@
 import type { Clock, TimerHandle, Timers } from "../sdk/clock.ts";
 import { TimedHeap } from "../sdk/time-heap.ts";
 
-/** One scheduled callback. */
-interface SimEvent {
-  timeMs: number;
-  seq: number;
-  fn: () => void;
-  cancelled: boolean;
-  /** Whether promise continuations must settle after it (false only for known-synchronous callbacks). */
-  settle: boolean;
+/**
+ * One scheduled callback; it is also the {@link TimerHandle} handed back, so scheduling one
+ * allocates one object (every simulated message is an event).
+ */
+class SimEvent implements TimerHandle {
+  cancelled = false;
+  constructor(
+    readonly timeMs: number,
+    readonly seq: number,
+    readonly fn: () => void,
+    /** Whether promise continuations must settle after it (false only for known-synchronous callbacks). */
+    readonly settle: boolean,
+  ) {}
+
+  cancel(): void {
+    this.cancelled = true;
+  }
 }
 
 /** Options of {@link SimEngine}. */
@@ -57,7 +72,14 @@ export interface RunStats {
 /** The default start of virtual time: 2026-01-01T00:00:00Z. */
 export const DEFAULT_SIM_START_MS = 1_767_225_600_000;
 
-const settleTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+/** One macrotask turn: everything queued before it (ticks, microtasks) has run when it resolves. */
+const macrotaskTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+/**
+ * Resolves once the microtask queue has drained (see the module comment). Only valid when called
+ * from inside a microtask, which the run loop is after its first `await`.
+ */
+const settleMicrotasks = (): Promise<void> => new Promise((resolve) => process.nextTick(resolve));
 
 /** See the module comment. One engine per simulation; not reentrant. */
 export class SimEngine {
@@ -95,13 +117,9 @@ export class SimEngine {
 
   /** Schedules `fn` at absolute virtual time `timeMs` (never before now). */
   at(timeMs: number, fn: () => void, opts: { settle?: boolean } = {}): TimerHandle {
-    const event: SimEvent = { timeMs: Math.max(timeMs, this.current), seq: this.seq++, fn, cancelled: false, settle: opts.settle ?? true };
+    const event = new SimEvent(Math.max(timeMs, this.current), this.seq++, fn, opts.settle ?? true);
     this.heap.push(event);
-    return {
-      cancel: () => {
-        event.cancelled = true;
-      },
-    };
+    return event;
   }
 
   /** Schedules `fn` `delayMs` from now; a negative or NaN delay counts as 0. */
@@ -124,8 +142,9 @@ export class SimEngine {
     const started = process.hrtime.bigint();
     let events = 0;
     try {
-      // Let whatever the caller started (e.g. `shell.start()`) settle before time moves.
-      await settleTurn();
+      // Let whatever the caller started (e.g. `shell.start()`) settle before time moves. The caller
+      // may be in a macrotask rather than a microtask, so this first wait is a whole turn.
+      await macrotaskTurn();
       while (events < maxEvents) {
         const next = this.heap.peek();
         if (next === undefined || next.timeMs > untilMs) break;
@@ -134,7 +153,7 @@ export class SimEngine {
         this.current = next.timeMs;
         events++;
         next.fn();
-        if (next.settle) await settleTurn();
+        if (next.settle) await settleMicrotasks();
         if (afterEvent) afterEvent();
       }
       if (untilMs !== Infinity && untilMs > this.current && events < maxEvents) this.current = untilMs;

@@ -3,7 +3,6 @@
  * For emulated agents in benchmarks (thousands per process) and for the simulator, where a task
  * runs for a given (virtual) duration and uses given resources.
  */
-import { LRUCache } from "lru-cache";
 import { systemClock, systemTimers, type Clock, type TimerHandle, type Timers } from "../../sdk/clock.ts";
 import {
   ContainerizerError,
@@ -24,7 +23,7 @@ export interface InstantContainerizerOptions {
   durationMs?: (spec: ContainerSpec) => number | undefined;
   /** Exit code of a task that ends by itself. @default () => 0 */
   exitCode?: (spec: ContainerSpec) => number;
-  /** Terminations remembered for late `wait`/`kill` calls. @default 10000 */
+  /** Terminations remembered for late `wait`/`kill` calls; the oldest are forgotten first. @default 10000 */
   maxRememberedTerminations?: number;
 }
 
@@ -42,7 +41,13 @@ export class InstantContainerizer implements Containerizer {
   private readonly durationMs: (spec: ContainerSpec) => number | undefined;
   private readonly exitCode: (spec: ContainerSpec) => number;
   private readonly running = new Map<string, Running>();
-  private readonly ended: LRUCache<string, Termination>;
+  /**
+   * Ended containers, oldest first. A plain Map grows with use: an LRU cache would allocate room
+   * for all `maxRememberedTerminations` up front, in each of the thousands of agents of a
+   * simulation, most of which end few tasks.
+   */
+  private readonly ended = new Map<string, Termination>();
+  private readonly maxRememberedTerminations: number;
   private closed = false;
 
   /** @param options see {@link InstantContainerizerOptions} */
@@ -51,7 +56,7 @@ export class InstantContainerizer implements Containerizer {
     this.timers = options.timers ?? systemTimers;
     this.durationMs = options.durationMs ?? (() => undefined);
     this.exitCode = options.exitCode ?? (() => 0);
-    this.ended = new LRUCache({ max: options.maxRememberedTerminations ?? 10_000 });
+    this.maxRememberedTerminations = options.maxRememberedTerminations ?? 10_000;
   }
 
   async launch(spec: ContainerSpec): Promise<ContainerHandle> {
@@ -106,6 +111,7 @@ export class InstantContainerizer implements Containerizer {
     entry.timer?.cancel();
     this.running.delete(containerId);
     this.ended.set(containerId, termination);
+    if (this.ended.size > this.maxRememberedTerminations) this.ended.delete(this.ended.keys().next().value!);
     entry.finish(termination);
   }
 
