@@ -6,9 +6,10 @@
  *
  * Options: `--agents N` (default 1000), `--tasks N` (default 10000), `--days D` (simulated days,
  * arrivals spread over them; default: as long as the arrivals take plus three mean task
- * durations), `--raw-events N` (default 2000000), `--full` (the issue's case: 10,000 agents and
- * 1,000,000 batch tasks over 7 simulated days, in <= 60 s and <= 4 GB; the issue's 500 Marathon
- * apps join once the simulator has a `marathon` workload kind, see {@link marathonFrameworks}).
+ * durations), `--marathon-apps N` (long-running apps on the real Marathon beside the batch work;
+ * default one per 20 agents), `--raw-events N` (default 2000000), `--full` (the issue's case:
+ * 10,000 agents and 1,000,000 batch tasks over 7 simulated days plus 500 Marathon apps, in
+ * <= 60 s and <= 4 GB).
  */
 import { SimEngine } from "../sim/engine.ts";
 import { runScenario } from "../sim/report.ts";
@@ -50,7 +51,7 @@ async function rawEngine(count: number, settle: boolean): Promise<number> {
  * arrival plus three mean durations; with `days`, arrivals are spread over the first 90% of the
  * run and the mean duration is what keeps 70% of the cpus busy at that rate.
  */
-export function benchScenario(agents: number, tasks: number, days?: number): Scenario {
+export function benchScenario(agents: number, tasks: number, days?: number, marathonApps = 0): Scenario {
   const busyCpus = 0.7 * agents * 16;
   const jobs = Math.max(1, Math.round(tasks / TASKS_PER_JOB));
   let meanSeconds = 600;
@@ -84,19 +85,30 @@ export function benchScenario(agents: number, tasks: number, days?: number): Sce
           maxRetries: 3,
         },
       },
-      ...marathonFrameworks(0),
+      ...marathonFrameworks(marathonApps),
     ],
   };
 }
 
 /**
- * The issue's Marathon apps. Empty until the simulator has a `marathon` workload kind (being
- * added separately); then this returns a framework running `apps` apps, and {@link runSimBench}
- * passes {@link FULL_CASE}.marathonApps for `--full`.
+ * The issue's Marathon apps: one real Marathon (the sim's `marathon` kind) in role `services`,
+ * deploying `apps` long-running apps of 2 instances (0.5 cpu, 1 GiB) at the start; none for 0.
  */
 export function marathonFrameworks(apps: number): Scenario["frameworks"] {
-  void apps;
-  return [];
+  if (apps <= 0) return [];
+  return [
+    {
+      name: "marathon",
+      kind: "marathon",
+      role: "services",
+      marathon: { apps: Array.from({ length: apps }, (_, i) => ({ id: `/svc/app-${i}`, cmd: "./serve --port $PORT0", cpus: 0.5, mem: 1024, instances: 2 })) },
+    },
+  ];
+}
+
+/** Marathon instances running at the end of the run (0 without Marathon). */
+function marathonRunning(result: Awaited<ReturnType<typeof runScenario>>): number {
+  return result.marathon.apps.reduce((sum, app) => sum + app.running, 0);
 }
 
 /** Runs the benchmark; see the module comment for the options. */
@@ -105,6 +117,7 @@ export async function runSimBench(args: string[]): Promise<BenchResult[]> {
   const agents = full ? FULL_CASE.agents : flag(args, "--agents", 1000);
   const tasks = full ? FULL_CASE.tasks : flag(args, "--tasks", 10_000);
   const days = full ? FULL_CASE.days : flag(args, "--days", undefined);
+  const marathonApps = full ? FULL_CASE.marathonApps : args.includes("--marathon-apps") ? flag(args, "--marathon-apps", 0) : Math.round(agents / 20);
   const rawCount = flag(args, "--raw-events", 2_000_000);
   const results: BenchResult[] = [];
 
@@ -113,11 +126,11 @@ export async function runSimBench(args: string[]): Promise<BenchResult[]> {
   const settled = await rawEngine(Math.min(rawCount, 200_000), true);
   results.push({ case: "engine + settle turn", metric: "events/s", unit: "events/s", value: settled, target: null, better: "higher" });
 
-  const scenario = benchScenario(agents, tasks, days);
+  const scenario = benchScenario(agents, tasks, days, marathonApps);
   const started = process.hrtime.bigint();
   const result = await runScenario(scenario);
   const wallS = Number(process.hrtime.bigint() - started) / 1e9;
-  const label = `${agents} agents x ${tasks} batch tasks, ${(scenario.endSeconds / 3600).toFixed(1)} h simulated`;
+  const label = `${agents} agents x ${tasks} batch tasks + ${marathonApps} Marathon apps, ${(scenario.endSeconds / 3600).toFixed(1)} h simulated`;
   results.push(
     { case: label, metric: "wall time", unit: "s", value: wallS, target: full ? 60 : null, better: "lower" },
     { case: label, metric: "peak RSS", unit: "MiB", value: peakRssMb(), target: full ? 4096 : null, better: "lower" },
@@ -125,6 +138,7 @@ export async function runSimBench(args: string[]): Promise<BenchResult[]> {
     { case: label, metric: "tasks completed", unit: "tasks", value: result.tasks.completed, target: null, better: "higher" },
     { case: label, metric: "simulated/wall speed-up", unit: "x", value: scenario.endSeconds / wallS, target: null, better: "higher" },
     { case: label, metric: "wait p99", unit: "s", value: result.waitSeconds.p99, target: null, better: "lower" },
+    { case: label, metric: "Marathon instances running at the end", unit: "instances", value: marathonRunning(result), target: marathonApps * 2, better: "higher" },
   );
   return results;
 }
