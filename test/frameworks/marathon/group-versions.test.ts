@@ -1,12 +1,17 @@
 /**
  * Versions of the root group and rolling a group back to one: every write makes a version, the
  * versions are bounded and reload from the store, and `PUT /v2/groups/{id}` with `{"version"}`
- * brings the group's apps, subgroups and dependencies back through one deployment.
+ * brings the group's apps, subgroups and dependencies back through one deployment. Core
+ * decisions first, then the REST API on fastify (a real cluster runs it in marathon.e2e.test.ts).
  */
-import { describe, expect, it } from "vitest";
+import type { FastifyInstance } from "fastify";
+import { afterEach, describe, expect, it } from "vitest";
+import { ManualClock } from "../../../sdk/clock.ts";
 import { SeededRng } from "../../../sdk/rng.ts";
+import { silentLogger } from "../../../sdk/transport.ts";
 import { validateApp, type NormalizedApp } from "../../../frameworks/marathon/app-spec.ts";
 import { MarathonCore, NotFoundError, type MarathonCoreConfig, type MarathonEffect } from "../../../frameworks/marathon/core.ts";
+import { createMarathonHttp } from "../../../frameworks/marathon/http.ts";
 import { MemoryMarathonStore } from "../../../frameworks/marathon/store.ts";
 
 function app(body: Record<string, unknown>): NormalizedApp {
@@ -130,5 +135,105 @@ describe("root group versions in the core", () => {
     expect(rolled.result.version > v2.result.version).toBe(true);
     expect(restarted.app("/shop/db")?.app.cmd).toBe("db v1");
     expect(restarted.app("/shop/web")?.app.cmd).toBe("web v1");
+  });
+});
+
+describe("group versions through the REST API", () => {
+  let http: FastifyInstance | undefined;
+  afterEach(async () => {
+    await http?.close();
+    http = undefined;
+  });
+
+  /** The REST API on a core whose writes land in a memory store. */
+  async function api() {
+    const core = new MarathonCore(new SeededRng(9));
+    const store = new MemoryMarathonStore();
+    const clock = new ManualClock(1_700_000_000_000);
+    http = createMarathonHttp({
+      core,
+      clock,
+      input: async (fn) => {
+        clock.advance(1000);
+        const out = fn();
+        await persist(store, Array.isArray(out) ? out : out.effects);
+        return out;
+      },
+      info: () => ({ frameworkId: undefined, url: "http://127.0.0.1:1", frameworkName: "marathon", role: "default", cluster: "c", startedAtMs: 0 }),
+      leadership: () => ({ leading: true, leaderUrl: "http://127.0.0.1:1" }),
+      onEvent: () => () => undefined,
+      emit: () => undefined,
+      metrics: () => "",
+      log: silentLogger,
+    });
+    const server = http;
+    const call = async (method: "GET" | "PUT" | "POST" | "DELETE", url: string, body?: unknown) => {
+      const answer = await server.inject({ method, url, ...(body !== undefined ? { payload: JSON.stringify(body), headers: { "content-type": "application/json" } } : {}) });
+      return { status: answer.statusCode, headers: answer.headers, body: answer.body === "" ? undefined : answer.json() };
+    };
+    return { core, store, call };
+  }
+
+  it("lists versions bare and newest first, shows a group at a version, and rolls it back with one deployment", async () => {
+    const { core, call } = await api();
+    const v1 = await call("POST", "/v2/groups", { id: "/shop", dependencies: ["/infra"], apps: [{ id: "web", cmd: "web v1", cpus: 0.1, mem: 16, instances: 0 }, { id: "db", cmd: "db v1", cpus: 0.1, mem: 16, instances: 0 }] });
+    expect(v1.status).toBe(201);
+    const v2 = await call("PUT", "/v2/groups/shop", { apps: [{ id: "web", cmd: "web v2", cpus: 0.1, mem: 16, instances: 0 }, { id: "cache", cmd: "cache", cpus: 0.1, mem: 16, instances: 0 }] });
+    expect(v2.status).toBe(200);
+    const solo = await call("POST", "/v2/apps", { id: "/solo", cmd: "x", cpus: 0.1, mem: 16, instances: 0 });
+    const soloVersion = solo.body.version as string;
+
+    expect((await call("GET", "/v2/groups/versions")).body).toEqual([soloVersion, v2.body.version, v1.body.version]);
+    expect((await call("GET", "/v2/groups/shop/versions")).body).toEqual([soloVersion, v2.body.version, v1.body.version]);
+    expect((await call("GET", "/v2/groups/nope/versions")).status).toBe(404);
+    const then = await call("GET", `/v2/groups/shop/versions/${v1.body.version}`);
+    expect(then.status).toBe(200);
+    expect(then.body).toMatchObject({ id: "/shop", dependencies: ["/infra"], groups: [], version: v1.body.version });
+    expect(then.body.apps.map((a: NormalizedApp) => `${a.id} ${a.cmd}`)).toEqual(["/shop/db db v1", "/shop/web web v1"]);
+    expect((await call("GET", `/v2/groups/shop/versions/${soloVersion}`)).body.apps.map((a: NormalizedApp) => a.id)).toEqual(["/shop/cache", "/shop/web"]);
+    const missing = await call("GET", "/v2/groups/shop/versions/2001-01-01T00:00:00.000Z");
+    expect(missing.status).toBe(404);
+    expect(missing.body.message).toContain("2001-01-01T00:00:00.000Z");
+
+    const dry = await call("PUT", "/v2/groups/shop?dryRun=true", { version: v1.body.version });
+    expect(dry.status).toBe(200);
+    expect(dry.body.steps.flatMap((s: { actions: Array<{ action: string; app: string }> }) => s.actions.map((a) => `${a.action} ${a.app}`))).toEqual(["StopApplication /shop/cache", "StartApplication /shop/db", "ScaleApplication /shop/web"]);
+    expect(core.app("/shop/cache")).toBeDefined();
+
+    const rolled = await call("PUT", "/v2/groups/shop", { version: v1.body.version });
+    expect(rolled.status).toBe(200);
+    expect(rolled.headers["marathon-deployment-id"]).toBe(rolled.body.deploymentId);
+    expect(Object.keys(rolled.body).sort()).toEqual(["deploymentId", "version"]);
+    const shop = (await call("GET", "/v2/groups/shop")).body;
+    expect(shop.apps.map((a: NormalizedApp) => `${a.id} ${a.cmd}`)).toEqual(["/shop/db db v1", "/shop/web web v1"]);
+    expect(shop.dependencies).toEqual(["/infra"]);
+    expect((await call("GET", "/v2/apps/solo")).body.app.version).toBe(soloVersion);
+    expect((await call("GET", "/v2/groups/versions")).body[0]).toBe(rolled.body.version);
+  });
+
+  it("rolls the root back through PUT /v2/groups, and refuses unknown versions and locked apps without persisting anything", async () => {
+    const { core, store, call } = await api();
+    const v1 = await call("POST", "/v2/apps", { id: "/a", cmd: "a v1", cpus: 0.1, mem: 16, instances: 0 });
+    // Waits for offers that never come: its deployment holds /b.
+    const locked = await call("POST", "/v2/apps", { id: "/b", cmd: "b", cpus: 0.1, mem: 16, instances: 1 });
+    expect(core.deployment(locked.headers["marathon-deployment-id"] as string)).toBeDefined();
+
+    const records = store.size();
+    const versions = core.rootVersions();
+    const unknown = await call("PUT", "/v2/groups", { version: "1999-12-31T23:59:59.999Z" });
+    expect(unknown.status).toBe(404);
+    expect(unknown.body.message).toContain("1999-12-31T23:59:59.999Z");
+    const conflict = await call("PUT", "/v2/groups", { version: v1.body.version });
+    expect(conflict.status).toBe(409);
+    expect(conflict.body.deployments).toEqual([{ id: locked.headers["marathon-deployment-id"] }]);
+    expect(store.size()).toBe(records);
+    expect(core.rootVersions()).toEqual(versions);
+    expect(core.app("/b")).toBeDefined();
+
+    const forced = await call("PUT", "/v2/groups?force=true", { version: v1.body.version });
+    expect(forced.status).toBe(200);
+    expect(core.deployment(locked.headers["marathon-deployment-id"] as string)).toBeUndefined(); // superseded
+    expect(core.app("/b")).toBeUndefined(); // it never launched: removed at once
+    expect([...core.rootAt(forced.body.version)!.apps.keys()]).toEqual(["/a"]);
   });
 });
