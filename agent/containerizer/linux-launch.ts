@@ -241,7 +241,8 @@ function initAndWorkload(plan: LaunchPlan, spec: ContainerSpec): string[] {
 function bwrapArgs(plan: LaunchPlan, spec: ContainerSpec): string[] {
   const sandbox = spec.sandboxDir;
   const userns = plan.privilege === "userns" ? ["--unshare-user", "--uid", String(plan.identity.uid), "--gid", String(plan.identity.gid), "--disable-userns"] : [];
-  const tmpfs = plan.tmpfsDirs.flatMap((dir) => ["--size", String(plan.tmpfsBytes), "--tmpfs", dir]);
+  // bwrap makes a tmpfs 0755 and root's unless told otherwise: /tmp must be writable by the task's user (1777, as on the host).
+  const tmpfs = plan.tmpfsDirs.flatMap((dir) => ["--perms", "1777", "--size", String(plan.tmpfsBytes), "--tmpfs", dir]);
   return [
     plan.tools.bwrap!,
     ...userns,

@@ -131,6 +131,7 @@ describe(`LinuxContainerizer with real isolation${isRoot ? "" : ` (skipped: ${NE
         "echo nofile=$(ulimit -n)",
         "touch /etc/corral-test 2>/dev/null && echo etc-writable || echo etc-readonly",
         "touch in-sandbox && echo sandbox-writable",
+        "touch /tmp/t /dev/shm/t && echo tmp-writable",
         "df -k /tmp /dev/shm | tail -n +2",
         "pwd",
       ].join("; "),
@@ -150,6 +151,7 @@ describe(`LinuxContainerizer with real isolation${isRoot ? "" : ` (skipped: ${NE
     expect(Number(/nofile=(\d+)/.exec(stdout)?.[1])).toBeLessThanOrEqual(65536);
     expect(stdout).toContain("etc-readonly");
     expect(stdout).toContain("sandbox-writable");
+    expect(stdout).toContain("tmp-writable");
     // Private tmpfs, capped at the task's memory (48 MiB).
     const tmpfs = lines.filter((line) => line.startsWith("tmpfs"));
     expect(tmpfs).toHaveLength(2);

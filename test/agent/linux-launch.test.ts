@@ -63,7 +63,7 @@ describe("launch argv (pure)", () => {
     expect(bwrap).toContain("--unshare-pid --unshare-uts --unshare-ipc");
     expect(bwrap).toContain("--hostname web-1");
     expect(bwrap).toContain("--ro-bind / /");
-    expect(bwrap).toContain("--size 1024 --tmpfs /tmp --size 1024 --tmpfs /dev/shm");
+    expect(bwrap).toContain("--perms 1777 --size 1024 --tmpfs /tmp --perms 1777 --size 1024 --tmpfs /dev/shm");
     expect(bwrap).toContain(`--bind ${SPEC.sandboxDir} ${SPEC.sandboxDir} --ro-bind ${SPEC.sandboxDir}/.corral ${SPEC.sandboxDir}/.corral --chdir ${SPEC.sandboxDir}`);
     expect(bwrap).not.toContain("--unshare-user");
     expect(args.slice(args.indexOf("/usr/bin/tini"))).toEqual(["/usr/bin/tini", "-s", "-g", "--", "/bin/sh", "-c", "echo hi"]);
