@@ -355,7 +355,9 @@ export function createAgent(options: AgentOptions): Agent {
   /** Starts the task's agent-run health check, if it has one (see ./health-checks.ts). */
   function startHealthCheck(record: TaskRecord, startedAtMs: number): void {
     const check = record.task.healthCheck;
-    const run = check && commandCheckRun(record, hostname, timers);
+    // Inside the task's container where the containerizer can enter it (as Mesos runs COMMAND checks).
+    const exec = containerizer.exec ? containerizer.exec.bind(containerizer) : undefined;
+    const run = check && commandCheckRun(record, hostname, timers, exec);
     if (check && run) healthChecks.start(record.taskId, healthCheckTiming(check), startedAtMs, run);
   }
 

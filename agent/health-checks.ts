@@ -14,23 +14,24 @@
  * {@link HealthCheckRunner} arms timers and runs checks through a function it is given;
  * {@link runCommandCheck} runs one COMMAND check as a process.
  *
- * How a COMMAND check runs: `/bin/sh -c <command>` in the task's sandbox, with the environment the
- * containerizer gave the task (plus the check's own `environment`), as the user owning the sandbox
- * (the containerizers hand it to the task's user), in a process group of its own so that a timeout
- * kills everything it started. It does not enter the task's namespaces or cgroups: Corral's
- * containers share the host's network, so `curl localhost:$PORT0` and friends see what the task
- * serves, and the sandbox is the same directory inside and outside the container.
+ * How a COMMAND check runs: `/bin/sh -c <command>` with the environment the containerizer gave the
+ * task (plus the check's own `environment`), in a process group of its own so that a timeout kills
+ * everything it started. Where the containerizer can enter the task's container
+ * ({@link Containerizer.exec}: the Linux one with cgroups), the check runs inside it as Mesos runs
+ * it: in its namespaces (it sees the task's private /tmp, host name and processes), as its user
+ * with its privileges, in its sandbox, counted against its cgroups' limits. Elsewhere (the posix
+ * containerizer) it runs on the host, in the task's sandbox, as the user owning the sandbox.
+ * Either way the task's network is the host's, so `curl localhost:$PORT0` sees what it serves.
  *
  * @module
  */
-import { spawn } from "node:child_process";
 import { stat } from "node:fs/promises";
 import type { Clock, TimerHandle, Timers } from "../sdk/clock.ts";
 import type { Resources } from "../sdk/resources.ts";
 import type { HealthCheck, TaskInfo } from "../sdk/wire/types.ts";
 import { containerResourcesOf } from "./agent-logic.ts";
-import { DEFAULT_PATH, taskEnvironment } from "./containerizer/common.ts";
-import type { ContainerResources } from "./containerizer/types.ts";
+import { DEFAULT_PATH, runProcessGroup, taskEnvironment } from "./containerizer/common.ts";
+import type { ContainerExecResult, ContainerResources, Containerizer } from "./containerizer/types.ts";
 
 // ------------------------------------------------------------------------------------------------
 // Timing
@@ -285,13 +286,18 @@ export async function commandCheckTarget(record: CheckedTask, hostname: string):
   return target;
 }
 
+/** Runs a command inside a task's container: a containerizer's {@link Containerizer.exec}. */
+export type ContainerExec = NonNullable<Containerizer["exec"]>;
+
 /**
  * The check of a task with a COMMAND health check, or undefined when it has none (or no sandbox).
- * Where it runs is worked out at the first check (and again after a failure to work it out).
+ * With `exec` (and a container) it runs inside the task's container, else on the host. Where it
+ * runs is worked out at the first check (and again after a failure to work it out).
  */
-export function commandCheckRun(record: CheckedTask, hostname: string, timers: Timers): CheckRun | undefined {
+export function commandCheckRun(record: CheckedTask, hostname: string, timers: Timers, exec?: ContainerExec): CheckRun | undefined {
   if (record.task.healthCheck?.kind !== "command" || record.sandbox === null) return undefined;
   let target: Promise<CommandCheckTarget | undefined> | undefined;
+  const containerId = record.containerId;
   return async (timeoutMs) => {
     target ??= commandCheckTarget(record, hostname);
     let resolved: CommandCheckTarget | undefined;
@@ -302,55 +308,28 @@ export function commandCheckRun(record: CheckedTask, hostname: string, timers: T
       return { passed: false, detail: `cannot prepare the check: ${err instanceof Error ? err.message : String(err)}` };
     }
     if (!resolved) return { passed: false, detail: "the task has no sandbox" };
-    return runCommandCheck(resolved, timeoutMs, timers);
+    if (exec === undefined || containerId === null) return runCommandCheck(resolved, timeoutMs, timers);
+    try {
+      return checkOutcome(await exec(containerId, { command: resolved.command, env: resolved.env, timeoutMs }), timeoutMs);
+    } catch (err) {
+      return { passed: false, detail: `cannot run the check in the container: ${err instanceof Error ? err.message : String(err)}` };
+    }
   };
 }
 
-/** Runs one COMMAND check: passes when the command exits with status 0 within `timeoutMs`. */
-export function runCommandCheck(target: CommandCheckTarget, timeoutMs: number, timers: Timers): Promise<CheckOutcome> {
-  return new Promise((resolve) => {
-    let settled = false;
-    const finish = (outcome: CheckOutcome) => {
-      if (settled) return;
-      settled = true;
-      timer.cancel();
-      resolve(outcome);
-    };
-    let child: ReturnType<typeof spawn>;
-    try {
-      child = spawn("/bin/sh", ["-c", target.command], {
-        cwd: target.cwd,
-        env: target.env,
-        detached: true, // its own process group: a timeout kills all it started
-        stdio: "ignore",
-        ...(target.uid !== undefined ? { uid: target.uid, gid: target.gid ?? target.uid } : {}),
-      });
-    } catch (err) {
-      resolve({ passed: false, detail: `cannot run the command: ${err instanceof Error ? err.message : String(err)}` });
-      return;
-    }
-    const timer = timers.set(timeoutMs, () => {
-      if (child.pid !== undefined) {
-        try {
-          process.kill(-child.pid, "SIGKILL");
-        } catch {
-          // already gone
-        }
-      }
-      finish({ passed: false, detail: `timed out after ${timeoutMs / 1000} s` });
-    });
-    child.once("error", (err) => finish({ passed: false, detail: `cannot run the command: ${err.message}` }));
-    child.once("exit", (code, signal) => {
-      // Whatever the command left behind in its group goes with it.
-      if (child.pid !== undefined) {
-        try {
-          process.kill(-child.pid, "SIGKILL");
-        } catch {
-          // nothing left
-        }
-      }
-      if (code === 0) finish({ passed: true, detail: "exited with status 0" });
-      else finish({ passed: false, detail: code !== null ? `exited with status ${code}` : `killed by ${signal}` });
-    });
-  });
+/** What a check's end means: passed on exit status 0, failed otherwise (a timeout included). */
+function checkOutcome(result: ContainerExecResult, timeoutMs: number): CheckOutcome {
+  if (result.timedOut) return { passed: false, detail: `timed out after ${timeoutMs / 1000} s` };
+  if (result.exitCode === 0) return { passed: true, detail: "exited with status 0" };
+  return { passed: false, detail: result.exitCode !== null ? `exited with status ${result.exitCode}` : `killed by ${result.signal}` };
+}
+
+/** Runs one COMMAND check on the host: passes when the command exits with status 0 within `timeoutMs`. */
+export async function runCommandCheck(target: CommandCheckTarget, timeoutMs: number, timers: Timers): Promise<CheckOutcome> {
+  try {
+    const result = await runProcessGroup(["/bin/sh", "-c", target.command], { cwd: target.cwd, env: target.env, ...(target.uid !== undefined ? { uid: target.uid, gid: target.gid ?? target.uid } : {}) }, timeoutMs, timers);
+    return checkOutcome(result, timeoutMs);
+  } catch (err) {
+    return { passed: false, detail: `cannot run the command: ${err instanceof Error ? err.message : String(err)}` };
+  }
 }

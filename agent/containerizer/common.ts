@@ -5,10 +5,12 @@
  *
  * @module
  */
+import { spawn } from "node:child_process";
 import { chown, readFile } from "node:fs/promises";
 import { isAbsolute, join } from "node:path";
 import { constants as osConstants } from "node:os";
-import { ContainerizerError, type ContainerSpec, type Termination } from "./types.ts";
+import type { Timers } from "../../sdk/clock.ts";
+import { ContainerizerError, type ContainerExecResult, type ContainerSpec, type Termination } from "./types.ts";
 
 /** The PATH a task gets when the agent has none to pass on. */
 export const DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -168,6 +170,55 @@ export function sendSignal(pid: number, signal: NodeJS.Signals): string | undefi
     if (code !== "ESRCH") return code;
   }
   return undefined;
+}
+
+/** How {@link runProcessGroup} starts its process. */
+export interface ProcessGroupOptions {
+  cwd?: string;
+  env: Record<string, string>;
+  /** Switch to this user (only when the agent runs as root). */
+  uid?: number;
+  gid?: number;
+}
+
+/**
+ * Runs `argv` in a process group of its own and resolves with how it ended. Once `timeoutMs` has
+ * passed, the whole group is SIGKILLed (and it counts as `timedOut`); when the first process ends,
+ * whatever it left behind in its group is killed too. Rejects only when the process cannot be started.
+ */
+export function runProcessGroup(argv: readonly string[], options: ProcessGroupOptions, timeoutMs: number, timers: Timers): Promise<ContainerExecResult> {
+  return new Promise((resolve, reject) => {
+    let settled = false;
+    let timedOut = false;
+    const child = spawn(argv[0]!, argv.slice(1), {
+      ...(options.cwd !== undefined ? { cwd: options.cwd } : {}),
+      env: options.env,
+      detached: true, // its own process group: the timeout kills all it started
+      stdio: "ignore",
+      ...(options.uid !== undefined ? { uid: options.uid, gid: options.gid ?? options.uid } : {}),
+    });
+    const killGroup = () => {
+      if (child.pid !== undefined) sendSignal(-child.pid, "SIGKILL");
+    };
+    const timer = timers.set(timeoutMs, () => {
+      timedOut = true;
+      killGroup();
+    });
+    child.once("error", (error) => {
+      if (settled) return;
+      settled = true;
+      timer.cancel();
+      killGroup();
+      reject(error);
+    });
+    child.once("exit", (code, signal) => {
+      if (settled) return;
+      settled = true;
+      timer.cancel();
+      killGroup();
+      resolve({ exitCode: code, signal, timedOut });
+    });
+  });
 }
 
 /** What {@link ContainerRecords} needs to know of a live container. */

@@ -28,6 +28,10 @@
  *    shell init where tini is not installed.
  * 6. the **workload**: `/bin/sh -c <value>` or the argv.
  *
+ * {@link execCommand} builds the chain that runs a short command (a COMMAND health check) inside a
+ * running container: the same enter step (rlimits, cgroups), `nsenter` into the namespaces of the
+ * container's init, the same privilege drop, the command.
+ *
  * @module
  */
 import { join } from "node:path";
@@ -47,6 +51,8 @@ export interface LaunchTools {
   env?: string | undefined;
   prlimit?: string | undefined;
   bash?: string | undefined;
+  /** Enters a running container's namespaces for {@link execCommand}. */
+  nsenter?: string | undefined;
 }
 
 /** Which namespace tool builds the container. */
@@ -241,7 +247,8 @@ function initAndWorkload(plan: LaunchPlan, spec: ContainerSpec): string[] {
 function bwrapArgs(plan: LaunchPlan, spec: ContainerSpec): string[] {
   const sandbox = spec.sandboxDir;
   const userns = plan.privilege === "userns" ? ["--unshare-user", "--uid", String(plan.identity.uid), "--gid", String(plan.identity.gid), "--disable-userns"] : [];
-  const tmpfs = plan.tmpfsDirs.flatMap((dir) => ["--size", String(plan.tmpfsBytes), "--tmpfs", dir]);
+  // bwrap makes a tmpfs 0755 and root's unless told otherwise: /tmp must be writable by the task's user (1777, as on the host).
+  const tmpfs = plan.tmpfsDirs.flatMap((dir) => ["--perms", "1777", "--size", String(plan.tmpfsBytes), "--tmpfs", dir]);
   return [
     plan.tools.bwrap!,
     ...userns,
@@ -333,4 +340,58 @@ export function containerCommand(plan: LaunchPlan, spec: ContainerSpec): string[
     }
   }
   return ["/bin/sh", "-c", ENTER_SCRIPT, "corral-enter", ...plan.ulimits, "--", ...plan.enterPaths, "--", ...namespaces, ...initAndWorkload(plan, spec)];
+}
+
+/** Who a container's processes run as, read from its init (`/proc/<pid>/status`). */
+export interface ProcessCredentials {
+  uid: number;
+  gid: number;
+  /** Supplementary groups. */
+  groups: number[];
+}
+
+/** Everything {@link execCommand} needs besides the command. */
+export interface ExecPlan {
+  tools: LaunchTools;
+  /** Host pid of the container's init, whose pid, mount, uts and ipc namespaces the command enters. */
+  initPid: number;
+  /** The task's user, as its init runs. */
+  credentials: ProcessCredentials;
+  /** The working directory (the sandbox: the same path inside the container). */
+  cwd: string;
+  /** `ulimit` flags and values, as for the container. */
+  ulimits: string[];
+  /** `cgroup.procs` files the command enters, so that it counts against the container's limits. */
+  enterPaths: string[];
+  /** Variables handed to the command only, after the privilege drop (see {@link splitEnvironment}). */
+  workloadOnlyEnv: Record<string, string>;
+}
+
+/** Parses the credentials of a process from its `/proc/<pid>/status`; undefined when they are not there. */
+export function parseCredentials(status: string): ProcessCredentials | undefined {
+  const field = (name: string) => new RegExp(`^${name}:\\s*(.*)$`, "m").exec(status)?.[1]?.trim().split(/\s+/).filter((x) => x !== "") ?? [];
+  const [uid] = field("Uid");
+  const [gid] = field("Gid");
+  if (uid === undefined || gid === undefined || !/^\d+$/.test(uid) || !/^\d+$/.test(gid)) return undefined;
+  return { uid: Number(uid), gid: Number(gid), groups: field("Groups").filter((g) => /^\d+$/.test(g)).map(Number) };
+}
+
+/**
+ * The argv that runs `command` inside a running container, as Mesos runs a COMMAND check: the enter
+ * step puts it in the container's cgroups (and rlimits) before anything else, `nsenter` enters the
+ * init's pid, mount, uts and ipc namespaces (forking, so the command is a process of the container's
+ * pid namespace) with the init's root and the sandbox as working directory, `setpriv` becomes the
+ * task's user with no new privileges and empty capability sets, then `/bin/sh -c <command>`. Run it
+ * as root, with the command's environment minus {@link ExecPlan.workloadOnlyEnv}.
+ */
+export function execCommand(plan: ExecPlan, command: string): string[] {
+  const { tools, credentials } = plan;
+  if (tools.nsenter === undefined) throw new Error("nsenter (util-linux) is required");
+  if (tools.setpriv === undefined) throw new Error("setpriv (util-linux) is required");
+  const nsenter = [tools.nsenter, "--target", String(plan.initPid), "--pid", "--mount", "--uts", "--ipc", "--root", `--wd=${plan.cwd}`, "--"];
+  const groups = credentials.groups.length > 0 ? ["--groups", credentials.groups.join(",")] : ["--clear-groups"];
+  const drop = [tools.setpriv, "--reuid", String(credentials.uid), "--regid", String(credentials.gid), ...groups, "--no-new-privs", "--bounding-set", "-all", "--inh-caps", "-all", "--ambient-caps", "-all", "--"];
+  const workloadEnv = Object.entries(plan.workloadOnlyEnv).map(([name, value]) => `${name}=${value}`);
+  const env = workloadEnv.length > 0 && tools.env !== undefined ? [tools.env, "--", ...workloadEnv] : [];
+  return ["/bin/sh", "-c", ENTER_SCRIPT, "corral-exec", ...plan.ulimits, "--", ...plan.enterPaths, "--", ...nsenter, ...drop, ...env, "/bin/sh", "-c", command];
 }

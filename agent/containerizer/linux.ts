@@ -39,6 +39,7 @@ import {
   nonNegative,
   notFound,
   readProcStat,
+  runProcessGroup,
   sendSignal,
   taskEnvironment,
   validateSpec,
@@ -52,6 +53,8 @@ import {
   EXIT_STATUS_FILE,
   SUPERVISOR_FILE,
   containerHostname,
+  execCommand,
+  parseCredentials,
   splitEnvironment,
   supervisorScript,
   type LaunchPlan,
@@ -62,6 +65,8 @@ import { PosixContainerizer } from "./posix.ts";
 import {
   ContainerizerError,
   type CheckpointedContainer,
+  type ContainerExecRequest,
+  type ContainerExecResult,
   type ContainerHandle,
   type ContainerSpec,
   type ContainerUsage,
@@ -253,6 +258,14 @@ export class LinuxContainerizer implements Containerizer {
   readonly isolation: LinuxIsolation;
   /** The namespace tool in use and whether tini is pid 1 (else a shell init); both undefined in `"posix"` isolation. */
   readonly launcher: { tool: Launcher | undefined; init: "tini" | "sh" | undefined };
+  /**
+   * Runs a short command inside a running container (see {@link Containerizer.exec}): in its
+   * cgroups (so it counts against its limits) and rlimits, its init's pid, mount, uts and ipc
+   * namespaces and its sandbox, as its task's user with no new privileges and no capabilities.
+   * Offered with cgroups isolation where nsenter (util-linux) is installed; undefined otherwise
+   * (`"userns"` and `"posix"` isolation), where callers run such commands on the host.
+   */
+  readonly exec: ((containerId: string, request: ContainerExecRequest) => Promise<ContainerExecResult>) | undefined;
 
   private readonly host: HostEnvironment;
   private readonly clock: Clock;
@@ -309,6 +322,7 @@ export class LinuxContainerizer implements Containerizer {
     this.host = host;
     this.isolation = host.isolation;
     this.launcher = { tool: host.launcher, init: host.launcher === undefined ? undefined : host.tools.tini !== undefined ? "tini" : "sh" };
+    this.exec = host.cgroups !== undefined && host.tools.nsenter !== undefined ? (containerId, request) => this.execInside(containerId, request) : undefined;
     this.clock = options.clock ?? systemClock;
     this.timers = options.timers ?? systemTimers;
     this.defaultGracePeriodMs = nonNegative(options.defaultGracePeriodMs ?? 3000, "defaultGracePeriodMs");
@@ -833,6 +847,26 @@ export class LinuxContainerizer implements Containerizer {
     return live.exited ? undefined : live.initPid;
   }
 
+  /** {@link exec}: enters the container of a running init (see `execCommand` in ./linux-launch.ts). */
+  private async execInside(containerId: string, request: ContainerExecRequest): Promise<ContainerExecResult> {
+    const live = this.records.live.get(containerId);
+    const cgroups = this.host.cgroups;
+    if (live === undefined || live.exited || live.pid === undefined || cgroups === undefined || live.cgroup === undefined) throw notFound(containerId);
+    const initPid = this.launcher.tool === "bwrap" ? await this.reportedInit(live) : await this.findInit(live, false);
+    // The init must still be in the container's cgroup: a pid read earlier may since be another process's.
+    const members = initPid === undefined ? [] : await cgroups.procs(live.cgroup).catch(() => [] as number[]);
+    const credentials = initPid !== undefined && members.includes(initPid) ? parseCredentials(await readFile(`/proc/${initPid}/status`, "utf8").catch(() => "")) : undefined;
+    if (initPid === undefined || credentials === undefined) {
+      throw new ContainerizerError("CORRAL_ERR_CONTAINER_NOT_FOUND", `container ${containerId} has no running init to enter`, { containerId });
+    }
+    const { privileged, workloadOnly } = splitEnvironment(request.env);
+    const argv = execCommand(
+      { tools: this.host.tools, initPid, credentials, cwd: live.spec.sandboxDir, ulimits: this.ulimits(live.spec), enterPaths: cgroups.enterPaths(live.cgroup), workloadOnlyEnv: workloadOnly },
+      request.command,
+    );
+    return runProcessGroup(argv, { env: privileged }, request.timeoutMs, this.timers);
+  }
+
   /** SIGKILLs every descendant of the supervisor (not itself: it must live to record the exit status). */
   private async killDescendants(supervisorPid: number): Promise<void> {
     for (const { pid } of await descendants(supervisorPid)) sendSignal(pid, "SIGKILL");
@@ -1320,6 +1354,7 @@ const TOOL_NAMES: Record<keyof LaunchTools, string[]> = {
   hostname: ["hostname"],
   env: ["env"],
   prlimit: ["prlimit"],
+  nsenter: ["nsenter"],
 };
 
 async function findOnPath(names: string[]): Promise<string | undefined> {

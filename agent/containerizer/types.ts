@@ -110,6 +110,26 @@ export interface ContainerUsage {
   processes: number;
 }
 
+/** A short command to run inside a running container (see {@link Containerizer.exec}). */
+export interface ContainerExecRequest {
+  /** A shell command line, run as `/bin/sh -c <command>`. */
+  command: string;
+  /** Its whole environment (the task's, usually, plus the check's own variables). */
+  env: Record<string, string>;
+  /** After this long the command is killed, with everything it started. */
+  timeoutMs: number;
+}
+
+/** How a command run by {@link Containerizer.exec} ended. */
+export interface ContainerExecResult {
+  /** Its exit status, when it exited. */
+  exitCode: number | null;
+  /** The signal that ended it, when one did (SIGKILL after a timeout). */
+  signal: string | null;
+  /** True when it was killed for exceeding its timeout. */
+  timedOut: boolean;
+}
+
 /** What the agent checkpointed about one container, handed to {@link Containerizer.recover}. */
 export interface CheckpointedContainer {
   containerId: string;
@@ -216,6 +236,15 @@ export interface Containerizer {
    * is left, and further launches are refused with `CORRAL_ERR_CONTAINERIZER_CLOSED`.
    */
   destroyAll(): Promise<void>;
+
+  /**
+   * Runs a short command inside a running container, as Mesos runs a COMMAND check: in its
+   * namespaces, as its task's user with its privileges, in its sandbox, counted against its limits.
+   * Resolves once the command has ended (or was killed at its timeout); rejects with
+   * `CORRAL_ERR_CONTAINER_NOT_FOUND` when the container is not running. Absent where there is no
+   * container to enter (the posix containerizer): the caller then runs the command on the host.
+   */
+  exec?(containerId: string, request: ContainerExecRequest): Promise<ContainerExecResult>;
 
   /**
    * Releases what the containerizer itself holds (helper processes) and leaves every container

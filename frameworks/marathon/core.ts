@@ -52,6 +52,12 @@ export interface MarathonCoreConfig {
   maxInstances: number;
   /** Groups created through `/v2/groups` at most. @default 10000 */
   maxGroups: number;
+  /**
+   * Versions of the root group kept for `/v2/groups/versions` and group rollback (Marathon's
+   * `zk_max_versions`). Keep it at most `maxVersionsPerApp`: an older root version refers to app
+   * versions the apps' histories no longer hold. @default 50
+   */
+  maxGroupVersions: number;
 }
 
 export const DEFAULT_CORE_CONFIG: MarathonCoreConfig = {
@@ -64,6 +70,7 @@ export const DEFAULT_CORE_CONFIG: MarathonCoreConfig = {
   maxApps: 10_000,
   maxInstances: 100_000,
   maxGroups: 10_000,
+  maxGroupVersions: 50,
 };
 
 // ------------------------------------------------------------------------------------------------
@@ -163,6 +170,33 @@ export interface GroupRecord {
   version: string;
 }
 
+/**
+ * What one write did to the tree of apps and groups: the root group's version it made, and what
+ * each app and group record it changed was before (`null`: absent). The tree at an older version
+ * is the current tree with the newer changes undone, so a write stores only what it changed,
+ * however many apps there are. Persisted.
+ */
+export interface RootVersionChange {
+  /** The root group's version this write made (ISO time, also the deployment's version). */
+  version: string;
+  /** The version each changed app had before, by app id; `null`: the app did not exist. */
+  appsBefore: Record<string, string | null>;
+  /** The record each changed group had before, by group id; `null`: it had none. */
+  groupsBefore: Record<string, GroupRecord | null>;
+}
+
+/** The tree of apps and groups at one version of the root group. */
+export interface RootGroupSnapshot {
+  version: string;
+  /** Every app of the tree as it was then, by id. */
+  apps: Map<string, AppVersion>;
+  /** The group records of the time, by id. */
+  groups: Map<string, GroupRecord>;
+}
+
+/** A deployment's steps as a dry run shows them (`PUT /v2/groups/{id}?dryRun=true`). */
+export type PlannedStep = { actions: Array<{ action: string; app: string }> };
+
 /** Group records to set or forget along with a deployment. */
 export interface GroupChanges {
   /** Groups to create or replace (after the removals). @default [] */
@@ -232,6 +266,10 @@ export type MarathonEffect =
   | { type: "deleteInstance"; id: string }
   | { type: "putGroup"; group: GroupRecord }
   | { type: "deleteGroup"; id: string }
+  | { type: "putRootVersion"; change: RootVersionChange }
+  | { type: "deleteRootVersion"; version: string }
+  | { type: "putRetiredApp"; record: AppRecord }
+  | { type: "deleteRetiredApp"; appId: string }
   | { type: "putDelay"; appId: string; delay: LaunchDelay }
   | { type: "deleteDelay"; appId: string }
   | { type: "event"; event: MarathonEvent };
@@ -367,6 +405,14 @@ export class MarathonCore {
   private readonly deployments = new DeploymentMap();
   private readonly delays = new Map<string, LaunchDelay>();
   private readonly groups = new Map<string, GroupRecord>();
+  /** Versions of the root group, oldest first, at most `maxGroupVersions`; the newest is the current tree. */
+  private readonly rootChanges: RootVersionChange[] = [];
+  /** The version of each app of the current tree, by id (an app being removed is no longer in it). */
+  private readonly tipApps = new Map<string, string>();
+  /** How many kept root changes name an app as it was before (an older tree holds it then), by id. */
+  private readonly rootRefs = new Map<string, number>();
+  /** The histories of removed apps that kept root versions still hold, by id (bounded by those versions). */
+  private readonly retired = new Map<string, AppRecord>();
   private readonly queueStats = new Map<string, QueueStats>();
   /** Readiness of instances launched by running deployments, by instance id (bounded by the instances). */
   private readonly readiness = new Map<string, ReadinessResult>();
@@ -399,7 +445,10 @@ export class MarathonCore {
   // ---------------------------------------------------------------------------------------------
 
   /** Loads persisted state (before any other input). Returns the effects to resume. */
-  recover(state: { apps: AppRecord[]; deployments: Deployment[]; instances: Instance[]; delays?: Array<{ appId: string; delay: LaunchDelay }>; groups?: GroupRecord[] }, nowMs: number): MarathonEffect[] {
+  recover(
+    state: { apps: AppRecord[]; deployments: Deployment[]; instances: Instance[]; delays?: Array<{ appId: string; delay: LaunchDelay }>; groups?: GroupRecord[]; rootVersions?: RootVersionChange[]; retiredApps?: AppRecord[] },
+    nowMs: number,
+  ): MarathonEffect[] {
     for (const record of state.apps) this.apps.set(record.app.id, record);
     for (const group of state.groups ?? []) this.groups.set(group.id, group);
     // A delay of an app that is gone, or of an older config, is dropped (and forgotten in the store).
@@ -421,6 +470,7 @@ export class MarathonCore {
     // Unknown whether offers are suppressed at the master: start revived.
     this.suppressed = true;
     const effects: MarathonEffect[] = staleDelays.map((appId) => ({ type: "deleteDelay", appId }));
+    this.recoverRootVersions(state.rootVersions ?? [], state.retiredApps ?? [], effects);
     // Instances of deleted apps were dropped above; orphans of those are killed by reconciliation.
     for (const instance of state.instances) if (!this.apps.has(instance.appId)) effects.push({ type: "deleteInstance", id: instance.id });
     this.evaluate(nowMs, effects);
@@ -445,24 +495,74 @@ export class MarathonCore {
    * with a record; a group above an app.
    */
   groupExists(id: string): boolean {
-    if (id === "/") return true;
-    for (const g of this.groups.keys()) if (isSelfOrAncestorId(id, g)) return true;
-    for (const appId of this.apps.keys()) if (appId !== id && isSelfOrAncestorId(id, appId)) return true;
-    return false;
+    return treeHasGroup(id, this.groups.keys(), this.apps.keys());
   }
 
   /** The groups directly below `id` (with records, or implied by deeper groups and apps), sorted. */
   childGroups(id: string): string[] {
-    const depth = pathSegments(id).length;
-    const out = new Set<string>();
-    const add = (below: string, isApp: boolean) => {
-      const segments = pathSegments(below);
-      if (!isSelfOrAncestorId(id, below) || segments.length <= depth + (isApp ? 1 : 0)) return;
-      out.add(formatPathId(segments.slice(0, depth + 1)));
-    };
-    for (const g of this.groups.keys()) add(g, false);
-    for (const appId of this.apps.keys()) add(appId, true);
-    return [...out].sort(cmp);
+    return treeChildGroups(id, this.groups.keys(), this.apps.keys());
+  }
+
+  /** The versions of the root group kept, newest first (the first is the current tree). */
+  rootVersions(): string[] {
+    return this.rootChanges.map((c) => c.version).reverse();
+  }
+
+  /** The versions of the root group at which the group `id` existed, newest first. */
+  groupVersions(id: string): string[] {
+    const out: string[] = [];
+    this.walkBack((version, apps, groups) => {
+      if (treeHasGroup(id, groups.keys(), apps.keys())) out.push(version);
+      return true;
+    });
+    return out;
+  }
+
+  /**
+   * The tree of apps and groups at a kept version of the root group, or undefined when that
+   * version is not kept.
+   * @throws NotFoundError when an app of that tree has lost the definition (`maxVersionsPerApp` below `maxGroupVersions`)
+   */
+  rootAt(version: string): RootGroupSnapshot | undefined {
+    let found: RootGroupSnapshot | undefined;
+    this.walkBack((v, apps, groups) => {
+      if (v !== version) return true;
+      const resolved = new Map<string, AppVersion>();
+      for (const [appId, appVersion] of apps) {
+        const definition = this.appAtVersion(appId, appVersion);
+        if (!definition) throw new NotFoundError(`App '${appId}' is no longer kept in version ${appVersion}`);
+        resolved.set(appId, definition);
+      }
+      found = { version, apps: resolved, groups: new Map(groups) };
+      return false;
+    });
+    return found;
+  }
+
+  /**
+   * The changes that bring group `id` (its apps, subgroups and their dependencies) back to how it
+   * was at a kept root version (`PUT /v2/groups/{id}` with `{"version": ...}`): apps absent then
+   * are removed, apps that differ get their definition of then (apps removed since come back),
+   * and the group records below `id` become those of then. Apps that are as they were are left
+   * alone. Changes nothing itself: hand the result to {@link deploy} or {@link planSteps}.
+   * @throws NotFoundError when the version is not kept, or the group did not exist at it
+   */
+  groupRollback(id: string, version: string): { changes: AppChange[]; groups: GroupChanges } {
+    const then = this.rootAt(version);
+    if (!then || !treeHasGroup(id, then.groups.keys(), then.apps.keys())) throw new NotFoundError(`Group '${id}' does not exist in version ${version}`);
+    const below = (appId: string) => appId !== id && isSelfOrAncestorId(id, appId);
+    const changes: AppChange[] = [];
+    // Apps already being removed are left to that removal.
+    for (const appId of this.tipApps.keys()) if (below(appId) && !then.apps.has(appId)) changes.push({ remove: appId });
+    for (const [appId, past] of then.apps) {
+      if (!below(appId)) continue;
+      const current = this.apps.get(appId);
+      const unchanged = current !== undefined && this.tipApps.has(appId) && stableJson(current.app) === stableJson(past.app);
+      if (!unchanged) changes.push({ app: past.app });
+    }
+    changes.sort((a, b) => cmp(changeId(a), changeId(b)));
+    const put = [...then.groups.values()].filter((g) => isSelfOrAncestorId(id, g.id)).map((g) => ({ id: g.id, dependencies: g.dependencies }));
+    return { changes, groups: { remove: [id], put } };
   }
 
   appList(): AppRecord[] {
@@ -658,15 +758,14 @@ export class MarathonCore {
    */
   deploy(changes: readonly AppChange[], options: { force?: boolean }, nowMs: number, groups: GroupChanges = {}): { result: WriteResult; effects: MarathonEffect[] } {
     const effects: MarathonEffect[] = [];
-    const ids = changes.map(changeId);
-    if (new Set(ids).size !== ids.length) throw new RefusedError("an app may appear only once in a deployment");
-    for (const c of changes) if ("remove" in c && !this.apps.has(c.remove)) throw new NotFoundError(`App '${c.remove}' does not exist`);
-    const added = changes.filter((c) => "app" in c && !this.apps.has(c.app.id)).length;
-    if (this.apps.size + added > this.config.maxApps) throw new RefusedError(`at most ${this.config.maxApps} apps (maxApps)`);
-    const newGroups = new Set((groups.put ?? []).map((g) => g.id).filter((id) => !this.groups.has(id))).size;
-    if (this.groups.size + newGroups > this.config.maxGroups) throw new RefusedError(`at most ${this.config.maxGroups} groups (maxGroups)`);
+    const ids = this.checkChanges(changes, groups);
+    // The apps whose place in the tree this write may change: its own, and those of deployments
+    // a forced write cancels (an app they were removing stays).
+    const touched = new Set(ids);
+    for (const d of this.deployments.values()) for (const p of d.parts) touched.add(p.appId);
     this.checkLock(ids, options.force ?? false, nowMs, effects);
     const version = this.nextVersion(nowMs);
+    const groupsBefore = this.groupRecordsTouched(groups);
     this.applyGroupChanges(groups, version, effects);
     const parts: DeploymentPart[] = [];
     for (const change of changes) {
@@ -687,12 +786,38 @@ export class MarathonCore {
       effects.push({ type: "putApp", record });
       parts.push(this.newPart(record, existing));
     }
-    const deployment: Deployment = { id: this.rng.uuid(), version, steps: this.orderSteps(parts), currentStep: 0, parts, startedAtMs: nowMs };
+    const deployment: Deployment = { id: this.rng.uuid(), version, steps: this.orderSteps(parts, (id) => this.apps.get(id)!.app, this.groups), currentStep: 0, parts, startedAtMs: nowMs };
     this.deployments.set(deployment.id, deployment);
     effects.push({ type: "putDeployment", deployment: structuredClone(deployment) }, this.deploymentInfoEvent(deployment, nowMs));
+    this.recordRootVersion(version, touched, groupsBefore, effects);
     if (parts.length === 0) this.advance(deployment, nowMs, effects); // nothing to do: done at once
     this.evaluate(nowMs, effects);
     return { result: { deploymentId: deployment.id, version }, effects };
+  }
+
+  /**
+   * The steps {@link deploy} would take for these changes, without taking them (a dry run): no
+   * state changes and nothing is persisted. Locks are not checked (a dry run deploys nothing).
+   * @throws NotFoundError when a removed app does not exist
+   * @throws RefusedError beyond `maxApps` or `maxGroups`
+   */
+  planSteps(changes: readonly AppChange[], groups: GroupChanges = {}): PlannedStep[] {
+    this.checkChanges(changes, groups);
+    const targetGroups = new Map(this.groups);
+    for (const removed of groups.remove ?? []) for (const id of [...targetGroups.keys()]) if (isSelfOrAncestorId(removed, id)) targetGroups.delete(id);
+    for (const g of groups.put ?? []) targetGroups.set(g.id, { id: g.id, dependencies: [...g.dependencies], version: "" });
+    const targets = new Map<string, NormalizedApp>();
+    const kinds = new Map<string, DeploymentKind>();
+    for (const change of changes) {
+      if ("remove" in change) {
+        kinds.set(change.remove, "stop");
+        continue;
+      }
+      targets.set(change.app.id, change.app);
+      kinds.set(change.app.id, this.plannedKind(change));
+    }
+    const parts = changes.map((c) => ({ appId: changeId(c), kind: kinds.get(changeId(c))! }));
+    return this.orderSteps(parts, (id) => targets.get(id)!, targetGroups).map((step) => ({ actions: step.map((app) => ({ action: ACTION_NAMES[kinds.get(app)!], app })) }));
   }
 
   /**
@@ -1066,22 +1191,22 @@ export class MarathonCore {
    * What an app waits for in a deployment: its own dependencies and, as in Marathon, those of the
    * groups it is in (a group's dependency on a group that holds the app itself is no wait).
    */
-  private dependenciesOf(app: NormalizedApp): string[] {
+  private dependenciesOf(app: NormalizedApp, groups: ReadonlyMap<string, GroupRecord>): string[] {
     const out = [...app.dependencies];
     for (let id = parentId(app.id); ; id = parentId(id)) {
-      for (const d of this.groups.get(id)?.dependencies ?? []) if (!isSelfOrAncestorId(d, app.id)) out.push(d);
+      for (const d of groups.get(id)?.dependencies ?? []) if (!isSelfOrAncestorId(d, app.id)) out.push(d);
       if (id === "/") break;
     }
     return out;
   }
 
   /** Removals first; then layers of apps, each after the apps (or groups) it depends on. */
-  private orderSteps(parts: readonly DeploymentPart[]): string[][] {
+  private orderSteps(parts: ReadonlyArray<{ appId: string; kind: DeploymentKind }>, appOf: (appId: string) => NormalizedApp, groups: ReadonlyMap<string, GroupRecord>): string[][] {
     const steps: string[][] = [];
     const stops = parts.filter((p) => p.kind === "stop").map((p) => p.appId);
     if (stops.length > 0) steps.push(stops);
-    let left = parts.filter((p) => p.kind !== "stop").map((p) => this.apps.get(p.appId)!.app);
-    const deps = new Map(left.map((a) => [a, this.dependenciesOf(a)]));
+    let left = parts.filter((p) => p.kind !== "stop").map((p) => appOf(p.appId));
+    const deps = new Map(left.map((a) => [a, this.dependenciesOf(a, groups)]));
     while (left.length > 0) {
       const waiting = (a: NormalizedApp) => left.some((b) => b !== a && deps.get(a)!.some((d) => isSelfOrAncestorId(d, b.id)));
       let layer = left.filter((a) => !waiting(a));
@@ -1202,6 +1327,7 @@ export class MarathonCore {
       for (const i of list) if (i.goal !== "stopped") this.stopInstance(i, "stopped", effects, nowMs);
       if (list.length > 0) return false;
       this.apps.delete(appId);
+      this.retire(record, effects);
       this.clearDelay(appId, effects);
       this.queueStats.delete(appId);
       this.lastFailures.delete(appId);
@@ -1458,6 +1584,159 @@ export class MarathonCore {
     };
   }
 
+  /** The checks {@link deploy} and {@link planSteps} share; returns the app ids of the changes. */
+  private checkChanges(changes: readonly AppChange[], groups: GroupChanges): string[] {
+    const ids = changes.map(changeId);
+    if (new Set(ids).size !== ids.length) throw new RefusedError("an app may appear only once in a deployment");
+    for (const c of changes) if ("remove" in c && !this.apps.has(c.remove)) throw new NotFoundError(`App '${c.remove}' does not exist`);
+    const added = changes.filter((c) => "app" in c && !this.apps.has(c.app.id)).length;
+    if (this.apps.size + added > this.config.maxApps) throw new RefusedError(`at most ${this.config.maxApps} apps (maxApps)`);
+    const newGroups = new Set((groups.put ?? []).map((g) => g.id).filter((id) => !this.groups.has(id))).size;
+    if (this.groups.size + newGroups > this.config.maxGroups) throw new RefusedError(`at most ${this.config.maxGroups} groups (maxGroups)`);
+    return ids;
+  }
+
+  /** What {@link newPart} would make of a change, without the change made. */
+  private plannedKind(change: { app: NormalizedApp; restart?: boolean }): DeploymentKind {
+    const existing = this.apps.get(change.app.id);
+    if (!existing) return "start";
+    const active = this.unorderedInstancesOf(existing.app.id).filter((i) => i.goal !== "stopped");
+    const configChanged = change.restart === true || !sameConfig(existing.app, change.app);
+    const stale = configChanged ? active.length : active.filter((i) => i.configVersion !== existing.versionInfo.lastConfigChangeAt).length;
+    return stale > 0 ? "restart" : "scale";
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Internals: versions of the root group
+  // ---------------------------------------------------------------------------------------------
+
+  /** The app's version in the current tree: none while it does not exist or is being removed. */
+  private tipVersionOf(appId: string): string | undefined {
+    const record = this.apps.get(appId);
+    if (!record) return undefined;
+    const hold = this.partOf(appId);
+    return hold && hold.part.kind === "stop" && !hold.part.done ? undefined : record.version;
+  }
+
+  /** The records, before a write, of the groups the write sets or forgets. */
+  private groupRecordsTouched(groups: GroupChanges): Map<string, GroupRecord | null> {
+    const before = new Map<string, GroupRecord | null>();
+    for (const removed of groups.remove ?? []) for (const [id, record] of this.groups) if (isSelfOrAncestorId(removed, id)) before.set(id, record);
+    for (const g of groups.put ?? []) if (!before.has(g.id)) before.set(g.id, this.groups.get(g.id) ?? null);
+    return before;
+  }
+
+  /** Records the root version a write made: what it changed, against the tree before it. */
+  private recordRootVersion(version: string, touched: ReadonlySet<string>, groupsBefore: ReadonlyMap<string, GroupRecord | null>, effects: MarathonEffect[]): void {
+    const change: RootVersionChange = { version, appsBefore: {}, groupsBefore: {} };
+    for (const appId of [...touched].sort(cmp)) {
+      const before = this.tipApps.get(appId);
+      const after = this.tipVersionOf(appId);
+      if (before === after) continue;
+      change.appsBefore[appId] = before ?? null;
+      if (after === undefined) this.tipApps.delete(appId);
+      else this.tipApps.set(appId, after);
+    }
+    for (const [id, before] of groupsBefore) {
+      const after = this.groups.get(id);
+      if (before === null && after === undefined) continue;
+      if (before !== null && after !== undefined && stableJson(before.dependencies) === stableJson(after.dependencies)) continue;
+      change.groupsBefore[id] = before;
+    }
+    this.addRootChange(change);
+    effects.push({ type: "putRootVersion", change });
+    this.trimRootVersions(effects);
+  }
+
+  private addRootChange(change: RootVersionChange): void {
+    this.rootChanges.push(change);
+    for (const [appId, before] of Object.entries(change.appsBefore)) if (before !== null) this.rootRefs.set(appId, (this.rootRefs.get(appId) ?? 0) + 1);
+  }
+
+  /** Forgets the oldest root versions beyond `maxGroupVersions`, and removed apps none of the rest holds. */
+  private trimRootVersions(effects: MarathonEffect[]): void {
+    while (this.rootChanges.length > Math.max(1, this.config.maxGroupVersions)) {
+      const dropped = this.rootChanges.shift()!;
+      effects.push({ type: "deleteRootVersion", version: dropped.version });
+      for (const [appId, before] of Object.entries(dropped.appsBefore)) {
+        if (before === null) continue;
+        const left = (this.rootRefs.get(appId) ?? 1) - 1;
+        if (left > 0) {
+          this.rootRefs.set(appId, left);
+          continue;
+        }
+        this.rootRefs.delete(appId);
+        if (this.retired.delete(appId)) effects.push({ type: "deleteRetiredApp", appId });
+      }
+    }
+  }
+
+  /**
+   * Walks the kept root versions from the newest back, with the tree at each (app versions and
+   * group records by id; the maps are reused from one call to the next); stops when `visit`
+   * answers false.
+   */
+  private walkBack(visit: (version: string, apps: ReadonlyMap<string, string>, groups: ReadonlyMap<string, GroupRecord>) => boolean): void {
+    const apps = new Map(this.tipApps);
+    const groups = new Map(this.groups);
+    for (let k = this.rootChanges.length - 1; k >= 0; k--) {
+      const change = this.rootChanges[k]!;
+      if (!visit(change.version, apps, groups)) return;
+      for (const [appId, before] of Object.entries(change.appsBefore)) {
+        if (before === null) apps.delete(appId);
+        else apps.set(appId, before);
+      }
+      for (const [id, before] of Object.entries(change.groupsBefore)) {
+        if (before === null) groups.delete(id);
+        else groups.set(id, before);
+      }
+    }
+  }
+
+  /** An app's definition at one of its versions, from its history or, once removed, from its retired history. */
+  private appAtVersion(appId: string, version: string): AppVersion | undefined {
+    return this.apps.get(appId)?.versions.find((v) => v.version === version) ?? this.retired.get(appId)?.versions.find((v) => v.version === version);
+  }
+
+  /** Keeps the versions of a removed app that kept root versions refer to, to bring it back by a group rollback. */
+  private retire(record: AppRecord, effects: MarathonEffect[]): void {
+    const appId = record.app.id;
+    const wanted = new Set<string>();
+    for (const change of this.rootChanges) {
+      const before = change.appsBefore[appId];
+      if (typeof before === "string") wanted.add(before);
+    }
+    const earlier = this.retired.get(appId)?.versions ?? [];
+    const seen = new Set<string>();
+    const versions = [...earlier, ...record.versions].filter((v) => wanted.has(v.version) && !seen.has(v.version) && seen.add(v.version)).sort((a, b) => cmp(a.version, b.version));
+    if (versions.length === 0) {
+      if (this.retired.delete(appId)) effects.push({ type: "deleteRetiredApp", appId });
+      return;
+    }
+    const retired: AppRecord = { ...record, versions };
+    this.retired.set(appId, retired);
+    effects.push({ type: "putRetiredApp", record: retired });
+  }
+
+  /** Reloads the root versions and retired apps (after the apps and deployments). */
+  private recoverRootVersions(changes: readonly RootVersionChange[], retiredApps: readonly AppRecord[], effects: MarathonEffect[]): void {
+    for (const appId of this.apps.keys()) {
+      const version = this.tipVersionOf(appId);
+      if (version !== undefined) this.tipApps.set(appId, version);
+    }
+    for (const record of retiredApps) this.retired.set(record.app.id, record);
+    for (const change of [...changes].sort((a, b) => cmp(a.version, b.version))) {
+      this.addRootChange(change);
+      this.lastVersionMs = Math.max(this.lastVersionMs, Date.parse(change.version) || 0);
+    }
+    this.trimRootVersions(effects);
+    for (const appId of [...this.retired.keys()]) {
+      if ((this.rootRefs.get(appId) ?? 0) > 0) continue;
+      this.retired.delete(appId);
+      effects.push({ type: "deleteRetiredApp", appId });
+    }
+  }
+
   private nextVersion(nowMs: number): string {
     // Versions are times; two writes in one millisecond still get distinct, ordered versions.
     const ms = Math.max(nowMs, this.lastVersionMs + 1);
@@ -1469,6 +1748,31 @@ export class MarathonCore {
 // ------------------------------------------------------------------------------------------------
 // Helpers
 // ------------------------------------------------------------------------------------------------
+
+/**
+ * True when `id` is a group of a tree with these group records and app ids: the root always; a
+ * group with a record; a group above a group with a record; a group above an app.
+ */
+export function treeHasGroup(id: string, groupIds: Iterable<string>, appIds: Iterable<string>): boolean {
+  if (id === "/") return true;
+  for (const g of groupIds) if (isSelfOrAncestorId(id, g)) return true;
+  for (const appId of appIds) if (appId !== id && isSelfOrAncestorId(id, appId)) return true;
+  return false;
+}
+
+/** The groups directly below `id` in a tree with these group records and app ids, sorted. */
+export function treeChildGroups(id: string, groupIds: Iterable<string>, appIds: Iterable<string>): string[] {
+  const depth = pathSegments(id).length;
+  const out = new Set<string>();
+  const add = (below: string, isApp: boolean) => {
+    const segments = pathSegments(below);
+    if (!isSelfOrAncestorId(id, below) || segments.length <= depth + (isApp ? 1 : 0)) return;
+    out.add(formatPathId(segments.slice(0, depth + 1)));
+  };
+  for (const g of groupIds) add(g, false);
+  for (const appId of appIds) add(appId, true);
+  return [...out].sort(cmp);
+}
 
 /** The deployment holding an app, the app's part of it and the index of the step it is in. */
 interface DeploymentHold {

@@ -13,7 +13,7 @@ import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest }
 import type { Clock } from "../../sdk/clock.ts";
 import type { Logger } from "../../sdk/transport.ts";
 import { isRollbackRequest, validateApp, validateAppUpdate, type NormalizedApp } from "./app-spec.ts";
-import { ConflictError, iso, NotFoundError, RefusedError, type AppRecord, type Instance, type MarathonCore, type MarathonEffect, type MarathonEvent, type WriteResult } from "./core.ts";
+import { ConflictError, iso, NotFoundError, RefusedError, treeChildGroups, type AppChange, type AppRecord, type GroupChanges, type Instance, type MarathonCore, type MarathonEffect, type MarathonEvent, type RootGroupSnapshot, type WriteResult } from "./core.ts";
 import { validateGroup, type NormalizedGroup } from "./group-spec.ts";
 import { marathonOpenApi } from "./openapi.ts";
 import { isSelfOrAncestorId, pathSegments, resolvePathId } from "./path-id.ts";
@@ -101,6 +101,19 @@ function appRoute(rest: string): { appId: string; sub?: "restart" | "tasks" | "v
     return { appId: appIdFrom(segments.slice(0, -2).join("/")), sub: segments[n - 2] as "tasks" | "versions", arg: decodeURIComponent(segments[n - 1]!) };
   }
   return { appId: appIdFrom(segments.join("/")) };
+}
+
+/**
+ * Splits `/v2/groups/<rest>` into the group and what is asked of it: the group, its versions
+ * (`<group>/versions`), or the group at a version (`<group>/versions/<version>`). As in Marathon,
+ * a last segment `versions` always means the list, never a group of that name.
+ */
+function groupRoute(rest: string): { group: string; versions?: true; version?: string } {
+  const segments = rest.split("/").filter((s) => s !== "");
+  const n = segments.length;
+  if (n >= 1 && segments[n - 1] === "versions") return { group: segments.slice(0, -1).join("/"), versions: true };
+  if (n >= 2 && segments[n - 2] === "versions") return { group: segments.slice(0, -2).join("/"), version: decodeURIComponent(segments[n - 1]!) };
+  return { group: segments.join("/") };
 }
 
 function unknownFieldsWarning(reply: FastifyReply, fields: readonly string[]): void {
@@ -386,8 +399,16 @@ export function createMarathonHttp(deps: MarathonHttpDeps): FastifyInstance {
 
   app.get("/v2/groups", async () => groupJson(core, "/"));
   app.get("/v2/groups/*", async (req) => {
-    const id = groupIdFrom((req.params as { "*": string })["*"]);
+    const route = groupRoute((req.params as { "*": string })["*"]);
+    const id = groupIdFrom(route.group);
+    if (route.version !== undefined) {
+      const then = core.rootAt(route.version);
+      if (!then || !core.groupVersions(id).includes(route.version)) throw new HttpError(404, { message: `Group '${id}' does not exist in version ${route.version}` });
+      return groupVersionJson(then, id);
+    }
     requireGroup(id);
+    // Marathon answers the list of versions bare, not as {versions: [...]} like an app's.
+    if (route.versions) return core.groupVersions(id);
     return groupJson(core, id);
   });
 
@@ -405,22 +426,42 @@ export function createMarathonHttp(deps: MarathonHttpDeps): FastifyInstance {
     return reply.code(201).header("Location", `${deps.info().url}/v2/groups${group.id}`).header(DEPLOYMENT_HEADER, result.deploymentId).send(result);
   });
 
-  app.put("/v2/groups/*", async (req, reply) => {
-    const id = groupIdFrom((req.params as { "*": string })["*"]);
+  /**
+   * Deploys the changes of a group write, or with `dryRun` answers the steps it would take
+   * (Marathon's `{"steps": [...]}`) and changes nothing. The changes are worked out inside the
+   * input, so that they are computed against the state they are applied to.
+   */
+  const deployGroupWrite = async (reply: FastifyReply, dryRun: boolean, force: boolean, plan: () => { changes: readonly AppChange[]; groups?: GroupChanges }) => {
+    if (dryRun) {
+      const { changes, groups } = plan();
+      return reply.code(200).send({ steps: core.planSteps(changes, groups) });
+    }
+    const { result } = await deps.input(() => {
+      const { changes, groups } = plan();
+      return core.deploy(changes, { force }, now(), groups);
+    });
+    return writeAnswer(reply, result);
+  };
+
+  const putGroup = async (req: FastifyRequest, reply: FastifyReply) => {
+    const id = groupIdFrom((req.params as { "*"?: string })["*"] ?? "");
     const body = jsonBody(req);
-    const force = flag(query(req).force, false);
-    if (isJsonObject(body) && typeof body.scaleBy === "number" && body.apps === undefined && body.groups === undefined) {
+    const q = query(req);
+    const force = flag(q.force, false);
+    const dryRun = flag(q.dryRun, false);
+    if (isJsonObject(body) && typeof body.scaleBy === "number" && body.apps === undefined && body.groups === undefined && body.version === undefined) {
       const factor = body.scaleBy;
       if (!(factor >= 0) || !Number.isFinite(factor)) throw new HttpError(422, { message: "Object is not valid", details: [{ path: "/scaleBy", errors: ["must be a finite number >= 0"] }] });
       requireGroup(id);
-      const under = appsUnder(id);
-      const { result } = await deps.input(() => core.deploy(under.map((r) => ({ app: { ...r.app, instances: Math.ceil(r.app.instances * factor) } })), { force }, now()));
-      return writeAnswer(reply, result);
+      return deployGroupWrite(reply, dryRun, force, () => ({ changes: appsUnder(id).map((r) => ({ app: { ...r.app, instances: Math.ceil(r.app.instances * factor) } })) }));
     }
-    if (isJsonObject(body) && typeof body.version === "string") throw new HttpError(422, { message: "Rolling a group back to a version is not supported; use DELETE /v2/deployments/{id} or PUT each app with its version" });
     const validated = validateGroup(body, { pathId: id, defaultRole: "*" });
     if (!validated.ok) fail(validated);
     const group = validated.group;
+    if (group.version !== undefined) {
+      const version = group.version;
+      return deployGroupWrite(reply, dryRun, force, () => core.groupRollback(group.id, version));
+    }
     const apps = flatten(group);
     const replacesChildren = isJsonObject(body) && (body.apps !== undefined || body.groups !== undefined);
     const kept = new Set(apps.map((a) => a.id));
@@ -430,10 +471,11 @@ export function createMarathonHttp(deps: MarathonHttpDeps): FastifyInstance {
     const dependencies = isJsonObject(body) && body.dependencies !== undefined ? group.dependencies : (core.groupRecord(group.id)?.dependencies ?? []);
     const [, ...nested] = groupsOf(group);
     const groups = replacesChildren ? { remove: [group.id], put: [{ id: group.id, dependencies }, ...nested] } : { put: [{ id: group.id, dependencies }] };
-    const { result } = await deps.input(() => core.deploy([...removals, ...apps.map((a) => ({ app: a }))], { force }, now(), groups));
     unknownFieldsWarning(reply, validated.unknownFields);
-    return writeAnswer(reply, result);
-  });
+    return deployGroupWrite(reply, dryRun, force, () => ({ changes: [...removals, ...apps.map((a) => ({ app: a }))], groups }));
+  };
+  app.put("/v2/groups", putGroup);
+  app.put("/v2/groups/*", putGroup);
 
   app.delete("/v2/groups/*", async (req, reply) => {
     const id = groupIdFrom((req.params as { "*": string })["*"]);
@@ -531,6 +573,23 @@ export function groupJson(core: MarathonCore, id: string): Record<string, unknow
     pods: [],
     dependencies: record?.dependencies ?? [],
     ...(versions.length > 0 ? { version: versions[versions.length - 1] } : {}),
+  };
+}
+
+/**
+ * A group as it was at a version of the root group (`GET /v2/groups/{id}/versions/{version}`):
+ * the definitions of its apps then (without tasks: those are of now) and its groups then.
+ */
+export function groupVersionJson(then: RootGroupSnapshot, id: string): Record<string, unknown> {
+  const depth = pathSegments(id).length;
+  const direct = [...then.apps.values()].filter((v) => isSelfOrAncestorId(id, v.app.id) && pathSegments(v.app.id).length === depth + 1).sort((a, b) => (a.app.id < b.app.id ? -1 : 1));
+  return {
+    id,
+    apps: direct.map((v) => ({ ...v.app, version: v.version, versionInfo: v.versionInfo })),
+    groups: treeChildGroups(id, then.groups.keys(), then.apps.keys()).map((child) => groupVersionJson(then, child)),
+    pods: [],
+    dependencies: then.groups.get(id)?.dependencies ?? [],
+    version: then.version,
   };
 }
 

@@ -175,6 +175,14 @@ function storeKeyOf(effect: MarathonEffect): string | undefined {
       return `group.${effect.group.id}`;
     case "deleteGroup":
       return `group.${effect.id}`;
+    case "putRootVersion":
+      return `rootversion.${effect.change.version}`;
+    case "deleteRootVersion":
+      return `rootversion.${effect.version}`;
+    case "putRetiredApp":
+      return `retiredapp.${effect.record.app.id}`;
+    case "deleteRetiredApp":
+      return `retiredapp.${effect.appId}`;
     default:
       return undefined;
   }
@@ -471,6 +479,14 @@ class MarathonShell implements Marathon {
         return store.put("group", effect.group.id, effect.group);
       case "deleteGroup":
         return store.delete("group", effect.id);
+      case "putRootVersion":
+        return store.put("rootversion", effect.change.version, effect.change);
+      case "deleteRootVersion":
+        return store.delete("rootversion", effect.version);
+      case "putRetiredApp":
+        return store.put("retiredapp", effect.record.app.id, effect.record);
+      case "deleteRetiredApp":
+        return store.delete("retiredapp", effect.appId);
       case "putDelay":
         return store.put("delay", effect.appId, { appId: effect.appId, delay: effect.delay });
       case "deleteDelay":

@@ -140,6 +140,20 @@ interface Operation {
 
 const body = (schema: OpenApiObject, description: string): OpenApiObject => ({ required: true, description, content: { "application/json": { schema } } });
 
+const versionParam = pathParam("version", "a version from the matching /versions list");
+const dryRun = flag("dryRun", "answer the steps the deployment would take and deploy nothing", false);
+const groupPutBody = body(
+  { anyOf: [ref("Group"), obj({ scaleBy: { type: "number", minimum: 0 } }, ["scaleBy"]), obj({ version: str }, ["version"])] },
+  "the group; or a scale factor; or a version of the root group to roll the group back to",
+);
+const groupPutResponses: Record<string, OpenApiObject> = {
+  "200": json({ anyOf: [ref("DeploymentResult"), ref("DeploymentSteps")] }, "the deployment the change started (also in the Marathon-Deployment-Id header), or with dryRun=true its steps"),
+  "400": badJson,
+  "404": error("no such group, or (rollback) no such version kept"),
+  "409": locked,
+  "422": validationFailed,
+};
+
 const OPERATIONS: Operation[] = [
   // ---- apps
   {
@@ -303,12 +317,49 @@ const OPERATIONS: Operation[] = [
     responses: { "200": json(ref("GroupInfo"), "the group"), "404": notFound },
   },
   {
+    route: "GET /v2/groups/*",
+    path: "/v2/groups/versions",
+    summary: "List the kept versions of the root group, newest first (a bare array)",
+    responses: { "200": json(arrayOf(str), "the versions (ISO times)") },
+  },
+  {
+    route: "GET /v2/groups/*",
+    path: "/v2/groups/versions/{version}",
+    summary: "Show the root group as it was at one version",
+    parameters: [versionParam],
+    responses: { "200": json(ref("GroupVersion"), "the root group then"), "404": notFound },
+  },
+  {
+    route: "GET /v2/groups/*",
+    path: "/v2/groups/{groupId}/versions",
+    summary: "List the versions of the root group at which the group existed, newest first (a bare array)",
+    parameters: [groupId],
+    responses: { "200": json(arrayOf(str), "the versions (ISO times)"), "404": notFound },
+  },
+  {
+    route: "GET /v2/groups/*",
+    path: "/v2/groups/{groupId}/versions/{version}",
+    summary: "Show a group as it was at one version of the root group",
+    parameters: [groupId, versionParam],
+    responses: { "200": json(ref("GroupVersion"), "the group then"), "404": notFound },
+  },
+  {
+    route: "PUT /v2/groups",
+    path: "/v2/groups",
+    summary: "Change the root group: replace its apps and groups, scale every app (`scaleBy`), or roll it back to a version (`version`)",
+    parameters: [force(), dryRun],
+    requestBody: groupPutBody,
+    responses: groupPutResponses,
+  },
+  {
     route: "PUT /v2/groups/*",
     path: "/v2/groups/{groupId}",
-    summary: "Change a group: replace its apps and subgroups, or scale every app by a factor (`scaleBy`)",
-    parameters: [groupId, force()],
-    requestBody: body({ anyOf: [ref("Group"), obj({ scaleBy: { type: "number", minimum: 0 } }, ["scaleBy"])] }, "the group, or a scale factor"),
-    responses: { "200": writeAnswer, "400": badJson, "404": notFound, "409": locked, "422": validationFailed },
+    summary: "Change a group: replace its apps and subgroups, scale every app (`scaleBy`), or roll it back to a version of the root group (`version`)",
+    description:
+      "A rollback brings the group's apps, subgroups and dependencies back to how they were at that version, in one deployment: apps absent then are removed, changed apps get their definition of then, removed apps come back.",
+    parameters: [groupId, force(), dryRun],
+    requestBody: groupPutBody,
+    responses: groupPutResponses,
   },
   {
     route: "DELETE /v2/groups/*",
@@ -426,6 +477,19 @@ const groupInfoSchema = obj(
   ["id", "apps", "groups", "dependencies"],
 );
 
+/** A group as it was at a version of the root group: app definitions without task counts. */
+const groupVersionSchema = obj(
+  {
+    id: str,
+    apps: arrayOf(ref("AppDefinition")),
+    groups: arrayOf(ref("GroupVersion")),
+    pods: arrayOf({ type: "object" }),
+    dependencies: arrayOf(str),
+    version: str,
+  },
+  ["id", "apps", "groups", "dependencies", "version"],
+);
+
 const queueEntrySchema = obj(
   {
     app: ref("App"),
@@ -522,7 +586,9 @@ function build(version: string): OpenApiDocument {
         ReadinessCheckResult: readinessResult,
         Deployment: deploymentSchema,
         DeploymentResult: obj({ deploymentId: str, version: str }, ["deploymentId", "version"]),
+        DeploymentSteps: obj({ steps: arrayOf(obj({ actions: arrayOf(obj({ action: str, app: str }, ["action", "app"])) }, ["actions"])) }, ["steps"]),
         GroupInfo: groupInfoSchema,
+        GroupVersion: groupVersionSchema,
         QueueEntry: queueEntrySchema,
         Info: infoSchema,
         Error: errorSchema,

@@ -3,12 +3,14 @@
  * deployments, the instances it launched (written before the launch, so a restarted Marathon
  * knows every task it may have started), the apps' launch delays (so a restart does not lift a
  * backoff), the groups created through `/v2/groups` (so empty ones survive, with their
- * dependencies) and its framework id. Production uses a JetStream
+ * dependencies), the versions of the root group (each as what its write changed) with the
+ * histories of removed apps that those versions still hold, and its framework id. Production uses a JetStream
  * key-value bucket (`corral_<cluster>_marathon`); tests and the simulator may use
  * {@link MemoryMarathonStore}.
  *
- * Keys: `app.<id>`, `deployment.<id>`, `instance.<id>`, `delay.<app id>`, `group.<id>` (ids escaped
- * as in the master's store) and `framework-id`. Values are JSON. A record that does not read back is skipped and logged.
+ * Keys: `app.<id>`, `deployment.<id>`, `instance.<id>`, `delay.<app id>`, `group.<id>`,
+ * `rootversion.<version>`, `retiredapp.<app id>` (ids escaped as in the master's store) and
+ * `framework-id`. Values are JSON. A record that does not read back is skipped and logged.
  *
  * @module
  */
@@ -18,7 +20,7 @@ import { Kvm, type KV } from "@nats-io/kv";
 import { escapeKeyToken, unescapeKeyToken } from "../../master/store.ts";
 import type { Logger } from "../../sdk/transport.ts";
 import type { LaunchDelay } from "./backoff.ts";
-import type { AppRecord, Deployment, GroupRecord, Instance } from "./core.ts";
+import type { AppRecord, Deployment, GroupRecord, Instance, RootVersionChange } from "./core.ts";
 import type { LeaseStore } from "./leader.ts";
 
 /** Everything a Marathon reloads on start. */
@@ -31,6 +33,10 @@ export interface MarathonState {
   delays: StoredDelay[];
   /** Groups created through `/v2/groups`. */
   groups: GroupRecord[];
+  /** Versions of the root group, each as what its write changed (in no particular order). */
+  rootVersions: RootVersionChange[];
+  /** Histories of removed apps that kept root versions still hold. */
+  retiredApps: AppRecord[];
 }
 
 /** A launch delay as stored under `delay.<app id>`. */
@@ -39,7 +45,7 @@ export interface StoredDelay {
   delay: LaunchDelay;
 }
 
-export type MarathonRecordKind = "app" | "deployment" | "instance" | "delay" | "group";
+export type MarathonRecordKind = "app" | "deployment" | "instance" | "delay" | "group" | "rootversion" | "retiredapp";
 
 /** Durable storage of Marathon's state. */
 export interface MarathonStore {
@@ -67,6 +73,19 @@ function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
 }
 
+function isGroupRecord(v: unknown): v is GroupRecord {
+  return isObject(v) && typeof v.id === "string" && Array.isArray(v.dependencies) && v.dependencies.every((d) => typeof d === "string") && typeof v.version === "string";
+}
+
+function isAppRecord(v: unknown): v is AppRecord {
+  return isObject(v) && isObject(v.app) && typeof v.version === "string" && Array.isArray(v.versions);
+}
+
+function isRootVersionChange(v: unknown): v is RootVersionChange {
+  if (!isObject(v) || typeof v.version !== "string" || !isObject(v.appsBefore) || !isObject(v.groupsBefore)) return false;
+  return Object.values(v.appsBefore).every((a) => a === null || typeof a === "string") && Object.values(v.groupsBefore).every((g) => g === null || isGroupRecord(g));
+}
+
 function isLaunchDelay(v: unknown): v is LaunchDelay {
   if (!isObject(v) || typeof v.configVersion !== "string") return false;
   return [v.sinceMs, v.delayMs, v.maxDelayMs, v.failures].every((n) => typeof n === "number" && Number.isFinite(n) && n >= 0);
@@ -74,7 +93,7 @@ function isLaunchDelay(v: unknown): v is LaunchDelay {
 
 /** Sorts decoded records into a state; malformed ones are reported through `skip`. */
 function collect(entries: Array<[string, string]>, skip: (key: string, problem: string) => void): MarathonState {
-  const state: MarathonState = { apps: [], deployments: [], instances: [], delays: [], groups: [] };
+  const state: MarathonState = { apps: [], deployments: [], instances: [], delays: [], groups: [], rootVersions: [], retiredApps: [] };
   for (const [k, text] of entries) {
     if (k === FRAMEWORK_ID_KEY) {
       state.frameworkId = text;
@@ -95,13 +114,13 @@ function collect(entries: Array<[string, string]>, skip: (key: string, problem: 
       skip(k, "bad key or value");
       continue;
     }
-    if (kind === "app" && isObject(value.app) && typeof value.version === "string" && Array.isArray(value.versions)) state.apps.push(value as unknown as AppRecord);
+    if (kind === "app" && isAppRecord(value)) state.apps.push(value);
     else if (kind === "deployment" && typeof value.id === "string" && Array.isArray(value.parts) && Array.isArray(value.steps)) state.deployments.push(value as unknown as Deployment);
     else if (kind === "instance" && typeof value.id === "string" && typeof value.appId === "string") state.instances.push(value as unknown as Instance);
     else if (kind === "delay" && typeof value.appId === "string" && isLaunchDelay(value.delay)) state.delays.push({ appId: value.appId, delay: value.delay });
-    else if (kind === "group" && typeof value.id === "string" && Array.isArray(value.dependencies) && value.dependencies.every((d) => typeof d === "string") && typeof value.version === "string") {
-      state.groups.push({ id: value.id, dependencies: value.dependencies as string[], version: value.version });
-    }
+    else if (kind === "group" && isGroupRecord(value)) state.groups.push({ id: value.id, dependencies: value.dependencies, version: value.version });
+    else if (kind === "rootversion" && isRootVersionChange(value)) state.rootVersions.push(value);
+    else if (kind === "retiredapp" && isAppRecord(value)) state.retiredApps.push(value);
     else skip(k, "unexpected record");
   }
   return state;

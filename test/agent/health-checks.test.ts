@@ -3,7 +3,7 @@
  * reported), the runner on injected timers, COMMAND checks as real processes, and a real agent on a
  * real cluster reporting `healthy` in TASK_RUNNING updates to a framework.
  */
-import { chown, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { chmod, chown, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
@@ -234,6 +234,38 @@ describe("a real agent", () => {
   afterEach(async () => {
     await cluster?.stop();
     cluster = undefined;
+  });
+
+  it.skipIf(process.getuid?.() !== 0)("runs COMMAND checks inside a Linux container (its /tmp, host name and user), and fails a check at its timeout", async () => {
+    cluster = await startCluster({ natsUrl: nats.url, agents: [] });
+    const workDir = await tempDir();
+    await chmod(workDir, 0o755); // tasks run as nobody and must reach their sandboxes
+    const agent = await cluster.spawnAgent("cpus:1;mem:256;disk:256", "isolated", { workDir });
+    cleanups.push(async () => void agent.kill("SIGKILL"));
+    const fw = recordingFramework(await cluster.connect(), cluster.cluster, { name: "hc-inside" });
+    await fw.driver.start();
+    const offer = await fw.offers.waitFor((o) => o.hostname === "isolated", 30_000, "an offer of the isolated agent");
+    // The mark is in the task's private /tmp: a check on the host would not find it.
+    const mark = `/tmp/corral-hc-mark-${process.pid}`;
+    const timing = { delaySeconds: 0, intervalSeconds: 0.2, gracePeriodSeconds: 0 };
+    await fw.driver.launch(offer, [
+      {
+        taskId: "inside",
+        resources: "cpus:0.1;mem:32",
+        command: `echo ok > ${mark}; exec sleep 1000`,
+        healthCheck: { command: `test -e ${mark} && test "$(hostname)" = inside && test "$(id -u)" = 65534`, timeoutSeconds: 10, ...timing },
+      },
+      { taskId: "slow", resources: "cpus:0.1;mem:32", command: "exec sleep 1000", healthCheck: { command: "sleep 30", timeoutSeconds: 0.3, ...timing } },
+    ]);
+    const healthy = await fw.updates.waitFor((u) => u.taskId === "inside" && u.healthy === true, 30_000, "the check inside to pass");
+    expect(healthy.state).toBe("TASK_RUNNING");
+    const timedOut = await fw.updates.waitFor((u) => u.taskId === "slow" && u.healthy === false, 30_000, "the slow check to fail");
+    expect(timedOut.message).toContain("timed out after 0.3 s");
+    expect(timedOut.message).toContain("1 time(s)");
+    for (const taskId of ["inside", "slow"]) await fw.driver.kill(taskId, offer.agentId);
+    await fw.updates.waitFor((u) => u.taskId === "inside" && u.state === "TASK_KILLED", 30_000, "inside killed");
+    await fw.updates.waitFor((u) => u.taskId === "slow" && u.state === "TASK_KILLED", 30_000, "slow killed");
+    await fw.driver.stop({ teardown: true });
   });
 
   it("reports healthy, then every failure, in TASK_RUNNING updates with the health-check reason", async () => {

@@ -3,7 +3,7 @@
  * root (and, for the cgroup ones, writable cgroups); elsewhere they are reported as skipped, with the
  * reason in their titles and a warning on the console.
  */
-import { chmod, mkdtemp, readFile, readdir, rm, rmdir, stat } from "node:fs/promises";
+import { chmod, mkdtemp, readFile, readdir, readlink, rm, rmdir, stat } from "node:fs/promises";
 import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -131,6 +131,7 @@ describe(`LinuxContainerizer with real isolation${isRoot ? "" : ` (skipped: ${NE
         "echo nofile=$(ulimit -n)",
         "touch /etc/corral-test 2>/dev/null && echo etc-writable || echo etc-readonly",
         "touch in-sandbox && echo sandbox-writable",
+        "touch /tmp/t /dev/shm/t && echo tmp-writable",
         "df -k /tmp /dev/shm | tail -n +2",
         "pwd",
       ].join("; "),
@@ -150,6 +151,7 @@ describe(`LinuxContainerizer with real isolation${isRoot ? "" : ` (skipped: ${NE
     expect(Number(/nofile=(\d+)/.exec(stdout)?.[1])).toBeLessThanOrEqual(65536);
     expect(stdout).toContain("etc-readonly");
     expect(stdout).toContain("sandbox-writable");
+    expect(stdout).toContain("tmp-writable");
     // Private tmpfs, capped at the task's memory (48 MiB).
     const tmpfs = lines.filter((line) => line.startsWith("tmpfs"));
     expect(tmpfs).toHaveLength(2);
@@ -357,6 +359,63 @@ describe(`LinuxContainerizer with real isolation${isRoot ? "" : ` (skipped: ${NE
     }
     expect(own.containers()).toEqual([]);
     await expect(own.launch(spec("true"))).rejects.toMatchObject({ code: "CORRAL_ERR_CONTAINERIZER_CLOSED" });
+  });
+
+  it.skipIf(!isRoot)("runs a command inside a running container: its namespaces, files, user, environment, sandbox and cgroups (bwrap and unshare)", async () => {
+    const viaUnshare = await another({ tools: { bwrap: null } });
+    expect(viaUnshare.launcher.tool).toBe("unshare");
+    for (const c of [containerizer, viaUnshare]) {
+      const s = spec("echo secret > /tmp/mark; echo ready; exec sleep 1000");
+      await c.launch(s);
+      await stdoutContains(s, "ready");
+      // The workload's host pid (the cgroup also holds bwrap or unshare, in the host's namespaces).
+      const cmdlines = await Promise.all((await cgroupPids(s.containerId)).map(async (pid) => [pid, await readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => "")] as const));
+      const taskPid = cmdlines.find(([, cmdline]) => cmdline === "sleep\u00001000\u0000")?.[0];
+      expect(taskPid).toBeDefined();
+      const report = join(s.sandboxDir, "check-report");
+      const command = [
+        "cat /tmp/mark",
+        "hostname",
+        "id -u",
+        "pwd",
+        'echo "value=$CHECK_VALUE"',
+        "readlink /proc/self/ns/pid /proc/self/ns/mnt /proc/self/ns/uts /proc/self/ns/ipc",
+        "grep -E '^(CapEff|CapBnd|NoNewPrivs)' /proc/self/status",
+        "grep memory /proc/self/cgroup",
+      ].join("; ");
+      // Relative: inside the container the sandbox is the working directory (the path above it may not be traversable).
+      const result = await c.exec!(s.containerId, { command: `{ ${command}; } > check-report`, env: { PATH: "/usr/bin:/bin", CHECK_VALUE: "from the check" }, timeoutMs: 20_000 });
+      expect(result).toEqual({ exitCode: 0, signal: null, timedOut: false });
+      const lines = (await readFile(report, "utf8")).trim().split("\n");
+      const hostNamespaces = await Promise.all(["pid", "mnt", "uts", "ipc"].map((ns) => readlink(`/proc/${taskPid}/ns/${ns}`)));
+      expect(lines.slice(0, 9)).toEqual(["secret", "app-task-" + s.taskId.split("-")[1], "65534", s.sandboxDir, "value=from the check", ...hostNamespaces]);
+      expect(lines.slice(9, 12)).toEqual(["CapEff:\t0000000000000000", "CapBnd:\t0000000000000000", "NoNewPrivs:\t1"]);
+      expect(lines[12]).toContain(containerCgroupName(CGROUPS_ROOT, s.containerId));
+      expect(await exists("/tmp/mark") && (await readFile("/tmp/mark", "utf8")) === "secret\n").toBe(false); // the task's /tmp is its own
+      expect((await c.exec!(s.containerId, { command: "exit 3", env: {}, timeoutMs: 20_000 })).exitCode).toBe(3);
+      await c.kill(s.containerId, 0);
+      await expect(c.exec!(s.containerId, { command: "true", env: {}, timeoutMs: 1000 })).rejects.toMatchObject({ code: "CORRAL_ERR_CONTAINER_NOT_FOUND" });
+    }
+  });
+
+  it.skipIf(!isRoot)("kills a command run inside a container, and all it started there, at its timeout; the task lives on", async () => {
+    const s = spec("echo ready; exec sleep 1000");
+    await containerizer.launch(s);
+    await stdoutContains(s, "ready");
+    const before = await cgroupPids(s.containerId);
+    const result = await containerizer.exec!(s.containerId, { command: "sleep 1001 & sleep 1002; echo never > late", env: { PATH: "/usr/bin:/bin" }, timeoutMs: 300 });
+    expect(result).toEqual({ exitCode: null, signal: "SIGKILL", timedOut: true });
+    // Both sleeps ran in the container's cgroup and went with the check.
+    await eventually(async () => ((await cgroupPids(s.containerId)).length === before.length ? true : undefined), "the check's processes gone");
+    expect(await cgroupPids(s.containerId)).toEqual(before);
+    expect(await exists(join(s.sandboxDir, "late"))).toBe(false);
+    expect(containerizer.containers()).toContain(s.containerId);
+    await containerizer.kill(s.containerId, 0);
+  });
+
+  it.skipIf(!isRoot)("offers no exec without cgroups: userns and posix isolation leave commands to the host", async () => {
+    expect((await another({ isolation: "userns" })).exec).toBeUndefined();
+    expect((await another({ isolation: "posix" })).exec).toBeUndefined();
   });
 
   it.skipIf(!isRoot)("leaves no cgroup of its own behind", async () => {

@@ -2,7 +2,7 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { decodeShellStatus } from "../../agent/containerizer/common.ts";
 import { containerCgroupName, handlesSigterm } from "../../agent/containerizer/linux.ts";
-import { containerCommand, containerHostname, splitEnvironment, workloadArgv, type LaunchPlan } from "../../agent/containerizer/linux-launch.ts";
+import { containerCommand, containerHostname, execCommand, parseCredentials, splitEnvironment, workloadArgv, type LaunchPlan } from "../../agent/containerizer/linux-launch.ts";
 import type { ContainerSpec } from "../../agent/containerizer/types.ts";
 
 const TOOLS = {
@@ -63,7 +63,7 @@ describe("launch argv (pure)", () => {
     expect(bwrap).toContain("--unshare-pid --unshare-uts --unshare-ipc");
     expect(bwrap).toContain("--hostname web-1");
     expect(bwrap).toContain("--ro-bind / /");
-    expect(bwrap).toContain("--size 1024 --tmpfs /tmp --size 1024 --tmpfs /dev/shm");
+    expect(bwrap).toContain("--perms 1777 --size 1024 --tmpfs /tmp --perms 1777 --size 1024 --tmpfs /dev/shm");
     expect(bwrap).toContain(`--bind ${SPEC.sandboxDir} ${SPEC.sandboxDir} --ro-bind ${SPEC.sandboxDir}/.corral ${SPEC.sandboxDir}/.corral --chdir ${SPEC.sandboxDir}`);
     expect(bwrap).not.toContain("--unshare-user");
     expect(args.slice(args.indexOf("/usr/bin/tini"))).toEqual(["/usr/bin/tini", "-s", "-g", "--", "/bin/sh", "-c", "echo hi"]);
@@ -144,5 +144,36 @@ describe("launch argv (pure)", () => {
     expect(handlesSigterm("SigCgt:\t0000000000004002\n")).toBe(true);
     expect(handlesSigterm("SigCgt:\t0000000000010002\n")).toBe(false);
     expect(handlesSigterm("")).toBe(false);
+  });
+});
+
+describe("execCommand (a command run inside a running container)", () => {
+  it("enters the cgroups first, then the init's namespaces as root, then drops to the task's user and runs the command", () => {
+    const args = execCommand(
+      {
+        tools: { ...TOOLS, nsenter: "/usr/bin/nsenter" },
+        initPid: 4242,
+        credentials: { uid: 65534, gid: 65534, groups: [65534, 100] },
+        cwd: SPEC.sandboxDir,
+        ulimits: ["-n", "1024"],
+        enterPaths: ["/sys/fs/cgroup/memory/corral/c1/cgroup.procs"],
+        workloadOnlyEnv: { LD_PRELOAD: "x.so" },
+      },
+      "curl -f localhost:$PORT0",
+    );
+    expect(args.slice(3, 10)).toEqual(["corral-exec", "-n", "1024", "--", "/sys/fs/cgroup/memory/corral/c1/cgroup.procs", "--", "/usr/bin/nsenter"]);
+    const rest = args.slice(9).join(" ");
+    expect(rest).toBe(
+      `/usr/bin/nsenter --target 4242 --pid --mount --uts --ipc --root --wd=${SPEC.sandboxDir} -- ` +
+        "/usr/bin/setpriv --reuid 65534 --regid 65534 --groups 65534,100 --no-new-privs --bounding-set -all --inh-caps -all --ambient-caps -all -- " +
+        "/usr/bin/env -- LD_PRELOAD=x.so /bin/sh -c curl -f localhost:$PORT0",
+    );
+    expect(() => execCommand({ tools: TOOLS, initPid: 1, credentials: { uid: 1, gid: 1, groups: [] }, cwd: "/", ulimits: [], enterPaths: [], workloadOnlyEnv: {} }, "true")).toThrow(/nsenter/);
+  });
+
+  it("reads a process's credentials from /proc/<pid>/status", () => {
+    expect(parseCredentials("Name:\ttini\nUid:\t65534\t65534\t65534\t65534\nGid:\t65534\t65534\t65534\t65534\nGroups:\t65534 \n")).toEqual({ uid: 65534, gid: 65534, groups: [65534] });
+    expect(parseCredentials("Uid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nGroups:\t\n")).toEqual({ uid: 0, gid: 0, groups: [] });
+    expect(parseCredentials("")).toBeUndefined();
   });
 });

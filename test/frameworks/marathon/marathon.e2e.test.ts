@@ -2,6 +2,7 @@
  * Marathon end to end (issue 5): a real nats-server, a real master, real agents running real
  * processes, and Marathon's REST API. Synchronisation is by awaiting observable state.
  */
+import { readdir, readFile } from "node:fs/promises";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { useNats } from "../../harness/nats.ts";
 import { eventually } from "../../harness/events.ts";
@@ -324,7 +325,71 @@ describe("groups", () => {
     expect((await m.api("GET", "/v2/groups/shop")).status).toBe(404);
     expect((await m.api("GET", "/v2/tasks")).body.tasks).toEqual([]);
   });
+
+  it("rolls a group back to an earlier version after a Marathon restart: its apps and their running tasks are those of then", async () => {
+    cluster = await startCluster({ natsUrl: nats.url, agents: [{}, {}] });
+    const first = await marathonOn(cluster);
+    // Each definition runs a command of its own, so the processes on this host tell them apart.
+    const WEB_V1 = "sleep 86401";
+    const WEB_V2 = "sleep 86402";
+    const DB = "sleep 86403";
+    const CACHE = "sleep 86404";
+    const v1 = await first.api("POST", "/v2/groups", {
+      id: "/rb",
+      apps: [
+        { id: "web", ...SLEEPY, cmd: WEB_V1, instances: 2 },
+        { id: "db", ...SLEEPY, cmd: DB, instances: 1 },
+      ],
+    });
+    expect(v1.status).toBe(201);
+    await first.events.waitFor((e) => e.eventType === "deployment_success" && e.id === v1.body.deploymentId, 30_000, "v1 deployed");
+    // v2: web's cmd changed, cache added, db removed.
+    const v2 = await first.api("PUT", "/v2/groups/rb", { apps: [{ id: "web", ...SLEEPY, cmd: WEB_V2, instances: 2 }, { id: "cache", ...SLEEPY, cmd: CACHE, instances: 1 }] });
+    expect(v2.status).toBe(200);
+    await first.events.waitFor((e) => e.eventType === "deployment_success" && e.id === v2.body.deploymentId, 30_000, "v2 deployed");
+    await eventually(async () => (await processesRunning(WEB_V2)) > 0 && (await processesRunning(WEB_V1)) === 0 && (await processesRunning(DB)) === 0, 15_000, "v2's processes only");
+
+    // The versions survive a restart of Marathon.
+    await first.stop();
+    marathons.splice(marathons.indexOf(first), 1);
+    const second = await marathonOn(cluster);
+    const versions = (await second.api("GET", "/v2/groups/rb/versions")).body as string[];
+    expect(versions.slice(0, 2)).toEqual([v2.body.version, v1.body.version]);
+    const then = (await second.api("GET", `/v2/groups/rb/versions/${v1.body.version}`)).body;
+    expect(then.apps.map((a: { id: string; cmd: string }) => `${a.id}: ${a.cmd}`)).toEqual([`/rb/db: ${DB}`, `/rb/web: ${WEB_V1}`]);
+
+    const rolled = await second.api("PUT", "/v2/groups/rb", { version: v1.body.version });
+    expect(rolled.status).toBe(200);
+    expect(rolled.headers.get("marathon-deployment-id")).toBe(rolled.body.deploymentId);
+    await second.events.waitFor((e) => e.eventType === "deployment_success" && e.id === rolled.body.deploymentId, 30_000, "the rollback deployed");
+
+    const group = (await second.api("GET", "/v2/groups/rb")).body;
+    expect(group.apps.map((a: { id: string; cmd: string; instances: number }) => `${a.id}: ${a.cmd} x${a.instances}`)).toEqual([`/rb/db: ${DB} x1`, `/rb/web: ${WEB_V1} x2`]);
+    expect((await second.api("GET", "/v2/apps/rb/cache")).status).toBe(404);
+    for (const [appId, count] of [["/rb/web", 2], ["/rb/db", 1]] as const) {
+      const app = (await second.api("GET", `/v2/apps${appId}`)).body.app;
+      const tasks = await waitForRunning(second, appId, count);
+      expect(tasks.every((t) => t.version === app.version), `${appId}'s tasks run its rolled-back version`).toBe(true);
+    }
+    expect(((await second.api("GET", "/v2/tasks")).body.tasks as Array<{ appId: string }>).map((t) => t.appId).sort()).toEqual(["/rb/db", "/rb/web", "/rb/web"]);
+    await eventually(
+      async () => (await processesRunning(WEB_V1)) > 0 && (await processesRunning(DB)) > 0 && (await processesRunning(WEB_V2)) === 0 && (await processesRunning(CACHE)) === 0,
+      15_000,
+      "v1's processes only",
+    );
+  });
 });
+
+/** How many processes on this host run exactly the command line `command`. */
+async function processesRunning(command: string): Promise<number> {
+  let count = 0;
+  for (const pid of await readdir("/proc").catch(() => [] as string[])) {
+    if (!/^\d+$/.test(pid)) continue;
+    const cmdline = await readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => "");
+    if (cmdline.replaceAll("\0", " ").trim() === command) count++;
+  }
+  return count;
+}
 
 function eventTypes(events: MarathonEvent[]): string[] {
   return [...new Set(events.map((e) => e.eventType))];
