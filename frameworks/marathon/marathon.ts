@@ -282,8 +282,14 @@ class MarathonShell implements Marathon {
   }
 
   private async loadState(): Promise<void> {
+    const loadStartedMs = this.clock.now();
     const state = await this.store!.load();
     this.fwId = state.frameworkId;
+    // What a new leader took over, for the operator reading the log after a failover.
+    this.log.info(
+      { frameworkId: state.frameworkId, apps: state.apps.length, instances: state.instances.length, deployments: state.deployments.length, loadMs: this.clock.now() - loadStartedMs },
+      "marathon: state loaded",
+    );
     await this.input(() => this.core.recover(state, this.clock.now()));
     this.health = new HealthChecker(this.core, this.options.healthChecks ?? {}, (id, checkIndex, ok) =>
       void this.input(() => this.core.health(id, checkIndex, ok, this.clock.now())),
