@@ -4,25 +4,26 @@
  * - the leading `corral marathon --ha` is SIGKILLed during a rolling restart; the standby takes
  *   over, reloads the deployment, reconciles with the master and finishes it;
  * - the leading `corral master --ha` of three is SIGKILLed while Marathon runs 200 tasks and
- *   deploys more; a standby leads, agents and Marathon follow, the deployment finishes.
+ *   deploys more; a standby leads, agents and Marathon follow, the deployment finishes;
+ * - `corral up --marathons 2` starts two Marathons that elect a leader.
  * Ground truth for "launched or killed twice" is the bus itself: every runTask and killTask a
  * master sends to an agent is recorded (test/harness/processes.ts).
  */
+import { spawn } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { pino } from "pino";
+import { createInterface } from "node:readline";
 import { afterEach, describe, expect, it } from "vitest";
-import { createAgent, type Agent } from "../../agent/agent.ts";
+import type { Agent } from "../../agent/agent.ts";
 import { connectNats, type NatsTransport } from "../../sdk/nats-transport.ts";
 import { LEADER_HEADER, VIA_HEADER } from "../../frameworks/marathon/http.ts";
 import { startCluster, type TestCluster } from "../harness/cluster.ts";
-import { eventually } from "../harness/events.ts";
+import { EventLog, eventually } from "../harness/events.ts";
 import { freePort, useNats } from "../harness/nats.ts";
 import { spawnCorral, tapAgentCommands, type CorralProcess } from "../harness/processes.ts";
 
 const nats = useNats();
-const QUIET = pino({ level: "error" });
 let clusterSeq = 0;
 const cleanups: Array<() => Promise<unknown>> = [];
 afterEach(async () => {
@@ -39,22 +40,29 @@ interface MarathonProcess extends CorralProcess {
   url: string;
 }
 
-/** A `corral marathon --ha` process with test timings (a 1.5 s lease, 100 ms ticks). */
-async function spawnMarathon(cluster: string, extra: string[] = []): Promise<MarathonProcess> {
+/**
+ * A `corral marathon` process with 100 ms ticks; with `ha`, `--ha` with a 3 s lease (short for a
+ * quick takeover, long enough that a loaded machine does not make a live leader's lease lapse).
+ */
+async function spawnMarathon(cluster: string, { ha = true, extra = [] as string[] } = {}): Promise<MarathonProcess> {
   const port = await freePort();
   const proc = spawnCorral([
-    ...["marathon", "--ha", "--nats", nats.url, "--cluster", cluster, "--http-port", String(port), "--lease", "1500ms"],
+    ...["marathon", "--nats", nats.url, "--cluster", cluster, "--http-port", String(port), ...(ha ? ["--ha", "--lease", "3s"] : [])],
     ...["--tick-interval", "100ms", "--failover-timeout", "300s", "--log-level", "info", ...extra],
   ]);
   cleanups.push(() => proc.kill());
   return { ...proc, url: `http://127.0.0.1:${port}` };
 }
 
-/** A `corral master --ha` process with fast allocation and pings; the lease keeps its defaults. */
+/**
+ * A `corral master --ha` process with fast allocation; the lease keeps its defaults. An agent busy
+ * starting dozens of tasks on a loaded 2-core machine can be deaf for seconds: it is declared
+ * unreachable (and its tasks replaced) only after 30 s, not to mistake load for failure.
+ */
 function spawnMaster(cluster: string, port: number): CorralProcess & { url: string } {
   const proc = spawnCorral([
     ...["master", "--ha", "--nats", nats.url, "--cluster", cluster, "--port", String(port), "--log-level", "info"],
-    ...["--agent-ping-interval", "200ms", "--max-missed-pings", "25", "--allocation-interval", "100ms"],
+    ...["--agent-ping-interval", "1s", "--max-missed-pings", "30", "--allocation-interval", "100ms"],
   ]);
   cleanups.push(() => proc.kill());
   return { ...proc, url: `http://127.0.0.1:${port}` };
@@ -85,21 +93,6 @@ async function elected(url: string): Promise<boolean> {
 
 async function appTasks(url: string, appId: string): Promise<Json[]> {
   return (await api(url, "GET", `/v2/apps${appId}/tasks`))?.body?.tasks ?? [];
-}
-
-async function startAgents(cluster: string, count: number, resources: (i: number) => string, hostname: (i: number) => string): Promise<Agent[]> {
-  const agents: Agent[] = [];
-  for (let i = 0; i < count; i++) {
-    const workDir = await mkdtemp(join(tmpdir(), "corral-ha-marathon-agent-"));
-    const agent = createAgent({ cluster, transport: await bus(`agent${i}`), workDir, resources: resources(i), hostname: hostname(i), log: QUIET });
-    cleanups.push(async () => {
-      await agent.stop();
-      await rm(workDir, { recursive: true, force: true });
-    });
-    await agent.start();
-    agents.push(agent);
-  }
-  return agents;
 }
 
 function runningOnAgents(agents: Agent[], prefix: string): string[] {
@@ -204,4 +197,169 @@ describe("several Marathons as processes", () => {
     await api(second.url, "DELETE", "/v2/apps/steady?force=true");
     await eventually(() => runningOnAgents(cluster!.agents, "").length === 0, 30_000, "the apps' tasks gone");
   }, 240_000);
+});
+
+interface MasterHealth {
+  masterId: string;
+  leader: boolean;
+  epoch: number;
+  leaderInfo: { id: string; url: string } | null;
+}
+
+async function masterHealth(url: string): Promise<MasterHealth | undefined> {
+  try {
+    const response = await fetch(`${url}/health`, { signal: AbortSignal.timeout(10_000) });
+    return response.ok ? ((await response.json()) as MasterHealth) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+interface AgentView {
+  masterEpoch: number;
+  registered: boolean;
+  tasks: Array<{ taskId: string; state: string; containerId: string }>;
+}
+
+/**
+ * A `corral agent` process with posix isolation (plain process groups: hundreds of tasks start in
+ * seconds here). Its own process, as in production: the test process stays free to watch.
+ */
+async function spawnAgent(cluster: string, index: number): Promise<{ url: string; view(): Promise<AgentView> }> {
+  const workDir = await mkdtemp(join(tmpdir(), "corral-ha-marathon-agent-"));
+  const port = await freePort();
+  const proc = spawnCorral([
+    ...["agent", "--nats", nats.url, "--cluster", cluster, "--work-dir", workDir, "--hostname", `host${index + 1}`, "--port", String(port)],
+    ...["--resources", `cpus:4;mem:4096;disk:1024;ports:[${31000 + index * 100}-${31099 + index * 100}]`, "--isolation", "posix", "--log-level", "warn"],
+  ]);
+  // A clean stop kills the agent's tasks.
+  cleanups.push(async () => {
+    await proc.stop();
+    await rm(workDir, { recursive: true, force: true });
+  });
+  const url = `http://127.0.0.1:${port}`;
+  const view = async () => (await (await fetch(`${url}/state`, { signal: AbortSignal.timeout(10_000) })).json()) as AgentView;
+  await eventually(async () => (await view().catch(() => undefined))?.registered, 60_000, `agent ${index + 1} registered`);
+  return { url, view };
+}
+
+describe("several masters as processes, under Marathon", () => {
+  it("survives SIGKILL of the leading master while 200 tasks run and Marathon deploys: nothing killed or launched twice, the deployment completes", async () => {
+    const cluster = `hm${process.pid}x${++clusterSeq}`;
+    const tap = tapAgentCommands(await bus("tap"), cluster);
+    cleanups.push(async () => tap.stop());
+    const first = spawnMaster(cluster, await freePort());
+    const leaderBefore = await eventually(async () => {
+      const h = await masterHealth(first.url);
+      return h?.leader ? h : undefined;
+    }, 60_000, "the first master to lead");
+    const standbys = [spawnMaster(cluster, await freePort()), spawnMaster(cluster, await freePort())];
+    for (const standby of standbys) await eventually(async () => (await masterHealth(standby.url))?.leaderInfo?.id === leaderBefore.masterId, 60_000, "a standby to see the leader");
+
+    const agents = await Promise.all([0, 1, 2, 3].map((i) => spawnAgent(cluster, i)));
+    const tasksOnAgents = async () => (await Promise.all(agents.map((a) => a.view()))).flatMap((v) => v.tasks);
+    const running = async (prefix: string) => (await tasksOnAgents()).filter((t) => t.state === "TASK_RUNNING" && t.taskId.startsWith(prefix));
+    const marathon = await spawnMarathon(cluster, { ha: false, extra: ["--max-instances-per-offer", "25"] });
+    await eventually(() => elected(marathon.url), 60_000, "Marathon to lead");
+
+    const deployStartedAt = Date.now();
+    expect((await api(marathon.url, "POST", "/v2/apps", { id: "many", instances: 200, cmd: "sleep 1000", cpus: 0.01, mem: 16 }))?.status).toBe(201);
+    await eventually(async () => {
+      const app = (await api(marathon.url, "GET", "/v2/apps/many"))?.body?.app;
+      return app?.tasksRunning === 200 && (await api(marathon.url, "GET", "/v2/deployments"))?.body?.length === 0;
+    }, 120_000, "200 running instances of /many");
+    console.log(`200 instances running ${Date.now() - deployStartedAt} ms after the POST`);
+    const containersBefore = (await running("many.")).map((t) => `${t.taskId}@${t.containerId}`).sort();
+    expect(containersBefore).toHaveLength(200);
+    expect(tap.commands.filter((c) => c.kind === "killTask")).toEqual([]);
+
+    // The second deployment: 20 instances that pass their (agent-run) health check 3 s after start.
+    const more = {
+      id: "more", instances: 20, cmd: "sleep 3 && touch ready && exec sleep 1000", cpus: 0.01, mem: 16,
+      healthChecks: [{ protocol: "COMMAND", command: { value: "test -f ready" }, gracePeriodSeconds: 60, intervalSeconds: 1, timeoutSeconds: 5, maxConsecutiveFailures: 3 }],
+    };
+    const deployed = await api(marathon.url, "POST", "/v2/apps", more);
+    expect(deployed?.status).toBe(201);
+    const deploymentId = deployed!.body.deployments[0].id as string;
+    await tap.commands.waitFor((c) => c.kind === "runTask" && c.taskId.startsWith("more."), 30_000, "the first /more launch");
+
+    const killedAt = Date.now();
+    await first.kill();
+    // Marathon (alive throughout) is mid-deployment: its instances cannot be healthy yet.
+    expect(((await api(marathon.url, "GET", "/v2/deployments"))?.body as Json[]).map((d) => d.id)).toEqual([deploymentId]);
+    const [newLeader, leaderAfter] = await eventually(async () => {
+      for (const standby of standbys) {
+        const h = await masterHealth(standby.url);
+        if (h?.leader) return [standby, h] as const;
+      }
+      return undefined;
+    }, 30_000, "a standby master to take over");
+    const takeoverMs = Date.now() - killedAt;
+    expect(leaderAfter.epoch).toBeGreaterThan(leaderBefore.epoch);
+    for (const agent of agents) await eventually(async () => {
+      const v = await agent.view();
+      return v.masterEpoch === leaderAfter.epoch && v.registered;
+    }, 30_000, "the agents on the new leader");
+    const agentsBackMs = Date.now() - killedAt;
+
+    await eventually(async () => (await api(marathon.url, "GET", "/v2/deployments"))?.body?.length === 0, 90_000, "Marathon's deployment to complete");
+    const deployedMs = Date.now() - killedAt;
+    expect((await api(marathon.url, "GET", "/v2/apps/more"))?.body?.app).toMatchObject({ tasksRunning: 20, tasksHealthy: 20 });
+    expect((await api(marathon.url, "GET", "/v2/apps/many"))?.body?.app).toMatchObject({ tasksRunning: 200 });
+    console.log(
+      `Master failover under Marathon (SIGKILL of the leading master, 200 tasks running, 20 deploying): new leader after ${takeoverMs} ms, ` +
+        `all 4 agents re-registered after ${agentsBackMs} ms, Marathon's deployment complete after ${deployedMs} ms`,
+    );
+
+    // Marathon re-subscribed to the new leader as the same framework, with all 220 tasks.
+    const state = (await (await fetch(`${newLeader.url}/state`)).json()) as { frameworks: Array<{ name: string; connected: boolean; tasks: Array<{ id: string; state: string }> }> };
+    expect(state.frameworks.map((f) => f.name)).toEqual(["marathon"]);
+    expect(state.frameworks[0]!.connected).toBe(true);
+    expect(state.frameworks[0]!.tasks.filter((t) => t.state === "TASK_RUNNING")).toHaveLength(220);
+    // Nothing was killed; the 200 first containers are the same; no task id was launched twice, no task more than needed.
+    expect(tap.commands.filter((c) => c.kind === "killTask")).toEqual([]);
+    expect((await running("many.")).map((t) => `${t.taskId}@${t.containerId}`).sort()).toEqual(containersBefore);
+    expect([...tap.launchesPerTask()].filter(([, n]) => n > 1)).toEqual([]);
+    expect(tap.launchesPerTask().size).toBe(220);
+    expect(await running("")).toHaveLength(220);
+
+    await api(marathon.url, "DELETE", "/v2/apps/many?force=true");
+    await api(marathon.url, "DELETE", "/v2/apps/more?force=true");
+    await eventually(async () => (await running("")).length === 0, 60_000, "the apps' tasks gone");
+  }, 240_000);
+});
+
+describe("corral up --marathons", () => {
+  it("starts several Marathons that elect one leader, prints which leads, and stops them on Ctrl-C", async () => {
+    const home = await mkdtemp(join(tmpdir(), "corral-home-"));
+    cleanups.push(() => rm(home, { recursive: true, force: true }));
+    const up = spawn(join(process.cwd(), "bin/corral"), ["up", "--agents", "1", "--marathons", "2", "--master-port", "0", "--marathon-port", "0", "--nats-port", String(await freePort())], {
+      env: { ...process.env, CORRAL_HOME: home },
+      stdio: ["ignore", "pipe", "inherit"],
+    });
+    cleanups.push(async () => {
+      if (up.exitCode === null && up.signalCode === null) up.kill("SIGKILL");
+    });
+    const out = new EventLog<string>();
+    createInterface({ input: up.stdout! }).on("line", (line) => out.push(line));
+    await out.waitFor((l) => l.includes("Press Ctrl-C"), 90_000, "corral up to be ready");
+    const listed = out.items.filter((l) => /^ {2}marathon \d/.test(l));
+    expect(listed).toHaveLength(2);
+    const leaderLine = listed.filter((l) => l.includes("(leader"));
+    const standbyLine = listed.filter((l) => l.includes("(standby"));
+    expect([leaderLine.length, standbyLine.length]).toEqual([1, 1]);
+    const urlOf = (line: string) => /(http:\/\/\S+)/.exec(line)![1]!;
+    const [leaderUrl, standbyUrl] = [urlOf(leaderLine[0]!), urlOf(standbyLine[0]!)];
+    expect(await elected(leaderUrl)).toBe(true);
+    // The standby answers through the leader, with both of Marathon's headers.
+    const info = await fetch(`${standbyUrl}/v2/info`);
+    expect(info.status).toBe(200);
+    expect(((await info.json()) as { elected: boolean }).elected).toBe(true);
+    expect(info.headers.get(LEADER_HEADER)).toBe(leaderUrl);
+    expect(info.headers.get(VIA_HEADER)).toBe(`1.1 ${standbyUrl.replace("http://", "")}`);
+
+    const exited = new Promise<number | null>((resolve) => up.once("exit", (code) => resolve(code)));
+    up.kill("SIGINT");
+    expect(await exited).toBe(0);
+  }, 150_000);
 });

@@ -19,6 +19,8 @@ export interface CorralProcess {
   alive(): boolean;
   /** SIGKILL, and wait for the exit. */
   kill(): Promise<void>;
+  /** SIGTERM (a clean stop: an agent kills its tasks), SIGKILL after `graceMs`; waits for the exit. */
+  stop(graceMs?: number): Promise<void>;
 }
 
 /** Starts `bin/corral ...args`; the caller registers `kill` as a cleanup. */
@@ -42,6 +44,14 @@ export function spawnCorral(args: string[]): CorralProcess {
       const exited = new Promise((resolve) => child.once("exit", resolve));
       child.kill("SIGKILL");
       await exited;
+    },
+    async stop(graceMs = 20_000) {
+      if (!alive()) return;
+      const exited = new Promise((resolve) => child.once("exit", resolve));
+      child.kill("SIGTERM");
+      const timer = setTimeout(() => child.kill("SIGKILL"), graceMs);
+      await exited;
+      clearTimeout(timer);
     },
   };
 }
