@@ -5,6 +5,7 @@
 import { agentCommand, AGENT_FLAGS } from "./commands/agent.ts";
 import { appCommand, APP_FLAGS, APP_USAGE } from "./commands/app.ts";
 import { jobCommand, JOB_FLAGS, JOB_USAGE } from "./commands/job.ts";
+import { marathonCommand, MARATHON_FLAGS } from "./commands/marathon.ts";
 import { masterCommand, MASTER_FLAGS } from "./commands/master.ts";
 import { runCommand, RUN_FLAGS } from "./commands/run.ts";
 import { stateCommand, STATE_FLAGS } from "./commands/state.ts";
@@ -16,6 +17,7 @@ const COMMANDS: Record<string, { run: (args: string[]) => Promise<number>; flags
   up: { run: upCommand, flags: UP_FLAGS, summary: "start a local cluster (embedded NATS, a master, agents)" },
   master: { run: masterCommand, flags: MASTER_FLAGS, summary: "run a master on an existing NATS" },
   agent: { run: agentCommand, flags: AGENT_FLAGS, summary: "run an agent on an existing NATS" },
+  marathon: { run: marathonCommand, flags: MARATHON_FLAGS, summary: "run Marathon (the v2 REST API) on an existing NATS; --ha for one of several" },
   state: { run: stateCommand, flags: STATE_FLAGS, summary: "show agents, frameworks and tasks" },
   run: { run: runCommand, flags: RUN_FLAGS, summary: "run one command as a task and stream its output" },
   app: { run: appCommand, flags: APP_FLAGS, summary: "deploy and manage Marathon apps (deploy, list, show, scale, restart, rm)" },

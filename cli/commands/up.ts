@@ -1,7 +1,7 @@
 /**
  * `corral up`: a whole local cluster in one command — an embedded nats-server (JetStream on,
  * loopback only), a master (or, with `--masters N`, an HA set of N that elect a leader), N agents with their own work dirs, HTTP ports and port ranges, and
- * Marathon — printed with its URLs and stopped cleanly on Ctrl-C. With `--demo` it also deploys
+ * Marathon (or, with `--marathons N`, N Marathons that elect a leader) — printed with its URLs and stopped cleanly on Ctrl-C. With `--demo` it also deploys
  * the example app `examples/apps/hello.json` through Marathon and prints where it answers.
  */
 import { mkdirSync, readFileSync } from "node:fs";
@@ -11,7 +11,7 @@ import { createAgent, type Agent } from "../../agent/agent.ts";
 import { createMaster, openMasterLeaseStore, type Master } from "../../master/shell.ts";
 import { fileURLToPath } from "node:url";
 import { MarathonClient } from "../../frameworks/marathon/client.ts";
-import { createMarathon } from "../../frameworks/marathon/marathon.ts";
+import { createMarathon, type Marathon } from "../../frameworks/marathon/marathon.ts";
 import type { NatsTransport } from "../../sdk/nats-transport.ts";
 import { preferredOrFreePort, startNats, type NatsServer } from "../nats-server.ts";
 import { corralHome, removeClusterFile, writeClusterFile } from "../cluster-file.ts";
@@ -26,7 +26,8 @@ export const UP_FLAGS: Record<string, FlagSpec> = {
   masters: { type: "string", help: "number of masters; more than one runs an HA set (one leads, the others stand by)", default: "1" },
   "work-dir": { type: "string", help: "state of the local cluster (default: $CORRAL_HOME/up)" },
   "master-port": { type: "string", help: "master HTTP port (with --masters N, N consecutive ports)", default: "5050" },
-  "marathon-port": { type: "string", help: "Marathon's HTTP port (its v2 REST API)", default: "8080" },
+  marathons: { type: "string", help: "number of Marathons; more than one elect a leader (the others forward the API to it)", default: "1" },
+  "marathon-port": { type: "string", help: "Marathon's HTTP port (its v2 REST API; with --marathons N, N consecutive ports)", default: "8080" },
   "nats-port": { type: "string", help: "port of the embedded nats-server (default: 4222 if free)" },
   "allocation-interval": { type: "string", help: "periodic allocation run", default: "1s" },
   "log-level": { type: "string", help: "level of the log file <work-dir>/corral.log", default: "info" },
@@ -57,12 +58,26 @@ async function deployDemo(client: MarathonClient): Promise<void> {
   }
 }
 
+/** The Marathon that leads, once one does (a lone Marathon leads once started). */
+async function firstLeader(marathons: Marathon[], timeoutMs = 30_000): Promise<Marathon> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const leader = marathons.find((m) => m.isLeader());
+    if (leader) return leader;
+    if (Date.now() > deadline) throw new Error(`no Marathon took the leadership up within ${timeoutMs} ms (see the log)`);
+    // Leadership is in-process state with no event to await here: look again shortly.
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
 export async function upCommand(args: string[]): Promise<number> {
   const { values } = parseFlags(args, UP_FLAGS);
   const agentCount = numberFlag(values, "agents") ?? 2;
   if (!Number.isInteger(agentCount) || agentCount < 1 || agentCount > 64) throw new UsageError("--agents must be an integer from 1 to 64");
   const masterCount = numberFlag(values, "masters") ?? 1;
   if (!Number.isInteger(masterCount) || masterCount < 1 || masterCount > 9) throw new UsageError("--masters must be an integer from 1 to 9");
+  const marathonCount = numberFlag(values, "marathons") ?? 1;
+  if (!Number.isInteger(marathonCount) || marathonCount < 1 || marathonCount > 9) throw new UsageError("--marathons must be an integer from 1 to 9");
   const workDir = (values["work-dir"] as string | undefined) ?? join(corralHome(), "up");
   mkdirSync(workDir, { recursive: true });
   const cluster = values.cluster as string;
@@ -130,14 +145,23 @@ export async function upCommand(args: string[]): Promise<number> {
       agents.push(agent);
     }
 
-    const marathon = createMarathon({
-      transport: await open("corral-marathon"),
-      cluster,
-      httpPort: numberFlag(values, "marathon-port") ?? 8080,
-      log: log.child({ component: "marathon" }),
-    });
-    await marathon.start();
-    stops.push(() => marathon.stop());
+    // Several Marathons elect a leader (the first one started wins a free lease); each its own connection.
+    const marathons: Marathon[] = [];
+    const marathonPort = numberFlag(values, "marathon-port") ?? 8080;
+    for (let i = 0; i < marathonCount; i++) {
+      const m = createMarathon({
+        transport: await open(marathonCount > 1 ? `corral-marathon-${i + 1}` : "corral-marathon"),
+        cluster,
+        httpPort: marathonPort === 0 ? 0 : marathonPort + i,
+        log: log.child({ component: "marathon", ...(marathonCount > 1 ? { marathon: i + 1 } : {}) }),
+        ...(marathonCount > 1 ? { leaderElection: {} } : {}),
+      });
+      await m.start();
+      stops.push(() => m.stop());
+      marathons.push(m);
+    }
+    // The leader takes the framework up after its election: wait for it, so the printout is true.
+    const marathon = await firstLeader(marathons);
 
     const file = writeClusterFile({
       cluster,
@@ -154,7 +178,8 @@ export async function upCommand(args: string[]): Promise<number> {
     if (masterCount === 1) console.log(`  master    ${master.httpUrl()}  (/state, /metrics)`);
     else masters.forEach((m, i) => console.log(`  master ${i + 1}  ${m.httpUrl()}  (${m.isLeader() ? "leader" : "standby: /state points to the leader, writes redirect"})`));
     agents.forEach((a, i) => console.log(`  agent ${i + 1}   ${a.httpUrl()}  (isolation: ${a.state().isolation})`));
-    console.log(`  marathon  ${marathon.httpUrl()}  (/v2/apps, /v2/deployments, /v2/events)`);
+    if (marathonCount === 1) console.log(`  marathon  ${marathon.httpUrl()}  (/v2/apps, /v2/deployments, /v2/events)`);
+    else marathons.forEach((m, i) => console.log(`  marathon ${i + 1} ${m.httpUrl()}  (${m === marathon ? "leader: /v2/apps, /v2/deployments, /v2/events" : "standby: forwards the API to the leader"})`));
     console.log(`  logs      ${logFile}`);
     console.log(`  cluster   ${file} (read by corral state / corral run)`);
     console.log(`\nTry: corral run -- 'echo hello from $HOST'    corral app deploy examples/apps/shop-group.json    corral state`);

@@ -26,8 +26,11 @@ export interface MarathonHttpDeps {
   /** Runs a core input and applies its effects (serialised with every other input). */
   input<T extends MarathonEffect[] | { effects: MarathonEffect[] }>(fn: () => T): Promise<T>;
   info(): { frameworkId: string | undefined; url: string; frameworkName: string; role: string; cluster: string; startedAtMs: number };
-  /** Whether this instance leads, and the leader's URL (undefined while unknown). */
-  leadership(): { leading: boolean; leaderUrl: string | undefined };
+  /**
+   * Whether this instance leads, the leader's URL (undefined while unknown) and the URL this
+   * instance is known by to the others (@default `info().url`).
+   */
+  leadership(): { leading: boolean; leaderUrl: string | undefined; selfUrl?: string };
   onEvent(listener: (event: MarathonEvent) => void): () => void;
   emit(event: MarathonEvent): void;
   metrics(): string;
@@ -39,6 +42,64 @@ export interface MarathonHttpDeps {
 }
 
 const DEPLOYMENT_HEADER = "Marathon-Deployment-Id";
+/** On every answer of the leader: its URL. */
+export const LEADER_HEADER = "X-Marathon-Leader";
+/** On requests a standby forwards and on the answers it passes back: `1.1 <standby host:port>`. */
+export const VIA_HEADER = "X-Marathon-Via";
+const NO_LEADER_MESSAGE = "Could not determine the current leader";
+/** A standby waits this long for the leader's answer before giving up with 504. */
+const PROXY_TIMEOUT_MS = 30_000;
+/** Headers that describe one connection, not the message: never forwarded either way. */
+const HOP_BY_HOP_HEADERS = new Set(["connection", "keep-alive", "transfer-encoding", "upgrade", "proxy-connection", "te", "trailer", "host", "content-length"]);
+
+function trimUrl(url: string): string {
+  return url.replace(/\/+$/, "");
+}
+
+function hostPort(url: string): string {
+  return trimUrl(url).replace(/^https?:\/\//, "");
+}
+
+/**
+ * Forwards a request to the leader and passes its answer back, as Marathon's standbys do: the
+ * request keeps its method, body and headers (but those of the connection), gains
+ * `X-Forwarded-For` and `X-Marathon-Via`; the answer keeps the leader's status and headers (its
+ * `X-Marathon-Leader` included) and gains `X-Marathon-Via`. A request that already came through
+ * this standby is a loop (two instances each believing the other leads) and is refused with 502.
+ */
+async function forwardToLeader(req: FastifyRequest, reply: FastifyReply, leaderUrl: string, via: string): Promise<FastifyReply> {
+  const viaSoFar = [req.headers[VIA_HEADER.toLowerCase()] ?? []].flat().join(",");
+  if (viaSoFar.split(",").some((hop) => hop.trim() === via)) return reply.code(502).send({ message: "Detected proxying loop." });
+  const headers = new Headers();
+  for (const [name, value] of Object.entries(req.headers)) {
+    if (value === undefined || HOP_BY_HOP_HEADERS.has(name) || name === VIA_HEADER.toLowerCase() || name === "x-forwarded-for") continue;
+    for (const v of [value].flat()) headers.append(name, v);
+  }
+  headers.set(VIA_HEADER, viaSoFar ? `${viaSoFar}, ${via}` : via);
+  const forwardedFor = [req.headers["x-forwarded-for"]].flat().filter((v): v is string => typeof v === "string");
+  headers.set("x-forwarded-for", [...forwardedFor, req.ip].join(","));
+  let response: Response;
+  try {
+    response = await fetch(`${leaderUrl}${req.url}`, {
+      method: req.method,
+      headers,
+      redirect: "manual",
+      signal: AbortSignal.timeout(PROXY_TIMEOUT_MS),
+      ...(typeof req.body === "string" && req.method !== "GET" && req.method !== "HEAD" ? { body: req.body } : {}),
+    });
+  } catch (err) {
+    const error = err as Error & { cause?: { code?: string; message?: string } };
+    if (error.name === "TimeoutError") return reply.code(504).send({ message: "Connection to leader timed out." });
+    if (error.cause?.code === "ECONNREFUSED") return reply.code(502).send({ message: "Connection to leader refused." });
+    return reply.code(502).send({ message: `Failed to successfully establish a connection to the leader: ${error.cause?.message ?? error.message}` });
+  }
+  // fetch hands the body over decoded: its encoding no longer applies.
+  response.headers.forEach((value, name) => {
+    if (!HOP_BY_HOP_HEADERS.has(name) && name !== "content-encoding") reply.header(name, value);
+  });
+  reply.header(VIA_HEADER, via);
+  return reply.code(response.status).send(Buffer.from(await response.arrayBuffer()));
+}
 
 /** The version `/v2/info` reports: the Marathon API line it follows. */
 export const MARATHON_VERSION = "1.11.0-corral";
@@ -154,32 +215,22 @@ export function createMarathonHttp(deps: MarathonHttpDeps): FastifyInstance {
   });
   app.setNotFoundHandler((req, reply) => reply.code(404).send({ message: `Unknown resource ${req.method} ${req.url.split("?")[0]}` }));
 
-  // A standby serves nothing itself: it forwards /v2 requests to the leader, as Marathon does.
+  // The leader names itself on every answer (errors included), as Marathon's leader proxy filter
+  // does, so a client that reached a standby learns where to go directly next time.
+  app.addHook("onRequest", async (_req, reply) => {
+    const { leading, selfUrl } = deps.leadership();
+    if (leading) reply.header(LEADER_HEADER, trimUrl(selfUrl ?? deps.info().url));
+  });
+
+  // A standby serves no /v2 request itself: it forwards it to the leader, as Marathon does.
   app.addHook("preHandler", async (req, reply) => {
     const path = req.url.split("?")[0]!;
     if (!path.startsWith("/v2/") || path === "/v2/leader") return;
-    const { leading, leaderUrl } = deps.leadership();
+    const { leading, leaderUrl, selfUrl = deps.info().url } = deps.leadership();
     if (leading) return;
-    if (leaderUrl === undefined || leaderUrl === deps.info().url) return reply.code(503).send({ message: "No leader elected yet; try again shortly" });
-    if (path === "/v2/events") return reply.redirect(`${leaderUrl}${req.url}`, 307);
-    const contentType = req.headers["content-type"];
-    let response: Response;
-    try {
-      response = await fetch(`${leaderUrl}${req.url}`, {
-        method: req.method,
-        redirect: "manual",
-        signal: AbortSignal.timeout(10_000),
-        ...(contentType ? { headers: { "content-type": contentType } } : {}),
-        ...(typeof req.body === "string" && req.method !== "GET" && req.method !== "HEAD" ? { body: req.body } : {}),
-      });
-    } catch (err) {
-      return reply.code(503).send({ message: `the leader at ${leaderUrl} did not answer: ${(err as Error).message}` });
-    }
-    for (const name of ["content-type", "location", DEPLOYMENT_HEADER, "warning"]) {
-      const value = response.headers.get(name);
-      if (value !== null) reply.header(name, value);
-    }
-    return reply.code(response.status).send(await response.text());
+    if (leaderUrl === undefined || trimUrl(leaderUrl) === trimUrl(selfUrl)) return reply.code(503).send({ message: NO_LEADER_MESSAGE });
+    if (path === "/v2/events") return reply.redirect(`${trimUrl(leaderUrl)}${req.url}`, 307);
+    return forwardToLeader(req, reply, trimUrl(leaderUrl), `1.1 ${hostPort(selfUrl)}`);
   });
 
   const now = () => deps.clock.now();

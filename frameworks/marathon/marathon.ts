@@ -89,6 +89,13 @@ export interface MarathonOptions {
    * @default undefined (a single Marathon, which leads at once)
    */
   leaderElection?: { leaseMs?: number };
+  /**
+   * The URL other Marathons and clients reach this instance at: what the lease names when it
+   * leads (standbys forward to it) and its `X-Marathon-Leader` header. Give it when the listen
+   * address is not reachable from elsewhere (`0.0.0.0`, a NAT, a proxy in front).
+   * @default the listen URL, e.g. `http://127.0.0.1:8080`
+   */
+  advertisedUrl?: string;
 }
 
 /** A running Marathon. */
@@ -105,6 +112,12 @@ export interface Marathon {
   frameworkId(): string | undefined;
   /** True while this instance leads (and acts); standbys only proxy HTTP. */
   isLeader(): boolean;
+  /**
+   * Resolves once this instance has stopped: by `stop()`, or on its own when it was deposed or
+   * could not take the leadership up (a process should then exit, as Marathon does, and be
+   * restarted by its supervisor to stand by again).
+   */
+  whenStopped(): Promise<void>;
   /** The core (read only: tests and metrics). */
   readonly core: MarathonCore;
   /** Listens to Marathon events (as on `/v2/events`); returns the unsubscribe function. */
@@ -225,6 +238,8 @@ class MarathonShell implements Marathon {
   private election: LeaderElection | undefined;
   private readonly instanceId: string;
   private startedAtMs = 0;
+  private markStopped: () => void = () => {};
+  private readonly stoppedPromise = new Promise<void>((resolve) => (this.markStopped = resolve));
   /** Counters for `/metrics`. */
   readonly stats = { effectErrors: 0, launchFailures: 0, updatesDropped: 0 };
   /** Status updates waiting for the input that takes them (see onUpdate). */
@@ -270,7 +285,7 @@ class MarathonShell implements Marathon {
     if (typeof lease.leaseRead !== "function") throw new Error("createMarathon: leaderElection needs a store with a lease (JetStream or memory)");
     this.election = new LeaderElection({
       store: lease as LeaseStore,
-      self: { id: this.instanceId, url: this.url },
+      self: { id: this.instanceId, url: this.selfUrl() },
       clock: this.clock,
       timers: this.timers,
       log: this.log,
@@ -300,8 +315,14 @@ class MarathonShell implements Marathon {
   }
 
   private async loadState(): Promise<void> {
+    const loadStartedMs = this.clock.now();
     const state = await this.store!.load();
     this.fwId = state.frameworkId;
+    // What a new leader took over, for the operator reading the log after a failover.
+    this.log.info(
+      { frameworkId: state.frameworkId, apps: state.apps.length, instances: state.instances.length, deployments: state.deployments.length, loadMs: this.clock.now() - loadStartedMs },
+      "marathon: state loaded",
+    );
     await this.input(() => this.core.recover(state, this.clock.now()));
     this.health = new HealthChecker(this.core, this.options.healthChecks ?? {}, (id, checkIndex, ok) =>
       void this.input(() => this.core.health(id, checkIndex, ok, this.clock.now())),
@@ -319,7 +340,7 @@ class MarathonShell implements Marathon {
       clock: this.clock,
       input: (fn) => this.input(fn),
       info: () => ({ frameworkId: this.fwId, url: this.url, frameworkName: this.options.frameworkName ?? MARATHON_DEFAULTS.frameworkName, role: this.role(), cluster: this.cluster, startedAtMs: this.startedAtMs }),
-      leadership: () => ({ leading: this.leading && !this.stopped, leaderUrl: this.options.leaderElection ? this.election?.leader()?.url : this.url }),
+      leadership: () => ({ leading: this.leading && !this.stopped, leaderUrl: this.options.leaderElection ? this.election?.leader()?.url : this.selfUrl(), selfUrl: this.selfUrl() }),
       onEvent: (l) => this.onEvent(l),
       emit: (e) => this.emit(e),
       metrics: () => this.metrics(),
@@ -367,6 +388,15 @@ class MarathonShell implements Marathon {
     this.log.info({ url: this.url, frameworkId: this.fwId }, "marathon started");
   }
 
+  /** The URL this instance is known by (see {@link MarathonOptions.advertisedUrl}). */
+  private selfUrl(): string {
+    return (this.options.advertisedUrl ?? this.url).replace(/\/+$/, "");
+  }
+
+  whenStopped(): Promise<void> {
+    return this.stoppedPromise;
+  }
+
   /** True while this instance leads (always, without leader election, once started). */
   isLeader(): boolean {
     return this.leading && !this.stopped;
@@ -384,6 +414,7 @@ class MarathonShell implements Marathon {
     await this.http?.close().catch(() => undefined);
     await this.queue.run(async () => undefined);
     await this.store?.close().catch(() => undefined);
+    this.markStopped();
   }
 
   private role(): string {

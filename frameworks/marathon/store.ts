@@ -16,6 +16,7 @@
  */
 
 import type { NatsConnection } from "@nats-io/transport-node";
+import { jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
 import { escapeKeyToken, unescapeKeyToken } from "../../master/store.ts";
 import type { Logger } from "../../sdk/transport.ts";
@@ -182,17 +183,33 @@ export class JetStreamMarathonStore implements MarathonStore, LeaseStore {
     private readonly kv: KV,
     readonly bucket: string,
     private readonly log: Logger | undefined,
+    private readonly jsm: JetStreamManager,
   ) {}
 
   static async open(connection: NatsConnection, options: { bucket: string; replicas?: number; log?: Logger }): Promise<JetStreamMarathonStore> {
     if (!/^[-\w]+$/.test(options.bucket)) throw new Error(`bucket: '${options.bucket}' is not a valid KV bucket name`);
     const kv = await new Kvm(connection).create(options.bucket, { history: 1, replicas: options.replicas ?? 1 });
-    return new JetStreamMarathonStore(kv, options.bucket, options.log);
+    return new JetStreamMarathonStore(kv, options.bucket, options.log, await jetstreamManager(connection));
+  }
+
+  /**
+   * Every key of the bucket (deleted ones included: their markers stay), from one snapshot of the
+   * stream's subjects that the server answers (the client pages it). Not `kv.keys()`: its consumer
+   * decides it has seen every key from a heartbeat or a zero pending count, and while other keys
+   * are written during the listing (the leader lease is, every few hundred ms) it was seen to hang
+   * and to repeat keys; a standby taking over must load everything, or it kills the tasks of the
+   * instances it missed as unknown.
+   */
+  private async listKeys(): Promise<string[]> {
+    const prefix = `$KV.${this.bucket}.`;
+    const info = await this.jsm.streams.info(`KV_${this.bucket}`, { subjects_filter: `${prefix}>` });
+    return Object.keys(info.state.subjects ?? {})
+      .filter((subject) => subject.startsWith(prefix))
+      .map((subject) => subject.slice(prefix.length));
   }
 
   async load(): Promise<MarathonState> {
-    const keys: string[] = [];
-    for await (const k of await this.kv.keys()) keys.push(k);
+    const keys = await this.listKeys();
     keys.sort();
     const entries: Array<[string, string]> = [];
     for (const k of keys) {
@@ -235,7 +252,7 @@ export class JetStreamMarathonStore implements MarathonStore, LeaseStore {
   /** Number of keys holding a value (tests: "nothing persisted"). */
   async size(): Promise<number> {
     let n = 0;
-    for await (const k of await this.kv.keys()) {
+    for (const k of await this.listKeys()) {
       const entry = await this.kv.get(k);
       if (entry && entry.operation === "PUT") n++;
     }
