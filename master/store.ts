@@ -237,12 +237,16 @@ export class JetStreamRegistryStore implements RegistryStore {
 
   /**
    * Reads every record in one pass over the bucket's stream (one consumer, not one request per
-   * key: a new leader loads thousands of records in tens of milliseconds).
+   * key: a new leader loads thousands of records in tens of milliseconds). Records have two-token
+   * keys (`<kind>.<id>`), so the consumer's filter `*.>` leaves out the one-token leader lease:
+   * the lease is renewed every few hundred ms, also while a new leader loads, and a key rewritten
+   * during the pass can keep the client's "no more pending" end from ever coming (seen with
+   * Marathon's bucket, whose lease shares it the same way).
    */
   async load(): Promise<RegistryRecord[]> {
     this.assertOpen();
     const latest = new Map<string, { revision: number; operation: string; text: () => string }>();
-    for await (const entry of await this.kv.history()) {
+    for await (const entry of await this.kv.history({ key: "*.>" })) {
       if (entry.key === LEADER_LEASE_KEY) continue;
       const seen = latest.get(entry.key);
       if (!seen || seen.revision < entry.revision) latest.set(entry.key, { revision: entry.revision, operation: entry.operation, text: () => entry.string() });

@@ -75,6 +75,24 @@ describe("JetStreamRegistryStore", () => {
     await expect(store.put(agentRecord("x"))).rejects.toThrow(/closed/);
   });
 
+  it("loads every record while the leader lease in the same bucket is renewed all along", async () => {
+    const store = await JetStreamRegistryStore.open(transport.connection, { bucket: "registry_lease_renewed" });
+    const count = 300;
+    for (let i = 0; i < count; i++) await store.put(agentRecord(`m-1-S${i}`));
+    const lease = store.leaseStore();
+    let revision = (await lease.leaseCreate(JSON.stringify({ id: "m-1" })))!;
+    let renewing = true;
+    const renewals = (async () => {
+      while (renewing) revision = (await lease.leaseUpdate(JSON.stringify({ id: "m-1", n: revision }), revision)) ?? revision;
+    })();
+    try {
+      for (let round = 0; round < 15; round++) expect((await store.load()).map((r) => r.id).sort()).toEqual(Array.from({ length: count }, (_, i) => `m-1-S${i}`).sort());
+    } finally {
+      renewing = false;
+      await renewals;
+    }
+  }, 120_000);
+
   it("skips corrupt records with a warning instead of returning them", async () => {
     const { log, lines } = memoryLog("warn");
     const store = await JetStreamRegistryStore.open(transport.connection, { bucket: "registry_corrupt", log });
