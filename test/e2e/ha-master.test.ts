@@ -4,11 +4,10 @@
  * in-process masters whose lease store is cut off), standbys pointing to the leader, and a deposed
  * leader's messages ignored by real agents and SDK frameworks.
  */
-import { spawn, type ChildProcess } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createInterface } from "node:readline";
 import { Writable } from "node:stream";
 import { pino, type Logger } from "pino";
 import { afterEach, describe, expect, it } from "vitest";
@@ -23,6 +22,7 @@ import { agentCmdSubject, frameworkEventsSubject } from "../../sdk/wire/subjects
 import { recordingFramework, type RecordingFramework } from "../harness/cluster.ts";
 import { EventLog, eventually } from "../harness/events.ts";
 import { freePort, useNats } from "../harness/nats.ts";
+import { spawnCorral } from "../harness/processes.ts";
 import { TERMINAL_TASK_STATES } from "../../sdk/wire/types.ts";
 
 const nats = useNats();
@@ -84,22 +84,9 @@ async function spawnMaster(cluster: string): Promise<MasterProcess> {
   const args = ["master", "--ha", "--nats", nats.url, "--cluster", cluster, "--port", String(port), "--log-level", "info"];
   // Fast pings so the agents' liveness is checked often; the lease keeps its defaults (1500 ms).
   args.push("--agent-ping-interval", "200ms", "--max-missed-pings", "25", "--allocation-interval", "100ms");
-  const child = spawn(join(process.cwd(), "bin/corral"), args, { stdio: ["ignore", "ignore", "pipe"] });
-  const log = new EventLog<Record<string, unknown>>();
-  createInterface({ input: child.stderr! }).on("line", (line) => {
-    try {
-      log.push({ ...(JSON.parse(line) as Record<string, unknown>), receivedAt: Date.now() });
-    } catch {
-      log.push({ msg: line, receivedAt: Date.now() });
-    }
-  });
-  cleanups.push(async () => {
-    if (child.exitCode === null && child.signalCode === null) {
-      const exited = new Promise((resolve) => child.once("exit", resolve));
-      child.kill("SIGKILL");
-      await exited;
-    }
-  });
+  const proc = spawnCorral(args);
+  cleanups.push(() => proc.kill());
+  const { child, log } = proc;
   return { child, url: `http://127.0.0.1:${port}`, log };
 }
 
