@@ -852,19 +852,30 @@ export class LinuxContainerizer implements Containerizer {
     const live = this.records.live.get(containerId);
     const cgroups = this.host.cgroups;
     if (live === undefined || live.exited || live.pid === undefined || cgroups === undefined || live.cgroup === undefined) throw notFound(containerId);
-    const initPid = this.launcher.tool === "bwrap" ? await this.reportedInit(live) : await this.findInit(live, false);
-    // The init must still be in the container's cgroup: a pid read earlier may since be another process's.
-    const members = initPid === undefined ? [] : await cgroups.procs(live.cgroup).catch(() => [] as number[]);
-    const credentials = initPid !== undefined && members.includes(initPid) ? parseCredentials(await readFile(`/proc/${initPid}/status`, "utf8").catch(() => "")) : undefined;
-    if (initPid === undefined || credentials === undefined) {
-      throw new ContainerizerError("CORRAL_ERR_CONTAINER_NOT_FOUND", `container ${containerId} has no running init to enter`, { containerId });
+    const cgroup = live.cgroup;
+    const deadline = this.clock.now() + request.timeoutMs;
+    let initPid: number | undefined;
+    let credentials: ReturnType<typeof parseCredentials>;
+    // A check may come while the container is still starting: its init not reported yet, or not
+    // yet the task's user (root until setpriv has run). Wait for it within the check's own time.
+    for (;;) {
+      initPid = this.launcher.tool === "bwrap" ? await this.reportedInit(live) : await this.findInit(live, false);
+      // The init must still be in the container's cgroup: a pid read earlier may since be another process's.
+      const members = initPid === undefined ? [] : await cgroups.procs(cgroup).catch(() => [] as number[]);
+      credentials = initPid !== undefined && members.includes(initPid) ? parseCredentials(await readFile(`/proc/${initPid}/status`, "utf8").catch(() => "")) : undefined;
+      if (credentials !== undefined && (credentials.uid !== 0 || this.allowRoot)) break;
+      if (live.exited || this.clock.now() >= deadline) {
+        throw new ContainerizerError("CORRAL_ERR_CONTAINER_NOT_FOUND", `container ${containerId} has no running init to enter`, { containerId });
+      }
+      await Promise.race([live.onExited, this.delay(25)]);
     }
+    if (initPid === undefined) throw notFound(containerId);
     const { privileged, workloadOnly } = splitEnvironment(request.env);
     const argv = execCommand(
-      { tools: this.host.tools, initPid, credentials, cwd: live.spec.sandboxDir, ulimits: this.ulimits(live.spec), enterPaths: cgroups.enterPaths(live.cgroup), workloadOnlyEnv: workloadOnly },
+      { tools: this.host.tools, initPid, credentials, cwd: live.spec.sandboxDir, ulimits: this.ulimits(live.spec), enterPaths: cgroups.enterPaths(cgroup), workloadOnlyEnv: workloadOnly },
       request.command,
     );
-    return runProcessGroup(argv, { env: privileged }, request.timeoutMs, this.timers);
+    return runProcessGroup(argv, { env: privileged }, Math.max(1, deadline - this.clock.now()), this.timers);
   }
 
   /** SIGKILLs every descendant of the supervisor (not itself: it must live to record the exit status). */
