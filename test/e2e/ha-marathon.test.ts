@@ -14,27 +14,21 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import type { Agent } from "../../agent/agent.ts";
-import { connectNats, type NatsTransport } from "../../sdk/nats-transport.ts";
+import type { NatsTransport } from "../../sdk/nats-transport.ts";
 import { LEADER_HEADER, VIA_HEADER } from "../../frameworks/marathon/http.ts";
 import { startCluster, type TestCluster } from "../harness/cluster.ts";
 import { EventLog, eventually } from "../harness/events.ts";
-import { freePort, useNats } from "../harness/nats.ts";
+import { connectBus, freePort, useNats } from "../harness/nats.ts";
+import { useCleanups } from "../harness/cleanups.ts";
 import { spawnCorral, tapAgentCommands, type CorralProcess } from "../harness/processes.ts";
 
 const nats = useNats();
 let clusterSeq = 0;
-const cleanups: Array<() => Promise<unknown>> = [];
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => undefined);
-});
+const defer = useCleanups();
 
-async function bus(name: string): Promise<NatsTransport> {
-  const transport = await connectNats({ servers: nats.url, name });
-  cleanups.push(() => transport.close());
-  return transport;
-}
+const bus = (name: string): Promise<NatsTransport> => connectBus(nats, name, defer);
 
 interface MarathonProcess extends CorralProcess {
   url: string;
@@ -50,7 +44,7 @@ async function spawnMarathon(cluster: string, { ha = true, extra = [] as string[
     ...["marathon", "--nats", nats.url, "--cluster", cluster, "--http-port", String(port), ...(ha ? ["--ha", "--lease", "3s"] : [])],
     ...["--tick-interval", "100ms", "--failover-timeout", "300s", "--log-level", "info", ...extra],
   ]);
-  cleanups.push(() => proc.kill());
+  defer(() => proc.kill());
   return { ...proc, url: `http://127.0.0.1:${port}` };
 }
 
@@ -64,7 +58,7 @@ function spawnMaster(cluster: string, port: number): CorralProcess & { url: stri
     ...["master", "--ha", "--nats", nats.url, "--cluster", cluster, "--port", String(port), "--log-level", "info"],
     ...["--agent-ping-interval", "1s", "--max-missed-pings", "30", "--allocation-interval", "100ms"],
   ]);
-  cleanups.push(() => proc.kill());
+  defer(() => proc.kill());
   return { ...proc, url: `http://127.0.0.1:${port}` };
 }
 
@@ -108,12 +102,12 @@ describe("several Marathons as processes", () => {
         { hostname: "127.0.0.2", resources: "cpus:2;mem:2048;disk:1024;ports:[31100-31199]" },
       ],
     });
-    cleanups.push(async () => {
+    defer(async () => {
       await cluster?.stop();
       cluster = undefined;
     });
     const tap = tapAgentCommands(await bus("tap"), cluster.cluster);
-    cleanups.push(async () => tap.stop());
+    defer(async () => tap.stop());
 
     const first = await spawnMarathon(cluster.cluster);
     await eventually(() => elected(first.url), 60_000, "the first Marathon to lead");
@@ -144,7 +138,7 @@ describe("several Marathons as processes", () => {
     // Never fewer than 3 web tasks running on the agents from here on (minimumHealthCapacity 1).
     let fewestRunning = Infinity;
     const sampler = setInterval(() => (fewestRunning = Math.min(fewestRunning, runningOnAgents(cluster!.agents, "web.").length)), 50);
-    cleanups.push(async () => clearInterval(sampler));
+    defer(async () => clearInterval(sampler));
 
     // The restart goes through the standby, which forwards it to the leader.
     const restart = await api(second.url, "POST", "/v2/apps/web/restart");
@@ -233,7 +227,7 @@ async function spawnAgent(cluster: string, index: number): Promise<{ url: string
     ...["--resources", `cpus:4;mem:4096;disk:1024;ports:[${31000 + index * 100}-${31099 + index * 100}]`, "--isolation", "posix", "--log-level", "warn"],
   ]);
   // A clean stop kills the agent's tasks.
-  cleanups.push(async () => {
+  defer(async () => {
     await proc.stop();
     await rm(workDir, { recursive: true, force: true });
   });
@@ -247,7 +241,7 @@ describe("several masters as processes, under Marathon", () => {
   it("survives SIGKILL of the leading master while 200 tasks run and Marathon deploys: nothing killed or launched twice, the deployment completes", async () => {
     const cluster = `hm${process.pid}x${++clusterSeq}`;
     const tap = tapAgentCommands(await bus("tap"), cluster);
-    cleanups.push(async () => tap.stop());
+    defer(async () => tap.stop());
     const first = spawnMaster(cluster, await freePort());
     const leaderBefore = await eventually(async () => {
       const h = await masterHealth(first.url);
@@ -332,12 +326,12 @@ describe("several masters as processes, under Marathon", () => {
 describe("corral up --marathons", () => {
   it("starts several Marathons that elect one leader, prints which leads, and stops them on Ctrl-C", async () => {
     const home = await mkdtemp(join(tmpdir(), "corral-home-"));
-    cleanups.push(() => rm(home, { recursive: true, force: true }));
+    defer(() => rm(home, { recursive: true, force: true }));
     const up = spawn(join(process.cwd(), "bin/corral"), ["up", "--agents", "1", "--marathons", "2", "--master-port", "0", "--marathon-port", "0", "--nats-port", String(await freePort())], {
       env: { ...process.env, CORRAL_HOME: home },
       stdio: ["ignore", "pipe", "inherit"],
     });
-    cleanups.push(async () => {
+    defer(async () => {
       if (up.exitCode === null && up.signalCode === null) up.kill("SIGKILL");
     });
     const out = new EventLog<string>();

@@ -10,18 +10,19 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Writable } from "node:stream";
 import { pino, type Logger } from "pino";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { createAgent, type Agent } from "../../agent/agent.ts";
 import { createMaster, registryBucketName, type Master } from "../../master/shell.ts";
 import { JetStreamRegistryStore } from "../../master/store.ts";
 import type { LeaseStore } from "../../sdk/leader-lease.ts";
-import { connectNats, type NatsTransport } from "../../sdk/nats-transport.ts";
+import type { NatsTransport } from "../../sdk/nats-transport.ts";
 import { encodeEnvelope } from "../../sdk/wire/codec.ts";
 import { resourcesToWire } from "../../sdk/wire/resources.ts";
 import { agentCmdSubject, frameworkEventsSubject } from "../../sdk/wire/subjects.ts";
 import { recordingFramework, type RecordingFramework } from "../harness/cluster.ts";
 import { EventLog, eventually } from "../harness/events.ts";
-import { freePort, useNats } from "../harness/nats.ts";
+import { connectBus, freePort, useNats } from "../harness/nats.ts";
+import { useCleanups } from "../harness/cleanups.ts";
 import { spawnCorral } from "../harness/processes.ts";
 import { TERMINAL_TASK_STATES } from "../../sdk/wire/types.ts";
 
@@ -30,23 +31,16 @@ const QUIET = pino({ level: "error" });
 const TERMINAL: ReadonlySet<string> = TERMINAL_TASK_STATES;
 
 let clusterSeq = 0;
-const cleanups: Array<() => Promise<unknown>> = [];
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => undefined);
-});
+const defer = useCleanups();
 
-async function bus(name: string): Promise<NatsTransport> {
-  const transport = await connectNats({ servers: nats.url, name });
-  cleanups.push(() => transport.close());
-  return transport;
-}
+const bus = (name: string): Promise<NatsTransport> => connectBus(nats, name, defer);
 
 async function startAgents(cluster: string, count: number): Promise<Agent[]> {
   const agents: Agent[] = [];
   for (let i = 0; i < count; i++) {
     const workDir = await mkdtemp(join(tmpdir(), "corral-ha-agent-"));
     const agent = createAgent({ cluster, transport: await bus(`agent${i}`), workDir, resources: "cpus:2;mem:1024;disk:1024;ports:[31000-31099]", hostname: `host${i + 1}`, log: QUIET });
-    cleanups.push(async () => {
+    defer(async () => {
       await agent.stop();
       await rm(workDir, { recursive: true, force: true });
     });
@@ -85,7 +79,7 @@ async function spawnMaster(cluster: string): Promise<MasterProcess> {
   // Fast pings so the agents' liveness is checked often; the lease keeps its defaults (1500 ms).
   args.push("--agent-ping-interval", "200ms", "--max-missed-pings", "25", "--allocation-interval", "100ms");
   const proc = spawnCorral(args);
-  cleanups.push(() => proc.kill());
+  defer(() => proc.kill());
   const { child, log } = proc;
   return { child, url: `http://127.0.0.1:${port}`, log };
 }
@@ -190,11 +184,11 @@ describe("masters in HA", () => {
     const logA = recordedLog();
     const logB = recordedLog();
     const a = createMaster({ cluster, transport: await bus("master-a"), log: logA.log, election: { timings, store: lease }, config: { agentPingIntervalMs: 200, maxMissedPings: 25 } });
-    cleanups.push(() => a.stop());
+    defer(() => a.stop());
     await a.start();
     expect(a.isLeader()).toBe(true);
     const b = createMaster({ cluster, transport: await bus("master-b"), log: logB.log, election: { timings }, config: { agentPingIntervalMs: 200, maxMissedPings: 25 } });
-    cleanups.push(() => b.stop());
+    defer(() => b.stop());
     await b.start();
     expect(b.isLeader()).toBe(false);
     expect(b.leader()?.id).toBe(a.masterId);
@@ -247,10 +241,10 @@ describe("masters in HA", () => {
     const cluster = `ha${process.pid}x${++clusterSeq}`;
     const timings = { leaseMs: 3000, renewIntervalMs: 300, stepDownMarginMs: 300, pollIntervalMs: 50 };
     const a = createMaster({ cluster, transport: await bus("master-a"), log: QUIET, election: { timings } });
-    cleanups.push(() => a.stop());
+    defer(() => a.stop());
     await a.start();
     const b = createMaster({ cluster, transport: await bus("master-b"), log: QUIET, election: { timings } });
-    cleanups.push(() => b.stop());
+    defer(() => b.stop());
     await b.start();
     const stoppedAt = Date.now();
     await a.stop();
@@ -263,7 +257,7 @@ describe("masters in HA", () => {
     const cut = new CuttableLeaseStore(lonelyRegistry.leaseStore());
     cut.cut = true;
     const lonely = createMaster({ cluster: `${cluster}-lonely`, transport: await bus("lonely"), log: QUIET, election: { timings, store: cut } });
-    cleanups.push(() => lonely.stop());
+    defer(() => lonely.stop());
     await lonely.start();
     expect(await health(lonely.httpUrl())).toMatchObject({ leader: false, leaderInfo: null });
     const refused = await fetch(`${lonely.httpUrl()}/quota`, { method: "PUT", headers: { "content-type": "application/json" }, body: "[]", redirect: "manual" });
@@ -286,9 +280,9 @@ describe("a master that wins but cannot serve", () => {
     const unreadable = { load: () => loading, put: registry.put.bind(registry), delete: registry.delete.bind(registry), close: async () => {} };
     const logA = recordedLog();
     const a = createMaster({ cluster, transport: await bus("master-a"), log: logA.log, store: unreadable, election: { timings, store: registry.leaseStore() } });
-    cleanups.push(() => a.stop());
+    defer(() => a.stop());
     const b = createMaster({ cluster, transport: await bus("master-b"), log: QUIET, election: { timings } });
-    cleanups.push(() => b.stop());
+    defer(() => b.stop());
     const aStarted = a.start();
     await logA.lines.waitFor((l) => l.msg === "master: elected leader", 10_000, "A to win");
     await b.start();

@@ -6,6 +6,8 @@
  */
 import { afterAll, beforeAll } from "vitest";
 import { startNats, type NatsServer, type StartNatsOptions } from "../../cli/nats-server.ts";
+import { connectNats, type NatsTransport } from "../../sdk/nats-transport.ts";
+import type { Defer } from "./cleanups.ts";
 
 export { findNatsServer, freePort, startNats, type NatsServer, type StartNatsOptions } from "../../cli/nats-server.ts";
 
@@ -44,4 +46,11 @@ export function useNats(options: StartNatsOptions = {}): NatsFixture {
       return get();
     },
   };
+}
+
+/** A connection to the fixture's server named `name` (as servers list it), closed by `defer`. */
+export async function connectBus(nats: NatsFixture, name: string, defer: Defer): Promise<NatsTransport> {
+  const transport = await connectNats({ servers: nats.url, name });
+  defer(() => transport.close());
+  return transport;
 }

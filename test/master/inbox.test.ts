@@ -4,31 +4,25 @@
  * shed and counted while the master keeps serving.
  */
 import { randomUUID } from "node:crypto";
-import { afterEach, describe, expect, it } from "vitest";
-import { connectNats, type NatsTransport } from "../../sdk/nats-transport.ts";
+import { describe, expect, it } from "vitest";
+import type { NatsTransport } from "../../sdk/nats-transport.ts";
 import { encodeEnvelope } from "../../sdk/wire/codec.ts";
 import { agentCmdSubject, masterAgentSubject, masterSchedulerSubject } from "../../sdk/wire/subjects.ts";
 import { createMaster, type Master } from "../../master/shell.ts";
 import { MemoryRegistryStore } from "../../master/store.ts";
-import { useNats } from "../harness/nats.ts";
+import { connectBus, useNats } from "../harness/nats.ts";
+import { useCleanups } from "../harness/cleanups.ts";
 import { eventually } from "../harness/events.ts";
 import { FakeFramework, memoryLog } from "./fakes.ts";
 
 const nats = useNats();
-const cleanups: Array<() => Promise<unknown>> = [];
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => undefined);
-});
+const defer = useCleanups();
 
-async function bus(name: string): Promise<NatsTransport> {
-  const transport = await connectNats({ servers: nats.url, name });
-  cleanups.push(() => transport.close());
-  return transport;
-}
+const bus = (name: string): Promise<NatsTransport> => connectBus(nats, name, defer);
 
 async function startMaster(cluster: string, inputSliceMs: number, maxQueuedInputs: number): Promise<Master> {
   const master = createMaster({ cluster, transport: await bus("master"), store: new MemoryRegistryStore(), log: memoryLog("error").log, inputSliceMs, maxQueuedInputs });
-  cleanups.push(() => master.stop());
+  defer(() => master.stop());
   await master.start();
   return master;
 }
