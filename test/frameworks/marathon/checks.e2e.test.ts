@@ -10,7 +10,7 @@ import { afterEach, describe, expect, it, vi } from "vitest";
 import { useNats } from "../../harness/nats.ts";
 import { eventually } from "../../harness/events.ts";
 import { startCluster, type TestCluster } from "../../harness/cluster.ts";
-import { startMarathon, waitForRunning, type TestMarathon } from "./marathon-harness.ts";
+import { removeAllApps, startMarathon, waitForRunning, type TestMarathon } from "./marathon-harness.ts";
 
 vi.setConfig({ testTimeout: 90_000, hookTimeout: 60_000 });
 
@@ -20,12 +20,7 @@ const marathons: TestMarathon[] = [];
 const dirs: string[] = [];
 afterEach(async () => {
   const last = marathons.at(-1);
-  if (last) {
-    for (const app of ((await last.api("GET", "/v2/apps").catch(() => undefined))?.body?.apps ?? []) as Array<{ id: string }>) {
-      await last.api("DELETE", `/v2/apps${app.id}?force=true`).catch(() => undefined);
-    }
-    await eventually(async () => ((await last.api("GET", "/v2/tasks")).body.tasks as unknown[]).length === 0, 15_000, "apps removed").catch(() => undefined);
-  }
+  if (last) await removeAllApps(last);
   for (const m of marathons.splice(0)) await m.stop();
   await cluster?.stop();
   cluster = undefined;

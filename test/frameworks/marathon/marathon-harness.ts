@@ -81,3 +81,11 @@ export async function waitForRunning(m: TestMarathon, appId: string, count: numb
     return tasks.length === count && deployments.length === 0 ? tasks : undefined;
   }, timeoutMs, `${count} running tasks of ${appId}`);
 }
+
+/** Deletes every app of `m` (forced) and waits, best effort, until no task is left: their processes end with the test. */
+export async function removeAllApps(m: TestMarathon): Promise<void> {
+  for (const app of ((await m.api("GET", "/v2/apps").catch(() => undefined))?.body?.apps ?? []) as Array<{ id: string }>) {
+    await m.api("DELETE", `/v2/apps${app.id}?force=true`).catch(() => undefined);
+  }
+  await eventually(async () => ((await m.api("GET", "/v2/tasks")).body.tasks as unknown[]).length === 0, 15_000, "apps removed").catch(() => undefined);
+}
