@@ -21,7 +21,7 @@ import { SeededRng, type Rng } from "../sdk/rng.ts";
 import { SimEngine } from "./engine.ts";
 import type { TaskStatus } from "../sdk/scheduler.ts";
 import { StatusDeliveryAudit } from "./audit.ts";
-import { applyOperatorSettings, SimMasters } from "./masters.ts";
+import { SimMasters } from "./masters.ts";
 import { SimNetwork, type SimTransport } from "./network.ts";
 import { rackOf, type AgentClassSpec, type Scenario, type ScenarioEvent } from "./scenario.ts";
 import { BatchSimFramework } from "./workloads/batch.ts";
@@ -194,8 +194,6 @@ export class SimCluster {
   async run(): Promise<{ events: number; wallMs: number; eventsPerSecond: number }> {
     const s = this.scenario;
     const c = s.cluster;
-    // Electing masters get them whenever one starts serving a term.
-    if (!this.masters.electing) applyOperatorSettings(s, this.master.core);
     const masterStarted = this.masters.start();
     // The master's start awaits its store; let it finish before anything else talks to it.
     await this.engine.run({ untilMs: this.engine.now() });

@@ -10,15 +10,16 @@
  *   lapse); a standby wins the lease once it lapses, recovers the registry, asks the agents to
  *   re-register and tells the frameworks its epoch; the crashed master may come back as a standby.
  *
- * The registry does not keep role weights and quotas (operator settings), so every new leader's
- * core gets the scenario's when it starts serving ({@link MasterOptions.onServing}).
+ * The scenario's role weights and quotas are in the registry from the start, as an operator's
+ * `PUT /weights` and `PUT /quota` would have left them, so every master (the first one, and each
+ * new leader) recovers them from there as in production.
  *
  * @module
  */
 
 import type { Logger as PinoLogger } from "pino";
 import { createMaster, type Master } from "../master/shell.ts";
-import type { MasterCore } from "../master/core.ts";
+import type { MasterCore, RegistryRecord } from "../master/core.ts";
 import { MemoryRegistryStore } from "../master/store.ts";
 import { MemoryLeaseStore } from "../sdk/leader-lease.ts";
 import type { Rng } from "../sdk/rng.ts";
@@ -91,6 +92,8 @@ export class SimMasters {
   constructor(private readonly host: SimMastersHost) {
     const scenario = host.scenario;
     this.electing = electsMasters(scenario);
+    // Synchronous under the promise: the store holds them before any master loads it.
+    for (const record of operatorSettingRecords(scenario)) void this.registry.put(record);
     const count = this.electing ? Math.max(1, scenario.cluster.masters ?? 1) : 1;
     for (let index = 0; index < count; index++) {
       const node = this.electing ? `master-${index}` : MASTER_NODE;
@@ -204,9 +207,8 @@ export class SimMasters {
     });
   }
 
-  /** Applies the settings a registry does not keep, and follows a failover's recovery. */
+  /** Follows a failover's recovery. */
   private serving(slot: MasterSlot, term: number, core: MasterCore): void {
-    applyOperatorSettings(this.host.scenario, core);
     this.current = slot;
     this.terms.push(core);
     const open = this.open;
@@ -232,13 +234,13 @@ export class SimMasters {
   }
 }
 
-/** The scenario's role weights and quotas on a core (before start, or a new leader's). */
-export function applyOperatorSettings(scenario: Scenario, core: MasterCore): void {
+/** The scenario's role weights and quotas as the registry records the master keeps them in. */
+function operatorSettingRecords(scenario: Scenario): RegistryRecord[] {
   const c = scenario.cluster;
-  const weights = Object.entries(c.roleWeights ?? {}).map(([role, weight]) => ({ role, weight }));
-  if (weights.length > 0) core.setWeights(weights);
-  const quotas = Object.entries(c.quota ?? {}).map(([role, q]) => ({ role, ...q }));
-  if (quotas.length > 0) core.setQuotas(quotas);
+  return [
+    ...Object.entries(c.roleWeights ?? {}).map(([role, weight]): RegistryRecord => ({ kind: "weight", id: role, weight })),
+    ...Object.entries(c.quota ?? {}).map(([role, q]): RegistryRecord => ({ kind: "quota", id: role, guarantees: q.guarantees ?? {}, limits: q.limits ?? {} })),
+  ];
 }
 
 function r4(n: number): number {
