@@ -185,6 +185,8 @@ export class SimMasters {
     const config = {
       ...(c.allocationIntervalMs !== undefined ? { allocationIntervalMs: c.allocationIntervalMs } : {}),
       ...(c.offerTimeoutMs !== undefined ? { offerTimeoutMs: c.offerTimeoutMs } : {}),
+      ...(c.agentPingIntervalMs !== undefined ? { agentPingIntervalMs: c.agentPingIntervalMs } : {}),
+      ...(c.maxMissedPings !== undefined ? { maxMissedPings: c.maxMissedPings } : {}),
     };
     if (!this.electing) {
       // The single master of every scenario without failover: exactly as it always was built.

@@ -110,6 +110,14 @@ export interface ClusterSpec {
   /** @default undefined (offers are kept until answered) */
   offerTimeoutMs?: number;
   /**
+   * How often the master pings each agent (Mesos's `agent_ping_timeout`). Pings are most of a
+   * large cluster's messages (two per agent per interval), so a long run without partitions may
+   * raise it to run faster; an agent is noticed unreachable that much later. @default 15000
+   */
+  agentPingIntervalMs?: number;
+  /** Pings an agent may miss before it is marked unreachable (Mesos's `max_agent_ping_timeouts`). @default 5 */
+  maxMissedPings?: number;
+  /**
    * Masters of the cluster. With more than one, or with a `master-failover` event, they elect a
    * leader through a lease (in memory, on virtual time) as `corral master --ha` does, sharing one
    * registry; the others are standbys. @default 1
@@ -260,10 +268,12 @@ export function validateScenario(input: unknown, options: ValidateScenarioOption
 
 function checkCluster(c: Checker, cluster: Obj, classes: Set<string>, traceMachines = false): void {
   const field = "scenario.cluster";
-  c.unknownKeys(cluster, ["agentClasses", "roleWeights", "quota", "allocationIntervalMs", "offerTimeoutMs", "masters"], field);
+  c.unknownKeys(cluster, ["agentClasses", "roleWeights", "quota", "allocationIntervalMs", "offerTimeoutMs", "agentPingIntervalMs", "maxMissedPings", "masters"], field);
   c.num(cluster, "masters", field, { int: true, min: 1, max: MAX_SIM_MASTERS, optional: true });
   c.num(cluster, "allocationIntervalMs", field, { gt: 0, optional: true });
   c.num(cluster, "offerTimeoutMs", field, { gt: 0, optional: true });
+  c.num(cluster, "agentPingIntervalMs", field, { gt: 0, optional: true });
+  c.num(cluster, "maxMissedPings", field, { int: true, min: 1, optional: true });
   const agentClasses = cluster.agentClasses === undefined ? (c.fail(`${field}.agentClasses`, "is required"), undefined) : c.obj(cluster.agentClasses, `${field}.agentClasses`);
   if (agentClasses) {
     // A replayed trace may bring all the machines.

@@ -46,6 +46,34 @@ describe("SimCluster", () => {
     expect(cluster.network.reachable("agent-std-2", "master")).toBe(true);
     expect(cluster.master.core.sizes().agents).toBe(3);
   });
+
+  it("pings agents as often as the scenario's cluster says, and notices a cut-off agent that much sooner", async () => {
+    const run = async (ping: { agentPingIntervalMs?: number; maxMissedPings?: number }) => {
+      const cluster = new SimCluster(
+        validateScenario({
+          seed: 4,
+          endSeconds: 100,
+          cluster: { agentClasses: { std: { count: 2, resources: "cpus:2;mem:2048" } }, ...ping },
+          frameworks: [{ name: "f", kind: "tasks", refuseSeconds: 1, tasks: { count: 2, cpus: 2, mem: 256, durationSeconds: 80, arrival: { at: 0 } } }],
+          events: [{ atSeconds: 10, type: "partition-agents", class: "std", count: 1, durationSeconds: 30 }],
+        }),
+      );
+      await cluster.run();
+      await cluster.shutdown();
+      return { published: cluster.network.stats.published, retried: cluster.stats.retried };
+    };
+    // Mesos's defaults (15 s, 5 missed): a 30 s cut goes unnoticed.
+    const defaults = await run({});
+    expect(defaults.retried).toBe(0);
+    // Pinged every 2 s, unreachable after 2 missed: the cut-off agent's task is replaced.
+    const eager = await run({ agentPingIntervalMs: 2000, maxMissedPings: 2 });
+    expect(eager.retried).toBe(1);
+    expect(eager.published).toBeGreaterThan(defaults.published);
+    // Pinged every minute: fewer messages than the default.
+    const lazy = await run({ agentPingIntervalMs: 60_000 });
+    expect(lazy.retried).toBe(0);
+    expect(lazy.published).toBeLessThan(defaults.published);
+  });
 });
 
 describe("SimCluster with several masters", () => {

@@ -132,6 +132,17 @@ describe("runScenario", () => {
     expect(problems({ ...base, cluster: { ...base.cluster, masters: 10 } })).toEqual(["scenario.cluster.masters: must be <= 9"]);
   });
 
+  it("checks the agent ping settings, naming the field and the rule", () => {
+    const cluster = { agentClasses: { std: { count: 1, resources: "cpus:1;mem:512" } }, agentPingIntervalMs: 0, maxMissedPings: 1.5 };
+    let problems: string[] = [];
+    try {
+      validateScenario({ seed: 1, endSeconds: 60, cluster, frameworks: [{ name: "d", kind: "decliner" }] });
+    } catch (err) {
+      problems = (err as ScenarioError).problems;
+    }
+    expect(problems).toEqual(["scenario.cluster.agentPingIntervalMs: must be > 0", "scenario.cluster.maxMissedPings: must be an integer"]);
+  });
+
   it("validates the shipped examples", async () => {
     const { readFileSync } = await import("node:fs");
     for (const file of ["small-batch.json", "failures.json"]) {
