@@ -25,6 +25,7 @@ import type { FastifyInstance } from "fastify";
 import { systemClock, systemTimers, type Clock, type TimerHandle, type Timers } from "../sdk/clock.ts";
 import { Resources } from "../sdk/resources.ts";
 import { SeededRng, type Rng } from "../sdk/rng.ts";
+import { taskKey } from "../sdk/task-key.ts";
 import { DEFAULT_REQUEST_TIMEOUT_MS, isTransportError, type Subscription, type Transport } from "../sdk/transport.ts";
 import { DropCounter, encodeEnvelope, handleSafely, safeDecode, type EnvelopeOf } from "../sdk/wire/codec.ts";
 import { resourcesToWire } from "../sdk/wire/resources.ts";
@@ -298,6 +299,7 @@ export function createAgent(options: AgentOptions): Agent {
   const tasks = new Map<string, TaskRecord>();
   const completed = new Map<string, TaskView>();
   const healthChecks = new HealthCheckRunner({ clock, timers, report: onHealthVerdict });
+  /** Status-update retry timers by {@link taskKey}. */
   const retryTimers = new Map<string, TimerHandle>();
 
   // ----------------------------------------------------------------------------------------------
@@ -378,12 +380,14 @@ export function createAgent(options: AgentOptions): Agent {
           break;
         }
         case "arm-timer":
-          armRetry(effect.taskId, effect.atMs);
+          armRetry(effect.frameworkId, effect.taskId, effect.atMs);
           break;
-        case "cancel-timer":
-          retryTimers.get(effect.taskId)?.cancel();
-          retryTimers.delete(effect.taskId);
+        case "cancel-timer": {
+          const key = taskKey(effect.frameworkId, effect.taskId);
+          retryTimers.get(key)?.cancel();
+          retryTimers.delete(key);
           break;
+        }
         case "checkpoint": {
           // Streams of frameworks that do not checkpoint are not kept: their tasks die with the agent.
           const framework = tasks.get(effect.taskId)?.framework;
@@ -399,17 +403,18 @@ export function createAgent(options: AgentOptions): Agent {
     }
   }
 
-  function armRetry(taskId: string, atMs: number): void {
-    retryTimers.get(taskId)?.cancel();
-    retryTimers.delete(taskId);
+  function armRetry(frameworkId: string, taskId: string, atMs: number): void {
+    const key = taskKey(frameworkId, taskId);
+    retryTimers.get(key)?.cancel();
+    retryTimers.delete(key);
     if (stopped) return;
     const handle = timers.set(Math.max(0, atMs - clock.now()), () => {
-      if (retryTimers.get(taskId) !== handle) return;
-      retryTimers.delete(taskId);
+      if (retryTimers.get(key) !== handle) return;
+      retryTimers.delete(key);
       // The timer fired for `atMs`; a clock reading a hair behind it must not lose the retry.
-      guard("status update retry", () => applyEffects(manager.timerFired(taskId, Math.max(clock.now(), atMs))));
+      guard("status update retry", () => applyEffects(manager.timerFired(frameworkId, taskId, Math.max(clock.now(), atMs))));
     });
-    retryTimers.set(taskId, handle);
+    retryTimers.set(key, handle);
   }
 
   /** The task's final update was acknowledged: keep a bounded record for /state and idempotency. */
@@ -732,7 +737,7 @@ export function createAgent(options: AgentOptions): Agent {
         }
         const retiredBefore = manager.stats().acknowledged;
         const uuidHex = bytesToHex(uuid);
-        applyEffects(manager.acknowledge(taskId, uuidHex, clock.now()));
+        applyEffects(manager.acknowledge(frameworkId, taskId, uuidHex, clock.now()));
         if (options.onStatusUpdateAcknowledged && manager.stats().acknowledged > retiredBefore) {
           guard("acknowledgement listener", () => options.onStatusUpdateAcknowledged!({ frameworkId, taskId, uuid: uuidHex }));
         }
