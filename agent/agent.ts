@@ -10,7 +10,7 @@
  * No ping for `ping_timeout_seconds`, or a `reregister_request`, makes it re-register.
  *
  * Recovery (with {@link AgentOptions.checkpoint}): tasks and their unacknowledged status updates are
- * checkpointed in `<workDir>/checkpoint` (`./checkpoint.ts`); a restarted agent, even after SIGKILL,
+ * checkpointed in `<workDir>/checkpoint`, per framework (`./checkpoint.ts`); a restarted agent, even after SIGKILL,
  * loads them before registering, lets the containerizer re-attach to containers still running, and
  * re-registers reporting them.
  *
@@ -392,7 +392,7 @@ export function createAgent(options: AgentOptions): Agent {
           // Streams of frameworks that do not checkpoint are not kept: their tasks die with the agent.
           const framework = tasks.get(effect.taskId)?.framework;
           if (effect.stream === null || framework === undefined || framework.checkpoint) {
-            guard("status update checkpoint", () => checkpoints?.writeStream(effect.taskId, effect.stream));
+            guard("status update checkpoint", () => checkpoints?.writeStream(effect.frameworkId, effect.taskId, effect.stream));
           }
           break;
         }
@@ -421,7 +421,7 @@ export function createAgent(options: AgentOptions): Agent {
   function forgetTask(taskId: string): void {
     const record = tasks.get(taskId);
     if (record === undefined) return;
-    guard("checkpoint removal", () => checkpoints?.removeTask(taskId));
+    guard("checkpoint removal", () => checkpoints?.removeTask(record.frameworkId, record.taskId));
     tasks.delete(taskId);
     completed.delete(taskId);
     completed.set(taskId, { ...taskView(record), completed: true });

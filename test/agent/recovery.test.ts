@@ -55,6 +55,14 @@ async function stopGracefully(child: ChildProcess): Promise<void> {
 const TERMINAL: ReadonlySet<string> = TERMINAL_TASK_STATES;
 const sameUuid = (a: TaskStatus, b: TaskStatus) => Buffer.from(a.uuid).equals(Buffer.from(b.uuid));
 
+/** The task checkpoint files under `workDir`, of every framework. */
+async function checkpointedTaskFiles(workDir: string): Promise<string[]> {
+  const root = join(workDir, "checkpoint", "frameworks");
+  const frameworks = await readdir(root).catch(() => []);
+  const files = await Promise.all(frameworks.map((fw) => readdir(join(root, fw, "tasks")).catch(() => [])));
+  return files.flat().filter((f) => f.endsWith(".json"));
+}
+
 /** Updates of `fw` that arrived after the first `mark` ones. */
 function after(fw: RecordingFramework, mark: number, predicate: (s: TaskStatus) => boolean): (s: TaskStatus) => boolean {
   return (s) => fw.updates.items.indexOf(s) >= mark && predicate(s);
@@ -152,7 +160,7 @@ describe("agent recovery after SIGKILL (Linux containerizer, real processes)", (
         expect(seen).toContain("TASK_RUNNING");
 
         // Acknowledged to the end: nothing of the tasks is left in the checkpoint.
-        await eventually(async () => (await readdir(join(workDir!, "checkpoint", "tasks")).catch(() => [])).filter((f) => f.endsWith(".json")).length === 0, 10_000, "the checkpoints to be removed");
+        await eventually(async () => (await checkpointedTaskFiles(workDir!)).length === 0, 10_000, "the checkpoints to be removed");
       } finally {
         await stopGracefully(second);
       }
