@@ -92,11 +92,13 @@ describe("agent recovery after SIGKILL (Linux containerizer, real processes)", (
         { taskId: "A", resources: "cpus:0.1;mem:32", command: `exec ${longA}` },
         { taskId: "B", resources: "cpus:0.1;mem:32", command: `${shortB}; exit 7` },
       ]);
-      // One that checkpoints but acknowledges by hand: its first update stays unacknowledged.
+      // One that checkpoints but acknowledges by hand: its first update stays unacknowledged. Its
+      // task is named A too: task ids are unique only within a framework, and recovery must keep
+      // manual's A (long C) apart from ckpt's A (long A).
       const manual = recordingFramework(await cluster.connect(), cluster.cluster, { name: "manual", checkpoint: true }, { autoAcknowledge: false });
       await manual.driver.start();
       const offerC = await manual.offers.waitFor(() => true, 10_000, "an offer for manual");
-      await manual.driver.launch(offerC, [{ taskId: "C", resources: "cpus:0.1;mem:32", command: `exec ${longC}` }]);
+      await manual.driver.launch(offerC, [{ taskId: "A", resources: "cpus:0.1;mem:32", command: `exec ${longC}` }]);
       // One that does not checkpoint: its task must not survive the agent.
       const plain = recordingFramework(await cluster.connect(), cluster.cluster, { name: "plain", checkpoint: false });
       await plain.driver.start();
@@ -105,7 +107,7 @@ describe("agent recovery after SIGKILL (Linux containerizer, real processes)", (
 
       for (const taskId of ["A", "B"]) await ckpt.updates.waitFor((s) => s.taskId === taskId && s.state === "TASK_RUNNING", 15_000, `${taskId} RUNNING`);
       await plain.updates.waitFor((s) => s.taskId === "D" && s.state === "TASK_RUNNING", 15_000, "D RUNNING");
-      const unacked = await manual.updates.waitFor((s) => s.taskId === "C", 15_000, "C's first update");
+      const unacked = await manual.updates.waitFor((s) => s.taskId === "A", 15_000, "manual's first update");
       await eventually(() => running(longC) && running(longA) && running(foreverD), 10_000, "the task processes");
 
       // Crash, and stay down until B has ended.
@@ -125,7 +127,7 @@ describe("agent recovery after SIGKILL (Linux containerizer, real processes)", (
         expect(failed.exitCode).toBe(7);
 
         // The update left unacknowledged at the crash comes again (same uuid), after the restart.
-        const again = await manual.updates.waitFor(after(manual, marks.manual, (s) => s.taskId === "C" && sameUuid(s, unacked)), 30_000, "C's unacknowledged update again");
+        const again = await manual.updates.waitFor(after(manual, marks.manual, (s) => s.taskId === "A" && sameUuid(s, unacked)), 30_000, "manual's unacknowledged update again");
         expect(again.state).toBe(unacked.state);
 
         // The non-checkpointing framework's task is killed.
@@ -146,7 +148,7 @@ describe("agent recovery after SIGKILL (Linux containerizer, real processes)", (
         expect(finished.exitCode).toBe(0);
         expect(Date.now()).toBeGreaterThan(restartedAt);
 
-        // C's stream goes on once acknowledged, in order, to FINISHED.
+        // manual's stream goes on once acknowledged, in order, to FINISHED.
         const seen: string[] = [];
         let head: TaskStatus = again;
         for (;;) {
@@ -154,7 +156,7 @@ describe("agent recovery after SIGKILL (Linux containerizer, real processes)", (
           await manual.driver.acknowledge(head);
           if (TERMINAL.has(head.state)) break;
           const current = head;
-          head = await manual.updates.waitFor(after(manual, manual.updates.items.indexOf(current) + 1, (s) => s.taskId === "C" && !sameUuid(s, current)), 20_000, "C's next update");
+          head = await manual.updates.waitFor(after(manual, manual.updates.items.indexOf(current) + 1, (s) => s.taskId === "A" && !sameUuid(s, current)), 20_000, "manual's next update");
         }
         expect(seen.at(-1)).toBe("TASK_FINISHED");
         expect(seen).toContain("TASK_RUNNING");
