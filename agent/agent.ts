@@ -10,9 +10,9 @@
  * No ping for `ping_timeout_seconds`, or a `reregister_request`, makes it re-register.
  *
  * Recovery (with {@link AgentOptions.checkpoint}): tasks and their unacknowledged status updates are
- * checkpointed in `<workDir>/checkpoint`, per framework (`./checkpoint.ts`); a restarted agent, even after SIGKILL,
- * loads them before registering, lets the containerizer re-attach to containers still running, and
- * re-registers reporting them.
+ * checkpointed in `<workDir>/checkpoint`, per framework (`./checkpoint.ts`); a restarted agent, even
+ * after SIGKILL, loads them before registering, lets the containerizer re-attach to containers still
+ * running, and re-registers reporting them.
  *
  * @module
  */
@@ -301,7 +301,6 @@ export function createAgent(options: AgentOptions): Agent {
   const tasks = new Map<string, TaskRecord>();
   const completed = new Map<string, TaskView>();
   const healthChecks = new HealthCheckRunner({ clock, timers, report: onHealthVerdict });
-  /** Status-update retry timers by {@link taskKey}. */
   const retryTimers = new Map<string, TimerHandle>();
 
   // ----------------------------------------------------------------------------------------------
