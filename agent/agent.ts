@@ -10,9 +10,9 @@
  * No ping for `ping_timeout_seconds`, or a `reregister_request`, makes it re-register.
  *
  * Recovery (with {@link AgentOptions.checkpoint}): tasks and their unacknowledged status updates are
- * checkpointed in `<workDir>/checkpoint` (`./checkpoint.ts`); a restarted agent, even after SIGKILL,
- * loads them before registering, lets the containerizer re-attach to containers still running, and
- * re-registers reporting them.
+ * checkpointed in `<workDir>/checkpoint`, per framework (`./checkpoint.ts`); a restarted agent, even
+ * after SIGKILL, loads them before registering, lets the containerizer re-attach to containers still
+ * running, and re-registers reporting them.
  *
  * @module
  */
@@ -25,6 +25,7 @@ import type { FastifyInstance } from "fastify";
 import { systemClock, systemTimers, type Clock, type TimerHandle, type Timers } from "../sdk/clock.ts";
 import { Resources } from "../sdk/resources.ts";
 import { SeededRng, type Rng } from "../sdk/rng.ts";
+import { taskKey } from "../sdk/task-key.ts";
 import { DEFAULT_REQUEST_TIMEOUT_MS, isTransportError, type Subscription, type Transport } from "../sdk/transport.ts";
 import { DropCounter, encodeEnvelope, handleSafely, safeDecode, type EnvelopeOf } from "../sdk/wire/codec.ts";
 import { resourcesToWire } from "../sdk/wire/resources.ts";
@@ -295,6 +296,8 @@ export function createAgent(options: AgentOptions): Agent {
   let registrationAttempts = 0;
   let staleEpochMessages = 0;
 
+  // Tasks are keyed by taskKey(frameworkId, taskId) here and in every other table of the agent:
+  // task ids are unique only within a framework, and two frameworks may run the same id here.
   const tasks = new Map<string, TaskRecord>();
   const completed = new Map<string, TaskView>();
   const healthChecks = new HealthCheckRunner({ clock, timers, report: onHealthVerdict });
@@ -339,7 +342,7 @@ export function createAgent(options: AgentOptions): Agent {
       ...(decision.exitCode === undefined ? {} : { exitCode: decision.exitCode }),
       ...(decision.healthy === undefined ? {} : { healthy: decision.healthy }),
     };
-    if (decision.state !== "TASK_RUNNING") healthChecks.stop(record.taskId);
+    if (decision.state !== "TASK_RUNNING") healthChecks.stop(taskKey(record.frameworkId, record.taskId));
     record.state = decision.state;
     record.latest = toWireStatus(update, decision.agentId);
     record.latestUpdate = update;
@@ -358,12 +361,12 @@ export function createAgent(options: AgentOptions): Agent {
     // Inside the task's container where the containerizer can enter it (as Mesos runs COMMAND checks).
     const exec = containerizer.exec ? containerizer.exec.bind(containerizer) : undefined;
     const run = check && commandCheckRun(record, hostname, timers, exec);
-    if (check && run) healthChecks.start(record.taskId, healthCheckTiming(check), startedAtMs, run);
+    if (check && run) healthChecks.start(taskKey(record.frameworkId, record.taskId), healthCheckTiming(check), startedAtMs, run);
   }
 
   /** A health verdict becomes a TASK_RUNNING update with `healthy` set, as Mesos's executors send. */
-  function onHealthVerdict(taskId: string, verdict: HealthVerdict): void {
-    const record = tasks.get(taskId);
+  function onHealthVerdict(key: string, verdict: HealthVerdict): void {
+    const record = tasks.get(key);
     const id = record?.latest?.agentId ?? agentId;
     if (record === undefined || id === undefined || record.state !== "TASK_RUNNING" || record.killRequested) return;
     emitStatus(record, { state: "TASK_RUNNING", reason: "REASON_TASK_HEALTH_CHECK_STATUS_UPDATED", message: verdict.message, agentId: id, healthy: verdict.healthy });
@@ -378,48 +381,51 @@ export function createAgent(options: AgentOptions): Agent {
           break;
         }
         case "arm-timer":
-          armRetry(effect.taskId, effect.atMs);
+          armRetry(effect.frameworkId, effect.taskId, effect.atMs);
           break;
-        case "cancel-timer":
-          retryTimers.get(effect.taskId)?.cancel();
-          retryTimers.delete(effect.taskId);
+        case "cancel-timer": {
+          const key = taskKey(effect.frameworkId, effect.taskId);
+          retryTimers.get(key)?.cancel();
+          retryTimers.delete(key);
           break;
+        }
         case "checkpoint": {
           // Streams of frameworks that do not checkpoint are not kept: their tasks die with the agent.
-          const framework = tasks.get(effect.taskId)?.framework;
+          const framework = tasks.get(taskKey(effect.frameworkId, effect.taskId))?.framework;
           if (effect.stream === null || framework === undefined || framework.checkpoint) {
-            guard("status update checkpoint", () => checkpoints?.writeStream(effect.taskId, effect.stream));
+            guard("status update checkpoint", () => checkpoints?.writeStream(effect.frameworkId, effect.taskId, effect.stream));
           }
           break;
         }
         case "stream-closed":
-          forgetTask(effect.taskId);
+          forgetTask(taskKey(effect.frameworkId, effect.taskId));
           break;
       }
     }
   }
 
-  function armRetry(taskId: string, atMs: number): void {
-    retryTimers.get(taskId)?.cancel();
-    retryTimers.delete(taskId);
+  function armRetry(frameworkId: string, taskId: string, atMs: number): void {
+    const key = taskKey(frameworkId, taskId);
+    retryTimers.get(key)?.cancel();
+    retryTimers.delete(key);
     if (stopped) return;
     const handle = timers.set(Math.max(0, atMs - clock.now()), () => {
-      if (retryTimers.get(taskId) !== handle) return;
-      retryTimers.delete(taskId);
+      if (retryTimers.get(key) !== handle) return;
+      retryTimers.delete(key);
       // The timer fired for `atMs`; a clock reading a hair behind it must not lose the retry.
-      guard("status update retry", () => applyEffects(manager.timerFired(taskId, Math.max(clock.now(), atMs))));
+      guard("status update retry", () => applyEffects(manager.timerFired(frameworkId, taskId, Math.max(clock.now(), atMs))));
     });
-    retryTimers.set(taskId, handle);
+    retryTimers.set(key, handle);
   }
 
   /** The task's final update was acknowledged: keep a bounded record for /state and idempotency. */
-  function forgetTask(taskId: string): void {
-    const record = tasks.get(taskId);
+  function forgetTask(key: string): void {
+    const record = tasks.get(key);
     if (record === undefined) return;
-    guard("checkpoint removal", () => checkpoints?.removeTask(taskId));
-    tasks.delete(taskId);
-    completed.delete(taskId);
-    completed.set(taskId, { ...taskView(record), completed: true });
+    guard("checkpoint removal", () => checkpoints?.removeTask(record.frameworkId, record.taskId));
+    tasks.delete(key);
+    completed.delete(key);
+    completed.set(key, { ...taskView(record), completed: true });
     while (completed.size > maxCompletedTasks) {
       const oldest = completed.keys().next().value;
       if (oldest === undefined) break;
@@ -434,9 +440,13 @@ export function createAgent(options: AgentOptions): Agent {
   function runTask(runTask: Extract<MasterToAgent, { kind: "runTask" }>): void {
     const { framework, task } = runTask.runTask;
     const id = agentId!;
+    const frameworkId = framework?.id ?? "";
     const taskId = task?.taskId ?? "";
-    if (tasks.has(taskId) || completed.has(taskId)) {
-      log.debug({ agentId: id, taskId }, "run_task for a known task ignored");
+    // The master may send a run_task again (it cannot know whether the first arrived): the same
+    // task of the same framework runs once. The same id of another framework is another task.
+    const key = taskKey(frameworkId, taskId);
+    if (tasks.has(key) || completed.has(key)) {
+      log.debug({ agentId: id, frameworkId, taskId }, "run_task for a known task ignored");
       return;
     }
     const plan = planLaunch({ framework, task }, { agentId: id, workDir });
@@ -462,7 +472,7 @@ export function createAgent(options: AgentOptions): Agent {
     };
     const full = tasks.size >= maxTasks;
     // A task refused for lack of room is not held, so refusals cannot grow the table either.
-    if (!full) tasks.set(record.taskId, record);
+    if (!full) tasks.set(key, record);
     if (plan.kind === "reject" || full) {
       const decision =
         plan.kind === "reject"
@@ -532,7 +542,7 @@ export function createAgent(options: AgentOptions): Agent {
 
   function killTask(record: TaskRecord, graceMs: number): void {
     if (isTerminalState(record.state)) return;
-    healthChecks.stop(record.taskId); // a dying task is not reported unhealthy
+    healthChecks.stop(taskKey(record.frameworkId, record.taskId)); // a dying task is not reported unhealthy
     record.killRequested = true;
     record.killGraceMs = record.killGraceMs === undefined ? graceMs : Math.min(record.killGraceMs, graceMs);
     log.info({ agentId, frameworkId: record.frameworkId, taskId: record.taskId, graceMs }, "killing task");
@@ -545,7 +555,7 @@ export function createAgent(options: AgentOptions): Agent {
 
   /** Writes the task's checkpoint (synchronously: before the update that caused it is published). */
   function checkpointTask(record: TaskRecord): void {
-    if (checkpoints === undefined || tasks.get(record.taskId) !== record) return;
+    if (checkpoints === undefined || tasks.get(taskKey(record.frameworkId, record.taskId)) !== record) return;
     const checkpoint: TaskCheckpoint = {
       version: CHECKPOINT_VERSION,
       frameworkId: record.frameworkId,
@@ -579,7 +589,8 @@ export function createAgent(options: AgentOptions): Agent {
     /** Settle the `done` of the tasks being recovered once recovery has decided their fate. */
     const settles = new Map<string, () => void>();
     for (const saved of loaded.tasks) {
-      if (tasks.has(saved.taskId)) continue;
+      const key = taskKey(saved.frameworkId, saved.taskId);
+      if (tasks.has(key)) continue;
       const owner = saved.latest?.agentId ?? agentId;
       let resources = Resources.empty();
       if (owner !== undefined) {
@@ -606,8 +617,8 @@ export function createAgent(options: AgentOptions): Agent {
         ...(saved.pidStartTicks === undefined ? {} : { pidStartTicks: saved.pidStartTicks }),
         ...(saved.cgroup === undefined ? {} : { cgroup: saved.cgroup }),
       };
-      settles.set(saved.taskId, settle);
-      tasks.set(saved.taskId, record);
+      settles.set(key, settle);
+      tasks.set(key, record);
       recovered.push(record);
       if (record.containerId !== null && record.sandbox !== null && !isTerminalState(record.state)) toRecover.push(record);
       else settle();
@@ -646,7 +657,7 @@ export function createAgent(options: AgentOptions): Agent {
     const byId = new Map(found.map((result) => [result.containerId, result]));
     for (const record of toRecover) {
       const id = record.latestUpdate?.agentId ?? agentId!;
-      const settle = settles.get(record.taskId)!;
+      const settle = settles.get(taskKey(record.frameworkId, record.taskId))!;
       const result = byId.get(record.containerId!);
       if (result?.running) {
         log.info({ frameworkId: record.frameworkId, taskId: record.taskId, containerId: record.containerId }, "task recovered");
@@ -707,8 +718,8 @@ export function createAgent(options: AgentOptions): Agent {
         runTask(cmd);
         return;
       case "killTask": {
-        const record = tasks.get(cmd.killTask.taskId);
-        if (record === undefined || record.frameworkId !== cmd.killTask.frameworkId) {
+        const record = tasks.get(taskKey(cmd.killTask.frameworkId, cmd.killTask.taskId));
+        if (record === undefined) {
           // The master answers kills of tasks it does not know itself; an agent-side miss is only logged.
           log.info({ agentId, frameworkId: cmd.killTask.frameworkId, taskId: cmd.killTask.taskId }, "kill for an unknown task ignored");
           return;
@@ -724,15 +735,12 @@ export function createAgent(options: AgentOptions): Agent {
         }
         return;
       case "statusUpdateAck": {
+        // Retires the head of this framework's stream of the task only: another framework's task of
+        // the same id has a stream of its own.
         const { frameworkId, taskId, uuid } = cmd.statusUpdateAck;
-        const record = tasks.get(taskId);
-        if (record !== undefined && record.frameworkId !== frameworkId) {
-          log.warn({ taskId, frameworkId, owner: record.frameworkId }, "acknowledgement names the wrong framework; ignored");
-          return;
-        }
         const retiredBefore = manager.stats().acknowledged;
         const uuidHex = bytesToHex(uuid);
-        applyEffects(manager.acknowledge(taskId, uuidHex, clock.now()));
+        applyEffects(manager.acknowledge(frameworkId, taskId, uuidHex, clock.now()));
         if (options.onStatusUpdateAcknowledged && manager.stats().acknowledged > retiredBefore) {
           guard("acknowledgement listener", () => options.onStatusUpdateAcknowledged!({ frameworkId, taskId, uuid: uuidHex }));
         }

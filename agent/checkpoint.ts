@@ -1,6 +1,7 @@
 /**
  * The agent's checkpoints: what a restarted agent (even after SIGKILL) needs to recover its tasks,
- * kept in `<workDir>/checkpoint/`:
+ * kept in `<workDir>/checkpoint/frameworks/<framework>/`, one directory per framework because task
+ * ids are unique only within a framework (two frameworks may both run a task `j1.0.0` here):
  *
  * - `tasks/<task>.json` — one {@link TaskCheckpoint} per task the agent holds: its framework (with the
  *   `checkpoint` flag), TaskInfo, container id, sandbox, the container's pid and its start time (from
@@ -14,14 +15,18 @@
  * Every write is atomic (a temporary file renamed over the old one) and synchronous, so a checkpoint
  * is on disk before the update it covers is published, and a crash leaves either the old or the new
  * file, never a torn one. Files are not fsynced: they survive a crash of the agent process, not of
- * the host. Loading skips (and reports) files that do not parse, so one bad file cannot stop an
- * agent from starting.
+ * the host. Loading skips (and reports) files that do not parse, or whose ids do not match the
+ * place they are in, so one bad file cannot stop an agent from starting.
+ *
+ * Checkpoints of the earlier layout (`checkpoint/tasks/`, `checkpoint/streams/`, one directory for
+ * all frameworks) are not read: the load reports them as a problem, and their tasks are not
+ * recovered.
  *
  * @module
  */
-import { mkdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, renameSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
 import { readdir, readFile } from "node:fs/promises";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import type { FrameworkInfo, TaskInfo } from "../sdk/wire/types.ts";
 import type { ContainerResources } from "./containerizer/types.ts";
 import { isTaskState, type StatusUpdate, type StatusUpdateStreamSnapshot } from "./status-updates.ts";
@@ -60,29 +65,36 @@ export interface LoadedCheckpoints {
 
 /** Reads and writes the checkpoints under one directory (`<workDir>/checkpoint`). */
 export class CheckpointStore {
-  private readonly tasksDir: string;
-  private readonly streamsDir: string;
-  private created = false;
+  private readonly frameworksDir: string;
+  /** Directories this store has made (or found) and not removed since: no mkdir per write. */
+  private readonly made = new Set<string>();
 
   constructor(readonly dir: string) {
-    this.tasksDir = join(dir, "tasks");
-    this.streamsDir = join(dir, "streams");
+    this.frameworksDir = join(dir, "frameworks");
   }
 
   /** Writes (replaces) a task's checkpoint. @throws on I/O errors */
   writeTask(checkpoint: TaskCheckpoint): void {
-    this.write(join(this.tasksDir, fileName(checkpoint.taskId)), checkpoint);
+    this.write(this.taskPath(checkpoint.frameworkId, checkpoint.taskId), checkpoint);
   }
 
-  /** Forgets a task (its final update was acknowledged): both its files go. */
-  removeTask(taskId: string): void {
-    rmSync(join(this.tasksDir, fileName(taskId)), { force: true });
-    rmSync(join(this.streamsDir, fileName(taskId)), { force: true });
+  /**
+   * Forgets a task (its final update was acknowledged): both its files go, and its framework's
+   * directory once no task of that framework is left.
+   */
+  removeTask(frameworkId: string, taskId: string): void {
+    rmSync(this.taskPath(frameworkId, taskId), { force: true });
+    rmSync(this.streamPath(frameworkId, taskId), { force: true });
+    const frameworkDir = this.frameworkDir(frameworkId);
+    for (const dir of [join(frameworkDir, "tasks"), join(frameworkDir, "streams"), frameworkDir]) {
+      if (!removeIfEmpty(dir)) return;
+      this.made.delete(dir);
+    }
   }
 
   /** Writes a task's stream, or deletes it (`null`). @throws on I/O errors */
-  writeStream(taskId: string, stream: StatusUpdateStreamSnapshot | null): void {
-    const path = join(this.streamsDir, fileName(taskId));
+  writeStream(frameworkId: string, taskId: string, stream: StatusUpdateStreamSnapshot | null): void {
+    const path = this.streamPath(frameworkId, taskId);
     if (stream === null) rmSync(path, { force: true });
     else this.write(path, stream);
   }
@@ -90,26 +102,45 @@ export class CheckpointStore {
   /** Everything checkpointed; a missing directory is an empty checkpoint. */
   async load(): Promise<LoadedCheckpoints> {
     const problems: string[] = [];
-    const tasks: TaskCheckpoint[] = [];
-    for (const [file, value] of await readAll(this.tasksDir, problems)) {
-      const problem = taskProblem(value);
-      if (problem === undefined) tasks.push(value as TaskCheckpoint);
-      else problems.push(`${file}: ${problem}`);
+    for (const old of ["tasks", "streams"]) {
+      const path = join(this.dir, old);
+      if (existsSync(path)) problems.push(`${path}: checkpoints of the layout before ${this.frameworksDir} are not recovered`);
     }
+    const tasks: TaskCheckpoint[] = [];
     const streams: StatusUpdateStreamSnapshot[] = [];
-    for (const [file, value] of await readAll(this.streamsDir, problems)) {
-      const problem = streamProblem(value);
-      if (problem === undefined) streams.push(value as StatusUpdateStreamSnapshot);
-      else problems.push(`${file}: ${problem}`);
+    for (const frameworkDir of await listDir(this.frameworksDir, problems)) {
+      const dir = join(this.frameworksDir, frameworkDir);
+      for (const [file, value] of await readAll(join(dir, "tasks"), problems)) {
+        const problem = taskProblem(value) ?? placementProblem(value as TaskCheckpoint, frameworkDir, file);
+        if (problem === undefined) tasks.push(value as TaskCheckpoint);
+        else problems.push(`${join(dir, "tasks", file)}: ${problem}`);
+      }
+      for (const [file, value] of await readAll(join(dir, "streams"), problems)) {
+        const problem = streamProblem(value) ?? placementProblem(value as StatusUpdateStreamSnapshot, frameworkDir, file);
+        if (problem === undefined) streams.push(value as StatusUpdateStreamSnapshot);
+        else problems.push(`${join(dir, "streams", file)}: ${problem}`);
+      }
     }
     return { tasks, streams, problems };
   }
 
+  private frameworkDir(frameworkId: string): string {
+    return join(this.frameworksDir, frameworkDirName(frameworkId));
+  }
+
+  private taskPath(frameworkId: string, taskId: string): string {
+    return join(this.frameworkDir(frameworkId), "tasks", fileName(taskId));
+  }
+
+  private streamPath(frameworkId: string, taskId: string): string {
+    return join(this.frameworkDir(frameworkId), "streams", fileName(taskId));
+  }
+
   private write(path: string, value: unknown): void {
-    if (!this.created) {
-      mkdirSync(this.tasksDir, { recursive: true });
-      mkdirSync(this.streamsDir, { recursive: true });
-      this.created = true;
+    const dir = dirname(path);
+    if (!this.made.has(dir)) {
+      mkdirSync(dir, { recursive: true });
+      this.made.add(dir);
     }
     const tmp = `${path}.tmp`;
     writeFileSync(tmp, `${JSON.stringify(value)}\n`, { mode: 0o600 });
@@ -122,20 +153,50 @@ export function fileName(taskId: string): string {
   return `t-${encodeURIComponent(taskId)}.json`;
 }
 
-async function readAll(dir: string, problems: string[]): Promise<Array<[string, unknown]>> {
-  let names: string[];
+/** A directory name for a framework id, escaped as {@link fileName} escapes task ids. */
+export function frameworkDirName(frameworkId: string): string {
+  return `f-${encodeURIComponent(frameworkId)}`;
+}
+
+/**
+ * Why a checkpoint cannot stay where it was found: a file whose ids differ from its path would
+ * never be removed (removal goes by the ids), so its task would come back after every restart.
+ */
+function placementProblem(value: { frameworkId: string; taskId: string }, frameworkDir: string, file: string): string | undefined {
+  if (frameworkDirName(value.frameworkId) !== frameworkDir || fileName(value.taskId) !== file) {
+    return `holds task ${value.taskId} of framework ${value.frameworkId}, which belongs elsewhere`;
+  }
+  return undefined;
+}
+
+/** Removes `dir` if it is empty; true when it is gone. */
+function removeIfEmpty(dir: string): boolean {
   try {
-    names = await readdir(dir);
+    rmdirSync(dir);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "ENOENT";
+  }
+}
+
+/** The entries of `dir`, sorted; a missing directory has none. */
+async function listDir(dir: string, problems: string[]): Promise<string[]> {
+  try {
+    return (await readdir(dir)).sort();
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== "ENOENT") problems.push(`${dir}: ${(err as Error).message}`);
     return [];
   }
+}
+
+/** The parsed `.json` files of `dir`, by file name; a file that does not parse is a problem. */
+async function readAll(dir: string, problems: string[]): Promise<Array<[string, unknown]>> {
   const out: Array<[string, unknown]> = [];
-  for (const name of names.sort()) {
+  for (const name of await listDir(dir, problems)) {
     if (!name.endsWith(".json")) continue; // leftover temporary files of an interrupted write
     const path = join(dir, name);
     try {
-      out.push([path, JSON.parse(await readFile(path, "utf8"))]);
+      out.push([name, JSON.parse(await readFile(path, "utf8"))]);
     } catch (err) {
       problems.push(`${path}: ${(err as Error).message}`);
     }

@@ -142,8 +142,8 @@ export type CheckRun = (timeoutMs: number) => Promise<CheckOutcome>;
 export interface HealthCheckRunnerOptions {
   clock: Clock;
   timers: Timers;
-  /** Receives each verdict worth reporting. */
-  report: (taskId: string, verdict: HealthVerdict) => void;
+  /** Receives each verdict worth reporting, with the key the task's checks were started under. */
+  report: (key: string, verdict: HealthVerdict) => void;
   /** Checks running at once, at most; due checks beyond wait for a free slot. @default 64 */
   maxConcurrentChecks?: number;
 }
@@ -154,7 +154,11 @@ interface Checked {
   timer: TimerHandle | undefined;
 }
 
-/** Runs every task's checks on time; see the module comment. */
+/**
+ * Runs every task's checks on time; see the module comment. Tasks are named by a key of the
+ * caller's choosing, unique among the tasks it checks: the agent uses `taskKey(frameworkId,
+ * taskId)`, since a task id alone may belong to several frameworks.
+ */
 export class HealthCheckRunner {
   private readonly checked = new Map<string, Checked>();
   /** Due checks waiting for a slot, in order. */
@@ -167,23 +171,23 @@ export class HealthCheckRunner {
   }
 
   /** Starts checking a task that started running at `startedAtMs` (replaces earlier checks of it). */
-  start(taskId: string, timing: HealthCheckTiming, startedAtMs: number, run: CheckRun): void {
-    this.stop(taskId);
+  start(key: string, timing: HealthCheckTiming, startedAtMs: number, run: CheckRun): void {
+    this.stop(key);
     const entry: Checked = { schedule: new HealthCheckSchedule(timing, startedAtMs), run, timer: undefined };
-    this.checked.set(taskId, entry);
-    this.arm(taskId, entry);
+    this.checked.set(key, entry);
+    this.arm(key, entry);
   }
 
   /** Stops checking a task (killed, ended). A check in flight finishes unreported. */
-  stop(taskId: string): void {
-    const entry = this.checked.get(taskId);
+  stop(key: string): void {
+    const entry = this.checked.get(key);
     entry?.timer?.cancel();
-    this.checked.delete(taskId);
-    this.waiting.delete(taskId);
+    this.checked.delete(key);
+    this.waiting.delete(key);
   }
 
   stopAll(): void {
-    for (const taskId of [...this.checked.keys()]) this.stop(taskId);
+    for (const key of [...this.checked.keys()]) this.stop(key);
   }
 
   /** Tasks being checked. */
@@ -191,27 +195,27 @@ export class HealthCheckRunner {
     return this.checked.size;
   }
 
-  private arm(taskId: string, entry: Checked): void {
+  private arm(key: string, entry: Checked): void {
     const due = entry.schedule.dueAtMs();
     if (due === undefined) return;
     entry.timer = this.options.timers.set(Math.max(0, due - this.options.clock.now()), () => {
-      if (this.checked.get(taskId) !== entry) return;
+      if (this.checked.get(key) !== entry) return;
       entry.timer = undefined;
-      this.waiting.add(taskId);
+      this.waiting.add(key);
       this.drain();
     });
   }
 
   private drain(): void {
-    for (const taskId of this.waiting) {
+    for (const key of this.waiting) {
       if (this.running >= this.maxConcurrent) return;
-      this.waiting.delete(taskId);
-      const entry = this.checked.get(taskId);
-      if (entry) this.runOne(taskId, entry);
+      this.waiting.delete(key);
+      const entry = this.checked.get(key);
+      if (entry) this.runOne(key, entry);
     }
   }
 
-  private runOne(taskId: string, entry: Checked): void {
+  private runOne(key: string, entry: Checked): void {
     entry.schedule.begin();
     this.running++;
     const timeoutMs = entry.schedule.timing.timeoutMs;
@@ -220,10 +224,10 @@ export class HealthCheckRunner {
       .catch((err: unknown): CheckOutcome => ({ passed: false, detail: err instanceof Error ? err.message : String(err) }))
       .then((outcome) => {
         this.running--;
-        if (this.checked.get(taskId) === entry) {
+        if (this.checked.get(key) === entry) {
           const verdict = entry.schedule.end(outcome.passed, this.options.clock.now(), outcome.detail);
-          if (verdict) this.options.report(taskId, verdict);
-          this.arm(taskId, entry);
+          if (verdict) this.options.report(key, verdict);
+          this.arm(key, entry);
         }
         this.drain();
       });

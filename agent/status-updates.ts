@@ -7,6 +7,10 @@
  * goes out. Once a terminal update is acknowledged the stream is closed and forgotten. This gives
  * frameworks at-least-once, in-order delivery per task across lost messages and master failovers.
  *
+ * A task is named by its framework and its id together (`../sdk/task-key.ts`): task ids are unique
+ * only within a framework, so two frameworks' tasks of the same id have two independent streams,
+ * and every input and effect that concerns one stream carries both ids.
+ *
  * The core does no I/O and reads no clock: every call takes `now` and returns {@link StatusUpdateEffect}s
  * for the shell to carry out (publish on the bus, arm or cancel the one retry timer of a task,
  * persist a stream).
@@ -14,6 +18,7 @@
  * @module
  */
 
+import { taskKey } from "../sdk/task-key.ts";
 import { TASK_STATES, TERMINAL_TASK_STATES, type TaskState } from "../sdk/wire/types.ts";
 
 /** Mesos task states, by their protobuf names (the wire contract's list). */
@@ -64,15 +69,15 @@ export type StatusUpdateEffect =
    * update is still awaiting acknowledgement.
    */
   | { type: "send"; update: StatusUpdate; latestState: TaskState }
-  /** Call `timerFired(taskId, t)` at `atMs`. Replaces any timer armed earlier for the same task. */
-  | { type: "arm-timer"; taskId: string; atMs: number }
+  /** Call `timerFired(frameworkId, taskId, t)` at `atMs`. Replaces any timer armed earlier for the same task. */
+  | { type: "arm-timer"; frameworkId: string; taskId: string; atMs: number }
   /** The task's retry timer is no longer needed. */
-  | { type: "cancel-timer"; taskId: string }
+  | { type: "cancel-timer"; frameworkId: string; taskId: string }
   /**
    * Persist the task's stream (only with `checkpoint: true`); `stream: null` means delete it.
    * Comes before the `send` it covers, so nothing is published that a restart could forget.
    */
-  | { type: "checkpoint"; taskId: string; stream: StatusUpdateStreamSnapshot | null }
+  | { type: "checkpoint"; frameworkId: string; taskId: string; stream: StatusUpdateStreamSnapshot | null }
   /** A terminal update was acknowledged: the agent may forget the task and collect its sandbox. */
   | { type: "stream-closed"; taskId: string; frameworkId: string; finalState: TaskState };
 
@@ -96,7 +101,7 @@ export interface StatusUpdateManagerOptions {
   maxUpdatesPerStream?: number;
   /** How many acknowledged uuids each stream remembers to recognise late duplicates. @default 100 */
   maxAcknowledgedPerStream?: number;
-  /** How many tasks may have open streams at once. @default 100_000 */
+  /** How many tasks (of all frameworks) may have open streams at once. @default 100_000 */
   maxStreams?: number;
   /**
    * How many acknowledged uuids of closed streams are remembered, so a late replay of an update
@@ -136,13 +141,15 @@ export type StatusUpdateErrorCode = "CORRAL_ERR_INVALID_STATUS_UPDATE" | "CORRAL
 /** Thrown on an invalid update or when a bound is exceeded. */
 export class StatusUpdateError extends Error {
   readonly code: StatusUpdateErrorCode;
+  readonly frameworkId: string | undefined;
   readonly taskId: string | undefined;
 
-  constructor(code: StatusUpdateErrorCode, message: string, taskId?: string) {
+  constructor(code: StatusUpdateErrorCode, message: string, task?: { frameworkId?: string; taskId?: string }) {
     super(message);
     this.name = "StatusUpdateError";
     this.code = code;
-    this.taskId = taskId;
+    this.frameworkId = task?.frameworkId;
+    this.taskId = task?.taskId;
   }
 }
 
@@ -153,13 +160,16 @@ export interface StatusUpdateManager {
    * A uuid already queued or acknowledged is ignored, as is anything after a terminal update.
    * @throws StatusUpdateError `CORRAL_ERR_STREAM_FULL` beyond `maxUpdatesPerStream`,
    *   `CORRAL_ERR_TOO_MANY_STREAMS` beyond `maxStreams`, `CORRAL_ERR_INVALID_STATUS_UPDATE` for a
-   *   malformed update or one whose frameworkId differs from its stream's.
+   *   malformed update.
    */
   enqueue(update: StatusUpdate, now: number): StatusUpdateEffect[];
-  /** Handles the framework's acknowledgement. Only the head's uuid counts; others are ignored. */
-  acknowledge(taskId: string, uuid: string, now: number): StatusUpdateEffect[];
+  /**
+   * Handles the framework's acknowledgement of its task `taskId`. Only the head's uuid counts;
+   * others are ignored, and so is an acknowledgement naming another framework's task.
+   */
+  acknowledge(frameworkId: string, taskId: string, uuid: string, now: number): StatusUpdateEffect[];
   /** The task's retry timer fired: re-sends the head if it is due. Early or stale calls are ignored. */
-  timerFired(taskId: string, now: number): StatusUpdateEffect[];
+  timerFired(frameworkId: string, taskId: string, now: number): StatusUpdateEffect[];
   /**
    * Stops sending (the agent lost its master). Queuing and acknowledgements continue; retry
    * timers do nothing until {@link resume}.
@@ -170,7 +180,8 @@ export interface StatusUpdateManager {
   /** Copies of every open stream, for checkpointing and inspection. */
   pending(): StatusUpdateStreamSnapshot[];
   /**
-   * Loads streams after an agent restart, replacing any open stream of the same task, and re-sends
+   * Loads streams after an agent restart, replacing any open stream of the same task (same
+   * framework, same id), and re-sends
    * every head (unless paused). Streams with nothing pending stay open: they remember acknowledged
    * uuids until their task's terminal update is acknowledged.
    */
@@ -206,6 +217,7 @@ export function createStatusUpdateManager(options: StatusUpdateManagerOptions = 
   const maxClosedUuids = positiveInteger(options.maxClosedUuids ?? 10_000, "maxClosedUuids");
   const checkpoint = options.checkpoint ?? false;
 
+  /** Open streams by {@link taskKey}. */
   const streams = new Map<string, Stream>();
   /** Acknowledged uuids of closed streams, oldest first (Set iteration is insertion order). */
   const closedUuids = new Set<string>();
@@ -224,7 +236,7 @@ export function createStatusUpdateManager(options: StatusUpdateManagerOptions = 
 
   function checkpointEffect(stream: Stream, closed = false): StatusUpdateEffect[] {
     if (!checkpoint) return [];
-    return [{ type: "checkpoint", taskId: stream.taskId, stream: closed ? null : snapshot(stream) }];
+    return [{ type: "checkpoint", frameworkId: stream.frameworkId, taskId: stream.taskId, stream: closed ? null : snapshot(stream) }];
   }
 
   /** Sends the head now and arms its retry at the current backoff. */
@@ -239,34 +251,27 @@ export function createStatusUpdateManager(options: StatusUpdateManagerOptions = 
     stats.sent += 1;
     return [
       { type: "send", update: structuredClone(head), latestState: latest.state },
-      { type: "arm-timer", taskId: stream.taskId, atMs: stream.nextRetryAtMs },
+      { type: "arm-timer", frameworkId: stream.frameworkId, taskId: stream.taskId, atMs: stream.nextRetryAtMs },
     ];
   }
 
   function openStream(update: StatusUpdate): Stream {
     if (streams.size >= maxStreams) {
-      throw new StatusUpdateError("CORRAL_ERR_TOO_MANY_STREAMS", `cannot track task ${update.taskId}: ${streams.size} streams open (maxStreams)`, update.taskId);
+      throw new StatusUpdateError("CORRAL_ERR_TOO_MANY_STREAMS", `cannot track task ${update.taskId} of framework ${update.frameworkId}: ${streams.size} streams open (maxStreams)`, update);
     }
     const stream = newStream(update.taskId, update.frameworkId, initialRetryMs);
-    streams.set(update.taskId, stream);
+    streams.set(taskKey(update.frameworkId, update.taskId), stream);
     return stream;
   }
 
   function enqueue(update: StatusUpdate, now: number): StatusUpdateEffect[] {
     validateUpdate(update);
-    const existing = streams.get(update.taskId);
+    const existing = streams.get(taskKey(update.frameworkId, update.taskId));
     if (!existing && closedUuids.has(update.uuid)) {
       stats.duplicateUpdates += 1;
       return [];
     }
     if (existing) {
-      if (existing.frameworkId !== update.frameworkId) {
-        throw new StatusUpdateError(
-          "CORRAL_ERR_INVALID_STATUS_UPDATE",
-          `update ${update.uuid} for task ${update.taskId} names framework ${update.frameworkId}, but the task belongs to ${existing.frameworkId}`,
-          update.taskId,
-        );
-      }
       if (existing.queued.has(update.uuid) || existing.acknowledged.has(update.uuid)) {
         stats.duplicateUpdates += 1;
         return [];
@@ -278,8 +283,8 @@ export function createStatusUpdateManager(options: StatusUpdateManagerOptions = 
       if (existing.queue.length >= maxUpdatesPerStream) {
         throw new StatusUpdateError(
           "CORRAL_ERR_STREAM_FULL",
-          `task ${update.taskId} already has ${existing.queue.length} unacknowledged status updates (maxUpdatesPerStream); is its framework acknowledging?`,
-          update.taskId,
+          `task ${update.taskId} of framework ${update.frameworkId} already has ${existing.queue.length} unacknowledged status updates (maxUpdatesPerStream); is the framework acknowledging?`,
+          update,
         );
       }
     }
@@ -292,8 +297,9 @@ export function createStatusUpdateManager(options: StatusUpdateManagerOptions = 
     return effects;
   }
 
-  function acknowledge(taskId: string, uuid: string, now: number): StatusUpdateEffect[] {
-    const stream = streams.get(taskId);
+  function acknowledge(frameworkId: string, taskId: string, uuid: string, now: number): StatusUpdateEffect[] {
+    const key = taskKey(frameworkId, taskId);
+    const stream = streams.get(key);
     if (!stream) {
       stats.unknownTaskAcks += 1;
       return [];
@@ -310,21 +316,21 @@ export function createStatusUpdateManager(options: StatusUpdateManagerOptions = 
     stream.retryMs = initialRetryMs;
     if (isTerminalState(head.state)) {
       // Anything queued after a terminal update was refused, so the stream is empty now.
-      streams.delete(taskId);
+      streams.delete(key);
       for (const acked of stream.acknowledged) remember(closedUuids, acked, maxClosedUuids);
       return [
         ...checkpointEffect(stream, true),
-        { type: "cancel-timer", taskId },
-        { type: "stream-closed", taskId, frameworkId: stream.frameworkId, finalState: head.state },
+        { type: "cancel-timer", frameworkId, taskId },
+        { type: "stream-closed", frameworkId, taskId, finalState: head.state },
       ];
     }
     const effects = checkpointEffect(stream);
     const next = sendHead(stream, now);
-    return next.length > 0 ? [...effects, ...next] : [...effects, { type: "cancel-timer", taskId }];
+    return next.length > 0 ? [...effects, ...next] : [...effects, { type: "cancel-timer", frameworkId, taskId }];
   }
 
-  function timerFired(taskId: string, now: number): StatusUpdateEffect[] {
-    const stream = streams.get(taskId);
+  function timerFired(frameworkId: string, taskId: string, now: number): StatusUpdateEffect[] {
+    const stream = streams.get(taskKey(frameworkId, taskId));
     if (!stream || paused || stream.nextRetryAtMs === undefined || now < stream.nextRetryAtMs) {
       stats.ignoredTimers += 1;
       return [];
@@ -340,7 +346,7 @@ export function createStatusUpdateManager(options: StatusUpdateManagerOptions = 
     for (const stream of streams.values()) {
       if (stream.nextRetryAtMs === undefined) continue;
       stream.nextRetryAtMs = undefined;
-      effects.push({ type: "cancel-timer", taskId: stream.taskId });
+      effects.push({ type: "cancel-timer", frameworkId: stream.frameworkId, taskId: stream.taskId });
     }
     return effects;
   }
@@ -359,10 +365,11 @@ export function createStatusUpdateManager(options: StatusUpdateManagerOptions = 
     const effects: StatusUpdateEffect[] = [];
     for (const saved of snapshots) {
       const stream = fromSnapshot(saved, initialRetryMs, maxUpdatesPerStream, maxAcknowledgedPerStream);
-      if (!streams.has(stream.taskId) && streams.size >= maxStreams) {
-        throw new StatusUpdateError("CORRAL_ERR_TOO_MANY_STREAMS", `cannot restore task ${stream.taskId}: ${streams.size} streams open (maxStreams)`, stream.taskId);
+      const key = taskKey(stream.frameworkId, stream.taskId);
+      if (!streams.has(key) && streams.size >= maxStreams) {
+        throw new StatusUpdateError("CORRAL_ERR_TOO_MANY_STREAMS", `cannot restore task ${stream.taskId} of framework ${stream.frameworkId}: ${streams.size} streams open (maxStreams)`, stream);
       }
-      streams.set(stream.taskId, stream);
+      streams.set(key, stream);
       effects.push(...sendHead(stream, now));
     }
     return effects;
@@ -427,13 +434,13 @@ function fromSnapshot(saved: StatusUpdateStreamSnapshot, initialRetryMs: number,
     if (update.taskId !== saved.taskId || update.frameworkId !== saved.frameworkId) {
       throw new StatusUpdateError(
         "CORRAL_ERR_INVALID_STATUS_UPDATE",
-        `checkpointed stream of task ${saved.taskId} holds update ${update.uuid} for task ${update.taskId}/framework ${update.frameworkId}`,
-        saved.taskId,
+        `checkpointed stream of task ${saved.taskId} of framework ${saved.frameworkId} holds update ${update.uuid} for task ${update.taskId} of framework ${update.frameworkId}`,
+        saved,
       );
     }
     if (stream.queued.has(update.uuid) || stream.acknowledged.has(update.uuid)) continue;
     if (stream.queue.length >= maxUpdates) {
-      throw new StatusUpdateError("CORRAL_ERR_STREAM_FULL", `checkpointed stream of task ${saved.taskId} holds more than ${maxUpdates} updates (maxUpdatesPerStream)`, saved.taskId);
+      throw new StatusUpdateError("CORRAL_ERR_STREAM_FULL", `checkpointed stream of task ${saved.taskId} of framework ${saved.frameworkId} holds more than ${maxUpdates} updates (maxUpdatesPerStream)`, saved);
     }
     stream.queue.push(structuredClone(update));
     stream.queued.add(update.uuid);
@@ -451,7 +458,7 @@ function validateUpdate(update: StatusUpdate): void {
   if (!isTaskState(update?.state)) problems.push(`state must be one of ${TASK_STATES.join(", ")}`);
   if (!Number.isFinite(update?.timestampMs)) problems.push("timestampMs must be a finite number");
   if (problems.length > 0) {
-    throw new StatusUpdateError("CORRAL_ERR_INVALID_STATUS_UPDATE", `invalid status update: ${problems.join("; ")}`, update?.taskId);
+    throw new StatusUpdateError("CORRAL_ERR_INVALID_STATUS_UPDATE", `invalid status update: ${problems.join("; ")}`, update);
   }
 }
 

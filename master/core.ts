@@ -15,6 +15,7 @@ import type { Rng } from "../sdk/rng.ts";
 import { roleNameError } from "../sdk/roles.ts";
 import { resourcesFromWire, resourcesToWire } from "../sdk/wire/resources.ts";
 import { TimedHeap } from "../sdk/time-heap.ts";
+import { splitTaskKey, taskKey } from "../sdk/task-key.ts";
 import { tokenProblem } from "../sdk/wire/subjects.ts";
 import { TERMINAL_TASK_STATES } from "../sdk/wire/types.ts";
 import type {
@@ -200,16 +201,6 @@ interface OfferRecord {
 }
 
 const TASK_ID_PATTERN = /^[A-Za-z0-9_.\-]{1,255}$/;
-
-function taskKey(frameworkId: string, taskId: string): string {
-  return `${frameworkId}/${taskId}`;
-}
-
-/** The two halves of a {@link taskKey} (framework ids never contain `/`; task ids may not either). */
-function splitTaskKey(key: string): { frameworkId: string; taskId: string } {
-  const cut = key.indexOf("/");
-  return { frameworkId: key.slice(0, cut), taskId: key.slice(cut + 1) };
-}
 
 function isTerminal(state: TaskState): boolean {
   return TERMINAL_TASK_STATES.has(state);

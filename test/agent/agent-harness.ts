@@ -1,17 +1,20 @@
 /**
  * Test doubles for the agent shell's integration tests: a "master" made of a plain NATS transport
  * that records what agents publish and answers registrations, a collector that awaits a predicate
- * with a deadline (no sleeps standing in for synchronisation), and a pino logger whose records can
- * be awaited the same way.
+ * with a deadline (no sleeps standing in for synchronisation), a pino logger whose records can
+ * be awaited the same way, and containers that outlive the agent that started them.
  */
 import { Writable } from "node:stream";
 import { EventLog } from "../harness/events.ts";
 import pino, { type Logger } from "pino";
+import { InstantContainerizer } from "../../agent/containerizer/instant.ts";
+import type { CheckpointedContainer, ContainerHandle, ContainerSpec, ContainerUsage, Containerizer, RecoveredContainer, Termination } from "../../agent/containerizer/types.ts";
 import { connectNats, type NatsTransport } from "../../sdk/nats-transport.ts";
+import type { TaskRef } from "../../sdk/task-key.ts";
 import type { IncomingMessage, Subscription } from "../../sdk/transport.ts";
 import { encodeEnvelope, safeDecode } from "../../sdk/wire/codec.ts";
 import { agentCmdSubject, masterAgentSubject } from "../../sdk/wire/subjects.ts";
-import type { AgentRegistration, AgentToMaster, MasterToAgent, TaskInfo, TaskStatus } from "../../sdk/wire/types.ts";
+import type { AgentRegistration, AgentToMaster, FrameworkInfo, MasterToAgent, TaskInfo, TaskStatus } from "../../sdk/wire/types.ts";
 
 /**
  * The shared {@link EventLog}, with these tests' argument order: what is awaited before the
@@ -132,28 +135,33 @@ export class FakeMaster {
     this.send(status.agentId, { kind: "statusUpdateAck", statusUpdateAck: { frameworkId: status.frameworkId, taskId: status.taskId, uuid: status.uuid } });
   }
 
-  runTask(agentId: string, task: TaskInfo, frameworkId = "fw-1"): void {
+  /** Sends `run_task` for `task` of framework `frameworkId`; `framework` overrides FrameworkInfo fields. */
+  runTask(agentId: string, task: TaskInfo, frameworkId = "fw-1", framework: Partial<FrameworkInfo> = {}): void {
     this.send(agentId, {
       kind: "runTask",
       runTask: {
-        framework: { id: frameworkId, name: "test", roles: ["*"], principal: "", failoverTimeoutSeconds: 0, checkpoint: false, partitionAware: false, hostname: "" },
+        framework: { id: frameworkId, name: "test", roles: ["*"], principal: "", failoverTimeoutSeconds: 0, checkpoint: false, partitionAware: false, hostname: "", ...framework },
         task,
       },
     });
   }
 
-  /** Status updates received so far for `taskId`, in arrival order. */
-  statuses(taskId: string): TaskStatus[] {
-    return this.received.items.flatMap((r) =>
-      r.message.kind === "statusUpdate" && r.message.statusUpdate.status?.taskId === taskId ? [r.message.statusUpdate.status] : [],
-    );
+  /**
+   * Status updates received so far for a task, in arrival order: by task id alone (of any
+   * framework), or by framework and task id.
+   */
+  statuses(task: string | TaskRef): TaskStatus[] {
+    return this.received.items.flatMap((r) => {
+      const status = r.message.kind === "statusUpdate" ? r.message.statusUpdate.status : undefined;
+      return status !== undefined && isOf(status, task) ? [status] : [];
+    });
   }
 
-  /** Waits for a status update of `taskId` in `state`. */
-  async waitForStatus(taskId: string, state: TaskStatus["state"], timeoutMs?: number): Promise<TaskStatus> {
+  /** Waits for a status update of a task (named as in {@link statuses}) in `state`. */
+  async waitForStatus(task: string | TaskRef, state: TaskStatus["state"], timeoutMs?: number): Promise<TaskStatus> {
     const item = await this.received.waitFor(
-      (r) => r.message.kind === "statusUpdate" && r.message.statusUpdate.status?.taskId === taskId && r.message.statusUpdate.status.state === state,
-      `${state} of ${taskId}`,
+      (r) => r.message.kind === "statusUpdate" && r.message.statusUpdate.status !== undefined && isOf(r.message.statusUpdate.status, task) && r.message.statusUpdate.status.state === state,
+      `${state} of ${typeof task === "string" ? task : `${task.taskId} of ${task.frameworkId}`}`,
       timeoutMs,
     );
     return (item.message as Extract<AgentToMaster, { kind: "statusUpdate" }>).statusUpdate.status!;
@@ -167,6 +175,48 @@ export class FakeMaster {
   async close(): Promise<void> {
     this.sub?.unsubscribe();
     await this.transport.close();
+  }
+}
+
+function isOf(status: TaskStatus, task: string | TaskRef): boolean {
+  if (typeof task === "string") return status.taskId === task;
+  return status.taskId === task.taskId && status.frameworkId === task.frameworkId;
+}
+
+/**
+ * A host whose containers outlive the agent that started them, as the Linux containerizer's do,
+ * for recovery tests without root: each agent gets a {@link Containerizer} view of it, and a view
+ * that was closed (its agent stopped without killing its tasks) no longer hears of its containers,
+ * as a dead agent would not. Containers run in memory ({@link InstantContainerizer}) until killed.
+ */
+export class SurvivingHost {
+  private readonly containers = new InstantContainerizer();
+
+  /** A containerizer for one agent's lifetime. */
+  view(): Containerizer {
+    const host = this.containers;
+    let closed = false;
+    const unlessClosed = <T>(promise: Promise<T>): Promise<T> => promise.then((value) => (closed ? new Promise<T>(() => undefined) : value));
+    return {
+      launch: (spec: ContainerSpec): Promise<ContainerHandle> => host.launch(spec),
+      kill: (containerId: string): Promise<Termination> => unlessClosed(host.kill(containerId)),
+      wait: (containerId: string): Promise<Termination> => unlessClosed(host.wait(containerId)),
+      usage: (containerId: string): Promise<ContainerUsage> => host.usage(containerId),
+      containers: (): string[] => host.containers(),
+      recover: async (checkpointed: ReadonlyArray<CheckpointedContainer>): Promise<RecoveredContainer[]> => {
+        const running = new Set(host.containers());
+        return checkpointed.map((c) => ({ containerId: c.containerId, running: running.has(c.containerId) }));
+      },
+      destroyAll: () => host.destroyAll(),
+      close: async () => {
+        closed = true;
+      },
+    };
+  }
+
+  /** Ids of the containers running on the host. */
+  running(): string[] {
+    return this.containers.containers();
   }
 }
 

@@ -3,7 +3,7 @@
  * Synchronisation is by awaiting messages (and "barriers": a ping whose pong proves the agent has
  * handled everything published before it), never by sleeping.
  */
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pino from "pino";
@@ -14,7 +14,7 @@ import { encodeEnvelope } from "../../sdk/wire/codec.ts";
 import type { AgentToMaster } from "../../sdk/wire/types.ts";
 import { useNats } from "../harness/nats.ts";
 import { eventually } from "../harness/events.ts";
-import { capturingLogger, FakeMaster, shellTask, type Received } from "./agent-harness.ts";
+import { capturingLogger, FakeMaster, shellTask, SurvivingHost, type Received } from "./agent-harness.ts";
 
 const nats = useNats({ jetstream: false });
 
@@ -478,3 +478,207 @@ describe("container statistics", () => {
     expect(after).toEqual([]);
   });
 });
+
+describe("the same task id in two frameworks", () => {
+  // Task ids are unique only within a framework: two batch frameworks both name their first task
+  // j1.0.0 (found in the simulator, where etl's never got a status on the agent slowpoke's ran on).
+  const TASK = "j1.0.0";
+  const etl = { frameworkId: "etl", taskId: TASK };
+  const slowpoke = { frameworkId: "slowpoke", taskId: TASK };
+  const hex = (status: { uuid: Uint8Array }) => Buffer.from(status.uuid).toString("hex");
+
+  it("runs both, each with its own sandbox and status updates, and reports both when re-registering", async () => {
+    const { master, agent } = await registeredAgent();
+    master.runTask("agent-1", shellTask(TASK, "agent-1", "echo etl; sleep 1000"), "etl");
+    master.runTask("agent-1", shellTask(TASK, "agent-1", "echo slowpoke; sleep 1000"), "slowpoke");
+    const [a, b] = await Promise.all([master.waitForStatus(etl, "TASK_RUNNING"), master.waitForStatus(slowpoke, "TASK_RUNNING")]);
+    expect(master.statuses(etl).map((s) => s.state)).toEqual(["TASK_STARTING", "TASK_RUNNING"]);
+    expect(master.statuses(slowpoke).map((s) => s.state)).toEqual(["TASK_STARTING", "TASK_RUNNING"]);
+    expect(hex(a)).not.toBe(hex(b));
+
+    const views = agent.state().tasks;
+    expect(views.map((t) => [t.frameworkId, t.taskId, t.state])).toEqual([
+      ["etl", TASK, "TASK_RUNNING"],
+      ["slowpoke", TASK, "TASK_RUNNING"],
+    ]);
+    expect(views[0]!.sandbox).toContain(join("sandboxes", "etl", TASK));
+    expect(views[1]!.sandbox).toContain(join("sandboxes", "slowpoke", TASK));
+    expect(views[0]!.containerId).not.toBe(views[1]!.containerId);
+    for (const fw of ["etl", "slowpoke"]) {
+      const stdout = await eventually(async () => {
+        const read = await getJson(`${agent.httpUrl()}/files/read?frameworkId=${fw}&taskId=${TASK}&path=stdout`);
+        return read.status === 200 && read.body.data !== "" ? read.body.data : undefined;
+      }, 10_000, `${fw}'s stdout`);
+      expect(stdout).toBe(`${fw}\n`);
+    }
+
+    const seen = master.received.items.length;
+    master.send("agent-1", { kind: "reregisterRequest", reregisterRequest: {} });
+    const rereg = await master.received.waitFor((r) => r.index >= seen && r.message.kind === "reregister", "REREGISTER");
+    const body = (rereg.message as Extract<AgentToMaster, { kind: "reregister" }>).reregister;
+    expect(body.tasks.map((t) => [t.frameworkId, t.task!.taskId, t.status!.state])).toEqual([
+      ["etl", TASK, "TASK_RUNNING"],
+      ["slowpoke", TASK, "TASK_RUNNING"],
+    ]);
+    expect(body.frameworks.map((f) => f.id)).toEqual(["etl", "slowpoke"]);
+  });
+
+  it("retires an update only on the acknowledgement of its own framework", async () => {
+    const { master, agent } = await registeredAgent({ statusUpdateRetry: { initialMs: 100, maxMs: 200 } }, false);
+    master.runTask("agent-1", shellTask(TASK, "agent-1", "sleep 1000"), "etl");
+    master.runTask("agent-1", shellTask(TASK, "agent-1", "sleep 1000"), "slowpoke");
+    const [etlStarting, slowStarting] = await Promise.all([master.waitForStatus(etl, "TASK_STARTING"), master.waitForStatus(slowpoke, "TASK_STARTING")]);
+    const copies = (task: typeof etl, uuid: string) => master.statuses(task).filter((s) => hex(s) === uuid).length;
+
+    // etl's uuid acknowledged under slowpoke's name retires nothing: both keep re-sending STARTING.
+    master.send("agent-1", { kind: "statusUpdateAck", statusUpdateAck: { frameworkId: "slowpoke", taskId: TASK, uuid: etlStarting.uuid } });
+    const fence = await barrier(master);
+    const startingAfter = (task: typeof etl, uuid: string) => master.received.filter((r) => r.index > fence.index && r.message.kind === "statusUpdate" && isOf(r, task) && hex(r.message.statusUpdate.status!) === uuid).length;
+    await master.received.waitFor(() => startingAfter(etl, hex(etlStarting)) >= 1 && startingAfter(slowpoke, hex(slowStarting)) >= 1, "both STARTINGs re-sent");
+    expect(master.statuses(etl).map((s) => s.state)).not.toContain("TASK_RUNNING");
+    expect(master.statuses(slowpoke).map((s) => s.state)).not.toContain("TASK_RUNNING");
+
+    // etl's own acknowledgement moves etl on, and only etl.
+    master.ack(etlStarting);
+    const etlRunning = await master.waitForStatus(etl, "TASK_RUNNING");
+    const etlRunningAt = master.received.items.findIndex((r) => r.message.kind === "statusUpdate" && hex(r.message.statusUpdate.status!) === hex(etlRunning));
+    const slowCopiesThen = copies(slowpoke, hex(slowStarting));
+    await master.received.waitFor(() => copies(slowpoke, hex(slowStarting)) > slowCopiesThen, "slowpoke's STARTING re-sent after etl's acknowledgement");
+    expect(master.statuses(slowpoke).map((s) => s.state)).not.toContain("TASK_RUNNING");
+    expect(
+      master.received.filter((r) => r.index > etlRunningAt && r.message.kind === "statusUpdate" && isOf(r, etl) && r.message.statusUpdate.status!.state === "TASK_STARTING"),
+    ).toEqual([]);
+
+    master.ack(slowStarting);
+    const slowRunning = await master.waitForStatus(slowpoke, "TASK_RUNNING");
+    master.ack(etlRunning);
+    master.ack(slowRunning);
+    await barrier(master);
+    expect(agent.state().statusUpdates).toBe(0);
+  });
+
+  it("kills only the task of the framework the kill names", async () => {
+    const { master, agent } = await registeredAgent();
+    master.runTask("agent-1", shellTask(TASK, "agent-1", "sleep 1000"), "etl");
+    master.runTask("agent-1", shellTask(TASK, "agent-1", "sleep 1000"), "slowpoke");
+    await Promise.all([master.waitForStatus(etl, "TASK_RUNNING"), master.waitForStatus(slowpoke, "TASK_RUNNING")]);
+    master.send("agent-1", { kind: "killTask", killTask: { frameworkId: "etl", taskId: TASK, killGracePeriodSeconds: 0 } });
+    await master.waitForStatus(etl, "TASK_KILLED");
+    await barrier(master);
+    expect(master.statuses(slowpoke).map((s) => s.state)).toEqual(["TASK_STARTING", "TASK_RUNNING"]);
+    expect(agent.state().tasks.map((t) => [t.frameworkId, t.state, t.completed])).toEqual([
+      ["slowpoke", "TASK_RUNNING", false],
+      ["etl", "TASK_KILLED", true],
+    ]);
+  });
+
+  it("checks the health of each on its own and reports each verdict to its own framework", async () => {
+    const { master } = await registeredAgent();
+    const check = (command: string) => ({
+      healthCheck: {
+        kind: "command" as const,
+        command: { value: command, arguments: [], shell: true, environment: {}, user: "" },
+        delaySeconds: 0,
+        intervalSeconds: 0.2,
+        timeoutSeconds: 5,
+        gracePeriodSeconds: 0,
+      },
+    });
+    master.runTask("agent-1", shellTask(TASK, "agent-1", "sleep 1000", check("exit 0")), "etl");
+    master.runTask("agent-1", shellTask(TASK, "agent-1", "sleep 1000", check("exit 1")), "slowpoke");
+    // slowpoke's second failure proves its checks keep running after etl's passed.
+    const [healthy, sick] = await Promise.all([
+      master.received.waitFor((r) => isOf(r, etl) && healthOf(r) === true, "etl's task healthy"),
+      master.received.waitFor((r) => isOf(r, slowpoke) && healthOf(r) === false && messageOf(r).includes("2 time(s)"), "slowpoke's task failing twice"),
+    ]);
+    expect([healthy, sick].map((r) => (r.message as Extract<AgentToMaster, { kind: "statusUpdate" }>).statusUpdate.status!.state)).toEqual(["TASK_RUNNING", "TASK_RUNNING"]);
+    expect(master.statuses(etl).filter((st) => st.healthy === false)).toEqual([]);
+    expect(master.statuses(slowpoke).filter((st) => st.healthy === true)).toEqual([]);
+  });
+
+  it("ignores a repeated run_task of the same framework, but runs the same id of another framework after it finished", async () => {
+    const { master } = await registeredAgent();
+    const task = shellTask(TASK, "agent-1", "exit 0");
+    master.runTask("agent-1", task, "etl");
+    master.runTask("agent-1", task, "etl");
+    await master.waitForStatus(etl, "TASK_FINISHED");
+    await barrier(master); // FINISHED acknowledged: etl's task is only remembered as completed
+    master.runTask("agent-1", task, "etl");
+    master.runTask("agent-1", task, "slowpoke");
+    await master.waitForStatus(slowpoke, "TASK_FINISHED");
+    await barrier(master);
+    expect(master.statuses(etl).map((s) => s.state)).toEqual(["TASK_STARTING", "TASK_RUNNING", "TASK_FINISHED"]);
+    expect(master.statuses(slowpoke).map((s) => s.state)).toEqual(["TASK_STARTING", "TASK_RUNNING", "TASK_FINISHED"]);
+  });
+
+  it("keeps both apart through a restart: checkpoints, re-registration, re-sent updates, kills", async () => {
+    const s = await setup();
+    s.master.autoRegister = { agentId: "agent-1" };
+    await s.master.listen();
+    const host = new SurvivingHost();
+    const checkpointing = { checkpoint: true } as const;
+    const first = await startAgent(s, { containerizer: host.view(), checkpoint: true });
+    await s.master.waitForPong(0);
+    s.master.runTask("agent-1", shellTask(TASK, "agent-1", "sleep 1000"), "etl", checkpointing);
+    s.master.runTask("agent-1", shellTask(TASK, "agent-1", "sleep 1000"), "slowpoke", checkpointing);
+    // etl acknowledges everything up to RUNNING; slowpoke nothing: STARTING and RUNNING stay queued.
+    s.master.ack(await s.master.waitForStatus(etl, "TASK_STARTING"));
+    s.master.ack(await s.master.waitForStatus(etl, "TASK_RUNNING"));
+    const slowStarting = await s.master.waitForStatus(slowpoke, "TASK_STARTING");
+    await barrier(s.master);
+    expect(first.agent.state().statusUpdates).toBe(2);
+    const frameworkDirs = join(s.workDir, "checkpoint", "frameworks");
+    expect((await readdir(frameworkDirs)).sort()).toEqual(["f-etl", "f-slowpoke"]);
+
+    await first.agent.stop({ killTasks: false });
+    await first.transport.close();
+    expect(host.running()).toHaveLength(2);
+
+    const seen = s.master.received.items.length;
+    const second = await startAgent(s, { containerizer: host.view(), checkpoint: true });
+    const rereg = await s.master.received.waitFor((r) => r.index >= seen && r.message.kind === "reregister", "REREGISTER");
+    const body = (rereg.message as Extract<AgentToMaster, { kind: "reregister" }>).reregister;
+    expect(body.tasks.map((t) => [t.frameworkId, t.task!.taskId, t.status!.state]).sort()).toEqual([
+      ["etl", TASK, "TASK_RUNNING"],
+      ["slowpoke", TASK, "TASK_RUNNING"],
+    ]);
+    // slowpoke's unacknowledged STARTING comes again, with its uuid; etl's acknowledged updates do not.
+    const again = await s.master.received.waitFor(
+      (r) => r.index > rereg.index && r.message.kind === "statusUpdate" && isOf(r, slowpoke),
+      "slowpoke's STARTING again",
+    );
+    expect(hex((again.message as Extract<AgentToMaster, { kind: "statusUpdate" }>).statusUpdate.status!)).toBe(hex(slowStarting));
+    await barrier(s.master);
+    expect(s.master.received.filter((r) => r.index > seen && r.message.kind === "statusUpdate" && isOf(r, etl))).toEqual([]);
+
+    // The recovered tasks are still told apart: a kill of etl's leaves slowpoke's running.
+    s.master.send("agent-1", { kind: "killTask", killTask: { frameworkId: "etl", taskId: TASK } });
+    const killed = await s.master.waitForStatus(etl, "TASK_KILLED");
+    expect(host.running()).toHaveLength(1);
+    expect(second.agent.state().tasks.find((t) => t.frameworkId === "slowpoke")).toMatchObject({ state: "TASK_RUNNING" });
+    // etl's final acknowledgement removes etl's checkpoints only.
+    s.master.ack(killed);
+    await eventually(async () => (await readdir(frameworkDirs)).join() === "f-slowpoke", 10_000, "etl's checkpoints to go");
+    // slowpoke's stream goes on in order from where it stood.
+    s.master.ack(slowStarting);
+    const slowRunning = await s.master.waitForStatus(slowpoke, "TASK_RUNNING");
+    s.master.ack(slowRunning);
+    await barrier(s.master);
+    expect(second.agent.state().statusUpdates).toBe(0);
+    expect(s.master.statuses(slowpoke).map((st) => st.state).filter((st, i, all) => all.indexOf(st) === i)).toEqual(["TASK_STARTING", "TASK_RUNNING"]);
+  });
+});
+
+function healthOf(r: Received): boolean | undefined {
+  return r.message.kind === "statusUpdate" ? r.message.statusUpdate.status?.healthy : undefined;
+}
+
+function messageOf(r: Received): string {
+  return r.message.kind === "statusUpdate" ? (r.message.statusUpdate.status?.message ?? "") : "";
+}
+
+/** Whether an arrival is a status update of `task` (framework and task id). */
+function isOf(r: Received, task: { frameworkId: string; taskId: string }): boolean {
+  const status = r.message.kind === "statusUpdate" ? r.message.statusUpdate.status : undefined;
+  return status?.frameworkId === task.frameworkId && status.taskId === task.taskId;
+}

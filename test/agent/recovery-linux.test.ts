@@ -7,7 +7,7 @@ import { mkdir, mkdtemp, chmod, readdir, rm, rmdir, writeFile } from "node:fs/pr
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { CheckpointStore, CHECKPOINT_VERSION, fileName, type TaskCheckpoint } from "../../agent/checkpoint.ts";
+import { CheckpointStore, CHECKPOINT_VERSION, fileName, frameworkDirName, type TaskCheckpoint } from "../../agent/checkpoint.ts";
 import { readProcStat } from "../../agent/containerizer/common.ts";
 import { readCgroupLayout } from "../../agent/containerizer/cgroups-layout.ts";
 import { LinuxContainerizer, sameProcess } from "../../agent/containerizer/linux.ts";
@@ -149,18 +149,66 @@ describe("CheckpointStore", () => {
       latest,
     };
     store.writeTask(task);
-    store.writeStream("../x", { taskId: "../x", frameworkId: "fw", pending: [latest], acknowledged: ["aa"] });
+    store.writeStream("fw", "../x", { taskId: "../x", frameworkId: "fw", pending: [latest], acknowledged: ["aa"] });
     expect(fileName("../x")).toBe("t-..%2Fx.json");
-    await writeFile(join(dir, "tasks", "t-bad.json"), "{ torn");
-    await writeFile(join(dir, "tasks", "t-partial.json.tmp"), "{ torn");
+    expect(frameworkDirName("..")).toBe("f-..");
+    const tasksDir = join(dir, "frameworks", "f-fw", "tasks");
+    await writeFile(join(tasksDir, "t-bad.json"), "{ torn");
+    await writeFile(join(tasksDir, "t-partial.json.tmp"), "{ torn");
     const loaded = await store.load();
     expect(loaded.tasks).toEqual([task]);
     expect(loaded.streams).toEqual([{ taskId: "../x", frameworkId: "fw", pending: [latest], acknowledged: ["aa"] }]);
     expect(loaded.problems).toHaveLength(1);
-    store.writeStream("../x", null);
+    store.writeStream("fw", "../x", null);
     expect((await store.load()).streams).toEqual([]);
-    store.removeTask("../x");
+    store.removeTask("fw", "../x");
     expect((await store.load()).tasks).toEqual([]);
     expect(await new CheckpointStore(join(root, "none")).load()).toEqual({ tasks: [], streams: [], problems: [] });
+  });
+
+  it("keeps the same task id of two frameworks apart, and removes one without the other", async () => {
+    const dir = join(root, "ckpt-two");
+    const store = new CheckpointStore(dir);
+    const checkpoint = (frameworkId: string): TaskCheckpoint => ({
+      version: CHECKPOINT_VERSION,
+      frameworkId,
+      taskId: "j1.0.0",
+      framework: undefined,
+      task: { taskId: "j1.0.0" } as TaskCheckpoint["task"],
+      sandbox: `/s/${frameworkId}`,
+      containerId: `c-${frameworkId}`,
+      latest: { taskId: "j1.0.0", frameworkId, agentId: "a1", state: "TASK_RUNNING", uuid: `u-${frameworkId}`, timestampMs: 1 },
+    });
+    const stream = (frameworkId: string) => ({ taskId: "j1.0.0", frameworkId, pending: [checkpoint(frameworkId).latest!], acknowledged: [] });
+    for (const fw of ["etl", "slowpoke"]) {
+      store.writeTask(checkpoint(fw));
+      store.writeStream(fw, "j1.0.0", stream(fw));
+    }
+    const both = await new CheckpointStore(dir).load();
+    expect(both).toEqual({ tasks: [checkpoint("etl"), checkpoint("slowpoke")], streams: [stream("etl"), stream("slowpoke")], problems: [] });
+
+    store.removeTask("etl", "j1.0.0");
+    expect(await new CheckpointStore(dir).load()).toEqual({ tasks: [checkpoint("slowpoke")], streams: [stream("slowpoke")], problems: [] });
+    // A framework with no task left leaves no directory behind; writing again recreates it.
+    expect(await readdir(join(dir, "frameworks"))).toEqual(["f-slowpoke"]);
+    store.writeTask(checkpoint("etl"));
+    expect((await store.load()).tasks.map((t) => t.frameworkId)).toEqual(["etl", "slowpoke"]);
+  });
+
+  it("reports, and does not recover, files in the wrong place and checkpoints of the earlier layout", async () => {
+    const dir = join(root, "ckpt-misplaced");
+    const store = new CheckpointStore(dir);
+    const latest = { taskId: "t", frameworkId: "fw-a", agentId: "a1", state: "TASK_RUNNING" as const, uuid: "ab", timestampMs: 1 };
+    store.writeStream("fw-a", "t", { taskId: "t", frameworkId: "fw-a", pending: [latest], acknowledged: [] });
+    // fw-a's stream copied under fw-b: removing fw-b's task would never delete it.
+    await mkdir(join(dir, "frameworks", "f-fw-b", "streams"), { recursive: true });
+    await writeFile(join(dir, "frameworks", "f-fw-b", "streams", "t-t.json"), JSON.stringify({ taskId: "t", frameworkId: "fw-a", pending: [latest], acknowledged: [] }));
+    await mkdir(join(dir, "tasks"), { recursive: true });
+    const loaded = await store.load();
+    expect(loaded.streams.map((s) => s.frameworkId)).toEqual(["fw-a"]);
+    expect(loaded.problems).toEqual([
+      expect.stringMatching(/\/tasks: checkpoints of the layout before .* are not recovered$/),
+      expect.stringMatching(/f-fw-b\/streams\/t-t\.json: holds task t of framework fw-a, which belongs elsewhere$/),
+    ]);
   });
 });

@@ -55,6 +55,14 @@ async function stopGracefully(child: ChildProcess): Promise<void> {
 const TERMINAL: ReadonlySet<string> = TERMINAL_TASK_STATES;
 const sameUuid = (a: TaskStatus, b: TaskStatus) => Buffer.from(a.uuid).equals(Buffer.from(b.uuid));
 
+/** The task checkpoint files under `workDir`, of every framework. */
+async function checkpointedTaskFiles(workDir: string): Promise<string[]> {
+  const root = join(workDir, "checkpoint", "frameworks");
+  const frameworks = await readdir(root).catch(() => []);
+  const files = await Promise.all(frameworks.map((fw) => readdir(join(root, fw, "tasks")).catch(() => [])));
+  return files.flat().filter((f) => f.endsWith(".json"));
+}
+
 /** Updates of `fw` that arrived after the first `mark` ones. */
 function after(fw: RecordingFramework, mark: number, predicate: (s: TaskStatus) => boolean): (s: TaskStatus) => boolean {
   return (s) => fw.updates.items.indexOf(s) >= mark && predicate(s);
@@ -84,11 +92,13 @@ describe("agent recovery after SIGKILL (Linux containerizer, real processes)", (
         { taskId: "A", resources: "cpus:0.1;mem:32", command: `exec ${longA}` },
         { taskId: "B", resources: "cpus:0.1;mem:32", command: `${shortB}; exit 7` },
       ]);
-      // One that checkpoints but acknowledges by hand: its first update stays unacknowledged.
+      // One that checkpoints but acknowledges by hand: its first update stays unacknowledged. Its
+      // task is named A too: task ids are unique only within a framework, and recovery must keep
+      // manual's A (long C) apart from ckpt's A (long A).
       const manual = recordingFramework(await cluster.connect(), cluster.cluster, { name: "manual", checkpoint: true }, { autoAcknowledge: false });
       await manual.driver.start();
       const offerC = await manual.offers.waitFor(() => true, 10_000, "an offer for manual");
-      await manual.driver.launch(offerC, [{ taskId: "C", resources: "cpus:0.1;mem:32", command: `exec ${longC}` }]);
+      await manual.driver.launch(offerC, [{ taskId: "A", resources: "cpus:0.1;mem:32", command: `exec ${longC}` }]);
       // One that does not checkpoint: its task must not survive the agent.
       const plain = recordingFramework(await cluster.connect(), cluster.cluster, { name: "plain", checkpoint: false });
       await plain.driver.start();
@@ -97,7 +107,7 @@ describe("agent recovery after SIGKILL (Linux containerizer, real processes)", (
 
       for (const taskId of ["A", "B"]) await ckpt.updates.waitFor((s) => s.taskId === taskId && s.state === "TASK_RUNNING", 15_000, `${taskId} RUNNING`);
       await plain.updates.waitFor((s) => s.taskId === "D" && s.state === "TASK_RUNNING", 15_000, "D RUNNING");
-      const unacked = await manual.updates.waitFor((s) => s.taskId === "C", 15_000, "C's first update");
+      const unacked = await manual.updates.waitFor((s) => s.taskId === "A", 15_000, "manual's first update");
       await eventually(() => running(longC) && running(longA) && running(foreverD), 10_000, "the task processes");
 
       // Crash, and stay down until B has ended.
@@ -117,7 +127,7 @@ describe("agent recovery after SIGKILL (Linux containerizer, real processes)", (
         expect(failed.exitCode).toBe(7);
 
         // The update left unacknowledged at the crash comes again (same uuid), after the restart.
-        const again = await manual.updates.waitFor(after(manual, marks.manual, (s) => s.taskId === "C" && sameUuid(s, unacked)), 30_000, "C's unacknowledged update again");
+        const again = await manual.updates.waitFor(after(manual, marks.manual, (s) => s.taskId === "A" && sameUuid(s, unacked)), 30_000, "manual's unacknowledged update again");
         expect(again.state).toBe(unacked.state);
 
         // The non-checkpointing framework's task is killed.
@@ -138,7 +148,7 @@ describe("agent recovery after SIGKILL (Linux containerizer, real processes)", (
         expect(finished.exitCode).toBe(0);
         expect(Date.now()).toBeGreaterThan(restartedAt);
 
-        // C's stream goes on once acknowledged, in order, to FINISHED.
+        // manual's stream goes on once acknowledged, in order, to FINISHED.
         const seen: string[] = [];
         let head: TaskStatus = again;
         for (;;) {
@@ -146,13 +156,13 @@ describe("agent recovery after SIGKILL (Linux containerizer, real processes)", (
           await manual.driver.acknowledge(head);
           if (TERMINAL.has(head.state)) break;
           const current = head;
-          head = await manual.updates.waitFor(after(manual, manual.updates.items.indexOf(current) + 1, (s) => s.taskId === "C" && !sameUuid(s, current)), 20_000, "C's next update");
+          head = await manual.updates.waitFor(after(manual, manual.updates.items.indexOf(current) + 1, (s) => s.taskId === "A" && !sameUuid(s, current)), 20_000, "manual's next update");
         }
         expect(seen.at(-1)).toBe("TASK_FINISHED");
         expect(seen).toContain("TASK_RUNNING");
 
         // Acknowledged to the end: nothing of the tasks is left in the checkpoint.
-        await eventually(async () => (await readdir(join(workDir!, "checkpoint", "tasks")).catch(() => [])).filter((f) => f.endsWith(".json")).length === 0, 10_000, "the checkpoints to be removed");
+        await eventually(async () => (await checkpointedTaskFiles(workDir!)).length === 0, 10_000, "the checkpoints to be removed");
       } finally {
         await stopGracefully(second);
       }

@@ -90,6 +90,26 @@ describe("batch frameworks in the simulator", () => {
     await cluster.shutdown();
   }, 60_000);
 
+  it("runs two frameworks' tasks of the same id on one agent: both batch frameworks give their first task the same id", async () => {
+    const job = { count: 1, arrival: { at: 1 }, tasksPerJob: 1, cpus: 0.5, mem: 256, durationSeconds: 10 };
+    const { cluster, events } = await run({
+      seed: 1,
+      endSeconds: 120,
+      cluster: { agentClasses: { std: { count: 1, resources: "cpus:4;mem:8192" } } },
+      frameworks: [
+        { name: "etl", kind: "batch", role: "batch", jobs: job },
+        { name: "slowpoke", kind: "batch", role: "other", jobs: job },
+      ],
+    });
+    const finished = (fw: string) => events.filter((e) => e.type === "status" && e.fw === fw && e.state === "TASK_FINISHED").map((e) => e.task);
+    for (const name of ["etl", "slowpoke"]) {
+      expect((cluster.frameworks.get(name) as BatchSimFramework).jobStats).toMatchObject({ submitted: 1, completed: 1 });
+      expect(finished(name)).toHaveLength(1);
+    }
+    expect(finished("etl")).toEqual(finished("slowpoke"));
+    await cluster.shutdown();
+  }, 60_000);
+
   it("is deterministic: one seed gives a byte-identical event log, another seed a different one", async () => {
     const a = await run(workload(5));
     const b = await run(workload(5));
