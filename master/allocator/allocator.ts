@@ -13,10 +13,15 @@
  *   limits are never exceeded (scalar offers are chopped to fit);
  * - declines install filters per (framework, role, agent); SUPPRESS and REVIVE per role;
  * - nothing smaller than the minimum allocatable resources is offered.
+ *
+ * A periodic run over "all agents" visits only the agents whose outcome may have changed since
+ * a run last visited them (see {@link HierarchicalAllocator.allocate}): with thousands of agents
+ * and nothing new, a run costs what changed, not the size of the cluster.
  */
 import { Resources, toMillis, type ResourceEntry, type ScalarQuantities } from "../../sdk/resources.ts";
 import { roleNameError, topLevelRole } from "../../sdk/roles.ts";
 import { shuffleInPlace, type Rng } from "../../sdk/rng.ts";
+import { TimedHeap } from "../../sdk/time-heap.ts";
 import { DrfSorter, RandomSorter, type Sorter } from "./sorter.ts";
 
 /** Stable error codes of the allocator. */
@@ -250,6 +255,20 @@ export class HierarchicalAllocator {
   /** Top-level role of each known role, computed once (asked for on every allocation walk). */
   private readonly topRoles = new Map<string, string>();
   private markCounter = 0;
+  /**
+   * Agents a run must visit: those changed since a run last visited them, or "all". An agent a
+   * run left with nothing to offer has nothing to offer until its own resources change, one of
+   * its decline filters ends, or something that is no single agent's business changes (a
+   * framework joins, activates or revives, roles, weights, quota) — which makes it "all". With a
+   * quota set, every allocation change makes it "all" too: headroom and limits couple the agents.
+   * Narrowing a run's choices (SUPPRESS, a framework or agent going inactive) cannot create an
+   * offer, so it changes nothing here.
+   */
+  private stale: Set<string> | "all" = "all";
+  /** Ends of decline filters, each with its agent (stale once its filter ended). */
+  private readonly filterEnds = new TimedHeap<{ timeMs: number; seq: number; agentId: string }>();
+  private filterEndSeq = 0;
+  private candidatesOfLastRun = 0;
 
   constructor(options: AllocatorOptions) {
     this.rng = options.rng;
@@ -322,6 +341,7 @@ export class HierarchicalAllocator {
     this.addTotal(agent.total, -1);
     agent.total = total;
     agent.available = total.subtract(agent.allocated);
+    this.changed(agentId);
     this.addTotal(total, 1);
     if (wasActive) this.activateAgent(agentId);
   }
@@ -331,6 +351,7 @@ export class HierarchicalAllocator {
     const agent = this.agent(agentId);
     if (agent.active) return;
     agent.active = true;
+    this.changed(agentId);
     addQuantities(this.freeUnreserved, agent.available.unreservedQuantities(), 1);
   }
 
@@ -356,6 +377,7 @@ export class HierarchicalAllocator {
       filters: new Map(),
     };
     this.frameworks.set(frameworkId, framework);
+    this.stale = "all";
     for (const role of roles) this.joinRole(framework, role);
     if (spec.active ?? true) this.activateFramework(frameworkId);
   }
@@ -364,6 +386,7 @@ export class HierarchicalAllocator {
   updateFramework(frameworkId: string, spec: FrameworkSpec): void {
     const framework = this.framework(frameworkId);
     const roles = this.checkRoles(spec.roles, spec.suppressedRoles);
+    this.stale = "all";
     for (const role of [...framework.roles]) if (!roles.includes(role)) this.leaveRole(framework, role);
     for (const role of roles) if (!framework.roles.has(role)) this.joinRole(framework, role);
     framework.suppressed = new Set(spec.suppressedRoles ?? []);
@@ -391,6 +414,7 @@ export class HierarchicalAllocator {
   activateFramework(frameworkId: string): void {
     const framework = this.framework(frameworkId);
     framework.active = true;
+    this.stale = "all";
     this.refreshActivity(framework);
   }
 
@@ -417,6 +441,7 @@ export class HierarchicalAllocator {
       framework.suppressed.delete(role);
       framework.filters.delete(role);
     }
+    this.stale = "all";
     this.refreshActivity(framework);
   }
 
@@ -430,6 +455,7 @@ export class HierarchicalAllocator {
     }
     this.weights.set(role, weight);
     this.roleSorter.setWeight(role, weight);
+    this.stale = "all";
   }
 
   /** The configured weights (roles without an entry weigh 1). */
@@ -445,6 +471,7 @@ export class HierarchicalAllocator {
   setQuota(role: string, quota: QuotaConfig | null): void {
     validRole(role);
     if (role.includes("/")) throw new AllocatorError("CORRAL_ERR_BAD_QUOTA", `quota is set per top-level role; '${role}' is nested`);
+    this.stale = "all";
     if (quota === null) {
       this.quotas.delete(role);
       this.recomputeUnsatisfied(role);
@@ -500,6 +527,7 @@ export class HierarchicalAllocator {
       let byAgent = framework.filters.get(role);
       if (!byAgent) framework.filters.set(role, (byAgent = new Map()));
       byAgent.set(agentId, { resources, expiresAtMs: filter.nowMs + durationMs });
+      this.filterEnds.push({ timeMs: filter.nowMs + durationMs, seq: this.filterEndSeq++, agentId });
     }
   }
 
@@ -509,18 +537,34 @@ export class HierarchicalAllocator {
    * One allocation run over all agents, or only over `agentIds` (the incremental case: an agent
    * whose resources were just recovered). Returns the offers to make; the allocator already counts
    * them as allocated, so the caller must recover them on decline, rescind or expiry.
+   *
+   * A run over all agents offers what a visit of every active agent would, but visits only those
+   * that may have something new to offer (see {@link HierarchicalAllocator.stale}).
    */
   allocate(nowMs: number, agentIds?: Iterable<string>): OfferPlan[] {
     this.pushTotals();
+    for (let end = this.filterEnds.peek(); end !== undefined && end.timeMs <= nowMs; end = this.filterEnds.peek()) {
+      this.filterEnds.pop();
+      this.changed(end.agentId);
+    }
     const candidates: AgentState[] = [];
+    const stale = this.stale;
     if (agentIds === undefined) {
-      for (const agent of this.agents.values()) if (agent.active) candidates.push(agent);
+      const ids = stale === "all" ? this.agents.keys() : stale;
+      for (const id of ids) {
+        const agent = this.agents.get(id);
+        if (agent?.active) candidates.push(agent);
+      }
+      // Reset before the run: what it allocates makes those agents stale again.
+      this.stale = new Set();
     } else {
       for (const id of agentIds) {
         const agent = this.agents.get(id);
         if (agent?.active) candidates.push(agent);
+        if (stale !== "all") stale.delete(id);
       }
     }
+    this.candidatesOfLastRun = candidates.length;
     if (this.shuffleAgents) shuffleInPlace(candidates, this.rng);
 
     const twoStages = this.unsatisfied.size > 0;
@@ -588,6 +632,13 @@ export class HierarchicalAllocator {
         if (!this.isAllocatable(agent.available)) break;
       }
     }
+  }
+
+  /** Notes a change of one agent's resources (of every agent while a quota is set). */
+  private changed(agentId: string): void {
+    if (this.stale === "all") return;
+    if (this.quotas.size > 0) this.stale = "all";
+    else this.stale.add(agentId);
   }
 
   private isFiltered(framework: FrameworkState, role: string, agentId: string, resources: Resources, nowMs: number): boolean {
@@ -659,6 +710,7 @@ export class HierarchicalAllocator {
     }
     agent.allocated = agent.allocated.add(resources);
     agent.available = agent.available.subtract(resources);
+    this.changed(agent.id);
 
     const quantities = resources.quantities();
     const unreserved = resources.unreservedQuantities();
@@ -685,6 +737,7 @@ export class HierarchicalAllocator {
     if (byRole.size === 0) agent.allocations.delete(frameworkId);
     agent.allocated = agent.allocated.subtract(resources);
     agent.available = agent.available.add(resources);
+    this.changed(agent.id);
 
     const quantities = resources.quantities();
     const unreserved = resources.unreservedQuantities();
@@ -901,6 +954,11 @@ export class HierarchicalAllocator {
   }
 
   /** Ids of all agents, in insertion order. */
+  /** Agents the last {@link HierarchicalAllocator.allocate} visited (what a run cost). */
+  lastRunCandidates(): number {
+    return this.candidatesOfLastRun;
+  }
+
   agentIds(): string[] {
     return [...this.agents.keys()];
   }

@@ -203,6 +203,64 @@ describe("filters, suppress and revive", () => {
   });
 });
 
+describe("runs over all agents visit only what changed", () => {
+  it("skips agents nothing happened to, and visits one whose task ended or whose filter ran out", () => {
+    const allocator = newAllocator();
+    addAgents(allocator, 100, "cpus:4;mem:4096");
+    allocator.addFramework("A", { roles: ["r"] });
+    const first = allocator.allocate(0);
+    expect(first).toHaveLength(100);
+    expect(allocator.lastRunCandidates()).toBe(100);
+    // A runs a task on agent1 and declines everything else for 60 s.
+    const task = r("cpus:1;mem:1024");
+    for (const o of first) {
+      const declined = o.agentId === "agent1" ? o.resources.subtract(task) : o.resources;
+      allocator.recoverResources("A", o.agentId, "r", declined, { refuseSeconds: 60, nowMs: 0 });
+    }
+    // The run after the declines looks at the agents they changed, and offers nothing.
+    expect(allocator.allocate(1_000)).toEqual([]);
+    expect(allocator.lastRunCandidates()).toBe(100);
+    // Nothing changed since: the next runs visit no agent at all.
+    expect(allocator.allocate(2_000)).toEqual([]);
+    expect(allocator.lastRunCandidates()).toBe(0);
+    // The task ends: its agent alone is visited, and offered whole (more is free than A refused).
+    allocator.recoverResources("A", "agent1", "r", task);
+    expect(allocator.allocate(3_000).map((o) => [o.agentId, o.resources.toString()])).toEqual([["agent1", "cpus:4;mem:4096"]]);
+    expect(allocator.lastRunCandidates()).toBe(1);
+    // The filters run out at 60 s: those agents are offered again.
+    expect(allocator.allocate(59_999)).toEqual([]);
+    expect(allocator.allocate(60_000)).toHaveLength(99);
+  });
+
+  it("visits every agent again when a framework arrives or revives, or weights and quota change", () => {
+    const allocator = newAllocator();
+    addAgents(allocator, 10, "cpus:4;mem:4096");
+    allocator.addFramework("A", { roles: ["r"] });
+    declineAll(allocator, allocator.allocate(0));
+    allocator.suppressRoles("A");
+    allocator.allocate(1_000);
+    expect(allocator.allocate(2_000)).toEqual([]);
+    expect(allocator.lastRunCandidates()).toBe(0);
+    allocator.reviveRoles("A");
+    const revived = allocator.allocate(3_000);
+    expect(revived).toHaveLength(10);
+    declineAll(allocator, revived);
+    allocator.suppressRoles("A");
+    allocator.allocate(4_000);
+    allocator.addFramework("B", { roles: ["s"] });
+    const toB = allocator.allocate(5_000);
+    expect(allocator.lastRunCandidates()).toBe(10);
+    expect(toB.map((o) => o.frameworkId)).toEqual(Array(10).fill("B"));
+    allocator.allocate(6_000);
+    allocator.setWeight("s", 2);
+    allocator.allocate(7_000);
+    expect(allocator.lastRunCandidates()).toBe(10);
+    allocator.setQuota("s", { guarantees: { cpus: 1 } });
+    allocator.allocate(8_000);
+    expect(allocator.lastRunCandidates()).toBe(10);
+  });
+});
+
 describe("minimum allocatable resources", () => {
   it("never offers crumbs", () => {
     const allocator = newAllocator();
