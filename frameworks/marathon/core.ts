@@ -124,6 +124,12 @@ export interface Instance {
   mesosState: string;
   /** When the instance became unreachable (cleared when it is seen again). */
   unreachableSinceMs?: number;
+  /**
+   * Unreachable for longer than the app's `inactiveAfterSeconds`: it no longer counts toward the
+   * app's instances (a replacement is launched), but it is kept until `expungeAfterSeconds`, and
+   * counts again if it comes back (the surplus is then killed). Cleared when it is seen again.
+   */
+  inactive?: boolean;
 }
 
 export type DeploymentKind = "start" | "scale" | "restart" | "stop";
@@ -698,11 +704,11 @@ export class MarathonCore {
     if (found && !found.part.done) {
       if (found.part.kind === "stop" || found.step > found.deployment.currentStep) return 0;
       if (found.part.kind === "restart") {
-        const active = this.countInstances(appId, (i) => i.goal !== "stopped" && i.configVersion === record.versionInfo.lastConfigChangeAt);
+        const active = this.countInstances(appId, (i) => counts(i) && i.configVersion === record.versionInfo.lastConfigChangeAt);
         return Math.max(0, found.part.newAllowed - active);
       }
     }
-    const active = this.countInstances(appId, (i) => i.goal !== "stopped");
+    const active = this.countInstances(appId, counts);
     return Math.max(0, record.app.instances - active);
   }
 
@@ -995,13 +1001,14 @@ export class MarathonCore {
         break;
       case "TASK_RUNNING":
         delete instance.unreachableSinceMs;
+        delete instance.inactive;
         if (instance.state !== "killing") instance.state = "running";
         instance.startedAtMs ??= status.timestampMs ?? nowMs;
         break;
       case "TASK_UNREACHABLE":
         if (instance.state !== "killing") instance.state = "unreachable";
         instance.unreachableSinceMs ??= nowMs;
-        this.expungeUnreachable(instance, nowMs, effects);
+        this.applyUnreachableStrategy(instance, nowMs, effects);
         if (!this.instances.has(instance.id)) {
           this.evaluate(nowMs, effects);
           return effects;
@@ -1125,7 +1132,7 @@ export class MarathonCore {
   /** Periodic: launch timeouts, delays running out, unreachable instances, deployment progress. */
   tick(nowMs: number): MarathonEffect[] {
     const effects: MarathonEffect[] = [];
-    for (const instance of [...this.instances.values()]) if (instance.state === "unreachable") this.expungeUnreachable(instance, nowMs, effects);
+    for (const instance of [...this.instances.values()]) if (instance.state === "unreachable") this.applyUnreachableStrategy(instance, nowMs, effects);
     for (const instance of this.instances.values()) {
       if ((instance.state === "staging" || instance.state === "starting") && instance.goal === "running" && nowMs - instance.stagedAtMs > this.config.taskLaunchTimeoutMs) {
         this.stopInstance(instance, "replace", effects, nowMs);
@@ -1159,7 +1166,7 @@ export class MarathonCore {
   }
 
   private newPart(record: AppRecord, existing: AppRecord | undefined): DeploymentPart {
-    const active = this.instancesOf(record.app.id).filter((i) => i.goal !== "stopped");
+    const active = this.instancesOf(record.app.id).filter(counts);
     const stale = active.filter((i) => i.configVersion !== record.versionInfo.lastConfigChangeAt);
     const kind: DeploymentKind = existing === undefined ? "start" : stale.length > 0 ? "restart" : "scale";
     const part: DeploymentPart = { appId: record.app.id, kind, ...(existing ? { original: existing } : {}), oldKillsIssued: 0, newAllowed: 0, done: false };
@@ -1320,7 +1327,7 @@ export class MarathonCore {
     const part = found && !found.part.done ? found.part : undefined;
     if (found && part && found.step > found.deployment.currentStep) return false; // waits for its step
     // The usual case, an app at rest without surplus: nothing to do (every input asks every app).
-    if (!part && this.countInstances(appId, (i) => i.goal !== "stopped") <= record.app.instances) return false;
+    if (!part && this.countInstances(appId, counts) <= record.app.instances) return false;
     // Stops and restarts act on instances in order; starts and scales only count them (no list).
     const list = part?.kind === "stop" || part?.kind === "restart" ? this.instancesOf(appId) : [];
     if (found && part?.kind === "stop") {
@@ -1341,15 +1348,16 @@ export class MarathonCore {
       part.done = true;
       return this.advance(found.deployment, nowMs, effects);
     }
-    const surplus = this.countInstances(appId, (i) => i.goal !== "stopped") - record.app.instances;
+    const surplus = this.countInstances(appId, counts) - record.app.instances;
     if (surplus > 0) {
-      const active = this.unorderedInstancesOf(appId).filter((i) => i.goal !== "stopped");
+      const active = this.unorderedInstancesOf(appId).filter(counts);
       const chosen = selectInstancesToKill(active.map(candidate), surplus, { killSelection: record.app.killSelection, constraints: record.app.constraints });
       for (const c of chosen) this.stopInstance(this.instances.get(c.id)!, "stopped", effects, nowMs);
     }
     if (found && part) {
-      // Exactly `instances` instances, all ready (a ready instance is not stopped).
-      const count = this.byApp.get(appId)?.size ?? 0;
+      // Exactly `instances` instances, all ready (a ready instance is not stopped); an inactive
+      // one waiting to be expunged is not one of them.
+      const count = this.countInstances(appId, (i) => !i.inactive);
       const done = count === record.app.instances && this.countInstances(appId, (i) => this.isReady(i)) === count;
       if (done) {
         part.done = true;
@@ -1362,8 +1370,8 @@ export class MarathonCore {
   /** Carries a rolling restart on; true when it is complete. */
   private convergeRestart(record: AppRecord, deployment: Deployment, part: DeploymentPart, plan: RestartPlan, list: Instance[], nowMs: number, effects: MarathonEffect[]): boolean {
     const config = record.versionInfo.lastConfigChangeAt;
-    const old = list.filter((i) => i.configVersion !== config && i.goal !== "stopped");
-    const fresh = list.filter((i) => i.configVersion === config && i.goal !== "stopped");
+    const old = list.filter((i) => i.configVersion !== config && counts(i));
+    const fresh = list.filter((i) => i.configVersion === config && counts(i));
     const state: RolloutState = {
       oldRunning: old.length,
       oldHealthy: old.filter((i) => this.isReady(i)).length,
@@ -1404,16 +1412,23 @@ export class MarathonCore {
   }
 
   /**
-   * An instance unreachable for `inactiveAfterSeconds` is given up: Marathon kills it (in case its
-   * agent comes back) and forgets it, so the queue launches a replacement. Corral merges Marathon's
-   * two thresholds (inactive, then expunged) into the first; `"disabled"` keeps waiting for it.
+   * Marathon's `unreachableStrategy`: unreachable for `inactiveAfterSeconds`, an instance becomes
+   * inactive (a replacement is launched; it is kept in case it comes back); unreachable for
+   * `expungeAfterSeconds`, it is given up: killed (in case its agent comes back) and forgotten.
+   * `"disabled"` keeps waiting for it.
    */
-  private expungeUnreachable(instance: Instance, nowMs: number, effects: MarathonEffect[]): void {
+  private applyUnreachableStrategy(instance: Instance, nowMs: number, effects: MarathonEffect[]): void {
     const strategy = this.apps.get(instance.appId)?.app.unreachableStrategy;
     if (strategy === undefined || strategy === "disabled" || instance.unreachableSinceMs === undefined) return;
-    if (nowMs - instance.unreachableSinceMs < strategy.inactiveAfterSeconds * 1000) return;
-    effects.push({ type: "kill", taskId: instance.id, agentId: instance.agentId });
-    this.expunge(instance, effects, nowMs);
+    const unreachableMs = nowMs - instance.unreachableSinceMs;
+    if (unreachableMs >= strategy.expungeAfterSeconds * 1000) {
+      effects.push({ type: "kill", taskId: instance.id, agentId: instance.agentId });
+      this.expunge(instance, effects, nowMs);
+    } else if (unreachableMs >= strategy.inactiveAfterSeconds * 1000 && !instance.inactive) {
+      instance.inactive = true;
+      effects.push({ type: "putInstance", instance: { ...instance } });
+      effects.push(instanceChanged(instance, conditionOf(instance), nowMs));
+    }
   }
 
   /** Forgets the app's launch delay, here and in the store. */
@@ -1600,7 +1615,7 @@ export class MarathonCore {
   private plannedKind(change: { app: NormalizedApp; restart?: boolean }): DeploymentKind {
     const existing = this.apps.get(change.app.id);
     if (!existing) return "start";
-    const active = this.unorderedInstancesOf(existing.app.id).filter((i) => i.goal !== "stopped");
+    const active = this.unorderedInstancesOf(existing.app.id).filter(counts);
     const configChanged = change.restart === true || !sameConfig(existing.app, change.app);
     const stale = configChanged ? active.length : active.filter((i) => i.configVersion !== existing.versionInfo.lastConfigChangeAt).length;
     return stale > 0 ? "restart" : "scale";
@@ -1853,8 +1868,13 @@ function conditionOf(i: Instance): string {
     case "killing":
       return "Killing";
     case "unreachable":
-      return "Unreachable";
+      return i.inactive ? "UnreachableInactive" : "Unreachable";
   }
+}
+
+/** Whether an instance counts toward its app's instances: not stopped for good, not inactive. */
+function counts(i: Instance): boolean {
+  return i.goal !== "stopped" && !i.inactive;
 }
 
 function instanceChanged(i: Instance, condition: string, nowMs: number): MarathonEffect {

@@ -125,18 +125,45 @@ describe("launching", () => {
 });
 
 describe("unreachable instances", () => {
-  it("replaces an unreachable instance after inactiveAfterSeconds, and keeps it with the strategy disabled", () => {
+  it("replaces an unreachable instance after inactiveAfterSeconds, expunges it after expungeAfterSeconds, and keeps it with the strategy disabled", () => {
     const w = world();
     w.put(app({ id: "web", instances: 1, unreachableStrategy: { inactiveAfterSeconds: 10, expungeAfterSeconds: 20 } }));
     const [task] = launches(w.offers(offer()));
     w.status(task!.taskId, "TASK_RUNNING");
     w.status(task!.taskId, "TASK_UNREACHABLE");
     expect(w.core.queueCount("/web")).toBe(0);
+    // Inactive: a replacement is launched, the unreachable instance is kept (not killed).
+    w.advance(10_000);
+    const inactive = w.tick();
+    expect(kills(inactive)).toEqual([]);
+    expect(w.core.instance(task!.taskId)!.inactive).toBe(true);
+    expect(events(inactive, "instance_changed_event").map((e) => e.condition)).toEqual(["UnreachableInactive"]);
+    expect(inactive.some((e) => e.type === "putInstance" && e.instance.id === task!.taskId && e.instance.inactive === true)).toBe(true);
+    expect(w.core.queueCount("/web")).toBe(1);
+    const [replacement] = launches(w.offers(offer("h2")));
+    expect(replacement).toBeDefined();
+    w.status(replacement!.taskId, "TASK_RUNNING");
+    // Expunged: killed in case its agent comes back, and forgotten.
     w.advance(10_000);
     const gone = w.tick();
     expect(kills(gone)).toEqual([task!.taskId]);
     expect(w.core.instance(task!.taskId)).toBeUndefined();
-    expect(launches(w.offers(offer("h2")))).toHaveLength(1);
+    expect(w.core.queueCount("/web")).toBe(0);
+
+    // Back before it is expunged: it counts again, and the surplus (the younger one, by default) is killed.
+    const b = world();
+    b.put(app({ id: "back", instances: 1, unreachableStrategy: { inactiveAfterSeconds: 10, expungeAfterSeconds: 600 } }));
+    const [first] = launches(b.offers(offer()));
+    b.status(first!.taskId, "TASK_RUNNING");
+    b.status(first!.taskId, "TASK_UNREACHABLE");
+    b.advance(10_000);
+    b.tick();
+    b.advance(1_000);
+    const [second] = launches(b.offers(offer("h2")));
+    b.status(second!.taskId, "TASK_RUNNING");
+    const back = b.status(first!.taskId, "TASK_RUNNING");
+    expect(b.core.instance(first!.taskId)!.inactive).toBeUndefined();
+    expect(kills(back)).toEqual([second!.taskId]);
 
     const d = world();
     d.put(app({ id: "keep", instances: 1, unreachableStrategy: "disabled" }));
