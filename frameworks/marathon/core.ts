@@ -866,8 +866,8 @@ export class MarathonCore {
 
   /**
    * `DELETE /v2/deployments/{id}`: without `force`, rolls back (a new deployment restoring the
-   * apps as they were before: created ones are removed, removed ones come back); with `force`,
-   * just stops the deployment where it is.
+   * apps and group records as they were before: created ones are removed, removed ones come back,
+   * changed dependencies are restored); with `force`, just stops the deployment where it is.
    */
   cancelDeployment(id: string, options: { force?: boolean }, nowMs: number): { result?: WriteResult; effects: MarathonEffect[] } {
     const deployment = this.deployments.get(id);
@@ -888,12 +888,36 @@ export class MarathonCore {
       if (!this.apps.has(part.appId)) this.apps.set(part.appId, part.original);
       changes.push({ app: part.original.app });
     }
-    if (changes.length === 0) {
+    const groups = this.groupsBeforeDeployment(deployment);
+    if (changes.length === 0 && !groups.put?.length && !groups.remove?.length) {
       this.evaluate(nowMs, effects);
       return { effects };
     }
-    const restored = this.deploy(changes, { force: true }, nowMs);
+    const restored = this.deploy(changes, { force: true }, nowMs, groups);
     return { result: restored.result, effects: [...effects, ...restored.effects] };
+  }
+
+  /**
+   * The group changes that undo what the deployment's write did to group records (from the root
+   * version it made): groups it created are removed (records below them that it did not create
+   * are put back), groups it changed or removed get their dependencies back. Nothing when the
+   * write touched no group record or its root version is no longer kept.
+   */
+  private groupsBeforeDeployment(deployment: Deployment): GroupChanges {
+    const change = this.rootChanges.find((c) => c.version === deployment.version);
+    if (!change) return {};
+    const remove: string[] = [];
+    const put: Array<{ id: string; dependencies: string[] }> = [];
+    for (const [id, before] of Object.entries(change.groupsBefore)) {
+      if (before === null) remove.push(id);
+      else put.push({ id, dependencies: [...before.dependencies] });
+    }
+    // A removal takes every record below it: keep those the write did not create.
+    for (const [id, record] of this.groups) {
+      if (id in change.groupsBefore) continue;
+      if (remove.some((removed) => isSelfOrAncestorId(removed, id))) put.push({ id, dependencies: [...record.dependencies] });
+    }
+    return { remove, put };
   }
 
   // ---------------------------------------------------------------------------------------------

@@ -289,6 +289,32 @@ describe("multi-app deployments", () => {
     expect(w.core.appList()).toEqual([]);
     expect(w.core.deploymentList()).toEqual([]);
   });
+
+  it("rolls back the group records a deployment wrote: created groups go, changed dependencies come back", () => {
+    const w = world();
+    // A group /g with its own record (dependencies), and a group /g/keep below it from before.
+    w.core.deploy([{ app: app({ id: "/db", instances: 1 }) }], {}, w.now(), { put: [{ id: "/g", dependencies: ["/db"] }, { id: "/g/keep", dependencies: [] }] });
+    for (const t of launches(w.offers(offer()))) w.status(t.taskId, "TASK_RUNNING");
+    expect(w.core.deploymentList()).toEqual([]);
+    // One write changes /g's dependencies, creates /g/new, and starts an app that cannot launch yet.
+    w.advance(1_000);
+    const out = w.core.deploy([{ app: app({ id: "/g/web", instances: 1 }) }], {}, w.now(), { put: [{ id: "/g", dependencies: [] }, { id: "/g/new", dependencies: ["/db"] }] });
+    expect(w.core.groupRecord("/g")!.dependencies).toEqual([]);
+    w.advance(1_000);
+    w.core.cancelDeployment(out.result.deploymentId, {}, w.now());
+    expect(w.core.groupRecord("/g")!.dependencies).toEqual(["/db"]);
+    expect(w.core.groupRecord("/g/new")).toBeUndefined();
+    expect(w.core.groupRecord("/g/keep")).toBeDefined();
+    expect(w.core.appList().map((a) => a.app.id)).toEqual(["/db"]);
+
+    // A write that removed a group: the rollback brings its record back.
+    w.advance(1_000);
+    const removal = w.core.deploy([{ app: app({ id: "/g/web2", instances: 1 }) }], {}, w.now(), { remove: ["/g/keep"] });
+    expect(w.core.groupRecord("/g/keep")).toBeUndefined();
+    w.advance(1_000);
+    w.core.cancelDeployment(removal.result.deploymentId, {}, w.now());
+    expect(w.core.groupRecord("/g/keep")).toEqual(expect.objectContaining({ id: "/g/keep", dependencies: [] }));
+  });
 });
 
 /** Drives a rolling restart to its end; checks the bounds at every step. */
