@@ -62,6 +62,13 @@ export interface FrameworkSpec {
   role?: string;
   /** The decline filter. @default 5 */
   refuseSeconds?: number;
+  /**
+   * kind `batch`: keep an offer nothing fits this long for work to come, instead of declining it
+   * (see frameworks/batch/core.ts). @default 0 (declined at once)
+   */
+  offerHoldSeconds?: number;
+  /** kind `batch`: offers kept at once, at most. @default 1000 */
+  maxHeldOffers?: number;
   /** @default 0 */
   startSeconds?: number;
   /** Tear down at this time. @default never */
@@ -373,7 +380,7 @@ function checkDuration(c: Checker, parent: Obj, key: string, field: string): voi
 function checkFramework(c: Checker, value: unknown, field: string, names: Set<string>, baseDir?: string): void {
   const f = c.obj(value, field);
   if (!f) return;
-  c.unknownKeys(f, ["name", "kind", "role", "refuseSeconds", "startSeconds", "stopSeconds", "tasks", "jobs", "trace", "marathon"], field);
+  c.unknownKeys(f, ["name", "kind", "role", "refuseSeconds", "offerHoldSeconds", "maxHeldOffers", "startSeconds", "stopSeconds", "tasks", "jobs", "trace", "marathon"], field);
   const name = c.str(f, "name", field);
   if (name !== undefined) {
     if (!FRAMEWORK_NAME.test(name)) c.fail(`${field}.name`, "must be letters, digits, '_', '.' or '-' (1-63 characters)");

@@ -221,6 +221,7 @@ export function createBatchFramework(options: BatchFrameworkOptions): BatchFrame
     callbacks: {
       subscribed: (info) => input(() => core.subscribed(info.reconnected)),
       offers: (offers) => input(() => core.offers(offers)),
+      rescind: (offerId) => input(() => core.rescinded(offerId)),
       update: (status) => {
         try {
           options.onUpdate?.(status);

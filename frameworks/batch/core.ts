@@ -14,6 +14,12 @@
  * REVIVEs (at once when suppressed, otherwise at most once per `reviveIntervalMs`, since new work
  * after declines only needs the declined agents back).
  *
+ * With `offerHoldSeconds`, an offer nothing fits is kept (up to `maxHeldOffers`) instead of
+ * declined, and work that arrives goes to the kept offers first, as Aurora holds offers: a steady
+ * stream of small jobs then launches at once and REVIVEs only when the kept offers run out, where
+ * each REVIVE costs the master an offer of every agent. Kept offers count toward the framework's
+ * share at the master, as every outstanding offer does.
+ *
  * A task that ends other than FINISHED (failed, killed, lost with its agent...) is queued again
  * until it has failed `maxRetries + 1` times. A job ends `completed` when every task finished,
  * `failed` once no task is left to run and one of them failed (or as soon as one fails, with
@@ -49,6 +55,10 @@ export interface BatchConfig {
   maxScanPerOffer: number;
   /** Ended jobs remembered for summaries (the oldest are forgotten first). @default 10000 */
   maxEndedJobs: number;
+  /** How long an offer nothing fits is kept for work to come; 0 declines it at once. @default 0 */
+  offerHoldSeconds: number;
+  /** Offers kept at once, at most (with `offerHoldSeconds`). @default 1000 */
+  maxHeldOffers: number;
 }
 
 export const DEFAULT_BATCH_CONFIG: BatchConfig = {
@@ -59,6 +69,8 @@ export const DEFAULT_BATCH_CONFIG: BatchConfig = {
   maxLiveTasks: 1_000_000,
   maxScanPerOffer: 1000,
   maxEndedJobs: 10_000,
+  offerHoldSeconds: 0,
+  maxHeldOffers: 1000,
 };
 
 /** Default of {@link BatchJobSpec.maxRetries}. */
@@ -271,7 +283,7 @@ interface JobRec {
   lastFailure?: BatchJobSummary["lastFailure"];
 }
 
-type Timer = Timed & ({ kind: "deadline"; job: JobRec } | { kind: "release"; task: TaskRec });
+type Timer = Timed & ({ kind: "deadline"; job: JobRec } | { kind: "release"; task: TaskRec } | { kind: "hold-end"; offerId: string });
 
 const LIVE_STATES: ReadonlySet<JobState> = new Set<JobState>(["waiting", "running"]);
 
@@ -308,6 +320,7 @@ export class BatchCore {
     retries: 0,
     offersDeclined: 0,
     offersUsed: 0,
+    offersHeld: 0,
   };
 
   private readonly clock: Clock;
@@ -327,6 +340,8 @@ export class BatchCore {
   private timerSeq = 0;
   private readonly parsed = new Map<string, Resources>();
 
+  /** Offers kept for work to come (`offerHoldSeconds`), oldest first. */
+  private readonly held = new Map<string, BatchOffer>();
   private connected = false;
   private suppressed = false;
   /** Offers were declined (so filtered at the master) since the last REVIVE. */
@@ -364,6 +379,11 @@ export class BatchCore {
   /** Jobs submitted and not ended. */
   liveJobCount(): number {
     return this.liveJobs;
+  }
+
+  /** Offers kept for work to come. */
+  heldOffers(): number {
+    return this.held.size;
   }
 
   /** Whether SUPPRESS was the last of SUPPRESS/REVIVE sent. */
@@ -429,9 +449,11 @@ export class BatchCore {
   /** The driver (re)subscribed. After a reconnection, asks for the state of every launched task. */
   subscribed(reconnected: boolean): BatchEffect[] {
     this.connected = true;
-    // A new subscription starts unsuppressed and unfiltered at the master.
+    // A new subscription starts unsuppressed and unfiltered at the master, and without the
+    // offers of the old one.
     this.suppressed = false;
     this.filtered = false;
+    this.held.clear();
     const fx: BatchEffect[] = [];
     if (reconnected && this.launches.size > 0) {
       fx.push({ type: "reconcile", tasks: [...this.launches.values()].map((l) => ({ taskId: l.taskId, agentId: l.agentId })) });
@@ -442,31 +464,35 @@ export class BatchCore {
   /** Contact with the master was lost; the driver re-subscribes by itself. */
   disconnected(): BatchEffect[] {
     this.connected = false;
+    this.held.clear();
     return [];
   }
 
-  /** Packs queued tasks into the offers; declines what is left. */
+  /** The master took an offer back (it may be a kept one). */
+  rescinded(offerId: string): BatchEffect[] {
+    this.held.delete(offerId);
+    return [];
+  }
+
+  /** Packs queued tasks into the offers; keeps (`offerHoldSeconds`) or declines what is left. */
   offers(offers: readonly BatchOffer[]): BatchEffect[] {
     const now = this.clock.now();
     const fx: BatchEffect[] = [];
     const declined: string[] = [];
-    const refuseSeconds = this.config.refuseSeconds;
+    const holdMs = this.config.offerHoldSeconds * 1000;
     for (const offer of offers) {
-      const chosen = this.pick(offer.resources);
-      if (chosen.length === 0) {
-        declined.push(offer.id);
+      if (this.use(offer, fx)) continue;
+      if (holdMs > 0 && this.held.size < this.config.maxHeldOffers) {
+        this.held.set(offer.id, offer);
+        this.timers.push({ timeMs: now + holdMs, seq: this.timerSeq++, kind: "hold-end", offerId: offer.id });
+        this.counters.offersHeld++;
         continue;
       }
-      const launches = chosen.map((task) => this.launch(task, offer));
-      fx.push({ type: "launch", offerId: offer.id, agentId: offer.agentId, tasks: launches, refuseSeconds });
-      this.counters.offersUsed++;
+      declined.push(offer.id);
     }
     // An accepted offer's remainder is declined with the same filter.
     if (offers.length > 0) this.filtered = true;
-    if (declined.length > 0) {
-      this.counters.offersDeclined += declined.length;
-      fx.push({ type: "decline", offerIds: declined, refuseSeconds });
-    }
+    this.decline(declined, fx);
     return this.finish(fx);
   }
 
@@ -547,10 +573,15 @@ export class BatchCore {
     const fx: BatchEffect[] = [];
     if (this.requestedWakeMs !== undefined && this.requestedWakeMs <= now) this.requestedWakeMs = undefined;
     const released = new Map<JobRec, number>();
+    const expired: string[] = [];
     while ((this.timers.peek()?.timeMs ?? Infinity) <= now) {
       const timer = this.timers.pop()!;
       if (timer.kind === "deadline") {
         if (LIVE_STATES.has(timer.job.state)) this.endJob(timer.job, "timed-out", fx);
+        continue;
+      }
+      if (timer.kind === "hold-end") {
+        if (this.held.delete(timer.offerId)) expired.push(timer.offerId);
         continue;
       }
       const task = timer.task;
@@ -559,6 +590,7 @@ export class BatchCore {
       released.set(task.job, (released.get(task.job) ?? 0) + 1);
     }
     for (const [job, count] of released) fx.push({ type: "event", event: { type: "tasks-queued", atMs: now, jobId: job.id, count } });
+    this.decline(expired, fx);
     if (this.reviveDueMs !== undefined && this.reviveDueMs <= now) {
       this.reviveDueMs = undefined;
       if (this.pending > 0 && this.filtered && !this.suppressed) this.revive(now, fx);
@@ -707,6 +739,23 @@ export class BatchCore {
     }
   }
 
+  /** Launches on `offer` the queued tasks that fit it; false when none does. */
+  private use(offer: BatchOffer, fx: BatchEffect[]): boolean {
+    const chosen = this.pick(offer.resources);
+    if (chosen.length === 0) return false;
+    const launches = chosen.map((task) => this.launch(task, offer));
+    fx.push({ type: "launch", offerId: offer.id, agentId: offer.agentId, tasks: launches, refuseSeconds: this.config.refuseSeconds });
+    this.counters.offersUsed++;
+    return true;
+  }
+
+  private decline(offerIds: string[], fx: BatchEffect[]): void {
+    if (offerIds.length === 0) return;
+    this.counters.offersDeclined += offerIds.length;
+    this.filtered = true;
+    fx.push({ type: "decline", offerIds, refuseSeconds: this.config.refuseSeconds });
+  }
+
   private launch(task: TaskRec, offer: BatchOffer): BatchLaunch {
     const attempt = task.launches++;
     const job = task.job;
@@ -826,6 +875,13 @@ export class BatchCore {
   /** SUPPRESS/REVIVE for the queue as it now is, and the next wake-up. */
   private finish(fx: BatchEffect[]): BatchEffect[] {
     const now = this.clock.now();
+    // Queued work goes to the kept offers first, oldest first.
+    if (this.pending > 0 && this.held.size > 0) {
+      for (const [id, offer] of this.held) {
+        if (this.pending === 0) break;
+        if (this.use(offer, fx)) this.held.delete(id);
+      }
+    }
     if (this.connected) {
       if (this.pending > 0) {
         if (this.suppressed) this.revive(now, fx);

@@ -97,7 +97,11 @@ export class BatchSimFramework {
     this.batch = createBatchFramework({
       transport: cluster.network.endpoint(this.node),
       framework: { name: this.spec.name, roles: [this.role], hostname: this.node, failoverTimeoutSeconds: 3600 },
-      config: { refuseSeconds: this.refuseSeconds },
+      config: {
+        refuseSeconds: this.refuseSeconds,
+        ...(this.spec.offerHoldSeconds !== undefined ? { offerHoldSeconds: this.spec.offerHoldSeconds } : {}),
+        ...(this.spec.maxHeldOffers !== undefined ? { maxHeldOffers: this.spec.maxHeldOffers } : {}),
+      },
       clock: cluster.engine.clock,
       timers: cluster.engine.timers,
       rng: this.driverRng,

@@ -287,9 +287,11 @@ function checkTrace(value: unknown, field: string, fail: Fail, baseDir: string |
  */
 export function checkBatchFramework(f: Obj, field: string, fail: Fail, baseDir?: string): void {
   if (f.kind !== "batch") {
-    for (const key of ["jobs", "trace"]) if (f[key] !== undefined) fail(`${field}.${key}`, 'is only allowed for kind "batch"');
+    for (const key of ["jobs", "trace", "offerHoldSeconds", "maxHeldOffers"]) if (f[key] !== undefined) fail(`${field}.${key}`, 'is only allowed for kind "batch"');
     return;
   }
+  num(f, "offerHoldSeconds", field, fail, { min: 0, optional: true });
+  num(f, "maxHeldOffers", field, fail, { int: true, min: 1, optional: true });
   if (f.tasks !== undefined) fail(`${field}.tasks`, 'is not allowed for kind "batch" (give jobs or trace)');
   if ((f.jobs === undefined) === (f.trace === undefined)) {
     fail(field, 'a batch framework needs exactly one of "jobs" (a synthetic workload) and "trace" (a trace to replay)');

@@ -119,6 +119,34 @@ describe("batch frameworks in the simulator", () => {
     expect(hash(c.events)).not.toBe(hash(a.events));
   }, 60_000);
 
+  it("with offerHoldSeconds keeps offers for arriving jobs: the same jobs complete, on far fewer offers and REVIVEs", async () => {
+    const scenario = (hold: boolean): Scenario => ({
+      seed: 11,
+      endSeconds: 600,
+      cluster: { agentClasses: { std: { count: 40, resources: "cpus:8;mem:16384" } } },
+      frameworks: [
+        {
+          name: "stream",
+          kind: "batch",
+          refuseSeconds: 60,
+          ...(hold ? { offerHoldSeconds: 300, maxHeldOffers: 20 } : {}),
+          jobs: { count: 60, arrival: { poisson: { ratePerSecond: 0.2 } }, tasksPerJob: 4, cpus: 1, mem: 1024, durationSeconds: { dist: "exp", meanSeconds: 30 } },
+        },
+      ],
+    });
+    const plain = await run(scenario(false));
+    const held = await run(scenario(true));
+    for (const { cluster } of [plain, held]) {
+      expect((cluster.frameworks.get("stream") as BatchSimFramework).jobStats).toEqual({ submitted: 60, completed: 60, failed: 0, timedOut: 0, cancelled: 0 });
+    }
+    const offers = (r: typeof plain) => r.cluster.master.core.counters.offersMade;
+    const revives = (r: typeof plain) => r.events.filter((e) => e.type === "revive").length;
+    expect(offers(held)).toBeLessThan(offers(plain) / 4);
+    expect(revives(held)).toBeLessThan(revives(plain) / 4);
+    await plain.cluster.shutdown();
+    await held.cluster.shutdown();
+  });
+
   it("draws job gaps from an empirical inter-arrival distribution", async () => {
     const { events } = await run({
       seed: 9,
@@ -169,8 +197,9 @@ describe("batch frameworks in the simulator", () => {
           { name: "b", kind: "batch" },
           { name: "c", kind: "batch", tasks: { count: 1 }, trace: { format: "google-2011", taskEvents: "nowhere/task_events.csv", machineShape: "cpus:0;mem:1", batchTask: "x.csv" } },
           { name: "d", kind: "batch", trace: { format: "azure", machineShape: "cpus:4;mem:1024" } },
-          { name: "e", kind: "decliner", jobs: {} },
+          { name: "e", kind: "decliner", jobs: {}, offerHoldSeconds: 10 },
           { name: "f", kind: "batch", jobs: { count: 1, arrival: { empirical: { interArrivalSeconds: [0, 0] } }, tasksPerJob: 1, cpus: 1, mem: 1, durationSeconds: 1 } },
+          { name: "g", kind: "batch", offerHoldSeconds: -1, maxHeldOffers: 0, jobs: { count: 1, arrival: { at: 0 }, tasksPerJob: 1, cpus: 1, mem: 1, durationSeconds: 1 } },
         ],
       });
     } catch (err) {
@@ -194,6 +223,9 @@ describe("batch frameworks in the simulator", () => {
         `${f}[2].trace.batchTask: is not a file of format google-2011`,
         `${f}[2].trace.machineShape: must give cpus and mem > 0`,
         `${f}[3].trace.format: must be "google-2011" or "alibaba-2018"`,
+        `${f}[4].offerHoldSeconds: is only allowed for kind "batch"`,
+        `${f}[6].offerHoldSeconds: must be >= 0`,
+        `${f}[6].maxHeldOffers: must be >= 1`,
         `${f}[4].jobs: is only allowed for kind "batch"`,
         `${f}[5].jobs.arrival.empirical.interArrivalSeconds: must not all be 0`,
       ]),

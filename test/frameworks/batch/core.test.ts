@@ -91,6 +91,41 @@ describe("BatchCore", () => {
     expect(kinds(core.submit(job("c", 1)))).toEqual(["revive"]);
   });
 
+  it("keeps offers nothing fits (offerHoldSeconds, up to maxHeldOffers), launches arriving work on them without a REVIVE, and declines them when the hold ends", () => {
+    const clock = new ManualClock(0);
+    const core = new BatchCore({ clock, config: { offerHoldSeconds: 60, maxHeldOffers: 2, refuseSeconds: 30 } });
+    expect(kinds(core.subscribed(false))).toEqual(["suppress"]);
+    // Nothing queued: two offers are kept, the third declined; a wake-up for the first hold's end.
+    const fx = core.offers([offer("o1", "a1", "cpus:4;mem:1024"), offer("o2", "a2", "cpus:1;mem:1024"), offer("o3", "a3", "cpus:4;mem:1024")]);
+    expect(fx).toContainEqual({ type: "decline", offerIds: ["o3"], refuseSeconds: 30 });
+    expect(fx).toContainEqual({ type: "wake", atMs: 60_000 });
+    expect(core.heldOffers()).toBe(2);
+    // Work arrives: it goes to the kept offers, oldest first, with no REVIVE.
+    clock.set(10_000);
+    const first = core.submit(job("j", 3));
+    expect(first.filter((e) => e.type === "launch")).toEqual([expect.objectContaining({ offerId: "o1", agentId: "a1", tasks: [expect.objectContaining({ taskId: "j.0.0" }), expect.objectContaining({ taskId: "j.1.0" }), expect.objectContaining({ taskId: "j.2.0" })] })]);
+    expect(kinds(first)).not.toContain("revive");
+    expect(core.heldOffers()).toBe(1);
+    // More than the kept offers hold: what fits goes on o2, the rest needs a REVIVE.
+    const second = core.submit(job("k", 2));
+    expect(second.filter((e) => e.type === "launch")).toEqual([expect.objectContaining({ offerId: "o2", tasks: [expect.objectContaining({ taskId: "k.0.0" })] })]);
+    expect(kinds(second)).toContain("revive");
+    expect(core.heldOffers()).toBe(0);
+    // A kept offer the master rescinds is forgotten; one whose hold ends is declined.
+    core.offers([offer("o4", "a4", "cpus:0.5;mem:64"), offer("o5", "a5", "cpus:0.5;mem:64")]);
+    expect(core.heldOffers()).toBe(2);
+    core.rescinded("o4");
+    expect(core.heldOffers()).toBe(1);
+    clock.set(10_000 + 60_000);
+    expect(core.tick()).toContainEqual({ type: "decline", offerIds: ["o5"], refuseSeconds: 30 });
+    expect(core.heldOffers()).toBe(0);
+    // A new subscription starts without the offers of the old one.
+    core.offers([offer("o6", "a6", "cpus:0.5;mem:64")]);
+    core.subscribed(true);
+    expect(core.heldOffers()).toBe(0);
+    expect(core.counters.offersHeld).toBe(5);
+  });
+
   it("retries a failed task up to maxRetries times with a new task id per attempt, then fails the job", () => {
     const { core, run, end } = setup();
     core.submit(job("flaky", 2, { maxRetries: 1 }));
