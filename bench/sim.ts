@@ -9,7 +9,13 @@
  * durations), `--marathon-apps N` (long-running apps on the real Marathon beside the batch work;
  * default one per 20 agents), `--raw-events N` (default 2000000), `--full` (the issue's case:
  * 10,000 agents and 1,000,000 batch tasks over 7 simulated days plus 500 Marathon apps, in
- * <= 60 s and <= 4 GB).
+ * <= 60 s and <= 4 GB), and the cluster settings of the run: `--ping-seconds S` (how often the
+ * master pings each agent; default Mesos's 15, `--full` 600), `--offer-hold-seconds S` (the batch
+ * framework keeps offers nothing fits this long; default 0, `--full` 3600) and
+ * `--max-held-offers N` (default 1000). Both change what is simulated, not how: a 7-day run of
+ * 10,000 agents pinged every 15 s is 800 million messages of pings alone, and a batch framework
+ * that declines every offer it cannot use REVIVEs for each new job, which the master answers with
+ * an offer of every agent. The case label names the settings used.
  */
 import { SimEngine } from "../sim/engine.ts";
 import { runScenario } from "../sim/report.ts";
@@ -19,16 +25,30 @@ import { peakRssMb, type BenchResult } from "./lib.ts";
 /** The issue's full case. */
 export const FULL_CASE = { agents: 10_000, tasks: 1_000_000, days: 7, marathonApps: 500 } as const;
 
+/** Cluster and framework settings of a run (see the module comment). */
+export interface BenchSettings {
+  /** How often the master pings each agent. */
+  pingSeconds: number;
+  /** How long the batch framework keeps an offer nothing fits; 0 declines it at once. */
+  offerHoldSeconds: number;
+  maxHeldOffers: number;
+}
+
+/** Mesos's and the batch framework's defaults. */
+export const DEFAULT_SETTINGS: BenchSettings = { pingSeconds: 15, offerHoldSeconds: 0, maxHeldOffers: 1000 };
+/** The full case's settings. */
+export const FULL_SETTINGS: BenchSettings = { pingSeconds: 600, offerHoldSeconds: 3600, maxHeldOffers: 1000 };
+
 /** Tasks per batch job: the workload is jobs of this many alike tasks. */
 const TASKS_PER_JOB = 10;
 
-function flag(args: string[], name: string, fallback: number): number;
+function flag(args: string[], name: string, fallback: number, zeroAllowed?: boolean): number;
 function flag(args: string[], name: string, fallback: undefined): number | undefined;
-function flag(args: string[], name: string, fallback: number | undefined): number | undefined {
+function flag(args: string[], name: string, fallback: number | undefined, zeroAllowed = false): number | undefined {
   const i = args.indexOf(name);
   if (i < 0) return fallback;
   const value = Number(args[i + 1]);
-  if (!Number.isFinite(value) || value <= 0) throw new Error(`${name}: must be a number > 0`);
+  if (!Number.isFinite(value) || value < 0 || (value === 0 && !zeroAllowed)) throw new Error(`${name}: must be a number ${zeroAllowed ? ">= 0" : "> 0"}`);
   return value;
 }
 
@@ -51,7 +71,7 @@ async function rawEngine(count: number, settle: boolean): Promise<number> {
  * arrival plus three mean durations; with `days`, arrivals are spread over the first 90% of the
  * run and the mean duration is what keeps 70% of the cpus busy at that rate.
  */
-export function benchScenario(agents: number, tasks: number, days?: number, marathonApps = 0): Scenario {
+export function benchScenario(agents: number, tasks: number, days?: number, marathonApps = 0, settings: BenchSettings = DEFAULT_SETTINGS): Scenario {
   const busyCpus = 0.7 * agents * 16;
   const jobs = Math.max(1, Math.round(tasks / TASKS_PER_JOB));
   let meanSeconds = 600;
@@ -67,7 +87,7 @@ export function benchScenario(agents: number, tasks: number, days?: number, mara
     seed: 42,
     endSeconds,
     sampleIntervalSeconds: 60,
-    cluster: { agentClasses: { std: { count: agents, resources: "cpus:16;mem:65536" } }, allocationIntervalMs: 1000 },
+    cluster: { agentClasses: { std: { count: agents, resources: "cpus:16;mem:65536" } }, allocationIntervalMs: 1000, agentPingIntervalMs: settings.pingSeconds * 1000 },
     frameworks: [
       {
         name: "batch",
@@ -75,6 +95,7 @@ export function benchScenario(agents: number, tasks: number, days?: number, mara
         // A long decline filter, as busy Mesos frameworks use: idle agents are not re-offered
         // every 5 s (freed resources are offered at once anyway).
         refuseSeconds: 60,
+        ...(settings.offerHoldSeconds > 0 ? { offerHoldSeconds: settings.offerHoldSeconds, maxHeldOffers: settings.maxHeldOffers } : {}),
         jobs: {
           count: jobs,
           arrival: { poisson: { ratePerSecond: jobs / arrivalsSeconds } },
@@ -119,6 +140,12 @@ export async function runSimBench(args: string[]): Promise<BenchResult[]> {
   const days = full ? FULL_CASE.days : flag(args, "--days", undefined);
   const marathonApps = full ? FULL_CASE.marathonApps : args.includes("--marathon-apps") ? flag(args, "--marathon-apps", 0) : Math.round(agents / 20);
   const rawCount = flag(args, "--raw-events", 2_000_000);
+  const base = full ? FULL_SETTINGS : DEFAULT_SETTINGS;
+  const settings: BenchSettings = {
+    pingSeconds: flag(args, "--ping-seconds", base.pingSeconds),
+    offerHoldSeconds: flag(args, "--offer-hold-seconds", base.offerHoldSeconds, true),
+    maxHeldOffers: flag(args, "--max-held-offers", base.maxHeldOffers),
+  };
   const results: BenchResult[] = [];
 
   const raw = await rawEngine(rawCount, false);
@@ -126,11 +153,12 @@ export async function runSimBench(args: string[]): Promise<BenchResult[]> {
   const settled = await rawEngine(Math.min(rawCount, 200_000), true);
   results.push({ case: "engine + settle turn", metric: "events/s", unit: "events/s", value: settled, target: null, better: "higher" });
 
-  const scenario = benchScenario(agents, tasks, days, marathonApps);
+  const scenario = benchScenario(agents, tasks, days, marathonApps, settings);
   const started = process.hrtime.bigint();
   const result = await runScenario(scenario);
   const wallS = Number(process.hrtime.bigint() - started) / 1e9;
-  const label = `${agents} agents x ${tasks} batch tasks + ${marathonApps} Marathon apps, ${(scenario.endSeconds / 3600).toFixed(1)} h simulated`;
+  const hold = settings.offerHoldSeconds > 0 ? `offers kept ${settings.offerHoldSeconds} s (at most ${settings.maxHeldOffers})` : "offers declined";
+  const label = `${agents} agents x ${tasks} batch tasks + ${marathonApps} Marathon apps, ${(scenario.endSeconds / 3600).toFixed(1)} h simulated; pings every ${settings.pingSeconds} s, ${hold}`;
   results.push(
     { case: label, metric: "wall time", unit: "s", value: wallS, target: full ? 60 : null, better: "lower" },
     { case: label, metric: "peak RSS", unit: "MiB", value: peakRssMb(), target: full ? 4096 : null, better: "lower" },
