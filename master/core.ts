@@ -10,7 +10,7 @@
  * reconciliation, framework failover timeouts and agents marked unreachable after missed pings.
  */
 import { LRUCache } from "lru-cache";
-import { Resources, ResourceError } from "../sdk/resources.ts";
+import { Resources, ResourceError, fromMillis } from "../sdk/resources.ts";
 import type { Rng } from "../sdk/rng.ts";
 import { roleNameError } from "../sdk/roles.ts";
 import { resourcesFromWire, resourcesToWire } from "../sdk/wire/resources.ts";
@@ -1414,19 +1414,16 @@ export class MasterCore {
     return counts;
   }
 
-  /** Cluster totals and what is allocated, by scalar name. */
+  /** Cluster totals and what is allocated, by scalar name (names with nothing are left out). */
   resourceTotals(): { total: Record<string, number>; used: Record<string, number>; offered: Record<string, number> } {
-    let total = Resources.empty();
-    let allocated = Resources.empty();
-    for (const id of this.agents.keys()) {
-      const view = this.allocator.agentView(id);
-      if (!view) continue;
-      total = total.add(view.total.flatten());
-      allocated = allocated.add(view.allocated.flatten());
-    }
-    let offered = Resources.empty();
-    for (const offer of this.offers.values()) offered = offered.add(offer.resources.flatten());
-    return { total: total.scalarSummary(), used: allocated.subtract(offered).scalarSummary(), offered: offered.scalarSummary() };
+    // The allocator keeps the totals as they change: summing thousands of agents' resources on
+    // every ask was most of the cost of /metrics and of the simulator's samples.
+    const { total, allocated } = this.allocator.scalarTotals();
+    const offered = new Map<string, number>();
+    for (const offer of this.offers.values()) for (const [name, millis] of offer.resources.quantities()) offered.set(name, (offered.get(name) ?? 0) + millis);
+    const used = new Map(allocated);
+    for (const [name, millis] of offered) used.set(name, (used.get(name) ?? 0) - millis);
+    return { total: nonZeroSummary(total), used: nonZeroSummary(used), offered: nonZeroSummary(offered) };
   }
 
   /**
@@ -1486,4 +1483,14 @@ function isEmptyQuota(q: { guarantees?: Record<string, number>; limits?: Record<
 /** Creates a master core. `measureMs` times allocation runs for metrics (the shell passes a clock). */
 export function createMasterCore(config: MasterConfig, rng: Rng, measureMs?: () => number): MasterCore {
   return new MasterCore(config, rng, measureMs);
+}
+
+/** Decimal amounts of the non-zero millis, by name in name order. */
+function nonZeroSummary(millis: ReadonlyMap<string, number>): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const name of [...millis.keys()].sort()) {
+    const value = millis.get(name)!;
+    if (value !== 0) out[name] = fromMillis(value);
+  }
+  return out;
 }

@@ -13,7 +13,7 @@
 
 import { SimCluster, type SimLogEvent } from "./cluster.ts";
 import type { MasterFailoverRecord } from "./masters.ts";
-import { Resources } from "../sdk/resources.ts";
+import { Resources, fromMillis } from "../sdk/resources.ts";
 import { validateScenario, type Scenario } from "./scenario.ts";
 import { MarathonSimFramework, type MarathonAppReport, type UnplacedMarathonApp } from "./workloads/marathon.ts";
 
@@ -329,9 +329,8 @@ export function takeSample(cluster: SimCluster): Pick<SimSample, "t" | "utilizat
     queuedTasks += fw.queued();
     const id = fw.driver?.frameworkId();
     if (id === undefined) continue;
-    const alloc = core.allocator.frameworkAllocation(id).scalarSummary();
     const sum = byRole.get(fw.role) ?? {};
-    for (const [name, v] of Object.entries(alloc)) sum[name] = (sum[name] ?? 0) + v;
+    for (const [name, millis] of core.allocator.frameworkScalars(id)) sum[name] = (sum[name] ?? 0) + fromMillis(millis);
     byRole.set(fw.role, sum);
   }
   const shares: Record<string, number> = {};

@@ -181,6 +181,8 @@ interface Quota {
   limits: ScalarQuantities;
 }
 
+const EMPTY_QUANTITIES: ReadonlyMap<string, number> = new Map();
+
 function addQuantities(target: ScalarQuantities, delta: ReadonlyMap<string, number>, sign: 1 | -1): void {
   for (const [name, millis] of delta) {
     const next = (target.get(name) ?? 0) + sign * millis;
@@ -243,6 +245,10 @@ export class HierarchicalAllocator {
   /** Cluster totals by scalar name, reservations included (what shares are measured against). */
   private readonly totals: ScalarQuantities = new Map();
   private totalsChanged = false;
+  /** Allocated scalars (offered or used) over all agents, reservations included. */
+  private readonly allocatedTotals: ScalarQuantities = new Map();
+  /** The same per framework (frameworks holding nothing have no entry). */
+  private readonly allocatedByFramework = new Map<string, ScalarQuantities>();
   /** Per top-level role: unreserved allocations plus reservations in its subtree. */
   private readonly consumption = new Map<string, ScalarQuantities>();
   /** Unallocated unreserved scalars on active agents: the headroom that can be handed out. */
@@ -714,6 +720,10 @@ export class HierarchicalAllocator {
 
     const quantities = resources.quantities();
     const unreserved = resources.unreservedQuantities();
+    addQuantities(this.allocatedTotals, quantities, 1);
+    let ofFramework = this.allocatedByFramework.get(frameworkId);
+    if (!ofFramework) this.allocatedByFramework.set(frameworkId, (ofFramework = new Map()));
+    addQuantities(ofFramework, quantities, 1);
     const frameworkSorter = this.frameworkSorterOf(role);
     if (!frameworkSorter.contains(frameworkId)) frameworkSorter.add(frameworkId); // usage found before it joined the role
     frameworkSorter.allocated(frameworkId, quantities, countAllocation);
@@ -741,6 +751,10 @@ export class HierarchicalAllocator {
 
     const quantities = resources.quantities();
     const unreserved = resources.unreservedQuantities();
+    addQuantities(this.allocatedTotals, quantities, -1);
+    const ofFramework = this.allocatedByFramework.get(frameworkId)!;
+    addQuantities(ofFramework, quantities, -1);
+    if (ofFramework.size === 0) this.allocatedByFramework.delete(frameworkId);
     this.frameworkSorterOf(role).unallocated(frameworkId, quantities);
     this.roleSorter.unallocated(role, unreserved);
     this.changeConsumption(this.topOf(role), unreserved, -1);
@@ -954,6 +968,16 @@ export class HierarchicalAllocator {
   }
 
   /** Ids of all agents, in insertion order. */
+  /** Scalars of all agents and what of them is allocated (offered or used), in millis by name; kept as they change, not summed on asking. */
+  scalarTotals(): { total: ReadonlyMap<string, number>; allocated: ReadonlyMap<string, number> } {
+    return { total: this.totals, allocated: this.allocatedTotals };
+  }
+
+  /** What a framework holds (offered or used), in scalar millis by name; kept as it changes. */
+  frameworkScalars(frameworkId: string): ReadonlyMap<string, number> {
+    return this.allocatedByFramework.get(frameworkId) ?? EMPTY_QUANTITIES;
+  }
+
   /** Agents the last {@link HierarchicalAllocator.allocate} visited (what a run cost). */
   lastRunCandidates(): number {
     return this.candidatesOfLastRun;
@@ -1018,6 +1042,16 @@ export class HierarchicalAllocator {
       if (!sum.equals(agent.allocated)) problems.push(`agent ${agent.id}: allocations sum to ${sum} but allocated is ${agent.allocated}`);
       if (!agent.total.contains(agent.allocated)) problems.push(`agent ${agent.id}: allocated ${agent.allocated} exceeds total ${agent.total}`);
       if (!agent.allocated.add(agent.available).equals(agent.total)) problems.push(`agent ${agent.id}: allocated + available != total`);
+    }
+    const allocated: ScalarQuantities = new Map();
+    for (const agent of this.agents.values()) addQuantities(allocated, agent.allocated.quantities(), 1);
+    const kept = [...this.allocatedTotals].sort().join(",");
+    const summed = [...allocated].sort().join(",");
+    if (kept !== summed) problems.push(`allocated totals are ${kept} but the agents' allocations sum to ${summed}`);
+    for (const frameworkId of new Set([...this.frameworks.keys(), ...this.allocatedByFramework.keys()])) {
+      const keptOf = [...this.frameworkScalars(frameworkId)].sort().join(",");
+      const summedOf = [...this.frameworkAllocation(frameworkId).quantities()].sort().join(",");
+      if (keptOf !== summedOf) problems.push(`framework ${frameworkId}: holds ${keptOf} by the running count, ${summedOf} by its allocations`);
     }
     problems.push(...this.checkQuotaBookkeeping());
     return problems;
