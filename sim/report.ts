@@ -85,7 +85,7 @@ export interface FrameworkOutcome {
    */
   job: "completed" | "failed" | "timed-out" | null;
   /** A `batch` framework's jobs by outcome (jobs still live at the end are in none of them). */
-  jobs?: { submitted: number; completed: number; failed: number; timedOut: number; cancelled: number };
+  jobs?: { submitted: number; completed: number; failed: number; timedOut: number; cancelled: number; refused: number };
 }
 
 /** Work that did not get placed, with why. */
@@ -131,9 +131,10 @@ export interface SimResult {
   /**
    * Jobs: every job of the `batch` frameworks, plus each `tasks`/`greedy` framework's workload
    * counted as one job (see {@link FrameworkOutcome.job}). `total` counts submitted ones; those
-   * still live at the end are in no outcome.
+   * still live at the end are in no outcome. `refused`: jobs a `batch` framework turned away (its
+   * bounds on live jobs and tasks), not in `total`.
    */
-  jobs: { total: number; completed: number; failed: number; timedOut: number; cancelled: number };
+  jobs: { total: number; completed: number; failed: number; timedOut: number; cancelled: number; refused: number };
   /**
    * Wait from submission to TASK_RUNNING, seconds, of the tasks that ran; `cdf` is [seconds,
    * fraction of those tasks] at every percent. `withNeverRun` are the percentiles over every
@@ -661,9 +662,10 @@ function buildResult(
     queuedPastGrace += aged ? aged.call(fw, graceStartMs) : fw.queued();
   }
   const frameworks = frameworkOutcomes(scenario, cluster, recorder);
-  const jobs = { total: 0, completed: 0, failed: 0, timedOut: 0, cancelled: 0 };
+  const jobs = { total: 0, completed: 0, failed: 0, timedOut: 0, cancelled: 0, refused: 0 };
   for (const f of Object.values(frameworks)) {
     if (f.jobs) {
+      jobs.refused += f.jobs.refused;
       jobs.total += f.jobs.submitted;
       jobs.completed += f.jobs.completed;
       jobs.failed += f.jobs.failed;
@@ -879,7 +881,7 @@ export function formatSummary(r: SimResult): string {
   const lines = [
     `scenario ${r.scenario} (seed ${r.seed}, ${r.endSeconds} s simulated)`,
     `  tasks      submitted ${r.tasks.submitted}, launched ${r.tasks.launched}, completed ${r.tasks.completed}, failed ${r.tasks.failed} (retried ${r.tasks.retried}, abandoned ${r.tasks.abandoned}), queued at end ${r.tasks.queuedAtEnd}`,
-    `  jobs       ${r.jobs.total}: ${r.jobs.completed} completed, ${r.jobs.failed} failed, ${r.jobs.timedOut} timed out`,
+    `  jobs       ${r.jobs.total}: ${r.jobs.completed} completed, ${r.jobs.failed} failed, ${r.jobs.timedOut} timed out${r.jobs.refused > 0 ? `; ${r.jobs.refused} refused by the framework` : ""}`,
     `  wait       p50 ${r.waitSeconds.p50} s, p90 ${r.waitSeconds.p90} s, p99 ${r.waitSeconds.p99} s, max ${r.waitSeconds.max} s (${r.waitSeconds.count} tasks)`,
     `  offers     made ${r.offers.made}, declined ${r.offers.declined}, rescinded ${r.offers.rescinded}`,
     `  launches   ${r.launchesPerSecond.mean}/s mean, ${r.launchesPerSecond.max}/s peak`,

@@ -37,6 +37,8 @@ export interface BatchJobStats {
   failed: number;
   timedOut: number;
   cancelled: number;
+  /** Jobs the framework refused (its bounds: `maxLiveJobs`, `maxLiveTasks`...): never run. */
+  refused: number;
 }
 
 const OUTCOME_KEY: Record<JobOutcome, keyof BatchJobStats> = { completed: "completed", failed: "failed", "timed-out": "timedOut", cancelled: "cancelled" };
@@ -48,7 +50,7 @@ export class BatchSimFramework {
   readonly refuseSeconds: number;
   /** The framework; set by {@link start}. */
   batch: BatchFramework | undefined;
-  readonly jobStats: BatchJobStats = { submitted: 0, completed: 0, failed: 0, timedOut: 0, cancelled: 0 };
+  readonly jobStats: BatchJobStats = { submitted: 0, completed: 0, failed: 0, timedOut: 0, cancelled: 0, refused: 0 };
   /** The trace being replayed (read when the cluster is built). */
   readonly trace: LoadedTrace | undefined;
   /** Agents standing for trace machines now present, by machine id. */
@@ -206,7 +208,10 @@ export class BatchSimFramework {
   private submit(job: BatchJobSpec): void {
     if (this.stopped || !this.batch) return;
     this.jobsSubmitted++;
-    this.batch.submit(job).catch((err: unknown) => this.cluster.emit("batch-job-refused", { fw: this.spec.name, job: job.id, error: err instanceof Error ? err.message : String(err) }));
+    this.batch.submit(job).catch((err: unknown) => {
+      this.jobStats.refused++;
+      this.cluster.emit("batch-job-refused", { fw: this.spec.name, job: job.id, error: err instanceof Error ? err.message : String(err) });
+    });
   }
 
   /** What a launch runs in the instant containerizer: its duration and exit code, as env. */

@@ -60,8 +60,8 @@ describe("batch frameworks in the simulator", () => {
     expect(etl).toBeInstanceOf(BatchSimFramework);
     expect(etl.batch!.core).toBeInstanceOf(BatchCore);
 
-    expect(etl.jobStats).toEqual({ submitted: 20, completed: 20, failed: 0, timedOut: 0, cancelled: 0 });
-    expect(slow.jobStats).toEqual({ submitted: 2, completed: 0, failed: 0, timedOut: 2, cancelled: 0 });
+    expect(etl.jobStats).toEqual({ submitted: 20, completed: 20, failed: 0, timedOut: 0, cancelled: 0, refused: 0 });
+    expect(slow.jobStats).toEqual({ submitted: 2, completed: 0, failed: 0, timedOut: 2, cancelled: 0, refused: 0 });
     const etlTasks = etl.batch!.core.jobList().reduce((n, j) => n + j.tasks, 0);
     const s = cluster.stats;
     // Every etl task finished; the slowpoke's four ran and were killed at the timeout.
@@ -137,7 +137,7 @@ describe("batch frameworks in the simulator", () => {
     const plain = await run(scenario(false));
     const held = await run(scenario(true));
     for (const { cluster } of [plain, held]) {
-      expect((cluster.frameworks.get("stream") as BatchSimFramework).jobStats).toEqual({ submitted: 60, completed: 60, failed: 0, timedOut: 0, cancelled: 0 });
+      expect((cluster.frameworks.get("stream") as BatchSimFramework).jobStats).toEqual({ submitted: 60, completed: 60, failed: 0, timedOut: 0, cancelled: 0, refused: 0 });
     }
     const offers = (r: typeof plain) => r.cluster.master.core.counters.offersMade;
     const revives = (r: typeof plain) => r.events.filter((e) => e.type === "revive").length;

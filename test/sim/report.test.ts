@@ -6,7 +6,7 @@ import vm from "node:vm";
 import { afterAll, describe, expect, it, vi } from "vitest";
 import { simCommand } from "../../sim/cli.ts";
 import { SimCluster, type SimLogEvent } from "../../sim/cluster.ts";
-import { runScenario, samplingIntervalSeconds, type SimResult } from "../../sim/report.ts";
+import { formatSummary, runScenario, samplingIntervalSeconds, type SimResult } from "../../sim/report.ts";
 import { loadUplotAssets, renderHtmlReport } from "../../sim/report-html.ts";
 import { validateScenario, type Scenario } from "../../sim/scenario.ts";
 
@@ -137,7 +137,7 @@ describe("the result's metrics", () => {
         ],
       },
     ]);
-    expect(r.jobs).toEqual({ total: 3, completed: 1, failed: 0, timedOut: 2, cancelled: 0 });
+    expect(r.jobs).toEqual({ total: 3, completed: 1, failed: 0, timedOut: 2, cancelled: 0, refused: 0 });
     expect(r.frameworks.quick).toMatchObject({ launched: 1, finished: 1, job: "completed" });
     expect(r.frameworks.memhog).toMatchObject({ finished: 0, failed: 2, job: "timed-out" });
     expect(r.roles.a).toMatchObject({ weight: 3, fairPart: 0.75, meanDominantShare: 1, maxDominantShare: 1 });
@@ -183,12 +183,26 @@ describe("the result's metrics", () => {
         { name: "t", kind: "tasks", role: "y", tasks: { count: 2, cpus: 1, mem: 2048, durationSeconds: 5, arrival: { at: 0 } } },
       ],
     });
-    expect(r.frameworks.b!.jobs).toEqual({ submitted: 6, completed: 6, failed: 0, timedOut: 0, cancelled: 0 });
+    expect(r.frameworks.b!.jobs).toEqual({ submitted: 6, completed: 6, failed: 0, timedOut: 0, cancelled: 0, refused: 0 });
     expect(r.frameworks.b!.job).toBeNull();
     expect(r.frameworks.b).toMatchObject({ launched: 12, finished: 12, failed: 0 });
     expect(r.frameworks.t!.job).toBe("completed");
-    expect(r.jobs).toEqual({ total: 7, completed: 7, failed: 0, timedOut: 0, cancelled: 0 });
+    expect(r.jobs).toEqual({ total: 7, completed: 7, failed: 0, timedOut: 0, cancelled: 0, refused: 0 });
     expect(r.stranded.thresholds).toEqual({ cpus: 0.5, mem: 1024 });
+  });
+
+  it("counts and reports jobs a batch framework refuses (past its bounds), apart from the submitted ones", async () => {
+    const r = await runScenario({
+      name: "too-big",
+      seed: 3,
+      endSeconds: 30,
+      cluster: { agentClasses: { std: { count: 1, resources: "cpus:4;mem:8192" } } },
+      // More tasks in one job than the framework's maxTasksPerJob (100,000): refused at submission.
+      frameworks: [{ name: "b", kind: "batch", jobs: { count: 2, arrival: { at: 1 }, tasksPerJob: 100_001, cpus: 0.1, mem: 32, durationSeconds: 1 } }],
+    });
+    expect(r.frameworks.b!.jobs).toEqual({ submitted: 0, completed: 0, failed: 0, timedOut: 0, cancelled: 0, refused: 2 });
+    expect(r.jobs).toMatchObject({ total: 0, refused: 2 });
+    expect(formatSummary(r)).toContain("jobs       0: 0 completed, 0 failed, 0 timed out; 2 refused by the framework");
   });
 
   it("keeps wait percentiles per interval and a monotone CDF, offers and launches cumulative per sample", async () => {
