@@ -1360,7 +1360,7 @@ export class MasterCore {
       failoverTimeoutSeconds: framework.info.failoverTimeoutSeconds,
       partitionAware: framework.info.partitionAware,
       dominantShares: Object.fromEntries(this.rolesOf(framework.info).map((role) => [role, this.allocator.frameworkShare(id, role)])),
-      used: this.allocator.frameworkAllocation(id).scalarSummary(),
+      used: nonZeroSummary(this.allocator.frameworkScalars(id)),
       offers: [...framework.offers].map((offerId) => {
         const offer = this.offers.get(offerId)!;
         return { id: offerId, agentId: offer.agentId, role: offer.role, resources: offer.resources.toString() };

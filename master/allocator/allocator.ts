@@ -967,7 +967,6 @@ export class HierarchicalAllocator {
     };
   }
 
-  /** Ids of all agents, in insertion order. */
   /** Scalars of all agents and what of them is allocated (offered or used), in millis by name; kept as they change, not summed on asking. */
   scalarTotals(): { total: ReadonlyMap<string, number>; allocated: ReadonlyMap<string, number> } {
     return { total: this.totals, allocated: this.allocatedTotals };
@@ -983,6 +982,7 @@ export class HierarchicalAllocator {
     return this.candidatesOfLastRun;
   }
 
+  /** Ids of all agents, in insertion order. */
   agentIds(): string[] {
     return [...this.agents.keys()];
   }
