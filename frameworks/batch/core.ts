@@ -490,8 +490,6 @@ export class BatchCore {
       }
       declined.push(offer.id);
     }
-    // An accepted offer's remainder is declined with the same filter.
-    if (offers.length > 0) this.filtered = true;
     this.decline(declined, fx);
     return this.finish(fx);
   }
@@ -746,6 +744,8 @@ export class BatchCore {
     const launches = chosen.map((task) => this.launch(task, offer));
     fx.push({ type: "launch", offerId: offer.id, agentId: offer.agentId, tasks: launches, refuseSeconds: this.config.refuseSeconds });
     this.counters.offersUsed++;
+    // The master declines what the launch leaves of the offer, with the same filter.
+    this.filtered = true;
     return true;
   }
 

@@ -124,6 +124,16 @@ describe("BatchCore", () => {
     core.subscribed(true);
     expect(core.heldOffers()).toBe(0);
     expect(core.counters.offersHeld).toBe(5);
+
+    // A kept offer is not filtered at the master: new work that no kept offer fits needs no
+    // REVIVE while offers are not suppressed (the master offers what frees up anyway).
+    const fresh = new BatchCore({ clock, config: { offerHoldSeconds: 60 } });
+    fresh.subscribed(false);
+    expect(kinds(fresh.submit(job("big", 1, {}, "cpus:8;mem:128")))).toEqual(["revive"]);
+    expect(kinds(fresh.offers([offer("p1", "a1", "cpus:1;mem:1024")]))).toEqual(["wake"]);
+    expect(fresh.heldOffers()).toBe(1);
+    clock.advance(5_000); // past reviveIntervalMs: a filtered framework would REVIVE now
+    expect(kinds(fresh.submit(job("big2", 1, {}, "cpus:8;mem:128")))).toEqual([]);
   });
 
   it("retries a failed task up to maxRetries times with a new task id per attempt, then fails the job", () => {
