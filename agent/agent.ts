@@ -211,6 +211,8 @@ const AGENT_ID_FILE = "agent.id";
 interface TaskRecord {
   frameworkId: string;
   taskId: string;
+  /** `taskKey(frameworkId, taskId)`: its key in the agent's tables. */
+  readonly key: string;
   task: TaskInfo;
   framework: FrameworkInfo | undefined;
   sandbox: string | null;
@@ -342,7 +344,7 @@ export function createAgent(options: AgentOptions): Agent {
       ...(decision.exitCode === undefined ? {} : { exitCode: decision.exitCode }),
       ...(decision.healthy === undefined ? {} : { healthy: decision.healthy }),
     };
-    if (decision.state !== "TASK_RUNNING") healthChecks.stop(taskKey(record.frameworkId, record.taskId));
+    if (decision.state !== "TASK_RUNNING") healthChecks.stop(record.key);
     record.state = decision.state;
     record.latest = toWireStatus(update, decision.agentId);
     record.latestUpdate = update;
@@ -361,7 +363,7 @@ export function createAgent(options: AgentOptions): Agent {
     // Inside the task's container where the containerizer can enter it (as Mesos runs COMMAND checks).
     const exec = containerizer.exec ? containerizer.exec.bind(containerizer) : undefined;
     const run = check && commandCheckRun(record, hostname, timers, exec);
-    if (check && run) healthChecks.start(taskKey(record.frameworkId, record.taskId), healthCheckTiming(check), startedAtMs, run);
+    if (check && run) healthChecks.start(record.key, healthCheckTiming(check), startedAtMs, run);
   }
 
   /** A health verdict becomes a TASK_RUNNING update with `healthy` set, as Mesos's executors send. */
@@ -459,6 +461,7 @@ export function createAgent(options: AgentOptions): Agent {
     const record: TaskRecord = {
       frameworkId: plan.frameworkId,
       taskId: plan.taskId,
+      key,
       task: task!,
       framework,
       sandbox: null,
@@ -542,7 +545,7 @@ export function createAgent(options: AgentOptions): Agent {
 
   function killTask(record: TaskRecord, graceMs: number): void {
     if (isTerminalState(record.state)) return;
-    healthChecks.stop(taskKey(record.frameworkId, record.taskId)); // a dying task is not reported unhealthy
+    healthChecks.stop(record.key); // a dying task is not reported unhealthy
     record.killRequested = true;
     record.killGraceMs = record.killGraceMs === undefined ? graceMs : Math.min(record.killGraceMs, graceMs);
     log.info({ agentId, frameworkId: record.frameworkId, taskId: record.taskId, graceMs }, "killing task");
@@ -555,7 +558,7 @@ export function createAgent(options: AgentOptions): Agent {
 
   /** Writes the task's checkpoint (synchronously: before the update that caused it is published). */
   function checkpointTask(record: TaskRecord): void {
-    if (checkpoints === undefined || tasks.get(taskKey(record.frameworkId, record.taskId)) !== record) return;
+    if (checkpoints === undefined || tasks.get(record.key) !== record) return;
     const checkpoint: TaskCheckpoint = {
       version: CHECKPOINT_VERSION,
       frameworkId: record.frameworkId,
@@ -601,6 +604,7 @@ export function createAgent(options: AgentOptions): Agent {
       const record: TaskRecord = {
         frameworkId: saved.frameworkId,
         taskId: saved.taskId,
+        key,
         task: saved.task,
         framework: saved.framework,
         sandbox: saved.sandbox,
@@ -657,7 +661,7 @@ export function createAgent(options: AgentOptions): Agent {
     const byId = new Map(found.map((result) => [result.containerId, result]));
     for (const record of toRecover) {
       const id = record.latestUpdate?.agentId ?? agentId!;
-      const settle = settles.get(taskKey(record.frameworkId, record.taskId))!;
+      const settle = settles.get(record.key)!;
       const result = byId.get(record.containerId!);
       if (result?.running) {
         log.info({ frameworkId: record.frameworkId, taskId: record.taskId, containerId: record.containerId }, "task recovered");
