@@ -110,16 +110,8 @@ export class CheckpointStore {
     const streams: StatusUpdateStreamSnapshot[] = [];
     for (const frameworkDir of await listDir(this.frameworksDir, problems)) {
       const dir = join(this.frameworksDir, frameworkDir);
-      for (const [file, value] of await readAll(join(dir, "tasks"), problems)) {
-        const problem = taskProblem(value) ?? placementProblem(value as TaskCheckpoint, frameworkDir, file);
-        if (problem === undefined) tasks.push(value as TaskCheckpoint);
-        else problems.push(`${join(dir, "tasks", file)}: ${problem}`);
-      }
-      for (const [file, value] of await readAll(join(dir, "streams"), problems)) {
-        const problem = streamProblem(value) ?? placementProblem(value as StatusUpdateStreamSnapshot, frameworkDir, file);
-        if (problem === undefined) streams.push(value as StatusUpdateStreamSnapshot);
-        else problems.push(`${join(dir, "streams", file)}: ${problem}`);
-      }
+      tasks.push(...(await readValid<TaskCheckpoint>(join(dir, "tasks"), frameworkDir, taskProblem, problems)));
+      streams.push(...(await readValid<StatusUpdateStreamSnapshot>(join(dir, "streams"), frameworkDir, streamProblem, problems)));
     }
     return { tasks, streams, problems };
   }
@@ -167,6 +159,20 @@ function placementProblem(value: { frameworkId: string; taskId: string }, framew
     return `holds task ${value.taskId} of framework ${value.frameworkId}, which belongs elsewhere`;
   }
   return undefined;
+}
+
+/**
+ * The files of `dir` (in the directory of framework `frameworkDir`) that parse, pass `check` and
+ * are where their ids say; every other one is a problem.
+ */
+async function readValid<T extends { frameworkId: string; taskId: string }>(dir: string, frameworkDir: string, check: (value: unknown) => string | undefined, problems: string[]): Promise<T[]> {
+  const out: T[] = [];
+  for (const [file, value] of await readAll(dir, problems)) {
+    const problem = check(value) ?? placementProblem(value as T, frameworkDir, file);
+    if (problem === undefined) out.push(value as T);
+    else problems.push(`${join(dir, file)}: ${problem}`);
+  }
+  return out;
 }
 
 /** Removes `dir` if it is empty; true when it is gone. */
