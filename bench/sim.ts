@@ -42,7 +42,8 @@ export const FULL_SETTINGS: BenchSettings = { pingSeconds: 600, offerHoldSeconds
 /**
  * Tasks per batch job: the workload is jobs of this many alike tasks. 100, so that the jobs live
  * at once in the full case (tasks of 17 hours on average keep about 112,000 running) stay well
- * under the batch framework's `maxLiveJobs` (10,000): with 10 it refused two thirds of the jobs.
+ * under the batch framework's `maxLiveJobs` (10,000). With 10, jobs were refused once the cluster
+ * filled up: a full run completed 335,185 tasks where about 958,000 were due.
  */
 const TASKS_PER_JOB = 100;
 
