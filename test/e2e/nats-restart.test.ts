@@ -9,18 +9,19 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pino } from "pino";
-import { afterAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { createAgent, type Agent } from "../../agent/agent.ts";
 import { createMarathon } from "../../frameworks/marathon/marathon.ts";
 import { JetStreamMarathonStore, marathonBucket } from "../../frameworks/marathon/store.ts";
 import { createMaster, registryBucketName, type Master } from "../../master/shell.ts";
 import { JetStreamRegistryStore, registryKey } from "../../master/store.ts";
-import { connectNats, type NatsTransport, type NatsTransportEvent } from "../../sdk/nats-transport.ts";
+import type { NatsTransport, NatsTransportEvent } from "../../sdk/nats-transport.ts";
 import { Resources } from "../../sdk/resources.ts";
 import { createSchedulerDriver, type OfferView, type SchedulerDriver, type TaskStatus } from "../../sdk/scheduler.ts";
 import { TERMINAL_TASK_STATES } from "../../sdk/wire/types.ts";
 import { EventLog, eventually } from "../harness/events.ts";
-import { useNats } from "../harness/nats.ts";
+import { useCleanups } from "../harness/cleanups.ts";
+import { connectBus, useNats } from "../harness/nats.ts";
 
 const nats = useNats();
 const QUIET = pino({ level: "error" });
@@ -95,17 +96,13 @@ function loadFramework(transport: NatsTransport): LoadFramework {
 }
 
 describe("a nats-server restart under load", () => {
-  const cleanups: Array<() => Promise<unknown>> = [];
-  afterAll(async () => {
-    for (const cleanup of cleanups.reverse()) await cleanup().catch(() => undefined);
-  });
+  const defer = useCleanups();
 
   it("every component reconnects and resumes, no status update is lost, JetStream state survives, and new work runs", async () => {
     const events: Array<{ component: string; event: NatsTransportEvent }> = [];
     const bus = async (component: string) => {
-      const transport = await connectNats({ servers: nats.url, name: component });
+      const transport = await connectBus(nats, component, defer);
       transport.onEvent((event) => events.push({ component, event }));
-      cleanups.push(() => transport.close());
       return transport;
     };
 
@@ -115,7 +112,7 @@ describe("a nats-server restart under load", () => {
     const masters: Master[] = [];
     for (const name of ["master-a", "master-b"]) {
       const master = createMaster({ cluster: CLUSTER, transport: await bus(name), log: QUIET, election: { timings }, config });
-      cleanups.push(() => master.stop());
+      defer(() => master.stop());
       await master.start();
       masters.push(master);
     }
@@ -127,7 +124,7 @@ describe("a nats-server restart under load", () => {
     for (const i of [1, 2]) {
       const workDir = await mkdtemp(join(tmpdir(), "corral-nr-agent-"));
       const agent = createAgent({ cluster: CLUSTER, transport: await bus(`agent${i}`), workDir, resources: "cpus:2;mem:1024;disk:1024;ports:[31000-31099]", hostname: `host${i}`, log: QUIET });
-      cleanups.push(async () => {
+      defer(async () => {
         await agent.stop();
         await rm(workDir, { recursive: true, force: true });
       });
@@ -138,7 +135,7 @@ describe("a nats-server restart under load", () => {
 
     const marathon = createMarathon({ transport: await bus("marathon"), cluster: CLUSTER, httpPort: 0, log: QUIET, tickIntervalMs: 100, failoverTimeoutSeconds: 600 });
     await marathon.start();
-    cleanups.push(() => marathon.stop());
+    defer(() => marathon.stop());
     const api = async (method: string, path: string, body?: unknown) => {
       const response = await fetch(`${marathon.httpUrl()}${path}`, { method, signal: AbortSignal.timeout(20_000), ...(body ? { body: JSON.stringify(body), headers: { "content-type": "application/json" } } : {}) });
       return { status: response.status, body: (await response.json()) as Record<string, unknown> };
@@ -149,7 +146,7 @@ describe("a nats-server restart under load", () => {
 
     const load = loadFramework(await bus("load"));
     await load.driver.start();
-    cleanups.push(() => load.driver.stop({ teardown: true }));
+    defer(() => load.driver.stop({ teardown: true }));
     const finished = () => load.updates.filter((s) => s.state === "TASK_FINISHED").length;
     await eventually(() => finished() >= 6, STEP_MS, "load tasks finishing");
 
