@@ -230,6 +230,8 @@ export interface MasterCounters {
   invalidCalls: number;
   allocationRuns: number;
   allocationRunMsTotal: number;
+  /** Agents the allocation runs visited, in all (a run visits only agents that changed). */
+  allocationAgentsVisited: number;
 }
 
 /**
@@ -248,6 +250,7 @@ export class MasterCore {
     invalidCalls: 0,
     allocationRuns: 0,
     allocationRunMsTotal: 0,
+    allocationAgentsVisited: 0,
   };
 
   private readonly allocationIntervalMs: number;
@@ -1241,6 +1244,7 @@ export class MasterCore {
     const plans = this.allocator.allocate(this.now, wanted === "all" ? undefined : wanted);
     this.counters.allocationRuns++;
     this.counters.allocationRunMsTotal += this.measureMs() - start;
+    this.counters.allocationAgentsVisited += this.allocator.lastRunCandidates();
     this.makeOffers(plans);
   }
 

@@ -108,6 +108,7 @@ export function renderMasterMetrics(core: MasterCore, drops: DropCounter, shell:
     [undefined, counters.allocationRunMsTotal / 1000, "_sum"],
     [undefined, counters.allocationRuns, "_count"],
   ]);
+  out.family("corral_master_allocation_agents_visited_total", "counter", "Agents the allocation runs visited since start (only agents whose offers may have changed are visited).", [[undefined, counters.allocationAgentsVisited]]);
   out.family("corral_master_invalid_calls_total", "counter", "Framework calls and launches refused as invalid since start.", [[undefined, counters.invalidCalls]]);
   out.family("corral_master_epoch", "gauge", "The leader epoch this master serves (or served last).", [[undefined, info.epoch]]);
   out.family("corral_master_elected", "gauge", "1 while this master leads (holds the lease and serves the bus), else 0.", [[undefined, info.leader ? 1 : 0]]);

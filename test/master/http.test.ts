@@ -82,6 +82,7 @@ describe("master HTTP API", () => {
       "corral_master_offers_total",
       "corral_master_allocation_runs_total",
       "corral_master_allocation_run_seconds",
+      "corral_master_allocation_agents_visited_total",
       "corral_master_invalid_calls_total",
       "corral_bus_dropped_messages_total",
     ]) {
@@ -92,6 +93,7 @@ describe("master HTTP API", () => {
     expect(text).toContain('corral_master_resources_total{resource="mem"} 2048');
     expect(text).toContain('corral_master_resources_offered{resource="cpus"} 4');
     expect(text).toContain('corral_master_agents{status="active"} 1');
+    expect(text).toMatch(/^corral_master_allocation_agents_visited_total [1-9]\d*$/m);
     expect(text).toContain('corral_master_agents{status="unreachable"} 0');
     expect(text).toContain("corral_master_frameworks 1");
     expect(text).toContain("corral_master_outstanding_offers 1");
