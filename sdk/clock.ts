@@ -24,11 +24,27 @@ export interface Timers {
 /** The wall clock. */
 export const systemClock: Clock = { now: () => Date.now() };
 
-/** Node's timers. Timers are unref'd so a pending one never keeps a process alive on its own. */
+/**
+ * Node's timers, held to the {@link Timers} contract against {@link systemClock}: `setTimeout`
+ * counts from the event loop's cached time, so it may fire a millisecond or more before
+ * `Date.now()` has reached the due time, and a core woken "at" a deadline would find it not yet
+ * due and wait for a wake-up that never comes. An early firing re-arms for what is left. Timers
+ * are unref'd so a pending one never keeps a process alive on its own.
+ */
 export const systemTimers: Timers = {
   set(delayMs, callback) {
-    const handle = setTimeout(callback, Math.max(0, delayMs));
-    handle.unref?.();
+    const dueMs = systemClock.now() + Math.max(0, delayMs);
+    let handle: ReturnType<typeof setTimeout>;
+    const arm = (ms: number): void => {
+      handle = setTimeout(fire, ms);
+      handle.unref?.();
+    };
+    const fire = (): void => {
+      const left = dueMs - systemClock.now();
+      if (left > 0) arm(left);
+      else callback();
+    };
+    arm(Math.max(0, delayMs));
     return { cancel: () => clearTimeout(handle) };
   },
 };
