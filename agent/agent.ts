@@ -414,8 +414,7 @@ export function createAgent(options: AgentOptions): Agent {
     const handle = timers.set(Math.max(0, atMs - clock.now()), () => {
       if (retryTimers.get(key) !== handle) return;
       retryTimers.delete(key);
-      // The timer fired for `atMs`; a clock reading a hair behind it must not lose the retry.
-      guard("status update retry", () => applyEffects(manager.timerFired(frameworkId, taskId, Math.max(clock.now(), atMs))));
+      guard("status update retry", () => applyEffects(manager.timerFired(frameworkId, taskId, clock.now())));
     });
     retryTimers.set(key, handle);
   }
