@@ -275,6 +275,8 @@ export class HierarchicalAllocator {
   private readonly filterEnds = new TimedHeap<{ timeMs: number; seq: number; agentId: string }>();
   private filterEndSeq = 0;
   private candidatesOfLastRun = 0;
+  /** See {@link HierarchicalAllocator.watchAgents}. */
+  private readonly agentWatchers: Array<(agentId: string) => void> = [];
 
   constructor(options: AllocatorOptions) {
     this.rng = options.rng;
@@ -321,6 +323,7 @@ export class HierarchicalAllocator {
       this.assign(agent, usage.frameworkId, usage.role, usage.resources, false);
     }
     if (spec.active ?? true) this.activateAgent(agentId);
+    this.notifyWatchers(agentId);
   }
 
   /** Removes an agent; whatever was allocated on it is forgotten (its tasks are gone). */
@@ -333,6 +336,7 @@ export class HierarchicalAllocator {
     this.addTotal(agent.total, -1);
     this.agents.delete(agentId);
     for (const framework of this.frameworks.values()) for (const byAgent of framework.filters.values()) byAgent.delete(agentId);
+    this.notifyWatchers(agentId);
   }
 
   /** Replaces an agent's total (for example after an operator changed its reservations). */
@@ -367,6 +371,7 @@ export class HierarchicalAllocator {
     if (!agent.active) return;
     agent.active = false;
     addQuantities(this.freeUnreserved, agent.available.unreservedQuantities(), -1);
+    this.notifyWatchers(agentId);
   }
 
   // ---- frameworks -----------------------------------------------------------------------------
@@ -642,6 +647,7 @@ export class HierarchicalAllocator {
 
   /** Notes a change of one agent's resources (of every agent while a quota is set). */
   private changed(agentId: string): void {
+    this.notifyWatchers(agentId);
     if (this.stale === "all") return;
     if (this.quotas.size > 0) this.stale = "all";
     else this.stale.add(agentId);
@@ -975,6 +981,24 @@ export class HierarchicalAllocator {
   /** What a framework holds (offered or used), in scalar millis by name; kept as it changes. */
   frameworkScalars(frameworkId: string): ReadonlyMap<string, number> {
     return this.allocatedByFramework.get(frameworkId) ?? EMPTY_QUANTITIES;
+  }
+
+  /**
+   * Calls `listener` with an agent's id whenever what is free on it or whether it is active may
+   * have changed, and when it is added or removed: for readers that keep per-agent figures up to
+   * date (the simulator's stranded resources) instead of walking every agent each time. The
+   * listener must not call back into the allocator. Returns the function that stops the calls.
+   */
+  watchAgents(listener: (agentId: string) => void): () => void {
+    this.agentWatchers.push(listener);
+    return () => {
+      const i = this.agentWatchers.indexOf(listener);
+      if (i >= 0) this.agentWatchers.splice(i, 1);
+    };
+  }
+
+  private notifyWatchers(agentId: string): void {
+    for (const listener of this.agentWatchers) listener(agentId);
   }
 
   /** Agents the last {@link HierarchicalAllocator.allocate} visited (what a run cost). */

@@ -59,9 +59,17 @@ interface Filter {
   untilMs: number;
 }
 
-/** Plays a scenario, calling `check` after every allocation run. Returns every plan, serialised. */
-function play(s: Scenario, check?: (allocator: HierarchicalAllocator, offers: OfferPlan[], ctx: { nowMs: number; filters: Filter[]; before: Map<string, Resources>; quota: boolean }) => void): string[] {
+/**
+ * Plays a scenario, calling `check` after every allocation run (and `hooks.created` on the new
+ * allocator, `hooks.afterAction` after every action). Returns every plan, serialised.
+ */
+function play(
+  s: Scenario,
+  check?: (allocator: HierarchicalAllocator, offers: OfferPlan[], ctx: { nowMs: number; filters: Filter[]; before: Map<string, Resources>; quota: boolean }) => void,
+  hooks: { created?: (allocator: HierarchicalAllocator) => void; afterAction?: (allocator: HierarchicalAllocator) => void } = {},
+): string[] {
   const allocator = createAllocator({ rng: new SeededRng(s.seed), allocationIntervalMs: 1000 });
+  hooks.created?.(allocator);
   const quota = s.quotaLimitCpus !== undefined || s.quotaGuaranteeCpus !== undefined;
   ROLES.forEach((role, i) => allocator.setWeight(role, s.weights[i]!));
   if (quota) {
@@ -148,6 +156,7 @@ function play(s: Scenario, check?: (allocator: HierarchicalAllocator, offers: Of
       }
     }
     expect(allocator.checkInvariants()).toEqual([]);
+    hooks.afterAction?.(allocator);
   }
   return plans;
 }
@@ -155,6 +164,29 @@ function play(s: Scenario, check?: (allocator: HierarchicalAllocator, offers: Of
 const isAllocatable = (res: Resources) => res.scalarMillis("cpus") >= 10 || res.scalarMillis("mem") >= 32_000;
 
 describe("allocator properties (fast-check)", () => {
+  it("tells its agent watchers of every change of what is free on an agent or of whether it is active", () => {
+    fc.assert(
+      fc.property(scenarioArb, (s) => {
+        const told = new Set<string>();
+        let seen = new Map<string, string>();
+        const snapshot = (allocator: HierarchicalAllocator) =>
+          new Map(allocator.agentIds().map((id) => { const v = allocator.agentView(id)!; return [id, `${v.active}/${v.available}`]; }));
+        play(s, undefined, {
+          created: (allocator) => {
+            allocator.watchAgents((id) => told.add(id));
+          },
+          afterAction: (allocator) => {
+            const now = snapshot(allocator);
+            for (const [id, state] of now) if (seen.get(id) !== state) expect(told, `agent ${id} changed to ${state} unannounced`).toContain(id);
+            told.clear();
+            seen = now;
+          },
+        });
+      }),
+      { numRuns: 150 },
+    );
+  });
+
   it("never over-allocates an agent and never puts a resource in two offers", () => {
     fc.assert(
       fc.property(scenarioArb, (s) => {
