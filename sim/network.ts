@@ -93,6 +93,8 @@ function hasWildcard(subject: string): boolean {
   return subject.split(".").some((t) => t === "*" || t === ">");
 }
 
+const NO_SUBS: SimSub[] = [];
+
 /** See the module comment. */
 export class SimNetwork {
   readonly stats: NetworkStats = { published: 0, delivered: 0, lost: 0, duplicated: 0, cut: 0 };
@@ -102,7 +104,8 @@ export class SimNetwork {
   private readonly down = new Set<string>();
   /** Node -> partition group; nodes in different groups cannot talk. Nodes in no group reach everyone not cut off. */
   private groupOf = new Map<string, number>();
-  private readonly lastArrival = new Map<string, number>();
+  /** Sender -> receiver -> arrival time of the last message scheduled between them (FIFO). */
+  private readonly lastArrival = new Map<string, Map<string, number>>();
   private readonly endpoints = new Map<string, SimTransport>();
   private latency: LatencySpec;
   private lossRate: number;
@@ -166,6 +169,7 @@ export class SimNetwork {
 
   /** Whether a message from `from` can reach `to` right now. */
   reachable(from: string, to: string): boolean {
+    if (this.down.size === 0 && this.groupOf.size === 0) return true; // the usual case: no fault
     if (this.down.has(from) || this.down.has(to)) return false;
     const a = this.groupOf.get(from);
     const b = this.groupOf.get(to);
@@ -230,12 +234,18 @@ export class SimNetwork {
     }
   }
 
-  private receivers(subject: string): SimSub[] {
+  /** The subscriptions a message on `subject` goes to; the caller must not change the list. */
+  private receivers(subject: string): readonly SimSub[] {
     const exact = this.exact.get(subject);
-    let all: SimSub[] = exact ? exact.slice() : [];
+    // Without wildcard subscribers the exact list itself serves (send only reads it).
+    let all: SimSub[] = exact ?? NO_SUBS;
     if (this.wildcard.length > 0) {
       const tokens = subject.split(".");
-      for (const s of this.wildcard) if (tokensMatch(s.tokens!, tokens)) all.push(s);
+      for (const s of this.wildcard) {
+        if (!tokensMatch(s.tokens!, tokens)) continue;
+        if (all === exact || all === NO_SUBS) all = all.slice();
+        all.push(s);
+      }
     }
     if (all.length <= 1 || !all.some((s) => s.queue !== undefined)) return all;
     // Queue groups: one member of each group, chosen at random.
@@ -269,10 +279,11 @@ export class SimNetwork {
   private schedule(from: string, sub: SimSub, msg: IncomingMessage): void {
     let arrival = this.engine.now() + this.sampleLatency();
     if (this.fifo) {
-      const key = `${from}\u0000${sub.node}`;
-      const last = this.lastArrival.get(key);
+      let bySender = this.lastArrival.get(from);
+      if (bySender === undefined) this.lastArrival.set(from, (bySender = new Map()));
+      const last = bySender.get(sub.node);
       if (last !== undefined && last > arrival) arrival = last;
-      this.lastArrival.set(key, arrival);
+      bySender.set(sub.node, arrival);
     }
     this.engine.at(arrival, () => {
       // A node that went down (or got cut off) while the message was in flight never hears it.
