@@ -13,6 +13,7 @@
 
 import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
+import { LRUCache } from "lru-cache";
 import protobuf from "protobufjs";
 import type { IncomingMessage, Logger, MessageHandler } from "../transport.ts";
 import { REPLY_PAYLOADS, parseSubject, subjectKind } from "./subjects.ts";
@@ -284,7 +285,7 @@ function plainScalar(plan: FieldPlan, raw: unknown, path: string, problems: stri
       return raw;
     default:
       if (plan.long) {
-        const n = typeof raw === "number" ? raw : Number(String(raw));
+        const n = typeof raw === "number" ? raw : longToNumber(raw);
         if (!Number.isSafeInteger(n)) problems.push(`${path}: integer ${String(raw)} is not exactly representable`);
         return n;
       }
@@ -292,16 +293,33 @@ function plainScalar(plan: FieldPlan, raw: unknown, path: string, problems: stri
   }
 }
 
-function plainValue(plan: FieldPlan, raw: unknown, path: string, problems: string[]): unknown {
-  if (plan.kind === KIND_MESSAGE) return toPlain(plan.messageType!, raw as protobuf.Message, path, problems);
+/**
+ * A 64-bit integer as protobufjs decodes it (a Long, or a string without the long library) as a
+ * number; NaN-free but possibly unsafe, which the caller reports. From the two 32-bit halves when
+ * it is a Long: `Number(String(long))` formatted every timestamp on the bus as decimal first.
+ */
+function longToNumber(raw: unknown): number {
+  if (typeof raw === "object" && raw !== null && typeof (raw as { low?: unknown }).low === "number") {
+    const { low, high, unsigned } = raw as { low: number; high: number; unsigned: boolean };
+    const n = (unsigned ? high >>> 0 : high) * 4294967296 + (low >>> 0);
+    // Exact whenever the result is a safe integer; otherwise report the true value.
+    return Number.isSafeInteger(n) ? n : Number(String(raw));
+  }
+  return Number(String(raw));
+}
+
+function plainValue(plan: FieldPlan, raw: unknown, path: string, problems: string[], rules: string[]): unknown {
+  if (plan.kind === KIND_MESSAGE) return toPlain(plan.messageType!, raw as protobuf.Message, path, problems, rules);
   return plainScalar(plan, raw, path, problems);
 }
 
 /**
  * Turns a decoded protobufjs message into the plain shape described in types.ts: proto3 defaults
- * filled in, absent message fields left out, oneofs as discriminated unions.
+ * filled in, absent message fields left out, oneofs as discriminated unions; and checks it
+ * (everything {@link checkPlan} checks of a plain object): values that cannot be converted go to
+ * `problems`, broken required-field and cross-field rules to `rules`.
  */
-function toPlain(type: protobuf.Type, message: protobuf.Message, path: string, problems: string[]): Plain {
+function toPlain(type: protobuf.Type, message: protobuf.Message, path: string, problems: string[], rules: string[]): Plain {
   const plan = planOf(type);
   const src = message as unknown as Record<string, unknown>;
   const out: Plain = {};
@@ -311,18 +329,19 @@ function toPlain(type: protobuf.Type, message: protobuf.Message, path: string, p
     if (field.map) {
       const fieldPath = at(path, name);
       const converted: Plain = {};
-      if (raw) for (const k of Object.keys(raw)) converted[k] = plainValue(field, (raw as Plain)[k], atIndex(fieldPath, k), problems);
+      if (raw) for (const k of Object.keys(raw)) converted[k] = plainValue(field, (raw as Plain)[k], atIndex(fieldPath, k), problems, rules);
       out[name] = converted;
     } else if (field.repeated) {
       const fieldPath = at(path, name);
       const items = (raw ?? []) as unknown[];
       const converted = new Array<unknown>(items.length);
-      for (let i = 0; i < items.length; i++) converted[i] = plainValue(field, items[i], atIndex(fieldPath, i), problems);
+      for (let i = 0; i < items.length; i++) converted[i] = plainValue(field, items[i], atIndex(fieldPath, i), problems, rules);
       out[name] = converted;
     } else if (field.presence) {
       // Presence matters: only own, non-null properties were on the wire.
-      if (Object.prototype.hasOwnProperty.call(src, name) && isPresent(raw)) {
-        out[name] = plainValue(field, raw, at(path, name), problems);
+      // (The cheap test first: most of a type's presence fields are absent, read off the prototype.)
+      if (isPresent(raw) && Object.prototype.hasOwnProperty.call(src, name)) {
+        out[name] = plainValue(field, raw, at(path, name), problems, rules);
       }
     } else {
       out[name] = plainScalar(field, raw, at(path, name), problems);
@@ -340,6 +359,10 @@ function toPlain(type: protobuf.Type, message: protobuf.Message, path: string, p
     if (count > 1) problems.push(`${at(path, oneof.name)}: several members set (${oneof.members.filter((m) => isPresent(out[m])).join(", ")})`);
     if (count >= 1) out[oneof.name] = first;
   }
+  // The field types were settled above (protobuf decoded them and each was converted), so only
+  // the rules proto3 cannot express are left: the result needs no second pass of checkPlan.
+  // Their problems are kept apart: a receiver reports a wrong schema version or payload before them.
+  checkRequired(plan, out, path, rules);
   return out;
 }
 
@@ -381,12 +404,16 @@ interface FieldPlan {
   readonly long: boolean;
   /** A message field or a oneof member: absent on the wire means absent, not the zero value. */
   readonly presence: boolean;
+  /** Index in {@link TypePlan.oneofs} of the (real) oneof the field belongs to; -1 for none. */
+  readonly oneof: number;
   readonly messageType: protobuf.Type | undefined;
   readonly enumType: protobuf.Enum | undefined;
 }
 
 interface TypePlan {
   readonly fields: readonly FieldPlan[];
+  /** The same fields by name, for checks that walk a value's own keys. */
+  readonly byName: ReadonlyMap<string, FieldPlan>;
   readonly oneofs: ReadonlyArray<{ readonly name: string; readonly members: readonly string[] }>;
   readonly required: ReadonlyArray<{ readonly name: string; readonly members: readonly string[] | undefined; readonly field: protobuf.Field | undefined }>;
   readonly rule: Rule | undefined;
@@ -415,19 +442,23 @@ function planOf(type: protobuf.Type): TypePlan {
   let plan = plans.get(type);
   if (plan !== undefined) return plan;
   const name = shortName(type);
+  const oneofs = realOneofs(type);
+  const fields: FieldPlan[] = type.fieldsArray.map((field) => ({
+    name: field.name,
+    field,
+    map: field.map,
+    repeated: field.repeated,
+    kind: fieldKind(field),
+    long: LONG_TYPES.has(field.type),
+    presence: field.partOf !== null || field.resolvedType instanceof protobuf.Type,
+    oneof: field.partOf === null ? -1 : oneofs.indexOf(field.partOf),
+    messageType: field.resolvedType instanceof protobuf.Type ? field.resolvedType : undefined,
+    enumType: field.resolvedType instanceof protobuf.Enum ? field.resolvedType : undefined,
+  }));
   plan = {
-    fields: type.fieldsArray.map((field) => ({
-      name: field.name,
-      field,
-      map: field.map,
-      repeated: field.repeated,
-      kind: fieldKind(field),
-      long: LONG_TYPES.has(field.type),
-      presence: field.partOf !== null || field.resolvedType instanceof protobuf.Type,
-      messageType: field.resolvedType instanceof protobuf.Type ? field.resolvedType : undefined,
-      enumType: field.resolvedType instanceof protobuf.Enum ? field.resolvedType : undefined,
-    })),
-    oneofs: realOneofs(type).map((oneof) => ({ name: oneof.name, members: oneof.fieldsArray.map((f) => f.name) })),
+    fields,
+    byName: new Map(fields.map((f) => [f.name, f])),
+    oneofs: oneofs.map((oneof) => ({ name: oneof.name, members: oneof.fieldsArray.map((f) => f.name) })),
     required: (REQUIRED[name] ?? []).map((required) => {
       const oneof = type.oneofs?.[required];
       return { name: required, members: oneof ? oneof.fieldsArray.map((f) => f.name) : undefined, field: oneof ? undefined : type.fields[required] };
@@ -483,40 +514,48 @@ function checkMessage(type: protobuf.Type, value: Plain, path: string, problems:
 }
 
 function checkPlan(plan: TypePlan, value: Plain, path: string, problems: string[]): void {
-  for (const field of plan.fields) {
-    const v = value[field.name];
+  // Walks the keys the value has rather than every field of the type: a message sets few of its
+  // fields (an envelope one payload of six, a call one kind of many), and reading absent
+  // properties of objects of many shapes is what made this slow.
+  let oneofCounts: number[] | undefined;
+  for (const key in value) {
+    const field = plan.byName.get(key);
+    if (field === undefined) continue; // a oneof's discriminator, or not a field
+    const v = value[key];
+    if (v === undefined || v === null) continue;
+    if (field.oneof >= 0) {
+      oneofCounts ??= new Array<number>(plan.oneofs.length).fill(0);
+      oneofCounts[field.oneof]!++;
+    }
     if (field.map) {
-      if (v === undefined || v === null) continue;
-      const fieldPath = at(path, field.name);
+      const fieldPath = at(path, key);
       if (typeof v !== "object" || Array.isArray(v)) problems.push(`${fieldPath}: must be an object`);
       else for (const k in v) checkValue(field, (v as Plain)[k], atIndex(fieldPath, k), problems);
     } else if (field.repeated) {
-      if (v === undefined || v === null) continue;
-      const fieldPath = at(path, field.name);
+      const fieldPath = at(path, key);
       if (!Array.isArray(v)) problems.push(`${fieldPath}: must be an array`);
       else for (let i = 0; i < v.length; i++) checkValue(field, v[i], atIndex(fieldPath, i), problems);
-    } else if (v !== undefined && v !== null) {
-      checkValue(field, v, at(path, field.name), problems);
+    } else {
+      checkValue(field, v, at(path, key), problems);
     }
   }
-  for (const oneof of plan.oneofs) {
-    let count = 0;
-    let first: string | undefined;
-    for (const member of oneof.members) {
-      const m = value[member];
-      if (m !== undefined && m !== null) {
-        count++;
-        first ??= member;
-      }
-    }
+  for (let o = 0; o < plan.oneofs.length; o++) {
+    const oneof = plan.oneofs[o]!;
+    const count = oneofCounts?.[o] ?? 0;
     const declared = value[oneof.name];
     if (count > 1) {
       const set = oneof.members.filter((member) => isPresent(value[member]));
       problems.push(`${at(path, oneof.name)}: several members set (${set.join(", ")})`);
-    } else if (isPresent(declared) && first !== declared) {
+    } else if (isPresent(declared) && (count === 0 || !isPresent(value[declared as string]) || plan.byName.get(declared as string)?.oneof !== o)) {
+      const first = oneof.members.find((member) => isPresent(value[member]));
       problems.push(`${at(path, oneof.name)}: says ${JSON.stringify(declared)} but ${first ?? "no member"} is set`);
     }
   }
+  checkRequired(plan, value, path, problems);
+}
+
+/** The required fields and cross-field rules of one message (not its nested ones). */
+function checkRequired(plan: TypePlan, value: Plain, path: string, problems: string[]): void {
   for (const required of plan.required) {
     if (required.members) {
       if (!required.members.some((member) => isPresent(value[member]))) problems.push(`${at(path, required.name)}: must be set`);
@@ -561,7 +600,12 @@ function encodeWith(type: protobuf.Type, value: Plain): Uint8Array {
   return type.encode(type.fromObject(value)).finish();
 }
 
-function decodeWith(type: protobuf.Type, bytes: Uint8Array): Plain {
+/**
+ * Decodes and checks `bytes` as a `type`; throws on bytes that are not one or values that cannot
+ * be converted, and returns the broken rules (required fields, cross-field rules) for the caller
+ * to report after its own checks.
+ */
+function decodeWith(type: protobuf.Type, bytes: Uint8Array): { plain: Plain; rules: string[] } {
   if (!(bytes instanceof Uint8Array)) throw new WireError("decode_error", ["input: must be a Uint8Array"]);
   let message: protobuf.Message;
   try {
@@ -571,16 +615,25 @@ function decodeWith(type: protobuf.Type, bytes: Uint8Array): Plain {
       cause: err,
     });
   }
-  const { result: plain, problems } = withPathsOnFailure((found) => toPlain(type, message, "", found));
+  let problems: string[] = [];
+  let rules: string[] = [];
+  pathsOff = true;
+  let plain: Plain;
+  try {
+    plain = toPlain(type, message, "", problems, rules);
+  } finally {
+    pathsOff = false;
+  }
+  if (problems.length > 0 || rules.length > 0) {
+    // Again with paths, to say where (see withPathsOnFailure).
+    problems = [];
+    rules = [];
+    plain = toPlain(type, message, "", problems, rules);
+  }
   if (problems.length > 0) throw new WireError("invalid", problems);
-  return plain;
+  return { plain, rules };
 }
 
-function validateAs(type: protobuf.Type, plain: Plain): Plain {
-  const { problems } = withPathsOnFailure((found) => checkMessage(type, plain, "", found));
-  if (problems.length > 0) throw new WireError("invalid", problems);
-  return plain;
-}
 
 /**
  * Encodes a standalone message such as a `FrameworkInfo` for storage.
@@ -595,8 +648,9 @@ export function encodeMessage<N extends WireMessageName>(name: N, value: WireMes
  * @throws {WireError}
  */
 export function decodeMessage<N extends WireMessageName>(name: N, bytes: Uint8Array): WireMessages[N] {
-  const type = typeOf(name);
-  return validateAs(type, decodeWith(type, bytes)) as unknown as WireMessages[N];
+  const { plain, rules } = decodeWith(typeOf(name), bytes);
+  if (rules.length > 0) throw new WireError("invalid", rules);
+  return plain as unknown as WireMessages[N];
 }
 
 /** Checks a plain object against the rules of message `name`; returns the problems found. */
@@ -627,8 +681,14 @@ export type EnvelopeInput = {
  * @throws {WireError} (reason `invalid`) when a field rule is broken: a bug in the sender.
  */
 export function encodeEnvelope(input: EnvelopeInput): Uint8Array {
-  const value: Plain = { ...input, epoch: input.epoch ?? 0, callId: input.callId ?? "", schemaVersion: input.schemaVersion ?? SCHEMA_VERSION };
-  return encodeWith(EnvelopeType, value);
+  // The input itself is checked and converted (no copy with the defaults filled in: copying the
+  // caller's object cost more than encoding it); an absent epoch or call id is proto3's zero.
+  const value = input as unknown as Plain;
+  const { problems } = withPathsOnFailure((found) => checkMessage(EnvelopeType, value, "", found));
+  if (problems.length > 0) throw new WireError("invalid", problems);
+  const message = EnvelopeType.fromObject(value) as protobuf.Message & { schemaVersion?: number };
+  if (input.schemaVersion === undefined) message.schemaVersion = SCHEMA_VERSION;
+  return EnvelopeType.encode(message).finish();
 }
 
 /** Options of {@link safeDecode} and {@link handleSafely}. */
@@ -646,12 +706,22 @@ export type DecodeResult<K extends PayloadKind = PayloadKind> =
   | { ok: true; envelope: EnvelopeOf<K> }
   | { ok: false; error: WireError };
 
+/**
+ * Payload kinds by subject, for the subjects seen lately: parsing the subject of every message
+ * received cost a tenth of a decode. Bounded: a process sees few subjects (the simulator, with
+ * every agent in one process, one per agent); inboxes are not kept.
+ */
+const acceptedBySubject = new LRUCache<string, readonly PayloadKind[]>({ max: 16_384 });
+
 function acceptedKinds(subject: string, expect: readonly PayloadKind[] | undefined): readonly PayloadKind[] {
   if (expect !== undefined) return expect;
-  const parsed = parseSubject(subject);
-  if (parsed) return parsed.spec.payloads;
-  if (subject.startsWith("_INBOX.")) return REPLY_PAYLOADS;
-  return PAYLOAD_KINDS;
+  if (subject.startsWith("_INBOX.")) return REPLY_PAYLOADS; // never a table subject (those start with the root)
+  let kinds = acceptedBySubject.get(subject);
+  if (kinds === undefined) {
+    kinds = parseSubject(subject)?.spec.payloads ?? PAYLOAD_KINDS;
+    acceptedBySubject.set(subject, kinds);
+  }
+  return kinds;
 }
 
 /**
@@ -665,7 +735,7 @@ export function safeDecode<K extends PayloadKind = PayloadKind>(
   options?: DecodeOptions<K>,
 ): DecodeResult<K> {
   try {
-    const plain = decodeWith(EnvelopeType, bytes);
+    const { plain, rules } = decodeWith(EnvelopeType, bytes);
     const version = plain.schemaVersion as number;
     if (version < MIN_SCHEMA_VERSION || version > SCHEMA_VERSION) {
       const supported = MIN_SCHEMA_VERSION === SCHEMA_VERSION ? `${SCHEMA_VERSION}` : `${MIN_SCHEMA_VERSION}..${SCHEMA_VERSION}`;
@@ -677,7 +747,7 @@ export function safeDecode<K extends PayloadKind = PayloadKind>(
     if (!accepted.includes(kind)) {
       throw new WireError("wrong_payload", [`payload: ${kind} is not accepted on ${subject} (expected ${accepted.join(" | ")})`]);
     }
-    validateAs(EnvelopeType, plain);
+    if (rules.length > 0) throw new WireError("invalid", rules);
     return { ok: true, envelope: plain as unknown as EnvelopeOf<K> };
   } catch (err) {
     const error =

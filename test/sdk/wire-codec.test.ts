@@ -107,6 +107,17 @@ describe("codec round trips", () => {
     expect(decodeMessage("Offer", encodeMessage("Offer", offer))).toEqual(offer);
   });
 
+  it("round-trips every safe 64-bit integer exactly, both halves of the wire's Long (property; unsafe ones are refused below)", () => {
+    fc.assert(
+      fc.property(fc.maxSafeNat(), fc.maxSafeNat(), (epoch, seq) => {
+        const env: EnvelopeInput = { senderId: "master-1", epoch, payload: "masterToAgent", masterToAgent: { kind: "ping", ping: { seq } } };
+        const decoded = decodeEnvelope(agentCmdSubject(CLUSTER, "a1"), encodeEnvelope(env));
+        expect(decoded.epoch).toBe(epoch);
+        expect(decoded.masterToAgent?.kind === "ping" && decoded.masterToAgent.ping.seq).toBe(seq);
+      }),
+    );
+  });
+
   it("round-trips arbitrary task statuses (property)", () => {
     const status = fc.record({
       taskId: fc.string({ minLength: 1 }),
