@@ -1,6 +1,10 @@
 /**
  * `npm run bench -- <name>`: runs one benchmark, prints its table and writes
  * `bench/results/<name>.json`. Benchmarks are never part of `npm test`.
+ *
+ * The npm script starts node with a young generation of 64 MB semi-spaces (V8's default is 16):
+ * the simulator allocates a few short-lived objects per message, and with the default most of
+ * them were promoted by scavenges that came too often.
  */
 import { report, type BenchResult } from "./lib.ts";
 
