@@ -13,7 +13,6 @@
 
 import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import { LRUCache } from "lru-cache";
 import protobuf from "protobufjs";
 import type { IncomingMessage, Logger, MessageHandler } from "../transport.ts";
 import { REPLY_PAYLOADS, parseSubject, subjectKind } from "./subjects.ts";
@@ -707,11 +706,13 @@ export type DecodeResult<K extends PayloadKind = PayloadKind> =
   | { ok: false; error: WireError };
 
 /**
- * Payload kinds by subject, for the subjects seen lately: parsing the subject of every message
- * received cost a tenth of a decode. Bounded: a process sees few subjects (the simulator, with
- * every agent in one process, one per agent); inboxes are not kept.
+ * Payload kinds by subject: parsing the subject of every message received cost a tenth of a
+ * decode. A process sees few subjects (the simulator, with every agent in one process, one per
+ * agent) and inboxes are not kept, so a plain map that starts over when full is enough (an LRU's
+ * bookkeeping cost more than the parse it saved).
  */
-const acceptedBySubject = new LRUCache<string, readonly PayloadKind[]>({ max: 16_384 });
+const acceptedBySubject = new Map<string, readonly PayloadKind[]>();
+const MAX_CACHED_SUBJECTS = 65_536;
 
 function acceptedKinds(subject: string, expect: readonly PayloadKind[] | undefined): readonly PayloadKind[] {
   if (expect !== undefined) return expect;
@@ -719,6 +720,7 @@ function acceptedKinds(subject: string, expect: readonly PayloadKind[] | undefin
   let kinds = acceptedBySubject.get(subject);
   if (kinds === undefined) {
     kinds = parseSubject(subject)?.spec.payloads ?? PAYLOAD_KINDS;
+    if (acceptedBySubject.size >= MAX_CACHED_SUBJECTS) acceptedBySubject.clear();
     acceptedBySubject.set(subject, kinds);
   }
   return kinds;
