@@ -63,8 +63,8 @@ export interface MarathonCoreConfig {
 /** How the core is built, apart from its tunables. */
 export interface MarathonCoreOptions {
   /**
-   * Visit every app on every input, rather than only the apps whose state changed since the
-   * last input (see {@link MarathonCore.lastEvaluateVisits}).
+   * Visit every app on every input and every instance on every tick, rather than only the apps
+   * and instances whose state changed since the last input (see {@link MarathonCore.lastEvaluateVisits}).
    * Same effects, far slower: the plain reference that tests compare the change tracking against.
    * @default false
    */
@@ -424,8 +424,15 @@ export class MarathonCore {
   private readonly appRank = new Map<string, number>();
   private nextAppRank = 0;
   private readonly instances = new Map<string, Instance>();
+  /** Each instance's place in the insertion order of `instances` (see `appRank`). */
+  private readonly instanceRank = new Map<string, number>();
+  private nextInstanceRank = 0;
   /** Instance ids by app id, so per-app questions do not scan every instance. */
   private readonly byApp = new Map<string, Set<string>>();
+  /** Ids of the instances in state `unreachable`: what a tick's unreachable strategy looks at. */
+  private readonly unreachableIds = new Set<string>();
+  /** Ids of the instances staging or starting: what a tick's launch timeout looks at. */
+  private readonly launchingIds = new Set<string>();
   private readonly deployments = new DeploymentMap((appId) => this.touch(appId));
   /**
    * Apps to converge at the next evaluation (see {@link touch}). What makes skipping the others
@@ -1207,14 +1214,25 @@ export class MarathonCore {
   /** Periodic: launch timeouts, delays running out, unreachable instances, deployment progress. */
   tick(nowMs: number): MarathonEffect[] {
     const effects: MarathonEffect[] = [];
-    for (const instance of [...this.instances.values()]) if (instance.state === "unreachable") this.applyUnreachableStrategy(instance, nowMs, effects);
-    for (const instance of this.instances.values()) {
+    for (const instance of this.instancesToCheck(this.unreachableIds)) if (instance.state === "unreachable") this.applyUnreachableStrategy(instance, nowMs, effects);
+    for (const instance of this.instancesToCheck(this.launchingIds)) {
       if ((instance.state === "staging" || instance.state === "starting") && instance.goal === "running" && nowMs - instance.stagedAtMs > this.config.taskLaunchTimeoutMs) {
         this.stopInstance(instance, "replace", effects, nowMs);
       }
     }
     this.evaluate(nowMs, effects);
     return effects;
+  }
+
+  /**
+   * The instances of `ids` in the order of `instances` (what a walk over every instance would
+   * visit of them); all instances with `fullScan`. A list: the caller may change the set.
+   */
+  private instancesToCheck(ids: ReadonlySet<string>): Instance[] {
+    if (this.fullScan) return [...this.instances.values()];
+    const list = [...ids];
+    if (list.length > 1) list.sort((a, b) => this.instanceRank.get(a)! - this.instanceRank.get(b)!);
+    return list.map((id) => this.instances.get(id)!);
   }
 
   /** When the next tick is useful (a launch delay running out), epoch ms; undefined: no need. */
@@ -1613,17 +1631,28 @@ export class MarathonCore {
   }
 
   private addInstance(instance: Instance): void {
+    if (!this.instances.has(instance.id)) this.instanceRank.set(instance.id, this.nextInstanceRank++);
     this.instances.set(instance.id, instance);
     let ids = this.byApp.get(instance.appId);
     if (!ids) this.byApp.set(instance.appId, (ids = new Set()));
     ids.add(instance.id);
+    this.trackState(instance);
     this.touch(instance.appId);
   }
 
   /** Sets what Marathon thinks the instance is doing; every change of `state` goes through here. */
   private setState(instance: Instance, state: InstanceState): void {
     instance.state = state;
+    this.trackState(instance);
     this.touch(instance.appId);
+  }
+
+  /** Keeps the instance in the sets by state that ticks walk instead of every instance. */
+  private trackState(instance: Instance): void {
+    if (instance.state === "unreachable") this.unreachableIds.add(instance.id);
+    else this.unreachableIds.delete(instance.id);
+    if (instance.state === "staging" || instance.state === "starting") this.launchingIds.add(instance.id);
+    else this.launchingIds.delete(instance.id);
   }
 
   private expunge(instance: Instance, effects: MarathonEffect[], nowMs: number): void {
@@ -1636,6 +1665,9 @@ export class MarathonCore {
     this.readiness.delete(instance.id);
     this.agentHealth.delete(instance.id);
     this.probeHealth.delete(instance.id);
+    this.instanceRank.delete(instance.id);
+    this.unreachableIds.delete(instance.id);
+    this.launchingIds.delete(instance.id);
     const ids = this.byApp.get(instance.appId);
     ids?.delete(instance.id);
     if (ids?.size === 0) this.byApp.delete(instance.appId);

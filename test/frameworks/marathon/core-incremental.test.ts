@@ -1,8 +1,9 @@
 /**
  * The Marathon core converges only the apps an input changed (and those a running deployment
- * holds). These tests check that this is exact, against a core built with `fullScan` (every app
- * visited on every input): the same inputs give the same effects, in the same order, and the
- * same state; and that at rest an input costs nothing per app.
+ * holds) and ticks only the unreachable and launching instances. These tests check that this is
+ * exact, against a core built with `fullScan` (every app and instance visited on every input):
+ * the same inputs give the same effects, in the same order, and the same state; and that at rest
+ * an input costs nothing per app.
  */
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
