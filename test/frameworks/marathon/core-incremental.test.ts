@@ -357,3 +357,21 @@ describe("the cost of an input at rest", () => {
     expect(core.lastEvaluateVisits()).toBe(50);
   });
 });
+
+describe("health checks Marathon runs", () => {
+  it("are known to exist without a walk over the apps, so the shell's checker can skip its poll", () => {
+    const core = new MarathonCore(new SeededRng(1));
+    const now = 1_000_000;
+    core.putApp(app({ id: "/agent-checked", instances: 0, ...FLAVOURS.command }), {}, now);
+    expect(core.hasMarathonHealthChecks()).toBe(false);
+    core.putApp(app({ id: "/probed", instances: 0, ...FLAVOURS.probed }), {}, now);
+    expect(core.hasMarathonHealthChecks()).toBe(true);
+    // The app's check goes with a new version, and with the app.
+    core.putApp(app({ id: "/probed", instances: 0 }), { force: true }, now + 1);
+    expect(core.hasMarathonHealthChecks()).toBe(false);
+    core.putApp(app({ id: "/probed", instances: 0, ...FLAVOURS.probed }), { force: true }, now + 2);
+    core.deleteApp("/probed", { force: true }, now + 3);
+    expect(core.app("/probed")).toBeUndefined();
+    expect(core.hasMarathonHealthChecks()).toBe(false);
+  });
+});
