@@ -771,6 +771,13 @@ export class MarathonCore {
     return Math.max(0, record.app.instances - active);
   }
 
+  /** Instances waiting to launch, all apps together: the sum of {@link queueCount} over the apps, without asking each. */
+  queuedInstances(): number {
+    let n = 0;
+    for (const count of this.launchQueue().values()) n += count;
+    return n;
+  }
+
   /** The `GET /v2/queue` entries (apps with instances waiting to launch). */
   queue(nowMs: number): Array<{ record: AppRecord; count: number; delay: QueueDelayInfo; since: number; stats: QueueStats }> {
     const out = [];

@@ -244,6 +244,7 @@ function observe(core: MarathonCore, now: number) {
     instances: core.allInstances(),
     deployments: core.deploymentList().map((d) => core.deploymentJson(d)),
     queue: core.queue(now).map((q) => ({ id: q.record.app.id, count: q.count, delay: q.delay, since: q.since, stats: q.stats })),
+    queuedInstances: core.queuedInstances(),
     nextWakeMs: core.nextWakeMs(now),
     suppressed: core.isSuppressed(),
     readinessTargets: core.readinessTargets().map((t) => t.instance.id),
@@ -341,6 +342,7 @@ describe("the cost of an input at rest", () => {
     core.statusUpdate({ taskId: tasks[0]!.taskId, state: "TASK_FAILED", agentId: tasks[0]!.agentId }, now + 2_000);
     expect(core.lastEvaluateVisits()).toBe(1);
     expect(core.queue(now + 2_000).map((q) => q.record.app.id)).toEqual(["/app-0"]);
+    expect(core.queuedInstances()).toBe(1);
     const wake = core.nextWakeMs(now + 2_000)!;
     const delay = core.delayOf("/app-0", now + 2_000)!;
     expect(wake).toBe(delay.sinceMs + delay.delayMs);
