@@ -60,6 +60,17 @@ export interface MarathonCoreConfig {
   maxGroupVersions: number;
 }
 
+/** How the core is built, apart from its tunables. */
+export interface MarathonCoreOptions {
+  /**
+   * Visit every app on every input and every instance on every tick, rather than only the apps
+   * and instances whose state changed since the last input (see {@link MarathonCore.lastEvaluateVisits}).
+   * Same effects, far slower: the plain reference that tests compare the change tracking against.
+   * @default false
+   */
+  fullScan?: boolean;
+}
+
 export const DEFAULT_CORE_CONFIG: MarathonCoreConfig = {
   maxInstancesPerOffer: DEFAULT_MAX_INSTANCES_PER_OFFER,
   idleDeclineRefuseSeconds: 120,
@@ -405,10 +416,41 @@ let lastIso = { ms: Number.NaN, text: "" };
 export class MarathonCore {
   readonly config: MarathonCoreConfig;
   private readonly apps = new Map<string, AppRecord>();
+  /**
+   * Each app's place in the insertion order of `apps` (a key set again keeps its place, one
+   * deleted and set again goes last), so the few apps an input changed converge in the order a
+   * walk over `apps` would visit them without that walk.
+   */
+  private readonly appRank = new Map<string, number>();
+  private nextAppRank = 0;
   private readonly instances = new Map<string, Instance>();
+  /** Each instance's place in the insertion order of `instances` (see `appRank`). */
+  private readonly instanceRank = new Map<string, number>();
+  private nextInstanceRank = 0;
   /** Instance ids by app id, so per-app questions do not scan every instance. */
   private readonly byApp = new Map<string, Set<string>>();
-  private readonly deployments = new DeploymentMap();
+  /** Ids of the instances in state `unreachable`: what a tick's unreachable strategy looks at. */
+  private readonly unreachableIds = new Set<string>();
+  /** Ids of the instances staging or starting: what a tick's launch timeout looks at. */
+  private readonly launchingIds = new Set<string>();
+  private readonly deployments = new DeploymentMap((appId) => this.touch(appId));
+  /**
+   * Apps to converge at the next evaluation (see {@link touch}). What makes skipping the others
+   * exact: an app neither here nor held by an unfinished deployment part has no more counting
+   * instances than it wants, so converging it does nothing, and its launch-queue count is the
+   * one in `queued`.
+   */
+  private readonly dirtyApps = new Set<string>();
+  /**
+   * The launch-queue count of every app with one above 0, as of the last refresh; apps in
+   * `dirtyApps` or in a running deployment are recounted before it is read ({@link launchQueue}).
+   */
+  private readonly queued = new Map<string, number>();
+  /** Ids of the apps with health checks Marathon runs itself (see {@link hasMarathonHealthChecks}). */
+  private readonly probedApps = new Set<string>();
+  /** Converge calls of the last evaluation (see {@link lastEvaluateVisits}). */
+  private evaluateVisits = 0;
+  private readonly fullScan: boolean;
   private readonly delays = new Map<string, LaunchDelay>();
   private readonly groups = new Map<string, GroupRecord>();
   /** Versions of the root group, oldest first, at most `maxGroupVersions`; the newest is the current tree. */
@@ -442,8 +484,10 @@ export class MarathonCore {
   constructor(
     private readonly rng: Rng,
     config: Partial<MarathonCoreConfig> = {},
+    options: MarathonCoreOptions = {},
   ) {
     this.config = { ...DEFAULT_CORE_CONFIG, ...config };
+    this.fullScan = options.fullScan ?? false;
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -455,7 +499,7 @@ export class MarathonCore {
     state: { apps: AppRecord[]; deployments: Deployment[]; instances: Instance[]; delays?: Array<{ appId: string; delay: LaunchDelay }>; groups?: GroupRecord[]; rootVersions?: RootVersionChange[]; retiredApps?: AppRecord[] },
     nowMs: number,
   ): MarathonEffect[] {
-    for (const record of state.apps) this.apps.set(record.app.id, record);
+    for (const record of state.apps) this.setAppRecord(record);
     for (const group of state.groups ?? []) this.groups.set(group.id, group);
     // A delay of an app that is gone, or of an older config, is dropped (and forgotten in the store).
     const staleDelays: string[] = [];
@@ -624,6 +668,21 @@ export class MarathonCore {
   }
 
   /**
+   * How many times the last evaluation (the convergence every input ends with) converged an app,
+   * over all its passes: what the input cost. An app is converged only when something about it
+   * changed or a running deployment holds it, so with every app at rest a tick visits none
+   * (with `fullScan`, every app once per pass).
+   */
+  lastEvaluateVisits(): number {
+    return this.evaluateVisits;
+  }
+
+  /** True when some app has a health check that Marathon runs itself (HTTP, HTTPS, TCP): the shell's health checker has work. */
+  hasMarathonHealthChecks(): boolean {
+    return this.probedApps.size > 0;
+  }
+
+  /**
    * The verdict used by deployments: running, healthy when the app has health checks, and ready
    * when a running deployment launched it and the app has a readiness check.
    */
@@ -712,6 +771,13 @@ export class MarathonCore {
     return Math.max(0, record.app.instances - active);
   }
 
+  /** Instances waiting to launch, all apps together: the sum of {@link queueCount} over the apps, without asking each. */
+  queuedInstances(): number {
+    let n = 0;
+    for (const count of this.launchQueue().values()) n += count;
+    return n;
+  }
+
   /** The `GET /v2/queue` entries (apps with instances waiting to launch). */
   queue(nowMs: number): Array<{ record: AppRecord; count: number; delay: QueueDelayInfo; since: number; stats: QueueStats }> {
     const out = [];
@@ -787,7 +853,7 @@ export class MarathonCore {
         : { lastScalingAt: version, lastConfigChangeAt: existing.versionInfo.lastConfigChangeAt };
       const current: AppVersion = { app, version, versionInfo };
       const record: AppRecord = { ...current, versions: [...(existing?.versions ?? []), current].slice(-this.config.maxVersionsPerApp) };
-      this.apps.set(app.id, record);
+      this.setAppRecord(record);
       if (configChanged) this.clearDelay(app.id, effects); // a new config starts without backoff
       effects.push({ type: "putApp", record });
       parts.push(this.newPart(record, existing));
@@ -885,7 +951,7 @@ export class MarathonCore {
         continue;
       }
       // A removal already finished: the app comes back with its history.
-      if (!this.apps.has(part.appId)) this.apps.set(part.appId, part.original);
+      if (!this.apps.has(part.appId)) this.setAppRecord(part.original);
       changes.push({ app: part.original.app });
     }
     const groups = this.groupsBeforeDeployment(deployment);
@@ -932,15 +998,13 @@ export class MarathonCore {
     // The apps that wait (in id order) and their queue counts, computed once for all the offers
     // of this batch: thousands of apps with nothing to launch then cost nothing per offer.
     const pass: MatchPass = { apps: [], wanted: new Map() };
-    for (const record of this.appList()) {
-      const wanted = this.queueCount(record.app.id);
-      if (wanted === 0) {
-        this.queueStats.delete(record.app.id);
-        continue;
-      }
-      pass.apps.push(record);
-      pass.wanted.set(record.app.id, wanted);
+    const queue = this.launchQueue();
+    for (const appId of [...queue.keys()].sort(cmp)) {
+      pass.apps.push(this.apps.get(appId)!);
+      pass.wanted.set(appId, queue.get(appId)!);
     }
+    // Statistics are kept only while an app waits.
+    for (const appId of this.queueStats.keys()) if (!queue.has(appId) && this.apps.has(appId)) this.queueStats.delete(appId);
     for (const offer of offers) {
       this.counters.offersProcessed++;
       const tasks = this.matchOffer(offer, nowMs, pass);
@@ -1021,16 +1085,17 @@ export class MarathonCore {
       case "TASK_STAGING":
         break;
       case "TASK_STARTING":
-        if (instance.state === "staging") instance.state = "starting";
+        if (instance.state === "staging") this.setState(instance, "starting");
         break;
       case "TASK_RUNNING":
         delete instance.unreachableSinceMs;
+        if (instance.inactive) this.touch(instance.appId); // counts again
         delete instance.inactive;
-        if (instance.state !== "killing") instance.state = "running";
+        if (instance.state !== "killing") this.setState(instance, "running");
         instance.startedAtMs ??= status.timestampMs ?? nowMs;
         break;
       case "TASK_UNREACHABLE":
-        if (instance.state !== "killing") instance.state = "unreachable";
+        if (instance.state !== "killing") this.setState(instance, "unreachable");
         instance.unreachableSinceMs ??= nowMs;
         this.applyUnreachableStrategy(instance, nowMs, effects);
         if (!this.instances.has(instance.id)) {
@@ -1039,7 +1104,7 @@ export class MarathonCore {
         }
         break;
       case "TASK_KILLING":
-        instance.state = "killing";
+        this.setState(instance, "killing");
         break;
     }
     const agentCheck = record?.app.healthChecks.find((c) => !MARATHON_HEALTH_PROTOCOLS.has(c.protocol));
@@ -1156,8 +1221,8 @@ export class MarathonCore {
   /** Periodic: launch timeouts, delays running out, unreachable instances, deployment progress. */
   tick(nowMs: number): MarathonEffect[] {
     const effects: MarathonEffect[] = [];
-    for (const instance of [...this.instances.values()]) if (instance.state === "unreachable") this.applyUnreachableStrategy(instance, nowMs, effects);
-    for (const instance of this.instances.values()) {
+    for (const instance of this.instancesToCheck(this.unreachableIds)) if (instance.state === "unreachable") this.applyUnreachableStrategy(instance, nowMs, effects);
+    for (const instance of this.instancesToCheck(this.launchingIds)) {
       if ((instance.state === "staging" || instance.state === "starting") && instance.goal === "running" && nowMs - instance.stagedAtMs > this.config.taskLaunchTimeoutMs) {
         this.stopInstance(instance, "replace", effects, nowMs);
       }
@@ -1166,12 +1231,23 @@ export class MarathonCore {
     return effects;
   }
 
+  /**
+   * The instances of `ids` in the order of `instances` (what a walk over every instance would
+   * visit of them); all instances with `fullScan`. A list: the caller may change the set.
+   */
+  private instancesToCheck(ids: ReadonlySet<string>): Instance[] {
+    if (this.fullScan) return [...this.instances.values()];
+    const list = [...ids];
+    if (list.length > 1) list.sort((a, b) => this.instanceRank.get(a)! - this.instanceRank.get(b)!);
+    return list.map((id) => this.instances.get(id)!);
+  }
+
   /** When the next tick is useful (a launch delay running out), epoch ms; undefined: no need. */
   nextWakeMs(nowMs: number): number | undefined {
     let next: number | undefined;
-    for (const record of this.apps.values()) {
-      if (this.queueCount(record.app.id) === 0) continue;
-      const at = launchAllowedAtMs(this.delays.get(record.app.id), record.versionInfo.lastConfigChangeAt, nowMs);
+    for (const appId of this.launchQueue().keys()) {
+      const record = this.apps.get(appId)!;
+      const at = launchAllowedAtMs(this.delays.get(appId), record.versionInfo.lastConfigChangeAt, nowMs);
       if (at > nowMs && (next === undefined || at < next)) next = at;
     }
     return next;
@@ -1248,6 +1324,23 @@ export class MarathonCore {
     return steps;
   }
 
+  /** Sets an app's record; every write of `apps` goes through here or {@link deleteAppRecord}. */
+  private setAppRecord(record: AppRecord): void {
+    const appId = record.app.id;
+    if (!this.apps.has(appId)) this.appRank.set(appId, this.nextAppRank++);
+    this.apps.set(appId, record);
+    if (record.app.healthChecks.some((c) => MARATHON_HEALTH_PROTOCOLS.has(c.protocol))) this.probedApps.add(appId);
+    else this.probedApps.delete(appId);
+    this.touch(appId);
+  }
+
+  private deleteAppRecord(appId: string): void {
+    this.apps.delete(appId);
+    this.appRank.delete(appId);
+    this.probedApps.delete(appId);
+    this.touch(appId);
+  }
+
   private partOf(appId: string): DeploymentHold | undefined {
     return this.deployments.holding(appId);
   }
@@ -1322,13 +1415,20 @@ export class MarathonCore {
    * at the end of every input, so the whole machine is a function of the state, not of history.
    */
   private evaluate(nowMs: number, effects: MarathonEffect[]): void {
+    // The marks made meanwhile stay until the evaluation that follows the batch.
     if (this.deferEvaluate) return;
     // A finished step starts the next one, whose apps converge in another pass.
+    let visits = 0;
     for (let pass = 0; pass < 64; pass++) {
       let moved = false;
-      for (const record of [...this.apps.values()]) if (this.converge(record, nowMs, effects)) moved = true;
+      for (const record of this.convergeTargets()) {
+        visits++;
+        if (this.converge(record, nowMs, effects)) moved = true;
+      }
       if (!moved) break;
     }
+    this.evaluateVisits = visits;
+    this.settleDirtyApps();
     const waiting = this.waitingForOffers(nowMs);
     if (waiting && this.suppressed) {
       this.suppressed = false;
@@ -1339,9 +1439,83 @@ export class MarathonCore {
     }
   }
 
+  /**
+   * The apps one pass of {@link evaluate} converges, in the order of `apps`: those marked since
+   * they were last found at rest, and those an unfinished deployment part holds (its step may
+   * start, its readiness or health may change). Converging any other app does nothing (see
+   * `dirtyApps`), so skipping it changes no effect.
+   */
+  private convergeTargets(): AppRecord[] {
+    if (this.fullScan) return [...this.apps.values()];
+    const ids = new Set<string>();
+    for (const appId of this.dirtyApps) if (this.apps.has(appId)) ids.add(appId);
+    for (const deployment of this.deployments.values()) for (const part of deployment.parts) if (!part.done && this.apps.has(part.appId)) ids.add(part.appId);
+    if (ids.size === 0) return [];
+    return [...ids].sort((a, b) => this.appRank.get(a)! - this.appRank.get(b)!).map((appId) => this.apps.get(appId)!);
+  }
+
+  /**
+   * Marks an app whose next {@link converge} or launch-queue count may differ: one of its
+   * instances was added or removed or changed goal, state or `inactive`, its record was set or
+   * deleted, it entered or left a deployment, or its part finished. Health and readiness matter
+   * only to apps an unfinished part holds, which every evaluation visits anyway.
+   */
+  private touch(appId: string): void {
+    this.dirtyApps.add(appId);
+  }
+
+  /** Marks a deployment part done; the app then converges as an app at rest. */
+  private finishPart(part: DeploymentPart): void {
+    part.done = true;
+    this.touch(part.appId);
+  }
+
+  /**
+   * After an evaluation: recounts the launch queue of the marked apps, and unmarks those that
+   * are at rest without surplus (the rest, such as an app whose restart just finished with
+   * instances to spare, converge again at the next evaluation, as every app did before).
+   */
+  private settleDirtyApps(): void {
+    for (const appId of this.dirtyApps) {
+      this.recountQueue(appId);
+      const record = this.apps.get(appId);
+      const hold = this.partOf(appId);
+      if (record === undefined || (hold !== undefined && !hold.part.done) || this.countInstances(appId, counts) <= record.app.instances) this.dirtyApps.delete(appId);
+    }
+  }
+
+  private recountQueue(appId: string): void {
+    const count = this.queueCount(appId);
+    if (count > 0) this.queued.set(appId, count);
+    else this.queued.delete(appId);
+  }
+
+  /**
+   * The launch-queue count of every app with one above 0 (by app id, in no particular order).
+   * Kept between inputs: only the marked apps and those of running deployments (whose steps and
+   * restarts move the count) are recounted.
+   */
+  private launchQueue(): ReadonlyMap<string, number> {
+    if (this.fullScan) {
+      const all = new Map<string, number>();
+      for (const appId of this.apps.keys()) {
+        const count = this.queueCount(appId);
+        if (count > 0) all.set(appId, count);
+      }
+      return all;
+    }
+    for (const appId of this.dirtyApps) this.recountQueue(appId);
+    for (const deployment of this.deployments.values()) for (const part of deployment.parts) this.recountQueue(part.appId);
+    return this.queued;
+  }
+
   /** True when some app has instances to launch now (not held back by a delay). */
   private waitingForOffers(nowMs: number): boolean {
-    return [...this.apps.values()].some((r) => this.queueCount(r.app.id) > 0 && canLaunch(this.delays.get(r.app.id), r.versionInfo.lastConfigChangeAt, nowMs));
+    for (const appId of this.launchQueue().keys()) {
+      const record = this.apps.get(appId)!;
+      if (canLaunch(this.delays.get(appId), record.versionInfo.lastConfigChangeAt, nowMs)) return true;
+    }
+    return false;
   }
 
   /** Converges one app; true when its deployment moved to another step. */
@@ -1350,26 +1524,27 @@ export class MarathonCore {
     const found = this.partOf(appId);
     const part = found && !found.part.done ? found.part : undefined;
     if (found && part && found.step > found.deployment.currentStep) return false; // waits for its step
-    // The usual case, an app at rest without surplus: nothing to do (every input asks every app).
+    // An app at rest without surplus: nothing to do. Evaluations skip the apps known to be so
+    // (see `dirtyApps`); this test is what that knowledge stands for.
     if (!part && this.countInstances(appId, counts) <= record.app.instances) return false;
     // Stops and restarts act on instances in order; starts and scales only count them (no list).
     const list = part?.kind === "stop" || part?.kind === "restart" ? this.instancesOf(appId) : [];
     if (found && part?.kind === "stop") {
       for (const i of list) if (i.goal !== "stopped") this.stopInstance(i, "stopped", effects, nowMs);
       if (list.length > 0) return false;
-      this.apps.delete(appId);
+      this.deleteAppRecord(appId);
       this.retire(record, effects);
       this.clearDelay(appId, effects);
       this.queueStats.delete(appId);
       this.lastFailures.delete(appId);
       effects.push({ type: "deleteApp", appId });
       effects.push({ type: "event", event: { eventType: "app_terminated_event", timestamp: iso(nowMs), appId } });
-      part.done = true;
+      this.finishPart(part);
       return this.advance(found.deployment, nowMs, effects);
     }
     if (found && part?.kind === "restart" && part.plan) {
       if (!this.convergeRestart(record, found.deployment, part, part.plan, list, nowMs, effects)) return false;
-      part.done = true;
+      this.finishPart(part);
       return this.advance(found.deployment, nowMs, effects);
     }
     const surplus = this.countInstances(appId, counts) - record.app.instances;
@@ -1384,7 +1559,7 @@ export class MarathonCore {
       const count = this.countInstances(appId, (i) => !i.inactive);
       const done = count === record.app.instances && this.countInstances(appId, (i) => this.isReady(i)) === count;
       if (done) {
-        part.done = true;
+        this.finishPart(part);
         return this.advance(found.deployment, nowMs, effects);
       }
     }
@@ -1424,8 +1599,9 @@ export class MarathonCore {
     if (instance.goal === "stopped") return;
     const first = instance.goal === "running";
     instance.goal = goal;
+    this.touch(instance.appId);
     if (first || instance.state !== "killing") {
-      instance.state = "killing";
+      this.setState(instance, "killing");
       this.counters.killed++;
       const record = this.apps.get(instance.appId);
       const grace = record?.app.taskKillGracePeriodSeconds;
@@ -1450,6 +1626,7 @@ export class MarathonCore {
       this.expunge(instance, effects, nowMs);
     } else if (unreachableMs >= strategy.inactiveAfterSeconds * 1000 && !instance.inactive) {
       instance.inactive = true;
+      this.touch(instance.appId);
       effects.push({ type: "putInstance", instance: { ...instance } });
       effects.push(instanceChanged(instance, conditionOf(instance), nowMs));
     }
@@ -1461,10 +1638,28 @@ export class MarathonCore {
   }
 
   private addInstance(instance: Instance): void {
+    if (!this.instances.has(instance.id)) this.instanceRank.set(instance.id, this.nextInstanceRank++);
     this.instances.set(instance.id, instance);
     let ids = this.byApp.get(instance.appId);
     if (!ids) this.byApp.set(instance.appId, (ids = new Set()));
     ids.add(instance.id);
+    this.trackState(instance);
+    this.touch(instance.appId);
+  }
+
+  /** Sets what Marathon thinks the instance is doing; every change of `state` goes through here. */
+  private setState(instance: Instance, state: InstanceState): void {
+    instance.state = state;
+    this.trackState(instance);
+    this.touch(instance.appId);
+  }
+
+  /** Keeps the instance in the sets by state that ticks walk instead of every instance. */
+  private trackState(instance: Instance): void {
+    if (instance.state === "unreachable") this.unreachableIds.add(instance.id);
+    else this.unreachableIds.delete(instance.id);
+    if (instance.state === "staging" || instance.state === "starting") this.launchingIds.add(instance.id);
+    else this.launchingIds.delete(instance.id);
   }
 
   private expunge(instance: Instance, effects: MarathonEffect[], nowMs: number): void {
@@ -1477,9 +1672,13 @@ export class MarathonCore {
     this.readiness.delete(instance.id);
     this.agentHealth.delete(instance.id);
     this.probeHealth.delete(instance.id);
+    this.instanceRank.delete(instance.id);
+    this.unreachableIds.delete(instance.id);
+    this.launchingIds.delete(instance.id);
     const ids = this.byApp.get(instance.appId);
     ids?.delete(instance.id);
     if (ids?.size === 0) this.byApp.delete(instance.appId);
+    this.touch(instance.appId);
     effects.push({ type: "deleteInstance", id: instance.id });
   }
 
@@ -1824,28 +2023,40 @@ interface DeploymentHold {
  * Deployments by id that also index, by app id, the deployment holding each app: every input
  * asks this of every app, which a scan of all deployments would make cost apps × deployments.
  * Assumes what the core keeps true: an app is in at most one deployment, whose parts and steps
- * do not change once it is stored.
+ * do not change once it is stored. Tells `held` of every app a stored or removed deployment
+ * holds or held: an app entering or leaving a deployment converges differently.
  */
 class DeploymentMap extends Map<string, Deployment> {
   private readonly byApp = new Map<string, DeploymentHold>();
+
+  constructor(private readonly held: (appId: string) => void) {
+    super();
+  }
 
   override set(id: string, deployment: Deployment): this {
     this.delete(id);
     super.set(id, deployment);
     const stepOf = new Map<string, number>();
     deployment.steps.forEach((step, i) => step.forEach((appId) => stepOf.has(appId) || stepOf.set(appId, i)));
-    for (const part of deployment.parts) this.byApp.set(part.appId, { deployment, part, step: stepOf.get(part.appId) ?? -1 });
+    for (const part of deployment.parts) {
+      this.byApp.set(part.appId, { deployment, part, step: stepOf.get(part.appId) ?? -1 });
+      this.held(part.appId);
+    }
     return this;
   }
 
   override delete(id: string): boolean {
     const deployment = super.get(id);
     if (deployment === undefined) return false;
-    for (const part of deployment.parts) if (this.byApp.get(part.appId)?.deployment === deployment) this.byApp.delete(part.appId);
+    for (const part of deployment.parts) {
+      if (this.byApp.get(part.appId)?.deployment === deployment) this.byApp.delete(part.appId);
+      this.held(part.appId);
+    }
     return super.delete(id);
   }
 
   override clear(): void {
+    for (const appId of this.byApp.keys()) this.held(appId);
     this.byApp.clear();
     super.clear();
   }

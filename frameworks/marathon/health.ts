@@ -43,6 +43,11 @@ export class HealthChecker {
   /** Starts the checks that are due. */
   poll(nowMs: number): void {
     if (this.stopped) return;
+    // Most apps have no check Marathon runs: then there is no instance to walk, only states to forget.
+    if (!this.core.hasMarathonHealthChecks()) {
+      this.states.clear();
+      return;
+    }
     const seen = new Set<string>();
     for (const instance of this.core.unorderedInstances()) {
       const record = this.core.app(instance.appId);

@@ -667,7 +667,7 @@ class MarathonShell implements Marathon {
       `marathon_deployments ${this.core.deploymentList().length}`,
       "# HELP marathon_launch_queue_instances Instances waiting to launch.",
       "# TYPE marathon_launch_queue_instances gauge",
-      `marathon_launch_queue_instances ${apps.reduce((n, r) => n + this.core.queueCount(r.app.id), 0)}`,
+      `marathon_launch_queue_instances ${this.core.queuedInstances()}`,
     ];
     const counters: Array<[string, string, number]> = [
       ["marathon_tasks_launched_total", "Tasks launched.", c.launched],

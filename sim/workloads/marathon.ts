@@ -143,9 +143,7 @@ export class MarathonSimFramework {
   queued(): number {
     const marathon = this.marathon;
     if (!marathon || this.stoppedAtMs !== undefined) return 0;
-    let n = 0;
-    for (const record of marathon.core.appList()) n += marathon.core.queueCount(record.app.id);
-    return n;
+    return marathon.core.queuedInstances();
   }
 
   /** Starts Marathon, deploys the scenario's apps and schedules the actions. */
