@@ -285,6 +285,8 @@ export class MasterCore {
   private readonly completedFrameworks: LRUCache<string, FrameworkInfo>;
   private readonly tornDown: LRUCache<string, true>;
   private readonly offers = new Map<string, OfferRecord>();
+  /** Scalars of all outstanding offers in millis by name, kept as offers come and go (read by /metrics and the simulator's samples). */
+  private readonly offeredTotals = new Map<string, number>();
   /** Agents' next checks, earliest first: a tick visits the agents that are due, not all of them. */
   private readonly agentChecks = new TimedHeap<AgentCheck>();
   private agentCheckSeq = 0;
@@ -1255,6 +1257,7 @@ export class MasterCore {
       const framework = this.frameworks.get(plan.frameworkId)!;
       const id = `${this.masterId}-O${++this.offerCounter}`;
       this.offers.set(id, { id, frameworkId: plan.frameworkId, agentId: plan.agentId, role: plan.role, resources: plan.resources, createdAtMs: this.now });
+      addMillis(this.offeredTotals, plan.resources, 1);
       framework.offers.add(id);
       agent.offers.add(id);
       this.counters.offersMade++;
@@ -1274,7 +1277,7 @@ export class MasterCore {
   }
 
   private removeOffer(offer: OfferRecord): void {
-    this.offers.delete(offer.id);
+    if (this.offers.delete(offer.id)) addMillis(this.offeredTotals, offer.resources, -1);
     this.frameworks.get(offer.frameworkId)?.offers.delete(offer.id);
     this.agents.get(offer.agentId)?.offers.delete(offer.id);
   }
@@ -1423,8 +1426,7 @@ export class MasterCore {
     // The allocator keeps the totals as they change: summing thousands of agents' resources on
     // every ask was most of the cost of /metrics and of the simulator's samples.
     const { total, allocated } = this.allocator.scalarTotals();
-    const offered = new Map<string, number>();
-    for (const offer of this.offers.values()) for (const [name, millis] of offer.resources.quantities()) offered.set(name, (offered.get(name) ?? 0) + millis);
+    const offered = this.offeredTotals;
     const used = new Map(allocated);
     for (const [name, millis] of offered) used.set(name, (used.get(name) ?? 0) - millis);
     return { total: nonZeroSummary(total), used: nonZeroSummary(used), offered: nonZeroSummary(offered) };
@@ -1490,6 +1492,15 @@ export function createMasterCore(config: MasterConfig, rng: Rng, measureMs?: () 
 }
 
 /** Decimal amounts of the non-zero millis, by name in name order. */
+/** Adds (`sign` 1) or takes away (-1) the scalars of `resources` to running totals in millis. */
+function addMillis(totals: Map<string, number>, resources: Resources, sign: 1 | -1): void {
+  for (const [name, millis] of resources.quantities()) {
+    const next = (totals.get(name) ?? 0) + sign * millis;
+    if (next === 0) totals.delete(name);
+    else totals.set(name, next);
+  }
+}
+
 function nonZeroSummary(millis: ReadonlyMap<string, number>): Record<string, number> {
   const out: Record<string, number> = {};
   for (const name of [...millis.keys()].sort()) {

@@ -262,7 +262,11 @@ export function invariantProblems(cluster: SimCluster): string[] {
 export function offerProblems(core: Core): string[] {
   const problems: string[] = [];
   const sizes = core.sizes();
-  if (sizes.offers === 0) return problems;
+  if (sizes.offers === 0) {
+    const kept = Object.entries(core.resourceTotals().offered);
+    if (kept.length > 0) problems.push(`no offer is outstanding but the master's running offered total is ${JSON.stringify(Object.fromEntries(kept))}`);
+    return problems;
+  }
   let state;
   try {
     state = core.state();
@@ -277,14 +281,21 @@ export function offerProblems(core: Core): string[] {
       seen.add(offer.id);
     }
   }
+  const offeredSum: Record<string, number> = {};
   for (const agent of state.agents) {
     const resources = agent.resources as Record<string, number>;
     const offered = agent.offered as Record<string, number>;
     const used = agent.used as Record<string, number>;
     for (const [name, value] of Object.entries(offered)) {
+      offeredSum[name] = (offeredSum[name] ?? 0) + value;
       if (value > (resources[name] ?? 0) + 1e-6) problems.push(`agent ${String(agent.id)}: ${value} ${name} offered but it has ${resources[name] ?? 0}`);
       if ((used[name] ?? 0) < -1e-6) problems.push(`agent ${String(agent.id)}: ${name} is in two outstanding offers (offered exceeds allocated)`);
     }
+  }
+  // The master keeps the offered totals as offers come and go: they must be the sum of the offers.
+  const kept = core.resourceTotals().offered;
+  for (const name of new Set([...Object.keys(kept), ...Object.keys(offeredSum)])) {
+    if (Math.abs((kept[name] ?? 0) - (offeredSum[name] ?? 0)) > 1e-6) problems.push(`offered ${name}: the master's running total is ${kept[name] ?? 0}, its offers sum to ${offeredSum[name] ?? 0}`);
   }
   return problems;
 }

@@ -168,6 +168,19 @@ describe("fault-injection check", () => {
       "offer O1 is outstanding for two frameworks",
       "agent S1: 3 cpus offered but it has 2",
       "agent S1: cpus is in two outstanding offers (offered exceeds allocated)",
+      // The forged offers are not in the core's running total either.
+      "offered cpus: the master's running total is 0, its offers sum to 3",
     ]);
+  });
+
+  it("the offer check flags a running offered total that is not the sum of the offers", async () => {
+    const cluster = new SimCluster(validateScenario(faultScenario(1, { agents: 2, seconds: 5 })));
+    const core = cluster.master.core;
+    const fake = Object.create(core) as typeof core;
+    Object.defineProperty(fake, "resourceTotals", { value: () => ({ total: {}, used: {}, offered: { mem: 64 } }) });
+    expect(offerProblems(fake)).toEqual(['no offer is outstanding but the master\'s running offered total is {"mem":64}']);
+    Object.defineProperty(fake, "sizes", { value: () => ({ agents: 1, unreachableAgents: 0, frameworks: 1, offers: 1 }) });
+    Object.defineProperty(fake, "state", { value: () => ({ agents: [{ id: "S1", resources: { mem: 128 }, offered: { mem: 32 }, used: { mem: 32 } }], frameworks: [{ offers: [{ id: "O1" }] }] }) });
+    expect(offerProblems(fake)).toEqual(["offered mem: the master's running total is 64, its offers sum to 32"]);
   });
 });
