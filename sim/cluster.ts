@@ -45,6 +45,10 @@ export const SIM_EXIT_CODE_ENV = "CORRAL_SIM_EXIT_CODE";
 export const SIM_MTTF_ENV = "CORRAL_SIM_MTTF_MS";
 const ENV_DURATION = SIM_DURATION_ENV;
 const ENV_EXIT = SIM_EXIT_CODE_ENV;
+/** Completed tasks a simulated agent remembers (see where agents are created). */
+const SIM_COMPLETED_TASKS_PER_AGENT = 10;
+/** Ended containers a simulated agent's containerizer remembers: twice what a 16-cpu agent runs of 1-cpu tasks. */
+const SIM_TERMINATIONS_PER_AGENT = 32;
 
 /** Counters the simulated frameworks keep. */
 export interface SimStats {
@@ -289,6 +293,10 @@ export class SimCluster {
         return mttfMs > 0 ? exponential(this.taskLifetimes, mttfMs) : undefined;
       },
       exitCode: (spec) => Number(spec.env[ENV_EXIT] ?? 0) || 0,
+      // Terminations are asked for right after a container ends (the agent waits on every one it
+      // launched), or by a kill racing the end: a few per agent are enough, and the default
+      // (10,000) kept every task of a week-long 10,000-agent run.
+      maxRememberedTerminations: SIM_TERMINATIONS_PER_AGENT,
     });
     const agent = createAgent({
       transport,
@@ -298,6 +306,11 @@ export class SimCluster {
       attributes: slot.spec.attributes ?? "",
       hostname: slot.node,
       http: false,
+      // The completed-task list is for the agent's /state, which a simulated agent does not serve;
+      // it also answers a duplicate run_task of a task that has already ended, which the network's
+      // duplicates do within milliseconds. With every agent in one process, Corral's default of
+      // 1,000 per agent held every task of a week-long run at 10,000 agents (~2.8 KB each).
+      maxCompletedTasks: SIM_COMPLETED_TASKS_PER_AGENT,
       containerizer,
       isolation: "sim",
       clock: this.engine.clock,
