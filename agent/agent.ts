@@ -121,6 +121,12 @@ export interface AgentOptions {
    */
   statusUpdateRetry?: { initialMs?: number; maxMs?: number };
   /**
+   * Uuids of acknowledged updates of finished tasks remembered, so a late replay of one (from a
+   * checkpoint after a restart) is not sent to the framework again.
+   * @default 10_000
+   */
+  maxClosedUpdateUuids?: number;
+  /**
    * Base of the randomised exponential registration backoff: the n-th retry waits a random time in
    * the upper half of `registrationBackoffMs * 2^(n-1)`, capped at 60 s.
    * @default 1000
@@ -272,6 +278,7 @@ export function createAgent(options: AgentOptions): Agent {
     checkpoint: checkpointing,
     initialRetryMs: options.statusUpdateRetry?.initialMs ?? 10_000,
     maxRetryMs: options.statusUpdateRetry?.maxMs ?? 600_000,
+    ...(options.maxClosedUpdateUuids !== undefined ? { maxClosedUuids: options.maxClosedUpdateUuids } : {}),
   });
   const drops = new DropCounter();
   /** Sender id of the first REGISTER, before the master has given us an id. */

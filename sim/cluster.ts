@@ -47,6 +47,8 @@ const ENV_DURATION = SIM_DURATION_ENV;
 const ENV_EXIT = SIM_EXIT_CODE_ENV;
 /** Completed tasks a simulated agent remembers (see where agents are created). */
 const SIM_COMPLETED_TASKS_PER_AGENT = 10;
+/** Acknowledged update uuids of finished tasks a simulated agent remembers (see where agents are created). */
+const SIM_CLOSED_UPDATE_UUIDS_PER_AGENT = 100;
 /** Ended containers a simulated agent's containerizer remembers: twice what a 16-cpu agent runs of 1-cpu tasks. */
 const SIM_TERMINATIONS_PER_AGENT = 32;
 
@@ -311,6 +313,9 @@ export class SimCluster {
       // duplicates do within milliseconds. With every agent in one process, Corral's default of
       // 1,000 per agent held every task of a week-long run at 10,000 agents (~2.8 KB each).
       maxCompletedTasks: SIM_COMPLETED_TASKS_PER_AGENT,
+      // Likewise the uuids of finished tasks' acknowledged updates: they catch replays from a
+      // checkpoint after a restart, and simulated agents keep no checkpoints.
+      maxClosedUpdateUuids: SIM_CLOSED_UPDATE_UUIDS_PER_AGENT,
       containerizer,
       isolation: "sim",
       clock: this.engine.clock,
