@@ -10,7 +10,7 @@
  * reconciliation, framework failover timeouts and agents marked unreachable after missed pings.
  */
 import { LRUCache } from "lru-cache";
-import { Resources, ResourceError, fromMillis } from "../sdk/resources.ts";
+import { Resources, ResourceError, addQuantities, fromMillis } from "../sdk/resources.ts";
 import type { Rng } from "../sdk/rng.ts";
 import { roleNameError } from "../sdk/roles.ts";
 import { resourcesFromWire, resourcesToWire } from "../sdk/wire/resources.ts";
@@ -1257,7 +1257,7 @@ export class MasterCore {
       const framework = this.frameworks.get(plan.frameworkId)!;
       const id = `${this.masterId}-O${++this.offerCounter}`;
       this.offers.set(id, { id, frameworkId: plan.frameworkId, agentId: plan.agentId, role: plan.role, resources: plan.resources, createdAtMs: this.now });
-      addMillis(this.offeredTotals, plan.resources, 1);
+      addQuantities(this.offeredTotals, plan.resources.quantities(), 1);
       framework.offers.add(id);
       agent.offers.add(id);
       this.counters.offersMade++;
@@ -1277,7 +1277,7 @@ export class MasterCore {
   }
 
   private removeOffer(offer: OfferRecord): void {
-    if (this.offers.delete(offer.id)) addMillis(this.offeredTotals, offer.resources, -1);
+    if (this.offers.delete(offer.id)) addQuantities(this.offeredTotals, offer.resources.quantities(), -1);
     this.frameworks.get(offer.frameworkId)?.offers.delete(offer.id);
     this.agents.get(offer.agentId)?.offers.delete(offer.id);
   }
@@ -1492,15 +1492,6 @@ export function createMasterCore(config: MasterConfig, rng: Rng, measureMs?: () 
 }
 
 /** Decimal amounts of the non-zero millis, by name in name order. */
-/** Adds (`sign` 1) or takes away (-1) the scalars of `resources` to running totals in millis. */
-function addMillis(totals: Map<string, number>, resources: Resources, sign: 1 | -1): void {
-  for (const [name, millis] of resources.quantities()) {
-    const next = (totals.get(name) ?? 0) + sign * millis;
-    if (next === 0) totals.delete(name);
-    else totals.set(name, next);
-  }
-}
-
 function nonZeroSummary(millis: ReadonlyMap<string, number>): Record<string, number> {
   const out: Record<string, number> = {};
   for (const name of [...millis.keys()].sort()) {

@@ -271,6 +271,18 @@ function formatValue(entry: ResourceEntry): string {
 export type ScalarQuantities = Map<string, number>;
 
 /**
+ * Adds (`sign` 1) or takes away (-1) `delta` to running totals in thousandths, dropping names that
+ * reach 0 (totals kept as resources come and go, instead of summing every holder on asking).
+ */
+export function addQuantities(totals: ScalarQuantities, delta: ReadonlyMap<string, number>, sign: 1 | -1): void {
+  for (const [name, millis] of delta) {
+    const next = (totals.get(name) ?? 0) + sign * millis;
+    if (next === 0) totals.delete(name);
+    else totals.set(name, next);
+  }
+}
+
+/**
  * An immutable bag of resources. Every operation returns a new value; entries are kept sorted by
  * (name, role) with empty entries dropped, so equal bags have equal entry lists.
  */

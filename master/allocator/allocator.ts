@@ -18,7 +18,7 @@
  * a run last visited them (see {@link HierarchicalAllocator.allocate}): with thousands of agents
  * and nothing new, a run costs what changed, not the size of the cluster.
  */
-import { Resources, toMillis, type ResourceEntry, type ScalarQuantities } from "../../sdk/resources.ts";
+import { Resources, addQuantities, toMillis, type ResourceEntry, type ScalarQuantities } from "../../sdk/resources.ts";
 import { roleNameError, topLevelRole } from "../../sdk/roles.ts";
 import { shuffleInPlace, type Rng } from "../../sdk/rng.ts";
 import { TimedHeap } from "../../sdk/time-heap.ts";
@@ -182,14 +182,6 @@ interface Quota {
 }
 
 const EMPTY_QUANTITIES: ReadonlyMap<string, number> = new Map();
-
-function addQuantities(target: ScalarQuantities, delta: ReadonlyMap<string, number>, sign: 1 | -1): void {
-  for (const [name, millis] of delta) {
-    const next = (target.get(name) ?? 0) + sign * millis;
-    if (next === 0) target.delete(name);
-    else target.set(name, next);
-  }
-}
 
 /** Reservations of a bag, grouped by reserving role. */
 function reservationsByRole(resources: Resources): Map<string, Resources> {
