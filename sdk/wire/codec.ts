@@ -231,19 +231,24 @@ function atIndex(path: string, index: number | string): string {
   return pathsOff ? path : `${path}[${index}]`;
 }
 
-/** Runs `check` without paths; if it finds problems, runs it again with paths for the messages. */
-function withPathsOnFailure<T>(check: (problems: string[]) => T): { result: T; problems: string[] } {
+/**
+ * Runs `check` without paths; if it finds problems, runs it again with paths for the messages.
+ * A check may keep two kinds apart (decoding reports broken rules after its own checks).
+ */
+function withPathsOnFailure<T>(check: (problems: string[], rules: string[]) => T): { result: T; problems: string[]; rules: string[] } {
   const quick: string[] = [];
+  const quickRules: string[] = [];
   pathsOff = true;
   let result: T;
   try {
-    result = check(quick);
+    result = check(quick, quickRules);
   } finally {
     pathsOff = false;
   }
-  if (quick.length === 0) return { result, problems: quick };
+  if (quick.length === 0 && quickRules.length === 0) return { result, problems: quick, rules: quickRules };
   const detailed: string[] = [];
-  return { result: check(detailed), problems: detailed };
+  const detailedRules: string[] = [];
+  return { result: check(detailed, detailedRules), problems: detailed, rules: detailedRules };
 }
 
 /** proto3 `optional` scalars are modelled by protobufjs as single-member synthetic oneofs. */
@@ -593,10 +598,13 @@ function typeOf(name: string): protobuf.Type {
   return type;
 }
 
-function encodeWith(type: protobuf.Type, value: Plain): Uint8Array {
+/** Checks and encodes `value`; `complete` may fill in the converted message before encoding. */
+function encodeWith(type: protobuf.Type, value: Plain, complete?: (message: protobuf.Message) => void): Uint8Array {
   const { problems } = withPathsOnFailure((found) => checkMessage(type, value, "", found));
   if (problems.length > 0) throw new WireError("invalid", problems);
-  return type.encode(type.fromObject(value)).finish();
+  const message = type.fromObject(value);
+  complete?.(message);
+  return type.encode(message).finish();
 }
 
 /**
@@ -614,21 +622,7 @@ function decodeWith(type: protobuf.Type, bytes: Uint8Array): { plain: Plain; rul
       cause: err,
     });
   }
-  let problems: string[] = [];
-  let rules: string[] = [];
-  pathsOff = true;
-  let plain: Plain;
-  try {
-    plain = toPlain(type, message, "", problems, rules);
-  } finally {
-    pathsOff = false;
-  }
-  if (problems.length > 0 || rules.length > 0) {
-    // Again with paths, to say where (see withPathsOnFailure).
-    problems = [];
-    rules = [];
-    plain = toPlain(type, message, "", problems, rules);
-  }
+  const { result: plain, problems, rules } = withPathsOnFailure((found, broken) => toPlain(type, message, "", found, broken));
   if (problems.length > 0) throw new WireError("invalid", problems);
   return { plain, rules };
 }
@@ -682,12 +676,9 @@ export type EnvelopeInput = {
 export function encodeEnvelope(input: EnvelopeInput): Uint8Array {
   // The input itself is checked and converted (no copy with the defaults filled in: copying the
   // caller's object cost more than encoding it); an absent epoch or call id is proto3's zero.
-  const value = input as unknown as Plain;
-  const { problems } = withPathsOnFailure((found) => checkMessage(EnvelopeType, value, "", found));
-  if (problems.length > 0) throw new WireError("invalid", problems);
-  const message = EnvelopeType.fromObject(value) as protobuf.Message & { schemaVersion?: number };
-  if (input.schemaVersion === undefined) message.schemaVersion = SCHEMA_VERSION;
-  return EnvelopeType.encode(message).finish();
+  return encodeWith(EnvelopeType, input as unknown as Plain, (message) => {
+    if (input.schemaVersion === undefined) (message as protobuf.Message & { schemaVersion?: number }).schemaVersion = SCHEMA_VERSION;
+  });
 }
 
 /** Options of {@link safeDecode} and {@link handleSafely}. */
