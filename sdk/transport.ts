@@ -134,15 +134,19 @@ export const silentLogger: Logger = {
  * @returns `false` if the handler threw synchronously (a rejection is only logged later).
  */
 export function deliverSafely(handler: MessageHandler, msg: IncomingMessage, log: Logger): boolean {
-  const report = (err: unknown) => log.error({ err, subject: msg.subject }, "message handler failed");
   try {
     const result = handler(msg);
     if (result !== undefined && typeof (result as Promise<void>).then === "function") {
-      (result as Promise<void>).then(undefined, report);
+      // The closure is made only for async handlers: this runs once per bus message.
+      (result as Promise<void>).then(undefined, (err: unknown) => reportHandlerFailure(log, msg.subject, err));
     }
     return true;
   } catch (err) {
-    report(err);
+    reportHandlerFailure(log, msg.subject, err);
     return false;
   }
+}
+
+function reportHandlerFailure(log: Logger, subject: string, err: unknown): void {
+  log.error({ err, subject }, "message handler failed");
 }
