@@ -1717,7 +1717,7 @@ export class MarathonCore {
       let placedHere = 0;
       let rejected: { reason: RejectReason; detail: string } | undefined;
       while (wanted > 0 && tasks.length < this.config.maxInstancesPerOffer) {
-        const placed = app.constraints.length === 0 ? [] : this.unorderedInstancesOf(app.id).filter((i) => i.goal !== "stopped").map((i) => ({ hostname: i.hostname, attributes: i.attributes }));
+        const placed = app.constraints.length === 0 ? [] : this.unorderedInstancesOf(app.id).filter(constrainsPlacement).map((i) => ({ hostname: i.hostname, attributes: i.attributes }));
         const decision = checkConstraints(app.constraints, placement, placed);
         if (!decision.allowed) {
           rejected = { reason: "UnfulfilledConstraint", detail: decision.reason };
@@ -2105,6 +2105,15 @@ function conditionOf(i: Instance): string {
     case "unreachable":
       return i.inactive ? "UnreachableInactive" : "Unreachable";
   }
+}
+
+/**
+ * Whether an instance takes part in its app's placement constraints: not stopped for good and not
+ * unreachable. Marathon leaves lost instances out of constraint checks, so that a replacement for
+ * an unreachable instance may go where the lost one was.
+ */
+function constrainsPlacement(i: Instance): boolean {
+  return i.goal !== "stopped" && i.state !== "unreachable";
 }
 
 /** Whether an instance counts toward its app's instances: not stopped for good, not inactive. */

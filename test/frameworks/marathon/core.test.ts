@@ -109,6 +109,24 @@ describe("launching", () => {
     expect(entry!.stats.lastUnused[0]!.detail).toContain("hostname");
   });
 
+  it("leaves unreachable instances out of constraint checks, as Marathon does with lost instances", () => {
+    const w = world();
+    w.put(app({ id: "u", instances: 1, constraints: [["hostname", "UNIQUE"]], unreachableStrategy: { inactiveAfterSeconds: 10, expungeAfterSeconds: 600 } }));
+    const [first] = launches(w.offers(offer("h1")));
+    w.status(first!.taskId, "TASK_RUNNING");
+    w.status(first!.taskId, "TASK_UNREACHABLE");
+    w.advance(10_000);
+    w.tick();
+    expect(w.core.instance(first!.taskId)!.inactive).toBe(true);
+    // The replacement may go to the lost instance's host; a running instance there still blocks it.
+    const [replacement] = launches(w.offers(offer("h1")));
+    expect(replacement).toBeDefined();
+    w.put(app({ id: "v", instances: 2, constraints: [["hostname", "UNIQUE"]] }));
+    const [onH2] = launches(w.offers(offer("h2")));
+    w.status(onH2!.taskId, "TASK_RUNNING");
+    expect(launches(w.offers(offer("h2")))).toHaveLength(0);
+  });
+
   it("kills tasks it does not know and tasks stuck staging past the launch timeout", () => {
     const w = world({ taskLaunchTimeoutMs: 10_000 });
     expect(kills(w.core.statusUpdate({ taskId: "ghost", state: "TASK_RUNNING", agentId: "a" }, w.now()))).toEqual(["ghost"]);
