@@ -18,6 +18,7 @@
  * an offer of every agent. The case label names the settings used.
  */
 import { SimEngine } from "../sim/engine.ts";
+import { stderrProgress } from "../sim/progress.ts";
 import { runScenario } from "../sim/report.ts";
 import type { Scenario } from "../sim/scenario.ts";
 import { peakRssMb, type BenchResult } from "./lib.ts";
@@ -160,7 +161,10 @@ export async function runSimBench(args: string[]): Promise<BenchResult[]> {
 
   const scenario = benchScenario(agents, tasks, days, marathonApps, settings);
   const started = process.hrtime.bigint();
-  const result = await runScenario(scenario);
+  // Progress on stderr: the full case runs for many minutes.
+  const progress = stderrProgress();
+  const result = await runScenario(scenario, { onProgress: (p) => progress.update(p) });
+  progress.finish();
   const wallS = Number(process.hrtime.bigint() - started) / 1e9;
   const hold = settings.offerHoldSeconds > 0 ? `offers kept ${settings.offerHoldSeconds} s (at most ${settings.maxHeldOffers})` : "offers declined";
   const label = `${agents} agents x ${tasks} batch tasks + ${marathonApps} Marathon apps, ${(scenario.endSeconds / 3600).toFixed(1)} h simulated; pings every ${settings.pingSeconds} s, ${hold}`;

@@ -14,7 +14,8 @@ import { closeSync, openSync, readFileSync, writeFileSync, writeSync } from "nod
 import { dirname } from "node:path";
 import { runCheck, parseSeeds } from "./check.ts";
 import { formatPlan, planScenario, planToJson, PlanSpecError } from "./plan.ts";
-import { formatSummary, runScenario } from "./report.ts";
+import { stderrProgress } from "./progress.ts";
+import { formatSummary, runScenario, type SimProgress } from "./report.ts";
 import { loadUplotAssets, renderHtmlReport } from "./report-html.ts";
 import { ScenarioError } from "./scenario.ts";
 import type { SimLogEvent } from "./cluster.ts";
@@ -22,9 +23,10 @@ import type { SimLogEvent } from "./cluster.ts";
 /** Usage text of `corral sim`. */
 export const SIM_USAGE = `usage:
   corral sim run <scenario.json> [--events out.jsonl] [--json out.json] [--html report.html]
-                 [--sample-interval <seconds>] [--max-samples <n>] [--log-level <pino level>]
+                 [--sample-interval <seconds>] [--max-samples <n>] [--log-level <pino level>] [--no-progress]
       runs a scenario on the real master, agents and SDK frameworks over virtual time and prints a summary;
-      --html writes a self-contained report (charts and tables; opens offline)
+      --html writes a self-contained report (charts and tables; opens offline); progress goes to stderr
+      (a bar on a terminal, else a line every 30 s)
   corral sim plan <scenario.json> --targets <targets.json> [--seeds <n>] [--json plan.json] [--table plan.txt]
       searches the smallest number of agents per class meeting every target (wait percentile, all placed,
       cpu ceiling, surviving the loss of agents or a rack) over n seeds per point (default 5)
@@ -63,6 +65,14 @@ function takeFlag(args: string[], name: string): string | undefined {
   return value;
 }
 
+/** Removes the switch `name` (no value) from `args`; whether it was there. */
+function takeSwitch(args: string[], name: string): boolean {
+  const i = args.indexOf(name);
+  if (i < 0) return false;
+  args.splice(i, 1);
+  return true;
+}
+
 /** Runs `corral sim <args>`; resolves with the exit code (0 ok, 1 failure, 2 usage). */
 export async function simCommand(argv: string[]): Promise<number> {
   const args = [...argv];
@@ -90,14 +100,17 @@ async function runSub(args: string[]): Promise<number> {
   const interval = numberFlag(takeFlag(args, "--sample-interval"), "--sample-interval", { gt: 0 });
   const maxSamples = numberFlag(takeFlag(args, "--max-samples"), "--max-samples", { int: true, min: 1 });
   const logLevel = takeFlag(args, "--log-level");
+  const quiet = takeSwitch(args, "--no-progress");
   const file = args.shift();
   if (file === undefined || args.length > 0) throw new Error(`expected one scenario file${args.length ? `, got extra ${args.join(" ")}` : ""}\n\n${SIM_USAGE}`);
   const input = readJson(file);
   // Read the charting library before the run, so a missing install fails fast.
   const assets = htmlPath === undefined ? undefined : loadUplotAssets();
   const sink = eventsPath === undefined ? undefined : new JsonlFile(eventsPath);
+  const progress = quiet ? undefined : stderrProgress();
   try {
     const result = await runScenario(input, {
+      ...(progress ? { onProgress: (p: SimProgress) => progress.update(p) } : {}),
       ...(sink ? { eventLog: sink.write } : {}),
       ...(logLevel ? { logLevel } : {}),
       ...(interval !== undefined ? { sampleIntervalSeconds: interval } : {}),
@@ -105,6 +118,7 @@ async function runSub(args: string[]): Promise<number> {
       // Trace files named in the scenario are found next to it, wherever corral runs.
       baseDir: dirname(file),
     });
+    progress?.finish();
     console.log(formatSummary(result));
     if (jsonPath !== undefined) {
       writeFileSync(jsonPath, `${JSON.stringify(result, null, 2)}\n`);
@@ -123,6 +137,7 @@ async function runSub(args: string[]): Promise<number> {
     }
     throw err;
   } finally {
+    progress?.finish();
     sink?.close();
   }
 }

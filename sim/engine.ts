@@ -105,7 +105,7 @@ export class SimEngine {
     return this.current;
   }
 
-  /** Events fired so far, over all runs. */
+  /** Events fired so far, over all runs (current during a run too). */
   eventsProcessed(): number {
     return this.processed;
   }
@@ -152,6 +152,7 @@ export class SimEngine {
         if (next.cancelled) continue;
         this.current = next.timeMs;
         events++;
+        this.processed++;
         next.fn();
         if (next.settle) await settleMicrotasks();
         if (afterEvent) afterEvent();
@@ -159,7 +160,6 @@ export class SimEngine {
       if (untilMs !== Infinity && untilMs > this.current && events < maxEvents) this.current = untilMs;
     } finally {
       this.running = false;
-      this.processed += events;
     }
     const wallMs = Number(process.hrtime.bigint() - started) / 1e6;
     return { events, wallMs, eventsPerSecond: wallMs > 0 ? (events / wallMs) * 1000 : 0, endMs: this.current };

@@ -212,6 +212,21 @@ export interface RunScenarioOptions {
   baseDir?: string;
   /** Keep the cluster's status-update audit (`SimCluster.audit`) for invariant checks. @default false */
   auditStatusUpdates?: boolean;
+  /**
+   * Called after every sample with how far the run is, and at the end (a progress bar; see
+   * `./progress.ts`). Reading it changes nothing in the run. @default none
+   */
+  onProgress?: (progress: SimProgress) => void;
+}
+
+/** How far a run is, as {@link RunScenarioOptions.onProgress} reports it. */
+export interface SimProgress {
+  /** Virtual time run so far, ms since the scenario's start. */
+  virtualMs: number;
+  /** The scenario's end, ms since its start. */
+  endMs: number;
+  /** Engine events fired so far. */
+  events: number;
 }
 
 /** Default of {@link RunScenarioOptions.maxSamples}. */
@@ -267,13 +282,17 @@ export async function runScenario(input: unknown, options: RunScenarioOptions = 
     if (atMs > endMs + 1e-6) return;
     cluster!.engine.at(cluster!.startMs + atMs, sample, { settle: false });
   };
+  const onProgress = options.onProgress;
   const sample = (): void => {
     n++;
     sampler.take();
+    if (onProgress) onProgress({ virtualMs: n * intervalMs, endMs, events: cluster!.engine.eventsProcessed() });
     arm();
   };
   arm();
   const run = await cluster.run();
+  // The last sample may fall short of the end: the display ends on the end.
+  if (onProgress && n * intervalMs < endMs) onProgress({ virtualMs: endMs, endMs, events: cluster.engine.eventsProcessed() });
   sampler.close();
   const result = buildResult(scenario, cluster, sampler, recorder, run, {
     intervalSeconds: intervalS,
