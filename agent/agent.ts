@@ -511,35 +511,56 @@ export function createAgent(options: AgentOptions): Agent {
     } catch (err) {
       launched = Promise.reject(err);
     }
-    launched
-      .then(
-        (handle) => onLaunched(record, handle, id),
-        (err: unknown) => emitStatus(record, { ...launchFailureStatus(describe(err), record.killRequested), agentId: id }),
-      )
-      .catch((err: unknown) => log.error({ err, taskId: record.taskId }, "task lifecycle failed"))
-      .finally(settle);
+    launched.then(
+      (handle) => lifecycleStep(record, settle, () => onLaunched(record, handle, id, settle)),
+      (err: unknown) => lifecycleStep(record, settle, () => emitStatus(record, { ...launchFailureStatus(describe(err), record.killRequested), agentId: id }), true),
+    );
   }
 
-  async function onLaunched(record: TaskRecord, handle: ContainerHandle, id: string): Promise<void> {
-    if (checkpoints !== undefined && handle.pid !== undefined) {
-      // Checkpointed with the RUNNING update just below, before anyone hears of it.
-      record.pid = handle.pid;
-      const startTicks = Number((await readProcStat(handle.pid))?.fields[19]);
-      if (Number.isSafeInteger(startTicks) && startTicks > 0) record.pidStartTicks = startTicks;
-      if (handle.cgroup !== undefined) record.cgroup = handle.cgroup;
-    }
-    emitStatus(record, { state: "TASK_RUNNING", reason: "REASON_UNSPECIFIED", message: "", agentId: id });
-    startHealthCheck(record, handle.startedAtMs);
-    // A containerizer may refuse a kill that came before the container existed; repeat it now.
-    if (record.killRequested) killContainer(record);
-    let termination: Termination;
+  /**
+   * Runs one step of a task's lifecycle: a throw is logged and ends the lifecycle (`settle`), as
+   * does a step that says it is the last.
+   */
+  function lifecycleStep(record: TaskRecord, settle: () => void, step: () => void, last = false): void {
     try {
-      termination = await containerizer.wait(handle.containerId);
+      step();
     } catch (err) {
-      emitStatus(record, { state: "TASK_FAILED", reason: "REASON_EXECUTOR_TERMINATED", message: `lost track of the container: ${describe(err)}`, agentId: id });
-      return;
+      log.error({ err, taskId: record.taskId }, "task lifecycle failed");
+      last = true;
     }
-    emitStatus(record, { ...terminationStatus(termination), agentId: id });
+    if (last) settle();
+  }
+
+  /**
+   * The container runs: RUNNING, then the terminal update once it ends. Callbacks rather than an
+   * async function: a running task then holds one pending promise, not a suspended function and
+   * its chain of promises (thousands of simulated agents hold over 100,000 tasks).
+   */
+  function onLaunched(record: TaskRecord, handle: ContainerHandle, id: string, settle: () => void): void {
+    const running = (): void => {
+      emitStatus(record, { state: "TASK_RUNNING", reason: "REASON_UNSPECIFIED", message: "", agentId: id });
+      startHealthCheck(record, handle.startedAtMs);
+      // A containerizer may refuse a kill that came before the container existed; repeat it now.
+      if (record.killRequested) killContainer(record);
+      containerizer.wait(handle.containerId).then(
+        (termination) => lifecycleStep(record, settle, () => emitStatus(record, { ...terminationStatus(termination), agentId: id }), true),
+        (err: unknown) =>
+          lifecycleStep(record, settle, () => emitStatus(record, { state: "TASK_FAILED", reason: "REASON_EXECUTOR_TERMINATED", message: `lost track of the container: ${describe(err)}`, agentId: id }), true),
+      );
+    };
+    if (checkpoints === undefined || handle.pid === undefined) return running();
+    // Checkpointed with the RUNNING update, before anyone hears of it.
+    record.pid = handle.pid;
+    if (handle.cgroup !== undefined) record.cgroup = handle.cgroup;
+    readProcStat(handle.pid).then(
+      (stat) =>
+        lifecycleStep(record, settle, () => {
+          const startTicks = Number(stat?.fields[19]);
+          if (Number.isSafeInteger(startTicks) && startTicks > 0) record.pidStartTicks = startTicks;
+          running();
+        }),
+      (err: unknown) => lifecycleStep(record, settle, () => { throw err; }),
+    );
   }
 
   function killContainer(record: TaskRecord): void {
