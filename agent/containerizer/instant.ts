@@ -21,7 +21,7 @@ export interface InstantContainerizerOptions {
   timers?: Timers;
   /** How long a task runs before it exits by itself; `undefined` runs until killed. @default () => undefined */
   durationMs?: (spec: ContainerSpec) => number | undefined;
-  /** Exit code of a task that ends by itself. @default () => 0 */
+  /** Exit code of a task that ends by itself; asked at launch. @default () => 0 */
   exitCode?: (spec: ContainerSpec) => number;
   /** Terminations remembered for late `wait`/`kill` calls; the oldest are forgotten first. @default 10000 */
   maxRememberedTerminations?: number;
@@ -32,6 +32,22 @@ interface Running {
   timer: TimerHandle | undefined;
   done: Promise<Termination>;
   finish: (termination: Termination) => void;
+}
+
+/** The termination of a killed container; one object shared by all (terminations are read-only). */
+const KILLED: Termination = Object.freeze({ exitCode: null, signal: "SIGKILL", killed: true, message: "Command terminated with signal SIGKILL" });
+
+/** Terminations of containers that exited by themselves, by exit code (a handful of codes in practice). */
+const EXITED = new Map<number, Termination>();
+
+function exited(code: number): Termination {
+  let termination = EXITED.get(code);
+  if (termination === undefined) {
+    termination = Object.freeze({ exitCode: code, signal: null, killed: false, message: `Command exited with status ${code}` });
+    // Shared only for the usual codes (0-255); anything else gets its own object.
+    if (Number.isInteger(code) && code >= 0 && code <= 255) EXITED.set(code, termination);
+  }
+  return termination;
 }
 
 /** See the module comment. Cheap enough to run thousands in one process. */
@@ -71,10 +87,10 @@ export class InstantContainerizer implements Containerizer {
     this.running.set(spec.containerId, entry);
     const duration = this.durationMs(spec);
     if (duration !== undefined) {
-      entry.timer = this.timers.set(duration, () => {
-        const code = this.exitCode(spec);
-        this.end(spec.containerId, { exitCode: code, signal: null, killed: false, message: `Command exited with status ${code}` });
-      });
+      // The timer keeps only the id and the outcome, not the spec, for the task's whole run.
+      const containerId = spec.containerId;
+      const termination = exited(this.exitCode(spec));
+      entry.timer = this.timers.set(duration, () => this.end(containerId, termination));
     }
     return handle;
   }
@@ -82,7 +98,7 @@ export class InstantContainerizer implements Containerizer {
   async kill(containerId: string): Promise<Termination> {
     const entry = this.running.get(containerId);
     if (!entry) return this.recorded(containerId);
-    this.end(containerId, { exitCode: null, signal: "SIGKILL", killed: true, message: "Command terminated with signal SIGKILL" });
+    this.end(containerId, KILLED);
     return entry.done;
   }
 
