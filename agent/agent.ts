@@ -70,6 +70,22 @@ export type { AgentStateView, TaskView, ResourcesView } from "./agent-http.ts";
 /** The version this agent reports in REGISTER/REREGISTER. */
 export const AGENT_VERSION = "0.1.0";
 
+/** What `/state` shows of a task, before its resources are rendered. */
+type TaskFacts = Omit<TaskView, "resources" | "completed"> & { resources: Resources };
+
+function taskFacts(record: TaskRecord): TaskFacts {
+  return {
+    frameworkId: record.frameworkId,
+    taskId: record.taskId,
+    state: record.state,
+    sandbox: record.sandbox,
+    resources: record.resources,
+    containerId: record.containerId,
+    message: record.latest?.message ?? "",
+    exitCode: record.latest?.exitCode ?? null,
+  };
+}
+
 /** Options of {@link createAgent}. */
 export interface AgentOptions {
   /** Cluster name; the subjects are `corral.<cluster>.…`. @default "corral" */
@@ -308,7 +324,8 @@ export function createAgent(options: AgentOptions): Agent {
   // Tasks are keyed by taskKey(frameworkId, taskId) here and in every other table of the agent:
   // task ids are unique only within a framework, and two frameworks may run the same id here.
   const tasks = new Map<string, TaskRecord>();
-  const completed = new Map<string, TaskView>();
+  /** Completed tasks, oldest first; their views are built only when `/state` asks. */
+  const completed = new Map<string, TaskFacts>();
   const healthChecks = new HealthCheckRunner({ clock, timers, report: onHealthVerdict });
   const retryTimers = new Map<string, TimerHandle>();
 
@@ -433,7 +450,7 @@ export function createAgent(options: AgentOptions): Agent {
     guard("checkpoint removal", () => checkpoints?.removeTask(record.frameworkId, record.taskId));
     tasks.delete(key);
     completed.delete(key);
-    completed.set(key, { ...taskView(record), completed: true });
+    completed.set(key, taskFacts(record));
     while (completed.size > maxCompletedTasks) {
       const oldest = completed.keys().next().value;
       if (oldest === undefined) break;
@@ -995,18 +1012,8 @@ export function createAgent(options: AgentOptions): Agent {
     return { text: resources.toString(), json: resources.toJSON() };
   }
 
-  function taskView(record: TaskRecord): TaskView {
-    return {
-      frameworkId: record.frameworkId,
-      taskId: record.taskId,
-      state: record.state,
-      sandbox: record.sandbox,
-      resources: resourcesView(record.resources),
-      containerId: record.containerId,
-      message: record.latest?.message ?? "",
-      exitCode: record.latest?.exitCode ?? null,
-      completed: false,
-    };
+  function taskView(facts: TaskFacts, completed: boolean): TaskView {
+    return { ...facts, resources: resourcesView(facts.resources), completed };
   }
 
   function pendingUpdates(): number {
@@ -1024,7 +1031,7 @@ export function createAgent(options: AgentOptions): Agent {
       registered,
       masterId: masterId ?? null,
       masterEpoch: highestEpoch,
-      tasks: [...[...tasks.values()].map(taskView), ...completed.values()],
+      tasks: [...[...tasks.values()].map((record) => taskView(taskFacts(record), false)), ...[...completed.values()].map((facts) => taskView(facts, true))],
       statusUpdates: pendingUpdates(),
     };
   }
