@@ -48,9 +48,12 @@ const ENV_EXIT = SIM_EXIT_CODE_ENV;
 /** Completed tasks a simulated agent remembers (see where agents are created). */
 const SIM_COMPLETED_TASKS_PER_AGENT = 10;
 /** Acknowledged update uuids of finished tasks a simulated agent remembers (see where agents are created). */
-const SIM_CLOSED_UPDATE_UUIDS_PER_AGENT = 100;
-/** Ended containers a simulated agent's containerizer remembers: twice what a 16-cpu agent runs of 1-cpu tasks. */
-const SIM_TERMINATIONS_PER_AGENT = 32;
+const SIM_CLOSED_UPDATE_UUIDS_PER_AGENT = 16;
+/**
+ * Ended containers a simulated agent's containerizer remembers (see where agents are created).
+ * Each costs about 300 bytes, mostly its id: at 10,000 agents, 32 of them held about 100 MB.
+ */
+const SIM_TERMINATIONS_PER_AGENT = 8;
 
 /** Counters the simulated frameworks keep. */
 export interface SimStats {
