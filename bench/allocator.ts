@@ -12,7 +12,7 @@ import { fileURLToPath } from "node:url";
 import { Resources } from "../sdk/resources.ts";
 import { SeededRng } from "../sdk/rng.ts";
 import { createAllocator, type HierarchicalAllocator, type OfferPlan } from "../master/allocator/index.ts";
-import { elapsedMs, peakRssMb, percentile, type BenchResult } from "./lib.ts";
+import { elapsedMs, peakRssMb, percentile, TS_LOADER, type BenchResult } from "./lib.ts";
 
 const AGENT_RESOURCES = "cpus:2;mem:1024;disk:4096;ports:[31000-32000]";
 const ROLE_COUNT = 20;
@@ -134,7 +134,7 @@ export async function runAllocatorBench(args: string[]): Promise<BenchResult[]> 
 
 function runInChild(spec: CaseSpec): CaseOutcome | null {
   const self = fileURLToPath(import.meta.url);
-  const child = spawnSync(process.execPath, ["--import", "tsx", self, "--child", JSON.stringify(spec)], {
+  const child = spawnSync(process.execPath, ["--import", TS_LOADER, self, "--child", JSON.stringify(spec)], {
     encoding: "utf8",
     timeout: CASE_BUDGET_MS,
     maxBuffer: 64 * 1024 * 1024,

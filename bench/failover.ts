@@ -28,7 +28,7 @@ import { freePort, startNats } from "../cli/nats-server.ts";
 import { connectNats, type NatsTransport } from "../sdk/nats-transport.ts";
 import { Resources } from "../sdk/resources.ts";
 import { createSchedulerDriver, type OfferView, type SchedulerDriver } from "../sdk/scheduler.ts";
-import { elapsedMs, PROJECT_ROOT, TSX_LOADER, PROFILE_FLAGS, startChild, stopChild, type BenchResult } from "./lib.ts";
+import { elapsedMs, PROJECT_ROOT, TS_LOADER, PROFILE_FLAGS, startChild, stopChild, type BenchResult } from "./lib.ts";
 import { TERMINAL_TASK_STATES } from "../sdk/wire/types.ts";
 
 /** The launch benchmark's agents process registers its agents in this cluster. */
@@ -98,7 +98,7 @@ type Health = { masterId: string; leader: boolean; epoch: number; leaderInfo: { 
 
 async function startMaster(natsUrl: string, leaseMs: number | undefined): Promise<MasterChild> {
   const port = await freePort();
-  const args = [...PROFILE_FLAGS, "--import", TSX_LOADER, join(PROJECT_ROOT, "cli/corral.ts"), "master", "--ha", "--nats", natsUrl, "--cluster", CLUSTER, "--port", String(port), "--log-level", "warn"];
+  const args = [...PROFILE_FLAGS, "--import", TS_LOADER, join(PROJECT_ROOT, "cli/corral.ts"), "master", "--ha", "--nats", natsUrl, "--cluster", CLUSTER, "--port", String(port), "--log-level", "warn"];
   if (leaseMs !== undefined) args.push("--lease", `${leaseMs}ms`, "--lease-renew-interval", `${Math.floor(leaseMs / 6)}ms`);
   const logDir = process.env.BENCH_MASTER_LOG_DIR;
   if (logDir) args[args.indexOf("warn")] = "info";

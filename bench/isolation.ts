@@ -20,7 +20,7 @@ import type { Transport } from "../sdk/transport.ts";
 import { Resources } from "../sdk/resources.ts";
 import { createSchedulerDriver, type OfferView, type SchedulerDriver, type TaskStatus } from "../sdk/scheduler.ts";
 import { EventLog } from "../test/harness/events.ts";
-import { elapsedMs, percentile, processMemoryMb, PROJECT_ROOT, TSX_LOADER, type BenchResult } from "./lib.ts";
+import { elapsedMs, percentile, processMemoryMb, PROJECT_ROOT, TS_LOADER, type BenchResult } from "./lib.ts";
 import { TERMINAL_TASK_STATES } from "../sdk/wire/types.ts";
 
 const CLUSTER = "isobench";
@@ -47,7 +47,7 @@ export async function runIsolationBench(args: string[]): Promise<BenchResult[]> 
     agentLog = agentLogPath === undefined ? undefined : await open(agentLogPath, "w");
     agent = spawn(
       process.execPath,
-      ["--import", TSX_LOADER, join(PROJECT_ROOT, "cli/corral.ts"), "agent", "--nats", nats.url, "--cluster", CLUSTER, "--work-dir", workDir, "--port", "0", "--log-level", agentLog ? "info" : "error", "--isolation", "auto", "--resources", "cpus:64;mem:65536;disk:100000;ports:[31000-32000]"],
+      ["--import", TS_LOADER, join(PROJECT_ROOT, "cli/corral.ts"), "agent", "--nats", nats.url, "--cluster", CLUSTER, "--work-dir", workDir, "--port", "0", "--log-level", agentLog ? "info" : "error", "--isolation", "auto", "--resources", "cpus:64;mem:65536;disk:100000;ports:[31000-32000]"],
       { stdio: ["ignore", agentLog ? agentLog.fd : "ignore", agentLog ? agentLog.fd : "inherit"] },
     );
     agent.once("exit", (code, signal) => {

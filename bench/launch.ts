@@ -18,7 +18,7 @@ import { startNats } from "../cli/nats-server.ts";
 import { connectNats, type NatsTransport } from "../sdk/nats-transport.ts";
 import { Resources } from "../sdk/resources.ts";
 import { createSchedulerDriver, type SchedulerDriver } from "../sdk/scheduler.ts";
-import { elapsedMs, processMemoryMb, PROJECT_ROOT, TSX_LOADER, PROFILE_FLAGS, startChild, stopChild, type BenchResult } from "./lib.ts";
+import { elapsedMs, processMemoryMb, PROJECT_ROOT, TS_LOADER, PROFILE_FLAGS, startChild, stopChild, type BenchResult } from "./lib.ts";
 
 const CLUSTER = "bench";
 const AGENT_RESOURCES = "cpus:16;mem:65536;disk:100000;ports:[31000-32000]";
@@ -39,7 +39,7 @@ async function runCase(c: Case): Promise<{ tasksPerSecond: number; launchMs: num
   const transports: NatsTransport[] = [];
   try {
     // The master is ready once it answers registrations, which the agents' process waits for.
-    const masterChild = spawn(process.execPath, [...PROFILE_FLAGS, "--import", TSX_LOADER, join(PROJECT_ROOT, "cli/corral.ts"), "master", "--nats", nats.url, "--cluster", CLUSTER, "--port", "0", "--log-level", "error"], { stdio: "inherit" });
+    const masterChild = spawn(process.execPath, [...PROFILE_FLAGS, "--import", TS_LOADER, join(PROJECT_ROOT, "cli/corral.ts"), "master", "--nats", nats.url, "--cluster", CLUSTER, "--port", "0", "--log-level", "error"], { stdio: "inherit" });
     children.push(masterChild);
     const agents = (await startChild([fileURLToPath(import.meta.url), "--agents-child", nats.url, String(c.agents)], "AGENTS READY", 300_000, PROFILE_FLAGS)).child;
     children.push(agents);

@@ -31,8 +31,8 @@ export function elapsedMs(start: bigint): number {
 /** The project's root directory. */
 export const PROJECT_ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 
-/** `--import` value that makes a child `node` run TypeScript with the project's tsx. */
-export const TSX_LOADER = `file://${PROJECT_ROOT}/node_modules/tsx/dist/loader.mjs`;
+/** `--import` value that makes a child `node` run TypeScript with the project's loader (scripts/ts). */
+export const TS_LOADER = `file://${PROJECT_ROOT}/scripts/ts/register.mjs`;
 
 /** Resident memory of another process, in MiB: now and at its peak (from /proc). */
 export function processMemoryMb(pid: number): { rssMb: number; peakMb: number } {
@@ -74,11 +74,11 @@ export function report(name: string, results: BenchResult[]): string {
 export const PROFILE_FLAGS = process.env.BENCH_PROFILE_DIR ? ["--cpu-prof", "--cpu-prof-dir", process.env.BENCH_PROFILE_DIR] : [];
 
 /**
- * Spawns a TypeScript child under node (tsx's loader, `nodeFlags` first) and resolves with it and its
+ * Spawns a TypeScript child under node (the project's TypeScript loader, `nodeFlags` first) and resolves with it and its
  * first stdout line containing `readyLine`; rejects when it exits or stays silent for `timeoutMs`.
  */
 export function startChild(args: string[], readyLine: string, timeoutMs: number, nodeFlags: string[] = []): Promise<{ child: ChildProcess; line: string }> {
-  const child = spawn(process.execPath, [...nodeFlags, "--import", TSX_LOADER, ...args], { stdio: ["ignore", "pipe", "inherit"] });
+  const child = spawn(process.execPath, [...nodeFlags, "--import", TS_LOADER, ...args], { stdio: ["ignore", "pipe", "inherit"] });
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`${args.join(" ")} not ready within ${timeoutMs} ms`)), timeoutMs);
     let buffer = "";

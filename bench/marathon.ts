@@ -43,7 +43,7 @@ import { startNats } from "../cli/nats-server.ts";
 import { createMarathon } from "../frameworks/marathon/marathon.ts";
 import { connectNats } from "../sdk/nats-transport.ts";
 import { CLOCK_TICKS_PER_SECOND } from "../agent/containerizer/common.ts";
-import { elapsedMs, percentile, processMemoryMb, PROJECT_ROOT, TSX_LOADER, PROFILE_FLAGS, startChild, stopChild, type BenchResult } from "./lib.ts";
+import { elapsedMs, percentile, processMemoryMb, PROJECT_ROOT, TS_LOADER, PROFILE_FLAGS, startChild, stopChild, type BenchResult } from "./lib.ts";
 
 /** The cluster name the launch benchmark's agents process registers with. */
 const CLUSTER = "bench";
@@ -79,7 +79,7 @@ async function startCluster(agents: number): Promise<Cluster> {
     await nats.stop();
   };
   try {
-    const master = spawn(process.execPath, ["--import", TSX_LOADER, join(PROJECT_ROOT, "cli/corral.ts"), "master", "--nats", nats.url, "--cluster", CLUSTER, "--port", "0", "--log-level", process.env.BENCH_MASTER_LOG ?? "error"], { stdio: "inherit" });
+    const master = spawn(process.execPath, ["--import", TS_LOADER, join(PROJECT_ROOT, "cli/corral.ts"), "master", "--nats", nats.url, "--cluster", CLUSTER, "--port", "0", "--log-level", process.env.BENCH_MASTER_LOG ?? "error"], { stdio: "inherit" });
     children.push(master);
     // The agents' process reports ready once the master has registered every agent.
     children.push((await startChild([LAUNCH_BENCH, "--agents-child", nats.url, String(agents)], "AGENTS READY", 600_000)).child);
