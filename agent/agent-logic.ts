@@ -53,7 +53,9 @@ export function sandboxPath(workDir: string, frameworkId: string, taskId: string
   if (fw !== undefined) throw new RangeError(`frameworkId ${JSON.stringify(frameworkId)}: ${fw}`);
   const task = pathIdProblem(taskId);
   if (task !== undefined) throw new RangeError(`taskId ${JSON.stringify(taskId)}: ${task}`);
-  return join(workDir, "sandboxes", frameworkId, taskId);
+  // The ids are path-safe, so this is join(workDir, "sandboxes", frameworkId, taskId) as one flat
+  // string; join builds it from pieces (V8 cons strings) several times its size.
+  return [join(workDir, "sandboxes"), frameworkId, taskId].join("/");
 }
 
 // ------------------------------------------------------------------------------------------------

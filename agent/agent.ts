@@ -511,7 +511,7 @@ export function createAgent(options: AgentOptions): Agent {
     }
     record.sandbox = plan.sandboxDir;
     record.containerResources = plan.resources;
-    record.containerId = `${plan.taskId}-${rng.uuid()}`;
+    record.containerId = [plan.taskId, rng.uuid()].join("-"); // one flat string (see SeededRng.uuid)
     emitStatus(record, { state: "TASK_STARTING", reason: "REASON_UNSPECIFIED", message: "", agentId: id });
     let launched: Promise<ContainerHandle>;
     try {

@@ -20,7 +20,7 @@ export interface TaskRef {
  * (see {@link splitTaskKey}) whatever the task id holds.
  */
 export function taskKey(frameworkId: string, taskId: string): string {
-  return `${frameworkId}/${taskId}`;
+  return [frameworkId, taskId].join("/"); // one flat string (see SeededRng.uuid)
 }
 
 /** The two halves of a {@link taskKey}. */

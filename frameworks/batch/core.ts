@@ -759,7 +759,7 @@ export class BatchCore {
   private launch(task: TaskRec, offer: BatchOffer): BatchLaunch {
     const attempt = task.launches++;
     const job = task.job;
-    const taskId = `${job.id}.${task.index}.${attempt}`;
+    const taskId = [job.id, task.index, attempt].join("."); // one flat string (see SeededRng.uuid)
     task.phase = "launching";
     job.launches++;
     if (job.state === "waiting") job.state = "running";
