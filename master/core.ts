@@ -201,6 +201,12 @@ interface OfferRecord {
 }
 
 const TASK_ID_PATTERN = /^[A-Za-z0-9_.\-]{1,255}$/;
+/**
+ * Characters a framework id may use: it is a bus subject token (no dots) and names a sandbox
+ * directory on every agent that runs its tasks (see agent/agent-logic.ts pathIdProblem), so an id
+ * an agent would refuse is refused here, once, instead of failing each of the framework's tasks.
+ */
+const FRAMEWORK_ID_CHARS = /^[A-Za-z0-9_@+-]+$/;
 
 function isTerminal(state: TaskState): boolean {
   return TERMINAL_TASK_STATES.has(state);
@@ -543,7 +549,7 @@ export class MasterCore {
     if (problem) return this.refuse("CORRAL_ERR_INVALID_CALL", problem);
     const frameworkInfo = info!;
     const id = requestedId || frameworkInfo.id || "";
-    const idProblem = id ? tokenProblem(id) : undefined;
+    const idProblem = id ? (tokenProblem(id) ?? (FRAMEWORK_ID_CHARS.test(id) ? undefined : "use only letters, digits, '_', '@', '+' or '-' (it names a sandbox directory on agents)")) : undefined;
     if (idProblem) return this.refuse("CORRAL_ERR_INVALID_CALL", `frameworkId '${id}': ${idProblem}`);
     if (id && this.tornDown.has(id)) return this.refuse("CORRAL_ERR_FRAMEWORK_REMOVED", `framework '${id}' has been torn down and cannot subscribe again`);
     const existing = id ? this.frameworks.get(id) : undefined;

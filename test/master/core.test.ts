@@ -285,6 +285,10 @@ describe("master core robustness", () => {
     const bench = new Bench();
     const sub = bench.call("bad.id", { kind: "subscribe", subscribe: { frameworkInfo: fwInfo("bad.id", ["web"]) } });
     expect(bench.replyOf(sub)).toMatchObject({ ok: false, errorCode: "CORRAL_ERR_INVALID_CALL" });
+    // A valid subject token that cannot name a sandbox directory: refused at SUBSCRIBE, not per task.
+    const slash = bench.call("team/web", { kind: "subscribe", subscribe: { frameworkInfo: fwInfo("team/web", ["web"]) } });
+    expect(bench.replyOf(slash)).toMatchObject({ ok: false, errorCode: "CORRAL_ERR_INVALID_CALL", message: expect.stringContaining("frameworkId 'team/web': use only letters") });
+    expect(bench.core.sizes().frameworks).toBe(0);
     const rereg = bench.core.handle({ type: "agent-message", senderId: "x", callId: "", message: { kind: "reregister", reregister: { version: "", agentInfo: agentInfo("a.b"), tasks: [], frameworks: [] } } }, 0);
     expect(rereg).toContainEqual(expect.objectContaining({ type: "reply", payload: expect.objectContaining({ payload: "callResponse" }) }));
     expect(bench.core.sizes().agents).toBe(0);
