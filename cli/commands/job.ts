@@ -6,7 +6,7 @@
  */
 import { readFileSync, writeFileSync } from "node:fs";
 import { runBatchJobs, type BatchRunSummary } from "../../frameworks/batch/batch.ts";
-import type { BatchEvent, BatchJobSummary } from "../../frameworks/batch/core.ts";
+import type { BatchConfig, BatchEvent, BatchJobSummary } from "../../frameworks/batch/core.ts";
 import { JobFileError, parseJobFile } from "../../frameworks/batch/job-file.ts";
 import { CLUSTER_FLAGS, connect, makeLogger, resolveCluster } from "../common.ts";
 import { numberFlag, parseFlags, UsageError, type FlagSpec } from "../options.ts";
@@ -16,6 +16,8 @@ export const JOB_FLAGS: Record<string, FlagSpec> = {
   name: { type: "string", help: "framework name", default: "corral-job" },
   role: { type: "string", help: "role to run in", default: "default" },
   "refuse-seconds": { type: "string", help: "how long declined offers are filtered", default: "5" },
+  "offer-hold-seconds": { type: "string", help: "keep an offer nothing fits this long for work to come (0: decline it)", default: "0" },
+  "max-held-offers": { type: "string", help: "offers kept at once, at most (with --offer-hold-seconds)", default: "1000" },
   json: { type: "string", help: "also write the summary as JSON to this file" },
   quiet: { type: "boolean", help: "print only the summary" },
 };
@@ -83,14 +85,27 @@ export function formatJobSummary(summary: BatchRunSummary): string {
   return out.join("\n");
 }
 
+/**
+ * The batch framework's tunables that `corral job run` takes as flags (the same settings a
+ * simulated `batch` framework takes in a scenario), checked; a bad value is a {@link UsageError}.
+ */
+export function batchConfigFromFlags(values: Record<string, string | boolean | undefined>): Pick<BatchConfig, "refuseSeconds" | "offerHoldSeconds" | "maxHeldOffers"> {
+  const refuseSeconds = numberFlag(values, "refuse-seconds") ?? 5;
+  if (!(refuseSeconds >= 0)) throw new UsageError("--refuse-seconds must be >= 0");
+  const offerHoldSeconds = numberFlag(values, "offer-hold-seconds") ?? 0;
+  if (!(offerHoldSeconds >= 0)) throw new UsageError("--offer-hold-seconds must be >= 0");
+  const maxHeldOffers = numberFlag(values, "max-held-offers") ?? 1000;
+  if (!(Number.isInteger(maxHeldOffers) && maxHeldOffers >= 1)) throw new UsageError("--max-held-offers must be an integer >= 1");
+  return { refuseSeconds, offerHoldSeconds, maxHeldOffers };
+}
+
 export async function jobCommand(args: string[]): Promise<number> {
   const [sub, ...rest] = args;
   if (sub !== "run") throw new UsageError(sub === undefined ? `missing subcommand\n\n${JOB_USAGE}` : `unknown subcommand '${sub}'\n\n${JOB_USAGE}`);
   const { values, rest: files } = parseFlags(rest, JOB_FLAGS);
   if (files.length !== 1) throw new UsageError(`expected one job file, got ${files.length}\n\n${JOB_USAGE}`);
   const file = files[0]!;
-  const refuseSeconds = numberFlag(values, "refuse-seconds") ?? 5;
-  if (!(refuseSeconds >= 0)) throw new UsageError("--refuse-seconds must be >= 0");
+  const config = batchConfigFromFlags(values);
   let jobs;
   try {
     jobs = parseJobFile(JSON.parse(readFileSync(file, "utf8")));
@@ -118,7 +133,7 @@ export async function jobCommand(args: string[]): Promise<number> {
       log,
       jobs,
       framework: { name: values.name as string, roles: [values.role as string] },
-      config: { refuseSeconds },
+      config,
       signal: interrupted.signal,
       onEvent: (event) => {
         const line = quiet ? undefined : progressLine(event, sizes);

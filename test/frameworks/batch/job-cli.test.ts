@@ -7,6 +7,8 @@ import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
+import { batchConfigFromFlags, JOB_FLAGS } from "../../../cli/commands/job.ts";
+import { parseFlags, UsageError } from "../../../cli/options.ts";
 import { startCluster, type TestCluster } from "../../harness/cluster.ts";
 import { useNats } from "../../harness/nats.ts";
 
@@ -74,8 +76,20 @@ describe("corral job run", () => {
     expect(run.status).toBe(2);
     expect(run.stderr).toContain("jobs[0].tasks: must be an integer >= 1");
     expect(run.stderr).toContain("jobs[0].durationSeconds: give exactly one of command and durationSeconds");
+    const badFlag = await corral(["job", "run", file, "--max-held-offers", "0"]);
+    expect(badFlag.status).toBe(2);
+    expect(badFlag.stderr).toContain("--max-held-offers must be an integer >= 1");
     const usage = await corral(["job", "start"]);
     expect(usage.status).toBe(2);
     expect(usage.stderr).toContain("unknown subcommand 'start'");
   }, 60_000);
+
+  it("passes the offer-keeping flags to the batch framework, as a simulated batch framework takes them", () => {
+    const flags = (args: string[]) => batchConfigFromFlags(parseFlags(args, JOB_FLAGS).values);
+    expect(flags([])).toEqual({ refuseSeconds: 5, offerHoldSeconds: 0, maxHeldOffers: 1000 });
+    expect(flags(["--offer-hold-seconds", "3600", "--max-held-offers", "50", "--refuse-seconds", "2"])).toEqual({ refuseSeconds: 2, offerHoldSeconds: 3600, maxHeldOffers: 50 });
+    expect(() => flags(["--offer-hold-seconds=-1"])).toThrow(new UsageError("--offer-hold-seconds must be >= 0"));
+    expect(() => flags(["--max-held-offers", "2.5"])).toThrow(/--max-held-offers must be an integer >= 1/);
+    expect(() => flags(["--offer-hold-seconds", "soon"])).toThrow(/--offer-hold-seconds must be a number, got 'soon'/);
+  });
 });
