@@ -12,7 +12,7 @@
  * <= 60 s and <= 4 GB), and the cluster settings of the run: `--ping-seconds S` (how often the
  * master pings each agent; default Mesos's 15, `--full` 600), `--offer-hold-seconds S` (the batch
  * framework keeps offers nothing fits this long; default 0, `--full` 3600) and
- * `--max-held-offers N` (default 1000). Both change what is simulated, not how: a 7-day run of
+ * `--max-held-offers N` (default 1000); `--no-progress` keeps stderr quiet. The settings change what is simulated, not how: a 7-day run of
  * 10,000 agents pinged every 15 s is 800 million messages of pings alone, and a batch framework
  * that declines every offer it cannot use REVIVEs for each new job, which the master answers with
  * an offer of every agent. The case label names the settings used.
@@ -138,8 +138,21 @@ function marathonRunning(result: Awaited<ReturnType<typeof runScenario>>): numbe
   return result.marathon.apps.reduce((sum, app) => sum + app.running, 0);
 }
 
+/** Flags that take a value, and switches; anything else on the command line is refused. */
+const VALUE_FLAGS = ["--agents", "--tasks", "--days", "--marathon-apps", "--raw-events", "--ping-seconds", "--offer-hold-seconds", "--max-held-offers"];
+const SWITCHES = ["--full", "--no-progress"];
+
+/** Refuses an argument the benchmark does not know (a typo would otherwise run another case). */
+function checkArgs(args: string[]): void {
+  for (let i = 0; i < args.length; i++) {
+    if (VALUE_FLAGS.includes(args[i]!)) i++;
+    else if (!SWITCHES.includes(args[i]!)) throw new Error(`unknown argument '${args[i]}' (flags: ${[...VALUE_FLAGS, ...SWITCHES].join(" ")})`);
+  }
+}
+
 /** Runs the benchmark; see the module comment for the options. */
 export async function runSimBench(args: string[]): Promise<BenchResult[]> {
+  checkArgs(args);
   const full = args.includes("--full");
   const agents = full ? FULL_CASE.agents : flag(args, "--agents", 1000);
   const tasks = full ? FULL_CASE.tasks : flag(args, "--tasks", 10_000);
@@ -162,9 +175,9 @@ export async function runSimBench(args: string[]): Promise<BenchResult[]> {
   const scenario = benchScenario(agents, tasks, days, marathonApps, settings);
   const started = process.hrtime.bigint();
   // Progress on stderr: the full case runs for many minutes.
-  const progress = stderrProgress();
-  const result = await runScenario(scenario, { onProgress: (p) => progress.update(p) });
-  progress.finish();
+  const progress = args.includes("--no-progress") ? undefined : stderrProgress();
+  const result = await runScenario(scenario, progress ? { onProgress: (p) => progress.update(p) } : {});
+  progress?.finish();
   const wallS = Number(process.hrtime.bigint() - started) / 1e9;
   const hold = settings.offerHoldSeconds > 0 ? `offers kept ${settings.offerHoldSeconds} s (at most ${settings.maxHeldOffers})` : "offers declined";
   const label = `${agents} agents x ${tasks} batch tasks + ${marathonApps} Marathon apps, ${(scenario.endSeconds / 3600).toFixed(1)} h simulated; pings every ${settings.pingSeconds} s, ${hold}`;
