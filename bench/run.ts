@@ -2,9 +2,11 @@
  * `npm run bench -- <name>`: runs one benchmark, prints its table and writes
  * `bench/results/<name>.json`. Benchmarks are never part of `npm test`.
  *
- * The npm script starts node with a young generation of 64 MB semi-spaces (V8's default is 16):
- * the simulator allocates a few short-lived objects per message, and with the default most of
- * them were promoted by scavenges that came too often.
+ * The npm script starts node with a young generation of 256 MB semi-spaces (V8's default is 16),
+ * as `corral sim` does: the simulator allocates a few short-lived objects per message, and with
+ * small semi-spaces scavenges came so often that many of them were promoted before they died.
+ * The full-size simulator case ran in 987 s with 64 MB and 715 s with 256 MB (peak RSS 2,746 and
+ * 3,422 MiB), one run each on the same 2-core machine.
  */
 import { report, type BenchResult } from "./lib.ts";
 
