@@ -5,8 +5,8 @@
  * The npm script starts node with a young generation of 256 MB semi-spaces (V8's default is 16),
  * as `corral sim` does: the simulator allocates a few short-lived objects per message, and with
  * small semi-spaces scavenges came so often that many of them were promoted before they died.
- * The full-size simulator case ran in 987 s with 64 MB and 715 s with 256 MB (peak RSS 2,746 and
- * 3,422 MiB), one run each on the same 2-core machine.
+ * The full-size simulator case ran in 987 and 1,102 s with 64 MB, 715 and 794 s with 256 MB (peak
+ * RSS 2,746-2,861 and 3,398-3,422 MiB), two runs each on the same 2-core machine.
  */
 import { report, type BenchResult } from "./lib.ts";
 
