@@ -25,24 +25,10 @@ import type { StatusUpdate } from "./status-updates.ts";
 // Ids as path components
 // ------------------------------------------------------------------------------------------------
 
-/** Longest framework or task id the agent accepts as a directory name. */
-export const MAX_PATH_ID_LENGTH = 200;
-
-const PATH_SAFE_ID = /^[A-Za-z0-9_.@+-]+$/u;
-
-/**
- * Why `id` cannot name a sandbox directory, or `undefined` when it can: 1-{@link MAX_PATH_ID_LENGTH}
- * characters from `A-Z a-z 0-9 _ . @ + -`, and not `.` or `..`. Dots are allowed because Marathon
- * task ids contain them (`app.instance-1`).
- */
-export function pathIdProblem(id: unknown): string | undefined {
-  if (typeof id !== "string") return `must be a string, got ${typeof id}`;
-  if (id.length === 0) return "must not be empty";
-  if (id.length > MAX_PATH_ID_LENGTH) return `must be at most ${MAX_PATH_ID_LENGTH} characters, got ${id.length}`;
-  if (id === "." || id === "..") return `must not be ${JSON.stringify(id)}`;
-  if (!PATH_SAFE_ID.test(id)) return "may only contain letters, digits, '_', '.', '@', '+' and '-'";
-  return undefined;
-}
+// The rule lives in the SDK, so that the master refuses at SUBSCRIBE and ACCEPT what an agent could
+// not use as a directory; re-exported for the agent's callers.
+export { MAX_PATH_ID_LENGTH, pathIdProblem } from "../sdk/task-key.ts";
+import { pathIdProblem } from "../sdk/task-key.ts";
 
 /**
  * The sandbox of a task: `<workDir>/sandboxes/<frameworkId>/<taskId>`.

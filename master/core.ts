@@ -15,7 +15,7 @@ import type { Rng } from "../sdk/rng.ts";
 import { roleNameError } from "../sdk/roles.ts";
 import { resourcesFromWire, resourcesToWire } from "../sdk/wire/resources.ts";
 import { TimedHeap } from "../sdk/time-heap.ts";
-import { splitTaskKey, taskKey } from "../sdk/task-key.ts";
+import { pathIdProblem, splitTaskKey, taskKey } from "../sdk/task-key.ts";
 import { tokenProblem } from "../sdk/wire/subjects.ts";
 import { TERMINAL_TASK_STATES } from "../sdk/wire/types.ts";
 import type {
@@ -200,13 +200,6 @@ interface OfferRecord {
   createdAtMs: number;
 }
 
-const TASK_ID_PATTERN = /^[A-Za-z0-9_.\-]{1,255}$/;
-/**
- * Characters a framework id may use: it is a bus subject token (no dots) and names a sandbox
- * directory on every agent that runs its tasks (see agent/agent-logic.ts pathIdProblem), so an id
- * an agent would refuse is refused here, once, instead of failing each of the framework's tasks.
- */
-const FRAMEWORK_ID_CHARS = /^[A-Za-z0-9_@+-]+$/;
 
 function isTerminal(state: TaskState): boolean {
   return TERMINAL_TASK_STATES.has(state);
@@ -549,7 +542,9 @@ export class MasterCore {
     if (problem) return this.refuse("CORRAL_ERR_INVALID_CALL", problem);
     const frameworkInfo = info!;
     const id = requestedId || frameworkInfo.id || "";
-    const idProblem = id ? (tokenProblem(id) ?? (FRAMEWORK_ID_CHARS.test(id) ? undefined : "use only letters, digits, '_', '@', '+' or '-' (it names a sandbox directory on agents)")) : undefined;
+    // A framework id is a subject token and names a sandbox directory on every agent that runs its
+    // tasks: one an agent would refuse is refused here, once, instead of failing each task.
+    const idProblem = id ? (tokenProblem(id) ?? pathIdProblem(id)) : undefined;
     if (idProblem) return this.refuse("CORRAL_ERR_INVALID_CALL", `frameworkId '${id}': ${idProblem}`);
     if (id && this.tornDown.has(id)) return this.refuse("CORRAL_ERR_FRAMEWORK_REMOVED", `framework '${id}' has been torn down and cannot subscribe again`);
     const existing = id ? this.frameworks.get(id) : undefined;
@@ -680,9 +675,8 @@ export class MasterCore {
       this.counters.invalidCalls++;
       return pool;
     };
-    if (!TASK_ID_PATTERN.test(task.taskId) || task.taskId === "." || task.taskId === "..") {
-      return error(`taskId '${task.taskId}': use 1-255 letters, digits, '_', '.' or '-'`);
-    }
+    const taskIdProblem = pathIdProblem(task.taskId);
+    if (taskIdProblem) return error(`taskId '${task.taskId}': ${taskIdProblem}`);
     if (framework.tasks.has(task.taskId)) return error(`taskId '${task.taskId}' is already used by an active task of this framework`);
     if (task.agentId && task.agentId !== agentId) return error(`task.agentId '${task.agentId}' differs from the offers' agent '${agentId}'`);
     if (!task.command || (!task.command.value && task.command.arguments.length === 0)) return error("task.command: a command value or arguments are required");

@@ -28,3 +28,24 @@ export function splitTaskKey(key: string): TaskRef {
   const cut = key.indexOf("/");
   return { frameworkId: key.slice(0, cut), taskId: key.slice(cut + 1) };
 }
+
+/** Longest framework or task id: agents use both as directory names. */
+export const MAX_PATH_ID_LENGTH = 200;
+
+const PATH_SAFE_ID = /^[A-Za-z0-9_.@+-]+$/u;
+
+/**
+ * Why a framework or task `id` cannot name a sandbox directory on an agent, or `undefined` when it
+ * can: 1-{@link MAX_PATH_ID_LENGTH} characters from `A-Z a-z 0-9 _ . @ + -`, and not `.` or `..`.
+ * Dots are allowed because Marathon task ids contain them (`app.instance-1`). The master checks
+ * ids by this rule too (framework ids at SUBSCRIBE, task ids at ACCEPT), so no id reaches an
+ * agent that would refuse it, and no framework id holds the `/` that {@link taskKey} splits on.
+ */
+export function pathIdProblem(id: unknown): string | undefined {
+  if (typeof id !== "string") return `must be a string, got ${typeof id}`;
+  if (id.length === 0) return "must not be empty";
+  if (id.length > MAX_PATH_ID_LENGTH) return `must be at most ${MAX_PATH_ID_LENGTH} characters, got ${id.length}`;
+  if (id === "." || id === "..") return `must not be ${JSON.stringify(id)}`;
+  if (!PATH_SAFE_ID.test(id)) return "use only letters, digits, '_', '.', '@', '+' or '-'";
+  return undefined;
+}

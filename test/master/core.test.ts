@@ -150,6 +150,17 @@ describe("master core", () => {
     // The offer is used up: accepting it again drops the task.
     const again = bench.call(frameworkId, { kind: "accept", accept: { offerIds: [offer!.id], operations: [{ kind: "launch", launch: { taskInfos: [task("late", "cpus:0.1")] } }] } });
     expect(bench.updatesFor(frameworkId, again).map((u) => [u.state, u.reason])).toEqual([["TASK_DROPPED", "REASON_INVALID_OFFERS"]]);
+    // Task ids follow the agents' sandbox-directory rule: one an agent would refuse (longer than
+    // 200 characters) is a TASK_ERROR here, and one it takes ('@', '+') is launched.
+    const fresh = new Bench();
+    const freshId = fresh.subscribe("fw");
+    fresh.addAgent("a1", "cpus:2;mem:1024");
+    const [second] = fresh.offersFor(freshId);
+    const ids = fresh.call(freshId, { kind: "accept", accept: { offerIds: [second!.id], operations: [{ kind: "launch", launch: { taskInfos: [task("x".repeat(201), "cpus:0.1"), task("me@host+1", "cpus:0.1;mem:32")] } }] } });
+    const idUpdates = fresh.updatesFor(freshId, ids);
+    expect(idUpdates.map((u) => [u.taskId.length, u.state])).toEqual([[201, "TASK_ERROR"]]);
+    expect(idUpdates[0]!.message).toContain("must be at most 200 characters");
+    expect(ids.filter((e) => e.type === "to-agent" && e.message.kind === "runTask").map((e) => (e as { message: { runTask: { task: { taskId: string } } } }).message.runTask.task.taskId)).toEqual(["me@host+1"]);
   });
 
   it("answers a redelivered call without applying it twice", () => {
