@@ -6,7 +6,7 @@
  */
 import { readFileSync, writeFileSync } from "node:fs";
 import { runBatchJobs, type BatchRunSummary } from "../../frameworks/batch/batch.ts";
-import type { BatchConfig, BatchEvent, BatchJobSummary } from "../../frameworks/batch/core.ts";
+import { DEFAULT_BATCH_CONFIG, type BatchConfig, type BatchEvent, type BatchJobSummary } from "../../frameworks/batch/core.ts";
 import { JobFileError, parseJobFile } from "../../frameworks/batch/job-file.ts";
 import { CLUSTER_FLAGS, connect, makeLogger, resolveCluster } from "../common.ts";
 import { numberFlag, parseFlags, UsageError, type FlagSpec } from "../options.ts";
@@ -15,9 +15,10 @@ export const JOB_FLAGS: Record<string, FlagSpec> = {
   ...CLUSTER_FLAGS,
   name: { type: "string", help: "framework name", default: "corral-job" },
   role: { type: "string", help: "role to run in", default: "default" },
-  "refuse-seconds": { type: "string", help: "how long declined offers are filtered", default: "5" },
-  "offer-hold-seconds": { type: "string", help: "keep an offer nothing fits this long for work to come (0: decline it)", default: "0" },
-  "max-held-offers": { type: "string", help: "offers kept at once, at most (with --offer-hold-seconds)", default: "1000" },
+  // The framework's own defaults, so that the flags and the batch README cannot drift apart.
+  "refuse-seconds": { type: "string", help: "how long declined offers are filtered", default: String(DEFAULT_BATCH_CONFIG.refuseSeconds) },
+  "offer-hold-seconds": { type: "string", help: "keep an offer nothing fits this long for work to come (0: decline it)", default: String(DEFAULT_BATCH_CONFIG.offerHoldSeconds) },
+  "max-held-offers": { type: "string", help: "offers kept at once, at most (with --offer-hold-seconds)", default: String(DEFAULT_BATCH_CONFIG.maxHeldOffers) },
   json: { type: "string", help: "also write the summary as JSON to this file" },
   quiet: { type: "boolean", help: "print only the summary" },
 };
@@ -90,11 +91,11 @@ export function formatJobSummary(summary: BatchRunSummary): string {
  * simulated `batch` framework takes in a scenario), checked; a bad value is a {@link UsageError}.
  */
 export function batchConfigFromFlags(values: Record<string, string | boolean | undefined>): Pick<BatchConfig, "refuseSeconds" | "offerHoldSeconds" | "maxHeldOffers"> {
-  const refuseSeconds = numberFlag(values, "refuse-seconds") ?? 5;
+  const refuseSeconds = numberFlag(values, "refuse-seconds") ?? DEFAULT_BATCH_CONFIG.refuseSeconds;
   if (!(refuseSeconds >= 0)) throw new UsageError("--refuse-seconds must be >= 0");
-  const offerHoldSeconds = numberFlag(values, "offer-hold-seconds") ?? 0;
+  const offerHoldSeconds = numberFlag(values, "offer-hold-seconds") ?? DEFAULT_BATCH_CONFIG.offerHoldSeconds;
   if (!(offerHoldSeconds >= 0)) throw new UsageError("--offer-hold-seconds must be >= 0");
-  const maxHeldOffers = numberFlag(values, "max-held-offers") ?? 1000;
+  const maxHeldOffers = numberFlag(values, "max-held-offers") ?? DEFAULT_BATCH_CONFIG.maxHeldOffers;
   if (!(Number.isInteger(maxHeldOffers) && maxHeldOffers >= 1)) throw new UsageError("--max-held-offers must be an integer >= 1");
   return { refuseSeconds, offerHoldSeconds, maxHeldOffers };
 }
