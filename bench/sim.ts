@@ -18,6 +18,7 @@
  * REVIVEs for each new job, which the master answers with an offer of every agent. The case label
  * names the settings used.
  */
+import { parseArgs } from "node:util";
 import { SimEngine } from "../sim/engine.ts";
 import { stderrProgress } from "../sim/progress.ts";
 import { runScenario } from "../sim/report.ts";
@@ -49,13 +50,29 @@ export const FULL_SETTINGS: BenchSettings = { pingSeconds: 600, offerHoldSeconds
  */
 const TASKS_PER_JOB = 100;
 
-function flag(args: string[], name: string, fallback: number, zeroAllowed?: boolean): number;
-function flag(args: string[], name: string, fallback: undefined): number | undefined;
-function flag(args: string[], name: string, fallback: number | undefined, zeroAllowed = false): number | undefined {
-  const i = args.indexOf(name);
-  if (i < 0) return fallback;
-  const value = Number(args[i + 1]);
-  if (!Number.isFinite(value) || value < 0 || (value === 0 && !zeroAllowed)) throw new Error(`${name}: must be a number ${zeroAllowed ? ">= 0" : "> 0"}`);
+/** The command line; `strict` refuses an unknown flag (a typo would otherwise run another case). */
+const ARG_OPTIONS = {
+  full: { type: "boolean" },
+  "no-progress": { type: "boolean" },
+  agents: { type: "string" },
+  tasks: { type: "string" },
+  days: { type: "string" },
+  "marathon-apps": { type: "string" },
+  "raw-events": { type: "string" },
+  "ping-seconds": { type: "string" },
+  "offer-hold-seconds": { type: "string" },
+  "max-held-offers": { type: "string" },
+} as const;
+type ArgValues = Record<string, string | boolean | undefined>;
+type ValueFlag = keyof typeof ARG_OPTIONS;
+
+function flag(values: ArgValues, name: ValueFlag, fallback: number, zeroAllowed?: boolean): number;
+function flag(values: ArgValues, name: ValueFlag, fallback: undefined): number | undefined;
+function flag(values: ArgValues, name: ValueFlag, fallback: number | undefined, zeroAllowed = false): number | undefined {
+  const raw = values[name];
+  if (typeof raw !== "string") return fallback;
+  const value = Number(raw);
+  if (!Number.isFinite(value) || value < 0 || (value === 0 && !zeroAllowed)) throw new Error(`--${name}: must be a number ${zeroAllowed ? ">= 0" : "> 0"}`);
   return value;
 }
 
@@ -139,32 +156,20 @@ function marathonRunning(result: Awaited<ReturnType<typeof runScenario>>): numbe
   return result.marathon.apps.reduce((sum, app) => sum + app.running, 0);
 }
 
-/** Flags that take a value, and switches; anything else on the command line is refused. */
-const VALUE_FLAGS = ["--agents", "--tasks", "--days", "--marathon-apps", "--raw-events", "--ping-seconds", "--offer-hold-seconds", "--max-held-offers"];
-const SWITCHES = ["--full", "--no-progress"];
-
-/** Refuses an argument the benchmark does not know (a typo would otherwise run another case). */
-function checkArgs(args: string[]): void {
-  for (let i = 0; i < args.length; i++) {
-    if (VALUE_FLAGS.includes(args[i]!)) i++;
-    else if (!SWITCHES.includes(args[i]!)) throw new Error(`unknown argument '${args[i]}' (flags: ${[...VALUE_FLAGS, ...SWITCHES].join(" ")})`);
-  }
-}
-
 /** Runs the benchmark; see the module comment for the options. */
 export async function runSimBench(args: string[]): Promise<BenchResult[]> {
-  checkArgs(args);
-  const full = args.includes("--full");
-  const agents = full ? FULL_CASE.agents : flag(args, "--agents", 1000);
-  const tasks = full ? FULL_CASE.tasks : flag(args, "--tasks", 10_000);
-  const days = full ? FULL_CASE.days : flag(args, "--days", undefined);
-  const marathonApps = full ? FULL_CASE.marathonApps : args.includes("--marathon-apps") ? flag(args, "--marathon-apps", 0) : Math.round(agents / 20);
-  const rawCount = flag(args, "--raw-events", 2_000_000);
+  const { values } = parseArgs({ args, options: ARG_OPTIONS, strict: true, allowPositionals: false });
+  const full = values.full === true;
+  const agents = full ? FULL_CASE.agents : flag(values, "agents", 1000);
+  const tasks = full ? FULL_CASE.tasks : flag(values, "tasks", 10_000);
+  const days = full ? FULL_CASE.days : flag(values, "days", undefined);
+  const marathonApps = full ? FULL_CASE.marathonApps : flag(values, "marathon-apps", Math.round(agents / 20), true);
+  const rawCount = flag(values, "raw-events", 2_000_000);
   const base = full ? FULL_SETTINGS : DEFAULT_SETTINGS;
   const settings: BenchSettings = {
-    pingSeconds: flag(args, "--ping-seconds", base.pingSeconds),
-    offerHoldSeconds: flag(args, "--offer-hold-seconds", base.offerHoldSeconds, true),
-    maxHeldOffers: flag(args, "--max-held-offers", base.maxHeldOffers),
+    pingSeconds: flag(values, "ping-seconds", base.pingSeconds),
+    offerHoldSeconds: flag(values, "offer-hold-seconds", base.offerHoldSeconds, true),
+    maxHeldOffers: flag(values, "max-held-offers", base.maxHeldOffers),
   };
   const results: BenchResult[] = [];
 
@@ -176,7 +181,7 @@ export async function runSimBench(args: string[]): Promise<BenchResult[]> {
   const scenario = benchScenario(agents, tasks, days, marathonApps, settings);
   const started = process.hrtime.bigint();
   // Progress on stderr: the full case runs for many minutes.
-  const progress = args.includes("--no-progress") ? undefined : stderrProgress();
+  const progress = values["no-progress"] === true ? undefined : stderrProgress();
   const result = await runScenario(scenario, progress ? { onProgress: (p) => progress.update(p) } : {});
   progress?.finish();
   const wallS = Number(process.hrtime.bigint() - started) / 1e9;
