@@ -17,6 +17,7 @@
 
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance } from "fastify";
 import type { Logger as PinoLogger } from "pino";
+import { RESOURCE_NAME_PATTERN } from "../sdk/resources.ts";
 import { roleNameError } from "../sdk/roles.ts";
 import { AllocatorError } from "./allocator/index.ts";
 import type { MasterCore, MasterEffect } from "./core.ts";
@@ -66,7 +67,6 @@ export const MAX_OPERATOR_ENTRIES = 1000;
 /** Most resource names one quota may name. */
 export const MAX_QUOTA_RESOURCES = 64;
 
-const RESOURCE_NAME_PATTERN = "^[A-Za-z0-9_.\\-]{1,64}$";
 
 const quantities = {
   type: "object",

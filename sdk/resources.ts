@@ -88,11 +88,35 @@ export function fromMillis(millis: number): number {
   return millis / SCALAR_SCALE;
 }
 
-const NAME_PATTERN = /^[A-Za-z0-9_.\-]+$/;
+/** Longest resource name accepted anywhere: agent resources, offers, quota, the operator API. */
+export const MAX_RESOURCE_NAME_LENGTH = 64;
+
+/**
+ * The resource-name rule as a regular expression source, for JSON schemas; code checks names
+ * with {@link resourceNameProblem}. One rule for every place that takes a name, so a resource an
+ * agent may advertise is one an operator may set quota on.
+ */
+export const RESOURCE_NAME_PATTERN = `^[A-Za-z0-9_.\\-]{1,${MAX_RESOURCE_NAME_LENGTH}}$`;
+
+const RESOURCE_NAME = new RegExp(RESOURCE_NAME_PATTERN);
+
+/**
+ * Why `name` cannot be a resource name, or `undefined` when it can: 1-{@link MAX_RESOURCE_NAME_LENGTH}
+ * characters from `A-Z a-z 0-9 _ . -` (Mesos's names `cpus`, `mem`, `disk`, `ports`, `gpus` and
+ * custom ones such as `bandwidth.net`).
+ */
+export function resourceNameProblem(name: unknown): string | undefined {
+  if (typeof name !== "string") return `must be a string, got ${typeof name}`;
+  if (RESOURCE_NAME.test(name)) return undefined;
+  if (name.length === 0) return "must not be empty";
+  if (name.length > MAX_RESOURCE_NAME_LENGTH) return `must be at most ${MAX_RESOURCE_NAME_LENGTH} characters, got ${name.length}`;
+  return "use only letters, digits, '_', '.' or '-'";
+}
 
 function checkName(name: string, token: string): void {
-  if (typeof name !== "string" || !NAME_PATTERN.test(name)) {
-    throw new ResourceError("CORRAL_ERR_BAD_RESOURCES", `invalid resource name '${String(name)}' in '${token}': use letters, digits, '_', '.' or '-'`, token);
+  const problem = resourceNameProblem(name);
+  if (problem !== undefined) {
+    throw new ResourceError("CORRAL_ERR_BAD_RESOURCES", `invalid resource name '${String(name)}' in '${token}': ${problem}`, token);
   }
 }
 

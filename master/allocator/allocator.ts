@@ -18,7 +18,7 @@
  * a run last visited them (see {@link HierarchicalAllocator.allocate}): with thousands of agents
  * and nothing new, a run costs what changed, not the size of the cluster.
  */
-import { Resources, addQuantities, toMillis, type ResourceEntry, type ScalarQuantities } from "../../sdk/resources.ts";
+import { Resources, addQuantities, resourceNameProblem, toMillis, type ResourceEntry, type ScalarQuantities } from "../../sdk/resources.ts";
 import { roleNameError, topLevelRole } from "../../sdk/roles.ts";
 import { shuffleInPlace, type Rng } from "../../sdk/rng.ts";
 import { TimedHeap } from "../../sdk/time-heap.ts";
@@ -207,7 +207,8 @@ function quantitiesFromRecord(record: Record<string, number> | undefined, what: 
     throw new AllocatorError("CORRAL_ERR_BAD_QUOTA", `${what} must be an object of resource name to quantity`);
   }
   for (const [name, value] of Object.entries(record)) {
-    if (!/^[A-Za-z0-9_.\-]+$/.test(name)) throw new AllocatorError("CORRAL_ERR_BAD_QUOTA", `${what}: invalid resource name '${name}'`);
+    const nameProblem = resourceNameProblem(name);
+    if (nameProblem !== undefined) throw new AllocatorError("CORRAL_ERR_BAD_QUOTA", `${what}: invalid resource name '${name}': ${nameProblem}`);
     if (typeof value !== "number" || !Number.isFinite(value) || value < 0) {
       throw new AllocatorError("CORRAL_ERR_BAD_QUOTA", `${what}.${name} must be a finite number >= 0, got ${String(value)}`);
     }

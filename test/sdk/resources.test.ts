@@ -53,6 +53,8 @@ describe("Resources text form", () => {
     ["cpus(eng//web):1", "'//'"],
     ["cpus(eng/..):1", "'..'"],
     ["cpus:1;cpus:2", "given twice"],
+    ["c#pus:1", "use only letters, digits, '_', '.' or '-'"],
+    [`${"x".repeat(65)}:1`, "at most 64 characters, got 65"],
   ])("rejects %s naming the token (%s)", (text, rule) => {
     let caught: unknown;
     try {
@@ -76,6 +78,11 @@ describe("Resources JSON form", () => {
     const json = res.toJSON();
     expect(json).toContainEqual({ name: "mem", role: "eng", type: "SCALAR", scalar: { value: 512 } });
     expect(Resources.fromJSON(JSON.parse(JSON.stringify(json))).equals(res)).toBe(true);
+  });
+
+  it("takes a name of 64 characters and refuses one of 65, in both forms", () => {
+    expect(Resources.parse(`${"n".repeat(64)}:1`).toJSON()).toHaveLength(1);
+    expect(() => Resources.fromJSON([{ name: "n".repeat(65), scalar: { value: 1 } }])).toThrow(/resources\[0\].*at most 64 characters/);
   });
 
   it("rejects bad JSON elements naming the index", () => {

@@ -353,6 +353,9 @@ describe("bad input leaves the state unchanged", () => {
     expectCode(() => allocator.setQuota("r", { guarantees: { cpus: -1 } }), "CORRAL_ERR_BAD_QUOTA");
     expectCode(() => allocator.setQuota("r", { guarantees: { cpus: 2 }, limits: { cpus: 1 } }), "CORRAL_ERR_BAD_QUOTA");
     expectCode(() => allocator.setQuota("r/x", { limits: { cpus: 1 } }), "CORRAL_ERR_BAD_QUOTA");
+    // The same resource-name rule as agents' resources: a name an agent may not advertise has no quota.
+    expectCode(() => allocator.setQuota("r", { limits: { ["g".repeat(65)]: 1 } }), "CORRAL_ERR_BAD_QUOTA");
+    expectCode(() => allocator.setQuota("r", { limits: { "c pu": 1 } }), "CORRAL_ERR_BAD_QUOTA");
     expectCode(() => allocator.setWeight("..", 1), "CORRAL_ERR_BAD_ROLE");
     expectCode(() => allocator.addFramework("A", { roles: ["r"] }), "CORRAL_ERR_DUPLICATE_FRAMEWORK");
     expectCode(() => allocator.addFramework("C", { roles: [] }), "CORRAL_ERR_BAD_ROLE");
