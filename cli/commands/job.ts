@@ -6,7 +6,7 @@
  */
 import { readFileSync, writeFileSync } from "node:fs";
 import { runBatchJobs, type BatchRunSummary } from "../../frameworks/batch/batch.ts";
-import { DEFAULT_BATCH_CONFIG, type BatchConfig, type BatchEvent, type BatchJobSummary } from "../../frameworks/batch/core.ts";
+import { DEFAULT_BATCH_CONFIG, batchConfigProblem, type BatchConfig, type BatchEvent, type BatchJobSummary } from "../../frameworks/batch/core.ts";
 import { JobFileError, parseJobFile } from "../../frameworks/batch/job-file.ts";
 import { CLUSTER_FLAGS, connect, makeLogger, resolveCluster } from "../common.ts";
 import { numberFlag, parseFlags, UsageError, type FlagSpec } from "../options.ts";
@@ -91,13 +91,13 @@ export function formatJobSummary(summary: BatchRunSummary): string {
  * simulated `batch` framework takes in a scenario), checked; a bad value is a {@link UsageError}.
  */
 export function batchConfigFromFlags(values: Record<string, string | boolean | undefined>): Pick<BatchConfig, "refuseSeconds" | "offerHoldSeconds" | "maxHeldOffers"> {
-  const refuseSeconds = numberFlag(values, "refuse-seconds") ?? DEFAULT_BATCH_CONFIG.refuseSeconds;
-  if (!(refuseSeconds >= 0)) throw new UsageError("--refuse-seconds must be >= 0");
-  const offerHoldSeconds = numberFlag(values, "offer-hold-seconds") ?? DEFAULT_BATCH_CONFIG.offerHoldSeconds;
-  if (!(offerHoldSeconds >= 0)) throw new UsageError("--offer-hold-seconds must be >= 0");
-  const maxHeldOffers = numberFlag(values, "max-held-offers") ?? DEFAULT_BATCH_CONFIG.maxHeldOffers;
-  if (!(Number.isInteger(maxHeldOffers) && maxHeldOffers >= 1)) throw new UsageError("--max-held-offers must be an integer >= 1");
-  return { refuseSeconds, offerHoldSeconds, maxHeldOffers };
+  const setting = (flag: string, key: "refuseSeconds" | "offerHoldSeconds" | "maxHeldOffers"): number => {
+    const value = numberFlag(values, flag) ?? DEFAULT_BATCH_CONFIG[key];
+    const problem = batchConfigProblem(key, value);
+    if (problem !== undefined) throw new UsageError(`--${flag} ${problem}`);
+    return value;
+  };
+  return { refuseSeconds: setting("refuse-seconds", "refuseSeconds"), offerHoldSeconds: setting("offer-hold-seconds", "offerHoldSeconds"), maxHeldOffers: setting("max-held-offers", "maxHeldOffers") };
 }
 
 export async function jobCommand(args: string[]): Promise<number> {

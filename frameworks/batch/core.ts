@@ -73,6 +73,31 @@ export const DEFAULT_BATCH_CONFIG: BatchConfig = {
   maxHeldOffers: 1000,
 };
 
+/**
+ * The least value each of {@link BatchConfig}'s tunables may take, and whether it counts things
+ * (an integer). {@link BatchCore} refuses a config that breaks one, and the command line and the
+ * simulator's scenario check their settings by the same bounds.
+ */
+export const BATCH_CONFIG_BOUNDS: { readonly [K in keyof BatchConfig]: { readonly min: number; readonly integer: boolean } } = {
+  refuseSeconds: { min: 0, integer: false },
+  reviveIntervalMs: { min: 0, integer: false },
+  maxLiveJobs: { min: 1, integer: true },
+  maxTasksPerJob: { min: 1, integer: true },
+  maxLiveTasks: { min: 1, integer: true },
+  maxScanPerOffer: { min: 1, integer: true },
+  maxEndedJobs: { min: 0, integer: true },
+  offerHoldSeconds: { min: 0, integer: false },
+  maxHeldOffers: { min: 1, integer: true },
+};
+
+/** Why `value` cannot be the tunable `key` (the rule it breaks), or `undefined` when it can. */
+export function batchConfigProblem(key: keyof BatchConfig, value: unknown): string | undefined {
+  const { min, integer } = BATCH_CONFIG_BOUNDS[key];
+  const rule = integer ? `must be an integer >= ${min}` : `must be a finite number >= ${min}`;
+  if (typeof value !== "number" || !Number.isFinite(value) || value < min || (integer && !Number.isInteger(value))) return rule;
+  return undefined;
+}
+
 /** Default of {@link BatchJobSpec.maxRetries}. */
 export const DEFAULT_MAX_RETRIES = 3;
 
@@ -220,9 +245,9 @@ export type BatchEffect =
   | { type: "event"; event: BatchEvent };
 
 /** Stable codes of {@link BatchError}. */
-export type BatchErrorCode = "CORRAL_ERR_INVALID_JOB" | "CORRAL_ERR_DUPLICATE_JOB" | "CORRAL_ERR_TOO_MANY_JOBS" | "CORRAL_ERR_TOO_MANY_TASKS" | "CORRAL_ERR_UNKNOWN_JOB";
+export type BatchErrorCode = "CORRAL_ERR_BAD_CONFIG" | "CORRAL_ERR_INVALID_JOB" | "CORRAL_ERR_DUPLICATE_JOB" | "CORRAL_ERR_TOO_MANY_JOBS" | "CORRAL_ERR_TOO_MANY_TASKS" | "CORRAL_ERR_UNKNOWN_JOB";
 
-/** A job refused by {@link BatchCore.submit}; the message names the field and the rule. */
+/** A job refused by {@link BatchCore.submit}, or a config by its constructor; the message names the field and the rule. */
 export class BatchError extends Error {
   constructor(
     readonly code: BatchErrorCode,
@@ -352,9 +377,19 @@ export class BatchCore {
   private newWork = false;
   private requestedWakeMs: number | undefined;
 
+  /** @throws BatchError `CORRAL_ERR_BAD_CONFIG` naming the first tunable that breaks its bound. */
   constructor(options: BatchCoreOptions) {
     this.clock = options.clock;
-    this.config = { ...DEFAULT_BATCH_CONFIG, ...options.config };
+    const config = { ...DEFAULT_BATCH_CONFIG };
+    for (const key of Object.keys(BATCH_CONFIG_BOUNDS) as Array<keyof BatchConfig>) {
+      // A tunable given as undefined keeps its default (a plain spread would put undefined in).
+      const given: unknown = options.config?.[key];
+      if (given === undefined) continue;
+      const problem = batchConfigProblem(key, given);
+      if (problem !== undefined) throw new BatchError("CORRAL_ERR_BAD_CONFIG", `config.${key}: ${problem}, got ${typeof given === "number" ? given : JSON.stringify(given)}`);
+      config[key] = given as number;
+    }
+    this.config = config;
   }
 
   // ---------------------------------------------------------------------------------------------

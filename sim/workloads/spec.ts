@@ -8,6 +8,7 @@
 
 import { existsSync, statSync } from "node:fs";
 import { resolve } from "node:path";
+import { BATCH_CONFIG_BOUNDS } from "../../frameworks/batch/core.ts";
 import { Resources } from "../../sdk/resources.ts";
 
 /** An amount drawn per job: a constant, uniform in [min, max], or resampled from observed values. */
@@ -290,8 +291,9 @@ export function checkBatchFramework(f: Obj, field: string, fail: Fail, baseDir?:
     for (const key of ["jobs", "trace", "offerHoldSeconds", "maxHeldOffers"]) if (f[key] !== undefined) fail(`${field}.${key}`, 'is only allowed for kind "batch"');
     return;
   }
-  num(f, "offerHoldSeconds", field, fail, { min: 0, optional: true });
-  num(f, "maxHeldOffers", field, fail, { int: true, min: 1, optional: true });
+  for (const key of ["offerHoldSeconds", "maxHeldOffers"] as const) {
+    num(f, key, field, fail, { min: BATCH_CONFIG_BOUNDS[key].min, int: BATCH_CONFIG_BOUNDS[key].integer, optional: true });
+  }
   if (f.tasks !== undefined) fail(`${field}.tasks`, 'is not allowed for kind "batch" (give jobs or trace)');
   if ((f.jobs === undefined) === (f.trace === undefined)) {
     fail(field, 'a batch framework needs exactly one of "jobs" (a synthetic workload) and "trace" (a trace to replay)');

@@ -282,6 +282,27 @@ describe("BatchCore", () => {
     expect(refused(job("y", 1))).toMatch(/the most maxLiveJobs allows/);
   });
 
+  it("refuses a config that breaks a tunable's bound, naming the tunable and the rule", () => {
+    const clock = new ManualClock(0);
+    const refused = (config: Record<string, unknown>) => {
+      try {
+        new BatchCore({ clock, config });
+      } catch (err) {
+        expect(err).toMatchObject({ name: "BatchError", code: "CORRAL_ERR_BAD_CONFIG" });
+        return (err as BatchError).message;
+      }
+      return "accepted";
+    };
+    expect(refused({ maxHeldOffers: 0 })).toBe("config.maxHeldOffers: must be an integer >= 1, got 0");
+    expect(refused({ maxLiveJobs: 2.5 })).toBe("config.maxLiveJobs: must be an integer >= 1, got 2.5");
+    expect(refused({ offerHoldSeconds: -1 })).toBe("config.offerHoldSeconds: must be a finite number >= 0, got -1");
+    expect(refused({ refuseSeconds: Number.NaN })).toBe("config.refuseSeconds: must be a finite number >= 0, got NaN");
+    expect(refused({ reviveIntervalMs: "1000" })).toBe("config.reviveIntervalMs: must be a finite number >= 0, got \"1000\"");
+    expect(refused({ maxEndedJobs: 0, offerHoldSeconds: 0.5, maxHeldOffers: 1 })).toBe("accepted");
+    // A tunable given as undefined keeps its default.
+    expect(new BatchCore({ clock, config: { maxHeldOffers: undefined } }).config.maxHeldOffers).toBe(1000);
+  });
+
   it("completes a job of zero tasks at once", () => {
     const { core } = setup();
     expect(eventOf(core.submit({ id: "empty", tasks: [] }), "job-ended")).toMatchObject({ outcome: "completed" });

@@ -88,7 +88,7 @@ describe("corral job run", () => {
     const flags = (args: string[]) => batchConfigFromFlags(parseFlags(args, JOB_FLAGS).values);
     expect(flags([])).toEqual({ refuseSeconds: 5, offerHoldSeconds: 0, maxHeldOffers: 1000 });
     expect(flags(["--offer-hold-seconds", "3600", "--max-held-offers", "50", "--refuse-seconds", "2"])).toEqual({ refuseSeconds: 2, offerHoldSeconds: 3600, maxHeldOffers: 50 });
-    expect(() => flags(["--offer-hold-seconds=-1"])).toThrow(new UsageError("--offer-hold-seconds must be >= 0"));
+    expect(() => flags(["--offer-hold-seconds=-1"])).toThrow(new UsageError("--offer-hold-seconds must be a finite number >= 0"));
     expect(() => flags(["--max-held-offers", "2.5"])).toThrow(/--max-held-offers must be an integer >= 1/);
     expect(() => flags(["--offer-hold-seconds", "soon"])).toThrow(/--offer-hold-seconds must be a number, got 'soon'/);
   });
