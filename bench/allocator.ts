@@ -12,7 +12,7 @@ import { fileURLToPath } from "node:url";
 import { Resources } from "../sdk/resources.ts";
 import { SeededRng } from "../sdk/rng.ts";
 import { createAllocator, type HierarchicalAllocator, type OfferPlan } from "../master/allocator/index.ts";
-import { elapsedMs, peakRssMb, percentile, TS_LOADER, type BenchResult } from "./lib.ts";
+import { elapsedMs, parseBenchArgs, peakRssMb, percentile, TS_LOADER, type BenchResult } from "./lib.ts";
 
 const AGENT_RESOURCES = "cpus:2;mem:1024;disk:4096;ports:[31000-32000]";
 const ROLE_COUNT = 20;
@@ -103,9 +103,9 @@ function caseName(spec: CaseSpec): string {
 
 /** Runs every case in a child process and collects the figures. */
 export async function runAllocatorBench(args: string[]): Promise<BenchResult[]> {
-  const quick = args.includes("--quick");
-  const repsArg = args.indexOf("--reps");
-  const reps = repsArg >= 0 ? Number(args[repsArg + 1]) : undefined;
+  const flags = parseBenchArgs(args, { quick: "boolean", reps: "integer > 0" });
+  const quick = flags.on("quick");
+  const reps = flags.number("reps");
   const agentCounts = quick ? [1_000, 10_000] : [1_000, 10_000, 50_000];
   const results: BenchResult[] = [];
   for (const layout of ["one-role", "20-roles-quota"] as const) {

@@ -28,7 +28,7 @@ import { freePort, startNats } from "../cli/nats-server.ts";
 import { connectNats, type NatsTransport } from "../sdk/nats-transport.ts";
 import { Resources } from "../sdk/resources.ts";
 import { createSchedulerDriver, type OfferView, type SchedulerDriver } from "../sdk/scheduler.ts";
-import { elapsedMs, PROJECT_ROOT, TS_LOADER, PROFILE_FLAGS, startChild, stopChild, type BenchResult } from "./lib.ts";
+import { elapsedMs, parseBenchArgs, PROJECT_ROOT, TS_LOADER, PROFILE_FLAGS, startChild, stopChild, type BenchResult } from "./lib.ts";
 import { TERMINAL_TASK_STATES } from "../sdk/wire/types.ts";
 
 /** The launch benchmark's agents process registers its agents in this cluster. */
@@ -299,12 +299,10 @@ async function runCase(c: Case): Promise<Outcome> {
 }
 
 export async function runFailoverBench(args: string[]): Promise<BenchResult[]> {
-  const flag = (name: string) => {
-    const i = args.indexOf(`--${name}`);
-    return i >= 0 ? Number(args[i + 1]) : undefined;
-  };
-  const size = flag("agents") !== undefined ? { agents: flag("agents")!, tasks: flag("tasks") ?? 10_000 } : args.includes("--quick") ? { agents: 100, tasks: 1_000 } : { agents: 1_000, tasks: 10_000 };
-  const leaseMs = flag("lease-ms");
+  const flags = parseBenchArgs(args, { quick: "boolean", agents: "integer > 0", tasks: "integer > 0", "lease-ms": "integer > 0" });
+  const agents = flags.number("agents");
+  const size = agents !== undefined ? { agents, tasks: flags.number("tasks") ?? 10_000 } : flags.on("quick") ? { agents: 100, tasks: 1_000 } : { agents: 1_000, tasks: 10_000 };
+  const leaseMs = flags.number("lease-ms");
   const c: Case = { ...size, ...(leaseMs !== undefined ? { leaseMs } : {}) };
   const name = `${c.agents} agents, ${c.tasks} tasks, 3 masters${leaseMs !== undefined ? `, lease ${leaseMs} ms` : ""}`;
   console.log(`running ${name}...`);

@@ -20,7 +20,7 @@ import type { Transport } from "../sdk/transport.ts";
 import { Resources } from "../sdk/resources.ts";
 import { createSchedulerDriver, type OfferView, type SchedulerDriver, type TaskStatus } from "../sdk/scheduler.ts";
 import { EventLog } from "../test/harness/events.ts";
-import { elapsedMs, percentile, processMemoryMb, PROJECT_ROOT, TS_LOADER, type BenchResult } from "./lib.ts";
+import { elapsedMs, parseBenchArgs, percentile, processMemoryMb, PROJECT_ROOT, TS_LOADER, type BenchResult } from "./lib.ts";
 import { TERMINAL_TASK_STATES } from "../sdk/wire/types.ts";
 
 const CLUSTER = "isobench";
@@ -28,9 +28,10 @@ const TASK = Resources.parse("cpus:0.05;mem:32");
 const TERMINAL: ReadonlySet<string> = TERMINAL_TASK_STATES;
 
 export async function runIsolationBench(args: string[]): Promise<BenchResult[]> {
-  const quick = args.includes("--quick");
-  const sequentialCount = countOption(args, "--sequential") ?? (quick ? 50 : 200);
-  const sleepingCount = countOption(args, "--sleeping") ?? (quick ? 100 : 1_000);
+  const flags = parseBenchArgs(args, { quick: "boolean", sequential: "integer > 0", sleeping: "integer > 0" });
+  const quick = flags.on("quick");
+  const sequentialCount = flags.number("sequential") ?? (quick ? 50 : 200);
+  const sleepingCount = flags.number("sleeping") ?? (quick ? 100 : 1_000);
   const agentLogPath = process.env.BENCH_AGENT_LOG;
   const nats = await startNats();
   const workDir = await mkdtemp(join(tmpdir(), "corral-isobench-"));
@@ -147,13 +148,4 @@ export async function runIsolationBench(args: string[]): Promise<BenchResult[]> 
     await agentLog?.close();
     await rm(workDir, { recursive: true, force: true });
   }
-}
-
-/** `--name N` as a positive integer, or undefined when absent. */
-function countOption(args: string[], name: string): number | undefined {
-  const index = args.indexOf(name);
-  if (index < 0) return undefined;
-  const value = Number(args[index + 1]);
-  if (!Number.isSafeInteger(value) || value <= 0) throw new Error(`${name}: must be a positive integer, got ${args[index + 1]}`);
-  return value;
 }

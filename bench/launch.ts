@@ -18,7 +18,7 @@ import { startNats } from "../cli/nats-server.ts";
 import { connectNats, type NatsTransport } from "../sdk/nats-transport.ts";
 import { Resources } from "../sdk/resources.ts";
 import { createSchedulerDriver, type SchedulerDriver } from "../sdk/scheduler.ts";
-import { elapsedMs, processMemoryMb, PROJECT_ROOT, TS_LOADER, PROFILE_FLAGS, startChild, stopChild, type BenchResult } from "./lib.ts";
+import { elapsedMs, parseBenchArgs, processMemoryMb, PROJECT_ROOT, TS_LOADER, PROFILE_FLAGS, startChild, stopChild, type BenchResult } from "./lib.ts";
 
 const CLUSTER = "bench";
 const AGENT_RESOURCES = "cpus:16;mem:65536;disk:100000;ports:[31000-32000]";
@@ -121,14 +121,12 @@ async function agentsChild(natsUrl: string, count: number): Promise<void> {
 }
 
 export async function runLaunchBench(args: string[]): Promise<BenchResult[]> {
-  const flag = (name: string) => {
-    const i = args.indexOf(`--${name}`);
-    return i >= 0 ? Number(args[i + 1]) : undefined;
-  };
-  const custom = flag("agents") !== undefined ? [{ agents: flag("agents")!, tasks: flag("tasks") ?? 100_000 }] : undefined;
+  const flags = parseBenchArgs(args, { quick: "boolean", agents: "integer > 0", tasks: "integer > 0" });
+  const agents = flags.number("agents");
+  const custom = agents !== undefined ? [{ agents, tasks: flags.number("tasks") ?? 100_000 }] : undefined;
   const cases: Array<Case & { rssTarget: number | null; rateTarget: number | null }> = custom
     ? custom.map((c) => ({ ...c, rssTarget: null, rateTarget: null }))
-    : args.includes("--quick")
+    : flags.on("quick")
       ? [{ agents: 100, tasks: 10_000, rssTarget: null, rateTarget: null }]
       : [
           { agents: 1_000, tasks: 100_000, rssTarget: null, rateTarget: 4_000 },

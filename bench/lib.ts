@@ -3,6 +3,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
 
 /** One measured figure, in the shape CI and the team read from `bench/results/<name>.json`. */
 export interface BenchResult {
@@ -21,6 +22,66 @@ export function percentile(samples: number[], q: number): number {
   const sorted = [...samples].sort((a, b) => a - b);
   const rank = Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1));
   return sorted[rank]!;
+}
+
+/** What a benchmark flag takes: a number by the rule named, a bare switch, or a text. */
+export type BenchFlagKind = "integer > 0" | "integer >= 0" | "number > 0" | "number >= 0" | "boolean" | "text";
+
+type FlagsOfKind<F, K> = { [P in keyof F]: F[P] extends K ? P : never }[keyof F] & string;
+
+/** A benchmark's command line, read by {@link parseBenchArgs}. */
+export interface BenchArgs<F extends Record<string, BenchFlagKind>> {
+  /** The value of a numeric flag, or undefined when it was not given. */
+  number(name: FlagsOfKind<F, `${string} ${string}`>): number | undefined;
+  /** Whether a switch was given. */
+  on(name: FlagsOfKind<F, "boolean">): boolean;
+  /** The value of a text flag, or undefined when it was not given. */
+  text(name: FlagsOfKind<F, "text">): string | undefined;
+}
+
+const NUMBER_RULES: Record<string, (n: number) => boolean> = {
+  "integer > 0": (n) => Number.isSafeInteger(n) && n > 0,
+  "integer >= 0": (n) => Number.isSafeInteger(n) && n >= 0,
+  "number > 0": (n) => Number.isFinite(n) && n > 0,
+  "number >= 0": (n) => Number.isFinite(n) && n >= 0,
+};
+
+/** A bad benchmark command line; `npm run bench` prints its message and exits with 2. */
+export class BenchUsageError extends Error {
+  override name = "BenchUsageError";
+}
+
+/**
+ * Reads `args` (`--name value`, `--name=value`, `--switch`) by `flags` and checks every value at
+ * once. Unknown flags and stray words are refused: a typo would otherwise run another case than
+ * the one asked for, and a long benchmark would find out only at its end.
+ * @throws BenchUsageError naming the flag and the rule it breaks.
+ */
+export function parseBenchArgs<const F extends Record<string, BenchFlagKind>>(args: readonly string[], flags: F): BenchArgs<F> {
+  const options = Object.fromEntries(Object.entries(flags).map(([name, kind]) => [name, { type: kind === "boolean" ? ("boolean" as const) : ("string" as const) }]));
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    ({ values } = parseArgs({ args: [...args], options, strict: true, allowPositionals: false }));
+  } catch (err) {
+    throw new BenchUsageError(err instanceof Error ? err.message : String(err));
+  }
+  const numbers = new Map<string, number>();
+  for (const [name, kind] of Object.entries(flags)) {
+    const raw = values[name];
+    const rule = NUMBER_RULES[kind];
+    if (rule === undefined || typeof raw !== "string") continue;
+    const value = raw.trim() === "" ? Number.NaN : Number(raw);
+    if (!rule(value)) throw new BenchUsageError(`--${name}: must be ${kind.startsWith("i") ? "an" : "a"} ${kind}, got '${raw}'`);
+    numbers.set(name, value);
+  }
+  return {
+    number: (name) => numbers.get(name),
+    on: (name) => values[name] === true,
+    text: (name) => {
+      const raw = values[name];
+      return typeof raw === "string" ? raw : undefined;
+    },
+  };
 }
 
 /** Milliseconds elapsed since `start` (a `process.hrtime.bigint()` reading). */

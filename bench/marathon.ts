@@ -43,7 +43,7 @@ import { startNats } from "../cli/nats-server.ts";
 import { createMarathon } from "../frameworks/marathon/marathon.ts";
 import { connectNats } from "../sdk/nats-transport.ts";
 import { CLOCK_TICKS_PER_SECOND } from "../agent/containerizer/common.ts";
-import { elapsedMs, percentile, processMemoryMb, PROJECT_ROOT, TS_LOADER, PROFILE_FLAGS, startChild, stopChild, type BenchResult } from "./lib.ts";
+import { elapsedMs, parseBenchArgs, percentile, processMemoryMb, PROJECT_ROOT, TS_LOADER, PROFILE_FLAGS, startChild, stopChild, type BenchResult } from "./lib.ts";
 
 /** The cluster name the launch benchmark's agents process registers with. */
 const CLUSTER = "bench";
@@ -358,20 +358,17 @@ interface GetCase {
 }
 
 function chooseCases(args: string[]): Array<LaunchCase | GetCase> {
-  const flag = (name: string) => {
-    const i = args.indexOf(`--${name}`);
-    return i >= 0 ? Number(args[i + 1]) : undefined;
-  };
+  const flags = parseBenchArgs(args, { quick: "boolean", instances: "integer > 0", agents: "integer > 0", apps: "integer > 0", cases: "text" });
   const custom: Array<LaunchCase | GetCase> = [];
-  const instances = flag("instances");
+  const instances = flags.number("instances");
   if (instances !== undefined) {
-    const agents = flag("agents") ?? 1_000;
+    const agents = flags.number("agents") ?? 1_000;
     custom.push({ kind: "launch", name: `${instances} instances / ${agents} agents`, agents, instances, target: null, timeoutMs: 1_800_000 });
   }
-  const apps = flag("apps");
-  if (apps !== undefined) custom.push({ kind: "get", name: `GET /v2/apps with ${apps} apps`, agents: flag("agents") ?? 100, apps, target: null, timeoutMs: 1_800_000 });
+  const apps = flags.number("apps");
+  if (apps !== undefined) custom.push({ kind: "get", name: `GET /v2/apps with ${apps} apps`, agents: flags.number("agents") ?? 100, apps, target: null, timeoutMs: 1_800_000 });
   if (custom.length > 0) return custom;
-  const quick = args.includes("--quick");
+  const quick = flags.on("quick");
   const all: Record<string, LaunchCase | GetCase> = quick
     ? {
         "10k": { kind: "launch", name: "1k instances / 100 agents", agents: 100, instances: 1_000, target: null, timeoutMs: 120_000 },
@@ -383,8 +380,7 @@ function chooseCases(args: string[]): Array<LaunchCase | GetCase> {
         "50k": { kind: "launch", name: "50k instances", agents: 1_000, instances: 50_000, target: 45, timeoutMs: 1_800_000 },
         get: { kind: "get", name: "GET /v2/apps with 2,000 apps", agents: 100, apps: 2_000, target: 50, timeoutMs: 1_800_000 },
       };
-  const i = args.indexOf("--cases");
-  const names = i >= 0 ? (args[i + 1] ?? "").split(",") : Object.keys(all);
+  const names = flags.text("cases")?.split(",") ?? Object.keys(all);
   for (const n of names) if (!(n in all)) throw new Error(`--cases: unknown case '${n}' (known: ${Object.keys(all).join(", ")})`);
   return names.map((n) => all[n]!);
 }

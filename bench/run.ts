@@ -8,7 +8,7 @@
  * The full-size simulator case ran in 987 and 1,102 s with 64 MB, 715 and 794 s with 256 MB (peak
  * RSS 2,746-2,861 and 3,398-3,422 MiB), two runs each on the same 2-core machine.
  */
-import { report, type BenchResult } from "./lib.ts";
+import { BenchUsageError, report, type BenchResult } from "./lib.ts";
 
 const benchmarks: Record<string, () => Promise<BenchResult[]>> = {
   allocator: async () => (await import("./allocator.ts")).runAllocatorBench(process.argv.slice(3)),
@@ -24,5 +24,12 @@ if (!name || !(name in benchmarks)) {
   console.error(`usage: npm run bench -- <name> [options]\n  names: ${Object.keys(benchmarks).join(", ")}`);
   process.exit(2);
 }
-const results = await benchmarks[name]!();
+let results: BenchResult[];
+try {
+  results = await benchmarks[name]!();
+} catch (err) {
+  if (!(err instanceof BenchUsageError)) throw err;
+  console.error(`npm run bench -- ${name}: ${err.message}`);
+  process.exit(2);
+}
 report(name, results);

@@ -18,12 +18,11 @@
  * REVIVEs for each new job, which the master answers with an offer of every agent. The case label
  * names the settings used.
  */
-import { parseArgs } from "node:util";
 import { SimEngine } from "../sim/engine.ts";
 import { stderrProgress } from "../sim/progress.ts";
 import { runScenario } from "../sim/report.ts";
 import type { Scenario } from "../sim/scenario.ts";
-import { peakRssMb, type BenchResult } from "./lib.ts";
+import { parseBenchArgs, peakRssMb, type BenchResult } from "./lib.ts";
 
 /** The issue's full case. */
 export const FULL_CASE = { agents: 10_000, tasks: 1_000_000, days: 7, marathonApps: 500 } as const;
@@ -50,31 +49,19 @@ export const FULL_SETTINGS: BenchSettings = { pingSeconds: 600, offerHoldSeconds
  */
 const TASKS_PER_JOB = 100;
 
-/** The command line; `strict` refuses an unknown flag (a typo would otherwise run another case). */
-const ARG_OPTIONS = {
-  full: { type: "boolean" },
-  "no-progress": { type: "boolean" },
-  agents: { type: "string" },
-  tasks: { type: "string" },
-  days: { type: "string" },
-  "marathon-apps": { type: "string" },
-  "raw-events": { type: "string" },
-  "ping-seconds": { type: "string" },
-  "offer-hold-seconds": { type: "string" },
-  "max-held-offers": { type: "string" },
+/** The command line (see {@link parseBenchArgs}: an unknown flag or a bad value is refused). */
+const ARG_FLAGS = {
+  full: "boolean",
+  "no-progress": "boolean",
+  agents: "integer > 0",
+  tasks: "integer > 0",
+  days: "number > 0",
+  "marathon-apps": "integer >= 0",
+  "raw-events": "integer > 0",
+  "ping-seconds": "number > 0",
+  "offer-hold-seconds": "number >= 0",
+  "max-held-offers": "integer > 0",
 } as const;
-type ArgValues = Record<string, string | boolean | undefined>;
-type ValueFlag = keyof typeof ARG_OPTIONS;
-
-function flag(values: ArgValues, name: ValueFlag, fallback: number, zeroAllowed?: boolean): number;
-function flag(values: ArgValues, name: ValueFlag, fallback: undefined): number | undefined;
-function flag(values: ArgValues, name: ValueFlag, fallback: number | undefined, zeroAllowed = false): number | undefined {
-  const raw = values[name];
-  if (typeof raw !== "string") return fallback;
-  const value = Number(raw);
-  if (!Number.isFinite(value) || value < 0 || (value === 0 && !zeroAllowed)) throw new Error(`--${name}: must be a number ${zeroAllowed ? ">= 0" : "> 0"}`);
-  return value;
-}
 
 /** Events per second of the bare engine: `count` synchronous events over 1,000 chains. */
 async function rawEngine(count: number, settle: boolean): Promise<number> {
@@ -158,18 +145,18 @@ function marathonRunning(result: Awaited<ReturnType<typeof runScenario>>): numbe
 
 /** Runs the benchmark; see the module comment for the options. */
 export async function runSimBench(args: string[]): Promise<BenchResult[]> {
-  const { values } = parseArgs({ args, options: ARG_OPTIONS, strict: true, allowPositionals: false });
-  const full = values.full === true;
-  const agents = full ? FULL_CASE.agents : flag(values, "agents", 1000);
-  const tasks = full ? FULL_CASE.tasks : flag(values, "tasks", 10_000);
-  const days = full ? FULL_CASE.days : flag(values, "days", undefined);
-  const marathonApps = full ? FULL_CASE.marathonApps : flag(values, "marathon-apps", Math.round(agents / 20), true);
-  const rawCount = flag(values, "raw-events", 2_000_000);
+  const flags = parseBenchArgs(args, ARG_FLAGS);
+  const full = flags.on("full");
+  const agents = full ? FULL_CASE.agents : (flags.number("agents") ?? 1000);
+  const tasks = full ? FULL_CASE.tasks : (flags.number("tasks") ?? 10_000);
+  const days = full ? FULL_CASE.days : flags.number("days");
+  const marathonApps = full ? FULL_CASE.marathonApps : (flags.number("marathon-apps") ?? Math.round(agents / 20));
+  const rawCount = flags.number("raw-events") ?? 2_000_000;
   const base = full ? FULL_SETTINGS : DEFAULT_SETTINGS;
   const settings: BenchSettings = {
-    pingSeconds: flag(values, "ping-seconds", base.pingSeconds),
-    offerHoldSeconds: flag(values, "offer-hold-seconds", base.offerHoldSeconds, true),
-    maxHeldOffers: flag(values, "max-held-offers", base.maxHeldOffers),
+    pingSeconds: flags.number("ping-seconds") ?? base.pingSeconds,
+    offerHoldSeconds: flags.number("offer-hold-seconds") ?? base.offerHoldSeconds,
+    maxHeldOffers: flags.number("max-held-offers") ?? base.maxHeldOffers,
   };
   const results: BenchResult[] = [];
 
@@ -181,7 +168,7 @@ export async function runSimBench(args: string[]): Promise<BenchResult[]> {
   const scenario = benchScenario(agents, tasks, days, marathonApps, settings);
   const started = process.hrtime.bigint();
   // Progress on stderr: the full case runs for many minutes.
-  const progress = values["no-progress"] === true ? undefined : stderrProgress();
+  const progress = flags.on("no-progress") ? undefined : stderrProgress();
   const result = await runScenario(scenario, progress ? { onProgress: (p) => progress.update(p) } : {});
   progress?.finish();
   const wallS = Number(process.hrtime.bigint() - started) / 1e9;
