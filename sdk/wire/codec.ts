@@ -324,50 +324,84 @@ function plainValue(plan: FieldPlan, raw: unknown, path: string, problems: strin
  * `problems`, broken required-field and cross-field rules to `rules`.
  */
 function toPlain(type: protobuf.Type, message: protobuf.Message, path: string, problems: string[], rules: string[]): Plain {
-  const plan = planOf(type);
-  const src = message as unknown as Record<string, unknown>;
-  const out: Plain = {};
-  for (const field of plan.fields) {
-    const name = field.name;
-    const raw = src[name];
-    if (field.map) {
-      const fieldPath = at(path, name);
-      const converted: Plain = {};
-      if (raw) for (const k of Object.keys(raw)) converted[k] = plainValue(field, (raw as Plain)[k], atIndex(fieldPath, k), problems, rules);
-      out[name] = converted;
-    } else if (field.repeated) {
-      const fieldPath = at(path, name);
-      const items = (raw ?? []) as unknown[];
-      const converted = new Array<unknown>(items.length);
-      for (let i = 0; i < items.length; i++) converted[i] = plainValue(field, items[i], atIndex(fieldPath, i), problems, rules);
-      out[name] = converted;
-    } else if (field.presence) {
-      // Presence matters: only own, non-null properties were on the wire.
-      // (The cheap test first: most of a type's presence fields are absent, read off the prototype.)
-      if (isPresent(raw) && Object.prototype.hasOwnProperty.call(src, name)) {
-        out[name] = plainValue(field, raw, at(path, name), problems, rules);
-      }
-    } else {
-      out[name] = plainScalar(field, raw, at(path, name), problems);
-    }
+  return toPlainFor(planOf(type))(message as unknown as Plain, path, problems, rules);
+}
+
+type ToPlain = (message: Plain, path: string, problems: string[], rules: string[]) => Plain;
+const converters = new WeakMap<TypePlan, ToPlain>();
+
+/** The compiled conversion of a type (see {@link compileToPlain}); compiled on first use. */
+function toPlainFor(plan: TypePlan): ToPlain {
+  let convert = converters.get(plan);
+  if (convert === undefined) {
+    convert = compileToPlain(plan);
+    converters.set(plan, convert);
   }
-  for (const oneof of plan.oneofs) {
-    let count = 0;
-    let first: string | undefined;
-    for (const member of oneof.members) {
-      if (isPresent(out[member])) {
-        count++;
-        first ??= member;
-      }
-    }
-    if (count > 1) problems.push(`${at(path, oneof.name)}: several members set (${oneof.members.filter((m) => isPresent(out[m])).join(", ")})`);
-    if (count >= 1) out[oneof.name] = first;
+  return convert;
+}
+
+/** A map or list field, converted element by element. */
+function plainContainer(field: FieldPlan, raw: unknown, path: string, problems: string[], rules: string[]): unknown {
+  const fieldPath = at(path, field.name);
+  if (field.map) {
+    const converted: Plain = {};
+    if (raw) for (const k of Object.keys(raw)) converted[k] = plainValue(field, (raw as Plain)[k], atIndex(fieldPath, k), problems, rules);
+    return converted;
   }
+  const items = (raw ?? []) as unknown[];
+  const converted = new Array<unknown>(items.length);
+  for (let i = 0; i < items.length; i++) converted[i] = plainValue(field, items[i], atIndex(fieldPath, i), problems, rules);
+  return converted;
+}
+
+/** Words the problem of a oneof with several members set. */
+function severalMembers(plan: TypePlan, o: number, out: Plain, path: string, problems: string[]): void {
+  const oneof = plan.oneofs[o]!;
+  problems.push(`${at(path, oneof.name)}: several members set (${oneof.members.filter((m) => isPresent(out[m])).join(", ")})`);
+}
+
+/** Whether a decoded scalar needs converting or checking (else it is taken as it is). */
+function scalarNeedsWork(field: FieldPlan): boolean {
+  return field.kind === KIND_ENUM || field.kind === KIND_BYTES || field.kind === KIND_FLOAT || field.long;
+}
+
+/**
+ * Builds the conversion of one message type as its own function, for the reason given at
+ * {@link compileCheck}: a generic walk read the fields of messages of every type and V8 could not
+ * cache those reads. Presence matters for message fields and oneof members: only own, non-null
+ * properties were on the wire (protobufjs keeps defaults on the prototype).
+ */
+function compileToPlain(plan: TypePlan): ToPlain {
+  const lit = (text: string) => JSON.stringify(text);
+  const lines: string[] = ["const out = {};", "let raw;"];
+  plan.fields.forEach((field, i) => {
+    const name = lit(field.name);
+    lines.push(`raw = src[${name}];`);
+    const value =
+      field.kind === KIND_MESSAGE
+        ? `(nested[${i}] ??= converterOf(fields[${i}].messageType))(raw, at(path, ${name}), problems, rules)`
+        : scalarNeedsWork(field)
+          ? `plainScalar(fields[${i}], raw, at(path, ${name}), problems)`
+          : "raw";
+    if (field.map || field.repeated) lines.push(`out[${name}] = plainContainer(fields[${i}], raw, path, problems, rules);`);
+    else if (field.presence) lines.push(`if (raw !== undefined && raw !== null && hasOwn(src, ${name})) out[${name}] = ${value};`);
+    else lines.push(`out[${name}] = ${value};`);
+  });
+  plan.oneofs.forEach((oneof, o) => {
+    lines.push("{", "let count = 0, first;");
+    for (const member of oneof.members) lines.push(`if (out[${lit(member)}] != null) { count++; first ??= ${lit(member)}; }`);
+    lines.push(`if (count > 1) severalMembers(plan, ${o}, out, path, problems);`, `if (count >= 1) out[${lit(oneof.name)}] = first;`, "}");
+  });
   // The field types were settled above (protobuf decoded them and each was converted), so only
-  // the rules proto3 cannot express are left: the result needs no second pass of checkPlan.
-  // Their problems are kept apart: a receiver reports a wrong schema version or payload before them.
-  checkRequired(plan, out, path, rules);
-  return out;
+  // the rules proto3 cannot express are left. Their problems are kept apart: a receiver reports
+  // a wrong schema version or payload before them.
+  lines.push(...requiredLines(plan, "rules"), "return out;");
+  const factory = new Function(
+    "plan, fields, required, at, hasOwn, plainScalar, plainContainer, severalMembers, isEmptyValue, converterOf",
+    `const nested = [];\nreturn function toPlain(src, path, problems, rules) {\n${lines.join("\n")}\n};`,
+  );
+  const hasOwn = (o: object, key: string) => Object.prototype.hasOwnProperty.call(o, key);
+  return factory(plan, plan.fields, plan.required, at, hasOwn, plainScalar, plainContainer, severalMembers, isEmptyValue, (type: protobuf.Type) => toPlainFor(planOf(type))) as ToPlain;
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -518,56 +552,109 @@ function checkMessage(type: protobuf.Type, value: Plain, path: string, problems:
 }
 
 function checkPlan(plan: TypePlan, value: Plain, path: string, problems: string[]): void {
-  // Walks the keys the value has rather than every field of the type: a message sets few of its
-  // fields (an envelope one payload of six, a call one kind of many), and reading absent
-  // properties of objects of many shapes is what made this slow.
-  let oneofCounts: number[] | undefined;
-  for (const key in value) {
-    const field = plan.byName.get(key);
-    if (field === undefined) continue; // a oneof's discriminator, or not a field
-    const v = value[key];
-    if (v === undefined || v === null) continue;
-    if (field.oneof >= 0) {
-      oneofCounts ??= new Array<number>(plan.oneofs.length).fill(0);
-      oneofCounts[field.oneof]!++;
-    }
-    if (field.map) {
-      const fieldPath = at(path, key);
-      if (typeof v !== "object" || Array.isArray(v)) problems.push(`${fieldPath}: must be an object`);
-      else for (const k in v) checkValue(field, (v as Plain)[k], atIndex(fieldPath, k), problems);
-    } else if (field.repeated) {
-      const fieldPath = at(path, key);
-      if (!Array.isArray(v)) problems.push(`${fieldPath}: must be an array`);
-      else for (let i = 0; i < v.length; i++) checkValue(field, v[i], atIndex(fieldPath, i), problems);
-    } else {
-      checkValue(field, v, at(path, key), problems);
-    }
-  }
-  for (let o = 0; o < plan.oneofs.length; o++) {
-    const oneof = plan.oneofs[o]!;
-    const count = oneofCounts?.[o] ?? 0;
-    const declared = value[oneof.name];
-    if (count > 1) {
-      const set = oneof.members.filter((member) => isPresent(value[member]));
-      problems.push(`${at(path, oneof.name)}: several members set (${set.join(", ")})`);
-    } else if (isPresent(declared) && (count === 0 || !isPresent(value[declared as string]) || plan.byName.get(declared as string)?.oneof !== o)) {
-      const first = oneof.members.find((member) => isPresent(value[member]));
-      problems.push(`${at(path, oneof.name)}: says ${JSON.stringify(declared)} but ${first ?? "no member"} is set`);
-    }
-  }
-  checkRequired(plan, value, path, problems);
+  checkFor(plan)(value, path, problems);
 }
 
-/** The required fields and cross-field rules of one message (not its nested ones). */
-function checkRequired(plan: TypePlan, value: Plain, path: string, problems: string[]): void {
-  for (const required of plan.required) {
-    if (required.members) {
-      if (!required.members.some((member) => isPresent(value[member]))) problems.push(`${at(path, required.name)}: must be set`);
-    } else if (required.field && isEmptyValue(required.field, value[required.name])) {
-      problems.push(`${at(path, required.name)}: must not be empty`);
-    }
+/** The compiled check of a type; compiled on first use (a nested type's when first met). */
+function checkFor(plan: TypePlan): Check {
+  let check = checkers.get(plan);
+  if (check === undefined) {
+    check = compileCheck(plan);
+    checkers.set(plan, check);
   }
-  plan.rule?.(value, path, problems);
+  return check;
+}
+
+type Check = (value: Plain, path: string, problems: string[]) => void;
+const checkers = new WeakMap<TypePlan, Check>();
+
+/** A field of a map or a list: the container's shape first, then each element. */
+function checkContainer(field: FieldPlan, v: unknown, path: string, problems: string[]): void {
+  const fieldPath = at(path, field.name);
+  if (field.map) {
+    if (typeof v !== "object" || Array.isArray(v)) problems.push(`${fieldPath}: must be an object`);
+    else for (const k in v) checkValue(field, (v as Plain)[k], atIndex(fieldPath, k), problems);
+  } else if (!Array.isArray(v)) {
+    problems.push(`${fieldPath}: must be an array`);
+  } else {
+    for (let i = 0; i < v.length; i++) checkValue(field, v[i], atIndex(fieldPath, i), problems);
+  }
+}
+
+/** The oneof problems of a message whose members of oneof `o` were counted as `count`. */
+function checkOneof(plan: TypePlan, o: number, count: number, value: Plain, path: string, problems: string[]): void {
+  const oneof = plan.oneofs[o]!;
+  const declared = value[oneof.name];
+  if (count > 1) {
+    const set = oneof.members.filter((member) => isPresent(value[member]));
+    problems.push(`${at(path, oneof.name)}: several members set (${set.join(", ")})`);
+  } else if (isPresent(declared) && (count === 0 || !isPresent(value[declared as string]) || plan.byName.get(declared as string)?.oneof !== o)) {
+    const first = oneof.members.find((member) => isPresent(value[member]));
+    problems.push(`${at(path, oneof.name)}: says ${JSON.stringify(declared)} but ${first ?? "no member"} is set`);
+  }
+}
+
+/**
+ * Generated code for the required fields and the cross-field rule of a type, appending to the
+ * array named `target` (the rules of {@link REQUIRED} and {@link CROSS_FIELD_RULES}). Reads `value` or, in a
+ * conversion, `out`; uses the scratch variable `x`.
+ */
+function requiredLines(plan: TypePlan, target: "problems" | "rules"): string[] {
+  const lit = (text: string) => JSON.stringify(text);
+  const subject = target === "rules" ? "out" : "value";
+  const lines: string[] = target === "rules" ? ["let x;"] : [];
+  plan.required.forEach((required, r) => {
+    const name = lit(required.name);
+    if (required.members) {
+      const absent = required.members.map((m) => `${subject}[${lit(m)}] == null`).join(" && ");
+      lines.push(`if (${absent}) ${target}.push(at(path, ${name}) + ": must be set");`);
+    } else if (required.field) {
+      const plainString = required.field.type === "string" && !required.field.repeated && !required.field.map;
+      const empty = plainString ? `(x = ${subject}[${name}]) == null || x === ""` : `isEmptyValue(required[${r}].field, ${subject}[${name}])`;
+      lines.push(`if (${empty}) ${target}.push(at(path, ${name}) + ": must not be empty");`);
+    }
+  });
+  if (plan.rule) lines.push(`plan.rule(${subject}, path, ${target});`);
+  return lines;
+}
+
+/**
+ * Builds the check of one message type as its own function. Every message sent is checked, and
+ * one generic walk over objects of every type was slow: its property reads (and the `for...in`
+ * it used instead) saw so many object shapes that V8 could not cache them, so each field cost a
+ * dictionary lookup. A function per type reads its fields by name and caches per type, the way
+ * protobufjs's own generated encoders do. Names in the code come from the schema only. The usual
+ * outcomes (a string field, a oneof with its discriminator and one member, a required field
+ * present) are decided inline; anything else goes to the generic helpers, which also word the
+ * problems.
+ */
+function compileCheck(plan: TypePlan): Check {
+  const lit = (text: string) => JSON.stringify(text);
+  const lines: string[] = ["let x;"];
+  plan.oneofs.forEach((_, o) => lines.push(`let c${o} = 0;`));
+  plan.fields.forEach((field, i) => {
+    const name = lit(field.name);
+    lines.push(`x = value[${name}];`, "if (x !== undefined && x !== null) {");
+    if (field.oneof >= 0) lines.push(`  c${field.oneof}++;`);
+    if (field.map || field.repeated) lines.push(`  checkContainer(fields[${i}], x, path, problems);`);
+    else if (field.kind === KIND_STRING) lines.push(`  if (typeof x !== "string") problems.push(at(path, ${name}) + ": must be a string");`);
+    else if (field.kind === KIND_MESSAGE) {
+      lines.push(`  if (typeof x === "object") (nested[${i}] ??= checkOf(fields[${i}].messageType))(x, at(path, ${name}), problems);`);
+      lines.push(`  else checkValue(fields[${i}], x, at(path, ${name}), problems);`);
+    } else lines.push(`  checkValue(fields[${i}], x, at(path, ${name}), problems);`);
+    lines.push("}");
+  });
+  plan.oneofs.forEach((oneof, o) => {
+    // Valid: one member set, and the discriminator absent or naming that member.
+    const named = oneof.members.map((m) => `(x === ${lit(m)} && value[${lit(m)}] != null)`).join(" || ");
+    lines.push(`x = value[${lit(oneof.name)}];`, `if (c${o} !== 1 || !(x == null || ${named})) checkOneof(plan, ${o}, c${o}, value, path, problems);`);
+  });
+  lines.push(...requiredLines(plan, "problems"));
+  const factory = new Function(
+    "plan, fields, required, at, checkValue, checkContainer, checkOneof, isEmptyValue, checkOf",
+    `const nested = [];\nreturn function check(value, path, problems) {\n${lines.join("\n")}\n};`,
+  );
+  return factory(plan, plan.fields, plan.required, at, checkValue, checkContainer, checkOneof, isEmptyValue, (type: protobuf.Type) => checkFor(planOf(type))) as Check;
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -598,13 +685,37 @@ function typeOf(name: string): protobuf.Type {
   return type;
 }
 
+/**
+ * The writer every encode goes through. A fresh protobufjs writer starts each message in a
+ * 128-byte buffer and doubles it as the message grows, every piece carved from Node's 8 KiB
+ * Buffer pool, so a busy bus used up a pool every few dozen messages (in a 10,000-agent
+ * simulation, making pools was 2% of the CPU time and their garbage a large part of the
+ * collector's). This one keeps its grown buffer, and each message is copied out at its exact size.
+ */
+const sharedWriter = protobuf.Writer.create();
+/** A writer that grew past this (one huge message) is dropped, so the big buffer is not kept. */
+const SHARED_WRITER_MAX_BYTES = 1 << 20;
+
+function encodeToBytes(type: protobuf.Type, message: protobuf.Message): Uint8Array {
+  // Reset here rather than after: an encode that threw half-way left its position and forks.
+  sharedWriter.pos = 0;
+  sharedWriter.states = null;
+  type.encode(message, sharedWriter);
+  const bytes = sharedWriter.finish();
+  if (sharedWriter.buf.length > SHARED_WRITER_MAX_BYTES) {
+    sharedWriter.buf = protobuf.Writer.create().buf;
+    sharedWriter.view = null;
+  }
+  return bytes;
+}
+
 /** Checks and encodes `value`; `complete` may fill in the converted message before encoding. */
 function encodeWith(type: protobuf.Type, value: Plain, complete?: (message: protobuf.Message) => void): Uint8Array {
   const { problems } = withPathsOnFailure((found) => checkMessage(type, value, "", found));
   if (problems.length > 0) throw new WireError("invalid", problems);
   const message = type.fromObject(value);
   complete?.(message);
-  return type.encode(message).finish();
+  return encodeToBytes(type, message);
 }
 
 /**

@@ -100,6 +100,21 @@ describe("codec round trips", () => {
     expect(decoded.uuid).toEqual(taskStatus.uuid);
   });
 
+  it("gives every encode its own bytes, also after a message larger than the shared writer keeps", () => {
+    const message = (data: Uint8Array): EnvelopeInput => ({ senderId: "master-1", epoch: 3, payload: "schedulerEvent", schedulerEvent: { kind: "message", message: { agentId: "agent-1", data } } });
+    const small = message(new Uint8Array([1, 2, 3]));
+    const huge = message(new Uint8Array(3 << 20).fill(7));
+    const subject = frameworkEventsSubject(CLUSTER, "fw-1");
+    const first = encodeEnvelope(small);
+    const big = encodeEnvelope(huge);
+    const after = encodeEnvelope(everyPayload["schedulerEvent.update"]!);
+    // Later encodes did not write over earlier results.
+    expect(decodeEnvelope(subject, first)).toEqual(expected(small));
+    expect(decodeEnvelope(subject, big)).toEqual(expected(huge));
+    expect(decodeEnvelope(subject, after)).toEqual(expected(everyPayload["schedulerEvent.update"]!));
+    expect(encodeEnvelope(small)).toEqual(first);
+  });
+
   it("round-trips standalone messages used for storage", () => {
     expect(decodeMessage("FrameworkInfo", encodeMessage("FrameworkInfo", frameworkInfo))).toEqual(frameworkInfo);
     expect(decodeMessage("AgentInfo", encodeMessage("AgentInfo", agentInfo))).toEqual(agentInfo);
@@ -202,6 +217,22 @@ describe("encoding refuses what decoding would drop", () => {
     );
     expect(validateMessage("MasterInfo", { id: "m", epoch: -1 })).toEqual(["epoch: must not be negative"]);
     expect(validateMessage("MasterInfo", { id: "m", epoch: 2 ** 60 })).toEqual(["epoch: must be a (safe) integer"]);
+  });
+
+  it("names the field for each wrong shape: scalar, nested message, list, map, oneof", () => {
+    const command = { value: 7, arguments: "a b", shell: "yes", environment: ["X=1"] };
+    expect(validateMessage("TaskInfo", { ...taskInfo, command })).toEqual([
+      "command.value: must be a string",
+      "command.arguments: must be an array",
+      "command.shell: must be a boolean",
+      "command.environment: must be an object",
+    ]);
+    expect(validateMessage("TaskInfo", { ...taskInfo, command: "echo hi" })).toEqual(["command: must be a CommandInfo object"]);
+    expect(validateMessage("TaskInfo", { ...taskInfo, command: { value: "x", environment: { X: 1 } } })).toEqual(["command.environment[X]: must be a string"]);
+    expect(validateMessage("TaskInfo", { ...taskInfo, resources: [{ name: "cpus", role: "*" }] })).toEqual(["resources[0].value: must be set"]);
+    // The discriminator may be left out when exactly one member is set.
+    expect(validateMessage("Resource", { name: "cpus", role: "*", scalar: 1 })).toEqual([]);
+    expect(validateMessage("Resource", { name: "cpus", role: "*", value: "name", scalar: 1 })).toEqual(['value: says "name" but scalar is set']);
   });
 
   it("rejects a CallResponse that fails without an error code", () => {
