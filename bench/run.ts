@@ -17,6 +17,7 @@ const benchmarks: Record<string, () => Promise<BenchResult[]>> = {
   sim: async () => (await import("./sim.ts")).runSimBench(process.argv.slice(3)),
   failover: async () => (await import("./failover.ts")).runFailoverBench(process.argv.slice(3)),
   marathon: async () => (await import("./marathon.ts")).runMarathonBench(process.argv.slice(3)),
+  codec: async () => (await import("./codec.ts")).runCodecBench(process.argv.slice(3)),
 };
 
 const name = process.argv[2];

@@ -1,0 +1,75 @@
+/**
+ * The wire codec's speed (`npm run bench -- codec`): nanoseconds to encode (check, convert,
+ * serialize) and to decode (parse, convert, check) one envelope, per kind of message the busiest
+ * paths carry. Every message on the bus, real or simulated, goes through both, so this is a floor
+ * under the cost of each message in the master, the agents and the simulator.
+ *
+ * Options: `--messages N` (per kind and round; default 200000). Each figure is the median of
+ * three rounds after a warm-up round. No issue names a target for it.
+ */
+import { encodeEnvelope, safeDecode, type EnvelopeInput } from "../sdk/wire/codec.ts";
+import { agentCmdSubject, frameworkEventsSubject, masterAgentSubject, masterSchedulerSubject } from "../sdk/wire/subjects.ts";
+import { everyPayload } from "../test/sdk/fixtures.ts";
+import { parseBenchArgs, type BenchResult } from "./lib.ts";
+
+const CLUSTER = "bench";
+
+/** Kinds of message and the subject each travels on. */
+const KINDS: ReadonlyArray<readonly [string, string]> = [
+  ["agentToMaster.pong", masterAgentSubject(CLUSTER)],
+  ["agentToMaster.statusUpdate", masterAgentSubject(CLUSTER)],
+  ["masterToAgent.runTask", agentCmdSubject(CLUSTER, "agent-1")],
+  ["schedulerEvent.offers", frameworkEventsSubject(CLUSTER, "fw-1")],
+  ["schedulerCall.accept", masterSchedulerSubject(CLUSTER)],
+];
+
+function nsPerMessage(count: number, body: () => void): number {
+  const started = process.hrtime.bigint();
+  for (let i = 0; i < count; i++) body();
+  return Number(process.hrtime.bigint() - started) / count;
+}
+
+function median(values: number[]): number {
+  return [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
+}
+
+export async function runCodecBench(args: string[]): Promise<BenchResult[]> {
+  const flags = parseBenchArgs(args, { messages: "integer > 0" });
+  const count = flags.number("messages") ?? 200_000;
+  const results: BenchResult[] = [];
+  for (const [kind, subject] of KINDS) {
+    const input: EnvelopeInput = everyPayload[kind]!;
+    const bytes = encodeEnvelope(input);
+    const decoded = safeDecode(subject, bytes);
+    if (!decoded.ok) throw new Error(`${kind}: does not decode on ${subject}: ${decoded.error.message}`);
+    const encode = () => void encodeEnvelope(input);
+    const decode = () => {
+      if (!safeDecode(subject, bytes).ok) throw new Error(`${kind}: decoding failed`);
+    };
+    nsPerMessage(count, encode);
+    nsPerMessage(count, decode);
+    const encodeNs = median([0, 1, 2].map(() => nsPerMessage(count, encode)));
+    const decodeNs = median([0, 1, 2].map(() => nsPerMessage(count, decode)));
+    const name = `${kind} (${bytes.length} bytes)`;
+    results.push(
+      { case: name, metric: "encode", unit: "ns/message", value: Math.round(encodeNs), target: null, better: "lower" },
+      { case: name, metric: "decode", unit: "ns/message", value: Math.round(decodeNs), target: null, better: "lower" },
+    );
+  }
+  // Real traffic mixes the kinds, which is harder on V8's caches than one kind at a time.
+  const all = KINDS.map(([kind, subject]) => ({ input: everyPayload[kind]!, subject, bytes: encodeEnvelope(everyPayload[kind]!) }));
+  let next = 0;
+  const encodeMixed = () => void encodeEnvelope(all[next++ % all.length]!.input);
+  const decodeMixed = () => {
+    const message = all[next++ % all.length]!;
+    if (!safeDecode(message.subject, message.bytes).ok) throw new Error("mixed: decoding failed");
+  };
+  nsPerMessage(count, encodeMixed);
+  nsPerMessage(count, decodeMixed);
+  const mixed = "the five kinds in turn";
+  results.push(
+    { case: mixed, metric: "encode", unit: "ns/message", value: Math.round(median([0, 1, 2].map(() => nsPerMessage(count, encodeMixed)))), target: null, better: "lower" },
+    { case: mixed, metric: "decode", unit: "ns/message", value: Math.round(median([0, 1, 2].map(() => nsPerMessage(count, decodeMixed)))), target: null, better: "lower" },
+  );
+  return results;
+}
