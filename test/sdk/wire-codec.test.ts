@@ -100,7 +100,7 @@ describe("codec round trips", () => {
     expect(decoded.uuid).toEqual(taskStatus.uuid);
   });
 
-  it("gives every encode its own bytes, also after a message larger than the shared writer keeps", () => {
+  it("gives every encode its own bytes, also around a message of several MiB", () => {
     const message = (data: Uint8Array): EnvelopeInput => ({ senderId: "master-1", epoch: 3, payload: "schedulerEvent", schedulerEvent: { kind: "message", message: { agentId: "agent-1", data } } });
     const small = message(new Uint8Array([1, 2, 3]));
     const huge = message(new Uint8Array(3 << 20).fill(7));
