@@ -4,8 +4,10 @@
  * runs for a given (virtual) duration and uses given resources.
  */
 import { systemClock, systemTimers, type Clock, type TimerHandle, type Timers } from "../../sdk/clock.ts";
+import { nonNegative } from "./common.ts";
 import {
   ContainerizerError,
+  DEFAULT_MAX_REMEMBERED_TERMINATIONS,
   type ContainerHandle,
   type ContainerSpec,
   type ContainerUsage,
@@ -23,7 +25,7 @@ export interface InstantContainerizerOptions {
   durationMs?: (spec: ContainerSpec) => number | undefined;
   /** Exit code of a task that ends by itself; asked at launch. @default () => 0 */
   exitCode?: (spec: ContainerSpec) => number;
-  /** Terminations remembered for late `wait`/`kill` calls; the oldest are forgotten first. @default 10000 */
+  /** Terminations remembered for late `wait`/`kill` calls; the oldest are forgotten first. @default 1000 ({@link DEFAULT_MAX_REMEMBERED_TERMINATIONS}) */
   maxRememberedTerminations?: number;
 }
 
@@ -72,7 +74,7 @@ export class InstantContainerizer implements Containerizer {
     this.timers = options.timers ?? systemTimers;
     this.durationMs = options.durationMs ?? (() => undefined);
     this.exitCode = options.exitCode ?? (() => 0);
-    this.maxRememberedTerminations = options.maxRememberedTerminations ?? 10_000;
+    this.maxRememberedTerminations = nonNegative(options.maxRememberedTerminations ?? DEFAULT_MAX_REMEMBERED_TERMINATIONS, "maxRememberedTerminations");
   }
 
   async launch(spec: ContainerSpec): Promise<ContainerHandle> {

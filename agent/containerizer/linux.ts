@@ -64,6 +64,7 @@ import {
 import { PosixContainerizer } from "./posix.ts";
 import {
   ContainerizerError,
+  DEFAULT_MAX_REMEMBERED_TERMINATIONS,
   type CheckpointedContainer,
   type ContainerExecRequest,
   type ContainerExecResult,
@@ -328,7 +329,7 @@ export class LinuxContainerizer implements Containerizer {
     this.defaultGracePeriodMs = nonNegative(options.defaultGracePeriodMs ?? 3000, "defaultGracePeriodMs");
     this.hostname = options.hostname ?? osHostname();
     this.baseEnv = { ...(options.baseEnv ?? { PATH: process.env.PATH ?? DEFAULT_PATH }) };
-    this.maxRememberedTerminations = nonNegative(options.maxRememberedTerminations ?? 1000, "maxRememberedTerminations");
+    this.maxRememberedTerminations = nonNegative(options.maxRememberedTerminations ?? DEFAULT_MAX_REMEMBERED_TERMINATIONS, "maxRememberedTerminations");
     this.records = new ContainerRecords(this.maxRememberedTerminations);
     this.log = options.log;
     this.defaultUser = options.defaultUser ?? "nobody";

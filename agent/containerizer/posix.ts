@@ -18,6 +18,7 @@ import type { BaseLogger } from "pino";
 import { systemClock, systemTimers, type Clock, type TimerHandle, type Timers } from "../../sdk/clock.ts";
 import {
   ContainerizerError,
+  DEFAULT_MAX_REMEMBERED_TERMINATIONS,
   type ContainerHandle,
   type ContainerSpec,
   type ContainerUsage,
@@ -116,7 +117,7 @@ export class PosixContainerizer implements Containerizer {
     this.defaultGracePeriodMs = nonNegative(options.defaultGracePeriodMs ?? 3000, "defaultGracePeriodMs");
     this.hostname = options.hostname ?? osHostname();
     this.baseEnv = { ...(options.baseEnv ?? { PATH: process.env.PATH ?? DEFAULT_PATH }) };
-    this.maxRememberedTerminations = nonNegative(options.maxRememberedTerminations ?? 1000, "maxRememberedTerminations");
+    this.maxRememberedTerminations = nonNegative(options.maxRememberedTerminations ?? DEFAULT_MAX_REMEMBERED_TERMINATIONS, "maxRememberedTerminations");
     this.records = new ContainerRecords(this.maxRememberedTerminations);
     this.log = options.log;
   }

@@ -253,3 +253,10 @@ export interface Containerizer {
    */
   close?(): Promise<void>;
 }
+
+/**
+ * How many ended containers a containerizer remembers the termination of, for a `wait` or `kill`
+ * that comes after the end (an agent recovering, a late kill). One number for every
+ * containerizer, so the simulated agents behave as the real ones unless a scenario says otherwise.
+ */
+export const DEFAULT_MAX_REMEMBERED_TERMINATIONS = 1000;
