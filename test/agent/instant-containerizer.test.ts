@@ -59,4 +59,16 @@ describe("InstantContainerizer", () => {
     expect(containerizer.containers()).toEqual([]);
     await expect(containerizer.launch(spec("c"))).rejects.toMatchObject({ code: "CORRAL_ERR_CONTAINERIZER_CLOSED" });
   });
+
+  it("remembers the terminations of the last maxRememberedTerminations ended containers, and checks the option", async () => {
+    const containerizer = new InstantContainerizer({ maxRememberedTerminations: 2 });
+    for (const id of ["a", "b", "c"]) {
+      await containerizer.launch(spec(id));
+      await containerizer.kill(id);
+    }
+    await expect(containerizer.wait("a")).rejects.toMatchObject({ code: "CORRAL_ERR_CONTAINER_NOT_FOUND" });
+    expect(await containerizer.wait("b")).toMatchObject({ killed: true });
+    expect(await containerizer.wait("c")).toMatchObject({ killed: true });
+    expect(() => new InstantContainerizer({ maxRememberedTerminations: -1 })).toThrow("maxRememberedTerminations must be a finite number >= 0, got -1");
+  });
 });
