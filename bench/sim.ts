@@ -9,7 +9,7 @@
  * durations), `--marathon-apps N` (long-running apps on the real Marathon beside the batch work;
  * default one per 20 agents), `--raw-events N` (default 2000000), `--full` (the issue's case:
  * 10,000 agents and 1,000,000 batch tasks over 7 simulated days plus 500 Marathon apps, in
- * <= 60 s and <= 4 GB), and the cluster settings of the run: `--ping-seconds S` (how often the
+ * <= 60 s and <= 4 GB; refused together with a size flag), and the cluster settings of the run: `--ping-seconds S` (how often the
  * master pings each agent; default Mesos's 15, `--full` 600), `--offer-hold-seconds S` (the batch
  * framework keeps offers nothing fits this long; default 0, `--full` 3600) and
  * `--max-held-offers N` (default 1000); `--no-progress` keeps stderr quiet. The settings change
@@ -22,7 +22,7 @@ import { SimEngine } from "../sim/engine.ts";
 import { stderrProgress } from "../sim/progress.ts";
 import { runScenario } from "../sim/report.ts";
 import type { Scenario } from "../sim/scenario.ts";
-import { parseBenchArgs, peakRssMb, type BenchResult } from "./lib.ts";
+import { BenchUsageError, parseBenchArgs, peakRssMb, type BenchResult } from "./lib.ts";
 
 /** The issue's full case. */
 export const FULL_CASE = { agents: 10_000, tasks: 1_000_000, days: 7, marathonApps: 500 } as const;
@@ -147,6 +147,9 @@ function marathonRunning(result: Awaited<ReturnType<typeof runScenario>>): numbe
 export async function runSimBench(args: string[]): Promise<BenchResult[]> {
   const flags = parseBenchArgs(args, ARG_FLAGS);
   const full = flags.on("full");
+  // The full case is the issue's size; a size flag beside it would be silently ignored.
+  const sizeFlags = (["agents", "tasks", "days", "marathon-apps"] as const).filter((name) => flags.number(name) !== undefined);
+  if (full && sizeFlags.length > 0) throw new BenchUsageError(`--full sets the size itself; drop --${sizeFlags.join(", --")}`);
   const agents = full ? FULL_CASE.agents : (flags.number("agents") ?? 1000);
   const tasks = full ? FULL_CASE.tasks : (flags.number("tasks") ?? 10_000);
   const days = full ? FULL_CASE.days : flags.number("days");
