@@ -9,10 +9,11 @@
  * durations), `--marathon-apps N` (long-running apps on the real Marathon beside the batch work;
  * default one per 20 agents), `--raw-events N` (default 2000000), `--full` (the issue's case:
  * 10,000 agents and 1,000,000 batch tasks over 7 simulated days plus 500 Marathon apps, in
- * <= 60 s and <= 4 GB; refused together with a size flag), and the cluster settings of the run: `--ping-seconds S` (how often the
- * master pings each agent; default Mesos's 15, `--full` 600), `--offer-hold-seconds S` (the batch
- * framework keeps offers nothing fits this long; default 0, `--full` 3600) and
- * `--max-held-offers N` (default 1000); `--no-progress` keeps stderr quiet. The settings change
+ * <= 60 s and <= 4 GB; refused together with a size flag), and the cluster settings of the
+ * run: `--ping-seconds S` (how often the master pings each agent; default Mesos's 15, `--full`
+ * 600), `--offer-hold-seconds S` (the batch framework keeps offers nothing fits this long;
+ * default 0, `--full` 3600) and `--max-held-offers N` (default 1000); `--no-progress` keeps
+ * stderr quiet. The settings change
  * what is simulated, not how: a 7-day run of 10,000 agents pinged every 15 s is 800 million
  * messages of pings alone, and a batch framework that declines every offer it cannot use
  * REVIVEs for each new job, which the master answers with an offer of every agent. The case label
