@@ -3,10 +3,11 @@
  * handler sits behind.
  *
  * Decoding is strict because everything on the bus crosses a trust boundary: unknown enum values,
- * integers JavaScript cannot represent exactly, non-finite numbers, several members of one oneof,
- * missing required fields (see {@link REQUIRED}) and payloads that do not belong on the subject all
- * make a message invalid. Encoding applies the same rules, so a message this codec sends is one it
- * would accept.
+ * integers JavaScript cannot represent exactly, non-finite numbers, missing required fields (see
+ * {@link REQUIRED}) and payloads that do not belong on the subject all make a message invalid.
+ * Encoding applies the same rules, so a message this codec sends is one it would accept, and also
+ * refuses several members of one oneof; a received message with several keeps the last one on the
+ * wire, as protobuf specifies (protobufjs drops the others while parsing).
  *
  * @module
  */
@@ -354,7 +355,10 @@ function plainContainer(field: FieldPlan, raw: unknown, path: string, problems: 
   return converted;
 }
 
-/** Words the problem of a oneof with several members set. */
+/**
+ * Words the problem of a oneof with several members set. protobufjs keeps only the last member it
+ * parses, so this guards against a change of that rather than against senders.
+ */
 function severalMembers(plan: TypePlan, o: number, out: Plain, path: string, problems: string[]): void {
   const oneof = plan.oneofs[o]!;
   problems.push(`${at(path, oneof.name)}: several members set (${oneof.members.filter((m) => isPresent(out[m])).join(", ")})`);

@@ -305,6 +305,12 @@ describe("safeDecode never throws", () => {
     if (!result.ok) expect(result.error.reason).toBe("missing_payload");
   });
 
+  it("keeps the last of several members of one oneof on the wire, as protobuf specifies", () => {
+    const ResourceType = wireRoot.lookupType("corral.v1.Resource");
+    const both = ResourceType.encode(ResourceType.fromObject({ name: "cpus", role: "*", scalar: 1, set: { item: ["a"] } })).finish();
+    expect(decodeMessage("Resource", both)).toEqual({ name: "cpus", role: "*", value: "set", set: { item: ["a"] } });
+  });
+
   it("drops a payload that does not belong on the subject", () => {
     const event = encodeEnvelope(everyPayload["schedulerEvent.heartbeat"]!);
     const onScheduler = safeDecode(subject, event);
