@@ -329,16 +329,10 @@ function toPlain(type: protobuf.Type, message: protobuf.Message, path: string, p
 }
 
 type ToPlain = (message: Plain, path: string, problems: string[], rules: string[]) => Plain;
-const converters = new WeakMap<TypePlan, ToPlain>();
 
 /** The compiled conversion of a type (see {@link compileToPlain}); compiled on first use. */
 function toPlainFor(plan: TypePlan): ToPlain {
-  let convert = converters.get(plan);
-  if (convert === undefined) {
-    convert = compileToPlain(plan);
-    converters.set(plan, convert);
-  }
-  return convert;
+  return (plan.compiled.toPlain ??= compileToPlain(plan));
 }
 
 /** A map or list field, converted element by element. */
@@ -459,6 +453,8 @@ interface TypePlan {
   readonly oneofs: ReadonlyArray<{ readonly name: string; readonly members: readonly string[] }>;
   readonly required: ReadonlyArray<{ readonly name: string; readonly members: readonly string[] | undefined; readonly field: protobuf.Field | undefined }>;
   readonly rule: Rule | undefined;
+  /** The type's generated functions, made on first use. */
+  readonly compiled: { check?: Check; toPlain?: ToPlain };
 }
 
 const plans = new WeakMap<protobuf.Type, TypePlan>();
@@ -506,6 +502,7 @@ function planOf(type: protobuf.Type): TypePlan {
       return { name: required, members: oneof ? oneof.fieldsArray.map((f) => f.name) : undefined, field: oneof ? undefined : type.fields[required] };
     }),
     rule: CROSS_FIELD_RULES[name],
+    compiled: {},
   };
   plans.set(type, plan);
   return plan;
@@ -561,16 +558,10 @@ function checkPlan(plan: TypePlan, value: Plain, path: string, problems: string[
 
 /** The compiled check of a type; compiled on first use (a nested type's when first met). */
 function checkFor(plan: TypePlan): Check {
-  let check = checkers.get(plan);
-  if (check === undefined) {
-    check = compileCheck(plan);
-    checkers.set(plan, check);
-  }
-  return check;
+  return (plan.compiled.check ??= compileCheck(plan));
 }
 
 type Check = (value: Plain, path: string, problems: string[]) => void;
-const checkers = new WeakMap<TypePlan, Check>();
 
 /** A field of a map or a list: the container's shape first, then each element. */
 function checkContainer(field: FieldPlan, v: unknown, path: string, problems: string[]): void {
