@@ -67,7 +67,6 @@ export const MAX_OPERATOR_ENTRIES = 1000;
 /** Most resource names one quota may name. */
 export const MAX_QUOTA_RESOURCES = 64;
 
-
 const quantities = {
   type: "object",
   maxProperties: MAX_QUOTA_RESOURCES,
