@@ -1,3 +1,4 @@
+import { writeFileSync } from "node:fs";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -179,7 +180,8 @@ afterEach(async () => {
 /**
  * Plain files stand in for the kernel's: rmdir must remove the files a real cgroup directory would
  * show, and writing `cgroup.kill` (or thawing a frozen cgroup after the kills) empties `cgroup.procs`,
- * as the kernel would once the processes are dead.
+ * as the kernel would once the processes are dead. `onKill` must empty it before it returns (a
+ * write left running raced the containerizer's next look and made it kill a second time).
  */
 function fakeFs(options: { onKill?: (dir: string) => void } = {}): CgroupFs & { writes: string[] } {
   const writes: string[] = [];
@@ -265,7 +267,7 @@ describe("CgroupsV2 on a fake tree", () => {
   });
 
   it("kill-all writes cgroup.kill and waits for the cgroup to empty; remove deletes it", async () => {
-    const fs = fakeFs({ onKill: (dir) => void writeFile(join(dir, "cgroup.procs"), "") });
+    const fs = fakeFs({ onKill: (dir) => writeFileSync(join(dir, "cgroup.procs"), "") });
     const signalled: number[] = [];
     const cgroups = new CgroupsV2(root, ["memory", "cpu", "pids"], { fs, signal: (pid) => signalled.push(pid) });
     await cgroups.create("corral/c1");
@@ -282,7 +284,7 @@ describe("CgroupsV2 on a fake tree", () => {
   });
 
   it("kill-all without cgroup.kill (before Linux 5.14) freezes, signals every pid, and thaws", async () => {
-    const fs = fakeFs({ onKill: (dir) => void writeFile(join(dir, "cgroup.procs"), "") });
+    const fs = fakeFs({ onKill: (dir) => writeFileSync(join(dir, "cgroup.procs"), "") });
     const signalled: [number, string][] = [];
     const cgroups = new CgroupsV2(root, ["memory", "cpu", "pids"], { fs, signal: (pid, signal) => signalled.push([pid, signal]) });
     await cgroups.create("corral/c1");
@@ -380,7 +382,7 @@ describe("CgroupsV1 on a fake tree", () => {
   it("kill-all freezes, SIGKILLs the union of cgroup.procs, then thaws", async () => {
     const fs = fakeFs({
       onKill: () => {
-        for (const hierarchy of ["memory", "cpu", "cpuacct", "pids", "freezer"]) void writeFile(join(root, hierarchy, "corral/c1/cgroup.procs"), "");
+        for (const hierarchy of ["memory", "cpu", "cpuacct", "pids", "freezer"]) writeFileSync(join(root, hierarchy, "corral/c1/cgroup.procs"), "");
       },
     });
     const signalled: number[] = [];
