@@ -200,6 +200,9 @@ const CROSS_FIELD_RULES: Readonly<Record<string, Rule>> = {
 // ------------------------------------------------------------------------------------------------
 
 const LONG_TYPES = new Set(["int64", "uint64", "sint64", "fixed64", "sfixed64"]);
+const INT32_MIN = -(2 ** 31);
+const INT32_MAX = 2 ** 31 - 1;
+const UINT32_MAX = 2 ** 32 - 1;
 const UNSIGNED_TYPES = new Set(["uint32", "uint64", "fixed32", "fixed64"]);
 const FLOAT_TYPES = new Set(["double", "float"]);
 
@@ -532,6 +535,11 @@ function checkScalar(plan: FieldPlan, value: unknown, path: string, problems: st
       } else if (plan.kind !== KIND_FLOAT) {
         if (!Number.isSafeInteger(value)) problems.push(`${path}: must be a (safe) integer`);
         else if (plan.kind === KIND_UINT && value < 0) problems.push(`${path}: must not be negative`);
+        // protobufjs would cut a 32-bit field's value down to 32 bits without a word.
+        else if (!plan.long && plan.kind === KIND_UINT && value > UINT32_MAX) problems.push(`${path}: must be at most ${UINT32_MAX} (uint32)`);
+        else if (!plan.long && plan.kind === KIND_INT && (value < INT32_MIN || value > INT32_MAX)) {
+          problems.push(`${path}: must be within ${INT32_MIN}..${INT32_MAX} (int32)`);
+        }
       }
   }
 }

@@ -217,6 +217,10 @@ describe("encoding refuses what decoding would drop", () => {
     );
     expect(validateMessage("MasterInfo", { id: "m", epoch: -1 })).toEqual(["epoch: must not be negative"]);
     expect(validateMessage("MasterInfo", { id: "m", epoch: 2 ** 60 })).toEqual(["epoch: must be a (safe) integer"]);
+    // 32-bit fields: protobufjs would silently keep only the low 32 bits.
+    expect(validateMessage("TaskStatus", { ...taskStatus, exitCode: 2 ** 31 })).toEqual(["exitCode: must be within -2147483648..2147483647 (int32)"]);
+    expect(validateMessage("TaskStatus", { ...taskStatus, exitCode: -(2 ** 31) })).toEqual([]);
+    expect(() => encodeEnvelope({ ...everyPayload["masterInfo"]!, schemaVersion: 2 ** 32 })).toThrow("schemaVersion: must be at most 4294967295 (uint32)");
   });
 
   it("names the field for each wrong shape: scalar, nested message, list, map, oneof", () => {
