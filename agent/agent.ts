@@ -333,10 +333,12 @@ export function createAgent(options: AgentOptions): Agent {
   // Publishing
   // ----------------------------------------------------------------------------------------------
 
+  const toMasterSubject = masterAgentSubject(cluster);
+
   function publishToMaster(message: AgentToMaster): void {
     if (agentId === undefined) return;
     try {
-      transport.publish(masterAgentSubject(cluster), encodeEnvelope({ senderId: agentId, payload: "agentToMaster", agentToMaster: message }));
+      transport.publish(toMasterSubject, encodeEnvelope({ senderId: agentId, payload: "agentToMaster", agentToMaster: message }));
     } catch (err) {
       log.warn({ err, agentId, kind: message.kind }, "cannot publish to the master");
     }

@@ -32,7 +32,7 @@ import { LeaseElection, type LeaderInfo, type LeaseStore, type LeaseTimings } fr
 import { SeededRng, type Rng } from "../sdk/rng.ts";
 import type { IncomingMessage, Subscription, Transport } from "../sdk/transport.ts";
 import { DropCounter, encodeEnvelope, handleSafely, type EnvelopePayload } from "../sdk/wire/codec.ts";
-import { SubjectTokenError, agentCmdSubject, assertToken, frameworkEventsSubject, masterAgentSubject, masterLeaderSubject, masterSchedulerSubject } from "../sdk/wire/subjects.ts";
+import { SubjectTokenError, assertToken, masterAgentSubject, masterLeaderSubject, masterSchedulerSubject, subjectCache } from "../sdk/wire/subjects.ts";
 import type { SchedulerEvent } from "../sdk/wire/types.ts";
 import { createMasterCore, type MasterConfig, type MasterCore, type MasterEffect, type MasterInput, type RegistryRecord } from "./core.ts";
 import { createMasterHttp } from "./http.ts";
@@ -227,6 +227,9 @@ class MasterShell implements Master {
   readonly masterId: string;
   readonly cluster: string;
   readonly drops = new DropCounter();
+  /** Subjects of the agents and frameworks the master talks to, built once each. */
+  private readonly agentCmdSubject: (agentId: string) => string;
+  private readonly frameworkEventsSubject: (frameworkId: string) => string;
 
   private readonly transport: Transport;
   private readonly clock: Clock;
@@ -284,6 +287,8 @@ class MasterShell implements Master {
   constructor(private readonly options: MasterOptions) {
     this.cluster = options.cluster ?? MASTER_DEFAULTS.cluster;
     assertToken(this.cluster, "cluster");
+    this.agentCmdSubject = subjectCache("agentCmd", this.cluster);
+    this.frameworkEventsSubject = subjectCache("frameworkEvents", this.cluster);
     this.transport = options.transport;
     this.clock = options.clock ?? systemClock;
     this.timers = options.timers ?? systemTimers;
@@ -712,12 +717,12 @@ class MasterShell implements Master {
         if (msg.reply) this.transport.respond(msg, this.envelope(effect.payload, callId));
         return;
       case "to-framework": {
-        const subject = frameworkEventsSubject(this.cluster, effect.frameworkId);
+        const subject = this.frameworkEventsSubject(effect.frameworkId);
         for (const bytes of this.encodeEvent(effect.event)) this.transport.publish(subject, bytes);
         return;
       }
       case "to-agent": {
-        const subject = agentCmdSubject(this.cluster, effect.agentId);
+        const subject = this.agentCmdSubject(effect.agentId);
         this.transport.publish(subject, this.envelope({ payload: "masterToAgent", masterToAgent: effect.message }, ""));
         return;
       }

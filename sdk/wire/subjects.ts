@@ -178,6 +178,26 @@ export function subjectFor(name: SubjectName, cluster: string, id?: string): str
 }
 
 /**
+ * {@link subjectFor} with the subjects kept, for a sender that publishes to the same ids over and
+ * over (the master to each of its agents and frameworks). Besides the building, a subject used
+ * again keeps its string hash, so looking it up by subject (the transport, the receiver's
+ * payload check) costs less as well. Holds at most `maxIds` subjects and starts over when full.
+ * @param maxIds @default 65536
+ */
+export function subjectCache(name: SubjectName, cluster: string, maxIds = 65_536): (id: string) => string {
+  const subjects = new Map<string, string>();
+  return (id) => {
+    let subject = subjects.get(id);
+    if (subject === undefined) {
+      subject = subjectFor(name, cluster, id);
+      if (subjects.size >= maxIds) subjects.clear();
+      subjects.set(id, subject);
+    }
+    return subject;
+  };
+}
+
+/**
  * The subject `name` for `cluster` with `*` in place of the id (or the exact subject when there is
  * no id): for monitors and for permissions.
  */

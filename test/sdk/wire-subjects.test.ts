@@ -14,6 +14,7 @@ import {
   masterSchedulerSubject,
   parseSubject,
   permissionsFor,
+  subjectCache,
   subjectFor,
   subjectKind,
   subjectWildcard,
@@ -91,6 +92,16 @@ describe("subject builders", () => {
     expect(subjectKind("corral.prod.agent.a1.other")).toBe("unknown");
     expect(subjectKind("corral.prod")).toBe("unknown");
     expect(subjectKind("nats.other")).toBe("unknown");
+  });
+});
+
+describe("subjectCache", () => {
+  it("gives subjectFor's subjects, also past its size and for ids seen again, and refuses bad ids as subjectFor does", () => {
+    const cmd = subjectCache("agentCmd", "c1", 2);
+    for (const id of ["a1", "a1", "a2", "a3", "a1", "a3"]) expect(cmd(id)).toBe(agentCmdSubject("c1", id));
+    expect(() => cmd("a.b")).toThrow(SubjectTokenError);
+    expect(() => cmd("")).toThrow(SubjectTokenError);
+    expect(subjectCache("frameworkEvents", "c1")("fw-1")).toBe(frameworkEventsSubject("c1", "fw-1"));
   });
 });
 
