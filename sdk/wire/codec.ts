@@ -6,8 +6,9 @@
  * integers JavaScript cannot represent exactly, non-finite numbers, missing required fields (see
  * {@link REQUIRED}) and payloads that do not belong on the subject all make a message invalid.
  * Encoding applies the same rules, so a message this codec sends is one it would accept, and also
- * refuses several members of one oneof; a received message with several keeps the last one on the
- * wire, as protobuf specifies (protobufjs drops the others while parsing).
+ * refuses several members of one oneof (a received message with several keeps the last one on the
+ * wire, as protobuf specifies: protobufjs drops the others while parsing) and a 32-bit field's
+ * value outside its range (which protobufjs would cut down without a word).
  *
  * @module
  */
