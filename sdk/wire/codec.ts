@@ -168,17 +168,28 @@ export const REQUIRED: Readonly<Record<string, readonly string[]>> = {
 type Plain = Record<string, unknown>;
 type Rule = (value: Plain, path: string, problems: string[]) => void;
 
-/** Rules that relate several fields, by message name. */
+/** The members of SchedulerCall's `kind`: a call to encode may leave the discriminator out. */
+const SCHEDULER_CALL_KINDS = lookupType("SchedulerCall").oneofs!["kind"]!.fieldsArray.map((field) => field.name);
+
+/**
+ * Rules that relate several fields, by message name. They see a message to encode as the sender
+ * wrote it, so an absent field counts as what the receiver will read: its proto3 zero, or for a
+ * oneof's discriminator the member that is set.
+ */
 const CROSS_FIELD_RULES: Readonly<Record<string, Rule>> = {
   Range: (v, path, problems) => {
-    if (typeof v.begin === "number" && typeof v.end === "number" && v.begin > v.end) {
-      problems.push(`${at(path, "begin")}: must be <= end (${v.begin} > ${v.end})`);
+    const begin = v.begin ?? 0;
+    const end = v.end ?? 0;
+    if (typeof begin === "number" && typeof end === "number" && begin > end) {
+      problems.push(`${at(path, "begin")}: must be <= end (${begin} > ${end})`);
     }
   },
   SchedulerCall: (v, path, problems) => {
     // Every call but the first SUBSCRIBE names its framework.
-    if (v.kind !== undefined && v.kind !== "subscribe" && !v.frameworkId) {
-      problems.push(`${at(path, "frameworkId")}: must not be empty for ${String(v.kind)}`);
+    // (A discriminator that is not a member name is the oneof check's to report.)
+    const kind = typeof v.kind === "string" ? v.kind : SCHEDULER_CALL_KINDS.find((member) => isPresent(v[member]));
+    if (kind !== undefined && kind !== "subscribe" && !v.frameworkId) {
+      problems.push(`${at(path, "frameworkId")}: must not be empty for ${kind}`);
     }
   },
   "AgentToMaster.Reregister": (v, path, problems) => {
@@ -192,7 +203,7 @@ const CROSS_FIELD_RULES: Readonly<Record<string, Rule>> = {
     }
   },
   CallResponse: (v, path, problems) => {
-    if (v.ok === false && !v.errorCode) problems.push(`${at(path, "errorCode")}: must not be empty when ok is false`);
+    if (v.ok !== true && !v.errorCode) problems.push(`${at(path, "errorCode")}: must not be empty when ok is false`);
   },
 };
 
@@ -572,17 +583,25 @@ function checkFor(plan: TypePlan): Check {
 
 type Check = (value: Plain, path: string, problems: string[]) => void;
 
-/** A field of a map or a list: the container's shape first, then each element. */
+/**
+ * A field of a map or a list: the container's shape first, then each element. An element cannot
+ * be absent (protobuf has no null in a list or a map; protobufjs would send "null" for a string).
+ */
 function checkContainer(field: FieldPlan, v: unknown, path: string, problems: string[]): void {
   const fieldPath = at(path, field.name);
   if (field.map) {
     if (typeof v !== "object" || Array.isArray(v)) problems.push(`${fieldPath}: must be an object`);
-    else for (const k in v) checkValue(field, (v as Plain)[k], atIndex(fieldPath, k), problems);
+    else for (const k in v) checkElement(field, (v as Plain)[k], atIndex(fieldPath, k), problems);
   } else if (!Array.isArray(v)) {
     problems.push(`${fieldPath}: must be an array`);
   } else {
-    for (let i = 0; i < v.length; i++) checkValue(field, v[i], atIndex(fieldPath, i), problems);
+    for (let i = 0; i < v.length; i++) checkElement(field, v[i], atIndex(fieldPath, i), problems);
   }
+}
+
+function checkElement(field: FieldPlan, element: unknown, path: string, problems: string[]): void {
+  if (element === undefined || element === null) problems.push(`${path}: must not be ${String(element)}`);
+  else checkValue(field, element, path, problems);
 }
 
 /** The oneof problems of a message whose members of oneof `o` were counted as `count`. */
@@ -592,7 +611,7 @@ function checkOneof(plan: TypePlan, o: number, count: number, value: Plain, path
   if (count > 1) {
     const set = oneof.members.filter((member) => isPresent(value[member]));
     problems.push(`${at(path, oneof.name)}: several members set (${set.join(", ")})`);
-  } else if (isPresent(declared) && (count === 0 || !isPresent(value[declared as string]) || plan.byName.get(declared as string)?.oneof !== o)) {
+  } else if (isPresent(declared) && (typeof declared !== "string" || count === 0 || !isPresent(value[declared]) || plan.byName.get(declared)?.oneof !== o)) {
     const first = oneof.members.find((member) => isPresent(value[member]));
     problems.push(`${at(path, oneof.name)}: says ${JSON.stringify(declared)} but ${first ?? "no member"} is set`);
   }
