@@ -333,13 +333,15 @@ describe("safeDecode never throws", () => {
     if (!empty.ok) expect(empty.error.reason).toBe("schema_version");
   });
 
-  it("survives random corruption of a valid message (property)", () => {
+  it("survives random corruption of a valid message, and what it accepts it can send on (property)", () => {
     fc.assert(
       fc.property(fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { minLength: 1, maxLength: 8 }), (edits) => {
         const bytes = new Uint8Array(valid);
         for (const [pos, byte] of edits) bytes[pos % bytes.length] = byte;
         const result = safeDecode(subject, bytes);
         expect(typeof result.ok).toBe("boolean");
+        // A relay (the master passing a status on) re-encodes what it received: that must work.
+        if (result.ok) expect(decodeEnvelope(subject, encodeEnvelope(result.envelope as EnvelopeInput))).toEqual(result.envelope);
       }),
       { numRuns: 2_000 },
     );
