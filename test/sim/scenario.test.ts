@@ -1,7 +1,10 @@
 import { createHash } from "node:crypto";
+import { readFileSync } from "node:fs";
+import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { runScenario } from "../../sim/report.ts";
 import { ScenarioError, validateScenario, type Scenario } from "../../sim/scenario.ts";
+import { damaged, withValueAt } from "../harness/damage.ts";
 
 function small(): Scenario {
   return {
@@ -149,5 +152,24 @@ describe("runScenario", () => {
       const text = readFileSync(new URL(`../../sim/examples/${file}`, import.meta.url), "utf8");
       expect(() => validateScenario(JSON.parse(text))).not.toThrow();
     }
+  });
+});
+
+describe("validateScenario on damaged scenarios", () => {
+  it("accepts a damaged example or refuses it with a ScenarioError naming problems, never anything else (property)", () => {
+    const examples = ["small-batch.json", "failures.json", "marathon-racks.json"].map(
+      (file) => JSON.parse(readFileSync(new URL(`../../sim/examples/${file}`, import.meta.url), "utf8")) as unknown,
+    );
+    fc.assert(
+      fc.property(damaged(examples), ({ index, path, value }) => {
+        try {
+          validateScenario(withValueAt(examples[index], path, value));
+        } catch (err) {
+          expect(err).toBeInstanceOf(ScenarioError);
+          expect((err as ScenarioError).problems.length).toBeGreaterThan(0);
+        }
+      }),
+      { numRuns: 2000 },
+    );
   });
 });

@@ -1,8 +1,11 @@
+import { readFileSync } from "node:fs";
+import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { ManualClock } from "../../../sdk/clock.ts";
 import { Resources } from "../../../sdk/resources.ts";
 import { BatchCore, BatchError, type BatchEffect, type BatchEvent, type BatchJobSpec, type BatchOffer } from "../../../frameworks/batch/core.ts";
 import { JobFileError, parseJobFile } from "../../../frameworks/batch/job-file.ts";
+import { damaged, withValueAt } from "../../harness/damage.ts";
 
 function offer(id: string, agentId: string, text: string): BatchOffer {
   return { id, agentId, hostname: `${agentId}.example`, resources: Resources.parse(text) };
@@ -320,6 +323,21 @@ describe("BatchCore", () => {
 });
 
 describe("parseJobFile", () => {
+  it("accepts a damaged job file or refuses it with a JobFileError naming problems, never anything else (property)", () => {
+    const example = JSON.parse(readFileSync(new URL("../../../examples/jobs/hello.json", import.meta.url), "utf8")) as unknown;
+    fc.assert(
+      fc.property(damaged([example]), ({ path, value }) => {
+        try {
+          parseJobFile(withValueAt(example, path, value));
+        } catch (err) {
+          expect(err).toBeInstanceOf(JobFileError);
+          expect((err as JobFileError).problems.length).toBeGreaterThan(0);
+        }
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
   it("turns a job file into job specs with the defaults", () => {
     const [hello, nap] = parseJobFile({
       jobs: [
