@@ -29,7 +29,7 @@ import { taskKey } from "../sdk/task-key.ts";
 import { DEFAULT_REQUEST_TIMEOUT_MS, isTransportError, type Subscription, type Transport } from "../sdk/transport.ts";
 import { DropCounter, encodeEnvelope, handleSafely, safeDecode, type EnvelopeOf } from "../sdk/wire/codec.ts";
 import { resourcesToWire } from "../sdk/wire/resources.ts";
-import { agentCmdSubject, assertToken, isValidToken, masterAgentSubject, masterLeaderSubject, tokenProblem } from "../sdk/wire/subjects.ts";
+import { clusterSubjects, isValidToken, tokenProblem } from "../sdk/wire/subjects.ts";
 import type {
   AgentInfo,
   AgentRegistration,
@@ -264,7 +264,7 @@ interface StatusInput extends StatusDecision {
 /** Creates an agent; nothing happens until {@link Agent.start}. @throws on invalid options */
 export function createAgent(options: AgentOptions): Agent {
   const cluster = options.cluster ?? "corral";
-  assertToken(cluster, "cluster");
+  const subjects = clusterSubjects(cluster); // checks the cluster name
   if (typeof options.workDir !== "string" || options.workDir === "") throw new RangeError("workDir: required");
   const transport = options.transport;
   const workDir = options.workDir;
@@ -333,12 +333,10 @@ export function createAgent(options: AgentOptions): Agent {
   // Publishing
   // ----------------------------------------------------------------------------------------------
 
-  const toMasterSubject = masterAgentSubject(cluster);
-
   function publishToMaster(message: AgentToMaster): void {
     if (agentId === undefined) return;
     try {
-      transport.publish(toMasterSubject, encodeEnvelope({ senderId: agentId, payload: "agentToMaster", agentToMaster: message }));
+      transport.publish(subjects.masterAgent(), encodeEnvelope({ senderId: agentId, payload: "agentToMaster", agentToMaster: message }));
     } catch (err) {
       log.warn({ err, agentId, kind: message.kind }, "cannot publish to the master");
     }
@@ -478,7 +476,7 @@ export function createAgent(options: AgentOptions): Agent {
     }
     const plan = planLaunch({ framework, task }, { agentId: id, workDir });
     if (plan.kind === "drop") {
-      drops.record(agentCmdSubject(cluster, id), "invalid");
+      drops.record(subjects.agentCmd(id), "invalid");
       log.warn({ agentId: id, problem: plan.message }, "run_task dropped");
       return;
     }
@@ -904,7 +902,7 @@ export function createAgent(options: AgentOptions): Agent {
     let replyBytes: Uint8Array;
     try {
       const request = encodeEnvelope({ senderId: agentId ?? instanceId, callId: rng.uuid(), payload: "agentToMaster", agentToMaster: message });
-      replyBytes = await transport.request(masterAgentSubject(cluster), request, { timeoutMs: registrationTimeoutMs });
+      replyBytes = await transport.request(subjects.masterAgent(), request, { timeoutMs: registrationTimeoutMs });
     } catch (err) {
       const quiet = isTransportError(err, "CORRAL_ERR_NO_RESPONDERS") || isTransportError(err, "CORRAL_ERR_REQUEST_TIMEOUT");
       log[quiet ? "info" : "warn"]({ err: quiet ? undefined : err, code: (err as { code?: string }).code, kind: message.kind, attempt: registrationAttempts }, "registration attempt failed");
@@ -952,10 +950,10 @@ export function createAgent(options: AgentOptions): Agent {
     if (stopped) return;
     if (subscribedId !== id) {
       cmdSub?.unsubscribe();
-      cmdSub = transport.subscribe(agentCmdSubject(cluster, id), handleSafely<"masterToAgent">(log, drops, onCommand));
+      cmdSub = transport.subscribe(subjects.agentCmd(id), handleSafely<"masterToAgent">(log, drops, onCommand));
       subscribedId = id;
     }
-    leaderSub ??= transport.subscribe(masterLeaderSubject(cluster), handleSafely<"masterInfo">(log, drops, onLeaderAnnouncement, { expect: ["masterInfo"] }));
+    leaderSub ??= transport.subscribe(subjects.masterLeader(), handleSafely<"masterInfo">(log, drops, onLeaderAnnouncement, { expect: ["masterInfo"] }));
     await transport.flush();
     if (stopped) return;
     registered = true;

@@ -32,7 +32,7 @@ import { LeaseElection, type LeaderInfo, type LeaseStore, type LeaseTimings } fr
 import { SeededRng, type Rng } from "../sdk/rng.ts";
 import type { IncomingMessage, Subscription, Transport } from "../sdk/transport.ts";
 import { DropCounter, encodeEnvelope, handleSafely, type EnvelopePayload } from "../sdk/wire/codec.ts";
-import { SubjectTokenError, assertToken, masterAgentSubject, masterLeaderSubject, masterSchedulerSubject, subjectCache } from "../sdk/wire/subjects.ts";
+import { SubjectTokenError, assertToken, clusterSubjects, type ClusterSubjects } from "../sdk/wire/subjects.ts";
 import type { SchedulerEvent } from "../sdk/wire/types.ts";
 import { createMasterCore, type MasterConfig, type MasterCore, type MasterEffect, type MasterInput, type RegistryRecord } from "./core.ts";
 import { createMasterHttp } from "./http.ts";
@@ -227,9 +227,8 @@ class MasterShell implements Master {
   readonly masterId: string;
   readonly cluster: string;
   readonly drops = new DropCounter();
-  /** Subjects of the agents and frameworks the master talks to, built once each. */
-  private readonly agentCmdSubject: (agentId: string) => string;
-  private readonly frameworkEventsSubject: (frameworkId: string) => string;
+  /** The cluster's subjects, each built once. */
+  private readonly subjects: ClusterSubjects;
 
   private readonly transport: Transport;
   private readonly clock: Clock;
@@ -286,9 +285,7 @@ class MasterShell implements Master {
 
   constructor(private readonly options: MasterOptions) {
     this.cluster = options.cluster ?? MASTER_DEFAULTS.cluster;
-    assertToken(this.cluster, "cluster");
-    this.agentCmdSubject = subjectCache("agentCmd", this.cluster);
-    this.frameworkEventsSubject = subjectCache("frameworkEvents", this.cluster);
+    this.subjects = clusterSubjects(this.cluster);
     this.transport = options.transport;
     this.clock = options.clock ?? systemClock;
     this.timers = options.timers ?? systemTimers;
@@ -443,8 +440,8 @@ class MasterShell implements Master {
       this.dispatch({ type: "agent-message", message: envelope.agentToMaster, senderId: envelope.senderId, callId: envelope.callId }, msg),
     );
     this.subscriptions.push(
-      this.transport.subscribe(masterSchedulerSubject(this.cluster), (msg) => this.receive(this.lanes.scheduler, onSchedulerCall, msg)),
-      this.transport.subscribe(masterAgentSubject(this.cluster), (msg) => this.receive(this.lanes.agent, onAgentMessage, msg)),
+      this.transport.subscribe(this.subjects.masterScheduler(), (msg) => this.receive(this.lanes.scheduler, onSchedulerCall, msg)),
+      this.transport.subscribe(this.subjects.masterAgent(), (msg) => this.receive(this.lanes.agent, onAgentMessage, msg)),
     );
     await this.transport.flush();
     if (!this.leading || this.currentEpoch !== term || !this.serving(this.clock.now())) return;
@@ -470,7 +467,7 @@ class MasterShell implements Master {
     if (!this.election) return;
     try {
       const masterInfo = { id: this.masterId, epoch: this.currentEpoch, hostname: osHostname(), httpEndpoint: this.election.leader()?.url ?? this.url ?? "", version: MASTER_VERSION };
-      this.transport.publish(masterLeaderSubject(this.cluster), encodeEnvelope({ senderId: this.masterId, epoch: this.currentEpoch, payload: "masterInfo", masterInfo }));
+      this.transport.publish(this.subjects.masterLeader(), encodeEnvelope({ senderId: this.masterId, epoch: this.currentEpoch, payload: "masterInfo", masterInfo }));
     } catch (err) {
       this.log.warn({ err }, "cannot announce the new leader");
     }
@@ -717,12 +714,12 @@ class MasterShell implements Master {
         if (msg.reply) this.transport.respond(msg, this.envelope(effect.payload, callId));
         return;
       case "to-framework": {
-        const subject = this.frameworkEventsSubject(effect.frameworkId);
+        const subject = this.subjects.frameworkEvents(effect.frameworkId);
         for (const bytes of this.encodeEvent(effect.event)) this.transport.publish(subject, bytes);
         return;
       }
       case "to-agent": {
-        const subject = this.agentCmdSubject(effect.agentId);
+        const subject = this.subjects.agentCmd(effect.agentId);
         this.transport.publish(subject, this.envelope({ payload: "masterToAgent", masterToAgent: effect.message }, ""));
         return;
       }

@@ -178,26 +178,6 @@ export function subjectFor(name: SubjectName, cluster: string, id?: string): str
 }
 
 /**
- * {@link subjectFor} with the subjects kept, for a sender that publishes to the same ids over and
- * over (the master to each of its agents and frameworks). Besides the building, a subject used
- * again keeps its string hash, so looking it up by subject (the transport, the receiver's
- * payload check) costs less as well. Holds at most `maxIds` subjects and starts over when full.
- * @param maxIds @default 65536
- */
-export function subjectCache(name: SubjectName, cluster: string, maxIds = 65_536): (id: string) => string {
-  const subjects = new Map<string, string>();
-  return (id) => {
-    let subject = subjects.get(id);
-    if (subject === undefined) {
-      subject = subjectFor(name, cluster, id);
-      if (subjects.size >= maxIds) subjects.clear();
-      subjects.set(id, subject);
-    }
-    return subject;
-  };
-}
-
-/**
  * The subject `name` for `cluster` with `*` in place of the id (or the exact subject when there is
  * no id): for monitors and for permissions.
  */
@@ -241,16 +221,38 @@ export interface ClusterSubjects {
   masterLeader(): string;
 }
 
-/** Binds the subject builders to `cluster` (validated now, so later calls only check ids). */
-export function clusterSubjects(cluster: string): ClusterSubjects {
+/**
+ * Binds the subject builders to `cluster` (validated now, so later calls only check ids) and keeps
+ * what they build: a component publishes to the same few subjects over and over (the master to
+ * each of its agents and frameworks, a framework to the master), and a subject used again also
+ * keeps its string hash, so looking it up by subject costs less. At most `maxIds` subjects per
+ * kind of id are kept; the memo starts over when full.
+ * @param maxIds @default 65536
+ */
+export function clusterSubjects(cluster: string, maxIds = 65_536): ClusterSubjects {
   assertToken(cluster, "cluster");
+  const perId = (name: "frameworkEvents" | "agentCmd") => {
+    const subjects = new Map<string, string>();
+    return (id: string): string => {
+      let subject = subjects.get(id);
+      if (subject === undefined) {
+        subject = subjectFor(name, cluster, id);
+        if (subjects.size >= maxIds) subjects.clear();
+        subjects.set(id, subject);
+      }
+      return subject;
+    };
+  };
+  const masterScheduler = masterSchedulerSubject(cluster);
+  const masterAgent = masterAgentSubject(cluster);
+  const masterLeader = masterLeaderSubject(cluster);
   return {
     cluster,
-    masterScheduler: () => masterSchedulerSubject(cluster),
-    frameworkEvents: (frameworkId) => frameworkEventsSubject(cluster, frameworkId),
-    masterAgent: () => masterAgentSubject(cluster),
-    agentCmd: (agentId) => agentCmdSubject(cluster, agentId),
-    masterLeader: () => masterLeaderSubject(cluster),
+    masterScheduler: () => masterScheduler,
+    frameworkEvents: perId("frameworkEvents"),
+    masterAgent: () => masterAgent,
+    agentCmd: perId("agentCmd"),
+    masterLeader: () => masterLeader,
   };
 }
 

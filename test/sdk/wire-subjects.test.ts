@@ -14,7 +14,6 @@ import {
   masterSchedulerSubject,
   parseSubject,
   permissionsFor,
-  subjectCache,
   subjectFor,
   subjectKind,
   subjectWildcard,
@@ -95,13 +94,13 @@ describe("subject builders", () => {
   });
 });
 
-describe("subjectCache", () => {
+describe("clusterSubjects keeps what it builds", () => {
   it("gives subjectFor's subjects, also past its size and for ids seen again, and refuses bad ids as subjectFor does", () => {
-    const cmd = subjectCache("agentCmd", "c1", 2);
-    for (const id of ["a1", "a1", "a2", "a3", "a1", "a3"]) expect(cmd(id)).toBe(agentCmdSubject("c1", id));
-    expect(() => cmd("a.b")).toThrow(SubjectTokenError);
-    expect(() => cmd("")).toThrow(SubjectTokenError);
-    expect(subjectCache("frameworkEvents", "c1")("fw-1")).toBe(frameworkEventsSubject("c1", "fw-1"));
+    const s = clusterSubjects("c1", 2);
+    for (const id of ["a1", "a1", "a2", "a3", "a1", "a3"]) expect(s.agentCmd(id)).toBe(agentCmdSubject("c1", id));
+    expect(() => s.agentCmd("a.b")).toThrow(SubjectTokenError);
+    expect(() => s.agentCmd("")).toThrow(SubjectTokenError);
+    expect(clusterSubjects("c1").frameworkEvents("fw-1")).toBe(frameworkEventsSubject("c1", "fw-1"));
   });
 });
 
