@@ -336,7 +336,7 @@ function plainValue(plan: FieldPlan, raw: unknown, path: string, problems: strin
 /**
  * Turns a decoded protobufjs message into the plain shape described in types.ts: proto3 defaults
  * filled in, absent message fields left out, oneofs as discriminated unions; and checks it
- * (everything {@link checkPlan} checks of a plain object): values that cannot be converted go to
+ * (everything {@link checkMessage} checks of a plain object): values that cannot be converted go to
  * `problems`, broken required-field and cross-field rules to `rules`.
  */
 function toPlain(type: protobuf.Type, message: protobuf.Message, path: string, problems: string[], rules: string[]): Plain {
@@ -378,6 +378,17 @@ function scalarNeedsWork(field: FieldPlan): boolean {
   return field.kind === KIND_ENUM || field.kind === KIND_BYTES || field.kind === KIND_FLOAT || field.long;
 }
 
+/** A string as a JavaScript literal, for generated code. */
+const lit = (text: string): string => JSON.stringify(text);
+
+/**
+ * Makes a function from generated source: `body` runs once with `scope`'s entries as its
+ * variables (names from the schema only, never from messages) and returns the function.
+ */
+function generate<F>(scope: Record<string, unknown>, body: string): F {
+  return new Function(...Object.keys(scope), body)(...Object.values(scope)) as F;
+}
+
 /**
  * Builds the conversion of one message type as its own function, for the reason given at
  * {@link compileCheck}: a generic walk read the fields of messages of every type and V8 could not
@@ -385,7 +396,6 @@ function scalarNeedsWork(field: FieldPlan): boolean {
  * properties were on the wire (protobufjs keeps defaults on the prototype).
  */
 function compileToPlain(plan: TypePlan): ToPlain {
-  const lit = (text: string) => JSON.stringify(text);
   const lines: string[] = ["const out = {};", "let raw;"];
   plan.fields.forEach((field, i) => {
     const name = lit(field.name);
@@ -409,12 +419,19 @@ function compileToPlain(plan: TypePlan): ToPlain {
   // the rules proto3 cannot express are left. Their problems are kept apart: a receiver reports
   // a wrong schema version or payload before them.
   lines.push(...requiredLines(plan, "rules"), "return out;");
-  const factory = new Function(
-    "plan, fields, required, at, hasOwn, plainScalar, plainContainer, severalMembers, isEmptyValue, converterOf",
-    `const nested = [];\nreturn function toPlain(src, path, problems, rules) {\n${lines.join("\n")}\n};`,
-  );
-  const hasOwn = (o: object, key: string) => Object.prototype.hasOwnProperty.call(o, key);
-  return factory(plan, plan.fields, plan.required, at, hasOwn, plainScalar, plainContainer, severalMembers, isEmptyValue, (type: protobuf.Type) => toPlainFor(planOf(type))) as ToPlain;
+  const scope = {
+    plan,
+    fields: plan.fields,
+    required: plan.required,
+    at,
+    hasOwn: (o: object, key: string) => Object.prototype.hasOwnProperty.call(o, key),
+    plainScalar,
+    plainContainer,
+    severalMembers,
+    isEmptyValue,
+    converterOf: (type: protobuf.Type) => toPlainFor(planOf(type)),
+  };
+  return generate<ToPlain>(scope, `const nested = [];\nreturn function toPlain(src, path, problems, rules) {\n${lines.join("\n")}\n};`);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -559,7 +576,7 @@ function checkScalar(plan: FieldPlan, value: unknown, path: string, problems: st
 function checkValue(plan: FieldPlan, value: unknown, path: string, problems: string[]): void {
   if (plan.kind === KIND_MESSAGE) {
     if (value !== undefined && value !== null) {
-      if (typeof value === "object") checkPlan(planOf(plan.messageType!), value as Plain, path, problems);
+      if (typeof value === "object") checkFor(planOf(plan.messageType!))(value as Plain, path, problems);
       else problems.push(`${path}: must be a ${plan.messageType!.name} object`);
     }
     return;
@@ -569,11 +586,7 @@ function checkValue(plan: FieldPlan, value: unknown, path: string, problems: str
 
 /** Appends to `problems` every rule `value` breaks as a `type`. */
 function checkMessage(type: protobuf.Type, value: Plain, path: string, problems: string[]): void {
-  checkPlan(planOf(type), value, path, problems);
-}
-
-function checkPlan(plan: TypePlan, value: Plain, path: string, problems: string[]): void {
-  checkFor(plan)(value, path, problems);
+  checkFor(planOf(type))(value, path, problems);
 }
 
 /** The compiled check of a type; compiled on first use (a nested type's when first met). */
@@ -623,7 +636,6 @@ function checkOneof(plan: TypePlan, o: number, count: number, value: Plain, path
  * conversion, `out`; uses the scratch variable `x`.
  */
 function requiredLines(plan: TypePlan, target: "problems" | "rules"): string[] {
-  const lit = (text: string) => JSON.stringify(text);
   const subject = target === "rules" ? "out" : "value";
   const lines: string[] = target === "rules" ? ["let x;"] : [];
   plan.required.forEach((required, r) => {
@@ -652,7 +664,6 @@ function requiredLines(plan: TypePlan, target: "problems" | "rules"): string[] {
  * problems.
  */
 function compileCheck(plan: TypePlan): Check {
-  const lit = (text: string) => JSON.stringify(text);
   const lines: string[] = ["let x;"];
   plan.oneofs.forEach((_, o) => lines.push(`let c${o} = 0;`));
   plan.fields.forEach((field, i) => {
@@ -673,11 +684,18 @@ function compileCheck(plan: TypePlan): Check {
     lines.push(`x = value[${lit(oneof.name)}];`, `if (c${o} !== 1 || !(x == null || ${named})) checkOneof(plan, ${o}, c${o}, value, path, problems);`);
   });
   lines.push(...requiredLines(plan, "problems"));
-  const factory = new Function(
-    "plan, fields, required, at, checkValue, checkContainer, checkOneof, isEmptyValue, checkOf",
-    `const nested = [];\nreturn function check(value, path, problems) {\n${lines.join("\n")}\n};`,
-  );
-  return factory(plan, plan.fields, plan.required, at, checkValue, checkContainer, checkOneof, isEmptyValue, (type: protobuf.Type) => checkFor(planOf(type))) as Check;
+  const scope = {
+    plan,
+    fields: plan.fields,
+    required: plan.required,
+    at,
+    checkValue,
+    checkContainer,
+    checkOneof,
+    isEmptyValue,
+    checkOf: (type: protobuf.Type) => checkFor(planOf(type)),
+  };
+  return generate<Check>(scope, `const nested = [];\nreturn function check(value, path, problems) {\n${lines.join("\n")}\n};`);
 }
 
 // ------------------------------------------------------------------------------------------------
