@@ -9,7 +9,7 @@ import type { ResourceJson } from "../sdk/resources.ts";
 import type { Logger } from "../sdk/transport.ts";
 import type { DropCounter } from "../sdk/wire/codec.ts";
 import { TASK_STATES, type TaskState } from "../sdk/wire/types.ts";
-import { pathIdProblem } from "./agent-logic.ts";
+import { pathIdProblem } from "../sdk/task-key.ts";
 import { SandboxFileError, readSandboxFile, type SandboxFileErrorCode } from "./sandbox-files.ts";
 import type { StatusUpdateManagerStats } from "./status-updates.ts";
 

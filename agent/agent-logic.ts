@@ -9,6 +9,7 @@
  */
 import { join } from "node:path";
 import { Resources, type ResourceEntry } from "../sdk/resources.ts";
+import { pathIdProblem } from "../sdk/task-key.ts";
 import { resourcesFromWire } from "../sdk/wire/resources.ts";
 import {
   TASK_STATUS_REASONS,
@@ -25,10 +26,8 @@ import type { StatusUpdate } from "./status-updates.ts";
 // Ids as path components
 // ------------------------------------------------------------------------------------------------
 
-// The rule lives in the SDK, so that the master refuses at SUBSCRIBE and ACCEPT what an agent could
-// not use as a directory; re-exported for the agent's callers.
-export { MAX_PATH_ID_LENGTH, pathIdProblem } from "../sdk/task-key.ts";
-import { pathIdProblem } from "../sdk/task-key.ts";
+// The rule (`pathIdProblem`) lives in sdk/task-key.ts, so that the master refuses at SUBSCRIBE and
+// ACCEPT what an agent could not use as a directory.
 
 /**
  * The sandbox of a task: `<workDir>/sandboxes/<frameworkId>/<taskId>`.

@@ -200,7 +200,6 @@ interface OfferRecord {
   createdAtMs: number;
 }
 
-
 function isTerminal(state: TaskState): boolean {
   return TERMINAL_TASK_STATES.has(state);
 }

@@ -11,7 +11,6 @@ import {
   launchFailureStatus,
   mergeWithDetected,
   missingStandardResources,
-  pathIdProblem,
   pingTimeoutMs,
   planLaunch,
   registrationDelayMs,
@@ -19,6 +18,7 @@ import {
   terminationStatus,
   toWireStatus,
 } from "../../agent/agent-logic.ts";
+import { pathIdProblem } from "../../sdk/task-key.ts";
 import type { StatusUpdateManagerStats } from "../../agent/status-updates.ts";
 import { Resources } from "../../sdk/resources.ts";
 import { DropCounter, encodeEnvelope } from "../../sdk/wire/codec.ts";
