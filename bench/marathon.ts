@@ -43,7 +43,7 @@ import { startNats } from "../cli/nats-server.ts";
 import { createMarathon } from "../frameworks/marathon/marathon.ts";
 import { connectNats } from "../sdk/nats-transport.ts";
 import { CLOCK_TICKS_PER_SECOND } from "../agent/containerizer/common.ts";
-import { elapsedMs, parseBenchArgs, percentile, processMemoryMb, PROJECT_ROOT, TS_LOADER, PROFILE_FLAGS, startChild, stopChild, type BenchResult } from "./lib.ts";
+import { BenchUsageError, elapsedMs, parseBenchArgs, percentile, processMemoryMb, PROJECT_ROOT, TS_LOADER, PROFILE_FLAGS, startChild, stopChild, type BenchResult } from "./lib.ts";
 
 /** The cluster name the launch benchmark's agents process registers with. */
 const CLUSTER = "bench";
@@ -381,7 +381,7 @@ function chooseCases(args: string[]): Array<LaunchCase | GetCase> {
         get: { kind: "get", name: "GET /v2/apps with 2,000 apps", agents: 100, apps: 2_000, target: 50, timeoutMs: 1_800_000 },
       };
   const names = flags.text("cases")?.split(",") ?? Object.keys(all);
-  for (const n of names) if (!(n in all)) throw new Error(`--cases: unknown case '${n}' (known: ${Object.keys(all).join(", ")})`);
+  for (const n of names) if (!(n in all)) throw new BenchUsageError(`--cases: unknown case '${n}' (known: ${Object.keys(all).join(", ")})`);
   return names.map((n) => all[n]!);
 }
 
