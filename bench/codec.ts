@@ -33,43 +33,41 @@ function median(values: number[]): number {
   return [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
 }
 
+/** The encode and decode rows of one case: a warm-up round each, then the median of three. */
+function measure(name: string, count: number, encode: () => void, decode: () => void): BenchResult[] {
+  nsPerMessage(count, encode);
+  nsPerMessage(count, decode);
+  const row = (metric: string, body: () => void): BenchResult => ({
+    case: name,
+    metric,
+    unit: "ns/message",
+    value: Math.round(median([0, 1, 2].map(() => nsPerMessage(count, body)))),
+    target: null,
+    better: "lower",
+  });
+  return [row("encode", encode), row("decode", decode)];
+}
+
 export async function runCodecBench(args: string[]): Promise<BenchResult[]> {
   const flags = parseBenchArgs(args, { messages: "integer > 0" });
   const count = flags.number("messages") ?? 200_000;
-  const results: BenchResult[] = [];
-  for (const [kind, subject] of KINDS) {
+  const messages = KINDS.map(([kind, subject]) => {
     const input: EnvelopeInput = everyPayload[kind]!;
     const bytes = encodeEnvelope(input);
     const decoded = safeDecode(subject, bytes);
     if (!decoded.ok) throw new Error(`${kind}: does not decode on ${subject}: ${decoded.error.message}`);
-    const encode = () => void encodeEnvelope(input);
-    const decode = () => {
-      if (!safeDecode(subject, bytes).ok) throw new Error(`${kind}: decoding failed`);
-    };
-    nsPerMessage(count, encode);
-    nsPerMessage(count, decode);
-    const encodeNs = median([0, 1, 2].map(() => nsPerMessage(count, encode)));
-    const decodeNs = median([0, 1, 2].map(() => nsPerMessage(count, decode)));
-    const name = `${kind} (${bytes.length} bytes)`;
-    results.push(
-      { case: name, metric: "encode", unit: "ns/message", value: Math.round(encodeNs), target: null, better: "lower" },
-      { case: name, metric: "decode", unit: "ns/message", value: Math.round(decodeNs), target: null, better: "lower" },
-    );
-  }
-  // Real traffic mixes the kinds, which is harder on V8's caches than one kind at a time.
-  const all = KINDS.map(([kind, subject]) => ({ input: everyPayload[kind]!, subject, bytes: encodeEnvelope(everyPayload[kind]!) }));
-  let next = 0;
-  const encodeMixed = () => void encodeEnvelope(all[next++ % all.length]!.input);
-  const decodeMixed = () => {
-    const message = all[next++ % all.length]!;
-    if (!safeDecode(message.subject, message.bytes).ok) throw new Error("mixed: decoding failed");
+    return { kind, subject, input, bytes };
+  });
+  const decodeOne = (message: (typeof messages)[number]) => {
+    if (!safeDecode(message.subject, message.bytes).ok) throw new Error(`${message.kind}: decoding failed`);
   };
-  nsPerMessage(count, encodeMixed);
-  nsPerMessage(count, decodeMixed);
-  const mixed = "the five kinds in turn";
+  const results = messages.flatMap((message) =>
+    measure(`${message.kind} (${message.bytes.length} bytes)`, count, () => void encodeEnvelope(message.input), () => decodeOne(message)),
+  );
+  // Real traffic mixes the kinds, which is harder on V8's caches than one kind at a time.
+  let next = 0;
   results.push(
-    { case: mixed, metric: "encode", unit: "ns/message", value: Math.round(median([0, 1, 2].map(() => nsPerMessage(count, encodeMixed)))), target: null, better: "lower" },
-    { case: mixed, metric: "decode", unit: "ns/message", value: Math.round(median([0, 1, 2].map(() => nsPerMessage(count, decodeMixed)))), target: null, better: "lower" },
+    ...measure("the five kinds in turn", count, () => void encodeEnvelope(messages[next++ % messages.length]!.input), () => decodeOne(messages[next++ % messages.length]!)),
   );
   return results;
 }
