@@ -11,8 +11,10 @@ import {
   handleSafely,
   safeDecode,
   validateMessage,
+  wireLength,
   wireRoot,
   type EnvelopeInput,
+  type EnvelopeOf,
 } from "../../sdk/wire/codec.ts";
 import { PAYLOAD_KINDS, type TaskState, TASK_STATES, TASK_STATUS_REASONS, type TaskStatus } from "../../sdk/wire/types.ts";
 import {
@@ -270,6 +272,75 @@ describe("a message the codec sends is one it accepts", () => {
         expect(result.ok, result.ok ? "" : result.error.message).toBe(true);
         // What came back encodes to the very same bytes: nothing was lost or changed on the way.
         if (result.ok) expect(encodeEnvelope(result.envelope as EnvelopeInput)).toEqual(bytes);
+      }),
+      { numRuns: 2000 },
+    );
+  });
+});
+
+describe("in-process envelopes (the simulator's wire)", () => {
+  it("decode to what the bytes decode to, for every payload, and cost a real bus its size only on demand", () => {
+    for (const [name, input] of Object.entries(everyPayload)) {
+      const bytes = encodeEnvelope(input);
+      const carried = encodeEnvelope(input, { inProcess: true });
+      expect(decodeEnvelope(subjectOf(input), carried), name).toEqual(decodeEnvelope(subjectOf(input), bytes));
+      expect(wireLength(carried), name).toBe(bytes.length);
+      expect(wireLength(bytes), name).toBe(bytes.length);
+    }
+  });
+
+  it("give each receiver its own copy, bytes fields included", () => {
+    const input = everyPayload["agentToMaster.statusUpdate"]!;
+    const carried = encodeEnvelope(input, { inProcess: true });
+    const first = decodeEnvelope(masterAgentSubject(CLUSTER), carried) as EnvelopeOf<"agentToMaster">;
+    const second = decodeEnvelope(masterAgentSubject(CLUSTER), carried) as EnvelopeOf<"agentToMaster">;
+    expect(second).toEqual(first);
+    expect(second.agentToMaster).not.toBe(first.agentToMaster);
+    const status = (e: EnvelopeOf<"agentToMaster">) => (e.agentToMaster as { statusUpdate: { status: TaskStatus } }).statusUpdate.status;
+    status(first).uuid.fill(0);
+    status(first).message = "changed by the first receiver";
+    expect(status(second).uuid).toEqual(taskStatus.uuid);
+    expect(status(second).message).toBe(taskStatus.message);
+  });
+
+  it("keep every rule: a bad message is refused on encode, a misplaced one dropped on decode", () => {
+    const bad = { ...everyPayload["schedulerCall.accept"]!, senderId: 7 } as unknown as EnvelopeInput;
+    expect(() => encodeEnvelope(bad, { inProcess: true })).toThrow(WireError);
+    const carried = encodeEnvelope(everyPayload["schedulerCall.accept"]!, { inProcess: true });
+    const result = safeDecode(agentCmdSubject(CLUSTER, "agent-1"), carried);
+    expect(result.ok || result.error.reason).toBe("wrong_payload");
+  });
+
+  it("are no message outside the process: copied bytes, a slice or another message type is a decode error", () => {
+    const carried = encodeEnvelope(everyPayload["schedulerCall.accept"]!, { inProcess: true });
+    const subject = masterSchedulerSubject(CLUSTER);
+    for (const outside of [new Uint8Array(carried), carried.slice(), Buffer.from(carried)]) {
+      expect(outside.constructor.name).not.toBe(carried.constructor.name);
+      const result = safeDecode(subject, outside);
+      expect(result.ok || result.error.reason).toBe("decode_error");
+    }
+    expect(() => decodeMessage("TaskInfo", carried)).toThrow(/not a valid TaskInfo: an in-process Envelope/);
+  });
+
+  it("accept and refuse exactly what bytes do, and decode to the same message (property)", () => {
+    const inputs = Object.values(everyPayload);
+    fc.assert(
+      fc.property(damaged(inputs.map((input) => input[input.payload as keyof EnvelopeInput])), ({ index, path, value }) => {
+        const input = inputs[index]!;
+        const damagedInput = { ...input, [input.payload]: withValueAt(input[input.payload as keyof EnvelopeInput], path, value) } as EnvelopeInput;
+        const attempt = (inProcess: boolean) => {
+          try {
+            return { bytes: encodeEnvelope(damagedInput, { inProcess }) };
+          } catch (err) {
+            return { problems: (err as WireError).problems };
+          }
+        };
+        const asBytes = attempt(false);
+        const carried = attempt(true);
+        expect(carried.problems).toEqual(asBytes.problems);
+        if (asBytes.bytes === undefined || carried.bytes === undefined) return;
+        const options = { expect: [...PAYLOAD_KINDS] };
+        expect(safeDecode(subjectOf(damagedInput), carried.bytes, options)).toEqual(safeDecode(subjectOf(damagedInput), asBytes.bytes, options));
       }),
       { numRuns: 2000 },
     );
