@@ -161,6 +161,7 @@ export class SimCluster {
       ...(net.latency ? { latency: net.latency } : {}),
       ...(net.lossRate !== undefined ? { lossRate: net.lossRate } : {}),
       ...(net.duplicateRate !== undefined ? { duplicateRate: net.duplicateRate } : {}),
+      ...(net.wire !== undefined ? { wire: net.wire } : {}),
     });
     this.audit = options.auditStatusUpdates ? new StatusDeliveryAudit() : undefined;
     this.masters = new SimMasters({

@@ -53,7 +53,21 @@ export interface SimNetworkOptions {
   fifo?: boolean;
   /** Where handler failures are logged. @default silentLogger */
   log?: Logger;
+  /**
+   * What a message travels as. `"messages"`: senders hand over their checked message instead of
+   * its bytes ({@link Transport.inProcess}); the codec's rules still run on both sides and each
+   * receiver decodes its own copy, only protobuf's serialization and parsing are skipped.
+   * `"bytes"`: every message is serialized and parsed, as on a real bus.
+   * @default "messages"
+   */
+  wire?: WireForm;
 }
+
+/** See {@link SimNetworkOptions.wire}. */
+export type WireForm = "messages" | "bytes";
+
+/** The values of {@link WireForm}. */
+export const WIRE_FORMS: readonly WireForm[] = ["messages", "bytes"];
 
 /** Counters of a {@link SimNetwork}. */
 export interface NetworkStats {
@@ -113,6 +127,8 @@ export class SimNetwork {
   private readonly fifo: boolean;
   private readonly rng: Rng;
   readonly log: Logger;
+  /** Whether endpoints take envelopes that carry their message ({@link SimNetworkOptions.wire}). */
+  readonly inProcess: boolean;
 
   constructor(
     readonly engine: SimEngine,
@@ -124,6 +140,7 @@ export class SimNetwork {
     this.duplicateRate = options.duplicateRate ?? 0;
     this.fifo = options.fifo ?? true;
     this.log = options.log ?? silentLogger;
+    this.inProcess = (options.wire ?? "messages") === "messages";
   }
 
   /** The transport of node `name`; a closed endpoint's node gets a fresh one. */
@@ -300,6 +317,7 @@ export class SimNetwork {
 /** One node's {@link Transport} on a {@link SimNetwork}. */
 export class SimTransport implements Transport {
   closed = false;
+  readonly inProcess: boolean;
   private readonly subs = new Set<SimSub>();
   private inboxCounter = 0;
 
@@ -307,7 +325,9 @@ export class SimTransport implements Transport {
     private readonly network: SimNetwork,
     /** The node name (used by partitions and {@link SimNetwork.setDown}). */
     readonly node: string,
-  ) {}
+  ) {
+    this.inProcess = network.inProcess;
+  }
 
   publish(subject: string, data: Uint8Array): void {
     this.assertOpen(subject);

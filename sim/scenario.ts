@@ -8,7 +8,7 @@
 
 import { Resources } from "../sdk/resources.ts";
 import { roleNameError } from "../sdk/roles.ts";
-import type { LatencySpec } from "./network.ts";
+import { WIRE_FORMS, type LatencySpec, type SimNetworkOptions, type WireForm } from "./network.ts";
 // Batch frameworks (synthetic jobs, trace replay) are specified and checked in sim/workloads.
 import { checkBatchFramework, hasTraceMachines, type BatchJobsSpec, type TraceSpec } from "./workloads/spec.ts";
 // Marathon frameworks (app specs and timed actions) are specified and checked in sim/workloads.
@@ -139,6 +139,8 @@ export interface NetworkSpec {
   lossRate?: number;
   /** @default 0 */
   duplicateRate?: number;
+  /** What messages travel as, see {@link SimNetworkOptions.wire}. @default "messages" */
+  wire?: WireForm;
 }
 
 /** A whole scenario. */
@@ -245,7 +247,8 @@ export function validateScenario(input: unknown, options: ValidateScenarioOption
   if (root.network !== undefined) {
     const net = c.obj(root.network, "scenario.network");
     if (net) {
-      c.unknownKeys(net, ["latency", "lossRate", "duplicateRate"], "scenario.network");
+      c.unknownKeys(net, ["latency", "lossRate", "duplicateRate", "wire"], "scenario.network");
+      if (net.wire !== undefined && !WIRE_FORMS.includes(net.wire as WireForm)) c.fail("scenario.network.wire", `must be one of ${WIRE_FORMS.join(", ")}`);
       c.num(net, "lossRate", "scenario.network", { min: 0, max: 1, optional: true });
       c.num(net, "duplicateRate", "scenario.network", { min: 0, max: 1, optional: true });
       if (net.latency !== undefined) checkLatency(c, net.latency, "scenario.network.latency");

@@ -230,6 +230,13 @@ describe("marathon frameworks in the simulator", () => {
     expect(hash(c.events)).not.toBe(hash(a.events));
   });
 
+  it("gives the same event log with a marathon workload whether messages travel as bytes or as checked messages", async () => {
+    const asMessages = await runRolling();
+    const asBytes = await run({ ...rolling, network: { wire: "bytes" } });
+    expect(asBytes.events.length).toBe(asMessages.events.length);
+    expect(hash(asBytes.events)).toBe(hash(asMessages.events));
+  });
+
   it("shows the apps in the HTML report: instances over time, each action's time, the unplaced apps with reasons", async () => {
     const { result } = await runRolling();
     const page = renderHtmlReport(result, loadUplotAssets());

@@ -75,6 +75,19 @@ describe("runScenario", () => {
     expect(other.hash).not.toBe(one.hash);
   });
 
+  it("gives the same event log whether messages travel as bytes or as checked messages (the default)", async () => {
+    const asMessages = await logHash(randomised(5));
+    const asBytes = await logHash({ ...randomised(5), network: { ...randomised(5).network, wire: "bytes" } });
+    const explicit = await logHash({ ...randomised(5), network: { ...randomised(5).network, wire: "messages" } });
+    expect(asMessages.lines).toBeGreaterThan(100);
+    expect(asBytes).toEqual(asMessages);
+    expect(explicit).toEqual(asMessages);
+  });
+
+  it("refuses an unknown wire form", () => {
+    expect(() => validateScenario({ ...small(), network: { wire: "json" } })).toThrow(/scenario\.network\.wire: must be one of messages, bytes/);
+  });
+
   it("rejects a bad scenario before running, naming each field and rule", async () => {
     const bad = {
       seed: -1,
