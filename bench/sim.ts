@@ -12,8 +12,9 @@
  * <= 60 s and <= 4 GB; refused together with a size flag), and the cluster settings of the
  * run: `--ping-seconds S` (how often the master pings each agent; default Mesos's 15, `--full`
  * 600), `--offer-hold-seconds S` (the batch framework keeps offers nothing fits this long;
- * default 0, `--full` 3600) and `--max-held-offers N` (default 1000); `--no-progress` keeps
- * stderr quiet. The settings change what is simulated, not how: a 7-day run of 10,000 agents
+ * default 0, `--full` 3600) and `--max-held-offers N` (default 1000); `--wire bytes` serializes
+ * every message as on a real bus (default `messages`: see the scenario's `network.wire`);
+ * `--no-progress` keeps stderr quiet. The settings change what is simulated, not how: a 7-day run of 10,000 agents
  * pinged every 15 s is 800 million messages of pings alone, and a batch framework that declines
  * every offer it cannot use REVIVEs for each new job, which the master answers with an offer of
  * every agent. The case label names the settings used.
@@ -21,6 +22,7 @@
 import { SimEngine } from "../sim/engine.ts";
 import { stderrProgress } from "../sim/progress.ts";
 import { runScenario } from "../sim/report.ts";
+import { WIRE_FORMS, type WireForm } from "../sim/network.ts";
 import type { Scenario } from "../sim/scenario.ts";
 import { BenchUsageError, parseBenchArgs, peakRssMb, type BenchResult } from "./lib.ts";
 
@@ -61,6 +63,7 @@ const ARG_FLAGS = {
   "ping-seconds": "number > 0",
   "offer-hold-seconds": "number >= 0",
   "max-held-offers": "integer > 0",
+  wire: "text",
 } as const;
 
 /** Events per second of the bare engine: `count` synchronous events over 1,000 chains. */
@@ -155,6 +158,8 @@ export async function runSimBench(args: string[]): Promise<BenchResult[]> {
   const days = full ? FULL_CASE.days : flags.number("days");
   const marathonApps = full ? FULL_CASE.marathonApps : (flags.number("marathon-apps") ?? Math.round(agents / 20));
   const rawCount = flags.number("raw-events") ?? 2_000_000;
+  const wire = flags.text("wire") ?? "messages";
+  if (!WIRE_FORMS.includes(wire as WireForm)) throw new BenchUsageError(`--wire: must be one of ${WIRE_FORMS.join(", ")}, got '${wire}'`);
   const base = full ? FULL_SETTINGS : DEFAULT_SETTINGS;
   const settings: BenchSettings = {
     pingSeconds: flags.number("ping-seconds") ?? base.pingSeconds,
@@ -168,7 +173,7 @@ export async function runSimBench(args: string[]): Promise<BenchResult[]> {
   const settled = await rawEngine(Math.min(rawCount, 200_000), true);
   results.push({ case: "engine + settle turn", metric: "events/s", unit: "events/s", value: settled, target: null, better: "higher" });
 
-  const scenario = benchScenario(agents, tasks, days, marathonApps, settings);
+  const scenario: Scenario = { ...benchScenario(agents, tasks, days, marathonApps, settings), network: { wire: wire as WireForm } };
   const started = process.hrtime.bigint();
   // Progress on stderr: the full case runs for many minutes.
   const progress = flags.on("no-progress") ? undefined : stderrProgress();
@@ -176,7 +181,7 @@ export async function runSimBench(args: string[]): Promise<BenchResult[]> {
   progress?.finish();
   const wallS = Number(process.hrtime.bigint() - started) / 1e9;
   const hold = settings.offerHoldSeconds > 0 ? `offers kept ${settings.offerHoldSeconds} s (at most ${settings.maxHeldOffers})` : "offers declined";
-  const label = `${agents} agents x ${tasks} batch tasks + ${marathonApps} Marathon apps, ${(scenario.endSeconds / 3600).toFixed(1)} h simulated; pings every ${settings.pingSeconds} s, ${hold}`;
+  const label = `${agents} agents x ${tasks} batch tasks + ${marathonApps} Marathon apps, ${(scenario.endSeconds / 3600).toFixed(1)} h simulated; pings every ${settings.pingSeconds} s, ${hold}${wire === "bytes" ? "; messages serialized" : ""}`;
   results.push(
     { case: label, metric: "wall time", unit: "s", value: wallS, target: full ? 60 : null, better: "lower" },
     { case: label, metric: "peak RSS", unit: "MiB", value: peakRssMb(), target: full ? 4096 : null, better: "lower" },
