@@ -252,13 +252,20 @@ describe("encoding refuses what decoding would drop", () => {
   });
 });
 
+/** Envelopes of {@link everyPayload}, each with one value somewhere in its payload damaged. */
+function damagedEnvelopes(): fc.Arbitrary<EnvelopeInput> {
+  const inputs = Object.values(everyPayload);
+  const payloadOf = (input: EnvelopeInput) => input[input.payload as keyof EnvelopeInput];
+  return damaged(inputs.map(payloadOf)).map(({ index, path, value }) => {
+    const input = inputs[index]!;
+    return { ...input, [input.payload]: withValueAt(payloadOf(input), path, value) } as EnvelopeInput;
+  });
+}
+
 describe("a message the codec sends is one it accepts", () => {
   it("either refuses a damaged payload naming the problem, or sends bytes it decodes back to the same message (property)", () => {
-    const inputs = Object.values(everyPayload);
     fc.assert(
-      fc.property(damaged(inputs.map((input) => input[input.payload as keyof EnvelopeInput])), ({ index, path, value }) => {
-        const input = inputs[index]!;
-        const damagedInput = { ...input, [input.payload]: withValueAt(input[input.payload as keyof EnvelopeInput], path, value) } as EnvelopeInput;
+      fc.property(damagedEnvelopes(), (damagedInput) => {
         let bytes: Uint8Array;
         try {
           bytes = encodeEnvelope(damagedInput);
@@ -323,11 +330,8 @@ describe("in-process envelopes (the simulator's wire)", () => {
   });
 
   it("accept and refuse exactly what bytes do, and decode to the same message (property)", () => {
-    const inputs = Object.values(everyPayload);
     fc.assert(
-      fc.property(damaged(inputs.map((input) => input[input.payload as keyof EnvelopeInput])), ({ index, path, value }) => {
-        const input = inputs[index]!;
-        const damagedInput = { ...input, [input.payload]: withValueAt(input[input.payload as keyof EnvelopeInput], path, value) } as EnvelopeInput;
+      fc.property(damagedEnvelopes(), (damagedInput) => {
         const attempt = (inProcess: boolean) => {
           try {
             return { bytes: encodeEnvelope(damagedInput, { inProcess }) };
