@@ -14,15 +14,15 @@
  * 600), `--offer-hold-seconds S` (the batch framework keeps offers nothing fits this long;
  * default 0, `--full` 3600) and `--max-held-offers N` (default 1000); `--wire bytes` serializes
  * every message as on a real bus (default `messages`: see the scenario's `network.wire`);
- * `--no-progress` keeps stderr quiet. The settings change what is simulated, not how: a 7-day run of 10,000 agents
- * pinged every 15 s is 800 million messages of pings alone, and a batch framework that declines
- * every offer it cannot use REVIVEs for each new job, which the master answers with an offer of
- * every agent. The case label names the settings used.
+ * `--no-progress` keeps stderr quiet. The settings change what is simulated, not how: a 7-day
+ * run of 10,000 agents pinged every 15 s is 800 million messages of pings alone, and a batch
+ * framework that declines every offer it cannot use REVIVEs for each new job, which the master
+ * answers with an offer of every agent. The case label names the settings used.
  */
 import { SimEngine } from "../sim/engine.ts";
+import { WIRE_FORMS, type WireForm } from "../sim/network.ts";
 import { stderrProgress } from "../sim/progress.ts";
 import { runScenario } from "../sim/report.ts";
-import { WIRE_FORMS, type WireForm } from "../sim/network.ts";
 import type { Scenario } from "../sim/scenario.ts";
 import { BenchUsageError, parseBenchArgs, peakRssMb, type BenchResult } from "./lib.ts";
 
