@@ -297,8 +297,6 @@ export function createAgent(options: AgentOptions): Agent {
     ...(options.maxClosedUpdateUuids !== undefined ? { maxClosedUuids: options.maxClosedUpdateUuids } : {}),
   });
   const drops = new DropCounter();
-  /** Envelopes for an in-process transport carry their message (see {@link Transport.inProcess}). */
-  const encodeOptions = { inProcess: transport.inProcess === true };
   /** Sender id of the first REGISTER, before the master has given us an id. */
   const instanceId = `agent-${rng.uuid()}`;
 
@@ -338,7 +336,7 @@ export function createAgent(options: AgentOptions): Agent {
   function publishToMaster(message: AgentToMaster): void {
     if (agentId === undefined) return;
     try {
-      transport.publish(subjects.masterAgent(), encodeEnvelope({ senderId: agentId, payload: "agentToMaster", agentToMaster: message }, encodeOptions));
+      transport.publish(subjects.masterAgent(), encodeEnvelope({ senderId: agentId, payload: "agentToMaster", agentToMaster: message }, transport));
     } catch (err) {
       log.warn({ err, agentId, kind: message.kind }, "cannot publish to the master");
     }
@@ -903,7 +901,7 @@ export function createAgent(options: AgentOptions): Agent {
     registrationAttempts += 1;
     let replyBytes: Uint8Array;
     try {
-      const request = encodeEnvelope({ senderId: agentId ?? instanceId, callId: rng.uuid(), payload: "agentToMaster", agentToMaster: message }, encodeOptions);
+      const request = encodeEnvelope({ senderId: agentId ?? instanceId, callId: rng.uuid(), payload: "agentToMaster", agentToMaster: message }, transport);
       replyBytes = await transport.request(subjects.masterAgent(), request, { timeoutMs: registrationTimeoutMs });
     } catch (err) {
       const quiet = isTransportError(err, "CORRAL_ERR_NO_RESPONDERS") || isTransportError(err, "CORRAL_ERR_REQUEST_TIMEOUT");

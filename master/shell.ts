@@ -31,7 +31,7 @@ import type { NatsTransport } from "../sdk/nats-transport.ts";
 import { LeaseElection, type LeaderInfo, type LeaseStore, type LeaseTimings } from "../sdk/leader-lease.ts";
 import { SeededRng, type Rng } from "../sdk/rng.ts";
 import type { IncomingMessage, Subscription, Transport } from "../sdk/transport.ts";
-import { DropCounter, encodeEnvelope, handleSafely, wireLength, type EncodeOptions, type EnvelopePayload } from "../sdk/wire/codec.ts";
+import { DropCounter, encodeEnvelope, handleSafely, wireLength, type EnvelopePayload } from "../sdk/wire/codec.ts";
 import { SubjectTokenError, assertToken, clusterSubjects, type ClusterSubjects } from "../sdk/wire/subjects.ts";
 import type { SchedulerEvent } from "../sdk/wire/types.ts";
 import { createMasterCore, type MasterConfig, type MasterCore, type MasterEffect, type MasterInput, type RegistryRecord } from "./core.ts";
@@ -231,8 +231,6 @@ class MasterShell implements Master {
   private readonly subjects: ClusterSubjects;
 
   private readonly transport: Transport;
-  /** Envelopes for an in-process transport carry their message (see {@link Transport.inProcess}). */
-  private readonly encodeOptions: EncodeOptions;
   private readonly clock: Clock;
   private readonly timers: Timers;
   private readonly rng: Rng;
@@ -289,7 +287,6 @@ class MasterShell implements Master {
     this.cluster = options.cluster ?? MASTER_DEFAULTS.cluster;
     this.subjects = clusterSubjects(this.cluster);
     this.transport = options.transport;
-    this.encodeOptions = { inProcess: options.transport.inProcess === true };
     this.clock = options.clock ?? systemClock;
     this.timers = options.timers ?? systemTimers;
     this.rng = options.rng ?? new SeededRng(randomUUID());
@@ -470,7 +467,7 @@ class MasterShell implements Master {
     if (!this.election) return;
     try {
       const masterInfo = { id: this.masterId, epoch: this.currentEpoch, hostname: osHostname(), httpEndpoint: this.election.leader()?.url ?? this.url ?? "", version: MASTER_VERSION };
-      this.transport.publish(this.subjects.masterLeader(), encodeEnvelope({ senderId: this.masterId, epoch: this.currentEpoch, payload: "masterInfo", masterInfo }, this.encodeOptions));
+      this.transport.publish(this.subjects.masterLeader(), encodeEnvelope({ senderId: this.masterId, epoch: this.currentEpoch, payload: "masterInfo", masterInfo }, this.transport));
     } catch (err) {
       this.log.warn({ err }, "cannot announce the new leader");
     }
@@ -739,7 +736,7 @@ class MasterShell implements Master {
   }
 
   private envelope(payload: EnvelopePayload, callId: string): Uint8Array {
-    return encodeEnvelope({ senderId: this.masterId, epoch: this.currentEpoch, callId, ...payload }, this.encodeOptions);
+    return encodeEnvelope({ senderId: this.masterId, epoch: this.currentEpoch, callId, ...payload }, this.transport);
   }
 
   /**

@@ -37,7 +37,7 @@ import { Resources, ResourceError } from "./resources.ts";
 import { SeededRng, type Rng } from "./rng.ts";
 import { roleNameError } from "./roles.ts";
 import { TransportError, silentLogger, type Logger, type Subscription, type Transport } from "./transport.ts";
-import { DropCounter, WireError, encodeEnvelope, handleSafely, safeDecode, type EncodeOptions } from "./wire/codec.ts";
+import { DropCounter, WireError, encodeEnvelope, handleSafely, safeDecode } from "./wire/codec.ts";
 import { resourcesFromWire, resourcesToWire } from "./wire/resources.ts";
 import { clusterSubjects, isValidToken, tokenProblem, type ClusterSubjects } from "./wire/subjects.ts";
 import type {
@@ -648,8 +648,6 @@ class Driver implements SchedulerDriver {
   readonly drops: DropCounter;
 
   private readonly transport: Transport;
-  /** Envelopes for an in-process transport carry their message (see {@link Transport.inProcess}). */
-  private readonly encodeOptions: EncodeOptions;
   private readonly subjects: ClusterSubjects;
   private readonly framework: ResolvedFramework;
   private readonly callbacks: SchedulerCallbacks;
@@ -698,7 +696,6 @@ class Driver implements SchedulerDriver {
     const clusterProblem = tokenProblem(cluster);
     if (clusterProblem !== undefined) throw invalidOption("cluster", clusterProblem);
     this.transport = o.transport;
-    this.encodeOptions = { inProcess: o.transport.inProcess === true };
     this.subjects = clusterSubjects(cluster);
     this.framework = frameworkDefaults(o.framework);
     this.fwId = this.framework.id;
@@ -944,7 +941,7 @@ class Driver implements SchedulerDriver {
     let bytes: Uint8Array;
     const callId = this.rng.uuid();
     try {
-      bytes = encodeEnvelope({ senderId: this.instanceId, callId, payload: "schedulerCall", schedulerCall: { frameworkId, ...body } }, this.encodeOptions);
+      bytes = encodeEnvelope({ senderId: this.instanceId, callId, payload: "schedulerCall", schedulerCall: { frameworkId, ...body } }, this.transport);
     } catch (err) {
       if (err instanceof WireError) throw new SchedulerError("CORRAL_ERR_INVALID_CALL", err.problems.join("; "), { cause: err });
       throw err;
@@ -982,7 +979,7 @@ class Driver implements SchedulerDriver {
         senderId: this.instanceId,
         payload: "schedulerCall",
         schedulerCall: { frameworkId, kind: "acknowledge", acknowledge: { agentId: status.agentId, taskId: status.taskId, uuid: status.uuid } },
-      }, this.encodeOptions);
+      }, this.transport);
       this.counters.callsSent += 1;
       this.transport.publish(this.subjects.masterScheduler(), bytes);
     } catch (err) {

@@ -53,8 +53,8 @@ export const DEFAULT_REQUEST_TIMEOUT_MS = 5_000;
 export interface Transport {
   /**
    * True for a transport whose messages never leave this process (the simulator's network):
-   * senders may then hand it envelopes that carry their checked message instead of its bytes
-   * (`encodeEnvelope`'s `inProcess` option), sparing a serialization and a parse per message.
+   * senders, which pass the transport to `encodeEnvelope`, then hand it envelopes that carry their
+   * checked message instead of its bytes, sparing a serialization and a parse per message.
    * @default undefined (bytes only)
    */
   readonly inProcess?: boolean;

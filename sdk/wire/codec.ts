@@ -11,7 +11,7 @@
  * value outside its range (which protobufjs would cut down without a word).
  *
  * Inside one process (the simulator) an envelope may travel as its checked message instead of its
- * bytes (`encodeEnvelope`'s `inProcess`); decoding it applies the same rules.
+ * bytes (`encodeEnvelope` given such a transport); decoding it applies the same rules.
  *
  * @module
  */
@@ -731,7 +731,7 @@ function typeOf(name: string): protobuf.Type {
 
 /**
  * An envelope handed over inside one process: it carries the checked, converted protobufjs message
- * rather than the message's bytes (see {@link EncodeOptions.inProcess}). Decoding it converts the
+ * rather than the message's bytes (see {@link EnvelopeDestination.inProcess}). Decoding it converts the
  * carried message into a fresh plain object for each receiver and checks every rule, as for bytes;
  * what it skips is protobuf's serialization and parsing (without them a simulation of 10,000
  * agents ran in 101-110 s instead of 119-132 s). A `bytes` field is the sender's own array until
@@ -751,18 +751,14 @@ class InProcessEnvelope extends Uint8Array {
   }
 }
 
-/** Checks and encodes `value`; `complete` may fill in the converted message before encoding. */
-function encodeWith(
-  type: protobuf.Type,
-  value: Plain,
-  complete?: (message: protobuf.Message) => void,
-  inProcess = false,
-): Uint8Array {
+/** Checks `value` as a `type` and converts it into a protobufjs message, ready to serialize. */
+function checkedMessage(type: protobuf.Type, value: Plain): protobuf.Message {
   const { problems } = withPathsOnFailure((found) => checkMessage(type, value, "", found));
   if (problems.length > 0) throw new WireError("invalid", problems);
-  const message = type.fromObject(value);
-  complete?.(message);
-  if (inProcess) return new InProcessEnvelope(message);
+  return type.fromObject(value);
+}
+
+function serialize(type: protobuf.Type, message: protobuf.Message): Uint8Array {
   // A fresh writer per message, on purpose. One shared writer (copying each message out) made
   // encoding 10% faster but raised a 10,000-agent simulation's peak RSS from 2,040-2,342 to
   // 2,489-2,616 MiB, with no wall-time gain that runs on this noisy machine could show: the
@@ -805,7 +801,8 @@ function decodeWith(type: protobuf.Type, bytes: Uint8Array): { plain: Plain; rul
  * @throws {WireError} when `value` breaks a field rule.
  */
 export function encodeMessage<N extends WireMessageName>(name: N, value: WireMessages[N]): Uint8Array {
-  return encodeWith(typeOf(name), value as unknown as Plain);
+  const type = typeOf(name);
+  return serialize(type, checkedMessage(type, value as unknown as Plain));
 }
 
 /**
@@ -841,8 +838,11 @@ export type EnvelopeInput = {
   schemaVersion?: number;
 } & EnvelopePayload;
 
-/** Options of {@link encodeEnvelope}. */
-export interface EncodeOptions {
+/**
+ * Where an envelope goes, as far as encoding cares; a {@link Transport} is one, so a sender passes
+ * the transport it is about to use.
+ */
+export interface EnvelopeDestination {
   /**
    * The envelope goes to a transport whose messages never leave this process
    * ({@link Transport.inProcess}, the simulator's network): hand over the checked, converted
@@ -850,20 +850,19 @@ export interface EncodeOptions {
    * fresh object per receiver, but only in this process; a real bus drops it as a decode error.
    * @default false
    */
-  inProcess?: boolean;
+  readonly inProcess?: boolean;
 }
 
 /**
- * Encodes an envelope.
+ * Encodes an envelope for `destination` (the transport it will be sent on, or nothing for bytes).
  * @throws {WireError} (reason `invalid`) when a field rule is broken: a bug in the sender.
  */
-export function encodeEnvelope(input: EnvelopeInput, options?: EncodeOptions): Uint8Array {
+export function encodeEnvelope(input: EnvelopeInput, destination?: EnvelopeDestination): Uint8Array {
   // The input itself is checked and converted (no copy with the defaults filled in: copying the
   // caller's object cost more than encoding it); an absent epoch or call id is proto3's zero.
-  const complete = (message: protobuf.Message) => {
-    if (input.schemaVersion === undefined) (message as protobuf.Message & { schemaVersion?: number }).schemaVersion = SCHEMA_VERSION;
-  };
-  return encodeWith(EnvelopeType, input as unknown as Plain, complete, options?.inProcess === true);
+  const message = checkedMessage(EnvelopeType, input as unknown as Plain) as protobuf.Message & { schemaVersion?: number };
+  if (input.schemaVersion === undefined) message.schemaVersion = SCHEMA_VERSION;
+  return destination?.inProcess === true ? new InProcessEnvelope(message) : serialize(EnvelopeType, message);
 }
 
 /**
