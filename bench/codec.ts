@@ -4,6 +4,10 @@
  * paths carry. Every message on the bus, real or simulated, goes through both, so this is a floor
  * under the cost of each message in the master, the agents and the simulator.
  *
+ * The last rows take the five kinds in turn as the simulator sends them by default: handed over
+ * in process (`encodeEnvelope` to an in-process transport), checked and converted but never
+ * serialized or parsed.
+ *
  * Options: `--messages N` (per kind and round; default 200000). Each figure is the median of
  * three rounds after a warm-up round. No issue names a target for it.
  */
@@ -13,6 +17,8 @@ import { everyPayload } from "../test/sdk/fixtures.ts";
 import { parseBenchArgs, type BenchResult } from "./lib.ts";
 
 const CLUSTER = "bench";
+/** The destination of the in-process rows: what the simulator's transports say of themselves. */
+const IN_PROCESS = { inProcess: true } as const;
 
 /** Kinds of message and the subject each travels on. */
 const KINDS: ReadonlyArray<readonly [string, string]> = [
@@ -54,12 +60,15 @@ export async function runCodecBench(args: string[]): Promise<BenchResult[]> {
   const messages = KINDS.map(([kind, subject]) => {
     const input: EnvelopeInput = everyPayload[kind]!;
     const bytes = encodeEnvelope(input);
-    const decoded = safeDecode(subject, bytes);
-    if (!decoded.ok) throw new Error(`${kind}: does not decode on ${subject}: ${decoded.error.message}`);
-    return { kind, subject, input, bytes };
+    const carried = encodeEnvelope(input, IN_PROCESS);
+    for (const encoded of [bytes, carried]) {
+      const decoded = safeDecode(subject, encoded);
+      if (!decoded.ok) throw new Error(`${kind}: does not decode on ${subject}: ${decoded.error.message}`);
+    }
+    return { kind, subject, input, bytes, carried };
   });
-  const decodeOne = (message: (typeof messages)[number]) => {
-    if (!safeDecode(message.subject, message.bytes).ok) throw new Error(`${message.kind}: decoding failed`);
+  const decodeOne = (message: (typeof messages)[number], encoded = message.bytes) => {
+    if (!safeDecode(message.subject, encoded).ok) throw new Error(`${message.kind}: decoding failed`);
   };
   const results = messages.flatMap((message) =>
     measure(`${message.kind} (${message.bytes.length} bytes)`, count, () => void encodeEnvelope(message.input), () => decodeOne(message)),
@@ -68,6 +77,15 @@ export async function runCodecBench(args: string[]): Promise<BenchResult[]> {
   let next = 0;
   results.push(
     ...measure("the five kinds in turn", count, () => void encodeEnvelope(messages[next++ % messages.length]!.input), () => decodeOne(messages[next++ % messages.length]!)),
+    ...measure(
+      "the five kinds in turn, in process",
+      count,
+      () => void encodeEnvelope(messages[next++ % messages.length]!.input, IN_PROCESS),
+      () => {
+        const message = messages[next++ % messages.length]!;
+        decodeOne(message, message.carried);
+      },
+    ),
   );
   return results;
 }
