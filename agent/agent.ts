@@ -316,6 +316,8 @@ export function createAgent(options: AgentOptions): Agent {
   let subscribedId: string | undefined;
   let pingTimer: TimerHandle | undefined;
   let pingTimeout = 0;
+  /** When the last ping (or the registration) was heard: the ping timeout counts from here. */
+  let lastPingAtMs = 0;
   let registering: Promise<void> | undefined;
   let wakeBackoff: (() => void) | undefined;
   let registrationAttempts = 0;
@@ -759,7 +761,7 @@ export function createAgent(options: AgentOptions): Agent {
     const cmd: MasterToAgent = envelope.masterToAgent;
     switch (cmd.kind) {
       case "ping":
-        armPingTimer();
+        notePing();
         publishToMaster({ kind: "pong", pong: { seq: cmd.ping.seq } });
         return;
       case "runTask":
@@ -823,11 +825,29 @@ export function createAgent(options: AgentOptions): Agent {
   // Registration and master liveness
   // ----------------------------------------------------------------------------------------------
 
-  function armPingTimer(): void {
-    pingTimer?.cancel();
+  /**
+   * A ping arrived (or the registration was answered): the master is alive as of now. The
+   * deadline moves without a new timer: the one armed fires at the old deadline, finds the last
+   * ping younger than the timeout and waits out the rest. (A timer cancelled and set again on
+   * every ping cost a timer per ping, which in the simulator is an event on the heap per ping of
+   * every agent.)
+   */
+  function notePing(): void {
+    lastPingAtMs = clock.now();
+    if (pingTimer === undefined) armPingCheck(pingTimeout);
+  }
+
+  function armPingCheck(delayMs: number): void {
     if (stopped || !registered) return;
-    const handle = timers.set(pingTimeout, () => {
-      if (pingTimer !== handle || stopped) return;
+    const handle = timers.set(delayMs, () => {
+      if (pingTimer !== handle) return;
+      pingTimer = undefined;
+      if (stopped || !registered) return;
+      const silentMs = clock.now() - lastPingAtMs;
+      if (silentMs < pingTimeout) {
+        armPingCheck(pingTimeout - silentMs);
+        return;
+      }
       log.warn({ agentId, pingTimeoutMs: pingTimeout }, "no ping from the master; re-registering");
       lostMaster();
     });
@@ -959,7 +979,9 @@ export function createAgent(options: AgentOptions): Agent {
     registered = true;
     masterId = registration.masterId;
     pingTimeout = pingTimeoutMs(registration.pingTimeoutSeconds);
-    armPingTimer();
+    // No watch is armed here (lostMaster() dropped the last one), so the new master's timeout,
+    // however short, counts from now.
+    notePing();
     log.info({ agentId: id, masterId, epoch: highestEpoch, pingTimeoutMs: pingTimeout }, "registered with the master");
     // The master offers this agent only after its first pong.
     publishToMaster({ kind: "pong", pong: { seq: 0 } });
