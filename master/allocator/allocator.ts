@@ -135,12 +135,21 @@ export interface AgentView {
   allocations: ReadonlyMap<string, ReadonlyMap<string, Resources>>;
 }
 
+/** The offer stage 1 of this run made to `agent` for (`frameworkId`, `role`), if any. */
+function stageOneOffer(offers: OfferList, agent: AgentState, frameworkId: string, role: string): OfferPlan | undefined {
+  if (agent.stageOneRun !== offers.mergeRun) return undefined;
+  for (let i = agent.stageOneStart; i < agent.stageOneEnd; i++) {
+    const offer = offers.list[i]!;
+    if (offer.frameworkId === frameworkId && offer.role === role) return offer;
+  }
+  return undefined;
+}
+
 /** The offers of one allocation run, in the order they were made. */
 interface OfferList {
   readonly list: OfferPlan[];
-  readonly byKey: Map<string, OfferPlan>;
-  /** Whether offers to the same (framework, role, agent) must be merged. */
-  readonly merge: boolean;
+  /** The run (see `AgentState.stageOneRun`); set when stage 1 ran, and stage 2 must merge into its offers. */
+  readonly mergeRun: number | undefined;
 }
 
 interface Filter {
@@ -156,6 +165,14 @@ interface AgentState {
   active: boolean;
   attributes: Record<string, string>;
   readonly allocations: Map<string, Map<string, Resources>>;
+  /**
+   * Where stage 1 of an allocation run put this agent's offers: `offers.list[stageOneStart,
+   * stageOneEnd)` of run `stageOneRun`. They are contiguous (made during one visit of the agent),
+   * so stage 2 finds an offer to add to among these few, with no map of all the run's offers.
+   */
+  stageOneRun: number;
+  stageOneStart: number;
+  stageOneEnd: number;
 }
 
 interface FrameworkState {
@@ -254,6 +271,8 @@ export class HierarchicalAllocator {
   /** Top-level role of each known role, computed once (asked for on every allocation walk). */
   private readonly topRoles = new Map<string, string>();
   private markCounter = 0;
+  /** Two-stage allocation runs so far (see `AgentState.stageOneRun`). */
+  private allocationRuns = 0;
   /**
    * Agents a run must visit: those changed since a run last visited them, or "all". An agent a
    * run left with nothing to offer has nothing to offer until its own resources change, one of
@@ -307,6 +326,9 @@ export class HierarchicalAllocator {
       active: false,
       attributes: { ...(spec.attributes ?? {}) },
       allocations: new Map(),
+      stageOneRun: 0,
+      stageOneStart: 0,
+      stageOneEnd: 0,
     };
     this.agents.set(agentId, agent);
     this.addTotal(spec.total, 1);
@@ -572,7 +594,7 @@ export class HierarchicalAllocator {
     if (this.shuffleAgents) shuffleInPlace(candidates, this.rng);
 
     const twoStages = this.unsatisfied.size > 0;
-    const offers: OfferList = { list: [], byKey: new Map(), merge: twoStages };
+    const offers: OfferList = { list: [], mergeRun: twoStages ? ++this.allocationRuns : undefined };
     if (twoStages) this.runStage(candidates, offers, nowMs, true);
     this.runStage(candidates, offers, nowMs, false);
     return offers.list;
@@ -617,23 +639,24 @@ export class HierarchicalAllocator {
       walk.mark = ++this.markCounter;
       // Roles are walked in share order. An allocation reorders the sorter, so after one the
       // walk restarts from the lowest share, skipping roles this agent has already been through.
+      const firstOffer = offers.list.length;
       for (;;) {
         walk.found = false;
         this.roleSorter.visit(roleVisitor);
         if (!walk.found) break;
         const { role, frameworkId, resources } = walk;
         this.assign(agent, frameworkId, role, resources, true);
-        if (offers.merge) {
-          // Stage 1 ran: stage 2 may add to an offer it made (Mesos makes them one offer).
-          const key = `${frameworkId}\u0000${role}\u0000${agent.id}`;
-          const existing = offers.byKey.get(key);
-          if (existing) existing.resources = existing.resources.add(resources);
-          else offers.byKey.set(key, offers.list[offers.list.push({ frameworkId, role, agentId: agent.id, resources }) - 1]!);
-        } else {
-          // One stage, and each role at most once per agent: every (framework, role, agent) is new.
-          offers.list.push({ frameworkId, role, agentId: agent.id, resources });
-        }
+        // Stage 1 ran: stage 2 may add to an offer it made (Mesos makes them one offer). Within
+        // a stage each role comes at most once per agent, so nothing else can be merged.
+        const existing = !guaranteesOnly && offers.mergeRun !== undefined ? stageOneOffer(offers, agent, frameworkId, role) : undefined;
+        if (existing) existing.resources = existing.resources.add(resources);
+        else offers.list.push({ frameworkId, role, agentId: agent.id, resources });
         if (!this.isAllocatable(agent.available)) break;
+      }
+      if (guaranteesOnly && offers.list.length > firstOffer) {
+        agent.stageOneRun = offers.mergeRun!;
+        agent.stageOneStart = firstOffer;
+        agent.stageOneEnd = offers.list.length;
       }
     }
   }

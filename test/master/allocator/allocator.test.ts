@@ -310,6 +310,22 @@ describe("quota", () => {
     ]);
   });
 
+  it("makes one offer of what both stages give a framework's role on one agent", () => {
+    const allocator = newAllocator();
+    addAgents(allocator, 2, "cpus:4;mem:4096");
+    allocator.setQuota("z", { guarantees: { cpus: 1 } });
+    allocator.addFramework("Z", { roles: ["z"] });
+    const offers = allocator.allocate(0);
+    // Stage 1 gives z its missing cpu (and mem) on the first agent; stage 2 gives z the rest of
+    // that agent, added to the same offer, and the whole second agent as an offer of its own.
+    expect(offers.map((o) => [o.frameworkId, o.role, o.agentId, o.resources.toString()])).toEqual([
+      ["Z", "z", "agent1", "cpus:4;mem:4096"],
+      ["Z", "z", "agent2", "cpus:4;mem:4096"],
+    ]);
+    for (const offer of offers) allocator.recoverResources(offer.frameworkId, offer.agentId, offer.role, offer.resources);
+    expect(allocator.quotaConsumption("z")).toEqual({});
+  });
+
   it("splits one agent between two roles when a quota limit chops the first offer", () => {
     const allocator = newAllocator();
     addAgents(allocator, 1, "cpus:4;mem:4096;ports:[31000-31009]");
