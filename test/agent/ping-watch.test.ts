@@ -3,6 +3,7 @@
  * engine and network, with a pretend master that answers registrations and pings when told. The
  * virtual clock makes the deadline exact (no wall-clock slack in the assertions).
  */
+import { pino } from "pino";
 import { describe, expect, it } from "vitest";
 import { InstantContainerizer } from "../../agent/containerizer/instant.ts";
 import { MemoryAgentIdStore, createAgent, type Agent } from "../../agent/agent.ts";
@@ -50,6 +51,7 @@ function world(pingTimeoutSecondsByAnswer: number[]) {
     clock: engine.clock,
     timers: engine.timers,
     rng: new SeededRng(8),
+    log: pino({ level: "silent" }),
   });
   let seq = 0;
   const pingAt = (atMs: number) =>
