@@ -186,6 +186,9 @@ export async function runSimBench(args: string[]): Promise<BenchResult[]> {
     { case: label, metric: "wall time", unit: "s", value: wallS, target: full ? 60 : null, better: "lower" },
     { case: label, metric: "peak RSS", unit: "MiB", value: peakRssMb(), target: full ? 4096 : null, better: "lower" },
     { case: label, metric: "engine events/s", unit: "events/s", value: result.engine.eventsPerSecond, target: null, better: "higher" },
+    // What the run is made of: nearly every event is a bus message through the production shells.
+    { case: label, metric: "bus messages delivered", unit: "messages", value: result.network.delivered, target: null, better: "lower" },
+    { case: label, metric: "wall time per message delivered", unit: "us", value: result.network.delivered > 0 ? (wallS * 1e6) / result.network.delivered : 0, target: null, better: "lower" },
     // The whole workload ran: every task submitted, no job turned away by the framework's bounds.
     { case: label, metric: "batch tasks submitted", unit: "tasks", value: result.tasks.submitted, target: tasks, better: "higher" },
     { case: label, metric: "jobs refused by the framework", unit: "jobs", value: result.jobs.refused, target: 0, better: "lower" },
