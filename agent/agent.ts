@@ -22,7 +22,7 @@ import { hostname as osHostname } from "node:os";
 import { join } from "node:path";
 import pino, { type Logger as PinoLogger } from "pino";
 import type { FastifyInstance } from "fastify";
-import { systemClock, systemTimers, type Clock, type TimerHandle, type Timers } from "../sdk/clock.ts";
+import { SilenceWatch, systemClock, systemTimers, type Clock, type TimerHandle, type Timers } from "../sdk/clock.ts";
 import { Resources } from "../sdk/resources.ts";
 import { SeededRng, type Rng } from "../sdk/rng.ts";
 import { taskKey } from "../sdk/task-key.ts";
@@ -314,10 +314,12 @@ export function createAgent(options: AgentOptions): Agent {
   let cmdSub: Subscription | undefined;
   let leaderSub: Subscription | undefined;
   let subscribedId: string | undefined;
-  let pingTimer: TimerHandle | undefined;
   let pingTimeout = 0;
-  /** When the last ping (or the registration) was heard: the ping timeout counts from here. */
-  let lastPingAtMs = 0;
+  /** The master's pings (and the registration's answer) keep this watch fed. */
+  const pingWatch = new SilenceWatch(clock, timers, (timeoutMs) => {
+    log.warn({ agentId, pingTimeoutMs: timeoutMs }, "no ping from the master; re-registering");
+    lostMaster();
+  });
   let registering: Promise<void> | undefined;
   let wakeBackoff: (() => void) | undefined;
   let registrationAttempts = 0;
@@ -761,7 +763,7 @@ export function createAgent(options: AgentOptions): Agent {
     const cmd: MasterToAgent = envelope.masterToAgent;
     switch (cmd.kind) {
       case "ping":
-        notePing();
+        pingWatch.heard();
         publishToMaster({ kind: "pong", pong: { seq: cmd.ping.seq } });
         return;
       case "runTask":
@@ -825,40 +827,10 @@ export function createAgent(options: AgentOptions): Agent {
   // Registration and master liveness
   // ----------------------------------------------------------------------------------------------
 
-  /**
-   * A ping arrived (or the registration was answered): the master is alive as of now. The
-   * deadline moves without a new timer: the one armed fires at the old deadline, finds the last
-   * ping younger than the timeout and waits out the rest. (A timer cancelled and set again on
-   * every ping cost a timer per ping, which in the simulator is an event on the heap per ping of
-   * every agent.)
-   */
-  function notePing(): void {
-    lastPingAtMs = clock.now();
-    if (pingTimer === undefined) armPingCheck(pingTimeout);
-  }
-
-  function armPingCheck(delayMs: number): void {
-    if (stopped || !registered) return;
-    const handle = timers.set(delayMs, () => {
-      if (pingTimer !== handle) return;
-      pingTimer = undefined;
-      if (stopped || !registered) return;
-      const silentMs = clock.now() - lastPingAtMs;
-      if (silentMs < pingTimeout) {
-        armPingCheck(pingTimeout - silentMs);
-        return;
-      }
-      log.warn({ agentId, pingTimeoutMs: pingTimeout }, "no ping from the master; re-registering");
-      lostMaster();
-    });
-    pingTimer = handle;
-  }
-
   /** The master is gone or asked us to re-register: hold status updates and register again. */
   function lostMaster(): void {
     registered = false;
-    pingTimer?.cancel();
-    pingTimer = undefined;
+    pingWatch.stop();
     applyEffects(manager.pause());
     ensureRegistering();
   }
@@ -979,9 +951,9 @@ export function createAgent(options: AgentOptions): Agent {
     registered = true;
     masterId = registration.masterId;
     pingTimeout = pingTimeoutMs(registration.pingTimeoutSeconds);
-    // No watch is armed here (lostMaster() dropped the last one), so the new master's timeout,
-    // however short, counts from now.
-    notePing();
+    // The new master's timeout, however short, counts from its answer.
+    pingWatch.heard();
+    pingWatch.start(pingTimeout);
     log.info({ agentId: id, masterId, epoch: highestEpoch, pingTimeoutMs: pingTimeout }, "registered with the master");
     // The master offers this agent only after its first pong.
     publishToMaster({ kind: "pong", pong: { seq: 0 } });
@@ -1136,7 +1108,7 @@ export function createAgent(options: AgentOptions): Agent {
     healthChecks.stopAll();
     await starting?.catch(() => undefined);
     wakeBackoff?.();
-    pingTimer?.cancel();
+    pingWatch.stop();
     unsubscribeCommands();
     if (opts.killTasks ?? true) {
       await containerizer.destroyAll().catch((err: unknown) => log.error({ err }, "cannot destroy the containers"));

@@ -74,3 +74,65 @@ export class ManualClock implements Clock {
     this.current = timeMs;
   }
 }
+
+/**
+ * Notices silence: while watching, `onSilent(timeoutMs)` is called once nothing has been
+ * {@link SilenceWatch.heard} for `timeoutMs`. For liveness checks that are fed on every message
+ * (an agent hearing the master's pings, a framework hearing its events): hearing only records the
+ * time, and the one timer armed fires at the earliest possible deadline, finds anything heard
+ * since and waits out the rest. A timer cancelled and set again per message cost a timer per
+ * message, which in the simulator is an event on the heap for every ping of every agent.
+ */
+export class SilenceWatch {
+  private timer: TimerHandle | undefined;
+  private lastHeardMs: number;
+  /** Set while watching. */
+  private timeoutMs: number | undefined;
+
+  /** Nothing is watched until {@link start}; the last time heard starts as now. */
+  constructor(
+    private readonly clock: Clock,
+    private readonly timers: Timers,
+    private readonly onSilent: (timeoutMs: number) => void,
+  ) {
+    this.lastHeardMs = clock.now();
+  }
+
+  /** Something was heard now (also while not watching: {@link start} counts from the last time). */
+  heard(): void {
+    this.lastHeardMs = this.clock.now();
+  }
+
+  /**
+   * Watches for `timeoutMs` of silence counted from the last time heard, replacing any earlier
+   * watch. Already that silent: `onSilent` is called before this returns.
+   */
+  start(timeoutMs: number): void {
+    this.stop();
+    this.timeoutMs = timeoutMs;
+    this.check();
+  }
+
+  /** Stops watching; `onSilent` is not called until the next {@link start}. */
+  stop(): void {
+    this.timer?.cancel();
+    this.timer = undefined;
+    this.timeoutMs = undefined;
+  }
+
+  private check(): void {
+    const timeoutMs = this.timeoutMs!;
+    const leftMs = this.lastHeardMs + timeoutMs - this.clock.now();
+    if (leftMs <= 0) {
+      this.timeoutMs = undefined;
+      this.onSilent(timeoutMs);
+      return;
+    }
+    const handle = this.timers.set(leftMs, () => {
+      if (this.timer !== handle) return;
+      this.timer = undefined;
+      this.check();
+    });
+    this.timer = handle;
+  }
+}

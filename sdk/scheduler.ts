@@ -32,7 +32,7 @@
 
 import { randomUUID } from "node:crypto";
 import { hostname as osHostname } from "node:os";
-import { systemClock, systemTimers, type Clock, type TimerHandle, type Timers } from "./clock.ts";
+import { SilenceWatch, systemClock, systemTimers, type Clock, type TimerHandle, type Timers } from "./clock.ts";
 import { Resources, ResourceError } from "./resources.ts";
 import { SeededRng, type Rng } from "./rng.ts";
 import { roleNameError } from "./roles.ts";
@@ -669,10 +669,10 @@ class Driver implements SchedulerDriver {
   /** Bumped whenever the connection changes, so timers and calls of an older one do nothing. */
   private session = 0;
   private heartbeatMs = FALLBACK_HEARTBEAT_INTERVAL_SECONDS * 1000;
-  private lastEventAt = 0;
   private events: { frameworkId: string; sub: Subscription } | undefined;
   private heartbeatTimer: TimerHandle | undefined;
-  private watchdogTimer: TimerHandle | undefined;
+  /** Re-subscribes when no event arrived for `maxMissedMasterHeartbeats` intervals; every event feeds it. */
+  private readonly watchdog: SilenceWatch;
   private backoffWait: { timer: TimerHandle; wake: () => void } | undefined;
   /** Offers received and not yet answered or rescinded, oldest first. */
   private readonly offers = new Map<string, OfferView>();
@@ -707,6 +707,10 @@ class Driver implements SchedulerDriver {
     this.log = o.log ?? silentLogger;
     this.requestTimeoutMs = positive(o.requestTimeoutMs, DEFAULT_SCHEDULER_REQUEST_TIMEOUT_MS, "requestTimeoutMs");
     this.maxMissed = positive(o.maxMissedMasterHeartbeats, DEFAULT_MAX_MISSED_MASTER_HEARTBEATS, "maxMissedMasterHeartbeats", true);
+    // Stopped at every change of session, so it only ever speaks for the current one.
+    this.watchdog = new SilenceWatch(this.clock, this.timers, (limitMs) =>
+      this.lostMaster(`no event from the master for ${this.maxMissed} heartbeat intervals (${limitMs} ms)`, this.session),
+    );
     this.backoffBaseMs = positive(o.resubscribeBackoffMs, DEFAULT_RESUBSCRIBE_BACKOFF_MS, "resubscribeBackoffMs");
     this.backoffMaxMs = positive(o.maxResubscribeBackoffMs, Math.max(DEFAULT_MAX_RESUBSCRIBE_BACKOFF_MS, this.backoffBaseMs), "maxResubscribeBackoffMs");
     this.maxTrackedOffers = positive(o.maxTrackedOffers, DEFAULT_MAX_TRACKED_OFFERS, "maxTrackedOffers", true);
@@ -777,9 +781,8 @@ class Driver implements SchedulerDriver {
 
   private cancelTimers(): void {
     this.heartbeatTimer?.cancel();
-    this.watchdogTimer?.cancel();
+    this.watchdog.stop();
     this.heartbeatTimer = undefined;
-    this.watchdogTimer = undefined;
   }
 
   /** Stops for good and tells the framework why. */
@@ -838,7 +841,7 @@ class Driver implements SchedulerDriver {
     await this.listen(subscribed.frameworkId);
     const seconds = subscribed.heartbeatIntervalSeconds > 0 ? subscribed.heartbeatIntervalSeconds : FALLBACK_HEARTBEAT_INTERVAL_SECONDS;
     this.heartbeatMs = seconds * 1000;
-    this.lastEventAt = this.clock.now();
+    this.watchdog.heard();
     const info: SubscribedInfo = { frameworkId: subscribed.frameworkId, masterId: subscribed.masterId, heartbeatIntervalSeconds: seconds, reconnected };
     this.log.info({ ...this.bindings(), masterId: info.masterId, reconnected }, "subscribed");
     this.enqueue("subscribed", () => this.callbacks.subscribed?.(info));
@@ -888,7 +891,7 @@ class Driver implements SchedulerDriver {
     const session = this.session;
     this.cancelTimers();
     this.armHeartbeat(session);
-    this.armWatchdog(session);
+    this.watchdog.start(this.maxMissed * this.heartbeatMs);
   }
 
   /** Heartbeat calls every interval; a failure is handled by `call` (re-subscribe on timeout). */
@@ -902,19 +905,6 @@ class Driver implements SchedulerDriver {
 
   private heartbeat(): Promise<CallResponse> {
     return this.call({ kind: "heartbeat", heartbeat: {} });
-  }
-
-  /** Re-subscribes when no event arrived for `maxMissedMasterHeartbeats` intervals. */
-  private armWatchdog(session: number): void {
-    const limitMs = this.maxMissed * this.heartbeatMs;
-    const dueMs = this.lastEventAt + limitMs - this.clock.now();
-    if (dueMs <= 0) {
-      this.lostMaster(`no event from the master for ${this.maxMissed} heartbeat intervals (${limitMs} ms)`, session);
-      return;
-    }
-    this.watchdogTimer = this.timers.set(dueMs, () => {
-      if (session === this.session) this.armWatchdog(session);
-    });
   }
 
   /** Contact lost: tell the framework and re-subscribe with the same id. */
@@ -1136,7 +1126,7 @@ class Driver implements SchedulerDriver {
     const newLeader = this.counters.highestEpoch > 0 && env.epoch > this.counters.highestEpoch;
     this.counters.highestEpoch = env.epoch;
     this.counters.eventsReceived += 1;
-    this.lastEventAt = this.clock.now();
+    this.watchdog.heard();
     if (newLeader) this.onNewLeader(env.epoch);
     this.dispatch(env.schedulerEvent);
   }

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { systemClock, systemTimers } from "../../sdk/clock.ts";
+import { SilenceWatch, systemClock, systemTimers } from "../../sdk/clock.ts";
+import { ManualTimers } from "./scripted-master.ts";
 
 describe("systemTimers", () => {
   it("never calls back before the system clock reaches the due time, even while the event loop is busy", async () => {
@@ -35,5 +36,59 @@ describe("systemTimers", () => {
     systemTimers.set(20, done);
     await later;
     expect(called).toBe(false);
+  });
+});
+
+describe("SilenceWatch", () => {
+  const watch = () => {
+    const timers = new ManualTimers(0);
+    const silences: Array<{ atMs: number; timeoutMs: number }> = [];
+    const w = new SilenceWatch(timers, timers, (timeoutMs) => silences.push({ atMs: timers.now(), timeoutMs }));
+    return { timers, silences, w };
+  };
+
+  it("calls once after the timeout of silence, counted from the last time heard, with one timer armed throughout", () => {
+    const { timers, silences, w } = watch();
+    w.start(1000);
+    for (let t = 0; t < 10; t++) {
+      timers.advance(400);
+      w.heard();
+      expect(timers.armed()).toBe(1);
+    }
+    expect(silences).toEqual([]);
+    timers.advance(999);
+    expect(silences).toEqual([]);
+    timers.advance(1);
+    expect(silences).toEqual([{ atMs: 5000, timeoutMs: 1000 }]);
+    expect(timers.armed()).toBe(0);
+    timers.advance(10_000);
+    expect(silences).toHaveLength(1);
+  });
+
+  it("starts from the last time heard (at once when that is already too long ago), and a new start replaces the timeout", () => {
+    const { timers, silences, w } = watch();
+    timers.advance(500);
+    w.heard();
+    timers.advance(300);
+    w.start(200);
+    expect(silences).toEqual([{ atMs: 800, timeoutMs: 200 }]);
+    w.heard();
+    w.start(5000);
+    w.start(100); // shorter: counts from the same last time heard
+    timers.advance(100);
+    expect(silences).toEqual([{ atMs: 800, timeoutMs: 200 }, { atMs: 900, timeoutMs: 100 }]);
+  });
+
+  it("says nothing once stopped, until started again", () => {
+    const { timers, silences, w } = watch();
+    w.start(100);
+    w.stop();
+    timers.advance(1000);
+    expect(silences).toEqual([]);
+    expect(timers.armed()).toBe(0);
+    w.heard();
+    w.start(100);
+    timers.advance(100);
+    expect(silences).toEqual([{ atMs: 1100, timeoutMs: 100 }]);
   });
 });
