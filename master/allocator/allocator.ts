@@ -135,7 +135,11 @@ export interface AgentView {
   allocations: ReadonlyMap<string, ReadonlyMap<string, Resources>>;
 }
 
-/** The offer stage 1 of this run made to `agent` for (`frameworkId`, `role`), if any. */
+/**
+ * The offer stage 1 of this run made to `agent` for (`frameworkId`, `role`), if any: none in a run
+ * of one stage (`mergeRun` unset) nor while stage 1 is still at this agent (its range is recorded
+ * once the visit ends).
+ */
 function stageOneOffer(offers: OfferList, agent: AgentState, frameworkId: string, role: string): OfferPlan | undefined {
   if (agent.stageOneRun !== offers.mergeRun) return undefined;
   for (let i = agent.stageOneStart; i < agent.stageOneEnd; i++) {
@@ -646,9 +650,9 @@ export class HierarchicalAllocator {
         if (!walk.found) break;
         const { role, frameworkId, resources } = walk;
         this.assign(agent, frameworkId, role, resources, true);
-        // Stage 1 ran: stage 2 may add to an offer it made (Mesos makes them one offer). Within
-        // a stage each role comes at most once per agent, so nothing else can be merged.
-        const existing = !guaranteesOnly && offers.mergeRun !== undefined ? stageOneOffer(offers, agent, frameworkId, role) : undefined;
+        // Stage 2 may add to an offer stage 1 made (Mesos makes them one offer). Within a stage
+        // each role comes at most once per agent, so nothing else can be merged.
+        const existing = stageOneOffer(offers, agent, frameworkId, role);
         if (existing) existing.resources = existing.resources.add(resources);
         else offers.list.push({ frameworkId, role, agentId: agent.id, resources });
         if (!this.isAllocatable(agent.available)) break;
