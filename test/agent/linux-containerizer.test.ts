@@ -369,8 +369,11 @@ describe(`LinuxContainerizer with real isolation${isRoot ? "" : ` (skipped: ${NE
       await c.launch(s);
       await stdoutContains(s, "ready");
       // The workload's host pid (the cgroup also holds bwrap or unshare, in the host's namespaces).
-      const cmdlines = await Promise.all((await cgroupPids(s.containerId)).map(async (pid) => [pid, await readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => "")] as const));
-      const taskPid = cmdlines.find(([, cmdline]) => cmdline === "sleep\u00001000\u0000")?.[0];
+      // "ready" comes just before the shell execs sleep, so the sleep may not be there yet.
+      const taskPid = await eventually(async () => {
+        const cmdlines = await Promise.all((await cgroupPids(s.containerId)).map(async (pid) => [pid, await readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => "")] as const));
+        return cmdlines.find(([, cmdline]) => cmdline === "sleep\u00001000\u0000")?.[0];
+      }, "the workload's sleep in the container's cgroup");
       expect(taskPid).toBeDefined();
       const report = join(s.sandboxDir, "check-report");
       const command = [
