@@ -14,6 +14,7 @@ import {
   type LinuxContainerizerOptions,
 } from "../../agent/containerizer/linux.ts";
 import type { ContainerSpec } from "../../agent/containerizer/types.ts";
+import { eventually } from "../harness/events.ts";
 
 const isRoot = process.getuid?.() === 0;
 const NEEDS_ROOT = "needs root: namespaces, cgroups and the user switch";
@@ -76,19 +77,8 @@ async function run(c: LinuxContainerizer, s: ContainerSpec) {
   return { termination, stdout: await text(s, "stdout"), stderr: await text(s, "stderr") };
 }
 
-/** Polls `probe` until it returns a value; only for observing other processes. */
-async function eventually<T>(probe: () => Promise<T | undefined>, what: string, timeoutMs = 5000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-}
-
 const stdoutContains = (s: ContainerSpec, marker: string) =>
-  eventually(async () => ((await text(s, "stdout").catch(() => "")).includes(marker) ? true : undefined), `"${marker}" in stdout`);
+  eventually(async () => ((await text(s, "stdout").catch(() => "")).includes(marker)), 5000, `"${marker}" in stdout`);
 
 /**
  * Gone = no such process, not even a zombie: a container's processes are reaped within its own tree
@@ -373,7 +363,7 @@ describe(`LinuxContainerizer with real isolation${isRoot ? "" : ` (skipped: ${NE
       const taskPid = await eventually(async () => {
         const cmdlines = await Promise.all((await cgroupPids(s.containerId)).map(async (pid) => [pid, await readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => "")] as const));
         return cmdlines.find(([, cmdline]) => cmdline === "sleep\u00001000\u0000")?.[0];
-      }, "the workload's sleep in the container's cgroup");
+      }, 5000, "the workload's sleep in the container's cgroup");
       expect(taskPid).toBeDefined();
       const report = join(s.sandboxDir, "check-report");
       const command = [
@@ -409,7 +399,7 @@ describe(`LinuxContainerizer with real isolation${isRoot ? "" : ` (skipped: ${NE
     const result = await containerizer.exec!(s.containerId, { command: "sleep 1001 & sleep 1002; echo never > late", env: { PATH: "/usr/bin:/bin" }, timeoutMs: 300 });
     expect(result).toEqual({ exitCode: null, signal: "SIGKILL", timedOut: true });
     // Both sleeps ran in the container's cgroup and went with the check.
-    await eventually(async () => ((await cgroupPids(s.containerId)).length === before.length ? true : undefined), "the check's processes gone");
+    await eventually(async () => (await cgroupPids(s.containerId)).length === before.length, 5000, "the check's processes gone");
     expect(await cgroupPids(s.containerId)).toEqual(before);
     expect(await exists(join(s.sandboxDir, "late"))).toBe(false);
     expect(containerizer.containers()).toContain(s.containerId);
