@@ -6,7 +6,7 @@
  * name. Allocation counts only ever grow, so two otherwise equal clients take turns.
  */
 import type { Rng } from "../../sdk/rng.ts";
-import type { ScalarQuantities } from "../../sdk/resources.ts";
+import { addQuantities, type ScalarQuantities } from "../../sdk/resources.ts";
 
 /** The policy interface of the allocator: who is next. */
 export interface Sorter {
@@ -62,14 +62,6 @@ export function dominantShare(allocation: ScalarQuantities, totals: ScalarQuanti
     }
   }
   return share / weight;
-}
-
-function addInto(target: ScalarQuantities, delta: ReadonlyMap<string, number>, sign: 1 | -1): void {
-  for (const [name, millis] of delta) {
-    const next = (target.get(name) ?? 0) + sign * millis;
-    if (next === 0) target.delete(name);
-    else target.set(name, next);
-  }
 }
 
 interface Node {
@@ -386,7 +378,7 @@ export class DrfSorter implements Sorter {
       }
     }
     for (let node: Node | null = leaf; node && node !== this.root; node = node.parent) {
-      addInto(node.allocation, quantities, sign);
+      addQuantities(node.allocation, quantities, sign);
       if (countAllocation) node.count++;
       node.share = this.computeShare(node);
       if (!this.dirty) node.parent!.children.update(node);
@@ -421,7 +413,7 @@ export class DrfSorter implements Sorter {
       // The client of this path becomes the inner node's own ("virtual") leaf.
       this.detach(leafOfPath);
       (leafOfPath as { parent: Node | null }).parent = node;
-      addInto(node.allocation, leafOfPath.allocation, 1);
+      addQuantities(node.allocation, leafOfPath.allocation, 1);
       node.count = leafOfPath.count;
       node.children.push(leafOfPath);
       node.share = this.computeShare(node);
