@@ -311,7 +311,8 @@ export function createMarathonHttp(deps: MarathonHttpDeps): FastifyInstance {
     const q = query(req);
     const force = flag(q.force, false);
     const body = jsonBody(req);
-    const existing = core.app(route.appId);
+    // PUT creates an app it does not find; PATCH only changes one (Marathon answers 404).
+    const existing = req.method === "PATCH" ? requireApp(route.appId) : core.app(route.appId);
     if (existing && isRollbackRequest(body)) {
       const found = existing.versions.find((v) => v.version === body.version);
       if (!found) throw new HttpError(404, { message: `App '${route.appId}' does not exist in version ${body.version}` });

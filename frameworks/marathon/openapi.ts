@@ -190,10 +190,10 @@ const OPERATIONS: Operation[] = [
   {
     route: "PATCH /v2/apps/*",
     path: "/v2/apps/{appId}",
-    summary: "Change some fields of an app",
+    summary: "Change some fields of an existing app",
     parameters: [appId, force()],
     requestBody: body(ref("AppDefinition"), "the fields to change"),
-    responses: { "200": writeAnswer, "201": writeAnswer, "400": badJson, "409": locked, "422": validationFailed },
+    responses: { "200": writeAnswer, "400": badJson, "404": notFound, "409": locked, "422": validationFailed },
   },
   {
     route: "DELETE /v2/apps/*",

@@ -76,6 +76,16 @@ describe("POST /v2/apps with invalid specs", () => {
   });
 });
 
+describe("PATCH /v2/apps/{id}", () => {
+  it("answers 404 for an app that does not exist and creates nothing (PUT may create, PATCH only changes)", async () => {
+    const patched = await m.api("PATCH", "/v2/apps/ghost", { cmd: "sleep 1", instances: 0 });
+    expect(patched.status).toBe(404);
+    expect(patched.body.message).toBe("App '/ghost' does not exist");
+    expect((await m.api("GET", "/v2/apps/ghost")).status).toBe(404);
+    expect((await m.api("GET", "/v2/deployments")).body).toEqual([]);
+  });
+});
+
 describe("deployments without agents (they never finish on their own)", () => {
   it("rolls a new app back (removing it), cancels with force (202), and reports 409 with the blocking ids", async () => {
     const created = await m.api("POST", "/v2/apps", { id: "stuck", cmd: "sleep 1", instances: 1 });
