@@ -1831,7 +1831,57 @@ export class MarathonCore {
     if (this.apps.size + added > this.config.maxApps) throw new RefusedError(`at most ${this.config.maxApps} apps (maxApps)`);
     const newGroups = new Set((groups.put ?? []).map((g) => g.id).filter((id) => !this.groups.has(id))).size;
     if (this.groups.size + newGroups > this.config.maxGroups) throw new RefusedError(`at most ${this.config.maxGroups} groups (maxGroups)`);
+    this.checkTreeIds(changes, groups);
     return ids;
+  }
+
+  /**
+   * Marathon's rule that an id names an app or a group, never both, in the tree a write leaves:
+   * no app it puts may sit below an app or where a group is (a record, or apps below it), and no
+   * group record it puts may sit at or below an app. An app being removed by an earlier
+   * deployment still counts (a rollback could bring it back).
+   * @throws RefusedError naming the id
+   */
+  private checkTreeIds(changes: readonly AppChange[], groups: GroupChanges): void {
+    const putApps = changes.flatMap((c) => ("app" in c ? [c.app.id] : []));
+    const putGroups = (groups.put ?? []).map((g) => g.id);
+    if (putApps.length === 0 && putGroups.length === 0) return;
+    const removed = new Set(changes.flatMap((c) => ("remove" in c ? [c.remove] : [])));
+    const apps = new Set([...this.apps.keys()].filter((id) => !removed.has(id)));
+    for (const id of putApps) apps.add(id);
+    const removedGroups = groups.remove ?? [];
+    const records = [...this.groups.keys()].filter((id) => !removedGroups.some((r) => isSelfOrAncestorId(r, id)));
+    // Every group of that tree: the records and all above them, and all above an app.
+    const groupIds = new Set<string>();
+    const addGroups = (id: string, withSelf: boolean) => {
+      const segments = pathSegments(id);
+      for (let n = withSelf ? segments.length : segments.length - 1; n >= 1; n--) {
+        const group = formatPathId(segments.slice(0, n));
+        if (groupIds.has(group)) break; // and so is everything above it
+        groupIds.add(group);
+      }
+    };
+    for (const id of [...records, ...putGroups]) addGroups(id, true);
+    for (const id of apps) addGroups(id, false);
+    const appAtOrAbove = (id: string, withSelf: boolean): string | undefined => {
+      const segments = pathSegments(id);
+      for (let n = withSelf ? segments.length : segments.length - 1; n >= 1; n--) {
+        const above = formatPathId(segments.slice(0, n));
+        if (apps.has(above)) return above;
+      }
+      return undefined;
+    };
+    const rule = "Groups and Applications may not have the same identifier";
+    for (const id of putApps) {
+      if (groupIds.has(id)) throw new RefusedError(`${rule}: ${id} would be an app and a group`);
+      const app = appAtOrAbove(id, false);
+      if (app !== undefined) throw new RefusedError(`${rule}: ${id} would be in ${app}, which is an app`);
+    }
+    for (const id of putGroups) {
+      const app = appAtOrAbove(id, true);
+      if (app === id) throw new RefusedError(`${rule}: ${id} would be a group and an app`);
+      if (app !== undefined) throw new RefusedError(`${rule}: group ${id} would be in ${app}, which is an app`);
+    }
   }
 
   /** What {@link newPart} would make of a change, without the change made. */

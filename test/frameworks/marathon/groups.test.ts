@@ -52,6 +52,26 @@ describe("groups in the core", () => {
     expect(core.deployment(result.deploymentId)!.steps).toEqual([["/shop/back/db"], ["/shop/front/web"]]);
   });
 
+  it("refuses a write that would make one id both an app and a group, and changes nothing", () => {
+    const core = new MarathonCore(new SeededRng(4));
+    core.deploy([{ app: app({ id: "/web" }) }, { app: app({ id: "/shop/cart" }) }], {}, 1000, { put: [{ id: "/empty", dependencies: [] }] });
+    const refused = (changes: Parameters<MarathonCore["deploy"]>[0], groups: Parameters<MarathonCore["deploy"]>[3] = {}) => {
+      expect(() => core.deploy(changes, {}, 2000, groups)).toThrow(/may not have the same identifier/);
+      expect(() => core.planSteps(changes, groups)).toThrow(/may not have the same identifier/);
+    };
+    refused([{ app: app({ id: "/web/sub" }) }]); // below an app
+    refused([{ app: app({ id: "/shop" }) }]); // where apps imply a group
+    refused([{ app: app({ id: "/empty" }) }]); // where a group record is
+    refused([], { put: [{ id: "/web", dependencies: [] }] }); // a group record at an app
+    refused([], { put: [{ id: "/web/inner", dependencies: [] }] }); // a group record below an app
+    refused([{ app: app({ id: "/new" }) }, { app: app({ id: "/new/sub" }) }]); // both in one write
+    expect(core.appList().map((r) => r.app.id)).toEqual(["/shop/cart", "/web"]);
+    expect(core.deploymentList()).toHaveLength(1);
+    // What the same write removes no longer counts: an app may become a group in one step.
+    expect(() => core.deploy([{ remove: "/web" }, { app: app({ id: "/web/sub" }) }], { force: true }, 3000)).not.toThrow();
+    expect(() => core.deploy([{ remove: "/shop/cart" }, { app: app({ id: "/shop" }) }], { force: true }, 4000)).not.toThrow();
+  });
+
   it("reloads group records and bounds their number", () => {
     const record: GroupRecord = { id: "/kept", dependencies: ["/other"], version: "2024-01-01T00:00:00.000Z" };
     const core = new MarathonCore(new SeededRng(3), { maxGroups: 1 });

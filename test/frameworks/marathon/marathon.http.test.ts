@@ -86,6 +86,31 @@ describe("PATCH /v2/apps/{id}", () => {
   });
 });
 
+describe("ids of apps and groups", () => {
+  it("answer 422 when one id would name an app and a group, and nothing is written", async () => {
+    expect((await m.api("POST", "/v2/apps", { id: "/solo", cmd: "sleep 1", instances: 0 })).status).toBe(201);
+    expect((await m.api("POST", "/v2/groups", { id: "/team", apps: [{ id: "api", cmd: "sleep 1", instances: 0 }] })).status).toBe(201);
+    const versions = (await m.api("GET", "/v2/groups/versions")).body as string[];
+    const refused = [
+      await m.api("POST", "/v2/apps", { id: "/solo/sub", cmd: "sleep 1", instances: 0 }),
+      await m.api("PUT", "/v2/apps/team", { cmd: "sleep 1", instances: 0 }),
+      await m.api("POST", "/v2/groups", { id: "/solo", apps: [] }),
+      await m.api("POST", "/v2/groups", { id: "/solo", groups: [{ id: "inner" }] }),
+      await m.api("PUT", "/v2/groups/solo", { dependencies: [] }),
+    ];
+    for (const answer of refused) {
+      expect(answer.status, JSON.stringify(answer.body)).toBe(422);
+      expect(answer.body.message).toContain("Groups and Applications may not have the same identifier");
+    }
+    expect(refused[0]!.body.message).toContain("/solo/sub would be in /solo, which is an app");
+    expect((await m.api("GET", "/v2/apps")).body.apps.map((a: { id: string }) => a.id)).toEqual(["/solo", "/team/api"]);
+    expect((await m.api("GET", "/v2/groups")).body.groups.map((g: { id: string }) => g.id)).toEqual(["/team"]);
+    expect((await m.api("GET", "/v2/groups/versions")).body).toEqual(versions);
+    expect((await m.api("DELETE", "/v2/apps/solo")).status).toBe(200);
+    expect((await m.api("DELETE", "/v2/groups/team")).status).toBe(200);
+  });
+});
+
 describe("deployments without agents (they never finish on their own)", () => {
   it("rolls a new app back (removing it), cancels with force (202), and reports 409 with the blocking ids", async () => {
     const created = await m.api("POST", "/v2/apps", { id: "stuck", cmd: "sleep 1", instances: 1 });
