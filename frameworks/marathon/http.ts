@@ -267,7 +267,9 @@ export function createMarathonHttp(deps: MarathonHttpDeps): FastifyInstance {
   app.get("/v2/apps", async (req, reply) => {
     const q = query(req);
     const embed = embeds(req);
-    const label = q.label !== undefined ? parseLabelSelector(q.label) : undefined;
+    const selector = q.label !== undefined ? parseLabelSelector(q.label) : undefined;
+    if (selector?.ok === false) throw new HttpError(400, { message: `Invalid label selector (query parameter label): ${selector.error}` });
+    const label = selector?.matches;
     const apps = core.appList().filter((r) => {
       if (q.id !== undefined && !r.app.id.toLowerCase().includes(q.id.toLowerCase())) return false;
       if (q.cmd !== undefined && !(r.app.cmd ?? "").includes(q.cmd)) return false;
@@ -598,17 +600,81 @@ export function createMarathonHttp(deps: MarathonHttpDeps): FastifyInstance {
 // JSON shapes
 // ------------------------------------------------------------------------------------------------
 
-/** `k`, `k==v`, `k!=v`, comma-separated (all must hold). */
-function parseLabelSelector(text: string): (labels: Record<string, string>) => boolean {
-  const terms = text.split(",").map((t) => t.trim()).filter((t) => t !== "");
-  return (labels) =>
-    terms.every((term) => {
-      const ne = term.indexOf("!=");
-      const eq = term.indexOf("==");
-      if (ne > 0) return labels[term.slice(0, ne).trim()] !== term.slice(ne + 2).trim();
-      if (eq > 0) return labels[term.slice(0, eq).trim()] === term.slice(eq + 2).trim();
-      return Object.hasOwn(labels, term);
-    });
+/** One test of a label selector: the label must exist and its value pass `test`. */
+interface LabelTest {
+  key: string;
+  test: (value: string) => boolean;
+}
+
+/**
+ * Parses Marathon's label selector query: comma-separated selectors that must all hold, each
+ * `k` (exists), `k==v`, `k!=v`, `k in (v1, v2)` or `k notin (v1, v2)`; every one of them needs
+ * the label to exist. Names and values are made of `A-Za-z0-9`, `-`, `_` and `.`; any other
+ * character is written with a backslash before it. Blanks between the parts are allowed.
+ * @returns the selector, or why the text is not one
+ */
+export function parseLabelSelector(text: string): { ok: true; matches: (labels: Record<string, string>) => boolean } | { ok: false; error: string } {
+  let at = 0;
+  const blanks = () => {
+    while (at < text.length && /\s/.test(text[at]!)) at++;
+  };
+  const term = (): string | undefined => {
+    blanks();
+    let out = "";
+    while (at < text.length) {
+      const c = text[at]!;
+      if (c === "\\" && at + 1 < text.length) {
+        out += text[at + 1];
+        at += 2;
+      } else if (/[-A-Za-z0-9_.]/.test(c)) {
+        out += c;
+        at++;
+      } else break;
+    }
+    return out === "" ? undefined : out;
+  };
+  const take = (token: string): boolean => {
+    blanks();
+    if (!text.startsWith(token, at)) return false;
+    at += token.length;
+    return true;
+  };
+  const expected = (what: string) => ({ ok: false as const, error: `expected ${what} at character ${at + 1}` });
+  const tests: LabelTest[] = [];
+  blanks();
+  while (at < text.length) {
+    const key = term();
+    if (key === undefined) return expected("a label name");
+    if (take("==") || take("!=")) {
+      const equal = text.slice(at - 2, at) === "==";
+      const value = term();
+      if (value === undefined) return expected("a label value");
+      tests.push({ key, test: (v) => (v === value) === equal });
+    } else {
+      const start = at;
+      blanks();
+      const op = /^(notin|in)(?![-A-Za-z0-9_.\\])/.exec(text.slice(at))?.[1];
+      if (op !== undefined) {
+        at += op.length;
+        if (!take("(")) return expected("'(' after " + op);
+        const values: string[] = [];
+        do {
+          const value = term();
+          if (value === undefined) return expected("a label value");
+          values.push(value);
+        } while (take(","));
+        if (!take(")")) return expected("')'");
+        const inSet = op === "in";
+        tests.push({ key, test: (v) => values.includes(v) === inSet });
+      } else {
+        at = start;
+        tests.push({ key, test: () => true });
+      }
+    }
+    blanks();
+    if (at < text.length && !take(",")) return expected("',' between selectors");
+  }
+  return { ok: true, matches: (labels) => tests.every((t) => Object.hasOwn(labels, t.key) && t.test(labels[t.key]!)) };
 }
 
 /** A group as `/v2/groups` shows it: its apps and its groups (with records or implied by ids). */

@@ -168,8 +168,8 @@ const OPERATIONS: Operation[] = [
     route: "GET /v2/apps",
     path: "/v2/apps",
     summary: "List apps",
-    parameters: [query("id", "only ids containing this text (case-insensitive)"), query("cmd", "only apps whose cmd contains this text"), query("label", "label selector: `k`, `k==v`, `k!=v`, comma-separated, all must hold"), embed],
-    responses: { "200": json(obj({ apps: arrayOf(ref("App")) }, ["apps"]), "the apps, by id") },
+    parameters: [query("id", "only ids containing this text (case-insensitive)"), query("cmd", "only apps whose cmd contains this text"), query("label", "label selector: `k`, `k==v`, `k!=v`, `k in (v1, v2)`, `k notin (v1, v2)`, comma-separated, all must hold (each needs the label); characters other than `A-Za-z0-9-_.` are escaped with a backslash; an unparseable one is answered 400"), embed],
+    responses: { "200": json(obj({ apps: arrayOf(ref("App")) }, ["apps"]), "the apps, by id"), "400": error("the label selector cannot be parsed") },
   },
   {
     route: "GET /v2/apps/*",

@@ -86,6 +86,35 @@ describe("PATCH /v2/apps/{id}", () => {
   });
 });
 
+describe("GET /v2/apps?label=", () => {
+  it("understands Marathon's selectors: existence, ==, !=, in, notin, escapes; a value test needs the label; a bad one is 400", async () => {
+    const apps = [
+      { id: "/sel/prod", labels: { env: "prod", tier: "frontend" } },
+      { id: "/sel/stage", labels: { env: "stage", "owner:x": "a,b" } },
+      { id: "/sel/bare", labels: {} },
+    ];
+    for (const a of apps) expect((await m.api("POST", "/v2/apps", { ...a, cmd: "sleep 1", instances: 0 })).status).toBe(201);
+    const ids = async (selector: string) => {
+      const answer = await m.api("GET", `/v2/apps?id=/sel/&label=${encodeURIComponent(selector)}`);
+      expect(answer.status, JSON.stringify(answer.body)).toBe(200);
+      return answer.body.apps.map((a: { id: string }) => a.id);
+    };
+    expect(await ids("env")).toEqual(["/sel/prod", "/sel/stage"]);
+    expect(await ids("env==prod")).toEqual(["/sel/prod"]);
+    expect(await ids("env != prod")).toEqual(["/sel/stage"]); // not /sel/bare: it has no env
+    expect(await ids("env in (prod, stage)")).toEqual(["/sel/prod", "/sel/stage"]);
+    expect(await ids("env notin (prod)")).toEqual(["/sel/stage"]);
+    expect(await ids("env in (prod,stage), tier")).toEqual(["/sel/prod"]);
+    expect(await ids("owner\\:x==a\\,b")).toEqual(["/sel/stage"]);
+    for (const bad of ["env in prod", "env==", "==prod", "env in (prod", "a b", "owner:x"]) {
+      const answer = await m.api("GET", `/v2/apps?label=${encodeURIComponent(bad)}`);
+      expect(answer.status, bad).toBe(400);
+      expect(answer.body.message, bad).toContain("label");
+    }
+    for (const a of apps) expect((await m.api("DELETE", `/v2/apps${a.id}`)).status).toBe(200);
+  });
+});
+
 describe("ids of apps and groups", () => {
   it("answer 422 when one id would name an app and a group, and nothing is written", async () => {
     expect((await m.api("POST", "/v2/apps", { id: "/solo", cmd: "sleep 1", instances: 0 })).status).toBe(201);
