@@ -451,7 +451,7 @@ export function createMarathonHttp(deps: MarathonHttpDeps): FastifyInstance {
     if (!core.groupExists(id)) throw new HttpError(404, { message: `Group '${id}' does not exist` });
   };
 
-  app.get("/v2/groups", async () => groupJson(core, "/"));
+  app.get("/v2/groups", async (req) => groupJson(core, "/", embeds(req)));
   app.get("/v2/groups/*", async (req) => {
     const route = groupRoute((req.params as { "*": string })["*"]);
     const id = groupIdFrom(route.group);
@@ -463,7 +463,7 @@ export function createMarathonHttp(deps: MarathonHttpDeps): FastifyInstance {
     requireGroup(id);
     // Marathon answers the list of versions bare, not as {versions: [...]} like an app's.
     if (route.versions) return core.groupVersions(id);
-    return groupJson(core, id);
+    return groupJson(core, id, embeds(req));
   });
 
   app.post("/v2/groups", async (req, reply) => {
@@ -677,16 +677,19 @@ export function parseLabelSelector(text: string): { ok: true; matches: (labels: 
   return { ok: true, matches: (labels) => tests.every((t) => Object.hasOwn(labels, t.key) && t.test(labels[t.key]!)) };
 }
 
-/** A group as `/v2/groups` shows it: its apps and its groups (with records or implied by ids). */
-export function groupJson(core: MarathonCore, id: string): Record<string, unknown> {
+/**
+ * A group as `/v2/groups` shows it: its apps and its groups (with records or implied by ids);
+ * `embed` adds to its apps what `group.apps.tasks` and the like name.
+ */
+export function groupJson(core: MarathonCore, id: string, embed: ReadonlySet<string> = new Set()): Record<string, unknown> {
   const depth = pathSegments(id).length;
   const direct = core.appList().filter((r) => isSelfOrAncestorId(id, r.app.id) && pathSegments(r.app.id).length === depth + 1);
-  const groups = core.childGroups(id).map((child) => groupJson(core, child));
+  const groups = core.childGroups(id).map((child) => groupJson(core, child, embed));
   const record = core.groupRecord(id);
   const versions = [...direct.map((r) => r.version), ...groups.flatMap((g) => (typeof g.version === "string" ? [g.version] : [])), ...(record ? [record.version] : [])].sort();
   return {
     id,
-    apps: direct.map((r) => appJson(core, r, new Set())),
+    apps: direct.map((r) => appJson(core, r, embed, "group.apps.")),
     groups,
     pods: [],
     dependencies: record?.dependencies ?? [],
@@ -712,7 +715,7 @@ export function groupVersionJson(then: RootGroupSnapshot, id: string): Record<st
 }
 
 /** An app as `/v2/apps` shows it; `embed` names what to add (tasks, deployments...). */
-export function appJson(core: MarathonCore, record: AppRecord, embed: Set<string>, prefix = ""): Record<string, unknown> {
+export function appJson(core: MarathonCore, record: AppRecord, embed: ReadonlySet<string>, prefix = ""): Record<string, unknown> {
   return { ...record.app, version: record.version, versionInfo: record.versionInfo, ...appStatusJson(core, record, embed, prefix) };
 }
 
@@ -795,8 +798,10 @@ function appStatusText(core: MarathonCore, record: AppRecord, embed: Set<string>
  * (appStatusText writes the same without embedded parts directly: keep the two in step; a test
  * compares `GET /v2/apps` with appJson.)
  */
-function appStatusJson(core: MarathonCore, record: AppRecord, embed: Set<string>, prefix: string): Record<string, unknown> {
-  const has = (what: string) => embed.has(what) || embed.has(`${prefix}${what}`);
+function appStatusJson(core: MarathonCore, record: AppRecord, embed: ReadonlySet<string>, prefix: string): Record<string, unknown> {
+  const named = (what: string) => embed.has(what) || embed.has(`${prefix}${what}`);
+  // Marathon's deprecated `failures` stands for tasks, lastTaskFailure, counts and deployments.
+  const has = (what: string) => named(what) || ((what === "tasks" || what === "lastTaskFailure") && named("failures"));
   const deployment = core.deploymentOf(record.app.id);
   const out: Record<string, unknown> = {
     ...core.taskCounts(record.app.id),

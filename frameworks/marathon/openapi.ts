@@ -113,7 +113,8 @@ const force = (dflt = false) => flag("force", "override the lock of a running de
 const appId = pathParam("appId", "the app's id without the leading '/'; it may contain further '/' (`shop/web`)");
 const groupId = pathParam("groupId", "the group's id without the leading '/'; it may contain further '/'");
 const taskId = pathParam("taskId", "a task (instance) id of the app");
-const embed = query("embed", "what to embed: tasks, deployments, lastTaskFailure, readiness (also with an `app.`/`apps.` prefix); repeat or separate with commas", arrayOf(str));
+const embed = query("embed", "what to embed: tasks, deployments, lastTaskFailure, readiness, failures (tasks and lastTaskFailure) (also with an `app.`/`apps.` prefix); repeat or separate with commas", arrayOf(str));
+const groupEmbed = query("embed", "what to embed in the apps of the groups: `group.apps.tasks`, `group.apps.lastTaskFailure`, `group.apps.readiness`, `group.apps.failures`; repeat or separate with commas", arrayOf(str));
 const killFlags = [
   flag("scale", "shrink the app's instances by the tasks killed instead of replacing them", false),
   flag("wipe", "forget the tasks at once instead of waiting for their end", false),
@@ -299,6 +300,7 @@ const OPERATIONS: Operation[] = [
     route: "GET /v2/groups",
     path: "/v2/groups",
     summary: "Show the root group with every app and group below it",
+    parameters: [groupEmbed],
     responses: { "200": json(ref("GroupInfo"), "the root group") },
   },
   {
@@ -313,7 +315,7 @@ const OPERATIONS: Operation[] = [
     route: "GET /v2/groups/*",
     path: "/v2/groups/{groupId}",
     summary: "Show a group",
-    parameters: [groupId],
+    parameters: [groupId, groupEmbed],
     responses: { "200": json(ref("GroupInfo"), "the group"), "404": notFound },
   },
   {

@@ -115,6 +115,23 @@ describe("GET /v2/apps?label=", () => {
   });
 });
 
+describe("embed", () => {
+  it("apps.failures stands for tasks and lastTaskFailure, and /v2/groups honours group.apps.* embeds", async () => {
+    expect((await m.api("POST", "/v2/apps", { id: "/emb/idle", cmd: "sleep 1", instances: 0 })).status).toBe(201);
+    const listed = (await m.api("GET", "/v2/apps?id=/emb/&embed=apps.failures")).body.apps;
+    expect(listed[0].tasks).toEqual([]);
+    const plain = (await m.api("GET", "/v2/groups/emb")).body.apps[0];
+    expect(plain.tasks).toBeUndefined();
+    const root = (await m.api("GET", "/v2/groups?embed=group.apps.tasks&embed=group.apps.readiness")).body;
+    const app = root.groups.find((g: { id: string }) => g.id === "/emb").apps[0];
+    expect(app.tasks).toEqual([]);
+    expect(app.readinessCheckResults).toEqual([]);
+    const one = (await m.api("GET", "/v2/groups/emb?embed=group.apps.tasks")).body.apps[0];
+    expect(one.tasks).toEqual([]);
+    expect((await m.api("DELETE", "/v2/apps/emb/idle")).status).toBe(200);
+  });
+});
+
 describe("ids of apps and groups", () => {
   it("answer 422 when one id would name an app and a group, and nothing is written", async () => {
     expect((await m.api("POST", "/v2/apps", { id: "/solo", cmd: "sleep 1", instances: 0 })).status).toBe(201);
