@@ -17,7 +17,7 @@ import { ConflictError, iso, NotFoundError, RefusedError, treeChildGroups, type 
 import { validateGroup, type NormalizedGroup } from "./group-spec.ts";
 import { marathonOpenApi } from "./openapi.ts";
 import { isSelfOrAncestorId, pathSegments, resolvePathId } from "./path-id.ts";
-import { isJsonObject, parseJsonBody, type ValidationFailure } from "./validation.ts";
+import { isJsonObject, OBJECT_NOT_VALID, parseJsonBody, type ValidationFailure } from "./validation.ts";
 
 /** What the HTTP layer needs from the shell. */
 export interface MarathonHttpDeps {
@@ -144,24 +144,33 @@ function fail(failure: ValidationFailure): never {
   throw new HttpError(failure.status, failure.body as unknown as Record<string, unknown>);
 }
 
-function appIdFrom(raw: string): string {
+/**
+ * The invalid id of a URL: nothing can exist there (404), but a request that would create
+ * something there (`forWrite`) is told which rule the id breaks (422 at `/id`), as for a body id.
+ */
+function invalidUrlId(what: "App" | "Group", raw: string, errors: string[], forWrite: boolean): HttpError {
+  if (forWrite) return new HttpError(422, { message: OBJECT_NOT_VALID, details: [{ path: "/id", errors }] });
+  return new HttpError(404, { message: `${what} '/${raw}' does not exist` });
+}
+
+function appIdFrom(raw: string, forWrite: boolean): string {
   const resolved = resolvePathId(`/${raw}`, { checkReserved: false });
-  if (!resolved.ok) throw new HttpError(404, { message: `App '/${raw}' does not exist` });
+  if (!resolved.ok) throw invalidUrlId("App", raw, resolved.errors, forWrite);
   return resolved.id;
 }
 
 /** Splits `/v2/apps/<rest>` into the app id and the sub-resource. */
-function appRoute(rest: string): { appId: string; sub?: "restart" | "tasks" | "versions"; arg?: string } {
+function appRoute(rest: string, forWrite = false): { appId: string; sub?: "restart" | "tasks" | "versions"; arg?: string } {
   const segments = rest.split("/").filter((s) => s !== "");
   const n = segments.length;
-  if (n >= 2 && segments[n - 1] === "restart") return { appId: appIdFrom(segments.slice(0, -1).join("/")), sub: "restart" };
+  if (n >= 2 && segments[n - 1] === "restart") return { appId: appIdFrom(segments.slice(0, -1).join("/"), false), sub: "restart" };
   if (n >= 2 && (segments[n - 1] === "tasks" || segments[n - 1] === "versions")) {
-    return { appId: appIdFrom(segments.slice(0, -1).join("/")), sub: segments[n - 1] as "tasks" | "versions" };
+    return { appId: appIdFrom(segments.slice(0, -1).join("/"), false), sub: segments[n - 1] as "tasks" | "versions" };
   }
   if (n >= 3 && (segments[n - 2] === "tasks" || segments[n - 2] === "versions")) {
-    return { appId: appIdFrom(segments.slice(0, -2).join("/")), sub: segments[n - 2] as "tasks" | "versions", arg: decodeURIComponent(segments[n - 1]!) };
+    return { appId: appIdFrom(segments.slice(0, -2).join("/"), false), sub: segments[n - 2] as "tasks" | "versions", arg: decodeURIComponent(segments[n - 1]!) };
   }
-  return { appId: appIdFrom(segments.join("/")) };
+  return { appId: appIdFrom(segments.join("/"), forWrite) };
 }
 
 /**
@@ -308,14 +317,16 @@ export function createMarathonHttp(deps: MarathonHttpDeps): FastifyInstance {
   });
 
   const putOrPatch = (partialDefault: boolean) => async (req: FastifyRequest, reply: FastifyReply) => {
-    const route = appRoute((req.params as { "*": string })["*"]);
+    // PUT may create the app: an invalid id in its URL is a broken rule, not a missing app.
+    const route = appRoute((req.params as { "*": string })["*"], req.method === "PUT");
     if (route.sub !== undefined) throw new HttpError(405, { message: `${req.method} is not supported here` });
     const q = query(req);
     const force = flag(q.force, false);
     const body = jsonBody(req);
     // PUT creates an app it does not find; PATCH only changes one (Marathon answers 404).
     const existing = req.method === "PATCH" ? requireApp(route.appId) : core.app(route.appId);
-    if (existing && isRollbackRequest(body)) {
+    if (isRollbackRequest(body)) {
+      if (!existing) throw new HttpError(404, { message: `App '${route.appId}' does not exist` });
       const found = existing.versions.find((v) => v.version === body.version);
       if (!found) throw new HttpError(404, { message: `App '${route.appId}' does not exist in version ${body.version}` });
       const { result } = await deps.input(() => core.putApp(found.app, { force }, now()));
@@ -430,17 +441,17 @@ export function createMarathonHttp(deps: MarathonHttpDeps): FastifyInstance {
   app.delete("/v2/queue/*", async (req, reply) => {
     const rest = (req.params as { "*": string })["*"];
     if (!rest.endsWith("/delay")) throw new HttpError(404, { message: "Unknown resource" });
-    const appId = appIdFrom(rest.slice(0, -"/delay".length));
+    const appId = appIdFrom(rest.slice(0, -"/delay".length), false);
     await deps.input(() => core.resetDelay(appId, now()));
     return reply.code(204).send();
   });
 
   // ---- groups (created through /v2/groups, or implied by app ids) ----------------------------
 
-  const groupIdFrom = (rest: string): string => {
+  const groupIdFrom = (rest: string, forWrite = false): string => {
     if (rest.split("/").filter((x) => x !== "").length === 0) return "/";
     const resolved = resolvePathId(`/${rest}`, { checkReserved: false });
-    if (!resolved.ok) throw new HttpError(404, { message: `Group '/${rest}' does not exist` });
+    if (!resolved.ok) throw invalidUrlId("Group", rest, resolved.errors, forWrite);
     return resolved.id;
   };
   const appsUnder = (groupId: string) => core.appList().filter((r) => isSelfOrAncestorId(groupId, r.app.id) && r.app.id !== groupId);
@@ -498,7 +509,7 @@ export function createMarathonHttp(deps: MarathonHttpDeps): FastifyInstance {
   };
 
   const putGroup = async (req: FastifyRequest, reply: FastifyReply) => {
-    const id = groupIdFrom((req.params as { "*"?: string })["*"] ?? "");
+    const id = groupIdFrom((req.params as { "*"?: string })["*"] ?? "", true);
     const body = jsonBody(req);
     const q = query(req);
     const force = flag(q.force, false);

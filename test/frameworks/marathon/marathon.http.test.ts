@@ -132,6 +132,36 @@ describe("embed", () => {
   });
 });
 
+describe("PUT creating an app or group under an id the URL names", () => {
+  it("answers 422 naming /id and the rule when that id is invalid (not 404), and creates nothing", async () => {
+    for (const [path, body] of [
+      ["/v2/apps/Bad_Id", { cmd: "sleep 1", instances: 0 }],
+      [`/v2/apps/${"a".repeat(1100)}`, { cmd: "sleep 1", instances: 0 }],
+      ["/v2/groups/Bad_Group", { apps: [] }],
+    ] as const) {
+      const answer = await m.api("PUT", path, body);
+      expect(answer.status, path).toBe(422);
+      expect(answer.body.message).toBe("Object is not valid");
+      expect(answer.body.details[0].path).toBe("/id");
+      expect(answer.body.details[0].errors.join(" ")).toMatch(/regular expression|at most 1024/);
+    }
+    expect((await m.api("PUT", "/v2/apps/Bad_Id", { version: "2020-01-01T00:00:00.000Z" })).status).toBe(422);
+    expect((await m.api("GET", "/v2/apps?id=bad")).body.apps).toEqual([]);
+    expect((await m.api("GET", "/v2/deployments")).body).toEqual([]);
+    // Reading or removing something under an invalid id is still simply not found.
+    expect((await m.api("GET", "/v2/apps/Bad_Id")).status).toBe(404);
+    expect((await m.api("PATCH", "/v2/apps/Bad_Id", { instances: 1 })).status).toBe(404);
+    expect((await m.api("DELETE", "/v2/groups/Bad_Group")).status).toBe(404);
+  });
+
+  it("answers 404 for a rollback ({version}) of an app that does not exist", async () => {
+    const answer = await m.api("PUT", "/v2/apps/never", { version: "2020-01-01T00:00:00.000Z" });
+    expect(answer.status).toBe(404);
+    expect(answer.body.message).toBe("App '/never' does not exist");
+    expect((await m.api("GET", "/v2/apps/never")).status).toBe(404);
+  });
+});
+
 describe("ids of apps and groups", () => {
   it("answer 422 when one id would name an app and a group, and nothing is written", async () => {
     expect((await m.api("POST", "/v2/apps", { id: "/solo", cmd: "sleep 1", instances: 0 })).status).toBe(201);
