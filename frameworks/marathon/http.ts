@@ -126,6 +126,14 @@ function query(req: FastifyRequest): Record<string, string | undefined> {
   return out;
 }
 
+/** The `scale`, `wipe` and `force` of a kill; Marathon refuses scale and wipe together. */
+function killFlags(q: Record<string, string | undefined>): { scale: boolean; wipe: boolean; force: boolean } {
+  const scale = flag(q.scale, false);
+  const wipe = flag(q.wipe, false);
+  if (scale && wipe) throw new HttpError(400, { message: "You cannot use scale and wipe at the same time." });
+  return { scale, wipe, force: flag(q.force, false) };
+}
+
 function embeds(req: FastifyRequest): Set<string> {
   const q = (req.query as Record<string, unknown>)?.embed;
   const list = Array.isArray(q) ? q.map(String) : q === undefined ? [] : [String(q)];
@@ -361,6 +369,7 @@ export function createMarathonHttp(deps: MarathonHttpDeps): FastifyInstance {
       return writeAnswer(reply, result);
     }
     if (route.sub !== "tasks") throw new HttpError(405, { message: `DELETE is not supported on ${route.sub}` });
+    const killOptions = killFlags(q);
     let targets = core.instancesOf(route.appId);
     if (route.arg !== undefined) {
       targets = targets.filter((i) => i.id === route.arg);
@@ -368,7 +377,7 @@ export function createMarathonHttp(deps: MarathonHttpDeps): FastifyInstance {
     }
     if (q.host !== undefined) targets = targets.filter((i) => i.hostname === q.host);
     const snapshot = targets.map((i) => taskJson(core, i));
-    const out = await deps.input(() => core.killInstances(targets.map((i) => i.id), { scale: flag(q.scale, false), wipe: flag(q.wipe, false), force: flag(q.force, false) }, now()));
+    const out = await deps.input(() => core.killInstances(targets.map((i) => i.id), killOptions, now()));
     if (out.result) return writeAnswer(reply, out.result);
     return route.arg !== undefined ? { task: snapshot[0] } : { tasks: snapshot };
   });
@@ -392,9 +401,9 @@ export function createMarathonHttp(deps: MarathonHttpDeps): FastifyInstance {
     if (!isJsonObject(body) || !Array.isArray(body.ids) || !body.ids.every((id) => typeof id === "string")) {
       throw new HttpError(422, { message: "Invalid JSON", details: [{ path: "/ids", errors: ["error.expected.jsarray of strings"] }] });
     }
-    const q = query(req);
+    const killOptions = killFlags(query(req));
     const ids = body.ids as string[];
-    const out = await deps.input(() => core.killInstances(ids, { scale: flag(q.scale, false), wipe: flag(q.wipe, false), force: flag(q.force, false) }, now()));
+    const out = await deps.input(() => core.killInstances(ids, killOptions, now()));
     if (out.result) return writeAnswer(reply, out.result);
     return { tasks: out.killed.map((i) => taskJson(core, i)) };
   });

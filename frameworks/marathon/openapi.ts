@@ -116,8 +116,8 @@ const taskId = pathParam("taskId", "a task (instance) id of the app");
 const embed = query("embed", "what to embed: tasks, deployments, lastTaskFailure, readiness, failures (tasks and lastTaskFailure) (also with an `app.`/`apps.` prefix); repeat or separate with commas", arrayOf(str));
 const groupEmbed = query("embed", "what to embed in the apps of the groups: `group.apps.tasks`, `group.apps.lastTaskFailure`, `group.apps.readiness`, `group.apps.failures`; repeat or separate with commas", arrayOf(str));
 const killFlags = [
-  flag("scale", "shrink the app's instances by the tasks killed instead of replacing them", false),
-  flag("wipe", "forget the tasks at once instead of waiting for their end", false),
+  flag("scale", "shrink the app's instances by the tasks killed instead of replacing them (not with wipe)", false),
+  flag("wipe", "forget the tasks at once instead of waiting for their end (not with scale)", false),
   force(),
 ];
 
@@ -126,6 +126,7 @@ const validationFailed = error("the body is JSON of the wrong shape, or breaks a
 const badJson = error("the body is not JSON");
 const locked = json(ref("Conflict"), "a running deployment holds the app; retry with force=true");
 const notFound = error("no such app, group, task or deployment");
+const scaleAndWipe = error("scale and wipe are both true");
 
 /** One documented operation. */
 interface Operation {
@@ -222,7 +223,7 @@ const OPERATIONS: Operation[] = [
     path: "/v2/apps/{appId}/tasks",
     summary: "Kill an app's tasks (replaced unless scale=true)",
     parameters: [appId, query("host", "only the tasks on this host"), ...killFlags],
-    responses: { "200": json({ anyOf: [obj({ tasks: arrayOf(ref("Task")) }, ["tasks"]), ref("DeploymentResult")] }, "the tasks killed, or with scale=true the deployment"), "404": notFound, "409": locked },
+    responses: { "200": json({ anyOf: [obj({ tasks: arrayOf(ref("Task")) }, ["tasks"]), ref("DeploymentResult")] }, "the tasks killed, or with scale=true the deployment"), "400": scaleAndWipe, "404": notFound, "409": locked },
   },
   {
     route: "GET /v2/apps/*",
@@ -236,7 +237,7 @@ const OPERATIONS: Operation[] = [
     path: "/v2/apps/{appId}/tasks/{taskId}",
     summary: "Kill one task of an app (replaced unless scale=true)",
     parameters: [appId, taskId, query("host", "only if the task is on this host"), ...killFlags],
-    responses: { "200": json({ anyOf: [obj({ task: ref("Task") }, ["task"]), ref("DeploymentResult")] }, "the task killed, or with scale=true the deployment"), "404": notFound, "409": locked },
+    responses: { "200": json({ anyOf: [obj({ task: ref("Task") }, ["task"]), ref("DeploymentResult")] }, "the task killed, or with scale=true the deployment"), "400": scaleAndWipe, "404": notFound, "409": locked },
   },
   {
     route: "GET /v2/apps/*",
@@ -266,7 +267,7 @@ const OPERATIONS: Operation[] = [
     summary: "Kill tasks by id (replaced unless scale=true)",
     parameters: killFlags,
     requestBody: body(obj({ ids: arrayOf(str) }, ["ids"]), "the task ids"),
-    responses: { "200": json({ anyOf: [obj({ tasks: arrayOf(ref("Task")) }, ["tasks"]), ref("DeploymentResult")] }, "the tasks killed, or with scale=true the deployment"), "400": badJson, "409": locked, "422": validationFailed },
+    responses: { "200": json({ anyOf: [obj({ tasks: arrayOf(ref("Task")) }, ["tasks"]), ref("DeploymentResult")] }, "the tasks killed, or with scale=true the deployment"), "400": error("the body is not JSON, or scale and wipe are both true"), "409": locked, "422": validationFailed },
   },
   // ---- deployments and queue
   {

@@ -162,6 +162,22 @@ describe("PUT creating an app or group under an id the URL names", () => {
   });
 });
 
+describe("killing tasks", () => {
+  it("refuses scale and wipe together with 400, before killing anything", async () => {
+    expect((await m.api("POST", "/v2/apps", { id: "/kill/idle", cmd: "sleep 1", instances: 0 })).status).toBe(201);
+    for (const [method, path, body] of [
+      ["DELETE", "/v2/apps/kill/idle/tasks?scale=true&wipe=true", undefined],
+      ["DELETE", "/v2/apps/kill/idle/tasks/kill_idle.x?scale=true&wipe=true", undefined],
+      ["POST", "/v2/tasks/delete?scale=true&wipe=true", { ids: [] }],
+    ] as const) {
+      const answer = await m.api(method, path, body);
+      expect(answer.status, path).toBe(400);
+      expect(answer.body.message).toBe("You cannot use scale and wipe at the same time.");
+    }
+    expect((await m.api("DELETE", "/v2/apps/kill/idle")).status).toBe(200);
+  });
+});
+
 describe("ids of apps and groups", () => {
   it("answer 422 when one id would name an app and a group, and nothing is written", async () => {
     expect((await m.api("POST", "/v2/apps", { id: "/solo", cmd: "sleep 1", instances: 0 })).status).toBe(201);
