@@ -267,9 +267,12 @@ export function createMarathonHttp(deps: MarathonHttpDeps): FastifyInstance {
     const body = jsonBody(req);
     const result = validateApp(body, { defaultRole: "*" });
     if (!result.ok) fail(result);
-    if (core.app(result.app.id)) throw new HttpError(409, { message: `An app with id [${result.app.id}] already exists.` });
     const q = query(req);
-    const { result: write } = await deps.input(() => core.putApp(result.app, { force: flag(q.force, false) }, now()));
+    // Checked inside the input: a create queued behind other writes must see the ones before it.
+    const { result: write } = await deps.input(() => {
+      if (core.app(result.app.id)) throw new HttpError(409, { message: `An app with id [${result.app.id}] already exists.` });
+      return core.putApp(result.app, { force: flag(q.force, false) }, now());
+    });
     apiPost(req, result.app);
     unknownFieldsWarning(reply, result.unknownFields);
     const record = requireApp(result.app.id);
@@ -331,23 +334,27 @@ export function createMarathonHttp(deps: MarathonHttpDeps): FastifyInstance {
     const q = query(req);
     const force = flag(q.force, false);
     const body = jsonBody(req);
-    // PUT creates an app it does not find; PATCH only changes one (Marathon answers 404).
-    const existing = req.method === "PATCH" ? requireApp(route.appId) : core.app(route.appId);
-    if (isRollbackRequest(body)) {
-      if (!existing) throw new HttpError(404, { message: `App '${route.appId}' does not exist` });
-      const found = existing.versions.find((v) => v.version === body.version);
-      if (!found) throw new HttpError(404, { message: `App '${route.appId}' does not exist in version ${body.version}` });
-      const { result } = await deps.input(() => core.putApp(found.app, { force }, now()));
-      return writeAnswer(reply, result);
-    }
     const partial = req.method === "PATCH" || flag(q.partialUpdate, partialDefault);
-    const validated = existing && partial ? validateAppUpdate(existing.app, body, { defaultRole: "*" }) : validateApp(body, { pathId: route.appId, defaultRole: "*" });
-    if (!validated.ok) fail(validated);
-    if (validated.app.id !== route.appId) throw new HttpError(422, { message: "Object is not valid", details: [{ path: "/id", errors: ["the id in the body does not match the URL"] }] });
-    const { result } = await deps.input(() => core.putApp(validated.app, { force }, now()));
+    // The app is read, merged and written inside one input: an update queued behind others
+    // applies to the app as they left it, and loses none of their changes.
+    const { result, validated, created } = await deps.input(() => {
+      // PUT creates an app it does not find; PATCH only changes one (Marathon answers 404).
+      const existing = req.method === "PATCH" ? requireApp(route.appId) : core.app(route.appId);
+      if (isRollbackRequest(body)) {
+        if (!existing) throw new HttpError(404, { message: `App '${route.appId}' does not exist` });
+        const found = existing.versions.find((v) => v.version === body.version);
+        if (!found) throw new HttpError(404, { message: `App '${route.appId}' does not exist in version ${body.version}` });
+        return { ...core.putApp(found.app, { force }, now()), validated: undefined, created: false };
+      }
+      const validated = existing && partial ? validateAppUpdate(existing.app, body, { defaultRole: "*" }) : validateApp(body, { pathId: route.appId, defaultRole: "*" });
+      if (!validated.ok) fail(validated);
+      if (validated.app.id !== route.appId) throw new HttpError(422, { message: "Object is not valid", details: [{ path: "/id", errors: ["the id in the body does not match the URL"] }] });
+      return { ...core.putApp(validated.app, { force }, now()), validated, created: existing === undefined };
+    });
+    if (validated === undefined) return writeAnswer(reply, result);
     apiPost(req, validated.app);
     unknownFieldsWarning(reply, validated.unknownFields);
-    return writeAnswer(reply, result, existing ? 200 : 201);
+    return writeAnswer(reply, result, created ? 201 : 200);
   };
   app.put("/v2/apps/*", putOrPatch(true));
   app.patch("/v2/apps/*", putOrPatch(true));
@@ -491,11 +498,14 @@ export function createMarathonHttp(deps: MarathonHttpDeps): FastifyInstance {
     const validated = validateGroup(body, { defaultRole: "*" });
     if (!validated.ok) fail(validated);
     const group = validated.group;
-    if (group.id !== "/" && core.groupExists(group.id)) throw new HttpError(409, { message: `Group ${group.id} is already created. Use PUT to change this group.` });
     const apps = flatten(group);
-    const existing = apps.filter((a) => core.app(a.id)).map((a) => a.id);
-    if (existing.length > 0) throw new HttpError(409, { message: `An app with id [${existing[0]}] already exists.` });
-    const { result } = await deps.input(() => core.deploy(apps.map((a) => ({ app: a })), { force: flag(query(req).force, false) }, now(), { put: groupsOf(group) }));
+    // Checked inside the input, as for POST /v2/apps.
+    const { result } = await deps.input(() => {
+      if (group.id !== "/" && core.groupExists(group.id)) throw new HttpError(409, { message: `Group ${group.id} is already created. Use PUT to change this group.` });
+      const existing = apps.filter((a) => core.app(a.id)).map((a) => a.id);
+      if (existing.length > 0) throw new HttpError(409, { message: `An app with id [${existing[0]}] already exists.` });
+      return core.deploy(apps.map((a) => ({ app: a })), { force: flag(query(req).force, false) }, now(), { put: groupsOf(group) });
+    });
     unknownFieldsWarning(reply, validated.unknownFields);
     return reply.code(201).header("Location", `${deps.info().url}/v2/groups${group.id}`).header(DEPLOYMENT_HEADER, result.deploymentId).send(result);
   });

@@ -178,6 +178,36 @@ describe("killing tasks", () => {
   });
 });
 
+describe("concurrent creates", () => {
+  it("of one app id: exactly one is created (201), the others answer 409", async () => {
+    // Other writes keep the input queue busy while the creates are checked.
+    const busy = Array.from({ length: 20 }, (_, i) => m.api("POST", "/v2/apps", { id: `/race/busy${i}`, cmd: "sleep 1", instances: 0 }));
+    const answers = await Promise.all(Array.from({ length: 6 }, (_, i) => m.api("POST", "/v2/apps", { id: "/race/app", cmd: `sleep ${i + 1}`, instances: 0 })));
+    await Promise.all(busy);
+    expect(answers.map((a) => a.status).sort()).toEqual([201, 409, 409, 409, 409, 409]);
+    expect((await m.api("GET", "/v2/apps/race/app/versions")).body.versions).toHaveLength(1);
+    const groups = await Promise.all(Array.from({ length: 6 }, () => m.api("POST", "/v2/groups", { id: "/race/grp", apps: [{ id: "a", cmd: "sleep 1", instances: 0 }] })));
+    expect(groups.map((a) => a.status).sort()).toEqual([201, 409, 409, 409, 409, 409]);
+    expect((await m.api("GET", "/v2/apps/race/grp/a/versions")).body.versions).toHaveLength(1);
+    expect((await m.api("DELETE", "/v2/groups/race")).status).toBe(200);
+  });
+
+  it("partial updates of one app each apply to the app as the updates before them left it", async () => {
+    expect((await m.api("POST", "/v2/apps", { id: "/merge/app", cmd: "sleep 1", instances: 0, labels: {} })).status).toBe(201);
+    const busy = Array.from({ length: 20 }, (_, i) => m.api("POST", "/v2/apps", { id: `/merge/busy${i}`, cmd: "sleep 1", instances: 0 }));
+    const updates = await Promise.all([
+      m.api("PATCH", "/v2/apps/merge/app?force=true", { cmd: "sleep 9" }),
+      m.api("PUT", "/v2/apps/merge/app?force=true", { labels: { a: "1" } }),
+      m.api("PATCH", "/v2/apps/merge/app?force=true", { mem: 64 }),
+    ]);
+    await Promise.all(busy);
+    expect(updates.map((u) => u.status)).toEqual([200, 200, 200]);
+    const app = (await m.api("GET", "/v2/apps/merge/app")).body.app;
+    expect([app.cmd, app.labels, app.mem]).toEqual(["sleep 9", { a: "1" }, 64]);
+    expect((await m.api("DELETE", "/v2/groups/merge")).status).toBe(200);
+  });
+});
+
 describe("ids of apps and groups", () => {
   it("answer 422 when one id would name an app and a group, and nothing is written", async () => {
     expect((await m.api("POST", "/v2/apps", { id: "/solo", cmd: "sleep 1", instances: 0 })).status).toBe(201);
