@@ -49,7 +49,8 @@ export function parseSeeds(text: string): number[] {
   if (range) {
     const from = Number(range[1]);
     const to = Number(range[2]);
-    if (to < from || to - from > 100_000) throw new Error(`--seeds: bad range ${text}`);
+    if (to < from) throw new Error(`--seeds: the range ${text} runs backwards (A..B needs A <= B)`);
+    if (to - from > 100_000) throw new Error(`--seeds: the range ${text} holds more than 100001 seeds`);
     return Array.from({ length: to - from + 1 }, (_, i) => from + i);
   }
   if (/^\d+(,\d+)*$/.test(text)) return text.split(",").map(Number);

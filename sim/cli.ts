@@ -17,7 +17,7 @@ import { formatPlan, planScenario, planToJson, PlanSpecError } from "./plan.ts";
 import { stderrProgress } from "./progress.ts";
 import { formatSummary, runScenario, type SimProgress } from "./report.ts";
 import { loadUplotAssets, renderHtmlReport } from "./report-html.ts";
-import { ScenarioError } from "./scenario.ts";
+import { MAX_CLASS_AGENTS, MAX_END_SECONDS, ScenarioError } from "./scenario.ts";
 import type { SimLogEvent } from "./cluster.ts";
 
 /** Usage text of `corral sim`. */
@@ -208,11 +208,11 @@ async function planSub(args: string[]): Promise<number> {
 
 async function checkSub(args: string[]): Promise<number> {
   const seeds = parseSeeds(takeFlag(args, "--seeds") ?? "1..10");
-  const agents = Number(takeFlag(args, "--agents") ?? 6);
-  const seconds = Number(takeFlag(args, "--seconds") ?? 600);
+  // The bounds of the scenario each seed draws (two agent classes, endSeconds), so a bad flag is
+  // a usage error here rather than an invalid scenario thrown from inside every seed's run.
+  const agents = numberFlag(takeFlag(args, "--agents"), "--agents", { int: true, min: 1, max: 2 * MAX_CLASS_AGENTS }) ?? 6;
+  const seconds = numberFlag(takeFlag(args, "--seconds"), "--seconds", { gt: 0, max: MAX_END_SECONDS }) ?? 600;
   if (args.length > 0) throw new Error(`unexpected ${args.join(" ")}\n\n${SIM_USAGE}`);
-  if (!Number.isInteger(agents) || agents < 1) throw new Error("--agents: must be an integer >= 1");
-  if (!(seconds > 0)) throw new Error("--seconds: must be > 0");
   let failures = 0;
   for (const seed of seeds) {
     const outcome = await runCheck(seed, { agents, seconds });

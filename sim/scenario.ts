@@ -211,6 +211,11 @@ class Checker {
   }
 }
 
+/** Longest simulated duration a scenario may ask for (a year). */
+export const MAX_END_SECONDS = 365 * 86_400;
+/** Most agents of one class a scenario may start with. */
+export const MAX_CLASS_AGENTS = 1_000_000;
+
 const CLASS_NAME = /^[a-z0-9][a-z0-9-]{0,62}$/;
 const FRAMEWORK_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
 
@@ -230,7 +235,7 @@ export function validateScenario(input: unknown, options: ValidateScenarioOption
   c.unknownKeys(root, ["name", "seed", "endSeconds", "sampleIntervalSeconds", "cluster", "network", "frameworks", "events"], "scenario");
   if (root.name !== undefined) c.str(root, "name", "scenario", true);
   c.num(root, "seed", "scenario", { int: true, min: 0 });
-  c.num(root, "endSeconds", "scenario", { gt: 0, max: 365 * 86_400 });
+  c.num(root, "endSeconds", "scenario", { gt: 0, max: MAX_END_SECONDS });
   c.num(root, "sampleIntervalSeconds", "scenario", { gt: 0, optional: true });
 
   const classes = new Set<string>();
@@ -295,7 +300,7 @@ function checkCluster(c: Checker, cluster: Obj, classes: Set<string>, traceMachi
       const o = c.obj(spec, f);
       if (!o) continue;
       c.unknownKeys(o, ["count", "resources", "attributes", "mtbfSeconds", "mttrSeconds"], f);
-      c.num(o, "count", f, { int: true, min: 0, max: 1_000_000 });
+      c.num(o, "count", f, { int: true, min: 0, max: MAX_CLASS_AGENTS });
       c.num(o, "mtbfSeconds", f, { gt: 0, optional: true });
       c.num(o, "mttrSeconds", f, { gt: 0, optional: true });
       const text = c.str(o, "resources", f);

@@ -57,6 +57,26 @@ describe("corral sim", () => {
     expect(text).toContain("scenario.frameworks: must not be empty");
     expect(text).toContain("--seeds: must be N, A..B or A,B,C");
   });
+
+  it("check answers bad --seconds, --agents and --seeds with a usage error (exit 2), before any seed runs", async () => {
+    const io = quiet();
+    const codes = [
+      await simCommand(["check", "--seeds", "1", "--seconds", "Infinity"]),
+      await simCommand(["check", "--seeds", "1", "--seconds", "1e9"]),
+      await simCommand(["check", "--seeds", "1", "--agents", "abc"]),
+      await simCommand(["check", "--seeds", "1", "--agents", "1e12"]),
+      await simCommand(["check", "--seeds", "5..1"]),
+    ];
+    io.restore();
+    expect(codes).toEqual([2, 2, 2, 2, 2]);
+    const text = io.out.join("\n");
+    expect(text).toContain('corral sim check: --seconds: must be a number > 0 and <= 31536000, got "Infinity"');
+    expect(text).toContain('--seconds: must be a number > 0 and <= 31536000, got "1e9"');
+    expect(text).toContain('--agents: must be an integer >= 1 and <= 2000000, got "abc"');
+    expect(text).toContain('--agents: must be an integer >= 1 and <= 2000000, got "1e12"');
+    expect(text).toContain("--seeds: the range 5..1 runs backwards (A..B needs A <= B)");
+    expect(text).not.toMatch(/seed 1:|\n\s+at /);
+  });
 });
 
 describe("fault-injection check", () => {
