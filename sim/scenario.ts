@@ -6,6 +6,7 @@
  * @module
  */
 
+import { parseAttributes } from "../agent/resources-detect.ts";
 import { Resources } from "../sdk/resources.ts";
 import { roleNameError } from "../sdk/roles.ts";
 import { WIRE_FORMS, type LatencySpec, type SimNetworkOptions, type WireForm } from "./network.ts";
@@ -313,6 +314,14 @@ function checkCluster(c: Checker, cluster: Obj, classes: Set<string>, traceMachi
         }
       }
       if (o.attributes !== undefined && typeof o.attributes !== "string") c.fail(`${f}.attributes`, "must be a string such as \"rack:r1;zone:a\"");
+      else if (typeof o.attributes === "string") {
+        // The agents parse them when they start: a bad piece is refused here, before the run.
+        try {
+          parseAttributes(o.attributes);
+        } catch (err) {
+          c.fail(`${f}.attributes`, `is not valid Mesos attribute text (${err instanceof Error ? err.message : String(err)})`);
+        }
+      }
     }
   }
   if (cluster.roleWeights !== undefined) {

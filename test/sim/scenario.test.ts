@@ -159,6 +159,23 @@ describe("runScenario", () => {
     expect(problems).toEqual(["scenario.cluster.agentPingIntervalMs: must be > 0", "scenario.cluster.maxMissedPings: must be an integer"]);
   });
 
+  it("refuses agent attributes the agents could not parse, naming the class, before running", async () => {
+    const withAttributes = (attributes: string): unknown => ({ ...small(), cluster: { ...small().cluster, agentClasses: { std: { count: 2, resources: "cpus:4;mem:4096", attributes } } } });
+    const problems = async (input: unknown): Promise<string[]> => {
+      try {
+        await runScenario(input);
+        return [];
+      } catch (err) {
+        expect(err).toBeInstanceOf(ScenarioError);
+        return (err as ScenarioError).problems;
+      }
+    };
+    expect(await problems(withAttributes("rack"))).toEqual(['scenario.cluster.agentClasses.std.attributes: is not valid Mesos attribute text (invalid agent attribute "rack": expected "name:value" (missing ":"))']);
+    expect(await problems(withAttributes("rack:r1;:x"))).toEqual(['scenario.cluster.agentClasses.std.attributes: is not valid Mesos attribute text (invalid agent attribute ":x": empty name)']);
+    expect(await problems(withAttributes("rack:r1;rack:r2"))).toEqual(['scenario.cluster.agentClasses.std.attributes: is not valid Mesos attribute text (invalid agent attribute "rack:r2": duplicate name "rack")']);
+    expect(() => validateScenario(withAttributes("rack:r1; zone:a;"))).not.toThrow();
+  });
+
   it("validates the shipped examples", async () => {
     const { readFileSync } = await import("node:fs");
     for (const file of ["small-batch.json", "failures.json"]) {
