@@ -176,6 +176,25 @@ describe("runScenario", () => {
     expect(() => validateScenario(withAttributes("rack:r1; zone:a;"))).not.toThrow();
   });
 
+  it("refuses a quota the master's PUT /quota would refuse (the run would otherwise go on without it)", () => {
+    const withQuota = (quota: unknown): unknown => ({ ...small(), cluster: { ...small().cluster, quota } });
+    const problems = (input: unknown): string[] => {
+      try {
+        validateScenario(input);
+        return [];
+      } catch (err) {
+        expect(err).toBeInstanceOf(ScenarioError);
+        return (err as ScenarioError).problems;
+      }
+    };
+    expect(problems(withQuota({ a: { guarantees: { cpus: 10 }, limits: { cpus: 1 } } }))).toEqual(["scenario.cluster.quota.a.guarantees.cpus: must be <= limits.cpus (1), got 10"]);
+    expect(problems(withQuota({ "a/b": { guarantees: { cpus: 1 } } }))).toEqual(["scenario.cluster.quota.a/b: quota is set per top-level role; 'a/b' is nested"]);
+    expect(problems(withQuota({ a: { limits: { "cpu s": 1 } } }))).toEqual(["scenario.cluster.quota.a.limits.cpu s: is not a resource name: use only letters, digits, '_', '.' or '-'"]);
+    expect(problems(withQuota({ a: { guarantees: { cpus: 1e308 } } }))).toEqual(["scenario.cluster.quota.a.guarantees.cpus: is too large for the resource algebra, got 1e+308"]);
+    expect(problems(withQuota({ a: { guarantees: { cpus: -1 } } }))).toEqual(["scenario.cluster.quota.a.guarantees.cpus: must be >= 0"]);
+    expect(problems(withQuota({ a: { guarantees: { cpus: 2, mem: 1024 }, limits: { cpus: 2 } } }))).toEqual([]);
+  });
+
   it("validates the shipped examples", async () => {
     const { readFileSync } = await import("node:fs");
     for (const file of ["small-batch.json", "failures.json"]) {
