@@ -109,7 +109,8 @@ export function faultScenario(seed: number, options: CheckOptions = {}): Scenari
         kind: "greedy",
         role: "r2",
         refuseSeconds: 2,
-        startSeconds: rng.int(60),
+        // Within the run (a start at or after the end is refused); the draw is kept for long runs.
+        startSeconds: Math.min(rng.int(60), Math.floor(seconds / 2)),
         tasks: { count: 30, cpus: 1, mem: 512, durationSeconds: 30, arrival: { at: 0 } },
       },
       { name: "d", kind: "decliner", role: "r1", refuseSeconds: 1 },

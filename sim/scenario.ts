@@ -242,6 +242,8 @@ export function validateScenario(input: unknown, options: ValidateScenarioOption
   c.num(root, "seed", "scenario", { int: true, min: 0 });
   c.num(root, "endSeconds", "scenario", { gt: 0, max: MAX_END_SECONDS });
   c.num(root, "sampleIntervalSeconds", "scenario", { gt: 0, optional: true });
+  // What is timed at or after the end would silently never happen.
+  const endSeconds = typeof root.endSeconds === "number" && root.endSeconds > 0 ? root.endSeconds : Infinity;
 
   const classes = new Set<string>();
   const cluster = root.cluster === undefined ? (c.fail("scenario.cluster", "is required"), undefined) : c.obj(root.cluster, "scenario.cluster");
@@ -269,7 +271,7 @@ export function validateScenario(input: unknown, options: ValidateScenarioOption
   if (!Array.isArray(root.frameworks)) c.fail("scenario.frameworks", "must be an array");
   else {
     if (root.frameworks.length === 0) c.fail("scenario.frameworks", "must not be empty");
-    root.frameworks.forEach((f, i) => checkFramework(c, f, `scenario.frameworks[${i}]`, names, options.baseDir));
+    root.frameworks.forEach((f, i) => checkFramework(c, f, `scenario.frameworks[${i}]`, names, options.baseDir, endSeconds));
   }
 
   if (root.events !== undefined) {
@@ -279,6 +281,8 @@ export function validateScenario(input: unknown, options: ValidateScenarioOption
       root.events.forEach((e, i) => {
         if (isMasterFailover(e)) checkMasterFailover(c, e, `scenario.events[${i}]`, masters);
         else checkEvent(c, e, `scenario.events[${i}]`, classes, names, racks);
+        const at = (e as { atSeconds?: unknown } | null)?.atSeconds;
+        if (typeof at === "number" && at >= endSeconds) c.fail(`scenario.events[${i}].atSeconds`, `must be < scenario.endSeconds (${endSeconds}): the run ends before it`);
       });
     }
   }
@@ -415,7 +419,7 @@ function checkDuration(c: Checker, parent: Obj, key: string, field: string): voi
   } else c.fail(`${f}.dist`, 'must be "exp" or "uniform" (or give a number of seconds)');
 }
 
-function checkFramework(c: Checker, value: unknown, field: string, names: Set<string>, baseDir?: string): void {
+function checkFramework(c: Checker, value: unknown, field: string, names: Set<string>, baseDir: string | undefined, endSeconds: number): void {
   const f = c.obj(value, field);
   if (!f) return;
   c.unknownKeys(f, ["name", "kind", "role", "refuseSeconds", "offerHoldSeconds", "maxHeldOffers", "startSeconds", "stopSeconds", "tasks", "jobs", "trace", "marathon"], field);
@@ -435,11 +439,12 @@ function checkFramework(c: Checker, value: unknown, field: string, names: Set<st
   c.num(f, "startSeconds", field, { min: 0, optional: true });
   c.num(f, "stopSeconds", field, { min: 0, optional: true });
   if (typeof f.startSeconds === "number" && typeof f.stopSeconds === "number" && f.stopSeconds <= f.startSeconds) c.fail(`${field}.stopSeconds`, "must be > startSeconds");
+  if (typeof f.startSeconds === "number" && f.startSeconds >= endSeconds) c.fail(`${field}.startSeconds`, `must be < scenario.endSeconds (${endSeconds}): the run ends before the framework starts`);
   // ---- kind "batch": jobs or trace (sim/workloads/spec.ts) ----
   checkBatchFramework(f, field, (path, rule) => c.fail(path, rule), baseDir);
   if (f.kind === "batch") return;
   // ---- kind "marathon": app specs and timed actions (sim/workloads/marathon-spec.ts) ----
-  checkMarathonFramework(f, field, (path, rule) => c.fail(path, rule));
+  checkMarathonFramework(f, field, (path, rule) => c.fail(path, rule), endSeconds);
   if (f.kind === "marathon") return;
   if (f.kind === "decliner") {
     if (f.tasks !== undefined) c.fail(`${field}.tasks`, "is not allowed for a decliner");

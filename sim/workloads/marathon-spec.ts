@@ -93,8 +93,9 @@ function checkApp(body: unknown, field: string, fail: Fail): NormalizedApp | und
  * Checks the `marathon` field of a framework (and that no other kind has one). Actions are
  * checked in time order against the apps they act on: a deploy of an id that exists, or an
  * update, scale or delete of one that does not, is an error (the API would answer 409 or 404).
+ * An action at or after `endSeconds` (the scenario's) is an error too: it would never happen.
  */
-export function checkMarathonFramework(f: Obj, field: string, fail: Fail): void {
+export function checkMarathonFramework(f: Obj, field: string, fail: Fail, endSeconds = Infinity): void {
   if (f.kind !== "marathon") {
     if (f.marathon !== undefined) fail(`${field}.marathon`, 'is only allowed for kind "marathon"');
     return;
@@ -126,16 +127,17 @@ export function checkMarathonFramework(f: Obj, field: string, fail: Fail): void 
   const stop = typeof f.stopSeconds === "number" ? f.stopSeconds : Infinity;
   // Checked in the order they will run: by time, then as listed.
   const order = m.actions.map((a, i) => ({ a, i, at: isObj(a) && typeof a.atSeconds === "number" ? a.atSeconds : 0 })).sort((x, y) => x.at - y.at || x.i - y.i);
-  for (const { a, i } of order) checkAction(a, `${mf}.actions[${i}]`, apps, start, stop, fail);
+  for (const { a, i } of order) checkAction(a, `${mf}.actions[${i}]`, apps, start, stop, endSeconds, fail);
 }
 
-function checkAction(value: unknown, field: string, apps: Map<string, NormalizedApp>, start: number, stop: number, fail: Fail): void {
+function checkAction(value: unknown, field: string, apps: Map<string, NormalizedApp>, start: number, stop: number, end: number, fail: Fail): void {
   if (!isObj(value)) return fail(field, "must be an object");
   const a = value;
   const at = a.atSeconds;
   if (typeof at !== "number" || !Number.isFinite(at)) fail(`${field}.atSeconds`, "is required and must be a finite number");
   else if (at < start) fail(`${field}.atSeconds`, `must be >= the framework's startSeconds (${start}): Marathon is not running before`);
   else if (at >= stop) fail(`${field}.atSeconds`, `must be < the framework's stopSeconds (${stop})`);
+  else if (at >= end) fail(`${field}.atSeconds`, `must be < scenario.endSeconds (${end}): the run ends before it`);
   if (typeof a.type !== "string" || !ACTION_TYPES.includes(a.type)) return fail(`${field}.type`, `must be one of ${ACTION_TYPES.join(", ")}`);
   const known = { deploy: ["app", "force"], update: ["app", "force"], scale: ["appId", "instances", "force"], delete: ["appId"] }[a.type as MarathonAction["type"]];
   for (const key of Object.keys(a)) if (!["atSeconds", "type", ...known].includes(key)) fail(`${field}.${key}`, `is not a known field of a ${a.type} action (known: atSeconds, type, ${known.join(", ")})`);

@@ -195,6 +195,35 @@ describe("runScenario", () => {
     expect(problems(withQuota({ a: { guarantees: { cpus: 2, mem: 1024 }, limits: { cpus: 2 } } }))).toEqual([]);
   });
 
+  it("refuses events, framework starts and Marathon actions at or after endSeconds (they would never happen)", () => {
+    const scenario = {
+      ...small(),
+      frameworks: [
+        ...small().frameworks,
+        { name: "late", kind: "decliner", startSeconds: 120 },
+        { name: "web", kind: "marathon", marathon: { apps: [{ id: "/web", cmd: "serve", cpus: 0.1, mem: 32, instances: 1 }], actions: [{ atSeconds: 200, type: "scale", appId: "/web", instances: 2 }] } },
+      ],
+      events: [
+        { atSeconds: 119, type: "add-agents", class: "std", count: 1 },
+        { atSeconds: 120, type: "fail-agents", class: "std", count: 1 },
+        { atSeconds: 500, type: "stop-framework", name: "small" },
+      ],
+    };
+    let problems: string[] = [];
+    try {
+      validateScenario(scenario);
+    } catch (err) {
+      expect(err).toBeInstanceOf(ScenarioError);
+      problems = (err as ScenarioError).problems;
+    }
+    expect(problems).toEqual([
+      "scenario.frameworks[2].startSeconds: must be < scenario.endSeconds (120): the run ends before the framework starts",
+      "scenario.frameworks[3].marathon.actions[0].atSeconds: must be < scenario.endSeconds (120): the run ends before it",
+      "scenario.events[1].atSeconds: must be < scenario.endSeconds (120): the run ends before it",
+      "scenario.events[2].atSeconds: must be < scenario.endSeconds (120): the run ends before it",
+    ]);
+  });
+
   it("validates the shipped examples", async () => {
     const { readFileSync } = await import("node:fs");
     for (const file of ["small-batch.json", "failures.json"]) {
