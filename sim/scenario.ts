@@ -384,14 +384,17 @@ function checkLatency(c: Checker, value: unknown, field: string): void {
   if (!o) return;
   switch (o.dist) {
     case "fixed":
+      c.unknownKeys(o, ["dist", "ms"], field);
       c.num(o, "ms", field, { min: 0 });
       return;
     case "uniform":
+      c.unknownKeys(o, ["dist", "minMs", "maxMs"], field);
       c.num(o, "minMs", field, { min: 0 });
       c.num(o, "maxMs", field, { min: 0 });
       if (typeof o.minMs === "number" && typeof o.maxMs === "number" && o.maxMs < o.minMs) c.fail(`${field}.maxMs`, "must be >= minMs");
       return;
     case "exp":
+      c.unknownKeys(o, ["dist", "minMs", "meanMs"], field);
       c.num(o, "minMs", field, { min: 0 });
       c.num(o, "meanMs", field, { min: 0 });
       if (typeof o.minMs === "number" && typeof o.meanMs === "number" && o.meanMs < o.minMs) c.fail(`${field}.meanMs`, "must be >= minMs");
@@ -411,8 +414,11 @@ function checkDuration(c: Checker, parent: Obj, key: string, field: string): voi
   }
   const o = c.obj(v, f);
   if (!o) return;
-  if (o.dist === "exp") c.num(o, "meanSeconds", f, { gt: 0 });
-  else if (o.dist === "uniform") {
+  if (o.dist === "exp") {
+    c.unknownKeys(o, ["dist", "meanSeconds"], f);
+    c.num(o, "meanSeconds", f, { gt: 0 });
+  } else if (o.dist === "uniform") {
+    c.unknownKeys(o, ["dist", "minSeconds", "maxSeconds"], f);
     c.num(o, "minSeconds", f, { min: 0 });
     c.num(o, "maxSeconds", f, { min: 0 });
     if (typeof o.minSeconds === "number" && typeof o.maxSeconds === "number" && o.maxSeconds < o.minSeconds) c.fail(`${f}.maxSeconds`, "must be >= minSeconds");
@@ -465,9 +471,14 @@ function checkFramework(c: Checker, value: unknown, field: string, names: Set<st
   checkDuration(c, t, "durationSeconds", tf);
   const a = t.arrival === undefined ? (c.fail(`${tf}.arrival`, "is required"), undefined) : c.obj(t.arrival, `${tf}.arrival`);
   if (a) {
-    if (a.poisson !== undefined) {
+    c.unknownKeys(a, ["poisson", "at"], `${tf}.arrival`);
+    if (a.poisson !== undefined && a.at !== undefined) c.fail(`${tf}.arrival`, 'must give one of "poisson" and "at", not both');
+    else if (a.poisson !== undefined) {
       const p = c.obj(a.poisson, `${tf}.arrival.poisson`);
-      if (p) c.num(p, "ratePerSecond", `${tf}.arrival.poisson`, { gt: 0 });
+      if (p) {
+        c.unknownKeys(p, ["ratePerSecond"], `${tf}.arrival.poisson`);
+        c.num(p, "ratePerSecond", `${tf}.arrival.poisson`, { gt: 0 });
+      }
     } else if (a.at !== undefined) c.num(a, "at", `${tf}.arrival`, { min: 0 });
     else c.fail(`${tf}.arrival`, 'must be { "poisson": { "ratePerSecond": r } } or { "at": seconds }');
   }

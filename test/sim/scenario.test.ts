@@ -224,6 +224,33 @@ describe("runScenario", () => {
     ]);
   });
 
+  it("refuses unknown fields in latencies, task durations and arrivals, and an arrival that gives both forms", () => {
+    const base = small();
+    const scenario = {
+      ...base,
+      network: { latency: { dist: "exp", minMs: 0.5, meanMs: 2, maxMs: 9 } },
+      frameworks: [
+        { ...base.frameworks[0]!, tasks: { ...base.frameworks[0]!.tasks!, durationSeconds: { dist: "exp", meanSeconds: 5, maxSeconds: 9 }, arrival: { poisson: { ratePerSecond: 1, burst: 3 } } } },
+        { ...base.frameworks[1]!, tasks: { ...base.frameworks[1]!.tasks!, arrival: { at: 0, poisson: { ratePerSecond: 1 } } } },
+        { name: "c", kind: "tasks", tasks: { count: 1, cpus: 1, mem: 1, durationSeconds: 1, arrival: { at: 0, every: 5 } } },
+      ],
+    };
+    let problems: string[] = [];
+    try {
+      validateScenario(scenario);
+    } catch (err) {
+      expect(err).toBeInstanceOf(ScenarioError);
+      problems = (err as ScenarioError).problems;
+    }
+    expect(problems).toEqual([
+      "scenario.network.latency.maxMs: is not a known field (known: dist, minMs, meanMs)",
+      "scenario.frameworks[0].tasks.durationSeconds.maxSeconds: is not a known field (known: dist, meanSeconds)",
+      "scenario.frameworks[0].tasks.arrival.poisson.burst: is not a known field (known: ratePerSecond)",
+      'scenario.frameworks[1].tasks.arrival: must give one of "poisson" and "at", not both',
+      "scenario.frameworks[2].tasks.arrival.every: is not a known field (known: poisson, at)",
+    ]);
+  });
+
   it("validates the shipped examples", async () => {
     const { readFileSync } = await import("node:fs");
     for (const file of ["small-batch.json", "failures.json"]) {
