@@ -542,7 +542,8 @@ function checkEvent(c: Checker, value: unknown, field: string, classes: Set<stri
   c.unknownKeys(e, ["atSeconds", "type", "class", "count", ...extra], field);
   const cls = c.str(e, "class", field);
   if (cls !== undefined && !classes.has(cls)) c.fail(`${field}.class`, `must name an agent class of scenario.cluster.agentClasses, got ${JSON.stringify(cls)}`);
-  c.num(e, "count", field, { int: true, gt: 0 });
+  // Adding creates that many agents at once: bounded as a class's starting count is.
+  c.num(e, "count", field, { int: true, gt: 0, ...(e.type === "add-agents" ? { max: MAX_CLASS_AGENTS } : {}) });
   if (e.type === "fail-agents") c.num(e, "downSeconds", field, { gt: 0, optional: true });
   if (e.type === "partition-agents") c.num(e, "durationSeconds", field, { gt: 0 });
 }

@@ -251,6 +251,22 @@ describe("runScenario", () => {
     ]);
   });
 
+  it("bounds the agents one add-agents event creates, as a class's starting count is bounded", () => {
+    const events = [
+      { atSeconds: 10, type: "add-agents", class: "std", count: 1e12 },
+      { atSeconds: 20, type: "add-agents", class: "std", count: 1_000_000 },
+      { atSeconds: 30, type: "remove-agents", class: "std", count: 1e12 },
+    ];
+    let problems: string[] = [];
+    try {
+      validateScenario({ ...small(), events });
+    } catch (err) {
+      expect(err).toBeInstanceOf(ScenarioError);
+      problems = (err as ScenarioError).problems;
+    }
+    expect(problems).toEqual(["scenario.events[0].count: must be <= 1000000"]);
+  });
+
   it("validates the shipped examples", async () => {
     const { readFileSync } = await import("node:fs");
     for (const file of ["small-batch.json", "failures.json"]) {
