@@ -146,5 +146,6 @@ function readMachines(ctx: TraceReadContext, file: string): { machines: Array<{ 
     first.set(id, { id, atMs, cpus, mem, order: order++ });
   });
   const machines = [...first.values()].sort((a, b) => a.atMs - b.atMs || a.order - b.order);
-  return { machines, maxCpus: Math.max(0, ...machines.map((m) => m.cpus)) };
+  // A loop, not Math.max(...): there may be more machines than a call may have arguments.
+  return { machines, maxCpus: machines.reduce((max, m) => Math.max(max, m.cpus), 0) };
 }

@@ -121,7 +121,8 @@ export function readGoogle2011(ctx: TraceReadContext): { jobs: TraceJob[]; machi
   const jobs: TraceJob[] = [];
   for (const [id, list] of byJob) {
     list.sort((a, b) => compareIds(a.traceIndex, b.traceIndex));
-    jobs.push({ id, submitMs: Math.min(...list.map((t) => t.submitMs)), tasks: list });
+    // A loop, not Math.min(...): a job may have more tasks than a call may have arguments.
+    jobs.push({ id, submitMs: list.reduce((min, t) => Math.min(min, t.submitMs), Infinity), tasks: list });
   }
   const machines = spec.machineEvents === undefined ? [] : readMachines(ctx, spec.machineEvents);
   return { jobs, machines, rows };

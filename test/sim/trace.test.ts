@@ -122,6 +122,16 @@ describe("Google clusterdata-2011 reader", () => {
     ]);
     expect(problemsOf({ ...GOOGLE, machineEvents: undefined, maxTasks: 10 })[0]).toMatch(/the trace holds more than maxTasks \(10\) tasks/);
   });
+
+  it("reads a job with more tasks than a function call takes arguments (150,000, within the default maxTasks)", () => {
+    const tasks = join(scratch, "big_job_task_events.csv");
+    const rows: string[] = [];
+    for (let i = 0; i < 150_000; i++) rows.push(`${700_000_000 + i},,7,${i},,0,u,0,0,0.01,0.01,0,0`);
+    writeFileSync(tasks, `${rows.join("\n")}\n${rows.map((r) => r.replace(",,0,u,", ",m1,1,u,")).join("\n")}\n`);
+    const trace = loadTrace({ ...GOOGLE, taskEvents: tasks, machineEvents: undefined });
+    expect(trace.stats).toMatchObject({ jobs: 1, tasks: 150_000 });
+    expect(trace.jobs[0]!.submitMs).toBe(100_000);
+  });
 });
 
 describe("Alibaba cluster-trace-v2018 reader", () => {
@@ -171,6 +181,18 @@ describe("Alibaba cluster-trace-v2018 reader", () => {
       `trace: ${tasks}:3: column 3 (job_name): must be letters, digits, '_' or '-', got "j.3"`,
       `trace: ${tasks}:4: column 6 (start_time): must be a number, got "soon"`,
     ]);
+  });
+
+  it("reads more machines than a function call takes arguments (150,000, with maxMachines raised)", () => {
+    const meta = join(scratch, "many_machine_meta.csv");
+    const rows: string[] = [];
+    for (let i = 0; i < 150_000; i++) rows.push(`m_${i},0,1,1,${i === 7 ? 96 : 64},50,USING`);
+    writeFileSync(meta, `${rows.join("\n")}\n`);
+    const trace = loadTrace({ ...ALIBABA, machineMeta: meta, maxMachines: 200_000 });
+    expect(trace.stats.machines).toBe(150_000);
+    // cpus scale by the largest cpu_num: that machine gets the shape's 96, the others 64.
+    expect(trace.machines[7]).toMatchObject({ machineId: "m_7", cpus: 96 });
+    expect(trace.machines[0]).toMatchObject({ machineId: "m_0", cpus: 64 });
   });
 });
 
