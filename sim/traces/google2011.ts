@@ -79,6 +79,11 @@ export function readGoogle2011(ctx: TraceReadContext): { jobs: TraceJob[]; machi
       const mem = r.number(TASK.mem, { min: 0 });
       const disk = r.number(TASK.disk, { min: 0 });
       if (time === undefined || job === undefined || index === undefined || event === undefined) return;
+      // The raw text becomes the batch job's id: "1.0" or "+5" pass as integers but are no job id.
+      if (!/^\d+$/.test(r.raw(TASK.job).trim())) {
+        ctx.problems.push(`${record.where}: column ${TASK.job.index} (${TASK.job.name}): must be written in digits only, got ${JSON.stringify(r.raw(TASK.job))}`);
+        return;
+      }
       if (time >= AFTER_END_US) return ctx.skip("task events after the trace window");
       const atMs = replayMs(ctx, time / 1000);
       if (atMs > ctx.untilMs) return ctx.skip("task events after the run's end");

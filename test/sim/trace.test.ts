@@ -123,6 +123,16 @@ describe("Google clusterdata-2011 reader", () => {
     expect(problemsOf({ ...GOOGLE, machineEvents: undefined, maxTasks: 10 })[0]).toMatch(/the trace holds more than maxTasks \(10\) tasks/);
   });
 
+  it("refuses job IDs that pass as integers but are not written in digits (they would become invalid batch job ids)", () => {
+    const tasks = join(scratch, "odd_job_ids.csv");
+    writeFileSync(tasks, ["700000000,,1.0,0,,0,u,0,0,0.1,0.1,0,0", "700000000,,+5,0,,0,u,0,0,0.1,0.1,0,0", "700000000,,1e3,0,,0,u,0,0,0.1,0.1,0,0", "700000000,, 12 ,0,,0,u,0,0,0.1,0.1,0,0"].join("\n"));
+    expect(problemsOf({ ...GOOGLE, taskEvents: tasks, machineEvents: undefined })).toEqual([
+      `trace: ${tasks}:1: column 3 (job ID): must be written in digits only, got "1.0"`,
+      `trace: ${tasks}:2: column 3 (job ID): must be written in digits only, got "+5"`,
+      `trace: ${tasks}:3: column 3 (job ID): must be written in digits only, got "1e3"`,
+    ]);
+  });
+
   it("reads a job with more tasks than a function call takes arguments (150,000, within the default maxTasks)", () => {
     const tasks = join(scratch, "big_job_task_events.csv");
     const rows: string[] = [];
