@@ -51,6 +51,12 @@ export const MAX_JOBS_PER_FILE = 10_000;
 /** Tasks of one job in a file, at most. */
 export const MAX_TASKS_PER_FILE_JOB = 100_000;
 
+/**
+ * Most seconds a job's `timeoutSeconds` or a task's `durationSeconds` may give (about 31 years):
+ * beyond some bound the milliseconds the framework counts in stop being finite.
+ */
+export const MAX_JOB_FILE_SECONDS = 1_000_000_000;
+
 /** Raised by {@link parseJobFile}; `problems` lists every `field: rule`. */
 export class JobFileError extends Error {
   readonly code = "CORRAL_ERR_INVALID_JOB_FILE";
@@ -126,6 +132,7 @@ function checkJob(value: unknown, field: string, fail: (field: string, rule: str
   if (hasCommand === hasDuration) f(hasCommand ? "durationSeconds" : "command", "give exactly one of command and durationSeconds");
   if (hasCommand && (typeof job.command !== "string" || job.command.trim() === "")) f("command", "must be a non-empty string");
   if (hasDuration && !(typeof job.durationSeconds === "number" && Number.isFinite(job.durationSeconds) && job.durationSeconds >= 0)) f("durationSeconds", "must be a number >= 0");
+  else if (hasDuration && (job.durationSeconds as number) > MAX_JOB_FILE_SECONDS) f("durationSeconds", `must be <= ${MAX_JOB_FILE_SECONDS}`);
 
   if (job.env !== undefined) {
     if (typeof job.env !== "object" || job.env === null || Array.isArray(job.env)) f("env", "must be an object of strings");
@@ -133,6 +140,7 @@ function checkJob(value: unknown, field: string, fail: (field: string, rule: str
   }
   if (job.maxRetries !== undefined && !(typeof job.maxRetries === "number" && Number.isInteger(job.maxRetries) && job.maxRetries >= 0)) f("maxRetries", "must be an integer >= 0");
   if (job.timeoutSeconds !== undefined && !(typeof job.timeoutSeconds === "number" && Number.isFinite(job.timeoutSeconds) && job.timeoutSeconds > 0)) f("timeoutSeconds", "must be a number > 0");
+  else if (typeof job.timeoutSeconds === "number" && job.timeoutSeconds > MAX_JOB_FILE_SECONDS) f("timeoutSeconds", `must be <= ${MAX_JOB_FILE_SECONDS}`);
   if (job.failFast !== undefined && typeof job.failFast !== "boolean") f("failFast", "must be true or false");
   if (before.count > 0) return undefined;
 

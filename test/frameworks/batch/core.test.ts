@@ -338,6 +338,39 @@ describe("parseJobFile", () => {
     );
   });
 
+  it("refuses a duration or a timeout too long to count in milliseconds, which the framework would refuse after connecting", () => {
+    let problems: string[] = [];
+    try {
+      parseJobFile({
+        jobs: [
+          { id: "a", tasks: 1, resources: "cpus:1;mem:32", durationSeconds: 1e306 },
+          { id: "b", tasks: 1, resources: "cpus:1;mem:32", command: "x", timeoutSeconds: 1e306 },
+        ],
+      });
+    } catch (err) {
+      expect(err).toBeInstanceOf(JobFileError);
+      problems = (err as JobFileError).problems;
+    }
+    expect(problems).toEqual(["jobs[0].durationSeconds: must be <= 1000000000", "jobs[1].timeoutSeconds: must be <= 1000000000"]);
+  });
+
+  it("gives the framework only jobs it accepts: whatever parseJobFile returns, BatchCore.submit takes (property)", () => {
+    const example = JSON.parse(readFileSync(new URL("../../../examples/jobs/hello.json", import.meta.url), "utf8")) as unknown;
+    fc.assert(
+      fc.property(damaged([example]), ({ path, value }) => {
+        let specs: BatchJobSpec[];
+        try {
+          specs = parseJobFile(withValueAt(example, path, value));
+        } catch {
+          return;
+        }
+        const { core } = setup();
+        for (const spec of specs) core.submit(spec);
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
   it("turns a job file into job specs with the defaults", () => {
     const [hello, nap] = parseJobFile({
       jobs: [
