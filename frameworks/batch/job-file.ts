@@ -17,7 +17,7 @@
  */
 
 import { Resources } from "../../sdk/resources.ts";
-import { DEFAULT_MAX_RETRIES, JOB_ID_PATTERN, type BatchJobSpec, type BatchTaskSpec } from "./core.ts";
+import { DEFAULT_BATCH_CONFIG, DEFAULT_MAX_RETRIES, JOB_ID_PATTERN, type BatchJobSpec, type BatchTaskSpec } from "./core.ts";
 
 /** One job as written in a job file. */
 export interface JobFileJob {
@@ -50,6 +50,8 @@ export interface JobFile {
 export const MAX_JOBS_PER_FILE = 10_000;
 /** Tasks of one job in a file, at most. */
 export const MAX_TASKS_PER_FILE_JOB = 100_000;
+/** Tasks of all the jobs of a file, at most: the batch framework's default `maxLiveTasks`. */
+export const MAX_TASKS_PER_FILE = DEFAULT_BATCH_CONFIG.maxLiveTasks;
 
 /**
  * Most seconds a job's `timeoutSeconds` or a task's `durationSeconds` may give (about 31 years):
@@ -86,15 +88,16 @@ export function parseJobFile(input: unknown): BatchJobSpec[] {
   if (root.jobs.length > MAX_JOBS_PER_FILE) fail("jobs", `must hold at most ${MAX_JOBS_PER_FILE} jobs, got ${root.jobs.length}`);
   const ids = new Set<string>();
   const specs: BatchJobSpec[] = [];
+  const total = { tasks: 0 };
   root.jobs.slice(0, MAX_JOBS_PER_FILE).forEach((value, i) => {
-    const spec = checkJob(value, `jobs[${i}]`, fail, ids);
+    const spec = checkJob(value, `jobs[${i}]`, fail, ids, total);
     if (spec) specs.push(spec);
   });
   if (problems.length > 0) throw new JobFileError(problems);
   return specs;
 }
 
-function checkJob(value: unknown, field: string, fail: (field: string, rule: string) => void, ids: Set<string>): BatchJobSpec | undefined {
+function checkJob(value: unknown, field: string, fail: (field: string, rule: string) => void, ids: Set<string>, total: { tasks: number }): BatchJobSpec | undefined {
   if (typeof value !== "object" || value === null || Array.isArray(value)) {
     fail(field, "must be an object");
     return undefined;
@@ -115,6 +118,8 @@ function checkJob(value: unknown, field: string, fail: (field: string, rule: str
   const tasks = job.tasks;
   if (typeof tasks !== "number" || !Number.isInteger(tasks) || tasks < 1) f("tasks", "must be an integer >= 1");
   else if (tasks > MAX_TASKS_PER_FILE_JOB) f("tasks", `must be at most ${MAX_TASKS_PER_FILE_JOB}`);
+  // Counted before any task list is built: the framework would refuse the excess anyway.
+  else if ((total.tasks += tasks) > MAX_TASKS_PER_FILE) f("tasks", `brings the file's jobs to ${total.tasks} tasks, more than the ${MAX_TASKS_PER_FILE} the batch framework keeps at once`);
 
   let resources: Resources | undefined;
   if (typeof job.resources !== "string") f("resources", 'is required: Mesos resource text such as "cpus:0.5;mem:128"');

@@ -354,6 +354,24 @@ describe("parseJobFile", () => {
     expect(problems).toEqual(["jobs[0].durationSeconds: must be <= 1000000000", "jobs[1].timeoutSeconds: must be <= 1000000000"]);
   });
 
+  it("refuses a file whose jobs hold more tasks in all than the framework keeps at once (before building them)", () => {
+    const jobs = Array.from({ length: 12 }, (_, i) => ({ id: `j${i}`, tasks: 100_000, resources: "cpus:0.1;mem:32", command: "true" }));
+    let problems: string[] = [];
+    try {
+      parseJobFile({ jobs });
+    } catch (err) {
+      expect(err).toBeInstanceOf(JobFileError);
+      problems = (err as JobFileError).problems;
+    }
+    expect(problems).toEqual([
+      "jobs[10].tasks: brings the file's jobs to 1100000 tasks, more than the 1000000 the batch framework keeps at once",
+      "jobs[11].tasks: brings the file's jobs to 1200000 tasks, more than the 1000000 the batch framework keeps at once",
+    ]);
+    const { core } = setup();
+    for (const spec of parseJobFile({ jobs: jobs.slice(0, 10) })) core.submit(spec);
+    expect(core.pendingTasks()).toBe(1_000_000);
+  });
+
   it("gives the framework only jobs it accepts: whatever parseJobFile returns, BatchCore.submit takes (property)", () => {
     const example = JSON.parse(readFileSync(new URL("../../../examples/jobs/hello.json", import.meta.url), "utf8")) as unknown;
     fc.assert(
