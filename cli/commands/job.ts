@@ -8,6 +8,7 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { runBatchJobs, type BatchRunSummary } from "../../frameworks/batch/batch.ts";
 import { DEFAULT_BATCH_CONFIG, batchConfigProblem, type BatchConfig, type BatchEvent, type BatchJobSummary } from "../../frameworks/batch/core.ts";
 import { JobFileError, parseJobFile } from "../../frameworks/batch/job-file.ts";
+import { roleNameError } from "../../sdk/roles.ts";
 import { CLUSTER_FLAGS, connect, makeLogger, resolveCluster } from "../common.ts";
 import { numberFlag, parseFlags, UsageError, type FlagSpec } from "../options.ts";
 
@@ -107,6 +108,10 @@ export async function jobCommand(args: string[]): Promise<number> {
   if (files.length !== 1) throw new UsageError(`expected one job file, got ${files.length}\n\n${JOB_USAGE}`);
   const file = files[0]!;
   const config = batchConfigFromFlags(values);
+  // Checked here, before connecting: the SDK would refuse them only once the driver is built.
+  const roleProblem = roleNameError(values.role as string);
+  if (roleProblem !== null) throw new UsageError(`--role ${roleProblem}, got '${String(values.role)}'`);
+  if (String(values.name).trim() === "") throw new UsageError("--name must not be empty");
   let jobs;
   try {
     jobs = parseJobFile(JSON.parse(readFileSync(file, "utf8")));

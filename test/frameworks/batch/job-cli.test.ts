@@ -84,6 +84,19 @@ describe("corral job run", () => {
     expect(usage.stderr).toContain("unknown subcommand 'start'");
   }, 60_000);
 
+  it("refuses a bad --role or an empty --name before connecting (exit 2)", async () => {
+    const file = join(process.cwd(), "examples/jobs/hello.json");
+    const role = await corral(["job", "run", file, "--nats", "nats://127.0.0.1:1", "--role", "data team"]);
+    expect(role.status).toBe(2);
+    expect(role.stderr).toContain("corral job: --role role must not contain whitespace or control characters, got 'data team'");
+    const star = await corral(["job", "run", file, "--nats", "nats://127.0.0.1:1", "--role", "*"]);
+    expect(star.status).toBe(2);
+    expect(star.stderr).toContain("corral job: --role '*' is not a role name");
+    const name = await corral(["job", "run", file, "--nats", "nats://127.0.0.1:1", "--name", " "]);
+    expect(name.status).toBe(2);
+    expect(name.stderr).toContain("corral job: --name must not be empty");
+  }, 60_000);
+
   it("passes the offer-keeping flags to the batch framework, as a simulated batch framework takes them", () => {
     const flags = (args: string[]) => batchConfigFromFlags(parseFlags(args, JOB_FLAGS).values);
     expect(flags([])).toEqual({ refuseSeconds: 5, offerHoldSeconds: 0, maxHeldOffers: 1000 });
