@@ -26,6 +26,7 @@ import { TERMINAL_TASK_STATES, type TaskState } from "../sdk/wire/types.ts";
 import type { SimCluster, SimLogEvent } from "./cluster.ts";
 import { runScenario } from "./report.ts";
 import type { FrameworkSpec, Scenario, ScenarioEvent } from "./scenario.ts";
+import { MAX_SEED } from "./scenario.ts";
 import { MarathonSimFramework } from "./workloads/marathon.ts";
 
 /** What one seed's check found. */
@@ -51,9 +52,14 @@ export function parseSeeds(text: string): number[] {
     const to = Number(range[2]);
     if (to < from) throw new Error(`--seeds: the range ${text} runs backwards (A..B needs A <= B)`);
     if (to - from > 100_000) throw new Error(`--seeds: the range ${text} holds more than 100001 seeds`);
+    if (to > MAX_SEED) throw new Error(`--seeds: seeds must be <= ${MAX_SEED}, got ${text}`);
     return Array.from({ length: to - from + 1 }, (_, i) => from + i);
   }
-  if (/^\d+(,\d+)*$/.test(text)) return text.split(",").map(Number);
+  if (/^\d+(,\d+)*$/.test(text)) {
+    const seeds = text.split(",").map(Number);
+    if (seeds.some((s) => s > MAX_SEED)) throw new Error(`--seeds: seeds must be <= ${MAX_SEED}, got ${text}`);
+    return seeds;
+  }
   throw new Error(`--seeds: must be N, A..B or A,B,C, got ${JSON.stringify(text)}`);
 }
 

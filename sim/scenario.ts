@@ -218,6 +218,8 @@ class Checker {
 
 /** Longest simulated duration a scenario may ask for (a year). */
 export const MAX_END_SECONDS = 365 * 86_400;
+/** Largest scenario seed (a plan runs seed, seed + 1, ... seed + 99, all exact integers). */
+export const MAX_SEED = 1_000_000_000_000_000;
 /** Most agents of one class a scenario may start with. */
 export const MAX_CLASS_AGENTS = 1_000_000;
 
@@ -239,7 +241,8 @@ export function validateScenario(input: unknown, options: ValidateScenarioOption
   if (!root) throw new ScenarioError(c.problems);
   c.unknownKeys(root, ["name", "seed", "endSeconds", "sampleIntervalSeconds", "cluster", "network", "frameworks", "events"], "scenario");
   if (root.name !== undefined) c.str(root, "name", "scenario", true);
-  c.num(root, "seed", "scenario", { int: true, min: 0 });
+  // Exact integers only, with room for a plan's seed + 1, ... (past 2^53 those would all be one seed).
+  c.num(root, "seed", "scenario", { int: true, min: 0, max: MAX_SEED });
   c.num(root, "endSeconds", "scenario", { gt: 0, max: MAX_END_SECONDS });
   c.num(root, "sampleIntervalSeconds", "scenario", { gt: 0, optional: true });
   // What is timed at or after the end would silently never happen.

@@ -85,6 +85,8 @@ describe("fault-injection check", () => {
     expect(parseSeeds("2..5")).toEqual([2, 3, 4, 5]);
     expect(parseSeeds("1,9")).toEqual([1, 9]);
     expect(() => parseSeeds("5..2")).toThrow();
+    expect(() => parseSeeds("1,2000000000000000")).toThrow("--seeds: seeds must be <= 1000000000000000, got 1,2000000000000000");
+    expect(() => parseSeeds("2000000000000000..2000000000000001")).toThrow(/--seeds: seeds must be <= 1000000000000000/);
   });
 
   it("draws valid scenarios with faults, the same for the same seed", () => {

@@ -267,6 +267,12 @@ describe("runScenario", () => {
     expect(problems).toEqual(["scenario.events[0].count: must be <= 1000000"]);
   });
 
+  it("refuses a seed too large for seed + 1 to be another seed (a plan runs seed, seed + 1, ...)", () => {
+    expect(2 ** 60 + 1).toBe(2 ** 60);
+    expect(() => validateScenario({ ...small(), seed: 2 ** 60 })).toThrow(/scenario\.seed: must be <= 1000000000000000/);
+    expect(() => validateScenario({ ...small(), seed: 1e15 })).not.toThrow();
+  });
+
   it("validates the shipped examples", async () => {
     const { readFileSync } = await import("node:fs");
     for (const file of ["small-batch.json", "failures.json"]) {
