@@ -854,6 +854,16 @@ export class MasterCore {
     const agentId = info!.id;
     const wasUnreachable = this.unreachableAgents.has(agentId);
     const wasGone = this.goneAgents.has(agentId);
+    // Decided before anything changes, so that a refused re-registration leaves the master as it was.
+    const joining = new Map<string, FrameworkInfo>();
+    for (const frameworkInfo of frameworks) if (this.joinsFromAgent(frameworkInfo) && !joining.has(frameworkInfo.id)) joining.set(frameworkInfo.id, frameworkInfo);
+    const fates = reported.map((record) => this.reportedTaskFate(record, wasUnreachable, joining));
+    let used = Resources.empty();
+    for (const fate of fates) if (fate instanceof Resources) used = used.add(fate);
+    if (!parsed.contains(used)) {
+      this.refuseAgent("re-registration", agentId, `agent '${agentId}' reports tasks using ${used.toString()}, more than its total ${parsed.toString()}`);
+      return;
+    }
     // An agent of the registry coming back as it was stored needs no write (1,000 of them after a failover).
     const stored = this.recoveredAgents.get(agentId);
     const unchanged = stored !== undefined && JSON.stringify(stored.info) === JSON.stringify(info);
@@ -868,10 +878,10 @@ export class MasterCore {
     if (wasUnreachable) this.endUnreportedTasks(agentId, reported);
     for (const frameworkInfo of frameworks) this.ensureFrameworkFromAgent(frameworkInfo);
     const tasks: TaskRecord[] = [];
-    for (const record of reported) {
-      if (!record.task || !record.status || tokenProblem(record.frameworkId)) continue;
-      const task = this.adoptReportedTask(agentId, record.frameworkId, record.task, record.status, wasUnreachable);
-      if (task) tasks.push(task);
+    for (const [i, record] of reported.entries()) {
+      const fate = fates[i]!;
+      if (fate === "kill") this.toAgent(agentId, { kind: "killTask", killTask: { frameworkId: record.frameworkId, taskId: record.task!.taskId } });
+      else if (fate !== "skip") tasks.push(this.adoptReportedTask(agentId, record.frameworkId, record.task!, record.status!, fate));
     }
     const refused = this.admitAgent(agentId, info!, parsed, tasks, !unchanged);
     if (refused) {
@@ -886,25 +896,35 @@ export class MasterCore {
     this.out.push({ type: "reply", payload: { payload: "masterToAgent", masterToAgent: { kind: "reregistered", reregistered: this.registration(agentId) } } });
   }
 
-  /** Takes a task an agent reports back; answers whether it stays (else it is being killed). */
-  private adoptReportedTask(agentId: string, frameworkId: string, info: TaskInfo, status: TaskStatus, wasUnreachable: boolean): TaskRecord | undefined {
-    const framework = this.frameworks.get(frameworkId);
-    if (!framework || this.tornDown.has(frameworkId)) {
-      this.toAgent(agentId, { kind: "killTask", killTask: { frameworkId, taskId: info.taskId } });
-      return undefined;
-    }
-    if (wasUnreachable && !framework.info.partitionAware && !framework.tasks.has(info.taskId)) {
+  /**
+   * What becomes of a task an agent reports when it re-registers, decided before anything changes:
+   * its resources when it stays, "kill" when its framework is gone or has replaced it, "skip" when
+   * the report cannot be used. `joining` are the frameworks the agent reports that will be added.
+   */
+  private reportedTaskFate(
+    record: { frameworkId: string; task?: TaskInfo; status?: TaskStatus },
+    wasUnreachable: boolean,
+    joining: ReadonlyMap<string, FrameworkInfo>,
+  ): Resources | "kill" | "skip" {
+    if (!record.task || !record.status || tokenProblem(record.frameworkId)) return "skip";
+    const framework = this.frameworks.get(record.frameworkId);
+    const info = framework?.info ?? joining.get(record.frameworkId);
+    if (!info || this.tornDown.has(record.frameworkId)) return "kill";
+    if (wasUnreachable && !info.partitionAware && !framework?.tasks.has(record.task.taskId)) {
       // It was reported LOST when the agent went away; a framework that is not partition-aware
       // has already replaced it, so it must not come back.
-      this.toAgent(agentId, { kind: "killTask", killTask: { frameworkId, taskId: info.taskId } });
-      return undefined;
+      return "kill";
     }
-    let resources: Resources;
     try {
-      resources = resourcesFromWire(info.resources);
+      return resourcesFromWire(record.task.resources);
     } catch {
-      return undefined;
+      return "skip";
     }
+  }
+
+  /** Takes a task an agent reports back (its fate decided by {@link reportedTaskFate}). */
+  private adoptReportedTask(agentId: string, frameworkId: string, info: TaskInfo, status: TaskStatus, resources: Resources): TaskRecord {
+    const framework = this.frameworks.get(frameworkId)!;
     const previous = framework.tasks.get(info.taskId);
     const role = previous?.role ?? this.rolesOf(framework.info)[0]!;
     const task: TaskRecord = { frameworkId, agentId, info, role, resources, status };
@@ -945,6 +965,12 @@ export class MasterCore {
     for (const offerId of [...agent.offers]) this.rescindOffer(offerId, true);
     this.allocator.removeAgent(agentId);
     this.agents.delete(agentId);
+  }
+
+  /** Whether a framework a re-registering agent reports is one the master does not know and will add. */
+  private joinsFromAgent(info: FrameworkInfo): boolean {
+    if (!info.id || this.frameworks.has(info.id) || this.tornDown.has(info.id)) return false;
+    return (tokenProblem(info.id) ?? this.frameworkInfoProblem(info)) === undefined;
   }
 
   private ensureFrameworkFromAgent(info: FrameworkInfo): void {

@@ -328,6 +328,36 @@ describe("master core robustness", () => {
     expect(bench.updatesFor(fresh, bench.call(fresh, { kind: "reconcile", reconcile: { tasks: [{ taskId: "t", agentId: "m1-S7" }] } })).map((u) => u.state)).toEqual(["TASK_UNREACHABLE"]);
   });
 
+  it("refuses a re-registration whose tasks use more than the agent has, and changes nothing", () => {
+    const bench = new Bench();
+    const frameworkId = bench.subscribe("fw", { partitionAware: false });
+    const agentId = bench.addAgent("a1", "cpus:4;mem:4096");
+    const [offer] = bench.offersFor(frameworkId);
+    bench.call(frameworkId, { kind: "accept", accept: { offerIds: [offer!.id], operations: [{ kind: "launch", launch: { taskInfos: [task("t1", "cpus:1;mem:128")] } }] } });
+    const before = bench.core.state();
+    const allocatedBefore = bench.core.allocator.frameworkAllocation(frameworkId).toString();
+    const running: TaskStatus = { taskId: "t1", state: "TASK_RUNNING", message: "", source: "SOURCE_AGENT", reason: "REASON_UNSPECIFIED", agentId, frameworkId, uuid: new Uint8Array(0), timestamp: 0 };
+    const effects = bench.run(
+      bench.core.handle(
+        {
+          type: "agent-message",
+          senderId: agentId,
+          callId: "",
+          message: {
+            kind: "reregister",
+            reregister: { version: "", listening: true, agentInfo: { ...agentInfo(agentId, "cpus:4;mem:4096"), hostname: "a1.local" }, tasks: [{ frameworkId, task: { ...task("t1", "cpus:40;mem:128"), agentId }, status: running }], frameworks: [] },
+          },
+        },
+        bench.now,
+      ),
+    );
+    expect(bench.replyOf(effects)).toMatchObject({ ok: false, errorCode: "CORRAL_ERR_INVALID_CALL", message: expect.stringContaining("more than its total") });
+    // Nothing was applied: the agent, its task and what the allocator counts are as they were.
+    expect(effects.filter((e) => e.type !== "reply" && e.type !== "log")).toEqual([]);
+    expect(bench.core.state()).toEqual(before);
+    expect(bench.core.allocator.frameworkAllocation(frameworkId).toString()).toBe(allocatedBefore);
+  });
+
   it("persists the torn-down marker before forgetting the framework", () => {
     const bench = new Bench();
     const frameworkId = bench.subscribe("short-lived");
