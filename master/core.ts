@@ -854,6 +854,11 @@ export class MasterCore {
     const agentId = info!.id;
     const wasUnreachable = this.unreachableAgents.has(agentId);
     const wasGone = this.goneAgents.has(agentId);
+    const duplicate = duplicateTaskProblem(reported);
+    if (duplicate) {
+      this.refuseAgent("re-registration", agentId, duplicate);
+      return;
+    }
     // Decided before anything changes, so that a refused re-registration leaves the master as it was.
     const joining = new Map<string, FrameworkInfo>();
     for (const frameworkInfo of frameworks) if (this.joinsFromAgent(frameworkInfo) && !joining.has(frameworkInfo.id)) joining.set(frameworkInfo.id, frameworkInfo);
@@ -1504,6 +1509,19 @@ export class MasterCore {
       isEmptyQuota(q) ? { type: "unpersist", kind: "quota", id: q.role } : { type: "persist", record: { kind: "quota", id: q.role, guarantees: q.guarantees ?? {}, limits: q.limits ?? {} } },
     );
   }
+}
+
+/** The first task a re-registering agent reports twice (same framework and task id), as a refusal. */
+function duplicateTaskProblem(reported: ReadonlyArray<{ frameworkId: string; task?: TaskInfo }>): string | undefined {
+  const seen = new Map<string, number>();
+  for (const [i, record] of reported.entries()) {
+    if (!record.task) continue;
+    const key = taskKey(record.frameworkId, record.task.taskId);
+    const earlier = seen.get(key);
+    if (earlier !== undefined) return `tasks(${i}): task '${record.task.taskId}' of framework '${record.frameworkId}' is reported twice (also at tasks(${earlier}))`;
+    seen.set(key, i);
+  }
+  return undefined;
 }
 
 /** A quota entry with neither guarantees nor limits. */

@@ -358,6 +358,23 @@ describe("master core robustness", () => {
     expect(bench.core.allocator.frameworkAllocation(frameworkId).toString()).toBe(allocatedBefore);
   });
 
+  it("refuses a re-registration that reports one task twice, instead of counting its resources twice", () => {
+    const bench = new Bench();
+    const frameworkId = bench.subscribe("fw");
+    const agentId = "m1-S7";
+    const running: TaskStatus = { taskId: "t1", state: "TASK_RUNNING", message: "", source: "SOURCE_AGENT", reason: "REASON_UNSPECIFIED", agentId, frameworkId, uuid: new Uint8Array(0), timestamp: 0 };
+    const record = { frameworkId, task: { ...task("t1", "cpus:1;mem:128"), agentId }, status: running };
+    const effects = bench.run(
+      bench.core.handle(
+        { type: "agent-message", senderId: agentId, callId: "", message: { kind: "reregister", reregister: { version: "", listening: true, agentInfo: agentInfo(agentId, "cpus:4;mem:4096"), tasks: [record, record], frameworks: [] } } },
+        bench.now,
+      ),
+    );
+    expect(bench.replyOf(effects)).toMatchObject({ ok: false, errorCode: "CORRAL_ERR_INVALID_CALL", message: `tasks(1): task 't1' of framework '${frameworkId}' is reported twice (also at tasks(0))` });
+    expect(bench.core.sizes().agents).toBe(0);
+    expect(bench.core.allocator.frameworkAllocation(frameworkId).isEmpty()).toBe(true);
+  });
+
   it("persists the torn-down marker before forgetting the framework", () => {
     const bench = new Bench();
     const frameworkId = bench.subscribe("short-lived");
