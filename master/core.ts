@@ -862,7 +862,7 @@ export class MasterCore {
     // Decided before anything changes, so that a refused re-registration leaves the master as it was.
     const joining = new Map<string, FrameworkInfo>();
     for (const frameworkInfo of frameworks) if (this.joinsFromAgent(frameworkInfo) && !joining.has(frameworkInfo.id)) joining.set(frameworkInfo.id, frameworkInfo);
-    const fates = reported.map((record) => this.reportedTaskFate(record, wasUnreachable, joining));
+    const fates = reported.map((record) => this.reportedTaskFate(agentId, record, wasUnreachable, joining));
     let used = Resources.empty();
     for (const fate of fates) if (fate instanceof Resources) used = used.add(fate);
     if (!parsed.contains(used)) {
@@ -907,6 +907,7 @@ export class MasterCore {
    * the report cannot be used. `joining` are the frameworks the agent reports that will be added.
    */
   private reportedTaskFate(
+    agentId: string,
     record: { frameworkId: string; task?: TaskInfo; status?: TaskStatus },
     wasUnreachable: boolean,
     joining: ReadonlyMap<string, FrameworkInfo>,
@@ -920,6 +921,10 @@ export class MasterCore {
       // has already replaced it, so it must not come back.
       return "kill";
     }
+    // The framework runs a task of this id elsewhere (it replaced this one meanwhile): task ids are
+    // unique among a framework's active tasks, so this copy goes rather than take the other's place.
+    const active = framework?.tasks.get(record.task.taskId);
+    if (active && active.agentId !== agentId) return "kill";
     try {
       return resourcesFromWire(record.task.resources);
     } catch {

@@ -375,6 +375,43 @@ describe("master core robustness", () => {
     expect(bench.core.allocator.frameworkAllocation(frameworkId).isEmpty()).toBe(true);
   });
 
+  it("kills a task an agent reports back when the framework runs a task of that id on another agent", () => {
+    const bench = new Bench({ agentPingIntervalMs: 1000 });
+    const frameworkId = bench.subscribe("fw", { partitionAware: false });
+    const first = bench.addAgent("a1", "cpus:1;mem:256");
+    const [offer] = bench.offersFor(frameworkId);
+    bench.call(frameworkId, { kind: "accept", accept: { offerIds: [offer!.id], operations: [{ kind: "launch", launch: { taskInfos: [task("t1", "cpus:1;mem:128")] } }] } });
+    // The first agent goes silent: t1 is LOST, and the framework launches t1 again on a second agent.
+    bench.call(frameworkId, { kind: "heartbeat", heartbeat: {} });
+    bench.tick(2000);
+    bench.now = 3500;
+    bench.call(frameworkId, { kind: "heartbeat", heartbeat: {} });
+    expect(bench.updatesFor(frameworkId, bench.tick(3500)).map((u) => [u.taskId, u.state])).toEqual([["t1", "TASK_LOST"]]);
+    const second = bench.addAgent("a2", "cpus:1;mem:256");
+    const again = bench.offersFor(frameworkId).find((o) => o.agentId === second);
+    bench.call(frameworkId, { kind: "accept", accept: { offerIds: [again!.id], operations: [{ kind: "launch", launch: { taskInfos: [task("t1", "cpus:1;mem:128")] } }] } });
+    // The first agent comes back with its old t1: that copy is killed, the new one stays where it runs.
+    const running: TaskStatus = { taskId: "t1", state: "TASK_RUNNING", message: "", source: "SOURCE_AGENT", reason: "REASON_UNSPECIFIED", agentId: first, frameworkId, uuid: new Uint8Array(0), timestamp: 0 };
+    const rereg = bench.run(
+      bench.core.handle(
+        {
+          type: "agent-message",
+          senderId: first,
+          callId: "",
+          message: { kind: "reregister", reregister: { version: "", listening: true, agentInfo: { ...agentInfo(first, "cpus:1;mem:256"), hostname: "a1.local" }, tasks: [{ frameworkId, task: { ...task("t1", "cpus:1;mem:128"), agentId: first }, status: running }], frameworks: [] } },
+        },
+        bench.now,
+      ),
+    );
+    expect(rereg).toContainEqual({ type: "to-agent", agentId: first, message: { kind: "killTask", killTask: { frameworkId, taskId: "t1" } } });
+    const state = bench.core.state();
+    expect(state.frameworks[0]!.tasks).toMatchObject([{ id: "t1", agentId: second, state: "TASK_STAGING" }]);
+    expect(state.agents.map((a) => [a.id, a.tasks])).toEqual([
+      [second, 1],
+      [first, 0],
+    ]);
+  });
+
   it("persists the torn-down marker before forgetting the framework", () => {
     const bench = new Bench();
     const frameworkId = bench.subscribe("short-lived");
