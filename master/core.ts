@@ -225,6 +225,8 @@ export interface MasterCounters {
   offersRescinded: number;
   tasksLaunched: number;
   statusUpdates: number;
+  /** Status updates dropped because their agent is not registered (unreachable, gone, or not yet re-registered). */
+  invalidStatusUpdates: number;
   invalidCalls: number;
   allocationRuns: number;
   allocationRunMsTotal: number;
@@ -245,6 +247,7 @@ export class MasterCore {
     offersRescinded: 0,
     tasksLaunched: 0,
     statusUpdates: 0,
+    invalidStatusUpdates: 0,
     invalidCalls: 0,
     allocationRuns: 0,
     allocationRunMsTotal: 0,
@@ -1074,7 +1077,16 @@ export class MasterCore {
   private statusUpdate(agentId: string, frameworkId: string, status: TaskStatus): void {
     this.counters.statusUpdates++;
     const agent = this.agents.get(agentId);
-    if (agent) agent.lastHeardMs = this.now;
+    if (!agent) {
+      // As in Mesos, an agent the master does not know (marked unreachable, gone, or not back since
+      // a restart) is not believed: its tasks may have been reported lost already. It is asked to
+      // re-register, and re-sends its unacknowledged updates once it has.
+      this.counters.invalidStatusUpdates++;
+      this.log("warn", "status update from an unknown agent dropped; asking it to re-register", { agentId, frameworkId, taskId: status.taskId, state: status.state });
+      this.toAgent(agentId, { kind: "reregisterRequest", reregisterRequest: {} });
+      return;
+    }
+    agent.lastHeardMs = this.now;
     const framework = this.frameworks.get(frameworkId);
     if (!framework) {
       // Nobody will acknowledge for a framework that is gone: do it, so the agent stops retrying.

@@ -103,6 +103,7 @@ export function renderMasterMetrics(core: MasterCore, drops: DropCounter, shell:
   ]);
   out.family("corral_master_tasks_launched_total", "counter", "Tasks sent to agents since start.", [[undefined, counters.tasksLaunched]]);
   out.family("corral_master_status_updates_total", "counter", "Task status updates received from agents since start.", [[undefined, counters.statusUpdates]]);
+  out.family("corral_master_invalid_status_updates_total", "counter", "Task status updates dropped since start because their agent was not registered.", [[undefined, counters.invalidStatusUpdates]]);
   out.family("corral_master_allocation_runs_total", "counter", "Allocation runs since start.", [[undefined, counters.allocationRuns]]);
   out.family("corral_master_allocation_run_seconds", "summary", "Time spent in allocation runs.", [
     [undefined, counters.allocationRunMsTotal / 1000, "_sum"],

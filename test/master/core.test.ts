@@ -412,6 +412,29 @@ describe("master core robustness", () => {
     ]);
   });
 
+  it("drops a status update from an agent it does not know and asks that agent to re-register, as Mesos does", () => {
+    const bench = new Bench({ agentPingIntervalMs: 1000 });
+    const frameworkId = bench.subscribe("fw", { partitionAware: false });
+    const agentId = bench.addAgent("a1");
+    const [offer] = bench.offersFor(frameworkId);
+    bench.call(frameworkId, { kind: "accept", accept: { offerIds: [offer!.id], operations: [{ kind: "launch", launch: { taskInfos: [task("t1", "cpus:1")] } }] } });
+    // The agent is cut off: t1 is reported LOST.
+    bench.call(frameworkId, { kind: "heartbeat", heartbeat: {} });
+    bench.tick(2000);
+    bench.now = 3500;
+    bench.call(frameworkId, { kind: "heartbeat", heartbeat: {} });
+    expect(bench.updatesFor(frameworkId, bench.tick(3500)).map((u) => [u.taskId, u.state])).toEqual([["t1", "TASK_LOST"]]);
+    // Its retried update arrives before it re-registers: the framework must not hear RUNNING for a task it was told is lost.
+    const late = bench.agentMessage(agentId, { taskId: "t1", state: "TASK_RUNNING" }, frameworkId);
+    expect(bench.updatesFor(frameworkId, late)).toEqual([]);
+    expect(late).toContainEqual({ type: "to-agent", agentId, message: { kind: "reregisterRequest", reregisterRequest: {} } });
+    expect(late).toContainEqual(expect.objectContaining({ type: "log", level: "warn", fields: expect.objectContaining({ agentId, taskId: "t1" }) }));
+    expect(bench.core.counters.invalidStatusUpdates).toBe(1);
+    // A stranger's update is dropped the same way.
+    expect(bench.updatesFor(frameworkId, bench.agentMessage("stranger", { taskId: "t1", state: "TASK_FAILED" }, frameworkId))).toEqual([]);
+    expect(bench.core.counters.invalidStatusUpdates).toBe(2);
+  });
+
   it("persists the torn-down marker before forgetting the framework", () => {
     const bench = new Bench();
     const frameworkId = bench.subscribe("short-lived");
