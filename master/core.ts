@@ -635,7 +635,8 @@ export class MasterCore {
   private accept(frameworkId: string, framework: FrameworkRecord, offerIds: string[], tasks: TaskInfo[], refuseSeconds: number | undefined): EnvelopePayload {
     const offers = offerIds.map((id) => this.offers.get(id));
     const invalid = this.invalidOffersReason(frameworkId, offerIds, offers);
-    const valid = offers.filter((o): o is OfferRecord => o !== undefined && o.frameworkId === frameworkId);
+    // Each offer once, however often it is named (naming one twice makes the call invalid).
+    const valid = [...new Set(offers)].filter((o): o is OfferRecord => o !== undefined && o.frameworkId === frameworkId);
     for (const offer of valid) this.removeOffer(offer);
     if (invalid) {
       // Mesos's rule: nothing launches from a bad set of offers, and the good ones come back.

@@ -163,6 +163,20 @@ describe("master core", () => {
     expect(ids.filter((e) => e.type === "to-agent" && e.message.kind === "runTask").map((e) => (e as { message: { runTask: { task: { taskId: string } } } }).message.runTask.task.taskId)).toEqual(["me@host+1"]);
   });
 
+  it("answers an ACCEPT that names one offer twice with TASK_DROPPED and gives the offer back once", () => {
+    const bench = new Bench();
+    const frameworkId = bench.subscribe("fw");
+    bench.addAgent("a1", "cpus:2;mem:1024");
+    const [offer] = bench.offersFor(frameworkId);
+    const effects = bench.call(frameworkId, { kind: "accept", accept: { offerIds: [offer!.id, offer!.id], operations: [{ kind: "launch", launch: { taskInfos: [task("t1", "cpus:1")] } }] } });
+    expect(bench.replyOf(effects)).toEqual({ ok: true, errorCode: "", message: "" });
+    expect(bench.updatesFor(frameworkId, effects).map((u) => [u.taskId, u.state, u.reason, u.message])).toEqual([["t1", "TASK_DROPPED", "REASON_INVALID_OFFERS", "accept.offerIds: must be distinct"]]);
+    expect(effects.filter((e) => e.type === "to-agent")).toEqual([]);
+    // The offer's resources are back, unfiltered: offered again at the next allocation.
+    expect(bench.core.allocator.frameworkAllocation(frameworkId).isEmpty()).toBe(true);
+    expect(bench.offersFor(frameworkId, bench.tick(1000)).map((o) => resourcesFromWire(o.resources).toString())).toEqual(["cpus:2;mem:1024"]);
+  });
+
   it("answers a redelivered call without applying it twice", () => {
     const bench = new Bench();
     const frameworkId = bench.subscribe("fw");
