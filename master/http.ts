@@ -17,7 +17,7 @@
 
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance } from "fastify";
 import type { Logger as PinoLogger } from "pino";
-import { RESOURCE_NAME_PATTERN } from "../sdk/resources.ts";
+import { RESOURCE_NAME_PATTERN, SCALAR_SCALE } from "../sdk/resources.ts";
 import { roleNameError } from "../sdk/roles.ts";
 import { AllocatorError } from "./allocator/index.ts";
 import type { MasterCore, MasterEffect } from "./core.ts";
@@ -66,12 +66,14 @@ export class RequestValidationError extends Error {
 export const MAX_OPERATOR_ENTRIES = 1000;
 /** Most resource names one quota may name. */
 export const MAX_QUOTA_RESOURCES = 64;
+/** Largest quota quantity: quantities are counted in thousandths, which must stay exact integers. */
+export const MAX_QUOTA_QUANTITY = Math.floor(Number.MAX_SAFE_INTEGER / SCALAR_SCALE);
 
 const quantities = {
   type: "object",
   maxProperties: MAX_QUOTA_RESOURCES,
   propertyNames: { pattern: RESOURCE_NAME_PATTERN },
-  additionalProperties: { type: "number", minimum: 0 },
+  additionalProperties: { type: "number", minimum: 0, maximum: MAX_QUOTA_QUANTITY },
 } as const;
 
 const WEIGHTS_BODY = {

@@ -157,6 +157,14 @@ describe("master HTTP API", () => {
     expect(nested.body.details).toEqual([{ path: "/0/role", errors: ["quota is set per top-level role; 'web/api' is nested"] }]);
   });
 
+  it("refuses a quota too large to count in thousandths with 422 naming the field, not a 500", async () => {
+    const before = await get("/quota");
+    const { status, body } = await put("/quota", JSON.stringify([{ role: "web", guarantees: { cpus: 1 } }, { role: "batch", limits: { mem: 1e16 } }]));
+    expect(status).toBe(422);
+    expect(body.details).toEqual([{ path: "/1/limits/mem", errors: [`must be <= ${Math.floor(Number.MAX_SAFE_INTEGER / 1000)}`] }]);
+    expect(await get("/quota")).toEqual(before);
+  });
+
   it("applies valid weights and quotas, shows them, and runs an allocation at once", async () => {
     const runs = master.core.counters.allocationRuns;
     const weights = await put("/weights", JSON.stringify([{ role: "web", weight: 2.5 }, { role: "batch", weight: 1 }]));
