@@ -867,11 +867,17 @@ export class MasterCore {
     const joining = new Map<string, FrameworkInfo>();
     for (const frameworkInfo of frameworks) if (this.joinsFromAgent(frameworkInfo) && !joining.has(frameworkInfo.id)) joining.set(frameworkInfo.id, frameworkInfo);
     const fates = reported.map((record) => this.reportedTaskFate(agentId, record, wasUnreachable, joining));
-    let used = Resources.empty();
-    for (const fate of fates) if (fate instanceof Resources) used = used.add(fate);
-    if (!parsed.contains(used)) {
-      this.refuseAgent("re-registration", agentId, `agent '${agentId}' reports tasks using ${used.toString()}, more than its total ${parsed.toString()}`);
-      return;
+    // Taken from the total one task at a time: a sum would merge two tasks' overlapping port ranges.
+    let left: Resources = parsed;
+    for (const [i, fate] of fates.entries()) {
+      if (!(fate instanceof Resources)) continue;
+      const rest = left.trySubtract(fate);
+      if (rest === null) {
+        const problem = `tasks(${i}): task '${reported[i]!.task!.taskId}' uses ${fate.toString()}, but only ${left.toString()} of the agent's total ${parsed.toString()} is left`;
+        this.refuseAgent("re-registration", agentId, problem);
+        return;
+      }
+      left = rest;
     }
     // An agent of the registry coming back as it was stored needs no write (1,000 of them after a failover).
     const stored = this.recoveredAgents.get(agentId);

@@ -365,11 +365,32 @@ describe("master core robustness", () => {
         bench.now,
       ),
     );
-    expect(bench.replyOf(effects)).toMatchObject({ ok: false, errorCode: "CORRAL_ERR_INVALID_CALL", message: expect.stringContaining("more than its total") });
+    expect(bench.replyOf(effects)).toMatchObject({ ok: false, errorCode: "CORRAL_ERR_INVALID_CALL", message: "tasks(0): task 't1' uses cpus:40;mem:128, but only cpus:4;mem:4096 of the agent's total cpus:4;mem:4096 is left" });
     // Nothing was applied: the agent, its task and what the allocator counts are as they were.
     expect(effects.filter((e) => e.type !== "reply" && e.type !== "log")).toEqual([]);
     expect(bench.core.state()).toEqual(before);
     expect(bench.core.allocator.frameworkAllocation(frameworkId).toString()).toBe(allocatedBefore);
+  });
+
+  it("refuses a re-registration whose tasks hold the same port, and takes the agent back once its report is sound", () => {
+    const bench = new Bench();
+    const frameworkId = bench.subscribe("fw");
+    const agentId = "m1-S7";
+    const reported = (taskId: string) => ({
+      frameworkId,
+      task: { ...task(taskId, "cpus:0.5;mem:64;ports:[31000-31000]"), agentId },
+      status: { taskId, state: "TASK_RUNNING" as const, message: "", source: "SOURCE_AGENT" as const, reason: "REASON_UNSPECIFIED" as const, agentId, frameworkId, uuid: new Uint8Array(0), timestamp: 0 },
+    });
+    const reregister = (tasks: Array<ReturnType<typeof reported>>) =>
+      bench.run(bench.core.handle({ type: "agent-message", senderId: agentId, callId: "", message: { kind: "reregister", reregister: { version: "", listening: true, agentInfo: agentInfo(agentId, "cpus:4;mem:4096;ports:[31000-31010]"), tasks, frameworks: [] } } }, bench.now));
+    const refused = reregister([reported("t1"), reported("t2")]);
+    expect(bench.replyOf(refused)).toMatchObject({ ok: false, errorCode: "CORRAL_ERR_INVALID_CALL", message: expect.stringMatching(/^tasks\(1\): task 't2' uses cpus:0.5;mem:64;ports:\[31000-31000\], but only .*ports:\[31001-31010\]/) });
+    expect(bench.core.sizes().agents).toBe(0);
+    expect(bench.core.state().frameworks[0]!.tasks).toEqual([]);
+    // The same agent with a sound report is taken back.
+    const accepted = reregister([reported("t1")]);
+    expect(accepted).toContainEqual(expect.objectContaining({ type: "reply", payload: expect.objectContaining({ payload: "masterToAgent" }) }));
+    expect(bench.core.state().agents.map((a) => [a.id, a.tasks])).toEqual([[agentId, 1]]);
   });
 
   it("refuses a re-registration that reports one task twice, instead of counting its resources twice", () => {
