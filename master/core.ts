@@ -516,9 +516,9 @@ export class MasterCore {
         this.teardown(call.frameworkId, "CORRAL_ERR_FRAMEWORK_REMOVED: torn down by the framework");
         return this.ok();
       case "accept":
-        return this.accept(call.frameworkId, framework, call.accept.offerIds, call.accept.operations.flatMap((op) => op.launch.taskInfos), call.accept.filters?.refuseSeconds);
+        return this.accept(call.frameworkId, framework, call.accept.offerIds, call.accept.operations.flatMap((op) => op.launch.taskInfos), this.refuseSecondsOf(call.frameworkId, call.accept.filters?.refuseSeconds));
       case "decline":
-        return this.decline(call.frameworkId, call.decline.offerIds, call.decline.filters?.refuseSeconds);
+        return this.decline(call.frameworkId, call.decline.offerIds, this.refuseSecondsOf(call.frameworkId, call.decline.filters?.refuseSeconds));
       case "revive":
         return this.guarded(() => {
           this.allocator.reviveRoles(call.frameworkId, call.revive.roles.length > 0 ? call.revive.roles : undefined);
@@ -632,7 +632,7 @@ export class MasterCore {
     }
   }
 
-  private accept(frameworkId: string, framework: FrameworkRecord, offerIds: string[], tasks: TaskInfo[], refuseSeconds: number | undefined): EnvelopePayload {
+  private accept(frameworkId: string, framework: FrameworkRecord, offerIds: string[], tasks: TaskInfo[], refuseSeconds: number): EnvelopePayload {
     const offers = offerIds.map((id) => this.offers.get(id));
     const invalid = this.invalidOffersReason(frameworkId, offerIds, offers);
     // Each offer once, however often it is named (naming one twice makes the call invalid).
@@ -652,7 +652,7 @@ export class MasterCore {
     for (const offer of valid) pool = pool.add(offer.resources);
     for (const task of tasks) pool = this.launch(frameworkId, framework, agentId, role, pool, task);
     if (!pool.isEmpty()) {
-      this.allocator.recoverResources(frameworkId, agentId, role, pool, { refuseSeconds: refuseSeconds ?? this.defaultRefuseSeconds, nowMs: this.now });
+      this.allocator.recoverResources(frameworkId, agentId, role, pool, { refuseSeconds, nowMs: this.now });
     }
     return this.ok();
   }
@@ -704,7 +704,17 @@ export class MasterCore {
     return rest;
   }
 
-  private decline(frameworkId: string, offerIds: string[], refuseSeconds: number | undefined): EnvelopePayload {
+  /** The filter of an ACCEPT or DECLINE: absent or negative means the default, as in Mesos (which also logs the negative one). */
+  private refuseSecondsOf(frameworkId: string, given: number | undefined): number {
+    if (given === undefined) return this.defaultRefuseSeconds;
+    if (given < 0) {
+      this.log("warn", "negative refuse_seconds; the default filter applies", { frameworkId, refuseSeconds: given, defaultRefuseSeconds: this.defaultRefuseSeconds });
+      return this.defaultRefuseSeconds;
+    }
+    return given;
+  }
+
+  private decline(frameworkId: string, offerIds: string[], refuseSeconds: number): EnvelopePayload {
     for (const offerId of offerIds) {
       const offer = this.offers.get(offerId);
       // Declining an offer that is gone is harmless (it may have been rescinded meanwhile).
@@ -712,7 +722,7 @@ export class MasterCore {
       this.removeOffer(offer);
       this.counters.offersDeclined++;
       this.allocator.recoverResources(frameworkId, offer.agentId, offer.role, offer.resources, {
-        refuseSeconds: refuseSeconds ?? this.defaultRefuseSeconds,
+        refuseSeconds,
         nowMs: this.now,
       });
     }

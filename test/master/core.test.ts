@@ -177,6 +177,23 @@ describe("master core", () => {
     expect(bench.offersFor(frameworkId, bench.tick(1000)).map((o) => resourcesFromWire(o.resources).toString())).toEqual(["cpus:2;mem:1024"]);
   });
 
+  it("takes a negative refuse_seconds as the default filter, as Mesos does, not as no filter", () => {
+    const bench = new Bench();
+    const frameworkId = bench.subscribe("fw");
+    bench.addAgent("a1", "cpus:2;mem:1024");
+    const [offer] = bench.offersFor(frameworkId);
+    const effects = bench.call(frameworkId, { kind: "decline", decline: { offerIds: [offer!.id], filters: { refuseSeconds: -1 } } });
+    expect(bench.replyOf(effects)?.ok).toBe(true);
+    // Filtered for the default 5 s: not offered again at the next allocation runs...
+    expect(bench.offersFor(frameworkId, bench.tick(1000))).toEqual([]);
+    bench.now = 4000;
+    bench.call(frameworkId, { kind: "heartbeat", heartbeat: {} });
+    expect(bench.offersFor(frameworkId, bench.tick(4000))).toEqual([]);
+    // ...and offered again after them.
+    bench.call(frameworkId, { kind: "heartbeat", heartbeat: {} });
+    expect(bench.offersFor(frameworkId, bench.tick(6000))).toHaveLength(1);
+  });
+
   it("answers a redelivered call without applying it twice", () => {
     const bench = new Bench();
     const frameworkId = bench.subscribe("fw");
