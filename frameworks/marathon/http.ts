@@ -17,7 +17,7 @@ import { ConflictError, iso, NotFoundError, RefusedError, treeChildGroups, type 
 import { validateGroup, type NormalizedGroup } from "./group-spec.ts";
 import { marathonOpenApi } from "./openapi.ts";
 import { isSelfOrAncestorId, pathSegments, resolvePathId } from "./path-id.ts";
-import { isJsonObject, OBJECT_NOT_VALID, parseJsonBody, type ValidationFailure } from "./validation.ts";
+import { INVALID_JSON, isJsonObject, OBJECT_NOT_VALID, parseJsonBody, type ErrorDetail, type ValidationFailure } from "./validation.ts";
 
 /** What the HTTP layer needs from the shell. */
 export interface MarathonHttpDeps {
@@ -358,6 +358,56 @@ export function createMarathonHttp(deps: MarathonHttpDeps): FastifyInstance {
   };
   app.put("/v2/apps/*", putOrPatch(true));
   app.patch("/v2/apps/*", putOrPatch(true));
+
+  /**
+   * Marathon's batch update: a list of apps, each created (PUT only) or changed as `PUT`/`PATCH
+   * /v2/apps/{id}` would, all in one deployment. The errors of every app are answered at once,
+   * their paths behind the app's index (`/(1)/instances`); PATCH of an unknown id is 404. Nothing
+   * is applied unless every app is valid. An id listed twice gets its changes in order.
+   */
+  const putOrPatchMany = async (req: FastifyRequest, reply: FastifyReply) => {
+    const q = query(req);
+    const force = flag(q.force, false);
+    const partial = req.method === "PATCH" || flag(q.partialUpdate, true);
+    const body = jsonBody(req);
+    if (!Array.isArray(body)) throw new HttpError(422, { message: INVALID_JSON, details: [{ path: "/", errors: ["error.expected.jsarray: a list of apps"] }] });
+    // Read, merged and written in one input, as for a single app.
+    const { result, apps, unknownFields } = await deps.input(() => {
+      const apps = new Map<string, NormalizedApp>();
+      const details: ErrorDetail[] = [];
+      const unknownFields: string[] = [];
+      let message = OBJECT_NOT_VALID;
+      body.forEach((item: unknown, i) => {
+        const at = (path: string) => `/(${i})${path === "/" ? "" : path}`;
+        const rawId = isJsonObject(item) ? item.id : undefined;
+        const resolved = typeof rawId === "string" ? resolvePathId(rawId) : undefined;
+        const id = resolved?.ok ? resolved.id : undefined;
+        const existing = id === undefined ? undefined : (apps.get(id) ?? core.app(id)?.app);
+        if (id !== undefined && existing === undefined && req.method === "PATCH") throw new HttpError(404, { message: `App '${id}' does not exist` });
+        if (id !== undefined && isRollbackRequest(item)) {
+          const found = core.app(id)?.versions.find((v) => v.version === item.version);
+          if (!found) throw new HttpError(404, { message: `App '${id}' does not exist in version ${item.version}` });
+          apps.set(id, found.app);
+          return;
+        }
+        const validated = existing && partial ? validateAppUpdate(existing, item, { defaultRole: "*" }) : validateApp(item, { defaultRole: "*" });
+        if (!validated.ok) {
+          if (details.length === 0) message = validated.body.message;
+          for (const d of validated.body.details ?? []) details.push({ path: at(d.path), errors: d.errors });
+          return;
+        }
+        apps.set(validated.app.id, validated.app);
+        unknownFields.push(...validated.unknownFields.map(at));
+      });
+      if (details.length > 0) throw new HttpError(422, { message, details });
+      return { ...core.deploy([...apps.values()].map((a) => ({ app: a })), { force }, now()), apps: [...apps.values()], unknownFields };
+    });
+    for (const a of apps) apiPost(req, a);
+    unknownFieldsWarning(reply, unknownFields);
+    return writeAnswer(reply, result);
+  };
+  app.put("/v2/apps", putOrPatchMany);
+  app.patch("/v2/apps", putOrPatchMany);
 
   app.post("/v2/apps/*", async (req, reply) => {
     const route = appRoute((req.params as { "*": string })["*"]);

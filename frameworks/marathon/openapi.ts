@@ -174,6 +174,25 @@ const OPERATIONS: Operation[] = [
     responses: { "200": json(obj({ apps: arrayOf(ref("App")) }, ["apps"]), "the apps, by id"), "400": error("the label selector cannot be parsed") },
   },
   {
+    route: "PUT /v2/apps",
+    path: "/v2/apps",
+    summary: "Create or change several apps in one deployment",
+    description:
+      "Each app of the list is created, or changed as `PUT /v2/apps/{appId}` would change it (`{\"id\": ..., \"version\": v}` rolls it back). Nothing is applied unless every app is valid; the error paths start with the app's index in the list (`/(1)/instances`).",
+    parameters: [force(), flag("partialUpdate", "merge each app into its current definition", true)],
+    requestBody: body(arrayOf({ anyOf: [ref("AppDefinition"), ref("AppVersionRollback")] }), "the (partial) app definitions, each with its id"),
+    responses: { "200": writeAnswer, "400": badJson, "404": error("(rollback) no such app or version"), "409": locked, "422": validationFailed },
+  },
+  {
+    route: "PATCH /v2/apps",
+    path: "/v2/apps",
+    summary: "Change some fields of several existing apps in one deployment",
+    description: "Nothing is applied unless every app exists and is valid; the error paths start with the app's index in the list (`/(1)/instances`).",
+    parameters: [force()],
+    requestBody: body(arrayOf(ref("AppDefinition")), "the fields to change, each with the app's id"),
+    responses: { "200": writeAnswer, "400": badJson, "404": error("an app of the list does not exist"), "409": locked, "422": validationFailed },
+  },
+  {
     route: "GET /v2/apps/*",
     path: "/v2/apps/{appId}",
     summary: "Show an app with its tasks, deployments, readiness check results and last task failure",

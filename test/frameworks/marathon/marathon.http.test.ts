@@ -86,6 +86,65 @@ describe("PATCH /v2/apps/{id}", () => {
   });
 });
 
+describe("PUT and PATCH /v2/apps with a list of apps", () => {
+  const ids = async (prefix: string) => ((await m.api("GET", `/v2/apps?id=${prefix}`)).body.apps as Array<{ id: string }>).map((a) => a.id);
+
+  it("create and change every app in one deployment, answering 200 with the deployment", async () => {
+    expect((await m.api("POST", "/v2/apps", { id: "/batch/old", cmd: "sleep 1", instances: 0, mem: 32, labels: { keep: "me" } })).status).toBe(201);
+    const put = await m.api("PUT", "/v2/apps?force=true", [
+      { id: "/batch/old", cmd: "sleep 2" },
+      { id: "batch/new", cmd: "sleep 3", instances: 0 },
+    ]);
+    expect(put.status, JSON.stringify(put.body)).toBe(200);
+    expect(put.body).toEqual({ deploymentId: expect.any(String), version: expect.any(String) });
+    expect(put.headers.get("marathon-deployment-id")).toBe(put.body.deploymentId);
+    expect(await ids("/batch/")).toEqual(["/batch/new", "/batch/old"]);
+    const old = (await m.api("GET", "/v2/apps/batch/old")).body.app;
+    // partialUpdate defaults to true: what the body leaves out is kept.
+    expect([old.cmd, old.mem, old.labels, old.version]).toEqual(["sleep 2", 32, { keep: "me" }, put.body.version]);
+    expect((await m.api("GET", "/v2/apps/batch/new")).body.app.version).toBe(put.body.version);
+
+    // partialUpdate=false replaces the whole definition.
+    const full = await m.api("PUT", "/v2/apps?partialUpdate=false&force=true", [{ id: "/batch/old", cmd: "sleep 4", instances: 0 }]);
+    expect(full.status, JSON.stringify(full.body)).toBe(200);
+    const replaced = (await m.api("GET", "/v2/apps/batch/old")).body.app;
+    expect([replaced.cmd, replaced.mem, replaced.labels]).toEqual(["sleep 4", 128, {}]);
+
+    // PATCH changes existing apps only, and the whole list fails on one unknown id.
+    const patched = await m.api("PATCH", "/v2/apps?force=true", [{ id: "/batch/old", mem: 64 }, { id: "/batch/new", instances: 0, cmd: "sleep 5" }]);
+    expect(patched.status, JSON.stringify(patched.body)).toBe(200);
+    expect((await m.api("GET", "/v2/apps/batch/old")).body.app.mem).toBe(64);
+    expect((await m.api("GET", "/v2/apps/batch/new")).body.app.cmd).toBe("sleep 5");
+    const unknown = await m.api("PATCH", "/v2/apps?force=true", [{ id: "/batch/old", mem: 96 }, { id: "/batch/ghost", mem: 64 }]);
+    expect(unknown.status).toBe(404);
+    expect(unknown.body.message).toBe("App '/batch/ghost' does not exist");
+    expect((await m.api("GET", "/v2/apps/batch/old")).body.app.mem).toBe(64);
+    expect(await ids("/batch/")).toEqual(["/batch/new", "/batch/old"]);
+    expect((await m.api("DELETE", "/v2/groups/batch")).status).toBe(200);
+  });
+
+  it("answer 422 naming the index of each invalid app, and apply nothing", async () => {
+    expect((await m.api("POST", "/v2/apps", { id: "/batchbad/old", cmd: "sleep 1", instances: 0 })).status).toBe(201);
+    const versions = (await m.api("GET", "/v2/groups/versions")).body as string[];
+    const answer = await m.api("PUT", "/v2/apps?force=true", [
+      { id: "/batchbad/old", cmd: "sleep 2" },
+      { id: "/batchbad/new", cmd: "sleep 1", instances: -1 },
+      { cmd: "sleep 1" },
+    ]);
+    expect(answer.status, JSON.stringify(answer.body)).toBe(422);
+    const paths = (answer.body.details as Array<{ path: string }>).map((d) => d.path);
+    expect(paths).toEqual(expect.arrayContaining(["/(1)/instances", "/(2)/id"]));
+    expect(paths.some((p) => p.startsWith("/(0)"))).toBe(false);
+    expect((await m.api("GET", "/v2/apps/batchbad/old")).body.app.cmd).toBe("sleep 1");
+    expect(await ids("/batchbad/")).toEqual(["/batchbad/old"]);
+    expect((await m.api("GET", "/v2/groups/versions")).body).toEqual(versions);
+    const notAList = await m.api("PUT", "/v2/apps", { id: "/batchbad/old", cmd: "sleep 2" });
+    expect(notAList.status).toBe(422);
+    expect(notAList.body.details).toEqual([{ path: "/", errors: [expect.stringContaining("array")] }]);
+    expect((await m.api("DELETE", "/v2/groups/batchbad")).status).toBe(200);
+  });
+});
+
 describe("GET /v2/apps?label=", () => {
   it("understands Marathon's selectors: existence, ==, !=, in, notin, escapes; a value test needs the label; a bad one is 400", async () => {
     const apps = [
@@ -314,11 +373,15 @@ describe("generated request bodies", () => {
     ["PATCH", "/v2/apps/fc"],
     ["POST", "/v2/tasks/delete"],
     ["PUT", "/v2/apps/fc?partialUpdate=false"],
+    ["PUT", "/v2/apps"],
+    ["PATCH", "/v2/apps"],
   ];
 
   it("never answer 5xx", async () => {
     await fc.assert(
-      fc.asyncProperty(fc.constantFrom(...routes), bodies, async ([method, path], body) => {
+      fc.asyncProperty(fc.constantFrom(...routes), bodies, async ([method, path], generated) => {
+        // The batch routes take a list of apps.
+        const body = path === "/v2/apps" && generated.startsWith("{") ? `[${generated}]` : generated;
         const answer = await m.api(method, path, body);
         expect(answer.status, `${method} ${path} ${body} -> ${JSON.stringify(answer.body)}`).toBeLessThan(500);
       }),
