@@ -126,6 +126,12 @@ function query(req: FastifyRequest): Record<string, string | undefined> {
   return out;
 }
 
+/**
+ * The shape of a task id: the app's part, a `.` (or the `_` of older Marathon ids), and a last
+ * part free of both (Corral's ids are `<app path with '_'>.<uuid>`).
+ */
+const TASK_ID = /^(.+)[._]([^_.]+)$/;
+
 /** The `scale`, `wipe` and `force` of a kill; Marathon refuses scale and wipe together. */
 function killFlags(q: Record<string, string | undefined>): { scale: boolean; wipe: boolean; force: boolean } {
   const scale = flag(q.scale, false);
@@ -460,6 +466,10 @@ export function createMarathonHttp(deps: MarathonHttpDeps): FastifyInstance {
     }
     const killOptions = killFlags(query(req));
     const ids = body.ids as string[];
+    // As Marathon: an id that cannot name a task of any app is refused; a well-formed one that
+    // names no task now is passed over.
+    const malformed = ids.find((id) => !TASK_ID.test(id));
+    if (malformed !== undefined) throw new HttpError(400, { message: `Invalid task id '${malformed}'.` });
     const out = await deps.input(() => core.killInstances(ids, killOptions, now()));
     if (out.result) return writeAnswer(reply, out.result);
     return { tasks: out.killed.map((i) => taskJson(core, i)) };

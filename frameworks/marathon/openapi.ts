@@ -286,7 +286,7 @@ const OPERATIONS: Operation[] = [
     summary: "Kill tasks by id (replaced unless scale=true)",
     parameters: killFlags,
     requestBody: body(obj({ ids: arrayOf(str) }, ["ids"]), "the task ids"),
-    responses: { "200": json({ anyOf: [obj({ tasks: arrayOf(ref("Task")) }, ["tasks"]), ref("DeploymentResult")] }, "the tasks killed, or with scale=true the deployment"), "400": error("the body is not JSON, or scale and wipe are both true"), "409": locked, "422": validationFailed },
+    responses: { "200": json({ anyOf: [obj({ tasks: arrayOf(ref("Task")) }, ["tasks"]), ref("DeploymentResult")] }, "the tasks killed, or with scale=true the deployment"), "400": error("the body is not JSON, scale and wipe are both true, or an id cannot be a task id"), "409": locked, "422": validationFailed },
   },
   // ---- deployments and queue
   {

@@ -237,6 +237,19 @@ describe("killing tasks", () => {
   });
 });
 
+describe("tasks", () => {
+  it("POST /v2/tasks/delete answers 400 naming a malformed task id, and 200 for well-formed unknown ones", async () => {
+    for (const bad of ["garbage", "", "web.", "web_1.", ".x_"]) {
+      const answer = await m.api("POST", "/v2/tasks/delete", { ids: ["web.0b3f0f4e-5d1f-11e5-88f7-56b91e7a505b", bad] });
+      expect(answer.status, bad).toBe(400);
+      expect(answer.body).toEqual({ message: `Invalid task id '${bad}'.` });
+    }
+    const unknown = await m.api("POST", "/v2/tasks/delete", { ids: ["web.0b3f0f4e-5d1f-11e5-88f7-56b91e7a505b", "shop_db.1"] });
+    expect(unknown.status).toBe(200);
+    expect(unknown.body).toEqual({ tasks: [] });
+  });
+});
+
 describe("concurrent creates", () => {
   it("of one app id: exactly one is created (201), the others answer 409", async () => {
     // Other writes keep the input queue busy while the creates are checked.
