@@ -132,6 +132,9 @@ function query(req: FastifyRequest): Record<string, string | undefined> {
  */
 const TASK_ID = /^(.+)[._]([^_.]+)$/;
 
+/** What `GET /v2/tasks?status=` filters by: Marathon's running and staging, and two more states. */
+const TASK_STATUSES = ["running", "staging", "killing", "unreachable"] as const;
+
 /** The `scale`, `wipe` and `force` of a kill; Marathon refuses scale and wipe together. */
 function killFlags(q: Record<string, string | undefined>): { scale: boolean; wipe: boolean; force: boolean } {
   const scale = flag(q.scale, false);
@@ -448,14 +451,19 @@ export function createMarathonHttp(deps: MarathonHttpDeps): FastifyInstance {
   // ---- tasks --------------------------------------------------------------------------------
 
   app.get("/v2/tasks", async (req) => {
-    const q = query(req);
-    const wanted = q.status?.toLowerCase();
+    // `status` and Marathon's `status[]`, each perhaps repeated: a task in any of them is shown.
+    const raw = req.query as Record<string, unknown>;
+    const wanted = [raw.status, raw["status[]"]].flat().filter((s) => s !== undefined).map((s) => String(s).toLowerCase());
+    // Marathon ignores a status it does not know (and then lists every task): a typo would go
+    // unnoticed, so it is refused here.
+    const unknown = wanted.find((s) => !(TASK_STATUSES as readonly string[]).includes(s));
+    if (unknown !== undefined) throw new HttpError(400, { message: `Invalid status '${unknown}' (query parameter status): one of ${TASK_STATUSES.join(", ")}` });
     const byStatus = (i: Instance) =>
-      wanted === undefined ||
-      (wanted === "running" && i.state === "running") ||
-      (wanted === "staging" && (i.state === "staging" || i.state === "starting")) ||
-      (wanted === "killing" && i.state === "killing") ||
-      (wanted === "unreachable" && i.state === "unreachable");
+      wanted.length === 0 ||
+      (wanted.includes("running") && i.state === "running") ||
+      (wanted.includes("staging") && (i.state === "staging" || i.state === "starting")) ||
+      (wanted.includes("killing") && i.state === "killing") ||
+      (wanted.includes("unreachable") && i.state === "unreachable");
     return { tasks: core.allInstances().filter(byStatus).map((i) => taskJson(core, i)) };
   });
 

@@ -277,8 +277,11 @@ const OPERATIONS: Operation[] = [
     route: "GET /v2/tasks",
     path: "/v2/tasks",
     summary: "List the tasks of every app",
-    parameters: [query("status", "only tasks in this state", { type: "string", enum: ["running", "staging", "killing", "unreachable"] })],
-    responses: { "200": json(obj({ tasks: arrayOf(ref("Task")) }, ["tasks"]), "the tasks") },
+    parameters: [
+      query("status", "only tasks in this state", { type: "string", enum: ["running", "staging", "killing", "unreachable"] }),
+      query("status[]", "only tasks in one of these states; repeat for several", arrayOf({ type: "string", enum: ["running", "staging", "killing", "unreachable"] })),
+    ],
+    responses: { "200": json(obj({ tasks: arrayOf(ref("Task")) }, ["tasks"]), "the tasks"), "400": error("a status is none of those allowed") },
   },
   {
     route: "POST /v2/tasks/delete",

@@ -248,6 +248,17 @@ describe("tasks", () => {
     expect(unknown.status).toBe(200);
     expect(unknown.body).toEqual({ tasks: [] });
   });
+
+  it("GET /v2/tasks?status= answers 400 naming the parameter and the values allowed for an unknown status", async () => {
+    for (const status of ["running", "STAGING", "killing", "unreachable"]) expect((await m.api("GET", `/v2/tasks?status=${status}`)).status, status).toBe(200);
+    expect((await m.api("GET", "/v2/tasks?status[]=running&status[]=staging")).status).toBe(200);
+    for (const query of ["status=bogus", "status=", "status[]=running&status[]=bogus"]) {
+      const answer = await m.api("GET", `/v2/tasks?${query}`);
+      expect(answer.status, query).toBe(400);
+      expect(answer.body.message).toContain("status");
+      expect(answer.body.message).toContain("running, staging, killing, unreachable");
+    }
+  });
 });
 
 describe("concurrent creates", () => {
