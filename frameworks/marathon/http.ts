@@ -217,7 +217,23 @@ export function registeredRoutes(app: FastifyInstance): string[] {
 
 export function createMarathonHttp(deps: MarathonHttpDeps): FastifyInstance {
   const { core } = deps;
-  const app = Fastify({ logger: false, bodyLimit: deps.bodyLimitBytes ?? 1_048_576 });
+  // The leader names itself on every answer (errors included), as Marathon's leader proxy filter
+  // does, so a client that reached a standby learns where to go directly next time.
+  const nameLeader = (reply: FastifyReply) => {
+    const { leading, selfUrl } = deps.leadership();
+    if (leading) reply.header(LEADER_HEADER, trimUrl(selfUrl ?? deps.info().url));
+  };
+  const app = Fastify({
+    logger: false,
+    bodyLimit: deps.bodyLimitBytes ?? 1_048_576,
+    // What fastify refuses before routing (a URL whose percent-encoding does not decode) gets
+    // Marathon's `{message}` body like every other error, not fastify's own.
+    frameworkErrors: (err, _req, reply: FastifyReply) => {
+      nameLeader(reply);
+      const status = typeof err.statusCode === "number" && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 400;
+      void reply.code(status).send({ message: err.code === "FST_ERR_BAD_URL" ? `Invalid URL: ${err.message}` : err.message });
+    },
+  });
   const routes: string[] = [];
   routesOf.set(app, routes);
   app.addHook("onRoute", (route) => {
@@ -241,12 +257,7 @@ export function createMarathonHttp(deps: MarathonHttpDeps): FastifyInstance {
   });
   app.setNotFoundHandler((req, reply) => reply.code(404).send({ message: `Unknown resource ${req.method} ${req.url.split("?")[0]}` }));
 
-  // The leader names itself on every answer (errors included), as Marathon's leader proxy filter
-  // does, so a client that reached a standby learns where to go directly next time.
-  app.addHook("onRequest", async (_req, reply) => {
-    const { leading, selfUrl } = deps.leadership();
-    if (leading) reply.header(LEADER_HEADER, trimUrl(selfUrl ?? deps.info().url));
-  });
+  app.addHook("onRequest", async (_req, reply) => nameLeader(reply));
 
   // A standby serves no /v2 request itself: it forwards it to the leader, as Marathon does.
   app.addHook("preHandler", async (req, reply) => {

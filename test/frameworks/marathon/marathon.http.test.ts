@@ -54,6 +54,20 @@ describe("POST /v2/apps with invalid specs", () => {
     expect((await m.api("DELETE", "/v2/deployments/nope")).status).toBe(404);
   });
 
+  it("answers a URL with a bad percent-encoding 400 with Marathon's {message}", async () => {
+    for (const [method, path] of [
+      ["GET", "/v2/apps/%ZZ"],
+      ["PUT", "/v2/apps/%ZZ"],
+      ["DELETE", "/v2/groups/%E0%A4%A"],
+      ["GET", "/v2/nothing/%ZZ"],
+    ] as const) {
+      const answer = await m.api(method, path, method === "PUT" ? { cmd: "sleep 1" } : undefined);
+      expect(answer.status, path).toBe(400);
+      expect(answer.body, path).toEqual({ message: `Invalid URL: '${path}' is not a valid url component` });
+      expect(answer.headers.get("x-marathon-leader"), path).toBe(m.url);
+    }
+  });
+
   it("warns about unknown fields, refuses a duplicate id, and keeps versions", async () => {
     const created = await m.api("POST", "/v2/apps", { id: "/g/idle", cmd: "sleep 1", instances: 0, bogus: 1, other: true });
     expect(created.status).toBe(201);
