@@ -176,7 +176,7 @@ function appIdFrom(raw: string, forWrite: boolean): string {
   return resolved.id;
 }
 
-/** Splits `/v2/apps/<rest>` into the app id and the sub-resource. */
+/** Splits `/v2/apps/<rest>` into the app id and the sub-resource (`rest` comes decoded from fastify). */
 function appRoute(rest: string, forWrite = false): { appId: string; sub?: "restart" | "tasks" | "versions"; arg?: string } {
   const segments = rest.split("/").filter((s) => s !== "");
   const n = segments.length;
@@ -185,7 +185,7 @@ function appRoute(rest: string, forWrite = false): { appId: string; sub?: "resta
     return { appId: appIdFrom(segments.slice(0, -1).join("/"), false), sub: segments[n - 1] as "tasks" | "versions" };
   }
   if (n >= 3 && (segments[n - 2] === "tasks" || segments[n - 2] === "versions")) {
-    return { appId: appIdFrom(segments.slice(0, -2).join("/"), false), sub: segments[n - 2] as "tasks" | "versions", arg: decodeURIComponent(segments[n - 1]!) };
+    return { appId: appIdFrom(segments.slice(0, -2).join("/"), false), sub: segments[n - 2] as "tasks" | "versions", arg: segments[n - 1]! };
   }
   return { appId: appIdFrom(segments.join("/"), forWrite) };
 }
@@ -199,7 +199,7 @@ function groupRoute(rest: string): { group: string; versions?: true; version?: s
   const segments = rest.split("/").filter((s) => s !== "");
   const n = segments.length;
   if (n >= 1 && segments[n - 1] === "versions") return { group: segments.slice(0, -1).join("/"), versions: true };
-  if (n >= 2 && segments[n - 2] === "versions") return { group: segments.slice(0, -2).join("/"), version: decodeURIComponent(segments[n - 1]!) };
+  if (n >= 2 && segments[n - 2] === "versions") return { group: segments.slice(0, -2).join("/"), version: segments[n - 1]! };
   return { group: segments.join("/") };
 }
 

@@ -68,6 +68,21 @@ describe("POST /v2/apps with invalid specs", () => {
     }
   });
 
+  it("decodes a task id or version in the URL once: an escaped '%' is a 404, not a 500", async () => {
+    expect((await m.api("POST", "/v2/apps", { id: "/pct/idle", cmd: "sleep 1", instances: 0 })).status).toBe(201);
+    for (const [method, path, message] of [
+      ["GET", "/v2/apps/pct/idle/tasks/%25ZZ", "Task '%ZZ' does not exist"],
+      ["DELETE", "/v2/apps/pct/idle/tasks/%25ZZ", "Task '%ZZ' does not exist"],
+      ["GET", "/v2/apps/pct/idle/versions/%25ZZ", "App '/pct/idle' does not exist in version %ZZ"],
+      ["GET", "/v2/groups/pct/versions/%25ZZ", "Group '/pct' does not exist in version %ZZ"],
+    ] as const) {
+      const answer = await m.api(method, path);
+      expect(answer.status, path).toBe(404);
+      expect(answer.body, path).toEqual({ message });
+    }
+    expect((await m.api("DELETE", "/v2/apps/pct/idle")).status).toBe(200);
+  });
+
   it("warns about unknown fields, refuses a duplicate id, and keeps versions", async () => {
     const created = await m.api("POST", "/v2/apps", { id: "/g/idle", cmd: "sleep 1", instances: 0, bogus: 1, other: true });
     expect(created.status).toBe(201);
