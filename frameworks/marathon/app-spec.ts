@@ -13,7 +13,7 @@
  * asked for an image must not quietly run something else.
  */
 import { roleNameError, UNRESERVED_ROLE } from "../../sdk/roles.ts";
-import { constraintError, type ConstraintTuple } from "./constraints.ts";
+import { constraintError, constraintTuple, parseConstraint, type ConstraintTuple } from "./constraints.ts";
 import { parentId, pathSegments, resolvePathId } from "./path-id.ts";
 import { checkAppShape, unknownAppFields } from "./schema-check.ts";
 import {
@@ -604,7 +604,7 @@ function constraints(raw: Raw, v: Violations, ctx: AppContext): ConstraintTuple[
     const tuple = Array.isArray(entry) ? entry : [];
     const problem = constraintError(tuple);
     if (problem !== null) v.add(appendPath(ctx.path, "constraints", i), problem);
-    else out.push(tuple as unknown as ConstraintTuple);
+    else out.push(constraintTuple(parseConstraint(tuple))); // in its normal form (UNIQUE's "" dropped)
   });
   return out;
 }

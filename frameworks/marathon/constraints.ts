@@ -104,7 +104,9 @@ export function constraintError(tuple: readonly unknown[]): string | null {
   if (!isOperator(operator)) return `Constraint operator must be one of the following ${CONSTRAINT_OPERATORS.join(", ")}`;
   switch (operator) {
     case "UNIQUE":
-      return value === undefined ? null : "Value specified but not used";
+      // An empty value is no value: Marathon's own examples and docs write ["hostname", "UNIQUE", ""],
+      // so apps copied from them must pass (parseConstraint drops it).
+      return value === undefined || value === "" ? null : "Value specified but not used";
     case "CLUSTER":
     case "IS":
       // An empty CLUSTER value is Marathon's "wherever the first instance lands"; IS needs a real one.
@@ -133,7 +135,7 @@ export function parseConstraint(tuple: readonly unknown[]): Constraint {
   const problem = constraintError(tuple);
   if (problem !== null) throw new RangeError(`invalid constraint ${JSON.stringify(tuple)}: ${problem}`);
   const [field, operator, value] = tuple as [string, ConstraintOperator, string | undefined];
-  return value === undefined ? { field, operator } : { field, operator, value };
+  return value === undefined || (operator === "UNIQUE" && value === "") ? { field, operator } : { field, operator, value };
 }
 
 /** The app JSON form of a constraint. */

@@ -156,6 +156,11 @@ describe("validateApp: defaults", () => {
     expect(valid({ ...base, constraints }).app.constraints).toEqual(constraints);
   });
 
+  it("accepts UNIQUE with an empty value, as in Marathon's own examples, and keeps it without one", () => {
+    expect(valid({ ...base, constraints: [["hostname", "UNIQUE", ""]] }).app.constraints).toEqual([["hostname", "UNIQUE"]]);
+    expect(errorsAt(invalid({ ...base, constraints: [["hostname", "UNIQUE", " "]] }), "/constraints(0)")).toEqual(["Value specified but not used"]);
+  });
+
   it("accepts host volumes in a native MESOS container", () => {
     const { app } = valid({ ...base, container: { type: "MESOS", volumes: [{ containerPath: "data", hostPath: "/srv/data", mode: "RO" }] } });
     expect(app.container).toEqual({ type: "MESOS", volumes: [{ containerPath: "data", hostPath: "/srv/data", mode: "RO" }] });

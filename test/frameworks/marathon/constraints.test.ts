@@ -136,7 +136,9 @@ describe("checkConstraints", () => {
 describe("constraint rules", () => {
   it("validate values as Marathon does", () => {
     expect(constraintError(["hostname", "UNIQUE"])).toBeNull();
-    expect(constraintError(["hostname", "UNIQUE", ""])).toBe("Value specified but not used");
+    expect(constraintError(["hostname", "UNIQUE", ""])).toBeNull(); // Marathon's examples write it
+    expect(parseConstraint(["hostname", "UNIQUE", ""])).toEqual({ field: "hostname", operator: "UNIQUE" });
+    expect(constraintError(["hostname", "UNIQUE", "x"])).toBe("Value specified but not used");
     expect(constraintError(["rack", "GROUP_BY", "-2"])).toBeNull();
     expect(constraintError(["rack", "MAX_PER", "99999999999"])).toContain("positive integer");
     expect(constraintError(["rack", "IS", ""])).toBe("Missing value");
