@@ -856,7 +856,7 @@ export class MarathonCore {
       this.setAppRecord(record);
       if (configChanged) this.clearDelay(app.id, effects); // a new config starts without backoff
       effects.push({ type: "putApp", record });
-      parts.push(this.newPart(record, existing));
+      parts.push(this.newPart(record, existing, configChanged));
     }
     const deployment: Deployment = { id: this.rng.uuid(), version, steps: this.orderSteps(parts, (id) => this.apps.get(id)!.app, this.groups), currentStep: 0, parts, startedAtMs: nowMs };
     this.deployments.set(deployment.id, deployment);
@@ -1265,10 +1265,15 @@ export class MarathonCore {
     for (const d of holding) this.endDeployment(d, "failed", nowMs, effects, "superseded by a forced deployment");
   }
 
-  private newPart(record: AppRecord, existing: AppRecord | undefined): DeploymentPart {
+  /**
+   * The part a write gives an app: a new app starts; a new config restarts (as in Marathon, even
+   * with no instance to replace: the restart then just starts the new ones); otherwise the app
+   * scales, unless instances of an older config are left to replace.
+   */
+  private newPart(record: AppRecord, existing: AppRecord | undefined, configChanged: boolean): DeploymentPart {
     const active = this.instancesOf(record.app.id).filter(counts);
     const stale = active.filter((i) => i.configVersion !== record.versionInfo.lastConfigChangeAt);
-    const kind: DeploymentKind = existing === undefined ? "start" : stale.length > 0 ? "restart" : "scale";
+    const kind: DeploymentKind = existing === undefined ? "start" : configChanged || stale.length > 0 ? "restart" : "scale";
     const part: DeploymentPart = { appId: record.app.id, kind, ...(existing ? { original: existing } : {}), oldKillsIssued: 0, newAllowed: 0, done: false };
     if (kind === "restart") {
       const healthy = stale.filter((i) => this.isReady(i)).length;
@@ -1890,8 +1895,8 @@ export class MarathonCore {
     if (!existing) return "start";
     const active = this.unorderedInstancesOf(existing.app.id).filter(counts);
     const configChanged = change.restart === true || !sameConfig(existing.app, change.app);
-    const stale = configChanged ? active.length : active.filter((i) => i.configVersion !== existing.versionInfo.lastConfigChangeAt).length;
-    return stale > 0 ? "restart" : "scale";
+    if (configChanged) return "restart";
+    return active.some((i) => i.configVersion !== existing.versionInfo.lastConfigChangeAt) ? "restart" : "scale";
   }
 
   // ---------------------------------------------------------------------------------------------

@@ -259,6 +259,27 @@ describe("scaling and deployments", () => {
     expect(w.core.queueCount("/web")).toBe(0);
   });
 
+  it("calls a config change a restart and a change of instances alone a scale, with or without running instances, in a dry run as in the deployment", () => {
+    const w = world();
+    w.put(app({ id: "idle", instances: 0 }));
+    /** The actions of the dry run, then those of the deployment (none once it ended at once). */
+    const action = (a: NormalizedApp) => {
+      const planned = w.core.planSteps([{ app: a }]).flatMap((s) => s.actions.map((x) => x.action));
+      const deployment = w.core.deployment(w.put(a, { force: true }).result.deploymentId);
+      const steps = deployment ? (w.core.deploymentJson(deployment).steps as Array<{ actions: Array<{ action: string }> }>) : [];
+      return { planned, deployed: steps.flatMap((s) => s.actions.map((x) => x.action)) };
+    };
+    // Marathon: a changed definition is RestartApplication; only a changed `instances` is ScaleApplication.
+    expect(action(app({ id: "idle", instances: 0, cmd: "sleep 2" }))).toEqual({ planned: ["RestartApplication"], deployed: [] });
+    expect(action(app({ id: "idle", instances: 2, cmd: "sleep 3" }))).toEqual({ planned: ["RestartApplication"], deployed: ["RestartApplication"] });
+    expect(action(app({ id: "idle", instances: 3, cmd: "sleep 3" }))).toEqual({ planned: ["ScaleApplication"], deployed: ["ScaleApplication"] });
+    // The restart with nothing to replace starts the instances as a scale would.
+    const tasks = launches(w.offers(offer()));
+    expect(tasks).toHaveLength(3);
+    for (const t of tasks) w.status(t.taskId, "TASK_RUNNING");
+    expect(w.core.deploymentList()).toEqual([]);
+  });
+
   it("deletes an app: kills all, then forgets it", () => {
     const w = world();
     w.put(app({ id: "web", instances: 2 }));

@@ -103,7 +103,7 @@ describe("root group versions in the core", () => {
     const versions = b.core.rootVersions();
     const records = b.store.size();
     const plan = b.core.groupRollback("/shop", v1.result.version);
-    expect(b.core.planSteps(plan.changes, plan.groups)).toEqual([{ actions: [{ action: "ScaleApplication", app: "/shop/db" }, { action: "StartApplication", app: "/shop/web" }] }]);
+    expect(b.core.planSteps(plan.changes, plan.groups)).toEqual([{ actions: [{ action: "RestartApplication", app: "/shop/db" }, { action: "StartApplication", app: "/shop/web" }] }]);
     expect(b.core.rootVersions()).toEqual(versions);
     expect(b.core.app("/shop/web")).toBeUndefined();
     expect(b.store.size()).toBe(records);
@@ -197,7 +197,7 @@ describe("group versions through the REST API", () => {
 
     const dry = await call("PUT", "/v2/groups/shop?dryRun=true", { version: v1.body.version });
     expect(dry.status).toBe(200);
-    expect(dry.body.steps.flatMap((s: { actions: Array<{ action: string; app: string }> }) => s.actions.map((a) => `${a.action} ${a.app}`))).toEqual(["StopApplication /shop/cache", "StartApplication /shop/db", "ScaleApplication /shop/web"]);
+    expect(dry.body.steps.flatMap((s: { actions: Array<{ action: string; app: string }> }) => s.actions.map((a) => `${a.action} ${a.app}`))).toEqual(["StopApplication /shop/cache", "StartApplication /shop/db", "RestartApplication /shop/web"]);
     expect(core.app("/shop/cache")).toBeDefined();
 
     const rolled = await call("PUT", "/v2/groups/shop", { version: v1.body.version });
