@@ -628,14 +628,18 @@ export function createMarathonHttp(deps: MarathonHttpDeps): FastifyInstance {
     const apps = flatten(group);
     const replacesChildren = isJsonObject(body) && (body.apps !== undefined || body.groups !== undefined);
     const kept = new Set(apps.map((a) => a.id));
-    const removals = replacesChildren ? appsUnder(group.id).filter((r) => !kept.has(r.app.id)).map((r) => ({ remove: r.app.id })) : [];
-    // The group itself keeps its dependencies unless the body gives them; its subgroups are
-    // replaced along with its apps.
-    const dependencies = isJsonObject(body) && body.dependencies !== undefined ? group.dependencies : (core.groupRecord(group.id)?.dependencies ?? []);
     const [, ...nested] = groupsOf(group);
-    const groups = replacesChildren ? { remove: [group.id], put: [{ id: group.id, dependencies }, ...nested] } : { put: [{ id: group.id, dependencies }] };
     unknownFieldsWarning(reply, validated.unknownFields);
-    return deployGroupWrite(reply, dryRun, force, () => ({ changes: [...removals, ...apps.map((a) => ({ app: a }))], groups }));
+    // The apps to remove and the dependencies to keep are read in the plan, so inside the input:
+    // a write queued before this one is seen, not undone.
+    return deployGroupWrite(reply, dryRun, force, () => {
+      const removals = replacesChildren ? appsUnder(group.id).filter((r) => !kept.has(r.app.id)).map((r) => ({ remove: r.app.id })) : [];
+      // The group itself keeps its dependencies unless the body gives them; its subgroups are
+      // replaced along with its apps.
+      const dependencies = isJsonObject(body) && body.dependencies !== undefined ? group.dependencies : (core.groupRecord(group.id)?.dependencies ?? []);
+      const groups = replacesChildren ? { remove: [group.id], put: [{ id: group.id, dependencies }, ...nested] } : { put: [{ id: group.id, dependencies }] };
+      return { changes: [...removals, ...apps.map((a) => ({ app: a }))], groups };
+    });
   };
   app.put("/v2/groups", putGroup);
   app.put("/v2/groups/*", putGroup);

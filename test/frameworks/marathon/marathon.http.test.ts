@@ -320,6 +320,21 @@ describe("concurrent creates", () => {
   });
 });
 
+describe("concurrent group updates", () => {
+  it("a PUT of a group's apps keeps the dependencies a PUT queued before it gave the group", async () => {
+    expect((await m.api("POST", "/v2/groups", { id: "/deps", apps: [{ id: "a", cmd: "sleep 1", instances: 0 }] })).status).toBe(201);
+    const busy = Array.from({ length: 20 }, (_, i) => m.api("POST", "/v2/apps", { id: `/depsbusy/b${i}`, cmd: "sleep 1", instances: 0 }));
+    const dependencies = m.api("PUT", "/v2/groups/deps?force=true", { dependencies: ["/depsbusy"] });
+    const apps = [1, 2, 3].map((n) => m.api("PUT", "/v2/groups/deps?force=true", { apps: [{ id: "a", cmd: `sleep ${n + 1}`, instances: 0 }] }));
+    const answers = await Promise.all([dependencies, ...apps]);
+    await Promise.all(busy);
+    expect(answers.map((a) => a.status)).toEqual([200, 200, 200, 200]);
+    expect((await m.api("GET", "/v2/groups/deps")).body.dependencies).toEqual(["/depsbusy"]);
+    expect((await m.api("DELETE", "/v2/groups/deps")).status).toBe(200);
+    expect((await m.api("DELETE", "/v2/groups/depsbusy")).status).toBe(200);
+  });
+});
+
 describe("ids of apps and groups", () => {
   it("answer 422 when one id would name an app and a group, and nothing is written", async () => {
     expect((await m.api("POST", "/v2/apps", { id: "/solo", cmd: "sleep 1", instances: 0 })).status).toBe(201);
