@@ -646,9 +646,13 @@ export function createMarathonHttp(deps: MarathonHttpDeps): FastifyInstance {
 
   app.delete("/v2/groups/*", async (req, reply) => {
     const id = groupIdFrom((req.params as { "*": string })["*"]);
-    requireGroup(id);
-    const under = appsUnder(id);
-    const { result } = await deps.input(() => core.deploy(under.map((r) => ({ remove: r.app.id })), { force: flag(query(req).force, false) }, now(), { remove: [id] }));
+    const force = flag(query(req).force, false);
+    // The group and its apps are read inside the input: an app a write queued before this one
+    // creates in the group goes with it.
+    const { result } = await deps.input(() => {
+      requireGroup(id);
+      return core.deploy(appsUnder(id).map((r) => ({ remove: r.app.id })), { force }, now(), { remove: [id] });
+    });
     return writeAnswer(reply, result);
   });
 

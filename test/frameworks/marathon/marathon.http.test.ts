@@ -10,6 +10,12 @@ import { startCluster, type TestCluster } from "../../harness/cluster.ts";
 import { JetStreamMarathonStore, marathonBucket } from "../../../frameworks/marathon/store.ts";
 import { MarathonApiError, MarathonClient } from "../../../frameworks/marathon/client.ts";
 import { eventually } from "../../harness/events.ts";
+import { ManualClock } from "../../../sdk/clock.ts";
+import { SeededRng } from "../../../sdk/rng.ts";
+import { silentLogger } from "../../../sdk/transport.ts";
+import { validateApp, type NormalizedApp } from "../../../frameworks/marathon/app-spec.ts";
+import { MarathonCore } from "../../../frameworks/marathon/core.ts";
+import { createMarathonHttp } from "../../../frameworks/marathon/http.ts";
 import { invalidSpecs } from "./invalid-specs.ts";
 import { startMarathon, type TestMarathon } from "./marathon-harness.ts";
 
@@ -332,6 +338,47 @@ describe("concurrent group updates", () => {
     expect((await m.api("GET", "/v2/groups/deps")).body.dependencies).toEqual(["/depsbusy"]);
     expect((await m.api("DELETE", "/v2/groups/deps")).status).toBe(200);
     expect((await m.api("DELETE", "/v2/groups/depsbusy")).status).toBe(200);
+  });
+
+  it("a DELETE of a group removes the apps created under it by writes queued before it", async () => {
+    // A server on a core of its own whose input queue is held closed while requests queue up.
+    const core = new MarathonCore(new SeededRng(5));
+    const clock = new ManualClock(1_700_000_000_000);
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    let queue: Promise<unknown> = Promise.resolve();
+    let queued = 0;
+    const server = createMarathonHttp({
+      core,
+      clock,
+      input: <T,>(fn: () => T) => {
+        queued++;
+        const run = queue.then(async () => {
+          await gate;
+          clock.advance(1000);
+          return fn();
+        });
+        queue = run.catch(() => undefined);
+        return run;
+      },
+      info: () => ({ frameworkId: undefined, url: "http://127.0.0.1:1", frameworkName: "marathon", role: "default", cluster: "c", startedAtMs: 0 }),
+      leadership: () => ({ leading: true, leaderUrl: "http://127.0.0.1:1" }),
+      onEvent: () => () => undefined,
+      emit: () => undefined,
+      metrics: () => "",
+      log: silentLogger,
+    });
+    core.deploy([{ app: (validateApp({ id: "/gdel/a", cmd: "sleep 1", instances: 0 }) as { app: NormalizedApp }).app }], {}, clock.now(), { put: [{ id: "/gdel", dependencies: [] }] });
+    const late = server.inject({ method: "POST", url: "/v2/apps", payload: JSON.stringify({ id: "/gdel/late", cmd: "sleep 1", instances: 0 }), headers: { "content-type": "application/json" } });
+    await eventually(async () => queued === 1, 5_000, "the create to be queued");
+    const removal = server.inject({ method: "DELETE", url: "/v2/groups/gdel?force=true" });
+    await eventually(async () => queued === 2, 5_000, "the removal to be queued");
+    release();
+    expect((await late).statusCode).toBe(201);
+    expect((await removal).statusCode).toBe(200);
+    expect(core.appList().map((r) => r.app.id)).toEqual([]);
+    expect(core.groupExists("/gdel")).toBe(false);
+    await server.close();
   });
 });
 
