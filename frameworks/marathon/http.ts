@@ -432,8 +432,10 @@ export function createMarathonHttp(deps: MarathonHttpDeps): FastifyInstance {
   app.post("/v2/apps/*", async (req, reply) => {
     const route = appRoute((req.params as { "*": string })["*"]);
     if (route.sub !== "restart") throw new HttpError(405, { message: "POST is only supported on /v2/apps and /v2/apps/{id}/restart" });
-    const record = requireApp(route.appId);
-    const { result } = await deps.input(() => core.putApp(record.app, { force: flag(query(req).force, false), restart: true }, now()));
+    const force = flag(query(req).force, false);
+    // The app is read inside the input: a restart queued behind an update restarts the app as
+    // updated, and does not put the definition from before it back.
+    const { result } = await deps.input(() => core.putApp(requireApp(route.appId).app, { force, restart: true }, now()));
     return writeAnswer(reply, result);
   });
 

@@ -326,6 +326,40 @@ describe("concurrent creates", () => {
   });
 });
 
+/** A server on a core of its own, whose input queue stays closed until `release`: requests queue up in a known order. */
+function gatedServer() {
+  const core = new MarathonCore(new SeededRng(5));
+  const clock = new ManualClock(1_700_000_000_000);
+  let release!: () => void;
+  const gate = new Promise<void>((resolve) => (release = resolve));
+  let queue: Promise<unknown> = Promise.resolve();
+  let queued = 0;
+  const server = createMarathonHttp({
+    core,
+    clock,
+    input: <T,>(fn: () => T) => {
+      queued++;
+      const run = queue.then(async () => {
+        await gate;
+        clock.advance(1000);
+        return fn();
+      });
+      queue = run.catch(() => undefined);
+      return run;
+    },
+    info: () => ({ frameworkId: undefined, url: "http://127.0.0.1:1", frameworkName: "marathon", role: "default", cluster: "c", startedAtMs: 0 }),
+    leadership: () => ({ leading: true, leaderUrl: "http://127.0.0.1:1" }),
+    onEvent: () => () => undefined,
+    emit: () => undefined,
+    metrics: () => "",
+    log: silentLogger,
+  });
+  const app = (body: Record<string, unknown>) => (validateApp(body) as { app: NormalizedApp }).app;
+  const send = (method: "POST" | "PUT" | "PATCH" | "DELETE", url: string, body?: unknown) =>
+    server.inject({ method, url, ...(body !== undefined ? { payload: JSON.stringify(body), headers: { "content-type": "application/json" } } : {}) });
+  return { core, clock, server, app, send, queued: () => queued, release };
+}
+
 describe("concurrent group updates", () => {
   it("a PUT of a group's apps keeps the dependencies a PUT queued before it gave the group", async () => {
     expect((await m.api("POST", "/v2/groups", { id: "/deps", apps: [{ id: "a", cmd: "sleep 1", instances: 0 }] })).status).toBe(201);
@@ -341,43 +375,34 @@ describe("concurrent group updates", () => {
   });
 
   it("a DELETE of a group removes the apps created under it by writes queued before it", async () => {
-    // A server on a core of its own whose input queue is held closed while requests queue up.
-    const core = new MarathonCore(new SeededRng(5));
-    const clock = new ManualClock(1_700_000_000_000);
-    let release!: () => void;
-    const gate = new Promise<void>((resolve) => (release = resolve));
-    let queue: Promise<unknown> = Promise.resolve();
-    let queued = 0;
-    const server = createMarathonHttp({
-      core,
-      clock,
-      input: <T,>(fn: () => T) => {
-        queued++;
-        const run = queue.then(async () => {
-          await gate;
-          clock.advance(1000);
-          return fn();
-        });
-        queue = run.catch(() => undefined);
-        return run;
-      },
-      info: () => ({ frameworkId: undefined, url: "http://127.0.0.1:1", frameworkName: "marathon", role: "default", cluster: "c", startedAtMs: 0 }),
-      leadership: () => ({ leading: true, leaderUrl: "http://127.0.0.1:1" }),
-      onEvent: () => () => undefined,
-      emit: () => undefined,
-      metrics: () => "",
-      log: silentLogger,
-    });
-    core.deploy([{ app: (validateApp({ id: "/gdel/a", cmd: "sleep 1", instances: 0 }) as { app: NormalizedApp }).app }], {}, clock.now(), { put: [{ id: "/gdel", dependencies: [] }] });
-    const late = server.inject({ method: "POST", url: "/v2/apps", payload: JSON.stringify({ id: "/gdel/late", cmd: "sleep 1", instances: 0 }), headers: { "content-type": "application/json" } });
-    await eventually(async () => queued === 1, 5_000, "the create to be queued");
-    const removal = server.inject({ method: "DELETE", url: "/v2/groups/gdel?force=true" });
-    await eventually(async () => queued === 2, 5_000, "the removal to be queued");
+    const { core, clock, server, app, send, queued, release } = gatedServer();
+    core.deploy([{ app: app({ id: "/gdel/a", cmd: "sleep 1", instances: 0 }) }], {}, clock.now(), { put: [{ id: "/gdel", dependencies: [] }] });
+    const late = send("POST", "/v2/apps", { id: "/gdel/late", cmd: "sleep 1", instances: 0 });
+    await eventually(async () => queued() === 1, 5_000, "the create to be queued");
+    const removal = send("DELETE", "/v2/groups/gdel?force=true");
+    await eventually(async () => queued() === 2, 5_000, "the removal to be queued");
     release();
     expect((await late).statusCode).toBe(201);
     expect((await removal).statusCode).toBe(200);
     expect(core.appList().map((r) => r.app.id)).toEqual([]);
     expect(core.groupExists("/gdel")).toBe(false);
+    await server.close();
+  });
+});
+
+describe("concurrent app updates", () => {
+  it("a restart keeps the changes of an update queued before it", async () => {
+    const { core, clock, server, app, send, queued, release } = gatedServer();
+    core.putApp(app({ id: "/rs", cmd: "sleep 1", instances: 0 }), {}, clock.now());
+    const update = send("PATCH", "/v2/apps/rs?force=true", { cmd: "sleep 2" });
+    await eventually(async () => queued() === 1, 5_000, "the update to be queued");
+    const restart = send("POST", "/v2/apps/rs/restart?force=true");
+    await eventually(async () => queued() === 2, 5_000, "the restart to be queued");
+    release();
+    expect((await update).statusCode).toBe(200);
+    expect((await restart).statusCode).toBe(200);
+    expect(core.app("/rs")?.app.cmd).toBe("sleep 2");
+    expect(core.app("/rs")?.versions).toHaveLength(3);
     await server.close();
   });
 });
