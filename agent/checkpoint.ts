@@ -15,8 +15,10 @@
  * Every write is atomic (a temporary file renamed over the old one) and synchronous, so a checkpoint
  * is on disk before the update it covers is published, and a crash leaves either the old or the new
  * file, never a torn one. Files are not fsynced: they survive a crash of the agent process, not of
- * the host. Loading skips (and reports) files that do not parse, or whose ids do not match the
- * place they are in, so one bad file cannot stop an agent from starting.
+ * the host. Loading skips (and reports) files that do not parse, whose TaskInfo, FrameworkInfo or
+ * status updates would not make valid wire messages (the agent sends them again and reports them
+ * when re-registering), or whose ids do not match the place they are in, so one bad file cannot
+ * stop an agent from starting or from registering.
  *
  * Checkpoints of the earlier layout (`checkpoint/tasks/`, `checkpoint/streams/`, one directory for
  * all frameworks) are not read: the load reports them as a problem, and their tasks are not
@@ -27,7 +29,9 @@
 import { existsSync, mkdirSync, renameSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
 import { readdir, readFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
+import { decodeMessage, encodeMessage, validateMessage, type WireMessageName, type WireMessages } from "../sdk/wire/codec.ts";
 import type { FrameworkInfo, TaskInfo } from "../sdk/wire/types.ts";
+import { toWireStatus } from "./agent-logic.ts";
 import type { ContainerResources } from "./containerizer/types.ts";
 import { isTaskState, type StatusUpdate, type StatusUpdateStreamSnapshot } from "./status-updates.ts";
 
@@ -110,8 +114,8 @@ export class CheckpointStore {
     const streams: StatusUpdateStreamSnapshot[] = [];
     for (const frameworkDir of await listDir(this.frameworksDir, problems)) {
       const dir = join(this.frameworksDir, frameworkDir);
-      tasks.push(...(await readValid<TaskCheckpoint>(join(dir, "tasks"), frameworkDir, taskProblem, problems)));
-      streams.push(...(await readValid<StatusUpdateStreamSnapshot>(join(dir, "streams"), frameworkDir, streamProblem, problems)));
+      tasks.push(...(await readValid(join(dir, "tasks"), frameworkDir, checkedTask, problems)));
+      streams.push(...(await readValid(join(dir, "streams"), frameworkDir, checkedStream, problems)));
     }
     return { tasks, streams, problems };
   }
@@ -162,14 +166,16 @@ function placementProblem(value: { frameworkId: string; taskId: string }, framew
 }
 
 /**
- * The files of `dir` (in the directory of framework `frameworkDir`) that parse, pass `check` and
- * are where their ids say; every other one is a problem.
+ * The files of `dir` (in the directory of framework `frameworkDir`) that parse, pass `check` (which
+ * answers the value as the agent may use it, or a problem) and are where their ids say; every other
+ * one is a problem.
  */
-async function readValid<T extends { frameworkId: string; taskId: string }>(dir: string, frameworkDir: string, check: (value: unknown) => string | undefined, problems: string[]): Promise<T[]> {
+async function readValid<T extends { frameworkId: string; taskId: string }>(dir: string, frameworkDir: string, check: (value: unknown) => T | string, problems: string[]): Promise<T[]> {
   const out: T[] = [];
   for (const [file, value] of await readAll(dir, problems)) {
-    const problem = check(value) ?? placementProblem(value as T, frameworkDir, file);
-    if (problem === undefined) out.push(value as T);
+    const checked = check(value);
+    const problem = typeof checked === "string" ? checked : placementProblem(checked, frameworkDir, file);
+    if (problem === undefined) out.push(checked as T);
     else problems.push(`${join(dir, file)}: ${problem}`);
   }
   return out;
@@ -223,10 +229,30 @@ function updateProblem(value: unknown): string | undefined {
   if (!nonEmpty(value.taskId) || !nonEmpty(value.frameworkId) || !nonEmpty(value.agentId) || !nonEmpty(value.uuid)) return "status update lacks ids";
   if (!isTaskState(value.state)) return "status update has no valid state";
   if (typeof value.timestampMs !== "number") return "status update has no timestamp";
-  return undefined;
+  // It is sent again and reported when re-registering: it must make a valid TaskStatus.
+  let problems: string[];
+  try {
+    problems = validateMessage("TaskStatus", toWireStatus(value as unknown as StatusUpdate, value.agentId));
+  } catch (err) {
+    problems = [(err as Error).message];
+  }
+  return problems.length > 0 ? `status update: ${problems.join("; ")}` : undefined;
 }
 
-function taskProblem(value: unknown): string | undefined {
+/**
+ * A message as the wire would carry it: checked against its rules and with every field in place,
+ * so that a file edited by hand or damaged on disk cannot reach code (or a REREGISTER) that trusts
+ * the wire's shapes. A problem is answered as text.
+ */
+function asOnTheWire<N extends WireMessageName>(name: N, value: unknown): WireMessages[N] | string {
+  try {
+    return decodeMessage(name, encodeMessage(name, value as WireMessages[N]));
+  } catch (err) {
+    return (err as Error).message;
+  }
+}
+
+function checkedTask(value: unknown): TaskCheckpoint | string {
   if (!isObject(value)) return "not an object";
   if (value.version !== CHECKPOINT_VERSION) return `version ${String(value.version)} is not ${CHECKPOINT_VERSION}`;
   if (!nonEmpty(value.frameworkId) || !nonEmpty(value.taskId)) return "frameworkId/taskId missing";
@@ -242,10 +268,14 @@ function taskProblem(value: unknown): string | undefined {
     const problem = updateProblem(value.latest);
     if (problem !== undefined) return `latest: ${problem}`;
   }
-  return undefined;
+  const task = asOnTheWire("TaskInfo", value.task);
+  if (typeof task === "string") return `task: ${task}`;
+  const framework = value.framework === undefined ? undefined : asOnTheWire("FrameworkInfo", value.framework);
+  if (typeof framework === "string") return `framework: ${framework}`;
+  return { ...(value as unknown as TaskCheckpoint), task, framework };
 }
 
-function streamProblem(value: unknown): string | undefined {
+function checkedStream(value: unknown): StatusUpdateStreamSnapshot | string {
   if (!isObject(value)) return "not an object";
   if (!nonEmpty(value.taskId) || !nonEmpty(value.frameworkId)) return "taskId/frameworkId missing";
   if (!Array.isArray(value.pending) || !Array.isArray(value.acknowledged)) return "pending/acknowledged are not arrays";
@@ -254,5 +284,5 @@ function streamProblem(value: unknown): string | undefined {
     if (problem !== undefined) return `pending: ${problem}`;
   }
   if (!value.acknowledged.every(nonEmpty)) return "acknowledged holds a non-string";
-  return undefined;
+  return value as unknown as StatusUpdateStreamSnapshot;
 }

@@ -3,7 +3,7 @@
  * Synchronisation is by awaiting messages (and "barriers": a ping whose pong proves the agent has
  * handled everything published before it), never by sleeping.
  */
-import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pino from "pino";
@@ -682,3 +682,69 @@ function isOf(r: Received, task: { frameworkId: string; taskId: string }): boole
   const status = r.message.kind === "statusUpdate" ? r.message.statusUpdate.status : undefined;
   return status?.frameworkId === task.frameworkId && status.taskId === task.taskId;
 }
+
+describe("damaged checkpoints", () => {
+  // Each file parses as JSON and names the right task, but a field has the wrong shape: the kind of
+  // damage a hand edit, a disk error or a future format leaves behind.
+  const damages: Array<[string, (checkpoint: Record<string, any>) => void]> = [
+    ["a status uuid that is not hex", (c) => (c.latest.uuid = "zz")],
+    ["resources that are not a list", (c) => (c.task.resources = "cpus:1")],
+    ["labels that are a list", (c) => (c.task.labels = [1, 2])],
+    ["an exit code that is text", (c) => (c.latest.exitCode = "x")],
+  ];
+
+  for (const [what, damage] of damages) {
+    it(`starts and re-registers despite ${what}, skipping only that task`, async () => {
+      const s = await setup();
+      s.master.autoRegister = { agentId: "agent-1" };
+      s.master.autoAck = true;
+      await s.master.listen();
+      const host = new SurvivingHost();
+      const first = await startAgent(s, { containerizer: host.view(), checkpoint: true });
+      await s.master.waitForPong(0);
+      for (const id of ["bad", "good"]) s.master.runTask("agent-1", shellTask(id, "agent-1", "sleep 1000"), "fw-1", { checkpoint: true });
+      await s.master.waitForStatus("bad", "TASK_RUNNING");
+      await s.master.waitForStatus("good", "TASK_RUNNING");
+      await first.agent.stop({ killTasks: false });
+      await first.transport.close();
+      const file = join(s.workDir, "checkpoint", "frameworks", "f-fw-1", "tasks", "t-bad.json");
+      const checkpoint = JSON.parse(await readFile(file, "utf8")) as Record<string, any>;
+      damage(checkpoint);
+      await writeFile(file, JSON.stringify(checkpoint));
+
+      const seen = s.master.received.items.length;
+      const { log, records } = capturingLogger();
+      const second = await startAgent(s, { containerizer: host.view(), checkpoint: true, log });
+      const rereg = await s.master.received.waitFor((r) => r.index >= seen && r.message.kind === "reregister", "REREGISTER");
+      const body = (rereg.message as Extract<AgentToMaster, { kind: "reregister" }>).reregister;
+      expect(body.tasks.map((t) => [t.task!.taskId, t.status!.state])).toEqual([["good", "TASK_RUNNING"]]);
+      await s.master.received.waitFor((r) => r.index > rereg.index && r.message.kind === "pong", "pong after re-registering");
+      expect(second.agent.state().registered).toBe(true);
+      await records.waitFor((r) => r.msg === "unusable checkpoint skipped" && String(r.problem).includes("t-bad.json"), "the damaged file reported");
+    });
+  }
+
+  it("fills in what the wire would default (a command's missing arguments) and recovers the task", async () => {
+    const s = await setup();
+    s.master.autoRegister = { agentId: "agent-1" };
+    s.master.autoAck = true;
+    await s.master.listen();
+    const host = new SurvivingHost();
+    const first = await startAgent(s, { containerizer: host.view(), checkpoint: true });
+    await s.master.waitForPong(0);
+    s.master.runTask("agent-1", shellTask("t", "agent-1", "sleep 1000"), "fw-1", { checkpoint: true });
+    await s.master.waitForStatus("t", "TASK_RUNNING");
+    await first.agent.stop({ killTasks: false });
+    await first.transport.close();
+    const file = join(s.workDir, "checkpoint", "frameworks", "f-fw-1", "tasks", "t-t.json");
+    const checkpoint = JSON.parse(await readFile(file, "utf8")) as Record<string, any>;
+    checkpoint.task.command = { value: "sleep 1000", shell: true };
+    await writeFile(file, JSON.stringify(checkpoint));
+
+    const seen = s.master.received.items.length;
+    await startAgent(s, { containerizer: host.view(), checkpoint: true });
+    const rereg = await s.master.received.waitFor((r) => r.index >= seen && r.message.kind === "reregister", "REREGISTER");
+    const body = (rereg.message as Extract<AgentToMaster, { kind: "reregister" }>).reregister;
+    expect(body.tasks.map((t) => [t.task!.taskId, t.task!.command!.arguments, t.status!.state])).toEqual([["t", [], "TASK_RUNNING"]]);
+  });
+});

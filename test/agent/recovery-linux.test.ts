@@ -131,6 +131,11 @@ describe("LinuxContainerizer.recover", () => {
   });
 });
 
+/** A TaskInfo as the agent checkpoints it: one that came off the wire. */
+function taskInfo(taskId: string): TaskCheckpoint["task"] {
+  return { taskId, name: taskId, agentId: "a1", resources: [], command: { value: "sleep 1", arguments: [], shell: true, environment: {}, user: "" }, labels: {} };
+}
+
 describe("CheckpointStore", () => {
   it("writes atomically, loads what it wrote, and skips (reporting) unusable files", async () => {
     const dir = join(root, "ckpt");
@@ -140,8 +145,8 @@ describe("CheckpointStore", () => {
       version: CHECKPOINT_VERSION,
       frameworkId: "fw",
       taskId: "../x",
-      framework: { id: "fw", name: "f", user: "", role: "*", checkpoint: true, failoverTimeoutSeconds: 0, partitionAware: false } as unknown as TaskCheckpoint["framework"],
-      task: { taskId: "../x" } as TaskCheckpoint["task"],
+      framework: { id: "fw", name: "f", roles: ["*"], principal: "", checkpoint: true, failoverTimeoutSeconds: 0, partitionAware: false, hostname: "" },
+      task: taskInfo("../x"),
       sandbox: "/s",
       containerId: "c",
       pid: 12,
@@ -155,10 +160,17 @@ describe("CheckpointStore", () => {
     const tasksDir = join(dir, "frameworks", "f-fw", "tasks");
     await writeFile(join(tasksDir, "t-bad.json"), "{ torn");
     await writeFile(join(tasksDir, "t-partial.json.tmp"), "{ torn");
+    // Parses, but would not make a TaskInfo or a TaskStatus on the wire.
+    await writeFile(join(tasksDir, "t-y.json"), JSON.stringify({ ...task, taskId: "y", task: { ...taskInfo("y"), resources: "cpus:1" } }));
+    await writeFile(join(tasksDir, "t-z.json"), JSON.stringify({ ...task, taskId: "z", task: taskInfo("z"), latest: { ...latest, taskId: "z", uuid: "not hex" } }));
     const loaded = await store.load();
     expect(loaded.tasks).toEqual([task]);
     expect(loaded.streams).toEqual([{ taskId: "../x", frameworkId: "fw", pending: [latest], acknowledged: ["aa"] }]);
-    expect(loaded.problems).toHaveLength(1);
+    expect(loaded.problems).toEqual([
+      expect.stringMatching(/t-bad\.json: /),
+      expect.stringMatching(/t-y\.json: task: .*resources: must be an array/),
+      expect.stringMatching(/t-z\.json: latest: .*not lower-case hex/),
+    ]);
     store.writeStream("fw", "../x", null);
     expect((await store.load()).streams).toEqual([]);
     store.removeTask("fw", "../x");
@@ -174,10 +186,10 @@ describe("CheckpointStore", () => {
       frameworkId,
       taskId: "j1.0.0",
       framework: undefined,
-      task: { taskId: "j1.0.0" } as TaskCheckpoint["task"],
+      task: taskInfo("j1.0.0"),
       sandbox: `/s/${frameworkId}`,
       containerId: `c-${frameworkId}`,
-      latest: { taskId: "j1.0.0", frameworkId, agentId: "a1", state: "TASK_RUNNING", uuid: `u-${frameworkId}`, timestampMs: 1 },
+      latest: { taskId: "j1.0.0", frameworkId, agentId: "a1", state: "TASK_RUNNING", uuid: frameworkId === "etl" ? "e7" : "5d", timestampMs: 1 },
     });
     const stream = (frameworkId: string) => ({ taskId: "j1.0.0", frameworkId, pending: [checkpoint(frameworkId).latest!], acknowledged: [] });
     for (const fw of ["etl", "slowpoke"]) {
