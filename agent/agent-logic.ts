@@ -235,6 +235,28 @@ export function pingTimeoutMs(pingTimeoutSeconds: number): number {
 /** The resources an agent always offers; any of them the operator leaves out is detected. */
 export const STANDARD_RESOURCES = ["cpus", "mem", "disk", "ports"] as const;
 
+/**
+ * The resources an operator gives an agent, in Mesos text form, checked as the agent needs them:
+ * every `ports` range within 1..65535 (a ranges resource in general may hold any non-negative
+ * integers; port numbers may not, and a port the agent offers must be one a task can be given).
+ * @throws RangeError naming `resources` and the rule
+ */
+export function parseAgentResources(text: string): Resources {
+  let resources: Resources;
+  try {
+    resources = Resources.parse(text);
+  } catch (err) {
+    throw new RangeError(`resources: ${err instanceof Error ? err.message : String(err)}`);
+  }
+  for (const entry of resources.entries) {
+    if (entry.kind !== "ranges" || entry.name !== "ports") continue;
+    for (const range of entry.ranges) {
+      if (range.begin < 1 || range.end > 65_535) throw new RangeError(`resources: ports [${range.begin}-${range.end}]: port numbers are 1 to 65535`);
+    }
+  }
+  return resources;
+}
+
 /** Which of {@link STANDARD_RESOURCES} `given` does not mention (under any role). */
 export function missingStandardResources(given: Resources): string[] {
   const names = new Set(given.entries.map((e) => e.name));

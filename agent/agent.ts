@@ -48,6 +48,7 @@ import {
   launchFailureStatus,
   mergeWithDetected,
   missingStandardResources,
+  parseAgentResources,
   pingTimeoutMs,
   planLaunch,
   registrationDelayMs,
@@ -100,7 +101,7 @@ export interface AgentOptions {
   workDir: string;
   /**
    * Total resources in Mesos text form, e.g. `cpus:4;mem:8192;ports:[31000-32000]`. Any of cpus,
-   * mem, disk and ports left out is detected, as Mesos does.
+   * mem, disk and ports left out is detected, as Mesos does. Port numbers are 1 to 65535.
    * @default detected: all CPUs, memory less 1 GiB, free disk of workDir less 5 GiB, ports 31000-32000
    */
   resources?: string;
@@ -277,7 +278,7 @@ export function createAgent(options: AgentOptions): Agent {
   if (typeof hostname !== "string" || hostname === "") throw new RangeError("hostname: must not be empty");
   const httpHost = options.httpHost ?? "127.0.0.1";
   const httpPort = options.httpPort ?? 0;
-  const givenResources = options.resources === undefined ? Resources.empty() : Resources.parse(options.resources);
+  const givenResources = options.resources === undefined ? Resources.empty() : parseAgentResources(options.resources);
   const attributes: Attribute[] = parseAttributes(options.attributes ?? "");
   const defaultGraceMs = nonNegative(options.defaultKillGracePeriodMs ?? 3000, "defaultKillGracePeriodMs");
   const backoffBaseMs = positive(options.registrationBackoffMs ?? 1000, "registrationBackoffMs");

@@ -23,6 +23,8 @@ export async function containerizerFromFlags(
   const isolation = values.isolation as string;
   // Tasks read HOST: it must be the hostname the agent advertises, not the machine's name.
   const host = hostname ? { hostname } : {};
+  const pidsMax = numberFlag(values, "pids-max") ?? 1024;
+  if (!(Number.isSafeInteger(pidsMax) && pidsMax > 0)) throw new UsageError(`--pids-max must be a positive integer, got '${String(values["pids-max"])}'`);
   if (isolation === "none") return { containerizer: new PosixContainerizer({ log, ...host }), isolation: "posix" };
   if (!["auto", "userns", "posix"].includes(isolation)) throw new UsageError(`--isolation must be auto, userns, posix or none, got '${isolation}'`);
   const containerizer = await LinuxContainerizer.create({
@@ -31,7 +33,7 @@ export async function containerizerFromFlags(
     allowedUsers: ((values["allowed-users"] as string | undefined) ?? "").split(",").map((u) => u.trim()).filter(Boolean),
     allowRoot: values["allow-root"] === true,
     cpuQuota: values["no-cpu-quota"] !== true,
-    pidsMax: numberFlag(values, "pids-max") ?? 1024,
+    pidsMax,
     log,
     ...host,
   });

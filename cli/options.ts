@@ -63,6 +63,16 @@ export function numberFlag(values: Record<string, string | boolean | undefined>,
   return value;
 }
 
+/** A TCP port flag: a whole number from 0 (any free port) to 65535. */
+export function portFlag(values: Record<string, string | boolean | undefined>, name: string): number | undefined {
+  const raw = values[name];
+  const port = raw === undefined || raw === "" ? undefined : Number(raw);
+  if (port !== undefined && !(typeof raw === "string" && /^\s*\d+\s*$/.test(raw) && port <= 65535)) {
+    throw new UsageError(`--${name} must be a port number from 0 to 65535, got '${String(raw)}'`);
+  }
+  return port;
+}
+
 /** A duration flag in Mesos style: `500ms`, `1s`, `2m`, `1h`, or plain milliseconds. */
 export function durationFlag(values: Record<string, string | boolean | undefined>, name: string): number | undefined {
   const raw = values[name];

@@ -1,8 +1,10 @@
 /** `corral agent`: one agent process on an existing NATS. */
 import { createAgent } from "../../agent/agent.ts";
+import { parseAgentResources } from "../../agent/agent-logic.ts";
+import { parseAttributes } from "../../agent/resources-detect.ts";
 import { CLUSTER_FLAGS, connect, makeLogger, resolveCluster, untilSignal } from "../common.ts";
 import { containerizerFromFlags, ISOLATION_FLAGS } from "../containerizer.ts";
-import { numberFlag, parseFlags, UsageError, type FlagSpec } from "../options.ts";
+import { parseFlags, portFlag, UsageError, type FlagSpec } from "../options.ts";
 
 export const AGENT_FLAGS: Record<string, FlagSpec> = {
   ...CLUSTER_FLAGS,
@@ -21,6 +23,10 @@ export async function agentCommand(args: string[]): Promise<number> {
   const workDir = values["work-dir"] as string | undefined;
   if (!workDir) throw new UsageError("--work-dir is required (or set CORRAL_WORK_DIR)");
   const { nats, cluster } = resolveCluster(values);
+  // The agent checks these too, but the operator should hear of a bad flag before anything starts.
+  const httpPort = portFlag(values, "port") ?? 5051;
+  if (values.resources) checkFlag("resources", () => parseAgentResources(values.resources as string));
+  if (values.attributes) checkFlag("attributes", () => parseAttributes(values.attributes as string));
   const log = makeLogger(values["log-level"] as string);
   const { containerizer, isolation } = await containerizerFromFlags(values, log, values.hostname as string | undefined);
   const transport = await connect(nats, "corral-agent", log);
@@ -32,7 +38,7 @@ export async function agentCommand(args: string[]): Promise<number> {
     workDir,
     log,
     httpHost: values.host as string,
-    httpPort: numberFlag(values, "port") ?? 5051,
+    httpPort,
     ...(values.resources ? { resources: values.resources as string } : {}),
     ...(values.attributes ? { attributes: values.attributes as string } : {}),
     ...(values.hostname ? { hostname: values.hostname as string } : {}),
@@ -43,4 +49,14 @@ export async function agentCommand(args: string[]): Promise<number> {
   await agent.stop();
   await transport.close();
   return 0;
+}
+
+/** Runs a check of a flag's value; its error becomes a usage error naming the flag. */
+function checkFlag(flag: string, check: () => unknown): void {
+  try {
+    check();
+  } catch (err) {
+    const message = (err as Error).message;
+    throw new UsageError(`--${flag}: ${message.startsWith(`${flag}: `) ? message.slice(flag.length + 2) : message}`);
+  }
 }

@@ -11,6 +11,7 @@ import {
   launchFailureStatus,
   mergeWithDetected,
   missingStandardResources,
+  parseAgentResources,
   pingTimeoutMs,
   planLaunch,
   registrationDelayMs,
@@ -198,6 +199,16 @@ describe("resources", () => {
   it("counts a reserved resource as given", () => {
     expect(mergeWithDetected(Resources.parse("cpus(web):2"), detected).scalar("cpus")).toBe(2);
     expect(mergeWithDetected(Resources.empty(), detected).equals(detected)).toBe(true);
+  });
+
+  it("takes an operator's resources only with port numbers from 1 to 65535", () => {
+    expect(parseAgentResources("cpus:2;ports(web):[1-80,31000-65535]").rangesSize("ports")).toBe(80 + 34536);
+    expect(() => parseAgentResources("ports:[1-70000]")).toThrow("resources: ports [1-70000]: port numbers are 1 to 65535");
+    expect(() => parseAgentResources("ports:[0-0]")).toThrow("resources: ports [0-0]: port numbers are 1 to 65535");
+    expect(() => parseAgentResources("ports(web):[31000-31010,65535-65536]")).toThrow(/ports \[65535-65536\]/);
+    // Ranges of other resources are not ports.
+    expect(parseAgentResources("slots:[0-100000]").rangesSize("slots")).toBe(100001);
+    expect(() => parseAgentResources("cpus:x")).toThrow(/^resources: .*cpus:x/);
   });
 });
 

@@ -153,6 +153,15 @@ describe("registration", () => {
     expect(text).toMatch(/^cpus:3;disk:\d+;mem:\d+;ports:\[31000-32000\]$/);
   });
 
+  it("refuses port numbers outside 1-65535 in the operator's resources", async () => {
+    const s = await setup();
+    const transport = await connectNats({ servers: nats.url, name: `agent-${s.cluster}` });
+    cleanups.push(() => transport.close());
+    for (const ports of ["[0-0]", "[31000-70000]"]) {
+      expect(() => createAgent({ cluster: s.cluster, transport, workDir: s.workDir, resources: `cpus:1;ports:${ports}` })).toThrow(`resources: ports ${ports}: port numbers are 1 to 65535`);
+    }
+  });
+
   it("retries registration until a master appears", async () => {
     const s = await setup();
     const { log, records } = capturingLogger();

@@ -82,6 +82,20 @@ describe("corral CLI", () => {
     const unknown = spawnSync(CORRAL, ["fly"], { encoding: "utf8" });
     expect(unknown.status).toBe(2);
     expect(unknown.stderr).toContain("unknown command 'fly'");
+    // An agent's bad flags are refused before it connects to anything, naming the flag.
+    const agentEnv = { ...process.env, CORRAL_HOME: "/nonexistent", CORRAL_NATS: "nats://127.0.0.1:1", CORRAL_WORK_DIR: "/nonexistent/agent" };
+    for (const [flags, says] of [
+      [["--resources", "cpus:4;ports:[1-70000]"], "--resources: ports [1-70000]: port numbers are 1 to 65535"],
+      [["--resources", "ports:[0-0]"], "--resources: ports [0-0]"],
+      [["--resources", "cpus:lots"], "--resources: 'lots' is not a number"],
+      [["--attributes", "rack"], "--attributes: "],
+      [["--port", "70000"], "--port must be a port number from 0 to 65535, got '70000'"],
+      [["--port", "http"], "--port must be"],
+      [["--pids-max", "0"], "--pids-max must be a positive integer, got '0'"],
+    ] as const) {
+      const refused = spawnSync(CORRAL, ["agent", "--isolation", "none", ...flags], { encoding: "utf8", env: agentEnv });
+      expect({ flags, status: refused.status, stderr: refused.stderr }).toEqual({ flags, status: 2, stderr: expect.stringContaining(says) });
+    }
     const help = spawnSync(CORRAL, ["agent", "--help"], { encoding: "utf8" });
     expect(help.status).toBe(0);
     expect(help.stdout).toContain("CORRAL_WORK_DIR");
