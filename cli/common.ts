@@ -24,7 +24,30 @@ export function resolveCluster(values: Record<string, string | boolean | undefin
 export function resolveMasterUrl(values: Record<string, string | boolean | undefined>): string {
   const url = (values.master as string | undefined) ?? readClusterFile()?.masterUrl;
   if (!url) throw new UsageError("no master: pass --master http://host:5050 (or set CORRAL_MASTER), or start a cluster with `corral up`");
+  if (!/^https?:\/\/[^/\s]+/.test(url)) throw new UsageError(`--master must be an http(s) URL such as http://host:5050, got '${url}'`);
   return url.replace(/\/+$/, "");
+}
+
+/** Why a request could not be made, in words: fetch itself only says "fetch failed". */
+const CONNECT_ERRORS: Record<string, string> = {
+  ECONNREFUSED: "connection refused",
+  ENOTFOUND: "no such host",
+  EAI_AGAIN: "host name lookup failed",
+  ETIMEDOUT: "timed out",
+  ECONNRESET: "connection reset",
+  EHOSTUNREACH: "host unreachable",
+};
+
+/** GETs `url`; when it cannot be reached, the error names `what`, the base URL and why. */
+export async function fetchOrExplain(url: string, what: string, baseUrl: string): Promise<Response> {
+  try {
+    return await fetch(url);
+  } catch (err) {
+    const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+    const code = cause?.code;
+    const why = code !== undefined ? `${CONNECT_ERRORS[code] ?? cause?.message ?? code} (${code})` : (cause?.message ?? (err as Error).message);
+    throw new Error(`cannot reach ${what} at ${baseUrl}: ${why}`);
+  }
 }
 
 export async function connect(nats: string, name: string, log: PinoLogger): Promise<NatsTransport> {

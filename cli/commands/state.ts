@@ -1,5 +1,5 @@
 /** `corral state`: what the master knows, as a short summary or (`--json`) in full. */
-import { resolveMasterUrl } from "../common.ts";
+import { fetchOrExplain, resolveMasterUrl } from "../common.ts";
 import { parseFlags, type FlagSpec } from "../options.ts";
 
 export const STATE_FLAGS: Record<string, FlagSpec> = {
@@ -21,7 +21,7 @@ const fmt = (r: Record<string, number>) =>
 export async function stateCommand(args: string[]): Promise<number> {
   const { values } = parseFlags(args, STATE_FLAGS);
   const url = resolveMasterUrl(values);
-  const response = await fetch(`${url}/state`);
+  const response = await fetchOrExplain(`${url}/state`, "the master", url);
   if (!response.ok) throw new Error(`${url}/state answered ${response.status}`);
   const state = (await response.json()) as StateJson;
   if (values.json) {

@@ -75,7 +75,7 @@ describe("corral CLI", () => {
     }
   }, 120_000);
 
-  it("explains bad flags and unknown commands", () => {
+  it("explains bad flags and unknown commands", async () => {
     const bad = spawnSync(CORRAL, ["run", "--cpus", "lots", "--", "true"], { encoding: "utf8", env: { ...process.env, CORRAL_HOME: "/nonexistent", CORRAL_NATS: "nats://127.0.0.1:1" } });
     expect(bad.status).toBe(2);
     expect(bad.stderr).toContain("--cpus must be a number");
@@ -96,6 +96,14 @@ describe("corral CLI", () => {
       const refused = spawnSync(CORRAL, ["agent", "--isolation", "none", ...flags], { encoding: "utf8", env: agentEnv });
       expect({ flags, status: refused.status, stderr: refused.stderr }).toEqual({ flags, status: 2, stderr: expect.stringContaining(says) });
     }
+    // A master that does not answer is named, with why.
+    const deadMaster = `http://127.0.0.1:${await freePort()}`;
+    const dead = spawnSync(CORRAL, ["state", "--master", deadMaster], { encoding: "utf8", env: { ...process.env, CORRAL_HOME: "/nonexistent" } });
+    expect(dead.status).toBe(1);
+    expect(dead.stderr).toBe(`corral state: cannot reach the master at ${deadMaster}: connection refused (ECONNREFUSED)\n`);
+    const notUrl = spawnSync(CORRAL, ["state", "--master", "master-1:5050"], { encoding: "utf8", env: { ...process.env, CORRAL_HOME: "/nonexistent" } });
+    expect(notUrl.status).toBe(2);
+    expect(notUrl.stderr).toContain("--master must be an http(s) URL such as http://host:5050, got 'master-1:5050'");
     const help = spawnSync(CORRAL, ["agent", "--help"], { encoding: "utf8" });
     expect(help.status).toBe(0);
     expect(help.stdout).toContain("CORRAL_WORK_DIR");
