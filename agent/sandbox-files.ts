@@ -52,11 +52,14 @@ export interface ReadRange {
 
 /** The bytes read, shaped like Mesos's `/files/read` answer. */
 export interface SandboxRead {
-  /** The bytes read, decoded as UTF-8 (a multi-byte character cut by the range decodes lossily). */
+  /**
+   * The bytes read, decoded as UTF-8. A multi-byte character cut by the end of the range is left
+   * for the next read (unless it is all there is to read); one cut by the start decodes lossily.
+   */
   data: string;
   /** Where `data` starts (the file size for `offset: -1`). */
   offset: number;
-  /** How many bytes `data` holds: add it to `offset` to continue. */
+  /** How many bytes of the file `data` holds (at most `length`): add it to `offset` to continue. */
   length: number;
   /** The file's size at the time of the read. */
   totalSize: number;
@@ -91,10 +94,27 @@ export async function readSandboxFile(sandboxDir: string, relativePath: string, 
     const wanted = Math.max(0, Math.min(length, totalSize - offset));
     const buffer = Buffer.alloc(wanted);
     const { bytesRead } = wanted > 0 ? await handle.read(buffer, 0, wanted, offset) : { bytesRead: 0 };
-    return { data: buffer.subarray(0, bytesRead).toString("utf8"), offset, length: bytesRead, totalSize };
+    const whole = wholeCharactersLength(buffer, bytesRead);
+    return { data: buffer.subarray(0, whole).toString("utf8"), offset, length: whole, totalSize };
   } finally {
     await handle.close();
   }
+}
+
+/**
+ * How many of the first `n` bytes of `bytes` to return so that a UTF-8 character cut by the end of
+ * the read is left for the next one (the reader goes on from `offset + length`) rather than
+ * decoded into replacement characters on both sides of the cut: `n` less an incomplete trailing
+ * sequence, unless that would leave nothing.
+ */
+function wholeCharactersLength(bytes: Uint8Array, n: number): number {
+  for (let i = n - 1; i >= Math.max(0, n - 4); i--) {
+    const byte = bytes[i]!;
+    if ((byte & 0xc0) === 0x80) continue; // a continuation byte: look further back for its lead
+    const size = byte >= 0xf0 ? 4 : byte >= 0xe0 ? 3 : byte >= 0xc0 ? 2 : 1;
+    return i + size > n && i > 0 ? i : n;
+  }
+  return n;
 }
 
 function checkRange(path: string, range: ReadRange): { offset: number; length: number } {

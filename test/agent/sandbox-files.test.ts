@@ -50,6 +50,24 @@ describe("readSandboxFile", () => {
     expect(await readSandboxFile(sandbox, "stdout", { length: 0 })).toMatchObject({ data: "", length: 0 });
   });
 
+  it("ends a read on a whole UTF-8 character, so a tailer reading on from offset + length loses none", async () => {
+    const text = `${"€".repeat(30_000)} and ${"😀".repeat(10_000)} done\n`;
+    await writeFile(join(sandbox, "unicode"), text);
+    let out = "";
+    let offset = 0;
+    for (;;) {
+      const chunk = await readSandboxFile(sandbox, "unicode", { offset });
+      if (chunk.length === 0) break;
+      expect(chunk.data).not.toContain("\uFFFD");
+      expect(Buffer.byteLength(chunk.data)).toBe(chunk.length);
+      out += chunk.data;
+      offset += chunk.length;
+    }
+    expect(out).toBe(text);
+    // A read too short for one whole character still moves on (it cannot be cut shorter).
+    expect(await readSandboxFile(sandbox, "unicode", { length: 2 })).toMatchObject({ length: 2 });
+  });
+
   it("answers offset -1 with the size only, as Mesos does", async () => {
     expect(await readSandboxFile(sandbox, "stdout", { offset: -1 })).toEqual({ data: "", offset: 10, length: 0, totalSize: 10 });
   });
