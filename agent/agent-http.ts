@@ -187,9 +187,12 @@ function queryParam(query: unknown, name: string): string | undefined | { error:
   return value;
 }
 
-/** An optional integer query parameter; "" counts as absent. */
-function intParam(raw: string | undefined): number | undefined {
-  return raw === undefined || raw === "" ? undefined : Number(raw);
+/** An optional integer query parameter in decimal digits; "" counts as absent. */
+function intParam(name: string, raw: string | undefined): number | undefined | { error: string } {
+  if (raw === undefined || raw === "") return undefined;
+  // Number() would also take " ", "0x10", "1e3" and "Infinity".
+  if (!/^-?\d+$/.test(raw)) return { error: `${name}: must be a whole number in decimal digits, got '${raw}'` };
+  return Number(raw);
 }
 
 /** Builds the fastify instance (not yet listening). */
@@ -222,9 +225,14 @@ export function createAgentHttp(deps: AgentHttpDeps): FastifyInstance {
       if (problem !== undefined) return fail(reply, 400, "CORRAL_ERR_BAD_REQUEST", `${name}: ${problem}`);
     }
     if (params.path === undefined || params.path === "") return fail(reply, 400, "CORRAL_ERR_BAD_REQUEST", "path: required, e.g. path=stdout");
+    const offset = intParam("offset", params.offset);
+    const length = intParam("length", params.length);
+    for (const value of [offset, length]) {
+      if (typeof value === "object") return fail(reply, 400, "CORRAL_ERR_BAD_RANGE", value.error);
+    }
     const sandbox = deps.sandboxOf(params.frameworkId!, params.taskId!);
     try {
-      return await readSandboxFile(sandbox, params.path, { offset: intParam(params.offset), length: intParam(params.length) });
+      return await readSandboxFile(sandbox, params.path, { offset: offset as number | undefined, length: length as number | undefined });
     } catch (err) {
       if (err instanceof SandboxFileError) return fail(reply, SANDBOX_ERROR_STATUS[err.code], err.code, err.message);
       throw err;

@@ -452,6 +452,10 @@ describe("bad input", () => {
       [`${base}&path=nope`, 404, "CORRAL_ERR_NOT_FOUND"],
       [`${base}`, 400, "CORRAL_ERR_BAD_REQUEST"],
       [`${base}&path=stdout&offset=abc`, 400, "CORRAL_ERR_BAD_RANGE"],
+      [`${base}&path=stdout&offset=0x2`, 400, "CORRAL_ERR_BAD_RANGE"],
+      [`${base}&path=stdout&offset=1e3`, 400, "CORRAL_ERR_BAD_RANGE"],
+      [`${base}&path=stdout&offset=%20`, 400, "CORRAL_ERR_BAD_RANGE"],
+      [`${base}&path=stdout&length=Infinity`, 400, "CORRAL_ERR_BAD_RANGE"],
       [`${base}&path=stdout&path=stderr`, 400, "CORRAL_ERR_BAD_REQUEST"],
       [`${agent.httpUrl()}/files/read?frameworkId=..&taskId=f&path=stdout`, 400, "CORRAL_ERR_BAD_REQUEST"],
       [`${agent.httpUrl()}/files/read?frameworkId=fw-1&taskId=missing&path=stdout`, 404, "CORRAL_ERR_NOT_FOUND"],
@@ -462,7 +466,9 @@ describe("bad input", () => {
       expect({ url, status: res.status, code: res.body.code }).toEqual({ url, status, code });
       expect(typeof res.body.message).toBe("string");
     }
+    expect((await getJson(`${base}&path=stdout&offset=0x2`)).body.message).toBe("offset: must be a whole number in decimal digits, got '0x2'");
     expect((await getJson(`${base}&path=stdout`)).body.data).toBe("out\n");
+    expect((await getJson(`${base}&path=stdout&offset=-1&length=`)).body).toMatchObject({ data: "", offset: 4 });
   });
 });
 
