@@ -6,7 +6,7 @@
 import { createMaster, openMasterLeaseStore, type MasterElectionOptions } from "../../master/shell.ts";
 import { resolveLeaseTimings } from "../../sdk/leader-lease.ts";
 import { CLUSTER_FLAGS, connect, makeLogger, resolveCluster, untilSignal } from "../common.ts";
-import { durationFlag, numberFlag, parseFlags, UsageError, type FlagSpec } from "../options.ts";
+import { durationFlag, numberFlag, parseFlags, portFlag, UsageError, type FlagSpec } from "../options.ts";
 
 export const MASTER_FLAGS: Record<string, FlagSpec> = {
   ...CLUSTER_FLAGS,
@@ -47,6 +47,7 @@ export function electionFromFlags(values: Record<string, string | boolean | unde
 export async function masterCommand(args: string[]): Promise<number> {
   const { values } = parseFlags(args, MASTER_FLAGS);
   const { nats, cluster } = resolveCluster(values);
+  const httpPort = portFlag(values, "port") ?? 5050;
   const log = makeLogger(values["log-level"] as string);
   const transport = await connect(nats, "corral-master", log);
   const offerTimeoutMs = durationFlag(values, "offer-timeout");
@@ -62,7 +63,7 @@ export async function masterCommand(args: string[]): Promise<number> {
     cluster,
     transport,
     httpHost: values.host as string,
-    httpPort: numberFlag(values, "port") ?? 5050,
+    httpPort,
     log,
     storeReplicas,
     ...(election ? { election } : {}),

@@ -17,7 +17,7 @@ import { preferredOrFreePort, startNats, type NatsServer } from "../nats-server.
 import { corralHome, removeClusterFile, writeClusterFile } from "../cluster-file.ts";
 import { connect, makeLogger, untilSignal } from "../common.ts";
 import { containerizerFromFlags, ISOLATION_FLAGS } from "../containerizer.ts";
-import { durationFlag, numberFlag, parseFlags, UsageError, type FlagSpec } from "../options.ts";
+import { durationFlag, numberFlag, parseFlags, portFlag, UsageError, type FlagSpec } from "../options.ts";
 
 export const UP_FLAGS: Record<string, FlagSpec> = {
   nats: { type: "string", help: "use this NATS instead of starting one" },
@@ -78,6 +78,13 @@ export async function upCommand(args: string[]): Promise<number> {
   if (!Number.isInteger(masterCount) || masterCount < 1 || masterCount > 9) throw new UsageError("--masters must be an integer from 1 to 9");
   const marathonCount = numberFlag(values, "marathons") ?? 1;
   if (!Number.isInteger(marathonCount) || marathonCount < 1 || marathonCount > 9) throw new UsageError("--marathons must be an integer from 1 to 9");
+  // Checked before anything starts: a bad port must not leave half a cluster behind.
+  const natsPort = portFlag(values, "nats-port");
+  const masterPort = portFlag(values, "master-port") ?? 5050;
+  const marathonPort = portFlag(values, "marathon-port") ?? 8080;
+  for (const [flag, port, count] of [["master-port", masterPort, masterCount], ["marathon-port", marathonPort, marathonCount]] as const) {
+    if (port + count - 1 > 65535) throw new UsageError(`--${flag} ${port}: ${count} consecutive ports from it would pass 65535`);
+  }
   const workDir = (values["work-dir"] as string | undefined) ?? join(corralHome(), "up");
   mkdirSync(workDir, { recursive: true });
   const cluster = values.cluster as string;
@@ -92,7 +99,7 @@ export async function upCommand(args: string[]): Promise<number> {
     let nats = values.nats as string | undefined;
     let server: NatsServer | undefined;
     if (!nats) {
-      server = await startNats({ storeDir: join(workDir, "nats"), port: numberFlag(values, "nats-port") ?? (await preferredOrFreePort(4222)) });
+      server = await startNats({ storeDir: join(workDir, "nats"), port: natsPort ?? (await preferredOrFreePort(4222)) });
       nats = server.url;
       stops.push(() => server!.stop());
     }
@@ -106,7 +113,6 @@ export async function upCommand(args: string[]): Promise<number> {
 
     // Several masters elect a leader (the first one started wins a free lease); each its own connection.
     const masters: Master[] = [];
-    const masterPort = numberFlag(values, "master-port") ?? 5050;
     for (let i = 0; i < masterCount; i++) {
       const m = createMaster({
         cluster,
@@ -147,7 +153,6 @@ export async function upCommand(args: string[]): Promise<number> {
 
     // Several Marathons elect a leader (the first one started wins a free lease); each its own connection.
     const marathons: Marathon[] = [];
-    const marathonPort = numberFlag(values, "marathon-port") ?? 8080;
     for (let i = 0; i < marathonCount; i++) {
       const m = createMarathon({
         transport: await open(marathonCount > 1 ? `corral-marathon-${i + 1}` : "corral-marathon"),

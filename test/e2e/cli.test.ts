@@ -96,6 +96,15 @@ describe("corral CLI", () => {
       const refused = spawnSync(CORRAL, ["agent", "--isolation", "none", ...flags], { encoding: "utf8", env: agentEnv });
       expect({ flags, status: refused.status, stderr: refused.stderr }).toEqual({ flags, status: 2, stderr: expect.stringContaining(says) });
     }
+    for (const [args, says] of [
+      [["master", "--port", "70000"], "corral master: --port must be a port number from 0 to 65535, got '70000'"],
+      [["up", "--master-port=-1"], "corral up: --master-port must be a port number from 0 to 65535, got '-1'"],
+      [["up", "--masters", "3", "--master-port", "65534"], "corral up: --master-port 65534: 3 consecutive ports from it would pass 65535"],
+      [["up", "--nats-port", "4222x"], "corral up: --nats-port must be a port number"],
+    ] as const) {
+      const refused = spawnSync(CORRAL, args, { encoding: "utf8", env: agentEnv });
+      expect({ args, status: refused.status, stderr: refused.stderr }).toEqual({ args, status: 2, stderr: expect.stringContaining(says) });
+    }
     // A master that does not answer is named, with why.
     const deadMaster = `http://127.0.0.1:${await freePort()}`;
     const dead = spawnSync(CORRAL, ["state", "--master", deadMaster], { encoding: "utf8", env: { ...process.env, CORRAL_HOME: "/nonexistent" } });
