@@ -21,6 +21,9 @@ export interface Timers {
   set(delayMs: number, callback: () => void): TimerHandle;
 }
 
+/** The longest delay `setTimeout` takes as given (2^31 - 1 ms, about 24.8 days). */
+export const MAX_TIMEOUT_MS = 2 ** 31 - 1;
+
 /** The wall clock. */
 export const systemClock: Clock = { now: () => Date.now() };
 
@@ -29,14 +32,16 @@ export const systemClock: Clock = { now: () => Date.now() };
  * counts from the event loop's cached time, so it may fire a millisecond or more before
  * `Date.now()` has reached the due time, and a core woken "at" a deadline would find it not yet
  * due and wait for a wake-up that never comes. An early firing re-arms for what is left. Timers
- * are unref'd so a pending one never keeps a process alive on its own.
+ * are unref'd so a pending one never keeps a process alive on its own. A delay longer than
+ * `setTimeout` takes ({@link MAX_TIMEOUT_MS}; Node would fire a longer one after 1 ms) is waited out
+ * in turns of at most that.
  */
 export const systemTimers: Timers = {
   set(delayMs, callback) {
     const dueMs = systemClock.now() + Math.max(0, delayMs);
     let handle: ReturnType<typeof setTimeout>;
     const arm = (ms: number): void => {
-      handle = setTimeout(fire, ms);
+      handle = setTimeout(fire, Math.min(ms, MAX_TIMEOUT_MS));
       handle.unref?.();
     };
     const fire = (): void => {

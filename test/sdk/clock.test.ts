@@ -37,6 +37,27 @@ describe("systemTimers", () => {
     await later;
     expect(called).toBe(false);
   });
+
+  it("waits out a delay longer than setTimeout can take (about 24.8 days) without firing early", async () => {
+    // Node turns a longer setTimeout into 1 ms (with a TimeoutOverflowWarning): a kill grace of
+    // 30 days would have spun on 1-ms wake-ups, each finding the deadline not yet reached.
+    const warnings: string[] = [];
+    const onWarning = (warning: Error) => warnings.push(warning.name);
+    process.on("warning", onWarning);
+    try {
+      let called = false;
+      const timer = systemTimers.set(30 * 86_400_000, () => (called = true));
+      let done!: () => void;
+      const later = new Promise<void>((resolve) => (done = resolve));
+      systemTimers.set(30, done);
+      await later;
+      timer.cancel();
+      expect(called).toBe(false);
+      expect(warnings).not.toContain("TimeoutOverflowWarning");
+    } finally {
+      process.off("warning", onWarning);
+    }
+  });
 });
 
 describe("SilenceWatch", () => {
