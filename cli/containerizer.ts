@@ -1,5 +1,6 @@
 /** Builds an agent's containerizer from `corral agent` / `corral up` flags. */
 import type { Logger as PinoLogger } from "pino";
+import { lookupUser } from "../agent/containerizer/common.ts";
 import { LinuxContainerizer } from "../agent/containerizer/linux.ts";
 import { PosixContainerizer } from "../agent/containerizer/posix.ts";
 import type { Containerizer } from "../agent/containerizer/types.ts";
@@ -27,10 +28,12 @@ export async function containerizerFromFlags(
   if (!(Number.isSafeInteger(pidsMax) && pidsMax > 0)) throw new UsageError(`--pids-max must be a positive integer, got '${String(values["pids-max"])}'`);
   if (isolation === "none") return { containerizer: new PosixContainerizer({ log, ...host }), isolation: "posix" };
   if (!["auto", "userns", "posix"].includes(isolation)) throw new UsageError(`--isolation must be auto, userns, posix or none, got '${isolation}'`);
+  const allowedUsers = ((values["allowed-users"] as string | undefined) ?? "").split(",").map((u) => u.trim()).filter(Boolean);
+  await checkUsersExist(values["default-user"] as string, allowedUsers);
   const containerizer = await LinuxContainerizer.create({
     isolation: isolation as "auto" | "userns" | "posix",
     defaultUser: values["default-user"] as string,
-    allowedUsers: ((values["allowed-users"] as string | undefined) ?? "").split(",").map((u) => u.trim()).filter(Boolean),
+    allowedUsers,
     allowRoot: values["allow-root"] === true,
     cpuQuota: values["no-cpu-quota"] !== true,
     pidsMax,
@@ -38,4 +41,20 @@ export async function containerizerFromFlags(
     ...host,
   });
   return { containerizer, isolation: containerizer.isolation };
+}
+
+/**
+ * An agent running as root switches each task to its user: one this host does not know would fail
+ * every task it launches (REASON_CONTAINER_LAUNCH_FAILED), so it is refused at start instead.
+ * Without root no task switches user and the names are not used.
+ */
+async function checkUsersExist(defaultUser: string, allowedUsers: readonly string[]): Promise<void> {
+  if (process.getuid?.() !== 0) return;
+  for (const [flag, user] of [["default-user", defaultUser] as const, ...allowedUsers.map((u) => ["allowed-users", u] as const)]) {
+    try {
+      await lookupUser(user);
+    } catch (error) {
+      throw new UsageError(`--${flag}: ${(error as Error).message}`);
+    }
+  }
 }

@@ -117,4 +117,15 @@ describe("corral CLI", () => {
     expect(help.status).toBe(0);
     expect(help.stdout).toContain("CORRAL_WORK_DIR");
   });
+
+  it.skipIf(process.getuid?.() !== 0)("refuses, as root, an agent whose task users this host does not know", () => {
+    const agentEnv = { ...process.env, CORRAL_HOME: "/nonexistent", CORRAL_NATS: "nats://127.0.0.1:1", CORRAL_WORK_DIR: "/nonexistent/agent" };
+    for (const [flags, says] of [
+      [["--default-user", "no-such-user-corral"], '--default-user: unknown user "no-such-user-corral" (not in /etc/passwd)'],
+      [["--allowed-users", "nobody,no-such-user-corral"], '--allowed-users: unknown user "no-such-user-corral"'],
+    ] as const) {
+      const refused = spawnSync(CORRAL, ["agent", "--isolation", "posix", ...flags], { encoding: "utf8", env: agentEnv });
+      expect({ flags, status: refused.status, stderr: refused.stderr }).toEqual({ flags, status: 2, stderr: expect.stringContaining(says) });
+    }
+  });
 });
