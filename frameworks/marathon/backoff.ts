@@ -8,8 +8,10 @@
  *
  * A delay belongs to one configuration of the app: a new config version (not a scale change)
  * starts afresh, and so does a deployment restarting the app or `DELETE /v2/queue/{id}/delay`.
- * A delay left alone for longer than `maxLaunchDelaySeconds` after it was set is forgotten, so an
- * app that failed long ago starts with a short delay again.
+ * A delay is forgotten once no instance of its configuration failed, was launched or started for
+ * longer than `maxLaunchDelaySeconds` (Marathon's overdue clean-up, which counts from the latest
+ * launch or start as well): an app whose task ran that long without failing starts with a short
+ * delay again, while one that crashes right after each launch stays at the ceiling.
  */
 
 /** The backoff fields of an app definition. */
@@ -37,6 +39,8 @@ export interface LaunchDelay {
   readonly maxDelayMs: number;
   /** Failures recorded for this configuration. */
   readonly failures: number;
+  /** When an instance of this configuration was last launched or started, epoch ms, if since the latest failure. */
+  readonly activeAtMs?: number;
 }
 
 /** Delay info as `GET /v2/queue` shows it. */
@@ -64,13 +68,24 @@ export function delayAfterFailuresSeconds(policy: BackoffPolicy, failures: numbe
 
 /**
  * The delay that still applies to `configVersion` at `nowMs`, or undefined when there is none:
- * none was recorded, it belongs to an older configuration, or it was left alone for longer than
- * its ceiling (Marathon's overdue clean-up).
+ * none was recorded, it belongs to an older configuration, or it was left alone (no failure,
+ * launch or start) for longer than its ceiling (Marathon's overdue clean-up).
  */
 export function activeDelay(delay: LaunchDelay | undefined, configVersion: string, nowMs: number): LaunchDelay | undefined {
   if (delay === undefined || delay.configVersion !== configVersion) return undefined;
-  if (nowMs > delay.sinceMs + delay.maxDelayMs) return undefined;
+  if (nowMs > Math.max(delay.sinceMs, delay.activeAtMs ?? delay.sinceMs) + delay.maxDelayMs) return undefined;
   return delay;
+}
+
+/**
+ * Records that an instance of `configVersion` was launched or started at `nowMs`: the delay is
+ * remembered for its ceiling from then on, so that a task crashing soon after its launch raises it
+ * further rather than finding it forgotten. The time launching may resume is unchanged. Answers
+ * undefined when there is no delay to keep.
+ */
+export function recordActivity(delay: LaunchDelay | undefined, configVersion: string, nowMs: number): LaunchDelay | undefined {
+  const current = activeDelay(delay, configVersion, nowMs);
+  return current === undefined ? undefined : { ...current, activeAtMs: nowMs };
 }
 
 /**

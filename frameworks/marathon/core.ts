@@ -22,7 +22,7 @@ import { UNRESERVED_ROLE } from "../../sdk/roles.ts";
 import { TERMINAL_TASK_STATES } from "../../sdk/wire/types.ts";
 import type { NormalizedApp, ReadinessCheck } from "./app-spec.ts";
 import { formatPathId, isSelfOrAncestorId, parentId, pathSegments } from "./path-id.ts";
-import { activeDelay, canLaunch, launchAllowedAtMs, queueDelayInfo, recordFailure, type LaunchDelay, type QueueDelayInfo } from "./backoff.ts";
+import { activeDelay, canLaunch, launchAllowedAtMs, queueDelayInfo, recordActivity, recordFailure, type LaunchDelay, type QueueDelayInfo } from "./backoff.ts";
 import { checkConstraints, DEFAULT_MAX_INSTANCES_PER_OFFER, type Placement } from "./constraints.ts";
 import { selectInstancesToKill, type KillCandidate } from "./kill-order.ts";
 import { pickPorts } from "./ports.ts";
@@ -1014,6 +1014,7 @@ export class MarathonCore {
         for (const task of tasks.tasks) {
           const instance = this.instances.get(task.taskId)!;
           effects.push({ type: "putInstance", instance: { ...instance } }, instanceChanged(instance, "Created", nowMs));
+          this.noteActivity(instance, nowMs, effects);
         }
         effects.push({ type: "launch", offerId: offer.id, agentId: offer.agentId, tasks: tasks.tasks });
       }
@@ -1092,6 +1093,7 @@ export class MarathonCore {
         if (instance.inactive) this.touch(instance.appId); // counts again
         delete instance.inactive;
         if (instance.state !== "killing") this.setState(instance, "running");
+        if (before.state !== "running" && instance.state === "running") this.noteActivity(instance, nowMs, effects);
         instance.startedAtMs ??= status.timestampMs ?? nowMs;
         break;
       case "TASK_UNREACHABLE":
@@ -1635,6 +1637,19 @@ export class MarathonCore {
       effects.push({ type: "putInstance", instance: { ...instance } });
       effects.push(instanceChanged(instance, conditionOf(instance), nowMs));
     }
+  }
+
+  /**
+   * An instance of the app's current config was launched or started: its launch delay, if any, is
+   * remembered for its ceiling from now (see {@link recordActivity}).
+   */
+  private noteActivity(instance: Instance, nowMs: number, effects: MarathonEffect[]): void {
+    const record = this.apps.get(instance.appId);
+    if (!record || instance.configVersion !== record.versionInfo.lastConfigChangeAt) return;
+    const delay = recordActivity(this.delays.get(instance.appId), instance.configVersion, nowMs);
+    if (delay === undefined) return;
+    this.delays.set(instance.appId, delay);
+    effects.push({ type: "putDelay", appId: instance.appId, delay });
   }
 
   /** Forgets the app's launch delay, here and in the store. */

@@ -89,7 +89,7 @@ function isRootVersionChange(v: unknown): v is RootVersionChange {
 
 function isLaunchDelay(v: unknown): v is LaunchDelay {
   if (!isObject(v) || typeof v.configVersion !== "string") return false;
-  return [v.sinceMs, v.delayMs, v.maxDelayMs, v.failures].every((n) => typeof n === "number" && Number.isFinite(n) && n >= 0);
+  return [v.sinceMs, v.delayMs, v.maxDelayMs, v.failures, v.activeAtMs ?? 0].every((n) => typeof n === "number" && Number.isFinite(n) && n >= 0);
 }
 
 /** Sorts decoded records into a state; malformed ones are reported through `skip`. */

@@ -7,6 +7,7 @@ import {
   delayAfterFailuresSeconds,
   launchAllowedAtMs,
   queueDelayInfo,
+  recordActivity,
   recordFailure,
   resetDelay,
   type LaunchDelay,
@@ -58,6 +59,22 @@ describe("launch backoff", () => {
     expect(activeDelay(delay, "v1", 10_300)).toBe(delay);
     expect(activeDelay(delay, "v1", 10_301)).toBeUndefined();
     expect(recordFailure(delay, policy, "v1", 20_000)).toMatchObject({ delayMs: 1000, failures: 1 });
+  });
+
+  it("remembers a delay for its ceiling after the latest launch or start, without moving when launching may resume", () => {
+    const delay = failures(4, 0, 100)!; // set at 300, 8 s, 10 s ceiling
+    const launched = recordActivity(delay, "v1", 8_300)!;
+    expect(launched).toMatchObject({ sinceMs: 300, delayMs: 8000, activeAtMs: 8_300 });
+    expect(launchAllowedAtMs(launched, "v1", 8_300)).toBe(8_300);
+    // Forgotten 10 s after the launch, not 10 s after the failure.
+    expect(activeDelay(launched, "v1", 18_300)).toBe(launched);
+    expect(activeDelay(launched, "v1", 18_301)).toBeUndefined();
+    // A crash soon after the launch raises the delay to the ceiling.
+    expect(recordFailure(launched, policy, "v1", 12_000)).toMatchObject({ delayMs: 10_000, failures: 5 });
+    // Nothing to keep: no delay, another config, or one already forgotten.
+    expect(recordActivity(undefined, "v1", 0)).toBeUndefined();
+    expect(recordActivity(delay, "v2", 400)).toBeUndefined();
+    expect(recordActivity(delay, "v1", 10_301)).toBeUndefined();
   });
 
   it("reports /v2/queue delay info", () => {

@@ -221,6 +221,31 @@ describe("failures and backoff", () => {
     expect(w.core.delayOf("/crash", w.now())).toBeUndefined();
     expect(launches(w.offers(offer()))).toHaveLength(1);
   });
+
+  it("keeps a crash-looping app at the ceiling: the delay is remembered from the latest launch or start, not only from the latest failure", () => {
+    const w = world();
+    w.put(app({ id: "loop", instances: 1, backoffSeconds: 1, backoffFactor: 2, maxLaunchDelaySeconds: 8 }));
+    let [task] = launches(w.offers(offer()));
+    const delays: number[] = [];
+    for (let i = 0; i < 7; i++) {
+      // Each task runs for a second, then crashes.
+      w.advance(1_000);
+      w.status(task!.taskId, "TASK_RUNNING");
+      w.status(task!.taskId, "TASK_FAILED");
+      const delay = w.core.delayOf("/loop", w.now())!;
+      delays.push(delay.delayMs);
+      w.advance(delay.delayMs);
+      w.tick();
+      [task] = launches(w.offers(offer()));
+      expect(task).toBeDefined();
+    }
+    expect(delays).toEqual([1000, 2000, 4000, 8000, 8000, 8000, 8000]);
+    // A task that then runs for longer than the ceiling was viable: its next failure starts afresh.
+    w.status(task!.taskId, "TASK_RUNNING");
+    w.advance(8_001);
+    w.status(task!.taskId, "TASK_FAILED");
+    expect(w.core.delayOf("/loop", w.now())).toMatchObject({ delayMs: 1000, failures: 1 });
+  });
 });
 
 describe("scaling and deployments", () => {
