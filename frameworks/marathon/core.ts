@@ -1793,7 +1793,7 @@ export class MarathonCore {
       MARATHON_APP_VERSION: record.version,
       MESOS_TASK_ID: id,
       HOST: offer.hostname,
-      ...portEnv(hostPorts),
+      ...portEnv(hostPorts, app.portDefinitions),
     };
     for (const [k, v] of Object.entries(app.labels)) if (/^[A-Za-z_][A-Za-z0-9_]*$/.test(k)) env[`MARATHON_APP_LABEL_${k.toUpperCase()}`] = v;
     // A task carries one agent-run check, as in Mesos: the app's first COMMAND check.
@@ -2202,10 +2202,22 @@ function healthChanged(i: Instance, nowMs: number): MarathonEffect {
   return { type: "event", event: { eventType: "health_status_changed_event", timestamp: iso(nowMs), appId: i.appId, instanceId: i.id, taskId: i.id, version: i.version, alive: i.healthy === true } };
 }
 
-/** `$PORT0`, `$PORT1`, ... and `$PORT`, `$PORTS`, as Marathon sets them. */
-export function portEnv(hostPorts: readonly number[]): Record<string, string> {
+/**
+ * `$PORT0`, `$PORT1`, ..., `$PORT`, `$PORTS` and, as Marathon sets them, `$PORT_<NAME>` for each
+ * named port definition (the name upper-cased, nothing else changed) and `$PORT_<n>` for each
+ * declared port `n` (for a port declared 0, the host port it was given).
+ */
+export function portEnv(hostPorts: readonly number[], definitions: ReadonlyArray<{ port: number; name?: string }> = []): Record<string, string> {
   const env: Record<string, string> = {};
   hostPorts.forEach((p, i) => (env[`PORT${i}`] = String(p)));
+  hostPorts.forEach((p, i) => {
+    const declared = definitions[i]?.port ?? 0;
+    env[`PORT_${declared === 0 ? p : declared}`] = String(p);
+  });
+  hostPorts.forEach((p, i) => {
+    const name = definitions[i]?.name;
+    if (name !== undefined && name !== "") env[`PORT_${name.toUpperCase()}`] = String(p);
+  });
   if (hostPorts.length > 0) {
     env.PORT = String(hostPorts[0]);
     env.PORTS = hostPorts.join(",");

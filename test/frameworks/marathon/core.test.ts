@@ -68,6 +68,26 @@ describe("launching", () => {
     expect(effects.some((e) => e.type === "suppress")).toBe(true);
   });
 
+  it("names ports in the environment as Marathon does: PORT_<NAME> by port name, PORT_<port> by declared (or, for port 0, assigned) port", () => {
+    const w = world();
+    w.put(app({ id: "named", instances: 1, portDefinitions: [{ port: 0, name: "http" }, { port: 8080, name: "admin-api" }, { port: 0 }] }));
+    const [task] = launches(w.offers(offer()));
+    const [http, admin, plain] = [task!.env.PORT0!, task!.env.PORT1!, task!.env.PORT2!];
+    const ports = Object.fromEntries(Object.entries(task!.env).filter(([k]) => k.startsWith("PORT")));
+    expect(ports).toEqual({
+      PORT0: http,
+      PORT1: admin,
+      PORT2: plain,
+      PORT: http,
+      PORTS: `${http},${admin},${plain}`,
+      PORT_HTTP: http,
+      "PORT_ADMIN-API": admin,
+      PORT_8080: admin,
+      [`PORT_${http}`]: http,
+      [`PORT_${plain}`]: plain,
+    });
+  });
+
   it("completes the start deployment once every instance runs, and declines idle offers for long", () => {
     const w = world();
     const { result } = w.put(app({ id: "web", instances: 2 }));
