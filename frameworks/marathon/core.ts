@@ -1073,9 +1073,7 @@ export class MarathonCore {
       if (instance.goal === "running" && record) {
         this.counters.failed++;
         this.lastFailures.set(instance.appId, { appId: instance.appId, taskId: instance.id, host: instance.hostname, slaveId: instance.agentId, state: status.state, message: status.message ?? "", timestamp: iso(nowMs), version: instance.version });
-        const delay = recordFailure(this.delays.get(instance.appId), record.app, record.versionInfo.lastConfigChangeAt, nowMs);
-        this.delays.set(instance.appId, delay);
-        effects.push({ type: "putDelay", appId: instance.appId, delay });
+        this.backOff(record, nowMs, effects);
       }
       this.remove(instance, effects);
       effects.push(instanceChanged(instance, status.state === "TASK_FINISHED" ? "Finished" : "Failed", nowMs));
@@ -1141,9 +1139,20 @@ export class MarathonCore {
     if (!healthy && maxFailures > 0 && failures >= maxFailures && instance.goal === "running") this.killUnhealthy(instance, nowMs, effects);
   }
 
+  /** Kills an instance that failed its health checks; as a crash does, this backs the app's launches off. */
   private killUnhealthy(instance: Instance, nowMs: number, effects: MarathonEffect[]): void {
     effects.push({ type: "event", event: { eventType: "unhealthy_instance_kill_event", timestamp: iso(nowMs), appId: instance.appId, taskId: instance.id, instanceId: instance.id, version: instance.version, reason: "health check failed", host: instance.hostname, slaveId: instance.agentId } });
+    const record = this.apps.get(instance.appId);
+    if (record) this.backOff(record, nowMs, effects);
     this.stopInstance(instance, "replace", effects, nowMs);
+  }
+
+  /** Records a failure of the app's current config: its launches wait one more backoff step. */
+  private backOff(record: AppRecord, nowMs: number, effects: MarathonEffect[]): void {
+    const appId = record.app.id;
+    const delay = recordFailure(this.delays.get(appId), record.app, record.versionInfo.lastConfigChangeAt, nowMs);
+    this.delays.set(appId, delay);
+    effects.push({ type: "putDelay", appId, delay });
   }
 
   /**

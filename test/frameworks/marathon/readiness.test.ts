@@ -208,6 +208,19 @@ describe("health answers of the checks Marathon runs (pure core)", () => {
     expect(kills(w.core.health(task!.taskId, 1, false, w.now()))).toEqual([task!.taskId]);
   });
 
+  it("backs the app off after a kill for failed health checks, as after a crash (Marathon's backoff applies to both)", () => {
+    const w = world();
+    w.put(app({ id: "sick", instances: 1, portDefinitions: [{ port: 0 }], backoffSeconds: 10, healthChecks: [{ protocol: "TCP", portIndex: 0, gracePeriodSeconds: 0, maxConsecutiveFailures: 1 }] }));
+    const [task] = launches(w.offers());
+    w.run(task!.taskId);
+    expect(kills(w.core.health(task!.taskId, 0, false, w.now()))).toEqual([task!.taskId]);
+    w.end(task!.taskId);
+    expect(w.core.delayOf("/sick", w.now())).toMatchObject({ delayMs: 10_000, failures: 1 });
+    expect(launches(w.offers())).toEqual([]);
+    w.advance(10_000);
+    expect(launches(w.offers())).toHaveLength(1);
+  });
+
   it("counts failures after the grace period even without a pass, and ignores unknown instances and checks", () => {
     const w = world();
     w.put(app({ id: "late", instances: 1, portDefinitions: [{ port: 0 }], healthChecks: [{ protocol: "TCP", portIndex: 0, gracePeriodSeconds: 5, maxConsecutiveFailures: 1 }] }));
