@@ -1804,7 +1804,7 @@ export class MarathonCore {
       HOST: offer.hostname,
       ...portEnv(hostPorts, app.portDefinitions),
     };
-    for (const [k, v] of Object.entries(app.labels)) if (/^[A-Za-z_][A-Za-z0-9_]*$/.test(k)) env[`MARATHON_APP_LABEL_${k.toUpperCase()}`] = v;
+    Object.assign(env, labelEnv(app.labels));
     // A task carries one agent-run check, as in Mesos: the app's first COMMAND check.
     const commandCheck = app.healthChecks.find((c) => c.protocol === "COMMAND" && c.command !== undefined);
     return {
@@ -2232,6 +2232,27 @@ export function portEnv(hostPorts: readonly number[], definitions: ReadonlyArray
     env.PORTS = hostPorts.join(",");
   }
   return env;
+}
+
+/** Longest environment variable (name or value) Marathon puts a label into, in characters. */
+const MAX_LABEL_ENV_LENGTH = 512;
+
+/**
+ * `$MARATHON_APP_LABEL_<NAME>` for each label and `$MARATHON_APP_LABELS` listing the names, as
+ * Marathon sets them: each run of characters other than letters, digits and `_` in a label's name
+ * becomes `_`, the name is upper-cased; labels whose name or value would be too long are left out.
+ */
+export function labelEnv(labels: Readonly<Record<string, string>>): Record<string, string> {
+  const prefix = "MARATHON_APP_LABEL_";
+  const names: string[] = [];
+  const env: Record<string, string> = {};
+  for (const [key, value] of Object.entries(labels)) {
+    if (key.length >= MAX_LABEL_ENV_LENGTH - prefix.length || value.length >= MAX_LABEL_ENV_LENGTH) continue;
+    const name = key.replace(/[^a-zA-Z0-9_]+/g, "_").toUpperCase();
+    if (!(`${prefix}${name}` in env)) names.push(name);
+    env[`${prefix}${name}`] = value;
+  }
+  return { MARATHON_APP_LABELS: names.join(" "), ...env };
 }
 
 /** What one `offers` input computes once for all its offers. */

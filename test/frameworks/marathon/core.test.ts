@@ -88,6 +88,20 @@ describe("launching", () => {
     });
   });
 
+  it("puts every label in the environment as Marathon does: the name's other characters made '_', upper-cased, listed in MARATHON_APP_LABELS", () => {
+    const w = world();
+    const long = "x".repeat(600);
+    w.put(app({ id: "labelled", instances: 1, labels: { "com.example/team": "ops", tier: "web", "HAPROXY_0_VHOST": "a.example", big: long, [long]: "too long a name" } }));
+    const [task] = launches(w.offers(offer()));
+    const labels = Object.fromEntries(Object.entries(task!.env).filter(([k]) => k.startsWith("MARATHON_APP_LABEL")));
+    expect(labels).toEqual({
+      MARATHON_APP_LABELS: "COM_EXAMPLE_TEAM TIER HAPROXY_0_VHOST",
+      MARATHON_APP_LABEL_COM_EXAMPLE_TEAM: "ops",
+      MARATHON_APP_LABEL_TIER: "web",
+      MARATHON_APP_LABEL_HAPROXY_0_VHOST: "a.example",
+    });
+  });
+
   it("completes the start deployment once every instance runs, and declines idle offers for long", () => {
     const w = world();
     const { result } = w.put(app({ id: "web", instances: 2 }));
