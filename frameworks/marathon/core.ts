@@ -1570,10 +1570,13 @@ export class MarathonCore {
       for (const c of chosen) this.stopInstance(this.instances.get(c.id)!, "stopped", effects, nowMs);
     }
     if (found && part) {
-      // Exactly `instances` instances, all ready (a ready instance is not stopped); an inactive
-      // one waiting to be expunged is not one of them.
+      // Exactly `instances` instances (the surplus is gone; an inactive one waiting to be
+      // expunged is not one of them), and every one this deployment launched is ready. As in
+      // Marathon's scaling, instances it found and keeps are not waited for, healthy or not.
+      const startedAtMs = found.deployment.startedAtMs;
       const count = this.countInstances(appId, (i) => !i.inactive);
-      const done = count === record.app.instances && this.countInstances(appId, (i) => this.isReady(i)) === count;
+      const waiting = this.countInstances(appId, (i) => !i.inactive && i.stagedAtMs >= startedAtMs && !this.isReady(i));
+      const done = count === record.app.instances && waiting === 0;
       if (done) {
         this.finishPart(part);
         return this.advance(found.deployment, nowMs, effects);

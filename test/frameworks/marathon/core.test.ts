@@ -300,6 +300,27 @@ describe("scaling and deployments", () => {
     expect(events(w.status(killed[1]!, "TASK_KILLED"), "deployment_success")).toHaveLength(1);
   });
 
+  it("waits, in a scale, for the instances it starts and the kills it makes, not for the health of instances it keeps (as Marathon's scaling does)", () => {
+    const w = world();
+    const checks = [{ protocol: "COMMAND", command: { value: "false" }, maxConsecutiveFailures: 0 }];
+    const sickApp = (instances: number) => app({ id: "sick", instances, healthChecks: checks });
+    w.put(sickApp(3));
+    const tasks = launches(w.offers(offer()));
+    for (const t of tasks) w.status(t.taskId, "TASK_RUNNING", { healthy: false });
+    // Never healthy: the start waits (Marathon's start does too); take it over.
+    w.advance(1_000);
+    const down = w.put(sickApp(2), { force: true });
+    const [killed] = kills(down.effects);
+    expect(w.core.deployment(down.result.deploymentId)).toBeDefined();
+    expect(events(w.status(killed!, "TASK_KILLED"), "deployment_success").map((e) => e.id)).toEqual([down.result.deploymentId]);
+    // Scaling up waits for the new instance only.
+    const up = w.put(sickApp(3));
+    const [added] = launches(w.offers(offer()));
+    w.status(added!.taskId, "TASK_RUNNING", { healthy: false });
+    expect(w.core.deployment(up.result.deploymentId)).toBeDefined();
+    expect(events(w.status(added!.taskId, "TASK_RUNNING", { healthy: true }), "deployment_success").map((e) => e.id)).toEqual([up.result.deploymentId]);
+  });
+
   it("refuses a write to a locked app unless forced, and rollback restores the previous version", () => {
     const w = world();
     w.put(app({ id: "web", instances: 1 }));
