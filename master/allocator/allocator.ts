@@ -310,15 +310,19 @@ export class HierarchicalAllocator {
   addAgent(agentId: string, spec: AgentSpec): void {
     if (this.agents.has(agentId)) throw new AllocatorError("CORRAL_ERR_DUPLICATE_AGENT", `agent '${agentId}' is already added`);
     const used = spec.used ?? [];
-    let usedTotal = Resources.empty();
-    for (const usage of used) {
+    // Each usage is taken from what is left in turn: a sum would merge two usages' overlapping
+    // port ranges, pass, and the second would then fail half-way through adding the agent.
+    let left = spec.total;
+    for (const [i, usage] of used.entries()) {
       const framework = this.frameworks.get(usage.frameworkId);
       if (!framework) throw new AllocatorError("CORRAL_ERR_UNKNOWN_FRAMEWORK", `agent '${agentId}' reports usage by unknown framework '${usage.frameworkId}'`);
       validRole(usage.role, true);
-      usedTotal = usedTotal.add(usage.resources);
-    }
-    if (!spec.total.contains(usedTotal)) {
-      throw new AllocatorError("CORRAL_ERR_OVER_ALLOCATED", `agent '${agentId}' uses ${usedTotal.toString()}, more than its total ${spec.total.toString()}`);
+      const rest = left.trySubtract(usage.resources);
+      if (rest === null) {
+        const than = i === 0 ? `its total ${spec.total.toString()}` : `${left.toString()}, what the usages before it leave of its total ${spec.total.toString()}`;
+        throw new AllocatorError("CORRAL_ERR_OVER_ALLOCATED", `agent '${agentId}': used[${i}] (${usage.resources.toString()}) is more than ${than}`);
+      }
+      left = rest;
     }
     for (const role of reservationsByRole(spec.total).keys()) validRole(role);
 

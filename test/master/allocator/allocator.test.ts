@@ -384,6 +384,32 @@ describe("bad input leaves the state unchanged", () => {
     expect(allocator.agentIds()).toEqual(["agent1"]);
     expect(allocator.checkInvariants()).toEqual([]);
   });
+
+  it("refuses an agent whose usages hold the same port, naming the usage, and does not add it", () => {
+    const allocator = newAllocator();
+    allocator.addFramework("A", { roles: ["r"] });
+    const used = [
+      { frameworkId: "A", role: "r", resources: r("cpus:1;ports:[31000-31000]") },
+      { frameworkId: "A", role: "r", resources: r("cpus:0.5;ports:[31000-31000]") },
+    ];
+    let error: unknown;
+    try {
+      allocator.addAgent("x", { total: r("cpus:2;mem:512;ports:[31000-31010]"), used });
+    } catch (e) {
+      error = e;
+    }
+    expect(error).toBeInstanceOf(AllocatorError);
+    expect((error as AllocatorError).code).toBe("CORRAL_ERR_OVER_ALLOCATED");
+    expect((error as AllocatorError).message).toBe(
+      "agent 'x': used[1] (cpus:0.5;ports:[31000-31000]) is more than cpus:1;mem:512;ports:[31001-31010], what the usages before it leave of its total cpus:2;mem:512;ports:[31000-31010]",
+    );
+    expect(allocator.agentIds()).toEqual([]);
+    expect(allocator.frameworkAllocation("A").isEmpty()).toBe(true);
+    expect(allocator.checkInvariants()).toEqual([]);
+    // The same agent with sound usages is added.
+    allocator.addAgent("x", { total: r("cpus:2;mem:512;ports:[31000-31010]"), used: [used[0]!] });
+    expect(allocator.frameworkAllocation("A").toString()).toBe("cpus:1;ports:[31000-31000]");
+  });
 });
 
 describe("the default role", () => {
