@@ -167,9 +167,15 @@ function roleProblems(entries: Array<{ role: string }>, topLevelOnly: boolean): 
   return problems;
 }
 
-function quotaProblems(entries: QuotaEntry[]): Array<[string, string]> {
+function quotaProblems(entries: QuotaEntry[], core: MasterCore): Array<[string, string]> {
   const problems = roleProblems(entries, true);
   for (const [i, entry] of entries.entries()) {
+    for (const field of ["guarantees", "limits"] as const) {
+      for (const name of Object.keys(entry[field] ?? {})) {
+        const problem = core.allocator.quotaResourceProblem(name);
+        if (problem) problems.push([pointer(i, field, name), problem]);
+      }
+    }
     for (const [name, guarantee] of Object.entries(entry.guarantees ?? {})) {
       const limit = entry.limits?.[name];
       if (limit !== undefined && guarantee > limit) problems.push([pointer(i, "guarantees", name), `must be <= limits.${name} (${limit}), got ${guarantee}`]);
@@ -278,7 +284,7 @@ export function createMasterHttp(deps: MasterHttpDeps): FastifyInstance {
 
   app.put<{ Body: QuotaEntry[] }>("/quota", { schema: { body: QUOTA_BODY } }, async (request) => {
     const entries = request.body;
-    const problems = quotaProblems(entries);
+    const problems = quotaProblems(entries, core());
     if (problems.length > 0) throw new RequestValidationError(collect(problems));
     const effects = applyOrReject(() =>
       core().setQuotas(entries.map((e) => ({ role: e.role, ...(e.guarantees ? { guarantees: e.guarantees } : {}), ...(e.limits ? { limits: e.limits } : {}) }))),

@@ -18,7 +18,7 @@
  * a run last visited them (see {@link HierarchicalAllocator.allocate}): with thousands of agents
  * and nothing new, a run costs what changed, not the size of the cluster.
  */
-import { Resources, addQuantities, resourceNameProblem, toMillis, type ResourceEntry, type ScalarQuantities } from "../../sdk/resources.ts";
+import { Resources, SCALAR_SCALE, addQuantities, resourceNameProblem, toMillis, type ResourceEntry, type ScalarQuantities } from "../../sdk/resources.ts";
 import { roleNameError, topLevelRole } from "../../sdk/roles.ts";
 import { shuffleInPlace, type Rng } from "../../sdk/rng.ts";
 import { TimedHeap } from "../../sdk/time-heap.ts";
@@ -221,18 +221,31 @@ function validRole(role: string, allowStar = false): void {
   if (problem !== null) throw new AllocatorError("CORRAL_ERR_BAD_ROLE", `invalid role '${role}': ${problem}`);
 }
 
-function quantitiesFromRecord(record: Record<string, number> | undefined, what: string): ScalarQuantities {
+/** Largest quantity a quota or minimum may name: thousandths of it must stay an exact integer. */
+const MAX_QUANTITY = Math.floor(Number.MAX_SAFE_INTEGER / SCALAR_SCALE);
+
+const SCALAR_QUOTA_RULE = "quota is set on scalar resources only";
+
+/** `ports` is Mesos's ranges resource, which quota does not count. */
+function portsQuotaProblem(name: string): string | undefined {
+  return name === "ports" ? `${SCALAR_QUOTA_RULE}; 'ports' is a ranges resource` : undefined;
+}
+
+function quantitiesFromRecord(record: Record<string, number> | undefined, what: string, nameProblem: (name: string) => string | undefined = resourceNameProblem): ScalarQuantities {
   const out: ScalarQuantities = new Map();
   if (record === undefined) return out;
   if (typeof record !== "object" || record === null || Array.isArray(record)) {
     throw new AllocatorError("CORRAL_ERR_BAD_QUOTA", `${what} must be an object of resource name to quantity`);
   }
   for (const [name, value] of Object.entries(record)) {
-    const nameProblem = resourceNameProblem(name);
-    if (nameProblem !== undefined) throw new AllocatorError("CORRAL_ERR_BAD_QUOTA", `${what}: invalid resource name '${name}': ${nameProblem}`);
+    const invalidName = resourceNameProblem(name);
+    if (invalidName !== undefined) throw new AllocatorError("CORRAL_ERR_BAD_QUOTA", `${what}: invalid resource name '${name}': ${invalidName}`);
+    const problem = nameProblem(name);
+    if (problem !== undefined) throw new AllocatorError("CORRAL_ERR_BAD_QUOTA", `${what}.${name}: ${problem}`);
     if (typeof value !== "number" || !Number.isFinite(value) || value < 0) {
       throw new AllocatorError("CORRAL_ERR_BAD_QUOTA", `${what}.${name} must be a finite number >= 0, got ${String(value)}`);
     }
+    if (value > MAX_QUANTITY) throw new AllocatorError("CORRAL_ERR_BAD_QUOTA", `${what}.${name} must be at most ${MAX_QUANTITY}, got ${String(value)}`);
     out.set(name, toMillis(value, `${what}.${name}`));
   }
   return out;
@@ -505,23 +518,40 @@ export class HierarchicalAllocator {
   setQuota(role: string, quota: QuotaConfig | null): void {
     validRole(role);
     if (role.includes("/")) throw new AllocatorError("CORRAL_ERR_BAD_QUOTA", `quota is set per top-level role; '${role}' is nested`);
-    this.stale = "all";
     if (quota === null) {
+      this.stale = "all";
       this.quotas.delete(role);
       this.recomputeUnsatisfied(role);
       return;
     }
     if (typeof quota !== "object" || Array.isArray(quota)) throw new AllocatorError("CORRAL_ERR_BAD_QUOTA", "quota must be an object with guarantees and/or limits");
-    const guarantees = quantitiesFromRecord(quota.guarantees, "guarantees");
-    const limits = quantitiesFromRecord(quota.limits, "limits");
+    const guarantees = quantitiesFromRecord(quota.guarantees, "guarantees", portsQuotaProblem);
+    const limits = quantitiesFromRecord(quota.limits, "limits", portsQuotaProblem);
     for (const [name, millis] of guarantees) {
       const limit = limits.get(name);
       if (limit !== undefined && millis > limit) {
         throw new AllocatorError("CORRAL_ERR_BAD_QUOTA", `guarantees.${name} (${millis / 1000}) exceeds limits.${name} (${limit / 1000})`);
       }
     }
+    this.stale = "all";
     this.quotas.set(role, { guarantees, limits });
     this.recomputeUnsatisfied(role);
+  }
+
+  /**
+   * Why a quota cannot name the resource `name` now, or `undefined` when it can. Quota counts
+   * scalars (as in Mesos): not `ports`, nor a name some agent has as ranges or a set. `setQuota`
+   * itself refuses only `ports`: what agents have changes, and a quota accepted before must stay
+   * settable (a refused update puts the previous quotas back); the operator API asks this first.
+   */
+  quotaResourceProblem(name: string): string | undefined {
+    const ports = portsQuotaProblem(name);
+    if (ports !== undefined) return ports;
+    for (const agent of this.agents.values()) {
+      const entry = agent.total.entries.find((e) => e.name === name && e.kind !== "scalar");
+      if (entry) return `${SCALAR_QUOTA_RULE}; agent '${agent.id}' has '${name}' as ${entry.kind === "set" ? "a set" : "ranges"}`;
+    }
+    return undefined;
   }
 
   /** The configured quota of every role, in decimal units. */

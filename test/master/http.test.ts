@@ -165,6 +165,15 @@ describe("master HTTP API", () => {
     expect(await get("/quota")).toEqual(before);
   });
 
+  it("refuses quota on ports, which is no scalar, with 422 naming the field", async () => {
+    const before = await get("/quota");
+    const { status, body } = await put("/quota", JSON.stringify([{ role: "web", guarantees: { cpus: 1 } }, { role: "batch", guarantees: { mem: 10 }, limits: { ports: 5 } }]));
+    expect(status).toBe(422);
+    expect(body.details).toEqual([{ path: "/1/limits/ports", errors: ["quota is set on scalar resources only; 'ports' is a ranges resource"] }]);
+
+    expect(await get("/quota")).toEqual(before);
+  });
+
   it("applies valid weights and quotas, shows them, and runs an allocation at once", async () => {
     const runs = master.core.counters.allocationRuns;
     const weights = await put("/weights", JSON.stringify([{ role: "web", weight: 2.5 }, { role: "batch", weight: 1 }]));

@@ -412,6 +412,42 @@ describe("bad input leaves the state unchanged", () => {
   });
 });
 
+describe("quota is on scalars", () => {
+  const refusal = (fn: () => void): AllocatorError | undefined => {
+    try {
+      fn();
+    } catch (error) {
+      return error as AllocatorError;
+    }
+    return undefined;
+  };
+
+  it("refuses a quantity too large to count in thousandths with an AllocatorError naming the field", () => {
+    const allocator = newAllocator();
+    const error = refusal(() => allocator.setQuota("web", { guarantees: { cpus: 1 }, limits: { mem: 1e16 } }));
+    expect(error).toBeInstanceOf(AllocatorError);
+    expect(error).toMatchObject({ code: "CORRAL_ERR_BAD_QUOTA", message: "limits.mem must be at most 9007199254740, got 10000000000000000" });
+    expect(allocator.getQuotas().size).toBe(0);
+  });
+
+  it("refuses quota on ports, and tells which names agents have as ranges or sets", () => {
+    const allocator = newAllocator();
+    allocator.addAgent("agent1", { total: r("cpus:4;mem:4096;ports:[31000-31010];zones:{a,b};lanes:[1-4]") });
+    expect(refusal(() => allocator.setQuota("web", { limits: { cpus: 2 }, guarantees: { ports: 5 } }))).toMatchObject({
+      code: "CORRAL_ERR_BAD_QUOTA",
+      message: "guarantees.ports: quota is set on scalar resources only; 'ports' is a ranges resource",
+    });
+    expect(allocator.getQuotas().size).toBe(0);
+    expect(allocator.quotaResourceProblem("ports")).toBe("quota is set on scalar resources only; 'ports' is a ranges resource");
+    expect(allocator.quotaResourceProblem("zones")).toBe("quota is set on scalar resources only; agent 'agent1' has 'zones' as a set");
+    expect(allocator.quotaResourceProblem("lanes")).toBe("quota is set on scalar resources only; agent 'agent1' has 'lanes' as ranges");
+    expect(allocator.quotaResourceProblem("cpus")).toBeUndefined();
+    // Custom scalars are fine.
+    allocator.setQuota("web", { guarantees: { cpus: 1, "bandwidth.net": 10 } });
+    expect(allocator.getQuotas().get("web")).toEqual({ guarantees: { cpus: 1, "bandwidth.net": 10 }, limits: {} });
+  });
+});
+
 describe("the default role", () => {
   it("lets frameworks in '*' take only unreserved resources", () => {
     const allocator = newAllocator();
