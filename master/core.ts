@@ -906,6 +906,7 @@ export class MasterCore {
     for (const [i, record] of reported.entries()) {
       const fate = fates[i]!;
       if (fate === "kill") this.toAgent(agentId, { kind: "killTask", killTask: { frameworkId: record.frameworkId, taskId: record.task!.taskId } });
+      else if (fate === "completed") this.adoptEndedTask(agentId, record.frameworkId, record.task!, record.status!);
       else if (fate !== "skip") tasks.push(this.adoptReportedTask(agentId, record.frameworkId, record.task!, record.status!, fate));
     }
     const refused = this.admitAgent(agentId, info!, parsed, tasks, !unchanged);
@@ -923,16 +924,20 @@ export class MasterCore {
 
   /**
    * What becomes of a task an agent reports when it re-registers, decided before anything changes:
-   * its resources when it stays, "kill" when its framework is gone or has replaced it, "skip" when
-   * the report cannot be used. `joining` are the frameworks the agent reports that will be added.
+   * its resources when it stays, "completed" when it has ended (its terminal update is not
+   * acknowledged yet), "kill" when its framework is gone or has replaced it, "skip" when the report
+   * cannot be used. `joining` are the frameworks the agent reports that will be added.
    */
   private reportedTaskFate(
     agentId: string,
     record: { frameworkId: string; task?: TaskInfo; status?: TaskStatus },
     wasUnreachable: boolean,
     joining: ReadonlyMap<string, FrameworkInfo>,
-  ): Resources | "kill" | "skip" {
+  ): Resources | "completed" | "kill" | "skip" {
     if (!record.task || !record.status || tokenProblem(record.frameworkId)) return "skip";
+    // As in Mesos, an ended task holds no resources: it is kept as completed, and the agent re-sends
+    // its terminal update, which reaches the framework (to acknowledge) the usual way.
+    if (isTerminal(record.status.state)) return "completed";
     const framework = this.frameworks.get(record.frameworkId);
     const info = framework?.info ?? joining.get(record.frameworkId);
     if (!info || this.tornDown.has(record.frameworkId)) return "kill";
@@ -963,6 +968,29 @@ export class MasterCore {
       this.toFramework(frameworkId, { kind: "update", update: { status: { ...status, uuid: new Uint8Array(0), reason: "REASON_AGENT_REREGISTERED" } } });
     }
     return task;
+  }
+
+  /**
+   * Keeps a task an agent reports as ended among its framework's completed tasks (the active
+   * record of it on this agent, if any, ends). Nothing is sent: the agent re-sends the update. A
+   * framework that is gone, or runs a task of this id elsewhere, has nothing to keep.
+   */
+  private adoptEndedTask(agentId: string, frameworkId: string, info: TaskInfo, status: TaskStatus): void {
+    const framework = this.frameworks.get(frameworkId);
+    if (!framework || this.tornDown.has(frameworkId)) return;
+    const active = framework.tasks.get(info.taskId);
+    if (active) {
+      if (active.agentId === agentId) this.finishTask(framework, active, status, true);
+      return;
+    }
+    let resources: Resources;
+    try {
+      resources = resourcesFromWire(info.resources);
+    } catch {
+      resources = Resources.empty();
+    }
+    const role = framework.completed.get(info.taskId)?.role ?? this.rolesOf(framework.info)[0]!;
+    framework.completed.set(info.taskId, { frameworkId, agentId, info, role, resources, status });
   }
 
   /**

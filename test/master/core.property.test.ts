@@ -12,7 +12,7 @@ import { Resources } from "../../sdk/resources.ts";
 import { SeededRng } from "../../sdk/rng.ts";
 import { encodeEnvelope, type EnvelopePayload } from "../../sdk/wire/codec.ts";
 import { resourcesToWire } from "../../sdk/wire/resources.ts";
-import type { AgentInfo, FrameworkInfo, TaskInfo, TaskState, TaskStatus } from "../../sdk/wire/types.ts";
+import { TERMINAL_TASK_STATES, type AgentInfo, type FrameworkInfo, type TaskInfo, type TaskState, type TaskStatus } from "../../sdk/wire/types.ts";
 import { createMasterCore, type MasterCore, type MasterEffect, type MasterInput } from "../../master/core.ts";
 
 const AGENT_RESOURCES = ["cpus:4;mem:4096;ports:[31000-31010]", "cpus:1;mem:256", "cpus:4;cpus(web):2;mem:4096"];
@@ -205,8 +205,9 @@ function sentPayload(effect: MasterEffect): EnvelopePayload | undefined {
 /**
  * What would show the master's books disagreeing: the allocator's own invariants, an active task
  * on an agent the master does not have (only an UNREACHABLE one may be), an agent whose task count
- * differs from the frameworks' tasks on it, or what is allocated outside offers on an agent
- * differing from what its tasks hold.
+ * differs from the frameworks' tasks on it, what is allocated outside offers on an agent
+ * differing from what its tasks hold, or an active task in a terminal state (an ended task holds
+ * no resources: it is completed).
  */
 function bookProblems(core: MasterCore): string[] {
   const problems = [...core.allocator.checkInvariants()];
@@ -214,6 +215,7 @@ function bookProblems(core: MasterCore): string[] {
   const held = new Map<string, { count: number; resources: Record<string, number> }>();
   for (const framework of state.frameworks) {
     for (const task of framework.tasks as Array<{ id: string; agentId: string; state: string; resources: Record<string, number> }>) {
+      if (TERMINAL_TASK_STATES.has(task.state as TaskState)) problems.push(`task ${task.id} is active in state ${task.state}`);
       if (task.state === "TASK_UNREACHABLE") continue;
       const entry = held.get(task.agentId) ?? { count: 0, resources: {} };
       entry.count++;

@@ -487,6 +487,50 @@ describe("master core robustness", () => {
     expect(bench.core.counters.invalidStatusUpdates).toBe(2);
   });
 
+  it("counts a task an agent reports back in a terminal state as completed, not as holding resources", () => {
+    const bench = new Bench();
+    const frameworkId = bench.subscribe("fw");
+    const agentId = bench.addAgent("a1", "cpus:4;mem:4096");
+    const [offer] = bench.offersFor(frameworkId);
+    bench.call(frameworkId, { kind: "accept", accept: { offerIds: [offer!.id], operations: [{ kind: "launch", launch: { taskInfos: [task("t1", "cpus:1;mem:128"), task("t2", "cpus:1;mem:128")] } }] } });
+    bench.agentMessage(agentId, { taskId: "t1", state: "TASK_RUNNING" }, frameworkId);
+    bench.agentMessage(agentId, { taskId: "t2", state: "TASK_RUNNING" }, frameworkId);
+    // The agent restarts while t1 finishes and before its FINISHED is acknowledged; it reports t2
+    // running and t1 finished, plus t3, which ended while the master did not know it (after a failover).
+    const reported = (taskId: string, state: TaskState) => ({
+      frameworkId,
+      task: { ...task(taskId, "cpus:1;mem:128"), agentId },
+      status: { taskId, state, message: "", source: "SOURCE_AGENT" as const, reason: "REASON_UNSPECIFIED" as const, agentId, frameworkId, uuid: new Uint8Array([4]), timestamp: 0 },
+    });
+    const rereg = bench.run(
+      bench.core.handle(
+        {
+          type: "agent-message",
+          senderId: agentId,
+          callId: "",
+          message: { kind: "reregister", reregister: { version: "", listening: true, agentInfo: agentInfo(agentId, "cpus:4;mem:4096"), tasks: [reported("t1", "TASK_FINISHED"), reported("t2", "TASK_RUNNING"), reported("t3", "TASK_FAILED")], frameworks: [] } },
+        },
+        bench.now,
+      ),
+    );
+    // The agent re-sends its unacknowledged FINISHED and FAILED: the master does not tell them first.
+    expect(bench.updatesFor(frameworkId, rereg)).toEqual([]);
+    const state = bench.core.state();
+    expect(state.frameworks[0]!.tasks).toMatchObject([{ id: "t2", state: "TASK_RUNNING" }]);
+    expect((state.frameworks[0]!.completedTasks as Array<{ id: string; state: string }>).map((t) => [t.id, t.state]).sort()).toEqual([
+      ["t1", "TASK_FINISHED"],
+      ["t3", "TASK_FAILED"],
+    ]);
+    expect(state.agents).toMatchObject([{ id: agentId, tasks: 1, used: { cpus: 1, mem: 128 } }]);
+    // Only t2 is allocated outside offers: what is offered now is the rest of the agent.
+    expect(resourcesFromWire(bench.offersFor(frameworkId, rereg)[0]!.resources).toString()).toBe("cpus:3;mem:3968");
+    // The re-sent updates reach the framework once each, and change nothing more.
+    expect(bench.updatesFor(frameworkId, bench.agentMessage(agentId, { taskId: "t1", state: "TASK_FINISHED" }, frameworkId, new Uint8Array([4]))).map((u) => [u.taskId, u.state])).toEqual([["t1", "TASK_FINISHED"]]);
+    expect(bench.updatesFor(frameworkId, bench.agentMessage(agentId, { taskId: "t3", state: "TASK_FAILED" }, frameworkId, new Uint8Array([4]))).map((u) => [u.taskId, u.state])).toEqual([["t3", "TASK_FAILED"]]);
+    expect(bench.core.state().agents).toMatchObject([{ id: agentId, tasks: 1, used: { cpus: 1, mem: 128 } }]);
+    expect(bench.core.allocator.checkInvariants()).toEqual([]);
+  });
+
   it("persists the torn-down marker before forgetting the framework", () => {
     const bench = new Bench();
     const frameworkId = bench.subscribe("short-lived");
