@@ -876,7 +876,7 @@ export class MasterCore {
     // Decided before anything changes, so that a refused re-registration leaves the master as it was.
     const joining = new Map<string, FrameworkInfo>();
     for (const frameworkInfo of frameworks) if (this.joinsFromAgent(frameworkInfo) && !joining.has(frameworkInfo.id)) joining.set(frameworkInfo.id, frameworkInfo);
-    const fates = reported.map((record) => this.reportedTaskFate(agentId, record, wasUnreachable, joining));
+    const fates = reported.map((record, i) => this.reportedTaskFate(agentId, i, record, wasUnreachable, joining));
     // Taken from the total one task at a time: a sum would merge two tasks' overlapping port ranges.
     let left: Resources = parsed;
     for (const [i, fate] of fates.entries()) {
@@ -907,7 +907,8 @@ export class MasterCore {
       const fate = fates[i]!;
       if (fate === "kill") this.toAgent(agentId, { kind: "killTask", killTask: { frameworkId: record.frameworkId, taskId: record.task!.taskId } });
       else if (fate === "completed") this.adoptEndedTask(agentId, record.frameworkId, record.task!, record.status!);
-      else if (fate !== "skip") tasks.push(this.adoptReportedTask(agentId, record.frameworkId, record.task!, record.status!, fate));
+      else if (fate instanceof Resources) tasks.push(this.adoptReportedTask(agentId, record.frameworkId, record.task!, record.status!, fate));
+      else this.log("warn", "ignoring a task reported by a re-registering agent", { agentId, frameworkId: record.frameworkId, taskId: record.task?.taskId, problem: fate.skip });
     }
     const refused = this.admitAgent(agentId, info!, parsed, tasks, !unchanged);
     if (refused) {
@@ -925,16 +926,23 @@ export class MasterCore {
   /**
    * What becomes of a task an agent reports when it re-registers, decided before anything changes:
    * its resources when it stays, "completed" when it has ended (its terminal update is not
-   * acknowledged yet), "kill" when its framework is gone or has replaced it, "skip" when the report
-   * cannot be used. `joining` are the frameworks the agent reports that will be added.
+   * acknowledged yet), "kill" when its framework is gone or has replaced it, `skip` (why) when the
+   * report `tasks(i)` cannot be used. `joining` are the frameworks the agent reports that will be added.
    */
   private reportedTaskFate(
     agentId: string,
+    i: number,
     record: { frameworkId: string; task?: TaskInfo; status?: TaskStatus },
     wasUnreachable: boolean,
     joining: ReadonlyMap<string, FrameworkInfo>,
-  ): Resources | "completed" | "kill" | "skip" {
-    if (!record.task || !record.status || tokenProblem(record.frameworkId)) return "skip";
+  ): Resources | "completed" | "kill" | { skip: string } {
+    if (!record.task) return { skip: `tasks(${i}).task: must be set` };
+    if (!record.status) return { skip: `tasks(${i}).status: must be set` };
+    const frameworkIdProblem = tokenProblem(record.frameworkId);
+    if (frameworkIdProblem) return { skip: `tasks(${i}).frameworkId: ${frameworkIdProblem}` };
+    // The rule a launch's task id is held to (it names the task's sandbox on the agent).
+    const taskIdProblem = pathIdProblem(record.task.taskId);
+    if (taskIdProblem) return { skip: `tasks(${i}): task.taskId: ${taskIdProblem}` };
     // As in Mesos, an ended task holds no resources: it is kept as completed, and the agent re-sends
     // its terminal update, which reaches the framework (to acknowledge) the usual way.
     if (isTerminal(record.status.state)) return "completed";
@@ -952,8 +960,8 @@ export class MasterCore {
     if (active && active.agentId !== agentId) return "kill";
     try {
       return resourcesFromWire(record.task.resources);
-    } catch {
-      return "skip";
+    } catch (error) {
+      return { skip: `tasks(${i}).task.resources: ${(error as Error).message}` };
     }
   }
 

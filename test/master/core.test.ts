@@ -531,6 +531,37 @@ describe("master core robustness", () => {
     expect(bench.core.allocator.checkInvariants()).toEqual([]);
   });
 
+  it("skips, with a log line, a task an agent reports back under an id the launch rule refuses", () => {
+    const bench = new Bench();
+    const frameworkId = bench.subscribe("fw");
+    const agentId = "m1-S7";
+    const reported = (taskId: string) => ({
+      frameworkId,
+      task: { ...task(taskId, "cpus:1;mem:128"), agentId },
+      status: { taskId, state: "TASK_RUNNING" as const, message: "", source: "SOURCE_AGENT" as const, reason: "REASON_UNSPECIFIED" as const, agentId, frameworkId, uuid: new Uint8Array(0), timestamp: 0 },
+    });
+    const effects = bench.run(
+      bench.core.handle(
+        {
+          type: "agent-message",
+          senderId: agentId,
+          callId: "",
+          message: { kind: "reregister", reregister: { version: "", listening: true, agentInfo: agentInfo(agentId, "cpus:4;mem:4096"), tasks: [reported("ok"), reported(".."), reported("a/b"), reported("")], frameworks: [] } },
+        },
+        bench.now,
+      ),
+    );
+    expect(effects).toContainEqual(expect.objectContaining({ type: "reply", payload: expect.objectContaining({ payload: "masterToAgent" }) }));
+    expect(bench.core.state().frameworks[0]!.tasks).toMatchObject([{ id: "ok" }]);
+    expect(bench.core.state().agents).toMatchObject([{ id: agentId, tasks: 1, used: { cpus: 1, mem: 128 } }]);
+    const skipped = effects.flatMap((e) => (e.type === "log" && e.msg === "ignoring a task reported by a re-registering agent" ? [e.fields] : []));
+    expect(skipped).toEqual([
+      expect.objectContaining({ agentId, frameworkId, taskId: "..", problem: 'tasks(1): task.taskId: must not be ".."' }),
+      expect.objectContaining({ agentId, frameworkId, taskId: "a/b", problem: "tasks(2): task.taskId: use only letters, digits, '_', '.', '@', '+' or '-'" }),
+      expect.objectContaining({ agentId, frameworkId, taskId: "", problem: "tasks(3): task.taskId: must not be empty" }),
+    ]);
+  });
+
   it("persists the torn-down marker before forgetting the framework", () => {
     const bench = new Bench();
     const frameworkId = bench.subscribe("short-lived");
