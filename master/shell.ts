@@ -31,7 +31,7 @@ import type { NatsTransport } from "../sdk/nats-transport.ts";
 import { LeaseElection, type LeaderInfo, type LeaseStore, type LeaseTimings } from "../sdk/leader-lease.ts";
 import { SeededRng, type Rng } from "../sdk/rng.ts";
 import type { IncomingMessage, Subscription, Transport } from "../sdk/transport.ts";
-import { DropCounter, encodeEnvelope, handleSafely, wireLength, type EnvelopePayload } from "../sdk/wire/codec.ts";
+import { DropCounter, encodeEnvelope, handleSafely, wireLength, type EnvelopePayload, type WireError } from "../sdk/wire/codec.ts";
 import { SubjectTokenError, assertToken, clusterSubjects, type ClusterSubjects } from "../sdk/wire/subjects.ts";
 import type { SchedulerEvent } from "../sdk/wire/types.ts";
 import { createMasterCore, type MasterConfig, type MasterCore, type MasterEffect, type MasterInput, type RegistryRecord } from "./core.ts";
@@ -433,8 +433,13 @@ class MasterShell implements Master {
       this.log.error({ err, epoch: term }, "onServing failed");
     }
     this.writer = new RegistryWriter({ store: this.store!, timers: this.timers, log: this.log });
-    const onSchedulerCall = handleSafely<"schedulerCall">(this.log, this.drops, (envelope, msg) =>
-      this.dispatch({ type: "scheduler-call", call: envelope.schedulerCall, senderId: envelope.senderId, callId: envelope.callId }, msg),
+    const onSchedulerCall = handleSafely<"schedulerCall">(
+      this.log,
+      this.drops,
+      (envelope, msg) => this.dispatch({ type: "scheduler-call", call: envelope.schedulerCall, senderId: envelope.senderId, callId: envelope.callId }, msg),
+      // As Mesos answers an invalid call with 400 and the reason: a driver waiting for the reply
+      // hears what is wrong rather than timing out (and re-subscribing) for nothing.
+      { onRefused: (error, msg) => this.answerRefusedCall(error, msg) },
     );
     const onAgentMessage = handleSafely<"agentToMaster">(this.log, this.drops, (envelope, msg) =>
       this.dispatch({ type: "agent-message", message: envelope.agentToMaster, senderId: envelope.senderId, callId: envelope.callId }, msg),
@@ -460,6 +465,14 @@ class MasterShell implements Master {
       },
       this.election ? "master leads: serving the bus" : "master started",
     );
+  }
+
+  /** Answers a framework request the codec refused with the field and rule it breaks. */
+  private answerRefusedCall(error: WireError, msg: IncomingMessage): void {
+    // Answered only by a master that may still serve (as `dispatch` decides for every input).
+    if (!msg.reply || !this.serving(this.clock.now())) return;
+    const callResponse = { ok: false, errorCode: "CORRAL_ERR_INVALID_CALL", message: error.problems.join("; ") };
+    this.transport.respond(msg, this.envelope({ payload: "callResponse", callResponse }, error.callId ?? ""));
   }
 
   /** Publishes this master's MasterInfo on the leader subject (operators and tools may listen). */

@@ -107,11 +107,14 @@ export const DROP_REASONS: readonly DropReason[] = [
 export class WireError extends Error {
   readonly reason: DropReason;
   readonly problems: readonly string[];
-  constructor(reason: DropReason, problems: readonly string[], options?: { cause?: unknown }) {
+  /** The call id of a message that decoded as an envelope but was refused (so a request can be answered). */
+  readonly callId: string | undefined;
+  constructor(reason: DropReason, problems: readonly string[], options?: { cause?: unknown; callId?: string }) {
     super(`${reason}: ${problems.join("; ")}`, options?.cause === undefined ? undefined : { cause: options.cause });
     this.name = "WireError";
     this.reason = reason;
     this.problems = problems;
+    this.callId = options?.callId;
   }
 }
 
@@ -922,18 +925,20 @@ export function safeDecode<K extends PayloadKind = PayloadKind>(
 ): DecodeResult<K> {
   try {
     const { plain, rules } = decodeWith(EnvelopeType, bytes);
+    // From here on the bytes are an envelope: a refusal carries its call id.
+    const callId = typeof plain.callId === "string" ? { callId: plain.callId } : {};
     const version = plain.schemaVersion as number;
     if (version < MIN_SCHEMA_VERSION || version > SCHEMA_VERSION) {
       const supported = MIN_SCHEMA_VERSION === SCHEMA_VERSION ? `${SCHEMA_VERSION}` : `${MIN_SCHEMA_VERSION}..${SCHEMA_VERSION}`;
-      throw new WireError("schema_version", [`schemaVersion: ${version} is not supported (supported: ${supported})`]);
+      throw new WireError("schema_version", [`schemaVersion: ${version} is not supported (supported: ${supported})`], callId);
     }
     const kind = plain.payload as PayloadKind | undefined;
-    if (kind === undefined) throw new WireError("missing_payload", ["payload: must be set"]);
+    if (kind === undefined) throw new WireError("missing_payload", ["payload: must be set"], callId);
     const accepted = acceptedKinds(subject, options?.expect);
     if (!accepted.includes(kind)) {
-      throw new WireError("wrong_payload", [`payload: ${kind} is not accepted on ${subject} (expected ${accepted.join(" | ")})`]);
+      throw new WireError("wrong_payload", [`payload: ${kind} is not accepted on ${subject} (expected ${accepted.join(" | ")})`], callId);
     }
-    if (rules.length > 0) throw new WireError("invalid", rules);
+    if (rules.length > 0) throw new WireError("invalid", rules, callId);
     return { ok: true, envelope: plain as unknown as EnvelopeOf<K> };
   } catch (err) {
     const error =
@@ -1024,6 +1029,16 @@ export class DropCounter {
   }
 }
 
+/** Options of {@link handleSafely}. */
+export interface HandleOptions<K extends PayloadKind = PayloadKind> extends DecodeOptions<K> {
+  /**
+   * Called, after the drop is counted and logged, for a message that decoded as an envelope but is
+   * refused (a wrong version or payload, or a broken field rule): a request may be answered with
+   * the reason. Bytes that are no envelope are only dropped.
+   */
+  onRefused?: (error: WireError, msg: IncomingMessage) => void;
+}
+
 /** Handler of decoded envelopes, see {@link handleSafely}. */
 export type EnvelopeHandler<K extends PayloadKind = PayloadKind> = (
   envelope: EnvelopeOf<K>,
@@ -1044,7 +1059,7 @@ export function handleSafely<K extends PayloadKind = PayloadKind>(
   log: Logger,
   counter: DropCounter,
   handler: EnvelopeHandler<K>,
-  options?: DecodeOptions<K>,
+  options?: HandleOptions<K>,
 ): MessageHandler {
   const failed = (msg: IncomingMessage, err: unknown) => {
     const count = counter.record(msg.subject, "handler_error");
@@ -1059,6 +1074,13 @@ export function handleSafely<K extends PayloadKind = PayloadKind>(
           { subject: msg.subject, reason: result.error.reason, problems: result.error.problems, dropped: count },
           "dropped bus message",
         );
+      }
+      if (options?.onRefused !== undefined && result.error.callId !== undefined) {
+        try {
+          options.onRefused(result.error, msg);
+        } catch (err) {
+          failed(msg, err);
+        }
       }
       return;
     }

@@ -4,7 +4,7 @@ import { connectNats, type NatsTransport } from "../../sdk/nats-transport.ts";
 import { SeededRng } from "../../sdk/rng.ts";
 import { Resources } from "../../sdk/resources.ts";
 import { isTransportError } from "../../sdk/transport.ts";
-import { decodeEnvelope, encodeEnvelope } from "../../sdk/wire/codec.ts";
+import { SCHEMA_VERSION, decodeEnvelope, encodeEnvelope, wireRoot } from "../../sdk/wire/codec.ts";
 import { resourcesFromWire, resourcesToWire } from "../../sdk/wire/resources.ts";
 import { masterAgentSubject, masterSchedulerSubject } from "../../sdk/wire/subjects.ts";
 import type { TaskInfo } from "../../sdk/wire/types.ts";
@@ -177,6 +177,31 @@ describe("master shell on a real nats-server", () => {
     expect(text).toContain('corral_bus_dropped_messages_total{kind="master.agent",reason="wrong_payload"} 1');
     expect(lines.filter((l) => l.msg === "dropped bus message").length).toBe(5);
     expect(lines.every((l) => l.component === "master")).toBe(true);
+  });
+
+  it("answers a framework request that decodes but breaks a field rule with an error naming the field, and still counts and logs it", async () => {
+    const name = cluster();
+    const { log, lines } = memoryLog("warn");
+    const master = await startMaster({ cluster: name, log });
+    const transport = await bus("rule-breaker");
+    // A sender that skips the codec's checks: a HEARTBEAT without its framework id, and an ACCEPT without offer ids.
+    const Envelope = wireRoot.lookupType("corral.v1.Envelope");
+    const raw = (callId: string, schedulerCall: Record<string, unknown>) =>
+      Envelope.encode(Envelope.fromObject({ schemaVersion: SCHEMA_VERSION, senderId: "driver-x", callId, schedulerCall })).finish();
+    const heartbeat = decodeEnvelope("_INBOX.x", await transport.request(masterSchedulerSubject(name), raw("call-1", { heartbeat: {} }), { timeoutMs: 2000 }));
+    expect(heartbeat).toMatchObject({
+      senderId: master.masterId,
+      callId: "call-1",
+      payload: "callResponse",
+      callResponse: { ok: false, errorCode: "CORRAL_ERR_INVALID_CALL", message: "schedulerCall.frameworkId: must not be empty for heartbeat" },
+    });
+    const accept = decodeEnvelope("_INBOX.x", await transport.request(masterSchedulerSubject(name), raw("call-2", { frameworkId: "f1", accept: {} }), { timeoutMs: 2000 }));
+    expect(accept).toMatchObject({ callId: "call-2", callResponse: { ok: false, errorCode: "CORRAL_ERR_INVALID_CALL", message: expect.stringContaining("offerIds") } });
+    expect(master.drops.count({ kind: "master.scheduler", reason: "invalid" })).toBe(2);
+    expect(lines.filter((l) => l.msg === "dropped bus message").length).toBe(2);
+    // Undecodable bytes are still only dropped: nothing can say which call they were.
+    await expect(transport.request(masterSchedulerSubject(name), new Uint8Array([0xff, 0xff, 0xff]), { timeoutMs: 300 })).rejects.toSatisfy((err) => isTransportError(err, "CORRAL_ERR_REQUEST_TIMEOUT"));
+    expect(master.drops.count({ kind: "master.scheduler", reason: "decode_error" })).toBe(1);
   });
 
   it("refuses a framework id that cannot be a subject token, and carries on", async () => {
