@@ -543,6 +543,10 @@ export class MasterCore {
     const problem = this.frameworkInfoProblem(info);
     if (problem) return this.refuse("CORRAL_ERR_INVALID_CALL", problem);
     const frameworkInfo = info!;
+    // As Mesos: when both name an id they must agree, else which framework is meant is unclear.
+    if (requestedId && frameworkInfo.id && requestedId !== frameworkInfo.id) {
+      return this.refuse("CORRAL_ERR_INVALID_CALL", `frameworkId: '${requestedId}' differs from subscribe.frameworkInfo.id '${frameworkInfo.id}'`);
+    }
     const id = requestedId || frameworkInfo.id || "";
     // A framework id is a subject token and names a sandbox directory on every agent that runs its
     // tasks: one an agent would refuse is refused here, once, instead of failing each task.

@@ -309,6 +309,22 @@ describe("master core", () => {
   });
 });
 
+describe("subscribe ids", () => {
+  it("refuses a SUBSCRIBE whose call names another framework id than its FrameworkInfo, as Mesos does", () => {
+    const bench = new Bench();
+    const a = bench.subscribe("a", { failoverTimeoutSeconds: 60 });
+    const b = bench.subscribe("b", { failoverTimeoutSeconds: 60 });
+    const info: FrameworkInfo = { id: b, name: "b", roles: ["web"], principal: "", failoverTimeoutSeconds: 60, checkpoint: false, partitionAware: true, hostname: "" };
+    const before = bench.core.state().frameworks;
+    const refused = bench.call(a, { kind: "subscribe", subscribe: { frameworkInfo: info } }, "intruder");
+    expect(bench.replyOf(refused)).toMatchObject({ ok: false, errorCode: "CORRAL_ERR_INVALID_CALL", message: `frameworkId: '${a}' differs from subscribe.frameworkInfo.id '${b}'` });
+    expect(bench.core.state().frameworks).toEqual(before);
+    // Either id alone, or both the same, still subscribes (fails over) as before.
+    expect(bench.call(a, { kind: "subscribe", subscribe: { frameworkInfo: { ...info, id: a, name: "a" } } }, "a-driver-2").find((e) => e.type === "reply")).toMatchObject({ payload: { payload: "schedulerEvent" } });
+    expect(bench.call("", { kind: "subscribe", subscribe: { frameworkInfo: info } }, "b-driver-2").find((e) => e.type === "reply")).toMatchObject({ payload: { payload: "schedulerEvent" } });
+  });
+});
+
 describe("master core robustness", () => {
   const agentInfo = (id: string, resources = "cpus:1;mem:256") => ({ id, hostname: "h", resources: resourcesToWire(Resources.parse(resources)), attributes: [], httpEndpoint: "" });
   const fwInfo = (id: string, roles: string[]): FrameworkInfo => ({ id, name: "x", roles, principal: "", failoverTimeoutSeconds: 60, checkpoint: false, partitionAware: true, hostname: "" });
