@@ -909,9 +909,11 @@ export class MasterCore {
     const tasks: TaskRecord[] = [];
     for (const [i, record] of reported.entries()) {
       const fate = fates[i]!;
+      // The status is kept as the task's, on the agent reporting it (as forwarded updates are).
+      const status = (): TaskStatus => ({ ...record.status!, agentId, frameworkId: record.frameworkId });
       if (fate === "kill") this.toAgent(agentId, { kind: "killTask", killTask: { frameworkId: record.frameworkId, taskId: record.task!.taskId } });
-      else if (fate === "completed") this.adoptEndedTask(agentId, record.frameworkId, record.task!, record.status!);
-      else if (fate instanceof Resources) tasks.push(this.adoptReportedTask(agentId, record.frameworkId, record.task!, record.status!, fate));
+      else if (fate === "completed") this.adoptEndedTask(agentId, record.frameworkId, record.task!, status());
+      else if (fate instanceof Resources) tasks.push(this.adoptReportedTask(agentId, record.frameworkId, record.task!, status(), fate));
       else this.log("warn", "ignoring a task reported by a re-registering agent", { agentId, frameworkId: record.frameworkId, taskId: record.task?.taskId, problem: fate.skip });
     }
     const refused = this.admitAgent(agentId, info!, parsed, tasks, !unchanged);
@@ -947,6 +949,7 @@ export class MasterCore {
     // The rule a launch's task id is held to (it names the task's sandbox on the agent).
     const taskIdProblem = pathIdProblem(record.task.taskId);
     if (taskIdProblem) return { skip: `tasks(${i}): task.taskId: ${taskIdProblem}` };
+    if (record.status.taskId !== record.task.taskId) return { skip: `tasks(${i}).status.taskId: '${record.status.taskId}' differs from task.taskId '${record.task.taskId}'` };
     // As in Mesos, an ended task holds no resources: it is kept as completed, and the agent re-sends
     // its terminal update, which reaches the framework (to acknowledge) the usual way.
     if (isTerminal(record.status.state)) return "completed";

@@ -578,6 +578,34 @@ describe("master core robustness", () => {
     ]);
   });
 
+  it("skips a reported task whose status names another task, and keeps a status under the reporting agent and framework", () => {
+    const bench = new Bench();
+    const frameworkId = bench.subscribe("fw");
+    const agentId = "m1-S7";
+    const reported = (taskId: string, status: Partial<TaskStatus>) => ({
+      frameworkId,
+      task: { ...task(taskId, "cpus:1;mem:128"), agentId },
+      status: { taskId, state: "TASK_RUNNING" as const, message: "", source: "SOURCE_AGENT" as const, reason: "REASON_UNSPECIFIED" as const, agentId, frameworkId, uuid: new Uint8Array(0), timestamp: 0, ...status },
+    });
+    const effects = bench.run(
+      bench.core.handle(
+        {
+          type: "agent-message",
+          senderId: agentId,
+          callId: "",
+          message: { kind: "reregister", reregister: { version: "", listening: true, agentInfo: agentInfo(agentId, "cpus:4;mem:4096"), tasks: [reported("t1", { taskId: "t9" }), reported("t2", { agentId: "m1-S99", frameworkId: "other" })], frameworks: [] } },
+        },
+        bench.now,
+      ),
+    );
+    const skipped = effects.flatMap((e) => (e.type === "log" && e.msg === "ignoring a task reported by a re-registering agent" ? [e.fields] : []));
+    expect(skipped).toEqual([expect.objectContaining({ taskId: "t1", problem: "tasks(0).status.taskId: 't9' differs from task.taskId 't1'" })]);
+    expect(bench.core.state().frameworks[0]!.tasks).toMatchObject([{ id: "t2", agentId }]);
+    // Reconciliation tells the task's status as the master keeps it: on the agent that reported it.
+    const reconciled = bench.updatesFor(frameworkId, bench.call(frameworkId, { kind: "reconcile", reconcile: { tasks: [] } }));
+    expect(reconciled.map((u) => [u.taskId, u.agentId, u.frameworkId])).toEqual([["t2", agentId, frameworkId]]);
+  });
+
   it("persists the torn-down marker before forgetting the framework", () => {
     const bench = new Bench();
     const frameworkId = bench.subscribe("short-lived");
