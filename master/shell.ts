@@ -441,8 +441,12 @@ class MasterShell implements Master {
       // hears what is wrong rather than timing out (and re-subscribing) for nothing.
       { onRefused: (error, msg) => this.answerRefusedCall(error, msg) },
     );
-    const onAgentMessage = handleSafely<"agentToMaster">(this.log, this.drops, (envelope, msg) =>
-      this.dispatch({ type: "agent-message", message: envelope.agentToMaster, senderId: envelope.senderId, callId: envelope.callId }, msg),
+    const onAgentMessage = handleSafely<"agentToMaster">(
+      this.log,
+      this.drops,
+      (envelope, msg) => this.dispatch({ type: "agent-message", message: envelope.agentToMaster, senderId: envelope.senderId, callId: envelope.callId }, msg),
+      // A (re-)registration request is answered too: the agent logs why instead of timing out.
+      { onRefused: (error, msg) => this.answerRefusedCall(error, msg) },
     );
     this.subscriptions.push(
       this.transport.subscribe(this.subjects.masterScheduler(), (msg) => this.receive(this.lanes.scheduler, onSchedulerCall, msg)),
@@ -467,7 +471,7 @@ class MasterShell implements Master {
     );
   }
 
-  /** Answers a framework request the codec refused with the field and rule it breaks. */
+  /** Answers a request (a framework call, an agent registration) the codec refused with the field and rule it breaks. */
   private answerRefusedCall(error: WireError, msg: IncomingMessage): void {
     // Answered only by a master that may still serve (as `dispatch` decides for every input).
     if (!msg.reply || !this.serving(this.clock.now())) return;

@@ -204,6 +204,25 @@ describe("master shell on a real nats-server", () => {
     expect(master.drops.count({ kind: "master.scheduler", reason: "decode_error" })).toBe(1);
   });
 
+  it("answers an agent's registration request that breaks a field rule with an error naming the field", async () => {
+    const name = cluster();
+    const master = await startMaster({ cluster: name });
+    const transport = await bus("bad-agent");
+    const Envelope = wireRoot.lookupType("corral.v1.Envelope");
+    // A re-registration without the agent's id, which the codec refuses.
+    const bytes = Envelope.encode(
+      Envelope.fromObject({ schemaVersion: SCHEMA_VERSION, senderId: "inst-1", callId: "reg-1", agentToMaster: { reregister: { agentInfo: { hostname: "h", resources: [] } } } }),
+    ).finish();
+    const reply = decodeEnvelope("_INBOX.x", await transport.request(masterAgentSubject(name), bytes, { timeoutMs: 2000 }));
+    expect(reply).toMatchObject({
+      callId: "reg-1",
+      payload: "callResponse",
+      callResponse: { ok: false, errorCode: "CORRAL_ERR_INVALID_CALL", message: "agentToMaster.reregister.agentInfo.id: must not be empty when re-registering" },
+    });
+    expect(master.drops.count({ kind: "master.agent", reason: "invalid" })).toBe(1);
+    expect(master.core.sizes().agents).toBe(0);
+  });
+
   it("refuses a framework id that cannot be a subject token, and carries on", async () => {
     const name = cluster();
     const master = await startMaster({ cluster: name });
