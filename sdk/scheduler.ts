@@ -1259,15 +1259,22 @@ class Driver implements SchedulerDriver {
 
 /** Throws `CORRAL_ERR_INVALID_CALL` when the tasks need more than the offers hold. */
 function checkFits(offered: readonly Resources[], tasks: readonly TaskInfo[]): void {
-  const available = offered.reduce((sum, r) => sum.add(r), Resources.empty());
-  let needed = Resources.empty();
-  try {
-    for (const t of tasks) needed = needed.add(resourcesFromWire(t.resources));
-  } catch (err) {
-    if (err instanceof ResourceError) throw invalidCall(`tasks: ${err.message}`);
-    throw err;
-  }
-  if (!available.contains(needed)) {
-    throw invalidCall(`tasks: need ${needed.toString()} but the offers hold ${available.toString()} (reservations must match)`);
+  let left = offered.reduce((sum, r) => sum.add(r), Resources.empty());
+  // Each task is taken from what is left in turn, as the master does: a sum would merge two
+  // tasks' overlapping port ranges and let both through.
+  for (const [i, t] of tasks.entries()) {
+    let needed: Resources;
+    try {
+      needed = resourcesFromWire(t.resources);
+    } catch (err) {
+      if (err instanceof ResourceError) throw invalidCall(`tasks[${i}]: ${err.message}`);
+      throw err;
+    }
+    const rest = left.trySubtract(needed);
+    if (rest === null) {
+      const after = i > 0 ? " after the tasks before it" : "";
+      throw invalidCall(`tasks[${i}]: need ${needed.toString()} but the offers hold only ${left.toString()}${after} (reservations must match)`);
+    }
+    left = rest;
   }
 }

@@ -267,6 +267,12 @@ describe("SchedulerDriver against a scripted master on a real nats-server", () =
     await expect(driver.launch(offer, [{ taskId: "x", resources: "cpus:1", command: "" }])).rejects.toMatchObject({
       message: expect.stringContaining("tasks[0].command"),
     });
+    // Two tasks on one port: the offer holds it once.
+    const samePort = driver.launch(offer, [
+      { taskId: "p1", resources: "cpus:0.1;ports:[31000-31000]", command: "true" },
+      { taskId: "p2", resources: "cpus:0.1;ports:[31000-31000]", command: "true" },
+    ]);
+    await expect(samePort).rejects.toMatchObject({ code: "CORRAL_ERR_INVALID_CALL", message: expect.stringMatching(/^tasks\[1\]: need cpus:0.1;ports:\[31000-31000\] but the offers hold only .*ports:\[31001-31009\] after the tasks before it/) });
     const twice = { taskId: "dup", resources: "cpus:0.1", command: "true" };
     await expect(driver.launch(offer, [twice, twice])).rejects.toMatchObject({ message: expect.stringContaining("tasks[1].taskId") });
     await expect(driver.accept(["o-1", "o-2"], [])).rejects.toMatchObject({ message: expect.stringContaining("one agent") });
