@@ -926,19 +926,18 @@ export function safeDecode<K extends PayloadKind = PayloadKind>(
   try {
     const { plain, rules } = decodeWith(EnvelopeType, bytes);
     // From here on the bytes are an envelope: a refusal carries its call id.
-    const callId = typeof plain.callId === "string" ? { callId: plain.callId } : {};
     const version = plain.schemaVersion as number;
     if (version < MIN_SCHEMA_VERSION || version > SCHEMA_VERSION) {
       const supported = MIN_SCHEMA_VERSION === SCHEMA_VERSION ? `${SCHEMA_VERSION}` : `${MIN_SCHEMA_VERSION}..${SCHEMA_VERSION}`;
-      throw new WireError("schema_version", [`schemaVersion: ${version} is not supported (supported: ${supported})`], callId);
+      throw new WireError("schema_version", [`schemaVersion: ${version} is not supported (supported: ${supported})`], refusalOf(plain));
     }
     const kind = plain.payload as PayloadKind | undefined;
-    if (kind === undefined) throw new WireError("missing_payload", ["payload: must be set"], callId);
+    if (kind === undefined) throw new WireError("missing_payload", ["payload: must be set"], refusalOf(plain));
     const accepted = acceptedKinds(subject, options?.expect);
     if (!accepted.includes(kind)) {
-      throw new WireError("wrong_payload", [`payload: ${kind} is not accepted on ${subject} (expected ${accepted.join(" | ")})`], callId);
+      throw new WireError("wrong_payload", [`payload: ${kind} is not accepted on ${subject} (expected ${accepted.join(" | ")})`], refusalOf(plain));
     }
-    if (rules.length > 0) throw new WireError("invalid", rules, callId);
+    if (rules.length > 0) throw new WireError("invalid", rules, refusalOf(plain));
     return { ok: true, envelope: plain as unknown as EnvelopeOf<K> };
   } catch (err) {
     const error =
@@ -1027,6 +1026,11 @@ export class DropCounter {
     for (const e of this.snapshot()) lines.push(`${metric}{kind="${e.kind}",reason="${e.reason}"} ${e.count}`);
     return `${lines.join("\n")}\n`;
   }
+}
+
+/** What a refused envelope tells about itself (built only when refusing: decoding runs for every message). */
+function refusalOf(plain: Record<string, unknown>): { callId: string | undefined } {
+  return { callId: typeof plain.callId === "string" ? plain.callId : undefined };
 }
 
 /** Options of {@link handleSafely}. */
