@@ -187,10 +187,12 @@ describe("runScenario", () => {
         return (err as ScenarioError).problems;
       }
     };
-    expect(problems(withQuota({ a: { guarantees: { cpus: 10 }, limits: { cpus: 1 } } }))).toEqual(["scenario.cluster.quota.a.guarantees.cpus: must be <= limits.cpus (1), got 10"]);
+    // The words are the allocator's own (a scratch one checks each quota).
+    expect(problems(withQuota({ a: { guarantees: { cpus: 10 }, limits: { cpus: 1 } } }))).toEqual(["scenario.cluster.quota.a: guarantees.cpus (10) exceeds limits.cpus (1)"]);
     expect(problems(withQuota({ "a/b": { guarantees: { cpus: 1 } } }))).toEqual(["scenario.cluster.quota.a/b: quota is set per top-level role; 'a/b' is nested"]);
-    expect(problems(withQuota({ a: { limits: { "cpu s": 1 } } }))).toEqual(["scenario.cluster.quota.a.limits.cpu s: is not a resource name: use only letters, digits, '_', '.' or '-'"]);
-    expect(problems(withQuota({ a: { guarantees: { cpus: 1e308 } } }))).toEqual(["scenario.cluster.quota.a.guarantees.cpus: is too large for the resource algebra, got 1e+308"]);
+    expect(problems(withQuota({ a: { limits: { "cpu s": 1 } } }))).toEqual(["scenario.cluster.quota.a: limits: invalid resource name 'cpu s': use only letters, digits, '_', '.' or '-'"]);
+    expect(problems(withQuota({ a: { guarantees: { cpus: 1e308 } } }))).toEqual(["scenario.cluster.quota.a: guarantees.cpus must be at most 9007199254740, got 1e+308"]);
+    expect(problems(withQuota({ a: { limits: { ports: 5 } } }))).toEqual(["scenario.cluster.quota.a: limits.ports: quota is set on scalar resources only; 'ports' is a ranges resource"]);
     expect(problems(withQuota({ a: { guarantees: { cpus: -1 } } }))).toEqual(["scenario.cluster.quota.a.guarantees.cpus: must be >= 0"]);
     expect(problems(withQuota({ a: { guarantees: { cpus: 2, mem: 1024 }, limits: { cpus: 2 } } }))).toEqual([]);
   });
