@@ -806,9 +806,12 @@ class Driver implements SchedulerDriver {
         return await this.subscribeOnce(reconnected);
       } catch (err) {
         if (this.stopped) throw stoppedError();
-        const retry = isSchedulerError(err) && RETRYABLE_SUBSCRIBE_CODES.has(err.code);
-        this.log.warn({ ...this.bindings(), err, attempt, retry }, "subscribe attempt failed");
-        if (!retry) throw err;
+        if (!(isSchedulerError(err) && RETRYABLE_SUBSCRIBE_CODES.has(err.code))) {
+          this.log.warn({ ...this.bindings(), err, attempt, retry: false }, "subscribe attempt failed");
+          throw err;
+        }
+        // An expected condition (no master yet, a failover): one line per attempt, no stack.
+        this.log.warn({ ...this.bindings(), attempt, retry: true, code: err.code, reason: err.message }, "subscribe attempt failed; retrying");
       }
     }
   }

@@ -13,6 +13,7 @@ import {
   type SchedulerDriverOptions,
   type SubscribedInfo,
 } from "../../sdk/scheduler.ts";
+import { silentLogger } from "../../sdk/transport.ts";
 import { encodeEnvelope } from "../../sdk/wire/codec.ts";
 import type { Offer, TaskStatus } from "../../sdk/wire/types.ts";
 import { useNats } from "../harness/nats.ts";
@@ -573,7 +574,9 @@ describe("SchedulerDriver against a scripted master on a real nats-server", () =
 
   it("keeps trying to subscribe until a master answers, and stop() ends the attempts", async () => {
     const timers = new ManualTimers();
-    const { master, driver } = await setup({ clock: timers, timers, requestTimeoutMs: 300, resubscribeBackoffMs: 10 }, (m) => {
+    const warnings: Array<{ obj: Record<string, unknown>; msg?: string }> = [];
+    const log = { ...silentLogger, warn: (obj: object, msg?: string) => void warnings.push({ obj: obj as Record<string, unknown>, msg }) };
+    const { master, driver } = await setup({ clock: timers, timers, requestTimeoutMs: 300, resubscribeBackoffMs: 10, log }, (m) => {
       m.script = (call) => (call.kind === "subscribe" && m.callsOf("subscribe").length < 3 ? "silent" : undefined);
     });
     const started = driver.start();
@@ -583,6 +586,12 @@ describe("SchedulerDriver against a scripted master on a real nats-server", () =
     }
     await expect(started).resolves.toMatchObject({ frameworkId: "fw-1", reconnected: false });
     expect(master.callsOf("subscribe")).toHaveLength(3);
+    // Waiting for a master is expected: one line per attempt with the code, no error and stack.
+    const retries = warnings.filter((w) => w.msg === "subscribe attempt failed; retrying");
+    expect(retries.map((w) => [w.obj.attempt, w.obj.code, "err" in w.obj])).toEqual([
+      [0, "CORRAL_ERR_REQUEST_TIMEOUT", false],
+      [1, "CORRAL_ERR_REQUEST_TIMEOUT", false],
+    ]);
 
     const { driver: other } = await setup({ requestTimeoutMs: 100 }, (m) => (m.script = () => "silent"));
     const never = other.start();
