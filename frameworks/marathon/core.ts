@@ -392,6 +392,9 @@ export interface CoreStatus {
 /** States after which an instance is gone for Marathon: Mesos's terminal states, and UNKNOWN (the master has never heard of it). */
 const TERMINAL: ReadonlySet<string> = new Set<string>([...TERMINAL_TASK_STATES, "TASK_UNKNOWN"]);
 
+/** One answer of a health check Marathon runs: passed, failed, or discarded (a 1xx with `ignoreHttp1xx`). */
+export type HealthAnswer = boolean | "ignored";
+
 /** Health checks Marathon itself runs (the others are run by agents and reported in status updates). */
 export const MARATHON_HEALTH_PROTOCOLS = new Set(["HTTP", "HTTPS", "TCP"]);
 
@@ -1160,10 +1163,12 @@ export class MarathonCore {
    * `healthChecks`), with Marathon's semantics: a failure within `gracePeriodSeconds` of the task's
    * start does not count until the instance was healthy once; the instance is healthy once every
    * such check last passed, and is killed (to be replaced) after `maxConsecutiveFailures` failures
-   * in a row (0: never).
+   * in a row (0: never). An answer Marathon discards changes nothing.
    */
-  health(instanceId: string, checkIndex: number, ok: boolean, nowMs: number): MarathonEffect[] {
+  health(instanceId: string, checkIndex: number, answer: HealthAnswer, nowMs: number): MarathonEffect[] {
     const effects: MarathonEffect[] = [];
+    if (answer === "ignored") return effects;
+    const ok = answer;
     const instance = this.instances.get(instanceId);
     const checks = instance && this.apps.get(instance.appId)?.app.healthChecks;
     const check = checks?.[checkIndex];

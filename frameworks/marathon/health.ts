@@ -7,9 +7,11 @@
  * @module
  */
 
+import { get as httpGetRequest, type ClientRequest, type IncomingMessage } from "node:http";
+import { get as httpsGetRequest } from "node:https";
 import { connect } from "node:net";
 import type { HealthCheck } from "./app-spec.ts";
-import { MARATHON_HEALTH_PROTOCOLS, type Instance, type MarathonCore } from "./core.ts";
+import { MARATHON_HEALTH_PROTOCOLS, type HealthAnswer, type Instance, type MarathonCore } from "./core.ts";
 
 /** Options of the health checker. */
 export interface HealthCheckerOptions {
@@ -33,7 +35,7 @@ export class HealthChecker {
   constructor(
     private readonly core: MarathonCore,
     private readonly options: HealthCheckerOptions,
-    private readonly report: (instanceId: string, checkIndex: number, ok: boolean) => void,
+    private readonly report: (instanceId: string, checkIndex: number, answer: HealthAnswer) => void,
   ) {}
 
   stop(): void {
@@ -70,8 +72,8 @@ export class HealthChecker {
         this.running++;
         const current = states;
         void this.probe(instance, check)
-          .then((ok) => {
-            if (!this.stopped && this.states.get(instance.id) === current) this.report(instance.id, i, ok);
+          .then((answer) => {
+            if (!this.stopped && this.states.get(instance.id) === current) this.report(instance.id, i, answer);
           })
           .finally(() => {
             state.inFlight = false;
@@ -82,7 +84,7 @@ export class HealthChecker {
     for (const id of this.states.keys()) if (!seen.has(id)) this.states.delete(id);
   }
 
-  private probe(instance: Instance, check: HealthCheck): Promise<boolean> {
+  private probe(instance: Instance, check: HealthCheck): Promise<HealthAnswer> {
     const port = check.port ?? instance.hostPorts[check.portIndex ?? 0];
     if (port === undefined) return Promise.resolve(false);
     const host = this.options.host?.(instance) ?? instance.hostname;
@@ -93,12 +95,51 @@ export class HealthChecker {
   }
 }
 
-async function httpProbe(url: string, timeoutMs: number, ignore1xx: boolean): Promise<boolean> {
-  const response = await httpGet(url, timeoutMs, 0);
-  if (!response) return false;
-  // Marathon: 2xx and 3xx are healthy; 1xx only counts when not ignored.
-  if (response.status < 200) return ignore1xx;
-  return response.status < 400;
+async function httpProbe(url: string, timeoutMs: number, ignore1xx: boolean): Promise<HealthAnswer> {
+  return httpHealthVerdict(await httpStatus(url, timeoutMs), ignore1xx);
+}
+
+/**
+ * Marathon's reading of an HTTP(S) check's answer: 200-399 pass; a 1xx is discarded with
+ * `ignoreHttp1xx` (the instance's health stays as it was) and fails without; anything else, and
+ * no answer at all, fails.
+ */
+function httpHealthVerdict(status: number | undefined, ignore1xx: boolean): HealthAnswer {
+  if (status === undefined) return false;
+  if (status < 200) return ignore1xx ? "ignored" : false;
+  return status < 400;
+}
+
+/**
+ * GETs `url` (redirects are answers, not followed) and answers the final status within
+ * `timeoutMs`. A server that sent 1xx answers but no final one before closing or timing out
+ * answered the last 1xx (fetch would report no answer at all, so `ignoreHttp1xx` could not
+ * apply). Undefined when nothing came (refused, timed out, bad URL).
+ */
+function httpStatus(url: string, timeoutMs: number): Promise<number | undefined> {
+  return new Promise((resolve) => {
+    let interim: number | undefined;
+    let request: ClientRequest | undefined;
+    const finish = (status: number | undefined) => {
+      clearTimeout(timer);
+      request?.destroy();
+      resolve(status);
+    };
+    // setTimeout fires at once past 2^31-1 ms; a timeout of more than 24 days is as good as none.
+    const timer = setTimeout(() => finish(interim), Math.min(timeoutMs, 2 ** 31 - 1));
+    const onResponse = (response: IncomingMessage) => {
+      response.resume();
+      finish(response.statusCode);
+    };
+    try {
+      request = url.startsWith("https:") ? httpsGetRequest(url, onResponse) : httpGetRequest(url, onResponse);
+    } catch {
+      finish(undefined); // a URL node:http refuses (say, a path with spaces)
+      return;
+    }
+    request.on("information", (info: { statusCode: number }) => (interim = info.statusCode));
+    request.on("error", () => finish(interim));
+  });
 }
 
 /** An HTTP answer as probes keep it. */

@@ -1,0 +1,126 @@
+/**
+ * The health checker (the shell that runs Marathon's own HTTP/HTTPS/TCP checks) against real
+ * local servers, feeding a real core: what an answer on the wire means for an instance's health.
+ * Synchronisation is by waiting for the checker's report of each probe.
+ */
+import { createServer, type Server, type Socket } from "node:net";
+import { afterEach, describe, expect, it } from "vitest";
+import { Resources } from "../../../sdk/resources.ts";
+import { SeededRng } from "../../../sdk/rng.ts";
+import { validateApp, type NormalizedApp } from "../../../frameworks/marathon/app-spec.ts";
+import { MarathonCore, type LaunchTask, type MarathonEffect } from "../../../frameworks/marathon/core.ts";
+import { HealthChecker } from "../../../frameworks/marathon/health.ts";
+import { eventually } from "../../harness/events.ts";
+
+function app(body: Record<string, unknown>): NormalizedApp {
+  const result = validateApp({ cpus: 0.1, mem: 16, cmd: "sleep 1000", ...body });
+  if (!result.ok) throw new Error(JSON.stringify(result.body));
+  return result.app;
+}
+
+const launches = (effects: MarathonEffect[]): LaunchTask[] => effects.flatMap((e) => (e.type === "launch" ? e.tasks : []));
+const kills = (effects: MarathonEffect[]): string[] => effects.flatMap((e) => (e.type === "kill" ? [e.taskId] : []));
+
+const servers: Array<{ server: Server; sockets: Set<Socket> }> = [];
+const checkers: HealthChecker[] = [];
+afterEach(async () => {
+  for (const c of checkers.splice(0)) c.stop();
+  for (const { server, sockets } of servers.splice(0)) {
+    for (const socket of sockets) socket.destroy();
+    await new Promise((resolve) => server.close(resolve));
+  }
+});
+
+/** A raw TCP server on loopback that writes `answer.bytes` to each request, then closes unless `answer.hang`. */
+async function rawServer(): Promise<{ port: number; answer: { bytes: string; hang: boolean } }> {
+  const answer = { bytes: "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", hang: false };
+  const sockets = new Set<Socket>();
+  const server = createServer((socket) => {
+    sockets.add(socket);
+    socket.on("error", () => undefined);
+    socket.on("close", () => sockets.delete(socket));
+    socket.once("data", () => {
+      socket.write(answer.bytes);
+      if (!answer.hang) socket.end();
+    });
+  });
+  servers.push({ server, sockets });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return { port: (server.address() as { port: number }).port, answer };
+}
+
+/** A core running one instance of `spec`, a checker probing it on 127.0.0.1, and what each probe led to. */
+function world(spec: Record<string, unknown>) {
+  const core = new MarathonCore(new SeededRng(5));
+  let now = 7_000_000;
+  core.putApp(app(spec), {}, now);
+  const offer = { id: "o1", agentId: "agent-h1", hostname: "h1", role: "default", resources: Resources.parse("cpus:8;mem:8192;disk:1000;ports:[31000-31999]"), attributes: {} };
+  const [task] = launches(core.offers([offer], now));
+  core.statusUpdate({ taskId: task!.taskId, state: "TASK_RUNNING", agentId: "agent-h1" }, now);
+  const results: MarathonEffect[][] = [];
+  const checker = new HealthChecker(core, { host: () => "127.0.0.1" }, (id, checkIndex, ok) => results.push(core.health(id, checkIndex, ok, now)));
+  checkers.push(checker);
+  return {
+    core,
+    taskId: task!.taskId,
+    instance: () => core.instance(task!.taskId),
+    /** Runs the next probe (an interval later) and answers what its report did to the core. */
+    probe: async (): Promise<MarathonEffect[]> => {
+      now += 60_000;
+      const before = results.length;
+      // The previous probe's slot frees just after its report: poll until this one starts and reports.
+      return eventually(() => {
+        checker.poll(now);
+        return results.length > before ? results[before]! : undefined;
+      }, 10_000, "the probe's report");
+    },
+  };
+}
+
+describe("HTTP health checks against a real server", () => {
+  const PROCESSING = "HTTP/1.1 102 Processing\r\n\r\n";
+  const OK = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+  const check = (port: number, ignoreHttp1xx: boolean) => ({ protocol: "HTTP", port, path: "/health", gracePeriodSeconds: 0, intervalSeconds: 60, timeoutSeconds: 2, maxConsecutiveFailures: 1, ignoreHttp1xx });
+
+  it("with ignoreHttp1xx, a 1xx answer is discarded: health stays as it was, healthy or not, and nothing is killed", async () => {
+    const server = await rawServer();
+    const w = world({ id: "ignoring", instances: 1, healthChecks: [{ ...check(server.port, true), maxConsecutiveFailures: 0 }] });
+    expect(await w.probe()).not.toEqual([]);
+    expect(w.instance()?.healthy).toBe(true);
+
+    server.answer.bytes = PROCESSING;
+    expect(await w.probe()).toEqual([]);
+    expect(w.instance()?.healthy).toBe(true);
+    server.answer.hang = true; // a 1xx and then nothing until the timeout: still the 1xx is the answer
+    expect(await w.probe()).toEqual([]);
+    expect(w.instance()?.healthy).toBe(true);
+
+    server.answer.hang = false;
+    server.answer.bytes = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    await w.probe();
+    expect(w.instance()?.healthy).toBe(false);
+    server.answer.bytes = PROCESSING;
+    expect(await w.probe()).toEqual([]);
+    expect(w.instance()?.healthy).toBe(false); // not turned healthy by a 1xx either
+  });
+
+  it("with ignoreHttp1xx, the final answer after a 1xx is what counts", async () => {
+    const server = await rawServer();
+    const w = world({ id: "final", instances: 1, healthChecks: [check(server.port, true)] });
+    server.answer.bytes = PROCESSING + OK;
+    await w.probe();
+    expect(w.instance()?.healthy).toBe(true);
+    server.answer.bytes = "HTTP/1.1 103 Early Hints\r\n\r\nHTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    expect(kills(await w.probe())).toEqual([w.taskId]);
+  });
+
+  it("without ignoreHttp1xx, a 1xx answer is a failure (healthy is 200-399)", async () => {
+    const server = await rawServer();
+    const w = world({ id: "strict", instances: 1, healthChecks: [check(server.port, false)] });
+    await w.probe();
+    expect(w.instance()?.healthy).toBe(true);
+    server.answer.bytes = PROCESSING;
+    expect(kills(await w.probe())).toEqual([w.taskId]);
+    expect(w.instance()?.healthy).toBe(false);
+  });
+});
