@@ -1122,7 +1122,7 @@ export class MarathonCore {
       if (before.healthy !== instance.healthy && instance.healthy !== undefined) effects.push(healthChanged(instance, nowMs));
     }
     if (status.healthy !== undefined && agentCheck && status.reason === "REASON_TASK_HEALTH_CHECK_STATUS_UPDATED") {
-      this.countAgentVerdict(instance, status.healthy, status.timestampMs ?? nowMs, agentCheck.maxConsecutiveFailures, nowMs, effects);
+      this.countAgentVerdict(instance, status.healthy, status.timestampMs ?? nowMs, agentCheck.protocol, agentCheck.maxConsecutiveFailures, nowMs, effects);
     }
     this.evaluate(nowMs, effects);
     return effects;
@@ -1134,17 +1134,22 @@ export class MarathonCore {
    * after `maxConsecutiveFailures` in a row (0: never). An update older than the last one counted
    * is a re-delivery (or a reconciliation answer) and counts nothing.
    */
-  private countAgentVerdict(instance: Instance, healthy: boolean, atMs: number, maxFailures: number, nowMs: number, effects: MarathonEffect[]): void {
+  private countAgentVerdict(instance: Instance, healthy: boolean, atMs: number, protocol: string, maxFailures: number, nowMs: number, effects: MarathonEffect[]): void {
     const seen = this.agentHealth.get(instance.id);
     if (seen && atMs <= seen.lastMs) return;
     const failures = healthy ? 0 : (seen?.failures ?? 0) + 1;
     this.agentHealth.set(instance.id, { failures, lastMs: atMs });
-    if (!healthy && maxFailures > 0 && failures >= maxFailures && instance.goal === "running") this.killUnhealthy(instance, nowMs, effects);
+    if (!healthy && maxFailures > 0 && failures >= maxFailures && instance.goal === "running") this.killUnhealthy(instance, `${protocol} health check ${failures} times in a row`, nowMs, effects);
   }
 
-  /** Kills an instance that failed its health checks; as a crash does, this backs the app's launches off. */
-  private killUnhealthy(instance: Instance, nowMs: number, effects: MarathonEffect[]): void {
+  /**
+   * Kills an instance that failed its health checks (`failed` says which and how often); as a
+   * crash does, this backs the app's launches off, and, as in Marathon, it is the app's
+   * `lastTaskFailure` (the replaced task's own end is not counted as one).
+   */
+  private killUnhealthy(instance: Instance, failed: string, nowMs: number, effects: MarathonEffect[]): void {
     effects.push({ type: "event", event: { eventType: "unhealthy_instance_kill_event", timestamp: iso(nowMs), appId: instance.appId, taskId: instance.id, instanceId: instance.id, version: instance.version, reason: "health check failed", host: instance.hostname, slaveId: instance.agentId } });
+    this.lastFailures.set(instance.appId, { appId: instance.appId, taskId: instance.id, host: instance.hostname, slaveId: instance.agentId, state: "TASK_KILLED", message: `Killed for failing its ${failed}`, timestamp: iso(nowMs), version: instance.version });
     const record = this.apps.get(instance.appId);
     if (record) this.backOff(record, nowMs, effects);
     this.stopInstance(instance, "replace", effects, nowMs);
@@ -1196,7 +1201,9 @@ export class MarathonCore {
       instance.healthy = healthy;
       effects.push(healthChanged(instance, nowMs));
     }
-    if (!ok && check.maxConsecutiveFailures > 0 && state.failures >= check.maxConsecutiveFailures) this.killUnhealthy(instance, nowMs, effects);
+    if (!ok && check.maxConsecutiveFailures > 0 && state.failures >= check.maxConsecutiveFailures) {
+      this.killUnhealthy(instance, `${check.protocol} health check ${state.failures} times in a row`, nowMs, effects);
+    }
     this.evaluate(nowMs, effects);
     return effects;
   }

@@ -273,11 +273,23 @@ describe("marathon on a real cluster", () => {
       const t = await m.tasks("/sick");
       return t.length === 1 ? t : undefined;
     }, 15_000, "the sick task running");
-    await m.events.waitFor((e) => e.eventType === "unhealthy_instance_kill_event" && e.taskId === first!.id, 15_000, "the unhealthy kill");
+    const kill = await m.events.waitFor((e) => e.eventType === "unhealthy_instance_kill_event" && e.taskId === first!.id, 15_000, "the unhealthy kill");
     await eventually(async () => {
       const t = await m.tasks("/sick");
       return t.length === 1 && t[0]!.id !== first!.id;
     }, 15_000, "a replacement");
+    // As in Marathon, the kill is the app's last task failure.
+    const shown = (await m.api("GET", "/v2/apps/sick?embed=apps.lastTaskFailure")).body.app;
+    expect(shown.lastTaskFailure).toEqual({
+      appId: "/sick",
+      taskId: first!.id,
+      host: first!.host,
+      slaveId: first!.slaveId,
+      state: "TASK_KILLED",
+      message: "Killed for failing its TCP health check 2 times in a row",
+      timestamp: kill.timestamp,
+      version: first!.version,
+    });
   });
 });
 

@@ -221,6 +221,33 @@ describe("health answers of the checks Marathon runs (pure core)", () => {
     expect(launches(w.offers())).toHaveLength(1);
   });
 
+  it("records a kill for failed health checks as the app's lastTaskFailure (TASK_KILLED), which the task's end does not overwrite", () => {
+    const w = world();
+    w.put(app({ id: "flaky", instances: 1, portDefinitions: [{ port: 0 }], healthChecks: [{ protocol: "TCP", portIndex: 0, gracePeriodSeconds: 0, maxConsecutiveFailures: 2 }] }));
+    const [task] = launches(w.offers());
+    w.run(task!.taskId);
+    const version = w.core.instance(task!.taskId)!.version;
+    w.core.health(task!.taskId, 0, false, w.now());
+    expect(w.core.lastTaskFailure("/flaky")).toBeUndefined();
+    w.advance(1_000);
+    const killedAt = new Date(w.now()).toISOString();
+    expect(kills(w.core.health(task!.taskId, 0, false, w.now()))).toEqual([task!.taskId]);
+    const failure = {
+      appId: "/flaky",
+      taskId: task!.taskId,
+      host: "h1",
+      slaveId: "agent-h1",
+      state: "TASK_KILLED",
+      message: "Killed for failing its TCP health check 2 times in a row",
+      timestamp: killedAt,
+      version,
+    };
+    expect(w.core.lastTaskFailure("/flaky")).toEqual(failure);
+    w.advance(1_000);
+    w.end(task!.taskId);
+    expect(w.core.lastTaskFailure("/flaky")).toEqual(failure);
+  });
+
   it("counts failures after the grace period even without a pass, and ignores unknown instances and checks", () => {
     const w = world();
     w.put(app({ id: "late", instances: 1, portDefinitions: [{ port: 0 }], healthChecks: [{ protocol: "TCP", portIndex: 0, gracePeriodSeconds: 5, maxConsecutiveFailures: 1 }] }));
