@@ -20,7 +20,7 @@ import type { HealthCheckSpec } from "../../sdk/scheduler.ts";
 import { Resources, type ResourceEntry } from "../../sdk/resources.ts";
 import { UNRESERVED_ROLE } from "../../sdk/roles.ts";
 import { TERMINAL_TASK_STATES } from "../../sdk/wire/types.ts";
-import type { NormalizedApp, ReadinessCheck } from "./app-spec.ts";
+import type { HealthCheck, NormalizedApp, ReadinessCheck } from "./app-spec.ts";
 import { formatPathId, isSelfOrAncestorId, parentId, pathSegments } from "./path-id.ts";
 import { activeDelay, canLaunch, launchAllowedAtMs, queueDelayInfo, recordActivity, recordFailure, type LaunchDelay, type QueueDelayInfo } from "./backoff.ts";
 import { checkConstraints, DEFAULT_MAX_INSTANCES_PER_OFFER, type Placement } from "./constraints.ts";
@@ -398,6 +398,11 @@ export type HealthAnswer = boolean | "ignored";
 /** Health checks Marathon itself runs (the others are run by agents and reported in status updates). */
 export const MARATHON_HEALTH_PROTOCOLS = new Set(["HTTP", "HTTPS", "TCP"]);
 
+/** The check a task carries for its agent to run, as in Mesos only one: the app's first COMMAND check. */
+function agentRunCheck(app: NormalizedApp): HealthCheck | undefined {
+  return app.healthChecks.find((c) => c.protocol === "COMMAND" && c.command !== undefined);
+}
+
 /** The task-id prefix of an app: its path without the leading `/`, `/` written `_`. */
 export function appIdToTaskPrefix(appId: string): string {
   return appId.replace(/^\//, "").replaceAll("/", "_");
@@ -472,6 +477,8 @@ export class MarathonCore {
    * the latest update counted, so a re-delivered update is not counted twice. Bounded by the instances.
    */
   private readonly agentHealth = new Map<string, { failures: number; lastMs: number }>();
+  /** The latest verdict of the agent-run (COMMAND) check per instance (bounded by the instances). */
+  private readonly agentVerdicts = new Map<string, boolean>();
   /** The answers of the checks Marathon runs, per instance and check index (bounded by the instances). */
   private readonly probeHealth = new Map<string, { failures: number; passed: boolean | undefined; everHealthy: boolean }[]>();
   /** The latest unexpected end of a task per app (`lastTaskFailure`), bounded by the apps. */
@@ -1110,8 +1117,11 @@ export class MarathonCore {
         this.setState(instance, "killing");
         break;
     }
-    const agentCheck = record?.app.healthChecks.find((c) => !MARATHON_HEALTH_PROTOCOLS.has(c.protocol));
-    if (status.healthy !== undefined && agentCheck) instance.healthy = status.healthy;
+    const agentCheck = record && agentRunCheck(record.app);
+    if (record && agentCheck && status.healthy !== undefined) {
+      this.agentVerdicts.set(instance.id, status.healthy);
+      instance.healthy = this.combinedHealth(instance, record.app) ?? instance.healthy;
+    }
     if (before.state !== instance.state || before.healthy !== instance.healthy) {
       effects.push(this.statusEvent(instance, status, nowMs));
       // Staging to starting is not persisted (a store write per launch less): a restarted
@@ -1167,7 +1177,7 @@ export class MarathonCore {
    * One answer of a health check Marathon runs (HTTP, HTTPS, TCP; `checkIndex` into the app's
    * `healthChecks`), with Marathon's semantics: a failure within `gracePeriodSeconds` of the task's
    * start does not count until the instance was healthy once; the instance is healthy once every
-   * such check last passed, and is killed (to be replaced) after `maxConsecutiveFailures` failures
+   * check (these and the agent-run one) last passed, and is killed (to be replaced) after `maxConsecutiveFailures` failures
    * in a row (0: never). An answer Marathon discards changes nothing.
    */
   health(instanceId: string, checkIndex: number, answer: HealthAnswer, nowMs: number): MarathonEffect[] {
@@ -1175,9 +1185,10 @@ export class MarathonCore {
     if (answer === "ignored") return effects;
     const ok = answer;
     const instance = this.instances.get(instanceId);
-    const checks = instance && this.apps.get(instance.appId)?.app.healthChecks;
+    const app = instance && this.apps.get(instance.appId)?.app;
+    const checks = app?.healthChecks;
     const check = checks?.[checkIndex];
-    if (!instance || instance.goal !== "running" || !checks || !check || !MARATHON_HEALTH_PROTOCOLS.has(check.protocol)) return effects;
+    if (!instance || instance.goal !== "running" || !app || !checks || !check || !MARATHON_HEALTH_PROTOCOLS.has(check.protocol)) return effects;
     let states = this.probeHealth.get(instanceId);
     if (!states || states.length !== checks.length) {
       states = checks.map(() => ({ failures: 0, passed: undefined, everHealthy: false }));
@@ -1194,9 +1205,8 @@ export class MarathonCore {
       state.failures++;
       state.passed = false;
     }
-    const marathonRun = states.filter((_, i) => MARATHON_HEALTH_PROTOCOLS.has(checks[i]!.protocol));
-    if (ok && marathonRun.some((s) => s.passed === undefined)) return effects; // every check's first answer first
-    const healthy = marathonRun.every((s) => s.passed === true);
+    const healthy = this.combinedHealth(instance, app);
+    if (healthy === undefined) return effects; // every check's first answer first (a failure is never undefined)
     if (instance.healthy !== healthy) {
       instance.healthy = healthy;
       effects.push(healthChanged(instance, nowMs));
@@ -1206,6 +1216,21 @@ export class MarathonCore {
     }
     this.evaluate(nowMs, effects);
     return effects;
+  }
+
+  /**
+   * An instance's health from the latest verdict of each of its checks (those Marathon runs and
+   * the one the agent runs), combined as Marathon does: healthy only while every one passes,
+   * unhealthy as soon as one fails; undefined (the health stays as it was) while none failed and
+   * some has not answered yet.
+   */
+  private combinedHealth(instance: Instance, app: NormalizedApp): boolean | undefined {
+    const states = this.probeHealth.get(instance.id);
+    const probes = states?.length === app.healthChecks.length ? states : undefined;
+    const verdicts = app.healthChecks.flatMap((c, i) => (MARATHON_HEALTH_PROTOCOLS.has(c.protocol) ? [probes?.[i]!.passed] : []));
+    if (agentRunCheck(app)) verdicts.push(this.agentVerdicts.get(instance.id));
+    if (verdicts.some((v) => v === false)) return false;
+    return verdicts.length > 0 && verdicts.every((v) => v === true) ? true : undefined;
   }
 
   /**
@@ -1715,6 +1740,7 @@ export class MarathonCore {
     this.instances.delete(instance.id);
     this.readiness.delete(instance.id);
     this.agentHealth.delete(instance.id);
+    this.agentVerdicts.delete(instance.id);
     this.probeHealth.delete(instance.id);
     this.instanceRank.delete(instance.id);
     this.unreachableIds.delete(instance.id);
@@ -1820,8 +1846,7 @@ export class MarathonCore {
       ...portEnv(hostPorts, app.portDefinitions),
     };
     Object.assign(env, labelEnv(app.labels));
-    // A task carries one agent-run check, as in Mesos: the app's first COMMAND check.
-    const commandCheck = app.healthChecks.find((c) => c.protocol === "COMMAND" && c.command !== undefined);
+    const commandCheck = agentRunCheck(app);
     return {
       taskId: id,
       name: appIdToTaskPrefix(app.id),

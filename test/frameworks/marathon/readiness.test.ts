@@ -248,6 +248,46 @@ describe("health answers of the checks Marathon runs (pure core)", () => {
     expect(w.core.lastTaskFailure("/flaky")).toEqual(failure);
   });
 
+  it("with a COMMAND check beside checks Marathon runs, the instance is healthy only while every check passes", () => {
+    const w = world();
+    const checks = [
+      { protocol: "HTTP", portIndex: 0, path: "/health", gracePeriodSeconds: 0, maxConsecutiveFailures: 0 },
+      { protocol: "COMMAND", command: { value: "test -e ready" }, gracePeriodSeconds: 0, maxConsecutiveFailures: 0 },
+    ];
+    w.put(app({ id: "both", instances: 1, portDefinitions: [{ port: 0 }], healthChecks: checks }));
+    const [task] = launches(w.offers());
+    w.run(task!.taskId);
+    const healthy = () => w.core.instance(task!.taskId)!.healthy;
+    const agent = (ok: boolean) => {
+      w.advance(1_000);
+      return w.core.statusUpdate({ taskId: task!.taskId, state: "TASK_RUNNING", agentId: "agent-h1", healthy: ok, reason: "REASON_TASK_HEALTH_CHECK_STATUS_UPDATED", timestampMs: w.now() }, w.now());
+    };
+    const probe = (ok: boolean) => w.core.health(task!.taskId, 0, ok, w.now());
+
+    agent(true);
+    expect(healthy()).toBeUndefined(); // the HTTP check has not answered yet
+    expect(healthEvents(probe(true))).toBe(1);
+    expect(healthy()).toBe(true);
+    expect(w.core.taskCounts("/both")).toMatchObject({ tasksHealthy: 1, tasksUnhealthy: 0 });
+
+    // A failing HTTP check is not undone by the agent's pass...
+    probe(false);
+    expect(healthy()).toBe(false);
+    expect(healthEvents(agent(true))).toBe(0);
+    expect(healthy()).toBe(false);
+    probe(true);
+    expect(healthy()).toBe(true);
+
+    // ...nor a failing COMMAND check by Marathon's.
+    agent(false);
+    expect(healthy()).toBe(false);
+    expect(healthEvents(probe(true))).toBe(0);
+    expect(healthy()).toBe(false);
+    expect(w.core.taskCounts("/both")).toMatchObject({ tasksHealthy: 0, tasksUnhealthy: 1 });
+    expect(healthEvents(agent(true))).toBe(1);
+    expect(healthy()).toBe(true);
+  });
+
   it("counts failures after the grace period even without a pass, and ignores unknown instances and checks", () => {
     const w = world();
     w.put(app({ id: "late", instances: 1, portDefinitions: [{ port: 0 }], healthChecks: [{ protocol: "TCP", portIndex: 0, gracePeriodSeconds: 5, maxConsecutiveFailures: 1 }] }));
