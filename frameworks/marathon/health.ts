@@ -125,8 +125,7 @@ function httpStatus(url: string, timeoutMs: number): Promise<number | undefined>
       request?.destroy();
       resolve(status);
     };
-    // setTimeout fires at once past 2^31-1 ms; a timeout of more than 24 days is as good as none.
-    const timer = setTimeout(() => finish(interim), Math.min(timeoutMs, 2 ** 31 - 1));
+    const timer = setTimeout(() => finish(interim), timerMs(timeoutMs));
     const onResponse = (response: IncomingMessage) => {
       response.resume();
       finish(response.statusCode);
@@ -140,6 +139,15 @@ function httpStatus(url: string, timeoutMs: number): Promise<number | undefined>
     request.on("information", (info: { statusCode: number }) => (interim = info.statusCode));
     request.on("error", () => finish(interim));
   });
+}
+
+/**
+ * A check's timeout as a timer can wait it: setTimeout fires at once past 2^31-1 ms (and
+ * AbortSignal.timeout throws past 2^32-1), while timeoutSeconds may go up to 2^31-1; a timeout
+ * of more than 24 days is as good as none.
+ */
+function timerMs(timeoutMs: number): number {
+  return Math.min(timeoutMs, 2 ** 31 - 1);
 }
 
 /** An HTTP answer as probes keep it. */
@@ -156,8 +164,8 @@ export interface HttpAnswer {
  * `maxBodyBytes` of the body; undefined when no answer came (refused, timed out, bad URL).
  */
 export async function httpGet(url: string, timeoutMs: number, maxBodyBytes: number): Promise<HttpAnswer | undefined> {
-  const signal = AbortSignal.timeout(timeoutMs);
   try {
+    const signal = AbortSignal.timeout(timerMs(timeoutMs));
     const response = await fetch(url, { signal, redirect: "manual" });
     const chunks: Uint8Array[] = [];
     let size = 0;

@@ -1,15 +1,16 @@
 /**
- * The health checker (the shell that runs Marathon's own HTTP/HTTPS/TCP checks) against real
- * local servers, feeding a real core: what an answer on the wire means for an instance's health.
- * Synchronisation is by waiting for the checker's report of each probe.
+ * The health checker (the shell that runs Marathon's own HTTP/HTTPS/TCP checks) and the readiness
+ * checker against real local servers, feeding a real core: what an answer on the wire means for an
+ * instance's health or readiness. Synchronisation is by waiting for the checker's report of each probe.
  */
 import { createServer, type Server, type Socket } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
 import { Resources } from "../../../sdk/resources.ts";
 import { SeededRng } from "../../../sdk/rng.ts";
 import { validateApp, type NormalizedApp } from "../../../frameworks/marathon/app-spec.ts";
-import { MarathonCore, type LaunchTask, type MarathonEffect } from "../../../frameworks/marathon/core.ts";
+import { MarathonCore, type LaunchTask, type MarathonEffect, type ReadinessProbe } from "../../../frameworks/marathon/core.ts";
 import { HealthChecker } from "../../../frameworks/marathon/health.ts";
+import { ReadinessChecker } from "../../../frameworks/marathon/readiness.ts";
 import { eventually } from "../../harness/events.ts";
 
 function app(body: Record<string, unknown>): NormalizedApp {
@@ -22,7 +23,7 @@ const launches = (effects: MarathonEffect[]): LaunchTask[] => effects.flatMap((e
 const kills = (effects: MarathonEffect[]): string[] => effects.flatMap((e) => (e.type === "kill" ? [e.taskId] : []));
 
 const servers: Array<{ server: Server; sockets: Set<Socket> }> = [];
-const checkers: HealthChecker[] = [];
+const checkers: Array<HealthChecker | ReadinessChecker> = [];
 afterEach(async () => {
   for (const c of checkers.splice(0)) c.stop();
   for (const { server, sockets } of servers.splice(0)) {
@@ -122,5 +123,27 @@ describe("HTTP health checks against a real server", () => {
     server.answer.bytes = PROCESSING;
     expect(kills(await w.probe())).toEqual([w.taskId]);
     expect(w.instance()?.healthy).toBe(false);
+  });
+});
+
+describe("readiness probes against a real server", () => {
+  // Both are valid (below 2^31 - 1 s) but beyond what setTimeout (2^31 - 1 ms) or AbortSignal.timeout (2^32 - 1 ms) take.
+  it.each([3_000_000, 5_000_000])("a timeoutSeconds of %i neither throws nor times out at once: the answer counts", async (timeoutSeconds) => {
+    const server = await rawServer();
+    const core = new MarathonCore(new SeededRng(9));
+    const now = 9_000_000;
+    const readinessChecks = [{ path: "/ready", portName: "http-api", intervalSeconds: timeoutSeconds + 1, timeoutSeconds }];
+    core.putApp(app({ id: "slowready", instances: 1, requirePorts: true, portDefinitions: [{ port: server.port, name: "http-api" }], readinessChecks }), {}, now);
+    const offer = { id: "o1", agentId: "agent-h1", hostname: "h1", role: "default", resources: Resources.parse(`cpus:8;mem:8192;disk:1000;ports:[${server.port}-${server.port}]`), attributes: {} };
+    const [task] = launches(core.offers([offer], now));
+    core.statusUpdate({ taskId: task!.taskId, state: "TASK_RUNNING", agentId: "agent-h1" }, now);
+    expect(core.readinessTargets().map((t) => t.port)).toEqual([server.port]);
+
+    const reports: ReadinessProbe[] = [];
+    const checker = new ReadinessChecker(core, { host: () => "127.0.0.1" }, (_id, probe) => reports.push(probe));
+    checkers.push(checker);
+    checker.poll(now);
+    const [probe] = await eventually(() => (reports.length > 0 ? reports : undefined), 10_000, "the readiness report");
+    expect(probe).toMatchObject({ ready: true, response: { status: 200 } });
   });
 });
