@@ -3,12 +3,9 @@
  * checker against real local servers, feeding a real core: what an answer on the wire means for an
  * instance's health or readiness. Synchronisation is by waiting for the checker's report of each probe.
  */
-import { execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { createServer as createHttpsServer } from "node:https";
 import { createServer, type Server, type Socket } from "node:net";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { Resources } from "../../../sdk/resources.ts";
 import { SeededRng } from "../../../sdk/rng.ts";
@@ -133,20 +130,15 @@ describe("HTTP health checks against a real server", () => {
 
 describe("HTTPS health checks against a real server", () => {
   it("accept any certificate, as Marathon's do: a task's self-signed one is healthy", async () => {
-    const dir = mkdtempSync(join(tmpdir(), "corral-hc-tls-"));
-    try {
-      execFileSync("openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", join(dir, "key.pem"), "-out", join(dir, "cert.pem"), "-days", "2", "-subj", "/CN=task.example"], { stdio: "ignore" });
-      const tls = { key: readFileSync(join(dir, "key.pem")), cert: readFileSync(join(dir, "cert.pem")) };
-      const server = createHttpsServer(tls, (_req, res) => res.end("ok"));
-      servers.push({ server, sockets: new Set() });
-      await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-      const port = (server.address() as { port: number }).port;
-      const w = world({ id: "tls", instances: 1, healthChecks: [{ protocol: "HTTPS", port, path: "/", gracePeriodSeconds: 0, intervalSeconds: 60, timeoutSeconds: 5, maxConsecutiveFailures: 1 }] });
-      expect(kills(await w.probe())).toEqual([]);
-      expect(w.instance()?.healthy).toBe(true);
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+    // A fixed self-signed certificate (fixtures/README.md): no CA vouches for it.
+    const fixture = (name: string) => readFileSync(new URL(`./fixtures/${name}`, import.meta.url));
+    const server = createHttpsServer({ key: fixture("self-signed.key"), cert: fixture("self-signed.pem") }, (_req, res) => res.end("ok"));
+    servers.push({ server, sockets: new Set() });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const port = (server.address() as { port: number }).port;
+    const w = world({ id: "tls", instances: 1, healthChecks: [{ protocol: "HTTPS", port, path: "/", gracePeriodSeconds: 0, intervalSeconds: 60, timeoutSeconds: 5, maxConsecutiveFailures: 1 }] });
+    expect(kills(await w.probe())).toEqual([]);
+    expect(w.instance()?.healthy).toBe(true);
   });
 });
 
