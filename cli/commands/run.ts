@@ -20,11 +20,15 @@ export const RUN_FLAGS: Record<string, FlagSpec> = {
   role: { type: "string", help: "role to run in", default: "default" },
 };
 
-/** Exit code of the CLI for a task's final status, as a shell would report it. */
+/**
+ * Exit code of the CLI for a task's final status, as a shell would report it: the task's own exit
+ * code, else 137 (128 + SIGKILL) when it was killed, by request or for going over a limit of its
+ * container (as `docker run` reports an out-of-memory kill), else 1.
+ */
 export function exitCodeOf(status: TaskStatus): number {
   if (status.state === "TASK_FINISHED") return 0;
   if (status.exitCode !== undefined && status.exitCode !== 0) return status.exitCode;
-  if (status.state === "TASK_KILLED") return 137;
+  if (status.state === "TASK_KILLED" || status.reason.startsWith("REASON_CONTAINER_LIMITATION")) return 137;
   return 1;
 }
 
