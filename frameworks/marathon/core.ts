@@ -403,6 +403,15 @@ function agentRunCheck(app: NormalizedApp): HealthCheck | undefined {
   return app.healthChecks.find((c) => c.protocol === "COMMAND" && c.command !== undefined);
 }
 
+/**
+ * True when some health check of the app is run: one Marathon runs or the agent-run one. The
+ * others (MESOS_HTTP/HTTPS/TCP, further COMMAND checks) are accepted but never answer, so an app
+ * with only those is treated as one without health checks (else it would never be healthy).
+ */
+function hasRunHealthChecks(app: NormalizedApp): boolean {
+  return app.healthChecks.some((c) => MARATHON_HEALTH_PROTOCOLS.has(c.protocol)) || agentRunCheck(app) !== undefined;
+}
+
 /** The task-id prefix of an app: its path without the leading `/`, `/` written `_`. */
 export function appIdToTaskPrefix(appId: string): string {
   return appId.replace(/^\//, "").replaceAll("/", "_");
@@ -693,14 +702,14 @@ export class MarathonCore {
   }
 
   /**
-   * The verdict used by deployments: running, healthy when the app has health checks, and ready
+   * The verdict used by deployments: running, healthy when the app has health checks that run, and ready
    * when a running deployment launched it and the app has a readiness check.
    */
   isReady(instance: Instance): boolean {
     const record = this.apps.get(instance.appId);
     if (instance.state !== "running" || instance.goal !== "running") return false;
     if (!record) return true;
-    if (record.app.healthChecks.length > 0 && instance.healthy !== true) return false;
+    if (hasRunHealthChecks(record.app) && instance.healthy !== true) return false;
     return !this.needsReadiness(instance, record) || this.readiness.get(instance.id)?.ready === true;
   }
 
@@ -718,7 +727,7 @@ export class MarathonCore {
 
   /**
    * The instances whose readiness the shell should probe now: launched by a running deployment,
-   * running, healthy (when the app has health checks) and not yet found ready.
+   * running, healthy (when the app has health checks that run) and not yet found ready.
    */
   readinessTargets(): ReadinessTarget[] {
     const out: ReadinessTarget[] = [];
@@ -730,7 +739,7 @@ export class MarathonCore {
         const portIndex = record.app.portDefinitions.findIndex((p) => p.name === check.portName);
         for (const instance of this.instancesOf(part.appId)) {
           if (instance.state !== "running" || instance.goal !== "running" || !this.needsReadiness(instance, record)) continue;
-          if (record.app.healthChecks.length > 0 && instance.healthy !== true) continue;
+          if (hasRunHealthChecks(record.app) && instance.healthy !== true) continue;
           if (this.readiness.get(instance.id)?.ready === true) continue;
           out.push({ instance, check, port: portIndex >= 0 ? instance.hostPorts[portIndex] : undefined });
         }
@@ -752,7 +761,7 @@ export class MarathonCore {
   /** Task counts as `/v2/apps` shows them. */
   taskCounts(appId: string): { tasksStaged: number; tasksRunning: number; tasksHealthy: number; tasksUnhealthy: number } {
     const record = this.apps.get(appId);
-    const checked = record !== undefined && record.app.healthChecks.length > 0;
+    const checked = record !== undefined && hasRunHealthChecks(record.app);
     // One pass, no list: `GET /v2/apps` asks this of every app.
     const counts = { tasksStaged: 0, tasksRunning: 0, tasksHealthy: 0, tasksUnhealthy: 0 };
     for (const id of this.byApp.get(appId) ?? []) {

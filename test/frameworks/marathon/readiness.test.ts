@@ -288,6 +288,36 @@ describe("health answers of the checks Marathon runs (pure core)", () => {
     expect(healthy()).toBe(true);
   });
 
+  it("with only checks Corral does not run (MESOS_HTTP/HTTPS/TCP), an app behaves as one without health checks", () => {
+    const w = world();
+    const strategy = { minimumHealthCapacity: 1, maximumOverCapacity: 1 };
+    const spec = (cmd: string) => ({
+      id: "mesos-checked",
+      instances: 2,
+      cmd,
+      upgradeStrategy: strategy,
+      portDefinitions: [{ port: 0 }],
+      healthChecks: [{ protocol: "MESOS_HTTP", portIndex: 0, path: "/health", gracePeriodSeconds: 0, maxConsecutiveFailures: 1 }],
+    });
+    w.put(app(spec("sleep 1000")));
+    const old = launches(w.offers());
+    expect(old).toHaveLength(2);
+    expect(succeeded(w.run(old[0]!.taskId))).toBe(false);
+    expect(succeeded(w.run(old[1]!.taskId))).toBe(true); // running is enough: no check ever answers
+    expect(w.core.isReady(w.core.instance(old[0]!.taskId)!)).toBe(true);
+    expect(w.core.taskCounts("/mesos-checked")).toEqual({ tasksStaged: 0, tasksRunning: 2, tasksHealthy: 0, tasksUnhealthy: 0 });
+
+    // A rolling restart keeps both old instances (they count as healthy) until new ones run.
+    w.advance(1000);
+    expect(kills(w.put(app(spec("sleep 2000"))).effects)).toEqual([]);
+    const fresh = launches(w.offers());
+    expect(fresh).toHaveLength(2);
+    expect(kills(w.run(fresh[0]!.taskId))).toHaveLength(1);
+    expect(kills(w.run(fresh[1]!.taskId))).toHaveLength(1);
+    for (const t of old) w.end(t.taskId);
+    expect(w.core.deploymentList()).toEqual([]);
+  });
+
   it("counts failures after the grace period even without a pass, and ignores unknown instances and checks", () => {
     const w = world();
     w.put(app({ id: "late", instances: 1, portDefinitions: [{ port: 0 }], healthChecks: [{ protocol: "TCP", portIndex: 0, gracePeriodSeconds: 5, maxConsecutiveFailures: 1 }] }));
