@@ -409,7 +409,12 @@ function agentRunCheck(app: NormalizedApp): HealthCheck | undefined {
  * with only those is treated as one without health checks (else it would never be healthy).
  */
 function hasRunHealthChecks(app: NormalizedApp): boolean {
-  return app.healthChecks.some((c) => MARATHON_HEALTH_PROTOCOLS.has(c.protocol)) || agentRunCheck(app) !== undefined;
+  return runsMarathonChecks(app) || agentRunCheck(app) !== undefined;
+}
+
+/** True when Marathon itself runs some health check of the app (HTTP, HTTPS, TCP). */
+function runsMarathonChecks(app: NormalizedApp): boolean {
+  return app.healthChecks.some((c) => MARATHON_HEALTH_PROTOCOLS.has(c.protocol));
 }
 
 /** The task-id prefix of an app: its path without the leading `/`, `/` written `_`. */
@@ -463,7 +468,7 @@ export class MarathonCore {
    * `dirtyApps` or in a running deployment are recounted before it is read ({@link launchQueue}).
    */
   private readonly queued = new Map<string, number>();
-  /** Ids of the apps with health checks Marathon runs itself (see {@link hasMarathonHealthChecks}). */
+  /** Ids of the apps with health checks Marathon runs itself, in their current version or an old instance's (see {@link hasMarathonHealthChecks}). */
   private readonly probedApps = new Set<string>();
   /** Converge calls of the last evaluation (see {@link lastEvaluateVisits}). */
   private evaluateVisits = 0;
@@ -696,9 +701,28 @@ export class MarathonCore {
     return this.evaluateVisits;
   }
 
-  /** True when some app has a health check that Marathon runs itself (HTTP, HTTPS, TCP): the shell's health checker has work. */
+  /** True when some instance may have a health check that Marathon runs itself (HTTP, HTTPS, TCP): the shell's health checker has work. */
   hasMarathonHealthChecks(): boolean {
     return this.probedApps.size > 0;
+  }
+
+  /**
+   * The health checks of an instance: those of the app version it was launched with. As in
+   * Marathon, an old instance keeps its own checks during a restart (a new check path the old
+   * version does not serve must not get it killed).
+   */
+  healthChecksOf(instance: Instance): readonly HealthCheck[] {
+    const record = this.apps.get(instance.appId);
+    return record ? this.launchedApp(instance, record).healthChecks : [];
+  }
+
+  /**
+   * The app definition an instance was launched with: the kept version of its config (every
+   * version of one config has the same checks), or the current one should that be gone.
+   */
+  private launchedApp(instance: Instance, record: AppRecord): NormalizedApp {
+    if (instance.configVersion === record.versionInfo.lastConfigChangeAt) return record.app;
+    return record.versions.find((v) => v.versionInfo.lastConfigChangeAt === instance.configVersion)?.app ?? record.app;
   }
 
   /**
@@ -709,7 +733,7 @@ export class MarathonCore {
     const record = this.apps.get(instance.appId);
     if (instance.state !== "running" || instance.goal !== "running") return false;
     if (!record) return true;
-    if (hasRunHealthChecks(record.app) && instance.healthy !== true) return false;
+    if (hasRunHealthChecks(this.launchedApp(instance, record)) && instance.healthy !== true) return false;
     return !this.needsReadiness(instance, record) || this.readiness.get(instance.id)?.ready === true;
   }
 
@@ -761,13 +785,14 @@ export class MarathonCore {
   /** Task counts as `/v2/apps` shows them. */
   taskCounts(appId: string): { tasksStaged: number; tasksRunning: number; tasksHealthy: number; tasksUnhealthy: number } {
     const record = this.apps.get(appId);
-    const checked = record !== undefined && hasRunHealthChecks(record.app);
+    const checkedNow = record !== undefined && hasRunHealthChecks(record.app);
     // One pass, no list: `GET /v2/apps` asks this of every app.
     const counts = { tasksStaged: 0, tasksRunning: 0, tasksHealthy: 0, tasksUnhealthy: 0 };
     for (const id of this.byApp.get(appId) ?? []) {
       const i = this.instances.get(id)!;
       if (i.state === "staging" || i.state === "starting") counts.tasksStaged++;
       else if (i.state === "running" || i.state === "killing") counts.tasksRunning++;
+      const checked = record !== undefined && (i.configVersion === record.versionInfo.lastConfigChangeAt ? checkedNow : hasRunHealthChecks(this.launchedApp(i, record)));
       if (checked && i.healthy === true) counts.tasksHealthy++;
       else if (checked && i.healthy === false) counts.tasksUnhealthy++;
     }
@@ -1126,10 +1151,11 @@ export class MarathonCore {
         this.setState(instance, "killing");
         break;
     }
-    const agentCheck = record && agentRunCheck(record.app);
-    if (record && agentCheck && status.healthy !== undefined) {
+    const launched = record && this.launchedApp(instance, record);
+    const agentCheck = launched && agentRunCheck(launched);
+    if (launched && agentCheck && status.healthy !== undefined) {
       this.agentVerdicts.set(instance.id, status.healthy);
-      instance.healthy = this.combinedHealth(instance, record.app) ?? instance.healthy;
+      instance.healthy = this.combinedHealth(instance, launched) ?? instance.healthy;
     }
     if (before.state !== instance.state || before.healthy !== instance.healthy) {
       effects.push(this.statusEvent(instance, status, nowMs));
@@ -1183,18 +1209,20 @@ export class MarathonCore {
   }
 
   /**
-   * One answer of a health check Marathon runs (HTTP, HTTPS, TCP; `checkIndex` into the app's
-   * `healthChecks`), with Marathon's semantics: a failure within `gracePeriodSeconds` of the task's
-   * start does not count until the instance was healthy once; the instance is healthy once every
-   * check (these and the agent-run one) last passed, and is killed (to be replaced) after `maxConsecutiveFailures` failures
-   * in a row (0: never). An answer Marathon discards changes nothing.
+   * One answer of a health check Marathon runs (HTTP, HTTPS, TCP; `checkIndex` into the
+   * `healthChecks` of the app version the instance was launched with), with Marathon's semantics:
+   * a failure within `gracePeriodSeconds` of the task's start does not count until the instance
+   * was healthy once; the instance is healthy once every check (these and the agent-run one) last
+   * passed, and is killed (to be replaced) after `maxConsecutiveFailures` failures in a row (0:
+   * never). An answer Marathon discards changes nothing.
    */
   health(instanceId: string, checkIndex: number, answer: HealthAnswer, nowMs: number): MarathonEffect[] {
     const effects: MarathonEffect[] = [];
     if (answer === "ignored") return effects;
     const ok = answer;
     const instance = this.instances.get(instanceId);
-    const app = instance && this.apps.get(instance.appId)?.app;
+    const record = instance && this.apps.get(instance.appId);
+    const app = record && this.launchedApp(instance, record);
     const checks = app?.healthChecks;
     const check = checks?.[checkIndex];
     if (!instance || instance.goal !== "running" || !app || !checks || !check || !MARATHON_HEALTH_PROTOCOLS.has(check.protocol)) return effects;
@@ -1391,9 +1419,25 @@ export class MarathonCore {
     const appId = record.app.id;
     if (!this.apps.has(appId)) this.appRank.set(appId, this.nextAppRank++);
     this.apps.set(appId, record);
-    if (record.app.healthChecks.some((c) => MARATHON_HEALTH_PROTOCOLS.has(c.protocol))) this.probedApps.add(appId);
-    else this.probedApps.delete(appId);
+    this.refreshProbed(appId);
     this.touch(appId);
+  }
+
+  /**
+   * Whether the app goes in `probedApps`: its current version has a check Marathon runs, or an
+   * instance of an older config (during a restart) still runs one of its own.
+   */
+  private refreshProbed(appId: string): void {
+    const record = this.apps.get(appId);
+    const probed =
+      record !== undefined &&
+      (runsMarathonChecks(record.app) ||
+        [...(this.byApp.get(appId) ?? [])].some((id) => {
+          const i = this.instances.get(id)!;
+          return i.configVersion !== record.versionInfo.lastConfigChangeAt && runsMarathonChecks(this.launchedApp(i, record));
+        }));
+    if (probed) this.probedApps.add(appId);
+    else this.probedApps.delete(appId);
   }
 
   private deleteAppRecord(appId: string): void {
@@ -1722,6 +1766,9 @@ export class MarathonCore {
     if (!ids) this.byApp.set(instance.appId, (ids = new Set()));
     ids.add(instance.id);
     this.trackState(instance);
+    // One of an older config (recovered mid-restart) may have checks the current version has not.
+    const record = this.apps.get(instance.appId);
+    if (record && runsMarathonChecks(this.launchedApp(instance, record))) this.probedApps.add(instance.appId);
     this.touch(instance.appId);
   }
 
@@ -1757,6 +1804,8 @@ export class MarathonCore {
     const ids = this.byApp.get(instance.appId);
     ids?.delete(instance.id);
     if (ids?.size === 0) this.byApp.delete(instance.appId);
+    const record = this.apps.get(instance.appId);
+    if (record && instance.configVersion !== record.versionInfo.lastConfigChangeAt) this.refreshProbed(instance.appId);
     this.touch(instance.appId);
     effects.push({ type: "deleteInstance", id: instance.id });
   }

@@ -54,7 +54,7 @@ export class HealthChecker {
     for (const instance of this.core.unorderedInstances()) {
       const record = this.core.app(instance.appId);
       if (!record || instance.state !== "running" || instance.goal !== "running") continue;
-      const checks = record.app.healthChecks;
+      const checks = this.core.healthChecksOf(instance); // its own version's, not the app's current ones
       if (!checks.some((c) => MARATHON_HEALTH_PROTOCOLS.has(c.protocol))) continue;
       seen.add(instance.id);
       let states = this.states.get(instance.id);

@@ -376,4 +376,24 @@ describe("health checks Marathon runs", () => {
     expect(core.app("/probed")).toBeUndefined();
     expect(core.hasMarathonHealthChecks()).toBe(false);
   });
+
+  it("stay known while an old instance runs with a check its app's new version dropped, also after a restart of Marathon", () => {
+    const core = new MarathonCore(new SeededRng(2));
+    let now = 1_000_000;
+    core.putApp(app({ id: "/probed", instances: 1, ...FLAVOURS.probed }), {}, now);
+    const [task] = core.offers([offer("h1")], now).flatMap((e) => (e.type === "launch" ? e.tasks : []));
+    core.statusUpdate({ taskId: task!.taskId, state: "TASK_RUNNING", agentId: "agent-h1" }, now);
+    now += 1000;
+    core.putApp(app({ id: "/probed", instances: 1, portDefinitions: [{ port: 0 }] }), { force: true }, now); // the start waits for health
+    expect(core.healthChecksOf(core.instance(task!.taskId)!)).toHaveLength(1);
+    expect(core.hasMarathonHealthChecks()).toBe(true);
+
+    const recovered = new MarathonCore(new SeededRng(3));
+    recovered.recover({ apps: [core.app("/probed")!], deployments: core.deploymentList(), instances: [...core.unorderedInstances()].map((i) => ({ ...i })) }, now);
+    expect(recovered.hasMarathonHealthChecks()).toBe(true);
+
+    core.statusUpdate({ taskId: task!.taskId, state: "TASK_KILLED", agentId: "agent-h1" }, now);
+    expect(core.instance(task!.taskId)).toBeUndefined();
+    expect(core.hasMarathonHealthChecks()).toBe(false);
+  });
 });

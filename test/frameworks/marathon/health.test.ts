@@ -4,6 +4,7 @@
  * instance's health or readiness. Synchronisation is by waiting for the checker's report of each probe.
  */
 import { readFileSync } from "node:fs";
+import { createServer as createHttpServer } from "node:http";
 import { createServer as createHttpsServer } from "node:https";
 import { createServer, type Server, type Socket } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
@@ -139,6 +140,76 @@ describe("HTTPS health checks against a real server", () => {
     const w = world({ id: "tls", instances: 1, healthChecks: [{ protocol: "HTTPS", port, path: "/", gracePeriodSeconds: 0, intervalSeconds: 60, timeoutSeconds: 5, maxConsecutiveFailures: 1 }] });
     expect(kills(await w.probe())).toEqual([]);
     expect(w.instance()?.healthy).toBe(true);
+  });
+});
+
+/** An HTTP server on loopback answering each path with `statuses[path]`, 404 for any other. */
+async function pathServer(statuses: Record<string, number>): Promise<number> {
+  const sockets = new Set<Socket>();
+  const server = createHttpServer((req, res) => {
+    res.statusCode = statuses[req.url ?? ""] ?? 404;
+    res.end();
+  });
+  server.on("connection", (socket) => {
+    sockets.add(socket);
+    socket.on("close", () => sockets.delete(socket));
+  });
+  servers.push({ server, sockets });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return (server.address() as { port: number }).port;
+}
+
+describe("health checks during a rolling restart", () => {
+  it("check each instance with the checks of the version it was launched with: a new path does not kill the old instances", async () => {
+    const spec = (path: string) => ({
+      id: "moved",
+      instances: 1,
+      cmd: `serve ${path}`,
+      portDefinitions: [{ port: 0 }],
+      upgradeStrategy: { minimumHealthCapacity: 1, maximumOverCapacity: 1 },
+      healthChecks: [{ protocol: "HTTP", portIndex: 0, path, gracePeriodSeconds: 3600, intervalSeconds: 60, timeoutSeconds: 2, maxConsecutiveFailures: 1 }],
+    });
+    // Each instance is its own server: the old version serves /health, the new one /healthz.
+    const oldPort = await pathServer({ "/health": 200 });
+    const newStatuses: Record<string, number> = { "/healthz": 503 };
+    const newPort = await pathServer(newStatuses);
+    const offer = (port: number) => ({ id: `o${port}`, agentId: "agent-h1", hostname: "h1", role: "default", resources: Resources.parse(`cpus:8;mem:8192;disk:1000;ports:[${port}-${port}]`), attributes: {} });
+
+    const core = new MarathonCore(new SeededRng(6));
+    let now = 8_000_000;
+    const reports: Array<{ id: string; effects: MarathonEffect[] }> = [];
+    const checker = new HealthChecker(core, { host: () => "127.0.0.1" }, (id, checkIndex, answer) => reports.push({ id, effects: core.health(id, checkIndex, answer, now) }));
+    checkers.push(checker);
+    /** One round of checks an interval later: the effects of each instance's answer, by instance. */
+    const round = async (instances: number): Promise<Map<string, MarathonEffect[]>> => {
+      now += 60_000;
+      const before = reports.length;
+      await eventually(() => (checker.poll(now), reports.length >= before + instances ? true : undefined), 10_000, "the round's reports");
+      return new Map(reports.slice(before).map((r) => [r.id, r.effects]));
+    };
+
+    core.putApp(app(spec("/health")), {}, now);
+    const [old] = launches(core.offers([offer(oldPort)], now));
+    core.statusUpdate({ taskId: old!.taskId, state: "TASK_RUNNING", agentId: "agent-h1" }, now);
+    await round(1);
+    expect(core.instance(old!.taskId)?.healthy).toBe(true);
+
+    core.putApp(app(spec("/healthz")), {}, now);
+    const [fresh] = launches(core.offers([offer(newPort)], now));
+    core.statusUpdate({ taskId: fresh!.taskId, state: "TASK_RUNNING", agentId: "agent-h1" }, now);
+    // The new instance is not healthy yet (in its grace period); the old one still answers its own /health.
+    const second = await round(2);
+    expect(kills(second.get(old!.taskId)!)).toEqual([]);
+    expect(core.instance(old!.taskId)).toMatchObject({ goal: "running", healthy: true });
+    expect(core.instance(fresh!.taskId)?.healthy).toBeUndefined();
+
+    // Once the new one is healthy, the restart (not a health check) retires the old one.
+    newStatuses["/healthz"] = 200;
+    const third = await round(2);
+    expect(core.instance(fresh!.taskId)?.healthy).toBe(true);
+    const effects = [...third.values()].flat();
+    expect(kills(effects)).toEqual([old!.taskId]);
+    expect(effects.some((e) => e.type === "event" && e.event.eventType === "unhealthy_instance_kill_event")).toBe(false);
   });
 });
 

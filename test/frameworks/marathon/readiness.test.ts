@@ -318,6 +318,30 @@ describe("health answers of the checks Marathon runs (pure core)", () => {
     expect(w.core.deploymentList()).toEqual([]);
   });
 
+  it("judges an instance by the health checks of its own version: adding a check in a restart does not make the old instances unhealthy", () => {
+    const w = world();
+    const strategy = { minimumHealthCapacity: 1, maximumOverCapacity: 1 };
+    const base = { id: "grown", instances: 2, portDefinitions: [{ port: 0 }], upgradeStrategy: strategy };
+    w.put(app(base));
+    const old = launches(w.offers());
+    for (const t of old) w.run(t.taskId);
+    expect(w.core.deploymentList()).toEqual([]);
+
+    w.advance(1000);
+    const put = w.put(app({ ...base, healthChecks: [{ protocol: "TCP", portIndex: 0, gracePeriodSeconds: 0, maxConsecutiveFailures: 0 }] }));
+    // The old instances have no check: running, they are as good as healthy, and none is killed before a new one is.
+    expect(kills(put.effects)).toEqual([]);
+    expect(w.core.isReady(w.core.instance(old[0]!.taskId)!)).toBe(true);
+    const fresh = launches(w.offers());
+    expect(fresh).toHaveLength(2);
+    for (const t of fresh) expect(kills(w.run(t.taskId))).toEqual([]);
+    expect(kills(w.core.health(fresh[0]!.taskId, 0, false, w.now()))).toEqual([]);
+    expect(kills(w.core.health(fresh[0]!.taskId, 0, true, w.now()))).toHaveLength(1);
+    expect(kills(w.core.health(fresh[1]!.taskId, 0, true, w.now()))).toHaveLength(1);
+    // Probe answers are read against the instance's own checks: the old ones have none.
+    expect(w.core.healthChecksOf(w.core.instance(old[0]!.taskId)!)).toEqual([]);
+  });
+
   it("counts failures after the grace period even without a pass, and ignores unknown instances and checks", () => {
     const w = world();
     w.put(app({ id: "late", instances: 1, portDefinitions: [{ port: 0 }], healthChecks: [{ protocol: "TCP", portIndex: 0, gracePeriodSeconds: 5, maxConsecutiveFailures: 1 }] }));
