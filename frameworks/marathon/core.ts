@@ -392,6 +392,12 @@ export interface CoreStatus {
 /** States after which an instance is gone for Marathon: Mesos's terminal states, and UNKNOWN (the master has never heard of it). */
 const TERMINAL: ReadonlySet<string> = new Set<string>([...TERMINAL_TASK_STATES, "TASK_UNKNOWN"]);
 
+/**
+ * The ends of a task Marathon records as its app's `lastTaskFailure`: failures, not a clean
+ * finish or a kill (a kill for failing health checks is recorded where it is decided).
+ */
+const FAILURE_STATES: ReadonlySet<string> = new Set(["TASK_FAILED", "TASK_ERROR", "TASK_LOST", "TASK_DROPPED", "TASK_GONE", "TASK_GONE_BY_OPERATOR", "TASK_UNKNOWN"]);
+
 /** One answer of a health check Marathon runs: passed, failed, or discarded (a 1xx with `ignoreHttp1xx`). */
 export type HealthAnswer = boolean | "ignored";
 
@@ -495,7 +501,7 @@ export class MarathonCore {
   private readonly agentVerdicts = new Map<string, boolean>();
   /** The answers of the checks Marathon runs, per instance and check index (bounded by the instances). */
   private readonly probeHealth = new Map<string, { failures: number; passed: boolean | undefined; everHealthy: boolean }[]>();
-  /** The latest unexpected end of a task per app (`lastTaskFailure`), bounded by the apps. */
+  /** The latest failure of a task per app (`lastTaskFailure`), bounded by the apps. */
   private readonly lastFailures = new Map<string, TaskFailure>();
   /** Whether we told the master to stop sending offers. */
   private suppressed = false;
@@ -834,7 +840,7 @@ export class MarathonCore {
     return out;
   }
 
-  /** The latest unexpected end of one of the app's tasks. */
+  /** The latest failure of one of the app's tasks: a failure state, or a kill for failing health checks. */
   lastTaskFailure(appId: string): TaskFailure | undefined {
     return this.lastFailures.get(appId);
   }
@@ -1116,7 +1122,7 @@ export class MarathonCore {
       effects.push(this.statusEvent(instance, status, nowMs));
       if (instance.goal === "running" && record) {
         this.counters.failed++;
-        this.lastFailures.set(instance.appId, { appId: instance.appId, taskId: instance.id, host: instance.hostname, slaveId: instance.agentId, state: status.state, message: status.message ?? "", timestamp: iso(nowMs), version: instance.version });
+        if (FAILURE_STATES.has(status.state)) this.lastFailures.set(instance.appId, { appId: instance.appId, taskId: instance.id, host: instance.hostname, slaveId: instance.agentId, state: status.state, message: status.message ?? "", timestamp: iso(nowMs), version: instance.version });
         this.backOff(record, nowMs, effects);
       }
       this.remove(instance, effects);

@@ -282,6 +282,36 @@ describe("failures and backoff", () => {
   });
 });
 
+describe("lastTaskFailure", () => {
+  /** An app of one instance that runs until `state` ends it, with `message`; answers the app's lastTaskFailure after. */
+  function endWith(w: ReturnType<typeof world>, state: string, message = `ended: ${state}`) {
+    w.advance(60_000); // past any launch delay
+    w.tick();
+    const [task] = launches(w.offers(offer()));
+    w.status(task!.taskId, "TASK_RUNNING");
+    w.core.statusUpdate({ taskId: task!.taskId, state, agentId: "agent-h1", message }, w.now());
+    return { taskId: task!.taskId, failure: w.core.lastTaskFailure("/ends") };
+  }
+
+  it("is recorded for a failure state, as Marathon's, and not for a task that finished or was killed (which is still replaced)", () => {
+    const w = world();
+    w.put(app({ id: "ends", instances: 1, backoffSeconds: 1 }));
+    expect(endWith(w, "TASK_FINISHED").failure).toBeUndefined();
+    expect(w.core.queueCount("/ends")).toBe(1);
+    expect(endWith(w, "TASK_KILLED").failure).toBeUndefined();
+
+    const failed = endWith(w, "TASK_FAILED", "Command exited with status 1");
+    expect(failed.failure).toMatchObject({ appId: "/ends", taskId: failed.taskId, state: "TASK_FAILED", message: "Command exited with status 1", host: "h1", slaveId: "agent-h1" });
+    // A later clean end does not overwrite it.
+    endWith(w, "TASK_FINISHED");
+    expect(endWith(w, "TASK_KILLED").failure).toEqual(failed.failure);
+    for (const state of ["TASK_ERROR", "TASK_LOST", "TASK_DROPPED", "TASK_GONE", "TASK_GONE_BY_OPERATOR", "TASK_UNKNOWN"]) {
+      const ended = endWith(w, state);
+      expect(ended.failure).toMatchObject({ taskId: ended.taskId, state });
+    }
+  });
+});
+
 describe("scaling and deployments", () => {
   it("scales down youngest first and finishes when the killed ones are gone", () => {
     const w = world();
