@@ -722,6 +722,12 @@ export class MarathonCore {
     return record ? this.launchedApp(instance, record).healthChecks : [];
   }
 
+  /** Whether some health check of the instance's own app version is run (so its health is known in time). */
+  isHealthChecked(instance: Instance): boolean {
+    const record = this.apps.get(instance.appId);
+    return record !== undefined && hasRunHealthChecks(this.launchedApp(instance, record));
+  }
+
   /**
    * The app definition an instance was launched with: the kept version of its config (every
    * version of one config has the same checks), or the current one should that be gone.

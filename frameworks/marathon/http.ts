@@ -935,8 +935,8 @@ function appStatusJson(core: MarathonCore, record: AppRecord, embed: ReadonlySet
 
 /** A task as `/v2/tasks` shows it. */
 export function taskJson(core: MarathonCore, i: Instance): Record<string, unknown> {
-  const record = core.app(i.appId);
-  const checked = record !== undefined && record.app.healthChecks.length > 0;
+  // Results are shown for the checks of the instance's own version that run (MESOS_* ones do not).
+  const checked = core.isHealthChecked(i);
   return {
     id: i.id,
     appId: i.appId,

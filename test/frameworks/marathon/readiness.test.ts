@@ -7,6 +7,7 @@ import { Resources } from "../../../sdk/resources.ts";
 import { SeededRng } from "../../../sdk/rng.ts";
 import { validateApp, type NormalizedApp } from "../../../frameworks/marathon/app-spec.ts";
 import { MarathonCore, type CoreOffer, type Instance, type LaunchTask, type MarathonEffect } from "../../../frameworks/marathon/core.ts";
+import { taskJson } from "../../../frameworks/marathon/http.ts";
 import { MemoryMarathonStore } from "../../../frameworks/marathon/store.ts";
 
 function app(body: Record<string, unknown>): NormalizedApp {
@@ -306,6 +307,8 @@ describe("health answers of the checks Marathon runs (pure core)", () => {
     expect(succeeded(w.run(old[1]!.taskId))).toBe(true); // running is enough: no check ever answers
     expect(w.core.isReady(w.core.instance(old[0]!.taskId)!)).toBe(true);
     expect(w.core.taskCounts("/mesos-checked")).toEqual({ tasksStaged: 0, tasksRunning: 2, tasksHealthy: 0, tasksUnhealthy: 0 });
+    // No check runs, so the API shows no health results (as for an app without checks).
+    expect(taskJson(w.core, w.core.instance(old[0]!.taskId)!)).not.toHaveProperty("healthCheckResults");
 
     // A rolling restart keeps both old instances (they count as healthy) until new ones run.
     w.advance(1000);
