@@ -21,7 +21,7 @@
  */
 
 import { Resources } from "../sdk/resources.ts";
-import { runScenario, type SimResult } from "./report.ts";
+import { nearestRank, runScenario, type SimResult } from "./report.ts";
 import { validateScenario, type Scenario, type ScenarioEvent } from "./scenario.ts";
 
 // ---- the plan specification (the targets file) ---------------------------------------------------
@@ -346,7 +346,7 @@ function variantName(v: PlanVariant): string {
 export function percentileOf(values: number[], p: number): number {
   if (values.length === 0) return 0;
   const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
+  return sorted[nearestRank(p, sorted.length) - 1]!;
 }
 
 /** The targets checked in a variant: all of them in the base run, the service ones after a loss. */

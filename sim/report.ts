@@ -334,7 +334,7 @@ class Sampler {
       ...base,
       offers,
       launched: cluster.stats.launched,
-      waits: { count: fresh.length, p50: r4(pct(fresh, 0.5)), p90: r4(pct(fresh, 0.9)), p99: r4(pct(fresh, 0.99)) },
+      waits: { count: fresh.length, p50: r4(pct(fresh, 50)), p90: r4(pct(fresh, 90)), p99: r4(pct(fresh, 99)) },
       stranded: this.stranded.read(cluster.master.core.allocator),
     });
   }
@@ -687,17 +687,26 @@ class RunRecorder {
 
 // ---- the result --------------------------------------------------------------------------------
 
-/** Nearest-rank percentile of sorted values. */
-function pct(sorted: number[], q: number): number {
+/**
+ * The nearest rank of the `percent`-th percentile (0..100] of `n` values, 1..n: ceil(percent / 100 × n).
+ * Computed as percent × n / 100 so that whole percents of whole counts are exact (0.14 × 50 is
+ * 7.000000000000001 in floating point, which would round up to rank 8).
+ */
+export function nearestRank(percent: number, n: number): number {
+  return Math.min(n, Math.max(1, Math.ceil((percent * n) / 100)));
+}
+
+/** Nearest-rank percentile (`percent` in 0..100) of sorted values. */
+function pct(sorted: number[], percent: number): number {
   if (sorted.length === 0) return 0;
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))]!;
+  return sorted[nearestRank(percent, sorted.length) - 1]!;
 }
 
 /** Nearest-rank percentile over `sorted` plus `missing` values above all of them (null when it falls on one). */
-function pctWithMissing(sorted: number[], missing: number, q: number): number | null {
+function pctWithMissing(sorted: number[], missing: number, percent: number): number | null {
   const n = sorted.length + missing;
   if (n === 0) return 0;
-  const rank = Math.min(n, Math.max(1, Math.ceil(q * n)));
+  const rank = nearestRank(percent, n);
   return rank > sorted.length ? null : r4(sorted[rank - 1]!);
 }
 
@@ -780,14 +789,14 @@ function buildResult(
     jobs,
     waitSeconds: {
       count: waits.length,
-      p50: r4(pct(waits, 0.5)),
-      p90: r4(pct(waits, 0.9)),
-      p99: r4(pct(waits, 0.99)),
+      p50: r4(pct(waits, 50)),
+      p90: r4(pct(waits, 90)),
+      p99: r4(pct(waits, 99)),
       max: r4(waits.length ? waits[waits.length - 1]! : 0),
       mean: r4(waits.length ? waits.reduce((a, b) => a + b, 0) / waits.length : 0),
-      cdf: waits.length === 0 ? [] : Array.from({ length: 101 }, (_, i): [number, number] => [r4(i === 0 ? waits[0]! : pct(waits, i / 100)), i / 100]),
+      cdf: waits.length === 0 ? [] : Array.from({ length: 101 }, (_, i): [number, number] => [r4(i === 0 ? waits[0]! : pct(waits, i)), i / 100]),
       neverRan,
-      withNeverRun: { p50: pctWithMissing(waits, neverRan, 0.5), p90: pctWithMissing(waits, neverRan, 0.9), p99: pctWithMissing(waits, neverRan, 0.99) },
+      withNeverRun: { p50: pctWithMissing(waits, neverRan, 50), p90: pctWithMissing(waits, neverRan, 90), p99: pctWithMissing(waits, neverRan, 99) },
     },
     offers: cluster.masters.offerCounters(),
     masters: mastersSummary(cluster),

@@ -77,6 +77,16 @@ describe("searchPlan (a synthetic monotone evaluator)", () => {
     expect(percentileOf([1, Infinity], 90)).toBe(Infinity);
   });
 
+  it("takes the nearest rank ceil(p / 100 * n) exactly, without floating-point error moving it up one", () => {
+    // 28% of 25 is 7: the 7th smallest (0.28 * 25 is 7.000000000000001 in floating point).
+    const values = Array.from({ length: 25 }, (_, i) => i + 1);
+    expect(percentileOf(values, 28)).toBe(7);
+    expect(percentileOf(Array.from({ length: 50 }, (_, i) => i + 1), 14)).toBe(7);
+    expect(percentileOf(values, 90)).toBe(23);
+    expect(percentileOf(values, 100)).toBe(25);
+    expect(percentileOf(values, 0.1)).toBe(1);
+  });
+
   it("reports the margin on every target, in every variant, and checks survival in its own runs", async () => {
     const world = fakeWorld();
     const plan = await searchPlan({

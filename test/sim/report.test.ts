@@ -205,6 +205,27 @@ describe("the result's metrics", () => {
     expect(formatSummary(r)).toContain("jobs       0: 0 completed, 0 failed, 0 timed out; 2 refused by the framework");
   });
 
+  it("puts the nearest-rank wait at every percent of the CDF: at 14% of 50 waits, the 7th smallest", async () => {
+    // One agent, one task at a time: 50 distinct waits, read back off the event log.
+    const running: number[] = [];
+    const r = await runScenario(
+      {
+        name: "cdf",
+        seed: 1,
+        endSeconds: 120,
+        cluster: { agentClasses: { std: { count: 1, resources: "cpus:1;mem:1024" } } },
+        frameworks: [{ name: "f", kind: "tasks", tasks: { count: 50, cpus: 1, mem: 64, durationSeconds: 1, arrival: { at: 0 } } }],
+      },
+      { eventLog: (e) => void (e.type === "status" && e.state === "TASK_RUNNING" && running.push(e.t as number)) },
+    );
+    const waits = running.map((ms) => Math.round(ms * 10) / 10_000).sort((a, b) => a - b);
+    expect(waits).toHaveLength(50);
+    expect(new Set(waits).size).toBe(50);
+    const cdf = r.waitSeconds.cdf;
+    for (let i = 1; i <= 100; i++) expect(cdf[i]).toEqual([waits[Math.ceil((i * 50) / 100) - 1], i / 100]);
+    expect(r.waitSeconds.p50).toBe(waits[24]);
+  });
+
   it("keeps wait percentiles per interval and a monotone CDF, offers and launches cumulative per sample", async () => {
     const r = await runScenario(busy(2), { sampleIntervalSeconds: 20 });
     const cdf = r.waitSeconds.cdf;
