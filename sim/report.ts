@@ -155,6 +155,11 @@ export interface SimResult {
   };
   offers: { made: number; declined: number; rescinded: number };
   launchesPerSecond: { mean: number; max: number };
+  /**
+   * `mean` and `max`: of the fraction of each resource tasks use, over the whole run, time-weighted
+   * (read after every engine event, each reading counting for as long as it held), not over the
+   * samples, which are instants; `samples`: the time series.
+   */
   utilization: { mean: Record<string, number>; max: Record<string, number>; samples: SimSample[] };
   roles: Record<string, RoleFairness>;
   frameworks: Record<string, FrameworkOutcome>;
@@ -261,13 +266,17 @@ export async function runScenario(input: unknown, options: RunScenarioOptions = 
   const recorder = new RunRecorder(scenario, () => cluster!);
   const userLog = options.eventLog;
   const after = options.afterEvent;
+  const use = new UseIntegrator(() => cluster!);
   cluster = new SimCluster(scenario, {
     eventLog: (event) => {
       recorder.observe(event);
       userLog?.(event);
     },
     ...(options.logLevel ? { logLevel: options.logLevel } : {}),
-    ...(after ? { afterEvent: () => after(cluster!) } : {}),
+    afterEvent: () => {
+      use.observe();
+      after?.(cluster!);
+    },
     ...(options.baseDir !== undefined ? { baseDir: options.baseDir } : {}),
     ...(options.auditStatusUpdates ? { auditStatusUpdates: true } : {}),
   });
@@ -294,7 +303,8 @@ export async function runScenario(input: unknown, options: RunScenarioOptions = 
   // The last sample may fall short of the end: the display ends on the end.
   if (onProgress && n * intervalMs < endMs) onProgress({ virtualMs: endMs, endMs, events: cluster.engine.eventsProcessed() });
   sampler.close();
-  const result = buildResult(scenario, cluster, sampler, recorder, run, {
+  use.observe();
+  const result = buildResult(scenario, cluster, sampler, recorder, use, run, {
     intervalSeconds: intervalS,
     maxSamples: options.maxSamples ?? DEFAULT_MAX_SAMPLES,
     graceMs: (options.placementGraceSeconds ?? 0) * 1000,
@@ -337,6 +347,50 @@ class Sampler {
       waits: { count: fresh.length, p50: r4(pct(fresh, 50)), p90: r4(pct(fresh, 90)), p99: r4(pct(fresh, 99)) },
       stranded: this.stranded.read(cluster.master.core.allocator),
     });
+  }
+}
+
+/**
+ * The time-weighted utilization of the run: after every engine event it reads what tasks use
+ * (allocated minus offered, as a sample does), and each reading counts for as long as it held.
+ * Samples are instants, and a workload with a period (fixed durations, a 1 s allocation cycle)
+ * can put every sample in the same phase of it; this mean and max cannot be fooled that way.
+ */
+class UseIntegrator {
+  private lastMs = 0;
+  private fractions: Record<string, number> = {};
+  private readonly sums: Record<string, number> = {};
+  private readonly max: Record<string, number> = {};
+
+  constructor(private readonly cluster: () => SimCluster) {}
+
+  /** Accounts for the time since the previous reading, then reads again. */
+  observe(): void {
+    const cluster = this.cluster();
+    const nowMs = cluster.elapsedMs();
+    const dt = nowMs - this.lastMs;
+    if (dt > 0) {
+      for (const [k, f] of Object.entries(this.fractions)) {
+        this.sums[k] = (this.sums[k] ?? 0) + f * dt;
+        this.max[k] = Math.max(this.max[k] ?? 0, f);
+      }
+      this.lastMs = nowMs;
+    }
+    const totals = cluster.master.core.resourceTotals();
+    const fractions: Record<string, number> = {};
+    for (const [name, total] of Object.entries(totals.total)) if (total > 0) fractions[name] = (totals.used[name] ?? 0) / total;
+    this.fractions = fractions;
+  }
+
+  /** Mean (over `[0, endMs]`) and max per resource, after a last {@link observe} at the end. */
+  result(endMs: number): { mean: Record<string, number>; max: Record<string, number> } {
+    const mean: Record<string, number> = {};
+    const max: Record<string, number> = {};
+    for (const k of Object.keys(this.sums)) {
+      mean[k] = endMs > 0 ? this.sums[k]! / endMs : 0;
+      max[k] = this.max[k]!;
+    }
+    return { mean, max };
   }
 }
 
@@ -719,20 +773,14 @@ function buildResult(
   cluster: SimCluster,
   sampler: Sampler,
   recorder: RunRecorder,
+  use: UseIntegrator,
   run: { events: number; wallMs: number; eventsPerSecond: number },
   sampling: { intervalSeconds: number; maxSamples: number; graceMs: number },
 ): SimResult {
   const samples = sampler.samples;
   const stats = cluster.stats;
   const waits = stats.waitsMs.map((ms) => ms / 1000).sort((a, b) => a - b);
-  const meanUtil: Record<string, number> = {};
-  const maxUtil: Record<string, number> = {};
-  for (const s of samples) {
-    for (const [k, v] of Object.entries(s.utilization)) {
-      meanUtil[k] = (meanUtil[k] ?? 0) + v / samples.length;
-      maxUtil[k] = Math.max(maxUtil[k] ?? 0, v);
-    }
-  }
+  const { mean: meanUtil, max: maxUtil } = use.result(scenario.endSeconds * 1000);
   const neverRan = Math.max(0, stats.submitted - waits.length);
   const seconds = Math.max(1, Math.ceil(scenario.endSeconds));
   let maxLaunches = 0;
@@ -969,7 +1017,7 @@ export function formatSummary(r: SimResult): string {
     `  wait       p50 ${r.waitSeconds.p50} s, p90 ${r.waitSeconds.p90} s, p99 ${r.waitSeconds.p99} s, max ${r.waitSeconds.max} s (${r.waitSeconds.count} tasks)`,
     `  offers     made ${r.offers.made}, declined ${r.offers.declined}, rescinded ${r.offers.rescinded}`,
     `  launches   ${r.launchesPerSecond.mean}/s mean, ${r.launchesPerSecond.max}/s peak`,
-    `  use        ${util || "-"} (mean of ${r.utilization.samples.length} samples, every ${r.sampling.intervalSeconds} s)`,
+    `  use        ${util || "-"} (mean over the run; ${r.utilization.samples.length} samples, every ${r.sampling.intervalSeconds} s)`,
     `  stranded   cpus ${r.stranded.mean.cpus} mean / ${r.stranded.max.cpus} max, mem ${r.stranded.mean.mem} mean / ${r.stranded.max.mem} max (thresholds cpus ${r.stranded.thresholds.cpus}, mem ${r.stranded.thresholds.mem})`,
     ...Object.entries(r.roles).map(
       ([role, f]) => `  role ${role.padEnd(12)} weight ${f.weight}, mean dominant share ${f.meanDominantShare}, mean |deviation from fair| ${f.meanAbsDeviationFromFair}`,

@@ -226,6 +226,29 @@ describe("the result's metrics", () => {
     expect(r.waitSeconds.p50).toBe(waits[24]);
   });
 
+  it("averages utilization over time, not over the samples: a 20 s sample never lands on the cycle's busy 3 s", async () => {
+    // Four 1-cpu agents, each running one 3 s task after another with a 1 s allocation gap: every
+    // 4 s cycle is busy 3 s (all four agents together), so 75% of the cpus are used over the run.
+    const cycle: Scenario = {
+      name: "cycle",
+      seed: 1,
+      endSeconds: 200,
+      cluster: { agentClasses: { std: { count: 4, resources: "cpus:1;mem:1024" } } },
+      frameworks: [{ name: "f", kind: "tasks", tasks: { count: 400, cpus: 1, mem: 100, durationSeconds: 3, arrival: { at: 0 } } }],
+    };
+    const coarse = await runScenario(cycle, { sampleIntervalSeconds: 20 });
+    const fine = await runScenario(cycle, { sampleIntervalSeconds: 0.1 });
+    expect(coarse.tasks.completed).toBe(200);
+    // The samples all fall in the gaps (the cluster is idle at every 20th second) ...
+    expect(coarse.utilization.samples.map((s) => s.utilization.cpus)).toEqual(Array.from({ length: 10 }, () => 0));
+    // ... but the mean is the time average: 200 tasks of 3 s (plus the messages' few ms) on 4 cpus over 200 s.
+    expect(coarse.utilization.mean.cpus).toBeGreaterThanOrEqual(0.75);
+    expect(coarse.utilization.mean.cpus).toBeLessThan(0.76);
+    expect(coarse.utilization.max.cpus).toBe(1);
+    expect(coarse.utilization.mean).toEqual(fine.utilization.mean);
+    expect(coarse.utilization.max).toEqual(fine.utilization.max);
+  });
+
   it("keeps wait percentiles per interval and a monotone CDF, offers and launches cumulative per sample", async () => {
     const r = await runScenario(busy(2), { sampleIntervalSeconds: 20 });
     const cdf = r.waitSeconds.cdf;
