@@ -185,7 +185,8 @@ class Checker {
     this.fail(field, "must be an object");
     return undefined;
   }
-  num(o: Obj, key: string, field: string, rule: { min?: number; gt?: number; int?: boolean; optional?: boolean; max?: number }): void {
+  /** `rule.why` is added to the message of a value below `min`. */
+  num(o: Obj, key: string, field: string, rule: { min?: number; gt?: number; int?: boolean; optional?: boolean; max?: number; why?: string }): void {
     const v = o[key];
     if (v === undefined) {
       if (!rule.optional) this.fail(`${field}.${key}`, "is required");
@@ -194,7 +195,7 @@ class Checker {
     if (typeof v !== "number" || !Number.isFinite(v)) return this.fail(`${field}.${key}`, "must be a finite number");
     if (rule.int && !Number.isInteger(v)) return this.fail(`${field}.${key}`, "must be an integer");
     if (rule.gt !== undefined && !(v > rule.gt)) return this.fail(`${field}.${key}`, `must be > ${rule.gt}`);
-    if (rule.min !== undefined && v < rule.min) return this.fail(`${field}.${key}`, `must be >= ${rule.min}`);
+    if (rule.min !== undefined && v < rule.min) return this.fail(`${field}.${key}`, `must be >= ${rule.min}${rule.why ? ` (${rule.why})` : ""}`);
     if (rule.max !== undefined && v > rule.max) return this.fail(`${field}.${key}`, `must be <= ${rule.max}`);
   }
   str(o: Obj, key: string, field: string, optional = false): string | undefined {
@@ -295,9 +296,12 @@ function checkCluster(c: Checker, cluster: Obj, classes: Set<string>, traceMachi
   const field = "scenario.cluster";
   c.unknownKeys(cluster, ["agentClasses", "roleWeights", "quota", "allocationIntervalMs", "offerTimeoutMs", "agentPingIntervalMs", "maxMissedPings", "masters"], field);
   c.num(cluster, "masters", field, { int: true, min: 1, max: MAX_SIM_MASTERS, optional: true });
-  c.num(cluster, "allocationIntervalMs", field, { gt: 0, optional: true });
+  // Floors, not only > 0: an allocation or ping every nanosecond is valid arithmetic but fires
+  // so many events that the run never ends. 1 ms is far below any real setting (Mesos: 1 s and 15 s).
+  const tooFrequent = "ms; a shorter interval fires so many events the run never ends";
+  c.num(cluster, "allocationIntervalMs", field, { min: 1, why: tooFrequent, optional: true });
   c.num(cluster, "offerTimeoutMs", field, { gt: 0, optional: true });
-  c.num(cluster, "agentPingIntervalMs", field, { gt: 0, optional: true });
+  c.num(cluster, "agentPingIntervalMs", field, { min: 1, why: tooFrequent, optional: true });
   c.num(cluster, "maxMissedPings", field, { int: true, min: 1, optional: true });
   const agentClasses = cluster.agentClasses === undefined ? (c.fail(`${field}.agentClasses`, "is required"), undefined) : c.obj(cluster.agentClasses, `${field}.agentClasses`);
   if (agentClasses) {
@@ -311,7 +315,9 @@ function checkCluster(c: Checker, cluster: Obj, classes: Set<string>, traceMachi
       if (!o) continue;
       c.unknownKeys(o, ["count", "resources", "attributes", "mtbfSeconds", "mttrSeconds"], f);
       c.num(o, "count", f, { int: true, min: 0, max: MAX_CLASS_AGENTS });
-      c.num(o, "mtbfSeconds", f, { gt: 0, optional: true });
+      // An agent takes about a second to register (its backoff); failing more often than that is
+      // not a failure model, and a tiny MTBF turns the run into an endless stream of crashes.
+      c.num(o, "mtbfSeconds", f, { min: 1, why: "s; an agent failing more often fails before it has registered, and the run never ends", optional: true });
       c.num(o, "mttrSeconds", f, { gt: 0, optional: true });
       const text = c.str(o, "resources", f);
       if (text !== undefined) {

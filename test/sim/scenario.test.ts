@@ -156,7 +156,27 @@ describe("runScenario", () => {
     } catch (err) {
       problems = (err as ScenarioError).problems;
     }
-    expect(problems).toEqual(["scenario.cluster.agentPingIntervalMs: must be > 0", "scenario.cluster.maxMissedPings: must be an integer"]);
+    expect(problems).toEqual([
+      "scenario.cluster.agentPingIntervalMs: must be >= 1 (ms; a shorter interval fires so many events the run never ends)",
+      "scenario.cluster.maxMissedPings: must be an integer",
+    ]);
+  });
+
+  it("puts a floor under the intervals that drive events (1 ms) and under an agent's MTBF (1 s): tinier values would make a run endless", () => {
+    const problems = (cluster: Record<string, unknown>, cls: Record<string, unknown> = {}): string[] => {
+      try {
+        validateScenario({ seed: 1, endSeconds: 60, cluster: { agentClasses: { std: { count: 1, resources: "cpus:1;mem:512", ...cls } }, ...cluster }, frameworks: [{ name: "d", kind: "decliner" }] });
+        return [];
+      } catch (err) {
+        return (err as ScenarioError).problems;
+      }
+    };
+    expect(problems({ allocationIntervalMs: 1e-9, agentPingIntervalMs: 0.5 }, { mtbfSeconds: 1e-9 })).toEqual([
+      "scenario.cluster.allocationIntervalMs: must be >= 1 (ms; a shorter interval fires so many events the run never ends)",
+      "scenario.cluster.agentPingIntervalMs: must be >= 1 (ms; a shorter interval fires so many events the run never ends)",
+      "scenario.cluster.agentClasses.std.mtbfSeconds: must be >= 1 (s; an agent failing more often fails before it has registered, and the run never ends)",
+    ]);
+    expect(problems({ allocationIntervalMs: 1, agentPingIntervalMs: 1 }, { mtbfSeconds: 1 })).toEqual([]);
   });
 
   it("refuses agent attributes the agents could not parse, naming the class, before running", async () => {
