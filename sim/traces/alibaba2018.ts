@@ -131,13 +131,15 @@ function readMachines(ctx: TraceReadContext, file: string): { machines: Array<{ 
     const mem = r.number(MACHINE.mem, { required: true, min: 0, max: 101 });
     if (id === undefined || time === undefined || cpus === undefined || mem === undefined) return;
     const atMs = replayMs(ctx, time * 1000);
+    // Checked before the machine's earlier rows are looked at: a row dated earlier replaces them,
+    // and must not bring a capacity that a first row would have been refused for.
+    if (cpus === 0 || mem === 0 || mem > 100) return ctx.skip("machines without a valid capacity");
     const known = first.get(id);
     if (known) {
       ctx.skip("later machine_meta rows of a machine");
       if (atMs < known.atMs) Object.assign(known, { atMs, cpus, mem });
       return;
     }
-    if (cpus === 0 || mem === 0 || mem > 100) return ctx.skip("machines without a valid capacity");
     if (atMs > ctx.untilMs) return ctx.skip("machines added after the run's end");
     if (first.size >= ctx.maxMachines) {
       if (ctx.problems.length === 0) ctx.problems.push(`${record.where}: the trace holds more than maxMachines (${ctx.maxMachines}) machines`);

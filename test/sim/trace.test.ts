@@ -193,6 +193,18 @@ describe("Alibaba cluster-trace-v2018 reader", () => {
     ]);
   });
 
+  it("keeps a machine's valid capacity when a later row with an earlier time has none", () => {
+    const meta = join(scratch, "redated_machine_meta.csv");
+    // m_1's second row is dated earlier (it becomes the joining time) but records no capacity.
+    writeFileSync(meta, ["m_1,50,1,1,96,100,USING", "m_1,10,1,1,0,0,USING", "m_2,0,1,1,48,50,USING"].join("\n"));
+    const trace = loadTrace({ ...ALIBABA, machineMeta: meta });
+    expect(trace.machines).toEqual([
+      { atMs: 0, type: "add", machineId: "m_2", cpus: 48, mem: 65536 },
+      { atMs: 50_000, type: "add", machineId: "m_1", cpus: 96, mem: 131072 },
+    ]);
+    expect(trace.stats.skipped["machines without a valid capacity"]).toBe(1);
+  });
+
   it("reads more machines than a function call takes arguments (150,000, with maxMachines raised)", () => {
     const meta = join(scratch, "many_machine_meta.csv");
     const rows: string[] = [];
