@@ -108,6 +108,13 @@ export function loadTrace(given: TraceSpec, options: LoadTraceOptions = {}): Loa
     skip: (reason, count = 1) => void (skipped[reason] = (skipped[reason] ?? 0) + count),
   };
   const read = spec.format === "google-2011" ? readGoogle2011(ctx) : readAlibaba2018(ctx);
+  if (ctx.problems.length === 0 && read.jobs.length === 0) {
+    // A replay with nothing to replay is a mistake (a wrong file, origin or window), not a quiet run.
+    const files = [spec.format === "google-2011" ? spec.taskEvents : spec.batchTask].flat().filter((f): f is string => f !== undefined);
+    // The task rows' reasons (both readers name them "task..."); machine rows are beside the point.
+    const skips = Object.entries(skipped).flatMap(([reason, n]) => (reason.startsWith("task") ? [`${n} ${reason}`] : []));
+    ctx.problems.push(`${files.join(", ") || "no task file"}: no task to replay before the run's end (${read.rows} rows read${skips.length > 0 ? `; skipped: ${skips.join(", ")}` : ""}); a trace replay needs at least one`);
+  }
   if (ctx.problems.length > 0) {
     const field = options.field ?? "trace";
     throw new TraceError(ctx.problems.map((p) => `${field}: ${p}`));

@@ -144,6 +144,21 @@ describe("Google clusterdata-2011 reader", () => {
   });
 });
 
+describe("Google clusterdata-2011 reader on a window with nothing in it", () => {
+  it("refuses task_events whose rows all fall after the run's end, naming the files", () => {
+    const part = join(scratch, "late-task-events.csv");
+    // SUBMIT and SCHEDULE at 1000 s of trace time: 400 s after the start (origin 600 s), past a 300 s run.
+    writeFileSync(part, ["1000000000,,6,0,,0,u,0,0,0.1,0.1,0,0", "1000000000,,6,0,m1,1,u,0,0,0.1,0.1,0,0"].join("\n"));
+    let problems: string[] = [];
+    try {
+      loadTrace({ ...GOOGLE, taskEvents: [part], machineEvents: undefined }, { untilMs: 300_000 });
+    } catch (err) {
+      problems = (err as TraceError).problems;
+    }
+    expect(problems).toEqual([`trace: ${part}: no task to replay before the run's end (2 rows read; skipped: 2 task events after the run's end); a trace replay needs at least one`]);
+  });
+});
+
 describe("Alibaba cluster-trace-v2018 reader", () => {
   it("reads batch_task and machine_meta: instances as tasks, start/end times, cpus relative to the largest machine", () => {
     const trace = loadTrace(ALIBABA, { untilMs: 400_000 });
@@ -203,6 +218,19 @@ describe("Alibaba cluster-trace-v2018 reader", () => {
       { atMs: 50_000, type: "add", machineId: "m_1", cpus: 96, mem: 131072 },
     ]);
     expect(trace.stats.skipped["machines without a valid capacity"]).toBe(1);
+  });
+
+  it("refuses a trace with nothing to replay (an empty file, or every row skipped), naming the files", () => {
+    const empty = join(scratch, "empty_batch_task.csv");
+    writeFileSync(empty, "");
+    expect(problemsOf({ ...ALIBABA, batchTask: empty })).toEqual([
+      `trace: ${empty}: no task to replay before the run's end (0 rows read); a trace replay needs at least one`,
+    ]);
+    const waiting = join(scratch, "waiting_batch_task.csv");
+    writeFileSync(waiting, ["M1,2,j_1,1,Waiting,1,2,100,1", "M2,1,j_2,1,Terminated,0,2,100,1"].join("\n"));
+    expect(problemsOf({ ...ALIBABA, batchTask: waiting })).toEqual([
+      `trace: ${waiting}: no task to replay before the run's end (2 rows read; skipped: 2 tasks in state Waiting, 1 tasks without a start time); a trace replay needs at least one`,
+    ]);
   });
 
   it("reads more machines than a function call takes arguments (150,000, with maxMachines raised)", () => {
