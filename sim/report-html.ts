@@ -19,7 +19,7 @@
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
-import type { SimResult, SimSample } from "./report.ts";
+import { waitCountText, type SimResult, type SimSample } from "./report.ts";
 
 /** The charting library's files, as text. */
 export interface UplotAssets {
@@ -192,7 +192,7 @@ function summaryTable(r: SimResult): string {
     [
       ["tasks", `submitted ${r.tasks.submitted}, launched ${r.tasks.launched}, completed ${r.tasks.completed}, failed ${r.tasks.failed} (retried ${r.tasks.retried}, abandoned ${r.tasks.abandoned}), queued at end ${r.tasks.queuedAtEnd}`],
       ["jobs", `${r.jobs.total}: ${r.jobs.completed} completed, ${r.jobs.failed} failed, ${r.jobs.timedOut} timed out`],
-      ["wait (s)", `p50 ${r.waitSeconds.p50}, p90 ${r.waitSeconds.p90}, p99 ${r.waitSeconds.p99}, max ${r.waitSeconds.max}, mean ${r.waitSeconds.mean} (${r.waitSeconds.count} tasks)`],
+      ["wait (s)", `p50 ${r.waitSeconds.p50}, p90 ${r.waitSeconds.p90}, p99 ${r.waitSeconds.p99}, max ${r.waitSeconds.max}, mean ${r.waitSeconds.mean} ${waitCountText(r)}`],
       ["cpus", util("cpus")],
       ["mem", util("mem")],
       ["disk", util("disk")],

@@ -1004,6 +1004,17 @@ function actionText(a: MarathonAppReport["actions"][number]): string {
   return a.outcome === "reached" ? `${what} ${a.reachedAfterSeconds} s` : `${what} ${a.outcome}`;
 }
 
+/**
+ * What the wait percentiles are over: `(N tasks)`, or, when some submitted tasks never ran, how
+ * many, with the percentiles over every submitted task (a task that never ran waits forever).
+ */
+export function waitCountText(r: SimResult): string {
+  const w = r.waitSeconds;
+  if (w.neverRan === 0) return `(${w.count} tasks)`;
+  const p = (v: number | null): string => (v === null ? "never" : `${v} s`);
+  return `(${w.count} tasks ran; ${w.neverRan} never did: over all ${w.count + w.neverRan} submitted p50 ${p(w.withNeverRun.p50)}, p90 ${p(w.withNeverRun.p90)}, p99 ${p(w.withNeverRun.p99)})`;
+}
+
 /** A terminal summary of a result. */
 export function formatSummary(r: SimResult): string {
   const util = Object.entries(r.utilization.mean)
@@ -1014,7 +1025,7 @@ export function formatSummary(r: SimResult): string {
     `scenario ${r.scenario} (seed ${r.seed}, ${r.endSeconds} s simulated)`,
     `  tasks      submitted ${r.tasks.submitted}, launched ${r.tasks.launched}, completed ${r.tasks.completed}, failed ${r.tasks.failed} (retried ${r.tasks.retried}, abandoned ${r.tasks.abandoned}), queued at end ${r.tasks.queuedAtEnd}`,
     `  jobs       ${r.jobs.total}: ${r.jobs.completed} completed, ${r.jobs.failed} failed, ${r.jobs.timedOut} timed out${r.jobs.refused > 0 ? `; ${r.jobs.refused} refused by the framework` : ""}`,
-    `  wait       p50 ${r.waitSeconds.p50} s, p90 ${r.waitSeconds.p90} s, p99 ${r.waitSeconds.p99} s, max ${r.waitSeconds.max} s (${r.waitSeconds.count} tasks)`,
+    `  wait       p50 ${r.waitSeconds.p50} s, p90 ${r.waitSeconds.p90} s, p99 ${r.waitSeconds.p99} s, max ${r.waitSeconds.max} s ${waitCountText(r)}`,
     `  offers     made ${r.offers.made}, declined ${r.offers.declined}, rescinded ${r.offers.rescinded}`,
     `  launches   ${r.launchesPerSecond.mean}/s mean, ${r.launchesPerSecond.max}/s peak`,
     `  use        ${util || "-"} (mean over the run; ${r.utilization.samples.length} samples, every ${r.sampling.intervalSeconds} s)`,

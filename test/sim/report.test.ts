@@ -153,6 +153,11 @@ describe("the result's metrics", () => {
     expect(r.waitSeconds.neverRan).toBe(2);
     expect(r.waitSeconds.withNeverRun.p90).toBeNull();
     expect(r.waitSeconds.withNeverRun.p50).not.toBeNull();
+    // The summary and the page say so beside the waits of the 5 that ran, not only the JSON.
+    const w = r.waitSeconds.withNeverRun;
+    const neverRan = `(5 tasks ran; 2 never did: over all 7 submitted p50 ${w.p50} s, p90 never, p99 never)`;
+    expect(formatSummary(r)).toContain(`max ${r.waitSeconds.max} s ${neverRan}`);
+    expect(renderHtmlReport(r, loadUplotAssets())).toContain(`mean ${r.waitSeconds.mean} ${neverRan}`);
   });
 
   it("counts tasks queued at the end past a placement grace apart from those that just arrived", async () => {
