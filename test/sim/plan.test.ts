@@ -254,6 +254,25 @@ describe("planning through the real simulator", () => {
     expect(text).toContain("--targets: is required");
   });
 
+  it("judges the cpu ceiling by the mean use over the run: one busy 1-cpu task needs 4 one-cpu agents for 30%", async () => {
+    // The task starts within milliseconds and runs past the end: n agents are 100/n % used.
+    const one: Scenario = {
+      name: "ceiling",
+      seed: 1,
+      endSeconds: 100,
+      cluster: { agentClasses: { one: { count: 1, resources: "cpus:1;mem:1024" } } },
+      frameworks: [{ name: "f", kind: "tasks", tasks: { count: 1, cpus: 1, mem: 64, durationSeconds: 1000, arrival: { at: 0 } } }],
+    };
+    const plan = await planScenario(one, { targets: { maxCpuUtilizationPercent: 30 }, seeds: 2 });
+    expect(plan.recommendation?.counts).toEqual({ one: 4 });
+    expect(plan.evaluated.map((p) => [p.counts.one, p.pass])).toEqual([[1, false], [2, false], [4, true], [3, false]]);
+    const check = plan.recommendation!.checks[0]!;
+    expect(check).toMatchObject({ variant: "base", target: "cpu utilization (%)", limit: 30, pass: true });
+    expect(check.observed).toBeGreaterThan(24.9);
+    expect(check.observed).toBeLessThanOrEqual(25);
+    expect(check.margin).toBeCloseTo(30 - check.observed, 10);
+  });
+
   it("finds the smallest count, and one more agent to survive losing one", async () => {
     // Ten 100 s tasks arrive together at 1 s on 2-cpu agents: the p99 wait (a task that never ran
     // counts as endless) stays under 5 s only when all ten start at once, n = 5.
