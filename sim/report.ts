@@ -166,7 +166,8 @@ export interface SimResult {
   unschedulable: UnschedulableEntry[];
   /**
    * Stranded resources: free (unallocated) cpus on active agents whose free mem is below
-   * `thresholds.mem`, and free mem on agents whose free cpus are below `thresholds.cpus`, where
+   * `thresholds.mem`, and free mem on agents whose free cpus are below `thresholds.cpus` (each
+   * counted only when it is at least its own threshold: an agent short of both is just full), where
    * the thresholds are the smallest cpus and mem any `tasks` or `batch` workload asks for (Mesos' minimum
    * allocatable cpus 0.01 / mem 32 when none does). Outstanding offers count as allocated.
    */
