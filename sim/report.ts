@@ -47,7 +47,7 @@ export interface SimSample {
   stranded: { cpus: number; mem: number };
 }
 
-/** Per-role fairness over the samples. */
+/** Per-role fairness over the run, time-weighted (every change counts for as long as it held, not only the samples). */
 export interface RoleFairness {
   weight: number;
   /** `weight / sum of the weights of the scenario's roles`: the role's weighted fair part. */
@@ -60,7 +60,7 @@ export interface RoleFairness {
    * weighted-fair (a role with less demand than its part legitimately shows a deviation).
    */
   meanAbsDeviationFromFair: number;
-  /** The largest such difference over the samples. */
+  /** The largest such difference during the run. */
   maxAbsDeviationFromFair: number;
 }
 
@@ -267,7 +267,7 @@ export async function runScenario(input: unknown, options: RunScenarioOptions = 
   const recorder = new RunRecorder(scenario, () => cluster!);
   const userLog = options.eventLog;
   const after = options.afterEvent;
-  const use = new UseIntegrator(() => cluster!);
+  const use = new TimeAverages(scenario, () => cluster!);
   cluster = new SimCluster(scenario, {
     eventLog: (event) => {
       recorder.observe(event);
@@ -352,18 +352,26 @@ class Sampler {
 }
 
 /**
- * The time-weighted utilization of the run: after every engine event it reads what tasks use
- * (allocated minus offered, as a sample does), and each reading counts for as long as it held.
- * Samples are instants, and a workload with a period (fixed durations, a 1 s allocation cycle)
- * can put every sample in the same phase of it; this mean and max cannot be fooled that way.
+ * Time-weighted figures of the run: after every engine event it reads what tasks use (allocated
+ * minus offered, as a sample does) and each role's dominant share and its distance from its
+ * weighted fair part, and each reading counts for as long as it held. Samples are instants, and a
+ * workload with a period (fixed durations, a 1 s allocation cycle) can put every sample in the
+ * same phase of it; these means and maxima cannot be fooled that way.
  */
-class UseIntegrator {
+class TimeAverages {
   private lastMs = 0;
-  private fractions: Record<string, number> = {};
-  private readonly sums: Record<string, number> = {};
-  private readonly max: Record<string, number> = {};
+  /** The latest reading: `util:<resource>`, `share:<role>`, `dev:<role>`. */
+  private values = new Map<string, number>();
+  private readonly sums = new Map<string, number>();
+  private readonly max = new Map<string, number>();
+  private readonly roles: Array<{ role: string; part: number }>;
 
-  constructor(private readonly cluster: () => SimCluster) {}
+  constructor(
+    scenario: Scenario,
+    private readonly cluster: () => SimCluster,
+  ) {
+    this.roles = roleParts(scenario);
+  }
 
   /** Accounts for the time since the previous reading, then reads again. */
   observe(): void {
@@ -371,28 +379,69 @@ class UseIntegrator {
     const nowMs = cluster.elapsedMs();
     const dt = nowMs - this.lastMs;
     if (dt > 0) {
-      for (const [k, f] of Object.entries(this.fractions)) {
-        this.sums[k] = (this.sums[k] ?? 0) + f * dt;
-        this.max[k] = Math.max(this.max[k] ?? 0, f);
+      for (const [k, v] of this.values) {
+        this.sums.set(k, (this.sums.get(k) ?? 0) + v * dt);
+        this.max.set(k, Math.max(this.max.get(k) ?? 0, v));
       }
       this.lastMs = nowMs;
     }
+    const values = new Map<string, number>();
     const totals = cluster.master.core.resourceTotals();
-    const fractions: Record<string, number> = {};
-    for (const [name, total] of Object.entries(totals.total)) if (total > 0) fractions[name] = (totals.used[name] ?? 0) / total;
-    this.fractions = fractions;
+    for (const [name, total] of Object.entries(totals.total)) if (total > 0) values.set(`util:${name}`, (totals.used[name] ?? 0) / total);
+    const shares = roleShares(cluster, totals.total);
+    let allocated = 0;
+    for (const v of shares.values()) allocated += v;
+    for (const { role, part } of this.roles) {
+      const share = shares.get(role) ?? 0;
+      values.set(`share:${role}`, share);
+      values.set(`dev:${role}`, Math.abs(share - part * allocated));
+    }
+    this.values = values;
   }
 
-  /** Mean (over `[0, endMs]`) and max per resource, after a last {@link observe} at the end. */
-  result(endMs: number): { mean: Record<string, number>; max: Record<string, number> } {
+  /** Mean over `[0, endMs]` and max of each series with the prefix, by name (after a last {@link observe} at the end). */
+  result(prefix: "util" | "share" | "dev", endMs: number): { mean: Record<string, number>; max: Record<string, number> } {
     const mean: Record<string, number> = {};
     const max: Record<string, number> = {};
-    for (const k of Object.keys(this.sums)) {
-      mean[k] = endMs > 0 ? this.sums[k]! / endMs : 0;
-      max[k] = this.max[k]!;
+    for (const [k, sum] of this.sums) {
+      if (!k.startsWith(`${prefix}:`)) continue;
+      const name = k.slice(prefix.length + 1);
+      mean[name] = endMs > 0 ? sum / endMs : 0;
+      max[name] = this.max.get(k)!;
     }
     return { mean, max };
   }
+}
+
+/** The scenario's roles (sorted) with their weighted fair parts, weight / sum of the weights. */
+function roleParts(scenario: Scenario): Array<{ role: string; weight: number; part: number }> {
+  const weights = scenario.cluster.roleWeights ?? {};
+  const roleNames = [...new Set(scenario.frameworks.map((f) => f.role ?? "default"))].sort();
+  const weightSum = roleNames.reduce((sum, role) => sum + (weights[role] ?? 1), 0);
+  return roleNames.map((role) => ({ role, weight: weights[role] ?? 1, part: (weights[role] ?? 1) / weightSum }));
+}
+
+/** Dominant share of each role whose frameworks hold something (allocated, offers included, over the cluster total). */
+function roleShares(cluster: SimCluster, total: Record<string, number>): Map<string, number> {
+  const core = cluster.master.core;
+  const byRole = new Map<string, Record<string, number>>();
+  for (const fw of cluster.frameworks.values()) {
+    const id = fw.driver?.frameworkId();
+    if (id === undefined) continue;
+    const sum = byRole.get(fw.role) ?? {};
+    for (const [name, millis] of core.allocator.frameworkScalars(id)) sum[name] = (sum[name] ?? 0) + fromMillis(millis);
+    byRole.set(fw.role, sum);
+  }
+  const shares = new Map<string, number>();
+  for (const [role, alloc] of byRole) {
+    let share = 0;
+    for (const [name, v] of Object.entries(alloc)) {
+      const t = total[name];
+      if (t && t > 0) share = Math.max(share, v / t);
+    }
+    shares.set(role, share);
+  }
+  return shares;
 }
 
 /** Reads the utilization, share and queue part of a sample off the cluster (synchronous; no effect on the run). */
@@ -408,25 +457,9 @@ export function takeSample(cluster: SimCluster): Pick<SimSample, "t" | "utilizat
     utilization[name] = (totals.used[name] ?? 0) / total;
     offered[name] = (totals.offered[name] ?? 0) / total;
   }
-  const byRole = new Map<string, Record<string, number>>();
   let queuedTasks = 0;
-  for (const fw of cluster.frameworks.values()) {
-    queuedTasks += fw.queued();
-    const id = fw.driver?.frameworkId();
-    if (id === undefined) continue;
-    const sum = byRole.get(fw.role) ?? {};
-    for (const [name, millis] of core.allocator.frameworkScalars(id)) sum[name] = (sum[name] ?? 0) + fromMillis(millis);
-    byRole.set(fw.role, sum);
-  }
-  const shares: Record<string, number> = {};
-  for (const [role, alloc] of byRole) {
-    let share = 0;
-    for (const [name, v] of Object.entries(alloc)) {
-      const total = totals.total[name];
-      if (total && total > 0) share = Math.max(share, v / total);
-    }
-    shares[role] = share;
-  }
+  for (const fw of cluster.frameworks.values()) queuedTasks += fw.queued();
+  const shares = Object.fromEntries(roleShares(cluster, totals.total));
   return { t: cluster.elapsedMs() / 1000, utilization, offered, shares, capacity, agents: core.sizes().agents, queuedTasks };
 }
 
@@ -774,14 +807,14 @@ function buildResult(
   cluster: SimCluster,
   sampler: Sampler,
   recorder: RunRecorder,
-  use: UseIntegrator,
+  use: TimeAverages,
   run: { events: number; wallMs: number; eventsPerSecond: number },
   sampling: { intervalSeconds: number; maxSamples: number; graceMs: number },
 ): SimResult {
   const samples = sampler.samples;
   const stats = cluster.stats;
   const waits = stats.waitsMs.map((ms) => ms / 1000).sort((a, b) => a - b);
-  const { mean: meanUtil, max: maxUtil } = use.result(scenario.endSeconds * 1000);
+  const { mean: meanUtil, max: maxUtil } = use.result("util", scenario.endSeconds * 1000);
   const neverRan = Math.max(0, stats.submitted - waits.length);
   const seconds = Math.max(1, Math.ceil(scenario.endSeconds));
   let maxLaunches = 0;
@@ -855,7 +888,7 @@ function buildResult(
       max: roundAll(maxUtil),
       samples: samples.map((s) => ({ ...s, utilization: roundAll(s.utilization), offered: roundAll(s.offered), shares: roundAll(s.shares) })),
     },
-    roles: roleFairness(scenario, samples),
+    roles: roleFairness(scenario, use),
     frameworks,
     unschedulable: unschedulable(scenario, frameworks, unplacedApps),
     stranded: strandedSummary(scenario, samples),
@@ -880,34 +913,19 @@ function mastersSummary(cluster: SimCluster): SimResult["masters"] {
   };
 }
 
-function roleFairness(scenario: Scenario, samples: SimSample[]): Record<string, RoleFairness> {
-  const weights = scenario.cluster.roleWeights ?? {};
+function roleFairness(scenario: Scenario, use: TimeAverages): Record<string, RoleFairness> {
+  const endMs = scenario.endSeconds * 1000;
+  const share = use.result("share", endMs);
+  const dev = use.result("dev", endMs);
   const roles: Record<string, RoleFairness> = {};
-  const roleNames = [...new Set(scenario.frameworks.map((f) => f.role ?? "default"))].sort();
-  const weightSum = roleNames.reduce((sum, role) => sum + (weights[role] ?? 1), 0);
-  for (const role of roleNames) {
-    const weight = weights[role] ?? 1;
-    let shareSum = 0;
-    let shareMax = 0;
-    let devSum = 0;
-    let devMax = 0;
-    for (const s of samples) {
-      const share = s.shares[role] ?? 0;
-      const total = Object.values(s.shares).reduce((a, b) => a + b, 0);
-      const dev = Math.abs(share - (weight / weightSum) * total);
-      shareSum += share;
-      shareMax = Math.max(shareMax, share);
-      devSum += dev;
-      devMax = Math.max(devMax, dev);
-    }
-    const n = Math.max(1, samples.length);
+  for (const { role, weight, part } of roleParts(scenario)) {
     roles[role] = {
       weight,
-      fairPart: r4(weight / weightSum),
-      meanDominantShare: r4(shareSum / n),
-      maxDominantShare: r4(shareMax),
-      meanAbsDeviationFromFair: r4(devSum / n),
-      maxAbsDeviationFromFair: r4(devMax),
+      fairPart: r4(part),
+      meanDominantShare: r4(share.mean[role] ?? 0),
+      maxDominantShare: r4(share.max[role] ?? 0),
+      meanAbsDeviationFromFair: r4(dev.mean[role] ?? 0),
+      maxAbsDeviationFromFair: r4(dev.max[role] ?? 0),
     };
   }
   return roles;

@@ -140,7 +140,12 @@ describe("the result's metrics", () => {
     expect(r.jobs).toEqual({ total: 3, completed: 1, failed: 0, timedOut: 2, cancelled: 0, refused: 0 });
     expect(r.frameworks.quick).toMatchObject({ launched: 1, finished: 1, job: "completed" });
     expect(r.frameworks.memhog).toMatchObject({ finished: 0, failed: 2, job: "timed-out" });
-    expect(r.roles.a).toMatchObject({ weight: 3, fairPart: 0.75, meanDominantShare: 1, maxDominantShare: 1 });
+    // Role a's mem share over time, from the event log: half the cluster from its first offer
+    // (3 ms) to 2.0 s, three quarters to 3.0 s, all of it to the agent's return at 50.0 s (the
+    // crashed agent's tasks count until it is back), half until the relaunch at 52.0 s, then all:
+    // (0.5 * 2 + 0.75 * 1 + 47 + 0.5 * 2 + 48) / 100 = 0.9775. Samples every 10 s all read 1.
+    expect(r.utilization.samples.every((s) => s.shares.a === 1)).toBe(true);
+    expect(r.roles.a).toMatchObject({ weight: 3, fairPart: 0.75, meanDominantShare: 0.9775, maxDominantShare: 1 });
     expect(r.roles.b!.fairPart).toBe(0.25);
     // The crash at 30 s takes two mem hogs; they run again once the agent is back at 50 s.
     expect(r.failures).toHaveLength(1);
@@ -252,6 +257,37 @@ describe("the result's metrics", () => {
     expect(coarse.utilization.max.cpus).toBe(1);
     expect(coarse.utilization.mean).toEqual(fine.utilization.mean);
     expect(coarse.utilization.max).toEqual(fine.utilization.max);
+  });
+
+  it("averages role shares and their distance from the weighted fair part over time, whatever the sampling", async () => {
+    // Roles a (weight 1) and b (weight 3), one 1-cpu task each at a time per agent: with both
+    // always waiting, DRF gives a one of the four agents and b three (the samples at 10 s show it).
+    const weighted: Scenario = {
+      name: "weighted",
+      seed: 1,
+      endSeconds: 200,
+      cluster: { agentClasses: { std: { count: 4, resources: "cpus:1;mem:1024" } }, roleWeights: { a: 1, b: 3 } },
+      frameworks: [
+        { name: "fa", kind: "tasks", role: "a", tasks: { count: 400, cpus: 1, mem: 100, durationSeconds: 3, arrival: { at: 0 } } },
+        { name: "fb", kind: "tasks", role: "b", tasks: { count: 400, cpus: 1, mem: 100, durationSeconds: 3, arrival: { at: 0 } } },
+      ],
+    };
+    const coarse = await runScenario(weighted, { sampleIntervalSeconds: 20 });
+    const fine = await runScenario(weighted, { sampleIntervalSeconds: 1 });
+    // Every 20th second falls in the allocation gap of the 4 s cycle: the samples see nothing held.
+    expect(coarse.utilization.samples.every((s) => (s.shares.a ?? 0) === 0 && (s.shares.b ?? 0) === 0)).toBe(true);
+    expect(fine.utilization.samples[9]!.shares).toEqual({ a: 0.25, b: 0.75 });
+    expect(coarse.roles).toEqual(fine.roles);
+    // Between them the roles hold the whole cluster 3 s of every 4 (plus the offers in the gaps),
+    // split near 1/4 and 3/4 (a little more for a while the first allocations settle).
+    const a = coarse.roles.a!.meanDominantShare;
+    const bShare = coarse.roles.b!.meanDominantShare;
+    expect(a + bShare).toBeGreaterThanOrEqual(0.75);
+    expect(a + bShare).toBeLessThan(0.76);
+    expect(a).toBeGreaterThanOrEqual(0.1875);
+    expect(a).toBeLessThan(0.21);
+    expect(coarse.roles.a!.meanAbsDeviationFromFair).toBeLessThan(0.02);
+    expect(coarse.roles.b!.maxDominantShare).toBeGreaterThanOrEqual(0.75);
   });
 
   it("keeps wait percentiles per interval and a monotone CDF, offers and launches cumulative per sample", async () => {
