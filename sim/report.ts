@@ -175,7 +175,7 @@ export interface SimResult {
     thresholds: { cpus: number; mem: number };
     mean: { cpus: number; mem: number };
     max: { cpus: number; mem: number };
-    /** Mean over the samples of stranded / cluster total. */
+    /** `mean` and `max` are time-weighted over the run (as `utilization`); this is the time mean of stranded / cluster total. */
     meanFraction: { cpus: number; mem: number };
   };
   /** Agent failures in order (at most {@link MAX_FAILURE_RECORDS}; `recovery` covers all). */
@@ -267,7 +267,9 @@ export async function runScenario(input: unknown, options: RunScenarioOptions = 
   const recorder = new RunRecorder(scenario, () => cluster!);
   const userLog = options.eventLog;
   const after = options.afterEvent;
-  const use = new TimeAverages(scenario, () => cluster!);
+  // One stranding tracker, read by the samples and after every event.
+  const stranded = new StrandedTracker(strandingThresholds(scenario));
+  const use = new TimeAverages(scenario, () => cluster!, stranded);
   cluster = new SimCluster(scenario, {
     eventLog: (event) => {
       recorder.observe(event);
@@ -281,7 +283,7 @@ export async function runScenario(input: unknown, options: RunScenarioOptions = 
     ...(options.baseDir !== undefined ? { baseDir: options.baseDir } : {}),
     ...(options.auditStatusUpdates ? { auditStatusUpdates: true } : {}),
   });
-  const sampler = new Sampler(cluster, strandingThresholds(scenario));
+  const sampler = new Sampler(cluster, stranded);
   const intervalS = samplingIntervalSeconds(scenario, options);
   const intervalMs = intervalS * 1000;
   const endMs = scenario.endSeconds * 1000;
@@ -303,8 +305,8 @@ export async function runScenario(input: unknown, options: RunScenarioOptions = 
   const run = await cluster.run();
   // The last sample may fall short of the end: the display ends on the end.
   if (onProgress && n * intervalMs < endMs) onProgress({ virtualMs: endMs, endMs, events: cluster.engine.eventsProcessed() });
-  sampler.close();
   use.observe();
+  sampler.close();
   const result = buildResult(scenario, cluster, sampler, recorder, use, run, {
     intervalSeconds: intervalS,
     maxSamples: options.maxSamples ?? DEFAULT_MAX_SAMPLES,
@@ -320,14 +322,10 @@ export async function runScenario(input: unknown, options: RunScenarioOptions = 
 class Sampler {
   readonly samples: SimSample[] = [];
   private waitsSeen = 0;
-  private readonly stranded: StrandedTracker;
-
   constructor(
     private readonly cluster: SimCluster,
-    thresholds: { cpus: number; mem: number },
-  ) {
-    this.stranded = new StrandedTracker(thresholds);
-  }
+    private readonly stranded: StrandedTracker,
+  ) {}
 
   /** Stops watching the cluster (after the run). */
   close(): void {
@@ -353,8 +351,8 @@ class Sampler {
 
 /**
  * Time-weighted figures of the run: after every engine event it reads what tasks use (allocated
- * minus offered, as a sample does) and each role's dominant share and its distance from its
- * weighted fair part, and each reading counts for as long as it held. Samples are instants, and a
+ * minus offered, as a sample does), each role's dominant share and its distance from its weighted
+ * fair part, and the stranded cpus and mem, and each reading counts for as long as it held. Samples are instants, and a
  * workload with a period (fixed durations, a 1 s allocation cycle) can put every sample in the
  * same phase of it; these means and maxima cannot be fooled that way.
  */
@@ -369,6 +367,7 @@ class TimeAverages {
   constructor(
     scenario: Scenario,
     private readonly cluster: () => SimCluster,
+    private readonly stranded: StrandedTracker,
   ) {
     this.roles = roleParts(scenario);
   }
@@ -386,8 +385,15 @@ class TimeAverages {
       this.lastMs = nowMs;
     }
     const values = new Map<string, number>();
-    const totals = cluster.master.core.resourceTotals();
+    const core = cluster.master.core;
+    const totals = core.resourceTotals();
     for (const [name, total] of Object.entries(totals.total)) if (total > 0) values.set(`util:${name}`, (totals.used[name] ?? 0) / total);
+    const stranded = this.stranded.read(core.allocator);
+    for (const k of ["cpus", "mem"] as const) {
+      values.set(`stranded:${k}`, stranded[k]);
+      const total = totals.total[k] ?? 0;
+      values.set(`strandedFraction:${k}`, total > 0 ? stranded[k] / total : 0);
+    }
     const shares = roleShares(cluster, totals.total);
     let allocated = 0;
     for (const v of shares.values()) allocated += v;
@@ -400,7 +406,7 @@ class TimeAverages {
   }
 
   /** Mean over `[0, endMs]` and max of each series with the prefix, by name (after a last {@link observe} at the end). */
-  result(prefix: "util" | "share" | "dev", endMs: number): { mean: Record<string, number>; max: Record<string, number> } {
+  result(prefix: "util" | "share" | "dev" | "stranded" | "strandedFraction", endMs: number): { mean: Record<string, number>; max: Record<string, number> } {
     const mean: Record<string, number> = {};
     const max: Record<string, number> = {};
     for (const [k, sum] of this.sums) {
@@ -891,7 +897,7 @@ function buildResult(
     roles: roleFairness(scenario, use),
     frameworks,
     unschedulable: unschedulable(scenario, frameworks, unplacedApps),
-    stranded: strandedSummary(scenario, samples),
+    stranded: strandedSummary(scenario, use),
     failures,
     recovery,
     agents: { failures: stats.agentFailures, restarts: stats.agentRestarts, atEnd: cluster.master.core.sizes().agents },
@@ -994,21 +1000,12 @@ function unschedulable(scenario: Scenario, frameworks: Record<string, FrameworkO
   return out;
 }
 
-function strandedSummary(scenario: Scenario, samples: SimSample[]): SimResult["stranded"] {
-  const mean = { cpus: 0, mem: 0 };
-  const max = { cpus: 0, mem: 0 };
-  const meanFraction = { cpus: 0, mem: 0 };
-  const n = Math.max(1, samples.length);
-  for (const s of samples) {
-    for (const k of ["cpus", "mem"] as const) {
-      mean[k] += s.stranded[k] / n;
-      max[k] = Math.max(max[k], s.stranded[k]);
-      const total = s.capacity[k] ?? 0;
-      if (total > 0) meanFraction[k] += s.stranded[k] / total / n;
-    }
-  }
-  const round = (v: { cpus: number; mem: number }) => ({ cpus: r4(v.cpus), mem: r4(v.mem) });
-  return { thresholds: strandingThresholds(scenario), mean: round(mean), max: round(max), meanFraction: round(meanFraction) };
+function strandedSummary(scenario: Scenario, use: TimeAverages): SimResult["stranded"] {
+  const endMs = scenario.endSeconds * 1000;
+  const abs = use.result("stranded", endMs);
+  const fraction = use.result("strandedFraction", endMs);
+  const pick = (m: Record<string, number>) => ({ cpus: r4(m.cpus ?? 0), mem: r4(m.mem ?? 0) });
+  return { thresholds: strandingThresholds(scenario), mean: pick(abs.mean), max: pick(abs.max), meanFraction: pick(fraction.mean) };
 }
 
 function roundAll(m: Record<string, number>): Record<string, number> {

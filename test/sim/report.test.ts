@@ -124,7 +124,15 @@ describe("the result's metrics", () => {
     expect(r.stranded.thresholds).toEqual({ cpus: 0.1, mem: 1 });
     // quick's tiny task may sit beside the mem hogs for a second; after that 2 cpus per agent are stranded.
     expect(r.utilization.samples.map((s) => s.stranded)).toEqual(Array.from({ length: 10 }, () => ({ cpus: 4, mem: 0 })));
-    expect(r.stranded.meanFraction.cpus).toBe(0.5);
+    // Over time: 2 of 8 cpus stranded on each agent once its second mem hog runs (3 ms and 3.0 s)
+    // except while the crashed agent is back and empty (50.0 to 52.0 s), and for the moments the
+    // leftover cpus are offered (an offer counts as allocated): (2 * 100 + 2 * 95) / 100 = 3.9 cpus
+    // at most, 0.4875 of the cluster. The samples, every 10 s, all saw 4.
+    expect(r.stranded.mean.cpus).toBeLessThanOrEqual(3.9);
+    expect(r.stranded.mean.cpus).toBeGreaterThan(3.88);
+    expect(r.stranded.meanFraction.cpus).toBeLessThanOrEqual(0.4875);
+    expect(r.stranded.meanFraction.cpus).toBeGreaterThan(0.485);
+    expect(r.stranded.max).toEqual({ cpus: 4, mem: 0 });
     expect(r.unschedulable).toEqual([
       {
         framework: "huge",
