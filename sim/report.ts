@@ -363,6 +363,8 @@ class TimeAverages {
   private readonly sums = new Map<string, number>();
   private readonly max = new Map<string, number>();
   private readonly roles: Array<{ role: string; part: number }>;
+  /** What the latest reading was taken at: the allocator's change count and the outstanding offers. */
+  private readAt: { changes: number; offers: number } | undefined;
 
   constructor(
     scenario: Scenario,
@@ -384,8 +386,14 @@ class TimeAverages {
       }
       this.lastMs = nowMs;
     }
-    const values = new Map<string, number>();
+    // Nothing is read again unless the allocator reported a change or an offer came or went (an
+    // accepted offer turns offered into used without the allocator moving): most events do neither.
     const core = cluster.master.core;
+    const changes = this.stranded.changeCount(core.allocator);
+    const offers = core.sizes().offers;
+    if (this.readAt && this.readAt.changes === changes && this.readAt.offers === offers) return;
+    this.readAt = { changes, offers };
+    const values = new Map<string, number>();
     const totals = core.resourceTotals();
     for (const [name, total] of Object.entries(totals.total)) if (total > 0) values.set(`util:${name}`, (totals.used[name] ?? 0) / total);
     const stranded = this.stranded.read(core.allocator);
@@ -507,8 +515,20 @@ class StrandedTracker {
   private readonly byAgent = new Map<string, readonly [number, number]>();
   private cpusMillis = 0;
   private memMillis = 0;
+  /** Bumped by every change the allocator reports, and by a new allocator (see {@link changeCount}). */
+  private changes = 0;
 
   constructor(private readonly thresholds: { cpus: number; mem: number }) {}
+
+  /**
+   * A number that moves whenever anything on an agent changed (allocation, recovery, agents
+   * added, removed, (de)activated) or the allocator is another one: a reader that saw the same
+   * number last time knows the allocator's figures have not moved since.
+   */
+  changeCount(allocator: HierarchicalAllocator): number {
+    if (allocator !== this.allocator) this.restart(allocator);
+    return this.changes;
+  }
 
   read(allocator: HierarchicalAllocator): { cpus: number; mem: number } {
     if (allocator !== this.allocator) this.restart(allocator);
@@ -530,8 +550,12 @@ class StrandedTracker {
     this.cpusMillis = 0;
     this.memMillis = 0;
     this.dirty.clear();
+    this.changes++;
     for (const id of allocator.agentIds()) this.dirty.add(id);
-    this.stopWatching = allocator.watchAgents((id) => this.dirty.add(id));
+    this.stopWatching = allocator.watchAgents((id) => {
+      this.dirty.add(id);
+      this.changes++;
+    });
   }
 
   private refresh(allocator: HierarchicalAllocator, agentId: string): void {
