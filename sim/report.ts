@@ -85,7 +85,10 @@ export interface FrameworkOutcome {
    * for a decliner and for a `batch` framework, whose own jobs are in `jobs`.
    */
   job: "completed" | "failed" | "timed-out" | null;
-  /** A `batch` framework's jobs by outcome (jobs still live at the end are in none of them). */
+  /**
+   * A `batch` framework's jobs by outcome (jobs still live at the end are in none of them; those
+   * live when the scenario stops the framework are `cancelled`: the teardown ends them).
+   */
   jobs?: { submitted: number; completed: number; failed: number; timedOut: number; cancelled: number; refused: number };
 }
 

@@ -144,7 +144,12 @@ export class BatchSimFramework {
     if (!emit) this.shuttingDown = true;
     if (this.stopped) return;
     this.stopped = true;
-    if (emit) this.cluster.emit("framework-stopped", { fw: this.spec.name });
+    if (emit) {
+      this.cluster.emit("framework-stopped", { fw: this.spec.name });
+      // The teardown ends the jobs still live: they are cancelled (the core would call them so),
+      // not left in no outcome as jobs still running at the end of the run are.
+      this.jobStats.cancelled += this.batch?.core.liveJobCount() ?? 0;
+    }
     await this.batch?.stop({ teardown: true });
   }
 

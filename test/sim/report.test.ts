@@ -209,6 +209,23 @@ describe("the result's metrics", () => {
     expect(r.stranded.thresholds).toEqual({ cpus: 0.5, mem: 1024 });
   });
 
+  it("counts a batch job the scenario's stop-framework ends as cancelled, so every submitted job has an outcome", async () => {
+    // Two 1-cpu agents' worth of 15 s tasks, four of them: two run when the framework stops at 20 s.
+    const r = await runScenario({
+      name: "stopped",
+      seed: 1,
+      endSeconds: 60,
+      cluster: { agentClasses: { std: { count: 1, resources: "cpus:2;mem:4096" } } },
+      frameworks: [
+        { name: "b", kind: "batch", stopSeconds: 20, jobs: { count: 1, arrival: { at: 0.001 }, tasksPerJob: 4, cpus: 1, mem: 64, durationSeconds: 15 } },
+        { name: "done", kind: "batch", jobs: { count: 1, arrival: { at: 0.001 }, tasksPerJob: 1, cpus: 0.1, mem: 64, durationSeconds: 1 } },
+      ],
+    });
+    expect(r.frameworks.b).toMatchObject({ stopped: true, finished: 2 });
+    expect(r.frameworks.b!.jobs).toEqual({ submitted: 1, completed: 0, failed: 0, timedOut: 0, cancelled: 1, refused: 0 });
+    expect(r.jobs).toEqual({ total: 2, completed: 1, failed: 0, timedOut: 0, cancelled: 1, refused: 0 });
+  });
+
   it("counts and reports jobs a batch framework refuses (past its bounds), apart from the submitted ones", async () => {
     const r = await runScenario({
       name: "too-big",
