@@ -128,8 +128,8 @@ export interface SimResult {
   sampling: { intervalSeconds: number; maxSamples: number; count: number };
   /**
    * `queuedPastGrace`: tasks queued at the end that were first submitted more than
-   * `placementGraceSeconds` before it (= `queuedAtEnd` with no grace; a batch framework's queued
-   * tasks all count).
+   * `placementGraceSeconds` before it (= `queuedAtEnd` with no grace; a Marathon instance waiting
+   * in the launch queue counts from its app's latest action, the deploy included).
    */
   tasks: { submitted: number; launched: number; completed: number; failed: number; retried: number; abandoned: number; queuedAtEnd: number; queuedPastGrace: number };
   /**

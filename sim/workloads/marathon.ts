@@ -146,6 +146,21 @@ export class MarathonSimFramework {
     return marathon.core.queuedInstances();
   }
 
+  /**
+   * Instances waiting in the launch queue of apps last changed (deployed, updated, scaled) before
+   * `ms` (virtual ms since the epoch): Marathon instances have no submission time of their own,
+   * so an app's are as old as its latest action — the rule `allMarathonAppsPlaced` judges by.
+   */
+  queuedSubmittedBefore(ms: number): number {
+    const marathon = this.marathon;
+    if (!marathon || this.stoppedAtMs !== undefined) return 0;
+    const changedMs = new Map<string, number>();
+    for (const a of this.actions) changedMs.set(a.appId, Math.max(changedMs.get(a.appId) ?? -Infinity, this.cluster.startMs + a.atSeconds * 1000));
+    let n = 0;
+    for (const q of marathon.core.queue(this.cluster.engine.now())) if ((changedMs.get(q.record.app.id) ?? -Infinity) < ms) n += q.count;
+    return n;
+  }
+
   /** Starts Marathon, deploys the scenario's apps and schedules the actions. */
   start(): void {
     const cluster = this.cluster;

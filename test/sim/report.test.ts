@@ -190,6 +190,33 @@ describe("the result's metrics", () => {
     await expect(runScenario(s, { placementGraceSeconds: -1 })).rejects.toThrow("placementGraceSeconds: must be a finite number >= 0");
   });
 
+  it("counts Marathon instances queued past the placement grace by the time their app was last changed", async () => {
+    // /big never fits (8 cpus on a 4-cpu agent) and waits from the start; /web's two instances fill
+    // the agent, and it is scaled to 5 a second before the end: 3 more wait, asked for just now.
+    const s: Scenario = {
+      seed: 1,
+      endSeconds: 100,
+      cluster: { agentClasses: { std: { count: 1, resources: "cpus:4;mem:4096" } } },
+      frameworks: [
+        {
+          name: "mara",
+          kind: "marathon",
+          marathon: {
+            apps: [
+              { id: "/web", cmd: "x", cpus: 2, mem: 128, instances: 2 },
+              { id: "/big", cmd: "x", cpus: 8, mem: 128, instances: 1 },
+            ],
+            actions: [{ atSeconds: 99, type: "scale", appId: "/web", instances: 5 }],
+          },
+        },
+      ],
+    };
+    const strict = await runScenario(s);
+    const graced = await runScenario(s, { placementGraceSeconds: 60 });
+    expect(strict.tasks).toMatchObject({ queuedAtEnd: 4, queuedPastGrace: 4 });
+    expect(graced.tasks).toMatchObject({ queuedAtEnd: 4, queuedPastGrace: 1 });
+  });
+
   it("counts a batch framework's own jobs, and its smallest task size as the stranding threshold", async () => {
     const r = await runScenario({
       name: "batchy",
