@@ -308,7 +308,7 @@ export async function runScenario(input: unknown, options: RunScenarioOptions = 
   const run = await cluster.run();
   // The last sample may fall short of the end: the display ends on the end.
   if (onProgress && n * intervalMs < endMs) onProgress({ virtualMs: endMs, endMs, events: cluster.engine.eventsProcessed() });
-  use.observe();
+  use.finish();
   sampler.close();
   const result = buildResult(scenario, cluster, sampler, recorder, use, run, {
     intervalSeconds: intervalS,
@@ -377,18 +377,13 @@ class TimeAverages {
     this.roles = roleParts(scenario);
   }
 
-  /** Accounts for the time since the previous reading, then reads again. */
+  /**
+   * After an engine event: reads the cluster again if the event changed it, first accounting for
+   * the time the previous reading held. Most events change nothing and cost two counter reads
+   * (this runs after every event of the run).
+   */
   observe(): void {
     const cluster = this.cluster();
-    const nowMs = cluster.elapsedMs();
-    const dt = nowMs - this.lastMs;
-    if (dt > 0) {
-      for (const [k, v] of this.values) {
-        this.sums.set(k, (this.sums.get(k) ?? 0) + v * dt);
-        this.max.set(k, Math.max(this.max.get(k) ?? 0, v));
-      }
-      this.lastMs = nowMs;
-    }
     // Nothing is read again unless the allocator reported a change or an offer came or went (an
     // accepted offer turns offered into used without the allocator moving): most events do neither.
     const core = cluster.master.core;
@@ -396,6 +391,7 @@ class TimeAverages {
     const offers = core.sizes().offers;
     if (this.readAt && this.readAt.changes === changes && this.readAt.offers === offers) return;
     this.readAt = { changes, offers };
+    this.accountUntil(cluster.elapsedMs());
     const values = new Map<string, number>();
     const totals = core.resourceTotals();
     for (const [name, total] of Object.entries(totals.total)) if (total > 0) values.set(`util:${name}`, (totals.used[name] ?? 0) / total);
@@ -416,7 +412,23 @@ class TimeAverages {
     this.values = values;
   }
 
-  /** Mean over `[0, endMs]` and max of each series with the prefix, by name (after a last {@link observe} at the end). */
+  /** At the end of the run: the latest reading held until now. */
+  finish(): void {
+    this.accountUntil(this.cluster().elapsedMs());
+  }
+
+  /** Adds the latest reading, held since the previous account, to the sums and maxima. */
+  private accountUntil(nowMs: number): void {
+    const dt = nowMs - this.lastMs;
+    if (dt <= 0) return;
+    for (const [k, v] of this.values) {
+      this.sums.set(k, (this.sums.get(k) ?? 0) + v * dt);
+      this.max.set(k, Math.max(this.max.get(k) ?? 0, v));
+    }
+    this.lastMs = nowMs;
+  }
+
+  /** Mean over `[0, endMs]` and max of each series with the prefix, by name (after {@link finish}). */
   result(prefix: "util" | "share" | "dev" | "stranded" | "strandedFraction", endMs: number): { mean: Record<string, number>; max: Record<string, number> } {
     const mean: Record<string, number> = {};
     const max: Record<string, number> = {};
