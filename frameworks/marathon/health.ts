@@ -10,6 +10,7 @@
 import { get as httpGetRequest, type ClientRequest, type IncomingMessage } from "node:http";
 import { get as httpsGetRequest } from "node:https";
 import { connect } from "node:net";
+import { MAX_TIMEOUT_MS } from "../../sdk/clock.ts";
 import type { HealthCheck } from "./app-spec.ts";
 import { MARATHON_HEALTH_PROTOCOLS, type HealthAnswer, type Instance, type MarathonCore } from "./core.ts";
 
@@ -149,7 +150,7 @@ function httpStatus(url: string, timeoutMs: number): Promise<number | undefined>
  * of more than 24 days is as good as none.
  */
 function timerMs(timeoutMs: number): number {
-  return Math.min(timeoutMs, 2 ** 31 - 1);
+  return Math.min(timeoutMs, MAX_TIMEOUT_MS);
 }
 
 /** An HTTP answer as probes keep it. */
@@ -193,7 +194,7 @@ function tcpProbe(host: string, port: number, timeoutMs: number): Promise<boolea
       socket.destroy();
       resolve(ok);
     };
-    socket.setTimeout(timeoutMs, () => done(false));
+    socket.setTimeout(timerMs(timeoutMs), () => done(false));
     socket.once("connect", () => done(true));
     socket.once("error", () => done(false));
   });
