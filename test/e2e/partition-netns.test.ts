@@ -23,7 +23,7 @@ import { createMarathon, type Marathon } from "../../frameworks/marathon/maratho
 import { connectNats, type NatsTransport } from "../../sdk/nats-transport.ts";
 import { Resources } from "../../sdk/resources.ts";
 import { createSchedulerDriver, type OfferView, type SchedulerDriver, type TaskSpec, type TaskStatus } from "../../sdk/scheduler.ts";
-import { EventLog, eventually } from "../harness/events.ts";
+import { EventLog, eventually, within } from "../harness/events.ts";
 import { findNatsServer } from "../harness/nats.ts";
 import { createNetwork, netnsUnavailableReason, type HostProcess, type TestNetwork } from "../harness/netns.ts";
 
@@ -53,7 +53,8 @@ interface AgentState {
 
 async function getJson<T>(url: string): Promise<T | undefined> {
   try {
-    const response = await fetch(url);
+    // A request that stalls is a failed probe (retried), not a wait without end.
+    const response = await fetch(url, { signal: AbortSignal.timeout(5000) });
     return response.ok ? ((await response.json()) as T) : undefined;
   } catch {
     return undefined;
@@ -99,7 +100,7 @@ function steeredFramework(transport: NatsTransport, name: string, partitionAware
     updates,
     async run(hostname, task) {
       wanted.push({ hostname, task });
-      await driver.revive();
+      await within(driver.revive(), STEP_MS, `${name}'s REVIVE`);
       return updates.waitFor((s) => s.taskId === task.taskId && s.state === "TASK_RUNNING", STEP_MS, `${name}'s ${task.taskId} RUNNING`);
     },
   };
@@ -155,17 +156,17 @@ describe.skipIf(unavailable !== undefined)(`a partitioned agent${unavailable ? `
     const aware = steeredFramework(await bus("aware"), "aware", true);
     const plain = steeredFramework(await bus("plain"), "plain", false);
     for (const fw of [aware, plain]) {
-      await fw.driver.start();
+      await within(fw.driver.start(), STEP_MS, "a framework subscribed");
       cleanups.push(() => fw.driver.stop({ teardown: true }));
     }
     await aware.run("host1", { taskId: "aware-1", resources: "cpus:0.1;mem:32", command: "sleep 1000" });
     await plain.run("host1", { taskId: "plain-1", resources: "cpus:0.1;mem:32", command: "sleep 1000" });
 
     const marathon: Marathon = createMarathon({ transport: await bus("marathon"), cluster: CLUSTER, httpPort: 0, log: QUIET, tickIntervalMs: 100, failoverTimeoutSeconds: 600 });
-    await marathon.start();
+    await within(marathon.start(), STEP_MS, "Marathon started");
     cleanups.push(() => marathon.stop());
     const api = async (method: string, path: string, body?: unknown) => {
-      const response = await fetch(`${marathon.httpUrl()}${path}`, { method, ...(body ? { body: JSON.stringify(body), headers: { "content-type": "application/json" } } : {}) });
+      const response = await fetch(`${marathon.httpUrl()}${path}`, { method, signal: AbortSignal.timeout(10_000), ...(body ? { body: JSON.stringify(body), headers: { "content-type": "application/json" } } : {}) });
       return { status: response.status, body: (await response.json()) as Record<string, unknown> };
     };
     const marathonTasks = async () => ((await api("GET", "/v2/apps/web/tasks")).body.tasks ?? []) as Array<{ id: string; host: string; state: string }>;
@@ -226,7 +227,7 @@ describe.skipIf(unavailable !== undefined)(`a partitioned agent${unavailable ? `
     // The partition-aware task is reconciled back to RUNNING, in the very same container.
     expect(containerOf(agent1After!, "aware-1")).toBe(awareContainer);
     expect(agent1After!.tasks.find((t) => t.taskId === "aware-1")?.state).toBe("TASK_RUNNING");
-    await aware.driver.reconcile([{ taskId: "aware-1", agentId: agent1Id }]);
+    await within(aware.driver.reconcile([{ taskId: "aware-1", agentId: agent1Id }]), STEP_MS, "the reconcile call");
     await aware.updates.waitFor((s) => s.taskId === "aware-1" && s.state === "TASK_RUNNING" && aware.updates.items.indexOf(s) >= updatesBeforeRestore.aware, STEP_MS, "aware-1 reconciled to RUNNING");
 
     // Marathon kills the originals it expunged and keeps exactly the app's 2 instances.

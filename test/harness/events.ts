@@ -50,3 +50,19 @@ export async function eventually<R>(check: () => R | undefined | false | Promise
     await new Promise((resolve) => setTimeout(resolve, 25));
   }
 }
+
+/**
+ * `promise`, or a failure naming `what` once `timeoutMs` has passed: for steps that would otherwise
+ * wait without end (a driver that keeps retrying), so a stalled test says where it stalled.
+ */
+export async function within<R>(promise: Promise<R>, timeoutMs: number, what: string): Promise<R> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)), timeoutMs);
+  });
+  try {
+    return await Promise.race([promise, deadline]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
