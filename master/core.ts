@@ -134,6 +134,8 @@ export type RegistryRecord =
 export type MasterErrorCode =
   | "CORRAL_ERR_NOT_SUBSCRIBED"
   | "CORRAL_ERR_FRAMEWORK_REMOVED"
+  /** The call comes from an instance other than the one that subscribed the framework last. */
+  | "CORRAL_ERR_FRAMEWORK_FAILED_OVER"
   | "CORRAL_ERR_INVALID_CALL"
   | "CORRAL_ERR_UNSUPPORTED";
 
@@ -508,6 +510,11 @@ export class MasterCore {
     if (this.tornDown.has(call.frameworkId)) return this.refuse("CORRAL_ERR_FRAMEWORK_REMOVED", `framework '${call.frameworkId}' has been torn down`);
     const framework = this.frameworks.get(call.frameworkId);
     if (!framework || !framework.connected) return this.refuse("CORRAL_ERR_NOT_SUBSCRIBED", `framework '${call.frameworkId}' is not subscribed; SUBSCRIBE first`);
+    // As Mesos ties calls to the current subscription: an instance replaced by a failover neither
+    // acts for the framework nor keeps it alive. The refusal does not name the current instance.
+    if (senderId !== framework.senderId) {
+      return this.refuse("CORRAL_ERR_FRAMEWORK_FAILED_OVER", `framework '${call.frameworkId}' is subscribed by another scheduler instance since a failover; this instance's calls are refused`);
+    }
     this.keepalive(call.frameworkId, framework);
     switch (call.kind) {
       case "heartbeat":

@@ -88,7 +88,7 @@ export const FAILED_OVER_ERROR = "CORRAL_ERR_FRAMEWORK_FAILED_OVER";
 // ------------------------------------------------------------------------------------------------
 
 /**
- * Codes of {@link SchedulerError}. The first three come from the master (`CallResponse.error_code`,
+ * Codes of {@link SchedulerError}. The first four come from the master (`CallResponse.error_code`,
  * see docs/protocol.md); the master may send further `CORRAL_ERR_*` codes, which are passed through.
  * The rest are raised by the driver itself.
  */
@@ -97,6 +97,8 @@ export type SchedulerErrorCode =
   | "CORRAL_ERR_NOT_SUBSCRIBED"
   /** The framework was torn down; its id can never subscribe again. The driver stops. */
   | "CORRAL_ERR_FRAMEWORK_REMOVED"
+  /** Another instance has subscribed with the framework's id since; this one's calls are refused. The driver stops. */
+  | "CORRAL_ERR_FRAMEWORK_FAILED_OVER"
   /** The call breaks a rule; the message names the field and the rule. */
   | "CORRAL_ERR_INVALID_CALL"
   /** No reply within `requestTimeoutMs`; the driver re-subscribes. */
@@ -1003,7 +1005,9 @@ class Driver implements SchedulerDriver {
   }
 
   private onCallFailure(err: SchedulerError, session: number): void {
-    if (err.code === "CORRAL_ERR_FRAMEWORK_REMOVED") this.fatal(err.message);
+    // Another instance subscribed since: re-subscribing would take the framework back from it,
+    // and the two would steal it from each other; this instance stops, as on the failover event.
+    if (err.code === "CORRAL_ERR_FRAMEWORK_REMOVED" || err.code === FAILED_OVER_ERROR) this.fatal(err.message);
     else if (CONNECTION_LOST_CODES.has(err.code)) this.lostMaster(`${err.code}: ${err.message}`, session);
   }
 

@@ -2,7 +2,7 @@
  * Property tests of the master core (fast-check): random sequences of calls and agent messages,
  * many of them hostile (unknown or foreign offer ids, offers named twice, tasks bigger than their
  * offers or holding the same port, duplicate task ids, updates from strangers, re-registrations
- * with made-up tasks), thrown at one core. Whatever arrives, the core must answer or drop it
+ * with made-up tasks, calls from scheduler instances replaced by a failover), thrown at one core. Whatever arrives, the core must answer or drop it
  * without throwing (a throw is a dropped message whose effects are lost after the state changed),
  * everything it sends must be encodable, and its books must stay consistent.
  */
@@ -48,18 +48,18 @@ const stepArb: fc.Arbitrary<Step> = fc.oneof(
   fc.record({ kind: fc.constant("pong" as const), agent: idx }),
   fc.record({ kind: fc.constant("status" as const), agent: idx, framework: idx, task: idx, state: idx, uuid: fc.nat(255) }),
   fc.record({ kind: fc.constant("unregister" as const), agent: idx }),
-  fc.record({ kind: fc.constant("subscribe" as const), framework: idx, failover: fc.boolean(), roles: idx, partitionAware: fc.boolean(), sender: fc.nat(1) }),
+  fc.record({ kind: fc.constant("subscribe" as const), framework: idx, failover: fc.boolean(), roles: idx, partitionAware: fc.boolean(), sender: fc.nat(3) }),
   fc.record({
     kind: fc.constant("accept" as const),
     framework: idx,
     offers: fc.array(idx, { minLength: 1, maxLength: 3 }),
     tasks: fc.array(fc.record({ task: idx, resources: idx, agent: idx }), { maxLength: 3 }),
     refuseSeconds: fc.option(fc.constantFrom(0, 1, -1, 1e9), { nil: undefined }),
-    sender: fc.nat(1),
+    sender: fc.nat(3),
   }),
-  fc.record({ kind: fc.constant("decline" as const), framework: idx, offer: idx, sender: fc.nat(1) }),
-  fc.record({ kind: fc.constantFrom("revive" as const, "suppress" as const), framework: idx, roles: idx, sender: fc.nat(1) }),
-  fc.record({ kind: fc.constantFrom("kill" as const, "reconcile" as const, "acknowledge" as const, "teardown" as const, "heartbeat" as const), framework: idx, task: idx, agent: idx, sender: fc.nat(1) }),
+  fc.record({ kind: fc.constant("decline" as const), framework: idx, offer: idx, sender: fc.nat(3) }),
+  fc.record({ kind: fc.constantFrom("revive" as const, "suppress" as const), framework: idx, roles: idx, sender: fc.nat(3) }),
+  fc.record({ kind: fc.constantFrom("kill" as const, "reconcile" as const, "acknowledge" as const, "teardown" as const, "heartbeat" as const), framework: idx, task: idx, agent: idx, sender: fc.nat(3) }),
   fc.record({ kind: fc.constant("tick" as const), advanceMs: fc.nat(4000) }),
 );
 
@@ -106,8 +106,16 @@ function play(steps: Step[], offerTimeoutMs: number | undefined): void {
     partitionAware,
     hostname: "",
   });
+  // The instance that subscribed each framework last, as the master's replies tell.
+  const subscribers = new Map<string, string>();
+  /**
+   * A call's sender: for SUBSCRIBE one of four instances; for other calls mostly (0, 1) the
+   * framework's current subscriber, sometimes (2, 3) an instance that may have been replaced.
+   */
+  const senderOf = (sender: number, frameworkId: string, subscribe: boolean): string =>
+    subscribe ? `driver-${sender}` : sender < 2 ? (subscribers.get(frameworkId) ?? "driver-0") : `driver-${sender - 2}`;
   const schedulerCall = (sender: number, frameworkId: string, body: Record<string, unknown>): MasterInput =>
-    ({ type: "scheduler-call", senderId: `driver-${sender}`, callId: `c${++call}`, call: { frameworkId, ...body } }) as MasterInput;
+    ({ type: "scheduler-call", senderId: senderOf(sender, frameworkId, body.kind === "subscribe"), callId: `c${++call}`, call: { frameworkId, ...body } }) as MasterInput;
 
   for (const step of steps) {
     let input: MasterInput;
@@ -177,14 +185,40 @@ function play(steps: Step[], offerTimeoutMs: number | undefined): void {
         input = { type: "tick" };
         break;
     }
+    const before = input.type === "scheduler-call" ? JSON.stringify(core.state()) : "";
     let effects: MasterEffect[] = [];
     expect(() => (effects = core.handle(input, now)), `handling ${step.kind}`).not.toThrow();
+    if (input.type === "scheduler-call") checkSubscriberRule(input, effects, subscribers, before, JSON.stringify(core.state()));
     for (const effect of effects) {
       learnIds(effect, agents, frameworks, offers, uuids);
       const payload = sentPayload(effect);
       if (payload) expect(() => encodeEnvelope({ senderId: "m1", ...payload }), `encoding ${effect.type}`).not.toThrow();
     }
     expect(bookProblems(core), `after ${step.kind}`).toEqual([]);
+  }
+}
+
+/**
+ * Only the instance that subscribed a framework last may call for it: another one's call (other
+ * than SUBSCRIBE, which is how a failover happens) is refused, and changes nothing.
+ */
+function checkSubscriberRule(input: Extract<MasterInput, { type: "scheduler-call" }>, effects: MasterEffect[], subscribers: Map<string, string>, before: string, after: string): void {
+  const reply = effects.find((e) => e.type === "reply")?.payload;
+  const { frameworkId, kind } = input.call;
+  if (kind === "subscribe") {
+    if (reply?.payload === "schedulerEvent" && reply.schedulerEvent.kind === "subscribed") subscribers.set(reply.schedulerEvent.subscribed.frameworkId, input.senderId);
+    return;
+  }
+  const response = reply?.payload === "callResponse" ? reply.callResponse : undefined;
+  const current = subscribers.get(frameworkId);
+  if (current !== undefined && current !== input.senderId) {
+    expect(response?.ok, `${kind} from replaced instance ${input.senderId}`).toBe(false);
+    expect(["CORRAL_ERR_FRAMEWORK_FAILED_OVER", "CORRAL_ERR_NOT_SUBSCRIBED", "CORRAL_ERR_FRAMEWORK_REMOVED"]).toContain(response?.errorCode);
+  }
+  if (response?.errorCode === "CORRAL_ERR_FRAMEWORK_FAILED_OVER") {
+    expect(current, `${kind} refused as failed over`).not.toBe(input.senderId);
+    expect(effects.filter((e) => e.type !== "reply"), `effects of a refused ${kind}`).toEqual([]);
+    expect(after, `state after a refused ${kind}`).toBe(before);
   }
 }
 

@@ -11,6 +11,8 @@ class Bench {
   now = 0;
   readonly effects: MasterEffect[] = [];
   private callSeq = 0;
+  /** The instance that subscribed each framework last. */
+  private readonly subscribers = new Map<string, string>();
 
   constructor(config: Partial<MasterConfig> = {}) {
     this.core = createMasterCore({ masterId: "m1", agentPingIntervalMs: 60_000, maxMissedPings: 3, frameworkHeartbeatIntervalMs: 1000, ...config }, new SeededRng(7));
@@ -49,8 +51,14 @@ class Bench {
     return this.run(this.core.handle({ type: "agent-message", senderId: agentId, callId: "", message: { kind: "pong", pong: { seq: 0 } } }, this.now));
   }
 
-  call(frameworkId: string, body: SchedulerCallBody, senderId = "driver"): MasterEffect[] {
-    return this.run(this.core.handle({ type: "scheduler-call", senderId, callId: `c${++this.callSeq}`, call: { frameworkId, ...body } as SchedulerCall }, this.now));
+  /** Calls as `senderId`, by default the instance that subscribed the framework last. */
+  call(frameworkId: string, body: SchedulerCallBody, senderId = this.subscribers.get(frameworkId) ?? "driver"): MasterEffect[] {
+    const effects = this.run(this.core.handle({ type: "scheduler-call", senderId, callId: `c${++this.callSeq}`, call: { frameworkId, ...body } as SchedulerCall }, this.now));
+    const reply = effects.find((e) => e.type === "reply");
+    if (reply?.type === "reply" && reply.payload.payload === "schedulerEvent" && reply.payload.schedulerEvent.kind === "subscribed") {
+      this.subscribers.set(reply.payload.schedulerEvent.subscribed.frameworkId, senderId);
+    }
+    return effects;
   }
 
   subscribe(name: string, extra: Partial<FrameworkInfo> = {}, senderId = `${name}-driver`): string {
@@ -260,6 +268,53 @@ describe("master core", () => {
     expect(teardown).toContainEqual({ type: "to-agent", agentId, message: { kind: "shutdownFramework", shutdownFramework: { frameworkId } } });
     const refused = bench.call(frameworkId, { kind: "subscribe", subscribe: { frameworkInfo: { id: frameworkId, name: "fw", roles: ["web"], principal: "", failoverTimeoutSeconds: 10, checkpoint: false, partitionAware: true, hostname: "" } } }, "third");
     expect(bench.replyOf(refused)).toMatchObject({ ok: false, errorCode: "CORRAL_ERR_FRAMEWORK_REMOVED" });
+  });
+
+  it("refuses the calls of an instance replaced by a failover, which no longer keep the framework alive", () => {
+    const bench = new Bench();
+    const frameworkId = bench.subscribe("fw", { failoverTimeoutSeconds: 10 }, "first");
+    const agentId = bench.addAgent("a1");
+    const [offer] = bench.offersFor(frameworkId);
+    bench.call(frameworkId, { kind: "accept", accept: { offerIds: [offer!.id], operations: [{ kind: "launch", launch: { taskInfos: [task("t1", "cpus:1")] } }] } }, "first");
+    // A second instance takes over while the first still runs.
+    bench.call(frameworkId, { kind: "subscribe", subscribe: { frameworkInfo: { id: frameworkId, name: "fw", roles: ["web"], principal: "", failoverTimeoutSeconds: 10, checkpoint: false, partitionAware: true, hostname: "" } } }, "second");
+    const bodies: SchedulerCallBody[] = [
+      { kind: "heartbeat", heartbeat: {} },
+      { kind: "kill", kill: { taskId: "t1", agentId } },
+      { kind: "revive", revive: { roles: [] } },
+      { kind: "acknowledge", acknowledge: { agentId, taskId: "t1", uuid: new Uint8Array([1]) } },
+      { kind: "reconcile", reconcile: { tasks: [] } },
+      { kind: "teardown", teardown: {} },
+    ];
+    for (const body of bodies) {
+      const effects = bench.call(frameworkId, body, "first");
+      expect(bench.replyOf(effects), body.kind).toMatchObject({ ok: false, errorCode: "CORRAL_ERR_FRAMEWORK_FAILED_OVER" });
+      expect(effects.filter((e) => e.type !== "reply"), body.kind).toEqual([]);
+    }
+    expect(bench.core.state().frameworks[0]).toMatchObject({ id: frameworkId, connected: true });
+    expect(bench.core.state().frameworks[0]!.tasks).toHaveLength(1);
+    // The first instance keeps heartbeating, the second stays silent: the framework disconnects.
+    for (let t = 1000; t <= 6000; t += 1000) {
+      bench.now = t;
+      bench.call(frameworkId, { kind: "heartbeat", heartbeat: {} }, "first");
+      bench.tick(t);
+    }
+    expect(bench.core.state().frameworks[0]!.connected).toBe(false);
+    // The current instance's calls are served as ever.
+    expect(bench.replyOf(bench.call(frameworkId, { kind: "subscribe", subscribe: { frameworkInfo: { id: frameworkId, name: "fw", roles: ["web"], principal: "", failoverTimeoutSeconds: 10, checkpoint: false, partitionAware: true, hostname: "" } } }, "second"))).toBeUndefined();
+    expect(bench.replyOf(bench.call(frameworkId, { kind: "heartbeat", heartbeat: {} }, "second"))).toMatchObject({ ok: true });
+  });
+
+  it("after a master failover, answers every instance NOT_SUBSCRIBED until the framework re-subscribes", () => {
+    const bench = new Bench();
+    const info: FrameworkInfo = { id: "fw-9", name: "fw", roles: ["web"], principal: "", failoverTimeoutSeconds: 60, checkpoint: false, partitionAware: true, hostname: "" };
+    bench.core.recover([{ kind: "framework", id: "fw-9", info }], 0);
+    for (const sender of ["old", "new"]) {
+      expect(bench.replyOf(bench.call("fw-9", { kind: "heartbeat", heartbeat: {} }, sender))).toMatchObject({ ok: false, errorCode: "CORRAL_ERR_NOT_SUBSCRIBED" });
+    }
+    bench.call("fw-9", { kind: "subscribe", subscribe: { frameworkInfo: info } }, "new");
+    expect(bench.replyOf(bench.call("fw-9", { kind: "heartbeat", heartbeat: {} }, "new"))).toMatchObject({ ok: true });
+    expect(bench.replyOf(bench.call("fw-9", { kind: "heartbeat", heartbeat: {} }, "old"))).toMatchObject({ ok: false, errorCode: "CORRAL_ERR_FRAMEWORK_FAILED_OVER" });
   });
 
   it("rescinds offers of an agent that goes unreachable and reports LOST to frameworks that are not partition-aware", () => {

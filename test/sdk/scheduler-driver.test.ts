@@ -507,6 +507,18 @@ describe("SchedulerDriver against a scripted master on a real nats-server", () =
     await until(() => seen.errors.length === 1, "the error callback");
   });
 
+  it("stops, without re-subscribing, when a call is answered CORRAL_ERR_FRAMEWORK_FAILED_OVER", async () => {
+    const { master, driver, seen } = await setup({}, (m) => {
+      m.script = (call) => (call.kind === "revive" ? { response: { ok: false, errorCode: "CORRAL_ERR_FRAMEWORK_FAILED_OVER", message: "another instance subscribed" } } : undefined);
+    });
+    await driver.start();
+    await expect(driver.revive()).rejects.toMatchObject({ code: "CORRAL_ERR_FRAMEWORK_FAILED_OVER" });
+    expect(driver.state()).toBe("stopped");
+    await until(() => seen.errors.length === 1, "the error callback");
+    expect(seen.errors[0]).toContain("another instance subscribed");
+    expect(master.callsOf("subscribe")).toHaveLength(1); // it did not take the framework back
+  });
+
   it("drops and counts garbage events without missing the next good one", async () => {
     const { master, driver, seen } = await setup();
     await driver.start();
