@@ -298,7 +298,7 @@ export function createAgent(options: AgentOptions): Agent {
     ...(options.maxClosedUpdateUuids !== undefined ? { maxClosedUuids: options.maxClosedUpdateUuids } : {}),
   });
   const drops = new DropCounter();
-  /** Sender id of the first REGISTER, before the master has given us an id. */
+  /** Sender id (and subject id) of the first REGISTER, before the master has given us an id. */
   const instanceId = `agent-${rng.uuid()}`;
 
   let totalResources: Resources | undefined;
@@ -341,7 +341,7 @@ export function createAgent(options: AgentOptions): Agent {
   function publishToMaster(message: AgentToMaster): void {
     if (agentId === undefined) return;
     try {
-      transport.publish(subjects.masterAgent(), encodeEnvelope({ senderId: agentId, payload: "agentToMaster", agentToMaster: message }, transport));
+      transport.publish(subjects.masterAgent(agentId), encodeEnvelope({ senderId: agentId, payload: "agentToMaster", agentToMaster: message }, transport));
     } catch (err) {
       log.warn({ err, agentId, kind: message.kind }, "cannot publish to the master");
     }
@@ -894,8 +894,10 @@ export function createAgent(options: AgentOptions): Agent {
     registrationAttempts += 1;
     let replyBytes: Uint8Array;
     try {
-      const request = encodeEnvelope({ senderId: agentId ?? instanceId, callId: rng.uuid(), payload: "agentToMaster", agentToMaster: message }, transport);
-      replyBytes = await transport.request(subjects.masterAgent(), request, { timeoutMs: registrationTimeoutMs });
+      // Each agent speaks on its own subject, under the id it sends as (its instance id until it has one).
+      const self = agentId ?? instanceId;
+      const request = encodeEnvelope({ senderId: self, callId: rng.uuid(), payload: "agentToMaster", agentToMaster: message }, transport);
+      replyBytes = await transport.request(subjects.masterAgent(self), request, { timeoutMs: registrationTimeoutMs });
     } catch (err) {
       const quiet = isTransportError(err, "CORRAL_ERR_NO_RESPONDERS") || isTransportError(err, "CORRAL_ERR_REQUEST_TIMEOUT");
       log[quiet ? "info" : "warn"]({ err: quiet ? undefined : err, code: (err as { code?: string }).code, kind: message.kind, attempt: registrationAttempts }, "registration attempt failed");

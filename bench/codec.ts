@@ -22,8 +22,8 @@ const IN_PROCESS = { inProcess: true } as const;
 
 /** Kinds of message and the subject each travels on. */
 const KINDS: ReadonlyArray<readonly [string, string]> = [
-  ["agentToMaster.pong", masterAgentSubject(CLUSTER)],
-  ["agentToMaster.statusUpdate", masterAgentSubject(CLUSTER)],
+  ["agentToMaster.pong", masterAgentSubject(CLUSTER, "agent-1")],
+  ["agentToMaster.statusUpdate", masterAgentSubject(CLUSTER, "agent-1")],
   ["masterToAgent.runTask", agentCmdSubject(CLUSTER, "agent-1")],
   ["schedulerEvent.offers", frameworkEventsSubject(CLUSTER, "fw-1")],
   ["schedulerCall.accept", masterSchedulerSubject(CLUSTER)],

@@ -832,7 +832,7 @@ export class MasterCore {
         this.register(message.register.agentInfo, senderId);
         break;
       case "reregister":
-        this.reregister(message.reregister.agentInfo, message.reregister.tasks, message.reregister.frameworks, message.reregister.listening === true);
+        this.reregister(message.reregister.agentInfo, message.reregister.tasks, message.reregister.frameworks, message.reregister.listening === true, senderId);
         break;
       case "pong":
         this.pong(senderId);
@@ -866,12 +866,15 @@ export class MasterCore {
   }
 
   /**
-   * An agent coming back (after its restart, a lost master or a failover). One that says it is
-   * `listening` already on its command subject is offered at once; any other after its first pong.
+   * An agent coming back (after its restart, a lost master or a failover), as itself (`senderId`).
+   * One that says it is `listening` already on its command subject is offered at once; any other
+   * after its first pong.
    */
-  private reregister(info: AgentInfo | undefined, reported: Array<{ frameworkId: string; task?: TaskInfo; status?: TaskStatus }>, frameworks: FrameworkInfo[], listening: boolean): void {
+  private reregister(info: AgentInfo | undefined, reported: Array<{ frameworkId: string; task?: TaskInfo; status?: TaskStatus }>, frameworks: FrameworkInfo[], listening: boolean, senderId: string): void {
     const parsed = this.parseAgentInfo(info);
-    const idProblem = info?.id ? tokenProblem(info.id) : "must be set";
+    // The sender is the agent whose subject the message came on (the codec checks): it may not
+    // take another agent's place, with that agent's tasks.
+    const idProblem = !info?.id ? "must be set" : (tokenProblem(info.id) ?? (info.id === senderId ? undefined : `'${info.id}' differs from the sender '${senderId}'; an agent re-registers only itself`));
     if (typeof parsed === "string" || idProblem) {
       this.refuseAgent("re-registration", info?.id ?? "", typeof parsed === "string" ? parsed : `agentInfo.id: ${idProblem}`);
       return;

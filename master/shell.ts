@@ -32,7 +32,7 @@ import { LeaseElection, type LeaderInfo, type LeaseStore, type LeaseTimings } fr
 import { SeededRng, type Rng } from "../sdk/rng.ts";
 import type { IncomingMessage, Subscription, Transport } from "../sdk/transport.ts";
 import { DropCounter, encodeEnvelope, handleSafely, wireLength, type EnvelopePayload, type WireError } from "../sdk/wire/codec.ts";
-import { SubjectTokenError, assertToken, clusterSubjects, type ClusterSubjects } from "../sdk/wire/subjects.ts";
+import { SubjectTokenError, assertToken, clusterSubjects, subjectWildcard, type ClusterSubjects } from "../sdk/wire/subjects.ts";
 import type { SchedulerEvent } from "../sdk/wire/types.ts";
 import { createMasterCore, type MasterConfig, type MasterCore, type MasterEffect, type MasterInput, type RegistryRecord } from "./core.ts";
 import { createMasterHttp } from "./http.ts";
@@ -450,7 +450,8 @@ class MasterShell implements Master {
     );
     this.subscriptions.push(
       this.transport.subscribe(this.subjects.masterScheduler(), (msg) => this.receive(this.lanes.scheduler, onSchedulerCall, msg)),
-      this.transport.subscribe(this.subjects.masterAgent(), (msg) => this.receive(this.lanes.agent, onAgentMessage, msg)),
+      // Every agent publishes on a subject of its own; the codec drops a message whose sender is not that agent.
+      this.transport.subscribe(subjectWildcard("masterAgent", this.cluster), (msg) => this.receive(this.lanes.agent, onAgentMessage, msg)),
     );
     await this.transport.flush();
     if (!this.leading || this.currentEpoch !== term || !this.serving(this.clock.now())) return;

@@ -4,7 +4,8 @@
  *
  * Decoding is strict because everything on the bus crosses a trust boundary: unknown enum values,
  * integers JavaScript cannot represent exactly, non-finite numbers, missing required fields (see
- * {@link REQUIRED}) and payloads that do not belong on the subject all make a message invalid.
+ * {@link REQUIRED}), payloads that do not belong on the subject and a sender id other than the one
+ * a per-sender subject is for (`SubjectSpec.senderIsId`) all make a message invalid.
  * Encoding applies the same rules, so a message this codec sends is one it would accept, and also
  * refuses several members of one oneof (a received message with several keeps the last one on the
  * wire, as protobuf specifies: protobufjs drops the others while parsing) and a 32-bit field's
@@ -89,6 +90,8 @@ export type DropReason =
   | "missing_payload"
   /** A payload kind that does not belong on the subject. */
   | "wrong_payload"
+  /** A sender speaking for another id than its subject's (e.g. one agent for another). */
+  | "wrong_sender"
   /** Decoded, but breaks a field rule. */
   | "invalid"
   /** Valid, but the handler threw. */
@@ -99,6 +102,7 @@ export const DROP_REASONS: readonly DropReason[] = [
   "schema_version",
   "missing_payload",
   "wrong_payload",
+  "wrong_sender",
   "invalid",
   "handler_error",
 ];
@@ -892,25 +896,34 @@ export type DecodeResult<K extends PayloadKind = PayloadKind> =
   | { ok: true; envelope: EnvelopeOf<K> }
   | { ok: false; error: WireError };
 
+/** What a subject of the table lets arrive on it. */
+interface SubjectRules {
+  readonly kinds: readonly PayloadKind[];
+  /** The only sender id allowed, on a subject whose publishers speak for its id only. */
+  readonly sender: string | undefined;
+}
+
+const INBOX_RULES: SubjectRules = { kinds: REPLY_PAYLOADS, sender: undefined };
+
 /**
- * Payload kinds by subject: parsing the subject of every message received cost a tenth of a
- * decode. A process sees few subjects (the simulator, with every agent in one process, one per
- * agent) and inboxes are not kept, so a plain map that starts over when full is enough (an LRU's
- * bookkeeping cost more than the parse it saved).
+ * Rules by subject: parsing the subject of every message received cost a tenth of a decode. A
+ * process sees few subjects (the master one per agent, the simulator, with every agent in one
+ * process, a few per agent) and inboxes are not kept, so a plain map that starts over when full
+ * is enough (an LRU's bookkeeping cost more than the parse it saved).
  */
-const acceptedBySubject = new Map<string, readonly PayloadKind[]>();
+const rulesBySubject = new Map<string, SubjectRules>();
 const MAX_CACHED_SUBJECTS = 65_536;
 
-function acceptedKinds(subject: string, expect: readonly PayloadKind[] | undefined): readonly PayloadKind[] {
-  if (expect !== undefined) return expect;
-  if (subject.startsWith("_INBOX.")) return REPLY_PAYLOADS; // never a table subject (those start with the root)
-  let kinds = acceptedBySubject.get(subject);
-  if (kinds === undefined) {
-    kinds = parseSubject(subject)?.spec.payloads ?? PAYLOAD_KINDS;
-    if (acceptedBySubject.size >= MAX_CACHED_SUBJECTS) acceptedBySubject.clear();
-    acceptedBySubject.set(subject, kinds);
+function subjectRules(subject: string): SubjectRules {
+  if (subject.startsWith("_INBOX.")) return INBOX_RULES; // never a table subject (those start with the root)
+  let rules = rulesBySubject.get(subject);
+  if (rules === undefined) {
+    const parsed = parseSubject(subject);
+    rules = { kinds: parsed?.spec.payloads ?? PAYLOAD_KINDS, sender: parsed?.spec.senderIsId === true ? parsed.id : undefined };
+    if (rulesBySubject.size >= MAX_CACHED_SUBJECTS) rulesBySubject.clear();
+    rulesBySubject.set(subject, rules);
   }
-  return kinds;
+  return rules;
 }
 
 /**
@@ -933,9 +946,14 @@ export function safeDecode<K extends PayloadKind = PayloadKind>(
     }
     const kind = plain.payload as PayloadKind | undefined;
     if (kind === undefined) throw new WireError("missing_payload", ["payload: must be set"], refusalOf(plain));
-    const accepted = acceptedKinds(subject, options?.expect);
+    const subjectRule = subjectRules(subject);
+    const accepted = options?.expect ?? subjectRule.kinds;
     if (!accepted.includes(kind)) {
       throw new WireError("wrong_payload", [`payload: ${kind} is not accepted on ${subject} (expected ${accepted.join(" | ")})`], refusalOf(plain));
+    }
+    if (subjectRule.sender !== undefined && plain.senderId !== subjectRule.sender) {
+      const problem = `senderId: '${String(plain.senderId)}' may not publish on ${subject}, which is for '${subjectRule.sender}' only`;
+      throw new WireError("wrong_sender", [problem], refusalOf(plain));
     }
     if (rules.length > 0) throw new WireError("invalid", rules, refusalOf(plain));
     return { ok: true, envelope: plain as unknown as EnvelopeOf<K> };

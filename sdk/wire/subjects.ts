@@ -35,6 +35,12 @@ export interface SubjectSpec {
   readonly tokens: readonly string[];
   /** Present when the subject is per framework or per agent. */
   readonly idKind?: SubjectIdKind;
+  /**
+   * True when a publisher speaks only for the id in the subject: a receiver drops a message whose
+   * envelope `sender_id` is not that id. With {@link permissionsFor}'s per-id permissions this
+   * is what stops one agent from speaking in another's name.
+   */
+  readonly senderIsId?: boolean;
   /** Stable low-cardinality label for metrics and logs, e.g. `"agent.cmd"`. */
   readonly kind: string;
   readonly publishers: readonly Role[];
@@ -73,15 +79,19 @@ export const SUBJECTS: Readonly<Record<SubjectName, SubjectSpec>> = {
   },
   masterAgent: {
     name: "masterAgent",
-    tokens: ["master", "agent"],
+    tokens: ["master", "agent", "{id}"],
+    idKind: "agent",
+    senderIsId: true,
     kind: "master.agent",
     publishers: ["agent"],
     subscribers: ["master"],
     payloads: ["agentToMaster"],
     style: "request-or-publish",
     description:
-      "Agent messages to the master. REGISTER and REREGISTER are requests answered with " +
-      "MasterToAgent(registered|reregistered); pongs and status updates are plain publishes.",
+      "One agent's messages to the master, on the agent's own subject; the envelope's sender id " +
+      "must be the subject's id (an agent not yet given an id registers under its instance id). " +
+      "REGISTER and REREGISTER are requests answered with MasterToAgent(registered|reregistered); " +
+      "pongs, status updates and unregister notices are plain publishes.",
   },
   agentCmd: {
     name: "agentCmd",
@@ -196,9 +206,12 @@ export function frameworkEventsSubject(cluster: string, frameworkId: string): st
   return subjectFor("frameworkEvents", cluster, frameworkId);
 }
 
-/** `corral.<cluster>.master.agent`: agent messages to the master. */
-export function masterAgentSubject(cluster: string): string {
-  return subjectFor("masterAgent", cluster);
+/**
+ * `corral.<cluster>.master.agent.<agentId>`: one agent's messages to the master (`agentId` is
+ * the instance id the agent sends as before the master has given it an id).
+ */
+export function masterAgentSubject(cluster: string, agentId: string): string {
+  return subjectFor("masterAgent", cluster, agentId);
 }
 
 /** `corral.<cluster>.agent.<agentId>.cmd`: master commands to one agent. */
@@ -216,7 +229,7 @@ export interface ClusterSubjects {
   readonly cluster: string;
   masterScheduler(): string;
   frameworkEvents(frameworkId: string): string;
-  masterAgent(): string;
+  masterAgent(agentId: string): string;
   agentCmd(agentId: string): string;
   masterLeader(): string;
 }
@@ -231,7 +244,7 @@ export interface ClusterSubjects {
  */
 export function clusterSubjects(cluster: string, maxIds = 65_536): ClusterSubjects {
   assertToken(cluster, "cluster");
-  const perId = (name: "frameworkEvents" | "agentCmd") => {
+  const perId = (name: "frameworkEvents" | "agentCmd" | "masterAgent") => {
     const subjects = new Map<string, string>();
     return (id: string): string => {
       let subject = subjects.get(id);
@@ -244,13 +257,12 @@ export function clusterSubjects(cluster: string, maxIds = 65_536): ClusterSubjec
     };
   };
   const masterScheduler = masterSchedulerSubject(cluster);
-  const masterAgent = masterAgentSubject(cluster);
   const masterLeader = masterLeaderSubject(cluster);
   return {
     cluster,
     masterScheduler: () => masterScheduler,
     frameworkEvents: perId("frameworkEvents"),
-    masterAgent: () => masterAgent,
+    masterAgent: perId("masterAgent"),
     agentCmd: perId("agentCmd"),
     masterLeader: () => masterLeader,
   };
@@ -324,7 +336,8 @@ export interface PermissionOptions {
 
 /**
  * NATS permissions for `role` in `cluster`, derived from {@link SUBJECTS}: an agent may not publish
- * framework calls, a framework may not publish to agents, and so on. JetStream users (the master's
+ * framework calls, a framework may not publish to agents, and so on. Given an agent's `id`, the
+ * agent may publish to the master only on its own subject, so it cannot speak for another agent. JetStream users (the master's
  * store, Marathon's store) additionally need `$JS.API.>` and their KV subjects through `extra`.
  */
 export function permissionsFor(role: Role, cluster: string, options: PermissionOptions = {}): NatsPermissions {

@@ -13,7 +13,7 @@ import { connectNats, type NatsTransport } from "../../sdk/nats-transport.ts";
 import type { TaskRef } from "../../sdk/task-key.ts";
 import type { IncomingMessage, Subscription } from "../../sdk/transport.ts";
 import { encodeEnvelope, safeDecode } from "../../sdk/wire/codec.ts";
-import { agentCmdSubject, masterAgentSubject } from "../../sdk/wire/subjects.ts";
+import { agentCmdSubject, subjectWildcard } from "../../sdk/wire/subjects.ts";
 import type { AgentRegistration, AgentToMaster, FrameworkInfo, MasterToAgent, TaskInfo, TaskStatus } from "../../sdk/wire/types.ts";
 
 /**
@@ -44,6 +44,8 @@ export class Collector<T> {
 
 /** One message an agent sent to the master subject. */
 export interface Received {
+  /** The subject it came on (the sender's own `master.agent.<id>`). */
+  subject: string;
   senderId: string;
   message: AgentToMaster;
   /** Set on requests (REGISTER/REREGISTER). */
@@ -62,7 +64,7 @@ export interface AutoRegister {
   masterId?: string;
 }
 
-/** A pretend master: subscribes to the agent subject of `cluster`, records and optionally answers. */
+/** A pretend master: subscribes to the agent subjects of `cluster`, records and optionally answers. */
 export class FakeMaster {
   readonly received = new Collector<Received>();
   private sub: Subscription | undefined;
@@ -86,7 +88,7 @@ export class FakeMaster {
 
   /** Starts listening (the "master comes up"); resolves once the server has the subscription. */
   async listen(): Promise<void> {
-    this.sub = this.transport.subscribe(masterAgentSubject(this.cluster), (msg) => this.onMessage(msg));
+    this.sub = this.transport.subscribe(subjectWildcard("masterAgent", this.cluster), (msg) => this.onMessage(msg));
     await this.transport.flush();
   }
 
@@ -94,7 +96,7 @@ export class FakeMaster {
     const decoded = safeDecode(msg.subject, msg.data, { expect: ["agentToMaster"] });
     if (!decoded.ok) throw decoded.error;
     const envelope = decoded.envelope;
-    const item: Received = { senderId: envelope.senderId, message: envelope.agentToMaster, index: this.count++ };
+    const item: Received = { subject: msg.subject, senderId: envelope.senderId, message: envelope.agentToMaster, index: this.count++ };
     if (msg.reply) item.request = msg;
     if (this.autoRegister && msg.reply) this.answerRegistration(item, this.autoRegister);
     if (this.autoAck && item.message.kind === "statusUpdate") {

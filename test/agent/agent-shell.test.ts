@@ -11,6 +11,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { createAgent, type Agent, type AgentOptions } from "../../agent/agent.ts";
 import { connectNats, type NatsTransport } from "../../sdk/nats-transport.ts";
 import { encodeEnvelope } from "../../sdk/wire/codec.ts";
+import { masterAgentSubject } from "../../sdk/wire/subjects.ts";
 import type { AgentToMaster } from "../../sdk/wire/types.ts";
 import { useNats } from "../harness/nats.ts";
 import { eventually } from "../harness/events.ts";
@@ -116,6 +117,10 @@ describe("registration", () => {
     const pong0 = await master.waitForPong(0);
     expect(pong0.senderId).toBe("agent-1");
     expect(agent.agentId()).toBe("agent-1");
+    // Each agent speaks on its own subject: under its instance id until the master has given it an id.
+    expect(register.senderId).toMatch(/^agent-[0-9a-f-]{36}$/);
+    expect(register.subject).toBe(masterAgentSubject(master.cluster, register.senderId));
+    expect(pong0.subject).toBe(masterAgentSubject(master.cluster, "agent-1"));
     expect((await readFile(join(workDir, "agent.id"), "utf8")).trim()).toBe("agent-1");
 
     master.send("agent-1", { kind: "ping", ping: { seq: 7 } });

@@ -9,7 +9,7 @@ import { InstantContainerizer } from "../../agent/containerizer/instant.ts";
 import { MemoryAgentIdStore, createAgent, type Agent } from "../../agent/agent.ts";
 import { SeededRng } from "../../sdk/rng.ts";
 import { encodeEnvelope, safeDecode } from "../../sdk/wire/codec.ts";
-import { agentCmdSubject, masterAgentSubject } from "../../sdk/wire/subjects.ts";
+import { agentCmdSubject, subjectWildcard } from "../../sdk/wire/subjects.ts";
 import type { AgentToMaster } from "../../sdk/wire/types.ts";
 import { SimEngine } from "../../sim/engine.ts";
 import { SimNetwork, type SimTransport } from "../../sim/network.ts";
@@ -28,7 +28,7 @@ function world(pingTimeoutSecondsByAnswer: number[]) {
   const master: SimTransport = network.endpoint("master");
   const heard: Heard[] = [];
   let answers = 0;
-  master.subscribe(masterAgentSubject("corral"), (msg) => {
+  master.subscribe(subjectWildcard("masterAgent", "corral"), (msg) => {
     const decoded = safeDecode(msg.subject, msg.data, { expect: ["agentToMaster"] });
     if (!decoded.ok) throw decoded.error;
     const message = decoded.envelope.agentToMaster;

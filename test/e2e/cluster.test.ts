@@ -176,7 +176,7 @@ describe("bad input on the bus", () => {
     const garbage = new Uint8Array([0xff, 0x00, 0x13, 0x37, 0x42]);
     const wrongSchema = encodeEnvelope({ senderId: "x", schemaVersion: 99, payload: "schedulerEvent", schedulerEvent: { kind: "heartbeat", heartbeat: {} } });
     const wrongPayload = encodeEnvelope({ senderId: "x", payload: "masterInfo", masterInfo: { id: "m", epoch: 1, hostname: "h", httpEndpoint: "", version: "" } });
-    const subjects = [masterSchedulerSubject(cluster.cluster), masterAgentSubject(cluster.cluster), frameworkEventsSubject(cluster.cluster, frameworkId), agentCmdSubject(cluster.cluster, agentId)];
+    const subjects = [masterSchedulerSubject(cluster.cluster), masterAgentSubject(cluster.cluster, agentId), frameworkEventsSubject(cluster.cluster, frameworkId), agentCmdSubject(cluster.cluster, agentId)];
     for (const subject of subjects) for (const bytes of [garbage, wrongSchema, wrongPayload]) attacker.publish(subject, bytes);
     await attacker.flush();
 

@@ -407,6 +407,19 @@ describe("master core robustness", () => {
     expect(bench.core.sizes().agents).toBe(0);
   });
 
+  it("refuses a re-registration in another agent's name, and keeps that agent and its tasks", () => {
+    const bench = new Bench();
+    const frameworkId = bench.subscribe("fw");
+    const victim = bench.addAgent("a1");
+    const [offer] = bench.offersFor(frameworkId);
+    bench.call(frameworkId, { kind: "accept", accept: { offerIds: [offer!.id], operations: [{ kind: "launch", launch: { taskInfos: [task("t1", "cpus:1")] } }] } });
+    const intruder = bench.addAgent("a2");
+    const effects = bench.core.handle({ type: "agent-message", senderId: intruder, callId: "", message: { kind: "reregister", reregister: { version: "", listening: true, agentInfo: agentInfo(victim), tasks: [], frameworks: [] } } }, bench.now);
+    expect(effects).toContainEqual({ type: "reply", payload: { payload: "callResponse", callResponse: { ok: false, errorCode: "CORRAL_ERR_INVALID_CALL", message: `agentInfo.id: '${victim}' differs from the sender '${intruder}'; an agent re-registers only itself` } } });
+    expect(bench.core.state().frameworks[0]!.tasks).toMatchObject([{ id: "t1", agentId: victim }]);
+    expect(bench.core.state().agents.find((a) => a.id === victim)).toMatchObject({ tasks: 1 });
+  });
+
   it("answers a bad registration with a refusal instead of silence", () => {
     const bench = new Bench();
     const effects = bench.core.handle({ type: "agent-message", senderId: "inst", callId: "", message: { kind: "register", register: { version: "", agentInfo: { ...agentInfo(""), hostname: "" } } } }, 0);

@@ -132,9 +132,9 @@ export class FakeAgent {
     return agent;
   }
 
-  /** Sends an agent request on master.agent and decodes the reply. */
+  /** Sends an agent request on the sender's master.agent subject and decodes the reply. */
   static async request(transport: Transport, cluster: string, senderId: string, payload: EnvelopePayload): Promise<Envelope> {
-    const bytes = await transport.request(masterAgentSubject(cluster), encodeEnvelope({ senderId, callId: randomUUID(), ...payload }), { timeoutMs: 5_000 });
+    const bytes = await transport.request(masterAgentSubject(cluster, senderId), encodeEnvelope({ senderId, callId: randomUUID(), ...payload }), { timeoutMs: 5_000 });
     return decodeReply(bytes);
   }
 
@@ -154,7 +154,7 @@ export class FakeAgent {
   }
 
   send(message: Extract<EnvelopePayload, { payload: "agentToMaster" }>["agentToMaster"]): void {
-    this.transport.publish(masterAgentSubject(this.cluster), encodeEnvelope({ senderId: this.agentId, payload: "agentToMaster", agentToMaster: message }));
+    this.transport.publish(masterAgentSubject(this.cluster, this.agentId), encodeEnvelope({ senderId: this.agentId, payload: "agentToMaster", agentToMaster: message }));
   }
 
   sendStatus(frameworkId: string, status: Partial<TaskStatus> & Pick<TaskStatus, "taskId" | "state">): void {

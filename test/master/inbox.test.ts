@@ -60,7 +60,7 @@ describe("the master's input queue", () => {
     const backlog = 3000;
     const flood = await bus("flood");
     for (let i = 0; i < backlog; i++) {
-      flood.publish(masterAgentSubject(cluster), encodeEnvelope({ senderId: `ghost-${i}`, callId: "", payload: "agentToMaster", agentToMaster: { kind: "pong", pong: { seq: 0 } } }));
+      flood.publish(masterAgentSubject(cluster, `ghost-${i}`), encodeEnvelope({ senderId: `ghost-${i}`, callId: "", payload: "agentToMaster", agentToMaster: { kind: "pong", pong: { seq: 0 } } }));
     }
     await flood.flush();
     await client.request(masterSchedulerSubject(cluster), heartbeat(framework.frameworkId), { timeoutMs: 30_000 });

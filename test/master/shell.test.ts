@@ -154,12 +154,12 @@ describe("master shell on a real nats-server", () => {
     transport.publish(masterSchedulerSubject(name), garbage);
     // An agent's message on the framework subject, and a framework call on the agent subject.
     transport.publish(masterSchedulerSubject(name), encodeEnvelope({ senderId: "x", payload: "agentToMaster", agentToMaster: { kind: "pong", pong: { seq: 1 } } }));
-    transport.publish(masterAgentSubject(name), garbage);
+    transport.publish(masterAgentSubject(name, "x"), garbage);
     transport.publish(
-      masterAgentSubject(name),
+      masterAgentSubject(name, "x"),
       encodeEnvelope({ senderId: "x", payload: "schedulerCall", schedulerCall: { frameworkId: "f", kind: "heartbeat", heartbeat: {} } }),
     );
-    transport.publish(masterAgentSubject(name), encodeEnvelope({ senderId: "x", schemaVersion: 99, payload: "agentToMaster", agentToMaster: { kind: "pong", pong: { seq: 1 } } }));
+    transport.publish(masterAgentSubject(name, "x"), encodeEnvelope({ senderId: "x", schemaVersion: 99, payload: "agentToMaster", agentToMaster: { kind: "pong", pong: { seq: 1 } } }));
 
     // Requests on the same connection and subjects are handled after the junk (NATS keeps order).
     const framework = new FakeFramework(transport, name);
@@ -213,7 +213,7 @@ describe("master shell on a real nats-server", () => {
     const bytes = Envelope.encode(
       Envelope.fromObject({ schemaVersion: SCHEMA_VERSION, senderId: "inst-1", callId: "reg-1", agentToMaster: { reregister: { agentInfo: { hostname: "h", resources: [] } } } }),
     ).finish();
-    const reply = decodeEnvelope("_INBOX.x", await transport.request(masterAgentSubject(name), bytes, { timeoutMs: 2000 }));
+    const reply = decodeEnvelope("_INBOX.x", await transport.request(masterAgentSubject(name, "inst-1"), bytes, { timeoutMs: 2000 }));
     expect(reply).toMatchObject({
       callId: "reg-1",
       payload: "callResponse",
@@ -221,6 +221,37 @@ describe("master shell on a real nats-server", () => {
     });
     expect(master.drops.count({ kind: "master.agent", reason: "invalid" })).toBe(1);
     expect(master.core.sizes().agents).toBe(0);
+  });
+
+  it("drops, counts and logs a message an agent sends in another agent's name", async () => {
+    const name = cluster();
+    const { log, lines } = memoryLog("warn");
+    const master = await startMaster({ cluster: name, log });
+    const victim = await FakeAgent.register(await bus("victim"), name);
+    const transport = await bus("intruder");
+    const intruder = await FakeAgent.register(transport, name);
+    // On the intruder's own subject, a leave notice and a status update that claim to be the victim's.
+    const claim = (agentToMaster: Parameters<FakeAgent["send"]>[0]) => encodeEnvelope({ senderId: victim.agentId, payload: "agentToMaster", agentToMaster });
+    transport.publish(masterAgentSubject(name, intruder.agentId), claim({ kind: "unregisterNotice", unregisterNotice: { reason: "" } }));
+    transport.publish(masterAgentSubject(name, intruder.agentId), claim({ kind: "pong", pong: { seq: 0 } }));
+    // A registration request on a subject that is not its sender's is answered, so its sender learns why.
+    const misplaced = decodeEnvelope(
+      "_INBOX.x",
+      await transport.request(masterAgentSubject(name, victim.agentId), encodeEnvelope({ senderId: "inst-3", callId: "reg-3", payload: "agentToMaster", agentToMaster: { kind: "register", register: { version: "", agentInfo: victim.info } } }), { timeoutMs: 2000 }),
+    );
+    expect(misplaced).toMatchObject({
+      callId: "reg-3",
+      callResponse: { ok: false, errorCode: "CORRAL_ERR_INVALID_CALL", message: `senderId: 'inst-3' may not publish on ${masterAgentSubject(name, victim.agentId)}, which is for '${victim.agentId}' only` },
+    });
+    // NATS keeps one connection's order: the claims were handled before the answer came.
+    expect(master.drops.count({ kind: "master.agent", reason: "wrong_sender" })).toBe(3);
+    expect(master.core.state().agents.map((a) => a.id)).toContain(victim.agentId);
+    expect(master.core.sizes().goneAgents).toBe(0);
+    // Logged at the 1st, 2nd, 4th... drop, naming the rule broken.
+    const logged = lines.filter((l) => l.msg === "dropped bus message" && l.reason === "wrong_sender");
+    expect(logged).toHaveLength(2);
+    expect(logged[0]!.problems).toEqual([`senderId: '${victim.agentId}' may not publish on ${masterAgentSubject(name, intruder.agentId)}, which is for '${intruder.agentId}' only`]);
+    expect(await metricsOf(master)).toContain('corral_bus_dropped_messages_total{kind="master.agent",reason="wrong_sender"} 3');
   });
 
   it("refuses a framework id that cannot be a subject token, and carries on", async () => {

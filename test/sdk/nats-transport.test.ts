@@ -134,7 +134,7 @@ describe("NatsTransport against a real nats-server", () => {
     const [master, agent, stranger] = [await client("master"), await client("agent"), await client("stranger")];
     const counter = new DropCounter();
     master.subscribe(
-      subjects.masterAgent(),
+      subjects.masterAgent("boot-1"),
       handleSafely(
         new MemoryLogger(),
         counter,
@@ -157,7 +157,7 @@ describe("NatsTransport against a real nats-server", () => {
     );
     await master.flush();
     // Garbage first: it must be counted and must not stop the subscription.
-    stranger.publish(subjects.masterAgent(), new Uint8Array([0xde, 0xad, 0xbe, 0xef]));
+    stranger.publish(subjects.masterAgent("boot-1"), new Uint8Array([0xde, 0xad, 0xbe, 0xef]));
     await stranger.flush();
     const request = encodeEnvelope({
       senderId: "boot-1",
@@ -165,7 +165,7 @@ describe("NatsTransport against a real nats-server", () => {
       payload: "agentToMaster",
       agentToMaster: { kind: "register", register: { agentInfo: { ...agentInfo, id: "" }, version: "0.1.0" } },
     });
-    const bytes = await agent.request(subjects.masterAgent(), request, { timeoutMs: 2_000 });
+    const bytes = await agent.request(subjects.masterAgent("boot-1"), request, { timeoutMs: 2_000 });
     const reply = safeDecode("_INBOX.reply", bytes, { expect: ["masterToAgent"] });
     expect(reply.ok).toBe(true);
     if (reply.ok) {
@@ -272,6 +272,14 @@ describe("permissionsFor on a real nats-server", () => {
       const agentDenied = nextEvent(agent, "error");
       agent.publish(s.masterScheduler(), enc.encode("teardown"));
       expect(String((await agentDenied as { error: Error }).error.message)).toMatch(/permissions violation/i);
+      // Allowed: an agent talking to the master on its own subject. Forbidden: on another agent's.
+      const own = collect(master, s.masterAgent("a1"), 1);
+      await master.flush();
+      agent.publish(s.masterAgent("a1"), enc.encode("pong"));
+      expect(dec.decode((await own)[0]!.data)).toBe("pong");
+      const impostorDenied = nextEvent(agent, "error");
+      agent.publish(s.masterAgent("a2"), enc.encode("unregister a2"));
+      expect(String((await impostorDenied as { error: Error }).error.message)).toMatch(/permissions violation/i);
       // Forbidden: an agent listening to another agent's commands.
       const spyDenied = nextEvent(agent, "error");
       agent.subscribe(s.agentCmd("a2"), () => {});

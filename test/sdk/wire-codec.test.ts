@@ -39,7 +39,7 @@ function subjectOf(input: EnvelopeInput): string {
     case "callResponse":
       return "_INBOX.abc.1";
     case "agentToMaster":
-      return masterAgentSubject(CLUSTER);
+      return masterAgentSubject(CLUSTER, input.senderId);
     case "masterToAgent":
       return agentCmdSubject(CLUSTER, "agent-1");
     case "masterInfo":
@@ -171,7 +171,7 @@ describe("codec round trips", () => {
           payload: "agentToMaster",
           agentToMaster: { kind: "statusUpdate", statusUpdate: { frameworkId: "fw-1", status: input } },
         };
-        const decoded = decodeEnvelope(masterAgentSubject(CLUSTER), encodeEnvelope(env));
+        const decoded = decodeEnvelope(masterAgentSubject(CLUSTER, "agent-1"), encodeEnvelope(env));
         expect(decoded).toEqual(expected(env));
       }),
     );
@@ -309,8 +309,8 @@ describe("in-process envelopes (the simulator's wire)", () => {
   it("give each receiver its own copy, bytes fields included", () => {
     const input = everyPayload["agentToMaster.statusUpdate"]!;
     const carried = encodeEnvelope(input, { inProcess: true });
-    const first = decodeEnvelope(masterAgentSubject(CLUSTER), carried) as EnvelopeOf<"agentToMaster">;
-    const second = decodeEnvelope(masterAgentSubject(CLUSTER), carried) as EnvelopeOf<"agentToMaster">;
+    const first = decodeEnvelope(masterAgentSubject(CLUSTER, "agent-1"), carried) as EnvelopeOf<"agentToMaster">;
+    const second = decodeEnvelope(masterAgentSubject(CLUSTER, "agent-1"), carried) as EnvelopeOf<"agentToMaster">;
     expect(second).toEqual(first);
     expect(second.agentToMaster).not.toBe(first.agentToMaster);
     const status = (e: EnvelopeOf<"agentToMaster">) => (e.agentToMaster as { statusUpdate: { status: TaskStatus } }).statusUpdate.status;
@@ -427,6 +427,21 @@ describe("safeDecode never throws", () => {
     const ResourceType = wireRoot.lookupType("corral.v1.Resource");
     const both = ResourceType.encode(ResourceType.fromObject({ name: "cpus", role: "*", scalar: 1, set: { item: ["a"] } })).finish();
     expect(decodeMessage("Resource", both)).toEqual({ name: "cpus", role: "*", value: "set", set: { item: ["a"] } });
+  });
+
+  it("drops a message whose sender is not the agent its subject is for, naming both", () => {
+    const pong = encodeEnvelope({ ...everyPayload["agentToMaster.pong"]!, senderId: "agent-1", callId: "c-1" });
+    expect(safeDecode(masterAgentSubject(CLUSTER, "agent-1"), pong).ok).toBe(true);
+    const elsewhere = masterAgentSubject(CLUSTER, "agent-2");
+    const result = safeDecode(elsewhere, pong);
+    expect(result.ok).toBe(false);
+    if (!result.ok) {
+      expect(result.error.reason).toBe("wrong_sender");
+      expect(result.error.problems).toEqual([`senderId: 'agent-1' may not publish on ${elsewhere}, which is for 'agent-2' only`]);
+      expect(result.error.callId).toBe("c-1"); // a request among them can be answered
+    }
+    // Other subjects carry no sender rule: a framework's events come from the master.
+    expect(safeDecode(frameworkEventsSubject(CLUSTER, "fw-1"), encodeEnvelope(everyPayload["schedulerEvent.heartbeat"]!)).ok).toBe(true);
   });
 
   it("drops a payload that does not belong on the subject", () => {

@@ -24,7 +24,7 @@ describe("subject builders", () => {
   it("build the documented subjects", () => {
     expect(masterSchedulerSubject("prod")).toBe("corral.prod.master.scheduler");
     expect(frameworkEventsSubject("prod", "fw-1")).toBe("corral.prod.framework.fw-1.events");
-    expect(masterAgentSubject("prod")).toBe("corral.prod.master.agent");
+    expect(masterAgentSubject("prod", "a1-S0")).toBe("corral.prod.master.agent.a1-S0");
     expect(agentCmdSubject("prod", "a1-S0")).toBe("corral.prod.agent.a1-S0.cmd");
     expect(masterLeaderSubject("prod")).toBe("corral.prod.master.leader");
   });
@@ -34,12 +34,13 @@ describe("subject builders", () => {
     expect(s.agentCmd("a")).toBe("corral.dev.agent.a.cmd");
     expect(s.frameworkEvents("f")).toBe("corral.dev.framework.f.events");
     expect(s.masterScheduler()).toBe(masterSchedulerSubject("dev"));
+    expect(s.masterAgent("a")).toBe("corral.dev.master.agent.a");
   });
 
   it("give wildcards for per-id subjects", () => {
     expect(subjectWildcard("agentCmd", "prod")).toBe("corral.prod.agent.*.cmd");
     expect(subjectWildcard("frameworkEvents", "prod")).toBe("corral.prod.framework.*.events");
-    expect(subjectWildcard("masterAgent", "prod")).toBe("corral.prod.master.agent");
+    expect(subjectWildcard("masterAgent", "prod")).toBe("corral.prod.master.agent.*");
   });
 
   it.each([
@@ -79,7 +80,7 @@ describe("subject builders", () => {
       fc.property(token, token, (cluster, id) => {
         expect(parseSubject(agentCmdSubject(cluster, id))).toMatchObject({ cluster, id, spec: SUBJECTS.agentCmd });
         expect(parseSubject(frameworkEventsSubject(cluster, id))).toMatchObject({ cluster, id, spec: SUBJECTS.frameworkEvents });
-        expect(parseSubject(masterAgentSubject(cluster))).toEqual({ cluster, spec: SUBJECTS.masterAgent });
+        expect(parseSubject(masterAgentSubject(cluster, id))).toEqual({ cluster, id, spec: SUBJECTS.masterAgent });
       }),
     );
   });
@@ -114,16 +115,23 @@ describe("the subject table", () => {
       expect(spec.subscribers.every((r) => ROLES.includes(r))).toBe(true);
       expect(spec.payloads.every((p) => PAYLOAD_KINDS.includes(p))).toBe(true);
       expect(spec.tokens.includes("{id}")).toBe(spec.idKind !== undefined);
+      // Only a per-id subject can say whose name its publishers speak in.
+      if (spec.senderIsId === true) expect(spec.idKind).toBeDefined();
     }
+    expect(SUBJECTS.masterAgent.senderIsId).toBe(true);
   });
 });
 
 describe("permissions", () => {
-  it("let an agent talk to the master and hear only its own commands", () => {
+  it("let an agent talk to the master only in its own name and hear only its own commands", () => {
     expect(permissionsFor("agent", "prod", { id: "a1" })).toEqual({
-      publish: { allow: ["corral.prod.master.agent"] },
+      publish: { allow: ["corral.prod.master.agent.a1"] },
       subscribe: { allow: ["corral.prod.agent.a1.cmd", "corral.prod.master.leader", "_INBOX.>"] },
     });
+  });
+
+  it("without an agent's id, let agents publish in any agent's name (the master still checks that a sender matches its subject)", () => {
+    expect(permissionsFor("agent", "prod").publish.allow).toEqual(["corral.prod.master.agent.*"]);
   });
 
   it("let a framework call the master and hear only its own events", () => {
@@ -139,7 +147,7 @@ describe("permissions", () => {
       ["corral.prod.agent.*.cmd", "corral.prod.framework.*.events", "corral.prod.master.leader"].sort(),
     );
     expect(p.subscribe.allow.sort()).toEqual(
-      ["corral.prod.master.agent", "corral.prod.master.leader", "corral.prod.master.scheduler"].sort(),
+      ["corral.prod.master.agent.*", "corral.prod.master.leader", "corral.prod.master.scheduler"].sort(),
     );
     expect(p.allow_responses).toBe(true);
   });
