@@ -1,0 +1,84 @@
+/**
+ * The README's "Securing the bus", for real: a nats-server whose users have the permissions
+ * `permissionsFor` derives from the subject table, a master and an agent each with its own user,
+ * and a second agent's user that tries to speak in the first agent's name.
+ */
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import pino from "pino";
+import { afterEach, describe, expect, it } from "vitest";
+import { MemoryAgentIdStore, createAgent } from "../../agent/agent.ts";
+import { createMaster } from "../../master/shell.ts";
+import { MemoryRegistryStore } from "../../master/store.ts";
+import { connectNats, type NatsTransport } from "../../sdk/nats-transport.ts";
+import { encodeEnvelope } from "../../sdk/wire/codec.ts";
+import { clusterSubjects, permissionsFor } from "../../sdk/wire/subjects.ts";
+import { eventually } from "../harness/events.ts";
+import { startNats } from "../harness/nats.ts";
+
+const QUIET = pino({ level: "silent" });
+const cleanups: Array<() => Promise<unknown>> = [];
+afterEach(async () => {
+  while (cleanups.length > 0) await cleanups.pop()!().catch(() => undefined);
+});
+
+describe("per-agent NATS permissions", () => {
+  it("serve an agent given its id ahead of time, and stop another agent from speaking in its name", async () => {
+    const cluster = "secure";
+    const users = [
+      { user: "master", password: "pw-m", permissions: permissionsFor("master", cluster) },
+      { user: "agent-7", password: "pw-7", permissions: permissionsFor("agent", cluster, { id: "agent-7" }) },
+      { user: "agent-8", password: "pw-8", permissions: permissionsFor("agent", cluster, { id: "agent-8" }) },
+    ];
+    const server = await startNats({ jetstream: false, config: `authorization: ${JSON.stringify({ users })}\n`, probeAuth: { user: "master", pass: "pw-m" } });
+    cleanups.push(() => server.stop());
+    const as = async (user: string, pass: string): Promise<NatsTransport> => {
+      const transport = await connectNats({ servers: server.url, name: user, nats: { user, pass } });
+      cleanups.push(() => transport.close());
+      return transport;
+    };
+
+    const master = createMaster({ cluster, transport: await as("master", "pw-m"), store: new MemoryRegistryStore(), log: QUIET, config: { agentPingIntervalMs: 100, maxMissedPings: 100 } });
+    cleanups.push(() => master.stop());
+    await master.start();
+    // The operator chose the agent's id (the file agent.id of its work dir; here its store).
+    const workDir = await mkdtemp(join(tmpdir(), "corral-agent-"));
+    cleanups.push(() => rm(workDir, { recursive: true, force: true }));
+    const agent = createAgent({
+      cluster,
+      transport: await as("agent-7", "pw-7"),
+      workDir,
+      agentIdStore: new MemoryAgentIdStore("agent-7"),
+      resources: "cpus:2;mem:1024;disk:1024;ports:[31000-31010]",
+      hostname: "host7",
+      http: false,
+      log: QUIET,
+      registrationBackoffMs: 20,
+    });
+    cleanups.push(() => agent.stop());
+    await agent.start();
+    await eventually(() => master.core.state().agents.some((a) => a.id === "agent-7" && a.active), 10_000, "agent-7 registered and listening");
+
+    // Another agent cannot publish on agent-7's subject at all...
+    const s = clusterSubjects(cluster);
+    const intruder = await as("agent-8", "pw-8");
+    const denied = new Promise<string>((resolve) => {
+      const off = intruder.onEvent((e) => {
+        if (e.type === "error") {
+          off();
+          resolve(String(e.error.message));
+        }
+      });
+    });
+    const leave = (senderId: string) => encodeEnvelope({ senderId, payload: "agentToMaster", agentToMaster: { kind: "unregisterNotice", unregisterNotice: { reason: "" } } });
+    intruder.publish(s.masterAgent("agent-7"), leave("agent-7"));
+    expect(await denied).toMatch(/permissions violation/i);
+    // ...and what it claims on its own subject in agent-7's name is dropped by the master.
+    intruder.publish(s.masterAgent("agent-8"), leave("agent-7"));
+    await intruder.flush();
+    await eventually(() => master.drops.count({ kind: "master.agent", reason: "wrong_sender" }) === 1, 10_000, "the claim to be dropped");
+    expect(master.core.state().agents.map((a) => a.id)).toEqual(["agent-7"]);
+    expect(master.core.sizes().goneAgents).toBe(0);
+  });
+});
