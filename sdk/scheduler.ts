@@ -1005,9 +1005,11 @@ class Driver implements SchedulerDriver {
   }
 
   private onCallFailure(err: SchedulerError, session: number): void {
+    if (err.code === "CORRAL_ERR_FRAMEWORK_REMOVED") this.fatal(err.message);
     // Another instance subscribed since: re-subscribing would take the framework back from it,
-    // and the two would steal it from each other; this instance stops, as on the failover event.
-    if (err.code === "CORRAL_ERR_FRAMEWORK_REMOVED" || err.code === FAILED_OVER_ERROR) this.fatal(err.message);
+    // and the two would steal it from each other. This instance stops, as on the failover event,
+    // whose message also starts with the code.
+    else if (err.code === FAILED_OVER_ERROR) this.fatal(`${FAILED_OVER_ERROR}: ${err.message}`);
     else if (CONNECTION_LOST_CODES.has(err.code)) this.lostMaster(`${err.code}: ${err.message}`, session);
   }
 

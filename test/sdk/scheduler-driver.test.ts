@@ -515,7 +515,7 @@ describe("SchedulerDriver against a scripted master on a real nats-server", () =
     await expect(driver.revive()).rejects.toMatchObject({ code: "CORRAL_ERR_FRAMEWORK_FAILED_OVER" });
     expect(driver.state()).toBe("stopped");
     await until(() => seen.errors.length === 1, "the error callback");
-    expect(seen.errors[0]).toContain("another instance subscribed");
+    expect(seen.errors[0]).toBe("CORRAL_ERR_FRAMEWORK_FAILED_OVER: another instance subscribed");
     expect(master.callsOf("subscribe")).toHaveLength(1); // it did not take the framework back
   });
 
