@@ -2,7 +2,8 @@
  * Property tests of the master core (fast-check): random sequences of calls and agent messages,
  * many of them hostile (unknown or foreign offer ids, offers named twice, tasks bigger than their
  * offers or holding the same port, duplicate task ids, updates from strangers, re-registrations
- * with made-up tasks, calls from scheduler instances replaced by a failover), thrown at one core. Whatever arrives, the core must answer or drop it
+ * with made-up tasks or in another agent's name, calls from scheduler instances replaced by a
+ * failover), thrown at one core. Whatever arrives, the core must answer or drop it
  * without throwing (a throw is a dropped message whose effects are lost after the state changed),
  * everything it sends must be encodable, and its books must stay consistent.
  */
@@ -23,7 +24,7 @@ const STATES: TaskState[] = ["TASK_STARTING", "TASK_RUNNING", "TASK_FINISHED", "
 /** One input, with indexes into the ids seen so far (taken modulo their number, so any index is usable). */
 type Step =
   | { kind: "register"; instance: number; resources: number }
-  | { kind: "reregister"; agent: number; resources: number; listening: boolean; tasks: Array<{ framework: number; task: number; resources: number; state: number }>; reportFramework: boolean }
+  | { kind: "reregister"; agent: number; resources: number; listening: boolean; tasks: Array<{ framework: number; task: number; resources: number; state: number }>; reportFramework: boolean; impostor: number | undefined }
   | { kind: "pong"; agent: number }
   | { kind: "status"; agent: number; framework: number; task: number; state: number; uuid: number }
   | { kind: "unregister"; agent: number }
@@ -44,6 +45,7 @@ const stepArb: fc.Arbitrary<Step> = fc.oneof(
     listening: fc.boolean(),
     tasks: fc.array(fc.record({ framework: idx, task: idx, resources: idx, state: idx }), { maxLength: 3 }),
     reportFramework: fc.boolean(),
+    impostor: fc.option(idx, { nil: undefined, freq: 4 }),
   }),
   fc.record({ kind: fc.constant("pong" as const), agent: idx }),
   fc.record({ kind: fc.constant("status" as const), agent: idx, framework: idx, task: idx, state: idx, uuid: fc.nat(255) }),
@@ -131,7 +133,9 @@ function play(steps: Step[], offerTimeoutMs: number | undefined): void {
           return { frameworkId, task: taskInfo(taskId, t.resources, agentId), status: status(taskId, frameworkId, agentId, t.state, new Uint8Array(0)) };
         });
         const reported = step.reportFramework && tasks[0] ? [frameworkInfo(tasks[0].frameworkId, 0, false)] : [];
-        input = { type: "agent-message", senderId: agentId, callId: `r${++call}`, message: { kind: "reregister", reregister: { version: "", listening: step.listening, agentInfo: agentInfo(agentId, step.resources), tasks, frameworks: reported } } };
+        // Now and then sent by another agent, in this one's name.
+        const senderId = step.impostor === undefined ? agentId : at(agents, step.impostor);
+        input = { type: "agent-message", senderId, callId: `r${++call}`, message: { kind: "reregister", reregister: { version: "", listening: step.listening, agentInfo: agentInfo(agentId, step.resources), tasks, frameworks: reported } } };
         break;
       }
       case "pong":
@@ -185,10 +189,15 @@ function play(steps: Step[], offerTimeoutMs: number | undefined): void {
         input = { type: "tick" };
         break;
     }
-    const before = input.type === "scheduler-call" ? JSON.stringify(core.state()) : "";
+    const before = input.type === "scheduler-call" || input.type === "agent-message" ? JSON.stringify(core.state()) : "";
     let effects: MasterEffect[] = [];
     expect(() => (effects = core.handle(input, now)), `handling ${step.kind}`).not.toThrow();
     if (input.type === "scheduler-call") checkSubscriberRule(input, effects, subscribers, before, JSON.stringify(core.state()));
+    if (input.type === "agent-message" && input.message.kind === "reregister" && input.message.reregister.agentInfo?.id !== input.senderId) {
+      // An agent re-registers only itself: one claiming another's id is refused and changes nothing.
+      expect(effects.filter((e) => e.type !== "log")).toEqual([{ type: "reply", payload: { payload: "callResponse", callResponse: expect.objectContaining({ ok: false, errorCode: "CORRAL_ERR_INVALID_CALL" }) } }]);
+      expect(JSON.stringify(core.state()), "state after a refused re-registration").toBe(before);
+    }
     for (const effect of effects) {
       learnIds(effect, agents, frameworks, offers, uuids);
       const payload = sentPayload(effect);
