@@ -108,6 +108,8 @@ function hasWildcard(subject: string): boolean {
 }
 
 const NO_SUBS: SimSub[] = [];
+/** Bound of {@link SimNetwork}'s subject-to-subscriptions cache (a few per agent are live). */
+const MAX_MATCHED_SUBJECTS = 100_000;
 
 /** See the module comment. */
 export class SimNetwork {
@@ -115,6 +117,13 @@ export class SimNetwork {
 
   private readonly exact = new Map<string, SimSub[]>();
   private readonly wildcard: SimSub[] = [];
+  /**
+   * Subscriptions by subject, exact and wildcard together, while there are wildcard ones (the
+   * master's `master.agent.*`): matching every message's tokens against them cost a split per
+   * message. Kept in step with every subscription change; inbox subjects (one per request) are
+   * not kept.
+   */
+  private readonly matched = new Map<string, SimSub[]>();
   private readonly down = new Set<string>();
   /** Node -> partition group; nodes in different groups cannot talk. Nodes in no group reach everyone not cut off. */
   private groupOf = new Map<string, number>();
@@ -197,6 +206,7 @@ export class SimNetwork {
 
   /** @internal */
   addSub(sub: SimSub): void {
+    this.forgetMatches(sub);
     if (sub.tokens) this.wildcard.push(sub);
     else {
       const list = this.exact.get(sub.subject);
@@ -208,6 +218,7 @@ export class SimNetwork {
   /** @internal */
   removeSub(sub: SimSub): void {
     sub.active = false;
+    this.forgetMatches(sub);
     if (sub.tokens) {
       const i = this.wildcard.indexOf(sub);
       if (i >= 0) this.wildcard.splice(i, 1);
@@ -218,6 +229,12 @@ export class SimNetwork {
     const i = list.indexOf(sub);
     if (i >= 0) list.splice(i, 1);
     if (list.length === 0) this.exact.delete(sub.subject);
+  }
+
+  /** A wildcard subscription may change what any subject matches; an exact one only its own. */
+  private forgetMatches(sub: SimSub): void {
+    if (sub.tokens) this.matched.clear();
+    else this.matched.delete(sub.subject);
   }
 
   /** @internal Whether anybody (reachable or not) subscribes to `subject`. */
@@ -257,11 +274,19 @@ export class SimNetwork {
     // Without wildcard subscribers the exact list itself serves (send only reads it).
     let all: SimSub[] = exact ?? NO_SUBS;
     if (this.wildcard.length > 0) {
-      const tokens = subject.split(".");
-      for (const s of this.wildcard) {
-        if (!tokensMatch(s.tokens!, tokens)) continue;
-        if (all === exact || all === NO_SUBS) all = all.slice();
-        all.push(s);
+      const known = this.matched.get(subject);
+      if (known !== undefined) all = known;
+      else {
+        const tokens = subject.split(".");
+        for (const s of this.wildcard) {
+          if (!tokensMatch(s.tokens!, tokens)) continue;
+          if (all === exact || all === NO_SUBS) all = all.slice();
+          all.push(s);
+        }
+        if (!subject.startsWith("_INBOX.")) {
+          if (this.matched.size >= MAX_MATCHED_SUBJECTS) this.matched.clear();
+          this.matched.set(subject, all);
+        }
       }
     }
     if (all.length <= 1 || !all.some((s) => s.queue !== undefined)) return all;

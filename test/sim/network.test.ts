@@ -36,6 +36,27 @@ describe("SimNetwork", () => {
     expect(got).toEqual(["exact 1@5", "wild 1@5", "exact 2@5", "wild 2@5", "wild 3@5"]);
   });
 
+  it("with a wildcard subscriber, delivers to subscriptions made or ended after a subject was last sent to", async () => {
+    const { engine, network } = world();
+    const a = network.endpoint("a");
+    const b = network.endpoint("b");
+    const got: string[] = [];
+    const wild = b.subscribe("x.*", (m) => void got.push(`wild ${text(m.data)}`));
+    a.publish("x.y", bytes("1"));
+    await engine.run();
+    const exact = b.subscribe("x.y", (m) => void got.push(`exact ${text(m.data)}`));
+    a.publish("x.y", bytes("2"));
+    await engine.run();
+    wild.unsubscribe();
+    a.publish("x.y", bytes("3"));
+    await engine.run();
+    b.subscribe("x.>", (m) => void got.push(`rest ${text(m.data)}`));
+    exact.unsubscribe();
+    a.publish("x.y", bytes("4"));
+    await engine.run();
+    expect(got).toEqual(["wild 1", "exact 2", "wild 2", "exact 3", "rest 4"]);
+  });
+
   it("keeps per-link FIFO order even with random latency", async () => {
     const { engine, network } = world({ latency: { dist: "exp", minMs: 0.1, meanMs: 20 } });
     const a = network.endpoint("a");
