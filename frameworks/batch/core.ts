@@ -569,6 +569,8 @@ export class BatchCore {
     const task = launch.task;
     const job = task.job;
     const live = LIVE_STATES.has(job.state);
+    // Whether a kill of this attempt was asked for before this update (not by markLaunched now).
+    const killedBefore = launch.killSent;
     if (launch.state === "launching") this.markLaunched(launch, now, fx);
     if (!ends) {
       if (status.state === "TASK_RUNNING" && launch.state !== "running") {
@@ -580,8 +582,11 @@ export class BatchCore {
           type: "event",
           event: { type: "task-running", atMs: now, jobId: job.id, taskId: launch.taskId, index: task.index, attempt: launch.attempt, agentId: launch.agentId, hostname: launch.hostname, ...(waitMs !== undefined ? { waitMs } : {}) },
         });
-        if (!live) this.kill(launch, fx, true);
       }
+      // The job ended, yet the attempt still lives: the kill may have been lost (a master failover
+      // between the KILL and the agent), so every sign of life, such as a reconciliation's
+      // answer, asks again.
+      if (!live && killedBefore && status.state !== "TASK_KILLING") this.kill(launch, fx, true);
       return this.finish(fx);
     }
     this.forget(launch);

@@ -214,6 +214,27 @@ describe("BatchCore", () => {
     expect(core.launchResult(launches(fx), true)).toContainEqual({ type: "kill", taskId: "j.0.0", agentId: "a1" });
   });
 
+  it("kills again a task of an ended job that still reports itself running (a kill lost in a master failover)", () => {
+    const { clock, core, run } = setup();
+    core.submit(job("j", 1, { timeoutMs: 1000 }));
+    run(core.offers([offer("o1", "a1", "cpus:2;mem:1024")]));
+    clock.advance(1000);
+    expect(core.tick()).toContainEqual({ type: "kill", taskId: "j.0.0", agentId: "a1" });
+    core.disconnected();
+    expect(core.subscribed(true)).toContainEqual({ type: "reconcile", tasks: [{ taskId: "j.0.0", agentId: "a1" }] });
+    // The reconciliation's answer: still running. The kill is asked for again, once per update.
+    expect(core.update({ taskId: "j.0.0", state: "TASK_RUNNING", agentId: "a1" })).toEqual([{ type: "kill", taskId: "j.0.0", agentId: "a1" }]);
+    expect(core.update({ taskId: "j.0.0", state: "TASK_KILLING", agentId: "a1" })).toEqual([]);
+    expect(core.update({ taskId: "j.0.0", state: "TASK_KILLED", agentId: "a1" })).toEqual([]);
+    expect(core.update({ taskId: "j.0.0", state: "TASK_RUNNING", agentId: "a1" })).toEqual([{ type: "kill", taskId: "j.0.0", agentId: "a1" }]);
+    // A launch accepted after its job ended is killed once, not twice, when its first update comes first.
+    core.submit(job("k", 1, { timeoutMs: 1000 }));
+    const fx = core.offers([offer("o2", "a1", "cpus:2;mem:1024")]);
+    clock.advance(1000);
+    core.tick();
+    expect(core.update({ taskId: launches(fx)[0]!, state: "TASK_RUNNING", agentId: "a1" }).filter((e) => e.type === "kill")).toHaveLength(1);
+  });
+
   it("ends a failFast job at the first task out of retries", () => {
     const { core, run, end } = setup();
     core.submit(job("ff", 3, { maxRetries: 0, failFast: true }));
