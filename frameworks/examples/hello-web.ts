@@ -51,12 +51,19 @@ export async function runHelloWeb(options: HelloWebOptions): Promise<SchedulerDr
         for (const offer of offers) {
           const port = offer.resources.ranges("ports")[0]?.begin;
           if (live.size >= wanted || port === undefined || !offer.resources.contains(perTask)) {
-            await driver.decline([offer.id], { refuseSeconds: 30 });
+            // A failed decline only leaves the offer to time out at the master: go on.
+            await driver.decline([offer.id], { refuseSeconds: 30 }).catch(() => undefined);
             continue;
           }
           const taskId = `hello-web-${++sequence}`;
           live.set(taskId, `http://${offer.hostname}:${port}`);
-          await driver.launch(offer, [{ taskId, resources: perTask.add(Resources.ranges("ports", [{ begin: port, end: port }])), command: SERVER }], { refuseSeconds: 5 });
+          try {
+            await driver.launch(offer, [{ taskId, resources: perTask.add(Resources.ranges("ports", [{ begin: port, end: port }])), command: SERVER }], { refuseSeconds: 5 });
+          } catch {
+            // Refused (the offer was rescinded, say): the server never started, so it must not
+            // count, or it would never be replaced. A later offer will do.
+            live.delete(taskId);
+          }
         }
         if (live.size >= wanted && !suppressed) {
           suppressed = true;

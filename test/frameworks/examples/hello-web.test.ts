@@ -3,13 +3,34 @@ import { runHelloWeb } from "../../../frameworks/examples/hello-web.ts";
 import { useNats } from "../../harness/nats.ts";
 import { EventLog, eventually } from "../../harness/events.ts";
 import { startCluster, type TestCluster } from "../../harness/cluster.ts";
+import { connectNats, type NatsTransport } from "../../../sdk/nats-transport.ts";
+import type { Offer } from "../../../sdk/wire/types.ts";
+import { ScriptedMaster } from "../../sdk/scripted-master.ts";
 
 const nats = useNats();
 let cluster: TestCluster | undefined;
+const transports: NatsTransport[] = [];
 afterEach(async () => {
   await cluster?.stop();
   cluster = undefined;
+  await Promise.all(transports.splice(0).map((t) => t.close()));
 });
+
+function webOffer(id: string, agentId: string): Offer {
+  return {
+    id,
+    frameworkId: "fw-1",
+    agentId,
+    hostname: `${agentId}.example`,
+    role: "default",
+    resources: [
+      { name: "cpus", role: "*", value: "scalar", scalar: 1 },
+      { name: "mem", role: "*", value: "scalar", scalar: 1024 },
+      { name: "ports", role: "*", value: "ranges", ranges: { range: [{ begin: 31000, end: 31009 }] } },
+    ],
+    attributes: [],
+  };
+}
 
 describe("hello-web example framework", () => {
   it("keeps its web servers up on a real cluster and relaunches one that ends", async () => {
@@ -27,6 +48,29 @@ describe("hello-web example framework", () => {
       await driver.kill(up.items[0]!.taskId);
       const replacement = await up.waitFor((s) => s.taskId === "hello-web-3", 20_000, "a replacement");
       expect(replacement.url).toMatch(/^http:\/\/127\.0\.0\.1:31[01]\d\d$/);
+    } finally {
+      await driver.stop({ teardown: true });
+    }
+  });
+
+  it("launches on a later offer when the master refuses an ACCEPT (the server never started)", async () => {
+    const [masterBus, frameworkBus] = await Promise.all([connectNats({ servers: nats.url, name: "scripted-master" }), connectNats({ servers: nats.url, name: "hello-web" })]);
+    transports.push(masterBus, frameworkBus);
+    const master = new ScriptedMaster(masterBus, "hello");
+    master.beforeAnswer = (call) => {
+      if (call.kind === "heartbeat" && master.callsOf("heartbeat").length === 1) master.publish({ kind: "offers", offers: { offers: [webOffer("o-1", "a1")] } });
+      // The first offer is gone by the time its ACCEPT arrives; a second one follows.
+      if (call.kind === "accept" && master.callsOf("accept").length === 1) master.publish({ kind: "offers", offers: { offers: [webOffer("o-2", "a2")] } });
+    };
+    master.script = (call) =>
+      call.kind === "accept" && call.accept.offerIds[0] === "o-1" ? { response: { ok: false, errorCode: "CORRAL_ERR_OFFER_RESCINDED", message: "offer o-1 was rescinded" } } : undefined;
+    await master.listen();
+    const driver = await runHelloWeb({ transport: frameworkBus, cluster: "hello", instances: 1 });
+    try {
+      const usesO2 = (c: (typeof master.calls)[number]) => (c.call.kind === "accept" && c.call.accept.offerIds.includes("o-2")) || (c.call.kind === "decline" && c.call.decline.offerIds.includes("o-2"));
+      await eventually(() => master.calls.some(usesO2), 10_000, "o-2 used or declined");
+      expect(master.callsOf("accept").map((a) => a.accept.offerIds)).toEqual([["o-1"], ["o-2"]]);
+      expect(master.callsOf("decline")).toEqual([]);
     } finally {
       await driver.stop({ teardown: true });
     }
