@@ -36,6 +36,8 @@ const SERVER = `exec node -e "require('http').createServer((q,s)=>s.end('hello f
 /** Starts the framework; resolves with its driver once subscribed. Stop it with `driver.stop({ teardown: true })`. */
 export async function runHelloWeb(options: HelloWebOptions): Promise<SchedulerDriver> {
   const wanted = options.instances ?? 2;
+  // A NaN would never be reached, and a server would be launched on every offer.
+  if (!Number.isInteger(wanted) || wanted < 0) throw new RangeError(`instances: must be an integer >= 0, got ${wanted}`);
   const perTask = Resources.parse(`cpus:${options.cpus ?? 0.1};mem:${options.mem ?? 128}`);
   /** Live (launched, not yet ended) tasks, with the URL they will serve. */
   const live = new Map<string, string>();

@@ -75,4 +75,12 @@ describe("hello-web example framework", () => {
       await driver.stop({ teardown: true });
     }
   });
+
+  it("refuses an instance count that is not a whole number (a typo would launch on every offer)", async () => {
+    const transport = await connectNats({ servers: nats.url, name: "hello-web" });
+    transports.push(transport);
+    for (const instances of [Number.NaN, -1, 1.5]) {
+      await expect(runHelloWeb({ transport, cluster: "hello-bad", instances })).rejects.toThrow(/^instances: must be an integer >= 0, got /);
+    }
+  });
 });
