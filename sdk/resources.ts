@@ -652,7 +652,8 @@ function checkedEntry(entry: ResourceEntry): ResourceEntry {
 function normaliseSet(items: readonly string[], token: string): string[] {
   const seen = new Set<string>();
   for (const item of items) {
-    if (typeof item !== "string" || item.length === 0 || /[\s,{}]/.test(item)) {
+    // Nor ';', which separates resources in the text form: such an item could not be printed.
+    if (typeof item !== "string" || item.length === 0 || /[\s,;{}]/.test(item)) {
       throw new ResourceError("CORRAL_ERR_BAD_RESOURCES", `invalid set item '${String(item)}' in '${token}'`, token);
     }
     if (seen.has(item)) throw new ResourceError("CORRAL_ERR_BAD_RESOURCES", `duplicate set item '${item}' in '${token}'`, token);

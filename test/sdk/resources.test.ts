@@ -67,6 +67,13 @@ describe("Resources text form", () => {
     expect((caught as ResourceError).message).toContain(rule);
   });
 
+  it("refuses a set item the text form cannot carry (';' separates resources), so every value prints as text that parses back to it", () => {
+    expect(() => Resources.set("zones", ["a;b"])).toThrow(/invalid set item 'a;b' in 'zones'/);
+    expect(() => Resources.fromJSON([{ name: "zones", set: { item: ["a", "b;c"] } }])).toThrow(/invalid set item 'b;c' in 'resources\[0\]'/);
+    const odd = Resources.set("zones", ["a(b)", "c:d", "[e]"]);
+    expect(Resources.parse(odd.toString()).equals(odd)).toBe(true);
+  });
+
   it("names the offending token among good ones", () => {
     expect(() => r("cpus:1;mem:lots;disk:5")).toThrow(/'mem:lots'/);
   });
