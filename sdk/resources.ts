@@ -226,6 +226,21 @@ function kindMismatch(a: ResourceEntry, b: ResourceEntry): ResourceError {
   );
 }
 
+/**
+ * Refuses a name that is of one kind for one role and of another for the next: `entries` are
+ * sorted by (name, role), so the entries of one name are neighbours. Such a bag would count a
+ * scalar `ports` among its quantities and could not be flattened.
+ */
+function checkOneKindPerName(entries: readonly ResourceEntry[]): void {
+  for (let i = 1; i < entries.length; i++) {
+    const a = entries[i - 1]!;
+    const b = entries[i]!;
+    if (a.name === b.name && a.kind !== b.kind) {
+      throw new ResourceError("CORRAL_ERR_BAD_RESOURCES", `resource '${a.name}' is a ${a.kind} for role '${a.role}' and a ${b.kind} for role '${b.role}'`, a.name);
+    }
+  }
+}
+
 function addEntries(a: ResourceEntry, b: ResourceEntry): ResourceEntry {
   if (a.kind !== b.kind) throw kindMismatch(a, b);
   switch (a.kind) {
@@ -342,6 +357,7 @@ export class Resources {
 
   private static fromSortedUnchecked(entries: ResourceEntry[]): Resources {
     const kept = entries.filter((e) => !isEmptyEntry(e));
+    checkOneKindPerName(kept);
     return kept.length === 0 ? Resources.EMPTY : new Resources(kept);
   }
 
@@ -423,6 +439,7 @@ export class Resources {
         j++;
       }
     }
+    checkOneKindPerName(out);
     return new Resources(out);
   }
 

@@ -123,6 +123,14 @@ describe("Resources arithmetic", () => {
   it("refuses to mix kinds under one name", () => {
     expect(() => r("x:1").add(r("x:[1-2]"))).toThrow(/scalar in one operand/);
   });
+
+  it("refuses one name of two kinds under different reservations, in every form and in a sum", () => {
+    // Else the bag is half ports and half a scalar "ports" (quantities count it, flatten throws).
+    expect(() => r("ports:[1-2];ports(eng):3")).toThrow(/resource 'ports' is a ranges for role '\*' and a scalar for role 'eng'/);
+    expect(() => Resources.fromJSON([{ name: "x", role: "eng", scalar: { value: 1 } }, { name: "x", set: { item: ["a"] } }])).toThrow(/resource 'x' is a set for role '\*' and a scalar for role 'eng'/);
+    expect(() => r("ports(eng):[1-2]").add(r("ports:3"))).toThrow(/resource 'ports' is a scalar for role '\*' and a ranges for role 'eng'/);
+    expect(r("ports:[1-2];ports(eng):[3-4]").flatten().toString()).toBe("ports:[1-4]");
+  });
 });
 
 describe("roles", () => {
