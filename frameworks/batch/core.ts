@@ -676,7 +676,9 @@ export class BatchCore {
       throw new BatchError("CORRAL_ERR_TOO_MANY_TASKS", `tasks: ${spec.tasks.length} more tasks would exceed maxLiveTasks (${this.config.maxLiveTasks}; ${this.liveTasks} live)`);
     }
     const seen = new Map<BatchTaskSpec, Resources>();
-    const tasks = spec.tasks.map((t, i) => {
+    // Array.from visits the holes of a sparse array too (map skips them, and the job would wait
+    // for tasks that do not exist); a hole is refused as a task that is not an object.
+    const tasks = Array.from(spec.tasks, (t, i) => {
       const known = seen.get(t);
       if (known) return { spec: t, resources: known };
       const resources = this.validateTask(t, `tasks[${i}]`, invalid);

@@ -300,6 +300,8 @@ describe("BatchCore", () => {
     expect(refused({ id: "x", tasks: [{ resources: "cpus:lots", command: "x" }] })).toMatch(/^tasks\[0\]\.resources: is not valid Mesos resource text/);
     expect(refused({ id: "x", tasks: [{ resources: "cpus:1" }] })).toBe("tasks[0]: needs a command or a durationMs");
     expect(refused({ id: "x", tasks: [], maxRetries: -1 })).toBe("maxRetries: must be an integer >= 0, got -1");
+    // A hole in a sparse array is no task (the job would have waited for it for ever).
+    expect(refused({ id: "x", tasks: [, { resources: "cpus:1", command: "x" }] })).toBe("tasks[0]: must be an object");
     expect(refused(job("x", 4))).toBe("tasks: 4 tasks, more than maxTasksPerJob (3)");
     expect(refused(job("x", 1))).toBe("accepted");
     expect(refused(job("x", 1))).toBe('id: job "x" was already submitted');
