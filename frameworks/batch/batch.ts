@@ -7,7 +7,7 @@
  *
  * ```ts
  * const summary = await runBatchJobs({
- *   transport: await connectNats({ servers: "nats://127.0.0.1:4222" }),
+ *   transport: await connectNats({ servers: "nats://127.0.0.1:4222", name: "batch" }),
  *   jobs: parseJobFile(JSON.parse(readFileSync("job.json", "utf8"))),
  *   onEvent: (e) => console.log(e.type),
  * });
