@@ -17,3 +17,12 @@ describe("taskKey", () => {
     }
   });
 });
+
+describe("the id rule, as framework authors import it", () => {
+  it("is exported by the SDK's entry point, so a task id can be checked before launching it", async () => {
+    const sdk = await import("../../sdk/index.ts");
+    expect(sdk.pathIdProblem("web.1")).toBeUndefined();
+    expect(sdk.pathIdProblem("web/1")).toBe("use only letters, digits, '_', '.', '@', '+' or '-'");
+    expect(sdk.pathIdProblem("x".repeat(sdk.MAX_PATH_ID_LENGTH + 1))).toMatch(/at most 200 characters/);
+  });
+});
