@@ -229,7 +229,8 @@ export interface Agent {
 
 /** Pseudo-subject under which bad registration replies are counted (labelled "reply"). */
 const REPLY_SUBJECT = "_INBOX.registration";
-const AGENT_ID_FILE = "agent.id";
+/** The file of the work dir that keeps the agent's id across restarts. */
+export const AGENT_ID_FILE = "agent.id";
 
 interface TaskRecord {
   frameworkId: string;

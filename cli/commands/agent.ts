@@ -1,9 +1,13 @@
 /** `corral agent`: one agent process on an existing NATS. */
-import { createAgent } from "../../agent/agent.ts";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { AGENT_ID_FILE, createAgent } from "../../agent/agent.ts";
 import { parseAgentResources } from "../../agent/agent-logic.ts";
 import { parseAttributes } from "../../agent/resources-detect.ts";
 import { CLUSTER_FLAGS, connect, makeLogger, resolveCluster, untilSignal } from "../common.ts";
 import { containerizerFromFlags, ISOLATION_FLAGS } from "../containerizer.ts";
+import { pathIdProblem } from "../../sdk/task-key.ts";
+import { tokenProblem } from "../../sdk/wire/subjects.ts";
 import { parseFlags, portFlag, UsageError, type FlagSpec } from "../options.ts";
 
 export const AGENT_FLAGS: Record<string, FlagSpec> = {
@@ -15,6 +19,7 @@ export const AGENT_FLAGS: Record<string, FlagSpec> = {
   hostname: { type: "string", help: "hostname advertised in offers (default: this host's name)" },
   host: { type: "string", help: "HTTP listen address", default: "127.0.0.1" },
   port: { type: "string", help: "HTTP port (/state, /metrics, /files/read)", default: "5051" },
+  "agent-id": { type: "string", help: "the agent's id, chosen ahead (for per-agent NATS permissions); kept in the work dir, which must not belong to another id" },
   ...ISOLATION_FLAGS,
 };
 
@@ -27,6 +32,7 @@ export async function agentCommand(args: string[]): Promise<number> {
   const httpPort = portFlag(values, "port") ?? 5051;
   if (values.resources) checkFlag("resources", () => parseAgentResources(values.resources as string));
   if (values.attributes) checkFlag("attributes", () => parseAttributes(values.attributes as string));
+  if (values["agent-id"] !== undefined) await claimAgentId(workDir, values["agent-id"] as string);
   const log = makeLogger(values["log-level"] as string);
   const { containerizer, isolation } = await containerizerFromFlags(values, log, values.hostname as string | undefined);
   const transport = await connect(nats, "corral-agent", log);
@@ -59,4 +65,24 @@ function checkFlag(flag: string, check: () => unknown): void {
     const message = (err as Error).message;
     throw new UsageError(`--${flag}: ${message.startsWith(`${flag}: `) ? message.slice(flag.length + 2) : message}`);
   }
+}
+
+/**
+ * Makes `id` the agent's id: written to the work dir's id file, where the agent reads it and
+ * re-registers under it from its first start (the master otherwise picks an id at the first
+ * registration, which per-agent permissions cannot know ahead). A work dir that already belongs
+ * to another id is refused: its checkpoints are that agent's.
+ */
+async function claimAgentId(workDir: string, id: string): Promise<void> {
+  const problem = tokenProblem(id) ?? pathIdProblem(id);
+  if (problem !== undefined) throw new UsageError(`--agent-id: ${problem}`);
+  const path = join(workDir, AGENT_ID_FILE);
+  const existing = await readFile(path, "utf8").then(
+    (text) => text.trim(),
+    () => undefined,
+  );
+  if (existing === id) return;
+  if (existing !== undefined && existing !== "") throw new UsageError(`--agent-id: ${workDir} belongs to agent '${existing}', not '${id}'`);
+  await mkdir(workDir, { recursive: true });
+  await writeFile(path, `${id}\n`, "utf8");
 }

@@ -5,7 +5,7 @@
 import { describe, expect, it } from "vitest";
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { freePort } from "../harness/nats.ts";
@@ -104,6 +104,22 @@ describe("corral CLI", () => {
     ] as const) {
       const refused = spawnSync(CORRAL, args, { encoding: "utf8", env: agentEnv });
       expect({ args, status: refused.status, stderr: refused.stderr }).toEqual({ args, status: 2, stderr: expect.stringContaining(says) });
+    }
+    // --agent-id: a chosen id is kept in the work dir (before connecting); another id for that dir, or a bad one, is refused.
+    const idDir = await mkdtemp(join(tmpdir(), "corral-cli-agent-id-"));
+    try {
+      const chosen = spawnSync(CORRAL, ["agent", "--isolation", "none", "--work-dir", idDir, "--agent-id", "edge-7"], { encoding: "utf8", env: agentEnv });
+      expect(chosen.stderr).toContain("connection refused"); // the flag was taken; NATS is not there
+      expect(await readFile(join(idDir, "agent.id"), "utf8")).toBe("edge-7\n");
+      for (const [id, says] of [
+        ["edge-8", `--agent-id: ${idDir} belongs to agent 'edge-7', not 'edge-8'`],
+        ["a.b", "--agent-id: must not contain \".\""],
+      ] as const) {
+        const refused = spawnSync(CORRAL, ["agent", "--isolation", "none", "--work-dir", idDir, "--agent-id", id], { encoding: "utf8", env: agentEnv });
+        expect({ id, status: refused.status, stderr: refused.stderr }).toEqual({ id, status: 2, stderr: expect.stringContaining(says) });
+      }
+    } finally {
+      await rm(idDir, { recursive: true, force: true });
     }
     // A master that does not answer is named, with why.
     const deadMaster = `http://127.0.0.1:${await freePort()}`;
