@@ -6,6 +6,17 @@ import { runScenario } from "../../sim/report.ts";
 import { ScenarioError, validateScenario, type Scenario } from "../../sim/scenario.ts";
 import { damaged, withValueAt } from "../harness/damage.ts";
 
+/** The problems `validateScenario` names for `input` (none when it is valid). */
+function problemsOf(input: unknown): string[] {
+  try {
+    validateScenario(input);
+    return [];
+  } catch (err) {
+    expect(err).toBeInstanceOf(ScenarioError);
+    return (err as ScenarioError).problems;
+  }
+}
+
 function small(): Scenario {
   return {
     name: "two-by-two",
@@ -126,36 +137,23 @@ describe("runScenario", () => {
 
   it("checks master failovers against the number of masters, naming the field and the rule", () => {
     const base = { seed: 1, endSeconds: 60, cluster: { agentClasses: { std: { count: 1, resources: "cpus:1;mem:512" } } }, frameworks: [{ name: "d", kind: "decliner" }] };
-    const problems = (input: unknown): string[] => {
-      try {
-        validateScenario(input);
-        return [];
-      } catch (err) {
-        return (err as ScenarioError).problems;
-      }
-    };
-    expect(problems({ ...base, events: [{ atSeconds: 5, type: "master-failover" }] })).toEqual([
+    expect(problemsOf({ ...base, events: [{ atSeconds: 5, type: "master-failover" }] })).toEqual([
       "scenario.events[0].downSeconds: is required with a single master (scenario.cluster.masters is 1): without a standby or a restart the cluster has no master for the rest of the run",
     ]);
-    expect(problems({ ...base, events: [{ atSeconds: 5, type: "master-failover", downSeconds: 10 }] })).toEqual([]);
-    expect(problems({ ...base, cluster: { ...base.cluster, masters: 2 }, events: [{ atSeconds: 5, type: "master-failover" }] })).toEqual([]);
-    expect(problems({ ...base, cluster: { ...base.cluster, masters: 0 }, events: [{ atSeconds: -1, type: "master-failover", downSeconds: 0, class: "std" }] })).toEqual([
+    expect(problemsOf({ ...base, events: [{ atSeconds: 5, type: "master-failover", downSeconds: 10 }] })).toEqual([]);
+    expect(problemsOf({ ...base, cluster: { ...base.cluster, masters: 2 }, events: [{ atSeconds: 5, type: "master-failover" }] })).toEqual([]);
+    expect(problemsOf({ ...base, cluster: { ...base.cluster, masters: 0 }, events: [{ atSeconds: -1, type: "master-failover", downSeconds: 0, class: "std" }] })).toEqual([
       "scenario.cluster.masters: must be >= 1",
       "scenario.events[0].class: is not a known field (known: atSeconds, type, downSeconds)",
       "scenario.events[0].atSeconds: must be >= 0",
       "scenario.events[0].downSeconds: must be > 0",
     ]);
-    expect(problems({ ...base, cluster: { ...base.cluster, masters: 10 } })).toEqual(["scenario.cluster.masters: must be <= 9"]);
+    expect(problemsOf({ ...base, cluster: { ...base.cluster, masters: 10 } })).toEqual(["scenario.cluster.masters: must be <= 9"]);
   });
 
   it("checks the agent ping settings, naming the field and the rule", () => {
     const cluster = { agentClasses: { std: { count: 1, resources: "cpus:1;mem:512" } }, agentPingIntervalMs: 0, maxMissedPings: 1.5 };
-    let problems: string[] = [];
-    try {
-      validateScenario({ seed: 1, endSeconds: 60, cluster, frameworks: [{ name: "d", kind: "decliner" }] });
-    } catch (err) {
-      problems = (err as ScenarioError).problems;
-    }
+    const problems = problemsOf({ seed: 1, endSeconds: 60, cluster, frameworks: [{ name: "d", kind: "decliner" }] });
     expect(problems).toEqual([
       "scenario.cluster.agentPingIntervalMs: must be >= 1 (ms; a shorter interval fires so many events the run never ends)",
       "scenario.cluster.maxMissedPings: must be an integer",
@@ -163,14 +161,8 @@ describe("runScenario", () => {
   });
 
   it("puts a floor under the intervals that drive events (1 ms) and under an agent's MTBF (1 s): tinier values would make a run endless", () => {
-    const problems = (cluster: Record<string, unknown>, cls: Record<string, unknown> = {}): string[] => {
-      try {
-        validateScenario({ seed: 1, endSeconds: 60, cluster: { agentClasses: { std: { count: 1, resources: "cpus:1;mem:512", ...cls } }, ...cluster }, frameworks: [{ name: "d", kind: "decliner" }] });
-        return [];
-      } catch (err) {
-        return (err as ScenarioError).problems;
-      }
-    };
+    const problems = (cluster: Record<string, unknown>, cls: Record<string, unknown> = {}): string[] =>
+      problemsOf({ seed: 1, endSeconds: 60, cluster: { agentClasses: { std: { count: 1, resources: "cpus:1;mem:512", ...cls } }, ...cluster }, frameworks: [{ name: "d", kind: "decliner" }] });
     expect(problems({ allocationIntervalMs: 1e-9, agentPingIntervalMs: 0.5 }, { mtbfSeconds: 1e-9 })).toEqual([
       "scenario.cluster.allocationIntervalMs: must be >= 1 (ms; a shorter interval fires so many events the run never ends)",
       "scenario.cluster.agentPingIntervalMs: must be >= 1 (ms; a shorter interval fires so many events the run never ends)",
@@ -198,23 +190,14 @@ describe("runScenario", () => {
 
   it("refuses a quota the master's PUT /quota would refuse (the run would otherwise go on without it)", () => {
     const withQuota = (quota: unknown): unknown => ({ ...small(), cluster: { ...small().cluster, quota } });
-    const problems = (input: unknown): string[] => {
-      try {
-        validateScenario(input);
-        return [];
-      } catch (err) {
-        expect(err).toBeInstanceOf(ScenarioError);
-        return (err as ScenarioError).problems;
-      }
-    };
     // The words are the allocator's own (a scratch one checks each quota).
-    expect(problems(withQuota({ a: { guarantees: { cpus: 10 }, limits: { cpus: 1 } } }))).toEqual(["scenario.cluster.quota.a: guarantees.cpus (10) exceeds limits.cpus (1)"]);
-    expect(problems(withQuota({ "a/b": { guarantees: { cpus: 1 } } }))).toEqual(["scenario.cluster.quota.a/b: quota is set per top-level role; 'a/b' is nested"]);
-    expect(problems(withQuota({ a: { limits: { "cpu s": 1 } } }))).toEqual(["scenario.cluster.quota.a: limits: invalid resource name 'cpu s': use only letters, digits, '_', '.' or '-'"]);
-    expect(problems(withQuota({ a: { guarantees: { cpus: 1e308 } } }))).toEqual(["scenario.cluster.quota.a: guarantees.cpus must be at most 9007199254740, got 1e+308"]);
-    expect(problems(withQuota({ a: { limits: { ports: 5 } } }))).toEqual(["scenario.cluster.quota.a: limits.ports: quota is set on scalar resources only; 'ports' is a ranges resource"]);
-    expect(problems(withQuota({ a: { guarantees: { cpus: -1 } } }))).toEqual(["scenario.cluster.quota.a.guarantees.cpus: must be >= 0"]);
-    expect(problems(withQuota({ a: { guarantees: { cpus: 2, mem: 1024 }, limits: { cpus: 2 } } }))).toEqual([]);
+    expect(problemsOf(withQuota({ a: { guarantees: { cpus: 10 }, limits: { cpus: 1 } } }))).toEqual(["scenario.cluster.quota.a: guarantees.cpus (10) exceeds limits.cpus (1)"]);
+    expect(problemsOf(withQuota({ "a/b": { guarantees: { cpus: 1 } } }))).toEqual(["scenario.cluster.quota.a/b: quota is set per top-level role; 'a/b' is nested"]);
+    expect(problemsOf(withQuota({ a: { limits: { "cpu s": 1 } } }))).toEqual(["scenario.cluster.quota.a: limits: invalid resource name 'cpu s': use only letters, digits, '_', '.' or '-'"]);
+    expect(problemsOf(withQuota({ a: { guarantees: { cpus: 1e308 } } }))).toEqual(["scenario.cluster.quota.a: guarantees.cpus must be at most 9007199254740, got 1e+308"]);
+    expect(problemsOf(withQuota({ a: { limits: { ports: 5 } } }))).toEqual(["scenario.cluster.quota.a: limits.ports: quota is set on scalar resources only; 'ports' is a ranges resource"]);
+    expect(problemsOf(withQuota({ a: { guarantees: { cpus: -1 } } }))).toEqual(["scenario.cluster.quota.a.guarantees.cpus: must be >= 0"]);
+    expect(problemsOf(withQuota({ a: { guarantees: { cpus: 2, mem: 1024 }, limits: { cpus: 2 } } }))).toEqual([]);
   });
 
   it("refuses events, framework starts and Marathon actions at or after endSeconds (they would never happen)", () => {
@@ -231,13 +214,7 @@ describe("runScenario", () => {
         { atSeconds: 500, type: "stop-framework", name: "small" },
       ],
     };
-    let problems: string[] = [];
-    try {
-      validateScenario(scenario);
-    } catch (err) {
-      expect(err).toBeInstanceOf(ScenarioError);
-      problems = (err as ScenarioError).problems;
-    }
+    const problems = problemsOf(scenario);
     expect(problems).toEqual([
       "scenario.frameworks[2].startSeconds: must be < scenario.endSeconds (120): the run ends before the framework starts",
       "scenario.frameworks[3].marathon.actions[0].atSeconds: must be < scenario.endSeconds (120): the run ends before it",
@@ -257,13 +234,7 @@ describe("runScenario", () => {
         { name: "c", kind: "tasks", tasks: { count: 1, cpus: 1, mem: 1, durationSeconds: 1, arrival: { at: 0, every: 5 } } },
       ],
     };
-    let problems: string[] = [];
-    try {
-      validateScenario(scenario);
-    } catch (err) {
-      expect(err).toBeInstanceOf(ScenarioError);
-      problems = (err as ScenarioError).problems;
-    }
+    const problems = problemsOf(scenario);
     expect(problems).toEqual([
       "scenario.network.latency.maxMs: is not a known field (known: dist, minMs, meanMs)",
       "scenario.frameworks[0].tasks.durationSeconds.maxSeconds: is not a known field (known: dist, meanSeconds)",
@@ -279,13 +250,7 @@ describe("runScenario", () => {
       { atSeconds: 20, type: "add-agents", class: "std", count: 1_000_000 },
       { atSeconds: 30, type: "remove-agents", class: "std", count: 1e12 },
     ];
-    let problems: string[] = [];
-    try {
-      validateScenario({ ...small(), events });
-    } catch (err) {
-      expect(err).toBeInstanceOf(ScenarioError);
-      problems = (err as ScenarioError).problems;
-    }
+    const problems = problemsOf({ ...small(), events });
     expect(problems).toEqual(["scenario.events[0].count: must be <= 1000000"]);
   });
 
