@@ -17,7 +17,7 @@ import { silentLogger } from "../../sdk/transport.ts";
 import { encodeEnvelope } from "../../sdk/wire/codec.ts";
 import type { Offer, TaskStatus } from "../../sdk/wire/types.ts";
 import { useNats } from "../harness/nats.ts";
-import { ManualTimers, OK, ScriptedMaster, until } from "./scripted-master.ts";
+import { ManualTimers, OK, ScriptedMaster, until, wireOffer as scriptedOffer } from "./scripted-master.ts";
 
 const nats = useNats({ jetstream: false });
 
@@ -79,23 +79,12 @@ async function setup(
   return { master, driver, seen };
 }
 
+/** The driver tests' offer: 2 cpus, 1024 mem, 10 ports, on rack r1 in zone eu-1a. */
 function wireOffer(id: string, agentId = "agent-1"): Offer {
-  return {
-    id,
-    frameworkId: "fw-1",
-    agentId,
-    hostname: `${agentId}.example`,
-    role: "default",
-    resources: [
-      { name: "cpus", role: "*", value: "scalar", scalar: 2 },
-      { name: "mem", role: "*", value: "scalar", scalar: 1024 },
-      { name: "ports", role: "*", value: "ranges", ranges: { range: [{ begin: 31000, end: 31009 }] } },
-    ],
-    attributes: [
-      { name: "rack", text: "r1" },
-      { name: "zone", text: "eu-1a" },
-    ],
-  };
+  return scriptedOffer(id, agentId, "cpus:2;mem:1024;ports:[31000-31009]", [
+    { name: "rack", text: "r1" },
+    { name: "zone", text: "eu-1a" },
+  ]);
 }
 
 function status(taskId: string, uuid: number[] = [], state: TaskStatus["state"] = "TASK_RUNNING"): TaskStatus {

@@ -5,10 +5,17 @@
  */
 
 import type { Clock, TimerHandle, Timers } from "../../sdk/clock.ts";
+import { Resources } from "../../sdk/resources.ts";
 import type { IncomingMessage, Subscription, Transport } from "../../sdk/transport.ts";
 import { decodeEnvelope, encodeEnvelope } from "../../sdk/wire/codec.ts";
+import { resourcesToWire } from "../../sdk/wire/resources.ts";
 import { frameworkEventsSubject, masterSchedulerSubject } from "../../sdk/wire/subjects.ts";
-import type { CallResponse, SchedulerCall, SchedulerCallKind, SchedulerEvent } from "../../sdk/wire/types.ts";
+import type { Attribute, CallResponse, Offer, SchedulerCall, SchedulerCallKind, SchedulerEvent } from "../../sdk/wire/types.ts";
+
+/** An offer of framework `fw-1` as the master sends it, of `resources` in Mesos text form. */
+export function wireOffer(id: string, agentId = "agent-1", resources = "cpus:2;mem:1024;ports:[31000-31009]", attributes: Attribute[] = []): Offer {
+  return { id, frameworkId: "fw-1", agentId, hostname: `${agentId}.example`, role: "default", resources: resourcesToWire(Resources.parse(resources)), attributes };
+}
 
 /** Waits until `predicate` holds, failing with `what` after `timeoutMs`. */
 export async function until(predicate: () => boolean, what: string, timeoutMs = 5_000): Promise<void> {

@@ -5,7 +5,7 @@ import { EventLog, eventually } from "../../harness/events.ts";
 import { startCluster, type TestCluster } from "../../harness/cluster.ts";
 import { connectNats, type NatsTransport } from "../../../sdk/nats-transport.ts";
 import type { Offer } from "../../../sdk/wire/types.ts";
-import { ScriptedMaster } from "../../sdk/scripted-master.ts";
+import { ScriptedMaster, wireOffer } from "../../sdk/scripted-master.ts";
 
 const nats = useNats();
 let cluster: TestCluster | undefined;
@@ -16,21 +16,7 @@ afterEach(async () => {
   await Promise.all(transports.splice(0).map((t) => t.close()));
 });
 
-function webOffer(id: string, agentId: string): Offer {
-  return {
-    id,
-    frameworkId: "fw-1",
-    agentId,
-    hostname: `${agentId}.example`,
-    role: "default",
-    resources: [
-      { name: "cpus", role: "*", value: "scalar", scalar: 1 },
-      { name: "mem", role: "*", value: "scalar", scalar: 1024 },
-      { name: "ports", role: "*", value: "ranges", ranges: { range: [{ begin: 31000, end: 31009 }] } },
-    ],
-    attributes: [],
-  };
-}
+const webOffer = (id: string, agentId: string): Offer => wireOffer(id, agentId, "cpus:1;mem:1024;ports:[31000-31009]");
 
 describe("hello-web example framework", () => {
   it("keeps its web servers up on a real cluster and relaunches one that ends", async () => {

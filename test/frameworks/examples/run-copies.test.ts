@@ -3,7 +3,7 @@ import { runCopies } from "../../../frameworks/examples/run-copies.ts";
 import { connectNats, type NatsTransport } from "../../../sdk/nats-transport.ts";
 import type { Offer, TaskState } from "../../../sdk/wire/types.ts";
 import { useNats } from "../../harness/nats.ts";
-import { ScriptedMaster } from "../../sdk/scripted-master.ts";
+import { ScriptedMaster, wireOffer } from "../../sdk/scripted-master.ts";
 
 const nats = useNats({ jetstream: false });
 const transports: NatsTransport[] = [];
@@ -11,20 +11,7 @@ afterEach(async () => {
   await Promise.all(transports.splice(0).map((t) => t.close()));
 });
 
-function offer(id: string, agentId: string, cpus: number): Offer {
-  return {
-    id,
-    frameworkId: "fw-1",
-    agentId,
-    hostname: `${agentId}.example`,
-    role: "default",
-    resources: [
-      { name: "cpus", role: "*", value: "scalar", scalar: cpus },
-      { name: "mem", role: "*", value: "scalar", scalar: 1024 },
-    ],
-    attributes: [],
-  };
-}
+const offer = (id: string, agentId: string, cpus: number): Offer => wireOffer(id, agentId, `cpus:${cpus};mem:1024`);
 
 describe("frameworks/examples/run-copies", () => {
   it("launches one copy per offer, declines the rest, suppresses, and reports how the copies ended", async () => {
