@@ -5,10 +5,10 @@
 import { describe, expect, it } from "vitest";
 import { Resources } from "../../../sdk/resources.ts";
 import { SeededRng } from "../../../sdk/rng.ts";
-import { silentLogger } from "../../../sdk/transport.ts";
 import { validateApp, type NormalizedApp } from "../../../frameworks/marathon/app-spec.ts";
 import { MarathonCore, type MarathonEffect } from "../../../frameworks/marathon/core.ts";
-import { appJson, createMarathonHttp } from "../../../frameworks/marathon/http.ts";
+import { appJson } from "../../../frameworks/marathon/http.ts";
+import { standaloneHttp } from "./standalone-http.ts";
 
 function app(body: Record<string, unknown>): NormalizedApp {
   const result = validateApp({ cpus: 0.1, mem: 16, cmd: "sleep 1000", ...body });
@@ -39,17 +39,7 @@ function populatedCore(): { core: MarathonCore; now: number } {
 }
 
 function http(core: MarathonCore, now: number) {
-  return createMarathonHttp({
-    core,
-    clock: { now: () => now },
-    input: async (fn) => fn(),
-    info: () => ({ frameworkId: "fw", url: "http://127.0.0.1:0", frameworkName: "marathon", role: "default", cluster: "c", startedAtMs: now }),
-    leadership: () => ({ leading: true, leaderUrl: "http://127.0.0.1:0" }),
-    onEvent: () => () => undefined,
-    emit: () => undefined,
-    metrics: () => "",
-    log: silentLogger,
-  });
+  return standaloneHttp(core, { clock: { now: () => now } });
 }
 
 describe("GET /v2/apps", () => {

@@ -8,11 +8,10 @@ import type { FastifyInstance } from "fastify";
 import { afterEach, describe, expect, it } from "vitest";
 import { ManualClock } from "../../../sdk/clock.ts";
 import { SeededRng } from "../../../sdk/rng.ts";
-import { silentLogger } from "../../../sdk/transport.ts";
 import { validateApp, type NormalizedApp } from "../../../frameworks/marathon/app-spec.ts";
 import { MarathonCore, NotFoundError, type MarathonCoreConfig, type MarathonEffect } from "../../../frameworks/marathon/core.ts";
-import { createMarathonHttp } from "../../../frameworks/marathon/http.ts";
 import { MemoryMarathonStore } from "../../../frameworks/marathon/store.ts";
+import { standaloneHttp } from "./standalone-http.ts";
 
 function app(body: Record<string, unknown>): NormalizedApp {
   const result = validateApp({ cpus: 0.1, mem: 16, cmd: "sleep 1000", instances: 0, ...body });
@@ -150,8 +149,7 @@ describe("group versions through the REST API", () => {
     const core = new MarathonCore(new SeededRng(9));
     const store = new MemoryMarathonStore();
     const clock = new ManualClock(1_700_000_000_000);
-    http = createMarathonHttp({
-      core,
+    http = standaloneHttp(core, {
       clock,
       input: async (fn) => {
         clock.advance(1000);
@@ -159,13 +157,8 @@ describe("group versions through the REST API", () => {
         await persist(store, Array.isArray(out) ? out : out.effects);
         return out;
       },
-      info: () => ({ frameworkId: undefined, url: "http://127.0.0.1:1", frameworkName: "marathon", role: "default", cluster: "c", startedAtMs: 0 }),
-      leadership: () => ({ leading: true, leaderUrl: "http://127.0.0.1:1" }),
-      onEvent: () => () => undefined,
-      emit: () => undefined,
-      metrics: () => "",
-      log: silentLogger,
     });
+
     const server = http;
     const call = async (method: "GET" | "PUT" | "POST" | "DELETE", url: string, body?: unknown) => {
       const answer = await server.inject({ method, url, ...(body !== undefined ? { payload: JSON.stringify(body), headers: { "content-type": "application/json" } } : {}) });

@@ -12,12 +12,11 @@ import { MarathonApiError, MarathonClient } from "../../../frameworks/marathon/c
 import { eventually } from "../../harness/events.ts";
 import { ManualClock } from "../../../sdk/clock.ts";
 import { SeededRng } from "../../../sdk/rng.ts";
-import { silentLogger } from "../../../sdk/transport.ts";
 import { validateApp, type NormalizedApp } from "../../../frameworks/marathon/app-spec.ts";
 import { MarathonCore } from "../../../frameworks/marathon/core.ts";
-import { createMarathonHttp } from "../../../frameworks/marathon/http.ts";
 import { invalidSpecs } from "./invalid-specs.ts";
 import { startMarathon, type TestMarathon } from "./marathon-harness.ts";
+import { standaloneHttp } from "./standalone-http.ts";
 
 const nats = useNats();
 let cluster: TestCluster;
@@ -334,8 +333,7 @@ function gatedServer() {
   const gate = new Promise<void>((resolve) => (release = resolve));
   let queue: Promise<unknown> = Promise.resolve();
   let queued = 0;
-  const server = createMarathonHttp({
-    core,
+  const server = standaloneHttp(core, {
     clock,
     input: <T,>(fn: () => T) => {
       queued++;
@@ -347,13 +345,8 @@ function gatedServer() {
       queue = run.catch(() => undefined);
       return run;
     },
-    info: () => ({ frameworkId: undefined, url: "http://127.0.0.1:1", frameworkName: "marathon", role: "default", cluster: "c", startedAtMs: 0 }),
-    leadership: () => ({ leading: true, leaderUrl: "http://127.0.0.1:1" }),
-    onEvent: () => () => undefined,
-    emit: () => undefined,
-    metrics: () => "",
-    log: silentLogger,
   });
+
   const app = (body: Record<string, unknown>) => (validateApp(body) as { app: NormalizedApp }).app;
   const send = (method: "POST" | "PUT" | "PATCH" | "DELETE", url: string, body?: unknown) =>
     server.inject({ method, url, ...(body !== undefined ? { payload: JSON.stringify(body), headers: { "content-type": "application/json" } } : {}) });

@@ -5,29 +5,19 @@
 import { Ajv } from "ajv";
 import type { FastifyInstance } from "fastify";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ManualClock } from "../../../sdk/clock.ts";
 import { SeededRng } from "../../../sdk/rng.ts";
-import { silentLogger } from "../../../sdk/transport.ts";
 import { MarathonCore } from "../../../frameworks/marathon/core.ts";
-import { createMarathonHttp, registeredRoutes } from "../../../frameworks/marathon/http.ts";
+import { registeredRoutes } from "../../../frameworks/marathon/http.ts";
 import { documentedRoutes, ROUTE_FIELD, toOpenApiSchema, type OpenApiDocument, type OpenApiObject } from "../../../frameworks/marathon/openapi.ts";
+import { standaloneHttp } from "./standalone-http.ts";
 
 let app: FastifyInstance;
 let doc: OpenApiDocument;
 
 beforeAll(async () => {
   const core = new MarathonCore(new SeededRng(1));
-  app = createMarathonHttp({
-    core,
-    clock: new ManualClock(1_700_000_000_000),
-    input: async (fn) => fn(),
-    info: () => ({ frameworkId: undefined, url: "http://127.0.0.1:1", frameworkName: "marathon", role: "default", cluster: "c", startedAtMs: 0 }),
-    leadership: () => ({ leading: true, leaderUrl: "http://127.0.0.1:1" }),
-    onEvent: () => () => undefined,
-    emit: () => undefined,
-    metrics: () => "",
-    log: silentLogger,
-  });
+  app = standaloneHttp(core);
+
   await app.ready();
   const answer = await app.inject({ method: "GET", url: "/openapi.json" });
   expect(answer.statusCode).toBe(200);
