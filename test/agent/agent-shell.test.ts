@@ -703,6 +703,31 @@ function isOf(r: Received, task: { frameworkId: string; taskId: string }): boole
   return status?.frameworkId === task.frameworkId && status.taskId === task.taskId;
 }
 
+
+/**
+ * A checkpointing agent runs `taskIds` of fw-1 and stops, leaving them running; then `change`
+ * edits the checkpoint file of `changedId`, as a crash or a bad disk might. Answers the setup and
+ * the host the tasks survive on, for a second agent to recover from.
+ */
+async function checkpointedThenChanged(taskIds: string[], changedId: string, change: (checkpoint: Record<string, any>) => unknown) {
+  const s = await setup();
+  s.master.autoRegister = { agentId: "agent-1" };
+  s.master.autoAck = true;
+  await s.master.listen();
+  const host = new SurvivingHost();
+  const first = await startAgent(s, { containerizer: host.view(), checkpoint: true });
+  await s.master.waitForPong(0);
+  for (const id of taskIds) s.master.runTask("agent-1", shellTask(id, "agent-1", "sleep 1000"), "fw-1", { checkpoint: true });
+  for (const id of taskIds) await s.master.waitForStatus(id, "TASK_RUNNING");
+  await first.agent.stop({ killTasks: false });
+  await first.transport.close();
+  const file = join(s.workDir, "checkpoint", "frameworks", "f-fw-1", "tasks", `t-${changedId}.json`);
+  const checkpoint = JSON.parse(await readFile(file, "utf8")) as Record<string, any>;
+  change(checkpoint);
+  await writeFile(file, JSON.stringify(checkpoint));
+  return { s, host };
+}
+
 describe("damaged checkpoints", () => {
   // Each file parses as JSON and names the right task, but a field has the wrong shape: the kind of
   // damage a hand edit, a disk error or a future format leaves behind.
@@ -715,22 +740,7 @@ describe("damaged checkpoints", () => {
 
   for (const [what, damage] of damages) {
     it(`starts and re-registers despite ${what}, skipping only that task`, async () => {
-      const s = await setup();
-      s.master.autoRegister = { agentId: "agent-1" };
-      s.master.autoAck = true;
-      await s.master.listen();
-      const host = new SurvivingHost();
-      const first = await startAgent(s, { containerizer: host.view(), checkpoint: true });
-      await s.master.waitForPong(0);
-      for (const id of ["bad", "good"]) s.master.runTask("agent-1", shellTask(id, "agent-1", "sleep 1000"), "fw-1", { checkpoint: true });
-      await s.master.waitForStatus("bad", "TASK_RUNNING");
-      await s.master.waitForStatus("good", "TASK_RUNNING");
-      await first.agent.stop({ killTasks: false });
-      await first.transport.close();
-      const file = join(s.workDir, "checkpoint", "frameworks", "f-fw-1", "tasks", "t-bad.json");
-      const checkpoint = JSON.parse(await readFile(file, "utf8")) as Record<string, any>;
-      damage(checkpoint);
-      await writeFile(file, JSON.stringify(checkpoint));
+      const { s, host } = await checkpointedThenChanged(["bad", "good"], "bad", damage);
 
       const seen = s.master.received.items.length;
       const { log, records } = capturingLogger();
@@ -745,21 +755,7 @@ describe("damaged checkpoints", () => {
   }
 
   it("fills in what the wire would default (a command's missing arguments) and recovers the task", async () => {
-    const s = await setup();
-    s.master.autoRegister = { agentId: "agent-1" };
-    s.master.autoAck = true;
-    await s.master.listen();
-    const host = new SurvivingHost();
-    const first = await startAgent(s, { containerizer: host.view(), checkpoint: true });
-    await s.master.waitForPong(0);
-    s.master.runTask("agent-1", shellTask("t", "agent-1", "sleep 1000"), "fw-1", { checkpoint: true });
-    await s.master.waitForStatus("t", "TASK_RUNNING");
-    await first.agent.stop({ killTasks: false });
-    await first.transport.close();
-    const file = join(s.workDir, "checkpoint", "frameworks", "f-fw-1", "tasks", "t-t.json");
-    const checkpoint = JSON.parse(await readFile(file, "utf8")) as Record<string, any>;
-    checkpoint.task.command = { value: "sleep 1000", shell: true };
-    await writeFile(file, JSON.stringify(checkpoint));
+    const { s, host } = await checkpointedThenChanged(["t"], "t", (checkpoint) => (checkpoint.task.command = { value: "sleep 1000", shell: true }));
 
     const seen = s.master.received.items.length;
     await startAgent(s, { containerizer: host.view(), checkpoint: true });
