@@ -17,9 +17,9 @@
 
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance } from "fastify";
 import type { Logger as PinoLogger } from "pino";
-import { RESOURCE_NAME_PATTERN, SCALAR_SCALE } from "../sdk/resources.ts";
+import { RESOURCE_NAME_PATTERN } from "../sdk/resources.ts";
 import { roleNameError } from "../sdk/roles.ts";
-import { AllocatorError } from "./allocator/index.ts";
+import { AllocatorError, MAX_QUOTA_QUANTITY } from "./allocator/index.ts";
 import type { MasterCore, MasterEffect } from "./core.ts";
 
 /** The leader as a master knows it: its id, HTTP base URL and term. */
@@ -66,8 +66,6 @@ export class RequestValidationError extends Error {
 export const MAX_OPERATOR_ENTRIES = 1000;
 /** Most resource names one quota may name. */
 export const MAX_QUOTA_RESOURCES = 64;
-/** Largest quota quantity: quantities are counted in thousandths, which must stay exact integers. */
-export const MAX_QUOTA_QUANTITY = Math.floor(Number.MAX_SAFE_INTEGER / SCALAR_SCALE);
 
 const quantities = {
   type: "object",

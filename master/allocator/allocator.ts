@@ -222,7 +222,7 @@ function validRole(role: string, allowStar = false): void {
 }
 
 /** Largest quantity a quota or minimum may name: thousandths of it must stay an exact integer. */
-const MAX_QUANTITY = Math.floor(Number.MAX_SAFE_INTEGER / SCALAR_SCALE);
+export const MAX_QUOTA_QUANTITY = Math.floor(Number.MAX_SAFE_INTEGER / SCALAR_SCALE);
 
 const SCALAR_QUOTA_RULE = "quota is set on scalar resources only";
 
@@ -245,7 +245,7 @@ function quantitiesFromRecord(record: Record<string, number> | undefined, what: 
     if (typeof value !== "number" || !Number.isFinite(value) || value < 0) {
       throw new AllocatorError("CORRAL_ERR_BAD_QUOTA", `${what}.${name} must be a finite number >= 0, got ${String(value)}`);
     }
-    if (value > MAX_QUANTITY) throw new AllocatorError("CORRAL_ERR_BAD_QUOTA", `${what}.${name} must be at most ${MAX_QUANTITY}, got ${String(value)}`);
+    if (value > MAX_QUOTA_QUANTITY) throw new AllocatorError("CORRAL_ERR_BAD_QUOTA", `${what}.${name} must be at most ${MAX_QUOTA_QUANTITY}, got ${String(value)}`);
     out.set(name, toMillis(value, `${what}.${name}`));
   }
   return out;

@@ -2,6 +2,7 @@
 export {
   AllocatorError,
   HierarchicalAllocator,
+  MAX_QUOTA_QUANTITY,
   createAllocator,
   type AgentSpec,
   type AgentUsage,
