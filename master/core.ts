@@ -184,6 +184,7 @@ interface FrameworkRecord {
   /** False between SUBSCRIBED and the framework's next call (it may not be listening yet). */
   ready: boolean;
   lastCallMs: number;
+  /** When it counted (or, for one not heard from since a recovery, will count) as disconnected; its failover timeout runs from here. */
   disconnectedAtMs: number | undefined;
   nextHeartbeatMs: number;
   registeredAtMs: number;
@@ -418,10 +419,7 @@ export class MasterCore {
           break;
         case "framework":
           if (!this.tornDown.has(record.id)) {
-            const framework = this.newFrameworkRecord(record.info, "");
-            framework.connected = false;
-            framework.disconnectedAtMs = nowMs;
-            this.frameworks.set(record.id, framework);
+            this.frameworks.set(record.id, this.awaitedFrameworkRecord(record.info));
             this.allocator.addFramework(record.id, { roles: this.rolesOf(record.info), active: false });
           }
           break;
@@ -613,6 +611,22 @@ export class MasterCore {
       completed: new LRUCache({ max: this.maxCompletedTasksPerFramework }),
       offers: new Set(),
     };
+  }
+
+  /**
+   * A framework this master knows from the registry or from an agent's report but has not heard
+   * from yet. Its driver may well be connected, to the old leader: it counts as disconnected only
+   * once the keepalive window (the time any connected framework has between two calls) has passed
+   * from now, and its failover timeout runs from then. Counting it disconnected at once would tear
+   * down, on the first tick, every framework whose failover timeout is 0 (the SDK's and Mesos's
+   * default) with its tasks, before its driver could re-subscribe; Mesos never tears a framework
+   * down for a master failover.
+   */
+  private awaitedFrameworkRecord(info: FrameworkInfo): FrameworkRecord {
+    const framework = this.newFrameworkRecord(info, "");
+    framework.connected = false;
+    framework.disconnectedAtMs = this.now + this.keepaliveTimeoutMs;
+    return framework;
   }
 
   private frameworkInfoProblem(info: FrameworkInfo | undefined): string | undefined {
@@ -1065,10 +1079,7 @@ export class MasterCore {
     }
     // A framework the master has not heard from yet (it restarted): wait for it to re-subscribe.
     this.allocator.addFramework(info.id, { roles: this.rolesOf(info), active: false });
-    const framework = this.newFrameworkRecord(info, "");
-    framework.connected = false;
-    framework.disconnectedAtMs = this.now;
-    this.frameworks.set(info.id, framework);
+    this.frameworks.set(info.id, this.awaitedFrameworkRecord(info));
   }
 
   private refuseAgent(what: string, agentId: string, problem: string): void {

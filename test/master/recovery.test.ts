@@ -10,7 +10,7 @@ import type { AgentInfo, FrameworkInfo, TaskInfo, TaskStatus } from "../../sdk/w
 import { createMasterCore, type MasterConfig, type MasterCore, type MasterEffect, type RegistryRecord } from "../../master/core.ts";
 
 const agentInfo = (id: string, resources = "cpus:4;mem:4096"): AgentInfo => ({ id, hostname: `${id}.local`, resources: resourcesToWire(Resources.parse(resources)), attributes: [], httpEndpoint: "" });
-const fwInfo = (id: string, partitionAware = true): FrameworkInfo => ({ id, name: id, roles: ["web"], principal: "", failoverTimeoutSeconds: 60, checkpoint: true, partitionAware, hostname: "" });
+const fwInfo = (id: string, partitionAware = true, failoverTimeoutSeconds = 60): FrameworkInfo => ({ id, name: id, roles: ["web"], principal: "", failoverTimeoutSeconds, checkpoint: true, partitionAware, hostname: "" });
 const taskInfo = (taskId: string, agentId: string): TaskInfo => ({
   taskId,
   name: taskId,
@@ -170,6 +170,40 @@ describe("a new leader recovering the registry", () => {
     leader.tick(leader.now + 1000);
     // Offers cover the eight agents that are back, and none of the two still missing.
     expect(new Set(leader.offers())).toEqual(new Set(agents.slice(0, 8)));
+  });
+
+  it("gives a framework with failover timeout 0 (the SDK's and Mesos's default) the keepalive window to re-subscribe before its failover timeout runs", () => {
+    // Heartbeats every 1 s, 5 may be missed: a framework connected to the old leader has 5 s to reach this one.
+    const leader = new NewLeader();
+    leader.recover([
+      { kind: "agent", id: "m1-S1", info: agentInfo("m1-S1") },
+      { kind: "framework", id: "m1-F0", info: fwInfo("m1-F0", true, 0) },
+    ]);
+    leader.reregister("m1-S1", [{ frameworkId: "m1-F0", taskId: "t1" }]);
+    // The first ticks of the new leader come at once: nothing is torn down, no task killed.
+    const early = [...leader.tick(leader.now), ...leader.tick(leader.now + 4000)];
+    expect(early.filter((e) => e.type === "to-agent" && (e.message.kind === "shutdownFramework" || e.message.kind === "killTask"))).toEqual([]);
+    expect(early).not.toContainEqual({ type: "persist", record: { kind: "torn-down", id: "m1-F0" } });
+    leader.resubscribe("m1-F0");
+    expect(leader.core.state().frameworks).toMatchObject([{ id: "m1-F0", connected: true }]);
+    expect((leader.core.state().frameworks[0]!.tasks as unknown[]).length).toBe(1);
+  });
+
+  it("tears a recovered framework down once the keepalive window and its failover timeout have passed without it", () => {
+    const leader = new NewLeader();
+    leader.recover([
+      { kind: "agent", id: "m1-S1", info: agentInfo("m1-S1") },
+      { kind: "framework", id: "m1-F0", info: fwInfo("m1-F0", true, 0) },
+      { kind: "framework", id: "m1-F3", info: fwInfo("m1-F3", true, 3) },
+    ]);
+    leader.reregister("m1-S1", [{ frameworkId: "m1-F0", taskId: "t1" }]);
+    const start = leader.now;
+    expect(leader.tick(start + 4999).filter((e) => e.type === "persist" && e.record.kind === "torn-down")).toEqual([]);
+    const atWindow = leader.tick(start + 5000);
+    expect(atWindow).toContainEqual({ type: "persist", record: { kind: "torn-down", id: "m1-F0" } });
+    expect(atWindow).toContainEqual({ type: "to-agent", agentId: "m1-S1", message: { kind: "shutdownFramework", shutdownFramework: { frameworkId: "m1-F0" } } });
+    expect(leader.tick(start + 7999)).not.toContainEqual({ type: "persist", record: { kind: "torn-down", id: "m1-F3" } });
+    expect(leader.tick(start + 8000)).toContainEqual({ type: "persist", record: { kind: "torn-down", id: "m1-F3" } });
   });
 
   it("restores operator-set weights and quotas from the registry, and persists new ones", () => {

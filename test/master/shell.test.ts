@@ -301,6 +301,22 @@ describe("master shell on a real nats-server", () => {
     expect(request.senderId).toBe(second.masterId);
   });
 
+  it("keeps a framework whose failover timeout is 0 across a restart until its driver has had time to re-subscribe", async () => {
+    const name = cluster();
+    const first = await startMaster({ cluster: name });
+    const framework = new FakeFramework(await bus("zero"), name);
+    // 0 is the SDK's default failover timeout, as it is Mesos's.
+    expect(await framework.subscribe(FakeFramework.info({ name: "zero", failoverTimeoutSeconds: 0 }))).toBeUndefined();
+    await first.stop({ handover: false }); // as a crash: no goodbye to the framework
+
+    const second = await startMaster({ cluster: name, rng: new SeededRng(`${name}-second`) });
+    // The new leader's first ticks (an allocation run comes after the frameworks' timeouts are checked).
+    await eventually("the new leader's first allocation run", async () => /corral_master_allocation_runs_total [1-9]/.test(await metricsOf(second)));
+    const again = new FakeFramework(await bus("zero-again"), name);
+    expect(await again.subscribe(FakeFramework.info({ name: "zero", failoverTimeoutSeconds: 0 }), framework.frameworkId)).toBeUndefined();
+    expect(again.frameworkId).toBe(framework.frameworkId);
+  });
+
   it("keeps operator-set weights and quotas across a restart (they are in the registry)", async () => {
     const name = cluster();
     const first = await startMaster({ cluster: name });
