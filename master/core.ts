@@ -1221,6 +1221,9 @@ export class MasterCore {
       this.out.push({ type: "persist", record: { kind: "unreachable-agent", id: agentId, info: recovered.info, sinceMs: this.now } });
       this.out.push({ type: "unpersist", kind: "agent", id: agentId });
       this.log("warn", "agent did not re-register after the master restarted", { agentId });
+      // As for an agent lost to missed pings (Mesos does the same after its agent_reregister_timeout):
+      // frameworks learn of the loss even though this master never knew the agent's tasks.
+      this.tellAgentLost(agentId);
     }
     // Only agents whose next ping or ping timeout has come are visited: with thousands of agents
     // a scan of all of them on every tick cost more than the pings themselves.
@@ -1338,13 +1341,18 @@ export class MasterCore {
     }
     this.allocator.removeAgent(agentId);
     this.agents.delete(agentId);
-    for (const [frameworkId, framework] of this.frameworks) {
-      if (framework.connected) this.toFramework(frameworkId, { kind: "failure", failure: { agentId } });
-    }
+    this.tellAgentLost(agentId);
     if (!unreachable) {
       this.goneAgents.set(agentId, { info: agent.info, sinceMs: this.now });
       this.out.push({ type: "persist", record: { kind: "gone-agent", id: agentId, info: agent.info, sinceMs: this.now } });
       this.out.push({ type: "unpersist", kind: "agent", id: agentId });
+    }
+  }
+
+  /** The agent-lost event (`failure` with the agent's id) to every connected framework. */
+  private tellAgentLost(agentId: string): void {
+    for (const [frameworkId, framework] of this.frameworks) {
+      if (framework.connected) this.toFramework(frameworkId, { kind: "failure", failure: { agentId } });
     }
   }
 

@@ -206,6 +206,25 @@ describe("a new leader recovering the registry", () => {
     expect(leader.tick(start + 8000)).toContainEqual({ type: "persist", record: { kind: "torn-down", id: "m1-F3" } });
   });
 
+  it("tells connected frameworks of an agent that never re-registers, as of one lost to missed pings (Mesos's agent lost)", () => {
+    const leader = new NewLeader({ agentReregisterTimeoutMs: 60_000 });
+    leader.recover(REGISTRY);
+    leader.resubscribe("m1-F1");
+    leader.reregister("m1-S1", [{ frameworkId: "m1-F1", taskId: "t1" }]);
+    const start = leader.now;
+    // Heartbeats and pongs keep the framework and m1-S1 in while the new leader waits for m1-S2.
+    for (let t = start + 1000; t < start + 60_000; t += 1000) {
+      leader.tick(t);
+      leader.run(leader.core.handle({ type: "scheduler-call", senderId: "m1-F1-driver", callId: `hb${t}`, call: { frameworkId: "m1-F1", kind: "heartbeat", heartbeat: {} } }, t));
+      leader.run(leader.core.handle({ type: "agent-message", senderId: "m1-S1", callId: "", message: { kind: "pong", pong: { seq: 0 } } }, t));
+    }
+    expect(leader.effects.filter((e) => e.type === "to-framework" && e.event.kind === "failure")).toEqual([]);
+    const expired = leader.tick(start + 60_000);
+    expect(expired).toContainEqual({ type: "unpersist", kind: "agent", id: "m1-S2" });
+    expect(expired).toContainEqual({ type: "to-framework", frameworkId: "m1-F1", event: { kind: "failure", failure: { agentId: "m1-S2" } } });
+    expect(leader.core.state().recovery.agentsPending).toBe(0);
+  });
+
   it("restores operator-set weights and quotas from the registry, and persists new ones", () => {
     const leader = new NewLeader();
     leader.recover([...REGISTRY, { kind: "weight", id: "web", weight: 3 }, { kind: "quota", id: "batch", guarantees: { cpus: 1 }, limits: { cpus: 4 } }]);
