@@ -301,9 +301,15 @@ export interface RegistryWriterOptions {
   retryMaxMs?: number;
 }
 
+/** A write with its place in the order writes were asked for. */
+interface Queued {
+  write: RegistryWrite;
+  seq: number;
+}
+
 interface Slot {
   /** The write to apply next (the newest one asked for; older pending ones are superseded). */
-  next: RegistryWrite | undefined;
+  next: Queued | undefined;
   failures: number;
   done: Promise<void>;
 }
@@ -313,10 +319,24 @@ interface Slot {
  * order asked; while one is in flight only the newest pending write is kept (it supersedes the
  * others), so at most two writes per key exist at any time. A failed write is retried with
  * doubling backoff until it succeeds or a newer write for its key replaces it.
+ *
+ * Across keys, puts run side by side, but a delete waits until every put asked for before it
+ * (and not superseded since) has landed. The core writes a marker before it removes what the
+ * marker replaces (`torn-down` before the framework goes, `unreachable-agent` before the agent
+ * goes): were the removal to land while the marker's put is failing, a crash would leave neither,
+ * and a new leader would forget the framework was torn down or the agent was lost.
  */
 export class RegistryWriter {
   private readonly slots = new Map<string, Slot>();
   private readonly waits = new Set<{ handle: TimerHandle; resolve: () => void }>();
+  /**
+   * Numbers of the puts asked for and not landed (nor superseded) yet. Numbers only grow and each
+   * is added once, so the Set's first entry is the oldest.
+   */
+  private readonly pendingPuts = new Set<number>();
+  /** Deletes waiting for earlier puts, woken when a put stops being pending. */
+  private putWaiters: Array<{ seq: number; wake: () => void }> = [];
+  private seq = 0;
   private stopped = false;
   /** Failed write attempts so far (for metrics). */
   failures = 0;
@@ -332,12 +352,16 @@ export class RegistryWriter {
       return;
     }
     const key = write.type === "put" ? registryKey(write.record.kind, write.record.id) : registryKey(write.kind, write.id);
+    const queued = { write, seq: ++this.seq };
+    if (write.type === "put") this.pendingPuts.add(queued.seq);
     const slot = this.slots.get(key);
     if (slot) {
-      slot.next = write;
+      const superseded = slot.next;
+      slot.next = queued;
+      if (superseded) this.putDone(superseded);
       return;
     }
-    const fresh: Slot = { next: write, failures: 0, done: Promise.resolve() };
+    const fresh: Slot = { next: queued, failures: 0, done: Promise.resolve() };
     this.slots.set(key, fresh);
     fresh.done = this.pump(key, fresh);
   }
@@ -370,12 +394,20 @@ export class RegistryWriter {
       wait.resolve();
     }
     this.waits.clear();
+    this.pendingPuts.clear();
+    this.wakePutWaiters();
   }
 
   private async pump(key: string, slot: Slot): Promise<void> {
     while (slot.next !== undefined && !this.stopped) {
-      const write = slot.next;
+      if (slot.next.write.type === "delete" && this.putPendingBefore(slot.next.seq)) {
+        const seq = slot.next.seq;
+        await new Promise<void>((wake) => this.putWaiters.push({ seq, wake }));
+        continue; // the slot's next write may have changed meanwhile
+      }
+      const queued = slot.next;
       slot.next = undefined;
+      const write = queued.write;
       try {
         await this.apply(write);
         this.applied++;
@@ -387,11 +419,37 @@ export class RegistryWriter {
         if ((slot.failures & (slot.failures - 1)) === 0) {
           this.options.log.error({ err, key, write: describe(write), failures: slot.failures }, "registry write failed; will retry");
         }
-        if (slot.next === undefined) slot.next = write;
+        if (slot.next === undefined) slot.next = queued;
+        if (slot.next !== queued) this.putDone(queued);
         await this.backoff(slot.failures);
+        continue;
       }
+      this.putDone(queued);
     }
     this.slots.delete(key);
+  }
+
+  /** Whether a put asked for before write number `seq` has yet to land. */
+  private putPendingBefore(seq: number): boolean {
+    const oldest = this.pendingPuts.values().next();
+    return !oldest.done && oldest.value < seq;
+  }
+
+  /** A write landed or was superseded: when it was a put, deletes that waited for it may go. */
+  private putDone(queued: Queued): void {
+    if (queued.write.type !== "put") return;
+    this.pendingPuts.delete(queued.seq);
+    this.wakePutWaiters();
+  }
+
+  private wakePutWaiters(): void {
+    if (this.putWaiters.length === 0) return;
+    const waiting = this.putWaiters;
+    this.putWaiters = [];
+    for (const waiter of waiting) {
+      if (this.stopped || !this.putPendingBefore(waiter.seq)) waiter.wake();
+      else this.putWaiters.push(waiter);
+    }
   }
 
   private apply(write: RegistryWrite): Promise<void> {

@@ -11,6 +11,7 @@ import type { TaskInfo } from "../../sdk/wire/types.ts";
 import type { MasterConfig, RegistryRecord } from "../../master/core.ts";
 import { createMaster, registryBucketName, type Master, type MasterOptions } from "../../master/shell.ts";
 import { JetStreamRegistryStore, MemoryRegistryStore, type RegistryKind, type RegistryStore } from "../../master/store.ts";
+import { within } from "../harness/events.ts";
 import { useNats } from "../harness/nats.ts";
 import { FakeAgent, FakeFramework, eventually, memoryLog } from "./fakes.ts";
 
@@ -350,6 +351,24 @@ describe("master shell on a real nats-server", () => {
     expect((await store.load()).map((r) => r.id)).toEqual([framework.frameworkId]);
   });
 
+  it("persists a teardown whole or not at all: while the torn-down marker cannot be written, the framework record stays", async () => {
+    const name = cluster();
+    const bucket = await JetStreamRegistryStore.open((await bus("registry")).connection, { bucket: registryBucketName(name) });
+    const store = new MarkerOutageStore(bucket);
+    const first = await startMaster({ cluster: name, store });
+    const framework = new FakeFramework(await bus("doomed"), name);
+    expect(await framework.subscribe()).toBeUndefined();
+    expect(await framework.callResponse({ kind: "teardown", teardown: {} })).toMatchObject({ ok: true });
+    // The marker's first write and its first retry both fail; then the master crashes.
+    await within(store.failedTwice, 10_000, "two failed writes of the torn-down marker");
+    await first.stop({ handover: false });
+
+    // The bucket holds what it held before the teardown, not a framework forgotten without a marker.
+    expect((await bucket.load()).map((r) => `${r.kind}:${r.id}`)).toEqual([`framework:${framework.frameworkId}`]);
+    const second = await startMaster({ cluster: name, store: bucket, rng: new SeededRng(`${name}-second`) });
+    expect(second.core.state().frameworks).toMatchObject([{ id: framework.frameworkId, connected: false }]);
+  });
+
   it("stops cleanly: unsubscribes, leaves the transport open, and is idempotent", async () => {
     const name = cluster();
     const transport = await bus("owner");
@@ -399,6 +418,35 @@ describe("master shell on a real nats-server", () => {
 });
 
 /** A store whose first `failures` puts fail; resolves `firstPut` with the first record that lands. */
+/** The registry in JetStream, except that writing a torn-down marker fails (an outage of that one write). */
+class MarkerOutageStore implements RegistryStore {
+  readonly failedTwice: Promise<void>;
+  private failures = 0;
+  private failedAgain!: () => void;
+
+  constructor(private readonly inner: RegistryStore) {
+    this.failedTwice = new Promise((resolve) => (this.failedAgain = resolve));
+  }
+
+  load(): Promise<RegistryRecord[]> {
+    return this.inner.load();
+  }
+
+  async put(record: RegistryRecord): Promise<void> {
+    if (record.kind === "torn-down") {
+      if (++this.failures === 2) this.failedAgain();
+      throw new Error("simulated failure of the marker's write");
+    }
+    await this.inner.put(record);
+  }
+
+  delete(kind: RegistryKind, id: string): Promise<void> {
+    return this.inner.delete(kind, id);
+  }
+
+  async close(): Promise<void> {}
+}
+
 class FlakyStore implements RegistryStore {
   private readonly inner = new MemoryRegistryStore();
   attempts = 0;

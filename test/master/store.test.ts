@@ -226,6 +226,46 @@ describe("RegistryWriter", () => {
     expect(await writer.drain(1_000)).toBe(true);
   });
 
+  it("never lands a delete before the puts asked for earlier: a failed marker put holds back the removal it guards", async () => {
+    const store = new GatedStore();
+    const timers = new ManualTimers();
+    const writer = new RegistryWriter({ store, timers, log: silentLogger, retryInitialMs: 10 });
+    await store.data.put(frameworkRecord("f1"));
+    // The core's teardown: the torn-down marker first, then the framework record goes.
+    writer.enqueue({ type: "put", record: { kind: "torn-down", id: "f1" } });
+    writer.enqueue({ type: "delete", kind: "framework", id: "f1" });
+    expect(store.waiting.map((w) => w.op)).toEqual(["put f1 "]);
+    expect(await store.release(true)).toBe("put f1 "); // the marker's write fails...
+    // ...so the delete waits: a crash now leaves the framework as it was, not forgotten.
+    expect(store.waiting).toEqual([]);
+    expect((await store.load()).map((r) => `${r.kind}:${r.id}`)).toEqual(["framework:f1"]);
+    expect(timers.fireAll()).toEqual([10]);
+    await new Promise((r) => setImmediate(r));
+    expect(await store.release()).toBe("put f1 "); // the retry lands
+    await new Promise((r) => setImmediate(r));
+    expect(await store.release()).toBe("delete f1");
+    expect(await writer.drain(1_000)).toBe(true);
+    expect((await store.load()).map((r) => `${r.kind}:${r.id}`)).toEqual(["torn-down:f1"]);
+    // A delete asked for before a put does not wait for it.
+    writer.enqueue({ type: "delete", kind: "torn-down", id: "f1" });
+    writer.enqueue({ type: "put", record: frameworkRecord("f2") });
+    expect(store.waiting.map((w) => w.op).sort()).toEqual(["delete f1", "put f2 "]);
+    writer.stop();
+  });
+
+  it("releases a delete waiting on a failing put when stopped", async () => {
+    const store = new GatedStore();
+    const timers = new ManualTimers();
+    const writer = new RegistryWriter({ store, timers, log: silentLogger });
+    writer.enqueue({ type: "put", record: { kind: "torn-down", id: "f1" } });
+    writer.enqueue({ type: "delete", kind: "framework", id: "f1" });
+    await store.release(true);
+    writer.stop();
+    await new Promise((r) => setImmediate(r));
+    expect(writer.pendingKeys).toBe(0);
+    expect(store.waiting).toEqual([]);
+  });
+
   it("gives up draining at the deadline and stops retrying when stopped", async () => {
     const store = new GatedStore();
     const timers = new ManualTimers();
