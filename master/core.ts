@@ -789,8 +789,10 @@ export class MasterCore {
     }
     const partitionAware = framework.info.partitionAware;
     // An agent from the registry that has not re-registered yet may still report the task: as
-    // Mesos does, say nothing until it re-registers or times out.
-    if (agentId && this.recoveredAgents.has(agentId)) return;
+    // Mesos does, say nothing until it re-registers or times out. Without an agent id the task
+    // may be on any of them, so nothing is said while one is still awaited (which is why Mesos
+    // asks frameworks to name the agent: their answers then come sooner).
+    if (agentId ? this.recoveredAgents.has(agentId) : this.recoveredAgents.size > 0) return;
     let state: TaskState;
     let message: string;
     if (agentId && this.agents.has(agentId)) {

@@ -225,6 +225,23 @@ describe("a new leader recovering the registry", () => {
     expect(leader.core.state().recovery.agentsPending).toBe(0);
   });
 
+  it("says nothing about an unknown task named without its agent while agents of the registry are still to re-register, as Mesos", () => {
+    const leader = new NewLeader({ agentReregisterTimeoutMs: 60_000 });
+    leader.recover([...REGISTRY, { kind: "framework", id: "m1-F2", info: fwInfo("m1-F2", false) }]);
+    leader.resubscribe("m1-F1");
+    leader.resubscribe("m1-F2", false);
+    // t1 may well run on m1-S1 or m1-S2, which have not re-registered: LOST would have it replaced.
+    expect(leader.reconcile("m1-F2", "t1", "")).toEqual([]);
+    expect(leader.reconcile("m1-F1", "t1", "")).toEqual([]);
+    leader.reregister("m1-S1", [{ frameworkId: "m1-F2", taskId: "t1" }]);
+    expect(leader.reconcile("m1-F2", "t1", "").map((s) => s.state)).toEqual(["TASK_RUNNING"]);
+    expect(leader.reconcile("m1-F2", "t2", "")).toEqual([]);
+    // Once no agent is in transition, an unknown task is answered.
+    leader.reregister("m1-S2");
+    expect(leader.reconcile("m1-F2", "t2", "").map((s) => s.state)).toEqual(["TASK_LOST"]);
+    expect(leader.reconcile("m1-F1", "t2", "").map((s) => s.state)).toEqual(["TASK_UNKNOWN"]);
+  });
+
   it("restores operator-set weights and quotas from the registry, and persists new ones", () => {
     const leader = new NewLeader();
     leader.recover([...REGISTRY, { kind: "weight", id: "web", weight: 3 }, { kind: "quota", id: "batch", guarantees: { cpus: 1 }, limits: { cpus: 4 } }]);
