@@ -465,10 +465,15 @@ export class HierarchicalAllocator {
     this.refreshActivity(framework);
   }
 
-  /** Stops offering a framework (it disconnected); its allocations stay. */
+  /**
+   * Stops offering a framework (it disconnected); its allocations stay. Its decline filters go, as
+   * in Mesos: the scheduler instance that connects next has declined nothing. No agent becomes
+   * stale here, since an inactive framework is offered nothing; activation makes them all stale.
+   */
   deactivateFramework(frameworkId: string): void {
     const framework = this.framework(frameworkId);
     framework.active = false;
+    framework.filters.clear();
     this.refreshActivity(framework);
   }
 

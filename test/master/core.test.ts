@@ -270,6 +270,24 @@ describe("master core", () => {
     expect(bench.replyOf(refused)).toMatchObject({ ok: false, errorCode: "CORRAL_ERR_FRAMEWORK_REMOVED" });
   });
 
+  it("offers a re-subscribed framework the agents its disconnected instance declined", () => {
+    const bench = new Bench();
+    const frameworkId = bench.subscribe("fw", { failoverTimeoutSeconds: 60 }, "first");
+    bench.addAgent("a1", "cpus:2;mem:1024");
+    const [offer] = bench.offersFor(frameworkId);
+    bench.call(frameworkId, { kind: "decline", decline: { offerIds: [offer!.id], filters: { refuseSeconds: 3600 } } }, "first");
+    // The first instance goes silent and is disconnected (5 missed heartbeats of 1 s).
+    bench.tick(6000);
+    expect(bench.core.state().frameworks[0]!.connected).toBe(false);
+    // A new instance subscribes: Mesos clears the filters of a deactivated framework, so it is offered the agent.
+    const since = bench.effects.length;
+    bench.call(frameworkId, { kind: "subscribe", subscribe: { frameworkInfo: { id: frameworkId, name: "fw", roles: ["web"], principal: "", failoverTimeoutSeconds: 60, checkpoint: false, partitionAware: true, hostname: "" } } }, "second");
+    bench.call(frameworkId, { kind: "heartbeat", heartbeat: {} }, "second");
+    bench.tick(7000);
+    const offers = bench.offersFor(frameworkId, bench.effects.slice(since));
+    expect(offers.map((o) => resourcesFromWire(o.resources).toString())).toEqual(["cpus:2;mem:1024"]);
+  });
+
   it("refuses the calls of an instance replaced by a failover, which no longer keep the framework alive", () => {
     const bench = new Bench();
     const frameworkId = bench.subscribe("fw", { failoverTimeoutSeconds: 10 }, "first");

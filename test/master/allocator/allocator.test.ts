@@ -191,6 +191,20 @@ describe("filters, suppress and revive", () => {
     expect(allocator.allocate(3_000)).toHaveLength(1);
   });
 
+  it("forgets a framework's decline filters when it is deactivated, as Mesos does", () => {
+    const allocator = newAllocator();
+    addAgents(allocator, 1, "cpus:2;mem:1024");
+    allocator.addFramework("A", { roles: ["r"] });
+    const [offer] = allocator.allocate(0);
+    allocator.recoverResources("A", "agent1", "r", offer!.resources, { refuseSeconds: 3600, nowMs: 0 });
+    expect(allocator.allocate(1_000)).toEqual([]);
+    // The scheduler disconnects; whoever connects next has not declined anything.
+    allocator.deactivateFramework("A");
+    allocator.activateFramework("A");
+    const offers = allocator.allocate(2_000);
+    expect(offers.map((o) => [o.frameworkId, o.role, o.resources.toString()])).toEqual([["A", "r", "cpus:2;mem:1024"]]);
+  });
+
   it("does not offer deactivated frameworks or agents", () => {
     const allocator = newAllocator();
     addAgents(allocator, 2, "cpus:1;mem:512");
