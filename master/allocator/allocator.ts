@@ -724,21 +724,31 @@ export class HierarchicalAllocator {
     return filter.resources.contains(resources);
   }
 
-  /** Chops unreserved scalars to what quota limits and headroom allow for `role`. */
+  /**
+   * Chops unreserved scalars to what quota limits and headroom allow for `role`. In the guarantee
+   * stage the result is empty unless it holds some of what the role still lacks of its guarantees:
+   * as in Mesos, a role is offered out of turn only to make progress toward them (memory alone
+   * does nothing for a cpus guarantee, and goes by fair share in stage 2).
+   */
   private shapeOffer(role: string, allocatable: Resources, guaranteesOnly: boolean): Resources {
     const top = this.topOf(role);
     const quota = this.quotas.get(top);
     if (!quota && this.requiredHeadroom.size === 0) return allocatable;
     const consumed = this.consumption.get(top);
     const unsatisfied = this.unsatisfied.get(top);
-    return allocatable.shrinkScalars((entry) => {
+    let towardGuarantees = false;
+    const shaped = allocatable.shrinkScalars((entry) => {
       if (entry.role !== "*") return entry.millis; // reservations are already the role's own
       let cap = entry.millis;
       const name = entry.name;
       const limit = quota?.limits.get(name);
       if (limit !== undefined) cap = Math.min(cap, Math.max(0, limit - (consumed?.get(name) ?? 0)));
       const ownNeed = unsatisfied?.get(name) ?? 0;
-      if (guaranteesOnly && quota?.guarantees.has(name)) return Math.min(cap, ownNeed);
+      if (guaranteesOnly && quota?.guarantees.has(name)) {
+        const toward = Math.min(cap, ownNeed);
+        if (toward > 0) towardGuarantees = true;
+        return toward;
+      }
       const required = this.requiredHeadroom.get(name) ?? 0;
       if (required > 0) {
         // Keep enough free for every unmet guarantee; what this role itself lacks may be used.
@@ -747,6 +757,7 @@ export class HierarchicalAllocator {
       }
       return cap;
     });
+    return guaranteesOnly && !towardGuarantees ? Resources.empty() : shaped;
   }
 
   private isAllocatable(resources: Resources): boolean {

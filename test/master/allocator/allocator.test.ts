@@ -324,6 +324,20 @@ describe("quota", () => {
     ]);
   });
 
+  it("gives a role nothing in the guarantee stage on an agent that has nothing toward its guarantee", () => {
+    const allocator = newAllocator();
+    allocator.addFramework("Q", { roles: ["q"] });
+    allocator.addFramework("X", { roles: ["x"] });
+    allocator.addFramework("B", { roles: ["b"] });
+    // q runs on 2 of the 4 cpus it is guaranteed; agent2's cpus are all taken, only its mem is free.
+    allocator.addAgent("agent1", { total: r("cpus:2;mem:1024"), used: [{ frameworkId: "Q", role: "q", resources: r("cpus:2;mem:1024") }] });
+    allocator.addAgent("agent2", { total: r("cpus:2;mem:8192"), used: [{ frameworkId: "X", role: "x", resources: r("cpus:2;mem:1024") }] });
+    allocator.setQuota("q", { guarantees: { cpus: 4 } });
+    // Memory brings q no closer to its cpus, so it goes by fair share in stage 2, as in Mesos
+    // (whose stage 1 skips a role that would get nothing it is guaranteed): to b, whose share is 0.
+    expect(allocator.allocate(0).map((o) => [o.frameworkId, o.agentId, o.resources.toString()])).toEqual([["B", "agent2", "mem:7168"]]);
+  });
+
   it("makes one offer of what both stages give a framework's role on one agent", () => {
     const allocator = newAllocator();
     addAgents(allocator, 2, "cpus:4;mem:4096");
