@@ -7,7 +7,8 @@
  * - offers are coarse-grained: the lowest-share framework of the lowest-share role is offered
  *   everything it may use on an agent; the sorters are updated after every allocation;
  * - reservations are offered only to their role and its descendants and count toward the
- *   reserving role's share whether allocated or not;
+ *   reserving role's share whether allocated or not (toward the descendant's while allocated to
+ *   one, so that siblings sharing a parent's reservation are fair to each other);
  * - quota is set per top-level role: guarantees are satisfied first (stage 1) and enough
  *   unreserved resources are held back from other roles to still satisfy them (headroom);
  *   limits are never exceeded (scalar offers are chopped to fit);
@@ -384,11 +385,14 @@ export class HierarchicalAllocator {
     for (const role of reservationsByRole(total).keys()) validRole(role);
     const wasActive = agent.active;
     if (wasActive) this.deactivateAgent(agentId);
+    // Reservations allocated to subroles go back to their role while the totals change under them.
+    for (const byRole of agent.allocations.values()) for (const [role, resources] of byRole) this.chargeAncestorReservations(role, resources, -1);
     this.addTotal(agent.total, -1);
     agent.total = total;
     agent.available = total.subtract(agent.allocated);
     this.changed(agentId);
     this.addTotal(total, 1);
+    for (const byRole of agent.allocations.values()) for (const [role, resources] of byRole) this.chargeAncestorReservations(role, resources, 1);
     if (wasActive) this.activateAgent(agentId);
   }
 
@@ -804,6 +808,7 @@ export class HierarchicalAllocator {
     if (!frameworkSorter.contains(frameworkId)) frameworkSorter.add(frameworkId); // usage found before it joined the role
     frameworkSorter.allocated(frameworkId, quantities, countAllocation);
     this.roleSorter.allocated(role, unreserved, countAllocation);
+    this.chargeAncestorReservations(role, resources, 1);
     this.changeConsumption(this.topOf(role), unreserved, 1);
     if (agent.active) addQuantities(this.freeUnreserved, unreserved, -1);
   }
@@ -833,11 +838,37 @@ export class HierarchicalAllocator {
     if (ofFramework.size === 0) this.allocatedByFramework.delete(frameworkId);
     this.frameworkSorterOf(role).unallocated(frameworkId, quantities);
     this.roleSorter.unallocated(role, unreserved);
+    this.chargeAncestorReservations(role, resources, -1);
     this.changeConsumption(this.topOf(role), unreserved, -1);
     if (agent.active) addQuantities(this.freeUnreserved, unreserved, 1);
     const state = this.roles.get(role)!;
     if (!state.frameworks.has(frameworkId) && !state.holders.has(frameworkId)) state.frameworkSorter.remove(frameworkId);
     this.untrackRoleIfUnused(role);
+  }
+
+  /**
+   * Moves, in the role sorter, the reservations of `role`'s ancestors within `resources` from the
+   * reserving role to `role` (sign 1, when they are allocated to it) or back (-1). A reservation
+   * counts toward its role's share whether allocated or not; allocated to a subrole it counts
+   * toward that subrole, as Mesos's sorter charges a role what it is allocated, so that siblings
+   * sharing a parent's reservation stay fair to each other. The parent's subtree share is the
+   * same either way. Most offers hold no such reservation: one scan of their few entries.
+   */
+  private chargeAncestorReservations(role: string, resources: Resources, sign: 1 | -1): void {
+    let byReserver: Map<string, ScalarQuantities> | undefined;
+    for (const e of resources.entries) {
+      if (e.kind !== "scalar" || e.role === "*" || e.role === role) continue;
+      byReserver ??= new Map();
+      let quantities = byReserver.get(e.role);
+      if (!quantities) byReserver.set(e.role, (quantities = new Map()));
+      quantities.set(e.name, (quantities.get(e.name) ?? 0) + e.millis);
+    }
+    if (byReserver === undefined) return;
+    for (const [reserver, quantities] of byReserver) {
+      const [from, to] = sign > 0 ? [reserver, role] : [role, reserver];
+      this.roleSorter.unallocated(from, quantities);
+      this.roleSorter.allocated(to, quantities, false);
+    }
   }
 
   /** Adds (or removes) an agent's total to cluster totals and its reservations to their roles. */
@@ -1148,6 +1179,40 @@ export class HierarchicalAllocator {
       if (keptOf !== summedOf) problems.push(`framework ${frameworkId}: holds ${keptOf} by the running count, ${summedOf} by its allocations`);
     }
     problems.push(...this.checkQuotaBookkeeping());
+    problems.push(...this.checkRoleSorterBookkeeping());
+    return problems;
+  }
+
+  /**
+   * Recomputes what the role sorter charges each role: its reservations, plus what it is
+   * allocated that is unreserved or reserved for an ancestor, minus its reservations allocated to
+   * a descendant.
+   */
+  private checkRoleSorterBookkeeping(): string[] {
+    const charged = new Map<string, ScalarQuantities>();
+    const charge = (role: string, name: string, millis: number) => {
+      let q = charged.get(role);
+      if (!q) charged.set(role, (q = new Map()));
+      q.set(name, (q.get(name) ?? 0) + millis);
+    };
+    for (const agent of this.agents.values()) {
+      for (const e of agent.total.entries) if (e.kind === "scalar" && e.role !== "*") charge(e.role, e.name, e.millis);
+      for (const byRole of agent.allocations.values()) {
+        for (const [role, resources] of byRole) {
+          for (const e of resources.entries) {
+            if (e.kind !== "scalar" || e.role === role) continue;
+            charge(role, e.name, e.millis);
+            if (e.role !== "*") charge(e.role, e.name, -e.millis);
+          }
+        }
+      }
+    }
+    const problems: string[] = [];
+    for (const role of new Set([...this.roles.keys(), ...charged.keys()])) {
+      const kept = [...this.roleSorter.allocation(role)].filter(([, v]) => v !== 0).sort();
+      const fresh = [...(charged.get(role) ?? [])].filter(([, v]) => v !== 0).sort();
+      if (JSON.stringify(kept) !== JSON.stringify(fresh)) problems.push(`role sorter charges ${role} ${JSON.stringify(kept)} but recomputed ${JSON.stringify(fresh)}`);
+    }
     return problems;
   }
 

@@ -107,6 +107,33 @@ describe("DRF", () => {
     expect(allocator.roleShare("ops")).toBe(0.5);
   });
 
+  it("counts a parent's reservation toward the share of the subrole it is allocated to", () => {
+    const allocator = newAllocator();
+    allocator.addAgent("reserved", { total: r("cpus(eng):8;mem(eng):8192") });
+    addAgents(allocator, 4, "cpus:1;mem:1024");
+    allocator.addFramework("web", { roles: ["eng/web"] });
+    allocator.addFramework("api", { roles: ["eng/api"] });
+    const offers = allocator.allocate(0);
+    // api (first by name at equal shares) gets eng's reservation: 8 of 12 cpus, a share of 2/3,
+    // as Mesos's role sorter counts what a role is allocated. web, at 0, then gets every
+    // unreserved agent (4/12 < 2/3); eng's subtree is charged the reservation once.
+    expect(offers.map((o) => [o.frameworkId, o.agentId])).toEqual([
+      ["api", "reserved"],
+      ["web", "agent1"],
+      ["web", "agent2"],
+      ["web", "agent3"],
+      ["web", "agent4"],
+    ]);
+    expect(allocator.roleShare("eng/api")).toBeCloseTo(2 / 3, 12);
+    expect(allocator.roleShare("eng/web")).toBeCloseTo(1 / 3, 12);
+    expect(allocator.roleShare("eng")).toBe(1);
+    // Declined, the reservation is eng's again: unallocated, it still counts toward eng.
+    allocator.recoverResources("api", "reserved", "eng/api", offers[0]!.resources);
+    expect(allocator.roleShare("eng/api")).toBe(0);
+    expect(allocator.roleShare("eng")).toBe(1);
+    expect(allocator.checkInvariants()).toEqual([]);
+  });
+
   it.each([
     [[1, 1], [3, 3]],
     [[1, 2], [2, 4]],
