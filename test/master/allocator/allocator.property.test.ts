@@ -132,11 +132,12 @@ function play(
       case "activate": {
         const id = `fw${action.framework % s.frameworks.length}`;
         if (action.kind === "suppress") allocator.suppressRoles(id);
-        if (action.kind === "revive") {
-          allocator.reviveRoles(id);
+        if (action.kind === "revive") allocator.reviveRoles(id);
+        if (action.kind === "deactivate") allocator.deactivateFramework(id);
+        // REVIVE clears the framework's filters, and so does deactivation (as in Mesos).
+        if (action.kind === "revive" || action.kind === "deactivate") {
           for (let i = filters.length - 1; i >= 0; i--) if (filters[i]!.frameworkId === id) filters.splice(i, 1);
         }
-        if (action.kind === "deactivate") allocator.deactivateFramework(id);
         if (action.kind === "activate") allocator.activateFramework(id);
         break;
       }
