@@ -150,6 +150,29 @@ function stageOneOffer(offers: OfferList, agent: AgentState, frameworkId: string
   return undefined;
 }
 
+/**
+ * Adds a decline filter to one (framework, role, agent)'s list: filters that ended or that the
+ * new one covers and outlasts go, and the new one is not kept if one kept already does that to it.
+ */
+function addFilter(list: Filter[], added: Filter, nowMs: number): void {
+  let kept = 0;
+  let redundant = false;
+  for (const filter of list) {
+    if (nowMs >= filter.expiresAtMs) continue;
+    if (added.expiresAtMs >= filter.expiresAtMs && added.resources.contains(filter.resources)) continue;
+    if (filter.expiresAtMs >= added.expiresAtMs && filter.resources.contains(added.resources)) redundant = true;
+    list[kept++] = filter;
+  }
+  list.length = kept;
+  if (redundant) return;
+  if (list.length >= MAX_FILTERS_PER_AGENT) {
+    let first = 0;
+    for (let i = 1; i < list.length; i++) if (list[i]!.expiresAtMs < list[first]!.expiresAtMs) first = i;
+    list.splice(first, 1);
+  }
+  list.push(added);
+}
+
 /** The offers of one allocation run, in the order they were made. */
 interface OfferList {
   readonly list: OfferPlan[];
@@ -161,6 +184,14 @@ interface Filter {
   resources: Resources;
   expiresAtMs: number;
 }
+
+/**
+ * Most decline filters one framework keeps for one role on one agent. Each refuses what it covers
+ * until it ends, as in Mesos; a new one replaces those it covers and outlasts, so more are kept
+ * only when a framework declines different shapes with different durations. When full, the filter
+ * that ends first goes: the framework may then be offered a little early, never too late.
+ */
+const MAX_FILTERS_PER_AGENT = 8;
 
 interface AgentState {
   readonly id: string;
@@ -185,8 +216,8 @@ interface FrameworkState {
   roles: Set<string>;
   active: boolean;
   suppressed: Set<string>;
-  /** role -> agent -> the newest decline filter. */
-  readonly filters: Map<string, Map<string, Filter>>;
+  /** role -> agent -> the decline filters that may not have ended (at most {@link MAX_FILTERS_PER_AGENT}). */
+  readonly filters: Map<string, Map<string, Filter[]>>;
 }
 
 interface RoleState {
@@ -599,7 +630,10 @@ export class HierarchicalAllocator {
       const durationMs = Math.max(filter.refuseSeconds * 1000, this.allocationIntervalMs);
       let byAgent = framework.filters.get(role);
       if (!byAgent) framework.filters.set(role, (byAgent = new Map()));
-      byAgent.set(agentId, { resources, expiresAtMs: filter.nowMs + durationMs });
+      const list = byAgent.get(agentId);
+      const added: Filter = { resources, expiresAtMs: filter.nowMs + durationMs };
+      if (list === undefined) byAgent.set(agentId, [added]);
+      else addFilter(list, added, filter.nowMs);
       this.filterEnds.push({ timeMs: filter.nowMs + durationMs, seq: this.filterEndSeq++, agentId });
     }
   }
@@ -716,16 +750,22 @@ export class HierarchicalAllocator {
     else this.stale.add(agentId);
   }
 
+  /** Whether any of the framework's filters for `role` on this agent covers `resources`; drops those that ended. */
   private isFiltered(framework: FrameworkState, role: string, agentId: string, resources: Resources, nowMs: number): boolean {
     const byAgent = framework.filters.get(role);
-    const filter = byAgent?.get(agentId);
-    if (!filter) return false;
-    if (nowMs >= filter.expiresAtMs) {
-      byAgent!.delete(agentId);
-      return false;
+    const list = byAgent?.get(agentId);
+    if (!list) return false;
+    let filtered = false;
+    let live = 0;
+    for (const filter of list) {
+      if (nowMs >= filter.expiresAtMs) continue;
+      list[live++] = filter;
+      // A filter refuses only what it covers: if more became free since the decline, offer it.
+      if (!filtered && filter.resources.contains(resources)) filtered = true;
     }
-    // A filter refuses only what it covers: if more became free since the decline, offer it.
-    return filter.resources.contains(resources);
+    list.length = live;
+    if (live === 0) byAgent!.delete(agentId);
+    return filtered;
   }
 
   /**

@@ -200,6 +200,31 @@ describe("filters, suppress and revive", () => {
     expect(offers[0]!.resources.toString()).toBe("cpus:2;mem:1024");
   });
 
+  it("keeps every decline filter until it ends: a newer, shorter one does not cancel an older one", () => {
+    const allocator = newAllocator();
+    addAgents(allocator, 1, "cpus:4;mem:4096");
+    allocator.addFramework("A", { roles: ["r"] });
+    const [first] = allocator.allocate(0);
+    // A runs a task and refuses the rest of this agent for an hour.
+    const task = r("cpus:1;mem:1024");
+    const rest = first!.resources.subtract(task);
+    allocator.recoverResources("A", "agent1", "r", rest, { refuseSeconds: 3600, nowMs: 0 });
+    // The task ends: the whole agent is more than A refused, so A is offered it, and declines it for 5 s.
+    allocator.recoverResources("A", "agent1", "r", task);
+    const [whole] = allocator.allocate(1_000);
+    expect(whole!.resources.toString()).toBe("cpus:4;mem:4096");
+    allocator.recoverResources("A", "agent1", "r", whole!.resources, { refuseSeconds: 5, nowMs: 1_000 });
+    // B takes a task's worth, and gives the rest back unfiltered.
+    allocator.addFramework("B", { roles: ["r"] });
+    const [toB] = allocator.allocate(2_000);
+    expect(toB!.frameworkId).toBe("B");
+    allocator.recoverResources("B", "agent1", "r", toB!.resources.subtract(task));
+    // The 5 s filter has ended, the hour-long one has not and covers what is free: as in Mesos
+    // (any of a framework's filters on an agent may refuse an offer), A is not offered it; B is.
+    const offers = allocator.allocate(7_000);
+    expect(offers.map((o) => [o.frameworkId, o.resources.toString()])).toEqual([["B", "cpus:3;mem:3072"]]);
+  });
+
   it("suppress stops offers for a role; revive restores them and clears filters", () => {
     const allocator = newAllocator();
     addAgents(allocator, 1, "cpus:1;mem:512");
