@@ -464,14 +464,20 @@ export class HierarchicalAllocator {
     if (spec.active ?? true) this.activateFramework(frameworkId);
   }
 
-  /** Changes a framework's roles and suppressed roles (a re-subscription with new info). */
+  /**
+   * Changes a framework's roles and suppressed roles (a re-subscription with new info). Roles it
+   * no longer suppresses are revived: their decline filters go, as with {@link reviveRoles}.
+   */
   updateFramework(frameworkId: string, spec: FrameworkSpec): void {
     const framework = this.framework(frameworkId);
     const roles = this.checkRoles(spec.roles, spec.suppressedRoles);
     this.stale = "all";
     for (const role of [...framework.roles]) if (!roles.includes(role)) this.leaveRole(framework, role);
     for (const role of roles) if (!framework.roles.has(role)) this.joinRole(framework, role);
-    framework.suppressed = new Set(spec.suppressedRoles ?? []);
+    const suppressed = new Set(spec.suppressedRoles ?? []);
+    // A role the update unsuppresses is revived, filters cleared, as Mesos's updateFramework does.
+    for (const role of framework.suppressed) if (!suppressed.has(role)) framework.filters.delete(role);
+    framework.suppressed = suppressed;
     if (spec.active !== undefined) {
       if (spec.active) this.activateFramework(frameworkId);
       else this.deactivateFramework(frameworkId);

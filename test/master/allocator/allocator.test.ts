@@ -257,6 +257,20 @@ describe("filters, suppress and revive", () => {
     expect(offers.map((o) => [o.frameworkId, o.role, o.resources.toString()])).toEqual([["A", "r", "cpus:2;mem:1024"]]);
   });
 
+  it("clears the filters of roles an update unsuppresses, as a REVIVE of them would", () => {
+    const allocator = newAllocator();
+    addAgents(allocator, 1, "cpus:2;mem:1024");
+    allocator.addFramework("A", { roles: ["r"] });
+    const [offer] = allocator.allocate(0);
+    allocator.recoverResources("A", "agent1", "r", offer!.resources, { refuseSeconds: 3600, nowMs: 0 });
+    allocator.suppressRoles("A", ["r"]);
+    // Still suppressed after the update: nothing; no longer suppressed: offered despite the decline.
+    allocator.updateFramework("A", { roles: ["r"], suppressedRoles: ["r"] });
+    expect(allocator.allocate(1_000)).toEqual([]);
+    allocator.updateFramework("A", { roles: ["r"], suppressedRoles: [] });
+    expect(allocator.allocate(2_000).map((o) => [o.frameworkId, o.resources.toString()])).toEqual([["A", "cpus:2;mem:1024"]]);
+  });
+
   it("does not offer deactivated frameworks or agents", () => {
     const allocator = newAllocator();
     addAgents(allocator, 2, "cpus:1;mem:512");
