@@ -4,7 +4,7 @@
  * ```
  * corral sim run scenario.json [--events out.jsonl] [--json out.json] [--html report.html] [--sample-interval S] [--max-samples N] [--log-level info]
  * corral sim plan scenario.json --targets targets.json [--seeds 5] [--json plan.json] [--table plan.txt]
- * corral sim check [--seeds 1..20] [--agents 6] [--seconds 600]
+ * corral sim check [--seeds 1..20] [--agents 6] [--seconds 600] [--jobs N]
  * ```
  *
  * @module
@@ -12,7 +12,8 @@
 
 import { closeSync, openSync, readFileSync, writeFileSync, writeSync } from "node:fs";
 import { dirname } from "node:path";
-import { runCheck, parseSeeds } from "./check.ts";
+import { runCheck, parseSeeds, type CheckOutcome } from "./check.ts";
+import { defaultSimJobs, MAX_SIM_JOBS, runInOrder } from "./parallel.ts";
 import { formatPlan, planScenario, planToJson, PlanSpecError } from "./plan.ts";
 import { stderrProgress } from "./progress.ts";
 import { formatSummary, runScenario, type SimProgress } from "./report.ts";
@@ -30,10 +31,11 @@ export const SIM_USAGE = `usage:
   corral sim plan <scenario.json> --targets <targets.json> [--seeds <n>] [--json plan.json] [--table plan.txt]
       searches the smallest number of agents per class meeting every target (wait percentile, all placed,
       cpu ceiling, surviving the loss of agents or a rack) over n seeds per point (default 5)
-  corral sim check [--seeds 1..N] [--agents N] [--seconds S]
+  corral sim check [--seeds 1..N] [--agents N] [--seconds S] [--jobs N]
       seeded fault injection (agent crashes and restarts, message loss and delay, partitions, master failover),
       checking after every event the allocator's invariants, no resource in two outstanding offers, every
-      task's resources counted once, and every acknowledged status update delivered to its framework`;
+      task's resources counted once, and every acknowledged status update delivered to its framework
+  --jobs N runs N simulations at once on worker threads (default: one per core; 1: one at a time here)`;
 
 /** A JSONL sink that writes synchronously in 64 KiB batches (no macrotasks during the run). */
 export class JsonlFile {
@@ -206,23 +208,42 @@ async function planSub(args: string[]): Promise<number> {
   }
 }
 
+/**
+ * `--jobs N`: simulations run at once, one per worker thread (default: one per core, no more than
+ * there are runs); 1 runs them one after another in this thread.
+ */
+function jobsFlag(args: string[], runs: number): number {
+  const jobs = numberFlag(takeFlag(args, "--jobs"), "--jobs", { int: true, min: 1, max: MAX_SIM_JOBS });
+  return jobs ?? Math.min(defaultSimJobs(), Math.max(1, runs));
+}
+
 async function checkSub(args: string[]): Promise<number> {
   const seeds = parseSeeds(takeFlag(args, "--seeds") ?? "1..10");
   // The bounds of the scenario each seed draws (two agent classes, endSeconds), so a bad flag is
   // a usage error here rather than an invalid scenario thrown from inside every seed's run.
   const agents = numberFlag(takeFlag(args, "--agents"), "--agents", { int: true, min: 1, max: 2 * MAX_CLASS_AGENTS }) ?? 6;
   const seconds = numberFlag(takeFlag(args, "--seconds"), "--seconds", { gt: 0, max: MAX_END_SECONDS }) ?? 600;
+  const jobs = jobsFlag(args, seeds.length);
   if (args.length > 0) throw new Error(`unexpected ${args.join(" ")}\n\n${SIM_USAGE}`);
   let failures = 0;
-  for (const seed of seeds) {
-    const outcome = await runCheck(seed, { agents, seconds });
+  const report = (outcome: CheckOutcome): void => {
     if (outcome.ok) {
-      console.log(`seed ${seed}: ok (${outcome.events} events, ${outcome.launched} launched, ${outcome.faults} faults)`);
-      continue;
+      console.log(`seed ${outcome.seed}: ok (${outcome.events} events, ${outcome.launched} launched, ${outcome.faults} faults)`);
+      return;
     }
     failures++;
-    console.log(`seed ${seed}: FAILED at t=${outcome.atMs} ms: ${outcome.problem}`);
+    console.log(`seed ${outcome.seed}: FAILED at t=${outcome.atMs} ms: ${outcome.problem}`);
     console.log(`  reproduce: ${outcome.reproduce}`);
+  };
+  if (jobs === 1) {
+    for (const seed of seeds) report(await runCheck(seed, { agents, seconds }));
+  } else {
+    // Seeds are independent worlds: one per worker thread, reported in seed order all the same.
+    await runInOrder(
+      seeds.map((seed) => ({ kind: "check" as const, seed, options: { agents, seconds } })),
+      jobs,
+      report,
+    );
   }
   console.log(failures === 0 ? `all ${seeds.length} seeds passed` : `${failures} of ${seeds.length} seeds failed`);
   return failures === 0 ? 0 : 1;

@@ -1,6 +1,6 @@
-import { describe, expect, it } from "vitest";
-import { runCheck } from "../../sim/check.ts";
-import { runInOrder, SimPool, type SimJob } from "../../sim/parallel.ts";
+import { describe, expect, it, vi } from "vitest";
+import { simCommand } from "../../sim/cli.ts";
+import { SimPool, type SimJob } from "../../sim/parallel.ts";
 import { validatePlanSpec } from "../../sim/plan.ts";
 import { validateScenario } from "../../sim/scenario.ts";
 
@@ -8,22 +8,39 @@ import { validateScenario } from "../../sim/scenario.ts";
 const CHECK = { agents: 3, seconds: 60 } as const;
 
 describe("simulations on worker threads", () => {
-  it("a check seed run on a worker reports exactly what it reports in this thread", async () => {
-    const seeds = [3, 4, 5];
-    const order: number[] = [];
-    const pooled = await runInOrder(
-      seeds.map((seed) => ({ kind: "check" as const, seed, options: CHECK })),
-      2,
-      (_outcome, index) => order.push(index),
-    );
-    const inline = [];
-    for (const seed of seeds) inline.push(await runCheck(seed, CHECK));
+  it("corral sim check --jobs 2 reports every seed exactly as one at a time here does, in seed order", async () => {
+    const run = async (jobs: string) => {
+      const out: string[] = [];
+      const log = vi.spyOn(console, "log").mockImplementation((...a: unknown[]) => void out.push(a.join(" ")));
+      try {
+        const code = await simCommand(["check", "--seeds", "3..5", "--agents", String(CHECK.agents), "--seconds", String(CHECK.seconds), "--jobs", jobs]);
+        return { code, out };
+      } finally {
+        log.mockRestore();
+      }
+    };
+    const pooled = await run("2");
+    const inline = await run("1");
     expect(pooled).toEqual(inline);
-    expect(pooled.map((o) => o.seed)).toEqual(seeds);
-    // Results are handed over in the jobs' order, whichever worker finished first.
-    expect(order).toEqual([0, 1, 2]);
-    expect(pooled.every((o) => o.ok)).toBe(true);
+    expect(pooled.code).toBe(0);
+    expect(pooled.out.map((line) => line.split(":")[0])).toEqual(["seed 3", "seed 4", "seed 5", "all 3 seeds passed"]);
+    // Each line carries the run's own counts (events, launches, faults), so equal lines mean equal runs.
+    expect(pooled.out[0]).toMatch(/^seed 3: ok \(\d+ events, \d+ launched, \d+ faults\)$/);
   }, 120_000); // six small simulations and two workers' start (each loads the simulator's modules)
+
+  it("--jobs must be an integer 1..64", async () => {
+    const err = vi.spyOn(console, "error").mockImplementation(() => undefined);
+    try {
+      expect(await simCommand(["check", "--seeds", "1", "--jobs", "0"])).toBe(2);
+      expect(await simCommand(["check", "--seeds", "1", "--jobs", "1.5"])).toBe(2);
+      expect(err.mock.calls.map((c) => String(c[0]))).toEqual([
+        'corral sim check: --jobs: must be an integer >= 1 and <= 64, got "0"',
+        'corral sim check: --jobs: must be an integer >= 1 and <= 64, got "1.5"',
+      ]);
+    } finally {
+      err.mockRestore();
+    }
+  });
 
   it("a run that throws fails its own job only; the worker goes on with the next", async () => {
     const scenario = validateScenario({
