@@ -4,8 +4,10 @@
  * ids are unique only within a framework (two frameworks may both run a task `j1.0.0` here):
  *
  * - `tasks/<task>.json` — one {@link TaskCheckpoint} per task the agent holds: its framework (with the
- *   `checkpoint` flag), TaskInfo, container id, sandbox, the container's pid and its start time (from
- *   `/proc/<pid>/stat`, so a reused pid is not mistaken for it), cgroup, and the latest status.
+ *   `checkpoint` flag), TaskInfo (as the master sent it, with the `allocationRole` that
+ *   re-registration reports back; files older than that field have none), container id, sandbox,
+ *   the container's pid and its start time (from `/proc/<pid>/stat`, so a reused pid is not
+ *   mistaken for it), cgroup, and the latest status.
  *   Written for every task, also of frameworks that do not checkpoint: a restarted agent must find
  *   their containers to kill them, as Mesos does.
  * - `streams/<task>.json` — the task's status-update stream (unacknowledged updates in order, recent

@@ -708,6 +708,7 @@ export class MasterCore {
     if (framework.tasks.has(task.taskId)) return error(`taskId '${task.taskId}' is already used by an active task of this framework`);
     if (task.agentId && task.agentId !== agentId) return error(`task.agentId '${task.agentId}' differs from the offers' agent '${agentId}'`);
     if (!task.command || (!task.command.value && task.command.arguments.length === 0)) return error("task.command: a command value or arguments are required");
+    if (task.allocationRole !== undefined && task.allocationRole !== role) return error(`task.allocationRole '${task.allocationRole}' differs from the offers' role '${role}'`);
     let resources: Resources;
     try {
       resources = resourcesFromWire(task.resources);
@@ -720,7 +721,9 @@ export class MasterCore {
     const agent = this.agents.get(agentId)!;
     if (agent.tasks.size >= this.maxTasksPerAgent) return error(`agent '${agentId}' already runs maxTasksPerAgent (${this.maxTasksPerAgent}) tasks`);
 
-    const info: TaskInfo = { ...task, agentId };
+    // The role travels with the task to the agent and back when it re-registers: a new leader
+    // charges the task to it (masters do not persist tasks).
+    const info: TaskInfo = { ...task, agentId, allocationRole: role };
     const status: TaskStatus = this.status(frameworkId, task.taskId, agentId, "TASK_STAGING", "REASON_UNSPECIFIED", "");
     framework.tasks.set(task.taskId, { frameworkId, agentId, info, role, resources, status });
     agent.tasks.add(taskKey(frameworkId, task.taskId));
@@ -933,14 +936,19 @@ export class MasterCore {
     if (wasUnreachable) this.endUnreportedTasks(agentId, reported);
     for (const frameworkInfo of frameworks) this.ensureFrameworkFromAgent(frameworkInfo);
     const tasks: TaskRecord[] = [];
+    const roleGuessed: string[] = [];
     for (const [i, record] of reported.entries()) {
       const fate = fates[i]!;
       // The status is kept as the task's, on the agent reporting it (as forwarded updates are).
       const status = (): TaskStatus => ({ ...record.status!, agentId, frameworkId: record.frameworkId });
       if (fate === "kill") this.toAgent(agentId, { kind: "killTask", killTask: { frameworkId: record.frameworkId, taskId: record.task!.taskId } });
       else if (fate === "completed") this.adoptEndedTask(agentId, record.frameworkId, record.task!, status());
-      else if (fate instanceof Resources) tasks.push(this.adoptReportedTask(agentId, record.frameworkId, record.task!, status(), fate));
+      else if (fate instanceof Resources) tasks.push(this.adoptReportedTask(agentId, record.frameworkId, record.task!, status(), fate, roleGuessed));
       else this.log("warn", "ignoring a task reported by a re-registering agent", { agentId, frameworkId: record.frameworkId, taskId: record.task?.taskId, problem: fate.skip });
+    }
+    if (roleGuessed.length > 0) {
+      // One line per agent, not per task: after an upgrade every task of an older agent lands here.
+      this.log("warn", "tasks reported without their allocation role are charged to their framework's first role", { agentId, count: roleGuessed.length, tasks: roleGuessed.slice(0, 10) });
     }
     const refused = this.admitAgent(agentId, info!, parsed, tasks, !unchanged);
     if (refused) {
@@ -991,6 +999,9 @@ export class MasterCore {
     // unique among a framework's active tasks, so this copy goes rather than take the other's place.
     const active = framework?.tasks.get(record.task.taskId);
     if (active && active.agentId !== agentId) return "kill";
+    const role = record.task.allocationRole;
+    const roleProblem = role === undefined ? null : roleNameError(role, true);
+    if (roleProblem) return { skip: `tasks(${i}).task.allocationRole '${role}': ${roleProblem}` };
     try {
       return resourcesFromWire(record.task.resources);
     } catch (error) {
@@ -998,11 +1009,21 @@ export class MasterCore {
     }
   }
 
-  /** Takes a task an agent reports back (its fate decided by {@link reportedTaskFate}). */
-  private adoptReportedTask(agentId: string, frameworkId: string, info: TaskInfo, status: TaskStatus, resources: Resources): TaskRecord {
+  /**
+   * Takes a task an agent reports back (its fate decided by {@link reportedTaskFate}), charged to
+   * the role it was launched in: the one this master knows, else the one the agent reports (also
+   * when the framework has left that role since: as in Mesos, its allocation stays there until the
+   * task ends), else, from an agent too old to report it, the framework's first role (the task goes
+   * into `roleGuessed`).
+   */
+  private adoptReportedTask(agentId: string, frameworkId: string, info: TaskInfo, status: TaskStatus, resources: Resources, roleGuessed: string[]): TaskRecord {
     const framework = this.frameworks.get(frameworkId)!;
     const previous = framework.tasks.get(info.taskId);
-    const role = previous?.role ?? this.rolesOf(framework.info)[0]!;
+    let role = previous?.role ?? info.allocationRole;
+    if (role === undefined) {
+      role = this.rolesOf(framework.info)[0]!;
+      roleGuessed.push(`${frameworkId}/${info.taskId}`);
+    }
     const task: TaskRecord = { frameworkId, agentId, info, role, resources, status };
     framework.tasks.set(info.taskId, task);
     if (previous && previous.status.state !== status.state) {
@@ -1030,7 +1051,9 @@ export class MasterCore {
     } catch {
       resources = Resources.empty();
     }
-    const role = framework.completed.get(info.taskId)?.role ?? this.rolesOf(framework.info)[0]!;
+    // An ended task holds nothing: its role is only shown, so a bad one is not worth refusing.
+    const reportedRole = info.allocationRole !== undefined && roleNameError(info.allocationRole, true) === null ? info.allocationRole : undefined;
+    const role = framework.completed.get(info.taskId)?.role ?? reportedRole ?? this.rolesOf(framework.info)[0]!;
     framework.completed.set(info.taskId, { frameworkId, agentId, info, role, resources, status });
   }
 

@@ -93,6 +93,16 @@ export interface TaskInfo {
   labels: Record<string, string>;
   /** Absent = no agent-run health check. */
   healthCheck?: HealthCheck;
+  /**
+   * The role the task's resources are allocated to (Mesos's `Resource.allocation_info.role`): set
+   * by the master on `run_task` from the offers' role, kept by the agent with the task and reported
+   * when re-registering, so that a new master charges the task to that role. A framework may leave
+   * it out (the master fills it in) or name the offers' role; any other role fails the launch with
+   * TASK_ERROR. Absent = unknown (an older agent or checkpoint): the master charges the framework's
+   * first role.
+   * @default absent
+   */
+  allocationRole?: string;
 }
 
 /** All task states, in proto order (the UNSPECIFIED zero is never valid on the wire). */

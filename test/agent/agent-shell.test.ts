@@ -12,7 +12,7 @@ import { createAgent, type Agent, type AgentOptions } from "../../agent/agent.ts
 import { connectNats, type NatsTransport } from "../../sdk/nats-transport.ts";
 import { encodeEnvelope } from "../../sdk/wire/codec.ts";
 import { masterAgentSubject } from "../../sdk/wire/subjects.ts";
-import type { AgentToMaster } from "../../sdk/wire/types.ts";
+import type { AgentToMaster, TaskInfo } from "../../sdk/wire/types.ts";
 import { useNats } from "../harness/nats.ts";
 import { eventually } from "../harness/events.ts";
 import { capturingLogger, FakeMaster, shellTask, SurvivingHost, type Received } from "./agent-harness.ts";
@@ -709,7 +709,7 @@ function isOf(r: Received, task: { frameworkId: string; taskId: string }): boole
  * edits the checkpoint file of `changedId`, as a crash or a bad disk might. Answers the setup and
  * the host the tasks survive on, for a second agent to recover from.
  */
-async function checkpointedThenChanged(taskIds: string[], changedId: string, change: (checkpoint: Record<string, any>) => unknown) {
+async function checkpointedThenChanged(taskIds: string[], changedId: string, change: (checkpoint: Record<string, any>) => unknown, extra: Partial<TaskInfo> = {}) {
   const s = await setup();
   s.master.autoRegister = { agentId: "agent-1" };
   s.master.autoAck = true;
@@ -717,7 +717,7 @@ async function checkpointedThenChanged(taskIds: string[], changedId: string, cha
   const host = new SurvivingHost();
   const first = await startAgent(s, { containerizer: host.view(), checkpoint: true });
   await s.master.waitForPong(0);
-  for (const id of taskIds) s.master.runTask("agent-1", shellTask(id, "agent-1", "sleep 1000"), "fw-1", { checkpoint: true });
+  for (const id of taskIds) s.master.runTask("agent-1", shellTask(id, "agent-1", "sleep 1000", extra), "fw-1", { checkpoint: true });
   for (const id of taskIds) await s.master.waitForStatus(id, "TASK_RUNNING");
   await first.agent.stop({ killTasks: false });
   await first.transport.close();
@@ -727,6 +727,21 @@ async function checkpointedThenChanged(taskIds: string[], changedId: string, cha
   await writeFile(file, JSON.stringify(checkpoint));
   return { s, host };
 }
+
+describe("a task's allocation role", () => {
+  it("is checkpointed with the task and reported when re-registering; a checkpoint from before it recovers without it", async () => {
+    // The master sent both with a role; "old" lost it, as a checkpoint written before the field.
+    const { s, host } = await checkpointedThenChanged(["new", "old"], "old", (checkpoint) => delete checkpoint.task.allocationRole, { allocationRole: "batch" });
+    const seen = s.master.received.items.length;
+    await startAgent(s, { containerizer: host.view(), checkpoint: true });
+    const rereg = await s.master.received.waitFor((r) => r.index >= seen && r.message.kind === "reregister", "REREGISTER");
+    const body = (rereg.message as Extract<AgentToMaster, { kind: "reregister" }>).reregister;
+    expect(body.tasks.map((t) => [t.task!.taskId, t.task!.allocationRole, t.status!.state]).sort()).toEqual([
+      ["new", "batch", "TASK_RUNNING"],
+      ["old", undefined, "TASK_RUNNING"],
+    ]);
+  });
+});
 
 describe("damaged checkpoints", () => {
   // Each file parses as JSON and names the right task, but a field has the wrong shape: the kind of

@@ -171,6 +171,29 @@ describe("master core", () => {
     expect(ids.filter((e) => e.type === "to-agent" && e.message.kind === "runTask").map((e) => (e as { message: { runTask: { task: { taskId: string } } } }).message.runTask.task.taskId)).toEqual(["me@host+1"]);
   });
 
+  it("sends the agent each task with the role of its offers, and fails a task that names another", () => {
+    const bench = new Bench();
+    const frameworkId = bench.subscribe("fw", { roles: ["web", "batch"] });
+    bench.addAgent("a1", "cpus:2;mem:1024");
+    const [offer] = bench.offersFor(frameworkId);
+    const other = offer!.role === "web" ? "batch" : "web";
+    const effects = bench.call(frameworkId, {
+      kind: "accept",
+      accept: {
+        offerIds: [offer!.id],
+        operations: [{ kind: "launch", launch: { taskInfos: [task("plain", "cpus:0.5"), { ...task("same", "cpus:0.5"), allocationRole: offer!.role }, { ...task("other", "cpus:0.5"), allocationRole: other }] } }],
+      },
+    });
+    const runs = effects.flatMap((e) => (e.type === "to-agent" && e.message.kind === "runTask" ? [e.message.runTask.task!] : []));
+    expect(runs.map((t) => [t.taskId, t.allocationRole])).toEqual([
+      ["plain", offer!.role],
+      ["same", offer!.role],
+    ]);
+    const updates = bench.updatesFor(frameworkId, effects);
+    expect(updates.map((u) => [u.taskId, u.state, u.reason])).toEqual([["other", "TASK_ERROR", "REASON_TASK_INVALID"]]);
+    expect(updates[0]!.message).toBe(`task.allocationRole '${other}' differs from the offers' role '${offer!.role}'`);
+  });
+
   it("answers an ACCEPT that names one offer twice with TASK_DROPPED and gives the offer back once", () => {
     const bench = new Bench();
     const frameworkId = bench.subscribe("fw");

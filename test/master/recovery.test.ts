@@ -315,3 +315,138 @@ describe("what a leader persists about removed agents", () => {
     ]);
   });
 });
+
+describe("tasks of a framework with several roles, after a failover", () => {
+  const multiInfo = (id = ""): FrameworkInfo => ({ id, name: "multi", roles: ["web", "batch"], principal: "", failoverTimeoutSeconds: 60, checkpoint: true, partitionAware: true, hostname: "" });
+  /** What each role's tasks take, different per role so that charging one role's task to the other shows. */
+  const SIZES: Record<string, string> = { web: "cpus:1;mem:1024", batch: "cpus:2;mem:512" };
+
+  /** What `frameworkId` holds on `agentId`, by role, as the allocator counts it. */
+  function perRole(core: MasterCore, agentId: string, frameworkId: string): Record<string, string> {
+    const byRole = core.allocator.agentView(agentId)?.allocations.get(frameworkId) ?? new Map<string, Resources>();
+    return Object.fromEntries([...byRole].map(([role, resources]) => [role, resources.toString()]).sort());
+  }
+
+  /**
+   * The old leader: a two-role framework launches one task per role on one agent, through offers,
+   * then declines what is left. Answers what the agent was sent (and reports back when it
+   * re-registers, as the real agent reports the TaskInfo it checkpointed), the registry the old
+   * leader wrote, and its allocation by role.
+   */
+  function oldLeader() {
+    const core = createMasterCore({ masterId: "m1", agentPingIntervalMs: 1000, frameworkHeartbeatIntervalMs: 1000, allocationIntervalMs: 1000 }, new SeededRng(4));
+    const effects: MasterEffect[] = [];
+    let now = 0;
+    const handle = (input: Parameters<MasterCore["handle"]>[0]) => {
+      const out = core.handle(input, now);
+      effects.push(...out);
+      return out;
+    };
+    const subscribed = handle({ type: "scheduler-call", senderId: "multi-driver", callId: "s1", call: { frameworkId: "", kind: "subscribe", subscribe: { frameworkInfo: multiInfo() } } });
+    const reply = subscribed.find((e) => e.type === "reply");
+    if (reply?.type !== "reply" || reply.payload.payload !== "schedulerEvent" || reply.payload.schedulerEvent.kind !== "subscribed") throw new Error("no subscription");
+    const frameworkId = reply.payload.schedulerEvent.subscribed.frameworkId;
+    const call = (body: Record<string, unknown>, id: string) => handle({ type: "scheduler-call", senderId: "multi-driver", callId: id, call: { frameworkId, ...body } as never });
+    call({ kind: "heartbeat", heartbeat: {} }, "h1");
+    const registered = handle({ type: "agent-message", senderId: "inst-1", callId: "r1", message: { kind: "register", register: { version: "", agentInfo: agentInfo("") } } });
+    const agentReply = registered.find((e) => e.type === "reply");
+    if (agentReply?.type !== "reply" || agentReply.payload.payload !== "masterToAgent" || agentReply.payload.masterToAgent.kind !== "registered") throw new Error("no registration");
+    const agentId = agentReply.payload.masterToAgent.registered.agentId;
+    handle({ type: "agent-message", senderId: agentId, callId: "", message: { kind: "pong", pong: { seq: 0 } } });
+    const launched = new Set<string>();
+    const answered = new Set<string>();
+    for (let round = 0; round < 10 && launched.size < 2; round++) {
+      now += 1000;
+      handle({ type: "tick" });
+      call({ kind: "heartbeat", heartbeat: {} }, `h${round + 2}`);
+      for (const e of [...effects]) {
+        if (e.type !== "to-framework" || e.event.kind !== "offers") continue;
+        for (const offer of e.event.offers.offers) {
+          if (answered.has(offer.id)) continue;
+          answered.add(offer.id);
+          // One task per role; what is left comes back at the next run (refuse 0), for the other role.
+          const tasks = launched.has(offer.role) ? [] : [{ ...taskInfo(`${offer.role}-1`, agentId), resources: resourcesToWire(Resources.parse(SIZES[offer.role]!)) }];
+          launched.add(offer.role);
+          call({ kind: "accept", accept: { offerIds: [offer.id], operations: [{ kind: "launch", launch: { taskInfos: tasks } }], filters: { refuseSeconds: launched.size < 2 ? 0 : 3600 } } }, `a-${offer.id}`);
+        }
+      }
+    }
+    // Whatever is still offered goes back, so the allocator holds the two tasks only.
+    for (const e of [...effects]) {
+      if (e.type !== "to-framework" || e.event.kind !== "offers") continue;
+      for (const offer of e.event.offers.offers) if (!answered.has(offer.id)) call({ kind: "decline", decline: { offerIds: [offer.id], filters: { refuseSeconds: 3600 } } }, `d-${offer.id}`);
+    }
+    const runTasks = effects.flatMap((e) => (e.type === "to-agent" && e.message.kind === "runTask" ? [e.message.runTask] : []));
+    const registry = effects.flatMap((e) => (e.type === "persist" ? [e.record] : []));
+    return { core, frameworkId, agentId, runTasks, registry, before: perRole(core, agentId, frameworkId) };
+  }
+
+  /** The agent re-registers with the new leader, reporting what it was sent, each task RUNNING. */
+  function reregisterWith(leader: NewLeader, agentId: string, frameworkId: string, tasks: TaskInfo[], frameworks: FrameworkInfo[]): MasterEffect[] {
+    const reported = tasks.map((task) => ({ frameworkId, task, status: running(task.taskId, agentId, frameworkId) }));
+    return leader.run(leader.core.handle({ type: "agent-message", senderId: agentId, callId: "rr", message: { kind: "reregister", reregister: { version: "", agentInfo: agentInfo(agentId), tasks: reported, frameworks, listening: true } } }, leader.now));
+  }
+
+  it("charges each task to the role it was launched in, as before the failover", () => {
+    const old = oldLeader();
+    expect(old.before).toEqual({ batch: SIZES.batch, web: SIZES.web });
+    expect(old.runTasks.map((r) => r.task!.taskId).sort()).toEqual(["batch-1", "web-1"]);
+    const leader = new NewLeader();
+    leader.recover(old.registry);
+    reregisterWith(leader, old.agentId, old.frameworkId, old.runTasks.map((r) => r.task!), [old.runTasks[0]!.framework!]);
+    expect(perRole(leader.core, old.agentId, old.frameworkId)).toEqual(old.before);
+    const tasks = leader.core.state().frameworks[0]!.tasks as Array<{ id: string; role: string }>;
+    expect(tasks.map((t) => [t.id, t.role]).sort()).toEqual([["batch-1", "batch"], ["web-1", "web"]]);
+  });
+
+  it("charges them so too when the new leader learns of the framework only from the agent", () => {
+    const old = oldLeader();
+    const leader = new NewLeader();
+    leader.recover(old.registry.filter((r) => r.kind !== "framework"));
+    reregisterWith(leader, old.agentId, old.frameworkId, old.runTasks.map((r) => r.task!), [old.runTasks[0]!.framework!]);
+    expect(leader.core.state().frameworks.map((f) => f.id)).toEqual([old.frameworkId]);
+    expect(perRole(leader.core, old.agentId, old.frameworkId)).toEqual(old.before);
+  });
+
+  it("charges a task an older agent reports without its role to the framework's first role, and says so", () => {
+    const old = oldLeader();
+    const leader = new NewLeader();
+    leader.recover(old.registry);
+    const tasks = old.runTasks.map((r) => r.task!);
+    const batch = tasks.find((t) => t.taskId === "batch-1")!;
+    const { allocationRole: _dropped, ...withoutRole } = batch;
+    const effects = reregisterWith(leader, old.agentId, old.frameworkId, [...tasks.filter((t) => t !== batch), withoutRole], []);
+    expect(perRole(leader.core, old.agentId, old.frameworkId)).toEqual({ web: "cpus:3;mem:1536" });
+    expect(effects).toContainEqual({
+      type: "log",
+      level: "warn",
+      msg: "tasks reported without their allocation role are charged to their framework's first role",
+      fields: { agentId: old.agentId, count: 1, tasks: [`${old.frameworkId}/batch-1`] },
+    });
+  });
+
+  it("skips, and logs, a task reported with a role that is no role name; admits the agent with the others", () => {
+    const old = oldLeader();
+    const leader = new NewLeader();
+    leader.recover(old.registry);
+    const tasks = old.runTasks.map((r) => (r.task!.taskId === "batch-1" ? { ...r.task!, allocationRole: "../etc" } : r.task!));
+    const effects = reregisterWith(leader, old.agentId, old.frameworkId, tasks, []);
+    expect(effects.some((e) => e.type === "reply" && e.payload.payload === "masterToAgent" && e.payload.masterToAgent.kind === "reregistered")).toBe(true);
+    expect(perRole(leader.core, old.agentId, old.frameworkId)).toEqual({ web: SIZES.web });
+    const skipped = effects.find((e) => e.type === "log" && e.msg === "ignoring a task reported by a re-registering agent");
+    expect(skipped).toMatchObject({ level: "warn", fields: { taskId: "batch-1", problem: expect.stringContaining("task.allocationRole '../etc': role path components must not be '..'") } });
+  });
+
+  it("keeps a task charged to a role its framework has left since, until the task ends (as Mesos tracks it there)", () => {
+    const old = oldLeader();
+    const leader = new NewLeader();
+    // The framework re-subscribed with web alone after launching batch-1: the registry has that.
+    leader.recover(old.registry.map((r) => (r.kind === "framework" ? { ...r, info: { ...r.info, roles: ["web"] } } : r)));
+    reregisterWith(leader, old.agentId, old.frameworkId, old.runTasks.map((r) => r.task!), []);
+    expect(perRole(leader.core, old.agentId, old.frameworkId)).toEqual(old.before);
+    const finished = { ...running("batch-1", old.agentId, old.frameworkId), state: "TASK_FINISHED" as const, uuid: new Uint8Array([1]) };
+    leader.run(leader.core.handle({ type: "agent-message", senderId: old.agentId, callId: "", message: { kind: "statusUpdate", statusUpdate: { frameworkId: old.frameworkId, status: finished } } }, leader.now));
+    expect(perRole(leader.core, old.agentId, old.frameworkId)).toEqual({ web: SIZES.web });
+    expect(leader.core.allocator.knownRoles()).toEqual(["web"]);
+  });
+});

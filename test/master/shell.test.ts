@@ -334,6 +334,43 @@ describe("master shell on a real nats-server", () => {
     expect(quotas).toEqual([{ role: "batch", guarantees: { cpus: 2 }, limits: { cpus: 8 } }]);
   });
 
+  it("charges each task of a framework with several roles to its own role again after a restart, from the agent's report", async () => {
+    const name = cluster();
+    const first = await startMaster({ cluster: name });
+    const agent = await FakeAgent.register(await bus("agent"), name, { resources: "cpus:4;mem:2048" });
+    const framework = new FakeFramework(await bus("multi"), name);
+    expect(await framework.subscribe(FakeFramework.info({ name: "multi", roles: ["web", "batch"] }))).toBeUndefined();
+    const sizes: Record<string, string> = { web: "cpus:1;mem:512", batch: "cpus:2;mem:256" };
+    const launched = new Set<string>();
+    while (launched.size < 2) {
+      // Each offer carries all that is free; one task per role, and the rest comes back at once for the other role.
+      const { event } = await framework.next("offers");
+      for (const offer of event.offers.offers) {
+        const taskInfos = launched.has(offer.role) ? [] : [task(`${offer.role}-1`, agent.agentId, sizes[offer.role])];
+        launched.add(offer.role);
+        const answer = await framework.callResponse({ kind: "accept", accept: { offerIds: [offer.id], operations: [{ kind: "launch", launch: { taskInfos } }], filters: { refuseSeconds: 0 } } });
+        expect(answer.ok).toBe(true);
+      }
+    }
+    const sent = [(await agent.next("runTask")).message.runTask, (await agent.next("runTask")).message.runTask];
+    expect(sent.map((r) => [r.task!.taskId, r.task!.allocationRole]).sort()).toEqual([["batch-1", "batch"], ["web-1", "web"]]);
+    await first.stop({ handover: false });
+
+    const second = await startMaster({ cluster: name, rng: new SeededRng(`${name}-second`) });
+    // The agent re-registers with the new leader, reporting the tasks as it was sent them.
+    const tasks = sent.map((r) => ({ frameworkId: framework.frameworkId, task: r.task!, status: { taskId: r.task!.taskId, state: "TASK_RUNNING" as const, message: "", source: "SOURCE_AGENT" as const, reason: "REASON_UNSPECIFIED" as const, agentId: agent.agentId, frameworkId: framework.frameworkId, uuid: new Uint8Array(0), timestamp: 0 } }));
+    const reply = await FakeAgent.request(await bus("agent-again"), name, agent.agentId, {
+      payload: "agentToMaster",
+      agentToMaster: { kind: "reregister", reregister: { agentInfo: agent.info, version: "test", tasks, frameworks: [sent[0]!.framework!], listening: true } },
+    });
+    expect(reply).toMatchObject({ payload: "masterToAgent", masterToAgent: { kind: "reregistered" } });
+    const byRole = second.core.allocator.agentView(agent.agentId)!.allocations.get(framework.frameworkId)!;
+    expect(Object.fromEntries([...byRole].map(([role, resources]) => [role, resources.toString()]))).toEqual(sizes);
+    const state = (await (await fetch(`${second.httpUrl()}/state`)).json()) as { frameworks: Array<{ tasks: Array<{ id: string; role: string }> }>; roles: Array<{ role: string; share: number }> };
+    expect(state.frameworks[0]!.tasks.map((t) => [t.id, t.role]).sort()).toEqual([["batch-1", "batch"], ["web-1", "web"]]);
+    expect(state.roles.map((r) => [r.role, r.share])).toEqual([["batch", 0.5], ["web", 0.25]]);
+  });
+
   it("keeps answering while registry writes fail, and retries them until they land", async () => {
     const name = cluster();
     const store = new FlakyStore(2);

@@ -135,6 +135,15 @@ describe("codec round trips", () => {
     expect(decodeMessage("Offer", encodeMessage("Offer", offer))).toEqual(offer);
   });
 
+  it("carries a task's allocation role when set, and leaves it absent when not (as older senders and checkpoints do)", () => {
+    const withRole = { ...taskInfo, allocationRole: "eng/web" };
+    expect(decodeMessage("TaskInfo", encodeMessage("TaskInfo", withRole))).toEqual(withRole);
+    const decoded = decodeMessage("TaskInfo", encodeMessage("TaskInfo", taskInfo));
+    expect("allocationRole" in decoded).toBe(false);
+    // Set, even empty, is not absent: the master refuses "" as a role rather than guessing one.
+    expect(decodeMessage("TaskInfo", encodeMessage("TaskInfo", { ...taskInfo, allocationRole: "" })).allocationRole).toBe("");
+  });
+
   it("round-trips every safe 64-bit integer exactly, both halves of the wire's Long (property; unsafe ones are refused below)", () => {
     fc.assert(
       fc.property(fc.maxSafeNat(), fc.maxSafeNat(), (epoch, seq) => {
