@@ -555,7 +555,9 @@ function checkScalar(plan: FieldPlan, value: unknown, path: string, problems: st
   if (value === undefined || value === null) return;
   switch (plan.kind) {
     case KIND_ENUM:
-      if (typeof value !== "string" || plan.enumType!.values[value] === undefined) {
+      // `values` maps names to numbers, but its prototype is protobufjs's number-to-name table: a
+      // numeric string such as "3" is found there, and fromObject then drops it as unknown.
+      if (typeof value !== "string" || typeof plan.enumType!.values[value] !== "number") {
         problems.push(`${path}: unknown ${plan.enumType!.name} value ${JSON.stringify(value)}`);
       }
       return;

@@ -245,6 +245,14 @@ describe("encoding refuses what decoding would drop", () => {
     expect(() => encodeEnvelope({ ...everyPayload["masterInfo"]!, schemaVersion: 2 ** 32 })).toThrow("schemaVersion: must be at most 4294967295 (uint32)");
   });
 
+  it("refuses an enum given as the string of its number: protobufjs would send it as absent", () => {
+    // protobufjs's name table falls back to its number table, so "3" looked like a known name,
+    // yet fromObject drops it: the receiver then refused a status without a state.
+    expect(validateMessage("TaskStatus", { ...taskStatus, state: "3" })).toEqual(['state: unknown TaskState value "3"']);
+    expect(validateMessage("TaskStatus", { ...taskStatus, state: "0" })).toEqual(['state: unknown TaskState value "0"']);
+    expect(validateMessage("TaskStatus", { ...taskStatus, state: "TASK_RUNNING" })).toEqual([]);
+  });
+
   it("names the field for each wrong shape: scalar, nested message, list, map, oneof", () => {
     const command = { value: 7, arguments: "a b", shell: "yes", environment: ["X=1"] };
     expect(validateMessage("TaskInfo", { ...taskInfo, command })).toEqual([
