@@ -6,7 +6,8 @@
  * @module
  */
 import { spawn } from "node:child_process";
-import { chown, readFile } from "node:fs/promises";
+import { constants as fsConstants } from "node:fs";
+import { chown, lstat, open, readFile, rm, type FileHandle } from "node:fs/promises";
 import { isAbsolute, join } from "node:path";
 import { constants as osConstants } from "node:os";
 import type { Timers } from "../../sdk/clock.ts";
@@ -76,9 +77,44 @@ export async function resolveUser(user: string | undefined): Promise<UserIdentit
   return process.getuid?.() === identity.uid ? undefined : identity;
 }
 
-/** The task's user must be able to write its sandbox and output files; the agent (root) created them. */
-export async function chownSandbox(sandboxDir: string, identity: UserIdentity): Promise<void> {
-  await Promise.all([sandboxDir, join(sandboxDir, "stdout"), join(sandboxDir, "stderr")].map((path) => chown(path, identity.uid, identity.gid)));
+/**
+ * Opens the sandbox's `stdout` and `stderr` for appending, creating them, and hands them (and the
+ * sandbox) to the task's user when there is one to switch to.
+ *
+ * The sandbox is keyed by task id, so a launch may find what an earlier task of the same id left
+ * there, and that task owned the directory: a `stdout` that is a symlink (or a hard link) to a host
+ * file would have the agent, as root, append the new task's output to that file and chown it to the
+ * task's user. So nothing but a plain, singly-linked file is kept: anything else is removed first,
+ * the open does not follow a symlink, and the ownership change goes through the opened descriptor.
+ * The caller closes the handles.
+ */
+export async function openOutputFiles(sandboxDir: string, identity: UserIdentity | undefined): Promise<{ stdout: FileHandle; stderr: FileHandle }> {
+  const stdout = await openOutputFile(join(sandboxDir, "stdout"), identity);
+  try {
+    const stderr = await openOutputFile(join(sandboxDir, "stderr"), identity);
+    if (identity) await chown(sandboxDir, identity.uid, identity.gid);
+    return { stdout, stderr };
+  } catch (error) {
+    await stdout.close().catch(() => undefined);
+    throw error;
+  }
+}
+
+async function openOutputFile(path: string, identity: UserIdentity | undefined): Promise<FileHandle> {
+  const found = await lstat(path).catch(() => undefined);
+  if (found !== undefined && !(found.isFile() && found.nlink === 1)) await rm(path, { recursive: true, force: true });
+  const flags = fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_APPEND | fsConstants.O_NOFOLLOW;
+  const handle = await open(path, flags, 0o644);
+  try {
+    // Only a process racing the agent could have linked one in since the check; refuse rather than write.
+    const opened = await handle.stat();
+    if (!opened.isFile() || opened.nlink !== 1) throw new Error(`${path} is not a plain file of the sandbox`);
+    if (identity) await handle.chown(identity.uid, identity.gid);
+    return handle;
+  } catch (error) {
+    await handle.close().catch(() => undefined);
+    throw error;
+  }
 }
 
 /** Rejects a spec that cannot be launched, naming every problem; throws `CORRAL_ERR_CONTAINER_LAUNCH_FAILED`. */

@@ -29,7 +29,6 @@ import { readCgroupLayout } from "./cgroups-layout.ts";
 import {
   CLOCK_TICKS_PER_SECOND,
   DEFAULT_PATH,
-  chownSandbox,
   commandText,
   decodeShellStatus,
   describe,
@@ -38,6 +37,7 @@ import {
   lookupUser,
   nonNegative,
   notFound,
+  openOutputFiles,
   readProcStat,
   runProcessGroup,
   sendSignal,
@@ -499,10 +499,7 @@ export class LinuxContainerizer implements Containerizer {
       // script is root-only: it holds the task's environment.
       const script = join(metaDir, SUPERVISOR_FILE);
       await Promise.all([
-        Promise.all([
-          writeFile(join(spec.sandboxDir, "stdout"), "", { flag: "a", mode: 0o644 }),
-          writeFile(join(spec.sandboxDir, "stderr"), "", { flag: "a", mode: 0o644 }),
-        ]).then(() => (this.host.agentIsRoot ? chownSandbox(spec.sandboxDir, identity) : undefined)),
+        openOutputFiles(spec.sandboxDir, this.host.agentIsRoot ? identity : undefined).then(({ stdout, stderr }) => Promise.all([stdout.close(), stderr.close()])),
         writeFile(script, supervisorScript(plan, spec, privileged), { mode: 0o600 }),
       ]);
       const started = this.helper!.launch(script);

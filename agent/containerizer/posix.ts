@@ -10,10 +10,8 @@
  * @module
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { constants as fsConstants } from "node:fs";
-import { mkdir, open, readFile, readdir, type FileHandle } from "node:fs/promises";
+import { mkdir, readFile, readdir, type FileHandle } from "node:fs/promises";
 import { hostname as osHostname } from "node:os";
-import { join } from "node:path";
 import type { BaseLogger } from "pino";
 import { systemClock, systemTimers, type Clock, type TimerHandle, type Timers } from "../../sdk/clock.ts";
 import {
@@ -28,13 +26,13 @@ import {
 import {
   CLOCK_TICKS_PER_SECOND,
   DEFAULT_PATH,
-  chownSandbox,
   commandText,
   describe,
   exitMessage,
   launchFailed,
   nonNegative,
   notFound,
+  openOutputFiles,
   readProcStat,
   resolveUser,
   sendSignal,
@@ -187,10 +185,7 @@ export class PosixContainerizer implements Containerizer {
     let stdout: FileHandle | undefined;
     let stderr: FileHandle | undefined;
     try {
-      const flags = fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_APPEND;
-      stdout = await open(join(spec.sandboxDir, "stdout"), flags, 0o644);
-      stderr = await open(join(spec.sandboxDir, "stderr"), flags, 0o644);
-      if (identity) await chownSandbox(spec.sandboxDir, identity);
+      ({ stdout, stderr } = await openOutputFiles(spec.sandboxDir, identity));
       const child = this.startProcess(spec, identity, stdout.fd, stderr.fd);
       child.once("exit", (code, signal) => void this.onExit(live, code, signal));
       await new Promise<void>((resolve, reject) => {

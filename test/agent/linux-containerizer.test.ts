@@ -3,7 +3,7 @@
  * root (and, for the cgroup ones, writable cgroups); elsewhere they are reported as skipped, with the
  * reason in their titles and a warning on the console.
  */
-import { chmod, mkdtemp, readFile, readdir, readlink, rm, rmdir, stat } from "node:fs/promises";
+import { chmod, lstat, mkdtemp, readFile, readdir, readlink, rm, rmdir, stat, writeFile } from "node:fs/promises";
 import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -207,6 +207,24 @@ describe(`LinuxContainerizer with real isolation${isRoot ? "" : ` (skipped: ${NE
 
     const missing = spec("", { command: { shell: false, value: "corral-no-such-program" } });
     await expect(containerizer.launch(missing)).rejects.toMatchObject({ code: "CORRAL_ERR_CONTAINER_LAUNCH_FAILED", message: expect.stringContaining("corral-no-such-program") });
+  });
+
+  it.skipIf(!isRoot)("a task that swaps its output files for links cannot make the next launch in its sandbox write or chown host files", async () => {
+    // The sandbox is keyed by task id: a framework that reuses one launches into the last run's sandbox.
+    const victim = join(root, "victim");
+    await writeFile(victim, "original\n", { mode: 0o644 });
+    const first = spec(`rm -f stdout stderr; ln -s ${victim} stdout; ln -s ${victim} stderr; ln ${victim} hard 2>/dev/null; true`);
+    await containerizer.launch(first);
+    expect((await containerizer.wait(first.containerId)).exitCode).toBe(0);
+    expect((await lstat(join(first.sandboxDir, "stdout"))).isSymbolicLink()).toBe(true);
+
+    const second = spec("echo out; echo err >&2", { sandboxDir: first.sandboxDir, taskId: first.taskId });
+    const { termination, stdout, stderr } = await run(containerizer, second);
+    expect(termination.exitCode).toBe(0);
+    expect([stdout, stderr]).toEqual(["out\n", "err\n"]);
+    expect((await lstat(join(first.sandboxDir, "stdout"))).isFile()).toBe(true);
+    expect(await readFile(victim, "utf8")).toBe("original\n");
+    expect(await stat(victim)).toMatchObject({ uid: 0, gid: 0 });
   });
 
   it.skipIf(!isRoot)("refuses root and users outside the allow-list; honours an allowed user", async () => {

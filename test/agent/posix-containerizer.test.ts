@@ -1,4 +1,4 @@
-import { chmod, mkdtemp, readFile, readdir, rm, writeFile } from "node:fs/promises";
+import { chmod, mkdtemp, readFile, readdir, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
@@ -291,5 +291,19 @@ describe("PosixContainerizer", () => {
       code: "CORRAL_ERR_CONTAINER_LAUNCH_FAILED",
       message: expect.stringContaining("corral-no-such-user"),
     });
+  });
+
+  it.skipIf(process.getuid?.() !== 0)("a task that left a symlink as stdout cannot make the next launch in its sandbox write or chown a host file", async () => {
+    const victim = join(root, "victim");
+    await writeFile(victim, "original\n", { mode: 0o644 });
+    const first = spec(`rm -f stdout; ln -s ${victim} stdout`, { user: "nobody" });
+    await containerizer.launch(first);
+    expect((await containerizer.wait(first.containerId)).exitCode).toBe(0);
+    const second = spec("echo out", { user: "nobody", sandboxDir: first.sandboxDir });
+    await containerizer.launch(second);
+    expect((await containerizer.wait(second.containerId)).exitCode).toBe(0);
+    expect(await sandboxText(second, "stdout")).toBe("out\n");
+    expect(await readFile(victim, "utf8")).toBe("original\n");
+    expect((await stat(victim)).uid).toBe(0);
   });
 });
