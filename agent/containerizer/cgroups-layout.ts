@@ -59,9 +59,16 @@ export interface CgroupLayoutInput {
   root?: string;
 }
 
-interface MountEntry {
+/** One line of /proc/self/mountinfo. */
+export interface MountEntry {
+  /** The mount's id (field 1). */
+  id: number;
+  /** The id of the mount it is mounted on (field 2); the namespace's root names one outside the table. */
+  parentId: number;
   mountPoint: string;
   mountRoot: string;
+  /** Per-mount options (field 6): "ro" or "rw" first, then nosuid, nodev, ... */
+  mountOptions: string[];
   fsType: string;
   superOptions: string[];
 }
@@ -80,8 +87,11 @@ export function parseMountInfo(text: string): MountEntry[] {
     const separator = fields.indexOf("-", 6);
     if (fields.length < 10 || separator < 0 || separator + 3 >= fields.length) continue;
     entries.push({
+      id: Number(fields[0]),
+      parentId: Number(fields[1]),
       mountRoot: unescapeMountPath(fields[3]!),
       mountPoint: unescapeMountPath(fields[4]!),
+      mountOptions: fields[5]!.split(","),
       fsType: fields[separator + 1]!,
       superOptions: fields[separator + 3]!.split(","),
     });

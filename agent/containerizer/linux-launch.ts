@@ -37,6 +37,7 @@
 import { join } from "node:path";
 import type { ContainerSpec } from "./types.ts";
 import type { UserIdentity } from "./common.ts";
+import type { MountEntry } from "./cgroups-layout.ts";
 
 /** Absolute paths of the external tools, or undefined where a tool is not installed (or not to be used). */
 export interface LaunchTools {
@@ -83,6 +84,12 @@ export interface LaunchPlan {
   enterPaths: string[];
   /** The supervisor's metadata directory (`<sandbox>/.corral`), protected read-only inside the container. */
   metaDir: string;
+  /**
+   * Mount points the unshare path remounts read-only, `/` first (see {@link mountsToProtect}); bwrap
+   * makes its whole view of `/` read-only itself and ignores this.
+   * @default ["/"]
+   */
+  readOnlyMounts?: string[];
   /** Variables held back from the privileged steps and given to the workload only (see {@link splitEnvironment}). */
   workloadOnlyEnv: Record<string, string>;
 }
@@ -150,15 +157,24 @@ shift
 exec "$@"`;
 
 /**
- * The mount setup of the unshare path, run in the new mount namespace before the privilege drop. The
- * sandbox may lie under one of the new tmpfs (e.g. under /tmp), which then hides it: so the shell first
+ * The mount setup of the unshare path, run in the new mount namespace before the privilege drop.
+ * First every host mount is made read-only: `/` alone would leave each file system mounted below it
+ * (a world-writable /run/lock, a data disk) writable. A mount point the setup cannot reach (closed
+ * to the task's user, in the user-namespace case) is unreachable for the task as well. The sandbox
+ * may lie under one of the new tmpfs (e.g. under /tmp), which then hides it: so the shell first
  * `cd`s into it, and later binds `.` (its cwd still is the original directory) over the path, with
- * `--no-canonicalize` so mount(8) does not resolve `.` back to the hidden path.
+ * `--no-canonicalize` so mount(8) does not resolve `.` back to the hidden path. That bind inherits
+ * the read-only flag of the mount it comes from, hence the remount read-write.
  */
 export const UNSHARE_SETUP_SCRIPT = `set -e
 mnt=$1 mkd=$2 hn=$3 sandbox=$4 host=$5 size=$6; shift 6
 if [ -n "$hn" ]; then "$hn" "$host"; else printf '%s' "$host" > /proc/sys/kernel/hostname; fi
 cd "$sandbox"
+while [ "$1" != "--" ]; do
+  if [ -e "$1" ]; then "$mnt" -o remount,bind,ro "$1"; fi
+  shift
+done
+shift
 while [ "$1" != "--" ]; do
   "$mnt" -t tmpfs -o "size=$size,mode=1777,nosuid,nodev" tmpfs "$1"
   shift
@@ -166,10 +182,42 @@ done
 shift
 "$mkd" -p "$sandbox"
 "$mnt" --no-canonicalize --bind . "$sandbox"
+"$mnt" --no-canonicalize -o remount,bind,rw "$sandbox"
 "$mnt" --bind -o ro "$sandbox/.corral" "$sandbox/.corral"
-"$mnt" -o remount,bind,ro /
 cd "$sandbox"
 exec "$@"`;
+
+/**
+ * The mount points of the host a container's view must make read-only: `/`, then every other mount a
+ * path can reach that is not read-only already. A mount covered by a later one (mounted over it, or
+ * over a directory above it) is left out: no path reaches it, and remounting its path would act on
+ * the wrong mount or fail. /proc is left out too: the container gets a /proc of its own.
+ *
+ * @param mounts the entries of /proc/self/mountinfo (see `parseMountInfo` in ./cgroups-layout.ts).
+ */
+export function mountsToProtect(mounts: ReadonlyArray<MountEntry>): string[] {
+  const ids = new Set(mounts.map((mount) => mount.id));
+  const children = new Map<number, MountEntry[]>();
+  for (const mount of mounts) children.set(mount.parentId, [...(children.get(mount.parentId) ?? []), mount]);
+  const under = (ancestor: string, path: string) => ancestor === "/" || path === ancestor || path.startsWith(`${ancestor}/`);
+  const found = new Set<string>(["/"]);
+  const visit = (mount: MountEntry): void => {
+    const kids = children.get(mount.id) ?? [];
+    // A mount stacked on this one's root covers it and everything mounted on it before.
+    const stacked = kids.findLastIndex((kid) => kid.mountPoint === mount.mountPoint);
+    if (stacked >= 0) return visit(kids[stacked]!);
+    if (under("/proc", mount.mountPoint)) return;
+    if (mount.mountOptions[0] !== "ro") found.add(mount.mountPoint);
+    kids.forEach((kid, i) => {
+      if (!kids.slice(i + 1).some((later) => under(later.mountPoint, kid.mountPoint))) visit(kid);
+    });
+  };
+  // The namespace's root: mounted on nothing in the table. A chroot-like view may show several; the last covers the rest.
+  const roots = mounts.filter((mount) => !ids.has(mount.parentId) || mount.parentId === mount.id);
+  const root = roots[roots.length - 1];
+  if (root !== undefined) visit(root);
+  return [...found];
+}
 
 /**
  * A minimal pid 1 for hosts without tini: forwards TERM/INT/HUP to every other process of the
@@ -310,6 +358,8 @@ function unshareArgs(plan: LaunchPlan, spec: ContainerSpec): string[] {
     spec.sandboxDir,
     plan.hostname,
     String(plan.tmpfsBytes),
+    ...(plan.readOnlyMounts ?? ["/"]),
+    "--",
     ...plan.tmpfsDirs,
     "--",
   ];

@@ -25,7 +25,7 @@ import { delimiter, dirname, isAbsolute, join } from "node:path";
 import type { BaseLogger } from "pino";
 import { systemClock, systemTimers, type Clock, type TimerHandle, type Timers } from "../../sdk/clock.ts";
 import { cgroupsForLayout, type Cgroups, type CgroupStats } from "./cgroups.ts";
-import { readCgroupLayout } from "./cgroups-layout.ts";
+import { parseMountInfo, readCgroupLayout } from "./cgroups-layout.ts";
 import {
   CLOCK_TICKS_PER_SECOND,
   DEFAULT_PATH,
@@ -54,6 +54,7 @@ import {
   SUPERVISOR_FILE,
   containerHostname,
   execCommand,
+  mountsToProtect,
   parseCredentials,
   splitEnvironment,
   supervisorScript,
@@ -468,12 +469,15 @@ export class LinuxContainerizer implements Containerizer {
     // one behind the other in the thread pool. All settle before a failure is thrown, so the caller's
     // clean-up never races a cgroup still being created.
     this.tmpfsDirs ??= existingDirs(["/tmp", "/dev/shm", "/var/tmp"]);
-    const [identity, metaDir, tmpfsDirs] = await settleAll([
+    const unshare = this.host.launcher === "unshare";
+    const [identity, metaDir, tmpfsDirs, mountinfo] = await settleAll([
       this.taskIdentity(spec).catch((error: unknown) => {
         throw launchFailed(spec, describe(error), error);
       }),
       prepareSandbox(spec),
       this.tmpfsDirs,
+      // Read per launch: the host's mounts change. The container's mount namespace is a copy of ours.
+      unshare ? readFile("/proc/self/mountinfo", "utf8").catch(() => "") : "",
       spec.command.shell ? undefined : checkProgram(spec, env.PATH ?? DEFAULT_PATH),
       cgroups && live.cgroup !== undefined ? this.setUpCgroup(cgroups, live.cgroup, spec) : undefined,
     ] as const);
@@ -491,6 +495,7 @@ export class LinuxContainerizer implements Containerizer {
       ulimits: this.ulimits(spec),
       enterPaths: cgroups && live.cgroup !== undefined ? cgroups.enterPaths(live.cgroup) : [],
       metaDir,
+      readOnlyMounts: unshare ? mountsToProtect(parseMountInfo(mountinfo)) : ["/"],
       workloadOnlyEnv: workloadOnly,
     };
 

@@ -70,7 +70,15 @@ describe("cgroup layout (pure)", () => {
   it("parses mountinfo lines, optional fields and octal escapes included", () => {
     const entries = parseMountInfo(PURE_V2_MOUNTINFO + COMOUNTED_MOUNTINFO + "garbage line\n");
     expect(entries).toHaveLength(6);
-    expect(entries[1]).toEqual({ mountRoot: "/", mountPoint: "/sys/fs/cgroup", fsType: "cgroup2", superOptions: ["rw", "nsdelegate", "memory_recursiveprot"] });
+    expect(entries[1]).toEqual({
+      id: 25,
+      parentId: 22,
+      mountRoot: "/",
+      mountPoint: "/sys/fs/cgroup",
+      mountOptions: ["rw", "nosuid", "nodev", "noexec", "relatime"],
+      fsType: "cgroup2",
+      superOptions: ["rw", "nsdelegate", "memory_recursiveprot"],
+    });
     expect(entries[3]!.mountPoint).toBe("/sys/fs/cgroup/my memory");
     expect(entries[3]!.mountRoot).toBe("/docker/abc");
   });

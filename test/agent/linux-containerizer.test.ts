@@ -4,8 +4,10 @@
  * reason in their titles and a warning on the console.
  */
 import { chmod, lstat, mkdtemp, readFile, readdir, readlink, rm, rmdir, stat, writeFile } from "node:fs/promises";
+import { execFile } from "node:child_process";
 import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
+import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { readCgroupLayout } from "../../agent/containerizer/cgroups-layout.ts";
 import {
@@ -16,6 +18,7 @@ import {
 import type { ContainerSpec } from "../../agent/containerizer/types.ts";
 import { eventually } from "../harness/events.ts";
 
+const execFileAsync = promisify(execFile);
 const isRoot = process.getuid?.() === 0;
 const NEEDS_ROOT = "needs root: namespaces, cgroups and the user switch";
 if (!isRoot) console.warn(`[linux-containerizer.test] SKIPPING real-isolation tests: ${NEEDS_ROOT} (running as uid ${process.getuid?.()})`);
@@ -329,6 +332,27 @@ describe(`LinuxContainerizer with real isolation${isRoot ? "" : ` (skipped: ${NE
     expect((await fallback.kill(stubborn.containerId, 200)).signal).toBe("SIGKILL");
     await expectGone(pids);
     for (const dir of await cgroupDirs(stubborn.containerId)) expect(await exists(dir)).toBe(false);
+  });
+
+  it.skipIf(!isRoot)("the host's other mounts are read-only inside too, with bwrap and with unshare", async () => {
+    // A world-writable file system mounted below / (as /run/lock is on Debian): the task must not write
+    // there. Not below /tmp: the container has its own /tmp.
+    const shared = await mkdtemp("/mnt/corral test-");
+    await execFileAsync("mount", ["-t", "tmpfs", "-o", "mode=1777,size=1m", "tmpfs", shared]);
+    try {
+      const viaUnshare = await another({ tools: { bwrap: null } });
+      for (const c of [containerizer, viaUnshare]) {
+        const s = spec(`touch '${shared}/x' 2>&1 || true; touch in-sandbox /tmp/t && echo still-writable`);
+        const { termination, stdout } = await run(c, s);
+        expect(termination.exitCode).toBe(0);
+        expect(stdout).toContain("Read-only file system");
+        expect(stdout).toContain("still-writable");
+      }
+      expect(await readdir(shared)).toEqual([]);
+    } finally {
+      await execFileAsync("umount", [shared]);
+      await rmdir(shared);
+    }
   });
 
   it.skipIf(!isRoot)('degrades to "userns" (namespaces, rlimits) and to "posix" (process group, rlimits) when asked', async () => {

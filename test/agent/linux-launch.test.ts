@@ -2,7 +2,8 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { decodeShellStatus } from "../../agent/containerizer/common.ts";
 import { containerCgroupName, handlesSigterm } from "../../agent/containerizer/linux.ts";
-import { containerCommand, containerHostname, execCommand, parseCredentials, splitEnvironment, workloadArgv, type LaunchPlan } from "../../agent/containerizer/linux-launch.ts";
+import { parseMountInfo } from "../../agent/containerizer/cgroups-layout.ts";
+import { containerCommand, containerHostname, execCommand, mountsToProtect, parseCredentials, splitEnvironment, workloadArgv, type LaunchPlan } from "../../agent/containerizer/linux-launch.ts";
 import type { ContainerSpec } from "../../agent/containerizer/types.ts";
 
 const TOOLS = {
@@ -89,6 +90,35 @@ describe("launch argv (pure)", () => {
     expect(setprivs[0]).toBeLessThan(userns.indexOf("/usr/bin/unshare"));
     expect(setprivs[1]).toBeGreaterThan(userns.indexOf("corral-setup"));
     expect(userns.join(" ")).toContain("--user --map-user=65534 --map-group=65534 --keep-caps");
+  });
+
+  it("unshare path: every reachable host mount that is not read-only already is remounted so, / first", () => {
+    // A VM whose root was switched to after /proc, /sys and /dev were mounted; devpts and /dev/shm
+    // mounted twice; /data mounted, then a file system mounted over /srv hides /srv/old.
+    const mountinfo = [
+      "22 27 0:21 / /proc rw,relatime - proc proc rw",
+      "23 27 0:22 / /sys rw,relatime - sysfs sysfs rw",
+      "24 27 0:6 / /dev rw,relatime - devtmpfs udev rw",
+      "25 24 0:23 / /dev/shm rw,relatime - tmpfs tmpfs rw",
+      "26 24 0:24 / /dev/pts rw,relatime - devpts devpts rw",
+      "27 1 254:0 / / rw,relatime - ext4 /dev/vda rw",
+      "28 27 0:25 / /opt/tools ro,nosuid,nodev,relatime - squashfs /dev/vdb ro",
+      "29 26 0:26 / /dev/pts rw,relatime - devpts devpts rw",
+      "30 25 0:27 / /dev/shm rw,relatime - tmpfs tmpfs rw",
+      "31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw",
+      "32 31 0:29 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory",
+      "33 22 0:40 / /proc/sys/fs/binfmt_misc rw,relatime - binfmt_misc binfmt_misc rw",
+      "34 27 0:41 / /srv/old rw,relatime - tmpfs tmpfs rw",
+      "35 27 0:42 / /srv rw,relatime - tmpfs tmpfs rw",
+      "36 28 0:43 / /opt/tools/cache rw,relatime - tmpfs tmpfs rw",
+      "37 27 0:44 / /run/lock\\040x rw,nosuid,nodev - tmpfs tmpfs rw",
+    ].join("\n");
+    expect(mountsToProtect(parseMountInfo(mountinfo))).toEqual(["/", "/sys", "/sys/fs/cgroup", "/sys/fs/cgroup/memory", "/dev", "/dev/shm", "/dev/pts", "/opt/tools/cache", "/srv", "/run/lock x"]);
+    expect(mountsToProtect([])).toEqual(["/"]);
+
+    const args = containerCommand(plan({ launcher: "unshare", readOnlyMounts: ["/", "/run/lock x"] }), SPEC);
+    const afterSetup = args.slice(args.indexOf("corral-setup"));
+    expect(afterSetup.slice(7, 13)).toEqual(["/", "/run/lock x", "--", "/tmp", "/dev/shm", "--"]);
   });
 
   it("without tini, a shell init is pid 1; argv commands keep their arguments", () => {
