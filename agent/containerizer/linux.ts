@@ -633,7 +633,7 @@ export class LinuxContainerizer implements Containerizer {
     // turns a signalled child into a plain exit 1: the status cannot be trusted to say so.
     if (live.destroying !== undefined && ending.signal === null) ending = { exitCode: null, signal: "SIGKILL" };
     let limitation = live.limitation;
-    if (limitation === undefined && oomKills > 0) limitation = memoryLimitation(live.spec, stats);
+    if (limitation === undefined && oomKills > 0) limitation = memoryLimitation(live.spec.resources, stats);
     const termination: Termination = {
       exitCode: ending.exitCode,
       signal: ending.signal,
@@ -670,7 +670,7 @@ export class LinuxContainerizer implements Containerizer {
         if ((await cgroups.oomKillCount(name).catch(() => 0)) === 0) return;
         // Any OOM kill fails the task, even one that only hit a child: the container is over its limit.
         const stats = await cgroups.stats(name).catch(() => undefined);
-        this.limit(live, memoryLimitation(live.spec, stats));
+        this.limit(live, memoryLimitation(live.spec.resources, stats));
       });
     }
     const diskMb = live.spec.resources.diskMb;
@@ -1029,6 +1029,11 @@ export class LinuxContainerizer implements Containerizer {
       sendSignal(-pid!, "SIGKILL");
       sendSignal(pid!, "SIGKILL");
     }
+    // Read before removal, as for a container that ends under a running agent: the counters go with the cgroup.
+    let limitation: { reason: string; message: string } | undefined;
+    if (cgroup !== undefined && !alive && (await this.host.cgroups!.oomKillCount(cgroup).catch(() => 0)) > 0) {
+      limitation = memoryLimitation(entry.resources ?? meta.resources ?? { cpus: 0, memMb: 0, diskMb: 0, ports: [] }, await this.host.cgroups!.stats(cgroup).catch(() => undefined));
+    }
     if (cgroup !== undefined) {
       await this.host.cgroups!.killAll(cgroup).catch((error: unknown) => this.log?.warn({ containerId: id, cgroup, err: error }, "cannot empty a leftover cgroup"));
       await this.host.cgroups!.remove(cgroup).catch((error: unknown) => this.log?.warn({ containerId: id, cgroup, err: error }, "cannot remove a leftover cgroup"));
@@ -1037,7 +1042,9 @@ export class LinuxContainerizer implements Containerizer {
     let termination: Termination;
     if (status !== undefined) {
       const ending = decodeShellStatus(status);
-      termination = { exitCode: ending.exitCode, signal: ending.signal, killed: false, message: exitMessage(ending.exitCode, ending.signal) };
+      termination = { exitCode: ending.exitCode, signal: ending.signal, killed: false, ...(limitation ?? { message: exitMessage(ending.exitCode, ending.signal) }) };
+    } else if (limitation !== undefined) {
+      termination = { exitCode: null, signal: null, killed: false, ...limitation };
     } else {
       termination = lostTermination(alive ? "Container could not be re-attached after the agent restarted and was destroyed" : "Container ended while the agent was down and left no exit status");
     }
@@ -1142,10 +1149,10 @@ function formatMb(bytes: number): string {
 }
 
 /** Mesos's message for a memory limitation, with the limit and the peak usage. */
-function memoryLimitation(spec: ContainerSpec, stats: CgroupStats | undefined): { reason: string; message: string } {
+function memoryLimitation(resources: ContainerSpec["resources"], stats: CgroupStats | undefined): { reason: string; message: string } {
   const peak = stats?.memoryPeakBytes ?? stats?.memoryCurrentBytes;
   const used = peak === undefined ? "unknown" : formatMb(peak);
-  return { reason: REASON_MEMORY_LIMITATION, message: `Memory limit exceeded: Requested: ${spec.resources.memMb}MB Maximum Used: ${used}` };
+  return { reason: REASON_MEMORY_LIMITATION, message: `Memory limit exceeded: Requested: ${resources.memMb}MB Maximum Used: ${used}` };
 }
 
 /**

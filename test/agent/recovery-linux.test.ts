@@ -3,16 +3,20 @@
  * second containerizer instance stands in for a restarted agent. The Linux cases need root; they are
  * skipped visibly otherwise.
  */
-import { mkdir, mkdtemp, chmod, readdir, rm, rmdir, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, chmod, readFile, readdir, rm, rmdir, writeFile } from "node:fs/promises";
+import { execFile } from "node:child_process";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CheckpointStore, CHECKPOINT_VERSION, fileName, frameworkDirName, type TaskCheckpoint } from "../../agent/checkpoint.ts";
 import { readProcStat } from "../../agent/containerizer/common.ts";
 import { readCgroupLayout } from "../../agent/containerizer/cgroups-layout.ts";
 import { LinuxContainerizer, sameProcess } from "../../agent/containerizer/linux.ts";
-import type { ContainerSpec } from "../../agent/containerizer/types.ts";
+import type { ContainerHandle, ContainerSpec } from "../../agent/containerizer/types.ts";
+import { eventually } from "../harness/events.ts";
 
+const execFileAsync = promisify(execFile);
 const isRoot = process.getuid?.() === 0;
 const NEEDS_ROOT = "needs root: namespaces and cgroups";
 if (!isRoot) console.warn(`[recovery-linux.test] SKIPPING Linux recovery tests: ${NEEDS_ROOT}`);
@@ -51,6 +55,21 @@ async function cgroupExists(name: string): Promise<boolean> {
   const layout = await readCgroupLayout();
   const mount = layout.controllers.get("pids")?.mountPath ?? layout.controllers.get("memory")?.mountPath;
   return readdir(join(mount!, name)).then(() => true, () => false);
+}
+
+/** Launches `s` from a separate Node process (an agent that then goes away) and returns its handle. */
+async function launchInAnotherProcess(s: ContainerSpec): Promise<ContainerHandle> {
+  const script = [
+    `import { LinuxContainerizer } from ${JSON.stringify(new URL("../../agent/containerizer/linux.ts", import.meta.url).pathname)};`,
+    `const c = await LinuxContainerizer.create({ cgroupsRoot: ${JSON.stringify(CGROUPS_ROOT)} });`,
+    `const handle = await c.launch(${JSON.stringify(s)});`,
+    "await c.close();",
+    // Exit as an agent does: the supervisors still hold the report pipe open.
+    "process.stdout.write(JSON.stringify(handle), () => process.exit(0));",
+  ].join("\n");
+  const register = new URL("../../scripts/ts/register.mjs", import.meta.url).pathname;
+  const { stdout } = await execFileAsync(process.execPath, ["--import", register, "--input-type=module", "-e", script], { timeout: 20_000 });
+  return JSON.parse(stdout) as ContainerHandle;
 }
 
 beforeAll(async () => {
@@ -112,6 +131,20 @@ describe("LinuxContainerizer.recover", () => {
     expect(found[1]).toMatchObject({ running: false, termination: { exitCode: null, signal: null, killed: false } });
     expect(await after.wait("gone-1")).toMatchObject({ exitCode: null, signal: null });
     expect(await sameProcess(process.pid, await startTicks(process.pid))).toBe(true);
+  });
+
+  it.skipIf(!isRoot)("a container killed by its memory limit while the agent was down is still reported as REASON_CONTAINER_LIMITATION_MEMORY", async () => {
+    // A real agent restart: the first containerizer lives in a process that exits once the container
+    // runs; only then does the task outgrow its memory, with nobody watching.
+    const s = spec("until [ -e go ]; do sleep 0.05; done; tail /dev/zero");
+    const handle = await launchInAnotherProcess(s);
+    await writeFile(join(s.sandboxDir, "go"), "");
+    await eventually(() => readFile(join(s.sandboxDir, ".corral", "exit_status"), "utf8").then(() => true, () => undefined), 10_000, "the supervisor's exit status");
+    const after = await containerizer();
+    const [found] = await after.recover([{ containerId: s.containerId, sandboxDir: s.sandboxDir, pid: handle.pid!, pidStartTicks: 1, cgroup: handle.cgroup! }]);
+    expect(found).toMatchObject({ running: false, termination: { killed: false, reason: "REASON_CONTAINER_LIMITATION_MEMORY" } });
+    expect(found!.termination!.message).toMatch(/^Memory limit exceeded: Requested: 64MB Maximum Used: \d+MB$/);
+    expect(await cgroupExists(handle.cgroup!)).toBe(false);
   });
 
   it.skipIf(!isRoot)("destroys orphan cgroups of its own sandbox root only", async () => {
