@@ -155,6 +155,10 @@ describe("LinuxContainerizer.recover", () => {
     const foreign = spec("sleep 30", theirs);
     const orphanHandle = await owner.launch(orphan);
     await owner.launch(foreign);
+    // launch resolves once the supervisor runs; an empty young cgroup is a launch in progress, which recovery spares.
+    const layout = await readCgroupLayout();
+    const procs = join(layout.controllers.get("memory")!.mountPath, orphanHandle.cgroup!, "cgroup.procs");
+    await eventually(async () => (await readFile(procs, "utf8")).trim() !== "", 10_000, "the orphan's processes in its cgroup");
     const after = await containerizer();
     expect(await after.recover([], { orphanSandboxRoot: mine })).toEqual([]);
     expect(await owner.wait(orphan.containerId)).toMatchObject({ killed: false, signal: "SIGKILL" });
