@@ -28,8 +28,21 @@ import type { BaseLogger } from "pino";
  * itself has its own session and no terminal). `${line#* }` keeps the script path exactly, spaces
  * included. bash is preferred: it also reaps finished supervisors at once, where dash leaves the
  * newest one a zombie until the next launch.
+ *
+ * First it closes every descriptor but 0-2: whatever started the agent may have left some open
+ * without close-on-exec (Node marks only low ones so), and everything the helper starts, containers
+ * included, would inherit them, e.g. a file their user could not open. POSIX sh can only name
+ * descriptors 0-9 in a redirection; higher ones are closed under bash only.
  */
-export const LAUNCH_HELPER_SCRIPT = `setsid=$1
+export const LAUNCH_HELPER_SCRIPT = `for fd in /proc/$$/fd/*; do
+  fd=\${fd##*/}
+  case $fd in
+    [012]) ;;
+    [3-9]) eval "exec $fd>&-" ;;
+    *) [ -z "$BASH_VERSION" ] || eval "exec $fd>&-" ;;
+  esac
+done
+setsid=$1
 [ -n "$setsid" ] || set -m
 while IFS= read -r line; do
   n=\${line%% *}

@@ -230,6 +230,28 @@ describe(`LinuxContainerizer with real isolation${isRoot ? "" : ` (skipped: ${NE
     expect(await stat(victim)).toMatchObject({ uid: 0, gid: 0 });
   });
 
+  it.skipIf(!isRoot)("descriptors the agent inherited from whoever started it do not reach the task", async () => {
+    // An agent started with extra open descriptors, as a careless wrapper leaves them. (Node marks low
+    // inherited ones close-on-exec itself, not high ones.)
+    const s = spec("ls -l /proc/self/fd");
+    const script = [
+      `import { LinuxContainerizer } from ${JSON.stringify(new URL("../../agent/containerizer/linux.ts", import.meta.url).pathname)};`,
+      `const c = await LinuxContainerizer.create({ cgroupsRoot: ${JSON.stringify(CGROUPS_ROOT)} });`,
+      `await c.launch(${JSON.stringify(s)});`,
+      `await c.wait(${JSON.stringify(s.containerId)});`,
+      "await c.close();",
+      "process.exit(0);",
+    ].join("\n");
+    const register = new URL("../../scripts/ts/register.mjs", import.meta.url).pathname;
+    // A shell opens them without close-on-exec and execs the agent's Node process.
+    const wrapper = 'exec 200>/dev/null 240</etc/hostname; exec "$0" "$@"';
+    const { stderr } = await execFileAsync("/bin/bash", ["-c", wrapper, process.execPath, "--import", register, "--input-type=module", "-e", script], { timeout: 20_000 });
+    expect(stderr).toBe("");
+    const targets = (await text(s, "stdout")).split("\n").filter((line) => / -> /.test(line)).map((line) => line.replace(/^.* (\d+) -> /, "$1 -> "));
+    // 0-2 and the descriptor ls reads the listing through: nothing else.
+    expect(targets.filter((target) => !/^[012] -> /.test(target) && !/ -> \/proc\/\d+\/fd$/.test(target))).toEqual([]);
+  });
+
   it.skipIf(!isRoot)("refuses root and users outside the allow-list; honours an allowed user", async () => {
     await expect(containerizer.launch(spec("id -u", { user: "root" }))).rejects.toMatchObject({
       code: "CORRAL_ERR_CONTAINER_LAUNCH_FAILED",
