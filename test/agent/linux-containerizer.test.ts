@@ -278,6 +278,9 @@ describe(`LinuxContainerizer with real isolation${isRoot ? "" : ` (skipped: ${NE
     const s = spec("echo spinning; while :; do :; done", { resources: { cpus: 0.5, memMb: 64, diskMb: 64, ports: [] } });
     await containerizer.launch(s);
     await stdoutContains(s, "spinning");
+    // Throttling shows once the spinner got more than its quota in some period, which a machine busy
+    // with other work (other test files, in parallel) may delay.
+    await eventually(async () => (await containerizer.usage(s.containerId)).cpusNrThrottled > 0, 20_000, "the spinner throttled by its quota");
     const before = await containerizer.usage(s.containerId);
     const wallStart = performance.now();
     await new Promise((resolve) => setTimeout(resolve, 1500));
