@@ -22,7 +22,10 @@
  *    mounts.
  * 4. **privilege drop**: `setpriv` to the task's user with no new privileges and empty bounding,
  *    inheritable and ambient capability sets; `--pdeathsig keep` because a uid change clears the
- *    parent-death signal that ties the container to step 3's process.
+ *    parent-death signal that ties the container to step 3's process. On the unshare path that
+ *    holds; under bubblewrap it does not tie the container to bwrap's outer process, so a killed
+ *    bwrap leaves the container running under the host's init: in cgroups mode the supervisor's
+ *    sweep or the agent's recovery kills the cgroup, which is what really ends a container.
  * 5. **init**: `tini -s -g` as the namespace's pid 1 (a pid 1 without handlers ignores SIGTERM; tini
  *    forwards it to the workload's process group and exits with the workload's status), or a small
  *    shell init where tini is not installed.
