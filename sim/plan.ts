@@ -30,7 +30,9 @@ import { validateScenario, type Scenario, type ScenarioEvent } from "./scenario.
 export interface PlanTargets {
   /**
    * p50 / p90 / p99 of the wait from submission to RUNNING over every submitted task, at most this
-   * many seconds (a task that never ran counts as an endless wait). @default none
+   * many seconds (a task that never ran counts as an endless wait). Only tasks of `tasks`, `greedy`
+   * and `batch` frameworks have a wait (a Marathon instance has no submission time), so a scenario
+   * without one is refused. @default none
    */
   maxWaitP50Seconds?: number;
   /** @default none */
@@ -118,6 +120,9 @@ export class PlanSpecError extends Error {
 
 const TARGET_KEYS = ["maxWaitP50Seconds", "maxWaitP90Seconds", "maxWaitP99Seconds", "allPlaced", "allMarathonAppsPlaced", "maxCpuUtilizationPercent", "survive"];
 const TARGET_FIELDS = [...TARGET_KEYS, "placementGraceSeconds"];
+const WAIT_TARGETS = ["maxWaitP50Seconds", "maxWaitP90Seconds", "maxWaitP99Seconds"];
+/** Framework kinds whose tasks have a submission time, hence a wait. */
+const WAITING_KINDS: readonly string[] = ["tasks", "greedy", "batch"];
 
 /**
  * Checks a targets file against its (already validated) scenario and returns it typed.
@@ -152,7 +157,16 @@ export function validatePlanSpec(input: unknown, scenario: Scenario): PlanSpec {
   else {
     unknown(t, TARGET_FIELDS, "plan.targets");
     if (!TARGET_KEYS.some((k) => t[k] !== undefined && t[k] !== false)) fail("plan.targets", `must set at least one of ${TARGET_KEYS.join(", ")}`);
-    for (const k of ["maxWaitP50Seconds", "maxWaitP90Seconds", "maxWaitP99Seconds"]) num(t, k, "plan.targets", { min: 0 });
+    for (const k of WAIT_TARGETS) num(t, k, "plan.targets", { min: 0 });
+    // The waits are over the tasks of these kinds only (a Marathon instance has no submission
+    // time, a decliner submits nothing): without one, every wait is 0 s at any size.
+    if (!scenario.frameworks.some((f) => WAITING_KINDS.includes(f.kind))) {
+      for (const k of WAIT_TARGETS) {
+        if (t[k] !== undefined) {
+          fail(`plan.targets.${k}`, `the scenario has no framework whose tasks have a wait (kind tasks, greedy or batch); Marathon instances have no submission time: judge them with allMarathonAppsPlaced or allPlaced`);
+        }
+      }
+    }
     num(t, "maxCpuUtilizationPercent", "plan.targets", { gt: 0, max: 100 });
     if (t.allPlaced !== undefined && typeof t.allPlaced !== "boolean") fail("plan.targets.allPlaced", "must be true or false");
     num(t, "placementGraceSeconds", "plan.targets", { min: 0 });

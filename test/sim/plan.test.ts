@@ -204,6 +204,35 @@ describe("targets and failures", () => {
     expect(() => validatePlanSpec({ targets: { allPlaced: true, survive: { rack: true } } }, norack)).toThrow(/plan.targets.survive.rack: no agent class has a rack attribute/);
   });
 
+  it("refuses a wait target on a scenario with no framework whose tasks have a wait, instead of passing it on nothing", () => {
+    // Marathon instances have no submission time, so they are not in the waits: on this scenario a
+    // wait target measured 0 s at any cluster size, one agent too small for the app included.
+    const marathonOnly = validateScenario({
+      name: "apps",
+      seed: 1,
+      endSeconds: 100,
+      cluster: { agentClasses: { std: { count: 1, resources: "cpus:2;mem:4096" } } },
+      frameworks: [{ name: "m", kind: "marathon", marathon: { apps: [{ id: "/web", cmd: "serve", cpus: 1, mem: 128, instances: 4 }] } }],
+    });
+    let error: unknown;
+    try {
+      validatePlanSpec({ targets: { maxWaitP99Seconds: 60, maxWaitP50Seconds: 10, allPlaced: true } }, marathonOnly);
+    } catch (err) {
+      error = err;
+    }
+    expect(error).toBeInstanceOf(PlanSpecError);
+    const rule =
+      "the scenario has no framework whose tasks have a wait (kind tasks, greedy or batch); Marathon instances have no submission time: judge them with allMarathonAppsPlaced or allPlaced";
+    expect((error as PlanSpecError).problems).toEqual([`plan.targets.maxWaitP50Seconds: ${rule}`, `plan.targets.maxWaitP99Seconds: ${rule}`]);
+    // allPlaced counts Marathon's waiting instances, so it stays allowed.
+    expect(validatePlanSpec({ targets: { allPlaced: true } }, marathonOnly)).toEqual({ targets: { allPlaced: true } });
+    expect(validatePlanSpec({ targets: { allMarathonAppsPlaced: true } }, marathonOnly)).toEqual({ targets: { allMarathonAppsPlaced: true } });
+    // A decliner submits nothing either; a tasks framework beside it is enough.
+    const decliner = validateScenario({ ...tiny, frameworks: [{ name: "d", kind: "decliner" }] });
+    expect(() => validatePlanSpec({ targets: { maxWaitP90Seconds: 5 } }, decliner)).toThrow(`plan.targets.maxWaitP90Seconds: ${rule}`);
+    expect(validatePlanSpec({ targets: { maxWaitP90Seconds: 5 } }, validateScenario(tiny))).toEqual({ targets: { maxWaitP90Seconds: 5 } });
+  });
+
   it("turns survival variants into permanent agent failures: the largest agents, or the rack with the most cpus", () => {
     const s = validateScenario(tiny);
     expect(failureEvents(s, { small: 3, big: 1 }, { id: "lose-agents", agents: 2, atSeconds: 20 }, undefined)).toEqual([
