@@ -29,6 +29,7 @@ export const SIM_USAGE = `usage:
       --html writes a self-contained report (charts and tables; opens offline); progress goes to stderr
       (a bar on a terminal, else a line every 30 s)
   corral sim plan <scenario.json> --targets <targets.json> [--seeds <n>] [--json plan.json] [--table plan.txt]
+                  [--log-level <pino level>]
       searches the smallest number of agents per class meeting every target (wait percentile, all placed,
       cpu ceiling, surviving the loss of agents or a rack) over n seeds per point (default 5)
   corral sim check [--seeds 1..N] [--agents N] [--seconds S] [--jobs N]
@@ -75,6 +76,19 @@ function takeSwitch(args: string[], name: string): boolean {
   return true;
 }
 
+/**
+ * Refuses a flag left in `args` once the known ones were taken: without this a mistyped flag
+ * (`--seed`) and its value were taken for the scenario file and reported as "extra" arguments.
+ */
+function rejectUnknownFlags(args: string[], known: readonly string[]): void {
+  const flag = args.find((a) => a.startsWith("-") && a !== "-");
+  if (flag !== undefined) throw new Error(`unknown flag ${flag} (known: ${known.join(", ")})`);
+}
+
+const RUN_FLAGS = ["--events", "--json", "--html", "--sample-interval", "--max-samples", "--log-level", "--no-progress"];
+const PLAN_FLAGS = ["--targets", "--seeds", "--json", "--table", "--log-level"];
+const CHECK_FLAGS = ["--seeds", "--agents", "--seconds", "--jobs"];
+
 /** Runs `corral sim <args>`; resolves with the exit code (0 ok, 1 failure, 2 usage). */
 export async function simCommand(argv: string[]): Promise<number> {
   const args = [...argv];
@@ -103,6 +117,7 @@ async function runSub(args: string[]): Promise<number> {
   const maxSamples = numberFlag(takeFlag(args, "--max-samples"), "--max-samples", { int: true, min: 1 });
   const logLevel = takeFlag(args, "--log-level");
   const quiet = takeSwitch(args, "--no-progress");
+  rejectUnknownFlags(args, RUN_FLAGS);
   const file = args.shift();
   if (file === undefined || args.length > 0) throw new Error(`expected one scenario file${args.length ? `, got extra ${args.join(" ")}` : ""}\n\n${SIM_USAGE}`);
   const input = readJson(file);
@@ -168,6 +183,7 @@ async function planSub(args: string[]): Promise<number> {
   const jsonPath = takeFlag(args, "--json");
   const tablePath = takeFlag(args, "--table");
   const logLevel = takeFlag(args, "--log-level");
+  rejectUnknownFlags(args, PLAN_FLAGS);
   const file = args.shift();
   if (file === undefined || args.length > 0) throw new Error(`expected one scenario file${args.length ? `, got extra ${args.join(" ")}` : ""}\n\n${SIM_USAGE}`);
   if (targetsPath === undefined) throw new Error(`--targets: is required (a targets file, see sim/README.md)\n\n${SIM_USAGE}`);
@@ -224,6 +240,7 @@ async function checkSub(args: string[]): Promise<number> {
   const agents = numberFlag(takeFlag(args, "--agents"), "--agents", { int: true, min: 1, max: 2 * MAX_CLASS_AGENTS }) ?? 6;
   const seconds = numberFlag(takeFlag(args, "--seconds"), "--seconds", { gt: 0, max: MAX_END_SECONDS }) ?? 600;
   const jobs = jobsFlag(args, seeds.length);
+  rejectUnknownFlags(args, CHECK_FLAGS);
   if (args.length > 0) throw new Error(`unexpected ${args.join(" ")}\n\n${SIM_USAGE}`);
   let failures = 0;
   const report = (outcome: CheckOutcome): void => {

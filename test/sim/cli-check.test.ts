@@ -77,6 +77,24 @@ describe("corral sim", () => {
     expect(text).toContain("--seeds: the range 5..1 runs backwards (A..B needs A <= B)");
     expect(text).not.toMatch(/seed 1:|\n\s+at /);
   });
+
+  it("names an unknown flag as such (exit 2) wherever it stands, instead of taking it or its value for the scenario file", async () => {
+    const io = quiet();
+    const codes = [
+      await simCommand(["plan", "--seed", "3", "s.json", "--targets", "t.json"]),
+      await simCommand(["plan", "s.json", "--targets", "t.json", "--seed", "3"]),
+      await simCommand(["run", "--event", "out.jsonl", "s.json"]),
+      await simCommand(["check", "--seed", "3"]),
+    ];
+    io.restore();
+    expect(codes).toEqual([2, 2, 2, 2]);
+    const text = io.out.join("\n");
+    expect(text).toContain("corral sim plan: unknown flag --seed (known: --targets, --seeds, --json, --table, --log-level)");
+    expect(text).toContain("corral sim run: unknown flag --event (known: --events, --json, --html, --sample-interval, --max-samples, --log-level, --no-progress)");
+    expect(text).toContain("corral sim check: unknown flag --seed (known: --seeds, --agents, --seconds, --jobs)");
+    expect(text).not.toContain("got extra");
+    expect(text).not.toContain("cannot read");
+  });
 });
 
 describe("fault-injection check", () => {
