@@ -36,7 +36,7 @@ export type CheckOutcome =
 
 /** Options of {@link runCheck}. */
 export interface CheckOptions {
-  /** Agents in the world. @default 6 */
+  /** Agents in the world, at least 2 (two classes of at least one agent each). @default 6 */
   agents?: number;
   /** Simulated seconds. @default 600 */
   seconds?: number;
@@ -67,6 +67,8 @@ export function parseSeeds(text: string): number[] {
 export function faultScenario(seed: number, options: CheckOptions = {}): Scenario {
   const rng = new SeededRng(`check:${seed}`);
   const agents = options.agents ?? 6;
+  // Each class holds at least one agent: fewer than two would silently become two.
+  if (!Number.isInteger(agents) || agents < 2) throw new RangeError(`agents: must be an integer >= 2 (one agent in each of the two classes), got ${agents}`);
   const seconds = options.seconds ?? 600;
   const half = Math.max(1, Math.floor(agents / 2));
   const events: ScenarioEvent[] = [];

@@ -235,9 +235,10 @@ function jobsFlag(args: string[], runs: number): number {
 
 async function checkSub(args: string[]): Promise<number> {
   const seeds = parseSeeds(takeFlag(args, "--seeds") ?? "1..10");
-  // The bounds of the scenario each seed draws (two agent classes, endSeconds), so a bad flag is
-  // a usage error here rather than an invalid scenario thrown from inside every seed's run.
-  const agents = numberFlag(takeFlag(args, "--agents"), "--agents", { int: true, min: 1, max: 2 * MAX_CLASS_AGENTS }) ?? 6;
+  // The bounds of the scenario each seed draws (two agent classes of at least one agent each,
+  // endSeconds), so a bad flag is a usage error here rather than an invalid scenario thrown from
+  // inside every seed's run.
+  const agents = numberFlag(takeFlag(args, "--agents"), "--agents", { int: true, min: 2, max: 2 * MAX_CLASS_AGENTS }) ?? 6;
   const seconds = numberFlag(takeFlag(args, "--seconds"), "--seconds", { gt: 0, max: MAX_END_SECONDS }) ?? 600;
   const jobs = jobsFlag(args, seeds.length);
   rejectUnknownFlags(args, CHECK_FLAGS);

@@ -66,14 +66,17 @@ describe("corral sim", () => {
       await simCommand(["check", "--seeds", "1", "--agents", "abc"]),
       await simCommand(["check", "--seeds", "1", "--agents", "1e12"]),
       await simCommand(["check", "--seeds", "5..1"]),
+      // Two agent classes of at least one agent each: a world of one agent cannot be drawn.
+      await simCommand(["check", "--seeds", "1", "--agents", "1"]),
     ];
     io.restore();
-    expect(codes).toEqual([2, 2, 2, 2, 2]);
+    expect(codes).toEqual([2, 2, 2, 2, 2, 2]);
     const text = io.out.join("\n");
     expect(text).toContain('corral sim check: --seconds: must be a number > 0 and <= 31536000, got "Infinity"');
     expect(text).toContain('--seconds: must be a number > 0 and <= 31536000, got "1e9"');
-    expect(text).toContain('--agents: must be an integer >= 1 and <= 2000000, got "abc"');
-    expect(text).toContain('--agents: must be an integer >= 1 and <= 2000000, got "1e12"');
+    expect(text).toContain('--agents: must be an integer >= 2 and <= 2000000, got "abc"');
+    expect(text).toContain('--agents: must be an integer >= 2 and <= 2000000, got "1e12"');
+    expect(text).toContain('--agents: must be an integer >= 2 and <= 2000000, got "1"');
     expect(text).toContain("--seeds: the range 5..1 runs backwards (A..B needs A <= B)");
     expect(text).not.toMatch(/seed 1:|\n\s+at /);
   });
@@ -105,6 +108,14 @@ describe("fault-injection check", () => {
     expect(() => parseSeeds("5..2")).toThrow();
     expect(() => parseSeeds("1,2000000000000000")).toThrow("--seeds: seeds must be <= 1000000000000000, got 1,2000000000000000");
     expect(() => parseSeeds("2000000000000000..2000000000000001")).toThrow(/--seeds: seeds must be <= 1000000000000000/);
+  });
+
+  it("draws a world of exactly the agents asked for, and refuses fewer than two", () => {
+    for (const agents of [2, 3, 6]) {
+      const classes = Object.values(faultScenario(1, { agents }).cluster.agentClasses);
+      expect(classes.reduce((sum, c) => sum + c.count, 0)).toBe(agents);
+    }
+    expect(() => faultScenario(1, { agents: 1 })).toThrow("agents: must be an integer >= 2 (one agent in each of the two classes), got 1");
   });
 
   it("draws valid scenarios with faults, the same for the same seed", () => {
