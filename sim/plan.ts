@@ -679,10 +679,22 @@ export async function planScenario(scenarioInput: unknown, specInput: unknown, o
 
 // ---- output --------------------------------------------------------------------------------------
 
-function num(v: number): string {
+/**
+ * A figure of the table: two decimals, or as many more (up to six) as it takes for a value that
+ * is not zero to stay so, and for an observed value that is not its limit to read differently
+ * (a target missed by 0.004 must not read as "60  60  0  NO").
+ */
+function num(v: number, differsFrom?: number): string {
   if (v === Infinity) return "never";
   if (v === -Infinity) return "-inf";
-  return String(Math.round(v * 100) / 100);
+  for (let decimals = 2; decimals <= 6; decimals++) {
+    const scale = 10 ** decimals;
+    const r = Math.round(v * scale) / scale;
+    const keepsSign = v === 0 || r !== 0;
+    const keepsDifference = differsFrom === undefined || v === differsFrom || r !== Math.round(differsFrom * scale) / scale;
+    if (keepsSign && keepsDifference) return String(r);
+  }
+  return String(v);
 }
 
 function countsText(counts: Record<string, number>): string {
@@ -700,7 +712,7 @@ export function formatPlan(p: PlanReport): string {
   if (p.recommendation) {
     const r = p.recommendation;
     lines.push(`recommendation: ${countsText(r.counts)}  (${r.agents} agents, ${r.cpus} cpus, ${r.mem} MB mem)`);
-    const rows = [["target", "variant", "limit", "observed", "margin", "ok"], ...r.checks.map((c) => [c.target, c.variant, num(c.limit), num(c.observed), num(c.margin), c.pass ? "yes" : "NO"])];
+    const rows = [["target", "variant", "limit", "observed", "margin", "ok"], ...r.checks.map((c) => [c.target, c.variant, num(c.limit), num(c.observed, c.limit), num(c.margin), c.pass ? "yes" : "NO"])];
     const widths = rows[0]!.map((_, i) => Math.max(...rows.map((row) => row[i]!.length)));
     for (const row of rows) lines.push(`  ${row.map((cell, i) => cell.padEnd(widths[i]!)).join("  ")}`.trimEnd());
   } else {

@@ -113,6 +113,31 @@ describe("searchPlan (a synthetic monotone evaluator)", () => {
     expect(text).toMatch(/wait p99 \(s\)\s+lose 2 agents\s+10\s+10\s+0\s+yes/);
   });
 
+  it("prints a target missed by less than the table's rounding with a negative margin and an observed value that differs from the limit", () => {
+    const checks = [
+      { variant: "base", target: "wait p99 (s)", limit: 60, observed: 60.0042, margin: 60 - 60.0042, pass: false },
+      { variant: "base", target: "cpu utilization (%)", limit: 75, observed: 74.996, margin: 75 - 74.996, pass: true },
+      { variant: "base", target: "wait p50 (s)", limit: 10, observed: 4.5, margin: 5.5, pass: true },
+    ];
+    const text = formatPlan({
+      method: "bisection",
+      seeds: [1],
+      percentile: 90,
+      recommendation: { counts: { std: 3 }, pass: false, checks, agents: 3, cpus: 12, mem: 0 },
+      evaluated: [],
+      runs: 0,
+      truncated: false,
+      scenario: "rounding",
+      targets: {},
+      searched: [{ class: "std", min: 1, max: null, cpus: 4, mem: 0 }],
+      fixed: {},
+    });
+    // Rounded to two decimals the first row read "60  60  0  NO", the second "75  75  0  yes".
+    expect(text).toMatch(/wait p99 \(s\)\s+base\s+60\s+60\.004\s+-0\.004\s+NO/);
+    expect(text).toMatch(/cpu utilization \(%\)\s+base\s+75\s+74\.996\s+0\.004\s+yes/);
+    expect(text).toMatch(/wait p50 \(s\)\s+base\s+10\s+4\.5\s+5\.5\s+yes/);
+  });
+
   it("with several classes, a coordinate search ends on a point where no class can lose one agent", async () => {
     const sizes = { big: 16, small: 4 };
     const world = fakeWorld({ cpusPerAgent: sizes, demand: 100 });
