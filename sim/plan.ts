@@ -22,7 +22,7 @@
 
 import { Resources } from "../sdk/resources.ts";
 import { nearestRank, runScenario, type SimResult } from "./report.ts";
-import { validateScenario, type Scenario, type ScenarioEvent } from "./scenario.ts";
+import { MAX_SEED, validateScenario, type Scenario, type ScenarioEvent } from "./scenario.ts";
 
 // ---- the plan specification (the targets file) ---------------------------------------------------
 
@@ -638,6 +638,13 @@ export async function planScenario(scenarioInput: unknown, specInput: unknown, o
   const spec = validatePlanSpec(specInput, scenario);
   const seedCount = options.seeds ?? spec.seeds ?? 5;
   if (!Number.isInteger(seedCount) || seedCount < 1 || seedCount > 100) throw new PlanSpecError([`seeds: must be an integer 1..100, got ${seedCount}`]);
+  // Each run is validated as a scenario: a seed past MAX_SEED would fail the search part-way,
+  // reported as an invalid scenario although the file's own seed is valid.
+  if (scenario.seed + seedCount - 1 > MAX_SEED) {
+    throw new PlanSpecError([
+      `plan.seeds: a point runs scenario.seed (${scenario.seed}) to scenario.seed + ${seedCount - 1}, which must be <= ${MAX_SEED} (the largest scenario seed); lower the scenario's seed or the seeds`,
+    ]);
+  }
   const seeds = Array.from({ length: seedCount }, (_, i) => scenario.seed + i);
   const chosen: Record<string, PlanClassBounds> = spec.search?.classes ?? Object.fromEntries(Object.keys(scenario.cluster.agentClasses).map((n) => [n, {}]));
   if (Object.keys(chosen).length === 0) throw new PlanSpecError(["plan.search.classes: the scenario has no agent class to search (scenario.cluster.agentClasses is empty)"]);

@@ -15,7 +15,7 @@ import {
   type PlanPoint,
   type RunMetrics,
 } from "../../sim/plan.ts";
-import { validateScenario, type Scenario } from "../../sim/scenario.ts";
+import { MAX_SEED, validateScenario, type Scenario } from "../../sim/scenario.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "corral-sim-plan-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -256,6 +256,22 @@ describe("targets and failures", () => {
     const decliner = validateScenario({ ...tiny, frameworks: [{ name: "d", kind: "decliner" }] });
     expect(() => validatePlanSpec({ targets: { maxWaitP90Seconds: 5 } }, decliner)).toThrow(`plan.targets.maxWaitP90Seconds: ${rule}`);
     expect(validatePlanSpec({ targets: { maxWaitP90Seconds: 5 } }, validateScenario(tiny))).toEqual({ targets: { maxWaitP90Seconds: 5 } });
+  });
+
+  it("refuses, before anything runs, seeds that would run past the largest scenario seed", async () => {
+    // The scenario's seed is valid; seed + 1 and seed + 2 are not. The search used to run the first
+    // seed and then fail with "scenario.seed: must be <= ...", blaming a scenario that obeys it.
+    let runs = 0;
+    const evaluate: Evaluate = async () => {
+      runs++;
+      return { waitP50Seconds: 0, waitP90Seconds: 0, waitP99Seconds: 0, unplacedTasks: 0, unplacedMarathonInstances: 0, cpuUtilizationPercent: 0 };
+    };
+    await expect(planScenario({ ...tiny, seed: MAX_SEED - 1 }, { targets: { allPlaced: true }, seeds: 3 }, { evaluate })).rejects.toThrow(
+      `plan.seeds: a point runs scenario.seed (${MAX_SEED - 1}) to scenario.seed + 2, which must be <= ${MAX_SEED} (the largest scenario seed); lower the scenario's seed or the seeds`,
+    );
+    expect(runs).toBe(0);
+    const plan = await planScenario({ ...tiny, seed: MAX_SEED - 2 }, { targets: { allPlaced: true }, seeds: 3 }, { evaluate });
+    expect(plan.seeds).toEqual([MAX_SEED - 2, MAX_SEED - 1, MAX_SEED]);
   });
 
   it("turns survival variants into permanent agent failures: the largest agents, or the rack with the most cpus", () => {
