@@ -15,7 +15,10 @@
  * then a coordinate search bisects each class down in turn (others fixed) and repeats the rounds
  * until nothing shrinks (at most `maxRounds`): the result is Pareto-minimal — no class can lose one
  * agent — though not necessarily the global minimum. Both assume that more agents never hurt
- * (monotone targets); the seeds and the percentile are what make that hold in practice.
+ * (monotone targets); the seeds and the percentile are what make that hold in practice. The search
+ * leans on it to skip points: a bisection starts above the largest count that failed with at
+ * least as many agents of every other class, so a round after the first, which under that
+ * assumption cannot shrink anything, runs no point.
  *
  * @module
  */
@@ -445,11 +448,15 @@ export async function searchPlan(options: SearchOptions): Promise<PlanOutcome> {
       for (let round = 0; round < (classes.length === 1 ? 1 : maxRounds); round++) {
         let shrunk = false;
         for (const c of classes) {
-          // The largest failing count already known below the passing one makes a tighter floor.
+          // A failing point already run with at least as many agents of every other class makes
+          // the floor: with more agents never hurting, every count of this class up to its own
+          // fails here too. (Only points with the others exactly as now made it before, so a
+          // second round bisected all over again points that the first had already decided.)
           let lo = c.min;
           let hi = current[c.name]!;
+          const here = { ...(options.fixed ?? {}), ...current };
           for (const p of cache.values()) {
-            if (p.pass || !sameExcept(p.counts, { ...(options.fixed ?? {}), ...current }, c.name)) continue;
+            if (p.pass || !atLeastExcept(p.counts, here, c.name)) continue;
             const n = p.counts[c.name]!;
             if (n < hi && n + 1 > lo) lo = n + 1;
           }
@@ -487,8 +494,9 @@ export async function searchPlan(options: SearchOptions): Promise<PlanOutcome> {
   };
 }
 
-function sameExcept(a: Record<string, number>, b: Record<string, number>, except: string): boolean {
-  for (const k of new Set([...Object.keys(a), ...Object.keys(b)])) if (k !== except && a[k] !== b[k]) return false;
+/** Whether `a` has at least as many agents as `b` of every class but `except`. */
+function atLeastExcept(a: Record<string, number>, b: Record<string, number>, except: string): boolean {
+  for (const k of new Set([...Object.keys(a), ...Object.keys(b)])) if (k !== except && (a[k] ?? 0) < (b[k] ?? 0)) return false;
   return true;
 }
 

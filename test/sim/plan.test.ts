@@ -163,6 +163,32 @@ describe("searchPlan (a synthetic monotone evaluator)", () => {
     expect(rec.cpus).toBe(cpus);
   });
 
+  it("with several classes, never runs a point whose outcome the points already run decide (more agents never hurt)", async () => {
+    // Every point is seeds x variants simulator runs. A point with no more agents of any class than
+    // a failing one must fail, one with no fewer than a passing one must pass: the second round of
+    // the coordinate search bisected such points all over again.
+    const sizes = { big: 16, mid: 8, small: 4 };
+    for (const names of [["big", "small"], ["big", "mid", "small"]] as const) {
+      const plan = await searchPlan({
+        classes: names.map((name) => ({ name, min: 0, start: 2, cpus: sizes[name] })),
+        targets: { maxWaitP99Seconds: 10 },
+        seeds: [1],
+        evaluate: fakeWorld({ cpusPerAgent: sizes, demand: 100 }).evaluate,
+      });
+      const rec = plan.recommendation!;
+      const cpus = names.reduce((sum, n) => sum + rec.counts[n]! * sizes[n], 0);
+      expect(cpus).toBeGreaterThanOrEqual(100);
+      for (const n of names) if (rec.counts[n]! > 0) expect(cpus - sizes[n]).toBeLessThan(100);
+      const below = (a: Record<string, number>, b: Record<string, number>) => names.every((n) => a[n]! <= b[n]!);
+      plan.evaluated.forEach((point, i) => {
+        for (const earlier of plan.evaluated.slice(0, i)) {
+          if (!earlier.pass) expect(below(point.counts, earlier.counts), `${JSON.stringify(point.counts)} below failing ${JSON.stringify(earlier.counts)}`).toBe(false);
+          else expect(below(earlier.counts, point.counts), `${JSON.stringify(point.counts)} above passing ${JSON.stringify(earlier.counts)}`).toBe(false);
+        }
+      });
+    }
+  });
+
   it("says so when nothing within the bounds passes, and stops at maxPoints", async () => {
     const none = await searchPlan({ classes: [{ name: "std", min: 1, start: 1 }], targets: { maxWaitP99Seconds: 10 }, seeds: [1], maxAgentsPerClass: 6, evaluate: fakeWorld().evaluate });
     expect(none.recommendation).toBeNull();
