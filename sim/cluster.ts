@@ -138,6 +138,8 @@ export class SimCluster {
   private readonly rng: SeededRng;
   private readonly log: PinoLogger;
   private readonly classCounters = new Map<string, number>();
+  /** The agents of each `partition-agents` event in force, in start order. */
+  private readonly cuts: string[][] = [];
   /**
    * Run times of tasks with `SIM_MTTF_ENV`, drawn at launch. Seeded on its own (not forked from
    * the cluster's generator) so that scenarios without it draw exactly what they drew before.
@@ -395,6 +397,18 @@ export class SimCluster {
     for (const slot of hit) this.crashAgent(slot, downSeconds === undefined ? undefined : downSeconds * 1000);
   }
 
+  /**
+   * The network as the partitions in force say: the agents of every one of them on one side, the
+   * masters and frameworks on the other (the network holds one partition at a time, so each start
+   * and each end recomputes it from all those still in force: one partition neither heals another
+   * nor is healed by it).
+   */
+  private applyCuts(): void {
+    if (this.cuts.length === 0) return this.network.heal();
+    const others = [...this.masters.nodes(), ...[...this.frameworks.values()].map((f) => f.node)];
+    this.network.partition([others, [...new Set(this.cuts.flat())]]);
+  }
+
   /** Running agents of a class, newest first (the order timed events pick them in). */
   liveAgents(cls: string): SimAgentSlot[] {
     return this.agents.filter((a) => a.cls === cls && a.up).reverse();
@@ -416,11 +430,12 @@ export class SimCluster {
         return;
       case "partition-agents": {
         const cut = this.liveAgents(event.class).slice(0, event.count).map((a) => a.node);
-        const others = [...this.masters.nodes(), ...[...this.frameworks.values()].map((f) => f.node)];
-        this.network.partition([others, cut]);
+        this.cuts.push(cut);
+        this.applyCuts();
         this.emit("partition", { agents: cut, durationMs: event.durationSeconds * 1000 });
         this.engine.after(event.durationSeconds * 1000, () => {
-          this.network.heal();
+          this.cuts.splice(this.cuts.indexOf(cut), 1);
+          this.applyCuts();
           this.emit("partition-healed", { agents: cut });
         });
         return;
