@@ -170,7 +170,8 @@ export const MARATHON_CONVERGENCE_SLACK_MS = 90_000;
  */
 export class MarathonConvergenceCheck {
   private readonly down = new Set<string>();
-  private readonly cut = new Set<string>();
+  /** Per agent, the partitions in force that cut it (overlapping partitions may cut one agent twice). */
+  private readonly cut = new Map<string, number>();
   /** Virtual ms since the start when the current quiet period began. */
   private quietSinceMs = 0;
   /** Per framework, when it was last told of a task that ended (virtual ms since the start). */
@@ -198,10 +199,14 @@ export class MarathonConvergenceCheck {
         this.quietSinceMs = Math.max(this.quietSinceMs, e.t);
         break;
       case "partition":
-        for (const a of (e.agents as string[] | undefined) ?? []) this.cut.add(a);
+        for (const a of (e.agents as string[] | undefined) ?? []) this.cut.set(a, (this.cut.get(a) ?? 0) + 1);
         break;
       case "partition-healed":
-        for (const a of (e.agents as string[] | undefined) ?? []) this.cut.delete(a);
+        for (const a of (e.agents as string[] | undefined) ?? []) {
+          const left = (this.cut.get(a) ?? 0) - 1;
+          if (left > 0) this.cut.set(a, left);
+          else this.cut.delete(a);
+        }
         break;
       case "framework-started":
       case "marathon-action":

@@ -66,6 +66,29 @@ describe("fault check: Marathon apps reach their instance count after the faults
     expect(atMs!).toBeGreaterThan(20_000 + MARATHON_CONVERGENCE_SLACK_MS);
   });
 
+  it("counts an agent cut by two overlapping partitions as cut until the later one heals", async () => {
+    // Both partitions take the newest agent of class a. The short one heals at 60 s; the agent stays
+    // cut until 220 s, so the fourth /spread instance (one per host) has nowhere to go until then.
+    // That is a fault lasting, not an app failing to converge after the faults ended.
+    const { problems, events } = await checked(
+      world(
+        [{ id: "/spread", cmd: "x", cpus: 0.1, mem: 64, instances: 4, constraints: [["hostname", "UNIQUE"]] }],
+        [
+          { atSeconds: 20, type: "partition-agents", class: "a", count: 1, durationSeconds: 200 },
+          { atSeconds: 30, type: "partition-agents", class: "a", count: 1, durationSeconds: 30 },
+        ],
+      ),
+    );
+    const cuts = events.filter((e) => e.type === "partition" || e.type === "partition-healed").map((e) => [e.type, e.t, e.agents]);
+    expect(cuts).toEqual([
+      ["partition", 20_000, ["agent-a-1"]],
+      ["partition", 30_000, ["agent-a-1"]],
+      ["partition-healed", 60_000, ["agent-a-1"]],
+      ["partition-healed", 220_000, ["agent-a-1"]],
+    ]);
+    expect(problems).toEqual([]);
+  });
+
   it("puts a small Marathon workload in every fault scenario, and a seed passes with it", async () => {
     const scenario = faultScenario(3, { seconds: 300 });
     expect(scenario.frameworks.find((f) => f.kind === "marathon")?.marathon?.apps?.length).toBe(2);
