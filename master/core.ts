@@ -36,6 +36,11 @@ import type {
 import { AllocatorError, createAllocator, type HierarchicalAllocator, type OfferPlan } from "./allocator/index.ts";
 
 /** Tunables of the master. Every duration is in milliseconds. */
+/** Default of `agentPingIntervalMs` (Mesos' agent_ping_timeout, 15 s). */
+export const DEFAULT_AGENT_PING_INTERVAL_MS = 15_000;
+/** Default of `maxMissedPings` (Mesos' max_agent_ping_timeouts, 5). */
+export const DEFAULT_MAX_MISSED_PINGS = 5;
+
 export interface MasterConfig {
   /** This master's id; prefixes agent, framework and offer ids. */
   masterId: string;
@@ -313,8 +318,8 @@ export class MasterCore {
   ) {
     this.masterId = config.masterId;
     this.allocationIntervalMs = config.allocationIntervalMs ?? 1000;
-    this.pingIntervalMs = config.agentPingIntervalMs ?? 15_000;
-    this.pingTimeoutMs = this.pingIntervalMs * (config.maxMissedPings ?? 5);
+    this.pingIntervalMs = config.agentPingIntervalMs ?? DEFAULT_AGENT_PING_INTERVAL_MS;
+    this.pingTimeoutMs = this.pingIntervalMs * (config.maxMissedPings ?? DEFAULT_MAX_MISSED_PINGS);
     this.heartbeatIntervalMs = config.frameworkHeartbeatIntervalMs ?? 15_000;
     this.keepaliveTimeoutMs = this.heartbeatIntervalMs * (config.maxMissedFrameworkHeartbeats ?? 5);
     this.offerTimeoutMs = config.offerTimeoutMs;

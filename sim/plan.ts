@@ -23,6 +23,7 @@
  * @module
  */
 
+import { DEFAULT_AGENT_PING_INTERVAL_MS, DEFAULT_MAX_MISSED_PINGS } from "../master/core.ts";
 import { Resources } from "../sdk/resources.ts";
 import { nearestRank, runScenario, type SimResult } from "./report.ts";
 import { MAX_SEED, validateScenario, type Scenario, type ScenarioEvent } from "./scenario.ts";
@@ -81,7 +82,11 @@ export interface SurviveTarget {
   rack?: boolean;
   /** Racks the agents are spread over (only with `rack: true`; overrides the classes' rack attributes). @default none */
   racks?: number;
-  /** When the agents are lost, seconds from the start. @default endSeconds / 3 (rounded down) */
+  /**
+   * When the agents are lost, seconds from the start; before the end by more than the master's
+   * ping timeout (`agentPingIntervalMs` x `maxMissedPings`), or the loss would go unnoticed.
+   * @default endSeconds / 3 (rounded down)
+   */
   atSeconds?: number;
 }
 
@@ -232,6 +237,18 @@ function checkSurvive(
   if (value.agents === undefined && value.rack !== true) fail(f, "must set agents or rack: true");
   if (value.rack === true && value.racks === undefined && rackOfClasses(scenario).size === 0) {
     fail(`${f}.rack`, "no agent class has a rack attribute (rack:<name>); set the classes' attributes or give racks: N");
+  }
+  // A crashed agent is silent: the master gives up on it (and its tasks are lost, to be run
+  // again) only after the ping timeout. A loss it cannot notice before the end changes nothing.
+  const at = typeof value.atSeconds === "number" ? value.atSeconds : Math.floor(scenario.endSeconds / 3);
+  const timeoutS = ((scenario.cluster.agentPingIntervalMs ?? DEFAULT_AGENT_PING_INTERVAL_MS) * (scenario.cluster.maxMissedPings ?? DEFAULT_MAX_MISSED_PINGS)) / 1000;
+  if (Number.isFinite(at) && at < scenario.endSeconds && at + timeoutS >= scenario.endSeconds) {
+    const when = typeof value.atSeconds === "number" ? `${at} s` : `${at} s (the default, endSeconds / 3)`;
+    fail(
+      `${f}.atSeconds`,
+      `the master notices a lost agent only after ${timeoutS} s without pings (cluster.agentPingIntervalMs x maxMissedPings): a loss at ${when} is noticed at ${at + timeoutS} s, not before the end (${scenario.endSeconds} s); ` +
+        (scenario.endSeconds > timeoutS ? `must be < ${scenario.endSeconds - timeoutS}` : "lengthen the scenario or shorten the pings"),
+    );
   }
   const service = ["maxWaitP50Seconds", "maxWaitP90Seconds", "maxWaitP99Seconds", "allPlaced", "allMarathonAppsPlaced"];
   if (!service.some((k) => targets[k] !== undefined && targets[k] !== false)) fail(f, `needs a wait or placement target to check after the loss (${service.join(", ")})`);

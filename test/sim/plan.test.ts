@@ -300,6 +300,21 @@ describe("targets and failures", () => {
     expect(plan.seeds).toEqual([MAX_SEED - 2, MAX_SEED - 1, MAX_SEED]);
   });
 
+  it("refuses a loss the master could not notice before the end, instead of passing the survival target on a loss nobody saw", () => {
+    // The master gives up on a silent agent after agentPingIntervalMs x maxMissedPings (15 s x 5 by
+    // default); until then its tasks count as running. On this 100 s scenario the default loss at
+    // 33 s was noticed at 108 s: survive passed with one agent too few.
+    const s = validateScenario(tiny);
+    const rule = (at: string, noticed: number) =>
+      `plan.targets.survive.atSeconds: the master notices a lost agent only after 75 s without pings (cluster.agentPingIntervalMs x maxMissedPings): a loss at ${at} is noticed at ${noticed} s, not before the end (100 s); must be < 25`;
+    expect(() => validatePlanSpec({ targets: { allPlaced: true, survive: { agents: 1 } } }, s)).toThrow(rule("33 s (the default, endSeconds / 3)", 108));
+    expect(() => validatePlanSpec({ targets: { allPlaced: true, survive: { rack: true, atSeconds: 25 } } }, s)).toThrow(rule("25 s", 100));
+    expect(validatePlanSpec({ targets: { allPlaced: true, survive: { agents: 1, atSeconds: 24 } } }, s).targets.survive).toEqual({ agents: 1, atSeconds: 24 });
+    // Faster pings make the default time fine.
+    const quick = validateScenario({ ...tiny, cluster: { ...tiny.cluster, agentPingIntervalMs: 2000, maxMissedPings: 3 } });
+    expect(validatePlanSpec({ targets: { allPlaced: true, survive: { agents: 1 } } }, quick).targets.survive).toEqual({ agents: 1 });
+  });
+
   it("turns survival variants into permanent agent failures: the largest agents, or the rack with the most cpus", () => {
     const s = validateScenario(tiny);
     expect(failureEvents(s, { small: 3, big: 1 }, { id: "lose-agents", agents: 2, atSeconds: 20 }, undefined)).toEqual([
