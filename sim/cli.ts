@@ -10,7 +10,7 @@
  * @module
  */
 
-import { closeSync, openSync, readFileSync, writeFileSync, writeSync } from "node:fs";
+import { accessSync, closeSync, constants, existsSync, openSync, readFileSync, statSync, writeFileSync, writeSync } from "node:fs";
 import { dirname } from "node:path";
 import { runCheck, parseSeeds, type CheckOutcome } from "./check.ts";
 import { defaultSimJobs, MAX_SIM_JOBS, runInOrder } from "./parallel.ts";
@@ -120,6 +120,9 @@ async function runSub(args: string[]): Promise<number> {
   rejectUnknownFlags(args, RUN_FLAGS);
   const file = args.shift();
   if (file === undefined || args.length > 0) throw new Error(`expected one scenario file${args.length ? `, got extra ${args.join(" ")}` : ""}\n\n${SIM_USAGE}`);
+  assertWritable(eventsPath, "--events");
+  assertWritable(jsonPath, "--json");
+  assertWritable(htmlPath, "--html");
   const input = readJson(file);
   // Read the charting library before the run, so a missing install fails fast.
   const assets = htmlPath === undefined ? undefined : loadUplotAssets();
@@ -159,6 +162,27 @@ async function runSub(args: string[]): Promise<number> {
   }
 }
 
+/**
+ * Checks, before a run, that the result can be written to `path` (its folder exists and is
+ * writable; the file, if there, is a writable file), without creating it: a plan search can take
+ * hours, and a mistyped folder found only when writing lost its result.
+ */
+function assertWritable(path: string | undefined, flag: string): void {
+  if (path === undefined) return;
+  const folder = dirname(path);
+  const fail = (why: string): never => {
+    throw new Error(`${flag}: cannot write ${path}: ${why}`);
+  };
+  if (!existsSync(folder)) fail(`the folder ${folder} does not exist`);
+  if (!statSync(folder).isDirectory()) fail(`${folder} is not a folder`);
+  if (existsSync(path) && statSync(path).isDirectory()) fail("it is a folder");
+  try {
+    accessSync(existsSync(path) ? path : folder, constants.W_OK);
+  } catch {
+    fail(existsSync(path) ? "the file is not writable" : `the folder ${folder} is not writable`);
+  }
+}
+
 function readJson(file: string): unknown {
   try {
     return JSON.parse(readFileSync(file, "utf8"));
@@ -187,6 +211,8 @@ async function planSub(args: string[]): Promise<number> {
   const file = args.shift();
   if (file === undefined || args.length > 0) throw new Error(`expected one scenario file${args.length ? `, got extra ${args.join(" ")}` : ""}\n\n${SIM_USAGE}`);
   if (targetsPath === undefined) throw new Error(`--targets: is required (a targets file, see sim/README.md)\n\n${SIM_USAGE}`);
+  assertWritable(jsonPath, "--json");
+  assertWritable(tablePath, "--table");
   const scenario = readJson(file);
   const targets = readJson(targetsPath);
   try {

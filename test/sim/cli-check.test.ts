@@ -98,6 +98,36 @@ describe("corral sim", () => {
     expect(text).not.toContain("got extra");
     expect(text).not.toContain("cannot read");
   });
+
+  it("refuses an output file it could not write before running anything, rather than losing the run's result at the end", async () => {
+    const scenario = {
+      seed: 3,
+      endSeconds: 60,
+      cluster: { agentClasses: { std: { count: 2, resources: "cpus:2;mem:2048" } } },
+      frameworks: [{ name: "f", kind: "tasks", tasks: { count: 5, cpus: 1, mem: 256, durationSeconds: 5, arrival: { at: 1 } } }],
+    };
+    const file = join(dir, "out-check.json");
+    const targets = join(dir, "out-check.targets.json");
+    writeFileSync(file, JSON.stringify(scenario));
+    writeFileSync(targets, JSON.stringify({ targets: { allPlaced: true } }));
+    const missing = join(dir, "no-such-dir");
+    const io = quiet();
+    const codes = [
+      await simCommand(["plan", file, "--targets", targets, "--seeds", "1", "--json", join(missing, "plan.json")]),
+      await simCommand(["plan", file, "--targets", targets, "--seeds", "1", "--table", join(missing, "plan.txt")]),
+      await simCommand(["run", file, "--no-progress", "--json", join(missing, "r.json")]),
+      await simCommand(["run", file, "--no-progress", "--html", join(missing, "r.html")]),
+    ];
+    io.restore();
+    expect(codes).toEqual([2, 2, 2, 2]);
+    const text = io.out.join("\n");
+    expect(text).toContain(`corral sim plan: --json: cannot write ${join(missing, "plan.json")}: the folder ${missing} does not exist`);
+    expect(text).toContain(`corral sim plan: --table: cannot write ${join(missing, "plan.txt")}: the folder ${missing} does not exist`);
+    expect(text).toContain(`corral sim run: --json: cannot write ${join(missing, "r.json")}: the folder ${missing} does not exist`);
+    expect(text).toContain(`corral sim run: --html: cannot write ${join(missing, "r.html")}: the folder ${missing} does not exist`);
+    // Nothing ran: no point of the plan, no summary of the run.
+    expect(text).not.toMatch(/std=\d+: (pass|fail)|capacity plan|submitted 5/);
+  });
 });
 
 describe("fault-injection check", () => {
