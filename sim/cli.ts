@@ -82,7 +82,10 @@ function takeSwitch(args: string[], name: string): boolean {
  */
 function rejectUnknownFlags(args: string[], known: readonly string[]): void {
   const flag = args.find((a) => a.startsWith("-") && a !== "-");
-  if (flag !== undefined) throw new Error(`unknown flag ${flag} (known: ${known.join(", ")})`);
+  if (flag === undefined) return;
+  // A known flag still here was given twice (the first was taken): which one counts is unclear.
+  if (known.includes(flag)) throw new Error(`${flag}: given more than once`);
+  throw new Error(`unknown flag ${flag} (known: ${known.join(", ")})`);
 }
 
 const RUN_FLAGS = ["--events", "--json", "--html", "--sample-interval", "--max-samples", "--log-level", "--no-progress"];

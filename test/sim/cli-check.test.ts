@@ -88,9 +88,11 @@ describe("corral sim", () => {
       await simCommand(["plan", "s.json", "--targets", "t.json", "--seed", "3"]),
       await simCommand(["run", "--event", "out.jsonl", "s.json"]),
       await simCommand(["check", "--seed", "3"]),
+      await simCommand(["check", "--seeds", "1..3", "--seeds", "4"]),
     ];
     io.restore();
-    expect(codes).toEqual([2, 2, 2, 2]);
+    expect(codes).toEqual([2, 2, 2, 2, 2]);
+    expect(io.out.join("\n")).toContain("corral sim check: --seeds: given more than once");
     const text = io.out.join("\n");
     expect(text).toContain("corral sim plan: unknown flag --seed (known: --targets, --seeds, --json, --table, --log-level)");
     expect(text).toContain("corral sim run: unknown flag --event (known: --events, --json, --html, --sample-interval, --max-samples, --log-level, --no-progress)");
