@@ -1374,9 +1374,13 @@ export class MarathonCore {
     const part: DeploymentPart = { appId: record.app.id, kind, ...(existing ? { original: existing } : {}), oldKillsIssued: 0, newAllowed: 0, done: false };
     if (kind === "restart") {
       const healthy = stale.filter((i) => this.isReady(i)).length;
-      part.plan = computeRestartPlan(record.app.instances, record.app.upgradeStrategy, stale.length, healthy);
-      // New instances already running (a forced re-deployment of the same config) count as started.
-      part.newAllowed = Math.min(record.app.instances, active.length - stale.length);
+      // New instances already running (a forced re-deployment of the same config) count as
+      // started, and those ready as healthy: as in Marathon, they keep old ones from going at once.
+      const fresh = active.filter((i) => i.configVersion === record.versionInfo.lastConfigChangeAt);
+      const started = Math.min(record.app.instances, fresh.length);
+      const ready = Math.min(started, fresh.filter((i) => this.isReady(i)).length);
+      part.plan = computeRestartPlan(record.app.instances, record.app.upgradeStrategy, stale.length, healthy, { started, ready });
+      part.newAllowed = started;
     }
     return part;
   }

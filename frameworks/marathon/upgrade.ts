@@ -7,10 +7,13 @@
  * - `maxCapacity = floor(N * (1 + maximumOverCapacity))` instances may exist at once, old and new;
  *   when `minHealthy == maxCapacity` (and at least that many old instances run) one extra is
  *   allowed, or the restart could never begin;
- * - at the start, `max(0, healthy - minHealthy)` old instances are killed at once;
+ * - at the start, `max(0, healthy - minHealthy)` old instances are killed at once, where `healthy`
+ *   counts the new instances already running too (a deployment forced onto an unfinished restart
+ *   finds some), as Marathon counts every healthy instance of the app;
  * - new instances are started while there is room: `min(N - started, maxCapacity - oldActive -
  *   started)`, where an old instance counts until it is really gone, not merely told to go;
- * - each new instance that turns healthy (and ready) lets one more old instance be killed.
+ * - each new instance that turns healthy (and ready) lets one more old instance be killed; those
+ *   already healthy at the start were counted in the kills at once instead.
  *
  * The arithmetic uses IEEE doubles like Marathon's JVM code, so `ceil(100 * 0.55)` is 56 here too.
  *
@@ -33,6 +36,20 @@ export interface RestartPlan {
   readonly killImmediately: number;
   /** Whether the one-extra-instance allowance of the `minHealthy == maxCapacity` case applied. */
   readonly overCapacityAllowance: boolean;
+  /**
+   * New instances already healthy and ready at the start: they were counted in
+   * `killImmediately`, so only new ones beyond them let more old instances go.
+   * @default 0 (plans stored before this field existed had none)
+   */
+  readonly newReadyAtStart?: number;
+}
+
+/** New instances (of the target config) that already exist when a rollout starts. */
+export interface AlreadyStarted {
+  /** New instances active (launched and meant to run). @default 0 */
+  readonly started?: number;
+  /** Of those, the healthy and ready ones. @default 0 */
+  readonly ready?: number;
 }
 
 /** What the scheduler observes of a running rollout. */
@@ -69,23 +86,32 @@ function checkCount(name: string, value: number): void {
 
 /**
  * Computes the plan of a restart of `oldRunning` instances (`oldHealthy` of them healthy) into
- * `target` new ones. Unhealthy old instances serve nobody, so they are killed at once as well;
- * when all are healthy (the usual case) this is exactly Marathon's `healthy - minHealthy`.
+ * `target` new ones, `already` of which may exist (a deployment taking over an unfinished
+ * restart). Unhealthy old instances serve nobody, so they are killed at once as well; when all
+ * are healthy (the usual case) this is exactly Marathon's `healthy - minHealthy`, with the new
+ * instances already ready among the healthy.
  * @throws RangeError for counts that are not non-negative integers or fractions outside [0, 1]
  */
-export function computeRestartPlan(target: number, strategy: UpgradeStrategy, oldRunning: number, oldHealthy: number = oldRunning): RestartPlan {
+export function computeRestartPlan(target: number, strategy: UpgradeStrategy, oldRunning: number, oldHealthy: number = oldRunning, already: AlreadyStarted = {}): RestartPlan {
+  const newStarted = already.started ?? 0;
+  const newReady = already.ready ?? 0;
   checkCount("target", target);
   checkCount("oldRunning", oldRunning);
   checkCount("oldHealthy", oldHealthy);
+  checkCount("already.started", newStarted);
+  checkCount("already.ready", newReady);
   if (oldHealthy > oldRunning) throw new RangeError(`oldHealthy (${oldHealthy}) exceeds oldRunning (${oldRunning})`);
+  if (newReady > newStarted) throw new RangeError(`already.ready (${newReady}) exceeds already.started (${newStarted})`);
   const { minimumHealthCapacity: mhc, maximumOverCapacity: moc } = strategy;
   if (!(mhc >= 0 && mhc <= 1) || !(moc >= 0 && moc <= 1)) throw new RangeError(`upgrade strategy fractions must be in [0, 1], got ${mhc} and ${moc}`);
   const minHealthy = Math.ceil(target * mhc);
   let maxCapacity = Math.floor(target * (1 + moc));
-  const overCapacityAllowance = minHealthy === maxCapacity && maxCapacity <= oldRunning;
+  // New instances that already run take places too: without the allowance, old and new could
+  // fill the capacity with no kill allowed, and the restart would never move.
+  const overCapacityAllowance = minHealthy === maxCapacity && maxCapacity <= oldRunning + newStarted;
   if (overCapacityAllowance) maxCapacity += 1;
-  const killImmediately = oldRunning - oldHealthy + Math.max(0, oldHealthy - minHealthy);
-  return { target, minHealthy, maxCapacity, killImmediately, overCapacityAllowance };
+  const killImmediately = Math.min(oldRunning, oldRunning - oldHealthy + Math.max(0, oldHealthy + newReady - minHealthy));
+  return { target, minHealthy, maxCapacity, killImmediately, overCapacityAllowance, ...(newReady > 0 ? { newReadyAtStart: newReady } : {}) };
 }
 
 /** The state at the start of a rollout, before anything was done. */
@@ -105,7 +131,8 @@ export function isRolloutComplete(plan: RestartPlan, state: RolloutState): boole
  */
 export function rolloutStep(plan: RestartPlan, state: RolloutState): RolloutStep {
   if (isRolloutComplete(plan, state)) return { killOld: 0, killOldUnhealthy: 0, startNew: 0, done: true };
-  const allowedKills = plan.killImmediately + state.newHealthy;
+  // New instances ready at the start are in `killImmediately` already; count each once.
+  const allowedKills = plan.killImmediately + Math.max(0, state.newHealthy - (plan.newReadyAtStart ?? 0));
   const killOld = Math.max(0, Math.min(state.oldRunning, allowedKills - state.oldKillsIssued));
   const killOldUnhealthy = Math.min(killOld, state.oldRunning - state.oldHealthy);
   // A killed instance still holds its resources until its end is confirmed, so it counts.

@@ -526,6 +526,49 @@ describe("rolling restart", () => {
   });
 });
 
+describe("a forced deployment during a rolling restart", () => {
+  it("keeps minimumHealthCapacity: new instances already running count as healthy, not as leave to kill old ones at once (Marathon counts every healthy instance, old and new, when it plans a restart)", () => {
+    const w = world();
+    const strategy = { minimumHealthCapacity: 1, maximumOverCapacity: 0 };
+    const spec = (cmd: string) => app({ id: "web", instances: 4, cmd, upgradeStrategy: strategy });
+    const runAll = () => {
+      for (const t of launches(w.offers(offer()))) w.status(t.taskId, "TASK_RUNNING");
+    };
+    w.put(spec("sleep 1"));
+    runAll();
+    expect(w.core.deploymentList()).toHaveLength(0);
+    // Restart to a new config; replace two of the four, one at a time.
+    w.advance(1_000);
+    w.put(spec("sleep 2"));
+    for (let replaced = 0; replaced < 2; replaced++) {
+      const [fresh] = launches(w.offers(offer()));
+      const [old] = kills(w.status(fresh!.taskId, "TASK_RUNNING"));
+      w.status(old!, "TASK_KILLED");
+    }
+    const config = () => w.core.app("/web")!.versionInfo.lastConfigChangeAt;
+    const byConfig = () => {
+      const list = w.core.instancesOf("/web").filter((i) => i.goal === "running");
+      return { old: list.filter((i) => i.configVersion !== config()).length, fresh: list.filter((i) => i.configVersion === config()).length };
+    };
+    expect(byConfig()).toEqual({ old: 2, fresh: 2 });
+    // The restart is taken over by a forced write of the same config: 4 ready instances must stay.
+    w.advance(1_000);
+    const forced = w.put(spec("sleep 2"), { force: true });
+    expect(kills(forced.effects)).toEqual([]);
+    expect(byConfig()).toEqual({ old: 2, fresh: 2 });
+    // As at the start of a restart with (1, 0): one instance over, then one old one per new one ready.
+    const [third] = launches(w.offers(offer()));
+    expect(third).toBeDefined();
+    const [old3] = kills(w.status(third!.taskId, "TASK_RUNNING"));
+    expect(old3).toBeDefined();
+    w.status(old3!, "TASK_KILLED");
+    const [fourth] = launches(w.offers(offer()));
+    const [old4] = kills(w.status(fourth!.taskId, "TASK_RUNNING"));
+    expect(events(w.status(old4!, "TASK_KILLED"), "deployment_success").map((e) => e.id)).toEqual([forced.result.deploymentId]);
+    expect(byConfig()).toEqual({ old: 0, fresh: 4 });
+  });
+});
+
 describe("recovery", () => {
   it("resumes from persisted state without launching duplicates", () => {
     const w = world();

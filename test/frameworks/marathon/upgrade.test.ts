@@ -30,6 +30,19 @@ describe("computeRestartPlan", () => {
     expect(computeRestartPlan(10, strategy(0.5, 0), 10, 7)).toMatchObject({ killImmediately: 3 + 2 });
   });
 
+  it("counts new instances already running (a restart taken over by a forced deployment) among the healthy and the capacity", () => {
+    // (4, 1, 0) with 2 old and 2 new ready: nothing may go at once, one extra instance is allowed.
+    const plan = computeRestartPlan(4, strategy(1, 0), 2, 2, { started: 2, ready: 2 });
+    expect(plan).toMatchObject({ minHealthy: 4, maxCapacity: 5, killImmediately: 0, overCapacityAllowance: true, newReadyAtStart: 2 });
+    const state = { ...initialRolloutState(2), newStarted: 2, newHealthy: 2 };
+    expect(rolloutStep(plan, state)).toMatchObject({ killOld: 0, startNew: 1 });
+    // Only a new instance beyond those ready at the start lets an old one go.
+    expect(rolloutStep(plan, { ...state, newStarted: 3, newHealthy: 3 })).toMatchObject({ killOld: 1 });
+    // Healthy instances above minHealthy still go at once: (4, 0.5, 0) keeps 2 of the 4.
+    expect(computeRestartPlan(4, strategy(0.5, 0), 2, 2, { started: 2, ready: 2 })).toMatchObject({ killImmediately: 2 });
+    expect(() => computeRestartPlan(4, strategy(1, 0), 2, 2, { started: 1, ready: 2 })).toThrow(RangeError);
+  });
+
   it("computes with the JVM's double arithmetic, as Marathon does", () => {
     // 100 * 0.55 is 55.00000000000001 in IEEE doubles: Marathon keeps 56 healthy, and so do we.
     expect(computeRestartPlan(100, strategy(0.55, 0), 100).minHealthy).toBe(56);
