@@ -884,9 +884,11 @@ export class MarathonCore {
    * @throws NotFoundError when a removed app does not exist
    * @throws RefusedError beyond `maxApps` or `maxGroups`
    */
-  deploy(changes: readonly AppChange[], options: { force?: boolean }, nowMs: number, groups: GroupChanges = {}): { result: WriteResult; effects: MarathonEffect[] } {
+  deploy(allChanges: readonly AppChange[], options: { force?: boolean }, nowMs: number, groups: GroupChanges = {}): { result: WriteResult; effects: MarathonEffect[] } {
     const effects: MarathonEffect[] = [];
-    const ids = this.checkChanges(changes, groups);
+    this.checkChanges(allChanges, groups);
+    const changes = this.effectiveChanges(allChanges);
+    const ids = changes.map(changeId);
     // The apps whose place in the tree this write may change: its own, and those of deployments
     // a forced write cancels (an app they were removing stays).
     const touched = new Set(ids);
@@ -929,8 +931,9 @@ export class MarathonCore {
    * @throws NotFoundError when a removed app does not exist
    * @throws RefusedError beyond `maxApps` or `maxGroups`
    */
-  planSteps(changes: readonly AppChange[], groups: GroupChanges = {}): PlannedStep[] {
-    this.checkChanges(changes, groups);
+  planSteps(allChanges: readonly AppChange[], groups: GroupChanges = {}): PlannedStep[] {
+    this.checkChanges(allChanges, groups);
+    const changes = this.effectiveChanges(allChanges);
     const targetGroups = new Map(this.groups);
     for (const removed of groups.remove ?? []) for (const id of [...targetGroups.keys()]) if (isSelfOrAncestorId(removed, id)) targetGroups.delete(id);
     for (const g of groups.put ?? []) targetGroups.set(g.id, { id: g.id, dependencies: [...g.dependencies], version: "" });
@@ -2025,6 +2028,26 @@ export class MarathonCore {
       if (app === id) throw new RefusedError(`${rule}: ${id} would be a group and an app`);
       if (app !== undefined) throw new RefusedError(`${rule}: group ${id} would be in ${app}, which is an app`);
     }
+  }
+
+  /**
+   * The changes that change something. As in Marathon, whose plan has no action for an app the
+   * write gives as it is (a group write names all its apps): such an app keeps its version, is
+   * not locked (a deployment holding it is neither refused nor cancelled) and is not in the
+   * deployment. An app that still runs instances of an older config, or that is not in the
+   * current tree (a deployment is removing it, a rollback brings it back), is changed by being
+   * written again.
+   */
+  private effectiveChanges(changes: readonly AppChange[]): AppChange[] {
+    return changes.filter((change) => {
+      if ("remove" in change || change.restart === true) return true;
+      const existing = this.apps.get(change.app.id);
+      if (existing === undefined || stableJson(existing.app) !== stableJson(change.app)) return true;
+      // Not in the current tree: being removed, or brought back by a rollback.
+      if (!this.tipApps.has(change.app.id)) return true;
+      const config = existing.versionInfo.lastConfigChangeAt;
+      return this.countInstances(change.app.id, (i) => counts(i) && i.configVersion !== config) > 0;
+    });
   }
 
   /** What {@link newPart} would make of a change, without the change made. */

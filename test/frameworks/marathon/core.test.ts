@@ -427,6 +427,51 @@ describe("multi-app deployments", () => {
     expect(events(empty.effects, "deployment_success")).toHaveLength(1);
   });
 
+  it("leaves an app the write does not change alone, as Marathon's plan does: no action, no new version, no lock", () => {
+    const w = world();
+    const a = app({ id: "/g/a", instances: 1 });
+    const b = app({ id: "/g/b", instances: 1 });
+    w.core.deploy([{ app: a }, { app: b }], {}, w.now());
+    for (const t of launches(w.offers(offer()))) w.status(t.taskId, "TASK_RUNNING");
+    expect(w.core.deploymentList()).toEqual([]);
+    // /g/a scales up and cannot finish (no offers come).
+    w.advance(1_000);
+    const a3 = app({ id: "/g/a", instances: 3 });
+    const scale = w.core.deploy([{ app: a3 }], {}, w.now());
+    const aVersions = w.core.app("/g/a")!.versions.length;
+    // A write of the whole group that changes only /g/b: /g/a is given as it now is.
+    w.advance(1_000);
+    const b2 = app({ id: "/g/b", instances: 1, cmd: "sleep 2" });
+    expect(w.core.planSteps([{ app: a3 }, { app: b2 }])).toEqual([{ actions: [{ action: "RestartApplication", app: "/g/b" }] }]);
+    const write = w.core.deploy([{ app: a3 }, { app: b2 }], {}, w.now());
+    const deployment = w.core.deployment(write.result.deploymentId)!;
+    expect(w.core.deploymentJson(deployment)).toMatchObject({ affectedApps: ["/g/b"], steps: [{ actions: [{ action: "RestartApplication", app: "/g/b" }] }] });
+    // /g/a keeps its version and its own deployment, which goes on.
+    expect(w.core.app("/g/a")!.versions).toHaveLength(aVersions);
+    expect(w.core.deploymentOf("/g/a")?.id).toBe(scale.result.deploymentId);
+    expect(w.core.queueCount("/g/a")).toBe(2);
+  });
+
+  it("rolls back a removal that already finished: the app comes back, is deployed and is in the current root version", () => {
+    const w = world();
+    const a = app({ id: "/g/a", instances: 1 });
+    // A second app keeps the removal's deployment open after /g/a is gone.
+    w.core.deploy([{ app: a }], {}, w.now());
+    const [first] = launches(w.offers(offer()));
+    w.status(first!.taskId, "TASK_RUNNING");
+    w.advance(1_000);
+    const removal = w.core.deploy([{ remove: "/g/a" }, { app: app({ id: "/g/b", instances: 1 }) }], {}, w.now());
+    w.status(first!.taskId, "TASK_KILLED");
+    expect(w.core.app("/g/a")).toBeUndefined();
+    w.advance(1_000);
+    const rollback = w.core.cancelDeployment(removal.result.deploymentId, {}, w.now());
+    const back = w.core.deployment(rollback.result!.deploymentId)!;
+    expect(w.core.deploymentJson(back).affectedApps).toEqual(["/g/a", "/g/b"]);
+    expect(w.core.rootAt(w.core.rootVersions()[0]!)!.apps.has("/g/a")).toBe(true);
+    const [again] = launches(w.offers(offer()));
+    expect(again?.name).toBe("g_a");
+  });
+
   it("rolls a multi-app deployment back: created apps are removed", () => {
     const w = world();
     const out = w.core.deploy([{ app: app({ id: "/g/a", instances: 1 }) }, { app: app({ id: "/g/b", instances: 1 }) }], {}, w.now());

@@ -454,6 +454,26 @@ describe("deployments without agents (they never finish on their own)", () => {
   });
 });
 
+describe("a group write that gives a deploying app as it is", () => {
+  it("is not refused for it, leaves its deployment and version alone, and deploys only what changed", async () => {
+    const a = { id: "a", cmd: "sleep 1", instances: 1 };
+    expect((await m.api("POST", "/v2/groups", { id: "/same", apps: [{ id: "b", cmd: "sleep 1", instances: 0 }] })).status).toBe(201);
+    await eventually(async () => ((await m.api("GET", "/v2/deployments")).body as unknown[]).length === 0, 5_000, "the group's deployment to end");
+    // /same/a waits for an agent that never comes; then a write of the whole group changes /same/b.
+    const created = await m.api("POST", "/v2/apps", { ...a, id: "/same/a" });
+    expect(created.status).toBe(201);
+    const stuck = created.headers.get("marathon-deployment-id");
+    const before = (await m.api("GET", "/v2/apps/same/a")).body.app.version as string;
+    const write = await m.api("PUT", "/v2/groups/same", { apps: [a, { id: "b", cmd: "sleep 2", instances: 0 }] });
+    expect(write.status).toBe(200);
+    expect((await m.api("GET", "/v2/apps/same/a")).body.app.version).toBe(before);
+    const listed = (await m.api("GET", "/v2/deployments")).body as Array<{ id: string; affectedApps: string[] }>;
+    expect(listed.map((d) => [d.id, d.affectedApps])).toEqual([[stuck, ["/same/a"]]]);
+    expect((await m.api("GET", "/v2/apps/same/b")).body.app.cmd).toBe("sleep 2");
+    expect((await m.api("DELETE", "/v2/groups/same?force=true")).status).toBe(200);
+  });
+});
+
 describe("MarathonClient", () => {
   it("deploys, updates, lists, shows, scales, restarts and removes; errors carry status and details", async () => {
     const client = new MarathonClient(m.url);
