@@ -916,7 +916,7 @@ export class MarathonCore {
       effects.push({ type: "putApp", record });
       parts.push(this.newPart(record, existing, configChanged));
     }
-    const deployment: Deployment = { id: this.rng.uuid(), version, steps: this.orderSteps(parts, (id) => this.apps.get(id)!.app, this.groups), currentStep: 0, parts, startedAtMs: nowMs };
+    const deployment: Deployment = { id: this.rng.uuid(), version, steps: this.orderSteps(parts, (id) => this.apps.get(id)!.app, this.groups, [...this.apps.keys()]), currentStep: 0, parts, startedAtMs: nowMs };
     this.deployments.set(deployment.id, deployment);
     effects.push({ type: "putDeployment", deployment: structuredClone(deployment) }, this.deploymentInfoEvent(deployment, nowMs));
     this.recordRootVersion(version, touched, groupsBefore, effects);
@@ -948,7 +948,9 @@ export class MarathonCore {
       kinds.set(change.app.id, this.plannedKind(change));
     }
     const parts = changes.map((c) => ({ appId: changeId(c), kind: kinds.get(changeId(c))! }));
-    return this.orderSteps(parts, (id) => targets.get(id)!, targetGroups).map((step) => ({ actions: step.map((app) => ({ action: ACTION_NAMES[kinds.get(app)!], app })) }));
+    const tree = new Set([...this.apps.keys(), ...targets.keys()]);
+    const appOf = (id: string) => targets.get(id) ?? this.apps.get(id)!.app;
+    return this.orderSteps(parts, appOf, targetGroups, [...tree]).map((step) => ({ actions: step.map((app) => ({ action: ACTION_NAMES[kinds.get(app)!], app })) }));
   }
 
   /**
@@ -1416,21 +1418,57 @@ export class MarathonCore {
     return out;
   }
 
-  /** Removals first; then layers of apps, each after the apps (or groups) it depends on. */
-  private orderSteps(parts: ReadonlyArray<{ appId: string; kind: DeploymentKind }>, appOf: (appId: string) => NormalizedApp, groups: ReadonlyMap<string, GroupRecord>): string[][] {
+  /**
+   * Removals first; then layers of apps, each after the apps (or groups) it depends on, directly
+   * or through apps of the tree the deployment leaves alone (Marathon orders by the dependency
+   * graph of the whole target tree). `appOf` answers for every app of `treeIds`, the target tree
+   * (the apps being removed are left out of it here).
+   */
+  private orderSteps(parts: ReadonlyArray<{ appId: string; kind: DeploymentKind }>, appOf: (appId: string) => NormalizedApp, groups: ReadonlyMap<string, GroupRecord>, treeIds: readonly string[]): string[][] {
     const steps: string[][] = [];
     const stops = parts.filter((p) => p.kind === "stop").map((p) => p.appId);
     if (stops.length > 0) steps.push(stops);
     let left = parts.filter((p) => p.kind !== "stop").map((p) => appOf(p.appId));
-    const deps = new Map(left.map((a) => [a, this.dependenciesOf(a, groups)]));
+    const removed = new Set(stops);
+    const tree = treeIds.filter((id) => !removed.has(id));
+    const deployed = new Set(left.map((a) => a.id));
+    const covered = new Map<string, string[]>();
+    const appsUnder = (dependency: string) => {
+      let ids = covered.get(dependency);
+      if (ids === undefined) covered.set(dependency, (ids = tree.filter((id) => isSelfOrAncestorId(dependency, id))));
+      return ids;
+    };
+    const deps = new Map(left.map((a) => [a, this.deployedDependencies(a, deployed, appOf, groups, appsUnder)]));
     while (left.length > 0) {
-      const waiting = (a: NormalizedApp) => left.some((b) => b !== a && deps.get(a)!.some((d) => isSelfOrAncestorId(d, b.id)));
+      const waiting = (a: NormalizedApp) => left.some((b) => b !== a && deps.get(a)!.has(b.id));
       let layer = left.filter((a) => !waiting(a));
       if (layer.length === 0) layer = left; // a cycle (validation refuses them): no order to keep
       steps.push(layer.map((a) => a.id).sort(cmp));
       left = left.filter((a) => !layer.includes(a));
     }
     return steps;
+  }
+
+  /**
+   * The apps of a deployment (`deployed`) that `app` waits for: those its dependencies name, and
+   * those the apps it depends on outside the deployment depend on, and so on. Not followed
+   * through apps of the deployment: they wait for theirs themselves, a step earlier.
+   */
+  private deployedDependencies(app: NormalizedApp, deployed: ReadonlySet<string>, appOf: (appId: string) => NormalizedApp, groups: ReadonlyMap<string, GroupRecord>, appsUnder: (dependency: string) => readonly string[]): Set<string> {
+    const out = new Set<string>();
+    const seen = new Set<string>([app.id]);
+    const pending = [app];
+    for (let next = pending.pop(); next !== undefined; next = pending.pop()) {
+      for (const dependency of this.dependenciesOf(next, groups)) {
+        for (const id of appsUnder(dependency)) {
+          if (seen.has(id)) continue;
+          seen.add(id);
+          if (deployed.has(id)) out.add(id);
+          else pending.push(appOf(id));
+        }
+      }
+    }
+    return out;
   }
 
   /** Sets an app's record; every write of `apps` goes through here or {@link deleteAppRecord}. */

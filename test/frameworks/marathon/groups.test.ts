@@ -52,6 +52,27 @@ describe("groups in the core", () => {
     expect(core.deployment(result.deploymentId)!.steps).toEqual([["/shop/back/db"], ["/shop/front/web"]]);
   });
 
+  it("orders apps that depend on each other through an app the write leaves alone, as Marathon orders by the whole dependency graph", () => {
+    const core = new MarathonCore(new SeededRng(2));
+    // web -> api -> db, and /ui's group depends on /s.
+    const tree = (version: string) => [
+      { app: app({ id: "/s/db", instances: 0, cmd: `sleep ${version}` }) },
+      { app: app({ id: "/s/api", instances: 0, dependencies: ["/s/db"] }) },
+      { app: app({ id: "/s/web", instances: 0, cmd: `sleep ${version}`, dependencies: ["/s/api"] }) },
+      { app: app({ id: "/ui/app", instances: 0, cmd: `sleep ${version}` }) },
+    ];
+    const groups = { put: [{ id: "/ui", dependencies: ["/s"] }] };
+    core.deploy(tree("1"), { force: true }, 1000, groups);
+    expect(core.deploymentList()).toEqual([]);
+    // Only db, web and /ui/app change; api is as it was and is not deployed.
+    const expected = [["/s/db"], ["/s/web"], ["/ui/app"]];
+    expect(core.planSteps(tree("2"), groups).map((s) => s.actions.map((a) => a.app))).toEqual(expected);
+    // Held back by nothing, the steps pass at once: the order shows in the step events.
+    const { effects } = core.deploy(tree("2"), {}, 2000, groups);
+    const stepped = effects.flatMap((e) => (e.type === "event" && e.event.eventType === "deployment_step_success" ? [(e.event.currentStep as { actions: Array<{ app: string }> }).actions.map((a) => a.app)] : []));
+    expect(stepped).toEqual(expected);
+  });
+
   it("refuses a write that would make one id both an app and a group, and changes nothing", () => {
     const core = new MarathonCore(new SeededRng(4));
     core.deploy([{ app: app({ id: "/web" }) }, { app: app({ id: "/shop/cart" }) }], {}, 1000, { put: [{ id: "/empty", dependencies: [] }] });
