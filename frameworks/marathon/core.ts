@@ -1532,6 +1532,8 @@ export class MarathonCore {
       effects.push({ type: "event", event: { eventType: "deployment_step_success", timestamp: iso(nowMs), plan: this.deploymentPlanJson(deployment), currentStep: this.stepJson(deployment, step) } });
       deployment.currentStep++;
       moved = true;
+      // Marathon announces every step as it starts, not only the first.
+      if (deployment.currentStep < deployment.steps.length) effects.push(this.deploymentInfoEvent(deployment, nowMs));
     }
     if (deployment.currentStep >= deployment.steps.length) this.endDeployment(deployment, "success", nowMs, effects);
     else if (moved) effects.push({ type: "putDeployment", deployment: structuredClone(deployment) });

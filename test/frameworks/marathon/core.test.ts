@@ -417,6 +417,9 @@ describe("multi-app deployments", () => {
     expect(first.map((t) => t.name)).toEqual(["g_db"]);
     const next = w.status(first[0]!.taskId, "TASK_RUNNING");
     expect(events(next, "deployment_step_success")).toHaveLength(1);
+    // As Marathon, each step that starts is announced: deployment_info with that step.
+    expect(events(next, "deployment_info").map((e) => e.currentStep)).toEqual([{ actions: [{ action: "StartApplication", app: "/g/web" }] }]);
+    expect(next.findIndex((e) => e.type === "event" && e.event.eventType === "deployment_info")).toBeGreaterThan(next.findIndex((e) => e.type === "event" && e.event.eventType === "deployment_step_success"));
     expect(w.core.queueCount("/g/web")).toBe(2);
     const second = launches(w.offers(offer()));
     expect(second.map((t) => t.name)).toEqual(["g_web", "g_web"]);
