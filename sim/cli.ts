@@ -3,7 +3,7 @@
  *
  * ```
  * corral sim run scenario.json [--events out.jsonl] [--json out.json] [--html report.html] [--sample-interval S] [--max-samples N] [--log-level info]
- * corral sim plan scenario.json --targets targets.json [--seeds 5] [--json plan.json] [--table plan.txt]
+ * corral sim plan scenario.json --targets targets.json [--seeds 5] [--json plan.json] [--table plan.txt] [--jobs N]
  * corral sim check [--seeds 1..20] [--agents 6] [--seconds 600] [--jobs N]
  * ```
  *
@@ -29,14 +29,15 @@ export const SIM_USAGE = `usage:
       --html writes a self-contained report (charts and tables; opens offline); progress goes to stderr
       (a bar on a terminal, else a line every 30 s)
   corral sim plan <scenario.json> --targets <targets.json> [--seeds <n>] [--json plan.json] [--table plan.txt]
-                  [--log-level <pino level>]
+                  [--log-level <pino level>] [--jobs N]
       searches the smallest number of agents per class meeting every target (wait percentile, all placed,
       cpu ceiling, surviving the loss of agents or a rack) over n seeds per point (default 5)
   corral sim check [--seeds 1..N] [--agents N] [--seconds S] [--jobs N]
       seeded fault injection (agent crashes and restarts, message loss and delay, partitions, master failover),
       checking after every event the allocator's invariants, no resource in two outstanding offers, every
       task's resources counted once, and every acknowledged status update delivered to its framework
-  --jobs N runs N simulations at once on worker threads (default: one per core; 1: one at a time here)`;
+  --jobs N (plan, check): N simulations at once on worker threads (default: one per core; 1: one at a
+      time in this process); the results are the same`;
 
 /** A JSONL sink that writes synchronously in 64 KiB batches (no macrotasks during the run). */
 export class JsonlFile {
@@ -89,7 +90,7 @@ function rejectUnknownFlags(args: string[], known: readonly string[]): void {
 }
 
 const RUN_FLAGS = ["--events", "--json", "--html", "--sample-interval", "--max-samples", "--log-level", "--no-progress"];
-const PLAN_FLAGS = ["--targets", "--seeds", "--json", "--table", "--log-level"];
+const PLAN_FLAGS = ["--targets", "--seeds", "--json", "--table", "--log-level", "--jobs"];
 const CHECK_FLAGS = ["--seeds", "--agents", "--seconds", "--jobs"];
 
 /** Runs `corral sim <args>`; resolves with the exit code (0 ok, 1 failure, 2 usage). */
@@ -210,6 +211,8 @@ async function planSub(args: string[]): Promise<number> {
   const jsonPath = takeFlag(args, "--json");
   const tablePath = takeFlag(args, "--table");
   const logLevel = takeFlag(args, "--log-level");
+  // A point's runs (seeds × survival variants) are what run side by side; workers start as needed.
+  const jobs = jobsFlag(args, MAX_SIM_JOBS);
   rejectUnknownFlags(args, PLAN_FLAGS);
   const file = args.shift();
   if (file === undefined || args.length > 0) throw new Error(`expected one scenario file${args.length ? `, got extra ${args.join(" ")}` : ""}\n\n${SIM_USAGE}`);
@@ -222,6 +225,7 @@ async function planSub(args: string[]): Promise<number> {
     const plan = await planScenario(scenario, targets, {
       ...(seeds !== undefined ? { seeds } : {}),
       ...(logLevel ? { logLevel } : {}),
+      jobs,
       baseDir: dirname(file),
       onPoint: (p) => {
         const missed = p.checks.filter((c) => !c.pass).map((c) => `${c.target} ${c.variant}: ${c.observed === Infinity ? "never" : c.observed} > ${c.limit}`);

@@ -25,6 +25,7 @@
 
 import { DEFAULT_AGENT_PING_INTERVAL_MS, DEFAULT_MAX_MISSED_PINGS } from "../master/core.ts";
 import { Resources } from "../sdk/resources.ts";
+import { MAX_SIM_JOBS, SimPool } from "./parallel.ts";
 import { nearestRank, runScenario, type SimResult } from "./report.ts";
 import { MAX_SEED, validateScenario, type Scenario, type ScenarioEvent } from "./scenario.ts";
 
@@ -423,12 +424,14 @@ export async function searchPlan(options: SearchOptions): Promise<PlanOutcome> {
     if (hit) return hit;
     if (evaluated.length >= maxPoints) throw new PointBudgetExhausted();
     const checks: TargetCheck[] = [];
-    for (const variant of variants) {
-      const metrics: RunMetrics[] = [];
-      for (const seed of options.seeds) {
-        metrics.push(await options.evaluate({ counts: { ...counts }, seed, variant }));
-        runs++;
-      }
+    // Every run of the point is asked for at once: an evaluator on worker threads runs them side
+    // by side (the in-process one takes them one at a time); the results keep the asking order.
+    const perVariant = await Promise.all(
+      variants.map((variant) => Promise.all(options.seeds.map((seed) => options.evaluate({ counts: { ...counts }, seed, variant })))),
+    );
+    runs += variants.length * options.seeds.length;
+    for (const [v, variant] of variants.entries()) {
+      const metrics = perVariant[v]!;
       for (const c of checksFor(options.targets, variant)) {
         const observed = percentileOf(
           metrics.map((m) => m[c.metric]),
@@ -615,8 +618,38 @@ export function metricsOf(r: SimResult, placementGraceSeconds = 0): RunMetrics {
   };
 }
 
-/** The real "run one point": the scenario with the counts, the seed and the variant's failures, on the simulator. */
+/**
+ * The real "run one point": the scenario with the counts, the seed and the variant's failures, on
+ * the simulator, in this thread. Runs asked for while one is going wait their turn: two
+ * simulations must never share a thread (see `./parallel.ts`).
+ */
 export function scenarioEvaluator(scenario: Scenario, spec: PlanSpec, options: { logLevel?: string; baseDir?: string } = {}): Evaluate {
+  const runOne = runPoint(scenario, spec, options);
+  let queue: Promise<unknown> = Promise.resolve();
+  return (point) => {
+    const result = queue.then(() => runOne(point));
+    queue = result.catch(() => undefined);
+    return result;
+  };
+}
+
+/**
+ * The same runs on a {@link SimPool}'s worker threads, as many at once as it has workers.
+ */
+export function pooledEvaluator(pool: SimPool, scenario: Scenario, spec: PlanSpec, options: { logLevel?: string; baseDir?: string } = {}): Evaluate {
+  return (run) =>
+    pool.run({
+      kind: "plan",
+      scenario,
+      spec,
+      run,
+      ...(options.logLevel !== undefined ? { logLevel: options.logLevel } : {}),
+      ...(options.baseDir !== undefined ? { baseDir: options.baseDir } : {}),
+    });
+}
+
+/** One run of a point (see {@link scenarioEvaluator}); the worker threads call it directly. */
+export function runPoint(scenario: Scenario, spec: PlanSpec, options: { logLevel?: string; baseDir?: string } = {}): Evaluate {
   return async ({ counts, seed, variant }) => {
     const s = structuredClone(scenario);
     s.seed = seed;
@@ -644,8 +677,14 @@ export interface PlanReport extends PlanOutcome {
 export interface PlanScenarioOptions {
   /** Seeds per point; overrides the spec's. @default spec.seeds, else 5 */
   seeds?: number;
-  /** Replaces the real simulator (tests). @default {@link scenarioEvaluator} */
+  /** Replaces the real simulator (tests). @default {@link scenarioEvaluator}, or {@link pooledEvaluator} with `jobs` > 1 */
   evaluate?: Evaluate;
+  /**
+   * Simulations run at once, each on its own worker thread, for the runs of a point (seeds ×
+   * variants); 1 runs them one after another in this thread. The plan is the same either way.
+   * @default 1
+   */
+  jobs?: number;
   /** Progress. @default none */
   onPoint?: (point: EvaluatedPoint, index: number) => void;
   /** Pino level of the simulated shells. @default "silent" */
@@ -684,6 +723,11 @@ export async function planScenario(scenarioInput: unknown, specInput: unknown, o
   const fixed: Record<string, number> = {};
   for (const [name, cls] of Object.entries(scenario.cluster.agentClasses)) if (!(name in chosen)) fixed[name] = cls.count;
   const sizes = Object.fromEntries(Object.keys(scenario.cluster.agentClasses).map((n) => [n, classSize(scenario, n)]));
+  const jobs = options.jobs ?? 1;
+  if (!Number.isInteger(jobs) || jobs < 1 || jobs > MAX_SIM_JOBS) throw new RangeError(`jobs: must be an integer 1..${MAX_SIM_JOBS}, got ${jobs}`);
+  const runOptions = { ...(options.logLevel ? { logLevel: options.logLevel } : {}), ...(options.baseDir !== undefined ? { baseDir: options.baseDir } : {}) };
+  // Workers start on first need, so a pool larger than a point's runs starts no more than those.
+  const pool = options.evaluate === undefined && jobs > 1 ? new SimPool(jobs) : undefined;
   const outcome = await searchPlan({
     classes,
     fixed,
@@ -692,14 +736,12 @@ export async function planScenario(scenarioInput: unknown, specInput: unknown, o
     seeds,
     percentile: spec.percentile ?? 90,
     failAtSeconds: Math.floor(scenario.endSeconds / 3),
-    evaluate:
-      options.evaluate ??
-      scenarioEvaluator(scenario, spec, { ...(options.logLevel ? { logLevel: options.logLevel } : {}), ...(options.baseDir !== undefined ? { baseDir: options.baseDir } : {}) }),
+    evaluate: options.evaluate ?? (pool ? pooledEvaluator(pool, scenario, spec, runOptions) : scenarioEvaluator(scenario, spec, runOptions)),
     ...(spec.search?.maxAgentsPerClass !== undefined ? { maxAgentsPerClass: spec.search.maxAgentsPerClass } : {}),
     ...(spec.search?.maxRounds !== undefined ? { maxRounds: spec.search.maxRounds } : {}),
     ...(spec.search?.maxPoints !== undefined ? { maxPoints: spec.search.maxPoints } : {}),
     ...(options.onPoint ? { onPoint: options.onPoint } : {}),
-  });
+  }).finally(() => pool?.close());
   return {
     scenario: scenario.name ?? "scenario",
     targets: spec.targets,

@@ -8,13 +8,13 @@
 import { parentPort } from "node:worker_threads";
 import { runCheck } from "./check.ts";
 import type { SimJob, WorkerReply } from "./parallel.ts";
-import { scenarioEvaluator } from "./plan.ts";
+import { runPoint } from "./plan.ts";
 
 type JobResult = Extract<WorkerReply, { ok: true }>["result"];
 
 async function runJob(job: SimJob): Promise<JobResult> {
   if (job.kind === "check") return runCheck(job.seed, job.options);
-  const evaluate = scenarioEvaluator(job.scenario, job.spec, {
+  const evaluate = runPoint(job.scenario, job.spec, {
     ...(job.logLevel !== undefined ? { logLevel: job.logLevel } : {}),
     ...(job.baseDir !== undefined ? { baseDir: job.baseDir } : {}),
   });

@@ -94,7 +94,7 @@ describe("corral sim", () => {
     expect(codes).toEqual([2, 2, 2, 2, 2]);
     expect(io.out.join("\n")).toContain("corral sim check: --seeds: given more than once");
     const text = io.out.join("\n");
-    expect(text).toContain("corral sim plan: unknown flag --seed (known: --targets, --seeds, --json, --table, --log-level)");
+    expect(text).toContain("corral sim plan: unknown flag --seed (known: --targets, --seeds, --json, --table, --log-level, --jobs)");
     expect(text).toContain("corral sim run: unknown flag --event (known: --events, --json, --html, --sample-interval, --max-samples, --log-level, --no-progress)");
     expect(text).toContain("corral sim check: unknown flag --seed (known: --seeds, --agents, --seconds, --jobs)");
     expect(text).not.toContain("got extra");

@@ -1,7 +1,7 @@
 import { describe, expect, it, vi } from "vitest";
 import { simCommand } from "../../sim/cli.ts";
 import { SimPool, type SimJob } from "../../sim/parallel.ts";
-import { validatePlanSpec } from "../../sim/plan.ts";
+import { planScenario, validatePlanSpec } from "../../sim/plan.ts";
 import { validateScenario } from "../../sim/scenario.ts";
 
 /** A small check world: each seed runs in a few seconds. */
@@ -41,6 +41,31 @@ describe("simulations on worker threads", () => {
       err.mockRestore();
     }
   });
+
+  it("a plan on worker threads is the very plan one thread finds: same points, same runs, same margins", async () => {
+    // Tasks with exponential durations and Poisson arrivals, so each seed's world differs; a loss of
+    // one agent as a variant, so a point has runs of two kinds.
+    const scenario = {
+      name: "pooled",
+      seed: 7,
+      endSeconds: 300,
+      cluster: { agentClasses: { std: { count: 2, resources: "cpus:4;mem:8192" } } },
+      frameworks: [
+        {
+          name: "f",
+          kind: "tasks",
+          refuseSeconds: 1,
+          tasks: { count: 30, cpus: 1, mem: 512, durationSeconds: { dist: "exp", meanSeconds: 30 }, arrival: { poisson: { ratePerSecond: 0.2 } } },
+        },
+      ],
+    };
+    const targets = { targets: { maxWaitP90Seconds: 5, survive: { agents: 1, atSeconds: 60 } }, search: { classes: { std: { min: 1, max: 6 } } } };
+    const pooled = await planScenario(scenario, targets, { seeds: 3, jobs: 2 });
+    const inline = await planScenario(scenario, targets, { seeds: 3, jobs: 1 });
+    expect(pooled).toEqual(inline);
+    expect(pooled.runs).toBe(pooled.evaluated.length * 3 * 2);
+    expect(pooled.recommendation).not.toBeNull();
+  }, 180_000); // a dozen small simulations twice, and two workers' start
 
   it("a run that throws fails its own job only; the worker goes on with the next", async () => {
     const scenario = validateScenario({
