@@ -248,6 +248,11 @@ class MasterShell implements Master {
     inputsShed: 0,
   };
 
+  /**
+   * Per framework, the `seq` of the last event published to it (see {@link encodeEvent}). Kept
+   * across terms: a framework re-subscribing learns where the numbering stands from its reply.
+   */
+  private readonly eventSeqs = new Map<string, number>();
   private currentCore: MasterCore;
   private readonly inputSliceMs: number;
   private readonly maxQueuedInputs: number;
@@ -729,11 +734,11 @@ class MasterShell implements Master {
       case "reply":
         if (!msg) throw new Error("the core asked to reply, but the input carried no message");
         // A call published without a reply inbox (e.g. an automatic acknowledgement) wants none.
-        if (msg.reply) this.transport.respond(msg, this.envelope(effect.payload, callId));
+        if (msg.reply) this.transport.respond(msg, this.envelope(this.withEventSeq(effect.payload), callId));
         return;
       case "to-framework": {
         const subject = this.subjects.frameworkEvents(effect.frameworkId);
-        for (const bytes of this.encodeEvent(effect.event)) this.transport.publish(subject, bytes);
+        for (const bytes of this.encodeEvent(effect.event, effect.frameworkId)) this.transport.publish(subject, bytes);
         return;
       }
       case "to-agent": {
@@ -758,19 +763,33 @@ class MasterShell implements Master {
   }
 
   /**
-   * Encodes an event; an offers event too big for one message is split into several (each a valid
-   * offers event), so a big cluster never silently loses offers to the bus's size limit.
+   * Encodes an event to `frameworkId`, numbered (`seq`) after the last one published to it; an
+   * offers event too big for one message is split into several (each a valid, numbered offers
+   * event), so a big cluster never silently loses offers to the bus's size limit. The numbers are
+   * the bus's business, not the core's: they count messages as published, splits included, so a
+   * framework can tell that one never arrived (core NATS delivers at most once).
    */
-  private encodeEvent(event: SchedulerEvent): Uint8Array[] {
-    const bytes = this.envelope({ payload: "schedulerEvent", schedulerEvent: event }, "");
-    if (event.kind !== "offers" || event.offers.offers.length < 2 || wireLength(bytes) <= this.maxMessageBytes) return [bytes];
+  private encodeEvent(event: SchedulerEvent, frameworkId: string): Uint8Array[] {
+    const seq = (this.eventSeqs.get(frameworkId) ?? 0) + 1;
+    const bytes = this.envelope({ payload: "schedulerEvent", schedulerEvent: { ...event, seq } }, "");
+    if (event.kind !== "offers" || event.offers.offers.length < 2 || wireLength(bytes) <= this.maxMessageBytes) {
+      this.eventSeqs.set(frameworkId, seq);
+      return [bytes];
+    }
     this.counters.offerEventsSplit++;
     const offers = event.offers.offers;
     const half = Math.ceil(offers.length / 2);
     return [
-      ...this.encodeEvent({ kind: "offers", offers: { offers: offers.slice(0, half) } }),
-      ...this.encodeEvent({ kind: "offers", offers: { offers: offers.slice(half) } }),
+      ...this.encodeEvent({ kind: "offers", offers: { offers: offers.slice(0, half) } }, frameworkId),
+      ...this.encodeEvent({ kind: "offers", offers: { offers: offers.slice(half) } }, frameworkId),
     ];
+  }
+
+  /** A SUBSCRIBED reply says where its framework's event numbering stands (see {@link encodeEvent}). */
+  private withEventSeq(payload: EnvelopePayload): EnvelopePayload {
+    if (payload.payload !== "schedulerEvent" || payload.schedulerEvent.kind !== "subscribed") return payload;
+    const subscribed = payload.schedulerEvent.subscribed;
+    return { payload: "schedulerEvent", schedulerEvent: { kind: "subscribed", subscribed: { ...subscribed, lastEventSeq: this.eventSeqs.get(subscribed.frameworkId) ?? 0 } } };
   }
 }
 

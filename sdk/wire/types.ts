@@ -272,10 +272,18 @@ export type SchedulerCallKind = SchedulerCallBody["kind"];
 // Master -> framework
 // ------------------------------------------------------------------------------------------------
 
-export type SchedulerEvent =
+/**
+ * An event of the master to a framework. `seq` numbers the events published on the framework's
+ * events subject (1, 2, ... with no gap; see the .proto): a skipped number is a lost event.
+ * Absent on the SUBSCRIBED reply, which says in `lastEventSeq` where the numbering stands.
+ */
+export type SchedulerEvent = { seq?: number } & SchedulerEventBody;
+
+/** Members of `SchedulerEvent.kind`. */
+export type SchedulerEventBody =
   | {
       kind: "subscribed";
-      subscribed: { frameworkId: string; heartbeatIntervalSeconds: number; masterId: string };
+      subscribed: { frameworkId: string; heartbeatIntervalSeconds: number; masterId: string; lastEventSeq?: number };
     }
   | { kind: "offers"; offers: { offers: Offer[] } }
   | { kind: "rescind"; rescind: { offerId: string } }

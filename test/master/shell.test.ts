@@ -439,6 +439,33 @@ describe("master shell on a real nats-server", () => {
     expect(await metricsOf(master)).toContain("corral_master_offer_events_split_total 1");
   });
 
+  it("numbers the events it publishes to a framework, split ones each, and tells a re-subscribing framework where the numbering stands", async () => {
+    const name = cluster();
+    const master = await startMaster({ cluster: name, store: new MemoryRegistryStore(), maxMessageBytes: 1 });
+    const agentBus = await bus("agents");
+    await FakeAgent.register(agentBus, name, { hostname: "a1" });
+    await FakeAgent.register(agentBus, name, { hostname: "a2" });
+    await eventually("both agents to be offerable", () => master.core.state().agents.filter((a) => a.active).length === 2);
+    const framework = new FakeFramework(await bus("framework"), name);
+    expect(await framework.subscribe()).toBeUndefined();
+    // One offers event split in two: two messages, two numbers, the first event being number 1.
+    const first = await framework.next("offers");
+    const second = await framework.next("offers");
+    expect([first.event.seq, second.event.seq]).toEqual([1, 2]);
+    const heartbeat = await framework.next("heartbeat");
+    expect(heartbeat.event.seq).toBe(3);
+
+    // A re-subscription (the master rescinds the two offers) is told the number of the last
+    // event published before its reply; what comes next carries the number after it.
+    const reply = await framework.call({ kind: "subscribe", subscribe: { frameworkInfo: { ...FakeFramework.info(), id: framework.frameworkId } } });
+    if (reply.payload !== "schedulerEvent" || reply.schedulerEvent.kind !== "subscribed") throw new Error(`unexpected reply ${JSON.stringify(reply)}`);
+    const last = reply.schedulerEvent.subscribed.lastEventSeq!;
+    expect(last).toBeGreaterThanOrEqual(3);
+    expect(reply.schedulerEvent.seq).toBeUndefined();
+    const after = await framework.events.take((e) => (e.event.seq ?? 0) > last, "the first event after the re-subscription");
+    expect(after.event.seq).toBe(last + 1);
+  });
+
   it("marks a silent agent unreachable through its own ticks", async () => {
     const name = cluster();
     const master = await startMaster({ cluster: name, store: new MemoryRegistryStore(), config: { ...FAST, maxMissedPings: 3 } });
