@@ -412,7 +412,18 @@ export interface SchedulerDriverOptions {
   drops?: DropCounter;
 }
 
-/** A framework's connection to the master. Create with {@link createSchedulerDriver}. */
+/**
+ * A framework's connection to the master. Create with {@link createSchedulerDriver}.
+ *
+ * Calls (accept, decline, revive, suppress, kill, acknowledge, reconcile, sendMessage,
+ * teardown) are never queued:
+ * - before a master has answered `start()`'s SUBSCRIBE they reject with
+ *   `CORRAL_ERR_NOT_SUBSCRIBED` and nothing is sent (from the `subscribed` callback on, they go out);
+ * - while `disconnected` (re-subscribing) they are sent as they are, and the master answers them
+ *   or they reject (`CORRAL_ERR_NOT_SUBSCRIBED` from a new master, `CORRAL_ERR_REQUEST_TIMEOUT`,
+ *   `CORRAL_ERR_NO_RESPONDERS`); repeat what matters after the next `subscribed` callback;
+ * - once stopped they reject with `CORRAL_ERR_DRIVER_STOPPED`.
+ */
 export interface SchedulerDriver {
   /** A uuid for this driver instance; the `sender_id` of everything it sends. */
   readonly instanceId: string;
@@ -682,6 +693,12 @@ class Driver implements SchedulerDriver {
   private pendingCallbacks = 0;
   /** A teardown call is in flight, so the master's removal notice is expected, not fatal. */
   private tearingDown = false;
+  /**
+   * A master has answered one of our SUBSCRIBEs with SUBSCRIBED. Until then no call may leave:
+   * when failing over to a known id, the master still counts the previous instance as the
+   * subscriber and would answer CORRAL_ERR_FRAMEWORK_FAILED_OVER, which stops this driver.
+   */
+  private everSubscribed = false;
   private readonly counters: DriverStats = {
     eventsReceived: 0,
     staleEventsIgnored: 0,
@@ -843,6 +860,7 @@ class Driver implements SchedulerDriver {
       this.log.warn({ ...this.bindings(), assigned: subscribed.frameworkId }, "master assigned a different framework id");
     }
     this.fwId = subscribed.frameworkId;
+    this.everSubscribed = true;
     await this.listen(subscribed.frameworkId);
     const seconds = subscribed.heartbeatIntervalSeconds > 0 ? subscribed.heartbeatIntervalSeconds : FALLBACK_HEARTBEAT_INTERVAL_SECONDS;
     this.heartbeatMs = seconds * 1000;
@@ -992,7 +1010,7 @@ class Driver implements SchedulerDriver {
   private async call(body: SchedulerCallBody): Promise<CallResponse> {
     if (this.stopped) throw stoppedError();
     const frameworkId = this.fwId;
-    if (frameworkId === undefined || this.current === "idle") {
+    if (frameworkId === undefined || !this.everSubscribed) {
       throw new SchedulerError("CORRAL_ERR_NOT_SUBSCRIBED", `cannot ${body.kind} before start() has subscribed`);
     }
     const session = this.session;

@@ -642,3 +642,29 @@ describe("SchedulerDriver against a scripted master on a real nats-server", () =
     await d.stop();
   });
 });
+
+describe("SchedulerDriver edge cases a Mesos framework author relies on", () => {
+  it("refuses, without sending, a call made while failing over to a known id before SUBSCRIBED, and the failover still succeeds", async () => {
+    let releaseSubscribe!: () => void;
+    const subscribeGate = new Promise<void>((resolve) => (releaseSubscribe = resolve));
+    const { master, driver, seen } = await setup({ framework: { name: "test-framework", id: "fw-9", failoverTimeoutSeconds: 3600 } }, (m) => {
+      m.frameworkId = "fw-9";
+      m.beforeAnswer = async (call) => {
+        if (call.kind === "subscribe") await subscribeGate;
+      };
+      // Like the real master while the previous instance is still its subscriber.
+      m.script = (call) =>
+        call.kind === "reconcile" && m.callsOf("heartbeat").length === 0
+          ? { response: { ok: false, errorCode: "CORRAL_ERR_FRAMEWORK_FAILED_OVER", message: "subscribed by another instance" } }
+          : undefined;
+    });
+    const started = driver.start();
+    await until(() => master.callsOf("subscribe").length === 1, "the SUBSCRIBE");
+    await expect(driver.reconcile()).rejects.toMatchObject({ code: "CORRAL_ERR_NOT_SUBSCRIBED", message: expect.stringContaining("before start() has subscribed") });
+    releaseSubscribe();
+    await expect(started).resolves.toMatchObject({ frameworkId: "fw-9" });
+    expect(driver.state()).toBe("subscribed");
+    expect(seen.errors).toEqual([]);
+    expect(master.callsOf("reconcile")).toHaveLength(0);
+  });
+});
