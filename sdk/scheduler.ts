@@ -853,8 +853,12 @@ class Driver implements SchedulerDriver {
     const known = this.fwId;
     // Failing over: listen first, so nothing the master publishes on SUBSCRIBED is missed.
     if (known !== undefined) await this.listen(known);
+    if (this.stopped) throw stoppedError();
     const frameworkInfo: FrameworkInfo = { ...this.framework, id: known ?? "" };
     const env = await this.roundTrip({ kind: "subscribe", subscribe: { frameworkInfo } }, known ?? "", ["schedulerEvent", "callResponse"]);
+    // stop() may have come while we waited: neither listen (a subscription nobody would end)
+    // nor send the handshake heartbeat for a driver that is gone.
+    if (this.stopped) throw stoppedError();
     const subscribed = this.subscribedFrom(env);
     if (known !== undefined && subscribed.frameworkId !== known) {
       this.log.warn({ ...this.bindings(), assigned: subscribed.frameworkId }, "master assigned a different framework id");
@@ -862,6 +866,7 @@ class Driver implements SchedulerDriver {
     this.fwId = subscribed.frameworkId;
     this.everSubscribed = true;
     await this.listen(subscribed.frameworkId);
+    if (this.stopped) throw stoppedError();
     const seconds = subscribed.heartbeatIntervalSeconds > 0 ? subscribed.heartbeatIntervalSeconds : FALLBACK_HEARTBEAT_INTERVAL_SECONDS;
     this.heartbeatMs = seconds * 1000;
     this.watchdog.heard();

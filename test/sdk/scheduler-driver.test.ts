@@ -667,4 +667,24 @@ describe("SchedulerDriver edge cases a Mesos framework author relies on", () => 
     expect(seen.errors).toEqual([]);
     expect(master.callsOf("reconcile")).toHaveLength(0);
   });
+
+  it("stop() while SUBSCRIBE is in flight: nothing more is sent and start() rejects", async () => {
+    let releaseSubscribe!: () => void;
+    const subscribeGate = new Promise<void>((resolve) => (releaseSubscribe = resolve));
+    const { master, driver, seen } = await setup({}, (m) => {
+      m.beforeAnswer = async (call) => {
+        if (call.kind === "subscribe") await subscribeGate;
+      };
+    });
+    const started = driver.start();
+    await until(() => master.callsOf("subscribe").length === 1, "the SUBSCRIBE");
+    await driver.stop();
+    releaseSubscribe();
+    await expect(started).rejects.toMatchObject({ code: "CORRAL_ERR_DRIVER_STOPPED" });
+    // start() settles only after the driver has dealt with the answer: had it sent the
+    // handshake heartbeat, the master would have it by now.
+    expect(master.calls.map((c) => c.call.kind)).toEqual(["subscribe"]);
+    expect(seen.subscribed).toEqual([]);
+    expect(driver.state()).toBe("stopped");
+  });
 });
