@@ -406,7 +406,12 @@ export interface SchedulerDriverOptions {
    * @default 10000
    */
   maxTrackedOffers?: number;
-  /** Events waiting for a busy callback; beyond it new events are dropped and counted. @default 10000 */
+  /**
+   * Events waiting for a busy callback; beyond it new events are dropped and counted (the offers
+   * of a dropped event are declined; a dropped update is not acknowledged, so the agent sends it
+   * again).
+   * @default 10000
+   */
   maxPendingCallbacks?: number;
   /** Counter of dropped bus messages, to share with other components. @default a new DropCounter */
   drops?: DropCounter;
@@ -1187,17 +1192,20 @@ class Driver implements SchedulerDriver {
         return this.onOffers(event.offers.offers);
       case "rescind":
         this.offers.delete(event.rescind.offerId);
-        return this.enqueue("rescind", () => this.callbacks.rescind?.(event.rescind.offerId));
+        void this.enqueue("rescind", () => this.callbacks.rescind?.(event.rescind.offerId));
+        return;
       case "update":
         return this.onUpdate(event.update.status!);
       case "message": {
         const message: FrameworkMessageView = { agentId: event.message.agentId, data: event.message.data };
-        return this.enqueue("message", () => this.callbacks.message?.(message));
+        void this.enqueue("message", () => this.callbacks.message?.(message));
+        return;
       }
       case "failure": {
         const { agentId, status } = event.failure;
         const failure: FailureView = status === undefined ? { agentId } : { agentId, status };
-        return this.enqueue("failure", () => this.callbacks.failure?.(failure));
+        void this.enqueue("failure", () => this.callbacks.failure?.(failure));
+        return;
       }
       case "error":
         return this.onErrorEvent(event.error.message);
@@ -1220,7 +1228,12 @@ class Driver implements SchedulerDriver {
       this.trackOffer(view);
       views.push(view);
     }
-    if (views.length > 0) this.enqueue("offers", () => this.callbacks.offers?.(views));
+    if (views.length === 0 || this.enqueue("offers", () => this.callbacks.offers?.(views))) return;
+    // Nobody will see these offers: held, they would keep the agents' resources from every
+    // framework until the master rescinds them (never, without an offer timeout). Hand them back.
+    const ids = views.map((v) => v.id);
+    for (const id of ids) this.offers.delete(id);
+    this.decline(ids).catch((err: unknown) => this.log.warn({ ...this.bindings(), err, offerIds: ids }, "dropped offers not declined"));
   }
 
   private trackOffer(offer: OfferView): void {
@@ -1260,16 +1273,20 @@ class Driver implements SchedulerDriver {
     this.fatal(message);
   }
 
-  /** Runs callbacks one at a time, in order; a failing callback is logged and counted. */
-  private enqueue(callback: keyof SchedulerCallbacks, run: () => CallbackResult, final = false): void {
+  /**
+   * Runs callbacks one at a time, in order; a failing callback is logged and counted.
+   * @returns false when the event was dropped (`maxPendingCallbacks` already waiting)
+   */
+  private enqueue(callback: keyof SchedulerCallbacks, run: () => CallbackResult, final = false): boolean {
     if (!final && this.pendingCallbacks >= this.maxPendingCallbacks) {
       this.counters.callbacksDropped += 1;
       this.log.warn({ ...this.bindings(), callback, pending: this.pendingCallbacks }, "callbacks are not keeping up; event dropped");
-      return;
+      return false;
     }
     this.pendingCallbacks += 1;
     const job: Job = { callback, run, final };
     this.chain = this.chain.then(() => this.runJob(job));
+    return true;
   }
 
   private async runJob(job: Job): Promise<void> {

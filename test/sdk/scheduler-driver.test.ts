@@ -687,4 +687,27 @@ describe("SchedulerDriver edge cases a Mesos framework author relies on", () => 
     expect(seen.subscribed).toEqual([]);
     expect(driver.state()).toBe("stopped");
   });
+
+  it("declines the offers of an event it drops because callbacks are not keeping up, instead of holding them", async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const got: string[] = [];
+    const { master, driver } = await setup({ maxPendingCallbacks: 1 }, undefined, {
+      offers: async (offers) => {
+        got.push(...offers.map((o) => o.id));
+        if (offers.some((o) => o.id === "o-busy")) await gate;
+      },
+    });
+    await driver.start();
+    master.publish({ kind: "offers", offers: { offers: [wireOffer("o-busy")] } });
+    await until(() => got.length === 1, "the first offers callback");
+    master.publish({ kind: "offers", offers: { offers: [wireOffer("o-dropped-1"), wireOffer("o-dropped-2", "agent-2")] } });
+    await until(() => master.callsOf("decline").length === 1, "the decline of the dropped offers");
+    expect(master.callsOf("decline")[0]!.decline.offerIds).toEqual(["o-dropped-1", "o-dropped-2"]);
+    expect(driver.stats().callbacksDropped).toBe(1);
+    release();
+    master.publish({ kind: "offers", offers: { offers: [wireOffer("o-later")] } });
+    await until(() => got.includes("o-later"), "offers again once the callback caught up");
+    expect(got).toEqual(["o-busy", "o-later"]);
+  });
 });
