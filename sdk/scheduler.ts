@@ -197,7 +197,10 @@ export interface SubscribedInfo {
   readonly masterId: string;
   /** How often the master publishes heartbeat events and expects heartbeat calls. */
   readonly heartbeatIntervalSeconds: number;
-  /** False for the subscription made by `start()`, true for re-subscriptions after a disconnection. */
+  /**
+   * False for the subscription made by `start()`, true for re-subscriptions after a disconnection
+   * (every `subscribed` callback after the first comes after a `disconnected` one).
+   */
   readonly reconnected: boolean;
 }
 
@@ -704,6 +707,8 @@ class Driver implements SchedulerDriver {
    * subscriber and would answer CORRAL_ERR_FRAMEWORK_FAILED_OVER, which stops this driver.
    */
   private everSubscribed = false;
+  /** A `subscribed` callback has been queued: any later one is a re-subscription. */
+  private announcedSubscribed = false;
   private readonly counters: DriverStats = {
     eventsReceived: 0,
     staleEventsIgnored: 0,
@@ -827,7 +832,7 @@ class Driver implements SchedulerDriver {
       if ((reconnected && !immediate) || attempt > 0) await this.backoff(attempt);
       if (this.stopped) throw stoppedError();
       try {
-        return await this.subscribeOnce(reconnected);
+        return await this.subscribeOnce();
       } catch (err) {
         if (this.stopped) throw stoppedError();
         if (!(isSchedulerError(err) && RETRYABLE_SUBSCRIBE_CODES.has(err.code))) {
@@ -854,7 +859,7 @@ class Driver implements SchedulerDriver {
   }
 
   /** One SUBSCRIBE, listen, heartbeat handshake (docs/protocol.md, steps 1-3). */
-  private async subscribeOnce(reconnected: boolean): Promise<SubscribedInfo> {
+  private async subscribeOnce(): Promise<SubscribedInfo> {
     const known = this.fwId;
     // Failing over: listen first, so nothing the master publishes on SUBSCRIBED is missed.
     if (known !== undefined) await this.listen(known);
@@ -875,11 +880,21 @@ class Driver implements SchedulerDriver {
     const seconds = subscribed.heartbeatIntervalSeconds > 0 ? subscribed.heartbeatIntervalSeconds : FALLBACK_HEARTBEAT_INTERVAL_SECONDS;
     this.heartbeatMs = seconds * 1000;
     this.watchdog.heard();
+    const reconnected = this.announcedSubscribed;
     const info: SubscribedInfo = { frameworkId: subscribed.frameworkId, masterId: subscribed.masterId, heartbeatIntervalSeconds: seconds, reconnected };
     this.log.info({ ...this.bindings(), masterId: info.masterId, reconnected }, "subscribed");
+    // Announced now, before the master may offer anything, so `subscribed` comes before `offers`.
+    this.announcedSubscribed = true;
     this.enqueue("subscribed", () => this.callbacks.subscribed?.(info));
-    // The master offers resources only after the first call following SUBSCRIBED.
-    await this.expectOk(await this.roundTrip({ kind: "heartbeat", heartbeat: {} }, subscribed.frameworkId, ["callResponse"]));
+    try {
+      // The master offers resources only after the first call following SUBSCRIBED.
+      await this.expectOk(await this.roundTrip({ kind: "heartbeat", heartbeat: {} }, subscribed.frameworkId, ["callResponse"]));
+    } catch (err) {
+      // The framework was told it is subscribed: when the loop tries again it must first hear
+      // that the connection is gone, as after any other loss, not a second `subscribed`.
+      if (!this.stopped && isSchedulerError(err) && RETRYABLE_SUBSCRIBE_CODES.has(err.code)) this.announceLoss(`${err.code}: ${err.message}`);
+      throw err;
+    }
     if (this.stopped) throw stoppedError();
     this.enterSubscribed();
     return info;
@@ -945,14 +960,19 @@ class Driver implements SchedulerDriver {
     if (session !== this.session || this.current !== "subscribed") return;
     this.current = "disconnected";
     this.session += 1;
-    this.counters.disconnections += 1;
     this.cancelTimers();
-    this.offers.clear(); // the master rescinds them when we come back
-    this.log.warn({ ...this.bindings(), reason }, "lost contact with the master; re-subscribing");
-    this.enqueue("disconnected", () => this.callbacks.disconnected?.(reason));
+    this.announceLoss(reason);
     this.subscribeLoop(true, immediate).catch((err: unknown) => {
       if (!isSchedulerError(err, "CORRAL_ERR_DRIVER_STOPPED")) this.fatal(err instanceof Error ? err.message : String(err));
     });
+  }
+
+  /** Counts a lost connection, voids the offers and tells the framework. */
+  private announceLoss(reason: string): void {
+    this.counters.disconnections += 1;
+    this.offers.clear(); // the master rescinds them when we come back
+    this.log.warn({ ...this.bindings(), reason }, "lost contact with the master; re-subscribing");
+    this.enqueue("disconnected", () => this.callbacks.disconnected?.(reason));
   }
 
   // ---------------------------------------------------------------------------------------------

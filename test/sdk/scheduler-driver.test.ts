@@ -710,4 +710,25 @@ describe("SchedulerDriver edge cases a Mesos framework author relies on", () => 
     await until(() => got.includes("o-later"), "offers again once the callback caught up");
     expect(got).toEqual(["o-busy", "o-later"]);
   });
+
+  it("when the handshake heartbeat fails after SUBSCRIBED, says disconnected before the next subscribed", async () => {
+    const timers = new ManualTimers();
+    const order: string[] = [];
+    const { master, driver } = await setup({ clock: timers, timers, requestTimeoutMs: 200, resubscribeBackoffMs: 10 }, (m) => {
+      m.script = (call) => (call.kind === "heartbeat" && m.callsOf("heartbeat").length === 1 ? "silent" : undefined);
+    }, {
+      subscribed: (info) => void order.push(`subscribed reconnected=${info.reconnected}`),
+      disconnected: () => void order.push("disconnected"),
+    });
+    const started = driver.start();
+    await until(() => master.callsOf("heartbeat").length === 1 && timers.armed() > 0, "the unanswered heartbeat, then the backoff");
+    timers.advance(20);
+    const info = await started;
+    expect(master.calls.map((c) => c.call.kind)).toEqual(["subscribe", "heartbeat", "subscribe", "heartbeat"]);
+    await until(() => order.length === 3, "three callbacks");
+    expect(order).toEqual(["subscribed reconnected=false", "disconnected", "subscribed reconnected=true"]);
+    expect(info).toMatchObject({ frameworkId: "fw-1", reconnected: true });
+    expect(driver.stats().disconnections).toBe(1);
+    expect(driver.state()).toBe("subscribed");
+  });
 });
