@@ -223,7 +223,8 @@ export interface Acknowledger {
    * Acknowledges the update: publishes the acknowledgement without waiting for the master's
    * answer (at thousands of updates per second the answers would cost as much as the updates;
    * an acknowledgement that is lost makes the agent send the update again). Calling it again
-   * returns the first call's promise.
+   * returns the first call's promise. Once the driver has stopped it sends nothing and rejects
+   * with `CORRAL_ERR_DRIVER_STOPPED`, as every call does.
    */
   acknowledge(): Promise<void>;
 }
@@ -1268,7 +1269,9 @@ class Driver implements SchedulerDriver {
     if (needsAck && !this.autoAcknowledge) {
       let sent: Promise<void> | undefined;
       // Published like automatic acknowledgements, without waiting for the master's answer.
-      ack = { acknowledge: () => (sent ??= Promise.resolve(this.publishAcknowledgement(status))) };
+      ack = {
+        acknowledge: () => (sent ??= this.stopped ? Promise.reject(stoppedError()) : Promise.resolve(this.publishAcknowledgement(status))),
+      };
     }
     this.enqueue("update", async () => {
       const pending = this.callbacks.update?.(status, ack);

@@ -731,4 +731,15 @@ describe("SchedulerDriver edge cases a Mesos framework author relies on", () => 
     expect(driver.stats().disconnections).toBe(1);
     expect(driver.state()).toBe("subscribed");
   });
+
+  it("an Acknowledger used after stop() rejects like every other call, and sends nothing", async () => {
+    const { master, driver, seen } = await setup({ autoAcknowledge: false });
+    await driver.start();
+    master.publish({ kind: "update", update: { status: status("t1", [3, 4]) } });
+    await until(() => seen.updates.length === 1, "the update");
+    await driver.stop();
+    await expect(seen.updates[0]!.ack!.acknowledge()).rejects.toMatchObject({ code: "CORRAL_ERR_DRIVER_STOPPED" });
+    await expect(driver.acknowledge(seen.updates[0]!.status)).rejects.toMatchObject({ code: "CORRAL_ERR_DRIVER_STOPPED" });
+    expect(master.callsOf("acknowledge")).toHaveLength(0);
+  });
 });
