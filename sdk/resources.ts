@@ -379,7 +379,8 @@ export class Resources {
   /**
    * Parses the Mesos text form used by agent flags:
    * `cpus:4;mem:8192;disk:20000;ports:[31000-32000];cpus(eng):2;zones:{a,b}`.
-   * A name may carry a reservation role in parentheses; `(*)` is unreserved.
+   * A name may carry a reservation role in parentheses; `(*)` is unreserved. Whitespace around
+   * names, roles, `:`, `;` and values is ignored (`cpus : 2; disk( eng ) : 10`).
    * @throws ResourceError naming the offending token
    */
   static parse(text: string): Resources {
@@ -679,7 +680,9 @@ function normaliseSet(items: readonly string[], token: string): string[] {
   return [...seen].sort();
 }
 
-const TOKEN_PATTERN = /^([^:()\s]+)(?:\(([^()]*)\))?:(.*)$/s;
+// Whitespace around the name, the role and the colon is dropped, as Mesos trims them; inside a
+// name or a role it is an error (Mesos would make it part of the name).
+const TOKEN_PATTERN = /^([^:()\s]+)\s*(?:\(\s*([^()]*?)\s*\)\s*)?:(.*)$/s;
 const NUMBER_PATTERN = /^[+]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$/;
 
 function parseToken(token: string): ResourceEntry {

@@ -74,6 +74,14 @@ describe("Resources text form", () => {
     expect(Resources.parse(odd.toString()).equals(odd)).toBe(true);
   });
 
+  it("takes whitespace around names, roles, colons and values, as Mesos trims them", () => {
+    const spaced = r(" cpus : 2 ; mem :1024;disk( eng/web ) : 10 ; ports : [ 31000 - 32000 ] ; zones (eng) : { a , b } ");
+    expect(spaced.toString()).toBe("cpus:2;disk(eng/web):10;mem:1024;ports:[31000-32000];zones(eng):{a,b}");
+    // Whitespace inside a name or a role is still refused (Mesos would keep it as part of the name).
+    expect(() => r("c pus:1")).toThrow(/cannot parse resource 'c pus:1'/);
+    expect(() => r("cpus(a b):1")).toThrow(/whitespace/);
+  });
+
   it("names the offending token among good ones", () => {
     expect(() => r("cpus:1;mem:lots;disk:5")).toThrow(/'mem:lots'/);
   });
