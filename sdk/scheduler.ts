@@ -36,6 +36,7 @@ import { SilenceWatch, systemClock, systemTimers, type Clock, type TimerHandle, 
 import { Resources, ResourceError } from "./resources.ts";
 import { SeededRng, type Rng } from "./rng.ts";
 import { roleNameError } from "./roles.ts";
+import { pathIdProblem } from "./task-key.ts";
 import { TransportError, silentLogger, type Logger, type Subscription, type Transport } from "./transport.ts";
 import { DropCounter, WireError, encodeEnvelope, handleSafely, safeDecode } from "./wire/codec.ts";
 import { resourcesFromWire, resourcesToWire } from "./wire/resources.ts";
@@ -642,7 +643,11 @@ function frameworkDefaults(f: FrameworkOptions): ResolvedFramework {
   if (!(Number.isFinite(failover) && failover >= 0)) {
     throw invalidOption("framework.failoverTimeoutSeconds", `must be a finite number >= 0, got ${failover}`);
   }
-  if (f.id !== undefined && tokenProblem(f.id) !== undefined) throw invalidOption("framework.id", tokenProblem(f.id)!);
+  if (f.id !== undefined) {
+    // The master's rule at SUBSCRIBE: a subject token that can also name a sandbox directory.
+    const idProblem = tokenProblem(f.id) ?? pathIdProblem(f.id);
+    if (idProblem !== undefined) throw invalidOption("framework.id", idProblem);
+  }
   return {
     name: f.name,
     roles,

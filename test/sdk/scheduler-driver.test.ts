@@ -628,6 +628,9 @@ describe("SchedulerDriver against a scripted master on a real nats-server", () =
     expect(make({ framework: { name: "f", roles: [] } })).toThrow(/at least one role/);
     expect(make({ framework: { name: "f", failoverTimeoutSeconds: -1 } })).toThrow(/failoverTimeoutSeconds/);
     expect(make({ framework: { name: "f", id: "a.b" } })).toThrow(/framework.id/);
+    // The master would refuse these at SUBSCRIBE: they cannot name a sandbox directory.
+    expect(make({ framework: { name: "f", id: "fw#1" } })).toThrow(/framework.id: use only letters/);
+    expect(make({ framework: { name: "f", id: "x".repeat(129) } })).toThrow(/framework.id: must be at most 128/);
     expect(make({ cluster: "has space" })).toThrow(/cluster/);
     expect(make({ requestTimeoutMs: 0 })).toThrow(/requestTimeoutMs/);
     expect(make({ maxMissedMasterHeartbeats: 1.5 })).toThrow(/maxMissedMasterHeartbeats/);
