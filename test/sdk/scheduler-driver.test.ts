@@ -745,4 +745,47 @@ describe("SchedulerDriver edge cases a Mesos framework author relies on", () => 
     await expect(driver.acknowledge(seen.updates[0]!.status)).rejects.toMatchObject({ code: "CORRAL_ERR_DRIVER_STOPPED" });
     expect(master.callsOf("acknowledge")).toHaveLength(0);
   });
+
+  it("re-subscribes once, at once and with the same id, when events of a new master (higher epoch) arrive", async () => {
+    const timers = new ManualTimers();
+    const { master, driver, seen } = await setup({ clock: timers, timers, resubscribeBackoffMs: 60_000 });
+    await driver.start();
+    master.publish({ kind: "offers", offers: { offers: [wireOffer("o-old")] } });
+    await until(() => seen.offers.length === 1, "the old master's offer");
+    master.epoch = 2;
+    master.masterId = "master-2";
+    master.publish({ kind: "heartbeat", heartbeat: {} });
+    master.publish({ kind: "heartbeat", heartbeat: {} });
+    master.publish({ kind: "offers", offers: { offers: [wireOffer("o-new")] } });
+    // No timer is advanced: a new leader is there, so no backoff is waited out.
+    await until(() => seen.subscribed.length === 2 && driver.state() === "subscribed", "the re-subscription to the new master");
+    expect(seen.subscribed[1]).toMatchObject({ frameworkId: "fw-1", masterId: "master-2", reconnected: true });
+    expect(seen.disconnected).toHaveLength(1);
+    expect(master.callsOf("subscribe").map((c) => c.subscribe.frameworkInfo!.id)).toEqual(["", "fw-1"]);
+    await barrier(driver);
+    expect(master.callsOf("subscribe")).toHaveLength(2);
+    // The old master's offer is void: an accept of it no longer finds its agent.
+    await expect(driver.accept(["o-old"], [{ taskId: "t", resources: "cpus:1", command: "true" }])).rejects.toMatchObject({ message: expect.stringContaining("agentId") });
+  });
+
+  it("while disconnected, sends calls as they are and a refused one does not start a second re-subscription", async () => {
+    const timers = new ManualTimers();
+    const { master, driver, seen } = await setup({ clock: timers, timers, maxMissedMasterHeartbeats: 2, resubscribeBackoffMs: 100 }, (m) => {
+      m.heartbeatIntervalSeconds = 10;
+      m.script = (call) =>
+        call.kind === "kill" ? { response: { ok: false, errorCode: "CORRAL_ERR_NOT_SUBSCRIBED", message: "framework 'fw-1' is not subscribed" } } : undefined;
+    });
+    await driver.start();
+    timers.advance(20_000);
+    expect(driver.state()).toBe("disconnected");
+    await expect(driver.decline(["o-1"])).resolves.toEqual(OK);
+    await expect(driver.kill("t1")).rejects.toMatchObject({ code: "CORRAL_ERR_NOT_SUBSCRIBED" });
+    expect(driver.state()).toBe("disconnected");
+    timers.advance(100);
+    await until(() => driver.state() === "subscribed", "the re-subscription");
+    await barrier(driver);
+    expect(master.calls.map((c) => c.call.kind)).toEqual(["subscribe", "heartbeat", "heartbeat", "decline", "kill", "subscribe", "heartbeat", "reconcile"]);
+    expect(seen.disconnected).toHaveLength(1);
+    expect(seen.subscribed).toHaveLength(2);
+  });
 });
