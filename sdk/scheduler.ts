@@ -267,7 +267,7 @@ export interface SchedulerCallbacks {
    * and the agent re-sends the update until `ack.acknowledge()` is called.
    */
   update?(status: TaskStatus, ack: Acknowledger | undefined): CallbackResult;
-  /** A framework message from an agent. */
+  /** A framework message from an agent's executor (none yet: Corral runs no custom executors). */
   message?(message: FrameworkMessageView): CallbackResult;
   /** An agent was lost or a process exited. */
   failure?(failure: FailureView): CallbackResult;
@@ -479,7 +479,10 @@ export interface SchedulerDriver {
    * @param tasks @default [] (implicit)
    */
   reconcile(tasks?: readonly ReconcileTaskSpec[]): Promise<CallResponse>;
-  /** Sends opaque bytes to the framework's component on an agent. */
+  /**
+   * Sends opaque bytes to the framework's executor on an agent. Corral runs no custom executors
+   * yet, so the master refuses it with `CORRAL_ERR_UNSUPPORTED` (kept for the protocol's sake).
+   */
   sendMessage(agentId: string, data: Uint8Array): Promise<CallResponse>;
   /** Tears the framework down (the master kills its tasks and forgets it), then stops the driver. */
   teardown(): Promise<CallResponse>;
