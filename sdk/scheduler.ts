@@ -463,7 +463,13 @@ export interface SchedulerDriver {
   decline(offerIds: readonly string[], filters?: Filters): Promise<CallResponse>;
   /** Clears decline filters and resumes offers for `roles`. @param roles @default all the framework's roles */
   revive(roles?: readonly string[]): Promise<CallResponse>;
-  /** Stops offers for `roles` until `revive`. @param roles @default all the framework's roles */
+  /**
+   * Stops offers for `roles` until `revive`, or until the next subscription: a re-subscription
+   * (after `disconnected`, or to a new master) starts with every role unsuppressed, as a Mesos v1
+   * SUBSCRIBE without `suppressed_roles` does, and the driver does not re-apply it (libmesos has
+   * done so since Mesos 1.9). Suppress again from the `subscribed` callback if nothing waits.
+   * @param roles @default all the framework's roles
+   */
   suppress(roles?: readonly string[]): Promise<CallResponse>;
   /**
    * Kills a task (SIGTERM, then SIGKILL after the grace period).
