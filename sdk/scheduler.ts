@@ -366,6 +366,13 @@ export interface DriverStats {
   eventsReceived: number;
   /** Events ignored because they came from a deposed master (lower epoch). */
   staleEventsIgnored: number;
+  /**
+   * Numbered events dropped as seen already (a duplicate) or sent before the current
+   * subscription (see {@link SchedulerEvent}'s `seq`).
+   */
+  duplicateEventsIgnored: number;
+  /** Times a numbered event showed that earlier ones never arrived; each made the driver re-subscribe. */
+  eventGaps: number;
   /** Calls sent (including subscribes and heartbeats). */
   callsSent: number;
   /** Times contact with the master was lost. */
@@ -602,6 +609,9 @@ function checkOfferIds(offerIds: readonly string[]): void {
 // ------------------------------------------------------------------------------------------------
 
 /** Codes after which a subscribe attempt is worth repeating. */
+/** Most event numbers remembered while a subscription is being made (see `seenWhileSubscribing`). */
+const MAX_EARLY_EVENTS = 10_000;
+
 const RETRYABLE_SUBSCRIBE_CODES: ReadonlySet<string> = new Set([
   "CORRAL_ERR_REQUEST_TIMEOUT",
   "CORRAL_ERR_NO_RESPONDERS",
@@ -724,9 +734,24 @@ class Driver implements SchedulerDriver {
   private everSubscribed = false;
   /** A `subscribed` callback has been queued: any later one is a re-subscription. */
   private announcedSubscribed = false;
+  /**
+   * Where the master's event numbering (`SchedulerEvent.seq`) stands for the current subscription:
+   * the number the next event must carry, for events of that master's epoch. Undefined with a
+   * master that does not number its events.
+   */
+  private numbering: { epoch: number; next: number } | undefined;
+  /**
+   * Numbers of events that arrived while a subscription was being made: the client may hand over
+   * events that follow the SUBSCRIBED reply before the reply itself is seen.
+   */
+  private seenWhileSubscribing: Array<{ epoch: number; seq: number }> = [];
+  /** Events went missing while the subscription was being made: re-subscribe once it is made. */
+  private gapWhileSubscribing = false;
   private readonly counters: DriverStats = {
     eventsReceived: 0,
     staleEventsIgnored: 0,
+    duplicateEventsIgnored: 0,
+    eventGaps: 0,
     callsSent: 0,
     disconnections: 0,
     callbackErrors: 0,
@@ -876,6 +901,8 @@ class Driver implements SchedulerDriver {
   /** One SUBSCRIBE, listen, heartbeat handshake (docs/protocol.md, steps 1-3). */
   private async subscribeOnce(): Promise<SubscribedInfo> {
     const known = this.fwId;
+    // Events go unjudged until this attempt's reply says where the numbering stands.
+    this.numbering = undefined;
     // Failing over: listen first, so nothing the master publishes on SUBSCRIBED is missed.
     if (known !== undefined) await this.listen(known);
     if (this.stopped) throw stoppedError();
@@ -890,6 +917,7 @@ class Driver implements SchedulerDriver {
     }
     this.fwId = subscribed.frameworkId;
     this.everSubscribed = true;
+    this.startNumbering(env.epoch, subscribed.lastEventSeq);
     await this.listen(subscribed.frameworkId);
     if (this.stopped) throw stoppedError();
     const seconds = subscribed.heartbeatIntervalSeconds > 0 ? subscribed.heartbeatIntervalSeconds : FALLBACK_HEARTBEAT_INTERVAL_SECONDS;
@@ -912,10 +940,68 @@ class Driver implements SchedulerDriver {
     }
     if (this.stopped) throw stoppedError();
     this.enterSubscribed();
+    if (this.gapWhileSubscribing) this.lostMaster("events of the master went missing while subscribing", this.session, true);
     return info;
   }
 
-  private subscribedFrom(env: EnvelopeOf<"schedulerEvent" | "callResponse">): { frameworkId: string; heartbeatIntervalSeconds: number; masterId: string } {
+  /**
+   * Takes the numbering from a SUBSCRIBED reply (`lastEventSeq`, on a master of `epoch`), counting
+   * in the events of that master that arrived before the reply was seen.
+   */
+  private startNumbering(epoch: number, lastEventSeq: number | undefined): void {
+    const early = this.seenWhileSubscribing.filter((e) => e.epoch === epoch).map((e) => e.seq);
+    this.seenWhileSubscribing = [];
+    this.gapWhileSubscribing = false;
+    if (lastEventSeq === undefined) {
+      this.numbering = undefined;
+      return;
+    }
+    let next = lastEventSeq + 1;
+    for (const seq of early.filter((n) => n >= next).sort((a, b) => a - b)) {
+      if (seq > next) {
+        this.counters.eventGaps += 1;
+        this.gapWhileSubscribing = true;
+      }
+      if (seq >= next) next = seq + 1;
+    }
+    this.numbering = { epoch, next };
+  }
+
+  /**
+   * Whether a numbered event is the next one (see `SchedulerEvent.seq`): an older number is a
+   * duplicate, or an event sent before this subscription, and is dropped; a newer one means
+   * events were lost on the bus (an offer that would never be answered, a rescind, an update
+   * the agent will send again), so the driver re-subscribes at once: the master then rescinds
+   * every outstanding offer and starts afresh. An error event is handed on all the same.
+   */
+  private inSequence(epoch: number, event: SchedulerEvent): boolean {
+    const seq = event.seq;
+    if (seq === undefined) return true;
+    const numbering = this.numbering;
+    if (numbering === undefined || numbering.epoch !== epoch) {
+      // Cannot be judged before a SUBSCRIBED reply says where the numbering stands.
+      if (this.current !== "subscribed" && this.seenWhileSubscribing.length < MAX_EARLY_EVENTS) this.seenWhileSubscribing.push({ epoch, seq });
+      return true;
+    }
+    if (seq < numbering.next) {
+      this.counters.duplicateEventsIgnored += 1;
+      return false;
+    }
+    if (seq === numbering.next) {
+      numbering.next = seq + 1;
+      return true;
+    }
+    const missed = seq === numbering.next + 1 ? `${numbering.next}` : `${numbering.next}..${seq - 1}`;
+    numbering.next = seq + 1;
+    this.counters.eventGaps += 1;
+    if (event.kind === "error") return true;
+    // Before the handshake is done there is no subscription to give up yet: do it right after.
+    if (this.current === "subscribed") this.lostMaster(`events ${missed} of the master never arrived (got ${seq})`, this.session, true);
+    else this.gapWhileSubscribing = true;
+    return false;
+  }
+
+  private subscribedFrom(env: EnvelopeOf<"schedulerEvent" | "callResponse">): { frameworkId: string; heartbeatIntervalSeconds: number; masterId: string; lastEventSeq?: number } {
     if (env.payload === "callResponse") {
       const r = env.callResponse;
       if (!r.ok) throw new SchedulerError(r.errorCode, r.message || `subscribe refused: ${r.errorCode}`, { response: r });
@@ -985,6 +1071,7 @@ class Driver implements SchedulerDriver {
   /** Counts a lost connection, voids the offers and tells the framework. */
   private announceLoss(reason: string): void {
     this.counters.disconnections += 1;
+    this.numbering = undefined;
     this.offers.clear(); // the master rescinds them when we come back
     this.log.warn({ ...this.bindings(), reason }, "lost contact with the master; re-subscribing");
     this.enqueue("disconnected", () => this.callbacks.disconnected?.(reason));
@@ -1200,6 +1287,7 @@ class Driver implements SchedulerDriver {
     this.counters.eventsReceived += 1;
     this.watchdog.heard();
     if (newLeader) this.onNewLeader(env.epoch);
+    if (!this.inSequence(env.epoch, env.schedulerEvent)) return;
     this.dispatch(env.schedulerEvent);
   }
 

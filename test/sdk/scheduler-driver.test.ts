@@ -768,6 +768,50 @@ describe("SchedulerDriver edge cases a Mesos framework author relies on", () => 
     await expect(driver.accept(["o-old"], [{ taskId: "t", resources: "cpus:1", command: "true" }])).rejects.toMatchObject({ message: expect.stringContaining("agentId") });
   });
 
+  it("drops a numbered event seen already or sent before its subscription, and re-subscribes at once when a number is skipped", async () => {
+    const timers = new ManualTimers();
+    const { master, driver, seen } = await setup({ clock: timers, timers, resubscribeBackoffMs: 60_000 });
+    master.lastEventSeq = 4;
+    await driver.start();
+    const offer = (seq: number, id: string) => master.publish({ seq, kind: "offers", offers: { offers: [wireOffer(id)] } });
+    offer(3, "sent-before-subscribing");
+    offer(5, "o-5");
+    offer(5, "o-5-again");
+    offer(6, "o-6");
+    await until(() => seen.offers.some((o) => o.id === "o-6"), "the sixth event");
+    expect(driver.state()).toBe("subscribed");
+    // Event 7 was lost on the bus (an offer nobody would ever answer, say): 8 shows it.
+    master.lastEventSeq = 8;
+    offer(8, "o-8");
+    await until(() => seen.subscribed.length === 2 && driver.state() === "subscribed", "the re-subscription");
+    expect(seen.disconnected).toEqual([expect.stringContaining("events 7 of the master never arrived (got 8)")]);
+    expect(seen.subscribed[1]).toMatchObject({ frameworkId: "fw-1", reconnected: true });
+    expect(master.callsOf("subscribe").map((c) => c.subscribe.frameworkInfo!.id)).toEqual(["", "fw-1"]);
+    offer(9, "o-9");
+    await until(() => seen.offers.some((o) => o.id === "o-9"), "the first event after the re-subscription");
+    expect(seen.offers.map((o) => o.id)).toEqual(["o-5", "o-6", "o-9"]);
+    expect(driver.stats()).toMatchObject({ duplicateEventsIgnored: 2, eventGaps: 1, disconnections: 1 });
+  });
+
+  it("judges the events that arrive before a re-subscription's reply once the reply says where numbering stands", async () => {
+    const timers = new ManualTimers();
+    const { master, driver, seen } = await setup({ clock: timers, timers, resubscribeBackoffMs: 60_000 });
+    master.lastEventSeq = 0;
+    // Re-subscribing (it listens already), events published before the reply reach the driver
+    // before it: here 11 and 13 of a master whose last event before the reply was 10.
+    master.beforeAnswer = (call) => {
+      if (call.kind !== "subscribe" || master.callsOf("subscribe").length !== 2) return;
+      master.lastEventSeq = 10;
+      master.publish({ seq: 11, kind: "heartbeat", heartbeat: {} });
+      master.publish({ seq: 13, kind: "heartbeat", heartbeat: {} });
+    };
+    await driver.start();
+    master.publish({ seq: 2, kind: "heartbeat", heartbeat: {} }); // event 1 never came
+    await until(() => seen.subscribed.length === 3 && driver.state() === "subscribed", "two re-subscriptions");
+    expect(seen.disconnected).toEqual([expect.stringContaining("events 1 of the master never arrived (got 2)"), "events of the master went missing while subscribing"]);
+    expect(driver.stats()).toMatchObject({ eventGaps: 2, disconnections: 2 });
+  });
+
   it("while disconnected, sends calls as they are and a refused one does not start a second re-subscription", async () => {
     const timers = new ManualTimers();
     const { master, driver, seen } = await setup({ clock: timers, timers, maxMissedMasterHeartbeats: 2, resubscribeBackoffMs: 100 }, (m) => {

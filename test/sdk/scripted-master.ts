@@ -45,6 +45,8 @@ export class ScriptedMaster {
   masterId = "master-1";
   epoch = 1;
   heartbeatIntervalSeconds = 30;
+  /** Put in SUBSCRIBED as `lastEventSeq` when set (a master that numbers its events). */
+  lastEventSeq: number | undefined;
   /** Overrides the default answer (SUBSCRIBED for subscribe, ok for the rest) when it returns one. */
   script: (call: SchedulerCall, seen: SeenCall) => Answer | undefined = () => undefined;
   /** Runs before the answer is sent, e.g. to publish an event first. */
@@ -81,7 +83,12 @@ export class ScriptedMaster {
             payload: "schedulerEvent",
             schedulerEvent: {
               kind: "subscribed",
-              subscribed: { frameworkId: answer.subscribed.frameworkId, heartbeatIntervalSeconds: this.heartbeatIntervalSeconds, masterId: this.masterId },
+              subscribed: {
+                frameworkId: answer.subscribed.frameworkId,
+                heartbeatIntervalSeconds: this.heartbeatIntervalSeconds,
+                masterId: this.masterId,
+                ...(this.lastEventSeq !== undefined ? { lastEventSeq: this.lastEventSeq } : {}),
+              },
             },
           });
     this.transport.respond(msg, bytes);
