@@ -109,10 +109,10 @@ export class SimPool {
   }
 
   private startWorker(): Slot {
-    // The loader is named even when this process was started with it: a worker does not run the
-    // parent's `--import` modules by itself under every runner (vitest's forks do not have it),
-    // and a second registration is harmless (the first hook to load a `.ts` file answers it).
-    const worker = new Worker(new URL("./worker.ts", import.meta.url), { execArgv: [...process.execArgv, "--import", LOADER] });
+    // Only the loader is passed: a worker refuses V8 flags in its execArgv (such as the
+    // `--max-semi-space-size` that `corral sim` runs with; V8's flags are the whole process's
+    // anyway), and does not run the parent's `--import` modules by itself under every runner.
+    const worker = new Worker(new URL("./worker.ts", import.meta.url), { execArgv: ["--import", LOADER] });
     const slot: Slot = { worker, busy: undefined };
     worker.on("message", (reply: WorkerReply) => {
       const pending = slot.busy;

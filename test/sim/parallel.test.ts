@@ -1,3 +1,5 @@
+import { execFile } from "node:child_process";
+import { join } from "node:path";
 import { describe, expect, it, vi } from "vitest";
 import { simCommand } from "../../sim/cli.ts";
 import { SimPool, type SimJob } from "../../sim/parallel.ts";
@@ -27,6 +29,18 @@ describe("simulations on worker threads", () => {
     // Each line carries the run's own counts (events, launches, faults), so equal lines mean equal runs.
     expect(pooled.out[0]).toMatch(/^seed 3: ok \(\d+ events, \d+ launched, \d+ faults\)$/);
   }, 120_000); // six small simulations and two workers' start (each loads the simulator's modules)
+
+  it("bin/corral sim check --jobs 2 runs its seeds on workers under the flags corral sim starts node with", async () => {
+    // `corral sim` runs node with V8 flags (a larger young generation) that a worker refuses.
+    const run = await new Promise<{ code: number | null; out: string }>((resolve, reject) => {
+      const child = execFile(join(process.cwd(), "bin/corral"), ["sim", "check", "--seeds", "3..4", "--agents", "2", "--seconds", "60", "--jobs", "2"], { timeout: 120_000 }, (err, stdout, stderr) => {
+        if (err && typeof err.code !== "number") reject(err);
+        else resolve({ code: child.exitCode, out: stdout + stderr });
+      });
+    });
+    expect(run.out).toMatch(/^seed 3: ok .*\nseed 4: ok .*\nall 2 seeds passed\n$/);
+    expect(run.code).toBe(0);
+  }, 150_000);
 
   it("--jobs must be an integer 1..64", async () => {
     const err = vi.spyOn(console, "error").mockImplementation(() => undefined);
