@@ -14,10 +14,14 @@
  * after SIGKILL, loads them before registering, lets the containerizer re-attach to containers still
  * running, and re-registers reporting them.
  *
+ * Sandboxes ({@link AgentOptions.sandboxGc}): a task's sandbox is scheduled for removal once its
+ * final status update is acknowledged, removed after `gcDelayMs` or sooner as the disk fills
+ * (`./sandbox-gc.ts` decides; this file reads the disk usage and removes the directories).
+ *
  * @module
  */
 import { randomUUID } from "node:crypto";
-import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
+import { lstat, mkdir, readdir, readFile, rename, rm, statfs, writeFile } from "node:fs/promises";
 import { hostname as osHostname } from "node:os";
 import { join } from "node:path";
 import pino, { type Logger as PinoLogger } from "pino";
@@ -64,6 +68,7 @@ import { readProcStat } from "./containerizer/common.ts";
 import { PosixContainerizer } from "./containerizer/posix.ts";
 import type { CheckpointedContainer, Containerizer, ContainerHandle, ContainerResources, RecoveredContainer, Termination } from "./containerizer/types.ts";
 import { detectResources, parseAttributes, probeHost, type Attribute } from "./resources-detect.ts";
+import { DEFAULT_DISK_WATCH_INTERVAL_MS, DEFAULT_GC_DELAY_MS, DEFAULT_GC_DISK_HEADROOM, SandboxGc, type GcDecision, type GcRemoval } from "./sandbox-gc.ts";
 import { createStatusUpdateManager, isTerminalState, type StatusUpdate, type StatusUpdateEffect } from "./status-updates.ts";
 
 export type { AgentStateView, TaskView, ResourcesView } from "./agent-http.ts";
@@ -95,8 +100,9 @@ export interface AgentOptions {
   transport: Transport;
   /**
    * Directory for the agent's state: its id (`agent.id`, so a restarted agent re-registers under
-   * the same id), the task sandboxes (`sandboxes/<frameworkId>/<taskId>`) and the checkpoints
-   * (`checkpoint/`, see {@link AgentOptions.checkpoint}). Created if missing.
+   * the same id), the task sandboxes (`sandboxes/<frameworkId>/<taskId>`, removed some time after
+   * their tasks end, see {@link AgentOptions.sandboxGc}) and the checkpoints (`checkpoint/`, see
+   * {@link AgentOptions.checkpoint}). Created if missing.
    */
   workDir: string;
   /**
@@ -180,6 +186,41 @@ export interface AgentOptions {
    * reached its framework". @default none
    */
   onStatusUpdateAcknowledged?: (ack: { frameworkId: string; taskId: string; uuid: string }) => void;
+  /**
+   * Remove the sandboxes of finished tasks from the disk (see `./sandbox-gc.ts`): a task's sandbox
+   * is scheduled for removal once its final status update is acknowledged (until then a restarted
+   * agent may need it, and `/files/read` serves it), and removed {@link AgentOptions.gcDelayMs}
+   * later, or sooner when the disk fills up (see {@link AgentOptions.gcDiskHeadroom}). At start,
+   * sandboxes on disk that no recovered task owns are scheduled from their last modification, as
+   * Mesos does. Off, the agent never removes a sandbox and never reads the disk usage.
+   * @default true unless an `agentIdStore` is given (the simulator's agents keep nothing on disk)
+   */
+  sandboxGc?: boolean;
+  /**
+   * How long a finished task's sandbox is kept once its final update is acknowledged (Mesos's
+   * `--gc_delay`). The disk checks shorten it to `gcDelayMs * max(0, 1 - gcDiskHeadroom - usage)`:
+   * with the default headroom, even an empty disk keeps a sandbox 90% of this, as in Mesos.
+   * @default 604_800_000 (1 week)
+   */
+  gcDelayMs?: number;
+  /**
+   * How often the disk usage of the work dir's file system is read (Mesos's
+   * `--disk_watch_interval`); each reading removes at once the sandboxes older than
+   * `gcDelayMs * max(0, 1 - gcDiskHeadroom - usage)`.
+   * @default 60_000 (1 minute)
+   */
+  diskWatchIntervalMs?: number;
+  /**
+   * Share of the disk, from 0 to 1, that sandbox collection tries to keep free (Mesos's
+   * `--gc_disk_headroom`): with the disk `1 - gcDiskHeadroom` full, every scheduled sandbox goes.
+   * @default 0.1
+   */
+  gcDiskHeadroom?: number;
+  /**
+   * Reads the used share (0 to 1) of the file system holding the sandboxes.
+   * @default statfs of workDir: (blocks - free blocks) / blocks, as Mesos reads it
+   */
+  diskUsage?: () => Promise<number>;
 }
 
 /** Keeps an agent's id across restarts (see {@link AgentOptions.agentIdStore}). */
@@ -226,6 +267,9 @@ export interface Agent {
   /** What `GET /state` shows. */
   state(): AgentStateView;
 }
+
+/** Most sandbox removals under way at once; the others wait in a queue, oldest first. */
+export const MAX_CONCURRENT_SANDBOX_REMOVALS = 4;
 
 /** Pseudo-subject under which bad registration replies are counted (labelled "reply"). */
 const REPLY_SUBJECT = "_INBOX.registration";
@@ -287,6 +331,11 @@ export function createAgent(options: AgentOptions): Agent {
   const maxTasks = positive(options.maxTasks ?? 10_000, "maxTasks");
   const maxCompletedTasks = nonNegative(options.maxCompletedTasks ?? 1000, "maxCompletedTasks");
   const isolation = options.isolation ?? "posix";
+  // Checked even when collection is off, so a bad value is refused whatever else is set.
+  const gc = new SandboxGc({ gcDelayMs: options.gcDelayMs ?? DEFAULT_GC_DELAY_MS, gcDiskHeadroom: options.gcDiskHeadroom ?? DEFAULT_GC_DISK_HEADROOM });
+  const diskWatchIntervalMs = positive(options.diskWatchIntervalMs ?? DEFAULT_DISK_WATCH_INTERVAL_MS, "diskWatchIntervalMs");
+  const collectSandboxes = options.sandboxGc ?? options.agentIdStore === undefined;
+  const readDiskUsage = options.diskUsage ?? (() => fileSystemUsage(workDir));
   const containerizer: Containerizer =
     options.containerizer ??
     new PosixContainerizer({ clock, timers, hostname, defaultGracePeriodMs: defaultGraceMs, log: rootLog.child({ component: "posix-containerizer" }) });
@@ -334,6 +383,15 @@ export function createAgent(options: AgentOptions): Agent {
   const completed = new Map<string, TaskFacts>();
   const healthChecks = new HealthCheckRunner({ clock, timers, report: onHealthVerdict });
   const retryTimers = new Map<string, TimerHandle>();
+  /** The one timer sandbox collection asks for, and the time it is set for. */
+  let gcTimer: { handle: TimerHandle; atMs: number } | undefined;
+  let diskWatchTimer: TimerHandle | undefined;
+  /** Sandbox removals queued or under way, by path: a task reusing one waits for it. */
+  const removals = new Map<string, Promise<void>>();
+  /** Removals waiting their turn from `removalQueueHead` on (a queue without O(n) shifts). */
+  const removalQueue: Array<{ removal: GcRemoval; done: () => void } | undefined> = [];
+  let removalQueueHead = 0;
+  let activeRemovals = 0;
 
   // ----------------------------------------------------------------------------------------------
   // Publishing
@@ -454,6 +512,9 @@ export function createAgent(options: AgentOptions): Agent {
     const record = tasks.get(key);
     if (record === undefined) return;
     guard("checkpoint removal", () => checkpoints?.removeTask(record.frameworkId, record.taskId));
+    // Nobody needs the sandbox now: not a restarted agent (the checkpoint is gone), not the
+    // framework (it has the final status). It stays readable until collected.
+    if (record.sandbox !== null) scheduleSandbox(record.sandbox, clock.now());
     tasks.delete(key);
     completed.delete(key);
     completed.set(key, taskFacts(record));
@@ -519,21 +580,26 @@ export function createAgent(options: AgentOptions): Agent {
     record.containerResources = plan.resources;
     record.containerId = [plan.taskId, rng.uuid()].join("-"); // one flat string (see SeededRng.uuid)
     emitStatus(record, { state: "TASK_STARTING", reason: "REASON_UNSPECIFIED", message: "", agentId: id });
-    let launched: Promise<ContainerHandle>;
-    try {
-      launched = containerizer.launch({
-        containerId: record.containerId,
-        taskId: plan.taskId,
-        frameworkId: plan.frameworkId,
-        command: plan.command,
-        env: plan.env,
-        sandboxDir: plan.sandboxDir,
-        resources: plan.resources,
-        ...(plan.user === "" ? {} : { user: plan.user }),
-      });
-    } catch (err) {
-      launched = Promise.reject(err);
-    }
+    const spec = {
+      containerId: record.containerId,
+      taskId: plan.taskId,
+      frameworkId: plan.frameworkId,
+      command: plan.command,
+      env: plan.env,
+      sandboxDir: plan.sandboxDir,
+      resources: plan.resources,
+      ...(plan.user === "" ? {} : { user: plan.user }),
+    };
+    const launch = (): Promise<ContainerHandle> => {
+      try {
+        return containerizer.launch(spec);
+      } catch (err) {
+        return Promise.reject(err);
+      }
+    };
+    // The same task id again (after the earlier one was forgotten): its sandbox is this task's now.
+    const removal = reuseSandbox(plan.sandboxDir);
+    const launched = removal === undefined ? launch() : removal.then(launch);
     launched.then(
       (handle) => lifecycleStep(record, settle, () => onLaunched(record, handle, id, settle)),
       (err: unknown) => lifecycleStep(record, settle, () => emitStatus(record, { ...launchFailureStatus(describe(err), record.killRequested), agentId: id }), true),
@@ -748,6 +814,157 @@ export function createAgent(options: AgentOptions): Agent {
       return;
     }
     emitStatus(record, { ...terminationStatus(termination), agentId: id });
+  }
+
+  // ----------------------------------------------------------------------------------------------
+  // Sandbox collection (decisions in ./sandbox-gc.ts)
+  // ----------------------------------------------------------------------------------------------
+
+  function scheduleSandbox(path: string, sinceMs: number): void {
+    if (!collectSandboxes) return;
+    guard("sandbox scheduling", () => applyGc(gc.schedule(path, sinceMs, clock.now())));
+  }
+
+  /**
+   * A new task takes the sandbox `path`: it must not be collected. Undefined when it can be used at
+   * once; else the removal already under way, to wait for (the task then starts in a fresh one).
+   */
+  function reuseSandbox(path: string): Promise<void> | undefined {
+    if (!collectSandboxes) return undefined;
+    const result = gc.unschedule(path);
+    if (result === "cancelled") log.info({ sandbox: path }, "sandbox reused by a new task; no longer scheduled for removal");
+    if (result !== "removing") return undefined;
+    log.info({ sandbox: path }, "sandbox reused by a new task while being removed; the task starts once the removal ends");
+    return removals.get(path);
+  }
+
+  /** Carries out a decision of the collector: removals now, and the timer for the next ones. */
+  function applyGc(decision: GcDecision): void {
+    // A stopping agent starts no removal: the next one finds the sandbox on disk and schedules it.
+    if (stopped) return;
+    for (const removal of decision.remove) removeSandbox(removal);
+    const atMs = decision.wakeAtMs;
+    if (gcTimer !== undefined && gcTimer.atMs === atMs) return;
+    gcTimer?.handle.cancel();
+    gcTimer = undefined;
+    if (atMs === undefined) return;
+    const handle = timers.set(Math.max(0, atMs - clock.now()), () => {
+      if (gcTimer?.handle !== handle) return;
+      gcTimer = undefined;
+      guard("sandbox collection", () => applyGc(gc.due(clock.now())));
+    });
+    gcTimer = { handle, atMs };
+  }
+
+  /** Queues the removal of a sandbox; `removals` holds its end (also while it waits its turn). */
+  function removeSandbox(removal: GcRemoval): void {
+    let done!: () => void;
+    removals.set(removal.path, new Promise<void>((resolve) => (done = resolve)));
+    removalQueue.push({ removal, done });
+    pumpRemovals();
+  }
+
+  /**
+   * Starts queued removals, at most {@link MAX_CONCURRENT_SANDBOX_REMOVALS} at once: a full disk
+   * may hand over every scheduled sandbox together, and thousands of recursive removals at once
+   * would exhaust the file descriptors (Mesos removes them one after another).
+   */
+  function pumpRemovals(): void {
+    while (!stopped && activeRemovals < MAX_CONCURRENT_SANDBOX_REMOVALS && removalQueueHead < removalQueue.length) {
+      const { removal, done } = removalQueue[removalQueueHead]!;
+      removalQueue[removalQueueHead++] = undefined;
+      if (removalQueueHead > 1024 && removalQueueHead * 2 > removalQueue.length) {
+        removalQueue.splice(0, removalQueueHead);
+        removalQueueHead = 0;
+      }
+      activeRemovals += 1;
+      const ageMs = clock.now() - removal.sinceMs;
+      rm(removal.path, { recursive: true, force: true })
+        .then(
+          () => log.info({ sandbox: removal.path, ageMs }, "sandbox removed"),
+          (err: unknown) => log.warn({ err, sandbox: removal.path }, "cannot remove a sandbox; it is not tried again"),
+        )
+        .finally(() => {
+          activeRemovals -= 1;
+          removals.delete(removal.path);
+          done();
+          guard("sandbox collection", () => applyGc(gc.removed(removal.path, clock.now())));
+          pumpRemovals();
+        });
+    }
+  }
+
+  /** On stop: removals not yet started are dropped (the next agent finds those sandboxes on disk). */
+  function dropQueuedRemovals(): void {
+    for (let i = removalQueueHead; i < removalQueue.length; i++) {
+      const queued = removalQueue[i]!;
+      removals.delete(queued.removal.path);
+      queued.done();
+    }
+    removalQueue.length = 0;
+    removalQueueHead = 0;
+  }
+
+  /**
+   * Schedules, from their last modification, the sandboxes on disk that no recovered task owns:
+   * those of tasks finished before a restart, whose schedule was lost with the agent.
+   */
+  async function scheduleLeftoverSandboxes(): Promise<void> {
+    const root = join(workDir, "sandboxes");
+    const found: Array<{ key: string; path: string; mtimeMs: number }> = [];
+    try {
+      for (const framework of await subdirectories(root)) {
+        for (const task of await subdirectories(join(root, framework))) {
+          let path: string;
+          try {
+            path = sandboxPath(workDir, framework, task);
+          } catch {
+            continue; // not a name this agent gives a sandbox: not ours to remove
+          }
+          const key = taskKey(framework, task);
+          if (tasks.has(key)) continue;
+          const info = await lstat(path).catch(() => undefined);
+          if (info?.isDirectory()) found.push({ key, path, mtimeMs: info.mtimeMs });
+        }
+      }
+    } catch (err) {
+      log.warn({ err, root }, "cannot list the sandboxes left on disk; they are not collected");
+      return;
+    }
+    // Oldest first: the collector's schedule is then built by appending.
+    found.sort((a, b) => a.mtimeMs - b.mtimeMs);
+    for (const { key, path, mtimeMs } of found) if (!tasks.has(key)) scheduleSandbox(path, mtimeMs);
+    if (found.length > 0) log.info({ sandboxes: found.length, gcDelayMs: gc.gcDelayMs }, "sandboxes left on disk scheduled for removal from their last modification");
+  }
+
+  /** Reads the disk usage every `diskWatchIntervalMs`, each reading after the last one's removals. */
+  function armDiskWatch(): void {
+    if (stopped) return;
+    diskWatchTimer = timers.set(diskWatchIntervalMs, () => {
+      diskWatchTimer = undefined;
+      void checkDiskUsage().finally(armDiskWatch);
+    });
+  }
+
+  async function checkDiskUsage(): Promise<void> {
+    let usage: number;
+    try {
+      usage = await readDiskUsage();
+    } catch (err) {
+      log.warn({ err, workDir }, "cannot read the disk usage");
+      return;
+    }
+    if (stopped) return;
+    let decision: ReturnType<SandboxGc["diskUsage"]>;
+    try {
+      decision = gc.diskUsage(usage, clock.now());
+    } catch (err) {
+      log.warn({ err, workDir }, "unusable disk usage reading");
+      return;
+    }
+    log.debug({ usage, maxAgeMs: decision.maxAgeMs, removing: decision.remove.length }, "disk usage checked");
+    guard("sandbox collection", () => applyGc(decision));
+    await Promise.allSettled(decision.remove.map((r) => removals.get(r.path)));
   }
 
   // ----------------------------------------------------------------------------------------------
@@ -1075,6 +1292,10 @@ export function createAgent(options: AgentOptions): Agent {
     totalResources = await resolveResources();
     agentId = await readAgentId();
     if (checkpoints !== undefined) await recoverTasks();
+    if (collectSandboxes) {
+      await scheduleLeftoverSandboxes();
+      armDiskWatch();
+    }
     if (options.http === false) {
       if (stopped) return;
       log.info({ agentId, resources: totalResources.toString(), cluster }, "agent started (no HTTP)");
@@ -1125,6 +1346,12 @@ export function createAgent(options: AgentOptions): Agent {
     if (opts.unregister) publishToMaster({ kind: "unregisterNotice", unregisterNotice: { reason: "agent stopped" } });
     for (const handle of retryTimers.values()) handle.cancel();
     retryTimers.clear();
+    gcTimer?.handle.cancel();
+    gcTimer = undefined;
+    diskWatchTimer?.cancel();
+    diskWatchTimer = undefined;
+    dropQueuedRemovals();
+    await Promise.allSettled([...removals.values()]);
     await transport.flush().catch((err: unknown) => log.debug({ err }, "flush on stop failed"));
     unsubscribeCommands(); // again, in case a registration completed while stopping
     await http?.close().catch((err: unknown) => log.warn({ err }, "cannot close the HTTP server"));
@@ -1146,6 +1373,23 @@ export function createAgent(options: AgentOptions): Agent {
     httpUrl: () => httpUrl,
     state,
   };
+}
+
+/** The used share of the file system holding `path`, as Mesos reads it: (blocks - free blocks) / blocks. */
+async function fileSystemUsage(path: string): Promise<number> {
+  const fs = await statfs(path);
+  if (!(fs.blocks > 0)) throw new Error(`statfs ${path}: the file system reports no blocks`);
+  return (fs.blocks - fs.bfree) / fs.blocks;
+}
+
+/** The names of the directories in `dir`; none when it does not exist. */
+async function subdirectories(dir: string): Promise<string[]> {
+  try {
+    return (await readdir(dir, { withFileTypes: true })).filter((entry) => entry.isDirectory()).map((entry) => entry.name);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return [];
+    throw err;
+  }
 }
 
 function describe(err: unknown): string {

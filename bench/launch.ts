@@ -109,6 +109,7 @@ async function agentsChild(natsUrl: string, count: number): Promise<void> {
       hostname: `host${i}`,
       http: false,
       containerizer: new InstantContainerizer(),
+      sandboxGc: false, // emulated tasks leave no sandboxes; spare the bench a disk reading per agent
       log: quiet,
     });
     await agent.start();

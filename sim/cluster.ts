@@ -322,6 +322,9 @@ export class SimCluster {
       // Likewise the uuids of finished tasks' acknowledged updates: they catch replays from a
       // checkpoint after a restart, and simulated agents keep no checkpoints.
       maxClosedUpdateUuids: SIM_CLOSED_UPDATE_UUIDS_PER_AGENT,
+      // The instant containerizer makes no sandbox directories: nothing to collect, and no disk to
+      // read (the agentIdStore turns it off too; said here so that a run never touches the disk).
+      sandboxGc: false,
       containerizer,
       isolation: "sim",
       clock: this.engine.clock,

@@ -3,19 +3,20 @@
  * Synchronisation is by awaiting messages (and "barriers": a ping whose pong proves the agent has
  * handled everything published before it), never by sleeping.
  */
-import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { existsSync } from "node:fs";
+import { mkdir, mkdtemp, readdir, readFile, rm, utimes, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pino from "pino";
 import { afterEach, describe, expect, it } from "vitest";
-import { createAgent, type Agent, type AgentOptions } from "../../agent/agent.ts";
+import { createAgent, MAX_CONCURRENT_SANDBOX_REMOVALS, type Agent, type AgentOptions } from "../../agent/agent.ts";
 import { connectNats, type NatsTransport } from "../../sdk/nats-transport.ts";
 import { encodeEnvelope } from "../../sdk/wire/codec.ts";
 import { masterAgentSubject } from "../../sdk/wire/subjects.ts";
 import type { AgentToMaster, TaskInfo } from "../../sdk/wire/types.ts";
 import { useNats } from "../harness/nats.ts";
 import { eventually } from "../harness/events.ts";
-import { capturingLogger, FakeMaster, shellTask, SurvivingHost, type Received } from "./agent-harness.ts";
+import { capturingLogger, Collector, FakeMaster, shellTask, SurvivingHost, type Received } from "./agent-harness.ts";
 
 const nats = useNats({ jetstream: false });
 
@@ -777,5 +778,156 @@ describe("damaged checkpoints", () => {
     const rereg = await s.master.received.waitFor((r) => r.index >= seen && r.message.kind === "reregister", "REREGISTER");
     const body = (rereg.message as Extract<AgentToMaster, { kind: "reregister" }>).reregister;
     expect(body.tasks.map((t) => [t.task!.taskId, t.task!.command!.arguments, t.status!.state])).toEqual([["t", [], "TASK_RUNNING"]]);
+  });
+});
+
+/** A disk usage reading the test sets, and a log of the agent's readings (their count, in order). */
+function diskGauge(usage: number) {
+  const reads = new Collector<number>();
+  const gauge = {
+    usage,
+    reads,
+    read: async () => {
+      reads.push(reads.items.length + 1);
+      return gauge.usage;
+    },
+    /**
+     * Resolves once the agent has started `n` more readings: each starts after the one before it
+     * has been applied (its removals ended), so after two, one whole check ran after this call.
+     */
+    readings: (n: number) => {
+      const target = reads.items.length + n;
+      return reads.waitFor((count) => count >= target, `${n} more disk usage readings`);
+    },
+  };
+  return gauge;
+}
+
+describe("sandbox garbage collection", () => {
+  const removedOf = (path: string) => (r: Record<string, unknown>) => r.msg === "sandbox removed" && r.sandbox === path;
+
+  /** Acknowledges a task's updates up to (not including) its terminal one, which it returns. */
+  async function ackUntilTerminal(master: FakeMaster, taskId: string, terminal: "TASK_FINISHED" | "TASK_KILLED") {
+    master.ack(await master.waitForStatus(taskId, "TASK_STARTING"));
+    master.ack(await master.waitForStatus(taskId, "TASK_RUNNING"));
+    return master.waitForStatus(taskId, terminal);
+  }
+
+  it("keeps a finished task's sandbox, and serves it, until its final update is acknowledged, even on a full disk", async () => {
+    const gauge = diskGauge(1); // full: anything scheduled would go at the next reading
+    const { log, records } = capturingLogger();
+    const { master, agent, workDir } = await registeredAgent({ log, gcDelayMs: 3_600_000, diskWatchIntervalMs: 20, diskUsage: gauge.read }, false);
+    master.runTask("agent-1", shellTask("done", "agent-1", "echo bye"));
+    const finished = await ackUntilTerminal(master, "done", "TASK_FINISHED");
+    const sandbox = join(workDir, "sandboxes", "fw-1", "done");
+    await gauge.readings(2);
+    expect(existsSync(sandbox)).toBe(true);
+    expect(await getJson(`${agent.httpUrl()}/files/read?frameworkId=fw-1&taskId=done&path=stdout`)).toEqual({ status: 200, body: { data: "bye\n", offset: 0, length: 4, totalSize: 4 } });
+
+    master.ack(finished);
+    await records.waitFor(removedOf(sandbox), "the sandbox removed");
+    expect(existsSync(sandbox)).toBe(false);
+    const gone = await getJson(`${agent.httpUrl()}/files/read?frameworkId=fw-1&taskId=done&path=stdout`);
+    expect(gone).toMatchObject({ status: 404, body: { code: "CORRAL_ERR_NOT_FOUND" } });
+    // The task is still listed as completed, with the path its sandbox had.
+    expect(agent.state().tasks).toMatchObject([{ taskId: "done", state: "TASK_FINISHED", completed: true, sandbox }]);
+  });
+
+  it("removes it gcDelayMs after the acknowledgement when the disk has room", async () => {
+    const gauge = diskGauge(0);
+    const { log, records } = capturingLogger();
+    const { master, workDir } = await registeredAgent({ log, gcDelayMs: 1000, gcDiskHeadroom: 0, diskWatchIntervalMs: 20, diskUsage: gauge.read });
+    master.runTask("agent-1", shellTask("done", "agent-1", "echo bye"));
+    await master.waitForStatus("done", "TASK_FINISHED");
+    await barrier(master); // acknowledged
+    const sandbox = join(workDir, "sandboxes", "fw-1", "done");
+    expect(existsSync(sandbox)).toBe(true);
+    const removed = await records.waitFor(removedOf(sandbox), "the sandbox removed");
+    expect(removed.ageMs).toBeGreaterThanOrEqual(1000);
+    expect(existsSync(sandbox)).toBe(false);
+  });
+
+  it("removes it sooner as the disk fills: older than gcDelay * (1 - headroom - usage)", async () => {
+    const gauge = diskGauge(0.5); // 1 h * (1 - 0.1 - 0.5): sandboxes older than 24 min go
+    const { log, records } = capturingLogger();
+    const { master, workDir } = await registeredAgent({ log, gcDelayMs: 3_600_000, gcDiskHeadroom: 0.1, diskWatchIntervalMs: 20, diskUsage: gauge.read });
+    master.runTask("agent-1", shellTask("done", "agent-1", "echo bye"));
+    await master.waitForStatus("done", "TASK_FINISHED");
+    await barrier(master);
+    const sandbox = join(workDir, "sandboxes", "fw-1", "done");
+    await gauge.readings(2);
+    expect(existsSync(sandbox)).toBe(true);
+    expect(records.filter((r) => r.msg === "disk usage checked" && r.usage === 0.5).at(-1)).toMatchObject({ maxAgeMs: expect.closeTo(0.4 * 3_600_000, 3) });
+
+    gauge.usage = 0.9; // 1 - headroom: no sandbox may stay
+    const removed = await records.waitFor(removedOf(sandbox), "the sandbox removed under disk pressure");
+    expect(removed.ageMs).toBeLessThan(3_600_000);
+    expect(existsSync(sandbox)).toBe(false);
+  });
+
+  it("keeps the sandbox of a new task that reuses the id of a finished one still scheduled", async () => {
+    const gauge = diskGauge(0);
+    const { log, records } = capturingLogger();
+    // No completed tasks remembered: the same id runs again at once.
+    const { master, workDir } = await registeredAgent({ log, gcDelayMs: 3_600_000, diskWatchIntervalMs: 20, diskUsage: gauge.read, maxCompletedTasks: 0 });
+    const sandbox = join(workDir, "sandboxes", "fw-1", "again");
+    master.runTask("agent-1", shellTask("again", "agent-1", "echo first"));
+    await master.waitForStatus("again", "TASK_FINISHED");
+    const mark = (await barrier(master)).index; // acknowledged: the sandbox is scheduled
+    master.runTask("agent-1", shellTask("again", "agent-1", "echo second; sleep 1000"));
+    const statusAfterMark = (state: string) => (r: Received) => r.index > mark && r.message.kind === "statusUpdate" && r.message.statusUpdate.status?.taskId === "again" && r.message.statusUpdate.status.state === state;
+    await master.received.waitFor(statusAfterMark("TASK_RUNNING"), "the second task running");
+    await records.waitFor((r) => r.msg === "sandbox reused by a new task; no longer scheduled for removal" && r.sandbox === sandbox, "the removal cancelled");
+
+    gauge.usage = 1; // anything still scheduled would go now
+    await gauge.readings(2);
+    expect(existsSync(sandbox)).toBe(true);
+    await eventually(async () => (await readFile(join(sandbox, "stdout"), "utf8")).includes("second"), 10_000, "the second task's output");
+
+    master.send("agent-1", { kind: "killTask", killTask: { frameworkId: "fw-1", taskId: "again" } });
+    await master.received.waitFor(statusAfterMark("TASK_KILLED"), "the second task killed");
+    await records.waitFor(removedOf(sandbox), "the sandbox removed once the second task ended");
+    expect(existsSync(sandbox)).toBe(false);
+  });
+
+  it("after a restart, schedules the sandboxes no recovered task owns from their modification time", async () => {
+    const s = await setup();
+    s.master.autoRegister = { agentId: "agent-1" };
+    s.master.autoAck = true;
+    await s.master.listen();
+    const host = new SurvivingHost();
+    const hour = 3_600_000;
+    const options = { checkpoint: true, gcDelayMs: hour, diskWatchIntervalMs: 20 } as const;
+    const first = await startAgent(s, { ...options, containerizer: host.view(), diskUsage: diskGauge(0).read });
+    await s.master.waitForPong(0);
+    s.master.runTask("agent-1", shellTask("live", "agent-1", "sleep 1000"), "fw-1", { checkpoint: true });
+    await s.master.waitForStatus("live", "TASK_RUNNING");
+    await first.agent.stop({ killTasks: false });
+    await first.transport.close();
+
+    // The in-memory host makes no directories: lay out what a real one would have left.
+    const root = join(s.workDir, "sandboxes", "fw-1");
+    const twoHoursAgo = new Date(Date.now() - 2 * hour);
+    // More old ones than are removed at once (MAX_CONCURRENT_SANDBOX_REMOVALS): the rest queue.
+    const old = Array.from({ length: 2 * MAX_CONCURRENT_SANDBOX_REMOVALS + 1 }, (_, i) => `old-${i}`);
+    for (const name of ["live", "recent", ...old]) await mkdir(join(root, name), { recursive: true });
+    for (const name of ["live", ...old]) await writeFile(join(root, name, "stdout"), "output\n");
+    for (const name of ["live", ...old]) await utimes(join(root, name), twoHoursAgo, twoHoursAgo);
+
+    const gauge = diskGauge(0);
+    const { log, records } = capturingLogger();
+    await startAgent(s, { ...options, containerizer: host.view(), diskUsage: gauge.read, log });
+    await records.waitFor((r) => r.msg === "sandboxes left on disk scheduled for removal from their last modification" && r.sandboxes === old.length + 1, "the leftovers scheduled");
+    // Older than the delay already: removed at once; the recent one waits.
+    for (const name of old) await records.waitFor(removedOf(join(root, name)), `${name} removed`);
+    expect((await readdir(root)).sort()).toEqual(["live", "recent"]);
+    await gauge.readings(2);
+    expect(existsSync(join(root, "recent"))).toBe(true);
+    // A full disk removes every scheduled sandbox, never the recovered task's.
+    gauge.usage = 1;
+    await records.waitFor(removedOf(join(root, "recent")), "the recent leftover removed under disk pressure");
+    await gauge.readings(2);
+    expect(existsSync(join(root, "live"))).toBe(true);
+    expect(host.running()).toHaveLength(1);
   });
 });
