@@ -73,13 +73,13 @@ export function portFlag(values: Record<string, string | boolean | undefined>, n
   return port;
 }
 
-/** A duration flag in Mesos style: `500ms`, `1s`, `2m`, `1h`, or plain milliseconds. */
+/** A duration flag in Mesos style: `500ms`, `1s`, `2m`, `1h`, `2d`, `1w`, or plain milliseconds. */
 export function durationFlag(values: Record<string, string | boolean | undefined>, name: string): number | undefined {
   const raw = values[name];
   if (raw === undefined || raw === "") return undefined;
-  const match = typeof raw === "string" ? /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(raw.trim()) : null;
+  const match = typeof raw === "string" ? /^(\d+(?:\.\d+)?)(ms|s|m|h|d|w)?$/.exec(raw.trim()) : null;
   if (!match) throw new UsageError(`--${name} must be a duration like 500ms, 1s or 2m, got '${String(raw)}'`);
-  const scale = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[match[2] ?? "ms"]!;
+  const scale = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 }[match[2] ?? "ms"]!;
   return Number(match[1]) * scale;
 }
 

@@ -4,11 +4,12 @@ import { join } from "node:path";
 import { AGENT_ID_FILE, createAgent } from "../../agent/agent.ts";
 import { parseAgentResources } from "../../agent/agent-logic.ts";
 import { parseAttributes } from "../../agent/resources-detect.ts";
+import { DEFAULT_DISK_WATCH_INTERVAL_MS, DEFAULT_GC_DELAY_MS, DEFAULT_GC_DISK_HEADROOM } from "../../agent/sandbox-gc.ts";
 import { CLUSTER_FLAGS, connect, makeLogger, resolveCluster, untilSignal } from "../common.ts";
 import { containerizerFromFlags, ISOLATION_FLAGS } from "../containerizer.ts";
 import { pathIdProblem } from "../../sdk/task-key.ts";
 import { tokenProblem } from "../../sdk/wire/subjects.ts";
-import { parseFlags, portFlag, UsageError, type FlagSpec } from "../options.ts";
+import { durationFlag, numberFlag, parseFlags, portFlag, UsageError, type FlagSpec } from "../options.ts";
 
 export const AGENT_FLAGS: Record<string, FlagSpec> = {
   ...CLUSTER_FLAGS,
@@ -19,6 +20,9 @@ export const AGENT_FLAGS: Record<string, FlagSpec> = {
   hostname: { type: "string", help: "hostname advertised in offers (default: this host's name)" },
   host: { type: "string", help: "HTTP listen address", default: "127.0.0.1" },
   port: { type: "string", help: "HTTP port (/state, /metrics, /files/read)", default: "5051" },
+  "gc-delay": { type: "string", help: "how long a finished task's sandbox is kept once its final update is acknowledged, e.g. 2d (shortened as the disk fills)", default: "1w" },
+  "disk-watch-interval": { type: "string", help: "how often the work dir's disk usage is read to remove sandboxes sooner", default: "1m" },
+  "gc-disk-headroom": { type: "string", help: "share of the disk (0 to 1) sandbox removal keeps free: sandboxes older than gc-delay * (1 - headroom - usage) go", default: "0.1" },
   "agent-id": { type: "string", help: "the agent's id, chosen ahead (for per-agent NATS permissions); kept in the work dir, which must not belong to another id" },
   ...ISOLATION_FLAGS,
 };
@@ -32,6 +36,7 @@ export async function agentCommand(args: string[]): Promise<number> {
   const httpPort = portFlag(values, "port") ?? 5051;
   if (values.resources) checkFlag("resources", () => parseAgentResources(values.resources as string));
   if (values.attributes) checkFlag("attributes", () => parseAttributes(values.attributes as string));
+  const gc = sandboxGcFlags(values);
   if (values["agent-id"] !== undefined) await claimAgentId(workDir, values["agent-id"] as string);
   const log = makeLogger(values["log-level"] as string);
   const { containerizer, isolation } = await containerizerFromFlags(values, log, values.hostname as string | undefined);
@@ -45,6 +50,7 @@ export async function agentCommand(args: string[]): Promise<number> {
     log,
     httpHost: values.host as string,
     httpPort,
+    ...gc,
     ...(values.resources ? { resources: values.resources as string } : {}),
     ...(values.attributes ? { attributes: values.attributes as string } : {}),
     ...(values.hostname ? { hostname: values.hostname as string } : {}),
@@ -55,6 +61,16 @@ export async function agentCommand(args: string[]): Promise<number> {
   await agent.stop();
   await transport.close();
   return 0;
+}
+
+/** The sandbox collection flags (Mesos's `--gc_delay`, `--disk_watch_interval`, `--gc_disk_headroom`). */
+function sandboxGcFlags(values: Record<string, string | boolean | undefined>): { gcDelayMs: number; diskWatchIntervalMs: number; gcDiskHeadroom: number } {
+  const gcDelayMs = durationFlag(values, "gc-delay") ?? DEFAULT_GC_DELAY_MS;
+  const diskWatchIntervalMs = durationFlag(values, "disk-watch-interval") ?? DEFAULT_DISK_WATCH_INTERVAL_MS;
+  if (!(diskWatchIntervalMs > 0)) throw new UsageError(`--disk-watch-interval must be longer than 0, got '${String(values["disk-watch-interval"])}'`);
+  const gcDiskHeadroom = numberFlag(values, "gc-disk-headroom") ?? DEFAULT_GC_DISK_HEADROOM;
+  if (!(gcDiskHeadroom >= 0 && gcDiskHeadroom <= 1)) throw new UsageError(`--gc-disk-headroom must be a number from 0 to 1, got '${String(values["gc-disk-headroom"])}'`);
+  return { gcDelayMs, diskWatchIntervalMs, gcDiskHeadroom };
 }
 
 /** Runs a check of a flag's value; its error becomes a usage error naming the flag. */

@@ -92,6 +92,10 @@ describe("corral CLI", () => {
       [["--port", "70000"], "--port must be a port number from 0 to 65535, got '70000'"],
       [["--port", "http"], "--port must be"],
       [["--pids-max", "0"], "--pids-max must be a positive integer, got '0'"],
+      [["--gc-delay", "soon"], "--gc-delay must be a duration like 500ms, 1s or 2m, got 'soon'"],
+      [["--disk-watch-interval", "0"], "--disk-watch-interval must be longer than 0, got '0'"],
+      [["--gc-disk-headroom", "1.5"], "--gc-disk-headroom must be a number from 0 to 1, got '1.5'"],
+      [["--gc-disk-headroom", "lots"], "--gc-disk-headroom must be a number, got 'lots'"],
     ] as const) {
       const refused = spawnSync(CORRAL, ["agent", "--isolation", "none", ...flags], { encoding: "utf8", env: agentEnv });
       expect({ flags, status: refused.status, stderr: refused.stderr }).toEqual({ flags, status: 2, stderr: expect.stringContaining(says) });
