@@ -25,6 +25,35 @@ function lines(child: ChildProcess): EventLog<string> {
   return log;
 }
 
+/** An agent's environment for flag tests: nothing to connect to, no work dir to create. */
+const AGENT_ENV = { ...process.env, CORRAL_HOME: "/nonexistent", CORRAL_NATS: "nats://127.0.0.1:1", CORRAL_WORK_DIR: "/nonexistent/agent" };
+
+/** Runs `corral args` to its end. */
+function corral(args: readonly string[], env: NodeJS.ProcessEnv = process.env): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(CORRAL, args, { env, stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
+    child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+    child.on("close", (status) => resolve({ status, stdout, stderr }));
+  });
+}
+
+/** `run` over `items`, at most `width` at a time; the results in the items' order. */
+async function inTurns<T, R>(items: readonly T[], width: number, run: (item: T) => Promise<R>): Promise<R[]> {
+  const results: R[] = new Array(items.length);
+  let next = 0;
+  const lane = async (): Promise<void> => {
+    while (next < items.length) {
+      const i = next++;
+      results[i] = await run(items[i]!);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(width, items.length) }, lane));
+  return results;
+}
+
 describe("corral CLI", () => {
   it("brings a cluster up, runs a command through it with its output and exit code, and stops cleanly", async () => {
     const home = await mkdtemp(join(tmpdir(), "corral-home-"));
@@ -76,15 +105,18 @@ describe("corral CLI", () => {
   }, 120_000);
 
   it("explains bad flags and unknown commands", async () => {
-    const bad = spawnSync(CORRAL, ["run", "--cpus", "lots", "--", "true"], { encoding: "utf8", env: { ...process.env, CORRAL_HOME: "/nonexistent", CORRAL_NATS: "nats://127.0.0.1:1" } });
+    const [bad, unknown] = await Promise.all([
+      corral(["run", "--cpus", "lots", "--", "true"], { ...process.env, CORRAL_HOME: "/nonexistent", CORRAL_NATS: "nats://127.0.0.1:1" }),
+      corral(["fly"]),
+    ]);
     expect(bad.status).toBe(2);
     expect(bad.stderr).toContain("--cpus must be a number");
-    const unknown = spawnSync(CORRAL, ["fly"], { encoding: "utf8" });
     expect(unknown.status).toBe(2);
     expect(unknown.stderr).toContain("unknown command 'fly'");
-    // An agent's bad flags are refused before it connects to anything, naming the flag.
-    const agentEnv = { ...process.env, CORRAL_HOME: "/nonexistent", CORRAL_NATS: "nats://127.0.0.1:1", CORRAL_WORK_DIR: "/nonexistent/agent" };
-    for (const [flags, says] of [
+  });
+
+  it("refuses an agent's bad flags before it connects to anything, naming the flag", async () => {
+    const cases = [
       [["--resources", "cpus:4;ports:[1-70000]"], "--resources: ports [1-70000]: port numbers are 1 to 65535"],
       [["--resources", "ports:[0-0]"], "--resources: ports [0-0]"],
       [["--resources", "cpus:lots"], "--resources: 'lots' is not a number"],
@@ -96,30 +128,39 @@ describe("corral CLI", () => {
       [["--disk-watch-interval", "0"], "--disk-watch-interval must be longer than 0, got '0'"],
       [["--gc-disk-headroom", "1.5"], "--gc-disk-headroom must be a number from 0 to 1, got '1.5'"],
       [["--gc-disk-headroom", "lots"], "--gc-disk-headroom must be a number, got 'lots'"],
-    ] as const) {
-      const refused = spawnSync(CORRAL, ["agent", "--isolation", "none", ...flags], { encoding: "utf8", env: agentEnv });
-      expect({ flags, status: refused.status, stderr: refused.stderr }).toEqual({ flags, status: 2, stderr: expect.stringContaining(says) });
-    }
-    for (const [args, says] of [
+    ] as const;
+    // Each case is a whole node process; two at a time, as many as CI has cores.
+    const results = await inTurns(cases, 2, ([flags]) => corral(["agent", "--isolation", "none", ...flags], AGENT_ENV));
+    cases.forEach(([flags, says], i) => {
+      expect({ flags, status: results[i]!.status, stderr: results[i]!.stderr }).toEqual({ flags, status: 2, stderr: expect.stringContaining(says) });
+    });
+  });
+
+  it("refuses the bad flags of master and up before starting anything, naming the flag", async () => {
+    const cases = [
       [["master", "--port", "70000"], "corral master: --port must be a port number from 0 to 65535, got '70000'"],
       [["up", "--master-port=-1"], "corral up: --master-port must be a port number from 0 to 65535, got '-1'"],
       [["up", "--masters", "3", "--master-port", "65534"], "corral up: --master-port 65534: 3 consecutive ports from it would pass 65535"],
       [["up", "--nats-port", "4222x"], "corral up: --nats-port must be a port number"],
-    ] as const) {
-      const refused = spawnSync(CORRAL, args, { encoding: "utf8", env: agentEnv });
-      expect({ args, status: refused.status, stderr: refused.stderr }).toEqual({ args, status: 2, stderr: expect.stringContaining(says) });
-    }
+    ] as const;
+    const results = await inTurns(cases, 2, ([args]) => corral(args, AGENT_ENV));
+    cases.forEach(([args, says], i) => {
+      expect({ args, status: results[i]!.status, stderr: results[i]!.stderr }).toEqual({ args, status: 2, stderr: expect.stringContaining(says) });
+    });
+  });
+
+  it("keeps an agent's chosen id in its work dir, refuses another id for it, and names an unreachable master", async () => {
     // --agent-id: a chosen id is kept in the work dir (before connecting); another id for that dir, or a bad one, is refused.
     const idDir = await mkdtemp(join(tmpdir(), "corral-cli-agent-id-"));
     try {
-      const chosen = spawnSync(CORRAL, ["agent", "--isolation", "none", "--work-dir", idDir, "--agent-id", "edge-7"], { encoding: "utf8", env: agentEnv });
+      const chosen = spawnSync(CORRAL, ["agent", "--isolation", "none", "--work-dir", idDir, "--agent-id", "edge-7"], { encoding: "utf8", env: AGENT_ENV });
       expect(chosen.stderr).toContain("connection refused"); // the flag was taken; NATS is not there
       expect(await readFile(join(idDir, "agent.id"), "utf8")).toBe("edge-7\n");
       for (const [id, says] of [
         ["edge-8", `--agent-id: ${idDir} belongs to agent 'edge-7', not 'edge-8'`],
         ["a.b", "--agent-id: must not contain \".\""],
       ] as const) {
-        const refused = spawnSync(CORRAL, ["agent", "--isolation", "none", "--work-dir", idDir, "--agent-id", id], { encoding: "utf8", env: agentEnv });
+        const refused = spawnSync(CORRAL, ["agent", "--isolation", "none", "--work-dir", idDir, "--agent-id", id], { encoding: "utf8", env: AGENT_ENV });
         expect({ id, status: refused.status, stderr: refused.stderr }).toEqual({ id, status: 2, stderr: expect.stringContaining(says) });
       }
     } finally {
