@@ -97,7 +97,11 @@ export interface StatusUpdateManagerOptions {
   initialRetryMs?: number;
   /** The backoff doubles after every re-send up to this. @default 600_000 */
   maxRetryMs?: number;
-  /** How many unacknowledged updates one task may have queued; more is a bug upstream. @default 1000 */
+  /**
+   * How many unacknowledged updates one task may have queued; more is refused, except the task's
+   * terminal update, which is always queued (so a stream holds at most one more).
+   * @default 1000
+   */
   maxUpdatesPerStream?: number;
   /** How many acknowledged uuids each stream remembers to recognise late duplicates. @default 100 */
   maxAcknowledgedPerStream?: number;
@@ -158,7 +162,8 @@ export interface StatusUpdateManager {
   /**
    * Queues an update. If it becomes the head of its stream it is sent at once (unless paused).
    * A uuid already queued or acknowledged is ignored, as is anything after a terminal update.
-   * @throws StatusUpdateError `CORRAL_ERR_STREAM_FULL` beyond `maxUpdatesPerStream`,
+   * @throws StatusUpdateError `CORRAL_ERR_STREAM_FULL` beyond `maxUpdatesPerStream` (never for a
+   *   terminal update),
    *   `CORRAL_ERR_TOO_MANY_STREAMS` beyond `maxStreams`, `CORRAL_ERR_INVALID_STATUS_UPDATE` for a
    *   malformed update.
    */
@@ -280,7 +285,10 @@ export function createStatusUpdateManager(options: StatusUpdateManagerOptions = 
         stats.updatesAfterTerminal += 1;
         return [];
       }
-      if (existing.queue.length >= maxUpdatesPerStream) {
+      // The terminal update is taken even by a full stream: it is the one the framework (and the
+      // master, to free the task's resources) cannot do without, and nothing can follow it, so the
+      // stream holds at most one more than the bound.
+      if (existing.queue.length >= maxUpdatesPerStream && !isTerminalState(update.state)) {
         throw new StatusUpdateError(
           "CORRAL_ERR_STREAM_FULL",
           `task ${update.taskId} of framework ${update.frameworkId} already has ${existing.queue.length} unacknowledged status updates (maxUpdatesPerStream); is the framework acknowledging?`,
@@ -439,7 +447,7 @@ function fromSnapshot(saved: StatusUpdateStreamSnapshot, initialRetryMs: number,
       );
     }
     if (stream.queued.has(update.uuid) || stream.acknowledged.has(update.uuid)) continue;
-    if (stream.queue.length >= maxUpdates) {
+    if (stream.queue.length >= maxUpdates && !isTerminalState(update.state)) {
       throw new StatusUpdateError("CORRAL_ERR_STREAM_FULL", `checkpointed stream of task ${saved.taskId} of framework ${saved.frameworkId} holds more than ${maxUpdates} updates (maxUpdatesPerStream)`, saved);
     }
     stream.queue.push(structuredClone(update));

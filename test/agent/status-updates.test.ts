@@ -219,6 +219,30 @@ describe("status update manager", () => {
     }
   });
 
+  it("always takes the terminal update of a full stream, so a task's end is never lost, and delivers it last", () => {
+    // A framework away for hours while a failing health check reports every 10 s fills the stream.
+    const m = createStatusUpdateManager({ maxUpdatesPerStream: 3 });
+    const queued = [update("t1", "TASK_RUNNING"), update("t1", "TASK_RUNNING"), update("t1", "TASK_RUNNING")];
+    for (const u of queued) m.enqueue(u, 0);
+    expect(() => m.enqueue(update("t1", "TASK_RUNNING"), 1)).toThrow(expect.objectContaining({ code: "CORRAL_ERR_STREAM_FULL" }));
+    const end = update("t1", "TASK_FAILED");
+    expect(m.enqueue(end, 2)).toEqual([]); // queued behind the head in flight
+    expect(m.pending()[0]!.pending.map((u) => u.uuid)).toEqual([...queued, end].map((u) => u.uuid));
+    // Nothing more after it, as for any stream that holds its terminal update.
+    expect(m.enqueue(update("t1", "TASK_RUNNING"), 3)).toEqual([]);
+    for (const u of queued) m.acknowledge("fw-1", "t1", u.uuid, 4);
+    expect(m.pending()[0]!.pending.map((u) => u.uuid)).toEqual([end.uuid]);
+    expect(m.acknowledge("fw-1", "t1", end.uuid, 5)).toContainEqual({ type: "stream-closed", frameworkId: "fw-1", taskId: "t1", finalState: "TASK_FAILED" });
+
+    // A checkpoint of such a stream is restored whole.
+    const restored = createStatusUpdateManager({ maxUpdatesPerStream: 3 });
+    const full = createStatusUpdateManager({ maxUpdatesPerStream: 3 });
+    for (const u of queued) full.enqueue(u, 0);
+    full.enqueue(end, 0);
+    expect(sends(restored.restore(full.pending(), 10))).toEqual([queued[0]!.uuid]);
+    expect(restored.pending()[0]!.pending.map((u) => u.uuid)).toEqual([...queued, end].map((u) => u.uuid));
+  });
+
   it("refuses more than maxStreams open streams", () => {
     const m = createStatusUpdateManager({ maxStreams: 1 });
     m.enqueue(update("t1", "TASK_RUNNING"), 0);
