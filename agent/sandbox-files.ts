@@ -46,7 +46,11 @@ export interface ReadRange {
    * @default 0
    */
   offset?: number;
-  /** Maximum bytes to return; capped at {@link MAX_READ_LENGTH}. @default DEFAULT_READ_LENGTH (64 KiB) */
+  /**
+   * Maximum bytes to return; capped at {@link MAX_READ_LENGTH}. `-1` is the same as leaving it out,
+   * as in Mesos's `/files/read` (whose web UI pailer sends `length=-1`).
+   * @default DEFAULT_READ_LENGTH (64 KiB)
+   */
   length?: number;
 }
 
@@ -119,12 +123,12 @@ function wholeCharactersLength(bytes: Uint8Array, n: number): number {
 
 function checkRange(path: string, range: ReadRange): { offset: number; length: number } {
   const offset = range.offset ?? 0;
-  const length = range.length ?? DEFAULT_READ_LENGTH;
+  const length = range.length === undefined || range.length === -1 ? DEFAULT_READ_LENGTH : range.length;
   if (!Number.isSafeInteger(offset) || offset < -1) {
     throw new SandboxFileError("CORRAL_ERR_BAD_RANGE", path, `offset must be an integer >= 0 (or -1 for the size), got ${offset}`);
   }
   if (!Number.isSafeInteger(length) || length < 0) {
-    throw new SandboxFileError("CORRAL_ERR_BAD_RANGE", path, `length must be an integer >= 0, got ${length}`);
+    throw new SandboxFileError("CORRAL_ERR_BAD_RANGE", path, `length must be an integer >= 0 (or -1 for no length), got ${length}`);
   }
   return { offset, length: Math.min(length, MAX_READ_LENGTH) };
 }

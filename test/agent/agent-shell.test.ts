@@ -475,6 +475,12 @@ describe("bad input", () => {
     expect((await getJson(`${base}&path=stdout&offset=0x2`)).body.message).toBe("offset: must be a whole number in decimal digits, got '0x2'");
     expect((await getJson(`${base}&path=stdout`)).body.data).toBe("out\n");
     expect((await getJson(`${base}&path=stdout&offset=-1&length=`)).body).toMatchObject({ data: "", offset: 4 });
+    // Mesos's pailer asks for the size with length=-1, then reads with it: "no length".
+    expect(await getJson(`${base}&path=stdout&offset=-1&length=-1`)).toEqual({ status: 200, body: { data: "", offset: 4, length: 0, totalSize: 4 } });
+    expect(await getJson(`${base}&path=stdout&offset=1&length=-1`)).toEqual({ status: 200, body: { data: "ut\n", offset: 1, length: 3, totalSize: 4 } });
+    const negative = await getJson(`${base}&path=stdout&length=-2`);
+    expect({ status: negative.status, code: negative.body.code }).toEqual({ status: 400, code: "CORRAL_ERR_BAD_RANGE" });
+    expect(negative.body.message).toMatch(/^length must be an integer >= 0 \(or -1 for no length\), got -2$/);
   });
 });
 

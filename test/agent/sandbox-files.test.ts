@@ -72,6 +72,12 @@ describe("readSandboxFile", () => {
     expect(await readSandboxFile(sandbox, "stdout", { offset: -1 })).toEqual({ data: "", offset: 10, length: 0, totalSize: 10 });
   });
 
+  it("takes length -1 as no length given, as Mesos does (its web UI's pailer sends it)", async () => {
+    expect(await readSandboxFile(sandbox, "stdout", { offset: 2, length: -1 })).toEqual({ data: "23456789", offset: 2, length: 8, totalSize: 10 });
+    expect((await readSandboxFile(sandbox, "big", { length: -1 })).length).toBe(DEFAULT_READ_LENGTH);
+    expect(await readSandboxFile(sandbox, "stdout", { offset: -1, length: -1 })).toEqual({ data: "", offset: 10, length: 0, totalSize: 10 });
+  });
+
   it("bounds reads: 64 KiB by default, at most 1 MiB", async () => {
     expect((await readSandboxFile(sandbox, "big")).length).toBe(DEFAULT_READ_LENGTH);
     const capped = await readSandboxFile(sandbox, "big", { length: 10 * MAX_READ_LENGTH });
@@ -113,7 +119,7 @@ describe("readSandboxFile", () => {
   it.each([
     [{ offset: -2 }, /offset/],
     [{ offset: 1.5 }, /offset/],
-    [{ length: -1 }, /length/],
+    [{ length: -2 }, /length/],
     [{ length: Number.NaN }, /length/],
   ])("refuses the range %j", async (range, field) => {
     const error = await failure(readSandboxFile(sandbox, "stdout", range));
