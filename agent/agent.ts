@@ -627,12 +627,21 @@ export function createAgent(options: AgentOptions): Agent {
    */
   function onLaunched(record: TaskRecord, handle: ContainerHandle, id: string, settle: () => void): void {
     const running = (): void => {
-      emitStatus(record, { state: "TASK_RUNNING", reason: "REASON_UNSPECIFIED", message: "", agentId: id });
-      startHealthCheck(record, handle.startedAtMs);
-      // A containerizer may refuse a kill that came before the container existed; repeat it now.
-      if (record.killRequested) killContainer(record);
+      // A kill that came while the container was being started: as in Mesos, the task never
+      // reports RUNNING; its container is stopped and it ends KILLED (killed during launch).
+      const killedDuringLaunch = record.killRequested;
+      if (killedDuringLaunch) {
+        checkpointTask(record); // the pid, so a restarted agent still finds the container
+        // A containerizer may refuse a kill that came before the container existed; repeat it now.
+        killContainer(record);
+      } else {
+        emitStatus(record, { state: "TASK_RUNNING", reason: "REASON_UNSPECIFIED", message: "", agentId: id });
+        startHealthCheck(record, handle.startedAtMs);
+      }
+      const ended = (termination: Termination): StatusDecision =>
+        killedDuringLaunch && termination.killed ? launchFailureStatus(termination.message, true) : terminationStatus(termination);
       containerizer.wait(handle.containerId).then(
-        (termination) => lifecycleStep(record, settle, () => emitStatus(record, { ...terminationStatus(termination), agentId: id }), true),
+        (termination) => lifecycleStep(record, settle, () => emitStatus(record, { ...ended(termination), agentId: id }), true),
         (err: unknown) =>
           lifecycleStep(record, settle, () => emitStatus(record, { state: "TASK_FAILED", reason: "REASON_EXECUTOR_TERMINATED", message: `lost track of the container: ${describe(err)}`, agentId: id }), true),
       );

@@ -10,6 +10,8 @@ import { join } from "node:path";
 import pino from "pino";
 import { afterEach, describe, expect, it } from "vitest";
 import { createAgent, MAX_CONCURRENT_SANDBOX_REMOVALS, type Agent, type AgentOptions } from "../../agent/agent.ts";
+import { InstantContainerizer } from "../../agent/containerizer/instant.ts";
+import type { Containerizer } from "../../agent/containerizer/types.ts";
 import { connectNats, type NatsTransport } from "../../sdk/nats-transport.ts";
 import { encodeEnvelope } from "../../sdk/wire/codec.ts";
 import { masterAgentSubject } from "../../sdk/wire/subjects.ts";
@@ -344,6 +346,36 @@ describe("tasks", () => {
     const killed = await master.waitForStatus("k", "TASK_KILLED");
     expect(killed.message).toBe("Command terminated with signal SIGTERM");
     expect(killed.exitCode).toBeUndefined();
+  });
+
+  it("kills a task whose container is still being launched: TASK_KILLED / REASON_TASK_KILLED_DURING_LAUNCH, never RUNNING", async () => {
+    // Launches wait until the test lets them go, as a slow container start would.
+    const containers = new InstantContainerizer();
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    const containerizer: Containerizer = {
+      launch: async (spec) => {
+        await released;
+        return containers.launch(spec);
+      },
+      kill: (id) => containers.kill(id),
+      wait: (id) => containers.wait(id),
+      usage: (id) => containers.usage(id),
+      containers: () => containers.containers(),
+      destroyAll: () => containers.destroyAll(),
+    };
+    const { master, agent } = await registeredAgent({ containerizer });
+    master.runTask("agent-1", shellTask("slow", "agent-1", "sleep 1000"));
+    await master.waitForStatus("slow", "TASK_STARTING");
+    master.send("agent-1", { kind: "killTask", killTask: { frameworkId: "fw-1", taskId: "slow" } });
+    await barrier(master); // the kill is in before the container exists
+    release();
+    const killed = await master.waitForStatus("slow", "TASK_KILLED");
+    expect(killed.reason).toBe("REASON_TASK_KILLED_DURING_LAUNCH");
+    await barrier(master);
+    expect(master.statuses("slow").map((s) => s.state)).toEqual(["TASK_STARTING", "TASK_KILLED"]);
+    expect(containers.containers()).toEqual([]);
+    expect(agent.state().tasks).toMatchObject([{ taskId: "slow", state: "TASK_KILLED", completed: true }]);
   });
 
   it("escalates to SIGKILL after the kill's grace period", async () => {
