@@ -108,7 +108,7 @@ export interface AgentOptions {
   /**
    * Total resources in Mesos text form, e.g. `cpus:4;mem:8192;ports:[31000-32000]`. Any of cpus,
    * mem, disk and ports left out is detected, as Mesos does. Port numbers are 1 to 65535.
-   * @default detected: all CPUs, memory less 1 GiB, free disk of workDir less 5 GiB, ports 31000-32000
+   * @default detected: all CPUs, memory less 1 GiB, the size of workDir's file system less 5 GiB, ports 31000-32000
    */
   resources?: string;
   /** Attributes in Mesos flag form, e.g. `rack:r1;zone:a`. @default "" (none) */

@@ -17,8 +17,12 @@ export interface HostFacts {
   cpus: number;
   /** Total physical memory, in bytes. */
   memBytes: number;
-  /** Space available to an unprivileged user on the agent's work directory's file system, in bytes. */
-  diskBytesFree: number;
+  /**
+   * Size of the file system holding the agent's work directory, in bytes: its total, not what is
+   * free, as Mesos takes it, so that what an agent offers does not shrink as its tasks fill the disk
+   * (a restarted agent would otherwise count its running tasks' bytes twice).
+   */
+  diskBytes: number;
 }
 
 /** An inclusive port range. */
@@ -36,7 +40,7 @@ export interface DetectResourcesOptions {
   cpus?: number;
   /** @default total memory minus 1 GiB, or half of it when the host has less than 2 GiB */
   memMb?: number;
-  /** @default free disk minus 5 GiB, or half of it when less than 10 GiB is free */
+  /** @default the work directory's file system size minus 5 GiB, or half of it under 10 GiB */
   diskMb?: number;
   /** @default [{ begin: 31000, end: 32000 }] */
   ports?: PortRange[];
@@ -59,9 +63,9 @@ export const DEFAULT_PORT_RANGES: readonly PortRange[] = [{ begin: 31000, end: 3
 
 /**
  * Computes the agent's resources the way a Mesos agent does without `--resources`: all CPUs;
- * memory less 1 GiB for the system (or half of it on hosts under 2 GiB); free disk on the work
- * directory less 5 GiB (or half of it under 10 GiB); ports 31000-32000. Memory and disk are rounded
- * down to whole MiB so the text form stays integral.
+ * memory less 1 GiB for the system (or half of it on hosts under 2 GiB); the size of the work
+ * directory's file system less 5 GiB (or half of it under 10 GiB); ports 31000-32000. Memory and
+ * disk are rounded down to whole MiB so the text form stays integral.
  *
  * @throws RangeError naming the field when a fact or an override is not a finite non-negative number,
  *   or a port range is malformed.
@@ -69,7 +73,7 @@ export const DEFAULT_PORT_RANGES: readonly PortRange[] = [{ begin: 31000, end: 3
 export function detectResources(host: HostFacts, options: DetectResourcesOptions = {}): DetectedResources {
   const cpus = options.cpus ?? nonNegative(host.cpus, "host.cpus");
   const memMb = options.memMb ?? Math.floor(defaultMemBytes(nonNegative(host.memBytes, "host.memBytes")) / MiB);
-  const diskMb = options.diskMb ?? Math.floor(defaultDiskBytes(nonNegative(host.diskBytesFree, "host.diskBytesFree")) / MiB);
+  const diskMb = options.diskMb ?? Math.floor(defaultDiskBytes(nonNegative(host.diskBytes, "host.diskBytes")) / MiB);
   nonNegative(cpus, "cpus");
   nonNegative(memMb, "memMb");
   nonNegative(diskMb, "diskMb");
@@ -82,8 +86,8 @@ function defaultMemBytes(total: number): number {
   return total >= 2 * GiB ? total - GiB : total / 2;
 }
 
-function defaultDiskBytes(free: number): number {
-  return free >= 10 * GiB ? free - 5 * GiB : free / 2;
+function defaultDiskBytes(size: number): number {
+  return size >= 10 * GiB ? size - 5 * GiB : size / 2;
 }
 
 function checkRange(range: PortRange, index: number): PortRange {
@@ -98,17 +102,14 @@ function nonNegative(value: number, name: string): number {
   return value;
 }
 
-/**
- * Measures the host: CPU count, total memory and the space available on `workDir`'s file system
- * (blocks available to unprivileged users, like `df`).
- */
+/** Measures the host: CPU count, total memory and the size of `workDir`'s file system. */
 export async function probeHost(workDir: string): Promise<HostFacts> {
   const fs = await statfs(workDir);
   return {
     // os.cpus() is empty on some platforms when /proc/cpuinfo is unreadable; a host has at least one.
     cpus: Math.max(1, osCpus().length),
     memBytes: totalmem(),
-    diskBytesFree: fs.bavail * fs.bsize,
+    diskBytes: fs.blocks * fs.bsize,
   };
 }
 
