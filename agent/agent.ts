@@ -61,7 +61,7 @@ import {
   toWireStatus,
   type StatusDecision,
 } from "./agent-logic.ts";
-import { commandCheckRun, healthCheckTiming, HealthCheckRunner, type HealthVerdict } from "./health-checks.ts";
+import { commandCheckRun, healthCheckTiming, HealthCheckRunner, type HealthVerdict, type ResumedHealth } from "./health-checks.ts";
 import { createAgentHttp, mesosStatistics, renderAgentMetrics, type AgentStateView, type ContainerStatistics, type ResourcesView, type TaskView } from "./agent-http.ts";
 import { CheckpointStore, CHECKPOINT_VERSION, type TaskCheckpoint } from "./checkpoint.ts";
 import { readProcStat } from "./containerizer/common.ts";
@@ -445,13 +445,16 @@ export function createAgent(options: AgentOptions): Agent {
     }
   }
 
-  /** Starts the task's agent-run health check, if it has one (see ./health-checks.ts). */
-  function startHealthCheck(record: TaskRecord, startedAtMs: number): void {
+  /**
+   * Starts the task's agent-run health check, if it has one (see ./health-checks.ts); `resumed` is
+   * the verdict reported before a restart, for a recovered task.
+   */
+  function startHealthCheck(record: TaskRecord, startedAtMs: number, resumed?: ResumedHealth): void {
     const check = record.task.healthCheck;
     // Inside the task's container where the containerizer can enter it (as Mesos runs COMMAND checks).
     const exec = containerizer.exec ? containerizer.exec.bind(containerizer) : undefined;
     const run = check && commandCheckRun(record, hostname, timers, exec);
-    if (check && run) healthChecks.start(record.key, healthCheckTiming(check), startedAtMs, run);
+    if (check && run) healthChecks.start(record.key, healthCheckTiming(check), startedAtMs, run, resumed);
   }
 
   /** A health verdict becomes a TASK_RUNNING update with `healthy` set, as Mesos's executors send. */
@@ -814,7 +817,9 @@ export function createAgent(options: AgentOptions): Agent {
   }
 
   async function watchRecovered(record: TaskRecord, id: string): Promise<void> {
-    if (!record.killRequested) startHealthCheck(record, clock.now());
+    // Its checks carry on from the verdict reported before the restart (in Mesos they never stopped).
+    const healthy = record.latest?.healthy;
+    if (!record.killRequested) startHealthCheck(record, clock.now(), healthy === undefined ? undefined : { healthy });
     let termination: Termination;
     try {
       termination = await containerizer.wait(record.containerId!);

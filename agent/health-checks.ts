@@ -6,6 +6,8 @@
  *   is killed and fails;
  * - failures within `gracePeriodSeconds` of the start do not count while the task has never
  *   passed a check;
+ * - after an agent restart, a recovered task's checks carry on from the verdict reported last
+ *   (no new delay or grace period), as Mesos's, which run in the executor, simply go on;
  * - the agent reports the first pass, the first pass after failures and every counted failure
  *   (with the count), so that the framework can count consecutive failures itself. Killing an
  *   unhealthy task is the framework's decision (Marathon's `maxConsecutiveFailures`).
@@ -83,19 +85,37 @@ export interface HealthVerdict {
   message: string;
 }
 
+/** The verdict last reported for a task's checks before the agent restarted. */
+export interface ResumedHealth {
+  healthy: boolean;
+}
+
 /** One task's checks: when the next is due and what each result means. Pure; time comes in. */
 export class HealthCheckSchedule {
   private nextAtMs: number;
   private running = false;
   private failures = 0;
-  private everHealthy = false;
+  /** False until the first pass, and while so failures within the grace period do not count. */
+  private everHealthy: boolean;
+  /** The verdict reported last; a pass is reported unless it was a pass too. */
+  private lastReported: boolean | undefined;
 
+  /**
+   * @param resumed the verdict reported for this task before an agent restart. In Mesos the checks
+   *   run in the executor and go on through an agent restart; here they restart with the agent, so
+   *   they carry on from it: the first check comes an interval after `startedAtMs` (the delay was
+   *   served), no grace period applies (a verdict was reported, so the task had passed or its grace
+   *   period was over), and only a change from it is reported.
+   */
   constructor(
     readonly timing: HealthCheckTiming,
-    /** When the task started running. */
+    /** When the task started running, or when its checks resumed (with `resumed`). */
     readonly startedAtMs: number,
+    resumed?: ResumedHealth,
   ) {
-    this.nextAtMs = startedAtMs + timing.delayMs;
+    this.nextAtMs = startedAtMs + (resumed === undefined ? timing.delayMs : timing.intervalMs);
+    this.everHealthy = resumed !== undefined;
+    this.lastReported = resumed?.healthy;
   }
 
   /** When the next check is due; undefined while one runs. */
@@ -113,13 +133,15 @@ export class HealthCheckSchedule {
     this.running = false;
     this.nextAtMs = nowMs + this.timing.intervalMs;
     if (passed) {
-      const report = !this.everHealthy || this.failures > 0;
+      const report = this.lastReported !== true;
       this.everHealthy = true;
       this.failures = 0;
+      this.lastReported = true;
       return report ? { healthy: true, consecutiveFailures: 0, message: "Health check passed" } : undefined;
     }
     if (!this.everHealthy && nowMs - this.startedAtMs < this.timing.gracePeriodMs) return undefined;
     this.failures++;
+    this.lastReported = false;
     return { healthy: false, consecutiveFailures: this.failures, message: `Health check failed ${this.failures} time(s) in a row: ${detail}` };
   }
 }
@@ -170,10 +192,13 @@ export class HealthCheckRunner {
     this.maxConcurrent = Math.max(1, options.maxConcurrentChecks ?? 64);
   }
 
-  /** Starts checking a task that started running at `startedAtMs` (replaces earlier checks of it). */
-  start(key: string, timing: HealthCheckTiming, startedAtMs: number, run: CheckRun): void {
+  /**
+   * Starts checking a task that started running at `startedAtMs` (replaces earlier checks of it);
+   * with `resumed`, carries on checks that ran before an agent restart (see {@link HealthCheckSchedule}).
+   */
+  start(key: string, timing: HealthCheckTiming, startedAtMs: number, run: CheckRun, resumed?: ResumedHealth): void {
     this.stop(key);
-    const entry: Checked = { schedule: new HealthCheckSchedule(timing, startedAtMs), run, timer: undefined };
+    const entry: Checked = { schedule: new HealthCheckSchedule(timing, startedAtMs, resumed), run, timer: undefined };
     this.checked.set(key, entry);
     this.arm(key, entry);
   }

@@ -767,6 +767,39 @@ async function checkpointedThenChanged(taskIds: string[], changedId: string, cha
   return { s, host };
 }
 
+describe("health checks across an agent restart", () => {
+  it("go on where they were: a recovered task that was healthy is reported unhealthy at its first failure, not after a new grace period", async () => {
+    const s = await setup();
+    s.master.autoRegister = { agentId: "agent-1" };
+    s.master.autoAck = true;
+    await s.master.listen();
+    const host = new SurvivingHost();
+    // The in-memory host makes no sandbox; the check runs in it on the host.
+    await mkdir(join(s.workDir, "sandboxes", "fw-1", "web"), { recursive: true });
+    const sick = join(s.workDir, "sick");
+    const healthCheck = { kind: "command" as const, command: { value: `test ! -e ${sick}`, arguments: [], shell: true, environment: {}, user: "" }, delaySeconds: 0, intervalSeconds: 0.1, timeoutSeconds: 5, gracePeriodSeconds: 600 };
+    const first = await startAgent(s, { containerizer: host.view(), checkpoint: true });
+    await s.master.waitForPong(0);
+    s.master.runTask("agent-1", shellTask("web", "agent-1", "serve", { healthCheck }), "fw-1", { checkpoint: true });
+    await s.master.received.waitFor((r) => r.message.kind === "statusUpdate" && r.message.statusUpdate.status?.healthy === true, "healthy before the restart");
+    await barrier(s.master);
+    await first.agent.stop({ killTasks: false });
+    await first.transport.close();
+
+    await writeFile(sick, "");
+    const seen = s.master.received.items.length;
+    await startAgent(s, { containerizer: host.view(), checkpoint: true });
+    const unhealthy = await s.master.received.waitFor(
+      (r) => r.index >= seen && r.message.kind === "statusUpdate" && r.message.statusUpdate.status?.healthy === false,
+      "unhealthy well within the 600 s grace period",
+    );
+    expect((unhealthy.message as Extract<AgentToMaster, { kind: "statusUpdate" }>).statusUpdate.status!.message).toContain("failed 1 time(s)");
+    // Nothing re-announced the health it had before the restart.
+    const after = s.master.received.items.filter((r) => r.index >= seen && r.message.kind === "statusUpdate" && r.message.statusUpdate.status?.healthy === true);
+    expect(after).toEqual([]);
+  });
+});
+
 describe("a task's allocation role", () => {
   it("is checkpointed with the task and reported when re-registering; a checkpoint from before it recovers without it", async () => {
     // The master sent both with a role; "old" lost it, as a checkpoint written before the field.

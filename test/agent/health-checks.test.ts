@@ -105,6 +105,23 @@ describe("HealthCheckSchedule", () => {
     expect(s.end(false, 1000, "x")).toMatchObject({ healthy: false, consecutiveFailures: 1 });
   });
 
+  it("resumes a task's checks after an agent restart: no new grace period, and only changes reported", () => {
+    // Mesos's checks run in the executor and outlive an agent restart; ours restart with the agent,
+    // from the verdict last reported.
+    const wasHealthy = new HealthCheckSchedule(TIMING, 10_000, { healthy: true });
+    expect(wasHealthy.dueAtMs()).toBe(12_000); // an interval on, not the delay again
+    wasHealthy.begin();
+    expect(wasHealthy.end(true, 12_000, "ok")).toBeUndefined(); // still healthy: nothing new
+    wasHealthy.begin();
+    expect(wasHealthy.end(false, 14_000, "exit 1")).toMatchObject({ healthy: false, consecutiveFailures: 1 }); // within 5 s of the restart: counts
+
+    const wasSick = new HealthCheckSchedule(TIMING, 10_000, { healthy: false });
+    wasSick.begin();
+    expect(wasSick.end(false, 12_000, "exit 1")).toMatchObject({ healthy: false, consecutiveFailures: 1 });
+    wasSick.begin();
+    expect(wasSick.end(true, 14_000, "ok")).toMatchObject({ healthy: true }); // the recovery is news
+  });
+
   it("fills Mesos's defaults and keeps intervals from spinning", () => {
     const command = { value: "true", arguments: [], shell: true, environment: {}, user: "" };
     expect(healthCheckTiming({ kind: "command", command })).toEqual({
