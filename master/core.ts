@@ -97,6 +97,14 @@ export interface MasterConfig {
   /** Agents that left (unregistered) remembered, and kept in the registry, for reconciliation answers. @default 10000 */
   maxGoneAgents?: number;
   /**
+   * Refuse every call that comes on the shared call subject (`CORRAL_ERR_UNAUTHENTICATED`), so that
+   * only frameworks with a principal, calling on their principal's subject, are served (Mesos's
+   * `--authenticate_frameworks`). With per-principal NATS permissions this is what keeps a
+   * framework from acting without a principal the bus vouches for.
+   * @default false (frameworks without a principal are served on the shared subject)
+   */
+  requirePrincipal?: boolean;
+  /**
    * How long unreachable and gone agents are remembered (in memory and in the registry) before
    * they are forgotten. @default 1209600000 (14 days, Mesos's registry_max_agent_age)
    */
@@ -105,7 +113,17 @@ export interface MasterConfig {
 
 /** One input to the core. */
 export type MasterInput =
-  | { type: "scheduler-call"; call: SchedulerCall; senderId: string; callId: string }
+  | {
+      type: "scheduler-call";
+      call: SchedulerCall;
+      senderId: string;
+      callId: string;
+      /**
+       * The principal the bus vouches for: the `<principal>` token of the per-principal call
+       * subject the call came on. Absent for a call on the shared subject (no principal).
+       */
+      principal?: string;
+    }
   | { type: "agent-message"; message: AgentToMaster; senderId: string; callId: string }
   | { type: "tick" };
 
@@ -113,7 +131,8 @@ export type MasterInput =
 export type MasterEffect =
   /** Answer the request that carried the input being handled. */
   | { type: "reply"; payload: EnvelopePayload }
-  | { type: "to-framework"; frameworkId: string; event: SchedulerEvent }
+  /** `principal`: the framework's, when it has one (its events subject is under it). */
+  | { type: "to-framework"; frameworkId: string; event: SchedulerEvent; principal?: string }
   | { type: "to-agent"; agentId: string; message: MasterToAgent }
   | { type: "persist"; record: RegistryRecord }
   | { type: "unpersist"; kind: RegistryRecord["kind"]; id: string }
@@ -142,6 +161,13 @@ export type MasterErrorCode =
   /** The call comes from an instance other than the one that subscribed the framework last. */
   | "CORRAL_ERR_FRAMEWORK_FAILED_OVER"
   | "CORRAL_ERR_INVALID_CALL"
+  /** The call came on the shared subject, and the master serves only frameworks with a principal (`requirePrincipal`). */
+  | "CORRAL_ERR_UNAUTHENTICATED"
+  /**
+   * The principal the call came under may not do this: subscribe naming another principal, act
+   * for a framework registered under another principal, or use a role the role ACL refuses it.
+   */
+  | "CORRAL_ERR_UNAUTHORIZED"
   | "CORRAL_ERR_UNSUPPORTED";
 
 interface AgentRecord {
@@ -276,6 +302,7 @@ export class MasterCore {
   private readonly recoveryOfferHoldMs: number;
   private readonly recoveryAgentFraction: number | undefined;
   private readonly removedAgentRetentionMs: number;
+  private readonly requirePrincipal: boolean;
 
   private readonly agents = new Map<string, AgentRecord>();
   private readonly unreachableAgents: LRUCache<string, { info: AgentInfo; sinceMs: number }>;
@@ -346,6 +373,7 @@ export class MasterCore {
     }
     this.recoveryAgentFraction = config.recoveryAgentFraction;
     this.removedAgentRetentionMs = config.removedAgentRetentionMs ?? 14 * 24 * 3_600_000;
+    this.requirePrincipal = config.requirePrincipal ?? false;
     this.completedFrameworks = new LRUCache({ max: config.maxCompletedFrameworks ?? 100 });
     this.recentCalls = new LRUCache({ max: config.recentCallCacheSize ?? 10_000 });
     this.registrations = new LRUCache({ max: 10_000 });
@@ -370,7 +398,7 @@ export class MasterCore {
     this.out = [];
     switch (input.type) {
       case "scheduler-call":
-        this.onSchedulerCall(input.call, input.senderId, input.callId);
+        this.onSchedulerCall(input.call, input.senderId, input.callId, input.principal);
         break;
       case "agent-message":
         this.onAgentMessage(input.message, input.senderId);
@@ -496,22 +524,28 @@ export class MasterCore {
 
   // ---- framework calls ------------------------------------------------------------------------
 
-  private onSchedulerCall(call: SchedulerCall, senderId: string, callId: string): void {
-    const cacheKey = callId ? `${senderId}/${callId}` : "";
+  private onSchedulerCall(call: SchedulerCall, senderId: string, callId: string, principal: string | undefined): void {
+    // The principal is part of the key: an answer given under one principal is never replayed under another.
+    const cacheKey = callId ? `${principal ?? ""}/${senderId}/${callId}` : "";
     const cached = cacheKey ? this.recentCalls.get(cacheKey) : undefined;
     if (cached) {
       this.out.push({ type: "reply", payload: cached });
       return;
     }
-    const reply = this.applySchedulerCall(call, senderId);
+    const reply = this.applySchedulerCall(call, senderId, principal);
     if (cacheKey) this.recentCalls.set(cacheKey, reply);
     this.out.push({ type: "reply", payload: reply });
   }
 
-  private applySchedulerCall(call: SchedulerCall, senderId: string): EnvelopePayload {
-    if (call.kind === "subscribe") return this.subscribe(call.frameworkId, call.subscribe.frameworkInfo, senderId);
+  private applySchedulerCall(call: SchedulerCall, senderId: string, principal: string | undefined): EnvelopePayload {
+    if (principal === undefined && this.requirePrincipal) {
+      return this.refuse("CORRAL_ERR_UNAUTHENTICATED", "this master serves only frameworks with a principal (requirePrincipal): call on the subject master.scheduler.<principal>, not the shared master.scheduler");
+    }
+    if (call.kind === "subscribe") return this.subscribe(call.frameworkId, call.subscribe.frameworkInfo, senderId, principal ?? "");
     if (this.tornDown.has(call.frameworkId)) return this.refuse("CORRAL_ERR_FRAMEWORK_REMOVED", `framework '${call.frameworkId}' has been torn down`);
     const framework = this.frameworks.get(call.frameworkId);
+    // Checked before anything else about the framework, so that another principal learns nothing of it.
+    if (framework && framework.info.principal !== (principal ?? "")) return this.refuse("CORRAL_ERR_UNAUTHORIZED", this.otherPrincipal(call.frameworkId, framework.info.principal, principal ?? ""));
     if (!framework || !framework.connected) return this.refuse("CORRAL_ERR_NOT_SUBSCRIBED", `framework '${call.frameworkId}' is not subscribed; SUBSCRIBE first`);
     // As Mesos ties calls to the current subscription: an instance replaced by a failover neither
     // acts for the framework nor keeps it alive. The refusal does not name the current instance.
@@ -549,10 +583,23 @@ export class MasterCore {
     }
   }
 
-  private subscribe(requestedId: string, info: FrameworkInfo | undefined, senderId: string): EnvelopePayload {
+  /**
+   * `principal`: the one the call came under (`""` on the shared subject). As Mesos fills in the
+   * authenticated principal of a framework that names none, and refuses one that names another.
+   */
+  private subscribe(requestedId: string, info: FrameworkInfo | undefined, senderId: string, principal: string): EnvelopePayload {
     const problem = this.frameworkInfoProblem(info);
     if (problem) return this.refuse("CORRAL_ERR_INVALID_CALL", problem);
     const frameworkInfo = info!;
+    if (frameworkInfo.principal !== "" && frameworkInfo.principal !== principal) {
+      if (principal === "") {
+        return this.refuse(
+          "CORRAL_ERR_UNAUTHENTICATED",
+          `subscribe.frameworkInfo.principal: '${frameworkInfo.principal}' came on the shared subject master.scheduler, which is for frameworks without a principal; a framework with a principal subscribes on master.scheduler.<principal>`,
+        );
+      }
+      return this.refuse("CORRAL_ERR_UNAUTHORIZED", `subscribe.frameworkInfo.principal: '${frameworkInfo.principal}' differs from the principal the call came under ('${principal}'); a framework subscribes under its own principal only`);
+    }
     // As Mesos: when both name an id they must agree, else which framework is meant is unclear.
     if (requestedId && frameworkInfo.id && requestedId !== frameworkInfo.id) {
       return this.refuse("CORRAL_ERR_INVALID_CALL", `frameworkId: '${requestedId}' differs from subscribe.frameworkInfo.id '${frameworkInfo.id}'`);
@@ -564,8 +611,10 @@ export class MasterCore {
     if (idProblem) return this.refuse("CORRAL_ERR_INVALID_CALL", `frameworkId '${id}': ${idProblem}`);
     if (id && this.tornDown.has(id)) return this.refuse("CORRAL_ERR_FRAMEWORK_REMOVED", `framework '${id}' has been torn down and cannot subscribe again`);
     const existing = id ? this.frameworks.get(id) : undefined;
+    // As Mesos: a framework's principal never changes, so a failover cannot take it to another one.
+    if (existing && existing.info.principal !== principal) return this.refuse("CORRAL_ERR_UNAUTHORIZED", this.otherPrincipal(id, existing.info.principal, principal));
     const frameworkId = id || `${this.masterId}-F${++this.frameworkCounter}`;
-    const stored: FrameworkInfo = { ...frameworkInfo, id: frameworkId };
+    const stored: FrameworkInfo = { ...frameworkInfo, id: frameworkId, principal };
     if (existing) {
       this.failover(frameworkId, existing, stored, senderId);
     } else {
@@ -584,6 +633,12 @@ export class MasterCore {
       payload: "schedulerEvent",
       schedulerEvent: { kind: "subscribed", subscribed: { frameworkId, heartbeatIntervalSeconds: this.heartbeatIntervalMs / 1000, masterId: this.masterId } },
     };
+  }
+
+  /** The refusal of a call for `frameworkId` under another principal than the one it is registered under. */
+  private otherPrincipal(frameworkId: string, registered: string, caller: string): string {
+    const name = (p: string) => (p === "" ? "no principal" : `principal '${p}'`);
+    return `frameworkId: framework '${frameworkId}' is registered under ${name(registered)}, and this call came under ${name(caller)}; a framework's principal cannot change`;
   }
 
   private failover(frameworkId: string, framework: FrameworkRecord, info: FrameworkInfo, senderId: string): void {
@@ -1469,7 +1524,9 @@ export class MasterCore {
   }
 
   private toFramework(frameworkId: string, event: SchedulerEvent): void {
-    this.out.push({ type: "to-framework", frameworkId, event });
+    // A torn-down framework's last words go where its events always went.
+    const principal = (this.frameworks.get(frameworkId)?.info ?? this.completedFrameworks.peek(frameworkId))?.principal;
+    this.out.push(principal ? { type: "to-framework", frameworkId, event, principal } : { type: "to-framework", frameworkId, event });
   }
 
   private toAgent(agentId: string, message: MasterToAgent): void {

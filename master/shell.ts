@@ -32,7 +32,7 @@ import { LeaseElection, type LeaderInfo, type LeaseStore, type LeaseTimings } fr
 import { SeededRng, type Rng } from "../sdk/rng.ts";
 import type { IncomingMessage, Subscription, Transport } from "../sdk/transport.ts";
 import { DropCounter, encodeEnvelope, handleSafely, wireLength, type EnvelopePayload, type WireError } from "../sdk/wire/codec.ts";
-import { SubjectTokenError, assertToken, clusterSubjects, subjectWildcard, type ClusterSubjects } from "../sdk/wire/subjects.ts";
+import { SubjectTokenError, assertToken, clusterSubjects, parseSubject, subjectWildcard, type ClusterSubjects } from "../sdk/wire/subjects.ts";
 import type { SchedulerEvent } from "../sdk/wire/types.ts";
 import { createMasterCore, type MasterConfig, type MasterCore, type MasterEffect, type MasterInput, type RegistryRecord } from "./core.ts";
 import { createMasterHttp } from "./http.ts";
@@ -438,10 +438,17 @@ class MasterShell implements Master {
       this.log.error({ err, epoch: term }, "onServing failed");
     }
     this.writer = new RegistryWriter({ store: this.store!, timers: this.timers, log: this.log });
+    const shared = this.subjects.masterScheduler();
     const onSchedulerCall = handleSafely<"schedulerCall">(
       this.log,
       this.drops,
-      (envelope, msg) => this.dispatch({ type: "scheduler-call", call: envelope.schedulerCall, senderId: envelope.senderId, callId: envelope.callId }, msg),
+      (envelope, msg) => {
+        // The principal is the subject's (which NATS permissions tie to a user), never the message's.
+        const principal = msg.subject === shared ? undefined : parseSubject(msg.subject)?.principal;
+        // A token the table refuses (too long, say) must not pass for the shared subject: drop it.
+        if (msg.subject !== shared && principal === undefined) throw new Error(`no principal can be read from the subject ${msg.subject}`);
+        this.dispatch({ type: "scheduler-call", call: envelope.schedulerCall, senderId: envelope.senderId, callId: envelope.callId, ...(principal !== undefined ? { principal } : {}) }, msg);
+      },
       // As Mesos answers an invalid call with 400 and the reason: a driver waiting for the reply
       // hears what is wrong rather than timing out (and re-subscribing) for nothing.
       { onRefused: (error, msg) => this.answerRefusedCall(error, msg) },
@@ -454,7 +461,9 @@ class MasterShell implements Master {
       { onRefused: (error, msg) => this.answerRefusedCall(error, msg) },
     );
     this.subscriptions.push(
-      this.transport.subscribe(this.subjects.masterScheduler(), (msg) => this.receive(this.lanes.scheduler, onSchedulerCall, msg)),
+      this.transport.subscribe(shared, (msg) => this.receive(this.lanes.scheduler, onSchedulerCall, msg)),
+      // Frameworks with a principal call on a subject of their principal's (see `principalScheduler`).
+      this.transport.subscribe(subjectWildcard("principalScheduler", this.cluster), (msg) => this.receive(this.lanes.scheduler, onSchedulerCall, msg)),
       // Every agent publishes on a subject of its own; the codec drops a message whose sender is not that agent.
       this.transport.subscribe(subjectWildcard("masterAgent", this.cluster), (msg) => this.receive(this.lanes.agent, onAgentMessage, msg)),
     );
@@ -737,7 +746,7 @@ class MasterShell implements Master {
         if (msg.reply) this.transport.respond(msg, this.envelope(this.withEventSeq(effect.payload), callId));
         return;
       case "to-framework": {
-        const subject = this.subjects.frameworkEvents(effect.frameworkId);
+        const subject = this.subjects.frameworkEvents(effect.frameworkId, effect.principal);
         for (const bytes of this.encodeEvent(effect.event, effect.frameworkId)) this.transport.publish(subject, bytes);
         return;
       }

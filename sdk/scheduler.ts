@@ -102,6 +102,13 @@ export type SchedulerErrorCode =
   | "CORRAL_ERR_FRAMEWORK_FAILED_OVER"
   /** The call breaks a rule; the message names the field and the rule. */
   | "CORRAL_ERR_INVALID_CALL"
+  /** The master serves only frameworks with a principal, or the principal came on the shared subject. The driver stops. */
+  | "CORRAL_ERR_UNAUTHENTICATED"
+  /**
+   * The framework's principal may not do this: subscribe with a role the master's role ACL refuses
+   * it, or use a framework id registered under another principal. The driver stops.
+   */
+  | "CORRAL_ERR_UNAUTHORIZED"
   /** No reply within `requestTimeoutMs`; the driver re-subscribes. */
   | "CORRAL_ERR_REQUEST_TIMEOUT"
   /** No master listens on the cluster's scheduler subject (wrong cluster name, or no leader). */
@@ -165,7 +172,16 @@ export interface FrameworkOptions {
    * @default ["default"]
    */
   roles?: readonly string[];
-  /** Identity for authorization and quota accounting. @default "" (none) */
+  /**
+   * The framework's identity for authorization. A framework with a principal calls the master on
+   * `corral.<cluster>.master.scheduler.<principal>` and hears its events on
+   * `corral.<cluster>.framework.<principal>.<frameworkId>.events`; NATS permissions
+   * (`permissionsFor("framework", cluster, { principal })`) give each principal's user those
+   * subjects only, and the master takes the principal from the subject. It must therefore be usable
+   * as a subject token (no `.`, `*`, `>` or whitespace, at most 128 characters). Without one, the
+   * framework uses the subjects shared by all frameworks without a principal.
+   * @default "" (none)
+   */
   principal?: string;
   /**
    * How long the master keeps the framework (and its tasks) after losing contact with it, for
@@ -662,6 +678,10 @@ function frameworkDefaults(f: FrameworkOptions): ResolvedFramework {
   if (!(Number.isFinite(failover) && failover >= 0)) {
     throw invalidOption("framework.failoverTimeoutSeconds", `must be a finite number >= 0, got ${failover}`);
   }
+  if (f.principal !== undefined && f.principal !== "") {
+    const principalProblem = tokenProblem(f.principal);
+    if (principalProblem !== undefined) throw invalidOption("framework.principal", `${principalProblem} (a principal names the subjects the framework uses)`);
+  }
   if (f.id !== undefined) {
     // The master's rule at SUBSCRIBE: a subject token that can also name a sandbox directory.
     const idProblem = tokenProblem(f.id) ?? pathIdProblem(f.id);
@@ -1019,7 +1039,7 @@ class Driver implements SchedulerDriver {
   private async listen(frameworkId: string): Promise<void> {
     if (this.events?.frameworkId !== frameworkId) {
       this.events?.sub.unsubscribe();
-      const subject = this.subjects.frameworkEvents(frameworkId);
+      const subject = this.subjects.frameworkEvents(frameworkId, this.framework.principal);
       const handler = handleSafely<"schedulerEvent">(this.log, this.drops, (env) => this.onEvent(env), { expect: ["schedulerEvent"] });
       try {
         this.events = { frameworkId, sub: this.transport.subscribe(subject, handler) };
@@ -1094,7 +1114,7 @@ class Driver implements SchedulerDriver {
     this.counters.callsSent += 1;
     let reply: Uint8Array;
     try {
-      reply = await this.transport.request(this.subjects.masterScheduler(), bytes, { timeoutMs: this.requestTimeoutMs });
+      reply = await this.transport.request(this.subjects.masterScheduler(this.framework.principal), bytes, { timeoutMs: this.requestTimeoutMs });
     } catch (err) {
       throw fromTransportError(err);
     }
@@ -1126,7 +1146,7 @@ class Driver implements SchedulerDriver {
         schedulerCall: { frameworkId, kind: "acknowledge", acknowledge: { agentId: status.agentId, taskId: status.taskId, uuid: status.uuid } },
       }, this.transport);
       this.counters.callsSent += 1;
-      this.transport.publish(this.subjects.masterScheduler(), bytes);
+      this.transport.publish(this.subjects.masterScheduler(this.framework.principal), bytes);
     } catch (err) {
       this.log.warn({ ...this.bindings(), err, taskId: status.taskId }, "acknowledgement not sent; the agent will send the update again");
     }
@@ -1343,7 +1363,7 @@ class Driver implements SchedulerDriver {
         view = offerView(offer);
       } catch (err) {
         // Unusable: hand it back rather than hold the agent's resources until it times out.
-        this.drops.record(this.subjects.frameworkEvents(this.fwId ?? "unknown"), "invalid");
+        this.drops.record(this.subjects.frameworkEvents(this.fwId ?? "unknown", this.framework.principal), "invalid");
         this.log.warn({ ...this.bindings(), err, offerId: offer.id }, "declining an offer with unusable resources");
         this.decline([offer.id]).catch(() => undefined);
         continue;

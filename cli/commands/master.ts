@@ -27,6 +27,10 @@ export const MASTER_FLAGS: Record<string, FlagSpec> = {
   lease: { type: "string", help: "--ha: a leader whose lease is unrenewed this long is replaced", default: "1500ms" },
   "lease-renew-interval": { type: "string", help: "--ha: how often the leader renews its lease (it steps down this long before the lease ends)", default: "250ms" },
   "advertise-url": { type: "string", help: "--ha: the URL standbys send clients to (default: this master's http://<host>:<port>)" },
+  "require-principal": {
+    type: "boolean",
+    help: "serve only frameworks with a principal, calling on corral.<cluster>.master.scheduler.<principal>; calls on the shared subject are refused (CORRAL_ERR_UNAUTHENTICATED)",
+  },
 };
 
 /** The election options of `--ha` flags; bad timings are a usage error naming the flag's rule. */
@@ -74,6 +78,7 @@ export async function masterCommand(args: string[]): Promise<number> {
       recoveryOfferHoldMs: durationFlag(values, "recovery-offer-hold") ?? 10_000,
       ...(recoveryAgentFraction !== undefined ? { recoveryAgentFraction } : {}),
       ...(offerTimeoutMs !== undefined ? { offerTimeoutMs } : {}),
+      ...(values["require-principal"] === true ? { requirePrincipal: true } : {}),
     },
   });
   await master.start();

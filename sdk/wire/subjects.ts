@@ -20,7 +20,14 @@ export type Role = "master" | "agent" | "framework" | "operator";
 export const ROLES: readonly Role[] = ["master", "agent", "framework", "operator"];
 
 /** The names of the table's entries. */
-export type SubjectName = "masterScheduler" | "frameworkEvents" | "masterAgent" | "agentCmd" | "masterLeader";
+export type SubjectName =
+  | "masterScheduler"
+  | "principalScheduler"
+  | "frameworkEvents"
+  | "principalFrameworkEvents"
+  | "masterAgent"
+  | "agentCmd"
+  | "masterLeader";
 
 /** Which id, if any, a subject is parameterised by. */
 export type SubjectIdKind = "framework" | "agent";
@@ -29,12 +36,20 @@ export type SubjectIdKind = "framework" | "agent";
 export interface SubjectSpec {
   readonly name: SubjectName;
   /**
-   * The tokens after `corral.<cluster>`; `"{id}"` is where the framework or agent id goes.
-   * Two subjects never share a shape, so {@link parseSubject} is unambiguous.
+   * The tokens after `corral.<cluster>`; `"{id}"` is where the framework or agent id goes,
+   * `"{principal}"` where a framework's principal goes. Two subjects never share a shape, so
+   * {@link parseSubject} is unambiguous.
    */
   readonly tokens: readonly string[];
   /** Present when the subject is per framework or per agent. */
   readonly idKind?: SubjectIdKind;
+  /**
+   * Which frameworks use the subject: `"none"` for those without a principal (all of them share
+   * it), `"own"` for those with one (the `{principal}` token is theirs). {@link permissionsFor}
+   * gives a framework the one set or the other, never both. Absent on subjects frameworks do not
+   * use, and on the leader's announcements, which every framework hears.
+   */
+  readonly principal?: "none" | "own";
   /**
    * True when a publisher speaks only for the id in the subject: a receiver drops a message whose
    * envelope `sender_id` is not that id. With {@link permissionsFor}'s per-id permissions this
@@ -57,25 +72,54 @@ export const SUBJECTS: Readonly<Record<SubjectName, SubjectSpec>> = {
   masterScheduler: {
     name: "masterScheduler",
     tokens: ["master", "scheduler"],
+    principal: "none",
     kind: "master.scheduler",
     publishers: ["framework"],
     subscribers: ["master"],
     payloads: ["schedulerCall"],
     style: "request",
     description:
-      "Framework calls to the master. Only the leading master subscribes, so a standby never answers; " +
-      "replies are CallResponse, or SchedulerEvent(subscribed) for SUBSCRIBE.",
+      "Calls of frameworks without a principal, all on this one subject. Only the leading master " +
+      "subscribes, so a standby never answers; replies are CallResponse, or SchedulerEvent(subscribed) " +
+      "for SUBSCRIBE. A master with requirePrincipal refuses every call here.",
+  },
+  principalScheduler: {
+    name: "principalScheduler",
+    tokens: ["master", "scheduler", "{principal}"],
+    principal: "own",
+    kind: "master.scheduler.principal",
+    publishers: ["framework"],
+    subscribers: ["master"],
+    payloads: ["schedulerCall"],
+    style: "request",
+    description:
+      "Calls of the frameworks of one principal, as on master.scheduler. The master takes the " +
+      "principal from the subject: a SUBSCRIBE naming another principal, or a call for a framework " +
+      "registered under another principal, is refused (CORRAL_ERR_UNAUTHORIZED).",
   },
   frameworkEvents: {
     name: "frameworkEvents",
     tokens: ["framework", "{id}", "events"],
     idKind: "framework",
+    principal: "none",
     kind: "framework.events",
     publishers: ["master"],
     subscribers: ["framework"],
     payloads: ["schedulerEvent"],
     style: "publish",
-    description: "Events the master pushes to one framework: offers, rescinds, status updates, heartbeats.",
+    description: "Events the master pushes to one framework without a principal: offers, rescinds, status updates, heartbeats.",
+  },
+  principalFrameworkEvents: {
+    name: "principalFrameworkEvents",
+    tokens: ["framework", "{principal}", "{id}", "events"],
+    idKind: "framework",
+    principal: "own",
+    kind: "framework.principal.events",
+    publishers: ["master"],
+    subscribers: ["framework"],
+    payloads: ["schedulerEvent"],
+    style: "publish",
+    description: "Events the master pushes to one framework of a principal, as on framework.<id>.events.",
   },
   masterAgent: {
     name: "masterAgent",
@@ -169,10 +213,11 @@ function idFieldName(idKind: SubjectIdKind): string {
 }
 
 /**
- * Builds the concrete subject `name` for `cluster` (and `id` when the subject is per framework or
- * per agent). Throws {@link SubjectTokenError} on a bad cluster name or id, or a missing id.
+ * Builds the concrete subject `name` for `cluster`, with `id` when the subject is per framework or
+ * per agent and `principal` when it is per principal. Throws {@link SubjectTokenError} on a bad
+ * cluster name, id or principal, or a missing one.
  */
-export function subjectFor(name: SubjectName, cluster: string, id?: string): string {
+export function subjectFor(name: SubjectName, cluster: string, id?: string, principal?: string): string {
   const spec = SUBJECTS[name];
   assertToken(cluster, "cluster");
   const parts = [SUBJECT_ROOT, cluster];
@@ -180,6 +225,9 @@ export function subjectFor(name: SubjectName, cluster: string, id?: string): str
     if (token === "{id}") {
       assertToken(id, idFieldName(spec.idKind!));
       parts.push(id);
+    } else if (token === "{principal}") {
+      assertToken(principal, "principal");
+      parts.push(principal);
     } else {
       parts.push(token);
     }
@@ -188,22 +236,29 @@ export function subjectFor(name: SubjectName, cluster: string, id?: string): str
 }
 
 /**
- * The subject `name` for `cluster` with `*` in place of the id (or the exact subject when there is
- * no id): for monitors and for permissions.
+ * The subject `name` for `cluster` with `*` in place of the id and the principal (or the exact
+ * subject when there is neither): for monitors and for permissions.
  */
 export function subjectWildcard(name: SubjectName, cluster: string): string {
   assertToken(cluster, "cluster");
-  return [SUBJECT_ROOT, cluster, ...SUBJECTS[name].tokens.map((t) => (t === "{id}" ? "*" : t))].join(".");
+  return [SUBJECT_ROOT, cluster, ...SUBJECTS[name].tokens.map((t) => (t === "{id}" || t === "{principal}" ? "*" : t))].join(".");
 }
 
-/** `corral.<cluster>.master.scheduler`: framework calls (request/reply). */
-export function masterSchedulerSubject(cluster: string): string {
-  return subjectFor("masterScheduler", cluster);
+/**
+ * Framework calls to the master (request/reply): `corral.<cluster>.master.scheduler.<principal>`
+ * for a framework with a principal, `corral.<cluster>.master.scheduler` for one without (`""` or
+ * none).
+ */
+export function masterSchedulerSubject(cluster: string, principal?: string): string {
+  return principal ? subjectFor("principalScheduler", cluster, undefined, principal) : subjectFor("masterScheduler", cluster);
 }
 
-/** `corral.<cluster>.framework.<frameworkId>.events`: events for one framework. */
-export function frameworkEventsSubject(cluster: string, frameworkId: string): string {
-  return subjectFor("frameworkEvents", cluster, frameworkId);
+/**
+ * Events for one framework: `corral.<cluster>.framework.<principal>.<frameworkId>.events` for a
+ * framework with a principal, `corral.<cluster>.framework.<frameworkId>.events` for one without.
+ */
+export function frameworkEventsSubject(cluster: string, frameworkId: string, principal?: string): string {
+  return principal ? subjectFor("principalFrameworkEvents", cluster, frameworkId, principal) : subjectFor("frameworkEvents", cluster, frameworkId);
 }
 
 /**
@@ -227,8 +282,10 @@ export function masterLeaderSubject(cluster: string): string {
 /** All subjects of one cluster, with the cluster name checked once. */
 export interface ClusterSubjects {
   readonly cluster: string;
-  masterScheduler(): string;
-  frameworkEvents(frameworkId: string): string;
+  /** See {@link masterSchedulerSubject}: the principal's subject, or the shared one without a principal. */
+  masterScheduler(principal?: string): string;
+  /** See {@link frameworkEventsSubject}: under the principal, or without one. */
+  frameworkEvents(frameworkId: string, principal?: string): string;
   masterAgent(agentId: string): string;
   agentCmd(agentId: string): string;
   masterLeader(): string;
@@ -244,26 +301,31 @@ export interface ClusterSubjects {
  */
 export function clusterSubjects(cluster: string, maxIds = 65_536): ClusterSubjects {
   assertToken(cluster, "cluster");
-  const perId = (name: "frameworkEvents" | "agentCmd" | "masterAgent") => {
+  const memo = (build: (id: string, principal: string) => string) => {
     const subjects = new Map<string, string>();
-    return (id: string): string => {
-      let subject = subjects.get(id);
+    return (id: string, principal = ""): string => {
+      // No token holds a NUL, so the key is unambiguous; a bad token fails in build, unkept.
+      const key = principal === "" ? id : `${principal}\u0000${id}`;
+      let subject = subjects.get(key);
       if (subject === undefined) {
-        subject = subjectFor(name, cluster, id);
+        subject = build(id, principal);
         if (subjects.size >= maxIds) subjects.clear();
-        subjects.set(id, subject);
+        subjects.set(key, subject);
       }
       return subject;
     };
   };
-  const masterScheduler = masterSchedulerSubject(cluster);
+  const frameworkEvents = memo((id, principal) => frameworkEventsSubject(cluster, id, principal));
+  const schedulers = memo((principal) => masterSchedulerSubject(cluster, principal));
+  const masterAgent = memo((id) => masterAgentSubject(cluster, id));
+  const agentCmd = memo((id) => agentCmdSubject(cluster, id));
   const masterLeader = masterLeaderSubject(cluster);
   return {
     cluster,
-    masterScheduler: () => masterScheduler,
-    frameworkEvents: perId("frameworkEvents"),
-    masterAgent: perId("masterAgent"),
-    agentCmd: perId("agentCmd"),
+    masterScheduler: (principal = "") => schedulers(principal),
+    frameworkEvents: (frameworkId, principal = "") => frameworkEvents(frameworkId, principal),
+    masterAgent: (agentId) => masterAgent(agentId),
+    agentCmd: (agentId) => agentCmd(agentId),
     masterLeader: () => masterLeader,
   };
 }
@@ -274,6 +336,8 @@ export interface ParsedSubject {
   readonly cluster: string;
   /** The framework or agent id, for per-id subjects. */
   readonly id?: string;
+  /** The framework principal, for per-principal subjects. */
+  readonly principal?: string;
 }
 
 /** Recognises a concrete Corral subject; `undefined` for anything else (including inboxes). */
@@ -284,13 +348,15 @@ export function parseSubject(subject: string): ParsedSubject | undefined {
   for (const spec of Object.values(SUBJECTS)) {
     if (spec.tokens.length !== rest.length) continue;
     let id: string | undefined;
+    let principal: string | undefined;
     const matches = spec.tokens.every((token, i) => {
       const part = rest[i]!;
-      if (token !== "{id}") return token === part;
-      id = part;
+      if (token === "{id}") id = part;
+      else if (token === "{principal}") principal = part;
+      else return token === part;
       return isValidToken(part);
     });
-    if (matches) return id === undefined ? { spec, cluster: parts[1]! } : { spec, cluster: parts[1]!, id };
+    if (matches) return { spec, cluster: parts[1]!, ...(id !== undefined ? { id } : {}), ...(principal !== undefined ? { principal } : {}) };
   }
   return undefined;
 }
@@ -321,10 +387,18 @@ export interface NatsPermissions {
 export interface PermissionOptions {
   /**
    * Restricts a framework's or agent's per-id subjects to its own id. Without it the
-   * permissions cover every framework (or agent) of the cluster.
+   * permissions cover every framework (or agent) of the cluster, of the principal if one is given.
    * @default undefined (all ids)
    */
   id?: string;
+  /**
+   * The framework principal this NATS user is (role `"framework"` only). With it, the user may
+   * call the master only on its principal's subject and hear only its principal's frameworks'
+   * events, so the master can trust the principal a call comes under; without it, the user gets
+   * the subjects of frameworks without a principal, which all share one call subject.
+   * @default undefined (a framework without a principal)
+   */
+  principal?: string;
   /**
    * Inbox prefix this user's requests use for replies; it may subscribe below it.
    * @default "_INBOX"
@@ -337,17 +411,26 @@ export interface PermissionOptions {
 /**
  * NATS permissions for `role` in `cluster`, derived from {@link SUBJECTS}: an agent may not publish
  * framework calls, a framework may not publish to agents, and so on. Given an agent's `id`, the
- * agent may publish to the master only on its own subject, so it cannot speak for another agent. JetStream users (the master's
+ * agent may publish to the master only on its own subject, so it cannot speak for another agent.
+ * Given a framework's `principal`, the framework may publish calls only on that principal's
+ * subject and subscribe only to that principal's events (of its `id`, if given), so it can neither
+ * call as another principal nor read another principal's events. JetStream users (the master's
  * store, Marathon's store) additionally need `$JS.API.>` and their KV subjects through `extra`.
+ * @throws {SubjectTokenError} on a bad cluster, id or principal, or a principal for another role
  */
 export function permissionsFor(role: Role, cluster: string, options: PermissionOptions = {}): NatsPermissions {
   assertToken(cluster, "cluster");
+  if (options.principal !== undefined) {
+    if (role !== "framework") throw new SubjectTokenError("principal", `is for the framework role only, not ${role}`);
+    assertToken(options.principal, "principal");
+  }
   const publish = new Set<string>();
   const subscribe = new Set<string>();
   let requests = false;
   let answers = false;
   for (const spec of Object.values(SUBJECTS)) {
-    const subject = scopedSubject(spec, role, cluster, options.id);
+    if (role === "framework" && spec.principal !== undefined && (spec.principal === "own") !== (options.principal !== undefined)) continue;
+    const subject = scopedSubject(spec, role, cluster, options.id, options.principal);
     if (spec.publishers.includes(role)) {
       publish.add(subject);
       if (spec.style !== "publish") requests = true;
@@ -366,10 +449,20 @@ export function permissionsFor(role: Role, cluster: string, options: PermissionO
   return permissions;
 }
 
-/** A spec's subject as `role` sees it: its own id when one was given and the subject is "its". */
-function scopedSubject(spec: SubjectSpec, role: Role, cluster: string, id: string | undefined): string {
-  if (spec.idKind === undefined) return subjectFor(spec.name, cluster);
+/**
+ * A spec's subject as `role` sees it: its own id and principal when given and the subject is
+ * "its", `*` for the rest.
+ */
+function scopedSubject(spec: SubjectSpec, role: Role, cluster: string, id: string | undefined, principal: string | undefined): string {
   const own = (spec.idKind === "agent" && role === "agent") || (spec.idKind === "framework" && role === "framework");
-  if (own && id !== undefined) return subjectFor(spec.name, cluster, id);
-  return subjectWildcard(spec.name, cluster);
+  const ownPrincipal = spec.principal === "own" && role === "framework" ? principal : undefined;
+  const parts = [SUBJECT_ROOT, cluster];
+  for (const token of spec.tokens) {
+    if (token === "{id}") {
+      if (own && id !== undefined) assertToken(id, idFieldName(spec.idKind!));
+      parts.push(own && id !== undefined ? id : "*");
+    } else if (token === "{principal}") parts.push(ownPrincipal ?? "*");
+    else parts.push(token);
+  }
+  return parts.join(".");
 }

@@ -723,3 +723,89 @@ describe("master core robustness", () => {
     expect(writes).toEqual(["persist", "unpersist"]);
   });
 });
+
+describe("master core: principals and the role ACL", () => {
+  const info = (extra: Partial<FrameworkInfo> = {}): FrameworkInfo => ({ id: "", name: "fw", roles: ["web"], principal: "", failoverTimeoutSeconds: 60, checkpoint: false, partitionAware: true, hostname: "", ...extra });
+  let seq = 0;
+  /** A call as it comes from the bus: `principal` is the token of the subject it came on (undefined: the shared subject). */
+  const callAs = (bench: Bench, principal: string | undefined, frameworkId: string, body: SchedulerCallBody, senderId: string): MasterEffect[] =>
+    bench.run(bench.core.handle({ type: "scheduler-call", senderId, callId: `p${++seq}`, call: { frameworkId, ...body } as SchedulerCall, ...(principal !== undefined ? { principal } : {}) }, bench.now));
+  const subscribeAs = (bench: Bench, principal: string | undefined, extra: Partial<FrameworkInfo>, senderId: string) =>
+    callAs(bench, principal, extra.id ?? "", { kind: "subscribe", subscribe: { frameworkInfo: info(extra) } }, senderId);
+  const subscribedId = (effects: MasterEffect[]): string => {
+    const reply = effects.find((e) => e.type === "reply");
+    if (reply?.type !== "reply" || reply.payload.payload !== "schedulerEvent" || reply.payload.schedulerEvent.kind !== "subscribed") throw new Error(`not subscribed: ${JSON.stringify(reply)}`);
+    return reply.payload.schedulerEvent.subscribed.frameworkId;
+  };
+  const refusal = (bench: Bench, effects: MasterEffect[]) => {
+    const r = bench.replyOf(effects);
+    return r && !r.ok ? { errorCode: r.errorCode, message: r.message } : undefined;
+  };
+
+  it("takes a framework's principal from the subject it calls on, and sends its events under that principal", () => {
+    const bench = new Bench();
+    // A framework that names no principal gets its subject's, as Mesos fills in the authenticated one.
+    const frameworkId = subscribedId(subscribeAs(bench, "team-a", {}, "a-driver"));
+    expect(bench.core.state().frameworks.find((f) => f.id === frameworkId)).toMatchObject({ principal: "team-a" });
+    expect(bench.effects).toContainEqual(expect.objectContaining({ type: "persist", record: expect.objectContaining({ id: frameworkId, info: expect.objectContaining({ principal: "team-a" }) }) }));
+    callAs(bench, "team-a", frameworkId, { kind: "heartbeat", heartbeat: {} }, "a-driver");
+    bench.addAgent("a1");
+    const offers = bench.effects.filter((e) => e.type === "to-framework" && e.event.kind === "offers");
+    expect(offers).toHaveLength(1);
+    expect(offers[0]).toMatchObject({ frameworkId, principal: "team-a" });
+    // A framework without a principal gets events without one.
+    const anonymous = bench.subscribe("anon");
+    const heartbeat = bench.tick(1_000).filter((e) => e.type === "to-framework" && e.frameworkId === anonymous);
+    expect(heartbeat.length).toBeGreaterThan(0);
+    expect(heartbeat.every((e) => e.type === "to-framework" && e.principal === undefined)).toBe(true);
+  });
+
+  it("refuses a SUBSCRIBE naming another principal than the one it came under, and registers nothing", () => {
+    const bench = new Bench();
+    expect(refusal(bench, subscribeAs(bench, "team-a", { principal: "team-b" }, "d1"))).toEqual({
+      errorCode: "CORRAL_ERR_UNAUTHORIZED",
+      message: "subscribe.frameworkInfo.principal: 'team-b' differs from the principal the call came under ('team-a'); a framework subscribes under its own principal only",
+    });
+    // On the shared subject a principal is a claim nobody vouches for.
+    expect(refusal(bench, subscribeAs(bench, undefined, { principal: "team-a" }, "d2"))).toMatchObject({ errorCode: "CORRAL_ERR_UNAUTHENTICATED", message: expect.stringMatching(/^subscribe\.frameworkInfo\.principal: 'team-a' came on the shared subject/) });
+    expect(bench.core.state().frameworks).toEqual([]);
+    expect(bench.effects.filter((e) => e.type === "persist")).toEqual([]);
+  });
+
+  it("refuses a failover, or any call, for a framework registered under another principal", () => {
+    const bench = new Bench();
+    const owned = subscribedId(subscribeAs(bench, "team-a", { name: "owned" }, "a-driver"));
+    callAs(bench, "team-a", owned, { kind: "heartbeat", heartbeat: {} }, "a-driver");
+    const anonymous = bench.subscribe("anon");
+    const before = bench.effects.length;
+    const takeover = (principal: string | undefined, frameworkId: string) => refusal(bench, subscribeAs(bench, principal, { id: frameworkId, name: "thief" }, "thief-driver"));
+    expect(takeover("team-b", owned)).toEqual({
+      errorCode: "CORRAL_ERR_UNAUTHORIZED",
+      message: `frameworkId: framework '${owned}' is registered under principal 'team-a', and this call came under principal 'team-b'; a framework's principal cannot change`,
+    });
+    expect(takeover(undefined, owned)).toMatchObject({ errorCode: "CORRAL_ERR_UNAUTHORIZED", message: expect.stringContaining("this call came under no principal") });
+    expect(takeover("team-a", anonymous)).toMatchObject({ errorCode: "CORRAL_ERR_UNAUTHORIZED", message: expect.stringContaining(`'${anonymous}' is registered under no principal`) });
+    // Calls other than SUBSCRIBE are refused alike, even with the subscribed instance's sender id.
+    expect(refusal(bench, callAs(bench, "team-b", owned, { kind: "teardown", teardown: {} }, "a-driver"))).toMatchObject({ errorCode: "CORRAL_ERR_UNAUTHORIZED" });
+    expect(refusal(bench, callAs(bench, undefined, owned, { kind: "teardown", teardown: {} }, "a-driver"))).toMatchObject({ errorCode: "CORRAL_ERR_UNAUTHORIZED" });
+    // Nothing changed hands: no failover notice went out, and the owners carry on.
+    const since = bench.effects.slice(before);
+    expect(since.filter((e) => e.type === "to-framework" || e.type === "persist" || e.type === "unpersist")).toEqual([]);
+    expect(bench.replyOf(callAs(bench, "team-a", owned, { kind: "heartbeat", heartbeat: {} }, "a-driver"))?.ok).toBe(true);
+    expect(bench.replyOf(bench.call(anonymous, { kind: "heartbeat", heartbeat: {} }))?.ok).toBe(true);
+    expect(bench.core.state().frameworks.map((f) => [f.id, f.name, f.principal])).toEqual([
+      [owned, "owned", "team-a"],
+      [anonymous, "anon", ""],
+    ]);
+    // Its own principal fails over as before.
+    expect(subscribedId(subscribeAs(bench, "team-a", { id: owned, name: "owned" }, "a-driver-2"))).toBe(owned);
+  });
+
+  it("with requirePrincipal, refuses every call on the shared subject", () => {
+    const bench = new Bench({ requirePrincipal: true });
+    expect(refusal(bench, subscribeAs(bench, undefined, {}, "d1"))).toMatchObject({ errorCode: "CORRAL_ERR_UNAUTHENTICATED", message: expect.stringContaining("requirePrincipal") });
+    const frameworkId = subscribedId(subscribeAs(bench, "team-a", {}, "d2"));
+    expect(refusal(bench, callAs(bench, undefined, frameworkId, { kind: "heartbeat", heartbeat: {} }, "d2"))).toMatchObject({ errorCode: "CORRAL_ERR_UNAUTHENTICATED" });
+    expect(bench.replyOf(callAs(bench, "team-a", frameworkId, { kind: "heartbeat", heartbeat: {} }, "d2"))?.ok).toBe(true);
+  });
+});

@@ -631,6 +631,9 @@ describe("SchedulerDriver against a scripted master on a real nats-server", () =
     // The master would refuse these at SUBSCRIBE: they cannot name a sandbox directory.
     expect(make({ framework: { name: "f", id: "fw#1" } })).toThrow(/framework.id: use only letters/);
     expect(make({ framework: { name: "f", id: "x".repeat(129) } })).toThrow(/framework.id: must be at most 128/);
+    // A principal names the subjects the framework calls and listens on.
+    expect(make({ framework: { name: "f", principal: "team.a" } })).toThrow('framework.principal: must not contain "." (dots, wildcards, whitespace and control characters are not allowed) (a principal names the subjects the framework uses)');
+    expect(make({ framework: { name: "f", principal: "team a" } })).toThrow(/framework.principal: /);
     expect(make({ cluster: "has space" })).toThrow(/cluster/);
     expect(make({ requestTimeoutMs: 0 })).toThrow(/requestTimeoutMs/);
     expect(make({ maxMissedMasterHeartbeats: 1.5 })).toThrow(/maxMissedMasterHeartbeats/);

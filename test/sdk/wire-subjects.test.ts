@@ -27,6 +27,12 @@ describe("subject builders", () => {
     expect(masterAgentSubject("prod", "a1-S0")).toBe("corral.prod.master.agent.a1-S0");
     expect(agentCmdSubject("prod", "a1-S0")).toBe("corral.prod.agent.a1-S0.cmd");
     expect(masterLeaderSubject("prod")).toBe("corral.prod.master.leader");
+    // A framework with a principal calls, and hears its events, under its principal.
+    expect(masterSchedulerSubject("prod", "team-a")).toBe("corral.prod.master.scheduler.team-a");
+    expect(masterSchedulerSubject("prod", "")).toBe("corral.prod.master.scheduler");
+    expect(frameworkEventsSubject("prod", "fw-1", "team-a")).toBe("corral.prod.framework.team-a.fw-1.events");
+    expect(frameworkEventsSubject("prod", "fw-1", "")).toBe("corral.prod.framework.fw-1.events");
+    expect(() => masterSchedulerSubject("prod", "team.a")).toThrow(/^principal: must not contain "."/);
   });
 
   it("bind to a cluster", () => {
@@ -35,12 +41,17 @@ describe("subject builders", () => {
     expect(s.frameworkEvents("f")).toBe("corral.dev.framework.f.events");
     expect(s.masterScheduler()).toBe(masterSchedulerSubject("dev"));
     expect(s.masterAgent("a")).toBe("corral.dev.master.agent.a");
+    expect(s.masterScheduler("p")).toBe("corral.dev.master.scheduler.p");
+    expect(s.frameworkEvents("f", "p")).toBe("corral.dev.framework.p.f.events");
+    expect(s.frameworkEvents("f", "")).toBe("corral.dev.framework.f.events");
   });
 
   it("give wildcards for per-id subjects", () => {
     expect(subjectWildcard("agentCmd", "prod")).toBe("corral.prod.agent.*.cmd");
     expect(subjectWildcard("frameworkEvents", "prod")).toBe("corral.prod.framework.*.events");
     expect(subjectWildcard("masterAgent", "prod")).toBe("corral.prod.master.agent.*");
+    expect(subjectWildcard("principalScheduler", "prod")).toBe("corral.prod.master.scheduler.*");
+    expect(subjectWildcard("principalFrameworkEvents", "prod")).toBe("corral.prod.framework.*.*.events");
   });
 
   it.each([
@@ -81,6 +92,8 @@ describe("subject builders", () => {
         expect(parseSubject(agentCmdSubject(cluster, id))).toMatchObject({ cluster, id, spec: SUBJECTS.agentCmd });
         expect(parseSubject(frameworkEventsSubject(cluster, id))).toMatchObject({ cluster, id, spec: SUBJECTS.frameworkEvents });
         expect(parseSubject(masterAgentSubject(cluster, id))).toEqual({ cluster, id, spec: SUBJECTS.masterAgent });
+        expect(parseSubject(masterSchedulerSubject(cluster, id))).toEqual({ cluster, principal: id, spec: SUBJECTS.principalScheduler });
+        expect(parseSubject(frameworkEventsSubject(cluster, id, `p-${id}`.slice(0, 128)))).toEqual({ cluster, id, principal: `p-${id}`.slice(0, 128), spec: SUBJECTS.principalFrameworkEvents });
       }),
     );
   });
@@ -88,6 +101,8 @@ describe("subject builders", () => {
   it("classify subjects for metrics", () => {
     expect(subjectKind("corral.prod.agent.a1.cmd")).toBe("agent.cmd");
     expect(subjectKind("corral.prod.master.scheduler")).toBe("master.scheduler");
+    expect(subjectKind("corral.prod.master.scheduler.team-a")).toBe("master.scheduler.principal");
+    expect(subjectKind("corral.prod.framework.team-a.fw-1.events")).toBe("framework.principal.events");
     expect(subjectKind("_INBOX.abc.def")).toBe("reply");
     expect(subjectKind("corral.prod.agent.a1.other")).toBe("unknown");
     expect(subjectKind("corral.prod")).toBe("unknown");
@@ -115,6 +130,8 @@ describe("the subject table", () => {
       expect(spec.subscribers.every((r) => ROLES.includes(r))).toBe(true);
       expect(spec.payloads.every((p) => PAYLOAD_KINDS.includes(p))).toBe(true);
       expect(spec.tokens.includes("{id}")).toBe(spec.idKind !== undefined);
+      // A subject with a principal token is a principal's own; frameworks without one have twins of their own.
+      if (spec.tokens.includes("{principal}")) expect(spec.principal).toBe("own");
       // Only a per-id subject can say whose name its publishers speak in.
       if (spec.senderIsId === true) expect(spec.idKind).toBeDefined();
     }
@@ -141,13 +158,27 @@ describe("permissions", () => {
     expect(p.allow_responses).toBeUndefined();
   });
 
+  it("let a framework with a principal call only on its principal's subject and hear only its principal's events", () => {
+    expect(permissionsFor("framework", "prod", { principal: "team-a" })).toEqual({
+      publish: { allow: ["corral.prod.master.scheduler.team-a"] },
+      subscribe: { allow: ["corral.prod.framework.team-a.*.events", "corral.prod.master.leader", "_INBOX.>"] },
+    });
+    expect(permissionsFor("framework", "prod", { principal: "team-a", id: "fw-1" }).subscribe.allow).toEqual([
+      "corral.prod.framework.team-a.fw-1.events",
+      "corral.prod.master.leader",
+      "_INBOX.>",
+    ]);
+    expect(() => permissionsFor("framework", "prod", { principal: "team.a" })).toThrow(/^principal: /);
+    expect(() => permissionsFor("agent", "prod", { principal: "team-a" })).toThrow(/^principal: is for the framework role only/);
+  });
+
   it("let the master answer requests and reach every agent and framework", () => {
     const p = permissionsFor("master", "prod");
     expect(p.publish.allow.sort()).toEqual(
-      ["corral.prod.agent.*.cmd", "corral.prod.framework.*.events", "corral.prod.master.leader"].sort(),
+      ["corral.prod.agent.*.cmd", "corral.prod.framework.*.events", "corral.prod.framework.*.*.events", "corral.prod.master.leader"].sort(),
     );
     expect(p.subscribe.allow.sort()).toEqual(
-      ["corral.prod.master.agent.*", "corral.prod.master.leader", "corral.prod.master.scheduler"].sort(),
+      ["corral.prod.master.agent.*", "corral.prod.master.leader", "corral.prod.master.scheduler", "corral.prod.master.scheduler.*"].sort(),
     );
     expect(p.allow_responses).toBe(true);
   });
