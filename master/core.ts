@@ -34,6 +34,7 @@ import type {
   TaskStatusReason,
 } from "../sdk/wire/types.ts";
 import { AllocatorError, createAllocator, type HierarchicalAllocator, type OfferPlan } from "./allocator/index.ts";
+import { roleAclProblem, roleAuthorizationProblem, type FrameworkRoleAcl } from "./authz.ts";
 
 /** Tunables of the master. Every duration is in milliseconds. */
 /** Default of `agentPingIntervalMs` (Mesos' agent_ping_timeout, 15 s). */
@@ -104,6 +105,12 @@ export interface MasterConfig {
    * @default false (frameworks without a principal are served on the shared subject)
    */
   requirePrincipal?: boolean;
+  /**
+   * Which roles each principal's frameworks may subscribe with (Mesos's `register_frameworks`
+   * ACL); checked on every SUBSCRIBE, re-subscriptions (which may change roles) included.
+   * @default undefined (every framework may use every role, as Mesos's permissive default)
+   */
+  roleAcl?: FrameworkRoleAcl;
   /**
    * How long unreachable and gone agents are remembered (in memory and in the registry) before
    * they are forgotten. @default 1209600000 (14 days, Mesos's registry_max_agent_age)
@@ -303,6 +310,7 @@ export class MasterCore {
   private readonly recoveryAgentFraction: number | undefined;
   private readonly removedAgentRetentionMs: number;
   private readonly requirePrincipal: boolean;
+  private readonly roleAcl: FrameworkRoleAcl | undefined;
 
   private readonly agents = new Map<string, AgentRecord>();
   private readonly unreachableAgents: LRUCache<string, { info: AgentInfo; sinceMs: number }>;
@@ -374,6 +382,11 @@ export class MasterCore {
     this.recoveryAgentFraction = config.recoveryAgentFraction;
     this.removedAgentRetentionMs = config.removedAgentRetentionMs ?? 14 * 24 * 3_600_000;
     this.requirePrincipal = config.requirePrincipal ?? false;
+    if (config.roleAcl !== undefined) {
+      const problem = roleAclProblem(config.roleAcl);
+      if (problem) throw new Error(`roleAcl: ${problem}`);
+    }
+    this.roleAcl = config.roleAcl;
     this.completedFrameworks = new LRUCache({ max: config.maxCompletedFrameworks ?? 100 });
     this.recentCalls = new LRUCache({ max: config.recentCallCacheSize ?? 10_000 });
     this.registrations = new LRUCache({ max: 10_000 });
@@ -613,6 +626,8 @@ export class MasterCore {
     const existing = id ? this.frameworks.get(id) : undefined;
     // As Mesos: a framework's principal never changes, so a failover cannot take it to another one.
     if (existing && existing.info.principal !== principal) return this.refuse("CORRAL_ERR_UNAUTHORIZED", this.otherPrincipal(id, existing.info.principal, principal));
+    const roleProblem = roleAuthorizationProblem(this.roleAcl, principal, this.rolesOf(frameworkInfo));
+    if (roleProblem) return this.refuse("CORRAL_ERR_UNAUTHORIZED", `subscribe.frameworkInfo.roles: ${roleProblem}`);
     const frameworkId = id || `${this.masterId}-F${++this.frameworkCounter}`;
     const stored: FrameworkInfo = { ...frameworkInfo, id: frameworkId, principal };
     if (existing) {

@@ -3,6 +3,8 @@
  * the cluster: they elect a leader through a lease in the registry's KV bucket; standbys serve
  * `/state` and `/health` pointing to it and redirect operator writes to it.
  */
+import { readFile } from "node:fs/promises";
+import { roleAclProblem, type FrameworkRoleAcl } from "../../master/authz.ts";
 import { createMaster, openMasterLeaseStore, type MasterElectionOptions } from "../../master/shell.ts";
 import { resolveLeaseTimings } from "../../sdk/leader-lease.ts";
 import { CLUSTER_FLAGS, connect, makeLogger, resolveCluster, untilSignal } from "../common.ts";
@@ -31,7 +33,32 @@ export const MASTER_FLAGS: Record<string, FlagSpec> = {
     type: "boolean",
     help: "serve only frameworks with a principal, calling on corral.<cluster>.master.scheduler.<principal>; calls on the shared subject are refused (CORRAL_ERR_UNAUTHENTICATED)",
   },
+  "role-acl": {
+    type: "string",
+    help: 'JSON file of the roles each principal\'s frameworks may use, e.g. {"principals": {"marathon": ["web"], "ops": "ANY"}, "permissive": false} (default: any role for every framework)',
+  },
 };
+
+/** Reads `--role-acl`: a file that cannot be read, is not JSON or is not an ACL is a usage error naming the flag, the file and the field. */
+export async function roleAclFromFlags(values: Record<string, string | boolean | undefined>): Promise<FrameworkRoleAcl | undefined> {
+  const path = values["role-acl"];
+  if (typeof path !== "string" || path === "") return undefined;
+  let text: string;
+  try {
+    text = await readFile(path, "utf8");
+  } catch (err) {
+    throw new UsageError(`--role-acl ${path}: cannot be read (${(err as Error).message})`);
+  }
+  let acl: unknown;
+  try {
+    acl = JSON.parse(text);
+  } catch (err) {
+    throw new UsageError(`--role-acl ${path}: not JSON (${(err as Error).message})`);
+  }
+  const problem = roleAclProblem(acl);
+  if (problem) throw new UsageError(`--role-acl ${path}: ${problem}`);
+  return acl as FrameworkRoleAcl;
+}
 
 /** The election options of `--ha` flags; bad timings are a usage error naming the flag's rule. */
 export function electionFromFlags(values: Record<string, string | boolean | undefined>): MasterElectionOptions | undefined {
@@ -52,6 +79,7 @@ export async function masterCommand(args: string[]): Promise<number> {
   const { values } = parseFlags(args, MASTER_FLAGS);
   const { nats, cluster } = resolveCluster(values);
   const httpPort = portFlag(values, "port") ?? 5050;
+  const roleAcl = await roleAclFromFlags(values);
   const log = makeLogger(values["log-level"] as string);
   const transport = await connect(nats, "corral-master", log);
   const offerTimeoutMs = durationFlag(values, "offer-timeout");
@@ -79,6 +107,7 @@ export async function masterCommand(args: string[]): Promise<number> {
       ...(recoveryAgentFraction !== undefined ? { recoveryAgentFraction } : {}),
       ...(offerTimeoutMs !== undefined ? { offerTimeoutMs } : {}),
       ...(values["require-principal"] === true ? { requirePrincipal: true } : {}),
+      ...(roleAcl !== undefined ? { roleAcl } : {}),
     },
   });
   await master.start();

@@ -179,6 +179,28 @@ describe("corral CLI", () => {
     expect(help.stdout).toContain("CORRAL_WORK_DIR");
   });
 
+  it("refuses a bad --role-acl before the master connects, naming the flag, the file and the field", async () => {
+    const env = { ...process.env, CORRAL_HOME: "/nonexistent", CORRAL_NATS: "nats://127.0.0.1:1" };
+    // NATS is not there: an answer naming the file shows it was read and checked first.
+    const aclDir = await mkdtemp(join(tmpdir(), "corral-cli-role-acl-"));
+    try {
+      await writeFile(join(aclDir, "torn.json"), '{"principals": ');
+      await writeFile(join(aclDir, "bad-role.json"), JSON.stringify({ principals: { marathon: ["web", "../etc"] } }));
+      await writeFile(join(aclDir, "typo.json"), JSON.stringify({ principal: { marathon: ["web"] } }));
+      for (const [file, says] of [
+        ["missing.json", `--role-acl ${join(aclDir, "missing.json")}: cannot be read (ENOENT`],
+        ["torn.json", `--role-acl ${join(aclDir, "torn.json")}: not JSON (`],
+        ["bad-role.json", `--role-acl ${join(aclDir, "bad-role.json")}: principals.marathon[1]: role path components must not be '..'`],
+        ["typo.json", `--role-acl ${join(aclDir, "typo.json")}: principal: unknown field (expected principals, permissive)`],
+      ] as const) {
+        const refused = spawnSync(CORRAL, ["master", "--role-acl", join(aclDir, file)], { encoding: "utf8", env });
+        expect({ file, status: refused.status, stderr: refused.stderr }).toEqual({ file, status: 2, stderr: expect.stringContaining(says) });
+      }
+    } finally {
+      await rm(aclDir, { recursive: true, force: true });
+    }
+  }, 60_000);
+
   it.skipIf(process.getuid?.() !== 0)("refuses, as root, an agent whose task users this host does not know", () => {
     const agentEnv = { ...process.env, CORRAL_HOME: "/nonexistent", CORRAL_NATS: "nats://127.0.0.1:1", CORRAL_WORK_DIR: "/nonexistent/agent" };
     for (const [flags, says] of [

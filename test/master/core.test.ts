@@ -808,4 +808,32 @@ describe("master core: principals and the role ACL", () => {
     expect(refusal(bench, callAs(bench, undefined, frameworkId, { kind: "heartbeat", heartbeat: {} }, "d2"))).toMatchObject({ errorCode: "CORRAL_ERR_UNAUTHENTICATED" });
     expect(bench.replyOf(callAs(bench, "team-a", frameworkId, { kind: "heartbeat", heartbeat: {} }, "d2"))?.ok).toBe(true);
   });
+
+  it("lets each principal subscribe only with the roles the role ACL gives it, on every SUBSCRIBE", () => {
+    const bench = new Bench({ roleAcl: { principals: { "team-a": ["web"], ops: "ANY" }, permissive: false } });
+    const web = subscribedId(subscribeAs(bench, "team-a", { roles: ["web"] }, "a1"));
+    expect(refusal(bench, subscribeAs(bench, "team-a", { roles: ["web", "batch"] }, "a2"))).toEqual({
+      errorCode: "CORRAL_ERR_UNAUTHORIZED",
+      message: "subscribe.frameworkInfo.roles: principal 'team-a' may not subscribe with role 'batch' (the role ACL allows it 'web')",
+    });
+    // A re-subscription may change roles: it is checked too, and a refused one changes nothing.
+    expect(refusal(bench, subscribeAs(bench, "team-a", { id: web, roles: ["batch"] }, "a1"))).toMatchObject({ errorCode: "CORRAL_ERR_UNAUTHORIZED" });
+    expect(bench.core.state().frameworks.find((f) => f.id === web)).toMatchObject({ roles: ["web"] });
+    subscribedId(subscribeAs(bench, "ops", { roles: ["batch", "eng/web"] }, "o1"));
+    expect(refusal(bench, subscribeAs(bench, "team-c", {}, "c1"))).toEqual({
+      errorCode: "CORRAL_ERR_UNAUTHORIZED",
+      message: "subscribe.frameworkInfo.roles: principal 'team-c' may not subscribe with role 'web': the role ACL does not list it and is not permissive",
+    });
+    expect(refusal(bench, subscribeAs(bench, undefined, {}, "n1"))).toMatchObject({ errorCode: "CORRAL_ERR_UNAUTHORIZED", message: expect.stringContaining("a framework without a principal may not subscribe with role 'web'") });
+    // Permissive (the default): whoever is not listed may use any role; who is listed is still held to the list.
+    const permissive = new Bench({ roleAcl: { principals: { "team-a": ["web"] } } });
+    subscribedId(subscribeAs(permissive, "team-c", { roles: ["batch"] }, "c1"));
+    subscribedId(subscribeAs(permissive, undefined, { roles: ["batch"] }, "n1"));
+    expect(refusal(permissive, subscribeAs(permissive, "team-a", { roles: ["batch"] }, "a1"))).toMatchObject({ errorCode: "CORRAL_ERR_UNAUTHORIZED" });
+  });
+
+  it("refuses an ACL that is not one, naming the field", () => {
+    expect(() => new Bench({ roleAcl: { principals: { "team-a": ["web", ".."] } } })).toThrow("roleAcl: principals.team-a[1]: role path components must not be '..'");
+    expect(() => new Bench({ roleAcl: { principals: { "team.a": ["web"] } } })).toThrow(/^roleAcl: principals\["team.a"\]: a principal must not contain "."/);
+  });
 });
