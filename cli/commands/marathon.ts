@@ -9,6 +9,7 @@ import { DEFAULT_CORE_CONFIG, type MarathonCoreConfig } from "../../frameworks/m
 import { JetStreamMarathonStore, marathonBucket } from "../../frameworks/marathon/store.ts";
 import { CLUSTER_FLAGS, connect, makeLogger, resolveCluster, untilSignal } from "../common.ts";
 import { durationFlag, numberFlag, parseFlags, UsageError, type FlagSpec } from "../options.ts";
+import { tokenProblem } from "../../sdk/wire/subjects.ts";
 
 /** Marathon's own default lease: a leader silent this long is replaced. */
 const DEFAULT_LEASE = "5s";
@@ -23,6 +24,7 @@ export const MARATHON_FLAGS: Record<string, FlagSpec> = {
   lease: { type: "string", help: "--ha: a leader whose lease is unrenewed this long is replaced (it renews every third of it)", default: DEFAULT_LEASE },
   "framework-name": { type: "string", help: "the framework's name at the master", default: MARATHON_DEFAULTS.frameworkName },
   role: { type: "string", help: "the framework's role (apps are offered its reservations and unreserved resources)", default: "default" },
+  principal: { type: "string", help: "the framework's principal: Marathon calls the master on corral.<cluster>.master.scheduler.<principal> (give its NATS user those subjects alone)" },
   "failover-timeout": { type: "string", help: "how long the master keeps the tasks while no Marathon is connected", default: `${MARATHON_DEFAULTS.failoverTimeoutSeconds / 3600}h` },
   "max-instances-per-offer": { type: "string", help: "instances launched on one offer per pass", default: String(DEFAULT_CORE_CONFIG.maxInstancesPerOffer) },
   "task-launch-timeout": { type: "string", help: "a task not RUNNING this long after its launch is killed and replaced", default: `${DEFAULT_CORE_CONFIG.taskLaunchTimeoutMs / 1000}s` },
@@ -47,6 +49,9 @@ export function marathonOptionsFromFlags(values: Record<string, string | boolean
   // Renewals every third of the lease need room between them and the step-down margin.
   if (leaseMs !== undefined && leaseMs < 300) throw new UsageError(`--lease must be at least 300ms, got ${leaseMs}ms`);
   const failoverTimeoutMs = positive(durationFlag(values, "failover-timeout"), "failover-timeout");
+  const principal = values.principal as string | undefined;
+  const principalProblem = principal === undefined || principal === "" ? undefined : tokenProblem(principal);
+  if (principalProblem) throw new UsageError(`--principal: ${principalProblem}`);
   const core: Partial<MarathonCoreConfig> = {};
   const perOffer = positive(numberFlag(values, "max-instances-per-offer"), "max-instances-per-offer", true);
   if (perOffer !== undefined) core.maxInstancesPerOffer = perOffer;
@@ -64,6 +69,7 @@ export function marathonOptionsFromFlags(values: Record<string, string | boolean
     frameworkName: values["framework-name"] as string,
     role: values.role as string,
     core,
+    ...(principal ? { principal } : {}),
     ...(advertisedUrl !== undefined ? { advertisedUrl } : {}),
     ...(values.ha === true ? { leaderElection: leaseMs !== undefined ? { leaseMs } : {} } : {}),
     ...(failoverTimeoutMs !== undefined ? { failoverTimeoutSeconds: Math.ceil(failoverTimeoutMs / 1000) } : {}),

@@ -59,6 +59,13 @@ export interface MarathonOptions {
    * @default "default"
    */
   role?: string;
+  /**
+   * The framework's principal (Marathon's `--mesos_authentication_principal`): Marathon then calls
+   * and listens on its principal's subjects, which NATS permissions can give its user alone, and
+   * the master's role ACL applies to it by that name.
+   * @default "" (none: the subjects shared by frameworks without a principal)
+   */
+  principal?: string;
   /** How long the master keeps Marathon's tasks while it is away. @default 604800 (one week) */
   failoverTimeoutSeconds?: number;
   /** How often the core's timers (launch timeout, delays, health checks) are looked at. @default 1000 */
@@ -360,6 +367,7 @@ class MarathonShell implements Marathon {
       framework: {
         name: this.options.frameworkName ?? MARATHON_DEFAULTS.frameworkName,
         roles: [this.role()],
+        ...(this.options.principal ? { principal: this.options.principal } : {}),
         failoverTimeoutSeconds: this.options.failoverTimeoutSeconds ?? MARATHON_DEFAULTS.failoverTimeoutSeconds,
         checkpoint: true,
         ...(this.fwId ? { id: this.fwId } : {}),

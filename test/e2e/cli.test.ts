@@ -179,7 +179,7 @@ describe("corral CLI", () => {
     expect(help.stdout).toContain("CORRAL_WORK_DIR");
   });
 
-  it("refuses a bad --role-acl before the master connects, naming the flag, the file and the field", async () => {
+  it("refuses a bad --role-acl or principal before connecting, naming the flag, the file and the field", async () => {
     const env = { ...process.env, CORRAL_HOME: "/nonexistent", CORRAL_NATS: "nats://127.0.0.1:1" };
     // NATS is not there: an answer naming the file shows it was read and checked first.
     const aclDir = await mkdtemp(join(tmpdir(), "corral-cli-role-acl-"));
@@ -199,6 +199,9 @@ describe("corral CLI", () => {
     } finally {
       await rm(aclDir, { recursive: true, force: true });
     }
+    // A principal names subjects: one that cannot is refused before Marathon connects.
+    const marathon = spawnSync(CORRAL, ["marathon", "--principal", "team.a"], { encoding: "utf8", env });
+    expect({ status: marathon.status, stderr: marathon.stderr }).toEqual({ status: 2, stderr: expect.stringContaining('--principal: must not contain "."') });
   }, 60_000);
 
   it.skipIf(process.getuid?.() !== 0)("refuses, as root, an agent whose task users this host does not know", () => {

@@ -37,7 +37,9 @@ const SLEEPY = { cmd: "sleep 1000", cpus: 0.1, mem: 32 };
 describe("marathon on a real cluster", () => {
   it("deploys 3 instances that run, and lists them", async () => {
     cluster = await startCluster({ natsUrl: nats.url, agents: [{}, {}] });
-    const m = await marathonOn(cluster);
+    // With a principal, Marathon calls on its principal's subject and is registered under it.
+    const m = await marathonOn(cluster, { principal: "marathon" });
+    expect(cluster.master.core.state().frameworks).toMatchObject([{ id: m.marathon.frameworkId(), principal: "marathon" }]);
     const created = await m.api("POST", "/v2/apps", { id: "sleepy", instances: 3, ...SLEEPY, labels: { team: "a" } });
     expect(created.status).toBe(201);
     expect(created.headers.get("location")).toMatch(/\/v2\/apps\/sleepy$/);
