@@ -15,7 +15,7 @@
  * @module
  */
 
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance } from "fastify";
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import type { Logger as PinoLogger } from "pino";
 import { RESOURCE_NAME_PATTERN } from "../sdk/resources.ts";
 import { roleNameError } from "../sdk/roles.ts";
@@ -202,8 +202,15 @@ function quotaView(core: MasterCore): Array<Required<QuotaEntry>> {
   return [...core.allocator.getQuotas()].map(([role, q]) => ({ role, guarantees: q.guarantees, limits: q.limits })).sort((a, b) => a.role.localeCompare(b.role));
 }
 
-/** Operator endpoints a standby redirects to the leader (by method and path, without the query). */
-const LEADER_ONLY = new Set(["GET /weights", "PUT /weights", "GET /quota", "PUT /quota"]);
+/**
+ * Route config of the endpoints a standby redirects to the leader. A flag on the route rather than
+ * a list of paths: the router decodes the path (`/%77eights` is `/weights`), a raw-URL check did not.
+ */
+interface RouteFlags {
+  leaderOnly?: boolean;
+}
+
+const LEADER_ONLY: { config: RouteFlags } = { config: { leaderOnly: true } };
 
 /** Builds (does not start) the master's fastify server. */
 export function createMasterHttp(deps: MasterHttpDeps): FastifyInstance {
@@ -238,16 +245,22 @@ export function createMasterHttp(deps: MasterHttpDeps): FastifyInstance {
     return reply.status(500).send({ message: "internal error" });
   });
 
+  /** Sends a standby's answer (307 to the leader, or 503 while none is known); false while this master leads. */
+  const answeredAsStandby = (request: FastifyRequest, reply: FastifyReply): boolean => {
+    const { leader, leaderInfo } = deps.info();
+    if (leader) return false;
+    if (!leaderInfo?.url) {
+      void reply.status(503).header("retry-after", "1").send({ message: "this master is a standby and no leading master is known yet; retry shortly", code: "CORRAL_ERR_NO_LEADER" });
+    } else {
+      void reply.redirect(`${leaderInfo.url.replace(/\/+$/, "")}${request.url}`, 307);
+    }
+    return true;
+  };
+
   // Before the body is read: a standby does not validate what the leader will.
   app.addHook("onRequest", async (request, reply) => {
-    const path = request.url.split("?")[0];
-    if (!LEADER_ONLY.has(`${request.method} ${path}`)) return;
-    const { leader, leaderInfo } = deps.info();
-    if (leader) return;
-    if (!leaderInfo?.url) {
-      return reply.status(503).header("retry-after", "1").send({ message: "this master is a standby and no leading master is known yet; retry shortly", code: "CORRAL_ERR_NO_LEADER" });
-    }
-    return reply.redirect(`${leaderInfo.url.replace(/\/+$/, "")}${request.url}`, 307);
+    if (!(request.routeOptions.config as RouteFlags | undefined)?.leaderOnly) return;
+    if (answeredAsStandby(request, reply)) return reply;
   });
 
   // Cheap enough to poll: says whether this master leads, whom to ask otherwise, and whether a
@@ -266,9 +279,11 @@ export function createMasterHttp(deps: MasterHttpDeps): FastifyInstance {
     return reply.type("text/plain; version=0.0.4; charset=utf-8").send(deps.metrics());
   });
 
-  app.get("/weights", async () => weightsView(core()));
+  app.get("/weights", LEADER_ONLY, async () => weightsView(core()));
 
-  app.put<{ Body: WeightEntry[] }>("/weights", { schema: { body: WEIGHTS_BODY } }, async (request) => {
+  app.put<{ Body: WeightEntry[] }>("/weights", { ...LEADER_ONLY, schema: { body: WEIGHTS_BODY } }, async (request, reply) => {
+    // Leadership may have moved while the body was read; a standby's core must not be changed.
+    if (answeredAsStandby(request, reply)) return reply;
     const entries = request.body;
     const problems = roleProblems(entries, false);
     if (problems.length > 0) throw new RequestValidationError(collect(problems));
@@ -278,9 +293,10 @@ export function createMasterHttp(deps: MasterHttpDeps): FastifyInstance {
     return weightsView(core());
   });
 
-  app.get("/quota", async () => quotaView(core()));
+  app.get("/quota", LEADER_ONLY, async () => quotaView(core()));
 
-  app.put<{ Body: QuotaEntry[] }>("/quota", { schema: { body: QUOTA_BODY } }, async (request) => {
+  app.put<{ Body: QuotaEntry[] }>("/quota", { ...LEADER_ONLY, schema: { body: QUOTA_BODY } }, async (request, reply) => {
+    if (answeredAsStandby(request, reply)) return reply;
     const entries = request.body;
     const problems = quotaProblems(entries, core());
     if (problems.length > 0) throw new RequestValidationError(collect(problems));

@@ -4,7 +4,7 @@ import { SeededRng } from "../../sdk/rng.ts";
 import { createMaster, type Master } from "../../master/shell.ts";
 import { MemoryRegistryStore } from "../../master/store.ts";
 import { useNats } from "../harness/nats.ts";
-import { FakeAgent, FakeFramework, memoryLog } from "./fakes.ts";
+import { eventually, FakeAgent, FakeFramework, memoryLog } from "./fakes.ts";
 
 const nats = useNats();
 const CLUSTER = "http";
@@ -194,5 +194,44 @@ describe("master HTTP API", () => {
     const state = (await get("/state")).body as { roles: Array<{ role: string; weight: number; quota?: unknown }> };
     expect(state.roles.find((r) => r.role === "web")).toMatchObject({ weight: 2.5, quota: { guarantees: { cpus: 1, mem: 256 }, limits: { cpus: 3 } } });
     expect(state.roles.find((r) => r.role === "batch")).toMatchObject({ weight: 1, quota: { limits: { mem: 512 } } });
+  });
+});
+
+describe("a standby master's HTTP API", () => {
+  const timings = { leaseMs: 3000, renewIntervalMs: 300, stepDownMarginMs: 300, pollIntervalMs: 50 };
+  let leaderBus: NatsTransport;
+  let standbyBus: NatsTransport;
+  let leader: Master;
+  let standby: Master;
+
+  beforeAll(async () => {
+    leaderBus = await connectNats({ servers: nats.url, name: "http-leader" });
+    standbyBus = await connectNats({ servers: nats.url, name: "http-standby" });
+    leader = createMaster({ cluster: "http-ha", transport: leaderBus, rng: new SeededRng("leader"), log: memoryLog("warn").log, election: { timings } });
+    await leader.start();
+    standby = createMaster({ cluster: "http-ha", transport: standbyBus, rng: new SeededRng("standby"), log: memoryLog("warn").log, election: { timings } });
+    await standby.start();
+    await eventually("the standby to know the leader", () => standby.leader()?.id === leader.masterId);
+    expect(standby.isLeader()).toBe(false);
+  });
+
+  afterAll(async () => {
+    await standby?.stop();
+    await leader?.stop();
+    await standbyBus?.close();
+    await leaderBus?.close();
+  });
+
+  it("redirects an operator write however its path is spelled, and applies nothing itself", async () => {
+    // %77 is "w": the router decodes it, so a check on the raw URL let this write through.
+    const response = await fetch(`${standby.httpUrl()}/%77eights`, {
+      method: "PUT",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify([{ role: "sneaky", weight: 3 }]),
+      redirect: "manual",
+    });
+    expect(response.status).toBe(307);
+    expect(response.headers.get("location")).toBe(`${leader.httpUrl()}/%77eights`);
+    expect(standby.core.allocator.getWeights().has("sneaky")).toBe(false);
   });
 });
