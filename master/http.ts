@@ -212,6 +212,15 @@ interface RouteFlags {
 
 const LEADER_ONLY: { config: RouteFlags } = { config: { leaderOnly: true } };
 
+/** The path of a request URL, percent-decoded as the router matches it; undefined if it does not decode. */
+function decodedPath(url: string): string | undefined {
+  try {
+    return decodeURIComponent(url.split("?")[0]!);
+  } catch {
+    return undefined;
+  }
+}
+
 /** Builds (does not start) the master's fastify server. */
 export function createMasterHttp(deps: MasterHttpDeps): FastifyInstance {
   const core = () => deps.core();
@@ -227,6 +236,25 @@ export function createMasterHttp(deps: MasterHttpDeps): FastifyInstance {
 
   // Operator bodies are JSON; a text/plain body is answered 415 rather than validated as a string.
   app.removeContentTypeParser("text/plain");
+
+  // Methods by path, so that a known path asked with another method is answered 405 with `Allow`
+  // (as Mesos's endpoints answer) rather than 404. Every path here is static.
+  const methodsByPath = new Map<string, Set<string>>();
+  app.addHook("onRoute", (route) => {
+    const methods = methodsByPath.get(route.url) ?? new Set<string>();
+    for (const method of [route.method].flat()) methods.add(method);
+    methodsByPath.set(route.url, methods);
+  });
+  app.setNotFoundHandler(async (request, reply) => {
+    const path = decodedPath(request.url);
+    const allowed = path === undefined ? undefined : methodsByPath.get(path);
+    if (!allowed) return reply.status(404).send({ message: `no endpoint ${request.method} ${path ?? request.url}`, code: "CORRAL_ERR_NOT_FOUND" });
+    const allow = [...allowed].sort().join(", ");
+    return reply
+      .status(405)
+      .header("allow", allow)
+      .send({ message: `method ${request.method} is not allowed on ${path}; allowed: ${allow}`, code: "CORRAL_ERR_METHOD_NOT_ALLOWED" });
+  });
 
   app.setErrorHandler((error: FastifyError | RequestValidationError, request, reply) => {
     if (error instanceof RequestValidationError) {

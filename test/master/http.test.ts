@@ -142,6 +142,18 @@ describe("master HTTP API", () => {
     expect((await put("/weights", "[]", "text/plain")).status).toBe(415);
   });
 
+  it("answers a known path with the wrong method 405 with Allow, and an unknown path 404", async () => {
+    const deleted = await fetch(`${master.httpUrl()}/weights`, { method: "DELETE" });
+    expect(deleted.status).toBe(405);
+    expect(deleted.headers.get("allow")).toBe("GET, HEAD, PUT");
+    expect(await deleted.json()).toMatchObject({ message: expect.stringContaining("DELETE"), code: "CORRAL_ERR_METHOD_NOT_ALLOWED" });
+    const posted = await fetch(`${master.httpUrl()}/state`, { method: "POST", headers: { "content-type": "application/json" }, body: "{}" });
+    expect(posted.status).toBe(405);
+    expect(posted.headers.get("allow")).toBe("GET, HEAD");
+    expect((await fetch(`${master.httpUrl()}/no-such-endpoint`)).status).toBe(404);
+    expect((await fetch(`${master.httpUrl()}/no-such-endpoint`, { method: "DELETE" })).status).toBe(404);
+  });
+
   it("refuses a quota whose guarantee exceeds its limit, and changes nothing", async () => {
     const before = await get("/quota");
     const { status, body } = await put("/quota", JSON.stringify([{ role: "web", guarantees: { cpus: 2 }, limits: { cpus: 3 } }, { role: "batch", guarantees: { cpus: 4, mem: 10 }, limits: { cpus: 2 } }]));
