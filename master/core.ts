@@ -1595,24 +1595,7 @@ export class MasterCore {
         registeredAtMs: agent.registeredAtMs,
       };
     });
-    const frameworks = [...this.frameworks.entries()].map(([id, framework]) => ({
-      id,
-      name: framework.info.name,
-      roles: this.rolesOf(framework.info),
-      principal: framework.info.principal,
-      connected: framework.connected,
-      active: framework.connected && framework.ready,
-      failoverTimeoutSeconds: framework.info.failoverTimeoutSeconds,
-      partitionAware: framework.info.partitionAware,
-      dominantShares: Object.fromEntries(this.rolesOf(framework.info).map((role) => [role, this.allocator.frameworkShare(id, role)])),
-      used: nonZeroSummary(this.allocator.frameworkScalars(id)),
-      offers: [...framework.offers].map((offerId) => {
-        const offer = this.offers.get(offerId)!;
-        return { id: offerId, agentId: offer.agentId, role: offer.role, resources: offer.resources.toString() };
-      }),
-      tasks: [...framework.tasks.values()].map((t) => this.taskView(t)),
-      completedTasks: [...framework.completed.values()].map((t) => this.taskView(t)),
-    }));
+    const frameworks = [...this.frameworks.entries()].map(([id, framework]) => this.frameworkView(id, framework));
     const weights = this.allocator.getWeights();
     const quotas = this.allocator.getQuotas();
     const roles = this.allocator.knownRoles().map((role) => ({
@@ -1632,6 +1615,36 @@ export class MasterCore {
       completedFrameworks: [...this.completedFrameworks.entries()].map(([id, info]) => ({ id, name: info.name })),
       roles,
       offers: this.offers.size,
+    };
+  }
+
+  /** One framework as `/state` shows it. */
+  private frameworkView(id: string, framework: FrameworkRecord) {
+    const offered = new Map<string, number>();
+    for (const offerId of framework.offers) {
+      for (const [name, millis] of this.offers.get(offerId)!.resources.quantities()) offered.set(name, (offered.get(name) ?? 0) + millis);
+    }
+    const used = new Map(this.allocator.frameworkScalars(id));
+    for (const [name, millis] of offered) used.set(name, (used.get(name) ?? 0) - millis);
+    return {
+      id,
+      name: framework.info.name,
+      roles: this.rolesOf(framework.info),
+      principal: framework.info.principal,
+      connected: framework.connected,
+      active: framework.connected && framework.ready,
+      failoverTimeoutSeconds: framework.info.failoverTimeoutSeconds,
+      partitionAware: framework.info.partitionAware,
+      dominantShares: Object.fromEntries(this.rolesOf(framework.info).map((role) => [role, this.allocator.frameworkShare(id, role)])),
+      // The allocator counts offers as allocated; /state shows used and offered apart, as for agents.
+      used: nonZeroSummary(used),
+      offered: nonZeroSummary(offered),
+      offers: [...framework.offers].map((offerId) => {
+        const offer = this.offers.get(offerId)!;
+        return { id: offerId, agentId: offer.agentId, role: offer.role, resources: offer.resources.toString() };
+      }),
+      tasks: [...framework.tasks.values()].map((t) => this.taskView(t)),
+      completedTasks: [...framework.completed.values()].map((t) => this.taskView(t)),
     };
   }
 

@@ -63,6 +63,9 @@ describe("master HTTP API", () => {
     expect(state.agents).toMatchObject([{ id: agent.agentId, hostname: "h1.test", active: true, attributes: { rack: "r1" }, resources: { cpus: 4, mem: 2048 } }]);
     expect(state.frameworks).toMatchObject([{ id: framework.frameworkId, name: "fake", roles: ["web"], connected: true, active: true }]);
     expect(state.frameworks[0].offers).toHaveLength(1);
+    // What the framework holds is only offered: nothing of it is used (as for the agent).
+    expect({ used: state.frameworks[0].used, offered: state.frameworks[0].offered }).toEqual({ used: {}, offered: { cpus: 4, mem: 2048 } });
+    expect({ used: state.agents[0].used, offered: state.agents[0].offered }).toEqual({ used: {}, offered: { cpus: 4, mem: 2048 } });
     expect(state.roles).toEqual(expect.arrayContaining([expect.objectContaining({ role: "web", weight: 1 })]));
   });
 
