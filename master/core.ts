@@ -1713,6 +1713,25 @@ export class MasterCore {
   }
 
   /**
+   * Tears a framework down at an operator's request (`POST /teardown`), as its own TEARDOWN call
+   * or an expired failover timeout would: offers rescinded, agents told to shut its tasks down, its
+   * id refused from then on. The framework is sent an error event first, so that its driver stops
+   * rather than learn of it from its next call. Returns the effects to carry out, or why nothing
+   * was done.
+   */
+  teardownFramework(frameworkId: string): { ok: true; effects: MasterEffect[] } | { ok: false; reason: "unknown" | "torn-down" } {
+    if (!this.frameworks.has(frameworkId)) return { ok: false, reason: this.tornDown.has(frameworkId) ? "torn-down" : "unknown" };
+    this.out = [];
+    this.toFramework(frameworkId, { kind: "error", error: { message: "CORRAL_ERR_FRAMEWORK_REMOVED: torn down by the operator" } });
+    this.teardown(frameworkId, "torn down by the operator");
+    // What it held is free again: offer it at once rather than at the next interval.
+    this.wantAllocation("all");
+    const effects = this.out;
+    this.out = [];
+    return { ok: true, effects };
+  }
+
+  /**
    * Sets quotas (operator API); all or nothing. Returns the registry writes that keep them across a
    * restart or failover; a quota with neither guarantees nor limits is removed from the registry.
    */

@@ -1,6 +1,6 @@
 /**
  * The master's HTTP API (fastify): health, `/state`, Prometheus `/metrics`, and the operator
- * endpoints for role weights and quotas.
+ * endpoints for role weights and quotas and for tearing a framework down (`POST /teardown`).
  *
  * Every master of an HA set serves it. A standby answers `/health`, `/state` (its empty state) and
  * `/metrics` itself, with a pointer to the leader (`leaderInfo`: id, URL, term), and answers the
@@ -305,6 +305,27 @@ export function createMasterHttp(deps: MasterHttpDeps): FastifyInstance {
 
   app.get("/metrics", async (_request, reply) => {
     return reply.type("text/plain; version=0.0.4; charset=utf-8").send(deps.metrics());
+  });
+
+  // A form body (`frameworkId=<id>`, as Mesos's /teardown takes it) or JSON (`{"frameworkId": ...}`).
+  app.addContentTypeParser("application/x-www-form-urlencoded", { parseAs: "string" }, (_request, body, done) => {
+    done(null, Object.fromEntries(new URLSearchParams(body as string)));
+  });
+
+  app.post<{ Body: unknown }>("/teardown", LEADER_ONLY, async (request, reply) => {
+    if (answeredAsStandby(request, reply)) return reply;
+    const frameworkId = (request.body as { frameworkId?: unknown } | null | undefined)?.frameworkId;
+    if (typeof frameworkId !== "string" || frameworkId === "") {
+      return reply.status(400).send({ message: "the body must give 'frameworkId' (form: frameworkId=<id>, or JSON: {\"frameworkId\": \"<id>\"})", code: "CORRAL_ERR_INVALID_REQUEST" });
+    }
+    const result = core().teardownFramework(frameworkId);
+    if (!result.ok) {
+      const why = result.reason === "torn-down" ? "was torn down already" : "is not registered";
+      return reply.status(404).send({ message: `framework '${frameworkId}' ${why}`, code: "CORRAL_ERR_UNKNOWN_FRAMEWORK" });
+    }
+    deps.log.info({ frameworkId }, "framework torn down by the operator");
+    deps.afterChange(result.effects);
+    return { frameworkId };
   });
 
   app.get("/weights", LEADER_ONLY, async () => weightsView(core()));

@@ -3,6 +3,9 @@ import { connectNats, type NatsTransport } from "../../sdk/nats-transport.ts";
 import { SeededRng } from "../../sdk/rng.ts";
 import { createMaster, type Master } from "../../master/shell.ts";
 import { MemoryRegistryStore } from "../../master/store.ts";
+import { Resources } from "../../sdk/resources.ts";
+import { resourcesToWire } from "../../sdk/wire/resources.ts";
+import type { Offer } from "../../sdk/wire/types.ts";
 import { useNats } from "../harness/nats.ts";
 import { eventually, FakeAgent, FakeFramework, memoryLog } from "./fakes.ts";
 
@@ -13,6 +16,7 @@ let transport: NatsTransport;
 let master: Master;
 let agent: FakeAgent;
 let framework: FakeFramework;
+let firstOffer: Offer;
 
 beforeAll(async () => {
   transport = await connectNats({ servers: nats.url, name: "http-test" });
@@ -29,7 +33,7 @@ beforeAll(async () => {
   agent = await FakeAgent.register(transport, CLUSTER, { hostname: "h1.test", resources: "cpus:4;mem:2048;ports:[31000-31009]" });
   framework = new FakeFramework(transport, CLUSTER);
   expect(await framework.subscribe(FakeFramework.info({ roles: ["web"] }))).toBeUndefined();
-  await framework.next("offers");
+  firstOffer = (await framework.next("offers")).event.offers.offers[0]!;
 });
 
 afterAll(async () => {
@@ -209,6 +213,58 @@ describe("master HTTP API", () => {
     const state = (await get("/state")).body as { roles: Array<{ role: string; weight: number; quota?: unknown }> };
     expect(state.roles.find((r) => r.role === "web")).toMatchObject({ weight: 2.5, quota: { guarantees: { cpus: 1, mem: 256 }, limits: { cpus: 3 } } });
     expect(state.roles.find((r) => r.role === "batch")).toMatchObject({ weight: 1, quota: { limits: { mem: 512 } } });
+  });
+  it("tears a framework down on POST /teardown: its tasks are shut down, it is told, and its id is refused from then on", async () => {
+    const launched = await framework.callResponse({
+      kind: "accept",
+      accept: {
+        offerIds: [firstOffer.id],
+        operations: [
+          {
+            kind: "launch",
+            launch: {
+              taskInfos: [
+                {
+                  taskId: "doomed",
+                  name: "doomed",
+                  agentId: agent.agentId,
+                  resources: resourcesToWire(Resources.parse("cpus:1;mem:128")),
+                  command: { value: "sleep 600", arguments: [], shell: true, environment: {}, user: "" },
+                  labels: {},
+                },
+              ],
+            },
+          },
+        ],
+      },
+    });
+    expect(launched.ok).toBe(true);
+    await agent.next("runTask");
+    agent.sendStatus(framework.frameworkId, { taskId: "doomed", state: "TASK_RUNNING" });
+    await framework.next("update", (e) => e.update.status?.taskId === "doomed");
+
+    const form = (body: string, method = "POST") => fetch(`${master.httpUrl()}/teardown`, { method, headers: { "content-type": "application/x-www-form-urlencoded" }, body });
+    const missing = await form("frameworkid=typo");
+    expect(missing.status).toBe(400);
+    expect(await missing.json()).toMatchObject({ message: expect.stringContaining("frameworkId") });
+    const unknown = await form("frameworkId=no-such-framework");
+    expect(unknown.status).toBe(404);
+    expect(await unknown.json()).toMatchObject({ message: expect.stringContaining("no-such-framework"), code: "CORRAL_ERR_UNKNOWN_FRAMEWORK" });
+    expect((await master.core.state()).frameworks.map((f) => f.id)).toEqual([framework.frameworkId]);
+
+    // As Mesos's operators send it: curl -d frameworkId=<id> -X POST <master>/teardown
+    const torn = await form(`frameworkId=${encodeURIComponent(framework.frameworkId)}`);
+    expect(torn.status).toBe(200);
+    expect((await agent.next("shutdownFramework")).message.shutdownFramework.frameworkId).toBe(framework.frameworkId);
+    expect((await framework.next("error")).event.error.message).toMatch(/^CORRAL_ERR_FRAMEWORK_REMOVED/);
+    const state = (await get("/state")).body as { frameworks: unknown[]; completedFrameworks: Array<{ id: string }> };
+    expect(state.frameworks).toEqual([]);
+    expect(state.completedFrameworks.map((f) => f.id)).toContain(framework.frameworkId);
+    expect(await framework.callResponse({ kind: "heartbeat", heartbeat: {} })).toMatchObject({ ok: false, errorCode: "CORRAL_ERR_FRAMEWORK_REMOVED" });
+    // The id is gone: a second teardown finds nothing, and a JSON body is read the same way.
+    const again = await fetch(`${master.httpUrl()}/teardown`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ frameworkId: framework.frameworkId }) });
+    expect(again.status).toBe(404);
+    expect(await again.json()).toMatchObject({ message: expect.stringContaining("torn down") });
   });
 });
 
