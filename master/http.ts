@@ -2,10 +2,10 @@
  * The master's HTTP API (fastify): health, `/state`, Prometheus `/metrics`, and the operator
  * endpoints for role weights and quotas and for tearing a framework down (`POST /teardown`).
  *
- * Every master of an HA set serves it. A standby answers `/health`, `/state` (its empty state) and
- * `/metrics` itself, with a pointer to the leader (`leaderInfo`: id, URL, term), and answers the
- * operator endpoints with `307 Temporary Redirect` to the same path on the leader, as a Mesos
- * standby does; with no leader known yet it answers `503` (`CORRAL_ERR_NO_LEADER`).
+ * Every master of an HA set serves it. A standby answers `/health` (with a pointer to the leader,
+ * `leaderInfo`: id, URL, term) and `/metrics` itself, and answers `/state` and the operator
+ * endpoints with `307 Temporary Redirect` to the same path on the leader, as a Mesos standby does;
+ * with no leader known yet it answers `503` (`CORRAL_ERR_NO_LEADER`).
  *
  * Operator input crosses a trust boundary, so it is checked twice: shapes by fastify's JSON-schema
  * validation, meaning (role names, one role per entry, guarantee <= limit) here, and finally by the
@@ -298,7 +298,9 @@ export function createMasterHttp(deps: MasterHttpDeps): FastifyInstance {
     return { status: "ok", masterId, leader, epoch, leaderInfo: leaderInfo ?? null, recovery: core().recoveryStatus() };
   });
 
-  app.get("/state", async () => {
+  // A standby's own state is empty: a reader is sent to the leader's (as Mesos's standbys do),
+  // and learns whom it follows from /health.
+  app.get("/state", LEADER_ONLY, async () => {
     const { cluster, epoch, leader, startedAtMs, leaderInfo } = deps.info();
     return { ...core().state(), cluster, epoch, leader, leaderInfo: leaderInfo ?? null, startedAtMs };
   });

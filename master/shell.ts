@@ -16,7 +16,7 @@
  * registry's agents to re-register and its frameworks (by a heartbeat event carrying the new epoch)
  * to re-subscribe, and holds offers until the agents are back. On losing the lease (or failing to
  * renew it in time) it unsubscribes at once, drops its pending registry writes and serves HTTP as a
- * standby: `/state` and `/health` point to the leader, operator writes are redirected to it.
+ * standby: `/health` points to the leader, `/state` and operator endpoints are redirected to it.
  *
  * @module
  */

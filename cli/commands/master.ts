@@ -1,7 +1,7 @@
 /**
  * `corral master`: one master process on an existing NATS. With `--ha`, one of several masters of
  * the cluster: they elect a leader through a lease in the registry's KV bucket; standbys serve
- * `/state` and `/health` pointing to it and redirect operator writes to it.
+ * `/health` pointing to it and redirect `/state` and the operator endpoints to it.
  */
 import { readFile } from "node:fs/promises";
 import { roleAclProblem, type FrameworkRoleAcl } from "../../master/authz.ts";

@@ -22,7 +22,11 @@ export async function stateCommand(args: string[]): Promise<number> {
   const { values } = parseFlags(args, STATE_FLAGS);
   const url = resolveMasterUrl(values);
   const response = await fetchOrExplain(`${url}/state`, "the master", url);
-  if (!response.ok) throw new Error(`${url}/state answered ${response.status}`);
+  if (!response.ok) {
+    // A standby that knows no leader yet answers 503 with why; say it rather than just the status.
+    const body = (await response.json().catch(() => undefined)) as { message?: unknown } | undefined;
+    throw new Error(`${url}/state answered ${response.status}${typeof body?.message === "string" ? `: ${body.message}` : ""}`);
+  }
   const state = (await response.json()) as StateJson;
   if (values.json) {
     console.log(JSON.stringify(state, null, 2));

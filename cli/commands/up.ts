@@ -181,7 +181,7 @@ export async function upCommand(args: string[]): Promise<number> {
     console.log(`Corral is up (cluster "${cluster}").`);
     console.log(`  NATS      ${nats}${server ? " (embedded)" : ""}`);
     if (masterCount === 1) console.log(`  master    ${master.httpUrl()}  (/state, /metrics)`);
-    else masters.forEach((m, i) => console.log(`  master ${i + 1}  ${m.httpUrl()}  (${m.isLeader() ? "leader" : "standby: /state points to the leader, writes redirect"})`));
+    else masters.forEach((m, i) => console.log(`  master ${i + 1}  ${m.httpUrl()}  (${m.isLeader() ? "leader" : "standby: /state and writes redirect to the leader"})`));
     agents.forEach((a, i) => console.log(`  agent ${i + 1}   ${a.httpUrl()}  (isolation: ${a.state().isolation})`));
     if (marathonCount === 1) console.log(`  marathon  ${marathon.httpUrl()}  (/v2/apps, /v2/deployments, /v2/events)`);
     else marathons.forEach((m, i) => console.log(`  marathon ${i + 1} ${m.httpUrl()}  (${m === marathon ? "leader: /v2/apps, /v2/deployments, /v2/events" : "standby: forwards the API to the leader"})`));

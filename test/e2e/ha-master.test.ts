@@ -122,9 +122,11 @@ describe("masters in HA", () => {
     const containersBefore = agents.flatMap((a) => a.state().tasks.map((t) => `${t.taskId}@${t.containerId}`)).sort();
     expect(containersBefore).toHaveLength(2);
 
-    // A standby points to the leader and redirects operator writes to it, without reading the body.
-    const standbyState = (await (await fetch(`${standbys[0]!.url}/state`)).json()) as { leader: boolean; leaderInfo: { url: string } };
-    expect(standbyState).toMatchObject({ leader: false, leaderInfo: { url: first.url } });
+    // A standby points to the leader, and redirects /state and operator writes to it, without reading the body.
+    expect(await health(standbys[0]!.url)).toMatchObject({ leader: false, leaderInfo: { url: first.url } });
+    const standbyState = await fetch(`${standbys[0]!.url}/state`, { redirect: "manual" });
+    expect(standbyState.status).toBe(307);
+    expect(standbyState.headers.get("location")).toBe(`${first.url}/state`);
     const redirected = await fetch(`${standbys[0]!.url}/weights?x=1`, { method: "PUT", headers: { "content-type": "application/json" }, body: "not even json", redirect: "manual" });
     expect(redirected.status).toBe(307);
     expect(redirected.headers.get("location")).toBe(`${first.url}/weights?x=1`);

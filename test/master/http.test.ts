@@ -293,6 +293,21 @@ describe("a standby master's HTTP API", () => {
     await leaderBus?.close();
   });
 
+  it("redirects /state to the leader, as a Mesos standby does, and answers /health and /metrics itself", async () => {
+    const redirected = await fetch(`${standby.httpUrl()}/state?x=1`, { redirect: "manual" });
+    expect(redirected.status).toBe(307);
+    expect(redirected.headers.get("location")).toBe(`${leader.httpUrl()}/state?x=1`);
+    // A client that follows redirects (fetch, curl -L, corral state) reads the leader's state.
+    const followed = (await (await fetch(`${standby.httpUrl()}/state`)).json()) as { masterId: string; leader: boolean };
+    expect(followed).toMatchObject({ masterId: leader.masterId, leader: true });
+    const health = await fetch(`${standby.httpUrl()}/health`, { redirect: "manual" });
+    expect(health.status).toBe(200);
+    expect(await health.json()).toMatchObject({ masterId: standby.masterId, leader: false, leaderInfo: { id: leader.masterId, url: leader.httpUrl() } });
+    const metrics = await fetch(`${standby.httpUrl()}/metrics`, { redirect: "manual" });
+    expect(metrics.status).toBe(200);
+    expect(await metrics.text()).toMatch(/^corral_master_elected 0$/m);
+  });
+
   it("redirects an operator write however its path is spelled, and applies nothing itself", async () => {
     // %77 is "w": the router decodes it, so a check on the raw URL let this write through.
     const response = await fetch(`${standby.httpUrl()}/%77eights`, {
