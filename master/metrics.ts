@@ -74,7 +74,8 @@ export function renderMasterMetrics(core: MasterCore, drops: DropCounter, shell:
   const counters = core.counters;
   const tasks = core.taskCounts();
 
-  out.family("corral_master_resources_total", "gauge", "Scalar resources of registered agents.", byResource(totals.total));
+  // Not `_resources_total`: Prometheus keeps the `_total` suffix for counters, and this is a gauge.
+  out.family("corral_master_resources_capacity", "gauge", "Scalar resources of registered agents, in all.", byResource(totals.total));
   out.family("corral_master_resources_used", "gauge", "Scalar resources in use by tasks (allocated and not merely offered).", byResource(totals.used));
   out.family("corral_master_resources_offered", "gauge", "Scalar resources in outstanding offers.", byResource(totals.offered));
   out.family(

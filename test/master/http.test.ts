@@ -79,7 +79,7 @@ describe("master HTTP API", () => {
     expect(type).toContain("text/plain");
     const text = body as string;
     for (const family of [
-      "corral_master_resources_total",
+      "corral_master_resources_capacity",
       "corral_master_resources_used",
       "corral_master_resources_offered",
       "corral_master_tasks",
@@ -96,8 +96,8 @@ describe("master HTTP API", () => {
       expect(text).toMatch(new RegExp(`^# HELP ${family} .+$`, "m"));
       expect(text).toMatch(new RegExp(`^# TYPE ${family} (counter|gauge|summary)$`, "m"));
     }
-    expect(text).toContain('corral_master_resources_total{resource="cpus"} 4');
-    expect(text).toContain('corral_master_resources_total{resource="mem"} 2048');
+    expect(text).toContain('corral_master_resources_capacity{resource="cpus"} 4');
+    expect(text).toContain('corral_master_resources_capacity{resource="mem"} 2048');
     expect(text).toContain('corral_master_resources_offered{resource="cpus"} 4');
     expect(text).toContain('corral_master_agents{status="active"} 1');
     expect(text).toMatch(/^corral_master_allocation_agents_visited_total [1-9]\d*$/m);
@@ -107,6 +107,10 @@ describe("master HTTP API", () => {
     expect(text).toContain('corral_master_offers_total{event="made"} 1');
     expect(text).toMatch(/^corral_master_allocation_run_seconds_sum \d/m);
     expect(text).toMatch(/^corral_master_invalid_calls_total \d+$/m);
+    // Prometheus naming: `_total` marks a counter, and only a counter; each family is declared once.
+    const types = [...text.matchAll(/^# TYPE (\S+) (\S+)$/gm)].map(([, name, type]) => ({ name: name!, type: type! }));
+    expect(new Set(types.map((t) => t.name)).size).toBe(types.length);
+    for (const { name, type } of types) expect({ name, type, total: name.endsWith("_total") }).toEqual({ name, type, total: type === "counter" });
     // Every sample line is well-formed.
     for (const line of text.split("\n").filter((l) => l && !l.startsWith("#"))) {
       expect(line).toMatch(/^[a-z_]+(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? -?[0-9.e+-]+$/);
