@@ -62,6 +62,12 @@ export class RequestValidationError extends Error {
   }
 }
 
+/**
+ * Smallest role weight the API takes. A role's share is divided by its weight, and a weight far
+ * smaller (5e-324 is a valid JSON number) made it Infinity, which JSON cannot carry.
+ */
+export const MIN_ROLE_WEIGHT = 0.000001;
+
 /** Most entries one PUT may carry. */
 export const MAX_OPERATOR_ENTRIES = 1000;
 /** Most resource names one quota may name. */
@@ -81,7 +87,7 @@ const WEIGHTS_BODY = {
     type: "object",
     additionalProperties: false,
     required: ["role", "weight"],
-    properties: { role: { type: "string", minLength: 1, maxLength: 256 }, weight: { type: "number", exclusiveMinimum: 0 } },
+    properties: { role: { type: "string", minLength: 1, maxLength: 256 }, weight: { type: "number", minimum: MIN_ROLE_WEIGHT } },
   },
 } as const;
 

@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { connectNats, type NatsTransport } from "../../sdk/nats-transport.ts";
 import { SeededRng } from "../../sdk/rng.ts";
 import { createMaster, type Master } from "../../master/shell.ts";
+import { MIN_ROLE_WEIGHT } from "../../master/http.ts";
 import { MemoryRegistryStore } from "../../master/store.ts";
 import { Resources } from "../../sdk/resources.ts";
 import { resourcesToWire } from "../../sdk/wire/resources.ts";
@@ -121,9 +122,22 @@ describe("master HTTP API", () => {
     const before = await get("/weights");
     const { status, body } = await put("/weights", JSON.stringify([{ role: "web", weight: 0 }]));
     expect(status).toBe(422);
-    expect(body.details).toEqual([{ path: "/0/weight", errors: ["must be > 0"] }]);
+    expect(body.details).toEqual([{ path: "/0/weight", errors: [`must be >= ${MIN_ROLE_WEIGHT}`] }]);
     expect(body.message).toContain("/0/weight");
     expect(await get("/weights")).toEqual(before);
+  });
+
+  it("refuses a weight so small that a share divided by it is no number JSON can carry", async () => {
+    const before = await get("/weights");
+    // 5e-324 was taken: a role's weighted share became Infinity, /state showed it as null and
+    // `corral state` failed on it.
+    const { status, body } = await put("/weights", JSON.stringify([{ role: "web", weight: 2 }, { role: "batch", weight: 5e-324 }]));
+    expect(status).toBe(422);
+    expect(body.details).toEqual([{ path: "/1/weight", errors: [`must be >= ${MIN_ROLE_WEIGHT}`] }]);
+    expect(await get("/weights")).toEqual(before);
+    expect((await put("/weights", JSON.stringify([{ role: "web", weight: MIN_ROLE_WEIGHT }]))).status).toBe(200);
+    const roles = ((await get("/state")).body as { roles: Array<{ role: string; share: unknown }> }).roles;
+    for (const { share } of roles) expect(Number.isFinite(share)).toBe(true);
   });
 
   it("applies a weights PUT all or nothing", async () => {
