@@ -39,6 +39,9 @@ import { createMasterHttp } from "./http.ts";
 import { renderMasterMetrics, type ShellCounters } from "./metrics.ts";
 import { JetStreamRegistryStore, RegistryWriter, registryRecordProblem, type RegistryStore } from "./store.ts";
 
+/** An http(s) URL with a host: what a Location header can send a client to. */
+const HTTP_URL = /^https?:\/\/[^/\s]+/;
+
 /** Options of {@link createMaster}. */
 export interface MasterOptions {
   /** Cluster name: the namespace of every subject and of the default registry bucket. @default "corral" */
@@ -138,7 +141,11 @@ export interface MasterElectionOptions {
    * transport's connection (needs the default JetStream store)
    */
   store?: LeaseStore;
-  /** The URL standbys point clients to (written in the lease record). @default {@link Master.httpUrl} */
+  /**
+   * The URL standbys point clients to (written in the lease record): an http(s) URL.
+   * @default {@link Master.httpUrl}, with this machine's host name in place of a wildcard listen
+   * address (0.0.0.0, ::), which would send another machine's client to itself
+   */
   advertisedUrl?: string;
 }
 
@@ -283,6 +290,8 @@ class MasterShell implements Master {
   private subscriptions: Subscription[] = [];
   private http: FastifyInstance | undefined;
   private url: string | undefined;
+  /** Where clients elsewhere reach this master's HTTP API, unless `election.advertisedUrl` says. */
+  private defaultAdvertisedUrl: string | undefined;
   private timer: TimerHandle | undefined;
   private timerDueMs = Infinity;
   private startedAtMs = 0;
@@ -301,6 +310,8 @@ class MasterShell implements Master {
     if (!(this.tickIntervalMs > 0)) throw new RangeError(`tickIntervalMs: must be > 0, got ${this.tickIntervalMs}`);
     this.electionOptions = options.election === true ? {} : options.election || undefined;
     if (this.electionOptions && options.epoch !== undefined) throw new RangeError("epoch: must not be given with election (the epoch is the term won)");
+    const advertised = this.electionOptions?.advertisedUrl;
+    if (advertised !== undefined && !HTTP_URL.test(advertised)) throw new RangeError(`election.advertisedUrl: must be an http(s) URL such as http://master-1:5050, got '${advertised}'`);
     this.currentEpoch = this.electionOptions ? 0 : (options.epoch ?? MASTER_DEFAULTS.epoch);
     if (!Number.isSafeInteger(this.currentEpoch) || this.currentEpoch < 0) throw new RangeError(`epoch: must be a safe integer >= 0, got ${this.currentEpoch}`);
     this.maxMessageBytes = options.maxMessageBytes ?? MASTER_DEFAULTS.maxMessageBytes;
@@ -386,7 +397,7 @@ class MasterShell implements Master {
     }
     this.election = new LeaseElection({
       store: this.openLeaseStore(this.electionOptions),
-      self: { id: this.masterId, url: this.electionOptions.advertisedUrl ?? this.url ?? "" },
+      self: { id: this.masterId, url: this.electionOptions.advertisedUrl ?? this.defaultAdvertisedUrl ?? "" },
       clock: this.clock,
       timers: this.timers,
       log: this.log,
@@ -498,7 +509,7 @@ class MasterShell implements Master {
   private announce(): void {
     if (!this.election) return;
     try {
-      const masterInfo = { id: this.masterId, epoch: this.currentEpoch, hostname: osHostname(), httpEndpoint: this.election.leader()?.url ?? this.url ?? "", version: MASTER_VERSION };
+      const masterInfo = { id: this.masterId, epoch: this.currentEpoch, hostname: osHostname(), httpEndpoint: this.election.leader()?.url ?? this.defaultAdvertisedUrl ?? "", version: MASTER_VERSION };
       this.transport.publish(this.subjects.masterLeader(), encodeEnvelope({ senderId: this.masterId, epoch: this.currentEpoch, payload: "masterInfo", masterInfo }, this.transport));
     } catch (err) {
       this.log.warn({ err }, "cannot announce the new leader");
@@ -581,6 +592,8 @@ class MasterShell implements Master {
     if (address === null || typeof address === "string") throw new Error(`unexpected HTTP address ${String(address)}`);
     const host = address.family === "IPv6" ? `[${address.address}]` : address.address;
     this.url = `http://${host}:${address.port}`;
+    const wildcard = address.address === "0.0.0.0" || address.address === "::";
+    this.defaultAdvertisedUrl = wildcard ? `http://${osHostname()}:${address.port}` : this.url;
   }
 
   stop(options: MasterStopOptions = {}): Promise<void> {
@@ -612,6 +625,7 @@ class MasterShell implements Master {
       await this.http.close().catch((err: unknown) => this.log.error({ err }, "closing the HTTP server failed"));
       this.http = undefined;
       this.url = undefined;
+      this.defaultAdvertisedUrl = undefined;
     }
     if (this.store && this.ownsStore) await this.store.close().catch((err: unknown) => this.log.error({ err }, "closing the registry store failed"));
   }

@@ -28,7 +28,7 @@ export const MASTER_FLAGS: Record<string, FlagSpec> = {
   ha: { type: "boolean", help: "run as one of several masters: elect a leader through the registry's KV lease; only the leader serves the bus" },
   lease: { type: "string", help: "--ha: a leader whose lease is unrenewed this long is replaced", default: "1500ms" },
   "lease-renew-interval": { type: "string", help: "--ha: how often the leader renews its lease (it steps down this long before the lease ends)", default: "250ms" },
-  "advertise-url": { type: "string", help: "--ha: the URL standbys send clients to (default: this master's http://<host>:<port>)" },
+  "advertise-url": { type: "string", help: "--ha: the URL standbys send clients to (default: this master's http://<host>:<port>, with this machine's host name when --host is 0.0.0.0 or ::)" },
   "require-principal": {
     type: "boolean",
     help: "serve only frameworks with a principal, calling on corral.<cluster>.master.scheduler.<principal>; calls on the shared subject are refused (CORRAL_ERR_UNAUTHENTICATED)",
@@ -72,6 +72,9 @@ export function electionFromFlags(values: Record<string, string | boolean | unde
     throw new UsageError(`--lease ${leaseMs}ms must exceed twice --lease-renew-interval ${renewIntervalMs}ms (${(err as Error).message})`);
   }
   const advertisedUrl = values["advertise-url"] as string | undefined;
+  if (advertisedUrl !== undefined && !/^https?:\/\/[^/\s]+/.test(advertisedUrl)) {
+    throw new UsageError(`--advertise-url must be an http(s) URL such as http://master-1:5050, got '${advertisedUrl}'`);
+  }
   return { timings, ...(advertisedUrl ? { advertisedUrl } : {}) };
 }
 

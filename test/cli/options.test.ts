@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { electionFromFlags } from "../../cli/commands/master.ts";
 import { durationFlag, UsageError } from "../../cli/options.ts";
 
 describe("durationFlag", () => {
@@ -17,5 +18,13 @@ describe("durationFlag", () => {
   it("refuses anything else, naming the flag", () => {
     expect(() => durationFlag({ "gc-delay": "1 week" }, "gc-delay")).toThrow(UsageError);
     expect(() => durationFlag({ "gc-delay": "-1s" }, "gc-delay")).toThrow("--gc-delay must be a duration like 500ms, 1s or 2m, got '-1s'");
+  });
+});
+
+describe("corral master --ha flags", () => {
+  it("refuses an --advertise-url that is no http(s) URL, since standbys put it in their redirects", () => {
+    expect(() => electionFromFlags({ ha: true, "advertise-url": "master-1:5050" })).toThrow(UsageError);
+    expect(() => electionFromFlags({ ha: true, "advertise-url": "master-1:5050" })).toThrow("--advertise-url must be an http(s) URL such as http://master-1:5050, got 'master-1:5050'");
+    expect(electionFromFlags({ ha: true, "advertise-url": "http://master-1:5050" })).toMatchObject({ advertisedUrl: "http://master-1:5050" });
   });
 });

@@ -1,3 +1,4 @@
+import { hostname } from "node:os";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { connectNats, type NatsTransport } from "../../sdk/nats-transport.ts";
 import { SeededRng } from "../../sdk/rng.ts";
@@ -324,6 +325,24 @@ describe("a standby master's HTTP API", () => {
     const metrics = await fetch(`${standby.httpUrl()}/metrics`, { redirect: "manual" });
     expect(metrics.status).toBe(200);
     expect(await metrics.text()).toMatch(/^corral_master_elected 0$/m);
+  });
+
+  it("sends clients to its host name, not to the wildcard address it listens on", async () => {
+    const bus = await connectNats({ servers: nats.url, name: "http-wildcard" });
+    const wildcard = createMaster({ cluster: "http-wildcard", transport: bus, log: memoryLog("warn").log, election: { timings }, httpHost: "0.0.0.0" });
+    try {
+      await wildcard.start();
+      const port = new URL(wildcard.httpUrl()).port;
+      // http://0.0.0.0:<port> would send another machine's client to itself.
+      const health = (await (await fetch(`http://127.0.0.1:${port}/health`)).json()) as { leaderInfo: { url: string } };
+      expect(health.leaderInfo.url).toBe(`http://${hostname()}:${port}`);
+    } finally {
+      await wildcard.stop();
+      await bus.close();
+    }
+    expect(() => createMaster({ cluster: "http-wildcard", transport: leaderBus, election: { timings, advertisedUrl: "master-1:5050" } })).toThrow(
+      /advertisedUrl: must be an http\(s\) URL/,
+    );
   });
 
   it("redirects an operator write however its path is spelled, and applies nothing itself", async () => {
