@@ -311,6 +311,13 @@ export function createMasterHttp(deps: MasterHttpDeps): FastifyInstance {
     return { ...core().state(), cluster, epoch, leader, leaderInfo: leaderInfo ?? null, startedAtMs };
   });
 
+  // A bookmark for the leader whichever master is asked (Mesos's /redirect): the leader's base URL.
+  app.get("/redirect", async (_request, reply) => {
+    const url = deps.info().leaderInfo?.url;
+    if (!url) return reply.status(503).header("retry-after", "1").send({ message: "no leading master is known yet; retry shortly", code: "CORRAL_ERR_NO_LEADER" });
+    return reply.redirect(url, 307);
+  });
+
   app.get("/metrics", async (_request, reply) => {
     return reply.type("text/plain; version=0.0.4; charset=utf-8").send(deps.metrics());
   });

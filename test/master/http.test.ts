@@ -327,6 +327,14 @@ describe("a standby master's HTTP API", () => {
     expect(await metrics.text()).toMatch(/^corral_master_elected 0$/m);
   });
 
+  it("answers /redirect on every master with 307 to the leader, as Mesos's /redirect for bookmarks", async () => {
+    for (const master of [standby, leader]) {
+      const response = await fetch(`${master.httpUrl()}/redirect`, { redirect: "manual" });
+      expect(response.status).toBe(307);
+      expect(response.headers.get("location")).toBe(leader.httpUrl());
+    }
+  });
+
   it("sends clients to its host name, not to the wildcard address it listens on", async () => {
     const bus = await connectNats({ servers: nats.url, name: "http-wildcard" });
     const wildcard = createMaster({ cluster: "http-wildcard", transport: bus, log: memoryLog("warn").log, election: { timings }, httpHost: "0.0.0.0" });
