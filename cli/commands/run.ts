@@ -7,7 +7,7 @@ import { randomUUID } from "node:crypto";
 import { Resources } from "../../sdk/resources.ts";
 import { createSchedulerDriver, type SchedulerDriver, type TaskStatus } from "../../sdk/scheduler.ts";
 import { TERMINAL_TASK_STATES } from "../../sdk/wire/types.ts";
-import { CLUSTER_FLAGS, connect, makeLogger, resolveCluster, resolveMasterUrl } from "../common.ts";
+import { CLUSTER_FLAGS, connect, fetchOrExplain, makeLogger, resolveCluster, resolveMasterUrl } from "../common.ts";
 import { numberFlag, parseFlags, UsageError, type FlagSpec } from "../options.ts";
 
 export const RUN_FLAGS: Record<string, FlagSpec> = {
@@ -75,9 +75,25 @@ export async function runCommand(args: string[]): Promise<number> {
   let settle: (status: TaskStatus) => void = () => {};
   const finished = new Promise<TaskStatus>((resolve) => (settle = resolve));
 
+  let toldWhyBlind = false;
+  /** The agent's HTTP endpoint from the master's /state; undefined (said once, on stderr) when it cannot be had. */
+  const agentEndpoint = async (agentId: string): Promise<string | undefined> => {
+    try {
+      const response = await fetchOrExplain(`${masterUrl}/state`, "the master", masterUrl);
+      if (!response.ok) throw new Error(`${masterUrl}/state answered ${response.status}`);
+      const state = (await response.json()) as { agents?: Array<{ id: string; httpEndpoint: string }> };
+      return state.agents?.find((a) => a.id === agentId)?.httpEndpoint || undefined;
+    } catch (err) {
+      if (!toldWhyBlind) process.stderr.write(`corral: cannot stream the task's output: ${(err as Error).message}\n`);
+      toldWhyBlind = true;
+      return undefined;
+    }
+  };
+
+  // Streaming is a convenience: failing to find the agent must not keep the final status (and the
+  // exit code) from being handled, as it did when this threw inside the update callback.
   const startFollowing = async (agentId: string) => {
-    const state = (await (await fetch(`${masterUrl}/state`)).json()) as { agents: Array<{ id: string; httpEndpoint: string }> };
-    const endpoint = state.agents.find((a) => a.id === agentId)?.httpEndpoint;
+    const endpoint = await agentEndpoint(agentId);
     if (!endpoint) return;
     const base = `${endpoint}/files/read?frameworkId=${encodeURIComponent(driver.frameworkId()!)}&taskId=${taskId}`;
     followers = [new FileFollower(`${base}&path=stdout`, process.stdout), new FileFollower(`${base}&path=stderr`, process.stderr)];

@@ -73,6 +73,13 @@ describe("corral CLI", () => {
       expect(run.stderr).toContain("TASK_FAILED");
       expect(run.status).toBe(3);
 
+      // Output streaming needs the master's HTTP API; without it the task still runs and its exit code is still returned.
+      const noHttp = `http://127.0.0.1:${await freePort()}`;
+      const blind = spawnSync(CORRAL, ["run", "--master", noHttp, "--cpus", "0.1", "--mem", "32", "--", "echo unseen; exit 4"], { env, encoding: "utf8", timeout: 30_000 });
+      expect(blind.stderr).toContain(`corral: cannot stream the task's output: cannot reach the master at ${noHttp}`);
+      expect(blind.stderr).toContain("TASK_FAILED");
+      expect(blind.status).toBe(4);
+
       const state = spawnSync(CORRAL, ["state", "--json"], { env, encoding: "utf8", timeout: 30_000 });
       expect(state.status).toBe(0);
       const parsed = JSON.parse(state.stdout) as { agents: unknown[]; completedFrameworks: Array<{ name: string }> };
