@@ -21,10 +21,11 @@
  * share at the master, as every outstanding offer does.
  *
  * A task that ends other than FINISHED (failed, killed, lost with its agent...) is queued again
- * until it has failed `maxRetries + 1` times. A job ends `completed` when every task finished,
- * `failed` once no task is left to run and one of them failed (or as soon as one fails, with
- * `failFast`), `timed-out` when `timeoutMs` passes first, or `cancelled`; whatever of it still
- * runs is killed. Each launch has its own task id, `<job>.<index>.<attempt>`, so a late update of
+ * until it has failed `maxRetries + 1` times; a launch that never started (TASK_DROPPED, or
+ * TASK_LOST for invalid offers) is queued again without counting as a failure. A job ends
+ * `completed` when every task finished, `failed` once no task is left to run and one of them
+ * failed (or as soon as one fails, with `failFast`), `timed-out` when `timeoutMs` passes first,
+ * or `cancelled`; whatever of it still runs is killed. Each launch has its own task id, `<job>.<index>.<attempt>`, so a late update of
  * an earlier attempt can never be mistaken for the current one.
  *
  * @module
@@ -315,6 +316,17 @@ const LIVE_STATES: ReadonlySet<JobState> = new Set<JobState>(["waiting", "runnin
 /** Updates that end an attempt: Mesos's terminal states, and UNKNOWN (the master never heard of it). */
 const ENDS_ATTEMPT: ReadonlySet<string> = new Set<string>([...TERMINAL_TASK_STATES, "TASK_UNKNOWN"]);
 
+/**
+ * Whether a terminal update says the attempt never started, so that running it again is no
+ * retry: TASK_DROPPED (Mesos: launching failed for a transient reason, the executor never
+ * started), and TASK_LOST with REASON_INVALID_OFFERS, which is what a framework that is not
+ * partition-aware is told instead of TASK_DROPPED when the offers of its ACCEPT were no longer
+ * valid (rescinded, or already answered). Any other TASK_LOST may have run, so it uses a retry.
+ */
+function neverStarted(status: BatchStatus): boolean {
+  return status.state === "TASK_DROPPED" || (status.state === "TASK_LOST" && status.reason === "REASON_INVALID_OFFERS");
+}
+
 /** Cache of parsed resource texts (trace and workload jobs share a few texts among many tasks). */
 const MAX_PARSED_TEXTS = 1024;
 
@@ -546,12 +558,7 @@ export class BatchCore {
       fx.push({ type: "event", event: { type: "task-launch-failed", atMs: now, jobId: task.job.id, taskId, index: task.index, attempt: launch.attempt, error } });
       if (task.phase === "launching") requeue.push(task);
     }
-    if (requeue.length > 0) {
-      for (const task of requeue) task.phase = "pending";
-      this.pending += requeue.length;
-      this.queue.splice(this.head, 0, ...requeue);
-      this.newWork = true;
-    }
+    this.requeueFront(requeue);
     return this.finish(fx);
   }
 
@@ -599,6 +606,12 @@ export class BatchCore {
       this.counters.tasksFinished++;
       fx.push({ type: "event", event: { type: "task-finished", atMs: now, jobId: job.id, taskId: launch.taskId, index: task.index, attempt: launch.attempt, agentId: launch.agentId } });
       this.maybeEndJob(job, fx);
+      return this.finish(fx);
+    }
+    if (neverStarted(status)) {
+      const error = status.message ? `${status.state}: ${status.message}` : status.state;
+      fx.push({ type: "event", event: { type: "task-launch-failed", atMs: now, jobId: job.id, taskId: launch.taskId, index: task.index, attempt: launch.attempt, error } });
+      this.requeueFront([task]);
       return this.finish(fx);
     }
     this.onAttemptFailed(launch, status, now, fx);
@@ -726,6 +739,15 @@ export class BatchCore {
     task.queuedAtMs ??= now;
     this.queue.push(task);
     this.pending++;
+    this.newWork = true;
+  }
+
+  /** Queues tasks whose launch never happened again, ahead of everything queued. */
+  private requeueFront(tasks: TaskRec[]): void {
+    if (tasks.length === 0) return;
+    for (const task of tasks) task.phase = "pending";
+    this.pending += tasks.length;
+    this.queue.splice(this.head, 0, ...tasks);
     this.newWork = true;
   }
 

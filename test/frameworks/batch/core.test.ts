@@ -256,6 +256,29 @@ describe("BatchCore", () => {
     expect(core.job("a")).toMatchObject({ retries: 0, failed: 0 });
   });
 
+  it("queues again, in front and without using a retry, a launch the master answers TASK_DROPPED or TASK_LOST for invalid offers (it never ran)", () => {
+    const { core } = setup();
+    core.submit(job("once", 2, { maxRetries: 0 }));
+    core.submit(job("later", 1));
+    const fx = core.offers([offer("o1", "a1", "cpus:2;mem:1024")]);
+    expect(launches(fx)).toEqual(["once.0.0", "once.1.0"]);
+    // The master took the ACCEPT (the call succeeded) but the offer had been rescinded: it
+    // answers each task TASK_LOST (not partition-aware) or TASK_DROPPED with REASON_INVALID_OFFERS.
+    expect(core.launchResult(["once.0.0", "once.1.0"], true).filter((e) => e.type === "event")).toHaveLength(2);
+    const lost = core.update({ taskId: "once.0.0", state: "TASK_LOST", agentId: "a1", reason: "REASON_INVALID_OFFERS", message: "offer 'o1' is no longer valid" });
+    expect(eventOf(lost, "task-failed")).toBeUndefined();
+    expect(eventOf(lost, "task-launch-failed")).toMatchObject({ taskId: "once.0.0", error: "TASK_LOST: offer 'o1' is no longer valid" });
+    const dropped = core.update({ taskId: "once.1.0", state: "TASK_DROPPED", agentId: "a1", reason: "REASON_INVALID_OFFERS" });
+    expect(eventOf(dropped, "task-failed")).toBeUndefined();
+    expect(eventOf(dropped, "job-ended")).toBeUndefined();
+    expect(core.job("once")).toMatchObject({ state: "running", failed: 0, retries: 0 });
+    // Both go before the job queued after them.
+    expect(launches(core.offers([offer("o2", "a1", "cpus:2;mem:1024")])).sort()).toEqual(["once.0.1", "once.1.1"]);
+    // A TASK_LOST for another reason (its agent was lost: it may have run) uses a retry.
+    const gone = core.update({ taskId: "once.0.1", state: "TASK_LOST", agentId: "a1", reason: "REASON_AGENT_REMOVED" });
+    expect(eventOf(gone, "task-failed")).toMatchObject({ retrying: false });
+  });
+
   it("queues delayed tasks when their startAfterMs has passed", () => {
     const { clock, core } = setup();
     const fx = core.submit({ id: "t", tasks: [{ resources: "cpus:1;mem:1", durationMs: 5, startAfterMs: 0 }, { resources: "cpus:1;mem:1", durationMs: 5, startAfterMs: 3000 }] });
