@@ -32,7 +32,8 @@
  */
 
 import type { Clock } from "../../sdk/clock.ts";
-import { Resources, ResourceError } from "../../sdk/resources.ts";
+import { Resources, ResourceError, type Range, type RangesEntry, type ResourceEntry, type ScalarEntry, type SetEntry } from "../../sdk/resources.ts";
+import { UNRESERVED_ROLE } from "../../sdk/roles.ts";
 import { TERMINAL_TASK_STATES, type TaskState } from "../../sdk/wire/types.ts";
 import { TimedHeap, type Timed } from "../../sdk/time-heap.ts";
 
@@ -325,6 +326,87 @@ const ENDS_ATTEMPT: ReadonlySet<string> = new Set<string>([...TERMINAL_TASK_STAT
  */
 function neverStarted(status: BatchStatus): boolean {
   return status.state === "TASK_DROPPED" || (status.state === "TASK_LOST" && status.reason === "REASON_INVALID_OFFERS");
+}
+
+/**
+ * The part of `offered` a task asking for `wanted` uses, or `null` when it does not fit. What the
+ * task asks for unreserved may come from resources the offer holds reserved for the framework's
+ * role (the master offers a framework only reservations it may use): those first, since they
+ * were set aside for it, then unreserved ones; one amount may be split between the two, as Mesos
+ * allows. What the task asks for with a reservation must be in the offer with that reservation.
+ */
+export function carve(offered: Resources, wanted: Resources): Resources | null {
+  const parts: ResourceEntry[] = [];
+  for (const want of wanted.entries) {
+    if (want.role !== UNRESERVED_ROLE) {
+      parts.push(want);
+      continue;
+    }
+    // Same name and kind, reserved first.
+    const sources = offered.entries.filter((e) => e.name === want.name && e.kind === want.kind);
+    sources.sort((a, b) => Number(a.role === UNRESERVED_ROLE) - Number(b.role === UNRESERVED_ROLE));
+    if (want.kind === "scalar") {
+      let need = want.millis;
+      for (const source of sources) {
+        if (need === 0) break;
+        const take = Math.min(need, (source as ScalarEntry).millis);
+        parts.push({ kind: "scalar", name: want.name, role: source.role, millis: take });
+        need -= take;
+      }
+      if (need > 0) return null;
+    } else if (want.kind === "ranges") {
+      let need: readonly Range[] = want.ranges;
+      for (const source of sources) {
+        if (need.length === 0) break;
+        const take = rangesIntersection(need, (source as RangesEntry).ranges);
+        if (take.length === 0) continue;
+        parts.push({ kind: "ranges", name: want.name, role: source.role, ranges: take });
+        need = rangesMinus(need, take);
+      }
+      if (need.length > 0) return null;
+    } else {
+      const need = new Set(want.items);
+      for (const source of sources) {
+        const take = (source as SetEntry).items.filter((item) => need.has(item));
+        if (take.length === 0) continue;
+        parts.push({ kind: "set", name: want.name, role: source.role, items: take });
+        for (const item of take) need.delete(item);
+      }
+      if (need.size > 0) return null;
+    }
+  }
+  return Resources.of(parts);
+}
+
+/** The ranges in both `a` and `b` (each sorted and disjoint). */
+function rangesIntersection(a: readonly Range[], b: readonly Range[]): Range[] {
+  const out: Range[] = [];
+  let i = 0;
+  let j = 0;
+  while (i < a.length && j < b.length) {
+    const begin = Math.max(a[i]!.begin, b[j]!.begin);
+    const end = Math.min(a[i]!.end, b[j]!.end);
+    if (begin <= end) out.push({ begin, end });
+    if (a[i]!.end < b[j]!.end) i++;
+    else j++;
+  }
+  return out;
+}
+
+/** The ranges of `a` not in `b` (each sorted and disjoint). */
+function rangesMinus(a: readonly Range[], b: readonly Range[]): Range[] {
+  const out: Range[] = [];
+  let j = 0;
+  for (const r of a) {
+    let begin = r.begin;
+    while (j < b.length && b[j]!.end < begin) j++;
+    for (let k = j; k < b.length && b[k]!.begin <= r.end; k++) {
+      if (b[k]!.begin > begin) out.push({ begin, end: b[k]!.begin - 1 });
+      begin = Math.max(begin, b[k]!.end + 1);
+    }
+    if (begin <= r.end) out.push({ begin, end: r.end });
+  }
+  return out;
 }
 
 /** Cache of parsed resource texts (trace and workload jobs share a few texts among many tasks). */
@@ -751,10 +833,15 @@ export class BatchCore {
     this.newWork = true;
   }
 
-  /** First-fit: takes queued tasks (up to `maxScanPerOffer` looked at) while they fit `offered`. */
-  private pick(offered: Resources): TaskRec[] {
-    const chosen: TaskRec[] = [];
+  /**
+   * First-fit: takes queued tasks (up to `maxScanPerOffer` looked at) while they fit `offered`,
+   * each with the resources of the offer it is to use.
+   */
+  private pick(offered: Resources): Array<{ task: TaskRec; resources: Resources }> {
+    const chosen: Array<{ task: TaskRec; resources: Resources }> = [];
     if (this.pending === 0) return chosen;
+    // Most offers hold unreserved resources only: the task takes what it names, as it names it.
+    const reserved = offered.entries.some((e) => e.role !== UNRESERVED_ROLE);
     let remaining = offered;
     let scanned = 0;
     for (let i = this.head; i < this.queue.length && scanned < this.config.maxScanPerOffer; i++) {
@@ -765,10 +852,11 @@ export class BatchCore {
         continue;
       }
       scanned++;
-      const left = remaining.trySubtract(task.resources);
-      if (left === null) continue;
+      const resources = reserved ? carve(remaining, task.resources) : task.resources;
+      const left = resources && remaining.trySubtract(resources);
+      if (!resources || !left) continue;
       remaining = left;
-      chosen.push(task);
+      chosen.push({ task, resources });
       this.removeAt(i);
       this.pending--;
     }
@@ -805,7 +893,7 @@ export class BatchCore {
   private use(offer: BatchOffer, fx: BatchEffect[]): boolean {
     const chosen = this.pick(offer.resources);
     if (chosen.length === 0) return false;
-    const launches = chosen.map((task) => this.launch(task, offer));
+    const launches = chosen.map(({ task, resources }) => this.launch(task, offer, resources));
     fx.push({ type: "launch", offerId: offer.id, agentId: offer.agentId, tasks: launches, refuseSeconds: this.config.refuseSeconds });
     this.counters.offersUsed++;
     // The master declines what the launch leaves of the offer, with the same filter.
@@ -820,7 +908,7 @@ export class BatchCore {
     fx.push({ type: "decline", offerIds, refuseSeconds: this.config.refuseSeconds });
   }
 
-  private launch(task: TaskRec, offer: BatchOffer): BatchLaunch {
+  private launch(task: TaskRec, offer: BatchOffer, resources: Resources): BatchLaunch {
     const attempt = task.launches++;
     const job = task.job;
     const taskId = [job.id, task.index, attempt].join("."); // one flat string (see SeededRng.uuid)
@@ -830,7 +918,7 @@ export class BatchCore {
     const rec: LaunchRec = { taskId, task, attempt, agentId: offer.agentId, hostname: offer.hostname, state: "launching", killSent: false };
     this.launches.set(taskId, rec);
     task.live = rec;
-    return { taskId, jobId: job.id, index: task.index, attempt, failures: task.failures, agentId: offer.agentId, hostname: offer.hostname, resources: task.resources, spec: task.spec };
+    return { taskId, jobId: job.id, index: task.index, attempt, failures: task.failures, agentId: offer.agentId, hostname: offer.hostname, resources, spec: task.spec };
   }
 
   private markLaunched(launch: LaunchRec, now: number, fx: BatchEffect[]): void {

@@ -73,4 +73,15 @@ describe("batch framework on a real cluster", () => {
     await eventually(() => master.core.state().completedFrameworks.some((f) => f.id === frameworkId), 10_000, "the framework removed");
     await eventually(() => master.core.state().agents.every((a) => a.tasks === 0), 10_000, "no task left on the agents");
   }, 90_000);
+
+  it("runs a job on an agent whose resources are all reserved for the framework's role", async () => {
+    cluster = await startCluster({ natsUrl: nats.url, agents: [{ hostname: "reserved", resources: "cpus(analytics):1;mem(analytics):256;disk(analytics):64" }] });
+    const summary = await runBatchJobs({
+      transport: await cluster.connect("batch-reserved"),
+      cluster: cluster.cluster,
+      jobs: parseJobFile({ jobs: [{ id: "r", tasks: 2, resources: "cpus:0.5;mem:64", command: "true", timeoutSeconds: 10 }] }),
+      framework: { name: "batch-reserved", roles: ["analytics"] },
+    });
+    expect(summary.jobs[0]).toMatchObject({ state: "completed", finished: 2, launches: 2 });
+  }, 30_000);
 });

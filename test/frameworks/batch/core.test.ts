@@ -63,6 +63,27 @@ describe("BatchCore", () => {
     expect(launches(core.offers([offer("o2", "a2", "cpus:8;mem:1024")]))).toEqual(["big.0.0"]);
   });
 
+  it("runs tasks on the resources reserved for its role in an offer, reserved first, then unreserved", () => {
+    const { core } = setup();
+    core.submit(job("j", 3, {}, "cpus:1;mem:128;ports:[31000-31000]"));
+    // All of the agent is reserved for the framework's role: the tasks must still run there.
+    const reserved = offer("o1", "a1", "cpus(analytics):1;mem(analytics):256;ports(analytics):[31000-31000]");
+    const first = core.offers([reserved]).find((e) => e.type === "launch");
+    expect(first).toMatchObject({ offerId: "o1", tasks: [{ taskId: "j.0.0" }] });
+    const used = (first as Extract<BatchEffect, { type: "launch" }>).tasks[0]!.resources;
+    // What the ACCEPT names is in the offer, with its reservation (the master checks exactly that).
+    expect(reserved.resources.contains(used)).toBe(true);
+    expect(used.equals(Resources.parse("cpus(analytics):1;mem(analytics):128;ports(analytics):[31000-31000]"))).toBe(true);
+    // A mixed offer: the reserved part first, the rest from unreserved resources (one task may use both).
+    const mixed = offer("o2", "a2", "cpus(analytics):0.5;cpus:4;mem:1024;ports:[31000-31001]");
+    const second = core.offers([mixed]).find((e) => e.type === "launch") as Extract<BatchEffect, { type: "launch" }>;
+    expect(second.tasks.map((t) => t.taskId)).toEqual(["j.1.0"]);
+    expect(second.tasks[0]!.resources.equals(Resources.parse("cpus(analytics):0.5;cpus:0.5;mem:128;ports:[31000-31000]"))).toBe(true);
+    expect(mixed.resources.contains(second.tasks[0]!.resources)).toBe(true);
+    // Ports are the ones the task names, reserved or not.
+    expect(core.offers([offer("o3", "a3", "cpus(analytics):4;mem(analytics):1024;ports(analytics):[32000-32001]")]).filter((e) => e.type === "launch")).toEqual([]);
+  });
+
   it("suppresses when nothing is queued and revives at once when work arrives", () => {
     const clock = new ManualClock(0);
     const core = new BatchCore({ clock });
