@@ -61,6 +61,13 @@ export interface BatchConfig {
   offerHoldSeconds: number;
   /** Offers kept at once, at most (with `offerHoldSeconds`). @default 1000 */
   maxHeldOffers: number;
+  /**
+   * How long after asking to kill a task it asks again while the task has not ended: a kill
+   * travels at most once to the agent and can be lost. Marathon and Metronome retry kills after
+   * 10 s too (`--kill_retry_timeout`).
+   * @default 10000
+   */
+  killRetryMs: number;
 }
 
 export const DEFAULT_BATCH_CONFIG: BatchConfig = {
@@ -73,6 +80,7 @@ export const DEFAULT_BATCH_CONFIG: BatchConfig = {
   maxEndedJobs: 10_000,
   offerHoldSeconds: 0,
   maxHeldOffers: 1000,
+  killRetryMs: 10_000,
 };
 
 /**
@@ -90,6 +98,7 @@ export const BATCH_CONFIG_BOUNDS: { readonly [K in keyof BatchConfig]: { readonl
   maxEndedJobs: { min: 0, integer: true },
   offerHoldSeconds: { min: 0, integer: false },
   maxHeldOffers: { min: 1, integer: true },
+  killRetryMs: { min: 1, integer: false },
 };
 
 /** Why `value` cannot be the tunable `key` (the rule it breaks), or `undefined` when it can. */
@@ -310,7 +319,7 @@ interface JobRec {
   lastFailure?: BatchJobSummary["lastFailure"];
 }
 
-type Timer = Timed & ({ kind: "deadline"; job: JobRec } | { kind: "release"; task: TaskRec } | { kind: "hold-end"; offerId: string });
+type Timer = Timed & ({ kind: "deadline"; job: JobRec } | { kind: "release"; task: TaskRec } | { kind: "hold-end"; offerId: string } | { kind: "kill-retry"; launch: LaunchRec });
 
 const LIVE_STATES: ReadonlySet<JobState> = new Set<JobState>(["waiting", "running"]);
 
@@ -700,7 +709,7 @@ export class BatchCore {
     return this.finish(fx);
   }
 
-  /** Timers that are due: job timeouts, delayed tasks, a postponed REVIVE. */
+  /** Timers that are due: job timeouts, delayed tasks, kept offers, kill retries, a postponed REVIVE. */
   tick(): BatchEffect[] {
     const now = this.clock.now();
     const fx: BatchEffect[] = [];
@@ -715,6 +724,10 @@ export class BatchCore {
       }
       if (timer.kind === "hold-end") {
         if (this.held.delete(timer.offerId)) expired.push(timer.offerId);
+        continue;
+      }
+      if (timer.kind === "kill-retry") {
+        this.retryKill(timer.launch, now, fx);
         continue;
       }
       const task = timer.task;
@@ -1012,8 +1025,17 @@ export class BatchCore {
 
   private kill(launch: LaunchRec, fx: BatchEffect[], again = false): void {
     if (launch.killSent && !again) return;
+    // The first kill arms the retries; a kill asked again meanwhile leaves them as they are.
+    if (!launch.killSent) this.timers.push({ timeMs: this.clock.now() + this.config.killRetryMs, seq: this.timerSeq++, kind: "kill-retry", launch });
     launch.killSent = true;
     fx.push({ type: "kill", taskId: launch.taskId, agentId: launch.agentId });
+  }
+
+  /** Asks again to kill a launch that has not ended since (while connected: else the reconciliation after re-subscribing does). */
+  private retryKill(launch: LaunchRec, now: number, fx: BatchEffect[]): void {
+    if (this.launches.get(launch.taskId) !== launch) return;
+    if (this.connected) fx.push({ type: "kill", taskId: launch.taskId, agentId: launch.agentId });
+    this.timers.push({ timeMs: now + this.config.killRetryMs, seq: this.timerSeq++, kind: "kill-retry", launch });
   }
 
   private revive(now: number, fx: BatchEffect[]): void {

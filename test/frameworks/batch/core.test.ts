@@ -256,6 +256,28 @@ describe("BatchCore", () => {
     expect(core.update({ taskId: launches(fx)[0]!, state: "TASK_RUNNING", agentId: "a1" }).filter((e) => e.type === "kill")).toHaveLength(1);
   });
 
+  it("asks again every killRetryMs to kill a task of an ended job until it ends (a kill lost on its way to the agent)", () => {
+    const { clock, core, run, end } = setup({ killRetryMs: 10_000 });
+    core.submit(job("j", 2, { timeoutMs: 1000 }));
+    run(core.offers([offer("o1", "a1", "cpus:2;mem:1024")]));
+    clock.advance(1000);
+    const timedOut = core.tick();
+    expect(timedOut.filter((e) => e.type === "kill")).toHaveLength(2);
+    expect(timedOut).toContainEqual({ type: "wake", atMs: clock.now() + 10_000 });
+    // One of them ends; the other's kill was lost and is asked for again, and again.
+    end("j.0.0", "TASK_KILLED");
+    clock.advance(10_000);
+    const again = core.tick();
+    expect(again.filter((e) => e.type === "kill")).toEqual([{ type: "kill", taskId: "j.1.0", agentId: "a1" }]);
+    expect(again).toContainEqual({ type: "wake", atMs: clock.now() + 10_000 });
+    clock.advance(10_000);
+    expect(core.tick().filter((e) => e.type === "kill")).toEqual([{ type: "kill", taskId: "j.1.0", agentId: "a1" }]);
+    // Once it ends, nothing more is asked, and no wake-up is wanted for it.
+    end("j.1.0", "TASK_KILLED");
+    clock.advance(10_000);
+    expect(core.tick()).toEqual([]);
+  });
+
   it("ends a failFast job at the first task out of retries", () => {
     const { core, run, end } = setup();
     core.submit(job("ff", 3, { maxRetries: 0, failFast: true }));
