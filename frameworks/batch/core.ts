@@ -317,6 +317,8 @@ interface JobRec {
   launches: number;
   retries: number;
   lastFailure?: BatchJobSummary["lastFailure"];
+  /** Launches not ended yet. */
+  liveLaunches: number;
 }
 
 type Timer = Timed & ({ kind: "deadline"; job: JobRec } | { kind: "release"; task: TaskRec } | { kind: "hold-end"; offerId: string } | { kind: "kill-retry"; launch: LaunchRec });
@@ -460,6 +462,11 @@ export class BatchCore {
   private liveTasks = 0;
   /** Launches whose task has not ended yet, by task id. */
   private readonly launches = new Map<string, LaunchRec>();
+  /**
+   * Forgotten jobs (past `maxEndedJobs`) with launches not ended yet, by id: a new job of the
+   * same id would launch tasks of the same ids, and take their updates for its own.
+   */
+  private readonly draining = new Map<string, JobRec>();
   private queue: Array<TaskRec | null> = [];
   private head = 0;
   private holes = 0;
@@ -562,6 +569,7 @@ export class BatchCore {
       open: tasks.length,
       launches: 0,
       retries: 0,
+      liveLaunches: 0,
     };
     tasks.forEach((t, index) => job.tasks.push({ job, index, spec: t.spec, resources: t.resources, maxRetries: t.spec.maxRetries ?? maxRetries, phase: "held", launches: 0, failures: 0 }));
     this.jobs.set(id, job);
@@ -770,6 +778,11 @@ export class BatchCore {
     const id = spec.id;
     if (typeof id !== "string" || !JOB_ID_PATTERN.test(id)) throw invalid("id", `must be 1-128 letters, digits, '_' or '-' starting with a letter or digit, got ${JSON.stringify(id)}`);
     if (this.jobs.has(id)) throw new BatchError("CORRAL_ERR_DUPLICATE_JOB", `id: job ${JSON.stringify(id)} was already submitted`);
+    const draining = this.draining.get(id);
+    if (draining) {
+      const running = draining.tasks.find((t) => t.live)?.live?.taskId;
+      throw new BatchError("CORRAL_ERR_DUPLICATE_JOB", `id: job ${JSON.stringify(id)} ended but its task ${running} has not yet; submit it again once that task ended`);
+    }
     const maxRetries = spec.maxRetries ?? DEFAULT_MAX_RETRIES;
     if (!Number.isInteger(maxRetries) || maxRetries < 0) throw invalid("maxRetries", `must be an integer >= 0, got ${maxRetries}`);
     const timeoutMs = spec.timeoutMs;
@@ -931,6 +944,7 @@ export class BatchCore {
     const rec: LaunchRec = { taskId, task, attempt, agentId: offer.agentId, hostname: offer.hostname, state: "launching", killSent: false };
     this.launches.set(taskId, rec);
     task.live = rec;
+    job.liveLaunches++;
     return { taskId, jobId: job.id, index: task.index, attempt, failures: task.failures, agentId: offer.agentId, hostname: offer.hostname, resources, spec: task.spec };
   }
 
@@ -1011,7 +1025,12 @@ export class BatchCore {
     this.counters[counter[outcome]]++;
     fx.push({ type: "event", event: { type: "job-ended", atMs: now, jobId: job.id, outcome, summary: this.summarize(job) } });
     this.ended.push(job.id);
-    while (this.ended.length - this.endedHead > this.config.maxEndedJobs) this.jobs.delete(this.ended[this.endedHead++]!);
+    while (this.ended.length - this.endedHead > this.config.maxEndedJobs) {
+      const id = this.ended[this.endedHead++]!;
+      const old = this.jobs.get(id);
+      this.jobs.delete(id);
+      if (old && old.liveLaunches > 0) this.draining.set(id, old);
+    }
     if (this.endedHead > 1024 && this.endedHead * 2 > this.ended.length) {
       this.ended.splice(0, this.endedHead);
       this.endedHead = 0;
@@ -1019,8 +1038,10 @@ export class BatchCore {
   }
 
   private forget(launch: LaunchRec): void {
-    this.launches.delete(launch.taskId);
+    if (!this.launches.delete(launch.taskId)) return;
     if (launch.task.live === launch) launch.task.live = undefined;
+    const job = launch.task.job;
+    if (--job.liveLaunches === 0 && this.draining.get(job.id) === job) this.draining.delete(job.id);
   }
 
   private kill(launch: LaunchRec, fx: BatchEffect[], again = false): void {

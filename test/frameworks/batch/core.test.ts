@@ -395,6 +395,20 @@ describe("BatchCore", () => {
     expect(new BatchCore({ clock, config: { maxHeldOffers: undefined } }).config.maxHeldOffers).toBe(1000);
   });
 
+  it("refuses the id of a forgotten job while a task of it still runs, whose task ids the new job would reuse", () => {
+    const { clock, core, run, end } = setup({ maxEndedJobs: 0 });
+    core.submit(job("x", 1, { timeoutMs: 1000 }));
+    run(core.offers([offer("o1", "a1", "cpus:2;mem:1024")]));
+    clock.advance(1000);
+    expect(core.tick()).toContainEqual({ type: "kill", taskId: "x.0.0", agentId: "a1" });
+    expect(core.job("x")).toBeUndefined(); // forgotten at once (maxEndedJobs 0)
+    // "x.0.0" still runs: a second "x" would launch a task of the same id, and take the first
+    // one's TASK_KILLED for its own.
+    expect(() => core.submit(job("x", 1))).toThrow(new BatchError("CORRAL_ERR_DUPLICATE_JOB", 'id: job "x" ended but its task x.0.0 has not yet; submit it again once that task ended'));
+    end("x.0.0", "TASK_KILLED");
+    expect(eventOf(core.submit(job("x", 1)), "job-submitted")).toMatchObject({ jobId: "x" });
+  });
+
   it("completes a job of zero tasks at once", () => {
     const { core } = setup();
     expect(eventOf(core.submit({ id: "empty", tasks: [] }), "job-ended")).toMatchObject({ outcome: "completed" });
