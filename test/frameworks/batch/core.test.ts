@@ -322,6 +322,25 @@ describe("BatchCore", () => {
     expect(eventOf(gone, "task-failed")).toMatchObject({ retrying: false });
   });
 
+  it("partition-aware: waits for a TASK_UNREACHABLE task instead of running it again, and takes it back when it reports RUNNING; TASK_GONE runs it again", () => {
+    const { core, run, end } = setup();
+    core.submit(job("p", 2, { maxRetries: 1 }));
+    run(core.offers([offer("o1", "a1", "cpus:2;mem:1024")]));
+    const cut = end("p.0.0", "TASK_UNREACHABLE", { message: "agent unreachable" });
+    expect(kinds(cut)).toEqual([]);
+    expect(events(cut)).toEqual([]);
+    expect(core.pendingTasks()).toBe(0);
+    // Offers meanwhile launch nothing: the task is not run a second time.
+    expect(launches(core.offers([offer("o2", "a2", "cpus:2;mem:1024")]))).toEqual([]);
+    expect(end("p.0.0", "TASK_RUNNING")).toEqual([]);
+    end("p.0.0", "TASK_FINISHED");
+    expect(core.job("p")).toMatchObject({ finished: 1, launches: 2, retries: 0 });
+    // The other one's agent is gone for good: it runs again, using a retry.
+    end("p.1.0", "TASK_UNREACHABLE");
+    expect(eventOf(end("p.1.0", "TASK_GONE"), "task-failed")).toMatchObject({ retrying: true, state: "TASK_GONE" });
+    expect(launches(core.offers([offer("o3", "a2", "cpus:2;mem:1024")]))).toEqual(["p.1.1"]);
+  });
+
   it("queues delayed tasks when their startAfterMs has passed", () => {
     const { clock, core } = setup();
     const fx = core.submit({ id: "t", tasks: [{ resources: "cpus:1;mem:1", durationMs: 5, startAfterMs: 0 }, { resources: "cpus:1;mem:1", durationMs: 5, startAfterMs: 3000 }] });
