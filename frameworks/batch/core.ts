@@ -112,6 +112,20 @@ export function batchConfigProblem(key: keyof BatchConfig, value: unknown): stri
 /** Default of {@link BatchJobSpec.maxRetries}. */
 export const DEFAULT_MAX_RETRIES = 3;
 
+/**
+ * Whether `name` can name an environment variable: not empty, no `=` (the process environment
+ * is `NAME=value` strings, so `A=B` would set `A`) and no NUL (which ends a C string).
+ */
+export function isEnvName(name: string): boolean {
+  return name !== "" && !name.includes("=") && !name.includes("\u0000");
+}
+
+/** The rule {@link isEnvName} checks, as job validation words it. */
+export const ENV_NAME_RULE = "environment variable names must not be empty or contain '=' or NUL";
+
+/** Commands and environment values cannot hold NUL: it ends a C string. */
+export const NUL_RULE = "must not contain NUL characters";
+
 /** Job ids: letters, digits, `_` and `-` (no dots: they separate the parts of a task id). */
 export const JOB_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$/;
 
@@ -813,12 +827,17 @@ export class BatchCore {
     if (typeof t !== "object" || t === null) throw invalid(field, "must be an object");
     const resources = this.resourcesOf(t.resources, `${field}.resources`, invalid);
     if (t.command !== undefined && (typeof t.command !== "string" || t.command.trim() === "")) throw invalid(`${field}.command`, "must be a non-empty string");
+    if (t.command?.includes("\u0000")) throw invalid(`${field}.command`, NUL_RULE);
     if (t.durationMs !== undefined && !(Number.isFinite(t.durationMs) && t.durationMs >= 0)) throw invalid(`${field}.durationMs`, `must be a finite number >= 0, got ${t.durationMs}`);
     if (t.command === undefined && t.durationMs === undefined) throw invalid(field, "needs a command or a durationMs");
     if (t.startAfterMs !== undefined && !(Number.isFinite(t.startAfterMs) && t.startAfterMs >= 0)) throw invalid(`${field}.startAfterMs`, `must be a finite number >= 0, got ${t.startAfterMs}`);
     if (t.maxRetries !== undefined && !(Number.isInteger(t.maxRetries) && t.maxRetries >= 0)) throw invalid(`${field}.maxRetries`, `must be an integer >= 0, got ${t.maxRetries}`);
     if (t.env !== undefined && (typeof t.env !== "object" || t.env === null || Object.values(t.env).some((v) => typeof v !== "string"))) {
       throw invalid(`${field}.env`, "must map names to strings");
+    }
+    for (const [name, value] of Object.entries(t.env ?? {})) {
+      if (!isEnvName(name)) throw invalid(`${field}.env`, `${ENV_NAME_RULE}, got ${JSON.stringify(name)}`);
+      if (value.includes("\u0000")) throw invalid(`${field}.env.${name}`, NUL_RULE);
     }
     return resources;
   }

@@ -17,7 +17,7 @@
  */
 
 import { Resources } from "../../sdk/resources.ts";
-import { DEFAULT_BATCH_CONFIG, DEFAULT_MAX_RETRIES, JOB_ID_PATTERN, type BatchJobSpec, type BatchTaskSpec } from "./core.ts";
+import { DEFAULT_BATCH_CONFIG, DEFAULT_MAX_RETRIES, ENV_NAME_RULE, isEnvName, JOB_ID_PATTERN, NUL_RULE, type BatchJobSpec, type BatchTaskSpec } from "./core.ts";
 
 /** One job as written in a job file. */
 export interface JobFileJob {
@@ -136,12 +136,19 @@ function checkJob(value: unknown, field: string, fail: (field: string, rule: str
   const hasDuration = job.durationSeconds !== undefined;
   if (hasCommand === hasDuration) f(hasCommand ? "durationSeconds" : "command", "give exactly one of command and durationSeconds");
   if (hasCommand && (typeof job.command !== "string" || job.command.trim() === "")) f("command", "must be a non-empty string");
+  else if (hasCommand && (job.command as string).includes("\u0000")) f("command", NUL_RULE);
   if (hasDuration && !(typeof job.durationSeconds === "number" && Number.isFinite(job.durationSeconds) && job.durationSeconds >= 0)) f("durationSeconds", "must be a number >= 0");
   else if (hasDuration && (job.durationSeconds as number) > MAX_JOB_FILE_SECONDS) f("durationSeconds", `must be <= ${MAX_JOB_FILE_SECONDS}`);
 
   if (job.env !== undefined) {
     if (typeof job.env !== "object" || job.env === null || Array.isArray(job.env)) f("env", "must be an object of strings");
-    else for (const [name, v] of Object.entries(job.env)) if (typeof v !== "string") f(`env.${name}`, "must be a string");
+    else {
+      for (const [name, v] of Object.entries(job.env)) {
+        if (!isEnvName(name)) f(`env.${name}`, ENV_NAME_RULE);
+        else if (typeof v !== "string") f(`env.${name}`, "must be a string");
+        else if (v.includes("\u0000")) f(`env.${name}`, NUL_RULE);
+      }
+    }
   }
   if (job.maxRetries !== undefined && !(typeof job.maxRetries === "number" && Number.isInteger(job.maxRetries) && job.maxRetries >= 0)) f("maxRetries", "must be an integer >= 0");
   if (job.timeoutSeconds !== undefined && !(typeof job.timeoutSeconds === "number" && Number.isFinite(job.timeoutSeconds) && job.timeoutSeconds > 0)) f("timeoutSeconds", "must be a number > 0");

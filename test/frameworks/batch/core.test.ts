@@ -511,6 +511,32 @@ describe("parseJobFile", () => {
     );
   });
 
+  it("refuses environment variable names no process environment can hold, and NUL characters in a command or a value", () => {
+    const problems = (job: Record<string, unknown>): string[] => {
+      try {
+        parseJobFile({ jobs: [{ id: "e", tasks: 1, resources: "cpus:0.1;mem:32", command: "true", ...job }] });
+      } catch (err) {
+        expect(err).toBeInstanceOf(JobFileError);
+        return (err as JobFileError).problems;
+      }
+      return [];
+    };
+    // "A=B" would reach the task as A set to "B=...", "" as nothing at all.
+    expect(problems({ env: { "A=B": "1", "": "2", "N\u0000": "3", OK: "x\u0000y" } })).toEqual([
+      "jobs[0].env.A=B: environment variable names must not be empty or contain '=' or NUL",
+      "jobs[0].env.: environment variable names must not be empty or contain '=' or NUL",
+      'jobs[0].env.N\u0000: environment variable names must not be empty or contain \'=\' or NUL',
+      "jobs[0].env.OK: must not contain NUL characters",
+    ]);
+    expect(problems({ command: "echo a\u0000b" })).toEqual(["jobs[0].command: must not contain NUL characters"]);
+    // The framework refuses them too, when given jobs directly.
+    const { core } = setup();
+    expect(() => core.submit({ id: "x", tasks: [{ resources: "cpus:1", command: "true", env: { "A=B": "1" } }] })).toThrow(
+      new BatchError("CORRAL_ERR_INVALID_JOB", "tasks[0].env: environment variable names must not be empty or contain '=' or NUL, got \"A=B\""),
+    );
+    expect(() => core.submit({ id: "x", tasks: [{ resources: "cpus:1", command: "a\u0000" }] })).toThrow(new BatchError("CORRAL_ERR_INVALID_JOB", "tasks[0].command: must not contain NUL characters"));
+  });
+
   it("turns a job file into job specs with the defaults", () => {
     const [hello, nap] = parseJobFile({
       jobs: [
