@@ -361,14 +361,15 @@ function neverStarted(status: BatchStatus): boolean {
  * allows. What the task asks for with a reservation must be in the offer with that reservation.
  */
 export function carve(offered: Resources, wanted: Resources): Resources | null {
-  const parts: ResourceEntry[] = [];
+  // What is asked for with a reservation is set apart first; the rest comes from what is left.
+  const named = wanted.reserved();
+  const pool = offered.trySubtract(named);
+  if (pool === null) return null;
+  const parts: ResourceEntry[] = [...named.entries];
   for (const want of wanted.entries) {
-    if (want.role !== UNRESERVED_ROLE) {
-      parts.push(want);
-      continue;
-    }
+    if (want.role !== UNRESERVED_ROLE) continue;
     // Same name and kind, reserved first.
-    const sources = offered.entries.filter((e) => e.name === want.name && e.kind === want.kind);
+    const sources = pool.entries.filter((e) => e.name === want.name && e.kind === want.kind);
     sources.sort((a, b) => Number(a.role === UNRESERVED_ROLE) - Number(b.role === UNRESERVED_ROLE));
     if (want.kind === "scalar") {
       let need = want.millis;

@@ -3,7 +3,7 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { ManualClock } from "../../../sdk/clock.ts";
 import { Resources } from "../../../sdk/resources.ts";
-import { BatchCore, BatchError, type BatchEffect, type BatchEvent, type BatchJobSpec, type BatchOffer } from "../../../frameworks/batch/core.ts";
+import { BatchCore, BatchError, carve, type BatchEffect, type BatchEvent, type BatchJobSpec, type BatchOffer } from "../../../frameworks/batch/core.ts";
 import { JobFileError, parseJobFile } from "../../../frameworks/batch/job-file.ts";
 import { damaged, withValueAt } from "../../harness/damage.ts";
 
@@ -80,6 +80,10 @@ describe("BatchCore", () => {
     expect(second.tasks.map((t) => t.taskId)).toEqual(["j.1.0"]);
     expect(second.tasks[0]!.resources.equals(Resources.parse("cpus(analytics):0.5;cpus:0.5;mem:128;ports:[31000-31000]"))).toBe(true);
     expect(mixed.resources.contains(second.tasks[0]!.resources)).toBe(true);
+    // A task naming a reservation gets it, and the rest of what it asks for around it.
+    const named = carve(Resources.parse("cpus(analytics):1.5;cpus:1;mem:64"), Resources.parse("cpus(analytics):1;cpus:1;mem:32"));
+    expect(named?.equals(Resources.parse("cpus(analytics):1.5;cpus:0.5;mem:32"))).toBe(true);
+    expect(carve(Resources.parse("cpus:4;mem:64"), Resources.parse("cpus(analytics):1;mem:32"))).toBeNull();
     // Ports are the ones the task names, reserved or not.
     expect(core.offers([offer("o3", "a3", "cpus(analytics):4;mem(analytics):1024;ports(analytics):[32000-32001]")]).filter((e) => e.type === "launch")).toEqual([]);
   });
