@@ -470,7 +470,9 @@ export function createAgent(options: AgentOptions): Agent {
       switch (effect.type) {
         case "send": {
           const id = agentId ?? effect.update.agentId;
-          publishToMaster({ kind: "statusUpdate", statusUpdate: { frameworkId: effect.update.frameworkId, status: toWireStatus(effect.update, id) } });
+          // The stream's latest state goes with every copy of its head, so the master can free a
+          // task that has ended while its framework has not acknowledged the earlier updates.
+          publishToMaster({ kind: "statusUpdate", statusUpdate: { frameworkId: effect.update.frameworkId, status: toWireStatus(effect.update, id), latestState: effect.latestState } });
           break;
         }
         case "arm-timer":

@@ -211,7 +211,33 @@ interface TaskRecord {
   info: TaskInfo;
   role: string;
   resources: Resources;
+  /** The last update sent to the framework for the task (Mesos's status_update_state); reconciliation answers with it. */
   status: TaskStatus;
+  /**
+   * The newest state the agent has reported for the task (Mesos's `latest_state`) while its
+   * framework has not acknowledged the updates before it; `/state` shows it. Once terminal it
+   * stays: the task's resources were given back then, and it only waits for its terminal update.
+   */
+  latestState?: TaskState;
+}
+
+/** The state a task is in as far as the master knows, which may be ahead of what its framework has been sent. */
+function latestStateOf(task: TaskRecord): TaskState {
+  return task.latestState ?? task.status.state;
+}
+
+/** Whether the task's end is known from its agent's latest state, and its resources given back already. */
+function endedAhead(task: TaskRecord): boolean {
+  return task.latestState !== undefined && isTerminal(task.latestState);
+}
+
+/**
+ * Records a status the master decided on (an end, or UNREACHABLE) as the task's: it overrides
+ * what the agent's stream said was newer, except an end, which nothing overrides (as in Mesos).
+ */
+function setMasterStatus(task: TaskRecord, status: TaskStatus): void {
+  task.status = status;
+  if (!endedAhead(task)) delete task.latestState;
 }
 
 interface FrameworkRecord {
@@ -932,7 +958,7 @@ export class MasterCore {
         this.pong(senderId);
         break;
       case "statusUpdate":
-        if (message.statusUpdate.status) this.statusUpdate(senderId, message.statusUpdate.frameworkId, message.statusUpdate.status);
+        if (message.statusUpdate.status) this.statusUpdate(senderId, message.statusUpdate.frameworkId, message.statusUpdate.status, message.statusUpdate.latestState);
         break;
       case "unregisterNotice":
         if (this.agents.has(senderId)) this.removeAgent(senderId, "REASON_AGENT_REMOVED", "agent shut down");
@@ -1255,7 +1281,12 @@ export class MasterCore {
     this.wantAllocation(agentId);
   }
 
-  private statusUpdate(agentId: string, frameworkId: string, status: TaskStatus): void {
+  /**
+   * An update from an agent: `status` is the head of the task's stream, forwarded to the framework
+   * (which acknowledges it); `latestState` the state of the newest update in that stream, absent
+   * from agents older than the field.
+   */
+  private statusUpdate(agentId: string, frameworkId: string, status: TaskStatus, latestState: TaskState | undefined): void {
     this.counters.statusUpdates++;
     const agent = this.agents.get(agentId);
     if (!agent) {
@@ -1277,25 +1308,45 @@ export class MasterCore {
     const task = framework.tasks.get(status.taskId);
     if (task && task.agentId === agentId) {
       if (isTerminal(status.state)) this.finishTask(framework, task, status, true);
-      else task.status = status;
+      else {
+        task.status = status;
+        this.noteLatestState(task, latestState);
+      }
     }
     this.toFramework(frameworkId, { kind: "update", update: { status: { ...status, agentId, frameworkId } } });
   }
 
-  /** Moves a task to the completed set and gives its resources back. */
+  /**
+   * Takes the agent's word for the task's newest state, as Mesos's master takes `latest_state`.
+   * When it is terminal the task's resources are given back now, once, rather than when the
+   * framework has acknowledged every update before the terminal one (which may be never, for a
+   * framework that is away): the task stays among the active ones, holding nothing, until its
+   * terminal update arrives, so the framework still gets every update in order.
+   */
+  private noteLatestState(task: TaskRecord, latestState: TaskState | undefined): void {
+    // Nothing follows an end; a late copy naming an older state changes nothing.
+    if (endedAhead(task)) return;
+    if (latestState === undefined || latestState === task.status.state) delete task.latestState;
+    else task.latestState = latestState;
+    if (endedAhead(task)) this.recoverTaskResources(task);
+  }
+
+  private recoverTaskResources(task: TaskRecord): void {
+    try {
+      this.allocator.recoverResources(task.frameworkId, task.agentId, task.role, task.resources);
+    } catch (error) {
+      if (!(error instanceof AllocatorError)) throw error;
+      this.log("warn", "task resources were not allocated", { taskId: task.info.taskId, error: error.message });
+    }
+  }
+
+  /** Moves a task to the completed set and gives its resources back, unless its latest state did already. */
   private finishTask(framework: FrameworkRecord, task: TaskRecord, status: TaskStatus, fromAgent: boolean): void {
-    task.status = status;
+    setMasterStatus(task, status);
     framework.tasks.delete(task.info.taskId);
     framework.completed.set(task.info.taskId, task);
     const agent = this.agents.get(task.agentId);
-    if (agent?.tasks.delete(taskKey(task.frameworkId, task.info.taskId))) {
-      try {
-        this.allocator.recoverResources(task.frameworkId, task.agentId, task.role, task.resources);
-      } catch (error) {
-        if (!(error instanceof AllocatorError)) throw error;
-        this.log("warn", "task resources were not allocated", { taskId: task.info.taskId, error: error.message });
-      }
-    }
+    if (agent?.tasks.delete(taskKey(task.frameworkId, task.info.taskId)) && !endedAhead(task)) this.recoverTaskResources(task);
     if (!fromAgent) this.toFramework(task.frameworkId, { kind: "update", update: { status } });
   }
 
@@ -1428,12 +1479,12 @@ export class MasterCore {
       if (!framework || !task) continue;
       const partitionAware = framework.info.partitionAware;
       if (unreachable && partitionAware) {
-        task.status = this.status(task.frameworkId, task.info.taskId, agentId, "TASK_UNREACHABLE", reason, message);
+        setMasterStatus(task, this.status(task.frameworkId, task.info.taskId, agentId, "TASK_UNREACHABLE", reason, message));
         this.toFramework(task.frameworkId, { kind: "update", update: { status: task.status } });
       } else {
         const state: TaskState = partitionAware ? "TASK_GONE" : "TASK_LOST";
         const status = this.status(task.frameworkId, task.info.taskId, agentId, state, reason, message);
-        task.status = status;
+        setMasterStatus(task, status);
         framework.tasks.delete(task.info.taskId);
         framework.completed.set(task.info.taskId, task);
         this.toFramework(task.frameworkId, { kind: "update", update: { status } });
@@ -1653,7 +1704,7 @@ export class MasterCore {
       id: task.info.taskId,
       name: task.info.name,
       agentId: task.agentId,
-      state: task.status.state,
+      state: latestStateOf(task),
       reason: task.status.reason,
       message: task.status.message,
       role: task.role,
@@ -1666,8 +1717,8 @@ export class MasterCore {
   taskCounts(): Record<string, number> {
     const counts: Record<string, number> = {};
     for (const framework of this.frameworks.values()) {
-      for (const task of framework.tasks.values()) counts[task.status.state] = (counts[task.status.state] ?? 0) + 1;
-      for (const task of framework.completed.values()) counts[task.status.state] = (counts[task.status.state] ?? 0) + 1;
+      for (const task of framework.tasks.values()) counts[latestStateOf(task)] = (counts[latestStateOf(task)] ?? 0) + 1;
+      for (const task of framework.completed.values()) counts[latestStateOf(task)] = (counts[latestStateOf(task)] ?? 0) + 1;
     }
     return counts;
   }

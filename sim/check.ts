@@ -324,6 +324,9 @@ const EPSILON = 1e-6;
  * agent: what the allocator has allocated on it, minus its outstanding offers, equals the sum of
  * the resources of the master's active tasks on it (no task counted twice or left out, nothing
  * allocated that no task or offer holds), and the agent's task list names exactly those tasks.
+ * An active task in a terminal state is one whose end the agent reported as its stream's latest
+ * state before its framework acknowledged the updates ahead of it: its resources went back then,
+ * so it is on the agent's list but holds nothing.
  * Every task the master knows is active on one agent by construction (one `agentId`); the
  * agents' side of "exactly once" is in {@link agentProblems}. Nothing is legitimately in flight
  * here: the master updates tasks, offers and the allocator in one step.
@@ -333,10 +336,10 @@ export function accountingProblems(core: Core): string[] {
   const state = core.state();
   const onAgent = new Map<string, { count: number; sum: Record<string, number> }>();
   for (const fw of state.frameworks) {
-    for (const task of fw.tasks as Array<{ id: string; agentId: string; resources: Record<string, number> }>) {
+    for (const task of fw.tasks as Array<{ id: string; agentId: string; state: string; resources: Record<string, number> }>) {
       const entry = onAgent.get(task.agentId) ?? { count: 0, sum: {} };
       entry.count++;
-      for (const [name, value] of Object.entries(task.resources)) entry.sum[name] = (entry.sum[name] ?? 0) + value;
+      if (!TERMINAL.has(task.state)) for (const [name, value] of Object.entries(task.resources)) entry.sum[name] = (entry.sum[name] ?? 0) + value;
       onAgent.set(task.agentId, entry);
     }
   }

@@ -206,6 +206,10 @@ const CROSS_FIELD_RULES: Readonly<Record<string, Rule>> = {
     const info = v.agentInfo as Plain | undefined;
     if (info && !info.id) problems.push(`${at(path, "agentInfo.id")}: must not be empty when re-registering`);
   },
+  "AgentToMaster.StatusUpdate": (v, path, problems) => {
+    // Optional, so absent is allowed; but set to the zero it would claim a state that is none.
+    if (v.latestState === "TASK_STATE_UNSPECIFIED") problems.push(`${at(path, "latestState")}: must not be TASK_STATE_UNSPECIFIED when set`);
+  },
   HealthCheck: (v, path, problems) => {
     for (const field of ["delaySeconds", "intervalSeconds", "timeoutSeconds", "gracePeriodSeconds"]) {
       const seconds = v[field];

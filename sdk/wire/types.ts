@@ -319,7 +319,19 @@ export type AgentToMaster =
       };
     }
   | { kind: "pong"; pong: { seq: number } }
-  | { kind: "statusUpdate"; statusUpdate: { frameworkId: string; status?: TaskStatus } }
+  | {
+      kind: "statusUpdate";
+      statusUpdate: {
+        frameworkId: string;
+        /** The head of the task's stream: the oldest update its framework has not acknowledged. */
+        status?: TaskStatus;
+        /**
+         * The state of the newest update the agent has queued for the task (Mesos's
+         * `latest_state`); absent from agents older than the field.
+         */
+        latestState?: TaskState;
+      };
+    }
   | { kind: "unregisterNotice"; unregisterNotice: { reason: string } };
 export type AgentToMasterKind = AgentToMaster["kind"];
 

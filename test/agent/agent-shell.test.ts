@@ -337,6 +337,28 @@ describe("tasks", () => {
     expect(agent.state().tasks).toMatchObject([{ taskId: "r", state: "TASK_KILLED", completed: true }]);
   });
 
+  it("tells the master, with every copy of an unacknowledged head, the newest state queued for the task", async () => {
+    const { master } = await registeredAgent({ statusUpdateRetry: { initialMs: 50, maxMs: 100 } }, false);
+    master.runTask("agent-1", shellTask("quick", "agent-1", "exit 0"));
+    /** The status updates of the task as sent: the head's state and the stream's latest state. */
+    const sent = () =>
+      master.received.items.flatMap((r) =>
+        r.message.kind === "statusUpdate" && r.message.statusUpdate.status?.taskId === "quick" ? [[r.message.statusUpdate.status.state, r.message.statusUpdate.latestState]] : [],
+      );
+    // STARTING is not acknowledged, so it stays the head; its copies come to say the task finished.
+    await master.received.waitFor(() => sent().some(([state, latest]) => state === "TASK_STARTING" && latest === "TASK_FINISHED"), "a copy of STARTING saying the task finished");
+    expect(sent()[0]).toEqual(["TASK_STARTING", "TASK_STARTING"]);
+    expect(new Set(sent().map(([state]) => state))).toEqual(new Set(["TASK_STARTING"]));
+    // The rest of the stream carries the same latest state, one acknowledgement at a time.
+    master.ack(master.statuses("quick")[0]!);
+    const running = await master.waitForStatus("quick", "TASK_RUNNING");
+    master.ack(running);
+    const finished = await master.waitForStatus("quick", "TASK_FINISHED");
+    master.ack(finished);
+    const later = [...new Set(sent().filter(([state]) => state !== "TASK_STARTING").map((pair) => pair.join(" with latest ")))];
+    expect(later).toEqual(["TASK_RUNNING with latest TASK_FINISHED", "TASK_FINISHED with latest TASK_FINISHED"]);
+  });
+
   it("kills a task: TASK_KILLED", async () => {
     const { master, agent } = await registeredAgent();
     master.runTask("agent-1", shellTask("k", "agent-1", "sleep 1000"));

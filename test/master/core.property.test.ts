@@ -26,7 +26,11 @@ type Step =
   | { kind: "register"; instance: number; resources: number }
   | { kind: "reregister"; agent: number; resources: number; listening: boolean; tasks: Array<{ framework: number; task: number; resources: number; state: number }>; reportFramework: boolean; impostor: number | undefined }
   | { kind: "pong"; agent: number }
-  | { kind: "status"; agent: number; framework: number; task: number; state: number; uuid: number }
+  | { kind: "status"; agent: number; framework: number; task: number; state: number; uuid: number; latest: number | undefined }
+  /** An update of a task the master has active, from its own agent: the head's state and the stream's latest state. */
+  | { kind: "progress"; task: number; state: number; uuid: number; latest: number | undefined }
+  /** Accepts an outstanding offer (as its framework's current instance) with one task. */
+  | { kind: "launch"; offer: number; task: number; resources: number }
   | { kind: "unregister"; agent: number }
   | { kind: "subscribe"; framework: number; failover: boolean; roles: number; partitionAware: boolean; sender: number }
   | { kind: "accept"; framework: number; offers: number[]; tasks: Array<{ task: number; resources: number; agent: number }>; refuseSeconds: number | undefined; sender: number }
@@ -48,7 +52,9 @@ const stepArb: fc.Arbitrary<Step> = fc.oneof(
     impostor: fc.option(idx, { nil: undefined, freq: 4 }),
   }),
   fc.record({ kind: fc.constant("pong" as const), agent: idx }),
-  fc.record({ kind: fc.constant("status" as const), agent: idx, framework: idx, task: idx, state: idx, uuid: fc.nat(255) }),
+  fc.record({ kind: fc.constant("status" as const), agent: idx, framework: idx, task: idx, state: idx, uuid: fc.nat(255), latest: fc.option(idx, { nil: undefined }) }),
+  fc.record({ kind: fc.constant("progress" as const), task: idx, state: idx, uuid: fc.nat(255), latest: fc.option(idx, { nil: undefined }) }),
+  fc.record({ kind: fc.constant("launch" as const), offer: idx, task: idx, resources: idx }),
   fc.record({ kind: fc.constant("unregister" as const), agent: idx }),
   fc.record({ kind: fc.constant("subscribe" as const), framework: idx, failover: fc.boolean(), roles: idx, partitionAware: fc.boolean(), sender: fc.nat(3) }),
   fc.record({
@@ -145,7 +151,25 @@ function play(steps: Step[], offerTimeoutMs: number | undefined): void {
         const agentId = at(agents, step.agent);
         const frameworkId = at(frameworks, step.framework);
         const s = status(at(TASK_IDS, step.task), frameworkId, agentId, step.state, new Uint8Array([step.uuid]));
-        input = { type: "agent-message", senderId: agentId, callId: "", message: { kind: "statusUpdate", statusUpdate: { frameworkId, status: s } } };
+        // The stream's latest state, from an agent that says (any state, also one behind the head), or none from an older one.
+        const latest = step.latest === undefined ? {} : { latestState: at(STATES, step.latest) };
+        input = { type: "agent-message", senderId: agentId, callId: "", message: { kind: "statusUpdate", statusUpdate: { frameworkId, status: s, ...latest } } };
+        break;
+      }
+      case "progress": {
+        // The master's active tasks, as it shows them; without any, an update of an unknown task.
+        const active = core.state().frameworks.flatMap((f) => (f.tasks as Array<{ id: string; agentId: string }>).map((t) => ({ frameworkId: String(f.id), taskId: t.id, agentId: t.agentId })));
+        const target = active.length > 0 ? at(active, step.task) : { frameworkId: at(frameworks, 0), taskId: at(TASK_IDS, step.task), agentId: at(agents, 0) };
+        const s = status(target.taskId, target.frameworkId, target.agentId, step.state, new Uint8Array([step.uuid]));
+        const latest = step.latest === undefined ? {} : { latestState: at(STATES, step.latest) };
+        input = { type: "agent-message", senderId: target.agentId, callId: "", message: { kind: "statusUpdate", statusUpdate: { frameworkId: target.frameworkId, status: s, ...latest } } };
+        break;
+      }
+      case "launch": {
+        const outstanding = core.state().frameworks.flatMap((f) => (f.offers as Array<{ id: string }>).map((o) => ({ frameworkId: String(f.id), offerId: o.id })));
+        const chosen = outstanding.length > 0 ? at(outstanding, step.offer) : { frameworkId: at(frameworks, 0), offerId: at(offers, step.offer) };
+        const taskInfos = [taskInfo(at(TASK_IDS, step.task), step.resources, "")];
+        input = schedulerCall(0, chosen.frameworkId, { kind: "accept", accept: { offerIds: [chosen.offerId], operations: [{ kind: "launch", launch: { taskInfos } }], filters: { refuseSeconds: 0 } } });
         break;
       }
       case "unregister":
@@ -203,6 +227,9 @@ function play(steps: Step[], offerTimeoutMs: number | undefined): void {
       const payload = sentPayload(effect);
       if (payload) expect(() => encodeEnvelope({ senderId: "m1", ...payload }), `encoding ${effect.type}`).not.toThrow();
     }
+    // A task's resources go back to the allocator once: a second time would be refused, or taken
+    // from what has been allocated since.
+    expect(effects.filter((e) => e.type === "log" && e.msg === "task resources were not allocated"), `after ${step.kind}`).toEqual([]);
     expect(bookProblems(core), `after ${step.kind}`).toEqual([]);
   }
 }
@@ -247,26 +274,27 @@ function sentPayload(effect: MasterEffect): EnvelopePayload | undefined {
 
 /**
  * What would show the master's books disagreeing: the allocator's own invariants, an active task
- * on an agent the master does not have (only an UNREACHABLE one may be), an agent whose task count
- * differs from the frameworks' tasks on it, what is allocated outside offers on an agent
- * differing from what its tasks hold, or an active task in a terminal state (an ended task holds
- * no resources: it is completed).
+ * on an agent the master does not have (only an UNREACHABLE one may be, or one whose end its agent
+ * reported before the agent was lost), an agent whose task count differs from the frameworks'
+ * tasks on it, or what is allocated outside offers on an agent differing from what its tasks
+ * hold. An active task in a terminal state is one whose end the agent reported ahead of its
+ * terminal update (its latest state): it is counted on its agent but holds nothing.
  */
 function bookProblems(core: MasterCore): string[] {
   const problems = [...core.allocator.checkInvariants()];
   const state = core.state();
   const held = new Map<string, { count: number; resources: Record<string, number> }>();
+  const agentIds = new Set(state.agents.map((a) => String(a.id)));
   for (const framework of state.frameworks) {
     for (const task of framework.tasks as Array<{ id: string; agentId: string; state: string; resources: Record<string, number> }>) {
-      if (TERMINAL_TASK_STATES.has(task.state as TaskState)) problems.push(`task ${task.id} is active in state ${task.state}`);
-      if (task.state === "TASK_UNREACHABLE") continue;
+      const ended = TERMINAL_TASK_STATES.has(task.state as TaskState);
+      if (task.state === "TASK_UNREACHABLE" || (ended && !agentIds.has(task.agentId))) continue;
       const entry = held.get(task.agentId) ?? { count: 0, resources: {} };
       entry.count++;
-      for (const [name, value] of Object.entries(task.resources)) entry.resources[name] = (entry.resources[name] ?? 0) + value;
+      if (!ended) for (const [name, value] of Object.entries(task.resources)) entry.resources[name] = (entry.resources[name] ?? 0) + value;
       held.set(task.agentId, entry);
     }
   }
-  const agentIds = new Set(state.agents.map((a) => String(a.id)));
   for (const agentId of held.keys()) if (!agentIds.has(agentId)) problems.push(`tasks on agent ${agentId}, which the master does not have`);
   for (const agent of state.agents) {
     const entry = held.get(String(agent.id)) ?? { count: 0, resources: {} };
@@ -279,11 +307,43 @@ function bookProblems(core: MasterCore): string[] {
   return problems;
 }
 
+/**
+ * A world where tasks run: two agents, a partition-aware framework and one that is not, each
+ * launching on its offers; random steps follow it, so that updates of live tasks (and their
+ * latest states) meet kills, agent losses, re-registrations and teardowns.
+ */
+const BUSY_WORLD: Step[] = [
+  { kind: "register", instance: 0, resources: 0 },
+  { kind: "register", instance: 1, resources: 0 },
+  { kind: "pong", agent: 1 },
+  { kind: "pong", agent: 2 },
+  { kind: "subscribe", framework: 0, failover: false, roles: 0, partitionAware: true, sender: 0 },
+  { kind: "subscribe", framework: 0, failover: false, roles: 0, partitionAware: false, sender: 1 },
+  { kind: "heartbeat", framework: 1, task: 0, agent: 0, sender: 0 },
+  { kind: "heartbeat", framework: 2, task: 0, agent: 0, sender: 0 },
+  { kind: "tick", advanceMs: 1000 },
+  ...[0, 1, 2].flatMap((task): Step[] => [
+    { kind: "launch", offer: 0, task, resources: 0 },
+    { kind: "launch", offer: 1, task, resources: 2 },
+    // What is left is offered again at the next allocation; the agents answer their pings.
+    { kind: "tick", advanceMs: 1000 },
+    { kind: "pong", agent: 1 },
+    { kind: "pong", agent: 2 },
+  ]),
+];
+
 describe("master core properties (fast-check)", () => {
   it("answers or drops any sequence of calls and agent messages without throwing, and keeps its books consistent", () => {
     fc.assert(
       fc.property(fc.array(stepArb, { minLength: 1, maxLength: 150 }), fc.option(fc.constant(2000), { nil: undefined }), (steps, offerTimeoutMs) => play(steps, offerTimeoutMs)),
       { numRuns: 200 },
+    );
+  });
+
+  it("keeps its books consistent while running tasks' updates, with the latest states of their streams, meet every other input", () => {
+    fc.assert(
+      fc.property(fc.array(stepArb, { minLength: 10, maxLength: 100 }), fc.option(fc.constant(2000), { nil: undefined }), (steps, offerTimeoutMs) => play([...BUSY_WORLD, ...steps], offerTimeoutMs)),
+      { numRuns: 150 },
     );
   });
 });

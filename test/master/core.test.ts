@@ -73,9 +73,21 @@ class Bench {
     return frameworkId;
   }
 
-  agentMessage(agentId: string, status: Partial<TaskStatus> & { taskId: string; state: TaskState }, frameworkId: string, uuid = new Uint8Array([1, 2, 3])): MasterEffect[] {
+  /** A status update from an agent; `latestState` is its stream's newest state (absent: an agent too old to say). */
+  agentMessage(agentId: string, status: Partial<TaskStatus> & { taskId: string; state: TaskState }, frameworkId: string, uuid = new Uint8Array([1, 2, 3]), latestState?: TaskState): MasterEffect[] {
     const full: TaskStatus = { message: "", source: "SOURCE_AGENT", reason: "REASON_UNSPECIFIED", agentId, frameworkId, uuid, timestamp: this.now / 1000, ...status };
-    return this.run(this.core.handle({ type: "agent-message", senderId: agentId, callId: "", message: { kind: "statusUpdate", statusUpdate: { frameworkId, status: full } } }, this.now));
+    const statusUpdate = { frameworkId, status: full, ...(latestState === undefined ? {} : { latestState }) };
+    return this.run(this.core.handle({ type: "agent-message", senderId: agentId, callId: "", message: { kind: "statusUpdate", statusUpdate } }, this.now));
+  }
+
+  /** The task as `/state` shows it, with where it is listed. */
+  taskInState(frameworkId: string, taskId: string): { list: "tasks" | "completedTasks"; state: string } | undefined {
+    const framework = this.core.state().frameworks.find((f) => f.id === frameworkId);
+    for (const list of ["tasks", "completedTasks"] as const) {
+      const found = (framework?.[list] as Array<{ id: string; state: string }> | undefined)?.find((t) => t.id === taskId);
+      if (found) return { list, state: found.state };
+    }
+    return undefined;
   }
 
   offersFor(frameworkId: string, effects: MasterEffect[] = this.effects): Offer[] {
@@ -402,6 +414,114 @@ describe("master core", () => {
     expect(bench.replyOf(badRole)?.message).toContain("roles(0)");
     expect(bench.replyOf(bench.call("nope", { kind: "heartbeat", heartbeat: {} }))).toMatchObject({ ok: false, errorCode: "CORRAL_ERR_NOT_SUBSCRIBED" });
     expect(bench.core.state().frameworks).toEqual([]);
+  });
+});
+
+describe("a task's latest state (the agent's latest_state)", () => {
+  /** A framework running `t1` on the whole of a one-task agent; the framework has not acknowledged anything. */
+  function wholeAgentTask(config: Partial<MasterConfig> = {}) {
+    const bench = new Bench(config);
+    const frameworkId = bench.subscribe("fw");
+    const agentId = bench.addAgent("a1", "cpus:2;mem:1024");
+    const [offer] = bench.offersFor(frameworkId);
+    const launched = bench.call(frameworkId, { kind: "accept", accept: { offerIds: [offer!.id], operations: [{ kind: "launch", launch: { taskInfos: [task("t1", "cpus:2;mem:1024")] } }], filters: { refuseSeconds: 0 } } });
+    expect(bench.replyOf(launched)?.ok).toBe(true);
+    expect(bench.core.allocator.frameworkAllocation(frameworkId).scalar("cpus")).toBe(2);
+    return { bench, frameworkId, agentId };
+  }
+  const STARTING = new Uint8Array([1]);
+  const RUNNING = new Uint8Array([2]);
+  const FINISHED = new Uint8Array([3]);
+
+  it("frees the resources of a task whose stream ends terminal at once, while the framework is sent the head of the stream as before", () => {
+    const { bench, frameworkId, agentId } = wholeAgentTask();
+    // An agent too old to say behaves as before: the head alone counts.
+    bench.agentMessage(agentId, { taskId: "t1", state: "TASK_STARTING" }, frameworkId, STARTING);
+    expect(bench.core.allocator.frameworkAllocation(frameworkId).scalar("cpus")).toBe(2);
+    // The task finished while STARTING waits for its acknowledgement: the re-sent head says so.
+    const effects = bench.agentMessage(agentId, { taskId: "t1", state: "TASK_STARTING" }, frameworkId, STARTING, "TASK_FINISHED");
+    expect(bench.updatesFor(frameworkId, effects).map((u) => [u.state, [...u.uuid]])).toEqual([["TASK_STARTING", [1]]]);
+    expect(bench.core.allocator.frameworkAllocation(frameworkId).scalar("cpus")).toBe(0);
+    expect(bench.taskInState(frameworkId, "t1")).toEqual({ list: "tasks", state: "TASK_FINISHED" });
+    expect(bench.core.allocator.checkInvariants()).toEqual([]);
+    // Nobody acknowledges, yet the agent is offered again (whole) at the next allocation.
+    const offers = bench.offersFor(frameworkId, bench.tick(1000));
+    expect(offers.map((o) => resourcesFromWire(o.resources).toString())).toEqual(["cpus:2;mem:1024"]);
+    // Copies of the head, then the rest of the stream as the framework acknowledges: nothing is
+    // given back twice, and the task stays until its terminal update arrives.
+    bench.agentMessage(agentId, { taskId: "t1", state: "TASK_STARTING" }, frameworkId, STARTING, "TASK_FINISHED");
+    expect(bench.updatesFor(frameworkId, bench.agentMessage(agentId, { taskId: "t1", state: "TASK_RUNNING" }, frameworkId, RUNNING, "TASK_FINISHED")).map((u) => u.state)).toEqual(["TASK_RUNNING"]);
+    expect(bench.taskInState(frameworkId, "t1")).toEqual({ list: "tasks", state: "TASK_FINISHED" });
+    expect(bench.updatesFor(frameworkId, bench.agentMessage(agentId, { taskId: "t1", state: "TASK_FINISHED" }, frameworkId, FINISHED, "TASK_FINISHED")).map((u) => u.state)).toEqual(["TASK_FINISHED"]);
+    expect(bench.taskInState(frameworkId, "t1")).toEqual({ list: "completedTasks", state: "TASK_FINISHED" });
+    // What is allocated is the outstanding offer, once.
+    expect(bench.core.allocator.frameworkAllocation(frameworkId).scalar("cpus")).toBe(2);
+    expect(bench.core.allocator.checkInvariants()).toEqual([]);
+    expect(bench.core.state().agents[0]).toMatchObject({ tasks: 0, used: {}, offered: { cpus: 2, mem: 1024 } });
+    expect(bench.effects.filter((e) => e.type === "log" && e.level === "warn")).toEqual([]);
+  });
+
+  it("shows a newer non-terminal state without freeing anything, and answers reconciliation with the state last sent to the framework, as Mesos does", () => {
+    const { bench, frameworkId, agentId } = wholeAgentTask();
+    bench.agentMessage(agentId, { taskId: "t1", state: "TASK_STARTING" }, frameworkId, STARTING, "TASK_RUNNING");
+    expect(bench.taskInState(frameworkId, "t1")).toEqual({ list: "tasks", state: "TASK_RUNNING" });
+    expect(bench.core.allocator.frameworkAllocation(frameworkId).scalar("cpus")).toBe(2);
+    bench.agentMessage(agentId, { taskId: "t1", state: "TASK_STARTING" }, frameworkId, STARTING, "TASK_FAILED");
+    // Reconciliation must not run ahead of the update stream (a framework told FAILED would then
+    // be sent STARTING and RUNNING): Mesos answers with the state of the last update it forwarded.
+    const reconciled = (tasks: Array<{ taskId: string; agentId: string }>) =>
+      bench.updatesFor(frameworkId, bench.call(frameworkId, { kind: "reconcile", reconcile: { tasks } })).map((u) => [u.taskId, u.state]);
+    expect(reconciled([{ taskId: "t1", agentId }])).toEqual([["t1", "TASK_STARTING"]]);
+    expect(reconciled([])).toEqual([["t1", "TASK_STARTING"]]);
+    expect(bench.core.taskCounts()).toEqual({ TASK_FAILED: 1 });
+  });
+
+  it("lets what the master decides (UNREACHABLE, LOST) override a newer state the agent reported, but not an end", () => {
+    const { bench, frameworkId, agentId } = wholeAgentTask({ agentPingIntervalMs: 1000 });
+    bench.agentMessage(agentId, { taskId: "t1", state: "TASK_STARTING" }, frameworkId, STARTING, "TASK_RUNNING");
+    bench.call(frameworkId, { kind: "heartbeat", heartbeat: {} });
+    bench.now = 3500;
+    bench.call(frameworkId, { kind: "heartbeat", heartbeat: {} });
+    bench.tick(3500);
+    expect(bench.taskInState(frameworkId, "t1")).toEqual({ list: "tasks", state: "TASK_UNREACHABLE" });
+  });
+
+  it("gives nothing back twice when the agent of a task whose end it knows is lost, and lets the agent's report end it", () => {
+    const { bench, frameworkId, agentId } = wholeAgentTask({ agentPingIntervalMs: 1000 });
+    bench.agentMessage(agentId, { taskId: "t1", state: "TASK_STARTING" }, frameworkId, STARTING, "TASK_KILLED");
+    expect(bench.core.allocator.frameworkAllocation(frameworkId).scalar("cpus")).toBe(0);
+    // The agent misses its pings: it is removed with everything on it; the framework is told.
+    bench.call(frameworkId, { kind: "heartbeat", heartbeat: {} });
+    bench.now = 3500;
+    bench.call(frameworkId, { kind: "heartbeat", heartbeat: {} });
+    const lost = bench.tick(3500);
+    expect(bench.updatesFor(frameworkId, lost).map((u) => [u.taskId, u.state])).toEqual([["t1", "TASK_UNREACHABLE"]]);
+    expect(bench.core.allocator.checkInvariants()).toEqual([]);
+    // It comes back reporting the task ended: it is completed, and holds nothing.
+    const back = bench.run(
+      bench.core.handle(
+        {
+          type: "agent-message",
+          senderId: agentId,
+          callId: "",
+          message: {
+            kind: "reregister",
+            reregister: {
+              version: "",
+              listening: true,
+              agentInfo: { id: agentId, hostname: "a1.local", resources: resourcesToWire(Resources.parse("cpus:2;mem:1024")), attributes: [], httpEndpoint: "" },
+              tasks: [{ frameworkId, task: { ...task("t1", "cpus:2;mem:1024"), agentId, allocationRole: "web" }, status: { taskId: "t1", state: "TASK_KILLED", message: "", source: "SOURCE_AGENT", reason: "REASON_UNSPECIFIED", agentId, frameworkId, uuid: new Uint8Array([4]), timestamp: 3 } }],
+              frameworks: [],
+            },
+          },
+        },
+        3600,
+      ),
+    );
+    expect(back.find((e) => e.type === "reply")).toMatchObject({ payload: { masterToAgent: { kind: "reregistered" } } });
+    expect(bench.taskInState(frameworkId, "t1")).toEqual({ list: "completedTasks", state: "TASK_KILLED" });
+    expect(bench.core.allocator.checkInvariants()).toEqual([]);
+    expect(bench.core.state().agents[0]).toMatchObject({ tasks: 0, used: {} });
   });
 });
 

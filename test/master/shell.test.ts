@@ -13,6 +13,7 @@ import { createMaster, registryBucketName, type Master, type MasterOptions } fro
 import { JetStreamRegistryStore, MemoryRegistryStore, type RegistryKind, type RegistryStore } from "../../master/store.ts";
 import { within } from "../harness/events.ts";
 import { useNats } from "../harness/nats.ts";
+import { recordingFramework, startCluster } from "../harness/cluster.ts";
 import { FakeAgent, FakeFramework, eventually, memoryLog } from "./fakes.ts";
 
 const nats = useNats();
@@ -478,6 +479,39 @@ describe("master shell on a real nats-server", () => {
     expect(rescind.event.rescind.offerId).toContain(master.masterId);
     await framework.next("failure", (e) => e.failure.agentId === agent.agentId);
     await eventually("the agent to be unreachable", () => master.core.sizes().unreachableAgents === 1);
+  });
+});
+
+describe("a real agent and a framework that does not acknowledge", () => {
+  it("offers a task's resources again as soon as the agent reports the task ended, though its updates wait for acknowledgements", async () => {
+    const test = await startCluster({ natsUrl: nats.url, agents: [{ resources: "cpus:1;mem:256;disk:64;ports:[31000-31001]", statusUpdateRetry: { initialMs: 50, maxMs: 100 } }] });
+    try {
+      const fw = recordingFramework(await test.connect("slow-framework"), test.cluster, { name: "slow" }, { autoAcknowledge: false });
+      await fw.driver.start();
+      const offer = await fw.offers.waitFor(() => true, 10_000, "an offer");
+      expect(offer.resources.scalar("cpus")).toBe(1);
+      await fw.driver.launch(offer, [{ taskId: "quick", resources: "cpus:1;mem:256", command: "exit 0" }], { refuseSeconds: 0 });
+      // The task ends at once, but its STARTING is never acknowledged: the framework sees nothing
+      // else, and the whole agent is offered again all the same.
+      const again = await fw.offers.waitFor((o) => o.id !== offer.id && o.resources.scalar("cpus") === 1, 10_000, "the task's resources offered again");
+      expect(again.agentId).toBe(offer.agentId);
+      expect(new Set(fw.updates.items.map((s) => s.state))).toEqual(new Set(["TASK_STARTING"]));
+      const view = test.master.core.state().frameworks[0]!;
+      expect((view.tasks as Array<{ id: string; state: string }>).map((t) => [t.id, t.state])).toEqual([["quick", "TASK_FINISHED"]]);
+      expect(test.master.core.allocator.checkInvariants()).toEqual([]);
+      // Acknowledged one by one, the framework gets the rest of the stream in order; the task is
+      // then completed, and nothing was given back twice.
+      for (const state of ["TASK_STARTING", "TASK_RUNNING", "TASK_FINISHED"] as const) {
+        const update = await fw.updates.waitFor((s) => s.taskId === "quick" && s.state === state, 10_000, state);
+        await fw.driver.acknowledge(update);
+      }
+      await eventually("the task completed", () => (test.master.core.state().frameworks[0]!.completedTasks as Array<{ id: string }>).some((t) => t.id === "quick"));
+      expect(test.master.core.allocator.checkInvariants()).toEqual([]);
+      expect(test.master.core.state().agents[0]).toMatchObject({ tasks: 0 });
+      await fw.driver.stop({ teardown: true });
+    } finally {
+      await test.stop();
+    }
   });
 });
 

@@ -144,6 +144,20 @@ describe("codec round trips", () => {
     expect(decodeMessage("TaskInfo", encodeMessage("TaskInfo", { ...taskInfo, allocationRole: "" })).allocationRole).toBe("");
   });
 
+  it("carries a status update's latest state when set, leaves it absent when not (as from older agents), and refuses an UNSPECIFIED one", () => {
+    const input = everyPayload["agentToMaster.statusUpdate"] as EnvelopeOf<"agentToMaster">;
+    if (input.agentToMaster.kind !== "statusUpdate") throw new Error("fixture");
+    const withLatest = { ...input, agentToMaster: { ...input.agentToMaster, statusUpdate: { ...input.agentToMaster.statusUpdate, latestState: "TASK_FINISHED" as TaskState } } };
+    expect(decodeEnvelope(subjectOf(withLatest), encodeEnvelope(withLatest))).toEqual(expected(withLatest));
+    const decoded = decodeEnvelope<"agentToMaster">(subjectOf(input), encodeEnvelope(input)).agentToMaster;
+    expect(decoded.kind === "statusUpdate" && "latestState" in decoded.statusUpdate).toBe(false);
+    const unspecified = { ...input, agentToMaster: { ...input.agentToMaster, statusUpdate: { ...input.agentToMaster.statusUpdate, latestState: "TASK_STATE_UNSPECIFIED" as TaskState } } };
+    expect(() => encodeEnvelope(unspecified)).toThrow("agentToMaster.statusUpdate.latestState: must not be TASK_STATE_UNSPECIFIED when set");
+    const forged = forge({ senderId: "agent-1", schemaVersion: SCHEMA_VERSION, agentToMaster: { statusUpdate: { frameworkId: "fw-1", status: { taskId: "t", state: "TASK_RUNNING", source: "SOURCE_AGENT" }, latestState: "TASK_STATE_UNSPECIFIED" } } });
+    const result = safeDecode(masterAgentSubject(CLUSTER, "agent-1"), forged);
+    expect(result.ok ? "accepted" : result.error.problems).toEqual(["agentToMaster.statusUpdate.latestState: must not be TASK_STATE_UNSPECIFIED when set"]);
+  });
+
   it("round-trips every safe 64-bit integer exactly, both halves of the wire's Long (property; unsafe ones are refused below)", () => {
     fc.assert(
       fc.property(fc.maxSafeNat(), fc.maxSafeNat(), (epoch, seq) => {
