@@ -340,16 +340,22 @@ export class SimCluster {
     this.armFailure(slot);
   }
 
-  /** Schedules the next random failure of an agent whose class has an MTBF. */
+  /**
+   * Schedules the next random failure of an agent whose class has an MTBF, if it falls before the
+   * class's `failuresUntilSeconds`; a repair that would last past that time ends at it. The draws
+   * are the same with or without that bound, so it changes nothing before it.
+   */
   private armFailure(slot: SimAgentSlot): void {
     const mtbf = slot.spec.mtbfSeconds;
     if (mtbf === undefined) return;
     const incarnation = slot.incarnation;
     const upForMs = exponential(slot.rng, mtbf * 1000);
+    const untilMs = slot.spec.failuresUntilSeconds === undefined ? Infinity : slot.spec.failuresUntilSeconds * 1000;
+    if (this.elapsedMs() + upForMs >= untilMs) return;
     this.engine.after(upForMs, () => {
       if (slot.incarnation !== incarnation || !slot.up || slot.removed) return;
       const downMs = exponential(slot.rng, (slot.spec.mttrSeconds ?? 300) * 1000);
-      this.crashAgent(slot, downMs);
+      this.crashAgent(slot, Math.min(downMs, untilMs - this.elapsedMs()));
     });
   }
 
@@ -452,6 +458,16 @@ export class SimCluster {
       case "master-failover":
         this.masters.crashLeader(event.downSeconds === undefined ? undefined : event.downSeconds * 1000);
         return;
+      case "set-network": {
+        const faults = {
+          ...(event.latency !== undefined ? { latency: event.latency } : {}),
+          ...(event.lossRate !== undefined ? { lossRate: event.lossRate } : {}),
+          ...(event.duplicateRate !== undefined ? { duplicateRate: event.duplicateRate } : {}),
+        };
+        this.network.setFaults(faults);
+        this.emit("network-changed", faults);
+        return;
+      }
     }
   }
 }

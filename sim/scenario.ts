@@ -35,6 +35,13 @@ export interface AgentClassSpec {
   mtbfSeconds?: number;
   /** Mean time to repair after a failure (exponential). @default 300 */
   mttrSeconds?: number;
+  /**
+   * With `mtbfSeconds`: random failures of this class happen only before this time (scenario
+   * seconds), and an agent one of them took down is back by then at the latest (its repair is cut
+   * short), so the rest of the run is free of them. A fault check ends its worlds so, to judge
+   * recovery after the faults. @default none (failures to the end of the run)
+   */
+  failuresUntilSeconds?: number;
 }
 
 /** The task demand of a framework. */
@@ -106,7 +113,13 @@ export type ScenarioEvent =
    * (see {@link ClusterSpec.masters}) takes over, and agents and frameworks follow it. The crashed
    * master comes back as a standby after `downSeconds`, if given.
    */
-  | { atSeconds: number; type: "master-failover"; downSeconds?: number };
+  | { atSeconds: number; type: "master-failover"; downSeconds?: number }
+  /**
+   * Changes the network's faults from then on: each field given replaces the scenario's
+   * `network` setting of that name (at least one is required). `{ "lossRate": 0,
+   * "duplicateRate": 0 }` ends message loss and duplication.
+   */
+  | { atSeconds: number; type: "set-network"; latency?: LatencySpec; lossRate?: number; duplicateRate?: number };
 
 export interface ClusterSpec {
   /** Agent classes by name (names are used in agent hostnames). */
@@ -313,12 +326,15 @@ function checkCluster(c: Checker, cluster: Obj, classes: Set<string>, traceMachi
       classes.add(name);
       const o = c.obj(spec, f);
       if (!o) continue;
-      c.unknownKeys(o, ["count", "resources", "attributes", "mtbfSeconds", "mttrSeconds"], f);
+      c.unknownKeys(o, ["count", "resources", "attributes", "mtbfSeconds", "mttrSeconds", "failuresUntilSeconds"], f);
       c.num(o, "count", f, { int: true, min: 0, max: MAX_CLASS_AGENTS });
       // An agent takes about a second to register (its backoff); failing more often than that is
       // not a failure model, and a tiny MTBF turns the run into an endless stream of crashes.
       c.num(o, "mtbfSeconds", f, { min: 1, why: "s; an agent failing more often fails before it has registered, and the run never ends", optional: true });
       c.num(o, "mttrSeconds", f, { gt: 0, optional: true });
+      c.num(o, "failuresUntilSeconds", f, { min: 0, optional: true });
+      // It bounds the random failures: without them it would silently do nothing.
+      if (o.failuresUntilSeconds !== undefined && o.mtbfSeconds === undefined) c.fail(`${f}.failuresUntilSeconds`, "needs mtbfSeconds (it ends the class's random failures, and without an MTBF there are none)");
       const text = c.str(o, "resources", f);
       if (text !== undefined) {
         try {
@@ -483,7 +499,7 @@ function checkFramework(c: Checker, value: unknown, field: string, names: Set<st
   }
 }
 
-const EVENT_TYPES = ["add-agents", "remove-agents", "fail-agents", "partition-agents", "fail-rack", "stop-framework", "master-failover"];
+const EVENT_TYPES = ["add-agents", "remove-agents", "fail-agents", "partition-agents", "fail-rack", "stop-framework", "master-failover", "set-network"];
 /** Most masters a scenario may run. */
 export const MAX_SIM_MASTERS = 9;
 
@@ -527,6 +543,14 @@ function checkEvent(c: Checker, value: unknown, field: string, classes: Set<stri
     c.unknownKeys(e, ["atSeconds", "type", "name"], field);
     const name = c.str(e, "name", field);
     if (name !== undefined && !names.has(name)) c.fail(`${field}.name`, `must name a framework of the scenario, got ${JSON.stringify(name)}`);
+    return;
+  }
+  if (e.type === "set-network") {
+    c.unknownKeys(e, ["atSeconds", "type", "latency", "lossRate", "duplicateRate"], field);
+    c.num(e, "lossRate", field, { min: 0, max: 1, optional: true });
+    c.num(e, "duplicateRate", field, { min: 0, max: 1, optional: true });
+    if (e.latency !== undefined) checkLatency(c, e.latency, `${field}.latency`);
+    if (e.latency === undefined && e.lossRate === undefined && e.duplicateRate === undefined) c.fail(field, "a set-network event must give at least one of latency, lossRate and duplicateRate");
     return;
   }
   if (e.type === "fail-rack") {

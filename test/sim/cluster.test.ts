@@ -31,6 +31,75 @@ describe("SimCluster", () => {
     await cluster.shutdown();
   });
 
+  it("ends a class's random failures at failuresUntilSeconds, with every agent they took down back by then, and changes nothing before it", async () => {
+    const scenario = (bounded: boolean) =>
+      validateScenario({
+        seed: 7,
+        endSeconds: 300,
+        cluster: { agentClasses: { std: { count: 4, resources: "cpus:2;mem:2048", mtbfSeconds: 40, mttrSeconds: 60, ...(bounded ? { failuresUntilSeconds: 100 } : {}) } } },
+        frameworks: [{ name: "f", kind: "tasks", refuseSeconds: 1, tasks: { count: 20, cpus: 1, mem: 256, durationSeconds: 30, arrival: { poisson: { ratePerSecond: 0.2 } } } }],
+      });
+    const run = async (bounded: boolean) => {
+      const events: Array<Record<string, unknown> & { t: number; type: string }> = [];
+      const cluster = new SimCluster(scenario(bounded), { eventLog: (e) => void events.push(e) });
+      await cluster.run();
+      const up = cluster.agents.filter((a) => a.up).length;
+      await cluster.shutdown();
+      return { events, up };
+    };
+    const bounded = await run(true);
+    const free = await run(false);
+    const failed = bounded.events.filter((e) => e.type === "agent-failed");
+    const restarted = bounded.events.filter((e) => e.type === "agent-restarted");
+    expect(failed.length).toBeGreaterThan(2);
+    expect(failed.every((e) => e.t < 100_000)).toBe(true);
+    expect(restarted).toHaveLength(failed.length);
+    expect(restarted.every((e) => e.t <= 100_000)).toBe(true);
+    expect(bounded.up).toBe(4);
+    // Without the bound the failures go on; with it, the run is the same up to it, but for the
+    // repairs cut short to end at it.
+    expect(free.events.some((e) => e.type === "agent-failed" && e.t >= 100_000)).toBe(true);
+    const before = (run: typeof free) => run.events.filter((e) => e.t < 100_000);
+    const withoutDown = (e: Record<string, unknown>) => ({ ...e, downMs: undefined });
+    expect(before(bounded).map(withoutDown)).toEqual(before(free).map(withoutDown));
+    const freeFailed = before(free).filter((e) => e.type === "agent-failed");
+    expect(failed).toHaveLength(freeFailed.length);
+    // The log's times are rounded to the µs.
+    failed.forEach((e, i) => expect(e.downMs as number).toBeCloseTo(Math.min(freeFailed[i]!.downMs as number, 100_000 - e.t), 2));
+    expect(failed.some((e, i) => (e.downMs as number) < (freeFailed[i]!.downMs as number))).toBe(true);
+  });
+
+  it("a set-network event changes the network's faults from its time on", async () => {
+    const events: Array<Record<string, unknown>> = [];
+    let lostBy50 = -1;
+    let duplicatedBy50 = -1;
+    const cluster: SimCluster = new SimCluster(
+      validateScenario({
+        seed: 3,
+        endSeconds: 120,
+        cluster: { agentClasses: { std: { count: 3, resources: "cpus:2;mem:2048" } } },
+        network: { lossRate: 0.05, duplicateRate: 0.05 },
+        frameworks: [{ name: "d", kind: "decliner", refuseSeconds: 1 }],
+        events: [{ atSeconds: 50, type: "set-network", lossRate: 0, duplicateRate: 0 }],
+      }),
+      {
+        eventLog: (e) => void events.push(e),
+        afterEvent: () => {
+          if (cluster.elapsedMs() > 50_000) return;
+          lostBy50 = cluster.network.stats.lost;
+          duplicatedBy50 = cluster.network.stats.duplicated;
+        },
+      },
+    );
+    await cluster.run();
+    expect(lostBy50).toBeGreaterThan(0);
+    expect(duplicatedBy50).toBeGreaterThan(0);
+    expect(cluster.network.stats.lost).toBe(lostBy50);
+    expect(cluster.network.stats.duplicated).toBe(duplicatedBy50);
+    expect(events).toContainEqual({ t: 50_000, type: "network-changed", lossRate: 0, duplicateRate: 0 });
+    await cluster.shutdown();
+  });
+
   it("a partition cuts agents off from the master until it heals", async () => {
     const cluster = new SimCluster(
       validateScenario({

@@ -171,6 +171,32 @@ describe("runScenario", () => {
     expect(problems({ allocationIntervalMs: 1, agentPingIntervalMs: 1 }, { mtbfSeconds: 1 })).toEqual([]);
   });
 
+  it("checks the end of a class's random failures and set-network events, naming the field and the rule", () => {
+    const base = { seed: 1, endSeconds: 60, frameworks: [{ name: "d", kind: "decliner" }] };
+    const cls = (extra: Record<string, unknown>) => ({ agentClasses: { std: { count: 1, resources: "cpus:1;mem:512", ...extra } } });
+    expect(problemsOf({ ...base, cluster: cls({ mtbfSeconds: 100, failuresUntilSeconds: 30 }) })).toEqual([]);
+    expect(problemsOf({ ...base, cluster: cls({ mtbfSeconds: 100, failuresUntilSeconds: -1 }) })).toEqual(["scenario.cluster.agentClasses.std.failuresUntilSeconds: must be >= 0"]);
+    expect(problemsOf({ ...base, cluster: cls({ failuresUntilSeconds: 30 }) })).toEqual([
+      "scenario.cluster.agentClasses.std.failuresUntilSeconds: needs mtbfSeconds (it ends the class's random failures, and without an MTBF there are none)",
+    ]);
+    const events = (...e: unknown[]) => problemsOf({ ...base, cluster: cls({}), events: e });
+    expect(events({ atSeconds: 30, type: "set-network", lossRate: 0, duplicateRate: 0 }, { atSeconds: 40, type: "set-network", latency: { dist: "fixed", ms: 2 } })).toEqual([]);
+    expect(
+      events(
+        { atSeconds: 30, type: "set-network" },
+        { atSeconds: 30, type: "set-network", lossRate: 2, duplicateRate: "x", latency: { dist: "fixed" }, class: "std" },
+        { atSeconds: 60, type: "set-network", lossRate: 0 },
+      ),
+    ).toEqual([
+      "scenario.events[0]: a set-network event must give at least one of latency, lossRate and duplicateRate",
+      "scenario.events[1].class: is not a known field (known: atSeconds, type, latency, lossRate, duplicateRate)",
+      "scenario.events[1].lossRate: must be <= 1",
+      "scenario.events[1].duplicateRate: must be a finite number",
+      "scenario.events[1].latency.ms: is required",
+      "scenario.events[2].atSeconds: must be < scenario.endSeconds (60): the run ends before it",
+    ]);
+  });
+
   it("refuses agent attributes the agents could not parse, naming the class, before running", async () => {
     const withAttributes = (attributes: string): unknown => ({ ...small(), cluster: { ...small().cluster, agentClasses: { std: { count: 2, resources: "cpus:4;mem:4096", attributes } } } });
     const problems = async (input: unknown): Promise<string[]> => {
