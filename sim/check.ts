@@ -1,8 +1,8 @@
 /**
  * Seeded fault injection (`corral sim check --seeds 1..N`): each seed draws a random small world
  * and random faults (agent crashes and restarts, message loss, duplication and delay,
- * partitions, master failovers), runs it on the real shells, and checks after EVERY engine event
- * that
+ * partitions, master failovers), which all stop at {@link faultsEndSeconds} so the run ends with a
+ * quiet tail; it runs it on the real shells, and checks after EVERY engine event that
  *
  * - the allocator's own invariants hold (`allocator.checkInvariants()`), and
  * - no resource is in two outstanding offers: per agent, what is offered is contained in what
@@ -31,7 +31,15 @@ import { MarathonSimFramework } from "./workloads/marathon.ts";
 
 /** What one seed's check found. */
 export type CheckOutcome =
-  | { ok: true; seed: number; events: number; launched: number; faults: number }
+  | {
+      ok: true;
+      seed: number;
+      events: number;
+      launched: number;
+      faults: number;
+      /** Virtual seconds the Marathon convergence check judged the apps ({@link MarathonConvergenceCheck.judgedMs}). */
+      appsJudgedSeconds: number;
+    }
   | { ok: false; seed: number; atMs: number; problem: string; reproduce: string };
 
 /** Options of {@link runCheck}. */
@@ -63,34 +71,56 @@ export function parseSeeds(text: string): number[] {
   throw new Error(`--seeds: must be N, A..B or A,B,C, got ${JSON.stringify(text)}`);
 }
 
-/** The random world and faults of `seed` (a valid scenario). */
+/**
+ * The quiet tail of a fault world: the last seconds of the run, which no fault touches, so that
+ * {@link MarathonConvergenceCheck} judges every app after the faults. 240 s cover the master
+ * noticing an agent it lost touch with (5 missed pings of 15 s), the convergence bound
+ * ({@link MARATHON_CONVERGENCE_SLACK_MS}) and a few of Marathon's launch backoffs, with some of the
+ * tail left in which the check judges. A run shorter than twice this gets half its time instead.
+ */
+export const CHECK_QUIET_TAIL_SECONDS = 240;
+
+/**
+ * When every fault of a fault world has stopped (scenario seconds): the timed faults are over (a
+ * crashed agent or master back, a partition healed), class `a` fails no more and its agents are
+ * back, and the network neither loses nor duplicates messages from then on. The run's last
+ * `min(CHECK_QUIET_TAIL_SECONDS, seconds / 2)` seconds are quiet.
+ */
+export function faultsEndSeconds(seconds: number): number {
+  return seconds - Math.min(CHECK_QUIET_TAIL_SECONDS, seconds / 2);
+}
+
+/** The random world and faults of `seed` (a valid scenario); every fault stops at {@link faultsEndSeconds}. */
 export function faultScenario(seed: number, options: CheckOptions = {}): Scenario {
   const rng = new SeededRng(`check:${seed}`);
   const agents = options.agents ?? 6;
   // Each class holds at least one agent: fewer than two would silently become two.
   if (!Number.isInteger(agents) || agents < 2) throw new RangeError(`agents: must be an integer >= 2 (one agent in each of the two classes), got ${agents}`);
   const seconds = options.seconds ?? 600;
+  const quietFrom = faultsEndSeconds(seconds);
   const half = Math.max(1, Math.floor(agents / 2));
   const events: ScenarioEvent[] = [];
   const faults = 2 + rng.int(5);
+  // What a fault drew as its length, cut short so that it is over by `quietFrom` (at least 0.2 × quietFrom away).
+  const within = (atSeconds: number, drawn: number): number => Math.min(drawn, quietFrom - atSeconds);
   for (let i = 0; i < faults; i++) {
-    const atSeconds = Math.floor(rng.next() * seconds * 0.8);
+    const atSeconds = Math.floor(rng.next() * quietFrom * 0.8);
     const cls = rng.next() < 0.5 ? "a" : "b";
     const count = 1 + rng.int(Math.max(1, Math.min(2, half)));
     const kind = rng.int(4);
-    if (kind === 3) events.push({ atSeconds, type: "master-failover", ...(rng.next() < 0.5 ? { downSeconds: 5 + rng.int(60) } : {}) });
-    else if (kind === 0) events.push({ atSeconds, type: "fail-agents", class: cls, count, downSeconds: 5 + rng.int(120) });
-    else if (kind === 1) events.push({ atSeconds, type: "partition-agents", class: cls, count, durationSeconds: 5 + rng.int(120) });
+    if (kind === 3) events.push({ atSeconds, type: "master-failover", ...(rng.next() < 0.5 ? { downSeconds: within(atSeconds, 5 + rng.int(60)) } : {}) });
+    else if (kind === 0) events.push({ atSeconds, type: "fail-agents", class: cls, count, downSeconds: within(atSeconds, 5 + rng.int(120)) });
+    else if (kind === 1) events.push({ atSeconds, type: "partition-agents", class: cls, count, durationSeconds: within(atSeconds, 5 + rng.int(120)) });
     else events.push({ atSeconds, type: "add-agents", class: cls, count: 1 });
   }
-  return {
+  const scenario: Scenario = {
     name: `check-${seed}`,
     seed,
     endSeconds: seconds,
     sampleIntervalSeconds: seconds,
     cluster: {
       agentClasses: {
-        a: { count: half, resources: "cpus:4;mem:8192", mtbfSeconds: 200 + rng.int(1000), mttrSeconds: 10 + rng.int(100) },
+        a: { count: half, resources: "cpus:4;mem:8192", mtbfSeconds: 200 + rng.int(1000), mttrSeconds: 10 + rng.int(100), failuresUntilSeconds: quietFrom },
         b: { count: Math.max(1, agents - half), resources: "cpus:2;mem:4096" },
       },
       roleWeights: { r1: 1 + rng.int(3), r2: 1 },
@@ -126,6 +156,18 @@ export function faultScenario(seed: number, options: CheckOptions = {}): Scenari
     ],
     events,
   };
+  // A master crashed for good leaves the others; were every master gone, nothing could be launched
+  // again, a fault that never ends. Those beyond the standbys come back by `quietFrom`.
+  let standbys = (scenario.cluster.masters ?? 1) - 1;
+  for (const e of events) {
+    if (e.type !== "master-failover" || e.downSeconds !== undefined) continue;
+    if (standbys > 0) standbys--;
+    else e.downSeconds = quietFrom - e.atSeconds;
+  }
+  // The network's loss and duplication stop with the other faults (its latency stays: it keeps
+  // each link's order, a delay rather than a fault).
+  events.push({ atSeconds: quietFrom, type: "set-network", lossRate: 0, duplicateRate: 0 });
+  return scenario;
 }
 
 /**
@@ -180,6 +222,14 @@ export class MarathonConvergenceCheck {
   private shortSinceMs: number | null = null;
   /** The latest time the apps went from short to complete while no fault lasted (virtual ms since the start). */
   lastRecovery: { shortFromMs: number; completeAtMs: number } | null = null;
+  /**
+   * Virtual ms during which the check judged the apps: no fault lasted, a Marathon framework led,
+   * and the bound had passed for each, so an app short then (and not backed off or staging) would
+   * have been reported. Zero means the check could not have caught anything.
+   */
+  judgedMs = 0;
+  /** When {@link problems} last ran, and whether it judged then. */
+  private lastAsked: { atMs: number; judging: boolean } | null = null;
 
   observe(e: SimLogEvent): void {
     const faulty = this.faulty();
@@ -220,15 +270,23 @@ export class MarathonConvergenceCheck {
 
   /** Apps past their bound right now (none while a fault lasts). */
   problems(cluster: SimCluster): string[] {
+    const nowMs = cluster.elapsedMs();
+    if (this.lastAsked?.judging) this.judgedMs += nowMs - this.lastAsked.atMs;
+    this.lastAsked = { atMs: nowMs, judging: false };
     if (this.faulty()) {
       this.shortSinceMs = null;
       return [];
     }
-    const nowMs = cluster.elapsedMs();
     const problems: string[] = [];
     let short = 0;
+    // Every leading Marathon past its bound (and at least one).
+    let judging = true;
+    let leaders = 0;
     for (const fw of cluster.frameworks.values()) {
       if (!(fw instanceof MarathonSimFramework) || !fw.marathon?.isLeader()) continue;
+      leaders++;
+      const fromMs = Math.max(this.quietSinceMs, this.lastEndMs.get(fw.spec.name) ?? 0);
+      if (nowMs <= fromMs + MARATHON_CONVERGENCE_SLACK_MS) judging = false;
       const core = fw.marathon.core;
       for (const record of core.appList()) {
         const running = core.taskCounts(record.app.id).tasksRunning;
@@ -241,7 +299,6 @@ export class MarathonConvergenceCheck {
         for (const i of core.instancesOf(record.app.id)) {
           if (i.state === "staging" || i.state === "starting") launchTimeoutMs = Math.max(launchTimeoutMs, i.stagedAtMs + core.config.taskLaunchTimeoutMs - cluster.startMs);
         }
-        const fromMs = Math.max(this.quietSinceMs, this.lastEndMs.get(fw.spec.name) ?? 0);
         const deadlineMs = Math.max(fromMs, backoffEndsMs, launchTimeoutMs) + MARATHON_CONVERGENCE_SLACK_MS;
         if (nowMs > deadlineMs) {
           problems.push(
@@ -251,6 +308,7 @@ export class MarathonConvergenceCheck {
         }
       }
     }
+    this.lastAsked.judging = judging && leaders > 0;
     if (short > 0) this.shortSinceMs ??= nowMs;
     else if (this.shortSinceMs !== null) {
       this.lastRecovery = { shortFromMs: this.shortSinceMs, completeAtMs: nowMs };
@@ -437,7 +495,15 @@ export async function runCheck(seed: number, options: CheckOptions = {}): Promis
         }
       },
     });
-    return { ok: true, seed, events: result.engine.events, launched: result.tasks.launched, faults: (scenario.events ?? []).length + result.agents.failures };
+    return {
+      ok: true,
+      seed,
+      events: result.engine.events,
+      launched: result.tasks.launched,
+      // The network's change at the end of the faults is not one.
+      faults: (scenario.events ?? []).filter((e) => e.type !== "set-network").length + result.agents.failures,
+      appsJudgedSeconds: Math.round(convergence.judgedMs / 1000),
+    };
   } catch (err) {
     const reproduce = reproduceCommand(seed, options);
     if (err instanceof InvariantViolation) return { ok: false, seed, atMs: Math.round(atMs), problem: err.message, reproduce };

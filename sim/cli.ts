@@ -279,7 +279,7 @@ async function checkSub(args: string[]): Promise<number> {
   let failures = 0;
   const report = (outcome: CheckOutcome): void => {
     if (outcome.ok) {
-      console.log(`seed ${outcome.seed}: ok (${outcome.events} events, ${outcome.launched} launched, ${outcome.faults} faults)`);
+      console.log(`seed ${outcome.seed}: ok (${outcome.events} events, ${outcome.launched} launched, ${outcome.faults} faults, Marathon apps judged for ${outcome.appsJudgedSeconds} s)`);
       return;
     }
     failures++;

@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it, vi } from "vitest";
 import { createHash } from "node:crypto";
-import { accountingProblems, deliveryProblems, faultScenario, invariantProblems, offerProblems, parseSeeds, reproduceCommand, runCheck } from "../../sim/check.ts";
+import { accountingProblems, CHECK_QUIET_TAIL_SECONDS, deliveryProblems, faultScenario, faultsEndSeconds, invariantProblems, offerProblems, parseSeeds, reproduceCommand, runCheck } from "../../sim/check.ts";
 import { runScenario } from "../../sim/report.ts";
 import { Resources } from "../../sdk/resources.ts";
 import type { TaskStatus } from "../../sdk/scheduler.ts";
@@ -156,6 +156,34 @@ describe("fault-injection check", () => {
     expect(faultScenario(4)).toEqual(a);
     expect(faultScenario(5)).not.toEqual(a);
     expect((a.events ?? []).length).toBeGreaterThanOrEqual(2);
+  });
+
+  it("ends every fault world with a quiet tail: each fault over, no random failure and no message lost or duplicated from faultsEndSeconds on", () => {
+    expect(faultsEndSeconds(600)).toBe(600 - CHECK_QUIET_TAIL_SECONDS);
+    expect(faultsEndSeconds(400)).toBe(200);
+    for (const options of [{}, { agents: 2, seconds: 400 }, { agents: 4, seconds: 150 }, { agents: 3, seconds: 5 }]) {
+      const seconds = options.seconds ?? 600;
+      const quietFrom = faultsEndSeconds(seconds);
+      for (let seed = 1; seed <= 40; seed++) {
+        const s = validateScenario(faultScenario(seed, options));
+        const label = `seed ${seed} ${JSON.stringify(options)}`;
+        expect(s.endSeconds, label).toBe(seconds);
+        expect(s.cluster.agentClasses.a, label).toMatchObject({ mtbfSeconds: expect.any(Number), failuresUntilSeconds: quietFrom });
+        const events = s.events ?? [];
+        expect(events.filter((e) => e.type === "set-network"), label).toEqual([{ atSeconds: quietFrom, type: "set-network", lossRate: 0, duplicateRate: 0 }]);
+        let permanent = 0;
+        for (const e of events) {
+          if (e.type === "set-network") continue;
+          expect(e.atSeconds, label).toBeLessThan(quietFrom);
+          const lasts = e.type === "partition-agents" ? e.durationSeconds : e.type === "fail-agents" || e.type === "master-failover" ? e.downSeconds : 0;
+          if (e.type === "master-failover" && lasts === undefined) permanent++;
+          else if (e.type !== "master-failover") expect(lasts, label).toBeDefined();
+          expect(e.atSeconds + (lasts ?? 0), label).toBeLessThanOrEqual(quietFrom);
+        }
+        // A master may crash for good only while another is left to lead.
+        expect(permanent, label).toBeLessThan(s.cluster.masters ?? 1);
+      }
+    }
   });
 
   it("passes seeded runs with invariants checked after every event", async () => {

@@ -1,8 +1,10 @@
 import { describe, expect, it } from "vitest";
+import type { MarathonCore } from "../../frameworks/marathon/core.ts";
 import { faultScenario, MARATHON_CONVERGENCE_SLACK_MS, MarathonConvergenceCheck, runCheck } from "../../sim/check.ts";
-import type { SimLogEvent } from "../../sim/cluster.ts";
+import type { SimCluster, SimLogEvent } from "../../sim/cluster.ts";
 import { runScenario } from "../../sim/report.ts";
 import type { Scenario } from "../../sim/scenario.ts";
+import { MarathonSimFramework } from "../../sim/workloads/marathon.ts";
 
 function world(apps: Array<Record<string, unknown>>, events: Scenario["events"]): Scenario {
   return {
@@ -21,8 +23,11 @@ function world(apps: Array<Record<string, unknown>>, events: Scenario["events"])
   };
 }
 
-/** Runs with the check after every event; its first problems and when they came, and the check. */
-async function checked(scenario: Scenario): Promise<{ problems: string[]; atMs: number | null; check: MarathonConvergenceCheck; events: SimLogEvent[] }> {
+/**
+ * Runs with the check after every event; its first problems and when they came, and the check.
+ * `tamper` is called after every event before the check, to break something on purpose.
+ */
+async function checked(scenario: Scenario, tamper?: (cluster: SimCluster) => void): Promise<{ problems: string[]; atMs: number | null; check: MarathonConvergenceCheck; events: SimLogEvent[] }> {
   const check = new MarathonConvergenceCheck();
   const events: SimLogEvent[] = [];
   let first: { problems: string[]; atMs: number } | undefined;
@@ -32,6 +37,7 @@ async function checked(scenario: Scenario): Promise<{ problems: string[]; atMs: 
       check.observe(e);
     },
     afterEvent: (cluster) => {
+      tamper?.(cluster);
       if (first) return;
       const problems = check.problems(cluster);
       if (problems.length > 0) first = { problems, atMs: cluster.elapsedMs() };
@@ -94,5 +100,46 @@ describe("fault check: Marathon apps reach their instance count after the faults
     expect(scenario.frameworks.find((f) => f.kind === "marathon")?.marathon?.apps?.length).toBe(2);
     const outcome = await runCheck(3, { seconds: 300 });
     expect(outcome).toMatchObject({ ok: true, seed: 3 });
+    // The faults stop half-way (a run this short gets half of it as its quiet tail): the check judged the apps in it.
+    if (outcome.ok) expect(outcome.appsJudgedSeconds).toBeGreaterThan(30);
+  });
+
+  it("catches a Marathon that stops replacing lost instances, in the fault worlds of `corral sim check` (default and small sizes)", async () => {
+    // Deliberately broken: once its apps are complete, this Marathon declines every offer, so an
+    // instance lost in the faults is never replaced. Every world where that left an app short must
+    // say so before the run ends: the faults have to stop early enough for the check to judge.
+    let caught = 0;
+    for (const [seed, options] of [
+      [1, {}],
+      [3, {}],
+      [4, {}],
+      [4, { agents: 2, seconds: 400 }],
+      [5, { agents: 2, seconds: 400 }],
+      [6, { agents: 2, seconds: 400 }],
+    ] as const) {
+      const scenario = faultScenario(seed, options);
+      let core: MarathonCore | undefined;
+      let broken = false;
+      const { problems } = await checked(scenario, (cluster) => {
+        const fw = cluster.frameworks.get("mara");
+        if (broken || !(fw instanceof MarathonSimFramework) || !fw.marathon) return;
+        const c = (core = fw.marathon.core);
+        const apps = c.appList();
+        if (apps.length < 2 || apps.some((r) => c.taskCounts(r.app.id).tasksRunning < r.app.instances)) return;
+        broken = true;
+        Object.assign(c, { offers: (offers: Array<{ id: string }>) => [{ type: "decline", offerIds: offers.map((o) => o.id), refuseSeconds: 5 }] });
+      });
+      const label = `seed ${seed} ${JSON.stringify(options)}`;
+      expect(broken, label).toBe(true);
+      const short = core!.appList().filter((r) => core!.taskCounts(r.app.id).tasksRunning < r.app.instances);
+      if (short.length === 0) {
+        expect(problems, label).toEqual([]);
+        continue;
+      }
+      caught++;
+      expect(problems, label).toContainEqual(expect.stringMatching(/^marathon app mara\/(web|spread): \d of [23] instances running \d+ s after the faults ended/));
+    }
+    // The break showed in most of these worlds (an instance was lost in their faults).
+    expect(caught).toBeGreaterThanOrEqual(4);
   });
 });

@@ -26,8 +26,9 @@ describe("simulations on worker threads", () => {
     expect(pooled).toEqual(inline);
     expect(pooled.code).toBe(0);
     expect(pooled.out.map((line) => line.split(":")[0])).toEqual(["seed 3", "seed 4", "seed 5", "all 3 seeds passed"]);
-    // Each line carries the run's own counts (events, launches, faults), so equal lines mean equal runs.
-    expect(pooled.out[0]).toMatch(/^seed 3: ok \(\d+ events, \d+ launched, \d+ faults\)$/);
+    // Each line carries the run's own counts (events, launches, faults, the time the Marathon check
+    // judged), so equal lines mean equal runs.
+    expect(pooled.out[0]).toMatch(/^seed 3: ok \(\d+ events, \d+ launched, \d+ faults, Marathon apps judged for \d+ s\)$/);
   }, 120_000); // six small simulations and two workers' start (each loads the simulator's modules)
 
   it("bin/corral sim check --jobs 2 runs its seeds on workers under the flags corral sim starts node with", async () => {
