@@ -25,6 +25,20 @@ afterEach(async () => {
   while (cleanups.length > 0) await cleanups.pop()!().catch(() => undefined);
 });
 
+/**
+ * A nats-server whose users are `users` (the master's is "master" / "pw-m"), stopped after the
+ * test; `as(user, pass)` connects as one of them.
+ */
+async function securedBus(users: ReadonlyArray<{ user: string; password: string; permissions: unknown }>): Promise<(user: string, pass: string) => Promise<NatsTransport>> {
+  const server = await startNats({ jetstream: false, config: `authorization: ${JSON.stringify({ users })}\n`, probeAuth: { user: "master", pass: "pw-m" } });
+  cleanups.push(() => server.stop());
+  return async (user, pass) => {
+    const transport = await connectNats({ servers: server.url, name: user, nats: { user, pass } });
+    cleanups.push(() => transport.close());
+    return transport;
+  };
+}
+
 describe("per-agent NATS permissions", () => {
   it("serve an agent given its id ahead of time, and stop another agent from speaking in its name", async () => {
     const cluster = "secure";
@@ -33,13 +47,7 @@ describe("per-agent NATS permissions", () => {
       { user: "agent-7", password: "pw-7", permissions: permissionsFor("agent", cluster, { id: "agent-7" }) },
       { user: "agent-8", password: "pw-8", permissions: permissionsFor("agent", cluster, { id: "agent-8" }) },
     ];
-    const server = await startNats({ jetstream: false, config: `authorization: ${JSON.stringify({ users })}\n`, probeAuth: { user: "master", pass: "pw-m" } });
-    cleanups.push(() => server.stop());
-    const as = async (user: string, pass: string): Promise<NatsTransport> => {
-      const transport = await connectNats({ servers: server.url, name: user, nats: { user, pass } });
-      cleanups.push(() => transport.close());
-      return transport;
-    };
+    const as = await securedBus(users);
 
     const master = createMaster({ cluster, transport: await as("master", "pw-m"), store: new MemoryRegistryStore(), log: QUIET, config: { agentPingIntervalMs: 100, maxMissedPings: 100 } });
     cleanups.push(() => master.stop());
@@ -93,13 +101,7 @@ describe("per-principal NATS permissions", () => {
       { user: "team-a", password: "pw-a", permissions: permissionsFor("framework", cluster, { principal: "team-a" }) },
       { user: "team-b", password: "pw-b", permissions: permissionsFor("framework", cluster, { principal: "team-b" }) },
     ];
-    const server = await startNats({ jetstream: false, config: `authorization: ${JSON.stringify({ users })}\n`, probeAuth: { user: "master", pass: "pw-m" } });
-    cleanups.push(() => server.stop());
-    const as = async (user: string, pass: string): Promise<NatsTransport> => {
-      const transport = await connectNats({ servers: server.url, name: user, nats: { user, pass } });
-      cleanups.push(() => transport.close());
-      return transport;
-    };
+    const as = await securedBus(users);
     /** The next permissions violation the server reports to `transport`. */
     const violation = (transport: NatsTransport) =>
       within(
