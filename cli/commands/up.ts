@@ -4,7 +4,7 @@
  * Marathon (or, with `--marathons N`, N Marathons that elect a leader) — printed with its URLs and stopped cleanly on Ctrl-C. With `--demo` it also deploys
  * the example app `examples/apps/hello.json` through Marathon and prints where it answers.
  */
-import { mkdirSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { join } from "node:path";
 import { createAgent, type Agent } from "../../agent/agent.ts";
@@ -14,7 +14,7 @@ import { MarathonClient } from "../../frameworks/marathon/client.ts";
 import { createMarathon, type Marathon } from "../../frameworks/marathon/marathon.ts";
 import type { NatsTransport } from "../../sdk/nats-transport.ts";
 import { preferredOrFreePort, startNats, type NatsServer } from "../nats-server.ts";
-import { corralHome, removeClusterFile, writeClusterFile } from "../cluster-file.ts";
+import { clusterFilePath, corralHome, lockWorkDir, readClusterFile, removeClusterFile, writeClusterFile } from "../cluster-file.ts";
 import { connect, makeLogger, untilSignal } from "../common.ts";
 import { containerizerFromFlags, ISOLATION_FLAGS } from "../containerizer.ts";
 import { durationFlag, numberFlag, parseFlags, portFlag, UsageError, type FlagSpec } from "../options.ts";
@@ -86,12 +86,23 @@ export async function upCommand(args: string[]): Promise<number> {
     if (port + count - 1 > 65535) throw new UsageError(`--${flag} ${port}: ${count} consecutive ports from it would pass 65535`);
   }
   const workDir = (values["work-dir"] as string | undefined) ?? join(corralHome(), "up");
-  mkdirSync(workDir, { recursive: true });
+  // One `corral up` per cluster file: a second one would take it over, and client commands would
+  // lose the first cluster (and find none at all once the second stopped).
+  const running = readClusterFile();
+  if (running && running.pid !== process.pid) {
+    throw new Error(
+      `a cluster started by corral up (pid ${running.pid}, master ${running.masterUrl}) is running, and ${clusterFilePath()} names it; ` +
+        `stop it first (Ctrl-C in its terminal, or kill -INT ${running.pid}), or start this one with another CORRAL_HOME`,
+    );
+  }
+  // Checked before anything starts: a second nats-server on the same JetStream store, or agents on
+  // the same work dirs, would corrupt the first cluster's state and kill its tasks.
+  const unlock = lockWorkDir(workDir);
   const cluster = values.cluster as string;
   const logFile = join(workDir, "corral.log");
   const log = makeLogger(values["log-level"] as string, logFile);
 
-  const stops: Array<() => Promise<unknown>> = [];
+  const stops: Array<() => Promise<unknown>> = [async () => unlock()];
   const stopAll = async () => {
     for (const stop of stops.reverse()) await stop().catch((error) => log.warn({ err: error }, "stop failed"));
   };

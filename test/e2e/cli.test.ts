@@ -5,7 +5,7 @@
 import { describe, expect, it } from "vitest";
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { freePort } from "../harness/nats.ts";
@@ -28,15 +28,25 @@ function lines(child: ChildProcess): EventLog<string> {
 /** An agent's environment for flag tests: nothing to connect to, no work dir to create. */
 const AGENT_ENV = { ...process.env, CORRAL_HOME: "/nonexistent", CORRAL_NATS: "nats://127.0.0.1:1", CORRAL_WORK_DIR: "/nonexistent/agent" };
 
-/** Runs `corral args` to its end. */
-function corral(args: readonly string[], env: NodeJS.ProcessEnv = process.env): Promise<{ status: number | null; stdout: string; stderr: string }> {
+/**
+ * Runs `corral args` to its end; one still running after `timeoutMs` is interrupted (SIGINT, so a
+ * `corral up` that should have refused to start stops what it started; SIGKILL 10 s later) and
+ * ends with a null status.
+ */
+function corral(args: readonly string[], env: NodeJS.ProcessEnv = process.env, timeoutMs = 30_000): Promise<{ status: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     const child = spawn(CORRAL, args, { env, stdio: ["ignore", "pipe", "pipe"] });
     let stdout = "";
     let stderr = "";
+    const interrupt = setTimeout(() => child.kill("SIGINT"), timeoutMs);
+    const kill = setTimeout(() => child.kill("SIGKILL"), timeoutMs + 10_000);
     child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
     child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
-    child.on("close", (status) => resolve({ status, stdout, stderr }));
+    child.on("close", (status) => {
+      clearTimeout(interrupt);
+      clearTimeout(kill);
+      resolve({ status, stdout, stderr });
+    });
   });
 }
 
@@ -110,6 +120,50 @@ describe("corral CLI", () => {
       await rm(home, { recursive: true, force: true });
     }
   }, 120_000);
+
+  it("refuses a second corral up on the same work dir or cluster file before starting anything, and leaves the first running", async () => {
+    const home = await mkdtemp(join(tmpdir(), "corral-home-"));
+    const env = { ...process.env, CORRAL_HOME: home };
+    const upArgs = async (...extra: string[]) => ["up", "--agents", "1", "--master-port", "0", "--marathon-port", "0", "--nats-port", String(await freePort()), ...extra];
+    // A lock left by a `corral up` that died without cleaning up (its pid is gone) does not block the next one.
+    await mkdir(join(home, "up"), { recursive: true });
+    const dead = spawnSync("true");
+    await writeFile(join(home, "up", "up.lock"), `${dead.pid}\n`);
+    const up = spawn(CORRAL, await upArgs(), { env, stdio: ["ignore", "pipe", "inherit"] });
+    try {
+      const out = lines(up);
+      await out.waitFor((l) => l.includes("Press Ctrl-C"), 30_000, "the first corral up to be ready");
+      const first = JSON.parse(await readFile(join(home, "cluster.json"), "utf8")) as { pid: number; masterUrl: string };
+      expect(first.pid).toBe(up.pid);
+
+      // The same work dir, another cluster file and other ports: refused before a nats-server or agent is started on its state.
+      const again = await corral(await upArgs("--work-dir", join(home, "up")), { ...env, CORRAL_HOME: join(home, "elsewhere") }, 15_000);
+      expect({ status: again.status, stdout: again.stdout }).toEqual({ status: 1, stdout: "" });
+      expect(again.stderr).toContain(`corral up: ${join(home, "up")} is in use by another corral up (pid ${up.pid})`);
+      expect(again.stderr).toContain(`kill -INT ${up.pid}`);
+      // The same cluster file, another work dir: client commands would lose the first cluster.
+      const other = await corral(await upArgs("--work-dir", join(home, "other")), env, 15_000);
+      expect({ status: other.status, stdout: other.stdout }).toEqual({ status: 1, stdout: "" });
+      expect(other.stderr).toContain(`corral up: a cluster started by corral up (pid ${up.pid}, master ${first.masterUrl}) is running`);
+      expect(other.stderr).toContain("CORRAL_HOME");
+      expect(existsSync(join(home, "other"))).toBe(false);
+      expect(existsSync(join(home, "elsewhere", "cluster.json"))).toBe(false);
+
+      // The first is untouched: still found, still serving.
+      expect(JSON.parse(await readFile(join(home, "cluster.json"), "utf8"))).toEqual(first);
+      const state = spawnSync(CORRAL, ["state", "--json"], { env, encoding: "utf8", timeout: 30_000 });
+      expect(state.status).toBe(0);
+      expect((JSON.parse(state.stdout) as { agents: unknown[] }).agents).toHaveLength(1);
+
+      const exited = new Promise<number | null>((resolve) => up.once("exit", (code) => resolve(code)));
+      up.kill("SIGINT");
+      expect(await exited).toBe(0);
+      expect(existsSync(join(home, "up", "up.lock"))).toBe(false);
+    } finally {
+      if (up.exitCode === null) up.kill("SIGKILL");
+      await rm(home, { recursive: true, force: true });
+    }
+  }, 90_000);
 
   it("explains bad flags and unknown commands", async () => {
     const [bad, unknown] = await Promise.all([
