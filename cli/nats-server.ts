@@ -104,6 +104,11 @@ export async function freePort(): Promise<number> {
   return port;
 }
 
+/** Whether `port` on loopback is taken right now (it may change before anyone binds it). */
+export async function portInUse(port: number): Promise<boolean> {
+  return (await probePort(port)) === undefined;
+}
+
 /** `preferred` when it is free right now, else any free port. */
 export async function preferredOrFreePort(preferred: number): Promise<number> {
   return (await probePort(preferred)) ?? freePort();

@@ -13,7 +13,7 @@ import { fileURLToPath } from "node:url";
 import { MarathonClient } from "../../frameworks/marathon/client.ts";
 import { createMarathon, type Marathon } from "../../frameworks/marathon/marathon.ts";
 import type { NatsTransport } from "../../sdk/nats-transport.ts";
-import { preferredOrFreePort, startNats, type NatsServer } from "../nats-server.ts";
+import { portInUse, preferredOrFreePort, startNats, type NatsServer } from "../nats-server.ts";
 import { clusterFilePath, corralHome, lockWorkDir, readClusterFile, removeClusterFile, writeClusterFile } from "../cluster-file.ts";
 import { connect, makeLogger, untilSignal } from "../common.ts";
 import { containerizerFromFlags, ISOLATION_FLAGS } from "../containerizer.ts";
@@ -94,6 +94,15 @@ export async function upCommand(args: string[]): Promise<number> {
       `a cluster started by corral up (pid ${running.pid}, master ${running.masterUrl}) is running, and ${clusterFilePath()} names it; ` +
         `stop it first (Ctrl-C in its terminal, or kill -INT ${running.pid}), or start this one with another CORRAL_HOME`,
     );
+  }
+  // A taken port would otherwise be found only once the master or Marathon listens, after the
+  // nats-server and the agents have started, and be reported as a bare EADDRINUSE.
+  for (const [flag, port, count] of [["master-port", masterPort, masterCount], ["marathon-port", marathonPort, marathonCount]] as const) {
+    for (let i = 0; port !== 0 && i < count; i++) {
+      if (await portInUse(port + i)) {
+        throw new Error(`--${flag} ${port}: 127.0.0.1:${port + i} is in use (another corral up, or another program); choose another port, or 0 for any free one`);
+      }
+    }
   }
   // Checked before anything starts: a second nats-server on the same JetStream store, or agents on
   // the same work dirs, would corrupt the first cluster's state and kill its tasks.

@@ -7,6 +7,7 @@ import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
+import { createServer, type AddressInfo } from "node:net";
 import { join } from "node:path";
 import { freePort } from "../harness/nats.ts";
 import { EventLog } from "../harness/events.ts";
@@ -164,6 +165,27 @@ describe("corral CLI", () => {
       await rm(home, { recursive: true, force: true });
     }
   }, 90_000);
+
+  it("refuses corral up when its master or Marathon port is taken, naming the flag, before starting anything", async () => {
+    const home = await mkdtemp(join(tmpdir(), "corral-home-"));
+    const taken = createServer();
+    await new Promise<void>((resolve) => taken.listen(0, "127.0.0.1", resolve));
+    const port = (taken.address() as AddressInfo).port;
+    try {
+      const env = { ...process.env, CORRAL_HOME: home };
+      for (const flag of ["--master-port", "--marathon-port"]) {
+        const other = flag === "--master-port" ? "--marathon-port" : "--master-port";
+        const refused = await corral(["up", flag, String(port), other, "0", "--nats-port", String(await freePort())], env, 15_000);
+        expect({ flag, status: refused.status, stdout: refused.stdout }).toEqual({ flag, status: 1, stdout: "" });
+        expect(refused.stderr).toContain(`corral up: ${flag} ${port}: 127.0.0.1:${port} is in use (another corral up, or another program); choose another port, or 0 for any free one`);
+        expect(existsSync(join(home, "up", "nats"))).toBe(false);
+        expect(existsSync(join(home, "up", "up.lock"))).toBe(false);
+      }
+    } finally {
+      await new Promise((resolve) => taken.close(resolve));
+      await rm(home, { recursive: true, force: true });
+    }
+  });
 
   it("explains bad flags and unknown commands", async () => {
     const [bad, unknown] = await Promise.all([
