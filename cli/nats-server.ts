@@ -42,6 +42,13 @@ export interface StartNatsOptions {
   args?: string[];
   /** Client credentials used by the readiness probe when the config requires auth. @default none */
   probeAuth?: { user: string; pass: string };
+  /**
+   * Run the server in a process group (and session) of its own. A Ctrl-C at a terminal signals
+   * the whole foreground group; `corral up` sets this so that its bus is not killed by that
+   * Ctrl-C before the components using it have stopped: it stops the server itself, last.
+   * @default false
+   */
+  ownProcessGroup?: boolean;
 }
 
 /** A running nats-server. */
@@ -186,7 +193,7 @@ class NatsServerImpl implements NatsServer {
     if (this.options.jetstream ?? true) args.push("-js", "-sd", this.storeDir);
     if (this.configPath) args.push("-c", this.configPath);
     args.push(...(this.options.args ?? []));
-    const child = spawn(this.binary, args, { stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(this.binary, args, { stdio: ["ignore", "pipe", "pipe"], detached: this.options.ownProcessGroup ?? false });
     track(child);
     const append = (chunk: Buffer) => {
       this.log = (this.log + chunk.toString("utf8")).slice(-LOG_TAIL_CHARS);

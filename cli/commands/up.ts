@@ -119,7 +119,7 @@ export async function upCommand(args: string[]): Promise<number> {
     let nats = values.nats as string | undefined;
     let server: NatsServer | undefined;
     if (!nats) {
-      server = await startNats({ storeDir: join(workDir, "nats"), port: natsPort ?? (await preferredOrFreePort(4222)) });
+      server = await startNats({ storeDir: join(workDir, "nats"), port: natsPort ?? (await preferredOrFreePort(4222)), ownProcessGroup: true });
       nats = server.url;
       stops.push(() => server!.stop());
     }

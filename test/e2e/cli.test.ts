@@ -4,13 +4,13 @@
  */
 import { describe, expect, it } from "vitest";
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { createServer, type AddressInfo } from "node:net";
 import { join } from "node:path";
 import { freePort } from "../harness/nats.ts";
-import { EventLog } from "../harness/events.ts";
+import { EventLog, within } from "../harness/events.ts";
 
 const CORRAL = join(process.cwd(), "bin/corral");
 
@@ -49,6 +49,19 @@ function corral(args: readonly string[], env: NodeJS.ProcessEnv = process.env, t
       resolve({ status, stdout, stderr });
     });
   });
+}
+
+/**
+ * Stops a `corral up` that a failed test left running: SIGINT first, so that it stops its
+ * nats-server and its tasks (a SIGKILL would orphan them), then SIGKILL after 20 s.
+ */
+async function stopUp(up: ChildProcess): Promise<void> {
+  if (up.exitCode !== null || up.signalCode !== null) return;
+  const exited = new Promise((resolve) => up.once("exit", resolve));
+  up.kill("SIGINT");
+  const timer = setTimeout(() => up.kill("SIGKILL"), 20_000);
+  await exited;
+  clearTimeout(timer);
 }
 
 /** `run` over `items`, at most `width` at a time; the results in the items' order. */
@@ -117,7 +130,7 @@ describe("corral CLI", () => {
       expect(none.status).toBe(2);
       expect(none.stderr).toContain("corral up");
     } finally {
-      if (up.exitCode === null) up.kill("SIGKILL");
+      await stopUp(up);
       await rm(home, { recursive: true, force: true });
     }
   }, 120_000);
@@ -161,10 +174,49 @@ describe("corral CLI", () => {
       expect(await exited).toBe(0);
       expect(existsSync(join(home, "up", "up.lock"))).toBe(false);
     } finally {
-      if (up.exitCode === null) up.kill("SIGKILL");
+      await stopUp(up);
       await rm(home, { recursive: true, force: true });
     }
   }, 90_000);
+
+  it("stops the demo cluster cleanly on a terminal's Ctrl-C (SIGINT to its whole process group): the bus outlives the components, nothing is left behind", async () => {
+    const home = await mkdtemp(join(tmpdir(), "corral-home-"));
+    const env = { ...process.env, CORRAL_HOME: home };
+    // detached: `corral up` leads a process group of its own, as a shell's foreground job does.
+    const up = spawn(CORRAL, ["up", "--demo", "--agents", "1", "--master-port", "0", "--marathon-port", "0", "--nats-port", String(await freePort())], { env, stdio: ["ignore", "pipe", "inherit"], detached: true });
+    try {
+      const out = lines(up);
+      await out.waitFor((l) => l.includes("Press Ctrl-C"), 90_000, "corral up --demo to deploy the example app");
+      const tasks = out.items.flatMap((l) => /^ {2}\/hello: (hello\.[0-9a-f-]+) serving http:\/\/127\.0\.0\.1:\d+$/.exec(l)?.[1] ?? []);
+      expect(tasks).toHaveLength(2);
+
+      const exited = new Promise<number | null>((resolve) => up.once("exit", (code) => resolve(code)));
+      process.kill(-up.pid!, "SIGINT");
+      expect(await within(exited, 30_000, "corral up to stop")).toBe(0);
+
+      // The embedded nats-server got the Ctrl-C too, and used to die first: every component then
+      // stopped without its bus (each connection's drain timing out, 2 s apiece).
+      const log = await readFile(join(home, "up", "corral.log"), "utf8");
+      expect(log).not.toContain('"msg":"nats disconnected"');
+      expect(log).not.toContain("nats drain timed out");
+      // No process of this cluster (nats-server, tasks, their supervisors) is left, nor a task's cgroup.
+      const left = readdirSync("/proc").filter((pid) => /^\d+$/.test(pid)).filter((pid) => {
+        try {
+          return readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(home);
+        } catch {
+          return false; // Gone meanwhile.
+        }
+      });
+      expect(left).toEqual([]);
+      const cgroupDirs = ["/sys/fs/cgroup/corral", ...(existsSync("/sys/fs/cgroup") ? readdirSync("/sys/fs/cgroup").map((c) => `/sys/fs/cgroup/${c}/corral`) : [])].filter((d) => existsSync(d));
+      const leftCgroups = cgroupDirs.flatMap((d) => readdirSync(d).filter((name) => tasks.some((t) => name.startsWith(`${t}-`))));
+      expect(leftCgroups).toEqual([]);
+      expect(existsSync(join(home, "cluster.json"))).toBe(false);
+    } finally {
+      await stopUp(up);
+      await rm(home, { recursive: true, force: true });
+    }
+  }, 120_000);
 
   it("refuses corral up when its master or Marathon port is taken, naming the flag, before starting anything", async () => {
     const home = await mkdtemp(join(tmpdir(), "corral-home-"));
