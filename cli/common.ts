@@ -59,15 +59,16 @@ export function makeLogger(level: string, file?: string): PinoLogger {
   return file ? pino({ level }, pino.destination({ dest: file, mkdir: true, sync: false })) : pino({ level }, pino.destination(2));
 }
 
-/** Resolves when the process is asked to stop (Ctrl-C or SIGTERM). */
-export function untilSignal(): Promise<NodeJS.Signals> {
+/**
+ * Resolves when the process is asked to stop: by default Ctrl-C or SIGTERM; `corral up` adds
+ * SIGHUP (its terminal closed), which would otherwise kill it without stopping what it started.
+ */
+export function untilSignal(signals: readonly NodeJS.Signals[] = ["SIGINT", "SIGTERM"]): Promise<NodeJS.Signals> {
   return new Promise((resolve) => {
     const done = (signal: NodeJS.Signals) => {
-      process.off("SIGINT", done);
-      process.off("SIGTERM", done);
+      for (const s of signals) process.off(s, done);
       resolve(signal);
     };
-    process.on("SIGINT", done);
-    process.on("SIGTERM", done);
+    for (const s of signals) process.on(s, done);
   });
 }

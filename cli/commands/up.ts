@@ -211,8 +211,9 @@ export async function upCommand(args: string[]): Promise<number> {
 
     if (values.demo) await deployDemo(new MarathonClient(marathon.httpUrl()));
     console.log("Press Ctrl-C to stop.");
-    await untilSignal();
-    console.log("\nStopping...");
+    const signal = await untilSignal(["SIGINT", "SIGTERM", "SIGHUP"]);
+    // After SIGHUP the terminal is gone: writing to it would fail (EIO) in the middle of stopping.
+    if (signal !== "SIGHUP") console.log("\nStopping...");
   } finally {
     await stopAll();
     log.flush();

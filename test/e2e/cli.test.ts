@@ -218,6 +218,31 @@ describe("corral CLI", () => {
     }
   }, 120_000);
 
+  it("stops the cluster cleanly when its terminal is closed (SIGHUP to its process group)", async () => {
+    const home = await mkdtemp(join(tmpdir(), "corral-home-"));
+    const env = { ...process.env, CORRAL_HOME: home };
+    const up = spawn(CORRAL, ["up", "--agents", "1", "--master-port", "0", "--marathon-port", "0", "--nats-port", String(await freePort())], { env, stdio: ["ignore", "pipe", "inherit"], detached: true });
+    try {
+      await lines(up).waitFor((l) => l.includes("Press Ctrl-C"), 30_000, "corral up to be ready");
+      const exited = new Promise<[number | null, NodeJS.Signals | null]>((resolve) => up.once("exit", (code, signal) => resolve([code, signal])));
+      process.kill(-up.pid!, "SIGHUP");
+      // Killed by the signal, it left its nats-server running (that one reloads its config on SIGHUP) and its files behind.
+      expect(await within(exited, 30_000, "corral up to stop")).toEqual([0, null]);
+      const left = readdirSync("/proc").filter((pid) => /^\d+$/.test(pid)).filter((pid) => {
+        try {
+          return readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(home);
+        } catch {
+          return false; // Gone meanwhile.
+        }
+      });
+      expect(left).toEqual([]);
+      expect(existsSync(join(home, "cluster.json"))).toBe(false);
+    } finally {
+      await stopUp(up);
+      await rm(home, { recursive: true, force: true });
+    }
+  }, 60_000);
+
   it("refuses corral up when its master or Marathon port is taken, naming the flag, before starting anything", async () => {
     const home = await mkdtemp(join(tmpdir(), "corral-home-"));
     const taken = createServer();
