@@ -7,7 +7,7 @@ import { randomUUID } from "node:crypto";
 import { Resources } from "../../sdk/resources.ts";
 import { createSchedulerDriver, type SchedulerDriver, type TaskStatus } from "../../sdk/scheduler.ts";
 import { TERMINAL_TASK_STATES } from "../../sdk/wire/types.ts";
-import { CLUSTER_FLAGS, connect, fetchOrExplain, makeLogger, resolveCluster, resolveMasterUrl } from "../common.ts";
+import { CLUSTER_FLAGS, connect, fetchOrExplain, makeLogger, resolveCluster, resolveMasterUrl, untilSignal } from "../common.ts";
 import { numberFlag, parseFlags, UsageError, type FlagSpec } from "../options.ts";
 
 export const RUN_FLAGS: Record<string, FlagSpec> = {
@@ -127,14 +127,33 @@ export async function runCommand(args: string[]): Promise<number> {
     },
   });
 
+  // Ctrl-C (or SIGTERM) kills the task, as it would a command run in the foreground; without this
+  // the process died and the task ran on until the master missed the driver's heartbeats. A second
+  // Ctrl-C, while the kill is under way, ends `corral run` at once (the handler is gone by then).
+  const interrupted = untilSignal();
   await driver.start();
   process.stderr.write(`corral: waiting for an offer of ${resources} to run ${taskId}\n`);
   // Output is streamed while the task runs; the interval is the refresh rate of a terminal.
   const streaming = setInterval(() => void Promise.all(followers.map((f) => f.drain())), 250);
-  const status = await finished;
+  const outcome = await Promise.race([finished.then((status) => ({ status })), interrupted.then((signal) => ({ signal }))]);
+  let code: number;
+  if ("signal" in outcome) {
+    process.stderr.write(`corral: interrupted: ${launched ? `killing ${taskId}` : "no task was launched"}\n`);
+    if (launched) {
+      await driver.kill(taskId).catch((err: Error) => process.stderr.write(`corral: could not kill ${taskId}: ${err.message}\n`));
+      // Its TASK_KILLED, within the agent's grace period and a margin; the teardown below kills it anyway.
+      await Promise.race([finished, new Promise((resolve) => setTimeout(resolve, RUN_KILL_WAIT_MS).unref())]);
+    }
+    code = 128 + (outcome.signal === "SIGTERM" ? 15 : 2);
+  } else {
+    code = exitCodeOf(outcome.status);
+  }
   clearInterval(streaming);
   for (const follower of followers) await follower.drain();
   await driver.stop({ teardown: true });
   await transport.close();
-  return exitCodeOf(status);
+  return code;
 }
+
+/** How long an interrupted `corral run` waits for its task's TASK_KILLED: the agent's 3 s grace period and a margin. */
+const RUN_KILL_WAIT_MS = 10_000;

@@ -104,6 +104,26 @@ describe("corral CLI", () => {
       expect(blind.stderr).toContain("TASK_FAILED");
       expect(blind.status).toBe(4);
 
+      // Ctrl-C kills the task (it used to keep running until the master missed the gone driver's heartbeats) and exits 130.
+      const marker = `corral-run-interrupted-${process.pid}-${Date.now()}`;
+      const long = spawn(CORRAL, ["run", "--cpus", "0.1", "--mem", "32", "--", `echo started; exec sleep 1000 # ${marker}`], { env, stdio: ["ignore", "pipe", "pipe"] });
+      let longErr = "";
+      long.stderr!.on("data", (chunk: Buffer) => (longErr += chunk.toString()));
+      await lines(long).waitFor((l) => l === "started", 30_000, "corral run's task to start");
+      const longExited = new Promise<number | null>((resolve) => long.once("exit", (code) => resolve(code)));
+      long.kill("SIGINT");
+      expect(await within(longExited, 20_000, "corral run to stop after Ctrl-C")).toBe(130);
+      expect(longErr).toMatch(/corral: interrupted: killing run-[0-9a-f]{8}/);
+      expect(longErr).toContain("TASK_KILLED");
+      const stillRunning = readdirSync("/proc").filter((pid) => /^\d+$/.test(pid)).filter((pid) => {
+        try {
+          return readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(marker);
+        } catch {
+          return false; // Gone meanwhile.
+        }
+      });
+      expect(stillRunning).toEqual([]);
+
       const state = spawnSync(CORRAL, ["state", "--json"], { env, encoding: "utf8", timeout: 30_000 });
       expect(state.status).toBe(0);
       const parsed = JSON.parse(state.stdout) as { agents: unknown[]; completedFrameworks: Array<{ name: string }> };
