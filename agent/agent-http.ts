@@ -147,17 +147,35 @@ export function mesosStatistics(usage: Record<string, unknown>): Record<string, 
   return out;
 }
 
-/** Prometheus series of container usage, one per (statistic, task). */
+/**
+ * The Prometheus family of each Mesos statistic. `/monitor/statistics` keeps Mesos's names; the
+ * metrics follow Prometheus's rules instead: a figure that only grows (cpu time, CFS periods) is a
+ * counter, named in its base unit (seconds, not secs) and ending in `_total`, so that `rate()`
+ * applies to it; the others are gauges and do not end in `_total`.
+ */
+const CONTAINER_METRICS: ReadonlyArray<{ statistic: string; name: string; type: "counter" | "gauge"; help: string }> = [
+  { statistic: "cpus_user_time_secs", name: "cpus_user_seconds_total", type: "counter", help: "CPU time the container's processes spent in user mode." },
+  { statistic: "cpus_system_time_secs", name: "cpus_system_seconds_total", type: "counter", help: "CPU time the container's processes spent in the kernel." },
+  { statistic: "cpus_nr_periods", name: "cpus_periods_total", type: "counter", help: "CFS enforcement periods the container has run in." },
+  { statistic: "cpus_nr_throttled", name: "cpus_throttled_periods_total", type: "counter", help: "CFS periods in which the container was throttled for using up its cpu quota." },
+  { statistic: "cpus_throttled_time_secs", name: "cpus_throttled_seconds_total", type: "counter", help: "Time the container spent throttled by its CFS cpu quota." },
+  { statistic: "cpus_limit", name: "cpus_limit", type: "gauge", help: "The container's cpu limit, in cpus." },
+  { statistic: "mem_rss_bytes", name: "mem_rss_bytes", type: "gauge", help: "Resident memory of the container's processes." },
+  { statistic: "mem_total_bytes", name: "mem_total_bytes", type: "gauge", help: "Memory charged to the container (page cache included)." },
+  { statistic: "mem_max_bytes", name: "mem_max_bytes", type: "gauge", help: "The most memory ever charged to the container." },
+  { statistic: "mem_limit_bytes", name: "mem_limit_bytes", type: "gauge", help: "The container's memory limit." },
+  { statistic: "processes", name: "processes", type: "gauge", help: "Processes in the container." },
+];
+
+/** Prometheus series of container usage, one per (statistic, task); a family is listed when some container reports it. */
 export function renderContainerMetrics(containers: readonly ContainerStatistics[]): string {
   const lines: string[] = [];
-  const names = [...new Set(containers.flatMap((c) => Object.keys(c.statistics).filter((k) => k !== "timestamp")))].sort();
-  for (const name of names) {
+  for (const { statistic, name, type, help } of CONTAINER_METRICS) {
+    const samples = containers.filter((c) => c.statistics[statistic] !== undefined);
+    if (samples.length === 0) continue;
     const metric = `corral_agent_container_${name}`;
-    lines.push(`# HELP ${metric} Container usage: ${name.replace(/_/g, " ")}.`, `# TYPE ${metric} gauge`);
-    for (const c of containers) {
-      const value = c.statistics[name];
-      if (value !== undefined) lines.push(`${metric}{framework_id="${c.framework_id}",task_id="${c.executor_id}"} ${value}`);
-    }
+    lines.push(`# HELP ${metric} ${help}`, `# TYPE ${metric} ${type}`);
+    for (const c of samples) lines.push(`${metric}{framework_id="${c.framework_id}",task_id="${c.executor_id}"} ${c.statistics[statistic]}`);
   }
   return lines.length > 0 ? `${lines.join("\n")}\n` : "";
 }

@@ -1,6 +1,6 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { renderAgentMetrics } from "../../agent/agent-http.ts";
+import { renderAgentMetrics, renderContainerMetrics } from "../../agent/agent-http.ts";
 import {
   bytesToHex,
   containerResourcesOf,
@@ -276,5 +276,44 @@ describe("metrics", () => {
     // Every sample line belongs to a declared metric.
     const declared = new Set([...text.matchAll(/^# TYPE (\S+) /gm)].map((m) => m[1]));
     for (const line of text.split("\n").filter((l) => l !== "" && !l.startsWith("#"))) expect(declared.has(line.split(/[{ ]/)[0])).toBe(true);
+  });
+
+  it("names container usage by Prometheus's rules: cumulative figures are counters in seconds or events, ending in _total; nothing else does", () => {
+    const statistics = {
+      timestamp: 1_700_000_000, cpus_user_time_secs: 1.5, cpus_system_time_secs: 0.5, cpus_limit: 0.1, cpus_nr_periods: 40, cpus_nr_throttled: 3,
+      cpus_throttled_time_secs: 0.2, mem_rss_bytes: 7e6, mem_total_bytes: 8e6, mem_max_bytes: 9e6, mem_limit_bytes: 134217728, processes: 2,
+    };
+    const text = renderAgentMetrics({
+      tasks: [], pendingStatusUpdates: 0, registered: true, registrationAttempts: 1, staleEpochMessages: 0, drops: new DropCounter(),
+      statusUpdateStats: { enqueued: 0, sent: 0, retried: 0, acknowledged: 0, duplicateUpdates: 0, updatesAfterTerminal: 0, ignoredAcks: 0, unknownTaskAcks: 0, ignoredTimers: 0 },
+    }) + renderContainerMetrics([
+      { framework_id: "fw-1", executor_id: "web.1", container_id: "c1", statistics },
+      { framework_id: "fw-1", executor_id: "web.2", container_id: "c2", statistics: { ...statistics, cpus_user_time_secs: 2 } },
+    ]);
+    const types = [...text.matchAll(/^# TYPE (\S+) (\S+)$/gm)].map(([, name, type]) => ({ name: name!, type: type! }));
+    const helps = [...text.matchAll(/^# HELP (\S+) .+$/gm)].map(([, name]) => name!);
+    expect(new Set(types.map((t) => t.name)).size).toBe(types.length);
+    expect(helps.sort()).toEqual(types.map((t) => t.name).sort());
+    for (const { name, type } of types) {
+      expect({ name, type, total: name.endsWith("_total") }).toEqual({ name, type, total: type === "counter" });
+      expect(name).not.toMatch(/_secs(_|$)/); // Prometheus's base unit is spelled out: _seconds.
+    }
+    const container = Object.fromEntries(types.filter((t) => t.name.startsWith("corral_agent_container_")).map((t) => [t.name, t.type]));
+    expect(container).toEqual({
+      corral_agent_container_cpus_user_seconds_total: "counter",
+      corral_agent_container_cpus_system_seconds_total: "counter",
+      corral_agent_container_cpus_periods_total: "counter",
+      corral_agent_container_cpus_throttled_periods_total: "counter",
+      corral_agent_container_cpus_throttled_seconds_total: "counter",
+      corral_agent_container_cpus_limit: "gauge",
+      corral_agent_container_mem_rss_bytes: "gauge",
+      corral_agent_container_mem_total_bytes: "gauge",
+      corral_agent_container_mem_max_bytes: "gauge",
+      corral_agent_container_mem_limit_bytes: "gauge",
+      corral_agent_container_processes: "gauge",
+    });
+    expect(text).toContain('corral_agent_container_cpus_user_seconds_total{framework_id="fw-1",task_id="web.2"} 2');
+    expect(text).toContain('corral_agent_container_cpus_throttled_periods_total{framework_id="fw-1",task_id="web.1"} 3');
+    expect(text).toMatch(/^# HELP corral_agent_container_cpus_throttled_periods_total .*CFS.*$/m);
   });
 });
