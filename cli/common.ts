@@ -38,15 +38,19 @@ const CONNECT_ERRORS: Record<string, string> = {
   EHOSTUNREACH: "host unreachable",
 };
 
+/** Why a fetch failed, in words, from the error it threw (or that error's cause). */
+export function explainFetchError(err: unknown): string {
+  const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+  const code = cause?.code;
+  return code !== undefined ? `${CONNECT_ERRORS[code] ?? cause?.message ?? code} (${code})` : (cause?.message ?? (err as Error).message);
+}
+
 /** GETs `url`; when it cannot be reached, the error names `what`, the base URL and why. */
 export async function fetchOrExplain(url: string, what: string, baseUrl: string): Promise<Response> {
   try {
     return await fetch(url);
   } catch (err) {
-    const cause = (err as { cause?: { code?: string; message?: string } }).cause;
-    const code = cause?.code;
-    const why = code !== undefined ? `${CONNECT_ERRORS[code] ?? cause?.message ?? code} (${code})` : (cause?.message ?? (err as Error).message);
-    throw new Error(`cannot reach ${what} at ${baseUrl}: ${why}`);
+    throw new Error(`cannot reach ${what} at ${baseUrl}: ${explainFetchError(err)}`);
   }
 }
 

@@ -5,6 +5,7 @@
 import { readFile } from "node:fs/promises";
 import { MarathonApiError, MarathonClient } from "../../frameworks/marathon/client.ts";
 import { readClusterFile } from "../cluster-file.ts";
+import { explainFetchError } from "../common.ts";
 import { durationFlag, parseFlags, UsageError, type FlagSpec } from "../options.ts";
 
 export const APP_FLAGS: Record<string, FlagSpec> = {
@@ -26,7 +27,8 @@ export const APP_USAGE = `usage: corral app <command> [flags]
 function marathonUrl(values: Record<string, string | boolean | undefined>): string {
   const url = (values.marathon as string | undefined) ?? readClusterFile()?.marathonUrl;
   if (!url) throw new UsageError("no Marathon: pass --marathon http://host:8080 (or set CORRAL_MARATHON), or start a cluster with `corral up`");
-  return url;
+  if (!/^https?:\/\/[^/\s]+/.test(url)) throw new UsageError(`--marathon must be an http(s) URL such as http://host:8080, got '${url}'`);
+  return url.replace(/\/+$/, "");
 }
 
 /** Prints the deployment's progress until it is done (or the timeout), from `/v2/deployments`. */
@@ -117,7 +119,8 @@ export async function appCommand(args: string[]): Promise<number> {
     }
   } catch (error) {
     if (error instanceof MarathonApiError) {
-      console.error(`corral app ${sub}: ${error.message}`);
+      const message = error.status === 0 && error.cause !== undefined ? `cannot reach Marathon at ${client.baseUrl}: ${explainFetchError(error.cause)}` : error.message;
+      console.error(`corral app ${sub}: ${message}`);
       for (const line of error.detailLines()) console.error(`  ${line}`);
       return error.status >= 400 && error.status < 500 ? 2 : 1;
     }

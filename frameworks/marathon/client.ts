@@ -7,14 +7,15 @@
  * @module
  */
 
-/** Marathon answered with an error status (or could not be reached: status 0). */
+/** Marathon answered with an error status (or could not be reached: status 0, with fetch's error as `cause`). */
 export class MarathonApiError extends Error {
   constructor(
     readonly status: number,
     readonly body: unknown,
     message: string,
+    options?: { cause?: unknown },
   ) {
-    super(message);
+    super(message, options);
     this.name = "MarathonApiError";
   }
 
@@ -47,6 +48,11 @@ type Json = Record<string, unknown>;
 
 export class MarathonClient {
   private readonly base: string;
+
+  /** The Marathon this client talks to, without a trailing slash. */
+  get baseUrl(): string {
+    return this.base;
+  }
 
   /** @param baseUrl e.g. `http://127.0.0.1:8080` */
   constructor(
@@ -136,7 +142,9 @@ export class MarathonClient {
         ...(body !== undefined ? { body: JSON.stringify(body), headers: { "content-type": "application/json" } } : {}),
       });
     } catch (err) {
-      throw new MarathonApiError(0, undefined, `cannot reach Marathon at ${this.base}: ${(err as Error).message}`);
+      // fetch says only "fetch failed"; the reason (ECONNREFUSED, a timeout...) is in its cause.
+      const why = (err as { cause?: { message?: string } }).cause?.message ?? (err as Error).message;
+      throw new MarathonApiError(0, undefined, `cannot reach Marathon at ${this.base}: ${why}`, { cause: err });
     }
     const text = await response.text();
     let parsed: unknown = undefined;

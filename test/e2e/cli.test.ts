@@ -351,6 +351,12 @@ describe("corral CLI", () => {
     const dead = spawnSync(CORRAL, ["state", "--master", deadMaster], { encoding: "utf8", env: { ...process.env, CORRAL_HOME: "/nonexistent" } });
     expect(dead.status).toBe(1);
     expect(dead.stderr).toBe(`corral state: cannot reach the master at ${deadMaster}: connection refused (ECONNREFUSED)\n`);
+    // So is a Marathon, and a --marathon that is no URL.
+    const deadMarathon = `http://127.0.0.1:${await freePort()}`;
+    const noMarathon = spawnSync(CORRAL, ["app", "list", "--marathon", deadMarathon], { encoding: "utf8", env: { ...process.env, CORRAL_HOME: "/nonexistent" } });
+    expect({ status: noMarathon.status, stderr: noMarathon.stderr }).toEqual({ status: 1, stderr: `corral app list: cannot reach Marathon at ${deadMarathon}: connection refused (ECONNREFUSED)\n` });
+    const marathonNotUrl = spawnSync(CORRAL, ["app", "list", "--marathon", "localhost:8080"], { encoding: "utf8", env: { ...process.env, CORRAL_HOME: "/nonexistent" } });
+    expect({ status: marathonNotUrl.status, stderr: marathonNotUrl.stderr }).toEqual({ status: 2, stderr: "corral app: --marathon must be an http(s) URL such as http://host:8080, got 'localhost:8080'\n" });
     const notUrl = spawnSync(CORRAL, ["state", "--master", "master-1:5050"], { encoding: "utf8", env: { ...process.env, CORRAL_HOME: "/nonexistent" } });
     expect(notUrl.status).toBe(2);
     expect(notUrl.stderr).toContain("--master must be an http(s) URL such as http://host:5050, got 'master-1:5050'");
