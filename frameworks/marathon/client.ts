@@ -96,7 +96,12 @@ export class MarathonClient {
     return (await this.request<{ app: Json }>("GET", `/v2/apps${encodePath(appId)}`)).app;
   }
 
+  /**
+   * Changes an existing app's instance count; a missing app is a 404. (Marathon's `PUT` creates an
+   * app it does not know, so `{instances}` alone would be refused for a missing `cmd` instead.)
+   */
   async scale(appId: string, instances: number, options: WriteOptions = {}): Promise<DeploymentRef> {
+    await this.show(appId);
     return this.request("PUT", `/v2/apps${encodePath(appId)}${query(options)}`, { instances });
   }
 

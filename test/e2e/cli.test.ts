@@ -141,6 +141,10 @@ describe("corral CLI", () => {
       const bad = spawnSync(CORRAL, ["app", "deploy", badFile], { env, encoding: "utf8", timeout: 30_000 });
       expect(bad.status).toBe(2);
       expect(bad.stderr).toContain("/instances: got -1, expected 0 or more");
+      // Scaling an app that does not exist says so (Marathon's PUT would create it, and refuse it for its missing cmd).
+      const missing = spawnSync(CORRAL, ["app", "scale", "/nope", "3"], { env, encoding: "utf8", timeout: 30_000 });
+      expect({ status: missing.status, stderr: missing.stderr }).toEqual({ status: 2, stderr: "corral app scale: GET /v2/apps/nope: 404 App '/nope' does not exist\n" });
+      expect(spawnSync(CORRAL, ["app", "list"], { env, encoding: "utf8", timeout: 30_000 }).stdout).not.toContain("/nope");
 
       const exited = new Promise<number | null>((resolve) => up.once("exit", (code) => resolve(code)));
       up.kill("SIGINT");
