@@ -4,6 +4,7 @@
  */
 import { readFile } from "node:fs/promises";
 import { MarathonApiError, MarathonClient } from "../../frameworks/marathon/client.ts";
+import { resolvePathId } from "../../frameworks/marathon/path-id.ts";
 import { readClusterFile } from "../cluster-file.ts";
 import { explainFetchError } from "../common.ts";
 import { durationFlag, parseFlags, UsageError, type FlagSpec } from "../options.ts";
@@ -29,6 +30,22 @@ function marathonUrl(values: Record<string, string | boolean | undefined>): stri
   if (!url) throw new UsageError("no Marathon: pass --marathon http://host:8080 (or set CORRAL_MARATHON), or start a cluster with `corral up`");
   if (!/^https?:\/\/[^/\s]+/.test(url)) throw new UsageError(`--marathon must be an http(s) URL such as http://host:8080, got '${url}'`);
   return url.replace(/\/+$/, "");
+}
+
+/**
+ * The full ids of a group file's apps, its subgroups' included. Ids in a group may be relative to
+ * the group that holds them (`"db"` in `/shop` is `/shop/db`), as Marathon resolves them; Marathon
+ * has validated the file by the time this runs, so an id that does not resolve is left as written.
+ */
+function groupAppIds(group: Record<string, unknown>, base: string): string[] {
+  const resolve = (id: unknown, against: string) => {
+    const resolved = resolvePathId(String(id), { base: against, allowRoot: true });
+    return resolved.ok ? resolved.id : String(id);
+  };
+  const groupId = resolve(group.id, base);
+  const apps = Array.isArray(group.apps) ? (group.apps as Array<Record<string, unknown>>).map((app) => resolve(app.id, groupId)) : [];
+  const nested = Array.isArray(group.groups) ? (group.groups as Array<Record<string, unknown>>).flatMap((sub) => groupAppIds(sub, groupId)) : [];
+  return [...apps, ...nested];
 }
 
 /** Prints the deployment's progress until it is done (or the timeout), from `/v2/deployments`. */
@@ -72,7 +89,7 @@ export async function appCommand(args: string[]): Promise<number> {
         console.log(`deployment ${ref.deploymentId} (version ${ref.version})`);
         if (!wait) return 0;
         const id = String(definition.id);
-        const apps = isGroup ? ((definition.apps as Array<{ id: string }>) ?? []).map((a) => a.id) : [id];
+        const apps = isGroup ? groupAppIds(definition, "/") : [id];
         let done = true;
         for (const appId of apps) done = (await follow(client, ref.deploymentId, appId, timeoutMs)) && done;
         if (!done) {

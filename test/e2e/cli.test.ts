@@ -141,6 +141,16 @@ describe("corral CLI", () => {
       const bad = spawnSync(CORRAL, ["app", "deploy", badFile], { env, encoding: "utf8", timeout: 30_000 });
       expect(bad.status).toBe(2);
       expect(bad.stderr).toContain("/instances: got -1, expected 0 or more");
+      // A group file with relative ids and a nested group, as Marathon takes them: every app is followed, under its full id.
+      const groupFile = join(home, "group.json");
+      const app = (id: string) => ({ id, cmd: "exec sleep 1000", instances: 1, cpus: 0.1, mem: 32 });
+      await writeFile(groupFile, JSON.stringify({ id: "/rel", apps: [app("a")], groups: [{ id: "sub", apps: [app("b")] }] }));
+      const group = spawnSync(CORRAL, ["app", "deploy", groupFile], { env, encoding: "utf8", timeout: 60_000 });
+      expect({ status: group.status, stderr: group.stderr }).toEqual({ status: 0, stderr: "" });
+      expect(group.stdout).toMatch(/^ {2}\/rel\/a: 1 running/m);
+      expect(group.stdout).toMatch(/^ {2}\/rel\/sub\/b: 1 running/m);
+      expect(group.stdout).toMatch(/^ {2}rel_a\.[0-9a-f-]+ {2}127\.0\.0\.[12]:\d*$/m);
+      expect(group.stdout).toMatch(/^ {2}rel_sub_b\.[0-9a-f-]+ {2}127\.0\.0\.[12]:\d*$/m);
       // Scaling an app that does not exist says so (Marathon's PUT would create it, and refuse it for its missing cmd).
       const missing = spawnSync(CORRAL, ["app", "scale", "/nope", "3"], { env, encoding: "utf8", timeout: 30_000 });
       expect({ status: missing.status, stderr: missing.stderr }).toEqual({ status: 2, stderr: "corral app scale: GET /v2/apps/nope: 404 App '/nope' does not exist\n" });
