@@ -71,6 +71,9 @@ export async function runCommand(args: string[]): Promise<number> {
   const transport = await connect(nats, "corral-run", log);
 
   let launched = false;
+  // What the offers that did not fit had, to say why nothing starts (see NO_FIT_HINT_MS).
+  let largestDeclined: Resources | undefined;
+  let offersSeen = 0;
   let followers: FileFollower[] = [];
   let settle: (status: TaskStatus) => void = () => {};
   const finished = new Promise<TaskStatus>((resolve) => (settle = resolve));
@@ -107,7 +110,9 @@ export async function runCommand(args: string[]): Promise<number> {
     callbacks: {
       offers: async (offers) => {
         for (const offer of offers) {
+          offersSeen++;
           if (launched || !offer.resources.contains(resources)) {
+            if (!launched && (largestDeclined === undefined || offer.resources.scalar("cpus") > largestDeclined.scalar("cpus"))) largestDeclined = offer.resources;
             await driver.decline([offer.id], { refuseSeconds: 60 });
             continue;
           }
@@ -135,6 +140,15 @@ export async function runCommand(args: string[]): Promise<number> {
   process.stderr.write(`corral: waiting for an offer of ${resources} to run ${taskId}\n`);
   // Output is streamed while the task runs; the interval is the refresh rate of a terminal.
   const streaming = setInterval(() => void Promise.all(followers.map((f) => f.drain())), 250);
+  // A task that no agent can hold would otherwise wait without a word.
+  const noFitHint = setTimeout(() => {
+    if (launched) return;
+    process.stderr.write(
+      offersSeen === 0
+        ? "corral: no offer yet: is an agent registered, with free resources in this role? (corral state); still waiting, Ctrl-C to give up\n"
+        : `corral: no offer fits ${resources} yet (the largest had ${largestDeclined ?? "?"}); still waiting, Ctrl-C to give up\n`,
+    );
+  }, NO_FIT_HINT_MS);
   const outcome = await Promise.race([finished.then((status) => ({ status })), interrupted.then((signal) => ({ signal }))]);
   let code: number;
   if ("signal" in outcome) {
@@ -149,11 +163,15 @@ export async function runCommand(args: string[]): Promise<number> {
     code = exitCodeOf(outcome.status);
   }
   clearInterval(streaming);
+  clearTimeout(noFitHint);
   for (const follower of followers) await follower.drain();
   await driver.stop({ teardown: true });
   await transport.close();
   return code;
 }
+
+/** How long `corral run` waits for an offer that fits before it says what the offers had. */
+const NO_FIT_HINT_MS = 5_000;
 
 /** How long an interrupted `corral run` waits for its task's TASK_KILLED: the agent's 3 s grace period and a margin. */
 const RUN_KILL_WAIT_MS = 10_000;

@@ -83,6 +83,8 @@ describe("corral CLI", () => {
     const home = await mkdtemp(join(tmpdir(), "corral-home-"));
     const env = { ...process.env, CORRAL_HOME: home };
     const up = spawn(CORRAL, ["up", "--agents", "2", "--master-port", "0", "--marathon-port", "0", "--nats-port", String(await freePort()), "--allocation-interval", "200ms"], { env, stdio: ["ignore", "pipe", "inherit"] });
+    // `corral run`s that a failed assertion would leave waiting.
+    const strays: ChildProcess[] = [];
     try {
       const out = lines(up);
       await out.waitFor((l) => l.includes("Press Ctrl-C"), 30_000, "corral up to be ready");
@@ -104,9 +106,20 @@ describe("corral CLI", () => {
       expect(blind.stderr).toContain("TASK_FAILED");
       expect(blind.status).toBe(4);
 
+      // A task no agent can hold does not wait in silence: it says what the offers had.
+      const tooBig = spawn(CORRAL, ["run", "--cpus", "64", "--mem", "32", "--", "true"], { env, stdio: ["ignore", "ignore", "pipe"] });
+      strays.push(tooBig);
+      const tooBigErr = lines({ stdout: tooBig.stderr } as unknown as ChildProcess);
+      const hint = await tooBigErr.waitFor((l) => l.includes("no offer fits"), 30_000, "corral run to say that no offer fits");
+      expect(hint).toMatch(/^corral: no offer fits cpus:64;mem:32 yet \(the largest had cpus:\d+;.*mem:\d+.*\); still waiting, Ctrl-C to give up$/);
+      const tooBigExited = new Promise<number | null>((resolve) => tooBig.once("exit", (code) => resolve(code)));
+      tooBig.kill("SIGINT");
+      expect(await within(tooBigExited, 20_000, "corral run to give up")).toBe(130);
+
       // Ctrl-C kills the task (it used to keep running until the master missed the gone driver's heartbeats) and exits 130.
       const marker = `corral-run-interrupted-${process.pid}-${Date.now()}`;
       const long = spawn(CORRAL, ["run", "--cpus", "0.1", "--mem", "32", "--", `echo started; exec sleep 1000 # ${marker}`], { env, stdio: ["ignore", "pipe", "pipe"] });
+      strays.push(long);
       let longErr = "";
       long.stderr!.on("data", (chunk: Buffer) => (longErr += chunk.toString()));
       await lines(long).waitFor((l) => l === "started", 30_000, "corral run's task to start");
@@ -164,6 +177,7 @@ describe("corral CLI", () => {
       expect(none.status).toBe(2);
       expect(none.stderr).toContain("corral up");
     } finally {
+      for (const stray of strays) if (stray.exitCode === null && stray.signalCode === null) stray.kill("SIGKILL");
       await stopUp(up);
       await rm(home, { recursive: true, force: true });
     }
