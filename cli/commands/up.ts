@@ -43,15 +43,21 @@ export function localAgentResources(count: number, index: number, host = { cpus:
   return `cpus:${cpusEach};mem:${memEach};disk:${4096};ports:[${firstPort}-${firstPort + 499}]`;
 }
 
+/** Thrown inside `corral up`'s start-up when a stop was asked for meanwhile: what started is stopped. */
+class StartupInterrupted extends Error {}
+
 /** Deploys the example app through Marathon and prints its URLs once its instances are healthy. */
-async function deployDemo(client: MarathonClient): Promise<void> {
+async function deployDemo(client: MarathonClient, checkpoint: () => void): Promise<void> {
   const path = fileURLToPath(new URL("../../examples/apps/hello.json", import.meta.url));
   const app = JSON.parse(readFileSync(path, "utf8")) as Record<string, unknown> & { id: string; instances: number };
   const { deploymentId } = await client.deploy(app, { force: true });
   console.log(`\nDeploying ${app.id} (examples/apps/hello.json) through Marathon...`);
   const deadline = Date.now() + 120_000;
   // Watching the deployment through Marathon's API: the interval is the refresh rate.
-  while ((await client.deploymentRunning(deploymentId)) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 500));
+  while ((await client.deploymentRunning(deploymentId)) && Date.now() < deadline) {
+    checkpoint();
+    await new Promise((resolve) => setTimeout(resolve, 500));
+  }
   for (const task of await client.tasks(app.id)) {
     const port = (task.ports as number[] | undefined)?.[0];
     console.log(`  ${app.id}: ${String(task.id)} serving http://${String(task.host)}:${port ?? "?"}`);
@@ -59,9 +65,10 @@ async function deployDemo(client: MarathonClient): Promise<void> {
 }
 
 /** The Marathon that leads, once one does (a lone Marathon leads once started). */
-async function firstLeader(marathons: Marathon[], timeoutMs = 30_000): Promise<Marathon> {
+async function firstLeader(marathons: Marathon[], checkpoint: () => void, timeoutMs = 30_000): Promise<Marathon> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
+    checkpoint();
     const leader = marathons.find((m) => m.isLeader());
     if (leader) return leader;
     if (Date.now() > deadline) throw new Error(`no Marathon took the leadership up within ${timeoutMs} ms (see the log)`);
@@ -115,6 +122,15 @@ export async function upCommand(args: string[]): Promise<number> {
   const stopAll = async () => {
     for (const stop of stops.reverse()) await stop().catch((error) => log.warn({ err: error }, "stop failed"));
   };
+  // Listened for from here on, not only once the cluster is up: without a handler a signal kills
+  // the process at once, leaving behind what had started (the nats-server, in its own process
+  // group, and tasks), even a signal sent the moment "Press Ctrl-C" was printed. SIGHUP: the
+  // terminal was closed.
+  let stopSignal: NodeJS.Signals | undefined;
+  const stopRequested = untilSignal(["SIGINT", "SIGTERM", "SIGHUP"]).then((signal) => (stopSignal = signal));
+  const checkpoint = () => {
+    if (stopSignal !== undefined) throw new StartupInterrupted(stopSignal);
+  };
   try {
     let nats = values.nats as string | undefined;
     let server: NatsServer | undefined;
@@ -123,8 +139,10 @@ export async function upCommand(args: string[]): Promise<number> {
       nats = server.url;
       stops.push(() => server!.stop());
     }
+    checkpoint();
     const transports: NatsTransport[] = [];
     const open = async (name: string) => {
+      checkpoint();
       const transport = await connect(nats!, name, log);
       transports.push(transport);
       stops.push(() => transport.close());
@@ -186,7 +204,7 @@ export async function upCommand(args: string[]): Promise<number> {
       marathons.push(m);
     }
     // The leader takes the framework up after its election: wait for it, so the printout is true.
-    const marathon = await firstLeader(marathons);
+    const marathon = await firstLeader(marathons, checkpoint);
 
     const file = writeClusterFile({
       cluster,
@@ -209,12 +227,15 @@ export async function upCommand(args: string[]): Promise<number> {
     console.log(`  cluster   ${file} (read by corral state / corral run)`);
     console.log(`\nTry: corral run -- 'echo hello from $HOST'    corral app deploy examples/apps/shop-group.json    corral state`);
 
-    if (values.demo) await deployDemo(new MarathonClient(marathon.httpUrl()));
+    if (values.demo) await deployDemo(new MarathonClient(marathon.httpUrl()), checkpoint);
+    checkpoint();
     console.log("Press Ctrl-C to stop.");
-    const signal = await untilSignal(["SIGINT", "SIGTERM", "SIGHUP"]);
-    // After SIGHUP the terminal is gone: writing to it would fail (EIO) in the middle of stopping.
-    if (signal !== "SIGHUP") console.log("\nStopping...");
+    await stopRequested;
+  } catch (error) {
+    if (!(error instanceof StartupInterrupted)) throw error;
   } finally {
+    // After SIGHUP the terminal is gone: writing to it would fail (EIO) in the middle of stopping.
+    if (stopSignal !== undefined && stopSignal !== "SIGHUP") console.log("\nStopping...");
     await stopAll();
     log.flush();
   }

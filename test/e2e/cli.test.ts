@@ -266,6 +266,33 @@ describe("corral CLI", () => {
     }
   }, 120_000);
 
+  it("stops what it started when Ctrl-C comes while it is still starting (the demo's deployment under way)", async () => {
+    const home = await mkdtemp(join(tmpdir(), "corral-home-"));
+    const env = { ...process.env, CORRAL_HOME: home };
+    const up = spawn(CORRAL, ["up", "--demo", "--agents", "1", "--master-port", "0", "--marathon-port", "0", "--nats-port", String(await freePort())], { env, stdio: ["ignore", "pipe", "inherit"], detached: true });
+    try {
+      const out = lines(up);
+      await out.waitFor((l) => l.startsWith("Deploying /hello"), 60_000, "corral up --demo to start deploying");
+      const exited = new Promise<[number | null, NodeJS.Signals | null]>((resolve) => up.once("exit", (code, signal) => resolve([code, signal])));
+      process.kill(-up.pid!, "SIGINT");
+      // Killed by the signal, it left its nats-server and the demo's tasks running.
+      expect(await within(exited, 30_000, "corral up to stop")).toEqual([0, null]);
+      expect(out.items).not.toContain("Press Ctrl-C to stop.");
+      const left = readdirSync("/proc").filter((pid) => /^\d+$/.test(pid)).filter((pid) => {
+        try {
+          return readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(home);
+        } catch {
+          return false; // Gone meanwhile.
+        }
+      });
+      expect(left).toEqual([]);
+      expect(existsSync(join(home, "up", "up.lock"))).toBe(false);
+    } finally {
+      await stopUp(up);
+      await rm(home, { recursive: true, force: true });
+    }
+  }, 90_000);
+
   it("stops the cluster cleanly when its terminal is closed (SIGHUP to its process group)", async () => {
     const home = await mkdtemp(join(tmpdir(), "corral-home-"));
     const env = { ...process.env, CORRAL_HOME: home };
