@@ -266,6 +266,23 @@ export interface Agent {
   httpUrl(): string;
   /** What `GET /state` shows. */
   state(): AgentStateView;
+  /**
+   * What the agent's tasks hold, read live rather than rendered as {@link Agent.state} does: its
+   * total resources (undefined until `start` resolves them, when `state().resources` is null) and
+   * its tasks not yet completed (those `state()` lists with `completed: false`). For readers that
+   * look after every change, such as the simulator's invariant checks; the records must not be
+   * changed.
+   */
+  heldResources(): { total: Resources | undefined; tasks: Iterable<HeldTask> };
+}
+
+/** A task not yet completed, as {@link Agent.heldResources} shows it. */
+export interface HeldTask {
+  readonly frameworkId: string;
+  readonly taskId: string;
+  /** The latest state the agent decided (it may not be acknowledged yet). */
+  readonly state: TaskState;
+  readonly resources: Resources;
 }
 
 /** Most sandbox removals under way at once; the others wait in a queue, oldest first. */
@@ -1388,6 +1405,7 @@ export function createAgent(options: AgentOptions): Agent {
     agentId: () => agentId,
     httpUrl: () => httpUrl,
     state,
+    heldResources: () => ({ total: totalResources, tasks: tasks.values() }),
   };
 }
 

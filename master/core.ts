@@ -371,6 +371,8 @@ export class MasterCore {
   private allocationWanted: "all" | Set<string> | null = null;
   private out: MasterEffect[] = [];
   private now = 0;
+  /** See {@link MasterCore.changeCount}. */
+  private changes = 0;
 
   constructor(
     config: MasterConfig,
@@ -433,6 +435,7 @@ export class MasterCore {
 
   /** Handles one input at time `nowMs` and returns the effects to carry out, in order. */
   handle(input: MasterInput, nowMs: number): MasterEffect[] {
+    this.changes++;
     this.now = nowMs;
     this.out = [];
     switch (input.type) {
@@ -467,6 +470,7 @@ export class MasterCore {
    * gone agents are remembered as such.
    */
   recover(records: RegistryRecord[], nowMs: number): MasterEffect[] {
+    this.changes++;
     this.now = nowMs;
     this.out = [];
     this.recoveredAtMs = nowMs;
@@ -1742,6 +1746,18 @@ export class MasterCore {
     return { agentsPending: this.recoveredAgents.size, offersHeld: this.holdingOffers(), ...(this.lastOfferHoldMs !== undefined ? { lastOfferHoldMs: this.lastOfferHoldMs } : {}) };
   }
 
+  /**
+   * How many calls that may change the core it has taken ({@link handle}, {@link recover},
+   * {@link setWeights}, {@link setQuotas}, {@link teardownFramework}; counted on entry). Equal
+   * counts mean nothing the core keeps changed in between, its allocator's state aside (it has its
+   * own {@link HierarchicalAllocator.changeCount}, since `allocator` can be called directly): a
+   * reader that recomputes figures from scratch, such as the simulator's invariant checks after
+   * every event, may skip the recomputation.
+   */
+  changeCount(): number {
+    return this.changes;
+  }
+
   /** Numbers of agents, frameworks and outstanding offers. */
   sizes(): { agents: number; unreachableAgents: number; goneAgents: number; frameworks: number; offers: number } {
     return { agents: this.agents.size, unreachableAgents: this.unreachableAgents.size, goneAgents: this.goneAgents.size, frameworks: this.frameworks.size, offers: this.offers.size };
@@ -1752,6 +1768,7 @@ export class MasterCore {
    * across a restart or failover (the shell carries them out).
    */
   setWeights(weights: Array<{ role: string; weight: number }>): MasterEffect[] {
+    this.changes++;
     const before = new Map(this.allocator.getWeights());
     try {
       for (const { role, weight } of weights) this.allocator.setWeight(role, weight);
@@ -1771,6 +1788,7 @@ export class MasterCore {
    * was done.
    */
   teardownFramework(frameworkId: string): { ok: true; effects: MasterEffect[] } | { ok: false; reason: "unknown" | "torn-down" } {
+    this.changes++;
     if (!this.frameworks.has(frameworkId)) return { ok: false, reason: this.tornDown.has(frameworkId) ? "torn-down" : "unknown" };
     this.out = [];
     this.toFramework(frameworkId, { kind: "error", error: { message: "CORRAL_ERR_FRAMEWORK_REMOVED: torn down by the operator" } });
@@ -1787,6 +1805,7 @@ export class MasterCore {
    * restart or failover; a quota with neither guarantees nor limits is removed from the registry.
    */
   setQuotas(quotas: Array<{ role: string; guarantees?: Record<string, number>; limits?: Record<string, number> }>): MasterEffect[] {
+    this.changes++;
     const before = this.allocator.getQuotas();
     try {
       // Neither guarantees nor limits: no quota at all (as Mesos's UPDATE_QUOTA with an empty config).

@@ -322,7 +322,11 @@ export class MarathonConvergenceCheck {
   }
 }
 
-/** The invariant problems of the cluster right now (empty when all hold). */
+/**
+ * The invariant problems of the cluster right now (empty when all hold), recomputed from scratch
+ * on every call. {@link InvariantChecker} finds the same ones for much less after every event;
+ * this is what it is held to.
+ */
 export function invariantProblems(cluster: SimCluster): string[] {
   const problems = [...agentProblems(cluster), ...deliveryProblems(cluster)];
   const core = cluster.leader()?.core;
@@ -331,8 +335,63 @@ export function invariantProblems(cluster: SimCluster): string[] {
   return problems;
 }
 
-/** "No resource in two outstanding offers" on a master's core (see the module comment). */
-export function offerProblems(core: Core): string[] {
+/**
+ * The problems {@link invariantProblems} finds, found after every event at a fraction of the cost
+ * (the full recomputation was nearly all the time of a `sim check`; with this a check costs a few
+ * times a plain run). Two savings, neither of which leaves anything out:
+ *
+ * - The master's checks ({@link offerProblems}, {@link accountingProblems} and the allocator's
+ *   own) read nothing but the leading core and its allocator, so their answer stands until one of
+ *   them takes a call that may change it: they run again only when the leader is another core or
+ *   {@link MasterCore.changeCount} or {@link HierarchicalAllocator.changeCount} moved. About a
+ *   third of the events reach the leading master.
+ * - The agents' side ({@link agentProblems}) runs on every event, on the agents' live task records
+ *   ({@link Agent.heldResources}) instead of the views of `state()`, which rendered every task's
+ *   resources as text and JSON each time.
+ *
+ * The delivery check is incremental already. Problems come in the order, and with the words, of
+ * {@link invariantProblems}. One checker per run (it remembers the last answer of the master's
+ * checks).
+ */
+export class InvariantChecker {
+  private master: { core: Core; coreChanges: number; allocatorChanges: number; problems: readonly string[] } | undefined;
+
+  /** The invariant problems of the cluster right now (empty when all hold). */
+  problems(cluster: SimCluster): readonly string[] {
+    const agents = heldProblems(cluster);
+    const delivery = deliveryProblems(cluster);
+    const core = cluster.leader()?.core;
+    const master = core ? this.masterProblems(core) : NONE;
+    if (agents.length === 0 && delivery.length === 0 && master.length === 0) return NONE;
+    return [...agents, ...delivery, ...master];
+  }
+
+  private masterProblems(core: Core): readonly string[] {
+    const coreChanges = core.changeCount();
+    const allocatorChanges = core.allocator.changeCount();
+    const last = this.master;
+    if (last && last.core === core && last.coreChanges === coreChanges && last.allocatorChanges === allocatorChanges) return last.problems;
+    // One view for both checks that read it. Should building it throw, each check builds its own
+    // as the full checks do, to report (or throw) the same.
+    let state: MasterState | undefined;
+    try {
+      state = core.state();
+    } catch {
+      state = undefined;
+    }
+    const problems = [...core.allocator.checkInvariants(), ...offerProblems(core, state), ...accountingProblems(core, state)];
+    this.master = { core, coreChanges, allocatorChanges, problems };
+    return problems;
+  }
+}
+
+const NONE: readonly string[] = Object.freeze([]);
+
+/**
+ * "No resource in two outstanding offers" on a master's core (see the module comment).
+ * `state` is `core.state()` when the caller has it already. @default core.state(), when needed
+ */
+export function offerProblems(core: Core, state?: MasterState): string[] {
   const problems: string[] = [];
   const sizes = core.sizes();
   if (sizes.offers === 0) {
@@ -340,9 +399,8 @@ export function offerProblems(core: Core): string[] {
     if (kept.length > 0) problems.push(`no offer is outstanding but the master's running offered total is ${JSON.stringify(Object.fromEntries(kept))}`);
     return problems;
   }
-  let state;
   try {
-    state = core.state();
+    state ??= core.state();
   } catch (err) {
     // state() subtracts offered from allocated per agent: it throws when they overlap wrongly.
     return [...problems, `offered resources are not contained in the allocation: ${err instanceof Error ? err.message : String(err)}`];
@@ -374,6 +432,7 @@ export function offerProblems(core: Core): string[] {
 }
 
 type Core = SimCluster["master"]["core"];
+type MasterState = ReturnType<Core["state"]>;
 const TERMINAL: ReadonlySet<string> = TERMINAL_TASK_STATES;
 const EPSILON = 1e-6;
 
@@ -387,11 +446,12 @@ const EPSILON = 1e-6;
  * so it is on the agent's list but holds nothing.
  * Every task the master knows is active on one agent by construction (one `agentId`); the
  * agents' side of "exactly once" is in {@link agentProblems}. Nothing is legitimately in flight
- * here: the master updates tasks, offers and the allocator in one step.
+ * here: the master updates tasks, offers and the allocator in one step. `given` is `core.state()`
+ * when the caller has it already. @default core.state()
  */
-export function accountingProblems(core: Core): string[] {
+export function accountingProblems(core: Core, given?: MasterState): string[] {
   const problems: string[] = [];
-  const state = core.state();
+  const state = given ?? core.state();
   const onAgent = new Map<string, { count: number; sum: Record<string, number> }>();
   for (const fw of state.frameworks) {
     for (const task of fw.tasks as Array<{ id: string; agentId: string; state: string; resources: Record<string, number> }>) {
@@ -459,6 +519,41 @@ export function agentProblems(cluster: SimCluster): string[] {
 }
 
 /**
+ * {@link agentProblems}, read from the agents' live task records ({@link Agent.heldResources})
+ * rather than from the views of `state()`: the same facts (a task's latest state and resources,
+ * the agent's total), the same problems in the same order and words, without rendering every
+ * task's resources on every event.
+ */
+function heldProblems(cluster: SimCluster): readonly string[] {
+  let problems: string[] | undefined;
+  // Framework id -> task id -> agent: no key strings built on every event.
+  const runningOn = new Map<string, Map<string, string>>();
+  for (const slot of cluster.agents) {
+    if (!slot.up || !slot.agent) continue;
+    const held = slot.agent.heldResources();
+    if (!held.total) continue;
+    let cpus = 0;
+    let mem = 0;
+    for (const task of held.tasks) {
+      if (TERMINAL.has(task.state)) continue;
+      cpus += task.resources.scalar("cpus");
+      mem += task.resources.scalar("mem");
+      let ofFramework = runningOn.get(task.frameworkId);
+      if (!ofFramework) runningOn.set(task.frameworkId, (ofFramework = new Map()));
+      const other = ofFramework.get(task.taskId);
+      if (other !== undefined) (problems ??= []).push(`task ${task.frameworkId}/${task.taskId} runs on two agents: ${other} and ${slot.node}`);
+      ofFramework.set(task.taskId, slot.node);
+    }
+    const totalCpus = held.total.scalar("cpus");
+    const totalMem = held.total.scalar("mem");
+    if (cpus > totalCpus + EPSILON || mem > totalMem + EPSILON) {
+      (problems ??= []).push(`agent ${slot.node} is over-allocated: its tasks hold cpus ${cpus}, mem ${mem} of cpus ${totalCpus}, mem ${totalMem}`);
+    }
+  }
+  return problems ?? NONE;
+}
+
+/**
  * "Every acknowledged status update reached its framework": each update an agent's status-update
  * manager retired on an acknowledgement since the last check was given to that framework's update
  * callback before. Frameworks the scenario tore down are excused (the master acknowledges for a
@@ -483,12 +578,13 @@ export async function runCheck(seed: number, options: CheckOptions = {}): Promis
   const scenario = faultScenario(seed, options);
   let atMs = 0;
   const convergence = new MarathonConvergenceCheck();
+  const invariants = new InvariantChecker();
   try {
     const result = await runScenario(scenario, {
       auditStatusUpdates: true,
       eventLog: (e) => convergence.observe(e),
       afterEvent: (cluster) => {
-        const problems = [...invariantProblems(cluster), ...convergence.problems(cluster)];
+        const problems = [...invariants.problems(cluster), ...convergence.problems(cluster)];
         if (problems.length > 0) {
           atMs = cluster.elapsedMs();
           throw new InvariantViolation(`seed ${seed}: ${problems.join("; ")} (reproduce: ${reproduceCommand(seed, options)})`);

@@ -336,6 +336,8 @@ export class HierarchicalAllocator {
   private readonly filterEnds = new TimedHeap<{ timeMs: number; seq: number; agentId: string }>();
   private filterEndSeq = 0;
   private candidatesOfLastRun = 0;
+  /** See {@link HierarchicalAllocator.changeCount}. */
+  private changes = 0;
   /** See {@link HierarchicalAllocator.watchAgents}. */
   private readonly agentWatchers: Array<(agentId: string) => void> = [];
 
@@ -353,6 +355,7 @@ export class HierarchicalAllocator {
 
   /** Adds an agent with its total resources and what is already in use on it. */
   addAgent(agentId: string, spec: AgentSpec): void {
+    this.changes++;
     if (this.agents.has(agentId)) throw new AllocatorError("CORRAL_ERR_DUPLICATE_AGENT", `agent '${agentId}' is already added`);
     const used = spec.used ?? [];
     // Each usage is taken from what is left in turn: a sum would merge two usages' overlapping
@@ -396,6 +399,7 @@ export class HierarchicalAllocator {
 
   /** Removes an agent; whatever was allocated on it is forgotten (its tasks are gone). */
   removeAgent(agentId: string): void {
+    this.changes++;
     const agent = this.agent(agentId);
     this.deactivateAgent(agentId);
     for (const [frameworkId, byRole] of [...agent.allocations]) {
@@ -409,6 +413,7 @@ export class HierarchicalAllocator {
 
   /** Replaces an agent's total (for example after an operator changed its reservations). */
   updateAgent(agentId: string, total: Resources): void {
+    this.changes++;
     const agent = this.agent(agentId);
     if (!total.contains(agent.allocated)) {
       throw new AllocatorError("CORRAL_ERR_OVER_ALLOCATED", `agent '${agentId}': new total ${total.toString()} does not cover allocated ${agent.allocated.toString()}`);
@@ -429,6 +434,7 @@ export class HierarchicalAllocator {
 
   /** Lets an agent be offered again. */
   activateAgent(agentId: string): void {
+    this.changes++;
     const agent = this.agent(agentId);
     if (agent.active) return;
     agent.active = true;
@@ -438,6 +444,7 @@ export class HierarchicalAllocator {
 
   /** Stops offering an agent (it is unreachable or draining); its allocations stay. */
   deactivateAgent(agentId: string): void {
+    this.changes++;
     const agent = this.agent(agentId);
     if (!agent.active) return;
     agent.active = false;
@@ -449,6 +456,7 @@ export class HierarchicalAllocator {
 
   /** Adds a framework with its roles. */
   addFramework(frameworkId: string, spec: FrameworkSpec): void {
+    this.changes++;
     if (this.frameworks.has(frameworkId)) throw new AllocatorError("CORRAL_ERR_DUPLICATE_FRAMEWORK", `framework '${frameworkId}' is already added`);
     const roles = this.checkRoles(spec.roles, spec.suppressedRoles);
     const framework: FrameworkState = {
@@ -469,6 +477,7 @@ export class HierarchicalAllocator {
    * no longer suppresses are revived: their decline filters go, as with {@link reviveRoles}.
    */
   updateFramework(frameworkId: string, spec: FrameworkSpec): void {
+    this.changes++;
     const framework = this.framework(frameworkId);
     const roles = this.checkRoles(spec.roles, spec.suppressedRoles);
     this.stale = "all";
@@ -487,6 +496,7 @@ export class HierarchicalAllocator {
 
   /** Removes a framework, releasing everything still allocated to it. */
   removeFramework(frameworkId: string): void {
+    this.changes++;
     const framework = this.framework(frameworkId);
     for (const agent of this.agents.values()) {
       const byRole = agent.allocations.get(frameworkId);
@@ -500,6 +510,7 @@ export class HierarchicalAllocator {
 
   /** Lets a framework be offered again (it reconnected). */
   activateFramework(frameworkId: string): void {
+    this.changes++;
     const framework = this.framework(frameworkId);
     framework.active = true;
     this.stale = "all";
@@ -512,6 +523,7 @@ export class HierarchicalAllocator {
    * stale here, since an inactive framework is offered nothing; activation makes them all stale.
    */
   deactivateFramework(frameworkId: string): void {
+    this.changes++;
     const framework = this.framework(frameworkId);
     framework.active = false;
     framework.filters.clear();
@@ -520,6 +532,7 @@ export class HierarchicalAllocator {
 
   /** SUPPRESS: no offers for the given roles (all of the framework's roles when omitted). */
   suppressRoles(frameworkId: string, roles?: string[]): void {
+    this.changes++;
     const framework = this.framework(frameworkId);
     const target = this.rolesOf(framework, roles);
     for (const role of target) framework.suppressed.add(role);
@@ -528,6 +541,7 @@ export class HierarchicalAllocator {
 
   /** REVIVE: offers again for the given roles (all when omitted), with their decline filters cleared. */
   reviveRoles(frameworkId: string, roles?: string[]): void {
+    this.changes++;
     const framework = this.framework(frameworkId);
     const target = this.rolesOf(framework, roles);
     for (const role of target) {
@@ -542,6 +556,7 @@ export class HierarchicalAllocator {
 
   /** Sets a role's weight (> 0). A role with weight 2 gets twice the share of a sibling with 1. */
   setWeight(role: string, weight: number): void {
+    this.changes++;
     validRole(role);
     if (typeof weight !== "number" || !Number.isFinite(weight) || weight <= 0) {
       throw new AllocatorError("CORRAL_ERR_BAD_WEIGHT", `weight of role '${role}' must be a finite number > 0, got ${String(weight)}`);
@@ -562,6 +577,7 @@ export class HierarchicalAllocator {
    * exceeds its limit
    */
   setQuota(role: string, quota: QuotaConfig | null): void {
+    this.changes++;
     validRole(role);
     if (role.includes("/")) throw new AllocatorError("CORRAL_ERR_BAD_QUOTA", `quota is set per top-level role; '${role}' is nested`);
     if (quota === null) {
@@ -619,6 +635,7 @@ export class HierarchicalAllocator {
    * role for `max(refuseSeconds, allocation interval)`.
    */
   recoverResources(frameworkId: string, agentId: string, role: string, resources: Resources, filter?: { refuseSeconds: number; nowMs: number }): void {
+    this.changes++;
     const framework = this.framework(frameworkId);
     const agent = this.agent(agentId);
     const held = agent.allocations.get(frameworkId)?.get(role);
@@ -655,6 +672,7 @@ export class HierarchicalAllocator {
    * that may have something new to offer (see {@link HierarchicalAllocator.stale}).
    */
   allocate(nowMs: number, agentIds?: Iterable<string>): OfferPlan[] {
+    this.changes++;
     this.pushTotals();
     for (let end = this.filterEnds.peek(); end !== undefined && end.timeMs <= nowMs; end = this.filterEnds.peek()) {
       this.filterEnds.pop();
@@ -1123,6 +1141,19 @@ export class HierarchicalAllocator {
   /** Scalars of all agents and what of them is allocated (offered or used), in millis by name; kept as they change, not summed on asking. */
   scalarTotals(): { total: ReadonlyMap<string, number>; allocated: ReadonlyMap<string, number> } {
     return { total: this.totals, allocated: this.allocatedTotals };
+  }
+
+  /**
+   * How many calls that may change the allocator it has taken (every public method that is not a
+   * read: adding, updating, removing or (de)activating an agent or framework, suppressing or
+   * reviving roles, weights, quotas, recovering resources and allocation runs). Equal counts mean
+   * nothing in it changed in between, so a reader that recomputes figures from scratch, such as
+   * the simulator's invariant checks after every event, may skip the recomputation. Counted on
+   * entry, whether the call changes anything or refuses. Reads never count (the sorters' totals,
+   * which they bring up to date on asking, are no state of their own: the same totals each time).
+   */
+  changeCount(): number {
+    return this.changes;
   }
 
   /** What a framework holds (offered or used), in scalar millis by name; kept as it changes. */

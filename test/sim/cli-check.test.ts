@@ -3,7 +3,20 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it, vi } from "vitest";
 import { createHash } from "node:crypto";
-import { accountingProblems, CHECK_QUIET_TAIL_SECONDS, deliveryProblems, faultScenario, faultsEndSeconds, invariantProblems, offerProblems, parseSeeds, reproduceCommand, runCheck } from "../../sim/check.ts";
+import {
+  accountingProblems,
+  agentProblems,
+  CHECK_QUIET_TAIL_SECONDS,
+  deliveryProblems,
+  faultScenario,
+  faultsEndSeconds,
+  InvariantChecker,
+  invariantProblems,
+  offerProblems,
+  parseSeeds,
+  reproduceCommand,
+  runCheck,
+} from "../../sim/check.ts";
 import { runScenario } from "../../sim/report.ts";
 import { Resources } from "../../sdk/resources.ts";
 import type { TaskStatus } from "../../sdk/scheduler.ts";
@@ -221,6 +234,103 @@ describe("fault-injection check", () => {
     expect(outcome).toMatchObject({ ok: true, seed: 4 });
   });
 
+  it("the fast invariant checks agree with the full ones after every event, and skip the master's only when nothing in the leading core changed", async () => {
+    // Seeds 1 and 4 of this size crash the leading master: the checker follows the new leader.
+    let failovers = 0;
+    for (const seed of [1, 4]) {
+      const checker = new InvariantChecker();
+      let last: { core: object; counts: string; print: string } | undefined;
+      let skipped = 0;
+      let recomputed = 0;
+      let disagreements = 0;
+      const result = await runScenario(faultScenario(seed, { agents: 4, seconds: 150 }), {
+        auditStatusUpdates: true,
+        afterEvent: (cluster) => {
+          // The delivery check reports each retired update once: to the full check here (the
+          // same function serves both), so the fast one sees the same agents' and master's.
+          const full = invariantProblems(cluster);
+          const fast = checker.problems(cluster);
+          if (JSON.stringify(fast) !== JSON.stringify(full)) disagreements++;
+          expect(fast, `seed ${seed} at ${cluster.elapsedMs()} ms`).toEqual(full);
+          const core = cluster.leader()?.core;
+          if (!core) return;
+          // Everything the core and its allocator keep (their whole object graph) and the core's
+          // /state: when neither count moved, this must not have changed since the last event.
+          const print = `${fingerprint(core)}\n${JSON.stringify(core.state())}`;
+          const counts = `${core.changeCount()}/${core.allocator.changeCount()}`;
+          if (last && last.core === core && last.counts === counts) {
+            skipped++;
+            if (print !== last.print) expect.fail(`seed ${seed} at ${cluster.elapsedMs()} ms: the leading core changed while neither of its counts moved`);
+          } else {
+            recomputed++;
+          }
+          last = { core, counts, print };
+        },
+      });
+      expect(disagreements).toBe(0);
+      failovers += result.masters.failovers.length;
+      // Both paths taken, many times.
+      expect(skipped, `seed ${seed}`).toBeGreaterThan(500);
+      expect(recomputed, `seed ${seed}`).toBeGreaterThan(500);
+    }
+    expect(failovers).toBeGreaterThan(0);
+  });
+
+  it("the fast checks catch an allocation corrupted behind the master's back at the event it happens", async () => {
+    const checker = new InvariantChecker();
+    let previous: { core: object; changes: number } | undefined;
+    let injected: { fast: readonly string[]; full: string[]; atMs: number; agent: string } | undefined;
+    await runScenario(faultScenario(1, { agents: 4, seconds: 150 }), {
+      auditStatusUpdates: true,
+      afterEvent: (cluster) => {
+        if (injected) throw new Stop();
+        const core = cluster.leader()?.core;
+        // An event that did not reach the leading master, past the first minute: the master's checks
+        // would be skipped, but for the allocator's own count.
+        const quiet = core !== undefined && previous?.core === core && previous.changes === core.changeCount();
+        if (core && quiet && cluster.elapsedMs() > 60_000) {
+          const task = runningTask(core);
+          if (task) {
+            core.allocator.recoverResources(task.frameworkId, task.agentId, task.role, Resources.parse(`cpus:${task.cpus};mem:${task.mem}`));
+            injected = { fast: checker.problems(cluster), full: invariantProblems(cluster), atMs: cluster.elapsedMs(), agent: task.agentId };
+            return;
+          }
+        }
+        expect(checker.problems(cluster), `at ${cluster.elapsedMs()} ms`).toEqual([]);
+        previous = core && { core, changes: core.changeCount() };
+      },
+    }).catch((err: unknown) => {
+      if (!(err instanceof Stop)) throw err;
+    });
+    expect(injected, "a running task to corrupt").toBeDefined();
+    expect(injected!.fast).toContainEqual(expect.stringMatching(new RegExp(`^agent ${injected!.agent}: [0-9.]+ cpus allocated outside offers, but its active tasks hold [0-9.]+$`)));
+    expect(injected!.fast).toEqual(injected!.full);
+  });
+
+  it("the fast checks catch an agent running more than it has at the event it happens, as the full ones do", async () => {
+    const checker = new InvariantChecker();
+    let injected: { fast: readonly string[]; full: string[]; node: string } | undefined;
+    await runScenario(faultScenario(2, { agents: 4, seconds: 60 }), {
+      afterEvent: (cluster) => {
+        if (injected) throw new Stop();
+        const slot = cluster.agents.find((a) => a.up && a.agent && [...a.agent.heldResources().tasks].some((t) => t.state === "TASK_RUNNING"));
+        if (slot && cluster.elapsedMs() > 20_000) {
+          const task = [...slot.agent!.heldResources().tasks].find((t) => t.state === "TASK_RUNNING")!;
+          // The agent's own record, changed behind its back: 100 cpus on a 4- or 2-cpu agent.
+          (task as { resources: Resources }).resources = Resources.parse("cpus:100;mem:1");
+          injected = { fast: checker.problems(cluster), full: agentProblems(cluster), node: slot.node };
+          return;
+        }
+        expect(checker.problems(cluster)).toEqual([]);
+      },
+    }).catch((err: unknown) => {
+      if (!(err instanceof Stop)) throw err;
+    });
+    expect(injected, "a running task to corrupt").toBeDefined();
+    expect(injected!.fast).toEqual([expect.stringMatching(new RegExp(`^agent ${injected!.node} is over-allocated: its tasks hold cpus 10[0-9.]+, mem `))]);
+    expect(injected!.fast).toEqual(injected!.full);
+  });
+
   it("names the seed and the command that reproduces a failure", () => {
     expect(reproduceCommand(17, { agents: 4, seconds: 150 })).toBe("corral sim check --seeds 17 --agents 4 --seconds 150");
     expect(reproduceCommand(3)).toBe("corral sim check --seeds 3 --agents 6 --seconds 600");
@@ -295,3 +405,47 @@ describe("fault-injection check", () => {
     expect(offerProblems(fake)).toEqual(["offered mem: the master's running total is 64, its offers sum to 32"]);
   });
 });
+
+class Stop extends Error {}
+
+/** A task the leading master counts as running, with what it holds. */
+function runningTask(core: SimCluster["master"]["core"]): { frameworkId: string; agentId: string; role: string; cpus: number; mem: number } | undefined {
+  for (const fw of core.state().frameworks) {
+    for (const t of fw.tasks as Array<{ agentId: string; state: string; role: string; resources: Record<string, number> }>) {
+      if (t.state === "TASK_RUNNING") return { frameworkId: String(fw.id), agentId: t.agentId, role: t.role, cpus: t.resources.cpus ?? 0, mem: t.resources.mem ?? 0 };
+    }
+  }
+  return undefined;
+}
+
+/**
+ * Everything reachable from `root` as text: plain objects, arrays, maps and sets by their
+ * contents (an object met again by its first place), resources by their text, functions left out.
+ */
+function fingerprint(root: unknown): string {
+  const parts: string[] = [];
+  const seen = new Map<object, number>();
+  const walk = (v: unknown): void => {
+    if (typeof v === "function") return void parts.push("fn");
+    if (v === null || typeof v !== "object") return void parts.push(typeof v === "string" ? JSON.stringify(v) : String(v));
+    const id = seen.get(v);
+    if (id !== undefined) return void parts.push(`#${id}`);
+    seen.set(v, seen.size);
+    if (v instanceof Resources) return void parts.push(`R(${v.toString()})`);
+    if (v instanceof Map) {
+      parts.push("M{");
+      for (const [k, x] of v) (walk(k), parts.push("=>"), walk(x), parts.push(","));
+      return void parts.push("}");
+    }
+    if (v instanceof Set || Array.isArray(v) || ArrayBuffer.isView(v)) {
+      parts.push("[");
+      for (const x of v as Iterable<unknown>) (walk(x), parts.push(","));
+      return void parts.push("]");
+    }
+    parts.push("{");
+    for (const [k, x] of Object.entries(v)) (parts.push(`${k}:`), walk(x), parts.push(","));
+    parts.push("}");
+  };
+  walk(root);
+  return parts.join("");
+}
