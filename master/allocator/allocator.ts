@@ -1246,14 +1246,23 @@ export class HierarchicalAllocator {
       if (!agent.allocated.add(agent.available).equals(agent.total)) problems.push(`agent ${agent.id}: allocated + available != total`);
     }
     const allocated: ScalarQuantities = new Map();
-    for (const agent of this.agents.values()) addQuantities(allocated, agent.allocated.quantities(), 1);
-    const kept = [...this.allocatedTotals].sort().join(",");
-    const summed = [...allocated].sort().join(",");
-    if (kept !== summed) problems.push(`allocated totals are ${kept} but the agents' allocations sum to ${summed}`);
+    // What frameworkAllocation() sums per framework, for all of them in one walk of the agents.
+    const byFramework = new Map<string, ScalarQuantities>();
+    for (const agent of this.agents.values()) {
+      addQuantities(allocated, agent.allocated.quantities(), 1);
+      for (const [frameworkId, byRole] of agent.allocations) {
+        let sum = byFramework.get(frameworkId);
+        if (!sum) byFramework.set(frameworkId, (sum = new Map()));
+        for (const resources of byRole.values()) addQuantities(sum, resources.quantities(), 1);
+      }
+    }
+    // Compared as they are, zero entries included; rendered only when they differ.
+    const listed = (q: ReadonlyMap<string, number>) => [...q].sort().join(",");
+    if (!sameQuantities(this.allocatedTotals, allocated, false)) problems.push(`allocated totals are ${listed(this.allocatedTotals)} but the agents' allocations sum to ${listed(allocated)}`);
     for (const frameworkId of new Set([...this.frameworks.keys(), ...this.allocatedByFramework.keys()])) {
-      const keptOf = [...this.frameworkScalars(frameworkId)].sort().join(",");
-      const summedOf = [...this.frameworkAllocation(frameworkId).quantities()].sort().join(",");
-      if (keptOf !== summedOf) problems.push(`framework ${frameworkId}: holds ${keptOf} by the running count, ${summedOf} by its allocations`);
+      const keptOf = this.frameworkScalars(frameworkId);
+      const summedOf = byFramework.get(frameworkId) ?? EMPTY_QUANTITIES;
+      if (!sameQuantities(keptOf, summedOf, false)) problems.push(`framework ${frameworkId}: holds ${listed(keptOf)} by the running count, ${listed(summedOf)} by its allocations`);
     }
     problems.push(...this.checkQuotaBookkeeping());
     problems.push(...this.checkRoleSorterBookkeeping());
@@ -1286,9 +1295,9 @@ export class HierarchicalAllocator {
     }
     const problems: string[] = [];
     for (const role of new Set([...this.roles.keys(), ...charged.keys()])) {
-      const kept = [...this.roleSorter.allocation(role)].filter(([, v]) => v !== 0).sort();
-      const fresh = [...(charged.get(role) ?? [])].filter(([, v]) => v !== 0).sort();
-      if (JSON.stringify(kept) !== JSON.stringify(fresh)) problems.push(`role sorter charges ${role} ${JSON.stringify(kept)} but recomputed ${JSON.stringify(fresh)}`);
+      const kept = this.roleSorter.allocation(role);
+      const fresh = charged.get(role) ?? EMPTY_QUANTITIES;
+      if (!sameQuantities(kept, fresh, true)) problems.push(`role sorter charges ${role} ${nonZeroJson(kept)} but recomputed ${nonZeroJson(fresh)}`);
     }
     return problems;
   }
@@ -1297,9 +1306,7 @@ export class HierarchicalAllocator {
   private checkQuotaBookkeeping(): string[] {
     const problems: string[] = [];
     const same = (what: string, kept: ReadonlyMap<string, number> | undefined, fresh: ScalarQuantities) => {
-      const a = [...(kept ?? [])].filter(([, v]) => v !== 0).sort();
-      const b = [...fresh].filter(([, v]) => v !== 0).sort();
-      if (JSON.stringify(a) !== JSON.stringify(b)) problems.push(`${what}: kept ${JSON.stringify(a)} but recomputed ${JSON.stringify(b)}`);
+      if (!sameQuantities(kept ?? EMPTY_QUANTITIES, fresh, true)) problems.push(`${what}: kept ${nonZeroJson(kept ?? EMPTY_QUANTITIES)} but recomputed ${nonZeroJson(fresh)}`);
     };
     const consumption = new Map<string, ScalarQuantities>();
     const free: ScalarQuantities = new Map();
@@ -1330,6 +1337,28 @@ export class HierarchicalAllocator {
     same("required headroom", this.requiredHeadroom, required);
     return problems;
   }
+}
+
+/**
+ * Whether two quantity maps hold the same figures, entry by entry; with `ignoreZero`, entries of 0
+ * count as absent. For the invariant checks, which run after every simulated event: comparing
+ * without rendering both sides as text first. Values compare as numbers (NaN equal to NaN).
+ */
+function sameQuantities(a: ReadonlyMap<string, number>, b: ReadonlyMap<string, number>, ignoreZero: boolean): boolean {
+  const sameValue = (x: number, y: number | undefined) => x === y || (y !== undefined && Number.isNaN(x) && Number.isNaN(y));
+  if (!ignoreZero) {
+    if (a.size !== b.size) return false;
+    for (const [name, value] of a) if (!sameValue(value, b.get(name))) return false;
+    return true;
+  }
+  for (const [name, value] of a) if (value !== 0 && !sameValue(value, b.get(name))) return false;
+  for (const [name, value] of b) if (value !== 0 && !sameValue(value, a.get(name))) return false;
+  return true;
+}
+
+/** A quantity map's non-zero entries as sorted JSON pairs, for a problem's text. */
+function nonZeroJson(q: ReadonlyMap<string, number>): string {
+  return JSON.stringify([...q].filter(([, v]) => v !== 0).sort());
 }
 
 /** Creates an allocator. See {@link AllocatorOptions} for the defaults. */

@@ -552,3 +552,69 @@ describe("the default role", () => {
     expect(() => allocator.setWeight("*", 2)).toThrow(AllocatorError);
   });
 });
+
+describe("checkInvariants", () => {
+  /** The books the allocator keeps as it goes, reached behind its back to corrupt them. */
+  interface Books {
+    allocatedTotals: Map<string, number>;
+    allocatedByFramework: Map<string, Map<string, number>>;
+    consumption: Map<string, Map<string, number>>;
+    roleSorter: { allocated(client: string, quantities: ReadonlyMap<string, number>): void; unallocated(client: string, quantities: ReadonlyMap<string, number>): void };
+  }
+
+  it("names each running book that no longer matches a recomputation from the allocations, and only those", () => {
+    const allocator = newAllocator();
+    allocator.addAgent("agent1", { total: r("cpus:4;mem:1024") });
+    allocator.addFramework("F", { roles: ["r"] });
+    expect(allocator.allocate(0)).toHaveLength(1);
+    expect(allocator.checkInvariants()).toEqual([]);
+    const books = allocator as unknown as Books;
+
+    books.allocatedTotals.set("cpus", 1000);
+    expect(allocator.checkInvariants()).toEqual(["allocated totals are cpus,1000,mem,1024000 but the agents' allocations sum to cpus,4000,mem,1024000"]);
+    books.allocatedTotals.set("cpus", 4000);
+    // A kept zero is a difference here: the running totals drop names that reach zero.
+    books.allocatedTotals.set("disk", 0);
+    expect(allocator.checkInvariants()).toEqual(["allocated totals are cpus,4000,disk,0,mem,1024000 but the agents' allocations sum to cpus,4000,mem,1024000"]);
+    books.allocatedTotals.delete("disk");
+
+    books.allocatedByFramework.get("F")!.set("cpus", 1);
+    expect(allocator.checkInvariants()).toEqual(["framework F: holds cpus,1,mem,1024000 by the running count, cpus,4000,mem,1024000 by its allocations"]);
+    books.allocatedByFramework.get("F")!.set("cpus", 4000);
+
+    books.consumption.get("r")!.set("cpus", 5);
+    expect(allocator.checkInvariants()).toEqual(['consumption of r: kept [["cpus",5],["mem",1024000]] but recomputed [["cpus",4000],["mem",1024000]]']);
+    // Zero entries are no figure for the quota books.
+    books.consumption.get("r")!.set("cpus", 4000);
+    books.consumption.get("r")!.set("disk", 0);
+    expect(allocator.checkInvariants()).toEqual([]);
+
+    books.roleSorter.allocated("r", new Map([["cpus", 1000]]));
+    expect(allocator.checkInvariants()).toEqual(['role sorter charges r [["cpus",5000],["mem",1024000]] but recomputed [["cpus",4000],["mem",1024000]]']);
+    books.roleSorter.unallocated("r", new Map([["cpus", 1000]]));
+    expect(allocator.checkInvariants()).toEqual([]);
+  });
+
+  it("counts every call that may change it, and no read", () => {
+    const allocator = newAllocator();
+    const moves = (call: () => unknown): boolean => {
+      const before = allocator.changeCount();
+      call();
+      return allocator.changeCount() > before;
+    };
+    expect(moves(() => allocator.addAgent("agent1", { total: r("cpus:4;mem:1024") }))).toBe(true);
+    expect(moves(() => allocator.addFramework("F", { roles: ["r"] }))).toBe(true);
+    let offers: OfferPlan[] = [];
+    expect(moves(() => (offers = allocator.allocate(0)))).toBe(true);
+    expect(offers).toHaveLength(1);
+    expect(moves(() => declineAll(allocator, offers))).toBe(true);
+    expect(moves(() => allocator.setWeight("r", 2))).toBe(true);
+    expect(moves(() => allocator.setQuota("r", { guarantees: { cpus: 1 } }))).toBe(true);
+    expect(moves(() => allocator.suppressRoles("F"))).toBe(true);
+    expect(moves(() => allocator.deactivateAgent("agent1"))).toBe(true);
+    // Reads, the sorters' shares brought up to date on asking included, do not count.
+    expect(moves(() => [allocator.checkInvariants(), allocator.roleShare("r"), allocator.frameworkShare("F", "r"), allocator.agentView("agent1"), allocator.getQuotas()])).toBe(false);
+    // A refused call counts too (it may have been half-way).
+    expect(moves(() => expect(() => allocator.addAgent("agent1", { total: r("cpus:1") })).toThrow(AllocatorError))).toBe(true);
+  });
+});
