@@ -27,6 +27,7 @@ import { join } from "node:path";
 import pino, { type Logger as PinoLogger } from "pino";
 import type { FastifyInstance } from "fastify";
 import { SilenceWatch, systemClock, systemTimers, type Clock, type TimerHandle, type Timers } from "../sdk/clock.ts";
+import { componentLogger } from "../sdk/log.ts";
 import { Resources } from "../sdk/resources.ts";
 import { SeededRng, type Rng } from "../sdk/rng.ts";
 import { taskKey } from "../sdk/task-key.ts";
@@ -335,7 +336,7 @@ export function createAgent(options: AgentOptions): Agent {
   const timers = options.timers ?? systemTimers;
   const rng = options.rng ?? new SeededRng(randomUUID());
   const rootLog = options.log ?? pino({ name: "corral-agent" });
-  const log = rootLog.child({ component: "agent" });
+  const log = componentLogger(rootLog, "agent");
   const hostname = options.hostname ?? osHostname();
   if (typeof hostname !== "string" || hostname === "") throw new RangeError("hostname: must not be empty");
   const httpHost = options.httpHost ?? "127.0.0.1";
@@ -355,7 +356,7 @@ export function createAgent(options: AgentOptions): Agent {
   const readDiskUsage = options.diskUsage ?? (() => fileSystemUsage(workDir));
   const containerizer: Containerizer =
     options.containerizer ??
-    new PosixContainerizer({ clock, timers, hostname, defaultGracePeriodMs: defaultGraceMs, log: rootLog.child({ component: "posix-containerizer" }) });
+    new PosixContainerizer({ clock, timers, hostname, defaultGracePeriodMs: defaultGraceMs, log: componentLogger(rootLog, "posix-containerizer") });
   const checkpointing = options.checkpoint ?? (typeof containerizer.recover === "function" && options.agentIdStore === undefined);
   const checkpoints = checkpointing ? new CheckpointStore(join(workDir, "checkpoint")) : undefined;
   const manager = createStatusUpdateManager({
@@ -1340,7 +1341,7 @@ export function createAgent(options: AgentOptions): Agent {
       metrics,
       statistics,
       sandboxOf: (frameworkId, taskId) => sandboxPath(workDir, frameworkId, taskId),
-      log: rootLog.child({ component: "agent-http" }),
+      log: componentLogger(rootLog, "agent-http"),
     });
     await app.listen({ host: httpHost, port: httpPort });
     http = app;

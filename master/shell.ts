@@ -27,6 +27,7 @@ import { pino, type Logger as PinoLogger } from "pino";
 import type { FastifyInstance } from "fastify";
 import { systemClock, systemTimers, type Clock, type TimerHandle, type Timers } from "../sdk/clock.ts";
 import type { NatsConnection } from "@nats-io/transport-node";
+import { componentLogger } from "../sdk/log.ts";
 import type { NatsTransport } from "../sdk/nats-transport.ts";
 import { LeaseElection, type LeaderInfo, type LeaseStore, type LeaseTimings } from "../sdk/leader-lease.ts";
 import { SeededRng, type Rng } from "../sdk/rng.ts";
@@ -71,7 +72,7 @@ export interface MasterOptions {
   timers?: Timers;
   /** Randomness for the master id and the core. @default a SeededRng with a random seed */
   rng?: Rng;
-  /** Logger; the master logs through a child with `component: "master"`. @default pino() (info, stdout) */
+  /** Logger; the master logs through a child with `component: "master"` (bound once: a logger that already has it keeps it). @default pino() (info, stdout) */
   log?: PinoLogger;
   /**
    * Registry storage. A store passed in belongs to the caller (it is not closed by stop, like the
@@ -319,7 +320,7 @@ class MasterShell implements Master {
     this.maxQueuedInputs = options.maxQueuedInputs ?? MASTER_DEFAULTS.maxQueuedInputs;
     if (!(this.inputSliceMs >= 0)) throw new RangeError(`inputSliceMs: must be >= 0, got ${this.inputSliceMs}`);
     if (!(this.maxQueuedInputs >= 1)) throw new RangeError(`maxQueuedInputs: must be >= 1, got ${this.maxQueuedInputs}`);
-    this.log = (options.log ?? pino()).child({ component: "master", masterId: this.masterId });
+    this.log = componentLogger(options.log ?? pino(), "master", { masterId: this.masterId });
     this.currentCore = this.newCore("master-core");
   }
 
