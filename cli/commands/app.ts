@@ -12,7 +12,7 @@ import { durationFlag, parseFlags, UsageError, type FlagSpec } from "../options.
 export const APP_FLAGS: Record<string, FlagSpec> = {
   marathon: { type: "string", help: "Marathon URL (default: the cluster `corral up` started)" },
   force: { type: "boolean", help: "override a deployment that holds the app" },
-  "no-wait": { type: "boolean", help: "return once the deployment is accepted" },
+  "no-wait": { type: "boolean", help: "return once the deployment is accepted (deploy, scale, restart, rm)" },
   timeout: { type: "string", help: "how long to follow a deployment", default: "5m" },
 };
 
@@ -23,7 +23,7 @@ export const APP_USAGE = `usage: corral app <command> [flags]
   show <id>              one app as JSON, with its tasks
   scale <id> <n>         change the number of instances
   restart <id>           rolling restart
-  rm <id>                delete the app and kill its tasks`;
+  rm <id>                delete the app and wait until its tasks are killed`;
 
 function marathonUrl(values: Record<string, string | boolean | undefined>): string {
   const url = (values.marathon as string | undefined) ?? readClusterFile()?.marathonUrl;
@@ -64,6 +64,17 @@ async function follow(client: MarathonClient, deploymentId: string, appId: strin
     // Following a deployment is watching a remote state; the interval is the refresh rate.
     await new Promise((resolve) => setTimeout(resolve, 500));
   }
+}
+
+/** Waits until the deployment is done (true) or the timeout (false), without progress lines: for an app that is gone. */
+async function awaitDeployment(client: MarathonClient, deploymentId: string, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (await client.deploymentRunning(deploymentId)) {
+    if (Date.now() > deadline) return false;
+    // Watching a remote state, as follow() does.
+    await new Promise((resolve) => setTimeout(resolve, 500));
+  }
+  return true;
 }
 
 export async function appCommand(args: string[]): Promise<number> {
@@ -128,7 +139,18 @@ export async function appCommand(args: string[]): Promise<number> {
       case "rm": {
         if (!params[0]) throw new UsageError("rm needs an app id");
         const ref = await client.remove(params[0]);
-        console.log(`deployment ${ref.deploymentId}: ${params[0]} removed`);
+        // As deploy, scale and restart do: the app is gone from /v2/apps at once, but its tasks
+        // are killed by the deployment, and returning before it ends left them running.
+        if (!wait) {
+          console.log(`deployment ${ref.deploymentId}: removing ${params[0]} (not waiting for its tasks to be killed)`);
+          return 0;
+        }
+        console.log(`deployment ${ref.deploymentId}: removing ${params[0]}, killing its tasks`);
+        if (!(await awaitDeployment(client, ref.deploymentId, timeoutMs))) {
+          console.error(`deployment ${ref.deploymentId} still running after ${timeoutMs / 1000} s; see /v2/deployments`);
+          return 1;
+        }
+        console.log(`${params[0]} removed, its tasks killed`);
         return 0;
       }
       default:

@@ -168,6 +168,12 @@ describe("corral CLI", () => {
       const missing = spawnSync(CORRAL, ["app", "scale", "/nope", "3"], { env, encoding: "utf8", timeout: 30_000 });
       expect({ status: missing.status, stderr: missing.stderr }).toEqual({ status: 2, stderr: "corral app scale: GET /v2/apps/nope: 404 App '/nope' does not exist\n" });
       expect(spawnSync(CORRAL, ["app", "list"], { env, encoding: "utf8", timeout: 30_000 }).stdout).not.toContain("/nope");
+      // Removing an app waits, as the other app commands do, until its deployment has killed its tasks.
+      const removed = spawnSync(CORRAL, ["app", "rm", "/hello"], { env, encoding: "utf8", timeout: 60_000 });
+      expect({ status: removed.status, stderr: removed.stderr }).toEqual({ status: 0, stderr: "" });
+      const { marathonUrl } = JSON.parse(await readFile(join(home, "cluster.json"), "utf8")) as { marathonUrl: string };
+      expect(await (await fetch(`${marathonUrl}/v2/deployments`)).json()).toEqual([]);
+      expect(removed.stdout).toMatch(/^deployment [0-9a-f-]+: removing \/hello, killing its tasks\n\/hello removed, its tasks killed\n$/);
 
       const exited = new Promise<number | null>((resolve) => up.once("exit", (code) => resolve(code)));
       up.kill("SIGINT");
