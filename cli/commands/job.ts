@@ -1,6 +1,8 @@
 /**
  * `corral job run job.json`: runs the jobs of a job file (frameworks/batch/README.md) on the
- * cluster through the batch framework, printing progress to stderr and a summary to stdout.
+ * cluster through the batch framework, printing progress to stderr and a summary to stdout. The
+ * tasks' output stays in their sandboxes: a failed task's last stderr lines come with its failure,
+ * and the summary says how to read a task's stdout from its agent.
  * Exits 0 when every job completed, 1 when one failed, timed out or was cancelled, 2 for a bad
  * command line or job file.
  */
@@ -9,11 +11,13 @@ import { runBatchJobs, type BatchRunSummary } from "../../frameworks/batch/batch
 import { DEFAULT_BATCH_CONFIG, batchConfigProblem, type BatchConfig, type BatchEvent, type BatchJobSummary } from "../../frameworks/batch/core.ts";
 import { JobFileError, parseJobFile } from "../../frameworks/batch/job-file.ts";
 import { roleNameError } from "../../sdk/roles.ts";
-import { CLUSTER_FLAGS, connect, makeLogger, resolveCluster } from "../common.ts";
+import { CLUSTER_FLAGS, connect, makeLogger, resolveCluster, resolveMasterUrl } from "../common.ts";
+import { agentEndpoints, sandboxFileUrl, tailSandboxFile } from "../sandbox-output.ts";
 import { numberFlag, parseFlags, UsageError, type FlagSpec } from "../options.ts";
 
 export const JOB_FLAGS: Record<string, FlagSpec> = {
   ...CLUSTER_FLAGS,
+  master: { type: "string", help: "master HTTP URL, to find the agents holding the tasks' output (default: the local cluster's)" },
   name: { type: "string", help: "framework name", default: "corral-job" },
   role: { type: "string", help: "role to run in", default: "default" },
   // The framework's own defaults, so that the flags and the batch README cannot drift apart.
@@ -28,6 +32,8 @@ export const JOB_USAGE = `usage: corral job run <job.json> [flags]
 
 Runs the jobs of a job file on the cluster (the one \`corral up\` started, or --nats/--cluster),
 printing progress to stderr and a summary to stdout. Exits 0 if every job completed, 1 otherwise.
+A failed task's last stderr lines are printed with its failure; every task's stdout and stderr
+stay in its sandbox on its agent, where the agent's /files/read serves them (the summary names one).
 
 job file: { "jobs": [ { "id": "hello", "tasks": 4, "resources": "cpus:0.1;mem:32",
                         "command": "echo task $CORRAL_TASK_INDEX", "maxRetries": 3, "timeoutSeconds": 60 } ] }`;
@@ -101,6 +107,16 @@ export function batchConfigFromFlags(values: Record<string, string | boolean | u
   return { refuseSeconds: setting("refuse-seconds", "refuseSeconds"), offerHoldSeconds: setting("offer-hold-seconds", "offerHoldSeconds"), maxHeldOffers: setting("max-held-offers", "maxHeldOffers") };
 }
 
+/** Last lines of a failed task's stderr printed with its failure. */
+const TAIL_LINES = 5;
+
+/** Where the tasks' stdout and stderr are, with the command to read one. */
+async function outputHint(task: { taskId: string; agentId: string }, frameworkId: string | undefined, endpoint: string | undefined): Promise<string> {
+  const where = "task output: each task's stdout and stderr stay in its sandbox on its agent";
+  if (endpoint === undefined || frameworkId === undefined) return `${where} (the agent's /files/read?frameworkId=...&taskId=...&path=stdout)`;
+  return `${where}, e.g. curl -s '${sandboxFileUrl(endpoint, frameworkId, task.taskId, "stdout")}'`;
+}
+
 export async function jobCommand(args: string[]): Promise<number> {
   const [sub, ...rest] = args;
   if (sub !== "run") throw new UsageError(sub === undefined ? `missing subcommand\n\n${JOB_USAGE}` : `unknown subcommand '${sub}'\n\n${JOB_USAGE}`);
@@ -132,6 +148,30 @@ export async function jobCommand(args: string[]): Promise<number> {
   process.once("SIGTERM", onSignal);
   const sizes = new Map<string, number>();
   const quiet = values.quiet === true;
+  // The tasks' output is in their sandboxes, on the agents; the master's /state says where those
+  // are. Without a master URL (--nats alone) the jobs still run, with less said about the output.
+  let masterUrl: string | undefined;
+  try {
+    masterUrl = resolveMasterUrl(values);
+  } catch {
+    masterUrl = undefined;
+  }
+  let endpoints: Promise<Map<string, string>> | undefined;
+  const endpointOf = async (agentId: string): Promise<string | undefined> => {
+    if (masterUrl === undefined) return undefined;
+    let known = await (endpoints ??= agentEndpoints(masterUrl));
+    if (!known.has(agentId)) known = await (endpoints = agentEndpoints(masterUrl));
+    return known.get(agentId);
+  };
+  // Printed before the summary, so that every failure's lines come before it.
+  const tails: Promise<void>[] = [];
+  let example: { taskId: string; agentId: string } | undefined;
+  const printTail = async (event: Extract<BatchEvent, { type: "task-failed" }>, frameworkId: string | undefined) => {
+    const endpoint = await endpointOf(event.agentId);
+    if (endpoint === undefined || frameworkId === undefined) return;
+    const lines = await tailSandboxFile(sandboxFileUrl(endpoint, frameworkId, event.taskId, "stderr"), TAIL_LINES);
+    if (lines?.length) process.stderr.write(lines.map((line) => `corral:   ${event.taskId} stderr: ${line}\n`).join(""));
+  };
   try {
     const summary = await runBatchJobs({
       transport,
@@ -141,12 +181,17 @@ export async function jobCommand(args: string[]): Promise<number> {
       framework: { name: values.name as string, roles: [values.role as string] },
       config,
       signal: interrupted.signal,
-      onEvent: (event) => {
+      onEvent: (event, framework) => {
         const line = quiet ? undefined : progressLine(event, sizes);
         if (line) process.stderr.write(`corral: ${line}\n`);
+        // A finished task's output is the example: a failed one's stderr is printed already.
+        if (event.type === "task-finished" || (event.type === "task-failed" && example === undefined)) example = { taskId: event.taskId, agentId: event.agentId };
+        if (event.type === "task-failed" && !quiet) tails.push(printTail(event, framework.driver.frameworkId()));
       },
     });
+    await Promise.all(tails);
     console.log(formatJobSummary(summary));
+    if (example !== undefined) console.log(await outputHint(example, summary.frameworkId, await endpointOf(example.agentId)));
     if (typeof values.json === "string") writeFileSync(values.json, `${JSON.stringify(summary, null, 2)}\n`);
     if (interrupted.signal.aborted) return 130;
     return summary.completed === summary.jobs.length ? 0 : 1;

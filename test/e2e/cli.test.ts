@@ -168,6 +168,19 @@ describe("corral CLI", () => {
       const missing = spawnSync(CORRAL, ["app", "scale", "/nope", "3"], { env, encoding: "utf8", timeout: 30_000 });
       expect({ status: missing.status, stderr: missing.stderr }).toEqual({ status: 2, stderr: "corral app scale: GET /v2/apps/nope: 404 App '/nope' does not exist\n" });
       expect(spawnSync(CORRAL, ["app", "list"], { env, encoding: "utf8", timeout: 30_000 }).stdout).not.toContain("/nope");
+      // A batch job's output stays in the sandboxes: a failed task's last stderr lines are shown, and the summary says how to read the rest.
+      const jobFile = join(home, "jobs.json");
+      await writeFile(jobFile, JSON.stringify({ jobs: [
+        { id: "ok", tasks: 1, resources: "cpus:0.1;mem:32", command: "echo hello from task $CORRAL_TASK_INDEX" },
+        { id: "bad", tasks: 1, resources: "cpus:0.1;mem:32", command: "echo first >&2; echo boom >&2; exit 2", maxRetries: 0 },
+      ] }));
+      const job = spawnSync(CORRAL, ["job", "run", jobFile], { env, encoding: "utf8", timeout: 60_000 });
+      expect(job.status).toBe(1);
+      expect(job.stderr).toMatch(/^corral: {3}bad\.0\.0 stderr: first\ncorral: {3}bad\.0\.0 stderr: boom$/m);
+      const outputHint = /^task output: each task's stdout and stderr stay in its sandbox on its agent, e\.g\. curl -s '(\S+)'$/m.exec(job.stdout);
+      expect(outputHint, job.stdout).not.toBeNull();
+      expect(((await (await fetch(outputHint![1]!)).json()) as { data: string }).data).toBe("hello from task 0\n");
+
       // Removing an app waits, as the other app commands do, until its deployment has killed its tasks.
       const removed = spawnSync(CORRAL, ["app", "rm", "/hello"], { env, encoding: "utf8", timeout: 60_000 });
       expect({ status: removed.status, stderr: removed.stderr }).toEqual({ status: 0, stderr: "" });
