@@ -17,7 +17,7 @@ import { portInUse, preferredOrFreePort, startNats, type NatsServer } from "../n
 import { clusterFilePath, corralHome, lockWorkDir, readClusterFile, removeClusterFile, writeClusterFile } from "../cluster-file.ts";
 import { connect, makeLogger, untilSignal } from "../common.ts";
 import { containerizerFromFlags, ISOLATION_FLAGS } from "../containerizer.ts";
-import { durationFlag, numberFlag, parseFlags, portFlag, UsageError, type FlagSpec } from "../options.ts";
+import { durationFlag, envName, numberFlag, parseFlags, portFlag, UsageError, type FlagSpec } from "../options.ts";
 
 export const UP_FLAGS: Record<string, FlagSpec> = {
   nats: { type: "string", help: "use this NATS instead of starting one" },
@@ -134,6 +134,10 @@ export async function upCommand(args: string[]): Promise<number> {
   try {
     let nats = values.nats as string | undefined;
     let server: NatsServer | undefined;
+    // CORRAL_NATS, exported for client commands, also reaches corral up and replaces its embedded
+    // nats-server: said first, as the cause of whatever connecting to that NATS does next.
+    const natsSource = args.some((a) => a === "--nats" || a.startsWith("--nats=")) ? "--nats" : envName("nats");
+    if (nats) process.stderr.write(`corral up: using the NATS at ${nats} (from ${natsSource}) instead of starting one; unset ${envName("nats")} (or drop --nats) for an embedded nats-server\n`);
     if (!nats) {
       server = await startNats({ storeDir: join(workDir, "nats"), port: natsPort ?? (await preferredOrFreePort(4222)), ownProcessGroup: true });
       nats = server.url;
@@ -217,7 +221,7 @@ export async function upCommand(args: string[]): Promise<number> {
     });
     stops.push(async () => removeClusterFile(process.pid));
     console.log(`Corral is up (cluster "${cluster}").`);
-    console.log(`  NATS      ${nats}${server ? " (embedded)" : ""}`);
+    console.log(`  NATS      ${nats}${server ? " (embedded)" : ` (external, from ${natsSource})`}`);
     if (masterCount === 1) console.log(`  master    ${master.httpUrl()}  (/state, /metrics)`);
     else masters.forEach((m, i) => console.log(`  master ${i + 1}  ${m.httpUrl()}  (${m.isLeader() ? "leader" : "standby: /state and writes redirect to the leader"})`));
     agents.forEach((a, i) => console.log(`  agent ${i + 1}   ${a.httpUrl()}  (isolation: ${a.state().isolation})`));

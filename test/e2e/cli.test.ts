@@ -337,6 +337,20 @@ describe("corral CLI", () => {
     }
   }, 60_000);
 
+  it("says at start that CORRAL_NATS (exported for client commands) replaces its embedded nats-server", async () => {
+    const home = await mkdtemp(join(tmpdir(), "corral-home-"));
+    const nats = `nats://127.0.0.1:${await freePort()}`;
+    const up = spawn(CORRAL, ["up", "--master-port", "0", "--marathon-port", "0"], { env: { ...process.env, CORRAL_HOME: home, CORRAL_NATS: nats }, stdio: ["ignore", "ignore", "pipe"] });
+    try {
+      const err = lines({ stdout: up.stderr } as unknown as ChildProcess);
+      const notice = await err.waitFor((l) => l.startsWith("corral up: using the NATS"), 30_000, "corral up to name the NATS it uses");
+      expect(notice).toBe(`corral up: using the NATS at ${nats} (from CORRAL_NATS) instead of starting one; unset CORRAL_NATS (or drop --nats) for an embedded nats-server`);
+    } finally {
+      await stopUp(up);
+      await rm(home, { recursive: true, force: true });
+    }
+  }, 60_000);
+
   it("refuses corral up when its master or Marathon port is taken, naming the flag, before starting anything", async () => {
     const home = await mkdtemp(join(tmpdir(), "corral-home-"));
     const taken = createServer();
