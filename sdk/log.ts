@@ -23,3 +23,17 @@ export function componentLogger<L extends BindableLogger>(log: L, component: str
   if (existing === component) return log.child(extra) as L;
   return log.child({ subcomponent: component, ...extra }) as L;
 }
+
+/**
+ * The field naming `component` in a log call's own object, for code that logs through a logger it
+ * was given (the SDK's {@link Logger} has no `child`): `{ component }` when the logger names none,
+ * nothing when it names this one, `{ subcomponent: component }` when it names another (the
+ * scheduler driver inside Marathon). Read once: a logger's bindings do not change.
+ */
+export function componentField(log: object, component: string): { component?: string; subcomponent?: string } {
+  const bindings = (log as { bindings?: () => Record<string, unknown> }).bindings;
+  const existing = typeof bindings === "function" ? bindings.call(log).component : undefined;
+  if (existing === undefined) return { component };
+  if (existing === component) return {};
+  return { subcomponent: component };
+}

@@ -55,6 +55,7 @@ import type {
   TaskInfo,
   TaskStatus,
 } from "./wire/types.ts";
+import { componentField } from "./log.ts";
 
 export type { CallResponse, Filters, TaskState, TaskStatus } from "./wire/types.ts";
 
@@ -722,6 +723,8 @@ class Driver implements SchedulerDriver {
   private readonly timers: Timers;
   private readonly rng: Rng;
   private readonly log: Logger;
+  /** How this driver names itself in log lines without repeating a component its logger binds. */
+  private readonly componentField: { component?: string; subcomponent?: string };
   private readonly requestTimeoutMs: number;
   private readonly maxMissed: number;
   private readonly backoffBaseMs: number;
@@ -794,6 +797,7 @@ class Driver implements SchedulerDriver {
     this.timers = o.timers ?? systemTimers;
     this.rng = o.rng ?? new SeededRng(randomUUID());
     this.log = o.log ?? silentLogger;
+    this.componentField = componentField(this.log, "scheduler-driver");
     this.requestTimeoutMs = positive(o.requestTimeoutMs, DEFAULT_SCHEDULER_REQUEST_TIMEOUT_MS, "requestTimeoutMs");
     this.maxMissed = positive(o.maxMissedMasterHeartbeats, DEFAULT_MAX_MISSED_MASTER_HEARTBEATS, "maxMissedMasterHeartbeats", true);
     // Stopped at every change of session, so it only ever speaks for the current one.
@@ -1446,8 +1450,8 @@ class Driver implements SchedulerDriver {
     }
   }
 
-  private bindings(): { component: string; frameworkId: string | undefined; instanceId: string } {
-    return { component: "scheduler-driver", frameworkId: this.fwId, instanceId: this.instanceId };
+  private bindings(): { component?: string; subcomponent?: string; frameworkId: string | undefined; instanceId: string } {
+    return { ...this.componentField, frameworkId: this.fwId, instanceId: this.instanceId };
   }
 }
 

@@ -24,6 +24,7 @@ import type { Rng } from "../../sdk/rng.ts";
 import { createSchedulerDriver, type FrameworkOptions, type SchedulerDriver, type SubscribedInfo, type TaskCommand, type TaskSpec, type TaskStatus } from "../../sdk/scheduler.ts";
 import { silentLogger, type Logger, type Transport } from "../../sdk/transport.ts";
 import { BatchCore, type BatchConfig, type BatchEffect, type BatchEvent, type BatchJobSpec, type BatchJobSummary, type BatchLaunch } from "./core.ts";
+import { componentField } from "../../sdk/log.ts";
 
 /** Default framework name. */
 export const DEFAULT_BATCH_FRAMEWORK_NAME = "corral-batch";
@@ -119,6 +120,7 @@ export function createBatchFramework(options: BatchFrameworkOptions): BatchFrame
   const clock = options.clock ?? systemClock;
   const timers = options.timers ?? systemTimers;
   const log = options.log ?? silentLogger;
+  const component = componentField(log, "batch");
   const toCommand = options.taskCommand ?? defaultTaskCommand;
   const core = new BatchCore({ clock, ...(options.config ? { config: options.config } : {}) });
   let wake: TimerHandle | undefined;
@@ -150,7 +152,7 @@ export function createBatchFramework(options: BatchFrameworkOptions): BatchFrame
     settleWaiters();
   };
 
-  const quiet = (what: string) => (err: unknown) => log.warn({ component: "batch", err }, `${what} failed`);
+  const quiet = (what: string) => (err: unknown) => log.warn({ ...component, err }, `${what} failed`);
 
   const apply = (effects: BatchEffect[]): void => {
     for (const effect of effects) {
@@ -163,7 +165,7 @@ export function createBatchFramework(options: BatchFrameworkOptions): BatchFrame
           } catch (err) {
             // A bug of the caller's taskCommand: the attempts fail (bounded by the retries)
             // rather than being queued again forever.
-            log.error({ component: "batch", err }, "taskCommand failed; declining the offer");
+            log.error({ ...component, err }, "taskCommand failed; declining the offer");
             void driver.decline([effect.offerId], { refuseSeconds: effect.refuseSeconds }).catch(quiet("decline"));
             const message = `taskCommand failed: ${err instanceof Error ? err.message : String(err)}`;
             queueMicrotask(() => input(() => ids.flatMap((taskId) => core.update({ taskId, state: "TASK_ERROR", agentId: effect.agentId, message }))));
@@ -202,7 +204,7 @@ export function createBatchFramework(options: BatchFrameworkOptions): BatchFrame
           try {
             options.onEvent?.(effect.event);
           } catch (err) {
-            log.warn({ component: "batch", err }, "onEvent listener failed");
+            log.warn({ ...component, err }, "onEvent listener failed");
           }
           break;
       }
@@ -226,7 +228,7 @@ export function createBatchFramework(options: BatchFrameworkOptions): BatchFrame
         try {
           options.onUpdate?.(status);
         } catch (err) {
-          log.warn({ component: "batch", err }, "onUpdate listener failed");
+          log.warn({ ...component, err }, "onUpdate listener failed");
         }
         return input(() =>
           core.update({

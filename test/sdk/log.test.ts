@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { pino } from "pino";
-import { componentLogger } from "../../sdk/log.ts";
+import { componentField, componentLogger } from "../../sdk/log.ts";
 
 /** A pino logger writing its lines into an array, as `corral up`'s file logger writes them. */
 function capture(): { log: pino.Logger; lines: string[] } {
@@ -34,5 +34,18 @@ describe("componentLogger", () => {
     const { log, lines } = capture();
     log.child({ component: "agent" }).child({ component: "agent" }).info("twice");
     expect(count(lines[0]!, "component")).toBe(2);
+  });
+});
+
+describe("componentField", () => {
+  it("names the component in a log call once, under a logger that binds one or none (the scheduler driver inside Marathon)", () => {
+    const { log, lines } = capture();
+    const marathon = log.child({ component: "marathon" });
+    marathon.info({ ...componentField(marathon, "scheduler-driver"), frameworkId: "f1" }, "subscribed");
+    log.info({ ...componentField(log, "scheduler-driver") }, "alone");
+    marathon.info({ ...componentField(marathon, "marathon") }, "same");
+    expect(lines.map((l) => count(l, "component"))).toEqual([1, 1, 1]);
+    expect(JSON.parse(lines[0]!)).toMatchObject({ component: "marathon", subcomponent: "scheduler-driver" });
+    expect(JSON.parse(lines[1]!)).toMatchObject({ component: "scheduler-driver" });
   });
 });
