@@ -78,6 +78,19 @@ async function inTurns<T, R>(items: readonly T[], width: number, run: (item: T) 
   return results;
 }
 
+/** Processes whose command line names `home` (a `corral up`'s nats-server, agents, tasks): none may outlive it. */
+function processesOf(home: string): string[] {
+  return readdirSync("/proc")
+    .filter((pid) => /^\d+$/.test(pid))
+    .filter((pid) => {
+      try {
+        return readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(home);
+      } catch {
+        return false; // Gone meanwhile.
+      }
+    });
+}
+
 describe("corral CLI", () => {
   it("brings a cluster up, runs a command through it with its output and exit code, and stops cleanly", async () => {
     const home = await mkdtemp(join(tmpdir(), "corral-home-"));
@@ -267,14 +280,7 @@ describe("corral CLI", () => {
       expect(log).not.toContain('"msg":"nats disconnected"');
       expect(log).not.toContain("nats drain timed out");
       // No process of this cluster (nats-server, tasks, their supervisors) is left, nor a task's cgroup.
-      const left = readdirSync("/proc").filter((pid) => /^\d+$/.test(pid)).filter((pid) => {
-        try {
-          return readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(home);
-        } catch {
-          return false; // Gone meanwhile.
-        }
-      });
-      expect(left).toEqual([]);
+      expect(processesOf(home)).toEqual([]);
       const cgroupDirs = ["/sys/fs/cgroup/corral", ...(existsSync("/sys/fs/cgroup") ? readdirSync("/sys/fs/cgroup").map((c) => `/sys/fs/cgroup/${c}/corral`) : [])].filter((d) => existsSync(d));
       const leftCgroups = cgroupDirs.flatMap((d) => readdirSync(d).filter((name) => tasks.some((t) => name.startsWith(`${t}-`))));
       expect(leftCgroups).toEqual([]);
@@ -297,14 +303,7 @@ describe("corral CLI", () => {
       // Killed by the signal, it left its nats-server and the demo's tasks running.
       expect(await within(exited, 30_000, "corral up to stop")).toEqual([0, null]);
       expect(out.items).not.toContain("Press Ctrl-C to stop.");
-      const left = readdirSync("/proc").filter((pid) => /^\d+$/.test(pid)).filter((pid) => {
-        try {
-          return readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(home);
-        } catch {
-          return false; // Gone meanwhile.
-        }
-      });
-      expect(left).toEqual([]);
+      expect(processesOf(home)).toEqual([]);
       expect(existsSync(join(home, "up", "up.lock"))).toBe(false);
     } finally {
       await stopUp(up);
@@ -322,14 +321,7 @@ describe("corral CLI", () => {
       process.kill(-up.pid!, "SIGHUP");
       // Killed by the signal, it left its nats-server running (that one reloads its config on SIGHUP) and its files behind.
       expect(await within(exited, 30_000, "corral up to stop")).toEqual([0, null]);
-      const left = readdirSync("/proc").filter((pid) => /^\d+$/.test(pid)).filter((pid) => {
-        try {
-          return readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(home);
-        } catch {
-          return false; // Gone meanwhile.
-        }
-      });
-      expect(left).toEqual([]);
+      expect(processesOf(home)).toEqual([]);
       expect(existsSync(join(home, "cluster.json"))).toBe(false);
     } finally {
       await stopUp(up);
