@@ -18,7 +18,7 @@ import { connect } from "@nats-io/transport-node";
 export interface StartNatsOptions {
   /** Path of the nats-server binary. @default found on PATH, else /usr/sbin or /usr/local/bin */
   binary?: string;
-  /** Port to listen on. @default a free loopback port */
+  /** Port to listen on; 0 means any free one. @default a free loopback port */
   port?: number;
   /** Enable JetStream. @default true */
   jetstream?: boolean;
@@ -297,9 +297,12 @@ export async function startNats(options: StartNatsOptions = {}): Promise<NatsSer
     configPath = join(storeDir, "nats.conf");
     await writeFile(configPath, options.config, "utf8");
   }
-  const server = new NatsServerImpl(binary, storeDir, options.port ?? (await freePort()), configPath, options, options.storeDir === undefined);
+  // 0 asks for any free port, as for a listening socket: nats-server would take one too, but
+  // the readiness probe must know which, so the port is chosen here.
+  const anyPort = options.port === undefined || options.port === 0;
+  const server = new NatsServerImpl(binary, storeDir, anyPort ? await freePort() : options.port!, configPath, options, options.storeDir === undefined);
   try {
-    await server.startOnFreePort(options.port === undefined);
+    await server.startOnFreePort(anyPort);
   } catch (err) {
     await server.stop();
     throw err;

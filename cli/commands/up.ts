@@ -28,7 +28,7 @@ export const UP_FLAGS: Record<string, FlagSpec> = {
   "master-port": { type: "string", help: "master HTTP port (with --masters N, N consecutive ports)", default: "5050" },
   marathons: { type: "string", help: "number of Marathons; more than one elect a leader (the others forward the API to it)", default: "1" },
   "marathon-port": { type: "string", help: "Marathon's HTTP port (its v2 REST API; with --marathons N, N consecutive ports)", default: "8080" },
-  "nats-port": { type: "string", help: "port of the embedded nats-server (default: 4222 if free)" },
+  "nats-port": { type: "string", help: "port of the embedded nats-server; 0 for any free one (default: 4222 if free)" },
   "allocation-interval": { type: "string", help: "periodic allocation run", default: "1s" },
   "log-level": { type: "string", help: "level of the log file <work-dir>/corral.log", default: "info" },
   demo: { type: "boolean", help: "also deploy examples/apps/hello.json (two web servers with a health check) through Marathon" },

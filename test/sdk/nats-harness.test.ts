@@ -58,4 +58,15 @@ describe("nats test harness", () => {
       await new Promise<void>((resolve) => squatter.close(() => resolve()));
     }
   });
+
+  it("takes port 0 as any free port, as corral up --nats-port 0 asks (it used to wait for a server on port 0)", async () => {
+    const server = await startNats({ port: 0, jetstream: false });
+    try {
+      expect(server.port).toBeGreaterThan(0);
+      const nc = await connect({ servers: server.url });
+      await nc.close();
+    } finally {
+      await server.stop();
+    }
+  });
 });
