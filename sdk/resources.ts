@@ -173,8 +173,23 @@ function rangesContain(outer: readonly Range[], inner: readonly Range[]): boolea
   return true;
 }
 
-/** `a` minus `b`, assuming `b` is contained in `a`. */
-function rangesDifference(a: readonly Range[], b: readonly Range[]): Range[] {
+/** The ranges in both `a` and `b` (each sorted and disjoint, as a {@link RangesEntry}'s are). */
+export function rangesIntersection(a: readonly Range[], b: readonly Range[]): Range[] {
+  const out: Range[] = [];
+  let i = 0;
+  let j = 0;
+  while (i < a.length && j < b.length) {
+    const begin = Math.max(a[i]!.begin, b[j]!.begin);
+    const end = Math.min(a[i]!.end, b[j]!.end);
+    if (begin <= end) out.push({ begin, end });
+    if (a[i]!.end < b[j]!.end) i++;
+    else j++;
+  }
+  return out;
+}
+
+/** The ranges of `a` not in `b` (each sorted and disjoint; `b` need not lie within `a`). */
+export function rangesDifference(a: readonly Range[], b: readonly Range[]): Range[] {
   const out: Range[] = [];
   let j = 0;
   for (const r of a) {

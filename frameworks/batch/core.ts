@@ -32,7 +32,7 @@
  */
 
 import type { Clock } from "../../sdk/clock.ts";
-import { Resources, ResourceError, type Range, type RangesEntry, type ResourceEntry, type ScalarEntry, type SetEntry } from "../../sdk/resources.ts";
+import { Resources, ResourceError, rangesDifference, rangesIntersection, type Range, type RangesEntry, type ResourceEntry, type ScalarEntry, type SetEntry } from "../../sdk/resources.ts";
 import { UNRESERVED_ROLE } from "../../sdk/roles.ts";
 import { TERMINAL_TASK_STATES, type TaskState } from "../../sdk/wire/types.ts";
 import { TimedHeap, type Timed } from "../../sdk/time-heap.ts";
@@ -387,7 +387,7 @@ export function carve(offered: Resources, wanted: Resources): Resources | null {
         const take = rangesIntersection(need, (source as RangesEntry).ranges);
         if (take.length === 0) continue;
         parts.push({ kind: "ranges", name: want.name, role: source.role, ranges: take });
-        need = rangesMinus(need, take);
+        need = rangesDifference(need, take);
       }
       if (need.length > 0) return null;
     } else {
@@ -402,37 +402,6 @@ export function carve(offered: Resources, wanted: Resources): Resources | null {
     }
   }
   return Resources.of(parts);
-}
-
-/** The ranges in both `a` and `b` (each sorted and disjoint). */
-function rangesIntersection(a: readonly Range[], b: readonly Range[]): Range[] {
-  const out: Range[] = [];
-  let i = 0;
-  let j = 0;
-  while (i < a.length && j < b.length) {
-    const begin = Math.max(a[i]!.begin, b[j]!.begin);
-    const end = Math.min(a[i]!.end, b[j]!.end);
-    if (begin <= end) out.push({ begin, end });
-    if (a[i]!.end < b[j]!.end) i++;
-    else j++;
-  }
-  return out;
-}
-
-/** The ranges of `a` not in `b` (each sorted and disjoint). */
-function rangesMinus(a: readonly Range[], b: readonly Range[]): Range[] {
-  const out: Range[] = [];
-  let j = 0;
-  for (const r of a) {
-    let begin = r.begin;
-    while (j < b.length && b[j]!.end < begin) j++;
-    for (let k = j; k < b.length && b[k]!.begin <= r.end; k++) {
-      if (b[k]!.begin > begin) out.push({ begin, end: b[k]!.begin - 1 });
-      begin = Math.max(begin, b[k]!.end + 1);
-    }
-    if (begin <= r.end) out.push({ begin, end: r.end });
-  }
-  return out;
 }
 
 /** Cache of parsed resource texts (trace and workload jobs share a few texts among many tasks). */
