@@ -4,16 +4,22 @@
  * comes from the master's `/state`.
  */
 
-/** Agent id to its HTTP endpoint, from the master's `/state`; empty when the master cannot be read. */
+import { fetchOrExplain } from "./common.ts";
+
+/**
+ * Agent id to its HTTP endpoint, from the master's `/state`.
+ * @throws an Error saying why the master could not be read (unreachable, or an error status)
+ */
+export async function readAgentEndpoints(masterUrl: string): Promise<Map<string, string>> {
+  const response = await fetchOrExplain(`${masterUrl}/state`, "the master", masterUrl);
+  if (!response.ok) throw new Error(`${masterUrl}/state answered ${response.status}`);
+  const state = (await response.json()) as { agents?: Array<{ id: string; httpEndpoint: string }> };
+  return new Map((state.agents ?? []).filter((a) => a.httpEndpoint).map((a) => [a.id, a.httpEndpoint]));
+}
+
+/** {@link readAgentEndpoints}, empty when the master cannot be read. */
 export async function agentEndpoints(masterUrl: string): Promise<Map<string, string>> {
-  try {
-    const response = await fetch(`${masterUrl}/state`);
-    if (!response.ok) return new Map();
-    const state = (await response.json()) as { agents?: Array<{ id: string; httpEndpoint: string }> };
-    return new Map((state.agents ?? []).filter((a) => a.httpEndpoint).map((a) => [a.id, a.httpEndpoint]));
-  } catch {
-    return new Map();
-  }
+  return readAgentEndpoints(masterUrl).catch(() => new Map<string, string>());
 }
 
 /** The `/files/read` URL of one of a task's sandbox files (`stdout`, `stderr`). */

@@ -7,7 +7,8 @@ import { randomUUID } from "node:crypto";
 import { Resources } from "../../sdk/resources.ts";
 import { createSchedulerDriver, type SchedulerDriver, type TaskStatus } from "../../sdk/scheduler.ts";
 import { TERMINAL_TASK_STATES } from "../../sdk/wire/types.ts";
-import { CLUSTER_FLAGS, connect, fetchOrExplain, makeLogger, resolveCluster, resolveMasterUrl, untilSignal } from "../common.ts";
+import { CLUSTER_FLAGS, connect, makeLogger, resolveCluster, resolveMasterUrl, untilSignal } from "../common.ts";
+import { readAgentEndpoints, sandboxFileUrl } from "../sandbox-output.ts";
 import { numberFlag, parseFlags, UsageError, type FlagSpec } from "../options.ts";
 
 export const RUN_FLAGS: Record<string, FlagSpec> = {
@@ -82,10 +83,7 @@ export async function runCommand(args: string[]): Promise<number> {
   /** The agent's HTTP endpoint from the master's /state; undefined (said once, on stderr) when it cannot be had. */
   const agentEndpoint = async (agentId: string): Promise<string | undefined> => {
     try {
-      const response = await fetchOrExplain(`${masterUrl}/state`, "the master", masterUrl);
-      if (!response.ok) throw new Error(`${masterUrl}/state answered ${response.status}`);
-      const state = (await response.json()) as { agents?: Array<{ id: string; httpEndpoint: string }> };
-      return state.agents?.find((a) => a.id === agentId)?.httpEndpoint || undefined;
+      return (await readAgentEndpoints(masterUrl)).get(agentId);
     } catch (err) {
       if (!toldWhyBlind) process.stderr.write(`corral: cannot stream the task's output: ${(err as Error).message}\n`);
       toldWhyBlind = true;
@@ -98,8 +96,8 @@ export async function runCommand(args: string[]): Promise<number> {
   const startFollowing = async (agentId: string) => {
     const endpoint = await agentEndpoint(agentId);
     if (!endpoint) return;
-    const base = `${endpoint}/files/read?frameworkId=${encodeURIComponent(driver.frameworkId()!)}&taskId=${taskId}`;
-    followers = [new FileFollower(`${base}&path=stdout`, process.stdout), new FileFollower(`${base}&path=stderr`, process.stderr)];
+    const url = (path: string) => sandboxFileUrl(endpoint, driver.frameworkId()!, taskId, path);
+    followers = [new FileFollower(url("stdout"), process.stdout), new FileFollower(url("stderr"), process.stderr)];
   };
 
   const driver: SchedulerDriver = createSchedulerDriver({
